@@ -1,0 +1,183 @@
+//! Start methods and contexts: `get_context`, `set_start_method`, `get_start_method`,
+//! `get_all_start_methods`, with Python's rules.
+//!
+//! The process-wide default is fixed the first time it is used (a process starts with it, or
+//! [`get_start_method`] is asked); changing it afterwards needs `force`. A child inherits its
+//! parent's start method as its own fixed default, so nested children are started the same way.
+
+use std::fmt;
+use std::sync::Mutex;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::process::Process;
+use crate::registry::{Run, Target};
+
+/// How a child process is started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum StartMethod {
+    /// Re-execute this program and run the target in the new process (every OS; the default).
+    /// The target must be a function item, a closure that captures nothing, or a [`Run`] value;
+    /// arguments travel serialised.
+    Spawn,
+    /// `fork()` the calling process (Unix). The child continues with a copy of the parent's
+    /// memory and can run any `FnOnce() -> R + Send + 'static` closure.
+    ///
+    /// Forking a process that runs other threads is unsafe in general: a lock held by another
+    /// thread at the moment of the fork stays locked forever in the child (including the
+    /// allocator's). Use it from single-threaded programs, as CPython's docs also warn.
+    Fork,
+}
+
+impl StartMethod {
+    /// Python's name for the method: `"spawn"` or `"fork"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StartMethod::Spawn => "spawn",
+            StartMethod::Fork => "fork",
+        }
+    }
+
+    /// Parses Python's name for a start method.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown or unavailable method.
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "spawn" => Ok(StartMethod::Spawn),
+            "fork" if cfg!(unix) => Ok(StartMethod::Fork),
+            "forkserver" => Err(Error::InvalidArgument(
+                "the forkserver start method is not available yet; use spawn or fork".into(),
+            )),
+            _ => Err(Error::InvalidArgument(format!(
+                "cannot find context for {name:?}"
+            ))),
+        }
+    }
+
+    /// The class-name prefix of processes made through a context of this method
+    /// (`SpawnProcess-1`, `ForkProcess-1`), as in Python.
+    pub(crate) fn process_prefix(self) -> &'static str {
+        match self {
+            StartMethod::Spawn => "SpawnProcess",
+            StartMethod::Fork => "ForkProcess",
+        }
+    }
+}
+
+impl fmt::Display for StartMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The start method used by processes made without a context, once fixed.
+static DEFAULT: Mutex<Option<StartMethod>> = Mutex::new(None);
+
+/// The method a fresh program uses when nothing was set: `spawn` on every OS (safe with threads,
+/// and the only one Windows has).
+const INITIAL_DEFAULT: StartMethod = StartMethod::Spawn;
+
+/// A start method bound to the process factories, like Python's `multiprocessing.get_context(m)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Context {
+    method: StartMethod,
+}
+
+impl Context {
+    /// This context's start method.
+    pub fn start_method(&self) -> StartMethod {
+        self.method
+    }
+
+    /// `ctx.Process(target=f, args=args)`: a process started with this context's method.
+    pub fn process<F, A, R>(&self, target: F, args: A) -> Process
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        Process::new(target, args).context(*self)
+    }
+
+    /// A process that runs [`Run::run`] of `obj` (Python's subclass overriding `run`), started
+    /// with this context's method.
+    pub fn process_run<T: Run>(&self, obj: T) -> Process {
+        Process::from_run(obj).context(*self)
+    }
+
+    /// A process that runs a closure; needs the fork method (see [`Process::from_closure`]).
+    pub fn process_closure<F, R>(&self, f: F) -> Process
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        Process::from_closure(f).context(*self)
+    }
+}
+
+/// `multiprocessing.get_context(method)`: a context for `"spawn"` or `"fork"` (Unix).
+///
+/// # Errors
+/// [`Error::InvalidArgument`] (`cannot find context for 'bogus'`) for an unknown name.
+///
+/// ```
+/// let ctx = multiprocess::get_context("spawn").unwrap();
+/// assert_eq!(ctx.start_method(), multiprocess::StartMethod::Spawn);
+/// assert!(multiprocess::get_context("bogus").is_err());
+/// ```
+pub fn get_context(method: &str) -> Result<Context> {
+    Ok(Context {
+        method: StartMethod::from_name(method)?,
+    })
+}
+
+/// `multiprocessing.set_start_method(method, force)`: sets the process-wide default. Once the
+/// default has been used (a process started with it, or [`get_start_method`] asked), changing it
+/// fails unless `force` is true; `set_start_method(None, true)` resets it to unset.
+///
+/// # Errors
+/// [`Error::State`] (`context has already been set`), or [`Error::InvalidArgument`] for an
+/// unknown name.
+pub fn set_start_method<'a>(method: impl Into<Option<&'a str>>, force: bool) -> Result<()> {
+    let method = method.into().map(StartMethod::from_name).transpose()?;
+    let mut default = DEFAULT.lock().unwrap_or_else(|e| e.into_inner());
+    if default.is_some() && !force {
+        return Err(Error::state("context has already been set"));
+    }
+    *default = method;
+    Ok(())
+}
+
+/// `multiprocessing.get_start_method(allow_none)`: the default start method, fixing it if it was
+/// not yet (unless `allow_none`, which then returns `None` for an unset default).
+pub fn get_start_method(allow_none: bool) -> Option<StartMethod> {
+    let mut default = DEFAULT.lock().unwrap_or_else(|e| e.into_inner());
+    if default.is_none() && !allow_none {
+        *default = Some(INITIAL_DEFAULT);
+    }
+    *default
+}
+
+/// `multiprocessing.get_all_start_methods()`: the methods this platform supports, the default
+/// first.
+pub fn get_all_start_methods() -> Vec<StartMethod> {
+    if cfg!(unix) {
+        vec![StartMethod::Spawn, StartMethod::Fork]
+    } else {
+        vec![StartMethod::Spawn]
+    }
+}
+
+/// The method a process started without a context uses (fixes the default).
+pub(crate) fn default_method() -> StartMethod {
+    get_start_method(false).unwrap_or(INITIAL_DEFAULT)
+}
+
+/// In a child: adopt the parent's method as the fixed default.
+pub(crate) fn inherit(method: StartMethod) {
+    *DEFAULT.lock().unwrap_or_else(|e| e.into_inner()) = Some(method);
+}

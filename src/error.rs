@@ -1,0 +1,82 @@
+//! The crate's one error type.
+
+use std::io;
+
+/// What went wrong. Python raises exceptions of several classes; each one maps to a variant here
+/// (see the crate docs for the table).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system call failed; `context` says which call, for what.
+    #[error("{context}: {source}")]
+    Io {
+        /// What we were doing.
+        context: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A value could not be encoded, or bytes from another process could not be decoded.
+    #[error("codec error: {0}")]
+    Codec(String),
+    /// A bounded wait ran out (Python's `multiprocessing.TimeoutError`).
+    #[error("timed out")]
+    Timeout,
+    /// The peer closed its end before a whole message arrived (Python's `EOFError`).
+    #[error("end of file")]
+    Eof,
+    /// Misuse of an object in its current state: Python's `AssertionError`/`ValueError` for
+    /// starting twice, joining before start, using a closed process, and the like. The message is
+    /// Python's.
+    #[error("{0}")]
+    State(String),
+    /// An argument was invalid (Python's `ValueError`/`TypeError`), e.g. an unknown start method.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The target panicked in the child; `message` is the panic payload.
+    #[error("the target panicked: {message}")]
+    Panicked {
+        /// The panic message.
+        message: String,
+    },
+    /// The child ended with exit code `exitcode` (from `exit(n)`) before returning a value.
+    #[error("the process exited with code {exitcode} before returning a value")]
+    Exited {
+        /// The process's exit code.
+        exitcode: i32,
+    },
+    /// The child was killed by signal `signal` (its exitcode is `-signal`).
+    #[error("the process was killed by signal {signal}")]
+    Killed {
+        /// The signal number.
+        signal: i32,
+    },
+    /// The child could not start its target: it never reached `init()`, runs a different
+    /// executable, or received a garbled bootstrap message. The message names the fix.
+    #[error("child bootstrap failed: {0}")]
+    Bootstrap(String),
+}
+
+/// `Result<T, multiprocess::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// An [`Error::Io`] with context.
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// An [`Error::State`].
+    pub(crate) fn state(msg: impl Into<String>) -> Self {
+        Error::State(msg.into())
+    }
+}
+
+impl From<postcard::Error> for Error {
+    fn from(e: postcard::Error) -> Self {
+        Error::Codec(e.to_string())
+    }
+}

@@ -1,0 +1,92 @@
+//! # multiprocess — Python's `multiprocessing`, in Rust
+//!
+//! Start work in other processes with Python's names and rules: a [`Process`] runs a function
+//! in a child started by **spawn** (re-running this program, on every OS) or **fork** (Unix), and
+//! reports its exit code, as Python does, and its return value, which Python cannot.
+//!
+//! ```
+//! use multiprocess::Process;
+//!
+//! fn worker(sec: u64) -> u64 {
+//!     std::thread::sleep(std::time::Duration::from_millis(sec));
+//!     sec * 2
+//! }
+//!
+//! # fn main() -> multiprocess::Result<()> {
+//! multiprocess::init_test(); // in a program: multiprocess::init(), first line of main
+//! let mut p = Process::new(worker, (5,)).name("child");
+//! p.start()?;
+//! println!("{:?} {} {}", p.pid(), p.get_name(), p.is_alive()?);
+//! p.join(None)?;
+//! assert_eq!(p.exitcode()?, Some(0));
+//! assert_eq!(p.result::<u64>()?, 10);
+//! # Ok(()) }
+//! ```
+//!
+//! ## The entry point
+//! Call [`init`] as the first line of `main`: it is the Rust form of Python's
+//! `if __name__ == "__main__":`. A spawned child runs the same executable; its `init()` runs the
+//! child's target and exits instead of returning. In tests, call [`init_test`] first in each test
+//! that starts processes.
+//!
+//! ## Python → Rust
+//!
+//! | Python `multiprocessing` | `multiprocess` |
+//! |---|---|
+//! | `if __name__ == "__main__":` | [`init()`] first in `main`; [`init_test()`] first in a test |
+//! | `Process(target=f, args=(5,))` | [`Process::new(f, (5,))`](Process::new) |
+//! | `Process(target=f, kwargs={...})` | a struct parameter: `Process::new(f, (Kwargs { .. },))` |
+//! | subclass `Process`, override `run` | a serde type implementing [`Run`]; [`Process::from_run`] |
+//! | `name=`, `daemon=` | builder [`Process::name`], [`Process::daemon`], [`Process::authkey`] |
+//! | `p.start()`, `p.join(timeout)` | [`start`](Process::start), [`join(Option<Duration>)`](Process::join) |
+//! | `p.is_alive()`, `p.exitcode`, `p.pid` | [`is_alive`](Process::is_alive), [`exitcode`](Process::exitcode), [`pid`](Process::pid) |
+//! | `p.name`, `p.daemon`, `p.authkey` | [`get_name`](Process::get_name)/[`set_name`](Process::set_name), [`is_daemon`](Process::is_daemon)/[`set_daemon`](Process::set_daemon), [`get_authkey`](Process::get_authkey) |
+//! | `p.terminate()`, `p.kill()`, `p.close()` | [`terminate`](Process::terminate), [`kill`](Process::kill), [`close`](Process::close) |
+//! | `p.sentinel` | [`sentinel`](Process::sentinel), waitable with [`wait`] |
+//! | `p.run()` | [`run`](Process::run) (returns the value) |
+//! | — | [`result`](Process::result): the target's return value, or why there is none |
+//! | `current_process()`, `parent_process()` | [`current_process`], [`parent_process`] |
+//! | `active_children()`, `cpu_count()` | [`active_children`], [`cpu_count`] (honours affinity) |
+//! | `get_context(m)`, `set_start_method(m, force)` | [`get_context`], [`set_start_method`] |
+//! | `get_start_method()`, `get_all_start_methods()` | [`get_start_method`], [`get_all_start_methods`] |
+//! | `ctx.Process(...)` | [`Context::process`], or [`Process::context`] |
+//! | `multiprocessing.connection.wait` | [`wait`] |
+//! | `sys.exit(n)` in a child | [`exit`] or `std::process::exit` |
+//! | exceptions (`ValueError`, `AssertionError`, `TimeoutError`, ...) | [`Error`] variants |
+//!
+//! Pipes, queues, locks, shared memory, `Pool` and managers are being built; the README's
+//! feature table says what works today.
+//!
+//! ## Start methods
+//! - **spawn** (default): runs this executable again. The target must be a function item or a
+//!   non-capturing closure (found in the child's copy of the executable by its offset, after an
+//!   executable-identity check), or a [`Run`] value; arguments and results are serde types.
+//! - **fork** (Unix): any `FnOnce() -> R + Send + 'static` closure via
+//!   [`Process::from_closure`]. Unsafe to combine with threads, as in C and Python.
+//!
+//! ## Exit codes and the exit policy
+//! 0 when the target returns; 1 when it panics (stderr gets `Process <name>:` then the panic
+//! message); `n & 0xFF` after `exit(n)`; `-N` when killed by signal N. When the program exits,
+//! daemonic children are terminated and all children are joined (Python's rule). Beyond
+//! Python, a daemonic child also ends, within moments, when its parent is killed outright.
+
+mod bootstrap;
+pub mod connection;
+mod context;
+mod error;
+mod process;
+mod registry;
+mod sys;
+mod wire;
+
+pub use bootstrap::{exit, init, init_test};
+pub use connection::{Waitable, wait};
+pub use context::{
+    Context, StartMethod, get_all_start_methods, get_context, get_start_method, set_start_method,
+};
+pub use error::{Error, Result};
+pub use process::{
+    AuthKey, CurrentProcess, ParentProcess, Process, Sentinel, active_children, cpu_count,
+    current_process, parent_process,
+};
+pub use registry::{Run, Target};

@@ -1,0 +1,909 @@
+//! `Process` and the process-wide state around it: `current_process`, `parent_process`,
+//! `active_children`, `cpu_count`, and the exit policy (Python's `_exit_function`).
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::bootstrap::{self, Report};
+use crate::context::{self, Context, StartMethod};
+use crate::error::{Error, Result};
+use crate::registry::{Job, ResultType, Run, Target};
+use crate::sys;
+use crate::wire::{self, FrameReader};
+
+/// Locks a mutex, ignoring poisoning: our invariants hold between statements.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authentication keys
+
+/// A process's authentication key (Python's `AuthenticationString`): 32 random bytes in the main
+/// process, inherited by children. It deliberately implements neither `Serialize` nor `Display`,
+/// so it cannot leak into a message or a log by accident; it travels only in a child's bootstrap.
+///
+/// ```compile_fail
+/// // An AuthKey cannot be serialised.
+/// fn needs_serialize<T: serde::Serialize>(_: T) {}
+/// needs_serialize(multiprocess::current_process().authkey());
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthKey(Vec<u8>);
+
+impl AuthKey {
+    /// 32 bytes from the OS's random source.
+    pub(crate) fn random() -> AuthKey {
+        let mut key = vec![0u8; 32];
+        if let Err(e) = getrandom::fill(&mut key) {
+            // Without randomness, a predictable key would be a silent security hole.
+            panic!("multiprocess: the OS random source failed: {e}");
+        }
+        AuthKey(key)
+    }
+}
+
+impl Deref for AuthKey {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<Vec<u8>> for AuthKey {
+    fn from(v: Vec<u8>) -> Self {
+        AuthKey(v)
+    }
+}
+
+impl From<&[u8]> for AuthKey {
+    fn from(v: &[u8]) -> Self {
+        AuthKey(v.to_vec())
+    }
+}
+
+impl<const N: usize> From<&[u8; N]> for AuthKey {
+    fn from(v: &[u8; N]) -> Self {
+        AuthKey(v.to_vec())
+    }
+}
+
+impl fmt::Debug for AuthKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AuthKey(<{} bytes>)", self.0.len())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// This process
+
+/// What this process knows about itself.
+struct Me {
+    name: String,
+    ident: Vec<u64>,
+    authkey: AuthKey,
+    daemon: bool,
+    parent: Option<ParentProcess>,
+}
+
+fn me() -> &'static Mutex<Me> {
+    static ME: OnceLock<Mutex<Me>> = OnceLock::new();
+    ME.get_or_init(|| {
+        Mutex::new(Me {
+            name: "MainProcess".into(),
+            ident: Vec::new(),
+            authkey: AuthKey::random(),
+            daemon: false,
+            parent: None,
+        })
+    })
+}
+
+/// Counts processes constructed here (Python's `_process_counter`); reset in every child.
+static COUNTER: AtomicU64 = AtomicU64::new(1);
+
+/// Started children not yet reaped (Python's `_children`).
+static CHILDREN: Mutex<Vec<Arc<Shared>>> = Mutex::new(Vec::new());
+
+/// Who a new child is: sent to it at start.
+pub(crate) struct Identity {
+    pub(crate) name: String,
+    pub(crate) ident: Vec<u64>,
+    pub(crate) authkey: Vec<u8>,
+    pub(crate) daemon: bool,
+    pub(crate) parent_pid: u32,
+    pub(crate) parent_name: String,
+}
+
+/// In a new child: become the process described by `id`, whose parent holds the other end of
+/// `channel`.
+pub(crate) fn become_child(id: Identity, channel: Arc<sys::Channel>) {
+    let parent = ParentProcess {
+        name: id.parent_name,
+        pid: id.parent_pid,
+        channel,
+    };
+    let mut me = lock(me());
+    *me = Me {
+        name: id.name,
+        ident: id.ident,
+        authkey: AuthKey(id.authkey),
+        daemon: id.daemon,
+        parent: Some(parent),
+    };
+    COUNTER.store(1, Ordering::Relaxed);
+}
+
+/// The current process, as Python's `multiprocessing.current_process()`.
+///
+/// ```
+/// let me = multiprocess::current_process();
+/// assert_eq!(me.name(), "MainProcess");
+/// assert_eq!(me.pid(), std::process::id());
+/// assert!(me.is_alive());
+/// ```
+pub fn current_process() -> CurrentProcess {
+    CurrentProcess(())
+}
+
+/// A view of the calling process (see [`current_process`]).
+#[derive(Debug, Clone, Copy)]
+pub struct CurrentProcess(());
+
+impl CurrentProcess {
+    /// `MainProcess` in the main process; a child's name as its parent set it.
+    pub fn name(&self) -> String {
+        lock(me()).name.clone()
+    }
+
+    /// Renames this process (affects the names of processes it creates afterwards only through
+    /// their identity, as in Python).
+    pub fn set_name(&self, name: impl Into<String>) {
+        lock(me()).name = name.into();
+    }
+
+    /// The OS process id.
+    pub fn pid(&self) -> u32 {
+        sys::pid()
+    }
+
+    /// Python's `_identity`: empty in the main process, `[3]` in `Process-3`, `[3, 1]` in its
+    /// first child.
+    pub fn ident(&self) -> Vec<u64> {
+        lock(me()).ident.clone()
+    }
+
+    /// Whether this process is daemonic (then it may not start children).
+    pub fn daemon(&self) -> bool {
+        lock(me()).daemon
+    }
+
+    /// This process's authentication key.
+    pub fn authkey(&self) -> AuthKey {
+        lock(me()).authkey.clone()
+    }
+
+    /// Replaces this process's authentication key (children started afterwards inherit it).
+    pub fn set_authkey(&self, key: impl Into<AuthKey>) {
+        lock(me()).authkey = key.into();
+    }
+
+    /// Always true: the calling process is running.
+    pub fn is_alive(&self) -> bool {
+        true
+    }
+
+    /// Always `None`: the calling process has not exited.
+    pub fn exitcode(&self) -> Option<i32> {
+        None
+    }
+}
+
+/// The process that started this one, as Python's `multiprocessing.parent_process()`: `None` in
+/// the main process.
+pub fn parent_process() -> Option<ParentProcess> {
+    lock(me()).parent.clone()
+}
+
+/// The parent of the calling process (see [`parent_process`]). Its liveness comes from the
+/// channel whose other end only the parent holds: when the parent dies, it reads as closed.
+#[derive(Debug, Clone)]
+pub struct ParentProcess {
+    name: String,
+    pid: u32,
+    channel: Arc<sys::Channel>,
+}
+
+impl ParentProcess {
+    /// The parent's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The parent's pid (as it was when this process started).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// True until the parent process ends.
+    pub fn is_alive(&self) -> bool {
+        !self.join(Some(Duration::ZERO))
+    }
+
+    /// Waits until the parent ends or `timeout` passes; true if it ended.
+    pub fn join(&self, timeout: Option<Duration>) -> bool {
+        let h = sys::channel_handle(&self.channel);
+        // A poll error means the descriptor is unusable: treat the parent as gone.
+        sys::wait_readable(&[h], timeout).map_or(true, |r| r[0])
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process
+
+/// A child process, as Python's `multiprocessing.Process`.
+///
+/// Construct it with a target and arguments ([`Process::new`]), a [`Run`] value
+/// ([`Process::from_run`]) or, for the fork method, a closure ([`Process::from_closure`]); set
+/// `name`, `daemon` and `authkey` with the builder methods; then [`start`](Process::start) it.
+///
+/// ```
+/// fn square(x: u64) -> u64 { x * x }
+///
+/// multiprocess::init_test(); // `multiprocess::init()` as the first line of `main` in a program
+/// let mut p = multiprocess::Process::new(square, (7,)).name("squarer");
+/// p.start()?;
+/// p.join(None)?;
+/// assert_eq!(p.exitcode()?, Some(0));
+/// assert_eq!(p.result::<u64>()?, 49);
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+pub struct Process {
+    shared: Arc<Shared>,
+    job: Option<Job>,
+    context: Option<Context>,
+}
+
+/// The part of a process that `active_children()` and the exit policy share with its owner.
+pub(crate) struct Shared {
+    name: Mutex<String>,
+    daemon: AtomicBool,
+    authkey: Mutex<AuthKey>,
+    ident: Vec<u64>,
+    creator: u32,
+    result: ResultType,
+    state: Mutex<State>,
+}
+
+enum State {
+    Initial,
+    Started(Box<Child>),
+    Closed,
+}
+
+/// A started child, seen from its parent.
+struct Child {
+    handle: sys::ProcHandle,
+    /// The parent's end of the channel, until the child closes it.
+    channel: Option<Arc<sys::Channel>>,
+    inbox: FrameReader,
+    /// The child reached `init()` and accepted its bootstrap.
+    started: bool,
+    /// How the target ended, if the child said so.
+    report: Option<Report>,
+}
+
+impl Child {
+    fn new(handle: sys::ProcHandle, channel: sys::Channel) -> Box<Child> {
+        Box::new(Child {
+            handle,
+            channel: Some(Arc::new(channel)),
+            inbox: FrameReader::new(wire::DEFAULT_LIMIT),
+            started: false,
+            report: None,
+        })
+    }
+
+    /// Reads whatever the child has sent, without blocking.
+    fn absorb(&mut self) {
+        let Some(channel) = self.channel.clone() else {
+            return;
+        };
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            match sys::read_available(&channel, &mut buf) {
+                Ok(0) => {
+                    self.channel = None;
+                    break;
+                }
+                Ok(n) => self.inbox.feed(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.channel = None;
+                    break;
+                }
+            }
+        }
+        loop {
+            match self
+                .inbox
+                .next_frame()
+                .and_then(|f| f.map(|f| wire::decode(&f)).transpose())
+            {
+                Ok(Some(Report::Started)) => self.started = true,
+                Ok(Some(report)) => {
+                    self.report.get_or_insert(report);
+                }
+                Ok(None) => {
+                    if self.channel.is_none() && self.inbox.is_partial() {
+                        self.report.get_or_insert(Report::Failed(
+                            "the child ended in the middle of a report".into(),
+                        ));
+                    }
+                    break;
+                }
+                Err(e) => {
+                    self.report.get_or_insert(Report::Failed(format!(
+                        "the child sent a malformed report: {e}"
+                    )));
+                    self.channel = None;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+const CLOSED: &str = "process object is closed";
+
+impl Process {
+    fn with_job(job: Job, result: ResultType, prefix: Option<&str>) -> Process {
+        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let me = lock(me());
+        let mut ident = me.ident.clone();
+        ident.push(count);
+        let name = prefix.map_or_else(|| "Process".to_owned(), str::to_owned)
+            + "-"
+            + &ident
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(":");
+        Process {
+            shared: Arc::new(Shared {
+                name: Mutex::new(name),
+                daemon: AtomicBool::new(me.daemon),
+                authkey: Mutex::new(me.authkey.clone()),
+                ident,
+                creator: sys::pid(),
+                result,
+                state: Mutex::new(State::Initial),
+            }),
+            job: Some(job),
+            context: None,
+        }
+    }
+
+    /// `Process(target=target, args=args)`: a process that calls `target` with the fields of
+    /// the tuple `args` as its parameters (`(5,)` for one argument, `()` for none). A struct as
+    /// the single parameter stands for Python's keyword arguments.
+    ///
+    /// The target must be a function item or a closure that captures nothing (the spawned child
+    /// finds it in its own copy of the executable); arguments and the return value are serde
+    /// types. Its name is `Process-N`, N counting processes constructed in this process.
+    pub fn new<F, A, R>(target: F, args: A) -> Process
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let _ = target;
+        Process::with_job(Job::target::<F, A, R>(&args), ResultType::of::<R>(), None)
+    }
+
+    /// A process whose work is `obj.run()`: Python's "subclass `Process` and override `run`".
+    pub fn from_run<T: Run>(obj: T) -> Process {
+        Process::with_job(Job::run(&obj), ResultType::of::<T::Output>(), None)
+    }
+
+    /// A process that runs a closure, which may capture anything `Send + 'static`. Only the fork
+    /// start method can run it (a spawned child cannot receive captured state); starting it with
+    /// another method is an error. See [`StartMethod::Fork`] for the caveat about threads.
+    pub fn from_closure<F, R>(f: F) -> Process
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        Process::with_job(Job::closure(f), ResultType::of::<R>(), None)
+    }
+
+    /// Binds the process to a context's start method (`ctx.Process(...)` in Python); its default
+    /// name becomes `SpawnProcess-N` or `ForkProcess-N`.
+    pub fn context(mut self, ctx: Context) -> Process {
+        let method = ctx.start_method();
+        let name = format!(
+            "{}-{}",
+            method.process_prefix(),
+            ident_string(&self.shared.ident)
+        );
+        *lock(&self.shared.name) = name;
+        self.context = Some(ctx);
+        self
+    }
+
+    /// Sets the name (builder form of [`set_name`](Process::set_name)).
+    pub fn name(self, name: impl Into<String>) -> Process {
+        self.set_name(name);
+        self
+    }
+
+    /// Sets the daemon flag before start (builder form; the default is the creator's flag).
+    pub fn daemon(self, daemon: bool) -> Process {
+        self.shared.daemon.store(daemon, Ordering::Relaxed);
+        self
+    }
+
+    /// Sets the authentication key the child will have (builder form).
+    pub fn authkey(self, key: impl Into<AuthKey>) -> Process {
+        *lock(&self.shared.authkey) = key.into();
+        self
+    }
+
+    /// The process's name.
+    pub fn get_name(&self) -> String {
+        lock(&self.shared.name).clone()
+    }
+
+    /// Renames the process. Allowed at any time, as in Python; a started child keeps the name it
+    /// was given.
+    pub fn set_name(&self, name: impl Into<String>) {
+        *lock(&self.shared.name) = name.into();
+    }
+
+    /// The daemon flag.
+    pub fn is_daemon(&self) -> bool {
+        self.shared.daemon.load(Ordering::Relaxed)
+    }
+
+    /// Sets the daemon flag.
+    ///
+    /// # Errors
+    /// [`Error::State`] `process has already started` after [`start`](Process::start).
+    pub fn set_daemon(&self, daemon: bool) -> Result<()> {
+        if !matches!(*lock(&self.shared.state), State::Initial) {
+            return Err(Error::state("process has already started"));
+        }
+        self.shared.daemon.store(daemon, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The authentication key the child has (or will have).
+    pub fn get_authkey(&self) -> AuthKey {
+        lock(&self.shared.authkey).clone()
+    }
+
+    /// Python's `_identity` of this process (`[3]` for `Process-3`).
+    pub fn ident(&self) -> &[u64] {
+        &self.shared.ident
+    }
+
+    /// Starts the child.
+    ///
+    /// Reaps finished children first (so `start` alone keeps zombies away), then starts this one
+    /// with its context's method, or the default method.
+    ///
+    /// # Errors
+    /// [`Error::State`] with Python's message when the process was started before, is closed,
+    /// was created by another process, or when the calling process is daemonic;
+    /// [`Error::InvalidArgument`] when the target cannot be started with the method (a closure
+    /// without fork, a target outside the executable image); [`Error::Io`] when the OS refuses.
+    pub fn start(&mut self) -> Result<()> {
+        if sys::child_marker_present() {
+            return Err(Error::state(bootstrap::NO_INIT));
+        }
+        match *lock(&self.shared.state) {
+            State::Closed => return Err(Error::state(CLOSED)),
+            State::Started(_) => return Err(Error::state("cannot start a process twice")),
+            State::Initial if self.job.is_none() => {
+                return Err(Error::state("cannot start a process twice"));
+            }
+            State::Initial => {}
+        }
+        if self.shared.creator != sys::pid() {
+            return Err(Error::state(
+                "can only start a process object created by current process",
+            ));
+        }
+        if current_process().daemon() {
+            return Err(Error::state(
+                "daemonic processes are not allowed to have children",
+            ));
+        }
+        bootstrap::ensure_exit_hook();
+        reap_finished();
+        let method = self
+            .context
+            .map_or_else(context::default_method, |c| c.start_method());
+        let identity = self.identity();
+        // Held across a fork so the child sees the list consistent, and releases it there.
+        let mut children = Some(lock(&CHILDREN));
+        let child = match method {
+            StartMethod::Spawn => bootstrap::spawn(identity, self.job.as_ref())?,
+            StartMethod::Fork => bootstrap::fork(identity, &mut self.job, &mut children)?,
+        };
+        self.job = None;
+        *lock(&self.shared.state) = State::Started(Child::new(child.0, child.1));
+        if let Some(mut children) = children {
+            children.push(Arc::clone(&self.shared));
+        }
+        Ok(())
+    }
+
+    fn identity(&self) -> Identity {
+        let me = lock(me());
+        Identity {
+            name: self.get_name(),
+            ident: self.shared.ident.clone(),
+            authkey: self.get_authkey().0,
+            daemon: self.is_daemon(),
+            parent_pid: sys::pid(),
+            parent_name: me.name.clone(),
+        }
+    }
+
+    /// Runs the target in the calling process and returns its value (Python's `run()`, which a
+    /// started child calls). A panic in the target propagates to the caller.
+    ///
+    /// # Errors
+    /// [`Error::State`] after `start` (the target went to the child) or when `R` is not the
+    /// target's return type; [`Error::Codec`] if the arguments do not round-trip.
+    pub fn run<R: DeserializeOwned + 'static>(&mut self) -> Result<R> {
+        self.shared.check_type::<R>()?;
+        let bytes = match self.job.take() {
+            None => {
+                return Err(Error::state(
+                    "the target was handed to the child at start()",
+                ));
+            }
+            Some(Job::Image { trampoline, args }) => {
+                let out = match &args {
+                    Ok(a) => trampoline(a),
+                    Err(e) => Err(Error::Codec(e.clone())),
+                };
+                self.job = Some(Job::Image { trampoline, args });
+                out?
+            }
+            Some(closure) => closure.call()?,
+        };
+        wire::decode(&bytes)
+    }
+
+    /// Waits for the child to end, or for `timeout` (`None`: no limit). Returns without error on
+    /// timeout: check [`exitcode`](Process::exitcode) or [`is_alive`](Process::is_alive).
+    ///
+    /// # Errors
+    /// [`Error::State`]: `can only join a started process`, `can only join a child process`,
+    /// or `process object is closed`.
+    pub fn join(&self, timeout: Option<Duration>) -> Result<()> {
+        if self.shared.creator != sys::pid() {
+            self.shared.check_open()?;
+            return Err(Error::state("can only join a child process"));
+        }
+        self.shared.join(timeout)
+    }
+
+    /// True from `start` until the child has ended (reaping it then).
+    ///
+    /// # Errors
+    /// [`Error::State`] when closed.
+    pub fn is_alive(&self) -> Result<bool> {
+        if self.shared.creator != sys::pid() {
+            self.shared.check_open()?;
+            return Err(Error::state("can only test a child process"));
+        }
+        match self.shared.poll_exit(Some(Duration::ZERO)) {
+            Ok(code) => Ok(code.is_none()),
+            Err(Error::State(m)) if m == NOT_STARTED => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `None` before start and while running; 0 after a normal return; 1 after a panic; `n & 0xFF`
+    /// after `exit(n)`; `-N` when killed by signal N.
+    ///
+    /// # Errors
+    /// [`Error::State`] when closed.
+    pub fn exitcode(&self) -> Result<Option<i32>> {
+        match self.shared.poll_exit(Some(Duration::ZERO)) {
+            Err(Error::State(m)) if m == NOT_STARTED => Ok(None),
+            other => other,
+        }
+    }
+
+    /// The child's pid: `None` before start and after close.
+    pub fn pid(&self) -> Option<u32> {
+        match &*lock(&self.shared.state) {
+            State::Started(c) => Some(c.handle.pid()),
+            _ => None,
+        }
+    }
+
+    /// Sends SIGTERM (Python's `terminate()`); nothing once the child has been reaped.
+    ///
+    /// # Errors
+    /// [`Error::State`] before start or after close.
+    pub fn terminate(&self) -> Result<()> {
+        self.shared.signal(sys::SIGTERM)
+    }
+
+    /// Sends SIGKILL (Python's `kill()`); nothing once the child has been reaped.
+    ///
+    /// # Errors
+    /// [`Error::State`] before start or after close.
+    pub fn kill(&self) -> Result<()> {
+        self.shared.signal(sys::SIGKILL)
+    }
+
+    /// Releases the OS resources of a finished process. Later calls of `is_alive`, `join`,
+    /// `terminate`, `exitcode`, `sentinel` fail with `process object is closed`; closing again
+    /// does nothing; closing before start is allowed.
+    ///
+    /// # Errors
+    /// [`Error::State`] while the child is still running.
+    pub fn close(&self) -> Result<()> {
+        let running = matches!(self.shared.poll_exit(Some(Duration::ZERO)), Ok(None));
+        if running {
+            return Err(Error::state(
+                "Cannot close a process while it is still running. You should first call join() \
+                 or terminate().",
+            ));
+        }
+        *lock(&self.shared.state) = State::Closed;
+        forget_child(&self.shared);
+        Ok(())
+    }
+
+    /// A handle that becomes ready when the child ends, for [`wait`](crate::wait) (Python's
+    /// `sentinel`). On Linux it is a pidfd, so grandchildren never keep it open.
+    ///
+    /// # Errors
+    /// [`Error::State`] `process not started`, or when closed.
+    pub fn sentinel(&self) -> Result<Sentinel> {
+        match &*lock(&self.shared.state) {
+            State::Initial => Err(Error::state("process not started")),
+            State::Closed => Err(Error::state(CLOSED)),
+            State::Started(c) => Ok(Sentinel(c.handle.sentinel())),
+        }
+    }
+
+    /// Waits for the child to end and returns the target's value (beyond Python).
+    ///
+    /// # Errors
+    /// Why there is no value: [`Error::Panicked`] with the panic message, [`Error::Killed`] with
+    /// the signal, [`Error::Exited`] with the code passed to `exit`, [`Error::Bootstrap`] when
+    /// the child never ran the target (for instance its `main` lacks `init()`),
+    /// [`Error::Codec`] when the value could not be encoded or decoded, [`Error::State`] when
+    /// `R` is not the target's return type or the process was not started.
+    pub fn result<R: DeserializeOwned + 'static>(&self) -> Result<R> {
+        self.shared.check_type::<R>()?;
+        self.join(None)?;
+        let state = lock(&self.shared.state);
+        let State::Started(child) = &*state else {
+            return Err(Error::state(CLOSED));
+        };
+        let code = child.handle.exitcode().unwrap_or(0);
+        match &child.report {
+            Some(Report::Returned(bytes)) => wire::decode(bytes),
+            Some(Report::Panicked(message)) => Err(Error::Panicked {
+                message: message.clone(),
+            }),
+            Some(Report::Failed(m)) => Err(Error::Codec(m.clone())),
+            Some(Report::Refused(m)) => Err(Error::Bootstrap(m.clone())),
+            Some(Report::Started) | None if code < 0 => Err(Error::Killed { signal: -code }),
+            Some(Report::Started) | None if child.started => Err(Error::Exited { exitcode: code }),
+            Some(Report::Started) | None => Err(Error::Bootstrap(format!(
+                "the child exited with code {code} before reaching multiprocess::init(). {}",
+                bootstrap::NO_INIT
+            ))),
+        }
+    }
+}
+
+impl fmt::Debug for Process {
+    /// Python's repr: `<Process name='Process-1' pid=7569 parent=7527 stopped exitcode=0>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (status, pid, code) = match &*lock(&self.shared.state) {
+            State::Initial => ("initial", None, None),
+            State::Closed => ("closed", None, None),
+            State::Started(c) => match c.handle.exitcode() {
+                None => ("started", Some(c.handle.pid()), None),
+                Some(code) => ("stopped", Some(c.handle.pid()), Some(code)),
+            },
+        };
+        write!(f, "<Process name={:?}", self.get_name())?;
+        if let Some(pid) = pid {
+            write!(f, " pid={pid} parent={}", self.shared.creator)?;
+        }
+        write!(f, " {status}")?;
+        if let Some(code) = code {
+            write!(f, " exitcode={code}")?;
+        }
+        if self.is_daemon() {
+            write!(f, " daemon")?;
+        }
+        write!(f, ">")
+    }
+}
+
+const NOT_STARTED: &str = "can only join a started process";
+
+fn ident_string(ident: &[u64]) -> String {
+    ident
+        .iter()
+        .map(u64::to_string)
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+impl Shared {
+    fn check_open(&self) -> Result<()> {
+        if matches!(*lock(&self.state), State::Closed) {
+            return Err(Error::state(CLOSED));
+        }
+        Ok(())
+    }
+
+    fn check_type<R: 'static>(&self) -> Result<()> {
+        if std::any::TypeId::of::<R>() != self.result.id {
+            return Err(Error::state(format!(
+                "the target returns {}, not {}",
+                self.result.name,
+                std::any::type_name::<R>()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Makes progress (reads reports, reaps) until the child has ended or `timeout` passes;
+    /// returns the exitcode once ended.
+    fn poll_exit(&self, timeout: Option<Duration>) -> Result<Option<i32>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let (sentinel, channel) =
+                {
+                    let mut state = lock(&self.state);
+                    let child = match &mut *state {
+                        State::Initial => return Err(Error::state(NOT_STARTED)),
+                        State::Closed => return Err(Error::state(CLOSED)),
+                        State::Started(c) => c,
+                    };
+                    child.absorb();
+                    if let Some(code) = child.handle.try_wait().map_err(|e| {
+                        Error::io(format!("waiting for pid {}", child.handle.pid()), e)
+                    })? {
+                        child.absorb();
+                        return Ok(Some(code));
+                    }
+                    (child.handle.sentinel(), child.channel.clone())
+                };
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return Ok(None);
+            }
+            let mut handles = vec![sys::borrow_handle(&sentinel)];
+            if let Some(c) = &channel {
+                handles.push(sys::channel_handle(c));
+            }
+            sys::wait_readable(&handles, left).map_err(|e| Error::io("waiting for a child", e))?;
+        }
+    }
+
+    fn join(self: &Arc<Self>, timeout: Option<Duration>) -> Result<()> {
+        if self.poll_exit(timeout)?.is_some() {
+            lock(&CHILDREN).retain(|c| !Arc::ptr_eq(c, self));
+        }
+        Ok(())
+    }
+
+    fn signal(&self, signal: i32) -> Result<()> {
+        match &mut *lock(&self.state) {
+            State::Initial => Err(Error::state("process not started")),
+            State::Closed => Err(Error::state(CLOSED)),
+            State::Started(c) => c
+                .handle
+                .signal(signal)
+                .map_err(|e| Error::io(format!("signalling pid {}", c.handle.pid()), e)),
+        }
+    }
+}
+
+/// A waitable handle that becomes ready when a process ends (see [`Process::sentinel`]).
+#[derive(Debug, Clone)]
+pub struct Sentinel(Arc<sys::OwnedWaitHandle>);
+
+impl Sentinel {
+    /// Waits until the process ends or `timeout` passes; true if it ended.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the OS wait fails.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
+        let r = sys::wait_readable(&[sys::borrow_handle(&self.0)], timeout)
+            .map_err(|e| Error::io("waiting on a sentinel", e))?;
+        Ok(r[0])
+    }
+
+    pub(crate) fn handle(&self) -> sys::WaitHandle<'_> {
+        sys::borrow_handle(&self.0)
+    }
+}
+
+/// Drops `shared` from the children list.
+fn forget_child(shared: &Arc<Shared>) {
+    lock(&CHILDREN).retain(|c| !Arc::ptr_eq(c, shared));
+}
+
+/// Reaps every finished child (Python's `_cleanup`).
+fn reap_finished() {
+    let children: Vec<_> = lock(&CHILDREN).clone();
+    for c in children {
+        if matches!(c.poll_exit(Some(Duration::ZERO)), Ok(Some(_)) | Err(_)) {
+            forget_child(&c);
+        }
+    }
+}
+
+/// `multiprocessing.active_children()`: the started children that have not ended, after reaping
+/// those that have.
+pub fn active_children() -> Vec<Process> {
+    reap_finished();
+    lock(&CHILDREN)
+        .iter()
+        .map(|s| Process {
+            shared: Arc::clone(s),
+            job: None,
+            context: None,
+        })
+        .collect()
+}
+
+/// The number of CPUs this process may use: the affinity mask and cgroup CPU quota are honoured
+/// (Python's `cpu_count()` ignores both; this is its `process_cpu_count()` of 3.13).
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Python's `_exit_function`: terminate daemonic children, then join every child. Runs when the
+/// program exits (through `exit` or by returning from `main`) and at the end of every child.
+pub(crate) fn exit_function() {
+    let children: Vec<_> = lock(&CHILDREN).clone();
+    for c in &children {
+        if c.daemon.load(Ordering::Relaxed) && matches!(c.poll_exit(Some(Duration::ZERO)), Ok(None))
+        {
+            let _ = c.signal(sys::SIGTERM);
+        }
+    }
+    for c in &children {
+        let _ = c.join(None);
+    }
+}
+
+/// In a forked child: let go of the parent's children (their descriptors must not keep the
+/// parent's channels open) and forget them.
+pub(crate) fn forget_inherited_children(children: &mut Option<ChildrenGuard>) {
+    if let Some(mut list) = children.take() {
+        for c in list.drain(..) {
+            if let Ok(mut state) = c.state.try_lock() {
+                *state = State::Closed;
+            }
+        }
+    }
+}
+
+/// The locked list of children.
+pub(crate) type ChildrenGuard = MutexGuard<'static, Vec<Arc<Shared>>>;

@@ -1,0 +1,161 @@
+//! How a child finds the code to run.
+//!
+//! A target is a function item or a closure that captures nothing: a zero-sized type. For each
+//! target type the compiler makes one [`Trampoline`] (decode the arguments, call, encode the
+//! value); the parent sends that trampoline's offset in the executable image and the child,
+//! running the same executable, finds it at its own base address (see `sys::image`). A [`Run`]
+//! value travels as the argument of its own trampoline. Closures that capture state need `fork`.
+
+use std::any::TypeId;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::Result;
+use crate::sys::image::{self, Trampoline};
+use crate::wire;
+
+/// A function the child can call with arguments `Args` (a tuple whose fields spread into the
+/// parameters, as Python's `*args`), returning `R`.
+///
+/// Implemented for every function item and non-capturing closure of up to eight parameters.
+/// Use a struct as the single parameter where Python passes keyword arguments (and pass it as
+/// the one-element tuple `(Kwargs { .. },)`).
+pub trait Target<Args, R>: Copy + Send + 'static {
+    /// Calls the target.
+    fn call(self, args: Args) -> R;
+}
+
+macro_rules! impl_target {
+    ($($a:ident),*) => {
+        impl<Func, Ret, $($a,)*> Target<($($a,)*), Ret> for Func
+        where
+            Func: Fn($($a),*) -> Ret + Copy + Send + 'static,
+        {
+            #[allow(non_snake_case)]
+            fn call(self, ($($a,)*): ($($a,)*)) -> Ret {
+                self($($a),*)
+            }
+        }
+    };
+}
+impl_target!();
+impl_target!(A1);
+impl_target!(A1, A2);
+impl_target!(A1, A2, A3);
+impl_target!(A1, A2, A3, A4);
+impl_target!(A1, A2, A3, A4, A5);
+impl_target!(A1, A2, A3, A4, A5, A6);
+impl_target!(A1, A2, A3, A4, A5, A6, A7);
+impl_target!(A1, A2, A3, A4, A5, A6, A7, A8);
+
+/// Python's "subclass `Process` and override `run()`": a serialisable value whose `run` is the
+/// child's work. Start it with [`Process::from_run`](crate::Process::from_run).
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Greeter { name: String }
+///
+/// impl multiprocess::Run for Greeter {
+///     type Output = String;
+///     fn run(self) -> String { format!("hello, {}", self.name) }
+/// }
+/// ```
+pub trait Run: Serialize + DeserializeOwned + 'static {
+    /// What `run` returns to the parent (through [`Process::result`](crate::Process::result)).
+    type Output: Serialize + DeserializeOwned + 'static;
+    /// The child's work.
+    fn run(self) -> Self::Output;
+}
+
+/// The type a target returns, for checking `result::<T>()` calls.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ResultType {
+    pub(crate) id: TypeId,
+    pub(crate) name: &'static str,
+}
+
+impl ResultType {
+    pub(crate) fn of<R: 'static>() -> Self {
+        ResultType {
+            id: TypeId::of::<R>(),
+            name: std::any::type_name::<R>(),
+        }
+    }
+}
+
+/// What a process runs.
+pub(crate) enum Job {
+    /// A trampoline in the executable image and its encoded arguments: works with every method.
+    Image {
+        trampoline: Trampoline,
+        args: std::result::Result<Vec<u8>, String>,
+    },
+    /// A closure: fork only.
+    Closure(Box<dyn FnOnce() -> Result<Vec<u8>> + Send>),
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Job::Image { .. } => f.write_str("Job::Image"),
+            Job::Closure(_) => f.write_str("Job::Closure"),
+        }
+    }
+}
+
+impl Job {
+    /// A job calling `target(args...)`.
+    pub(crate) fn target<F, A, R>(args: &A) -> Job
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + 'static,
+    {
+        Job::Image {
+            trampoline: call_target::<F, A, R>,
+            args: wire::encode(args).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// A job calling `obj.run()`.
+    pub(crate) fn run<T: Run>(obj: &T) -> Job {
+        Job::Image {
+            trampoline: call_run::<T>,
+            args: wire::encode(obj).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// A job calling a closure (fork only).
+    pub(crate) fn closure<F, R>(f: F) -> Job
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Serialize,
+    {
+        Job::Closure(Box::new(move || wire::encode(&f())))
+    }
+
+    /// Runs the job in the calling process, returning the encoded value.
+    pub(crate) fn call(self) -> Result<Vec<u8>> {
+        match self {
+            Job::Image { trampoline, args } => trampoline(&args.map_err(crate::Error::Codec)?),
+            Job::Closure(f) => f(),
+        }
+    }
+}
+
+fn call_target<F, A, R>(args: &[u8]) -> Result<Vec<u8>>
+where
+    F: Target<A, R>,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    let f = image::conjure::<F>();
+    wire::encode(&f.call(wire::decode(args)?))
+}
+
+fn call_run<T: Run>(args: &[u8]) -> Result<Vec<u8>> {
+    wire::encode(&wire::decode::<T>(args)?.run())
+}

@@ -1,0 +1,99 @@
+//! Linux: pidfd sentinels, `/proc/self/exe`, and the main image from `dl_iterate_phdr`.
+
+use std::ffi::c_void;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// A pidfd for our child `pid`: readable once the child has ended, whoever holds its other
+/// descriptors, and never confused by pid reuse (Linux 5.3+).
+pub(super) fn open_sentinel(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: the pidfd_open syscall takes a pid and flags and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pidfd_open returned a fresh descriptor (close-on-exec by default) that we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The executable to re-run: the running image itself, even if its file was replaced on disk.
+pub(super) fn exe_path() -> io::Result<PathBuf> {
+    Ok(PathBuf::from("/proc/self/exe"))
+}
+
+/// The main program's loaded segments and its GNU build id, read once.
+struct MainImage {
+    segments: Vec<(usize, usize)>,
+    build_id: Option<Vec<u8>>,
+}
+
+fn main_image() -> &'static MainImage {
+    static IMAGE: OnceLock<MainImage> = OnceLock::new();
+    IMAGE.get_or_init(|| {
+        let mut image = MainImage {
+            segments: Vec::new(),
+            build_id: None,
+        };
+        // SAFETY: the callback only reads the structures the loader hands it, for the duration
+        // of the call, and writes into `image` through the pointer we pass.
+        unsafe {
+            libc::dl_iterate_phdr(Some(visit), (&raw mut image).cast::<c_void>());
+        }
+        image
+    })
+}
+
+/// `dl_iterate_phdr` callback: records the first object (the main program) and stops.
+unsafe extern "C" fn visit(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> i32 {
+    // SAFETY: `data` is the `MainImage` passed above; `info` is valid during the callback.
+    let (image, info) = unsafe { (&mut *data.cast::<MainImage>(), &*info) };
+    let base = info.dlpi_addr as usize;
+    for i in 0..info.dlpi_phnum as usize {
+        // SAFETY: `dlpi_phdr` points to `dlpi_phnum` program headers.
+        let ph = unsafe { &*info.dlpi_phdr.add(i) };
+        let start = base + ph.p_vaddr as usize;
+        match ph.p_type {
+            libc::PT_LOAD => image.segments.push((start, start + ph.p_memsz as usize)),
+            libc::PT_NOTE if image.build_id.is_none() => {
+                // SAFETY: a PT_NOTE segment of a loaded object is mapped for p_memsz bytes.
+                let notes =
+                    unsafe { std::slice::from_raw_parts(start as *const u8, ph.p_memsz as usize) };
+                image.build_id = gnu_build_id(notes);
+            }
+            _ => {}
+        }
+    }
+    1 // stop after the main program
+}
+
+/// Finds the NT_GNU_BUILD_ID note in a PT_NOTE segment.
+fn gnu_build_id(mut notes: &[u8]) -> Option<Vec<u8>> {
+    let word = |b: &[u8], i: usize| -> Option<usize> {
+        Some(u32::from_ne_bytes(b.get(i..i + 4)?.try_into().ok()?) as usize)
+    };
+    while notes.len() >= 12 {
+        let (namesz, descsz, kind) = (word(notes, 0)?, word(notes, 4)?, word(notes, 8)?);
+        let name_end = 12 + namesz.div_ceil(4) * 4;
+        let desc_end = name_end + descsz.div_ceil(4) * 4;
+        if kind == 3 && notes.get(12..12 + namesz)? == b"GNU\0" {
+            return notes.get(name_end..name_end + descsz).map(<[u8]>::to_vec);
+        }
+        notes = notes.get(desc_end..)?;
+    }
+    None
+}
+
+/// True if `addr` lies in a loaded segment of the main program (not of a shared library).
+pub(super) fn in_main_image(addr: usize) -> bool {
+    main_image()
+        .segments
+        .iter()
+        .any(|&(lo, hi)| (lo..hi).contains(&addr))
+}
+
+/// The linker's build id of the main program, if it has one.
+pub(super) fn build_id() -> Option<Vec<u8>> {
+    main_image().build_id.clone()
+}

@@ -1,0 +1,293 @@
+//! Unix: start children by re-executing the program (`posix_spawn` through `std::process`) or by
+//! `fork`, wait on them with a pollable sentinel, signal them, and reap them exactly once.
+
+use std::ffi::OsString;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::os;
+
+/// The byte stream between a parent and one child: bootstrap down, reports up.
+pub(crate) type Channel = UnixStream;
+
+/// A handle that `poll` can wait on.
+pub(crate) type WaitHandle<'a> = BorrowedFd<'a>;
+
+/// An owned waitable handle (a process sentinel).
+pub(crate) type OwnedWaitHandle = OwnedFd;
+
+/// Borrows an owned waitable handle.
+pub(crate) fn borrow_handle(h: &OwnedFd) -> BorrowedFd<'_> {
+    h.as_fd()
+}
+
+/// Reads whatever bytes are available without blocking: `Ok(0)` is end of file, `WouldBlock`
+/// means nothing is there yet.
+pub(crate) fn read_available(channel: &Channel, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: recv into a valid buffer of `buf.len()` bytes.
+        let n = unsafe {
+            libc::recv(
+                channel.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
+/// The environment variable that marks a spawned child. `init()` removes it, so the child's own
+/// children are not confused.
+const CHILD_MARKER: &str = "MULTIPROCESS_CHILD";
+
+/// Signal numbers used by `terminate` and `kill`.
+pub(crate) const SIGTERM: i32 = libc::SIGTERM;
+/// See [`SIGTERM`].
+pub(crate) const SIGKILL: i32 = libc::SIGKILL;
+
+/// A connected pair of channel ends, both close-on-exec.
+pub(crate) fn channel_pair() -> io::Result<(Channel, Channel)> {
+    UnixStream::pair()
+}
+
+/// This process's id.
+pub(crate) fn pid() -> u32 {
+    std::process::id()
+}
+
+/// A child process we started and have not yet reaped. Its pid cannot be reused before we reap
+/// it, so signalling it by pid under `&mut self` is race-free.
+#[derive(Debug)]
+pub(crate) struct ProcHandle {
+    pid: u32,
+    sentinel: Arc<OwnedFd>,
+    exitcode: Option<i32>,
+}
+
+impl ProcHandle {
+    fn new(pid: u32) -> io::Result<Self> {
+        let sentinel = match os::open_sentinel(pid) {
+            Ok(fd) => fd,
+            Err(e) => {
+                // Without a sentinel we could never wait on it: kill and reap it now.
+                // SAFETY: plain syscalls on a child we just created and have not reaped.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                    libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0);
+                }
+                return Err(e);
+            }
+        };
+        Ok(ProcHandle {
+            pid,
+            sentinel: Arc::new(sentinel),
+            exitcode: None,
+        })
+    }
+
+    /// The child's pid.
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The exitcode, once reaped.
+    pub(crate) fn exitcode(&self) -> Option<i32> {
+        self.exitcode
+    }
+
+    /// A handle that becomes readable when the child ends (a pidfd on Linux, a kqueue on macOS),
+    /// shared so that it can be waited on without holding a lock on this handle.
+    pub(crate) fn sentinel(&self) -> Arc<OwnedFd> {
+        Arc::clone(&self.sentinel)
+    }
+
+    /// Reaps the child if it has ended: its exitcode in Python's convention (n, or -signal).
+    pub(crate) fn try_wait(&mut self) -> io::Result<Option<i32>> {
+        if let Some(code) = self.exitcode {
+            return Ok(Some(code));
+        }
+        let mut status = 0;
+        loop {
+            // SAFETY: waitpid on our own unreaped child, with a valid out-pointer.
+            let r = unsafe { libc::waitpid(self.pid as libc::pid_t, &mut status, libc::WNOHANG) };
+            if r == 0 {
+                return Ok(None);
+            }
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            break;
+        }
+        let code = if libc::WIFSIGNALED(status) {
+            -libc::WTERMSIG(status)
+        } else {
+            libc::WEXITSTATUS(status)
+        };
+        self.exitcode = Some(code);
+        Ok(Some(code))
+    }
+
+    /// Sends `signal` unless the child has been reaped already.
+    pub(crate) fn signal(&mut self, signal: i32) -> io::Result<()> {
+        if self.exitcode.is_some() {
+            return Ok(());
+        }
+        // SAFETY: the pid is our unreaped child (see the type's docs).
+        if unsafe { libc::kill(self.pid as libc::pid_t, signal) } < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ESRCH) {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts this executable again as a child, with `args` after `argv[0]`, the marker in its
+/// environment and `channel` as its stdin. stdout and stderr are inherited.
+pub(crate) fn spawn(args: &[OsString], channel: Channel) -> io::Result<ProcHandle> {
+    let mut cmd = Command::new(os::exe_path()?);
+    if let Some(argv0) = std::env::args_os().next() {
+        cmd.arg0(argv0);
+    }
+    let child = cmd
+        .args(args)
+        .env(CHILD_MARKER, "1")
+        .stdin(Stdio::from(OwnedFd::from(channel)))
+        .spawn()?;
+    // `std::process::Child` neither waits nor kills on drop; from here `ProcHandle` owns it.
+    ProcHandle::new(child.id())
+}
+
+/// Forks; the child runs `child` (which should end the process; if it returns, the child exits
+/// with 127) and the parent gets a handle.
+///
+/// Forking a process that has other threads is unsafe in general (locks held by those threads
+/// stay locked in the child); the fork start method documents this.
+pub(crate) fn fork(child: impl FnOnce()) -> io::Result<ProcHandle> {
+    let _ = io::stdout().flush();
+    let _ = io::stderr().flush();
+    // SAFETY: fork has no memory-safety preconditions by itself; the child only runs `child`,
+    // which ends with `_exit`, so it never returns into the parent's stack frames.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        child();
+        // `child` is meant to end the process; never return into the parent's frames.
+        exit_now(127);
+    }
+    ProcHandle::new(pid as u32)
+}
+
+/// In a spawned child: removes the marker and returns the bootstrap channel (our stdin), after
+/// moving it to a close-on-exec descriptor and reopening stdin on the null device. `None` in a
+/// process that was not spawned by us.
+///
+/// Call while the process is single-threaded (first thing in `main`): it edits the environment.
+pub(crate) fn take_child_channel() -> io::Result<Option<Channel>> {
+    if std::env::var_os(CHILD_MARKER).is_none() {
+        return Ok(None);
+    }
+    // SAFETY: documented precondition: called at the top of `main`, before other threads exist.
+    unsafe { std::env::remove_var(CHILD_MARKER) };
+    // SAFETY: fcntl on fd 0, which the parent set up as our channel.
+    let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor we own.
+    let channel = unsafe { OwnedFd::from_raw_fd(fd) };
+    stdin_from_null()?;
+    Ok(Some(UnixStream::from(channel)))
+}
+
+/// True when this process was spawned as a child and `init()` has not yet taken the marker.
+pub(crate) fn child_marker_present() -> bool {
+    std::env::var_os(CHILD_MARKER).is_some()
+}
+
+/// Reopens stdin on the null device (Python does this in every child).
+pub(crate) fn stdin_from_null() -> io::Result<()> {
+    let null = std::fs::File::open("/dev/null")?;
+    // SAFETY: dup2 of a valid descriptor onto fd 0.
+    if unsafe { libc::dup2(null.as_raw_fd(), 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Waits until at least one handle is readable (data, end of file, or process exit), or until
+/// the timeout (`None`: forever). Returns one flag per handle.
+pub(crate) fn wait_readable(
+    handles: &[BorrowedFd<'_>],
+    timeout: Option<Duration>,
+) -> io::Result<Vec<bool>> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut fds: Vec<libc::pollfd> = handles
+        .iter()
+        .map(|h| libc::pollfd {
+            fd: h.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    loop {
+        let ms = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                // Round up so that we never wake before the deadline.
+                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+            }
+        };
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfd structures.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if r == 0 && deadline.is_some_and(|d| Instant::now() < d) {
+            continue;
+        }
+        return Ok(fds.iter().map(|p| p.revents != 0).collect());
+    }
+}
+
+/// Runs `f` when the process exits through `exit` or by returning from `main`.
+pub(crate) fn at_exit(f: extern "C" fn()) {
+    // SAFETY: registering a plain `extern "C" fn` with the C runtime.
+    unsafe { libc::atexit(f) };
+}
+
+/// Ends the process at once with `code`: no exit handlers, no destructors (after `fork`).
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and has no preconditions.
+    unsafe { libc::_exit(code) }
+}
+
+/// The channel as a waitable handle.
+pub(crate) fn channel_handle(channel: &Channel) -> BorrowedFd<'_> {
+    channel.as_fd()
+}

@@ -1,0 +1,274 @@
+//! The one wire format: serde values encoded with postcard, framed like CPython's
+//! `multiprocessing.connection` (a 4-byte big-endian signed length, or `-1` followed by an 8-byte
+//! big-endian length for payloads above `i32::MAX`), so raw byte messages interoperate with Python
+//! byte for byte.
+//!
+//! Decoding never trusts an announced length: a frame larger than the reader's limit is an error,
+//! and memory grows only as bytes actually arrive.
+
+use std::io::{self, Read, Write};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// Largest frame accepted by default (1 GiB).
+pub(crate) const DEFAULT_LIMIT: u64 = 1 << 30;
+
+/// Payloads up to this size are written together with their header in one `write` (as CPython
+/// does, to avoid Nagle delays on sockets).
+const COALESCE: usize = 16 * 1024;
+
+/// Encodes a value with the crate's codec.
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    postcard::to_stdvec(value).map_err(Error::from)
+}
+
+/// Decodes a value written by [`encode`]; trailing bytes are an error.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    let (value, rest) = postcard::take_from_bytes(bytes)?;
+    if !rest.is_empty() {
+        return Err(Error::Codec(format!(
+            "{} unexpected trailing bytes",
+            rest.len()
+        )));
+    }
+    Ok(value)
+}
+
+/// The header for a payload of `len` bytes: 4 bytes, or 12 above `i32::MAX`.
+pub(crate) fn header(len: usize) -> ([u8; 12], usize) {
+    let mut h = [0u8; 12];
+    if len > i32::MAX as usize {
+        h[..4].copy_from_slice(&(-1i32).to_be_bytes());
+        h[4..].copy_from_slice(&(len as u64).to_be_bytes());
+        (h, 12)
+    } else {
+        h[..4].copy_from_slice(&(len as i32).to_be_bytes());
+        (h, 4)
+    }
+}
+
+/// Writes one frame.
+pub(crate) fn write_frame(w: &mut impl Write, payload: &[u8]) -> io::Result<()> {
+    let (h, n) = header(payload.len());
+    if payload.len() <= COALESCE {
+        let mut buf = Vec::with_capacity(n + payload.len());
+        buf.extend_from_slice(&h[..n]);
+        buf.extend_from_slice(payload);
+        w.write_all(&buf)
+    } else {
+        w.write_all(&h[..n])?;
+        w.write_all(payload)
+    }
+}
+
+/// Reads one whole frame, blocking. EOF before the first byte is [`Error::Eof`]; EOF inside a
+/// frame, or a frame above `limit`, is an I/O error.
+pub(crate) fn read_frame(r: &mut impl Read, limit: u64) -> Result<Vec<u8>> {
+    let mut h = [0u8; 4];
+    match read_exact_or_eof(r, &mut h)? {
+        0 => return Err(Error::Eof),
+        4 => {}
+        _ => return Err(eof_in_message()),
+    }
+    let mut len = i32::from_be_bytes(h) as i64 as u64;
+    if i32::from_be_bytes(h) == -1 {
+        let mut l = [0u8; 8];
+        if read_exact_or_eof(r, &mut l)? != 8 {
+            return Err(eof_in_message());
+        }
+        len = u64::from_be_bytes(l);
+    } else if i32::from_be_bytes(h) < 0 {
+        return Err(bad_length(i32::from_be_bytes(h) as i64 as u64, limit));
+    }
+    if len > limit {
+        return Err(bad_length(len, limit));
+    }
+    let mut payload = Vec::new();
+    let got = r
+        .take(len)
+        .read_to_end(&mut payload)
+        .map_err(|e| Error::io("reading a message", e))?;
+    if (got as u64) < len {
+        return Err(eof_in_message());
+    }
+    Ok(payload)
+}
+
+/// Incremental frame parser for non-blocking readers: feed it bytes, take whole frames out.
+#[derive(Debug)]
+pub(crate) struct FrameReader {
+    buf: Vec<u8>,
+    limit: u64,
+}
+
+impl FrameReader {
+    /// A parser accepting frames up to `limit` bytes.
+    pub(crate) fn new(limit: u64) -> Self {
+        FrameReader {
+            buf: Vec::new(),
+            limit,
+        }
+    }
+
+    /// Appends bytes that arrived.
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// True when bytes of an unfinished frame are buffered.
+    pub(crate) fn is_partial(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Takes the next whole frame, if one is buffered.
+    pub(crate) fn next_frame(&mut self) -> Result<Option<Vec<u8>>> {
+        if self.buf.len() < 4 {
+            return Ok(None);
+        }
+        let short = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+        let (len, start) = match short {
+            -1 => {
+                if self.buf.len() < 12 {
+                    return Ok(None);
+                }
+                let mut l = [0u8; 8];
+                l.copy_from_slice(&self.buf[4..12]);
+                (u64::from_be_bytes(l), 12)
+            }
+            n if n < 0 => return Err(bad_length(n as i64 as u64, self.limit)),
+            n => (n as u64, 4),
+        };
+        if len > self.limit {
+            return Err(bad_length(len, self.limit));
+        }
+        let end = start + len as usize;
+        if self.buf.len() < end {
+            return Ok(None);
+        }
+        let frame = self.buf[start..end].to_vec();
+        self.buf.drain(..end);
+        Ok(Some(frame))
+    }
+}
+
+/// Like `read_exact`, but returns how many bytes were read before EOF instead of failing.
+fn read_exact_or_eof(r: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("reading a message", e)),
+        }
+    }
+    Ok(n)
+}
+
+fn eof_in_message() -> Error {
+    Error::io(
+        "reading a message",
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "got end of file during message",
+        ),
+    )
+}
+
+fn bad_length(len: u64, limit: u64) -> Error {
+    Error::io(
+        "reading a message",
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad message length: {len} bytes announced, limit {limit}"),
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_match_cpython_bytes() {
+        let mut out = Vec::new();
+        write_frame(&mut out, b"abc").unwrap();
+        assert_eq!(out, [0, 0, 0, 3, b'a', b'b', b'c']);
+        out.clear();
+        write_frame(&mut out, b"").unwrap();
+        assert_eq!(out, [0, 0, 0, 0]);
+        let (h, n) = header(1 << 31);
+        assert_eq!(
+            &h[..n],
+            &[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0x80, 0, 0, 0]
+        );
+        let (h, n) = header(i32::MAX as usize);
+        assert_eq!(&h[..n], &[0x7f, 0xff, 0xff, 0xff]);
+    }
+
+    #[test]
+    fn blocking_reader_round_trips_and_rejects() {
+        let mut out = Vec::new();
+        write_frame(&mut out, b"hello").unwrap();
+        write_frame(&mut out, &vec![7u8; 20_000]).unwrap();
+        let mut r = &out[..];
+        assert_eq!(read_frame(&mut r, 100_000).unwrap(), b"hello");
+        assert_eq!(read_frame(&mut r, 100_000).unwrap().len(), 20_000);
+        assert!(matches!(read_frame(&mut r, 100_000), Err(Error::Eof)));
+        // EOF inside a frame.
+        let mut r = &out[..6];
+        assert!(
+            read_frame(&mut r, 100)
+                .unwrap_err()
+                .to_string()
+                .contains("end of file during")
+        );
+        // Too long for the limit, and a negative length.
+        let mut r = &out[..];
+        assert!(
+            read_frame(&mut r, 4)
+                .unwrap_err()
+                .to_string()
+                .contains("bad message length")
+        );
+        let mut r: &[u8] = &[0xff, 0xff, 0xff, 0xfe];
+        assert!(read_frame(&mut r, 4).is_err());
+        // A lying 8-byte length does not allocate: it is refused against the limit.
+        let mut r: &[u8] = &[0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0];
+        assert!(read_frame(&mut r, DEFAULT_LIMIT).is_err());
+    }
+
+    #[test]
+    fn incremental_reader_splits_and_joins() {
+        let mut out = Vec::new();
+        write_frame(&mut out, b"a").unwrap();
+        write_frame(&mut out, b"").unwrap();
+        write_frame(&mut out, b"cd").unwrap();
+        let mut fr = FrameReader::new(16);
+        let mut frames = Vec::new();
+        for byte in &out {
+            fr.feed(std::slice::from_ref(byte));
+            while let Some(f) = fr.next_frame().unwrap() {
+                frames.push(f);
+            }
+        }
+        assert_eq!(frames, vec![b"a".to_vec(), vec![], b"cd".to_vec()]);
+        assert!(!fr.is_partial());
+        fr.feed(&[0, 0, 1, 0]);
+        assert!(fr.next_frame().is_err());
+    }
+
+    #[test]
+    fn codec_round_trips_and_rejects_garbage() {
+        let v = (5u64, String::from("child"), vec![1u8, 2]);
+        let bytes = encode(&v).unwrap();
+        assert_eq!(decode::<(u64, String, Vec<u8>)>(&bytes).unwrap(), v);
+        assert!(decode::<(u64, String)>(&[0xff, 0xff, 0xff]).is_err());
+        let mut long = bytes.clone();
+        long.push(0);
+        assert!(decode::<(u64, String, Vec<u8>)>(&long).is_err());
+    }
+}
