@@ -67,9 +67,16 @@ pub(crate) enum Report {
 /// [`init_test`]. A child passes on what it was given.
 static REENTRY: Mutex<Option<Vec<OsString>>> = Mutex::new(None);
 
+thread_local! {
+    /// In a test binary: the arguments that reach the test running on this thread.
+    static TEST_REENTRY: std::cell::RefCell<Option<Vec<OsString>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 fn reentry_args() -> Vec<OsString> {
-    lock(&REENTRY)
-        .clone()
+    TEST_REENTRY
+        .with(|t| t.borrow().clone())
+        .or_else(|| lock(&REENTRY).clone())
         .unwrap_or_else(|| std::env::args_os().skip(1).collect())
 }
 
@@ -80,6 +87,7 @@ fn reentry_args() -> Vec<OsString> {
 /// child, so put nothing before it.
 ///
 /// ```no_run
+/// # #[allow(clippy::needless_doctest_main)]
 /// fn main() {
 ///     multiprocess::init();
 ///     // ... the program, which may start processes
@@ -100,12 +108,12 @@ pub fn init() {
 /// [`init`] for tests: call it as the first line of every `#[test]` that starts processes.
 ///
 /// Test binaries have no `main` of ours, so a spawned child re-runs the test binary filtered to
-/// the test that started it (`<test> --exact --nocapture --test-threads=1`), where this call
+/// the test that started it (`<test> --exact --include-ignored --nocapture --test-threads=1`), where this call
 /// turns it into the child. It relies on libtest naming each test's thread after the test,
 /// which it does for every thread count. (libtest prints `running 1 test` in each child before
 /// the child takes over.)
 ///
-/// ```
+/// ```text
 /// #[test]
 /// fn squares_in_a_child() {
 ///     multiprocess::init_test();
@@ -113,18 +121,25 @@ pub fn init() {
 /// }
 /// ```
 pub fn init_test() {
-    let mut reentry = lock(&REENTRY);
-    if reentry.is_none() && !sys::child_marker_present() {
+    if !sys::child_marker_present() {
         if let Some(name) = std::thread::current().name().filter(|n| *n != "main") {
-            *reentry = Some(
-                [name, "--exact", "--nocapture", "--test-threads=1", "-q"]
-                    .iter()
-                    .map(OsString::from)
-                    .collect(),
-            );
+            let args: Vec<OsString> = [
+                name,
+                "--exact",
+                "--include-ignored",
+                "--nocapture",
+                "--test-threads=1",
+                "-q",
+            ]
+            .iter()
+            .map(OsString::from)
+            .collect();
+            // Processes started from this test's thread re-enter through this test; those
+            // started from other threads through the first test that registered.
+            TEST_REENTRY.with(|t| *t.borrow_mut() = Some(args.clone()));
+            lock(&REENTRY).get_or_insert(args);
         }
     }
-    drop(reentry);
     init();
 }
 
@@ -330,7 +345,11 @@ fn run_target(channel: &sys::Channel, target: impl FnOnce() -> Result<Vec<u8>>) 
         Ok(Ok(value)) => (Report::Returned(value), 0),
         Ok(Err(e)) => {
             eprintln!("Process {}:\n{e}", process::current_process().name());
-            (Report::Failed(e.to_string()), 1)
+            let reason = match e {
+                Error::Codec(m) => m,
+                other => other.to_string(),
+            };
+            (Report::Failed(reason), 1)
         }
         Err(payload) => (Report::Panicked(panic_message(payload.as_ref())), 1),
     };

@@ -699,7 +699,16 @@ impl Process {
         };
         let code = child.handle.exitcode().unwrap_or(0);
         match &child.report {
-            Some(Report::Returned(bytes)) => wire::decode(bytes),
+            Some(Report::Returned(bytes)) => wire::decode(bytes).map_err(|e| {
+                Error::Codec(format!(
+                    "decoding the returned value ({}): {}",
+                    std::any::type_name::<R>(),
+                    match e {
+                        Error::Codec(m) => m,
+                        other => other.to_string(),
+                    }
+                ))
+            }),
             Some(Report::Panicked(message)) => Err(Error::Panicked {
                 message: message.clone(),
             }),

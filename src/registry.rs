@@ -11,7 +11,7 @@ use std::any::TypeId;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::sys::image::{self, Trampoline};
 use crate::wire;
 
@@ -134,13 +134,15 @@ impl Job {
         F: FnOnce() -> R + Send + 'static,
         R: Serialize,
     {
-        Job::Closure(Box::new(move || wire::encode(&f())))
+        Job::Closure(Box::new(move || {
+            wire::encode(&f()).map_err(|e| context::<R>("encoding the returned value", e))
+        }))
     }
 
     /// Runs the job in the calling process, returning the encoded value.
     pub(crate) fn call(self) -> Result<Vec<u8>> {
         match self {
-            Job::Image { trampoline, args } => trampoline(&args.map_err(crate::Error::Codec)?),
+            Job::Image { trampoline, args } => trampoline(&args.map_err(Error::Codec)?),
             Job::Closure(f) => f(),
         }
     }
@@ -153,9 +155,20 @@ where
     R: Serialize,
 {
     let f = image::conjure::<F>();
-    wire::encode(&f.call(wire::decode(args)?))
+    let args = wire::decode(args).map_err(|e| context::<A>("decoding the arguments", e))?;
+    wire::encode(&f.call(args)).map_err(|e| context::<R>("encoding the returned value", e))
 }
 
 fn call_run<T: Run>(args: &[u8]) -> Result<Vec<u8>> {
-    wire::encode(&wire::decode::<T>(args)?.run())
+    let obj = wire::decode::<T>(args).map_err(|e| context::<T>("decoding the Run value", e))?;
+    wire::encode(&obj.run()).map_err(|e| context::<T::Output>("encoding the returned value", e))
+}
+
+/// Names the value and its type in a codec error.
+fn context<T>(what: &str, e: Error) -> Error {
+    let reason = match e {
+        Error::Codec(m) => m,
+        other => other.to_string(),
+    };
+    Error::Codec(format!("{what} ({}): {reason}", std::any::type_name::<T>()))
 }

@@ -24,7 +24,10 @@ fn anchor() -> usize {
 /// The offset of `t` from the anchor, or an error if `t` is not in the main executable image
 /// (a function in a shared library may be loaded elsewhere, or not at all, in the child).
 pub(crate) fn code_offset(t: Trampoline) -> Result<i64> {
-    let addr = t as usize;
+    address_offset(t as usize)
+}
+
+fn address_offset(addr: usize) -> Result<i64> {
     if !super::os::in_main_image(addr) {
         return Err(Error::InvalidArgument(format!(
             "the target at {addr:#x} is not in the main executable image (a shared library?); \
@@ -120,6 +123,18 @@ mod tests {
         assert!(trampoline_at(off + 1, seal(off)).is_err());
         assert!(trampoline_at(1 << 40, seal(1 << 40)).is_err());
         assert_eq!(identity(), identity());
+    }
+
+    #[cfg(any(all(target_os = "linux", target_env = "gnu"), target_os = "macos"))]
+    #[test]
+    fn code_outside_the_main_image_is_refused() {
+        // getpid lives in the C library, a shared object loaded at its own address.
+        let in_libc = libc::getpid as unsafe extern "C" fn() -> libc::pid_t as usize;
+        let e = address_offset(in_libc).unwrap_err();
+        assert!(
+            e.to_string().contains("not in the main executable image"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,0 +1,91 @@
+//! Context cases C01–C02 of python-reference.md §2.3: which start methods exist, the default,
+//! and Python's rules for fixing and inheriting it.
+
+mod common;
+
+use multiprocess::{
+    Error, Process, StartMethod, get_all_start_methods, get_context, get_start_method,
+    set_start_method,
+};
+
+fn method_seen_by_child() -> Option<StartMethod> {
+    get_start_method(true)
+}
+
+fn grandchild_method() -> Option<StartMethod> {
+    let mut p = Process::new(method_seen_by_child, ());
+    p.start().unwrap();
+    p.result().unwrap()
+}
+
+/// C01: spawn and fork on Linux, spawn the documented default (forkserver is not built yet and
+/// is refused with a clear message rather than listed).
+#[test]
+fn c01_start_methods() {
+    multiprocess::init_test();
+    let _g = common::start();
+    assert_eq!(
+        get_all_start_methods(),
+        vec![StartMethod::Spawn, StartMethod::Fork]
+    );
+    assert_eq!(
+        get_context("fork").unwrap().start_method(),
+        StartMethod::Fork
+    );
+    match get_context("bogus") {
+        Err(Error::InvalidArgument(m)) => assert_eq!(m, "cannot find context for \"bogus\""),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        get_context("forkserver")
+            .unwrap_err()
+            .to_string()
+            .contains("not available yet")
+    );
+}
+
+/// C02: the default is fixed by first use, changed only with force; a child's default is the
+/// method that started it, so its own children are started the same way.
+#[test]
+fn c02_method_fixed_once_and_inherited() {
+    multiprocess::init_test();
+    let _g = common::start();
+    set_start_method(None, true).unwrap();
+    assert_eq!(get_start_method(true), None);
+    set_start_method("spawn", false).unwrap();
+    let mut p = Process::new(method_seen_by_child, ());
+    p.start().unwrap();
+    assert_eq!(
+        p.result::<Option<StartMethod>>().unwrap(),
+        Some(StartMethod::Spawn)
+    );
+    assert_eq!(
+        set_start_method("fork", false).unwrap_err().to_string(),
+        "context has already been set"
+    );
+    assert!(set_start_method("bogus", true).is_err());
+    assert_eq!(
+        get_start_method(false),
+        Some(StartMethod::Spawn),
+        "a failed set changes nothing"
+    );
+    // Forced: processes made without a context now fork, and a forked child's children too.
+    set_start_method("fork", true).unwrap();
+    let mut f = Process::new(grandchild_method, ());
+    f.start().unwrap();
+    assert_eq!(
+        f.result::<Option<StartMethod>>().unwrap(),
+        Some(StartMethod::Fork)
+    );
+    // A spawn context inside a fork default: its child, and that child's children, use spawn.
+    let mut s = get_context("spawn").unwrap().process(grandchild_method, ());
+    s.start().unwrap();
+    assert_eq!(
+        s.result::<Option<StartMethod>>().unwrap(),
+        Some(StartMethod::Spawn)
+    );
+    set_start_method(None, true).unwrap();
+    // A closure needs fork: with spawn it is refused at start, not in the child.
+    let mut c = get_context("spawn").unwrap().process_closure(|| 1u8);
+    assert!(matches!(c.start(), Err(Error::InvalidArgument(_))));
+}

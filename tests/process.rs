@@ -1,0 +1,658 @@
+//! Process acceptance cases P01–P21 of python-reference.md §2.3, with real processes.
+//!
+//! Every test starts with `multiprocess::init_test()` (a spawned child re-runs this binary,
+//! filtered to the test, and becomes the child there) and `let _g = common::start();`, which
+//! holds the guard that, dropped last, fails the test if a child, zombie, orphan or descriptor was
+//! left behind.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use multiprocess::{Error, Process, active_children, current_process, get_context, wait};
+
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+fn nothing() {}
+
+fn secs(s: f64) -> Option<Duration> {
+    Some(Duration::from_secs_f64(s))
+}
+
+#[test]
+fn p01_main_identity() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let me = current_process();
+    assert_eq!(me.name(), "MainProcess");
+    assert!(multiprocess::parent_process().is_none());
+    assert_eq!(me.pid(), std::process::id());
+    assert!(me.is_alive());
+    assert_eq!(me.exitcode(), None);
+    assert!(me.ident().is_empty());
+    assert!(multiprocess::cpu_count() >= 1);
+}
+
+#[test]
+fn p02_automatic_names() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let a = Process::new(nothing, ());
+    let b = Process::new(nothing, ());
+    let mut c = Process::new(nothing, ());
+    let n = a.ident()[0];
+    assert_eq!(a.get_name(), format!("Process-{n}"));
+    assert_eq!(b.get_name(), format!("Process-{}", n + 1));
+    assert_eq!(c.get_name(), format!("Process-{}", n + 2));
+    c.start().unwrap();
+    c.join(None).unwrap();
+    assert_eq!(c.exitcode().unwrap(), Some(0));
+    let named = Process::new(nothing, ()).name("explicit");
+    assert_eq!(named.get_name(), "explicit");
+    let ctx = get_context("spawn").unwrap().process(nothing, ());
+    assert!(
+        ctx.get_name().starts_with("SpawnProcess-"),
+        "{}",
+        ctx.get_name()
+    );
+}
+
+fn grandchild_report() -> (String, String, u32) {
+    let parent = multiprocess::parent_process().expect("a parent");
+    (
+        current_process().name(),
+        parent.name().to_owned(),
+        parent.pid(),
+    )
+}
+
+fn start_grandchild() -> (u32, (String, String, u32)) {
+    let mut p = Process::new(grandchild_report, ());
+    p.start().unwrap();
+    (std::process::id(), p.result().unwrap())
+}
+
+#[test]
+fn p03_nested_names_and_parent() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let mut child = Process::new(start_grandchild, ());
+    let name = child.get_name();
+    child.start().unwrap();
+    let (child_pid, (gc_name, gc_parent, gc_parent_pid)): (u32, (String, String, u32)) =
+        child.result().unwrap();
+    assert_eq!(gc_name, format!("{name}:1"));
+    assert_eq!(gc_parent, name);
+    assert_eq!(gc_parent_pid, child_pid);
+    assert_eq!(Some(child_pid), child.pid());
+}
+
+#[test]
+fn p04_normal_exit() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let mut p = Process::new(nothing, ());
+    p.start().unwrap();
+    p.join(None).unwrap();
+    assert_eq!(p.exitcode().unwrap(), Some(0));
+    assert!(!p.is_alive().unwrap());
+    assert!(active_children().iter().all(|c| c.pid() != p.pid()));
+    p.result::<()>().unwrap();
+}
+
+fn fails() -> u32 {
+    panic!("the target failed with code 123")
+}
+
+#[test]
+#[ignore = "scenario: run by p05_uncaught_panic"]
+fn scenario_p05() {
+    multiprocess::init_test();
+    if !common::in_scenario() {
+        return;
+    }
+    let mut p = Process::new(fails, ()).name("failing-child");
+    p.start().unwrap();
+    p.join(None).unwrap();
+    println!("exitcode={:?}", p.exitcode().unwrap());
+    match p.result::<u32>() {
+        Err(Error::Panicked { message }) => println!("panicked={message}"),
+        other => println!("unexpected={other:?}"),
+    }
+}
+
+#[test]
+fn p05_uncaught_panic() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let out = common::scenario("scenario_p05").wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("exitcode=Some(1)"), "{stdout}");
+    assert!(
+        stdout.contains("panicked=the target failed with code 123"),
+        "{stdout}"
+    );
+    let banner = stderr.find("Process failing-child:").expect(&stderr);
+    let message = stderr
+        .find("the target failed with code 123")
+        .expect(&stderr);
+    assert!(banner < message, "{stderr}");
+}
+
+fn exits_with(code: i32) {
+    multiprocess::exit(code)
+}
+
+fn std_exits_with(code: i32) -> u8 {
+    std::process::exit(code)
+}
+
+#[test]
+fn p06_explicit_exit_codes() {
+    multiprocess::init_test();
+    let _g = common::start();
+    for (code, expected) in [(0, 0), (3, 3), (255, 255), (256, 0), (-1, 255)] {
+        let mut p = Process::new(exits_with, (code,));
+        p.start().unwrap();
+        p.join(None).unwrap();
+        assert_eq!(p.exitcode().unwrap(), Some(expected), "exit({code})");
+        let mut q = Process::new(std_exits_with, (code,));
+        q.start().unwrap();
+        q.join(None).unwrap();
+        assert_eq!(
+            q.exitcode().unwrap(),
+            Some(expected),
+            "std::process::exit({code})"
+        );
+        match q.result::<u8>() {
+            Err(Error::Exited { exitcode }) => assert_eq!(exitcode, expected),
+            other => panic!("exit({code}): {other:?}"),
+        }
+    }
+}
+
+fn sleeper(ms: u64) {
+    sleep_ms(ms)
+}
+
+fn ended_by(signal: &str) {
+    multiprocess::init_test();
+    let _g = common::start();
+    let mut p = Process::new(sleeper, (30_000,));
+    p.start().unwrap();
+    assert!(p.is_alive().unwrap());
+    let t = Instant::now();
+    if signal == "term" {
+        p.terminate().unwrap()
+    } else {
+        p.kill().unwrap()
+    }
+    p.join(None).unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "join took {:?}",
+        t.elapsed()
+    );
+    let expected = if signal == "term" {
+        -libc::SIGTERM
+    } else {
+        -libc::SIGKILL
+    };
+    assert_eq!(p.exitcode().unwrap(), Some(expected));
+    assert!(matches!(p.result::<()>(), Err(Error::Killed { signal }) if signal == -expected));
+    // Once reaped, signalling is a no-op.
+    p.terminate().unwrap();
+    p.kill().unwrap();
+}
+
+#[test]
+fn p07_terminate() {
+    ended_by("term");
+}
+
+#[test]
+fn p08_kill() {
+    ended_by("kill");
+}
+
+/// P09: a signal from outside. SIGINT gives -2: a Rust child has no KeyboardInterrupt, so the
+/// default disposition ends it (Python's child would exit with 1). This is our documented choice.
+#[test]
+fn p09_external_signal() {
+    multiprocess::init_test();
+    let _g = common::start();
+    for sig in [libc::SIGKILL, libc::SIGINT] {
+        let mut p = Process::new(sleeper, (30_000,));
+        p.start().unwrap();
+        let pid = p.pid().unwrap();
+        std::process::Command::new("kill")
+            .args([format!("-{sig}"), pid.to_string()])
+            .status()
+            .unwrap();
+        p.join(secs(10.0)).unwrap();
+        assert_eq!(p.exitcode().unwrap(), Some(-sig));
+    }
+}
+
+#[test]
+fn p10_join_timeout() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let mut p = Process::new(sleeper, (30_000,));
+    assert_eq!(p.exitcode().unwrap(), None);
+    assert_eq!(p.pid(), None);
+    assert!(!p.is_alive().unwrap());
+    p.start().unwrap();
+    let t = Instant::now();
+    p.join(secs(0.2)).unwrap();
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(200) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    let t = Instant::now();
+    p.join(Some(Duration::ZERO)).unwrap();
+    assert!(t.elapsed() < Duration::from_secs(1));
+    assert!(p.is_alive().unwrap());
+    assert_eq!(p.exitcode().unwrap(), None);
+    p.terminate().unwrap();
+    p.join(None).unwrap();
+}
+
+fn try_join(mut p: Process) -> String {
+    match p.join(None) {
+        Err(e) => {
+            let join = e.to_string();
+            let start = p
+                .start()
+                .map_or_else(|e| e.to_string(), |()| "started".into());
+            format!("{join} / {start}")
+        }
+        Ok(()) => "joined".into(),
+    }
+}
+
+fn default_daemon_flag() -> bool {
+    Process::new(nothing, ()).is_daemon()
+}
+
+#[test]
+fn p11_misuse_errors() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let mut p = Process::new(nothing, ());
+    assert_eq!(
+        p.join(None).unwrap_err().to_string(),
+        "can only join a started process"
+    );
+    p.start().unwrap();
+    assert_eq!(
+        p.start().unwrap_err().to_string(),
+        "cannot start a process twice"
+    );
+    assert_eq!(
+        p.set_daemon(true).unwrap_err().to_string(),
+        "process has already started"
+    );
+    p.join(None).unwrap();
+    // A process object used by a process other than its creator (here a forked child).
+    let mut sleeping = Process::new(sleeper, (200,));
+    sleeping.start().unwrap();
+    let shared = Process::new(nothing, ());
+    let mut fork = get_context("fork")
+        .unwrap()
+        .process_closure(move || try_join(shared));
+    fork.start().unwrap();
+    assert_eq!(
+        fork.result::<String>().unwrap(),
+        "can only join a child process / can only start a process object created by current process"
+    );
+    sleeping.join(None).unwrap();
+    // The constructor's daemon flag is honoured; the default is the creator's flag.
+    assert!(!Process::new(nothing, ()).is_daemon());
+    assert!(Process::new(nothing, ()).daemon(true).is_daemon());
+    let mut d = Process::new(default_daemon_flag, ()).daemon(true);
+    d.start().unwrap();
+    assert!(
+        d.result::<bool>().unwrap(),
+        "a daemon's children default to daemonic"
+    );
+}
+
+fn start_from_daemon() {
+    let mut p = Process::new(nothing, ());
+    p.start().unwrap();
+}
+
+#[test]
+fn p12_daemonic_children_forbidden() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let mut p = Process::new(start_from_daemon, ()).daemon(true);
+    p.start().unwrap();
+    p.join(None).unwrap();
+    assert_eq!(p.exitcode().unwrap(), Some(1));
+    match p.result::<()>() {
+        Err(Error::Panicked { message }) => {
+            assert!(message.contains("daemonic processes are not allowed to have children"))
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+#[ignore = "scenario: run by p13_exit_policy"]
+fn scenario_p13() {
+    multiprocess::init_test();
+    if !common::in_scenario() {
+        return;
+    }
+    let mut daemon = Process::new(sleeper, (10_000,)).daemon(true);
+    let mut worker = Process::new(sleeper, (1_500,));
+    daemon.start().unwrap();
+    worker.start().unwrap();
+    println!("pids {} {}", daemon.pid().unwrap(), worker.pid().unwrap());
+    // Return without joining: the exit policy terminates the daemon and joins the worker.
+}
+
+/// P13: at exit the daemonic child gets SIGTERM at once and the other child is joined; the
+/// program ends after about 1.5 s with status 0.
+#[test]
+fn p13_exit_policy() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let t = Instant::now();
+    let out = common::scenario("scenario_p13").wait_with_output().unwrap();
+    let took = t.elapsed();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(took >= Duration::from_millis(1_500), "{took:?}");
+    assert!(
+        took < Duration::from_secs(8),
+        "the daemon was not terminated: {took:?}"
+    );
+    let pids: Vec<u32> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("pids "))
+        .expect(&stdout)
+        .split(' ')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert!(pids.iter().all(|&p| !common::running(p)));
+}
+
+#[test]
+fn p14_close_rules() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let p = Process::new(nothing, ());
+    p.close().unwrap(); // before start: allowed
+    let mut p = Process::new(sleeper, (300,));
+    p.start().unwrap();
+    assert!(
+        p.close()
+            .unwrap_err()
+            .to_string()
+            .starts_with("Cannot close a process while it is still running")
+    );
+    p.join(None).unwrap();
+    p.close().unwrap();
+    let closed = "process object is closed";
+    assert_eq!(p.is_alive().unwrap_err().to_string(), closed);
+    assert_eq!(p.join(None).unwrap_err().to_string(), closed);
+    assert_eq!(p.terminate().unwrap_err().to_string(), closed);
+    assert_eq!(p.exitcode().unwrap_err().to_string(), closed);
+    assert_eq!(p.sentinel().unwrap_err().to_string(), closed);
+    assert_eq!(p.start().unwrap_err().to_string(), closed);
+    assert_eq!(p.pid(), None);
+    p.close().unwrap();
+}
+
+#[test]
+fn p15_sentinel() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let mut quick = Process::new(sleeper, (100,));
+    let mut slow = Process::new(sleeper, (30_000,));
+    assert_eq!(
+        quick.sentinel().unwrap_err().to_string(),
+        "process not started"
+    );
+    quick.start().unwrap();
+    slow.start().unwrap();
+    let (qs, ss) = (quick.sentinel().unwrap(), slow.sentinel().unwrap());
+    assert!(wait(&[&qs, &ss], Some(Duration::ZERO)).unwrap().is_empty());
+    assert_eq!(wait(&[&qs, &ss], secs(10.0)).unwrap(), vec![0]);
+    assert!(qs.wait(Some(Duration::ZERO)).unwrap());
+    let t = Instant::now();
+    assert!(wait(&[&ss], secs(0.2)).unwrap().is_empty());
+    assert!(t.elapsed() >= Duration::from_millis(200));
+    slow.kill().unwrap();
+    assert_eq!(wait(&[&ss], secs(10.0)).unwrap(), vec![0]);
+    assert_eq!(wait(&[&qs, &ss], Some(Duration::ZERO)).unwrap(), vec![0, 1]);
+    quick.join(None).unwrap();
+    slow.join(None).unwrap();
+}
+
+/// Forks a grandchild that sleeps `ms` and exits; returns its pid at once.
+fn leave_grandchild(ms: u64) -> u32 {
+    // SAFETY: fork in a single-threaded test child; the grandchild only sleeps and _exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        sleep_ms(ms);
+        // SAFETY: ends the grandchild without running the parent's exit handlers.
+        unsafe { libc::_exit(0) };
+    }
+    pid as u32
+}
+
+#[test]
+fn p16_sentinel_not_held_by_descendants() {
+    multiprocess::init_test();
+    let _g = common::start();
+    for ctx in ["spawn", "fork"] {
+        let mut p = get_context(ctx)
+            .unwrap()
+            .process(leave_grandchild, (3_000,));
+        p.start().unwrap();
+        let sentinel = p.sentinel().unwrap();
+        let t = Instant::now();
+        assert!(sentinel.wait(secs(10.0)).unwrap());
+        p.join(secs(10.0)).unwrap();
+        assert!(
+            t.elapsed() < Duration::from_millis(1_500),
+            "{ctx}: {:?}",
+            t.elapsed()
+        );
+        let grandchild = p.result::<u32>().unwrap();
+        assert!(
+            t.elapsed() < Duration::from_millis(1_500),
+            "{ctx}: {:?}",
+            t.elapsed()
+        );
+        common::kill_and_reap(grandchild);
+    }
+}
+
+#[test]
+fn p17_reaping() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let mut p = Process::new(nothing, ());
+    p.start().unwrap();
+    let pid = p.pid().unwrap();
+    assert!(common::wait_gone(pid, Duration::from_secs(10)));
+    assert!(active_children().iter().all(|c| c.pid() != Some(pid)));
+    assert!(
+        common::stat(pid).is_none(),
+        "zombie left after active_children()"
+    );
+    // start() reaps too.
+    let mut q = Process::new(nothing, ());
+    q.start().unwrap();
+    let qpid = q.pid().unwrap();
+    assert!(common::wait_gone(qpid, Duration::from_secs(10)));
+    let mut r = Process::new(nothing, ());
+    r.start().unwrap();
+    assert!(common::stat(qpid).is_none(), "zombie left after start()");
+    assert_eq!(q.exitcode().unwrap(), Some(0));
+    r.join(None).unwrap();
+    drop(p);
+}
+
+fn my_authkey() -> Vec<u8> {
+    current_process().authkey().to_vec()
+}
+
+#[test]
+fn p18_authkey_inheritance() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let key = current_process().authkey();
+    assert_eq!(key.len(), 32);
+    let mut p = Process::new(my_authkey, ());
+    p.start().unwrap();
+    assert_eq!(p.result::<Vec<u8>>().unwrap(), key.to_vec());
+    let mut q = Process::new(my_authkey, ()).authkey(b"secret");
+    q.start().unwrap();
+    assert_eq!(q.result::<Vec<u8>>().unwrap(), b"secret".to_vec());
+    assert_eq!(format!("{key:?}"), "AuthKey(<32 bytes>)");
+}
+
+fn watch_parent(path: String) {
+    let parent = multiprocess::parent_process().unwrap();
+    common::append_line(path.as_ref(), &format!("before {}", parent.is_alive()));
+    let ended = parent.join(secs(20.0));
+    common::append_line(
+        path.as_ref(),
+        &format!("after {} {ended}", parent.is_alive()),
+    );
+}
+
+fn start_watcher(path: String) {
+    let mut p = Process::new(watch_parent, (path.clone(),));
+    p.start().unwrap();
+    common::append_line(path.as_ref(), &p.pid().unwrap().to_string());
+    sleep_ms(60_000);
+}
+
+#[test]
+fn p19_parent_death_seen_by_grandchild() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let path = common::scratch("p19");
+    let mut child = Process::new(start_watcher, (path.display().to_string(),));
+    child.start().unwrap();
+    let lines = common::read_lines(&path, 2, Duration::from_secs(20));
+    assert!(lines.contains(&"before true".to_owned()), "{lines:?}");
+    let grandchild: u32 = lines
+        .iter()
+        .find_map(|l| l.parse().ok())
+        .expect("grandchild pid");
+    child.kill().unwrap();
+    child.join(None).unwrap();
+    assert_eq!(child.exitcode().unwrap(), Some(-9));
+    let lines = common::read_lines(&path, 3, Duration::from_secs(20));
+    assert!(lines.contains(&"after false true".to_owned()), "{lines:?}");
+    common::reap_orphan(grandchild, Duration::from_secs(10));
+}
+
+#[test]
+#[ignore = "scenario: run by p20_orphan_policy"]
+fn scenario_p20() {
+    multiprocess::init_test();
+    if !common::in_scenario() {
+        return;
+    }
+    let mut daemon = Process::new(sleeper, (30_000,)).daemon(true);
+    let mut worker = Process::new(sleeper, (30_000,));
+    daemon.start().unwrap();
+    worker.start().unwrap();
+    println!("pids {} {}", daemon.pid().unwrap(), worker.pid().unwrap());
+    sleep_ms(60_000);
+}
+
+/// P20: the owner of a daemonic and a non-daemonic child is SIGKILLed. Our choice: the daemonic
+/// child dies with it (within a second); the non-daemonic child survives, reparented, as in
+/// Python (daemon means "ends with its parent", nothing else does).
+#[test]
+fn p20_orphan_policy() {
+    use std::io::BufRead;
+    multiprocess::init_test();
+    let _g = common::start();
+    let mut owner = common::scenario("scenario_p20");
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(owner.stdout.take().unwrap());
+    while !line.starts_with("pids ") {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the owner printed no pids"
+        );
+    }
+    let pids: Vec<u32> = line
+        .trim()
+        .strip_prefix("pids ")
+        .expect(&line)
+        .split(' ')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    let (daemon, worker) = (pids[0], pids[1]);
+    assert!(
+        common::wait_gone(daemon, Duration::from_secs(1)),
+        "daemon outlived its parent"
+    );
+    assert!(
+        common::running(worker),
+        "the non-daemonic child should survive"
+    );
+    common::kill_and_reap(worker);
+    common::reap_orphan(daemon, Duration::from_secs(5));
+}
+
+fn threads_and_stdin() -> (bool, usize) {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let flag = AtomicBool::new(false);
+    // A detached thread plays Python's daemon thread: it does not hold the process up.
+    std::thread::spawn(|| sleep_ms(20_000));
+    let mut input = Vec::new();
+    let n = std::io::stdin().read_to_end(&mut input).unwrap();
+    // Rust has no non-daemon threads; a target that must wait for its threads scopes them.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            sleep_ms(500);
+            flag.store(true, Ordering::SeqCst);
+        });
+    });
+    (flag.load(Ordering::SeqCst), n)
+}
+
+#[test]
+fn p21_child_threads_and_stdin() {
+    multiprocess::init_test();
+    let _g = common::start();
+    for ctx in ["spawn", "fork"] {
+        let mut p = get_context(ctx).unwrap().process(threads_and_stdin, ());
+        let t = Instant::now();
+        p.start().unwrap();
+        p.join(secs(15.0)).unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(500));
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{ctx}: {:?}",
+            t.elapsed()
+        );
+        assert_eq!(p.result::<(bool, usize)>().unwrap(), (true, 0), "{ctx}");
+    }
+}
