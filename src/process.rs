@@ -691,8 +691,24 @@ impl Process {
     /// [`Error::Codec`] when the value could not be encoded or decoded, [`Error::State`] when
     /// `R` is not the target's return type or the process was not started.
     pub fn result<R: DeserializeOwned + 'static>(&self) -> Result<R> {
+        self.result_within(None)
+    }
+
+    /// [`result`](Process::result) waiting at most `timeout` for the child to end.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if the child is still running after `timeout` (it is left running);
+    /// otherwise as [`result`](Process::result).
+    pub fn result_timeout<R: DeserializeOwned + 'static>(&self, timeout: Duration) -> Result<R> {
+        self.result_within(Some(timeout))
+    }
+
+    fn result_within<R: DeserializeOwned + 'static>(&self, timeout: Option<Duration>) -> Result<R> {
         self.shared.check_type::<R>()?;
-        self.join(None)?;
+        self.join(timeout)?;
+        if timeout.is_some() && self.is_alive()? {
+            return Err(Error::Timeout);
+        }
         let state = lock(&self.shared.state);
         let State::Started(child) = &*state else {
             return Err(Error::state(CLOSED));

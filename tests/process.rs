@@ -247,6 +247,10 @@ fn p10_join_timeout() {
     assert_eq!(p.pid(), None);
     assert!(!p.is_alive().unwrap());
     p.start().unwrap();
+    assert!(matches!(
+        p.result_timeout::<()>(Duration::from_millis(50)),
+        Err(Error::Timeout)
+    ));
     let t = Instant::now();
     p.join(secs(0.2)).unwrap();
     let waited = t.elapsed();
@@ -351,12 +355,18 @@ fn scenario_p13() {
     if !common::in_scenario() {
         return;
     }
-    let mut daemon = Process::new(sleeper, (10_000,)).daemon(true);
-    let mut worker = Process::new(sleeper, (1_500,));
+    // Return without joining: the exit policy terminates the daemon and joins the worker.
+    daemon_and_worker(10_000, 1_500, 0);
+}
+
+/// Starts a daemonic and a non-daemonic sleeper, prints `pids <daemon> <worker>`, then lingers.
+fn daemon_and_worker(daemon_ms: u64, worker_ms: u64, linger_ms: u64) {
+    let mut daemon = Process::new(sleeper, (daemon_ms,)).daemon(true);
+    let mut worker = Process::new(sleeper, (worker_ms,));
     daemon.start().unwrap();
     worker.start().unwrap();
     println!("pids {} {}", daemon.pid().unwrap(), worker.pid().unwrap());
-    // Return without joining: the exit policy terminates the daemon and joins the worker.
+    sleep_ms(linger_ms);
 }
 
 /// P13: at exit the daemonic child gets SIGTERM at once and the other child is joined; the
@@ -572,12 +582,7 @@ fn scenario_p20() {
     if !common::in_scenario() {
         return;
     }
-    let mut daemon = Process::new(sleeper, (30_000,)).daemon(true);
-    let mut worker = Process::new(sleeper, (30_000,));
-    daemon.start().unwrap();
-    worker.start().unwrap();
-    println!("pids {} {}", daemon.pid().unwrap(), worker.pid().unwrap());
-    sleep_ms(60_000);
+    daemon_and_worker(30_000, 30_000, 60_000);
 }
 
 /// P20: the owner of a daemonic and a non-daemonic child is SIGKILLed. Our choice: the daemonic
