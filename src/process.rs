@@ -415,6 +415,9 @@ impl Process {
     /// A process that runs a closure, which may capture anything `Send + 'static`. Only the fork
     /// start method can run it (a spawned child cannot receive captured state); starting it with
     /// another method is an error. See [`StartMethod::Fork`] for the caveat about threads.
+    ///
+    /// A closure whose body only panics has the never type `!`, which is not a serde type:
+    /// write it as `|| -> () { panic!(..) }`.
     pub fn from_closure<F, R>(f: F) -> Process
     where
         F: FnOnce() -> R + Send + 'static,
