@@ -155,7 +155,11 @@ pub fn exit(code: i32) -> ! {
 /// the registration).
 pub(crate) fn ensure_exit_hook() {
     static ONCE: Once = Once::new();
-    ONCE.call_once(|| sys::at_exit(exit_hook));
+    ONCE.call_once(|| {
+        sys::at_exit(exit_hook);
+        // Installed before any fork, so forked children inherit it instead of installing it.
+        install_panic_hook();
+    });
 }
 
 extern "C" fn exit_hook() {
@@ -315,7 +319,10 @@ fn run_child(
     let daemon = id.daemon;
     process::become_child(id, Arc::clone(&channel));
     context::inherit(method);
-    send(&channel, &Report::Started);
+    if method == StartMethod::Spawn {
+        // A forked child needs no handshake: its parent knows it runs the target.
+        send(&channel, &Report::Started);
+    }
     if daemon {
         watch_parent(Arc::clone(&channel));
     }

@@ -300,12 +300,13 @@ struct Child {
 }
 
 impl Child {
-    fn new(handle: sys::ProcHandle, channel: sys::Channel) -> Box<Child> {
+    fn new(handle: sys::ProcHandle, channel: sys::Channel, method: StartMethod) -> Box<Child> {
         Box::new(Child {
             handle,
             channel: Some(Arc::new(channel)),
             inbox: FrameReader::new(wire::DEFAULT_LIMIT),
-            started: false,
+            // A forked child runs its target without a handshake.
+            started: method == StartMethod::Fork,
             report: None,
         })
     }
@@ -315,14 +316,13 @@ impl Child {
         let Some(channel) = self.channel.clone() else {
             return;
         };
-        let mut buf = [0u8; 64 * 1024];
         loop {
-            match sys::read_available(&channel, &mut buf) {
+            match self.inbox.fill(|buf| sys::read_available(&channel, buf)) {
                 Ok(0) => {
                     self.channel = None;
                     break;
                 }
-                Ok(n) => self.inbox.feed(&buf[..n]),
+                Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(_) => {
                     self.channel = None;
@@ -541,7 +541,7 @@ impl Process {
             StartMethod::Fork => bootstrap::fork(identity, &mut self.job, &mut children)?,
         };
         self.job = None;
-        *lock(&self.shared.state) = State::Started(Child::new(child.0, child.1));
+        *lock(&self.shared.state) = State::Started(Child::new(child.0, child.1, method));
         if let Some(mut children) = children {
             children.push(Arc::clone(&self.shared));
         }

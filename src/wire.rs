@@ -114,8 +114,23 @@ impl FrameReader {
     }
 
     /// Appends bytes that arrived.
+    #[cfg(test)]
     pub(crate) fn feed(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// Reads once from `read` straight into the buffer (no intermediate copy, and only one
+    /// page of new buffer is touched per call). Returns what `read` returned.
+    pub(crate) fn fill(
+        &mut self,
+        read: impl FnOnce(&mut [u8]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        const CHUNK: usize = 4096;
+        let len = self.buf.len();
+        self.buf.resize(len + CHUNK, 0);
+        let got = read(&mut self.buf[len..]);
+        self.buf.truncate(len + *got.as_ref().unwrap_or(&0));
+        got
     }
 
     /// True when bytes of an unfinished frame are buffered.
