@@ -92,8 +92,10 @@ struct Me {
     parent: Option<ParentProcess>,
 }
 
+/// This process's identity; set by `become_child` in a child, else made on first use.
+static ME: OnceLock<Mutex<Me>> = OnceLock::new();
+
 fn me() -> &'static Mutex<Me> {
-    static ME: OnceLock<Mutex<Me>> = OnceLock::new();
     ME.get_or_init(|| {
         Mutex::new(Me {
             name: "MainProcess".into(),
@@ -129,14 +131,18 @@ pub(crate) fn become_child(id: Identity, channel: Arc<sys::Channel>) {
         pid: id.parent_pid,
         channel,
     };
-    let mut me = lock(me());
-    *me = Me {
+    let new = Me {
         name: id.name,
         ident: id.ident,
         authkey: AuthKey(id.authkey),
         daemon: id.daemon,
         parent: Some(parent),
     };
+    // A spawned child has no identity yet (and needs no random key); a forked one replaces
+    // the copy of its parent's.
+    if let Err(new) = ME.set(Mutex::new(new)) {
+        *lock(me()) = new.into_inner().unwrap_or_else(|e| e.into_inner());
+    }
     COUNTER.store(1, Ordering::Relaxed);
 }
 

@@ -86,7 +86,9 @@ pub(crate) fn read_frame(r: &mut impl Read, limit: u64) -> Result<Vec<u8>> {
     if len > limit {
         return Err(bad_length(len, limit));
     }
-    let mut payload = Vec::new();
+    // Reserve what a frame of this size needs, but never trust a large announcement: beyond
+    // 64 KiB, memory grows only as bytes arrive.
+    let mut payload = Vec::with_capacity(len.min(64 * 1024) as usize);
     let got = r
         .take(len)
         .read_to_end(&mut payload)
