@@ -1,0 +1,129 @@
+//! The seed's examples, run as programs: their observable output must be the seed's (with sleeps
+//! scaled down through `SEED_SLEEP_SCALE`). The leak guard (this process is a subreaper) also
+//! checks that no example leaves a process behind.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+/// Runs `examples/<name>` (built by `cargo test`) and returns its stdout lines.
+fn run(name: &str) -> Vec<String> {
+    let _g = common::start();
+    let mut path = std::env::current_exe().expect("current_exe");
+    path.pop(); // deps/
+    if path.ends_with("deps") {
+        path.pop();
+    }
+    path.push("examples");
+    path.push(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let out = Command::new(&path)
+        .env("SEED_SLEEP_SCALE", "0.02")
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", path.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{name}: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout.lines().map(str::to_owned).collect()
+}
+
+/// `<parent pid> ------- <own pid>` lines: (parent, child).
+fn pid_pairs(lines: &[String]) -> Vec<(u32, u32)> {
+    lines
+        .iter()
+        .filter_map(|l| l.split_once(" ------- "))
+        .map(|(a, b)| (a.parse().unwrap(), b.parse().unwrap()))
+        .collect()
+}
+
+#[test]
+fn seed_1_3_basic() {
+    let lines = run("seed_1_3_basic");
+    assert!(lines.iter().any(|l| l == "exitcode = Some(0)"), "{lines:?}");
+}
+
+#[test]
+fn seed_1_4_1_five_children() {
+    let lines = run("seed_1_4_1_children");
+    let pairs = pid_pairs(&lines);
+    assert_eq!(pairs.len(), 5, "{lines:?}");
+    assert_eq!(lines.iter().filter(|l| *l == "Testing").count(), 5);
+    let parents: BTreeSet<_> = pairs.iter().map(|p| p.0).collect();
+    let children: BTreeSet<_> = pairs.iter().map(|p| p.1).collect();
+    assert_eq!(parents.len(), 1, "one parent pid");
+    assert_eq!(children.len(), 5, "five different child pids");
+    // Each pair is followed by its `Testing`.
+    for (i, l) in lines.iter().enumerate() {
+        if l.contains(" ------- ") {
+            assert_eq!(lines[i + 1], "Testing");
+        }
+    }
+}
+
+#[test]
+fn seed_1_4_2_args() {
+    let lines = run("seed_1_4_2_args");
+    assert!(lines[0].parse::<u32>().is_ok(), "pid first: {lines:?}");
+    assert_eq!(
+        &lines[1..],
+        [
+            "child",
+            "true",
+            "10",
+            "worker ......",
+            "10",
+            "************main****************",
+            "100000",
+            "worker ......",
+            "100000",
+        ]
+    );
+}
+
+#[test]
+fn seed_1_4_3_kwargs() {
+    let lines = run("seed_1_4_3_kwargs");
+    let pairs = pid_pairs(&lines);
+    assert_eq!(pairs.len(), 5, "{lines:?}");
+    assert_eq!(pairs.iter().map(|p| p.0).collect::<BTreeSet<_>>().len(), 1);
+    assert_eq!(pairs.iter().map(|p| p.1).collect::<BTreeSet<_>>().len(), 5);
+    assert_eq!(lines.iter().filter(|l| *l == "child process").count(), 5);
+    // Every child sees its own copy of `a` (100), never the parent's later 100000.
+    assert!(lines.iter().all(|l| l != "100000"), "{lines:?}");
+    assert_eq!(lines.iter().filter(|l| *l == "100").count(), 10);
+}
+
+#[test]
+fn seed_1_4_4_main_guard() {
+    let lines = run("seed_1_4_4_main_guard");
+    let banners = lines
+        .iter()
+        .filter(|l| l.starts_with("module-level code runs"))
+        .count();
+    assert_eq!(
+        banners, 3,
+        "code before init() runs in the parent and in each of two children"
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("Parent Process ID: "))
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn subclass_run() {
+    let lines = run("subclass_run");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("parent got back \"HELLO FROM A CHILD\"")),
+        "{lines:?}"
+    );
+}
