@@ -291,3 +291,32 @@ pub(crate) fn exit_now(code: i32) -> ! {
 pub(crate) fn channel_handle(channel: &Channel) -> BorrowedFd<'_> {
     channel.as_fd()
 }
+
+/// Runs before `main` in every program that links this crate (an ELF `.init_array` or Mach-O
+/// `__mod_init_func` entry). In a process spawned by us it arranges that, if `main` never calls
+/// `init()`, the process fails at exit with a message naming the fix instead of exiting 0.
+extern "C" fn check_spawned_child_at_load() {
+    // SAFETY: getenv with a NUL-terminated name, before `main`, when nothing else runs.
+    if unsafe { libc::getenv(c"MULTIPROCESS_CHILD".as_ptr()) }.is_null() {
+        return;
+    }
+    // SAFETY: registering a plain `extern "C" fn`.
+    unsafe { libc::atexit(fail_if_init_never_ran) };
+}
+
+extern "C" fn fail_if_init_never_ran() {
+    if !child_marker_present() {
+        return; // init() took the marker: all is well.
+    }
+    let msg = format!("multiprocess: {}\n", crate::bootstrap::NO_INIT);
+    let _ = io::stderr().write_all(msg.as_bytes());
+    exit_now(1);
+}
+
+#[used]
+#[cfg_attr(
+    any(target_os = "linux", target_os = "android", target_os = "freebsd"),
+    unsafe(link_section = ".init_array")
+)]
+#[cfg_attr(target_vendor = "apple", unsafe(link_section = "__DATA,__mod_init_func"))]
+static CHECK_SPAWNED_CHILD: extern "C" fn() = check_spawned_child_at_load;
