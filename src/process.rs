@@ -141,7 +141,9 @@ pub(crate) fn become_child(id: Identity, channel: Arc<sys::Channel>) {
     // A spawned child has no identity yet (and needs no random key); a forked one replaces
     // the copy of its parent's.
     if let Err(new) = ME.set(Mutex::new(new)) {
-        *lock(me()) = new.into_inner().unwrap_or_else(|e| e.into_inner());
+        let new = new.into_inner().unwrap_or_else(|e| e.into_inner());
+        // The parent's copy is not freed: in a forked child, freeing only dirties pages.
+        std::mem::forget(std::mem::replace(&mut *lock(me()), new));
     }
     COUNTER.store(1, Ordering::Relaxed);
 }
@@ -916,6 +918,9 @@ pub fn cpu_count() -> usize {
 /// program exits (through `exit` or by returning from `main`) and at the end of every child.
 pub(crate) fn exit_function() {
     let children: Vec<_> = lock(&CHILDREN).clone();
+    if children.is_empty() {
+        return;
+    }
     for c in &children {
         if c.daemon.load(Ordering::Relaxed) && matches!(c.poll_exit(Some(Duration::ZERO)), Ok(None))
         {
@@ -930,7 +935,7 @@ pub(crate) fn exit_function() {
 /// In a forked child: let go of the parent's children (their descriptors must not keep the
 /// parent's channels open) and forget them.
 pub(crate) fn forget_inherited_children(children: &mut Option<ChildrenGuard>) {
-    if let Some(mut list) = children.take() {
+    if let Some(mut list) = children.take().filter(|list| !list.is_empty()) {
         for c in list.drain(..) {
             if let Ok(mut state) = c.state.try_lock() {
                 *state = State::Closed;
