@@ -767,8 +767,10 @@ impl fmt::Debug for Process {
             write!(f, " pid={pid} parent={}", self.shared.creator)?;
         }
         write!(f, " {status}")?;
-        if let Some(code) = code {
-            write!(f, " exitcode={code}")?;
+        match code.map(|c| (c, sys::signal_name(-c))) {
+            Some((_, Some(signal))) => write!(f, " exitcode=-{signal}")?,
+            Some((c, None)) => write!(f, " exitcode={c}")?,
+            None => {}
         }
         if self.is_daemon() {
             write!(f, " daemon")?;
