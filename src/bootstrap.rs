@@ -147,6 +147,9 @@ pub fn init_test() {
 /// (daemonic children terminated, all children joined). In a child the parent sees exitcode
 /// `code & 0xFF`.
 pub fn exit(code: i32) -> ! {
+    // Run the policy here rather than trust the C runtime's exit hooks to (MSVC's may not run
+    // them on ExitProcess); the hook finds nothing left to do.
+    process::exit_function();
     flush_stdio();
     std::process::exit(code)
 }

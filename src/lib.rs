@@ -66,9 +66,11 @@
 //!
 //! ## Exit codes and the exit policy
 //! 0 when the target returns; 1 when it panics (stderr gets `Process <name>:` then the panic
-//! message); `n & 0xFF` after `exit(n)`; `-N` when killed by signal N. When the program exits,
-//! daemonic children are terminated and all children are joined (Python's rule). Beyond
-//! Python, a daemonic child also ends, within moments, when its parent is killed outright.
+//! message); `n & 0xFF` after `exit(n)`; `-N` when killed by signal N. Windows has no signals:
+//! there `terminate()` and `kill()` both end the child with `TerminateProcess` and its exitcode
+//! is `-15`, as CPython reports it. When the program exits, daemonic children are terminated and
+//! all children are joined (Python's rule). Beyond Python, a daemonic child also ends, within
+//! moments, when its parent is killed outright.
 
 mod bootstrap;
 pub mod connection;

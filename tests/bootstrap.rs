@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::Write;
-use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 
 use multiprocess::{Error, Process, Run};
@@ -27,6 +26,7 @@ fn scenario_no_init() {
         return;
     }
     println!("parent result: {:?}", p.result::<()>());
+    println!("child exitcode: {:?}", p.exitcode());
 }
 
 #[test]
@@ -47,11 +47,20 @@ fn missing_init_is_reported() {
         stdout.contains("did not call multiprocess::init() first"),
         "{stdout}"
     );
+    // The child itself fails, with the fix on its stderr, rather than exiting 0.
+    assert!(stdout.contains("child exitcode: Ok(Some(1))"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("multiprocess: this process was started by multiprocess"),
+        "{stderr}"
+    );
 }
 
 /// Runs this binary as a would-be child and feeds its bootstrap channel `bytes`; returns the
 /// exit code and stderr.
+#[cfg(unix)]
 fn child_fed(bytes: &[u8]) -> (Option<i32>, String) {
+    use std::os::unix::net::UnixStream;
     let (ours, theirs) = UnixStream::pair().unwrap();
     let child = Command::new(std::env::current_exe().unwrap())
         .args(["handshake_child", "--exact", "--nocapture", "-q"])
@@ -64,6 +73,48 @@ fn child_fed(bytes: &[u8]) -> (Option<i32>, String) {
     let mut w = &ours;
     let _ = w.write_all(bytes);
     let _ = ours.shutdown(std::net::Shutdown::Write);
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Windows: the marker carries the channel's handle value, so the would-be child inherits one
+/// end of an anonymous pipe (a synchronous handle: the child's channel reads it all the same).
+#[cfg(windows)]
+fn child_fed(bytes: &[u8]) -> (Option<i32>, String) {
+    use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
+    use windows_sys::Win32::Foundation::{HANDLE_FLAG_INHERIT, SetHandleInformation};
+    use windows_sys::Win32::System::Pipes::CreatePipe;
+    let (mut read, mut write) = (std::ptr::null_mut(), std::ptr::null_mut());
+    // SAFETY: creates an anonymous pipe into valid out-pointers; the child's end is then marked
+    // inheritable for the spawn below.
+    let (theirs, ours) = unsafe {
+        assert_ne!(CreatePipe(&mut read, &mut write, std::ptr::null(), 0), 0);
+        assert_ne!(
+            SetHandleInformation(read, HANDLE_FLAG_INHERIT, HANDLE_FLAG_INHERIT),
+            0
+        );
+        (
+            OwnedHandle::from_raw_handle(read),
+            std::fs::File::from(OwnedHandle::from_raw_handle(write)),
+        )
+    };
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["handshake_child", "--exact", "--nocapture", "-q"])
+        .env(
+            "MULTIPROCESS_CHILD",
+            (theirs.as_raw_handle() as usize).to_string(),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(theirs);
+    let _ = (&ours).write_all(bytes);
+    drop(ours);
     let out = child.wait_with_output().unwrap();
     (
         out.status.code(),
@@ -201,12 +252,15 @@ fn run_trait_closures_and_large_values() {
     assert_eq!(p.result::<String>().unwrap(), "SHOUT");
     assert!(p.run::<String>().is_err(), "the target went to the child");
 
-    let captured: Vec<u32> = (1..=3).collect();
-    let mut f = multiprocess::get_context("fork")
-        .unwrap()
-        .process_closure(move || captured.iter().sum::<u32>());
-    f.start().unwrap();
-    assert_eq!(f.result::<u32>().unwrap(), 6);
+    #[cfg(unix)]
+    {
+        let captured: Vec<u32> = (1..=3).collect();
+        let mut f = multiprocess::get_context("fork")
+            .unwrap()
+            .process_closure(move || captured.iter().sum::<u32>());
+        f.start().unwrap();
+        assert_eq!(f.result::<u32>().unwrap(), 6);
+    }
 
     // Arguments and results far larger than a socket buffer, in both directions.
     let mut b = Process::new(big, (8 << 20,));

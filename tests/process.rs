@@ -9,7 +9,23 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use multiprocess::{Error, Process, active_children, current_process, get_context, wait};
+use multiprocess::{
+    Error, Process, active_children, current_process, get_all_start_methods, get_context, wait,
+};
+
+/// The exitcode of a child ended by `terminate()`: -SIGTERM. Windows has no signals; there both
+/// `terminate()` and `kill()` call `TerminateProcess` and report -15, as CPython does.
+const TERMINATED: i32 = -15;
+/// The exitcode of a child ended by `kill()`: -SIGKILL on Unix, -15 on Windows (see above).
+#[cfg(unix)]
+const KILLED: i32 = -libc::SIGKILL;
+#[cfg(windows)]
+const KILLED: i32 = TERMINATED;
+
+/// The start methods of this platform, by name: spawn and fork on Unix, spawn on Windows.
+fn methods() -> Vec<&'static str> {
+    get_all_start_methods().iter().map(|m| m.name()).collect()
+}
 
 fn sleep_ms(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
@@ -197,13 +213,20 @@ fn ended_by(signal: &str) {
         "join took {:?}",
         t.elapsed()
     );
-    let expected = if signal == "term" {
-        -libc::SIGTERM
-    } else {
-        -libc::SIGKILL
-    };
+    let expected = if signal == "term" { TERMINATED } else { KILLED };
     assert_eq!(p.exitcode().unwrap(), Some(expected));
     assert!(matches!(p.result::<()>(), Err(Error::Killed { signal }) if signal == -expected));
+    // Python's repr names the signal.
+    #[cfg(unix)]
+    {
+        let repr = format!("{p:?}");
+        let name = if signal == "term" {
+            "exitcode=-SIGTERM"
+        } else {
+            "exitcode=-SIGKILL"
+        };
+        assert!(repr.contains(name) && repr.contains(" stopped "), "{repr}");
+    }
     // Once reaped, signalling is a no-op.
     p.terminate().unwrap();
     p.kill().unwrap();
@@ -221,6 +244,7 @@ fn p08_kill() {
 
 /// P09: a signal from outside. SIGINT gives -2: a Rust child has no KeyboardInterrupt, so the
 /// default disposition ends it (Python's child would exit with 1). This is our documented choice.
+#[cfg(unix)]
 #[test]
 fn p09_external_signal() {
     multiprocess::init_test();
@@ -236,6 +260,20 @@ fn p09_external_signal() {
         p.join(secs(10.0)).unwrap();
         assert_eq!(p.exitcode().unwrap(), Some(-sig));
     }
+}
+
+/// P09 on Windows, which has no signals: a child ended from outside by `TerminateProcess`
+/// reports the exit code its killer chose (the helper uses 1).
+#[cfg(windows)]
+#[test]
+fn p09_external_termination() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let mut p = Process::new(sleeper, (30_000,));
+    p.start().unwrap();
+    common::kill_and_reap(p.pid().unwrap());
+    p.join(secs(10.0)).unwrap();
+    assert_eq!(p.exitcode().unwrap(), Some(1));
 }
 
 #[test]
@@ -267,6 +305,7 @@ fn p10_join_timeout() {
     p.join(None).unwrap();
 }
 
+#[cfg(unix)]
 fn try_join(mut p: Process) -> String {
     match p.join(None) {
         Err(e) => {
@@ -303,7 +342,23 @@ fn p11_misuse_errors() {
         "process has already started"
     );
     p.join(None).unwrap();
-    // A process object used by a process other than its creator (here a forked child).
+    // A process object used by a process other than its creator: only a forked child can hold
+    // one (a spawned child cannot receive a Process), and Windows has no fork.
+    #[cfg(unix)]
+    used_by_another_process();
+    // The constructor's daemon flag is honoured; the default is the creator's flag.
+    assert!(!Process::new(nothing, ()).is_daemon());
+    assert!(Process::new(nothing, ()).daemon(true).is_daemon());
+    let mut d = Process::new(default_daemon_flag, ()).daemon(true);
+    d.start().unwrap();
+    assert!(
+        d.result::<bool>().unwrap(),
+        "a daemon's children default to daemonic"
+    );
+}
+
+#[cfg(unix)]
+fn used_by_another_process() {
     let mut sleeping = Process::new(sleeper, (200,));
     sleeping.start().unwrap();
     let shared = Process::new(nothing, ());
@@ -316,15 +371,6 @@ fn p11_misuse_errors() {
         "can only join a child process / can only start a process object created by current process"
     );
     sleeping.join(None).unwrap();
-    // The constructor's daemon flag is honoured; the default is the creator's flag.
-    assert!(!Process::new(nothing, ()).is_daemon());
-    assert!(Process::new(nothing, ()).daemon(true).is_daemon());
-    let mut d = Process::new(default_daemon_flag, ()).daemon(true);
-    d.start().unwrap();
-    assert!(
-        d.result::<bool>().unwrap(),
-        "a daemon's children default to daemonic"
-    );
 }
 
 fn start_from_daemon() {
@@ -442,6 +488,9 @@ fn p15_sentinel() {
     assert!(wait(&[&qs, &ss], Some(Duration::ZERO)).unwrap().is_empty());
     assert_eq!(wait(&[&qs, &ss], secs(10.0)).unwrap(), vec![0]);
     assert!(qs.wait(Some(Duration::ZERO)).unwrap());
+    // The same handle twice (Windows' WaitForMultipleObjects refuses duplicates by itself).
+    let again = qs.clone();
+    assert_eq!(wait(&[&qs, &again], secs(1.0)).unwrap(), vec![0, 1]);
     let t = Instant::now();
     assert!(wait(&[&ss], secs(0.2)).unwrap().is_empty());
     assert!(t.elapsed() >= Duration::from_millis(200));
@@ -453,6 +502,7 @@ fn p15_sentinel() {
 }
 
 /// Forks a grandchild that sleeps `ms` and exits; returns its pid at once.
+#[cfg(unix)]
 fn leave_grandchild(ms: u64) -> u32 {
     // SAFETY: fork in a single-threaded test child; the grandchild only sleeps and _exits.
     let pid = unsafe { libc::fork() };
@@ -464,11 +514,35 @@ fn leave_grandchild(ms: u64) -> u32 {
     pid as u32
 }
 
+/// Starts a grandchild that sleeps `ms` and exits, with `std::process::Command`, which lets the
+/// grandchild inherit every inheritable handle; returns its pid at once. (Windows has no
+/// zombies: a process that is not waited for leaves nothing behind.)
+#[cfg(windows)]
+#[allow(clippy::zombie_processes)]
+fn leave_grandchild(ms: u64) -> u32 {
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["scenario_sleep", "--exact", "--ignored", "-q"])
+        .env("MULTIPROCESS_SCENARIO", ms.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child.id()
+}
+
+#[test]
+#[ignore = "scenario: a grandchild of p16 that sleeps"]
+fn scenario_sleep() {
+    multiprocess::init_test();
+    if let Some(ms) = std::env::var_os("MULTIPROCESS_SCENARIO").and_then(|v| v.into_string().ok()) {
+        sleep_ms(ms.parse().unwrap_or(0));
+    }
+}
+
 #[test]
 fn p16_sentinel_not_held_by_descendants() {
     multiprocess::init_test();
     let _g = common::start();
-    for ctx in ["spawn", "fork"] {
+    for ctx in methods() {
         let mut p = get_context(ctx)
             .unwrap()
             .process(leave_grandchild, (3_000,));
@@ -501,6 +575,9 @@ fn p17_reaping() {
     let pid = p.pid().unwrap();
     assert!(common::wait_gone(pid, Duration::from_secs(10)));
     assert!(active_children().iter().all(|c| c.pid() != Some(pid)));
+    // Zombies are a Unix notion: on Windows an ended process needs no reaping (its object lives
+    // while our sentinel handle does, and goes with it).
+    #[cfg(unix)]
     assert!(
         common::stat(pid).is_none(),
         "zombie left after active_children()"
@@ -512,6 +589,7 @@ fn p17_reaping() {
     assert!(common::wait_gone(qpid, Duration::from_secs(10)));
     let mut r = Process::new(nothing, ());
     r.start().unwrap();
+    #[cfg(unix)]
     assert!(common::stat(qpid).is_none(), "zombie left after start()");
     assert_eq!(q.exitcode().unwrap(), Some(0));
     r.join(None).unwrap();
@@ -569,7 +647,7 @@ fn p19_parent_death_seen_by_grandchild() {
         .expect("grandchild pid");
     child.kill().unwrap();
     child.join(None).unwrap();
-    assert_eq!(child.exitcode().unwrap(), Some(-9));
+    assert_eq!(child.exitcode().unwrap(), Some(KILLED));
     let lines = common::read_lines(&path, 3, Duration::from_secs(20));
     assert!(lines.contains(&"after false true".to_owned()), "{lines:?}");
     common::reap_orphan(grandchild, Duration::from_secs(10));
@@ -647,7 +725,7 @@ fn threads_and_stdin() -> (bool, usize) {
 fn p21_child_threads_and_stdin() {
     multiprocess::init_test();
     let _g = common::start();
-    for ctx in ["spawn", "fork"] {
+    for ctx in methods() {
         let mut p = get_context(ctx).unwrap().process(threads_and_stdin, ());
         let t = Instant::now();
         p.start().unwrap();

@@ -137,6 +137,26 @@ mod tests {
         );
     }
 
+    #[cfg(windows)]
+    #[test]
+    fn code_outside_the_main_image_is_refused() {
+        use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleW, GetProcAddress};
+        let kernel32: Vec<u16> = "kernel32.dll\0".encode_utf16().collect();
+        // SAFETY: looks up an export of kernel32.dll, which every process has loaded.
+        let export = unsafe {
+            GetProcAddress(
+                GetModuleHandleW(kernel32.as_ptr()),
+                c"GetCurrentProcessId".as_ptr().cast(),
+            )
+        };
+        let in_kernel32 = export.expect("kernel32 exports GetCurrentProcessId") as usize;
+        let e = address_offset(in_kernel32).unwrap_err();
+        assert!(
+            e.to_string().contains("not in the main executable image"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn zero_sized_callables_are_conjured() {
         fn double(x: u32) -> u32 {

@@ -5,7 +5,8 @@
 //!   executable, and the executable's identity.
 //! - `unix`: spawn by re-executing the program, fork, process handles, waits, signals.
 //! - `linux` / `macos`: what differs between Unixes (process sentinels, the main image, build ids).
-//! - `windows` arrives with the Windows port (issue 3).
+//! - `windows`: spawn with `CreateProcessW` and an explicit handle list, process handles as
+//!   sentinels, overlapped named pipes as channels, the main module from the loader.
 
 pub(crate) mod image;
 
@@ -24,5 +25,12 @@ mod macos;
 #[cfg(target_os = "macos")]
 use macos as os;
 
-#[cfg(not(any(target_os = "linux", target_os = "macos")))]
-compile_error!("multiprocess supports Linux and macOS today; the Windows port is under way");
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows as os;
+#[cfg(windows)]
+pub(crate) use windows::*;
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+compile_error!("multiprocess supports Linux, macOS and Windows");

@@ -1,7 +1,6 @@
 //! Shared test helpers: serialisation of process tests and the leak check every test ends with.
 #![allow(dead_code)]
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -12,29 +11,28 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 /// What a test started with; checked when it ends.
 pub struct Guard {
-    fds: BTreeSet<String>,
+    resources: os::Resources,
     _lock: MutexGuard<'static, ()>,
 }
 
 /// Starts a leak-checked test: `let _g = common::start();` right after
 /// `multiprocess::init_test()`.
 ///
-/// The test process becomes a child subreaper, so anything our children leave behind (orphaned
-/// grandchildren) is reparented to us and shows up in the end-of-test check.
+/// On Linux the test process becomes a child subreaper, so anything our children leave behind
+/// (orphaned grandchildren) is reparented to us and shows up in the end-of-test check.
 pub fn start() -> Guard {
     let lock = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    // SAFETY: prctl with integer arguments.
-    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    os::adopt_orphans();
     Guard {
-        fds: open_fds(),
+        resources: os::Resources::now(),
         _lock: lock,
     }
 }
 
 impl Drop for Guard {
-    /// Checks that no child, zombie, orphan or descriptor is left (waiting a little for
-    /// processes that are already ending); kills and reaps leftovers before failing. Declared
-    /// first in a test, the guard is dropped last, after the test's `Process` values.
+    /// Checks that no child, zombie, orphan or descriptor (handle, on Windows) is left (waiting a
+    /// little for processes that are already ending); kills and reaps leftovers before failing.
+    /// Declared first in a test, the guard is dropped last, after the test's `Process` values.
     fn drop(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut left = children_of_self();
@@ -52,58 +50,12 @@ impl Drop for Guard {
             left.is_empty(),
             "processes left behind (pid, state): {left:?}"
         );
-        let fds = open_fds();
-        let leaked: Vec<_> = fds
-            .difference(&self.fds)
-            .map(|fd| describe_fd(fd))
-            .collect();
+        let leaked = self.resources.leaked();
         assert!(leaked.is_empty(), "descriptors leaked: {leaked:?}");
     }
 }
 
-fn open_fds() -> BTreeSet<String> {
-    std::fs::read_dir("/proc/self/fd")
-        .expect("read /proc/self/fd")
-        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-        .collect()
-}
-
-fn describe_fd(fd: &str) -> String {
-    let target = std::fs::read_link(format!("/proc/self/fd/{fd}"));
-    format!(
-        "{fd} -> {}",
-        target.map_or_else(|_| "?".into(), |p| p.display().to_string())
-    )
-}
-
-/// Processes whose parent is this process: (pid, state letter).
-pub fn children_of_self() -> Vec<(u32, char)> {
-    let me = std::process::id();
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Some((ppid, state)) = stat(pid) {
-            if ppid == me {
-                out.push((pid, state));
-            }
-        }
-    }
-    out
-}
-
-/// (ppid, state) of a process, if it exists.
-pub fn stat(pid: u32) -> Option<(u32, char)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 2..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((ppid, state))
-}
-
-/// True if `pid` exists and is not a zombie.
+/// True if `pid` exists and has not ended (on Unix: is not a zombie).
 pub fn running(pid: u32) -> bool {
     matches!(stat(pid), Some((_, s)) if s != 'Z')
 }
@@ -120,22 +72,341 @@ pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
     true
 }
 
-/// SIGKILLs `pid` and, if it is our child (an orphan reparented to us), reaps it.
-pub fn kill_and_reap(pid: u32) {
-    // SAFETY: plain syscalls; a pid that is not ours makes them fail harmlessly.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGKILL);
-        if stat(pid).is_some_and(|(ppid, _)| ppid == std::process::id()) {
-            libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+#[allow(unused_imports)] // each test file uses some of them
+pub use os::{children_of_self, kill_and_reap, reap_orphan, stat};
+
+#[cfg(target_os = "linux")]
+mod os {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    pub fn adopt_orphans() {
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    }
+
+    /// This process's open descriptors.
+    pub struct Resources(BTreeSet<String>);
+
+    impl Resources {
+        pub fn now() -> Resources {
+            Resources(open_fds())
         }
+
+        /// Descriptors open now that were not at the start, described.
+        pub fn leaked(&self) -> Vec<String> {
+            open_fds()
+                .difference(&self.0)
+                .map(|fd| describe_fd(fd))
+                .collect()
+        }
+    }
+
+    fn open_fds() -> BTreeSet<String> {
+        std::fs::read_dir("/proc/self/fd")
+            .expect("read /proc/self/fd")
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect()
+    }
+
+    fn describe_fd(fd: &str) -> String {
+        let target = std::fs::read_link(format!("/proc/self/fd/{fd}"));
+        format!(
+            "{fd} -> {}",
+            target.map_or_else(|_| "?".into(), |p| p.display().to_string())
+        )
+    }
+
+    /// Processes whose parent is this process: (pid, state letter).
+    pub fn children_of_self() -> Vec<(u32, char)> {
+        let me = std::process::id();
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if let Some((ppid, state)) = stat(pid) {
+                if ppid == me {
+                    out.push((pid, state));
+                }
+            }
+        }
+        out
+    }
+
+    /// (ppid, state) of a process, if it exists.
+    pub fn stat(pid: u32) -> Option<(u32, char)> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = &text[text.rfind(')')? + 2..];
+        let mut fields = rest.split_whitespace();
+        let state = fields.next()?.chars().next()?;
+        let ppid = fields.next()?.parse().ok()?;
+        Some((ppid, state))
+    }
+
+    /// SIGKILLs `pid` and, if it is our child (an orphan reparented to us), reaps it.
+    pub fn kill_and_reap(pid: u32) {
+        // SAFETY: plain syscalls; a pid that is not ours makes them fail harmlessly.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+            if stat(pid).is_some_and(|(ppid, _)| ppid == std::process::id()) {
+                libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+
+    /// Reaps `pid` (an orphan reparented to us) once it ends, waiting up to `timeout`.
+    pub fn reap_orphan(pid: u32, timeout: Duration) {
+        assert!(super::wait_gone(pid, timeout), "pid {pid} still running");
+        // SAFETY: waitpid on a specific pid that was reparented to us.
+        unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG) };
     }
 }
 
-/// Reaps `pid` (an orphan reparented to us) once it ends, waiting up to `timeout`.
-pub fn reap_orphan(pid: u32, timeout: Duration) {
-    assert!(wait_gone(pid, timeout), "pid {pid} still running");
-    // SAFETY: waitpid on a specific pid that was reparented to us.
-    unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG) };
+/// Other Unixes (macOS): no /proc and no subreaper; `ps` lists processes, `/dev/fd` descriptors.
+/// Type-checked in CI, not run.
+#[cfg(all(unix, not(target_os = "linux")))]
+mod os {
+    use std::collections::BTreeSet;
+    use std::time::Duration;
+
+    pub fn adopt_orphans() {}
+
+    /// This process's open descriptors.
+    pub struct Resources(BTreeSet<String>);
+
+    impl Resources {
+        pub fn now() -> Resources {
+            Resources(open_fds())
+        }
+
+        pub fn leaked(&self) -> Vec<String> {
+            open_fds().difference(&self.0).cloned().collect()
+        }
+    }
+
+    fn open_fds() -> BTreeSet<String> {
+        let mut fds: BTreeSet<String> = std::fs::read_dir("/dev/fd")
+            .expect("read /dev/fd")
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        // The descriptor read_dir used is closed by now: keep only those still open.
+        fds.retain(|fd| fd.parse::<i32>().is_ok_and(is_open));
+        fds
+    }
+
+    fn is_open(fd: i32) -> bool {
+        // SAFETY: F_GETFD only queries a descriptor number.
+        unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+    }
+
+    /// (pid, ppid, state) of every process, from `ps`.
+    fn processes() -> Vec<(u32, u32, char)> {
+        let out = std::process::Command::new("ps")
+            .args(["-A", "-o", "pid=,ppid=,stat="])
+            .output()
+            .expect("run ps");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                let pid = f.next()?.parse().ok()?;
+                let ppid = f.next()?.parse().ok()?;
+                let state = f.next()?.chars().next()?;
+                Some((pid, ppid, state))
+            })
+            .collect()
+    }
+
+    /// Processes whose parent is this process: (pid, state letter).
+    pub fn children_of_self() -> Vec<(u32, char)> {
+        let me = std::process::id();
+        processes()
+            .into_iter()
+            .filter(|&(_, ppid, _)| ppid == me)
+            .map(|(pid, _, s)| (pid, s))
+            .collect()
+    }
+
+    /// (ppid, state) of a process, if it exists.
+    pub fn stat(pid: u32) -> Option<(u32, char)> {
+        processes()
+            .into_iter()
+            .find(|&(p, _, _)| p == pid)
+            .map(|(_, ppid, s)| (ppid, s))
+    }
+
+    /// SIGKILLs `pid` and, if it is our child, reaps it.
+    pub fn kill_and_reap(pid: u32) {
+        // SAFETY: plain syscalls; a pid that is not ours makes them fail harmlessly.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+            if stat(pid).is_some_and(|(ppid, _)| ppid == std::process::id()) {
+                libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for an orphan to end (launchd reaps it; there is no subreaper).
+    pub fn reap_orphan(pid: u32, timeout: Duration) {
+        assert!(super::wait_gone(pid, timeout), "pid {pid} still running");
+    }
+}
+
+/// Windows: processes from a Toolhelp snapshot and process handles; open handles by probing
+/// handle values (Windows has no /proc/self/fd, and Wine's `GetProcessHandleCount` reports 0).
+/// There are no zombies and no reparenting: an ended process is gone once the last handle to it
+/// is closed.
+#[cfg(windows)]
+mod os {
+    use std::collections::BTreeMap;
+    use std::time::{Duration, Instant};
+
+    use windows_sys::Win32::Foundation::{
+        CloseHandle, GetHandleInformation, HANDLE, INVALID_HANDLE_VALUE,
+    };
+    use windows_sys::Win32::Storage::FileSystem::GetFileType;
+    use windows_sys::Win32::System::Diagnostics::ToolHelp::{
+        CreateToolhelp32Snapshot, PROCESSENTRY32W, Process32FirstW, Process32NextW,
+        TH32CS_SNAPPROCESS,
+    };
+    use windows_sys::Win32::System::Threading::{
+        GetProcessId, GetThreadId, OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION,
+        PROCESS_SYNCHRONIZE, PROCESS_TERMINATE, TerminateProcess, WaitForSingleObject,
+    };
+
+    pub fn adopt_orphans() {}
+
+    /// Handle values probed: a test process holds far fewer handles than this.
+    const PROBED: usize = 4096;
+
+    /// This process's open handles (value → kind), found by asking `GetHandleInformation` about
+    /// every small handle value. Thread handles are left out: libtest starts and joins test
+    /// threads while a test runs, and this crate keeps none.
+    fn open_handles() -> BTreeMap<usize, &'static str> {
+        let mut out = BTreeMap::new();
+        for value in (1..=PROBED).map(|i| i * 4) {
+            let h = value as HANDLE;
+            let mut flags = 0;
+            // SAFETY: queries a handle value; an unused value makes the call fail, nothing else.
+            if unsafe { GetHandleInformation(h, &mut flags) } == 0 {
+                continue;
+            }
+            // SAFETY: read-only queries on an open handle of this process; each fails
+            // harmlessly on a handle of another kind.
+            let kind = unsafe {
+                if GetThreadId(h) != 0 {
+                    continue;
+                } else if GetProcessId(h) != 0 {
+                    "process"
+                } else if GetFileType(h) != 0 {
+                    "file or pipe"
+                } else {
+                    "other (event, ...)"
+                }
+            };
+            out.insert(value, kind);
+        }
+        out
+    }
+
+    /// This process's open handles.
+    pub struct Resources(BTreeMap<usize, &'static str>);
+
+    impl Resources {
+        pub fn now() -> Resources {
+            Resources(open_handles())
+        }
+
+        /// Handles open now that were not at the start, described (after a short grace period
+        /// for handles that are being closed).
+        pub fn leaked(&self) -> Vec<String> {
+            let deadline = Instant::now() + Duration::from_secs(2);
+            loop {
+                let leaked: Vec<String> = open_handles()
+                    .into_iter()
+                    .filter(|(h, _)| !self.0.contains_key(h))
+                    .map(|(h, kind)| format!("handle {h:#x}: {kind}"))
+                    .collect();
+                if leaked.is_empty() || Instant::now() > deadline {
+                    return leaked;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// (pid, parent pid) of every process.
+    fn processes() -> Vec<(u32, u32)> {
+        // SAFETY: a snapshot of the process list; closed below.
+        let snap = unsafe { CreateToolhelp32Snapshot(TH32CS_SNAPPROCESS, 0) };
+        if snap == INVALID_HANDLE_VALUE {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let mut entry = PROCESSENTRY32W {
+            dwSize: size_of::<PROCESSENTRY32W>() as u32,
+            ..Default::default()
+        };
+        // SAFETY: `entry` is a valid, sized PROCESSENTRY32W for the snapshot's iteration.
+        let mut ok = unsafe { Process32FirstW(snap, &mut entry) };
+        while ok != 0 {
+            out.push((entry.th32ProcessID, entry.th32ParentProcessID));
+            // SAFETY: as above.
+            ok = unsafe { Process32NextW(snap, &mut entry) };
+        }
+        // SAFETY: the snapshot handle is ours.
+        unsafe { CloseHandle(snap) };
+        out
+    }
+
+    fn open(pid: u32, access: u32) -> Option<HANDLE> {
+        // SAFETY: opens a process by id; fails harmlessly for a pid that is gone.
+        let h = unsafe { OpenProcess(access, 0, pid) };
+        (!h.is_null()).then_some(h)
+    }
+
+    /// Running processes whose parent is this process: (pid, 'R').
+    pub fn children_of_self() -> Vec<(u32, char)> {
+        let me = std::process::id();
+        processes()
+            .into_iter()
+            .filter(|&(pid, ppid)| ppid == me && stat(pid).is_some_and(|(_, s)| s == 'R'))
+            .map(|(pid, _)| (pid, 'R'))
+            .collect()
+    }
+
+    /// (parent pid, 'R' running or 'Z' ended) of a process whose object still exists.
+    pub fn stat(pid: u32) -> Option<(u32, char)> {
+        let h = open(pid, PROCESS_QUERY_LIMITED_INFORMATION | PROCESS_SYNCHRONIZE)?;
+        // SAFETY: a zero-timeout wait on the handle we just opened, then closing it.
+        let ended = unsafe {
+            let r = WaitForSingleObject(h, 0) == 0;
+            CloseHandle(h);
+            r
+        };
+        let ppid = processes()
+            .into_iter()
+            .find(|&(p, _)| p == pid)
+            .map_or(0, |(_, ppid)| ppid);
+        Some((ppid, if ended { 'Z' } else { 'R' }))
+    }
+
+    /// Ends `pid` with `TerminateProcess` (exit code 1); nothing to reap on Windows.
+    pub fn kill_and_reap(pid: u32) {
+        if let Some(h) = open(pid, PROCESS_TERMINATE) {
+            // SAFETY: terminates and closes the handle we just opened.
+            unsafe {
+                TerminateProcess(h, 1);
+                CloseHandle(h);
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for `pid` to end; nothing to reap on Windows.
+    pub fn reap_orphan(pid: u32, timeout: Duration) {
+        assert!(super::wait_gone(pid, timeout), "pid {pid} still running");
+    }
 }
 
 /// A fresh scratch file path for side-channel messages between test processes.

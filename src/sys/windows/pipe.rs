@@ -1,0 +1,390 @@
+//! The parent–child channel on Windows: one duplex named pipe opened for overlapped I/O at both
+//! ends (as CPython's `multiprocessing` does). A read is kept pending on the pipe while someone
+//! waits, so that its event can be waited on together with process handles, and whatever it
+//! brought in is handed out without blocking.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle, RawHandle};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use windows_sys::Win32::Foundation::{
+    DUPLICATE_SAME_ACCESS, DuplicateHandle, ERROR_BROKEN_PIPE, ERROR_HANDLE_EOF,
+    ERROR_IO_INCOMPLETE, ERROR_IO_PENDING, ERROR_NO_DATA, ERROR_OPERATION_ABORTED,
+    ERROR_PIPE_CONNECTED, ERROR_PIPE_NOT_CONNECTED, GENERIC_READ, GENERIC_WRITE, GetLastError,
+    HANDLE, INVALID_HANDLE_VALUE,
+};
+use windows_sys::Win32::Storage::FileSystem::{
+    CreateFileW, FILE_FLAG_FIRST_PIPE_INSTANCE, FILE_FLAG_OVERLAPPED, OPEN_EXISTING,
+    PIPE_ACCESS_DUPLEX, ReadFile, WriteFile,
+};
+use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
+use windows_sys::Win32::System::Pipes::{
+    ConnectNamedPipe, CreateNamedPipeW, PIPE_READMODE_BYTE, PIPE_REJECT_REMOTE_CLIENTS,
+    PIPE_TYPE_BYTE, PIPE_WAIT,
+};
+use windows_sys::Win32::System::Threading::{
+    CreateEventW, GetCurrentProcess, INFINITE, WaitForSingleObject,
+};
+
+/// Bytes asked for by one read, and the pipe's buffer quota in each direction (a bootstrap of
+/// up to 64 KiB is written without waiting for the child).
+const CHUNK: usize = 64 * 1024;
+const PIPE_BUFFER: u32 = 128 * 1024;
+
+/// The byte stream between a parent and one child: bootstrap down, reports up. Reads and
+/// writes take `&Channel`, like `&UnixStream`; several threads may use it at once.
+pub struct Channel {
+    pipe: OwnedHandle,
+    /// Manual-reset event of the pending read; signalled when it completes.
+    read_event: OwnedHandle,
+    read: Mutex<ReadSide>,
+    /// Manual-reset event for writes (one write at a time, under the lock).
+    write: Mutex<OwnedHandle>,
+}
+
+/// An OVERLAPPED block that the kernel may write to while a read is pending.
+struct PendingBlock(OVERLAPPED);
+
+// SAFETY: the only pointer inside is the event handle, a process-wide value usable from any
+// thread; the block is only touched under the `read` mutex.
+unsafe impl Send for PendingBlock {}
+
+struct ReadSide {
+    /// Boxed so its address stays fixed while the kernel holds it.
+    block: Box<PendingBlock>,
+    buf: Box<[u8]>,
+    /// A read is in flight: `block` and `buf` belong to the kernel until it completes.
+    pending: bool,
+    /// Bytes of `buf` that arrived and were not yet handed out.
+    start: usize,
+    end: usize,
+    /// The other end is closed.
+    eof: bool,
+}
+
+impl fmt::Debug for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Channel")
+            .field("pipe", &self.pipe.as_raw_handle())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn last_error() -> u32 {
+    // SAFETY: reads the calling thread's last-error value.
+    unsafe { GetLastError() }
+}
+
+/// A new manual-reset, unsignalled, non-inheritable event.
+fn new_event() -> io::Result<OwnedHandle> {
+    // SAFETY: no security attributes (not inheritable), no name.
+    let h = unsafe { CreateEventW(std::ptr::null(), 1, 0, std::ptr::null()) };
+    if h.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh handle that we own.
+    Ok(unsafe { OwnedHandle::from_raw_handle(h) })
+}
+
+/// True for the errors that mean "the other end is gone".
+fn is_eof(code: u32) -> bool {
+    matches!(
+        code,
+        ERROR_BROKEN_PIPE | ERROR_PIPE_NOT_CONNECTED | ERROR_HANDLE_EOF | ERROR_NO_DATA
+    )
+}
+
+fn wide(s: &str) -> Vec<u16> {
+    s.encode_utf16().chain(Some(0)).collect()
+}
+
+/// A connected pair of channel ends, neither inheritable: a named pipe with a fresh random
+/// name, one instance only, local clients only.
+pub(crate) fn channel_pair() -> io::Result<(Channel, Channel)> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
+    let name = wide(&format!(
+        r"\\.\pipe\multiprocess-{}-{}-{:016x}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        u64::from_le_bytes(nonce)
+    ));
+    // SAFETY: `name` is NUL-terminated UTF-16; default security; not inheritable.
+    let server = unsafe {
+        CreateNamedPipeW(
+            name.as_ptr(),
+            PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED | FILE_FLAG_FIRST_PIPE_INSTANCE,
+            PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
+            1,
+            PIPE_BUFFER,
+            PIPE_BUFFER,
+            0,
+            std::ptr::null(),
+        )
+    };
+    if server == INVALID_HANDLE_VALUE {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh handle that we own.
+    let server = unsafe { OwnedHandle::from_raw_handle(server) };
+    // SAFETY: opens the pipe we just created; not inheritable.
+    let client = unsafe {
+        CreateFileW(
+            name.as_ptr(),
+            GENERIC_READ | GENERIC_WRITE,
+            0,
+            std::ptr::null(),
+            OPEN_EXISTING,
+            FILE_FLAG_OVERLAPPED,
+            std::ptr::null_mut(),
+        )
+    };
+    if client == INVALID_HANDLE_VALUE {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh handle that we own.
+    let client = unsafe { OwnedHandle::from_raw_handle(client) };
+    // The client is connected already; ConnectNamedPipe confirms it without waiting.
+    let event = new_event()?;
+    let mut block = OVERLAPPED {
+        hEvent: event.as_raw_handle(),
+        ..Default::default()
+    };
+    // SAFETY: `block` outlives the call: if it were pending we cancel and wait below.
+    let ok = unsafe { ConnectNamedPipe(server.as_raw_handle(), &mut block) };
+    if ok == 0 {
+        match last_error() {
+            ERROR_PIPE_CONNECTED => {}
+            ERROR_IO_PENDING => {
+                let mut n = 0;
+                // SAFETY: cancels and waits for our own pending operation on `block`.
+                unsafe {
+                    CancelIoEx(server.as_raw_handle(), &block);
+                    GetOverlappedResult(server.as_raw_handle(), &block, &mut n, 1);
+                }
+                return Err(io::Error::other("the channel's pipe did not connect"));
+            }
+            code => return Err(io::Error::from_raw_os_error(code as i32)),
+        }
+    }
+    Ok((Channel::new(server)?, Channel::new(client)?))
+}
+
+impl Channel {
+    /// Wraps one end of a pipe. Overlapped handles get non-blocking waits; a synchronous handle
+    /// (a plain anonymous pipe) still reads and writes, but waiting on it blocks in the read.
+    pub(crate) fn new(pipe: OwnedHandle) -> io::Result<Channel> {
+        let read_event = new_event()?;
+        let block = Box::new(PendingBlock(OVERLAPPED {
+            hEvent: read_event.as_raw_handle(),
+            ..Default::default()
+        }));
+        Ok(Channel {
+            pipe,
+            read_event,
+            read: Mutex::new(ReadSide {
+                block,
+                buf: vec![0u8; CHUNK].into_boxed_slice(),
+                pending: false,
+                start: 0,
+                end: 0,
+                eof: false,
+            }),
+            write: Mutex::new(new_event()?),
+        })
+    }
+
+    pub(crate) fn raw(&self) -> RawHandle {
+        self.pipe.as_raw_handle()
+    }
+
+    /// The event a waiter waits on while a read is pending.
+    pub(crate) fn event(&self) -> HANDLE {
+        self.read_event.as_raw_handle()
+    }
+
+    /// A second channel on the same pipe (used to write from another thread).
+    pub(crate) fn try_clone(&self) -> io::Result<Channel> {
+        let mut dup: HANDLE = std::ptr::null_mut();
+        // SAFETY: duplicates our own valid handle within this process, not inheritable.
+        let ok = unsafe {
+            DuplicateHandle(
+                GetCurrentProcess(),
+                self.pipe.as_raw_handle(),
+                GetCurrentProcess(),
+                &mut dup,
+                0,
+                0,
+                DUPLICATE_SAME_ACCESS,
+            )
+        };
+        if ok == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh handle that we own.
+        Channel::new(unsafe { OwnedHandle::from_raw_handle(dup) })
+    }
+
+    /// True when bytes or end of file can be handed out now; otherwise makes sure a read is
+    /// pending, so that [`event`](Channel::event) will be signalled when that changes.
+    pub(crate) fn poll(&self) -> io::Result<bool> {
+        let mut side = lock(&self.read);
+        self.advance(&mut side)?;
+        Ok(side.start < side.end || side.eof)
+    }
+
+    /// Moves the read side forward without blocking: collects a completed read, or starts one
+    /// when nothing is buffered.
+    fn advance(&self, side: &mut ReadSide) -> io::Result<()> {
+        loop {
+            if side.start < side.end || side.eof {
+                return Ok(());
+            }
+            if side.pending {
+                let mut n = 0u32;
+                // SAFETY: the block belongs to a read we started on this pipe; bWait = FALSE.
+                let ok = unsafe { GetOverlappedResult(self.raw(), &side.block.0, &mut n, 0) };
+                if ok == 0 {
+                    match last_error() {
+                        ERROR_IO_INCOMPLETE => return Ok(()),
+                        // The thread that started the read ended: start another.
+                        ERROR_OPERATION_ABORTED => side.pending = false,
+                        code if is_eof(code) => {
+                            side.pending = false;
+                            side.eof = true;
+                        }
+                        code => {
+                            side.pending = false;
+                            return Err(io::Error::from_raw_os_error(code as i32));
+                        }
+                    }
+                    continue;
+                }
+                side.pending = false;
+                side.start = 0;
+                side.end = n as usize;
+                continue;
+            }
+            let mut n = 0u32;
+            let len = side.buf.len() as u32;
+            let buf = side.buf.as_mut_ptr();
+            let block: *mut OVERLAPPED = &mut side.block.0;
+            // SAFETY: `buf` and `block` are heap allocations owned by this channel that stay
+            // in place until the read completes or is cancelled and awaited (see Drop).
+            let ok = unsafe { ReadFile(self.raw(), buf, len, &mut n, block) };
+            if ok != 0 {
+                side.start = 0;
+                side.end = n as usize;
+                if n == 0 {
+                    // A zero-byte read is not end of file for a byte pipe: nothing came.
+                    continue;
+                }
+                return Ok(());
+            }
+            match last_error() {
+                ERROR_IO_PENDING => {
+                    side.pending = true;
+                    return Ok(());
+                }
+                ERROR_OPERATION_ABORTED => continue,
+                code if is_eof(code) => side.eof = true,
+                code => return Err(io::Error::from_raw_os_error(code as i32)),
+            }
+        }
+    }
+
+    /// Copies buffered bytes out: `Ok(0)` at end of file.
+    fn take(side: &mut ReadSide, out: &mut [u8]) -> usize {
+        let n = (side.end - side.start).min(out.len());
+        out[..n].copy_from_slice(&side.buf[side.start..side.start + n]);
+        side.start += n;
+        n
+    }
+
+    /// Reads what is available without blocking: `Ok(0)` is end of file, `WouldBlock` means
+    /// nothing is there yet.
+    pub(crate) fn read_available(&self, out: &mut [u8]) -> io::Result<usize> {
+        let mut side = lock(&self.read);
+        self.advance(&mut side)?;
+        if side.start < side.end {
+            return Ok(Self::take(&mut side, out));
+        }
+        if side.eof {
+            return Ok(0);
+        }
+        Err(io::ErrorKind::WouldBlock.into())
+    }
+
+    fn read_blocking(&self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            match self.read_available(out) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                other => return other,
+            }
+            // SAFETY: waits on our own event handle.
+            unsafe { WaitForSingleObject(self.event(), INFINITE) };
+        }
+    }
+
+    fn write_blocking(&self, data: &[u8]) -> io::Result<usize> {
+        let event = lock(&self.write);
+        let len = data.len().min(u32::MAX as usize) as u32;
+        let mut block = OVERLAPPED {
+            hEvent: event.as_raw_handle(),
+            ..Default::default()
+        };
+        let mut n = 0u32;
+        // SAFETY: `data` and `block` live until the write has completed: we wait for it below
+        // before returning, holding the lock on the event.
+        let ok = unsafe { WriteFile(self.raw(), data.as_ptr(), len, &mut n, &mut block) };
+        if ok == 0 && last_error() != ERROR_IO_PENDING {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: waits for the write started above (bWait = TRUE).
+        if unsafe { GetOverlappedResult(self.raw(), &block, &mut n, 1) } == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+impl Read for &Channel {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        self.read_blocking(out)
+    }
+}
+
+impl Write for &Channel {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.write_blocking(data)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        let side = self.read.get_mut().unwrap_or_else(|e| e.into_inner());
+        if side.pending {
+            let mut n = 0;
+            // SAFETY: cancels our pending read and waits until the kernel has let go of the
+            // block and the buffer, before they are freed.
+            unsafe {
+                CancelIoEx(self.pipe.as_raw_handle(), &side.block.0);
+                GetOverlappedResult(self.pipe.as_raw_handle(), &side.block.0, &mut n, 1);
+            }
+        }
+    }
+}
