@@ -56,12 +56,8 @@ fn seed_1_4_1_five_children() {
     let children: BTreeSet<_> = pairs.iter().map(|p| p.1).collect();
     assert_eq!(parents.len(), 1, "one parent pid");
     assert_eq!(children.len(), 5, "five different child pids");
-    // Each pair is followed by its `Testing`.
-    for (i, l) in lines.iter().enumerate() {
-        if l.contains(" ------- ") {
-            assert_eq!(lines[i + 1], "Testing");
-        }
-    }
+    // Each child prints its two lines with two writes, as the seed's two print() calls do, so
+    // children that wake together may interleave them: only the counts are fixed.
 }
 
 #[test]
