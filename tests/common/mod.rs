@@ -79,8 +79,22 @@ pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
     true
 }
 
+#[cfg(windows)]
+pub use os::kill_and_reap;
 #[allow(unused_imports)] // each test file uses some of them
-pub use os::{children_of_self, kill_and_reap, reap_orphan, stat};
+pub use os::{children_of_self, reap_orphan, stat};
+
+/// SIGKILLs `pid` and, if it is our child (an orphan reparented to us), reaps it.
+#[cfg(unix)]
+pub fn kill_and_reap(pid: u32) {
+    // SAFETY: plain syscalls; a pid that is not ours makes them fail harmlessly.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+        if stat(pid).is_some_and(|(ppid, _)| ppid == std::process::id()) {
+            libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+        }
+    }
+}
 
 #[cfg(target_os = "linux")]
 mod os {
@@ -149,17 +163,6 @@ mod os {
         let state = fields.next()?.chars().next()?;
         let ppid = fields.next()?.parse().ok()?;
         Some((ppid, state))
-    }
-
-    /// SIGKILLs `pid` and, if it is our child (an orphan reparented to us), reaps it.
-    pub fn kill_and_reap(pid: u32) {
-        // SAFETY: plain syscalls; a pid that is not ours makes them fail harmlessly.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGKILL);
-            if stat(pid).is_some_and(|(ppid, _)| ppid == std::process::id()) {
-                libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
-            }
-        }
     }
 
     /// Reaps `pid` (an orphan reparented to us) once it ends, waiting up to `timeout`.
@@ -241,17 +244,6 @@ mod os {
             .into_iter()
             .find(|&(p, _, _)| p == pid)
             .map(|(_, ppid, s)| (ppid, s))
-    }
-
-    /// SIGKILLs `pid` and, if it is our child, reaps it.
-    pub fn kill_and_reap(pid: u32) {
-        // SAFETY: plain syscalls; a pid that is not ours makes them fail harmlessly.
-        unsafe {
-            libc::kill(pid as i32, libc::SIGKILL);
-            if stat(pid).is_some_and(|(ppid, _)| ppid == std::process::id()) {
-                libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
-            }
-        }
     }
 
     /// Waits up to `timeout` for an orphan to end (launchd reaps it; there is no subreaper).
