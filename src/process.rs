@@ -150,6 +150,10 @@ pub(crate) fn become_child(id: Identity, channel: Arc<sys::Channel>) {
 
 /// The current process, as Python's `multiprocessing.current_process()`.
 ///
+/// # Panics
+/// The first use in the main process draws its 32-byte authkey from the OS random source, and
+/// panics if that fails (as Python's `os.urandom` raises): a predictable key would be worse.
+///
 /// ```
 /// let me = multiprocess::current_process();
 /// assert_eq!(me.name(), "MainProcess");
@@ -405,6 +409,10 @@ impl Process {
     /// The target must be a function item or a closure that captures nothing (the spawned child
     /// finds it in its own copy of the executable); arguments and the return value are serde
     /// types. Its name is `Process-N`, N counting processes constructed in this process.
+    ///
+    /// # Panics
+    /// As [`current_process`], if the OS random source fails when the main process's authkey is
+    /// first made.
     pub fn new<F, A, R>(target: F, args: A) -> Process
     where
         F: Target<A, R>,

@@ -406,9 +406,14 @@ fn scenario_p13() {
 }
 
 /// Starts a daemonic and a non-daemonic sleeper, prints `pids <daemon> <worker>`, then lingers.
+/// The start method comes from `SCENARIO_METHOD` (default: the default method).
 fn daemon_and_worker(daemon_ms: u64, worker_ms: u64, linger_ms: u64) {
-    let mut daemon = Process::new(sleeper, (daemon_ms,)).daemon(true);
-    let mut worker = Process::new(sleeper, (worker_ms,));
+    let make = |ms: u64| match std::env::var("SCENARIO_METHOD") {
+        Ok(method) => get_context(&method).unwrap().process(sleeper, (ms,)),
+        Err(_) => Process::new(sleeper, (ms,)),
+    };
+    let mut daemon = make(daemon_ms).daemon(true);
+    let mut worker = make(worker_ms);
     daemon.start().unwrap();
     worker.start().unwrap();
     println!("pids {} {}", daemon.pid().unwrap(), worker.pid().unwrap());
@@ -668,10 +673,23 @@ fn scenario_p20() {
 /// Python (daemon means "ends with its parent", nothing else does).
 #[test]
 fn p20_orphan_policy() {
-    use std::io::BufRead;
     multiprocess::init_test();
     let _g = common::start();
-    let mut owner = common::scenario("scenario_p20");
+    orphan_policy(None);
+}
+
+/// P20 with forked children.
+#[cfg(unix)]
+#[test]
+fn p20_orphan_policy_fork() {
+    multiprocess::init_test();
+    let _g = common::start();
+    orphan_policy(Some("fork"));
+}
+
+fn orphan_policy(method: Option<&str>) {
+    use std::io::BufRead;
+    let mut owner = common::scenario_with("scenario_p20", method.map(|m| ("SCENARIO_METHOD", m)));
     let mut line = String::new();
     let mut out = std::io::BufReader::new(owner.stdout.take().unwrap());
     while !line.starts_with("pids ") {

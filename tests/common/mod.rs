@@ -445,21 +445,29 @@ pub fn append_line(path: &std::path::Path, line: &str) {
 /// Runs the `#[ignore]`d scenario test `name` of this test binary as a separate program (it
 /// plays a whole program's `main`), returning the child handle with piped stdout and stderr.
 pub fn scenario(name: &str) -> std::process::Child {
-    std::process::Command::new(std::env::current_exe().expect("current_exe"))
-        .args([
-            name,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-            "-q",
-        ])
-        .env("MULTIPROCESS_SCENARIO", "1")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run scenario")
+    scenario_with(name, None)
+}
+
+/// [`scenario`] with one more environment variable.
+pub fn scenario_with(name: &str, env: Option<(&str, &str)>) -> std::process::Child {
+    let mut cmd = std::process::Command::new(std::env::current_exe().expect("current_exe"));
+    if let Some((key, value)) = env {
+        cmd.env(key, value);
+    }
+    cmd.args([
+        name,
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+        "-q",
+    ])
+    .env("MULTIPROCESS_SCENARIO", "1")
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("run scenario")
 }
 
 /// True inside a scenario run (see [`scenario`]); scenario tests do nothing otherwise.
