@@ -92,3 +92,8 @@ pub use process::{
     current_process, parent_process,
 };
 pub use registry::{Run, Target};
+
+/// The README's examples, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
