@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::error::{Error, Result};
-use crate::process::Sentinel;
+use crate::process::{ParentProcess, Sentinel};
 use crate::sys;
 
 /// Something [`wait`] can wait on.
@@ -15,6 +15,13 @@ pub trait Waitable {
 }
 
 impl Waitable for Sentinel {
+    fn wait_handle(&self) -> sys::WaitHandle<'_> {
+        self.handle()
+    }
+}
+
+/// Ready when the parent has ended (Python's `parent_process().sentinel`).
+impl Waitable for ParentProcess {
     fn wait_handle(&self) -> sys::WaitHandle<'_> {
         self.handle()
     }

@@ -248,11 +248,20 @@ impl ParentProcess {
         !self.join(Some(Duration::ZERO))
     }
 
-    /// Waits until the parent ends or `timeout` passes; true if it ended.
+    /// Waits until the parent ends or `timeout` passes; true if it ended. To wait for it
+    /// together with other objects, pass it to [`wait`](crate::wait).
     pub fn join(&self, timeout: Option<Duration>) -> bool {
-        let h = sys::channel_handle(&self.channel);
+        let h = self.handle();
         // A poll error means the descriptor is unusable: treat the parent as gone.
         sys::wait_readable(&[h], timeout).map_or(true, |r| r[0])
+    }
+}
+
+impl ParentProcess {
+    /// The handle that becomes readable when the parent ends: our end of the channel whose other
+    /// end only the parent holds (it sends nothing after the bootstrap).
+    pub(crate) fn handle(&self) -> sys::WaitHandle<'_> {
+        sys::channel_handle(&self.channel)
     }
 }
 

@@ -623,7 +623,9 @@ fn p18_authkey_inheritance() {
 fn watch_parent(path: String) {
     let parent = multiprocess::parent_process().unwrap();
     common::append_line(path.as_ref(), &format!("before {}", parent.is_alive()));
-    let ended = parent.join(secs(20.0));
+    let ended = !multiprocess::wait(&[&parent], secs(20.0))
+        .unwrap()
+        .is_empty();
     common::append_line(
         path.as_ref(),
         &format!("after {} {ended}", parent.is_alive()),
