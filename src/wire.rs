@@ -121,15 +121,16 @@ impl FrameReader {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// Reads once from `read` straight into the buffer (no intermediate copy, and only one
-    /// page of new buffer is touched per call). Returns what `read` returned.
+    /// Reads once from `read` straight into the buffer (no intermediate copy; the space offered
+    /// starts at 256 bytes and doubles with what is buffered). Returns what `read` returned.
     pub(crate) fn fill(
         &mut self,
         read: impl FnOnce(&mut [u8]) -> io::Result<usize>,
     ) -> io::Result<usize> {
-        const CHUNK: usize = 4096;
+        // Most messages are a few bytes: start small, then double.
         let len = self.buf.len();
-        self.buf.resize(len + CHUNK, 0);
+        let chunk = len.clamp(256, 64 * 1024);
+        self.buf.resize(len + chunk, 0);
         let got = read(&mut self.buf[len..]);
         self.buf.truncate(len + *got.as_ref().unwrap_or(&0));
         got
