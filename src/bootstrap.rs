@@ -22,6 +22,14 @@ use crate::registry::Job;
 use crate::sys::{self, image};
 use crate::wire;
 
+/// Writes a line to stderr, ignoring failure: unlike `eprintln!`, never panics (a closed stderr
+/// must not turn a child's clean exit, or a panic report, into an abort).
+macro_rules! report_error {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// The fix for a child whose program never called `init()`.
 pub(crate) const NO_INIT: &str = "this process was started by multiprocess, but its main() did \
      not call multiprocess::init() first (in a test: multiprocess::init_test() first in the \
@@ -99,7 +107,7 @@ pub fn init() {
         Ok(None) => {}
         Ok(Some(channel)) => run_spawned(channel),
         Err(e) => {
-            eprintln!("multiprocess: cannot take the bootstrap channel: {e}");
+            report_error!("multiprocess: cannot take the bootstrap channel: {e}");
             sys::exit_now(1);
         }
     }
@@ -291,7 +299,7 @@ fn run_spawned(channel: sys::Channel) -> ! {
     let (boot, trampoline) = match accepted {
         Ok(x) => x,
         Err(e) => {
-            eprintln!("multiprocess: {e}");
+            report_error!("multiprocess: {e}");
             send(&channel, &Report::Refused(e.to_string()));
             sys::exit_now(1);
         }
@@ -354,7 +362,7 @@ fn run_target(channel: &sys::Channel, target: impl FnOnce() -> Result<Vec<u8>>) 
     let (report, code) = match outcome {
         Ok(Ok(value)) => (Report::Returned(value), 0),
         Ok(Err(e)) => {
-            eprintln!("Process {}:\n{e}", process::current_process().name());
+            report_error!("Process {}:\n{e}", process::current_process().name());
             let reason = match e {
                 Error::Codec(m) => m,
                 other => other.to_string(),
@@ -375,7 +383,7 @@ fn install_panic_hook() {
         let standard = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
             if IN_TARGET.with(|f| f.get()) {
-                eprintln!("Process {}:", process::current_process().name());
+                report_error!("Process {}:", process::current_process().name());
             }
             standard(info);
         }));
@@ -422,6 +430,6 @@ fn watch_parent(channel: Arc<sys::Channel>) {
             }
         });
     if let Err(e) = spawned {
-        eprintln!("multiprocess: cannot watch the parent: {e}");
+        report_error!("multiprocess: cannot watch the parent: {e}");
     }
 }

@@ -271,3 +271,63 @@ fn run_trait_closures_and_large_values() {
     e.start().unwrap();
     assert_eq!(e.result::<usize>().unwrap(), 4 << 20);
 }
+
+fn panics() {
+    panic!("nobody will see this")
+}
+
+#[test]
+#[ignore = "scenario: run by broken_stderr_does_not_change_exit_codes"]
+fn scenario_closed_stdio() {
+    multiprocess::init_test();
+    if !common::in_scenario() {
+        return;
+    }
+    let mut a = Process::new(panics, ());
+    let mut b = Process::new(nothing, ());
+    a.start().unwrap();
+    b.start().unwrap();
+    a.join(None).unwrap();
+    b.join(None).unwrap();
+    let code = |p: &Process| p.exitcode().unwrap().unwrap_or(99);
+    // Report through the exit status: the scenario's output goes nowhere.
+    std::process::exit(10 * code(&a) + code(&b));
+}
+
+/// Python's test: broken stdout/stderr still give the normal exit codes. Here stderr is a pipe
+/// whose reader is gone (writes fail with EPIPE; a closed descriptor would be ignored by std):
+/// a panic report that cannot be written must not turn into an abort.
+#[cfg(unix)]
+#[test]
+fn broken_stderr_does_not_change_exit_codes() {
+    use std::os::unix::process::CommandExt;
+    multiprocess::init_test();
+    let _g = common::start();
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "scenario_closed_stdio",
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+        "-q",
+    ])
+    .env("MULTIPROCESS_SCENARIO", "1")
+    .stdin(Stdio::null())
+    .stdout(Stdio::null());
+    // SAFETY: only async-signal-safe pipe/dup2/close calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut fds = [0; 2];
+            if libc::pipe(fds.as_mut_ptr()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::dup2(fds[1], 2);
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+            Ok(())
+        });
+    }
+    let status = cmd.status().unwrap();
+    assert_eq!(status.code(), Some(10), "panicking child 1, empty child 0");
+}
