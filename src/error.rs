@@ -51,6 +51,10 @@ pub enum Error {
         /// The signal number.
         signal: i32,
     },
+    /// `recv_bytes_into` got a message larger than the buffer; the whole message is here (it was
+    /// consumed, as in Python's `BufferTooShort`).
+    #[error("buffer too short for a message of {} bytes", .0.len())]
+    BufferTooShort(Vec<u8>),
     /// The child could not start its target: it never reached `init()`, runs a different
     /// executable, or received a garbled bootstrap message. The message names the fix.
     #[error("child bootstrap failed: {0}")]

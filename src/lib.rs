@@ -50,11 +50,14 @@
 //! | `get_context(m)`, `set_start_method(m, force)` | [`get_context`], [`set_start_method`] |
 //! | `get_start_method()`, `get_all_start_methods()` | [`get_start_method`], [`get_all_start_methods`] |
 //! | `ctx.Process(...)` | [`Context::process`], or [`Process::context`] |
+//! | `Pipe(duplex)` | [`pipe(duplex)`](pipe) → two [`Connection`]s |
+//! | `c.send(obj)`, `c.recv()` | [`send`](Connection::send), [`recv`](Connection::recv) (serde values) |
+//! | `c.send_bytes`, `c.recv_bytes`, `c.recv_bytes_into`, `c.poll` | [`send_bytes`](Connection::send_bytes)/[`send_bytes_range`](Connection::send_bytes_range), [`recv_bytes`](Connection::recv_bytes), [`recv_bytes_into`](Connection::recv_bytes_into), [`poll`](Connection::poll) |
 //! | `multiprocessing.connection.wait` | [`wait`] |
 //! | `sys.exit(n)` in a child | [`exit`] or `std::process::exit` |
-//! | exceptions (`ValueError`, `AssertionError`, `TimeoutError`, ...) | [`Error`] variants |
+//! | exceptions (`ValueError`, `AssertionError`, `TimeoutError`, `BufferTooShort`, ...) | [`Error`] variants |
 //!
-//! Pipes, queues, locks, shared memory, `Pool` and managers are being built; the README's
+//! Queues, listeners, locks, shared memory, `Pool` and managers are being built; the README's
 //! feature table says what works today.
 //!
 //! ## Start methods
@@ -82,7 +85,7 @@ mod sys;
 mod wire;
 
 pub use bootstrap::{exit, init, init_test};
-pub use connection::{Waitable, wait};
+pub use connection::{Connection, Waitable, pipe, wait};
 pub use context::{
     Context, StartMethod, get_all_start_methods, get_context, get_start_method, set_start_method,
 };

@@ -344,3 +344,38 @@ pub(crate) fn signal_name(signal: i32) -> Option<&'static str> {
         _ => return None,
     })
 }
+
+/// A byte stream for a `Connection`: a socket (duplex) or a pipe end (simplex), read and
+/// written with `read(2)`/`write(2)`.
+pub(crate) type Stream = std::fs::File;
+
+/// Two connected streams: a socketpair when `duplex`, else a pipe as `(read end, write end)`.
+/// Both close-on-exec.
+pub(crate) fn stream_pair(duplex: bool) -> io::Result<(Stream, Stream)> {
+    if duplex {
+        let (a, b) = UnixStream::pair()?;
+        Ok((
+            Stream::from(OwnedFd::from(a)),
+            Stream::from(OwnedFd::from(b)),
+        ))
+    } else {
+        let (r, w) = io::pipe()?;
+        Ok((
+            Stream::from(OwnedFd::from(r)),
+            Stream::from(OwnedFd::from(w)),
+        ))
+    }
+}
+
+/// A stream as a waitable handle.
+pub(crate) fn stream_handle(stream: &Stream) -> BorrowedFd<'_> {
+    stream.as_fd()
+}
+
+/// Wraps a connected socket or pipe descriptor as a duplex [`Connection`](crate::Connection)
+/// (Python's `Connection(fd)`), e.g. to talk to a CPython process with `send_bytes`/`recv_bytes`.
+impl From<OwnedFd> for crate::Connection {
+    fn from(fd: OwnedFd) -> Self {
+        crate::Connection::new(Stream::from(fd), true, true)
+    }
+}

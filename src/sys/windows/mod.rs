@@ -608,6 +608,20 @@ pub(crate) fn signal_name(signal: i32) -> Option<&'static str> {
     })
 }
 
+/// A byte stream for a `Connection`: an overlapped named pipe (a duplex one even for a simplex
+/// `Connection`, whose direction the `Connection` enforces).
+pub(crate) type Stream = Channel;
+
+/// Two connected streams.
+pub(crate) fn stream_pair(_duplex: bool) -> io::Result<(Stream, Stream)> {
+    channel_pair()
+}
+
+/// A stream as a waitable handle.
+pub(crate) fn stream_handle(stream: &Stream) -> WaitHandle<'_> {
+    channel_handle(stream)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,280 @@
+//! Python's `multiprocessing.connection`: [`pipe`] and [`Connection`], and [`wait`] on several
+//! objects at once.
+//!
+//! Messages are framed exactly as CPython frames them (a 4-byte big-endian signed length, or
+//! `-1` and an 8-byte length above 2 GiB), so [`Connection::send_bytes`] and
+//! [`Connection::recv_bytes`] interoperate with Python byte for byte; [`Connection::send`] and
+//! [`Connection::recv`] carry serde values in the crate's codec inside those frames.
+
+use std::io;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::process::{ParentProcess, Sentinel, lock};
+use crate::sys;
+use crate::wire;
+
+/// Something [`wait`] can wait on.
+pub trait Waitable {
+    /// The OS handle that becomes readable when the object is ready.
+    #[doc(hidden)]
+    fn wait_handle(&self) -> Result<sys::WaitHandle<'_>>;
+}
+
+impl Waitable for Sentinel {
+    fn wait_handle(&self) -> Result<sys::WaitHandle<'_>> {
+        Ok(self.handle())
+    }
+}
+
+/// Ready when the parent has ended (Python's `parent_process().sentinel`).
+impl Waitable for ParentProcess {
+    fn wait_handle(&self) -> Result<sys::WaitHandle<'_>> {
+        Ok(self.handle())
+    }
+}
+
+/// `multiprocessing.connection.wait(object_list, timeout)`: waits until at least one object is
+/// ready or `timeout` passes (`None`: no limit; zero: just look), and returns the indices of the
+/// ready ones (empty on timeout). A [`Connection`] is ready when a message or end of file can
+/// be read; a sentinel when its process has ended.
+///
+/// # Errors
+/// [`Error::Io`] if the OS wait fails; [`Error::State`] (`handle is closed`) for a closed
+/// connection.
+///
+/// ```
+/// use std::time::Duration;
+/// let (a, b) = multiprocess::pipe(true)?;
+/// assert!(multiprocess::wait(&[&a, &b], Some(Duration::ZERO))?.is_empty());
+/// b.send(&"hello")?;
+/// assert_eq!(multiprocess::wait(&[&a, &b], None)?, vec![0]);
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<usize>> {
+    let handles = objects
+        .iter()
+        .map(|o| o.wait_handle())
+        .collect::<Result<Vec<_>>>()?;
+    let ready = sys::wait_readable(&handles, timeout).map_err(|e| Error::io("wait()", e))?;
+    Ok(ready
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| **r)
+        .map(|(i, _)| i)
+        .collect())
+}
+
+/// `multiprocessing.Pipe(duplex)`: two connected [`Connection`]s. Duplex ends both send and
+/// receive (a socket pair); with `duplex == false` the first end only receives and the second
+/// only sends (a pipe), as in Python.
+///
+/// # Errors
+/// [`Error::Io`] if the OS cannot make the pair.
+///
+/// ```
+/// let (parent_end, child_end) = multiprocess::pipe(true)?;
+/// child_end.send(&(1u32, String::from("one")))?;
+/// assert_eq!(parent_end.recv::<(u32, String)>()?, (1, "one".to_string()));
+/// parent_end.send_bytes(b"raw")?;
+/// assert_eq!(child_end.recv_bytes(None)?, b"raw");
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
+    let (a, b) = sys::stream_pair(duplex).map_err(|e| Error::io("creating a pipe", e))?;
+    if duplex {
+        Ok((
+            Connection::new(a, true, true),
+            Connection::new(b, true, true),
+        ))
+    } else {
+        Ok((
+            Connection::new(a, true, false),
+            Connection::new(b, false, true),
+        ))
+    }
+}
+
+/// One end of a [`pipe`] (Python's `multiprocessing.connection.Connection`).
+///
+/// `send*`, `recv*` and `poll` take `&self`: whole messages are sent and received under internal
+/// locks, so a `Connection` can be shared between threads (in an `Arc`) without interleaving
+/// frames. Closing takes `&mut self` ([`close`](Connection::close)), or happens on drop.
+#[derive(Debug)]
+pub struct Connection {
+    stream: Option<sys::Stream>,
+    reading: Mutex<()>,
+    writing: Mutex<()>,
+    /// Cleared when a too-long message leaves the stream off a message boundary.
+    readable: AtomicBool,
+    writable: bool,
+}
+
+const CLOSED: &str = "handle is closed";
+
+impl Connection {
+    pub(crate) fn new(stream: sys::Stream, readable: bool, writable: bool) -> Connection {
+        Connection {
+            stream: Some(stream),
+            reading: Mutex::new(()),
+            writing: Mutex::new(()),
+            readable: AtomicBool::new(readable),
+            writable,
+        }
+    }
+
+    /// True after [`close`](Connection::close).
+    pub fn closed(&self) -> bool {
+        self.stream.is_none()
+    }
+
+    /// True if this end can receive.
+    pub fn readable(&self) -> bool {
+        self.readable.load(Ordering::Relaxed)
+    }
+
+    /// True if this end can send.
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
+    /// Closes this end (the peer then sees end of file). Closing again does nothing; later
+    /// operations fail with `handle is closed`.
+    pub fn close(&mut self) {
+        self.stream = None;
+    }
+
+    /// The stream, checking state and direction.
+    fn stream(&self, reading: bool) -> Result<&sys::Stream> {
+        let Some(stream) = self.stream.as_ref() else {
+            return Err(Error::state(CLOSED));
+        };
+        if reading && !self.readable() {
+            // A receive-only end that lost its message boundary is as good as closed (Python
+            // closes it).
+            return Err(Error::state(if self.writable {
+                "connection is write-only"
+            } else {
+                CLOSED
+            }));
+        }
+        if !reading && !self.writable {
+            return Err(Error::state("connection is read-only"));
+        }
+        Ok(stream)
+    }
+
+    /// Sends `value`, encoded with the crate's codec, as one message.
+    ///
+    /// # Errors
+    /// [`Error::Codec`] if the value cannot be encoded (nothing is sent); [`Error::State`] if this
+    /// end is closed or receive-only; [`Error::Io`] if the peer is gone.
+    pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        self.send_bytes(&wire::encode(value)?)
+    }
+
+    /// Receives one message sent with [`send`](Connection::send) and decodes it.
+    ///
+    /// # Errors
+    /// As [`recv_bytes`](Connection::recv_bytes), and [`Error::Codec`] if the message does not
+    /// decode as `T`.
+    pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
+        wire::decode(&self.recv_bytes(None)?)
+    }
+
+    /// Sends `buf` as one message (Python's `send_bytes(buf)`).
+    ///
+    /// # Errors
+    /// [`Error::State`] if this end is closed or receive-only; [`Error::Io`] if the peer is gone.
+    pub fn send_bytes(&self, buf: &[u8]) -> Result<()> {
+        let mut stream = self.stream(false)?;
+        let _w = lock(&self.writing);
+        wire::write_frame(&mut stream, buf).map_err(|e| Error::io("sending a message", e))
+    }
+
+    /// Python's `send_bytes(buf, offset, size)`: sends `buf[offset..offset + size]` (`size`
+    /// defaulting to the rest), with Python's checks and messages.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] (`buffer length < offset`, `buffer length < offset + size`);
+    /// otherwise as [`send_bytes`](Connection::send_bytes).
+    pub fn send_bytes_range(&self, buf: &[u8], offset: usize, size: Option<usize>) -> Result<()> {
+        if offset > buf.len() {
+            return Err(Error::InvalidArgument("buffer length < offset".into()));
+        }
+        let size = size.unwrap_or(buf.len() - offset);
+        if offset.checked_add(size).is_none_or(|end| end > buf.len()) {
+            return Err(Error::InvalidArgument(
+                "buffer length < offset + size".into(),
+            ));
+        }
+        self.send_bytes(&buf[offset..offset + size])
+    }
+
+    /// Receives one message as bytes. With `maxlength`, a longer message is refused with `bad
+    /// message length` and, as in Python, this end can no longer receive (its payload was not
+    /// read, so the stream is off a message boundary; a receive-only end is closed).
+    ///
+    /// # Errors
+    /// [`Error::Eof`] if the peer closed before a message; [`Error::Io`] for end of file inside
+    /// a message (`got end of file during message`) or a message over the limit;
+    /// [`Error::State`] if this end is closed or send-only.
+    pub fn recv_bytes(&self, maxlength: Option<usize>) -> Result<Vec<u8>> {
+        let mut stream = self.stream(true)?;
+        let _r = lock(&self.reading);
+        let limit = maxlength.map_or(wire::DEFAULT_LIMIT, |m| m as u64);
+        let result = wire::read_frame(&mut stream, limit);
+        if let Err(Error::Io { source, .. }) = &result {
+            if source.kind() == io::ErrorKind::InvalidData {
+                self.readable.store(false, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    /// Receives one message into `buf[offset..]`, returning its length.
+    ///
+    /// # Errors
+    /// [`Error::BufferTooShort`] holding the whole message (which is consumed) if it does not
+    /// fit; [`Error::InvalidArgument`] if `offset > buf.len()`; otherwise as
+    /// [`recv_bytes`](Connection::recv_bytes).
+    pub fn recv_bytes_into(&self, buf: &mut [u8], offset: usize) -> Result<usize> {
+        if offset > buf.len() {
+            return Err(Error::InvalidArgument("offset out of bounds".into()));
+        }
+        let message = self.recv_bytes(None)?;
+        let room = &mut buf[offset..];
+        if message.len() > room.len() {
+            return Err(Error::BufferTooShort(message));
+        }
+        room[..message.len()].copy_from_slice(&message);
+        Ok(message.len())
+    }
+
+    /// Whether a message (or end of file) can be read, waiting up to `timeout` (`None`: no
+    /// limit; Python's default of 0 is `Some(Duration::ZERO)`). Never consumes anything.
+    ///
+    /// # Errors
+    /// [`Error::State`] if this end is closed or send-only; [`Error::Io`] if the wait fails.
+    pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
+        let stream = self.stream(true)?;
+        let ready = sys::wait_readable(&[sys::stream_handle(stream)], timeout)
+            .map_err(|e| Error::io("polling a connection", e))?;
+        Ok(ready[0])
+    }
+}
+
+/// Waiting on a closed connection is an error (`handle is closed`), as in Python.
+impl Waitable for Connection {
+    fn wait_handle(&self) -> Result<sys::WaitHandle<'_>> {
+        match &self.stream {
+            Some(stream) => Ok(sys::stream_handle(stream)),
+            None => Err(Error::state(CLOSED)),
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! Connection cases K01–K06 of python-reference.md §2.3: CPython's framing byte for byte (checked
+//! against a real CPython peer where python3 exists), send_bytes bounds, receive limits, end of
+//! file, message boundaries, and wait().
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+#[cfg(unix)]
+use multiprocess::Connection;
+use multiprocess::{Error, pipe, wait};
+
+fn secs(s: f64) -> Option<Duration> {
+    Some(Duration::from_secs_f64(s))
+}
+
+/// K01: the bytes on the wire are CPython's.
+#[cfg(unix)]
+#[test]
+fn k01_wire_bytes() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    multiprocess::init_test();
+    let _g = common::start();
+    let (ours, mut raw) = UnixStream::pair().unwrap();
+    let conn = Connection::from(std::os::fd::OwnedFd::from(ours));
+    conn.send_bytes(b"abc").unwrap();
+    conn.send_bytes(b"").unwrap();
+    let mut got = [0u8; 11];
+    raw.read_exact(&mut got).unwrap();
+    assert_eq!(got, [0, 0, 0, 3, b'a', b'b', b'c', 0, 0, 0, 0]);
+}
+
+/// K01 against the real thing: a CPython `Connection` on the other end of a socket pair
+/// receives our frames and answers with its own.
+#[cfg(unix)]
+#[test]
+fn k01_interop_with_cpython() {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::net::UnixStream;
+    use std::os::unix::process::CommandExt;
+    multiprocess::init_test();
+    let _g = common::start();
+    if std::process::Command::new("python3")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        println!("skipped: no python3 on this machine");
+        return;
+    }
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let fd = theirs.as_raw_fd();
+    let script = "from multiprocessing.connection import Connection\n\
+                  c = Connection(3)\n\
+                  for _ in range(3):\n\
+                  \x20   m = c.recv_bytes()\n\
+                  \x20   c.send_bytes(b'py:' + m)\n\
+                  c.send_bytes(b'x' * 70000)\n";
+    let mut cmd = std::process::Command::new("python3");
+    cmd.args(["-c", script]);
+    // SAFETY: only dup2 between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    drop(theirs);
+    let conn = Connection::from(OwnedFd::from(ours));
+    for m in [&b"one"[..], b"", &[7u8; 20_000]] {
+        conn.send_bytes(m).unwrap();
+        let mut want = b"py:".to_vec();
+        want.extend_from_slice(m);
+        assert_eq!(conn.recv_bytes(None).unwrap(), want);
+    }
+    assert_eq!(conn.recv_bytes(None).unwrap(), vec![b'x'; 70000]);
+    assert!(child.wait().unwrap().success());
+    assert!(matches!(conn.recv_bytes(None), Err(Error::Eof)));
+}
+
+/// K02: Python's offset/size rules for send_bytes.
+#[test]
+fn k02_send_bytes_bounds() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let (r, w) = pipe(false).unwrap();
+    let buf: Vec<u8> = (b'a'..=b'z').collect();
+    assert_eq!(buf.len(), 26);
+    for (offset, size) in [(27, None), (22, Some(5)), (26, Some(1))] {
+        assert!(matches!(
+            w.send_bytes_range(&buf, offset, size),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+    w.send_bytes_range(&buf, 26, None).unwrap();
+    w.send_bytes_range(&buf, 26, Some(0)).unwrap();
+    w.send_bytes_range(&buf, 5, None).unwrap();
+    w.send_bytes_range(&buf, 7, Some(8)).unwrap();
+    assert_eq!(r.recv_bytes(None).unwrap(), b"");
+    assert_eq!(r.recv_bytes(None).unwrap(), b"");
+    assert_eq!(r.recv_bytes(None).unwrap(), &buf[5..]);
+    assert_eq!(r.recv_bytes(None).unwrap(), &buf[7..15]);
+}
+
+/// K03: a message over `maxlength` is refused and the end can no longer receive; a buffer that
+/// is too short gets the whole message back in the error.
+#[test]
+fn k03_receive_limits() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let (a, b) = pipe(true).unwrap();
+    b.send_bytes(&[1u8; 10]).unwrap();
+    let e = a.recv_bytes(Some(5)).unwrap_err();
+    assert!(e.to_string().contains("bad message length"), "{e}");
+    assert!(!a.readable());
+    assert_eq!(
+        a.recv_bytes(None).unwrap_err().to_string(),
+        "connection is write-only"
+    );
+    a.send_bytes(b"still writable").unwrap();
+    assert_eq!(b.recv_bytes(None).unwrap(), b"still writable");
+
+    let (r, w) = pipe(false).unwrap();
+    w.send_bytes(&[1u8; 10]).unwrap();
+    assert!(r.recv_bytes(Some(5)).is_err());
+    assert_eq!(
+        r.recv_bytes(None).unwrap_err().to_string(),
+        "handle is closed"
+    );
+
+    let (a, b) = pipe(true).unwrap();
+    let message: Vec<u8> = (0..110u8).collect();
+    b.send_bytes(&message).unwrap();
+    let mut buf = [0u8; 40];
+    match a.recv_bytes_into(&mut buf, 0) {
+        Err(Error::BufferTooShort(whole)) => assert_eq!(whole, message),
+        other => panic!("{other:?}"),
+    }
+    b.send_bytes(b"fits").unwrap();
+    assert_eq!(a.recv_bytes_into(&mut buf, 3).unwrap(), 4);
+    assert_eq!(&buf[3..7], b"fits");
+}
+
+/// K04: end of file before and inside a message, wrong direction, closed ends.
+#[test]
+fn k04_eof_direction_closed() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let (a, mut b) = pipe(true).unwrap();
+    b.close();
+    b.close(); // again: nothing
+    assert!(b.closed());
+    assert_eq!(
+        b.send_bytes(b"x").unwrap_err().to_string(),
+        "handle is closed"
+    );
+    assert_eq!(
+        b.poll(Some(Duration::ZERO)).unwrap_err().to_string(),
+        "handle is closed"
+    );
+    assert!(
+        a.poll(Some(Duration::ZERO)).unwrap(),
+        "end of file makes poll true"
+    );
+    assert!(matches!(a.recv_bytes(None), Err(Error::Eof)));
+    assert!(wait(&[&b], Some(Duration::ZERO)).is_err());
+
+    let (r, w) = pipe(false).unwrap();
+    assert!(r.readable() && !r.writable() && w.writable() && !w.readable());
+    assert_eq!(
+        r.send_bytes(b"x").unwrap_err().to_string(),
+        "connection is read-only"
+    );
+    assert_eq!(
+        w.recv_bytes(None).unwrap_err().to_string(),
+        "connection is write-only"
+    );
+}
+
+/// K04, the peer dies in the middle of a message (a forked child writes half a frame).
+#[cfg(unix)]
+#[test]
+fn k04_eof_inside_a_message() {
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+    multiprocess::init_test();
+    let _g = common::start();
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let mut p = multiprocess::get_context("fork")
+        .unwrap()
+        .process_closure(move || {
+            let _ = (&theirs).write_all(&[0, 0, 0, 10, 1, 2, 3]);
+        });
+    p.start().unwrap();
+    p.join(None).unwrap();
+    let conn = Connection::from(std::os::fd::OwnedFd::from(ours));
+    let e = conn.recv_bytes(None).unwrap_err();
+    assert!(
+        e.to_string().contains("got end of file during message"),
+        "{e}"
+    );
+}
+
+/// K05: message boundaries survive; poll never consumes; empty messages count.
+#[cfg(unix)]
+#[test]
+fn k05_message_boundaries_across_processes() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let (r, w) = pipe(false).unwrap();
+    let mut p = multiprocess::get_context("fork")
+        .unwrap()
+        .process_closure(move || {
+            for m in [&b"a"[..], b"b", b"cd", b""] {
+                w.send_bytes(m).unwrap();
+            }
+        });
+    p.start().unwrap();
+    p.join(None).unwrap();
+    for _ in 0..3 {
+        assert!(r.poll(Some(Duration::ZERO)).unwrap());
+    }
+    for m in [&b"a"[..], b"b", b"cd"] {
+        assert!(r.poll(Some(Duration::ZERO)).unwrap());
+        assert_eq!(r.recv_bytes(None).unwrap(), m);
+    }
+    assert!(
+        r.poll(Some(Duration::ZERO)).unwrap(),
+        "an empty message makes poll true"
+    );
+    assert_eq!(r.recv_bytes(None).unwrap(), b"");
+    assert!(matches!(r.recv_bytes(None), Err(Error::Eof)));
+}
+
+/// K05 within one process (threads), on every platform; serde values too.
+#[test]
+fn k05_message_boundaries_threads() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let (a, b) = pipe(true).unwrap();
+    let sender = std::thread::spawn(move || {
+        for i in 0..1000u32 {
+            b.send(&(i, format!("n{i}"))).unwrap();
+        }
+        b
+    });
+    for i in 0..1000u32 {
+        assert_eq!(a.recv::<(u32, String)>().unwrap(), (i, format!("n{i}")));
+    }
+    let b = sender.join().unwrap();
+    // Larger than any socket buffer: the sender blocks until we read.
+    let big = std::thread::spawn(move || {
+        b.send_bytes(&[9u8; 300_000]).unwrap();
+        b
+    });
+    assert_eq!(a.recv_bytes(None).unwrap().len(), 300_000);
+    let b = big.join().unwrap();
+    // A value that does not decode as asked is an error, not a panic.
+    b.send(&"text").unwrap();
+    assert!(matches!(a.recv::<(u64, u64, u64)>(), Err(Error::Codec(_))));
+}
+
+fn slow_exit(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+/// K06: wait() over pipes and a sentinel.
+#[test]
+fn k06_wait() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let (a1, b1) = pipe(true).unwrap();
+    let (a2, b2) = pipe(true).unwrap();
+    let mut p = multiprocess::Process::new(slow_exit, (30_000,));
+    p.start().unwrap();
+    let s = p.sentinel().unwrap();
+    let t = Instant::now();
+    assert!(wait(&[&a1, &a2, &s], secs(0.5)).unwrap().is_empty());
+    assert!(t.elapsed() >= Duration::from_millis(500));
+    let t = Instant::now();
+    assert!(
+        wait(&[&a1, &a2, &s], Some(Duration::ZERO))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(t.elapsed() < Duration::from_millis(500));
+    b2.send_bytes(b"x").unwrap();
+    assert_eq!(wait(&[&a1, &a2, &s], secs(10.0)).unwrap(), vec![1]);
+    p.kill().unwrap();
+    assert!(wait(&[&s], secs(10.0)).unwrap() == vec![0]);
+    assert_eq!(wait(&[&a1, &a2, &s], None).unwrap(), vec![1, 2]);
+    p.join(None).unwrap();
+    drop((b1, a2));
+}
