@@ -53,6 +53,8 @@ struct Bootstrap {
     parent_name: String,
     method: StartMethod,
     reentry: Vec<OsString>,
+    /// How many OS handles (inside `args`) follow the bootstrap, out of band.
+    handles: u32,
 }
 
 /// What a child tells its parent.
@@ -188,7 +190,12 @@ fn flush_stdio() {
 
 /// Starts a spawned child for `job`; returns its handle and our end of its channel.
 pub(crate) fn spawn(id: Identity, job: Option<&Job>) -> Result<(sys::ProcHandle, sys::Channel)> {
-    let Some(Job::Image { trampoline, args }) = job else {
+    let Some(Job::Image {
+        trampoline,
+        args,
+        handles,
+    }) = job
+    else {
         return Err(Error::InvalidArgument(
             "a closure can only be started with the fork start method; with spawn, pass a \
              function item or a non-capturing closure (Process::new) or a Run value"
@@ -212,26 +219,41 @@ pub(crate) fn spawn(id: Identity, job: Option<&Job>) -> Result<(sys::ProcHandle,
         parent_name: id.parent_name,
         method: StartMethod::Spawn,
         reentry: reentry.clone(),
+        handles: handles.len() as u32,
     };
+    let handles = process::clone_handles(handles)?;
     let payload = wire::encode(&boot)?;
     let mut message = Vec::new();
     wire::write_frame(&mut message, &image::identity().to_le_bytes())
         .and_then(|()| wire::write_frame(&mut message, &payload))
         .map_err(|e| Error::io("encoding the bootstrap", e))?;
     let (ours, theirs) = sys::channel_pair().map_err(|e| Error::io("creating a channel", e))?;
-    let handle =
+    let mut handle =
         sys::spawn(&reentry, theirs).map_err(|e| Error::io("spawning a child process", e))?;
-    // A child that dies before reading makes this write fail; its exit code tells the story,
+    let transfer = match sys::transfer_handles(&handle, handles) {
+        Ok(t) => t,
+        Err(e) => {
+            // The child would wait for its handles forever.
+            let _ = handle.signal(sys::SIGKILL);
+            return Err(Error::io("passing handles to the child", e));
+        }
+    };
+    // A child that dies before reading makes these writes fail; its exit code tells the story,
     // so the error is not start()'s to report.
-    if message.len() <= INLINE_BOOTSTRAP {
-        let _ = (&ours).write_all(&message);
+    let inline = message.len() <= INLINE_BOOTSTRAP;
+    let send = move |channel: &sys::Channel| {
+        (&*channel).write_all(&message)?;
+        sys::send_transfer(channel, transfer)
+    };
+    if inline {
+        let _ = send(&ours);
     } else {
         let writer = ours
             .try_clone()
             .map_err(|e| Error::io("duplicating a channel", e))?;
         std::thread::Builder::new()
             .name("multiprocess-bootstrap".into())
-            .spawn(move || (&writer).write_all(&message))
+            .spawn(move || send(&writer))
             .map_err(|e| Error::io("starting the bootstrap writer", e))?;
     }
     Ok((handle, ours))
@@ -277,7 +299,7 @@ pub(crate) fn fork(
 /// The spawned child: checks the handshake, then runs the target. Never returns.
 fn run_spawned(channel: sys::Channel) -> ! {
     let channel = Arc::new(channel);
-    let accepted = (|| -> Result<(Bootstrap, image::Trampoline)> {
+    let accepted = (|| -> Result<(Bootstrap, image::Trampoline, Vec<sys::OwnedHandle>)> {
         let mut reader = &*channel;
         let theirs = wire::read_frame(&mut reader, 8)
             .map_err(|e| Error::Bootstrap(format!("reading the handshake: {e}")))?;
@@ -294,9 +316,14 @@ fn run_spawned(channel: sys::Channel) -> ! {
         let boot: Bootstrap = wire::decode(&frame)
             .map_err(|e| Error::Bootstrap(format!("garbled bootstrap message: {e}")))?;
         let trampoline = image::trampoline_at(boot.offset, boot.seal)?;
-        Ok((boot, trampoline))
+        let handles = match boot.handles {
+            0 => Vec::new(),
+            n => sys::recv_handles(&channel, n as usize)
+                .map_err(|e| Error::Bootstrap(format!("receiving {n} handles: {e}")))?,
+        };
+        Ok((boot, trampoline, handles))
     })();
-    let (boot, trampoline) = match accepted {
+    let (boot, trampoline, handles) = match accepted {
         Ok(x) => x,
         Err(e) => {
             report_error!("multiprocess: {e}");
@@ -315,7 +342,9 @@ fn run_spawned(channel: sys::Channel) -> ! {
     };
     let args = boot.args;
     run_child(id, channel, boot.method, move |channel| {
-        run_target(channel, || trampoline(&args))
+        run_target(channel, || {
+            wire::with_handles(handles, || trampoline(&args))
+        })
     })
 }
 

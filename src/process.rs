@@ -599,12 +599,22 @@ impl Process {
                     "the target was handed to the child at start()",
                 ));
             }
-            Some(Job::Image { trampoline, args }) => {
+            Some(Job::Image {
+                trampoline,
+                args,
+                handles,
+            }) => {
                 let out = match &args {
-                    Ok(a) => trampoline(a),
+                    Ok(a) => clone_handles(&handles)
+                        .map(|copies| crate::wire::with_handles(copies, || trampoline(a)))
+                        .and_then(|r| r),
                     Err(e) => Err(Error::Codec(e.clone())),
                 };
-                self.job = Some(Job::Image { trampoline, args });
+                self.job = Some(Job::Image {
+                    trampoline,
+                    args,
+                    handles,
+                });
                 out?
             }
             Some(closure) => closure.call()?,
@@ -896,6 +906,17 @@ impl Sentinel {
     pub(crate) fn handle(&self) -> sys::WaitHandle<'_> {
         sys::borrow_handle(&self.0)
     }
+}
+
+/// Copies of the OS handles inside a job's arguments (the job keeps its own).
+pub(crate) fn clone_handles(handles: &[sys::OwnedHandle]) -> Result<Vec<sys::OwnedHandle>> {
+    handles
+        .iter()
+        .map(|h| {
+            h.try_clone()
+                .map_err(|e| Error::io("duplicating a handle", e))
+        })
+        .collect()
 }
 
 /// Drops `shared` from the children list.

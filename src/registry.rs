@@ -12,7 +12,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::sys::image::{self, Trampoline};
+use crate::sys::{
+    self,
+    image::{self, Trampoline},
+};
 use crate::wire;
 
 /// A function the child can call with arguments `Args` (a tuple whose fields spread into the
@@ -88,10 +91,12 @@ impl ResultType {
 
 /// What a process runs.
 pub(crate) enum Job {
-    /// A trampoline in the executable image and its encoded arguments: works with every method.
+    /// A trampoline in the executable image and its encoded arguments, with the OS handles
+    /// inside them: works with every method.
     Image {
         trampoline: Trampoline,
         args: std::result::Result<Vec<u8>, String>,
+        handles: Vec<sys::OwnedHandle>,
     },
     /// A closure: fork only.
     Closure(Box<dyn FnOnce() -> Result<Vec<u8>> + Send>),
@@ -114,17 +119,26 @@ impl Job {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + 'static,
     {
-        Job::Image {
-            trampoline: call_target::<F, A, R>,
-            args: wire::encode(args).map_err(|e| e.to_string()),
-        }
+        Job::image(call_target::<F, A, R>, args)
     }
 
     /// A job calling `obj.run()`.
     pub(crate) fn run<T: Run>(obj: &T) -> Job {
-        Job::Image {
-            trampoline: call_run::<T>,
-            args: wire::encode(obj).map_err(|e| e.to_string()),
+        Job::image(call_run::<T>, obj)
+    }
+
+    fn image<A: Serialize + ?Sized>(trampoline: Trampoline, args: &A) -> Job {
+        match wire::encode_with_handles(args) {
+            Ok((bytes, handles)) => Job::Image {
+                trampoline,
+                args: Ok(bytes),
+                handles,
+            },
+            Err(e) => Job::Image {
+                trampoline,
+                args: Err(reason(e)),
+                handles: Vec::new(),
+            },
         }
     }
 
@@ -142,7 +156,14 @@ impl Job {
     /// Runs the job in the calling process, returning the encoded value.
     pub(crate) fn call(self) -> Result<Vec<u8>> {
         match self {
-            Job::Image { trampoline, args } => trampoline(&args.map_err(Error::Codec)?),
+            Job::Image {
+                trampoline,
+                args,
+                handles,
+            } => {
+                let args = args.map_err(Error::Codec)?;
+                wire::with_handles(handles, || trampoline(&args))
+            }
             Job::Closure(f) => f(),
         }
     }
@@ -166,9 +187,17 @@ fn call_run<T: Run>(args: &[u8]) -> Result<Vec<u8>> {
 
 /// Names the value and its type in a codec error.
 fn context<T>(what: &str, e: Error) -> Error {
-    let reason = match e {
+    Error::Codec(format!(
+        "{what} ({}): {}",
+        std::any::type_name::<T>(),
+        reason(e)
+    ))
+}
+
+/// An error's text, without the `codec error:` prefix of a codec error.
+fn reason(e: Error) -> String {
+    match e {
         Error::Codec(m) => m,
         other => other.to_string(),
-    };
-    Error::Codec(format!("{what} ({}): {reason}", std::any::type_name::<T>()))
+    }
 }

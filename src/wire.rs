@@ -6,12 +6,14 @@
 //! Decoding never trusts an announced length: a frame larger than the reader's limit is an error,
 //! and memory grows only as bytes actually arrive.
 
+use std::cell::RefCell;
 use std::io::{self, Read, Write};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
+use crate::sys;
 
 /// Largest frame accepted by default (1 GiB).
 pub(crate) const DEFAULT_LIMIT: u64 = 1 << 30;
@@ -22,12 +24,12 @@ const COALESCE: usize = 16 * 1024;
 
 /// Encodes a value with the crate's codec.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-    postcard::to_stdvec(value).map_err(Error::from)
+    postcard::to_stdvec(value).map_err(codec_error)
 }
 
 /// Decodes a value written by [`encode`]; trailing bytes are an error.
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    let (value, rest) = postcard::take_from_bytes(bytes)?;
+    let (value, rest) = postcard::take_from_bytes(bytes).map_err(codec_error)?;
     if !rest.is_empty() {
         return Err(Error::Codec(format!(
             "{} unexpected trailing bytes",
@@ -35,6 +37,92 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
         )));
     }
     Ok(value)
+}
+
+// ---------------------------------------------------------------------------------------------
+// OS handles inside messages
+//
+// A `Connection` (and later queues, locks, shared memory) serialises as an index into a side
+// table of OS handles, filled while a message is encoded and sent out of band (SCM_RIGHTS on
+// Unix, DuplicateHandle into the receiver on Windows); the receiver installs the handles it got
+// as the table its decoding takes them from.
+
+thread_local! {
+    static OUTGOING: RefCell<Option<Vec<sys::OwnedHandle>>> = const { RefCell::new(None) };
+    static INCOMING: RefCell<Option<Vec<Option<sys::OwnedHandle>>>> = const { RefCell::new(None) };
+    /// Our own (de)serialisation errors' text, which postcard would otherwise replace with a
+    /// generic message.
+    static LAST_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Encodes `value`, collecting the OS handles inside it.
+pub(crate) fn encode_with_handles<T: Serialize + ?Sized>(
+    value: &T,
+) -> Result<(Vec<u8>, Vec<sys::OwnedHandle>)> {
+    let previous = OUTGOING.with(|t| t.replace(Some(Vec::new())));
+    let bytes = encode(value);
+    let handles = OUTGOING.with(|t| t.replace(previous)).unwrap_or_default();
+    Ok((bytes?, handles))
+}
+
+/// Runs `f` (which decodes) with `handles` as the table that handles inside messages are taken
+/// from; those not taken are closed afterwards.
+pub(crate) fn with_handles<R>(handles: Vec<sys::OwnedHandle>, f: impl FnOnce() -> R) -> R {
+    let table = handles.into_iter().map(Some).collect();
+    let previous = INCOMING.with(|t| t.replace(Some(table)));
+    let out = f();
+    INCOMING.with(|t| t.replace(previous));
+    out
+}
+
+/// For `Serialize` impls: adds `handle` to the table of the message being encoded.
+pub(crate) fn push_handle<E: serde::ser::Error>(
+    what: &str,
+    handle: sys::OwnedHandle,
+) -> Result<u32, E> {
+    OUTGOING.with(|t| match t.borrow_mut().as_mut() {
+        Some(table) => {
+            table.push(handle);
+            Ok(table.len() as u32 - 1)
+        }
+        None => Err(custom_ser(format!(
+            "a {what} can only travel to another process as an argument of a Process"
+        ))),
+    })
+}
+
+/// For `Deserialize` impls: takes handle `index` of the message being decoded.
+pub(crate) fn take_handle<E: serde::de::Error>(
+    what: &str,
+    index: u32,
+) -> Result<sys::OwnedHandle, E> {
+    INCOMING.with(|t| {
+        t.borrow_mut()
+            .as_mut()
+            .and_then(|table| table.get_mut(index as usize))
+            .and_then(Option::take)
+            .ok_or_else(|| custom_de(format!("the {what} in this message did not arrive with it")))
+    })
+}
+
+fn custom_ser<E: serde::ser::Error>(message: String) -> E {
+    let e = E::custom(&message);
+    LAST_ERROR.with(|l| *l.borrow_mut() = Some(message));
+    e
+}
+
+fn custom_de<E: serde::de::Error>(message: String) -> E {
+    let e = E::custom(&message);
+    LAST_ERROR.with(|l| *l.borrow_mut() = Some(message));
+    e
+}
+
+/// A codec error, with our own message where we raised it.
+fn codec_error(e: postcard::Error) -> Error {
+    match LAST_ERROR.with(|l| l.borrow_mut().take()) {
+        Some(message) => Error::Codec(message),
+        None => Error::from(e),
+    }
 }
 
 /// The header for a payload of `len` bytes: 4 bytes, or 12 above `i32::MAX`.

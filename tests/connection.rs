@@ -296,3 +296,85 @@ fn k06_wait() {
     p.join(None).unwrap();
     drop((b1, a2));
 }
+
+/// Echoes messages back, upper-cased, until `bye`. (Not until end of file: a forked child
+/// inherits the parent's end too, as with Python's fork, so it would never see one.)
+fn echo_upper(conn: multiprocess::Connection) -> u32 {
+    let mut n = 0;
+    while let Ok(m) = conn.recv::<String>() {
+        if m == "bye" {
+            break;
+        }
+        conn.send(&m.to_uppercase()).unwrap();
+        n += 1;
+    }
+    n
+}
+
+/// Handles inside messages: a Connection given as a Process argument arrives working, with
+/// spawn (its descriptor travels out of band) and with fork; the parent keeps its own end.
+#[test]
+fn connection_as_process_argument() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let methods: &[&str] = if cfg!(unix) {
+        &["spawn", "fork"]
+    } else {
+        &["spawn"]
+    };
+    for method in methods {
+        let (ours, theirs) = pipe(true).unwrap();
+        let mut p = multiprocess::get_context(method)
+            .unwrap()
+            .process(echo_upper, (theirs,));
+        p.start().unwrap();
+        for word in ["hello", "from", "the parent"] {
+            ours.send(&word).unwrap();
+            assert_eq!(
+                ours.recv::<String>().unwrap(),
+                word.to_uppercase(),
+                "{method}"
+            );
+        }
+        ours.send(&"bye").unwrap();
+        assert_eq!(p.result::<u32>().unwrap(), 3, "{method}");
+    }
+}
+
+fn sum_all(ends: Vec<multiprocess::Connection>) -> u64 {
+    ends.iter().map(|c| c.recv::<u64>().unwrap()).sum()
+}
+
+/// More handles than one SCM_RIGHTS message carries, and simplex ends keep their direction.
+#[test]
+fn many_connections_to_a_child() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let mut readers = Vec::new();
+    let mut writers = Vec::new();
+    for _ in 0..300 {
+        let (r, w) = pipe(false).unwrap();
+        readers.push(r);
+        writers.push(w);
+    }
+    let mut p = multiprocess::Process::new(sum_all, (readers,));
+    p.start().unwrap();
+    for (i, w) in writers.iter().enumerate() {
+        w.send(&(i as u64)).unwrap();
+    }
+    assert_eq!(p.result::<u64>().unwrap(), (0..300).sum::<u64>());
+}
+
+/// Outside a Process's arguments a Connection cannot be serialised: a clear error, nothing sent.
+#[test]
+fn connection_outside_process_arguments_is_refused() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let (a, b) = pipe(true).unwrap();
+    let (c, _d) = pipe(true).unwrap();
+    match a.send(&c) {
+        Err(Error::Codec(m)) => assert!(m.contains("can only travel to another process"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!b.poll(Some(Duration::ZERO)).unwrap(), "nothing was sent");
+}

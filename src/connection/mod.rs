@@ -11,8 +11,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::process::{ParentProcess, Sentinel, lock};
@@ -276,5 +276,31 @@ impl Waitable for Connection {
             Some(stream) => Ok(sys::stream_handle(stream)),
             None => Err(Error::state(CLOSED)),
         }
+    }
+}
+
+/// A `Connection` inside a Process's arguments arrives in the child as a working connection to
+/// the same peer (its OS handle travels out of band; the sender keeps its own). Outside that,
+/// serialising one is an error.
+impl Serialize for Connection {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let stream = self
+            .stream
+            .as_ref()
+            .ok_or_else(|| S::Error::custom(CLOSED))?;
+        let handle = sys::stream_to_handle(stream).map_err(S::Error::custom)?;
+        let index = wire::push_handle::<S::Error>("Connection", handle)?;
+        (index, self.readable(), self.writable).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Connection {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let (index, readable, writable) = <(u32, bool, bool)>::deserialize(deserializer)?;
+        let handle = wire::take_handle::<D::Error>("Connection", index)?;
+        let stream = sys::stream_from_handle(handle).map_err(D::Error::custom)?;
+        Ok(Connection::new(stream, readable, writable))
     }
 }

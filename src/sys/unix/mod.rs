@@ -379,3 +379,157 @@ impl From<OwnedFd> for crate::Connection {
         crate::Connection::new(Stream::from(fd), true, true)
     }
 }
+
+/// An owned OS handle that can travel to another process inside a message.
+pub(crate) type OwnedHandle = OwnedFd;
+
+/// A new owned handle to `stream`'s descriptor (a `dup`).
+pub(crate) fn stream_to_handle(stream: &Stream) -> io::Result<OwnedHandle> {
+    stream.try_clone().map(OwnedFd::from)
+}
+
+/// A stream over a received handle.
+pub(crate) fn stream_from_handle(handle: OwnedHandle) -> io::Result<Stream> {
+    Ok(Stream::from(handle))
+}
+
+/// Handles on their way to one child, ready to send over its channel.
+pub(crate) struct Transfer(Vec<OwnedFd>);
+
+/// Prepares `handles` for `child` (on Unix they travel as they are, with `SCM_RIGHTS`).
+pub(crate) fn transfer_handles(
+    _child: &ProcHandle,
+    handles: Vec<OwnedHandle>,
+) -> io::Result<Transfer> {
+    Ok(Transfer(handles))
+}
+
+/// Most descriptors in one `SCM_RIGHTS` message (the kernel's limit is 253).
+const FDS_PER_MESSAGE: usize = 250;
+
+/// Sends the handles over `channel`, one byte each message carrying up to 250 descriptors.
+/// Ours are closed afterwards (the receiver has its own).
+pub(crate) fn send_transfer(channel: &Channel, transfer: Transfer) -> io::Result<()> {
+    for chunk in transfer.0.chunks(FDS_PER_MESSAGE) {
+        let fds: Vec<i32> = chunk.iter().map(AsRawFd::as_raw_fd).collect();
+        let payload = std::mem::size_of_val(fds.as_slice());
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
+        let mut control = vec![0u64; space.div_ceil(8)];
+        let mut byte = [0u8; 1];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        // SAFETY: msghdr is plain data; every pointer set below outlives the sendmsg call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: the control buffer is `space` bytes, aligned for cmsghdr, and holds exactly
+        // one header with `payload` bytes of descriptors.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(payload as u32) as _;
+            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast(), fds.len());
+        }
+        loop {
+            // SAFETY: `msg` is fully initialised above.
+            let r = unsafe { libc::sendmsg(channel.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+            if r >= 0 {
+                break;
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Receives `count` handles sent with [`send_transfer`]; they arrive close-on-exec.
+pub(crate) fn recv_handles(channel: &Channel, count: usize) -> io::Result<Vec<OwnedHandle>> {
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        let want = (count - out.len()).min(FDS_PER_MESSAGE);
+        let payload = want * std::mem::size_of::<i32>();
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
+        let mut control = vec![0u64; space.div_ceil(8)];
+        let mut byte = [0u8; 1];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        // SAFETY: msghdr is plain data; every pointer set below outlives the recvmsg call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        let flags = cloexec_flag();
+        // SAFETY: `msg` points at live buffers of the sizes given.
+        let r = unsafe { libc::recvmsg(channel.as_raw_fd(), &mut msg, flags) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if r == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "handles never arrived",
+            ));
+        }
+        let before = out.len();
+        // SAFETY: walks the control messages the kernel wrote into our buffer.
+        unsafe {
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                    let data = libc::CMSG_DATA(cmsg).cast::<i32>();
+                    let n = ((*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
+                        / std::mem::size_of::<i32>();
+                    for i in 0..n {
+                        let fd = std::ptr::read_unaligned(data.add(i));
+                        out.push(OwnedFd::from_raw_fd(fd));
+                    }
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+        }
+        for fd in &out[before..] {
+            set_cloexec(fd)?;
+        }
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 || out.len() == before {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "handles were lost in transit",
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// `MSG_CMSG_CLOEXEC` where the OS has it (received descriptors are close-on-exec atomically).
+fn cloexec_flag() -> i32 {
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    return libc::MSG_CMSG_CLOEXEC;
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    return 0;
+}
+
+/// Sets close-on-exec (a no-op where `MSG_CMSG_CLOEXEC` already did).
+fn set_cloexec(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -28,7 +28,8 @@ mod pipe;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::windows::ffi::OsStrExt;
-use std::os::windows::io::{AsRawHandle, BorrowedHandle, FromRawHandle, OwnedHandle};
+pub(crate) use std::os::windows::io::OwnedHandle;
+use std::os::windows::io::{AsRawHandle, BorrowedHandle, FromRawHandle};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -620,6 +621,75 @@ pub(crate) fn stream_pair(_duplex: bool) -> io::Result<(Stream, Stream)> {
 /// A stream as a waitable handle.
 pub(crate) fn stream_handle(stream: &Stream) -> WaitHandle<'_> {
     channel_handle(stream)
+}
+
+/// A new owned handle to `stream`'s pipe.
+pub(crate) fn stream_to_handle(stream: &Stream) -> io::Result<OwnedHandle> {
+    stream.duplicate_handle()
+}
+
+/// A stream over a received handle.
+pub(crate) fn stream_from_handle(handle: OwnedHandle) -> io::Result<Stream> {
+    Channel::new(handle)
+}
+
+/// Handles already duplicated into one child: their values there, to send over its channel.
+pub(crate) struct Transfer(Vec<u64>);
+
+/// Duplicates `handles` into `child` (the receiver must be known on Windows: `DuplicateHandle`
+/// writes into its handle table), closing ours.
+pub(crate) fn transfer_handles(
+    child: &ProcHandle,
+    handles: Vec<OwnedHandle>,
+) -> io::Result<Transfer> {
+    let mut values = Vec::with_capacity(handles.len());
+    for h in handles {
+        let mut theirs: HANDLE = std::ptr::null_mut();
+        // SAFETY: duplicates our own valid handle into the child's process, whose handle we
+        // hold; the value is only meaningful there.
+        let ok = unsafe {
+            DuplicateHandle(
+                GetCurrentProcess(),
+                h.as_raw_handle(),
+                child.process.as_raw_handle(),
+                &mut theirs,
+                0,
+                0,
+                DUPLICATE_SAME_ACCESS,
+            )
+        };
+        if ok == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        values.push(theirs as usize as u64);
+    }
+    Ok(Transfer(values))
+}
+
+/// Tells the child the values of the handles it now owns, as one frame.
+pub(crate) fn send_transfer(channel: &Channel, transfer: Transfer) -> io::Result<()> {
+    let bytes: Vec<u8> = transfer.0.iter().flat_map(|v| v.to_le_bytes()).collect();
+    crate::wire::write_frame(&mut &*channel, &bytes)
+}
+
+/// Receives `count` handles sent with [`send_transfer`].
+pub(crate) fn recv_handles(channel: &Channel, count: usize) -> io::Result<Vec<OwnedHandle>> {
+    let frame = crate::wire::read_frame(&mut &*channel, 8 * count as u64)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    if frame.len() != 8 * count {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "handles were lost in transit",
+        ));
+    }
+    Ok(frame
+        .chunks_exact(8)
+        .map(|c| {
+            let v = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
+            // SAFETY: the parent duplicated this handle into our process for us alone.
+            unsafe { OwnedHandle::from_raw_handle(v as usize as HANDLE) }
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -212,6 +212,11 @@ impl Channel {
 
     /// A second channel on the same pipe (used to write from another thread).
     pub(crate) fn try_clone(&self) -> io::Result<Channel> {
+        Channel::new(self.duplicate_handle()?)
+    }
+
+    /// A new handle to the same pipe, owned by the caller (not inheritable).
+    pub(crate) fn duplicate_handle(&self) -> io::Result<OwnedHandle> {
         let mut dup: HANDLE = std::ptr::null_mut();
         // SAFETY: duplicates our own valid handle within this process, not inheritable.
         let ok = unsafe {
@@ -229,7 +234,7 @@ impl Channel {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: a fresh handle that we own.
-        Channel::new(unsafe { OwnedHandle::from_raw_handle(dup) })
+        Ok(unsafe { OwnedHandle::from_raw_handle(dup) })
     }
 
     /// True when bytes or end of file can be handed out now; otherwise makes sure a read is
