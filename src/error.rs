@@ -51,6 +51,10 @@ pub enum Error {
         /// The signal number.
         signal: i32,
     },
+    /// The connection handshake failed (Python's `AuthenticationError`), with Python's text:
+    /// `digest received was wrong`, `digest sent was rejected`, ...
+    #[error("authentication failed: {0}")]
+    Authentication(String),
     /// `recv_bytes_into` got a message larger than the buffer; the whole message is here (it was
     /// consumed, as in Python's `BufferTooShort`).
     #[error("buffer too short for a message of {} bytes", .0.len())]

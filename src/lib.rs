@@ -53,11 +53,12 @@
 //! | `Pipe(duplex)` | [`pipe(duplex)`](pipe) → two [`Connection`]s |
 //! | `c.send(obj)`, `c.recv()` | [`send`](Connection::send), [`recv`](Connection::recv) (serde values) |
 //! | `c.send_bytes`, `c.recv_bytes`, `c.recv_bytes_into`, `c.poll` | [`send_bytes`](Connection::send_bytes)/[`send_bytes_range`](Connection::send_bytes_range), [`recv_bytes`](Connection::recv_bytes), [`recv_bytes_into`](Connection::recv_bytes_into), [`poll`](Connection::poll) |
+//! | `Listener(address, authkey=k)`, `Client(address, authkey=k)` | [`connection::Listener::bind`], [`connection::client`] |
 //! | `multiprocessing.connection.wait` | [`wait`] |
 //! | `sys.exit(n)` in a child | [`exit`] or `std::process::exit` |
 //! | exceptions (`ValueError`, `AssertionError`, `TimeoutError`, `BufferTooShort`, ...) | [`Error`] variants |
 //!
-//! Queues, listeners, locks, shared memory, `Pool` and managers are being built; the README's
+//! Queues, locks, shared memory, `Pool` and managers are being built; the README's
 //! feature table says what works today.
 //!
 //! ## Start methods

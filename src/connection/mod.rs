@@ -14,6 +14,11 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+mod auth;
+mod listener;
+
+pub use listener::{Address, Listener, client};
+
 use crate::error::{Error, Result};
 use crate::process::{ParentProcess, Sentinel, lock};
 use crate::sys;

@@ -97,3 +97,9 @@ pub(super) fn in_main_image(addr: usize) -> bool {
 pub(super) fn build_id() -> Option<Vec<u8>> {
     main_image().build_id.clone()
 }
+
+/// A socket address in the abstract namespace.
+pub(super) fn abstract_address(name: &[u8]) -> std::io::Result<std::os::unix::net::SocketAddr> {
+    use std::os::linux::net::SocketAddrExt;
+    std::os::unix::net::SocketAddr::from_abstract_name(name)
+}

@@ -78,3 +78,11 @@ pub(super) fn in_main_image(addr: usize) -> bool {
 pub(super) fn build_id() -> Option<Vec<u8>> {
     None
 }
+
+/// macOS has no abstract socket namespace.
+pub(super) fn abstract_address(_name: &[u8]) -> io::Result<std::os::unix::net::SocketAddr> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "abstract socket names exist only on Linux",
+    ))
+}

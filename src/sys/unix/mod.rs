@@ -533,3 +533,65 @@ fn set_cloexec(fd: &OwnedFd) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// A listening socket for `Listener`.
+#[derive(Debug)]
+pub(crate) enum SocketListener {
+    Unix(std::os::unix::net::UnixListener),
+    Tcp(std::net::TcpListener),
+}
+
+impl SocketListener {
+    /// Accepts one connection: its stream and the peer's address as text.
+    pub(crate) fn accept(&self) -> io::Result<(Stream, String)> {
+        match self {
+            SocketListener::Unix(l) => {
+                let (s, peer) = l.accept()?;
+                Ok((Stream::from(OwnedFd::from(s)), format!("{peer:?}")))
+            }
+            SocketListener::Tcp(l) => {
+                let (s, peer) = l.accept()?;
+                // Frames are written whole; don't let Nagle hold small ones back.
+                s.set_nodelay(true)?;
+                Ok((Stream::from(OwnedFd::from(s)), peer.to_string()))
+            }
+        }
+    }
+
+    /// The bound TCP address (to learn the port picked for port 0).
+    pub(crate) fn local_tcp_address(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            SocketListener::Tcp(l) => l.local_addr().ok(),
+            SocketListener::Unix(_) => None,
+        }
+    }
+}
+
+/// Listens at `address`.
+pub(crate) fn listen(address: &crate::connection::Address) -> io::Result<SocketListener> {
+    use crate::connection::Address;
+    Ok(match address {
+        Address::Unix(path) => SocketListener::Unix(std::os::unix::net::UnixListener::bind(path)?),
+        Address::Abstract(name) => SocketListener::Unix(
+            std::os::unix::net::UnixListener::bind_addr(&os::abstract_address(name)?)?,
+        ),
+        Address::Tcp(addr) => SocketListener::Tcp(std::net::TcpListener::bind(addr)?),
+    })
+}
+
+/// Connects to `address`.
+pub(crate) fn connect(address: &crate::connection::Address) -> io::Result<Stream> {
+    use crate::connection::Address;
+    let fd = match address {
+        Address::Unix(path) => OwnedFd::from(UnixStream::connect(path)?),
+        Address::Abstract(name) => {
+            OwnedFd::from(UnixStream::connect_addr(&os::abstract_address(name)?)?)
+        }
+        Address::Tcp(addr) => {
+            let s = std::net::TcpStream::connect(addr)?;
+            s.set_nodelay(true)?;
+            OwnedFd::from(s)
+        }
+    };
+    Ok(Stream::from(fd))
+}

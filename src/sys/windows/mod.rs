@@ -692,6 +692,37 @@ pub(crate) fn recv_handles(channel: &Channel, count: usize) -> io::Result<Vec<Ow
         .collect())
 }
 
+/// Listener sockets are not built on Windows yet (no value of this type exists).
+#[derive(Debug)]
+pub(crate) enum SocketListener {}
+
+impl SocketListener {
+    pub(crate) fn accept(&self) -> io::Result<(Stream, String)> {
+        match *self {}
+    }
+
+    pub(crate) fn local_tcp_address(&self) -> Option<std::net::SocketAddr> {
+        match *self {}
+    }
+}
+
+fn no_listener() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "Listener and Client are not available on Windows yet",
+    )
+}
+
+/// Not yet on Windows.
+pub(crate) fn listen(_address: &crate::connection::Address) -> io::Result<SocketListener> {
+    Err(no_listener())
+}
+
+/// Not yet on Windows.
+pub(crate) fn connect(_address: &crate::connection::Address) -> io::Result<Stream> {
+    Err(no_listener())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,159 @@
+//! Python's `multiprocessing.connection.Listener` and `Client`: connections by address (a Unix
+//! socket path, a Linux abstract name, or TCP), authenticated with an `authkey` by CPython's
+//! challenge protocol, so either end can be a Python program.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use super::{Connection, auth};
+use crate::error::{Error, Result};
+use crate::process::lock;
+use crate::sys;
+
+/// Where a [`Listener`] listens (Python's address and family, in one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    /// A Unix socket at this path (Python: a `str` address, `AF_UNIX`).
+    Unix(PathBuf),
+    /// A Linux abstract socket name, without the leading NUL (Python: a `str` starting with
+    /// `'\0'`).
+    Abstract(Vec<u8>),
+    /// A TCP address (Python: a `(host, port)` tuple, `AF_INET`); port 0 picks a free one.
+    Tcp(SocketAddr),
+}
+
+/// A socket that accepts authenticated [`Connection`]s (Python's `Listener`).
+///
+/// ```
+/// use multiprocess::connection::{Address, Listener, client};
+/// # if cfg!(windows) { return Ok(()); } // not built on Windows yet
+/// let listener = Listener::bind(Some(Address::Tcp("127.0.0.1:0".parse().unwrap())), Some(b"key"))?;
+/// let address = listener.address().clone();
+/// let t = std::thread::spawn(move || {
+///     let conn = client(&address, Some(b"key")).unwrap();
+///     conn.send(&"hello").unwrap();
+/// });
+/// let conn = listener.accept()?;
+/// assert_eq!(conn.recv::<String>()?, "hello");
+/// t.join().unwrap();
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Listener {
+    socket: Option<sys::SocketListener>,
+    address: Address,
+    authkey: Option<Vec<u8>>,
+    /// A socket file we created, removed on close.
+    unlink: Option<PathBuf>,
+    last_accepted: Mutex<Option<String>>,
+}
+
+impl Listener {
+    /// Listens at `address` (`None`: a fresh Unix socket in the temporary directory, as
+    /// Python's default). With `authkey`, every accepted connection must pass the mutual
+    /// challenge (`None` disables it, as Python's `authkey=None`).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the address is in use or invalid; [`Error::InvalidArgument`] for an
+    /// address family this platform lacks.
+    pub fn bind(address: Option<Address>, authkey: Option<&[u8]>) -> Result<Listener> {
+        let address = match address {
+            Some(a) => a,
+            None => Address::Unix(fresh_socket_path()?),
+        };
+        let socket = sys::listen(&address)
+            .map_err(|e| Error::io(format!("binding a listener to {address:?}"), e))?;
+        let address = match (&address, socket.local_tcp_address()) {
+            (Address::Tcp(_), Some(actual)) => Address::Tcp(actual),
+            _ => address,
+        };
+        let unlink = match &address {
+            Address::Unix(p) => Some(p.clone()),
+            _ => None,
+        };
+        Ok(Listener {
+            socket: Some(socket),
+            address,
+            authkey: authkey.map(<[u8]>::to_vec),
+            unlink,
+            last_accepted: Mutex::new(None),
+        })
+    }
+
+    /// The address clients connect to (with the actual port when bound to port 0).
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// The peer address of the last accepted connection, as text (Python's `last_accepted`).
+    pub fn last_accepted(&self) -> Option<String> {
+        lock(&self.last_accepted).clone()
+    }
+
+    /// Waits for a client, then runs the handshake (we challenge first, then answer).
+    ///
+    /// # Errors
+    /// [`Error::State`] `listener is closed`; [`Error::Authentication`] with Python's text when
+    /// the client's key differs or it does not speak the protocol; [`Error::Io`].
+    pub fn accept(&self) -> Result<Connection> {
+        let socket = self
+            .socket
+            .as_ref()
+            .ok_or_else(|| Error::state("listener is closed"))?;
+        let (stream, peer) = socket
+            .accept()
+            .map_err(|e| Error::io("accepting a connection", e))?;
+        *lock(&self.last_accepted) = Some(peer);
+        let conn = Connection::new(stream, true, true);
+        if let Some(key) = &self.authkey {
+            auth::deliver_challenge(&conn, key)?;
+            auth::answer_challenge(&conn, key)?;
+        }
+        Ok(conn)
+    }
+
+    /// Stops listening and removes the socket file we created. Closing again does nothing.
+    pub fn close(&mut self) {
+        if self.socket.take().is_some() {
+            if let Some(path) = self.unlink.take() {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Python's `Client(address, authkey=...)`: connects to a [`Listener`] (ours or Python's) and
+/// runs the handshake (we answer first, then challenge).
+///
+/// # Errors
+/// [`Error::Io`] if nothing listens there; [`Error::Authentication`] with Python's text when the
+/// keys differ (`digest sent was rejected`).
+pub fn client(address: &Address, authkey: Option<&[u8]>) -> Result<Connection> {
+    let stream =
+        sys::connect(address).map_err(|e| Error::io(format!("connecting to {address:?}"), e))?;
+    let conn = Connection::new(stream, true, true);
+    if let Some(key) = authkey {
+        auth::answer_challenge(&conn, key)?;
+        auth::deliver_challenge(&conn, key)?;
+    }
+    Ok(conn)
+}
+
+/// A new socket path in the temporary directory.
+fn fresh_socket_path() -> Result<PathBuf> {
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce)
+        .map_err(|e| Error::io("naming a socket", std::io::Error::other(e.to_string())))?;
+    Ok(std::env::temp_dir().join(format!(
+        "mp-{}-{:016x}.sock",
+        std::process::id(),
+        u64::from_le_bytes(nonce)
+    )))
+}
