@@ -295,7 +295,7 @@ fn bad_length(len: u64, limit: u64) -> Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -365,6 +365,86 @@ mod tests {
         assert!(!fr.is_partial());
         fr.feed(&[0, 0, 1, 0]);
         assert!(fr.next_frame().is_err());
+    }
+
+    /// A small deterministic generator (xorshift64*), so failures reproduce.
+    pub(crate) struct Rng(pub(crate) u64);
+
+    impl Rng {
+        pub(crate) fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        pub(crate) fn bytes(&mut self, max: usize) -> Vec<u8> {
+            let n = (self.next() % (max as u64 + 1)) as usize;
+            (0..n).map(|_| self.next() as u8).collect()
+        }
+    }
+
+    /// Random and corrupted streams never panic the decoders, never yield a frame over the
+    /// limit, and a valid stream split anywhere decodes to the same frames.
+    #[test]
+    fn decoders_survive_garbage() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for round in 0..20_000 {
+            let limit = rng.next() % 4096;
+            let mut stream = rng.bytes(64);
+            if round % 2 == 0 {
+                // Mostly-valid streams with a few flipped bytes.
+                stream.clear();
+                for _ in 0..rng.next() % 4 {
+                    let payload = rng.bytes(300);
+                    write_frame(&mut stream, &payload).unwrap();
+                }
+                for _ in 0..rng.next() % 3 {
+                    if !stream.is_empty() {
+                        let i = (rng.next() as usize) % stream.len();
+                        stream[i] = rng.next() as u8;
+                    }
+                }
+            }
+            let mut r = &stream[..];
+            while let Ok(frame) = read_frame(&mut r, limit) {
+                assert!(frame.len() as u64 <= limit);
+            }
+            let mut fr = FrameReader::new(limit);
+            let mut rest = &stream[..];
+            'feed: while !rest.is_empty() {
+                let n = 1 + (rng.next() as usize) % rest.len();
+                fr.feed(&rest[..n]);
+                rest = &rest[n..];
+                loop {
+                    match fr.next_frame() {
+                        Ok(Some(frame)) => assert!(frame.len() as u64 <= limit),
+                        Ok(None) => break,
+                        Err(_) => break 'feed,
+                    }
+                }
+            }
+        }
+        // A valid stream decodes identically however it is split.
+        let frames: Vec<Vec<u8>> = (0..50).map(|_| rng.bytes(5000)).collect();
+        let mut stream = Vec::new();
+        for f in &frames {
+            write_frame(&mut stream, f).unwrap();
+        }
+        for _ in 0..50 {
+            let mut fr = FrameReader::new(DEFAULT_LIMIT);
+            let mut got = Vec::new();
+            let mut rest = &stream[..];
+            while !rest.is_empty() {
+                let n = 1 + (rng.next() as usize) % rest.len().min(7000);
+                fr.feed(&rest[..n]);
+                rest = &rest[n..];
+                while let Some(f) = fr.next_frame().unwrap() {
+                    got.push(f);
+                }
+            }
+            assert_eq!(got, frames);
+        }
     }
 
     #[test]

@@ -116,6 +116,52 @@ fn hmac_md5(key: &[u8], message: &[u8]) -> Hmac<Md5> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::tests::Rng;
+
+    /// A peer that answers with garbage (random frames, random lengths, or a hang-up) gets an
+    /// error from either role: never a panic, never a hang, never a success.
+    #[test]
+    fn handshake_survives_garbage_peers() {
+        let mut rng = Rng(0x51_7cc1_b727_220a);
+        for round in 0..300 {
+            let (ours, theirs) = crate::pipe(true).unwrap();
+            let frames: Vec<Vec<u8>> = (0..rng.next() % 4)
+                .map(|i| {
+                    let mut f = rng.bytes(300);
+                    if round % 3 == 0 && i == 0 {
+                        // Sometimes a well-formed challenge prefix with a garbage nonce.
+                        f.splice(0..0, CHALLENGE.iter().copied());
+                    }
+                    f
+                })
+                .collect();
+            let peer = std::thread::spawn(move || {
+                for f in &frames {
+                    let _ = theirs.send_bytes(f);
+                }
+                // Read whatever we are sent (so our writes never block), then hang up.
+                while theirs
+                    .poll(Some(std::time::Duration::from_millis(20)))
+                    .unwrap_or(false)
+                {
+                    if theirs.recv_bytes(Some(1024)).is_err() {
+                        break;
+                    }
+                }
+            });
+            let result = if round % 2 == 0 {
+                deliver_challenge(&ours, b"key")
+            } else {
+                answer_challenge(&ours, b"key")
+            };
+            drop(ours);
+            peer.join().unwrap();
+            assert!(
+                result.is_err(),
+                "round {round}: a garbage peer was accepted"
+            );
+        }
+    }
 
     #[test]
     fn responses_match_python() {
