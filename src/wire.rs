@@ -65,6 +65,22 @@ pub(crate) fn encode_with_handles<T: Serialize + ?Sized>(
     Ok((bytes?, handles))
 }
 
+/// Encodes a `Connection::send` message: the number of OS handles that follow the frame out
+/// of band, then the value.
+pub(crate) fn encode_message<T: Serialize + ?Sized>(
+    value: &T,
+) -> Result<(Vec<u8>, Vec<sys::OwnedHandle>)> {
+    let (body, handles) = encode_with_handles(value)?;
+    let mut message = encode(&(handles.len() as u32))?;
+    message.extend_from_slice(&body);
+    Ok((message, handles))
+}
+
+/// Splits a message from [`encode_message`] into its handle count and value bytes.
+pub(crate) fn split_message(message: &[u8]) -> Result<(u32, &[u8])> {
+    postcard::take_from_bytes::<u32>(message).map_err(codec_error)
+}
+
 /// Runs `f` (which decodes) with `handles` as the table that handles inside messages are taken
 /// from; those not taken are closed afterwards.
 pub(crate) fn with_handles<R>(handles: Vec<sys::OwnedHandle>, f: impl FnOnce() -> R) -> R {
@@ -86,7 +102,8 @@ pub(crate) fn push_handle<E: serde::ser::Error>(
             Ok(table.len() as u32 - 1)
         }
         None => Err(custom_ser(format!(
-            "a {what} can only travel to another process as an argument of a Process"
+            "a {what} can only travel to another process as a Process argument or in a message \
+             sent with Connection::send"
         ))),
     })
 }

@@ -180,7 +180,22 @@ impl Connection {
     /// [`Error::Codec`] if the value cannot be encoded (nothing is sent); [`Error::State`] if this
     /// end is closed or receive-only; [`Error::Io`] if the peer is gone.
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
-        self.send_bytes(&wire::encode(value)?)
+        let (message, handles) = wire::encode_message(value)?;
+        let mut stream = self.stream(false)?;
+        if !handles.is_empty() && !sys::stream_carries_handles(stream) {
+            return Err(Error::Codec(
+                "this Connection cannot carry a Connection (only duplex connections on Unix \
+                 can); pass it as a Process argument instead"
+                    .into(),
+            ));
+        }
+        let _w = lock(&self.writing);
+        wire::write_frame(&mut stream, &message).map_err(|e| Error::io("sending a message", e))?;
+        if !handles.is_empty() {
+            sys::send_handles_on(stream, handles)
+                .map_err(|e| Error::io("sending handles with a message", e))?;
+        }
+        Ok(())
     }
 
     /// Receives one message sent with [`send`](Connection::send) and decodes it.
@@ -189,7 +204,16 @@ impl Connection {
     /// As [`recv_bytes`](Connection::recv_bytes), and [`Error::Codec`] if the message does not
     /// decode as `T`.
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
-        wire::decode(&self.recv_bytes(None)?)
+        let stream = self.stream(true)?;
+        let _r = lock(&self.reading);
+        let message = self.read_frame(stream, wire::DEFAULT_LIMIT)?;
+        let (count, body) = wire::split_message(&message)?;
+        let handles = match count {
+            0 => Vec::new(),
+            n => sys::recv_handles_on(stream, n as usize)
+                .map_err(|e| Error::io("receiving handles with a message", e))?,
+        };
+        wire::with_handles(handles, || wire::decode(body))
     }
 
     /// Sends `buf` as one message (Python's `send_bytes(buf)`).
@@ -230,9 +254,14 @@ impl Connection {
     /// a message (`got end of file during message`) or a message over the limit;
     /// [`Error::State`] if this end is closed or send-only.
     pub fn recv_bytes(&self, maxlength: Option<usize>) -> Result<Vec<u8>> {
-        let mut stream = self.stream(true)?;
+        let stream = self.stream(true)?;
         let _r = lock(&self.reading);
-        let limit = maxlength.map_or(wire::DEFAULT_LIMIT, |m| m as u64);
+        self.read_frame(stream, maxlength.map_or(wire::DEFAULT_LIMIT, |m| m as u64))
+    }
+
+    /// Reads one frame (the caller holds the read lock). A frame over `limit` leaves the stream
+    /// off a message boundary, so this end stops receiving.
+    fn read_frame(&self, mut stream: &sys::Stream, limit: u64) -> Result<Vec<u8>> {
         let result = wire::read_frame(&mut stream, limit);
         if let Err(Error::Io { source, .. }) = &result {
             if source.kind() == io::ErrorKind::InvalidData {
@@ -284,9 +313,10 @@ impl Waitable for Connection {
     }
 }
 
-/// A `Connection` inside a Process's arguments arrives in the child as a working connection to
-/// the same peer (its OS handle travels out of band; the sender keeps its own). Outside that,
-/// serialising one is an error.
+/// A `Connection` inside a Process's arguments, or inside a value sent with
+/// [`Connection::send`] over a duplex connection (Unix), arrives as a working connection to the
+/// same peer: its OS handle travels out of band, and the sender keeps its own. Serialising one
+/// anywhere else is an error.
 impl Serialize for Connection {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::Error as _;

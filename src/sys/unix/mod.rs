@@ -410,7 +410,36 @@ const FDS_PER_MESSAGE: usize = 250;
 /// Sends the handles over `channel`, one byte each message carrying up to 250 descriptors.
 /// Ours are closed afterwards (the receiver has its own).
 pub(crate) fn send_transfer(channel: &Channel, transfer: Transfer) -> io::Result<()> {
-    for chunk in transfer.0.chunks(FDS_PER_MESSAGE) {
+    send_fds(channel.as_fd(), transfer.0)
+}
+
+/// Receives `count` handles sent with [`send_transfer`]; they arrive close-on-exec.
+pub(crate) fn recv_handles(channel: &Channel, count: usize) -> io::Result<Vec<OwnedHandle>> {
+    recv_fds(channel.as_fd(), count)
+}
+
+/// True if handles can travel over `stream` (it is a Unix socket).
+pub(crate) fn stream_carries_handles(stream: &Stream) -> bool {
+    // SAFETY: fstat into a zeroed stat buffer on a descriptor we hold.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(stream.as_raw_fd(), &mut st) == 0
+            && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+    }
+}
+
+/// Sends handles over a `Connection`'s socket, after the frame that mentions them.
+pub(crate) fn send_handles_on(stream: &Stream, handles: Vec<OwnedHandle>) -> io::Result<()> {
+    send_fds(stream.as_fd(), handles)
+}
+
+/// Receives handles sent with [`send_handles_on`].
+pub(crate) fn recv_handles_on(stream: &Stream, count: usize) -> io::Result<Vec<OwnedHandle>> {
+    recv_fds(stream.as_fd(), count)
+}
+
+fn send_fds(socket: BorrowedFd<'_>, fds: Vec<OwnedFd>) -> io::Result<()> {
+    for chunk in fds.chunks(FDS_PER_MESSAGE) {
         let fds: Vec<i32> = chunk.iter().map(AsRawFd::as_raw_fd).collect();
         let payload = std::mem::size_of_val(fds.as_slice());
         // SAFETY: CMSG_SPACE is a pure size computation.
@@ -438,7 +467,7 @@ pub(crate) fn send_transfer(channel: &Channel, transfer: Transfer) -> io::Result
         }
         loop {
             // SAFETY: `msg` is fully initialised above.
-            let r = unsafe { libc::sendmsg(channel.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+            let r = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
             if r >= 0 {
                 break;
             }
@@ -451,8 +480,7 @@ pub(crate) fn send_transfer(channel: &Channel, transfer: Transfer) -> io::Result
     Ok(())
 }
 
-/// Receives `count` handles sent with [`send_transfer`]; they arrive close-on-exec.
-pub(crate) fn recv_handles(channel: &Channel, count: usize) -> io::Result<Vec<OwnedHandle>> {
+fn recv_fds(socket: BorrowedFd<'_>, count: usize) -> io::Result<Vec<OwnedFd>> {
     let mut out = Vec::with_capacity(count);
     while out.len() < count {
         let want = (count - out.len()).min(FDS_PER_MESSAGE);
@@ -473,7 +501,7 @@ pub(crate) fn recv_handles(channel: &Channel, count: usize) -> io::Result<Vec<Ow
         msg.msg_controllen = space as _;
         let flags = cloexec_flag();
         // SAFETY: `msg` points at live buffers of the sizes given.
-        let r = unsafe { libc::recvmsg(channel.as_raw_fd(), &mut msg, flags) };
+        let r = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, flags) };
         if r < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {

@@ -723,6 +723,28 @@ pub(crate) fn connect(_address: &crate::connection::Address) -> io::Result<Strea
     Err(no_listener())
 }
 
+/// Handles cannot travel over a `Connection` on Windows yet (the receiving process would have
+/// to be known, to duplicate them into it).
+pub(crate) fn stream_carries_handles(_stream: &Stream) -> bool {
+    false
+}
+
+/// Not on Windows yet (see [`stream_carries_handles`]).
+pub(crate) fn send_handles_on(_stream: &Stream, _handles: Vec<OwnedHandle>) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "handles over a Connection: not on Windows yet",
+    ))
+}
+
+/// Not on Windows yet (see [`stream_carries_handles`]).
+pub(crate) fn recv_handles_on(_stream: &Stream, _count: usize) -> io::Result<Vec<OwnedHandle>> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "handles over a Connection: not on Windows yet",
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
