@@ -1,0 +1,251 @@
+//! This process: who it is (`current_process`), who started it (`parent_process`), and its
+//! authentication key.
+
+use std::fmt;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use super::lock;
+use crate::sys;
+
+// ---------------------------------------------------------------------------------------------
+// Authentication keys
+
+/// A process's authentication key (Python's `AuthenticationString`): 32 random bytes in the main
+/// process, inherited by children. It deliberately implements neither `Serialize` nor `Display`,
+/// so it cannot leak into a message or a log by accident; it travels only in a child's bootstrap.
+///
+/// ```compile_fail
+/// // An AuthKey cannot be serialised.
+/// fn needs_serialize<T: serde::Serialize>(_: T) {}
+/// needs_serialize(multiprocess::current_process().authkey());
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct AuthKey(pub(super) Vec<u8>);
+
+impl AuthKey {
+    /// 32 bytes from the OS's random source.
+    pub(crate) fn random() -> AuthKey {
+        let mut key = vec![0u8; 32];
+        if let Err(e) = getrandom::fill(&mut key) {
+            // Without randomness, a predictable key would be a silent security hole.
+            panic!("multiprocess: the OS random source failed: {e}");
+        }
+        AuthKey(key)
+    }
+}
+
+impl Deref for AuthKey {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<Vec<u8>> for AuthKey {
+    fn from(v: Vec<u8>) -> Self {
+        AuthKey(v)
+    }
+}
+
+impl From<&[u8]> for AuthKey {
+    fn from(v: &[u8]) -> Self {
+        AuthKey(v.to_vec())
+    }
+}
+
+impl<const N: usize> From<&[u8; N]> for AuthKey {
+    fn from(v: &[u8; N]) -> Self {
+        AuthKey(v.to_vec())
+    }
+}
+
+impl fmt::Debug for AuthKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AuthKey(<{} bytes>)", self.0.len())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// This process
+
+/// What this process knows about itself.
+pub(super) struct Me {
+    pub(super) name: String,
+    pub(super) ident: Vec<u64>,
+    pub(super) authkey: AuthKey,
+    pub(super) daemon: bool,
+    parent: Option<ParentProcess>,
+}
+
+/// This process's identity; set by `become_child` in a child, else made on first use.
+static ME: OnceLock<Mutex<Me>> = OnceLock::new();
+
+pub(super) fn me() -> &'static Mutex<Me> {
+    ME.get_or_init(|| {
+        Mutex::new(Me {
+            name: "MainProcess".into(),
+            ident: Vec::new(),
+            authkey: AuthKey::random(),
+            daemon: false,
+            parent: None,
+        })
+    })
+}
+
+/// Counts processes constructed here (Python's `_process_counter`); reset in every child.
+pub(super) static COUNTER: AtomicU64 = AtomicU64::new(1);
+
+/// Who a new child is: sent to it at start.
+pub(crate) struct Identity {
+    pub(crate) name: String,
+    pub(crate) ident: Vec<u64>,
+    pub(crate) authkey: Vec<u8>,
+    pub(crate) daemon: bool,
+    pub(crate) parent_pid: u32,
+    pub(crate) parent_name: String,
+}
+
+/// In a new child: become the process described by `id`, whose parent holds the other end of
+/// `channel`.
+pub(crate) fn become_child(id: Identity, channel: Arc<sys::Channel>) {
+    let parent = ParentProcess {
+        name: id.parent_name,
+        pid: id.parent_pid,
+        channel,
+    };
+    let new = Me {
+        name: id.name,
+        ident: id.ident,
+        authkey: AuthKey(id.authkey),
+        daemon: id.daemon,
+        parent: Some(parent),
+    };
+    // A spawned child has no identity yet (and needs no random key); a forked one replaces
+    // the copy of its parent's.
+    if let Err(new) = ME.set(Mutex::new(new)) {
+        let new = new.into_inner().unwrap_or_else(|e| e.into_inner());
+        // The parent's copy is not freed: in a forked child, freeing only dirties pages.
+        std::mem::forget(std::mem::replace(&mut *lock(me()), new));
+    }
+    COUNTER.store(1, Ordering::Relaxed);
+}
+
+/// The current process, as Python's `multiprocessing.current_process()`.
+///
+/// # Panics
+/// The first use in the main process draws its 32-byte authkey from the OS random source, and
+/// panics if that fails (as Python's `os.urandom` raises): a predictable key would be worse.
+///
+/// ```
+/// let me = multiprocess::current_process();
+/// assert_eq!(me.name(), "MainProcess");
+/// assert_eq!(me.pid(), std::process::id());
+/// assert!(me.is_alive());
+/// ```
+pub fn current_process() -> CurrentProcess {
+    CurrentProcess(())
+}
+
+/// A view of the calling process (see [`current_process`]).
+#[derive(Debug, Clone, Copy)]
+pub struct CurrentProcess(());
+
+impl CurrentProcess {
+    /// `MainProcess` in the main process; a child's name as its parent set it.
+    pub fn name(&self) -> String {
+        lock(me()).name.clone()
+    }
+
+    /// Renames this process (affects the names of processes it creates afterwards only through
+    /// their identity, as in Python).
+    pub fn set_name(&self, name: impl Into<String>) {
+        lock(me()).name = name.into();
+    }
+
+    /// The OS process id.
+    pub fn pid(&self) -> u32 {
+        sys::pid()
+    }
+
+    /// Python's `_identity`: empty in the main process, `[3]` in `Process-3`, `[3, 1]` in its
+    /// first child.
+    pub fn ident(&self) -> Vec<u64> {
+        lock(me()).ident.clone()
+    }
+
+    /// Whether this process is daemonic (then it may not start children).
+    pub fn daemon(&self) -> bool {
+        lock(me()).daemon
+    }
+
+    /// This process's authentication key.
+    pub fn authkey(&self) -> AuthKey {
+        lock(me()).authkey.clone()
+    }
+
+    /// Replaces this process's authentication key (children started afterwards inherit it).
+    pub fn set_authkey(&self, key: impl Into<AuthKey>) {
+        lock(me()).authkey = key.into();
+    }
+
+    /// Always true: the calling process is running.
+    pub fn is_alive(&self) -> bool {
+        true
+    }
+
+    /// Always `None`: the calling process has not exited.
+    pub fn exitcode(&self) -> Option<i32> {
+        None
+    }
+}
+
+/// The process that started this one, as Python's `multiprocessing.parent_process()`: `None` in
+/// the main process.
+pub fn parent_process() -> Option<ParentProcess> {
+    lock(me()).parent.clone()
+}
+
+/// The parent of the calling process (see [`parent_process`]). Its liveness comes from the
+/// channel whose other end only the parent holds: when the parent dies, it reads as closed.
+#[derive(Debug, Clone)]
+pub struct ParentProcess {
+    name: String,
+    pid: u32,
+    channel: Arc<sys::Channel>,
+}
+
+impl ParentProcess {
+    /// The parent's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The parent's pid (as it was when this process started).
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// True until the parent process ends.
+    pub fn is_alive(&self) -> bool {
+        !self.join(Some(Duration::ZERO))
+    }
+
+    /// Waits until the parent ends or `timeout` passes; true if it ended. To wait for it
+    /// together with other objects, pass it to [`wait`](crate::wait).
+    pub fn join(&self, timeout: Option<Duration>) -> bool {
+        let h = self.handle();
+        // A poll error means the descriptor is unusable: treat the parent as gone.
+        sys::wait_readable(&[h], timeout).map_or(true, |r| r[0])
+    }
+}
+
+impl ParentProcess {
+    /// The handle that becomes readable when the parent ends: our end of the channel whose other
+    /// end only the parent holds (it sends nothing after the bootstrap).
+    pub(crate) fn handle(&self) -> sys::WaitHandle<'_> {
+        sys::channel_handle(&self.channel)
+    }
+}
