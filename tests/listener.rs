@@ -1,19 +1,31 @@
 //! Listener/Client cases K07–K08 of python-reference.md §2.3: the authkey handshake between our
-//! ends, against the real CPython on this machine in both directions, bad peers, and addresses.
-#![cfg(unix)]
+//! ends, against the real CPython on this machine in both directions (Unix), bad peers, and
+//! addresses: Unix paths, abstract names and TCP on Unix, named pipes on Windows.
 
 mod common;
 
+#[cfg(unix)]
 use std::io::{BufRead, Write};
+#[cfg(unix)]
 use std::process::{Command, Stdio};
 
 use multiprocess::Error;
 use multiprocess::connection::{Address, Listener, client};
 
+#[cfg(unix)]
 fn tcp() -> Option<Address> {
     Some(Address::Tcp("127.0.0.1:0".parse().unwrap()))
 }
 
+/// An address of the platform's main family: TCP on Unix, a fresh named pipe on Windows.
+fn any_address() -> Option<Address> {
+    #[cfg(unix)]
+    return tcp();
+    #[cfg(windows)]
+    return None;
+}
+
+#[cfg(unix)]
 fn has_python() -> bool {
     let ok = Command::new("python3").arg("-V").output().is_ok();
     if !ok {
@@ -28,7 +40,7 @@ fn has_python() -> bool {
 fn k07_handshake_between_our_ends() {
     multiprocess::init_test();
     let _g = common::start();
-    let listener = Listener::bind(tcp(), Some(b"secret")).unwrap();
+    let listener = Listener::bind(any_address(), Some(b"secret")).unwrap();
     let address = listener.address().clone();
     let t = std::thread::spawn(move || {
         let conn = client(&address, Some(b"secret")).unwrap();
@@ -54,6 +66,7 @@ fn k07_handshake_between_our_ends() {
 }
 
 /// K07: a peer that sends 300 bytes, or no challenge, gets an error, never a crash or hang.
+#[cfg(unix)]
 #[test]
 fn k07_bad_peers() {
     multiprocess::init_test();
@@ -93,6 +106,7 @@ fn k07_bad_peers() {
 
 /// K07 interop: a CPython `Client` authenticates to our `Listener`; a wrong key is refused on
 /// both sides.
+#[cfg(unix)]
 #[test]
 fn k07_cpython_client_to_our_listener() {
     multiprocess::init_test();
@@ -148,6 +162,7 @@ fn k07_cpython_client_to_our_listener() {
 
 /// K07 interop: our `client` authenticates to a CPython `Listener`; a wrong key is refused on
 /// both sides.
+#[cfg(unix)]
 #[test]
 fn k07_our_client_to_cpython_listener() {
     multiprocess::init_test();
@@ -196,6 +211,7 @@ fn k07_our_client_to_cpython_listener() {
 
 /// K08: addresses. Binding twice fails; accept after close fails; a Unix socket file is removed
 /// on close; Linux abstract names work; no key means no handshake.
+#[cfg(unix)]
 #[test]
 fn k08_addresses() {
     multiprocess::init_test();
@@ -234,4 +250,97 @@ fn k08_addresses() {
         assert_eq!(l.accept().unwrap().recv::<String>().unwrap(), "abstract");
         t.join().unwrap();
     }
+}
+
+/// Named pipes are Windows only: binding or connecting to one elsewhere is a clear error.
+#[cfg(unix)]
+#[test]
+fn k08_named_pipe_off_windows() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let pipe = Address::Pipe(r"\\.\pipe\multiprocess-test".to_string());
+    let e = Listener::bind(Some(pipe.clone()), None).unwrap_err();
+    assert!(e.to_string().contains("only on Windows"), "{e}");
+    let e = client(&pipe, None).unwrap_err();
+    assert!(e.to_string().contains("only on Windows"), "{e}");
+}
+
+/// K08 on Windows: the default address is a fresh named pipe; binding a name twice fails as
+/// "in use"; several clients in a row; accept after close fails; closing frees the name.
+#[cfg(windows)]
+#[test]
+fn k08_named_pipes() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let mut a = Listener::bind(None, Some(b"k")).unwrap();
+    let address = a.address().clone();
+    let Address::Pipe(name) = address.clone() else {
+        panic!("default is a named pipe: {address:?}")
+    };
+    assert!(name.starts_with(r"\\.\pipe\multiprocess-"), "{name}");
+    let other = Listener::bind(None, None).unwrap();
+    assert_ne!(other.address(), a.address(), "each default name is fresh");
+
+    let e = Listener::bind(Some(address.clone()), None).unwrap_err();
+    assert!(e.to_string().to_lowercase().contains("in use"), "{e}");
+
+    // Several clients in a row, each with its own conversation.
+    let t = {
+        let address = address.clone();
+        std::thread::spawn(move || {
+            for i in 0..5u32 {
+                let conn = client(&address, Some(b"k")).unwrap();
+                conn.send(&i).unwrap();
+                assert_eq!(conn.recv::<u32>().unwrap(), i * 10);
+            }
+        })
+    };
+    for _ in 0..5 {
+        let conn = a.accept().unwrap();
+        let i = conn.recv::<u32>().unwrap();
+        conn.send(&(i * 10)).unwrap();
+        // Both ends stay usable after the client has gone on to the next connection.
+        drop(conn);
+    }
+    t.join().unwrap();
+    assert_eq!(a.last_accepted().as_deref(), Some(name.as_str()));
+
+    // Clients that connect before accept is called wait in the pipe's spare instances.
+    let early: Vec<_> = (0..3u8)
+        .map(|i| {
+            let address = address.clone();
+            std::thread::spawn(move || {
+                let conn = client(&address, Some(b"k")).unwrap();
+                conn.send(&i).unwrap();
+                conn.recv::<String>().unwrap()
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let conn = a.accept().unwrap();
+        let i = conn.recv::<u8>().unwrap();
+        conn.send(&format!("hello {i}")).unwrap();
+        seen.push(i);
+    }
+    seen.sort();
+    assert_eq!(seen, vec![0, 1, 2]);
+    let mut replies: Vec<String> = early.into_iter().map(|t| t.join().unwrap()).collect();
+    replies.sort();
+    assert_eq!(replies, ["hello 0", "hello 1", "hello 2"]);
+
+    a.close();
+    a.close();
+    assert_eq!(a.accept().unwrap_err().to_string(), "listener is closed");
+    let e = client(&address, None).unwrap_err();
+    assert!(matches!(e, Error::Io { .. }), "{e:?}");
+    // Closing released every instance: the name is free again.
+    let again = Listener::bind(Some(address.clone()), None).unwrap();
+    drop(again);
+
+    // Unix-only families are refused with a clear error.
+    let e = Listener::bind(Some(Address::Tcp("127.0.0.1:0".parse().unwrap())), None).unwrap_err();
+    assert!(e.to_string().contains("not supported"), "{e}");
+    let e = Listener::bind(Some(Address::Pipe(r"C:\not-a-pipe".to_string())), None).unwrap_err();
+    assert!(e.to_string().contains(r"\\.\pipe\name"), "{e}");
 }

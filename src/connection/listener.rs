@@ -1,6 +1,7 @@
 //! Python's `multiprocessing.connection.Listener` and `Client`: connections by address (a Unix
-//! socket path, a Linux abstract name, or TCP), authenticated with an `authkey` by CPython's
-//! challenge protocol, so either end can be a Python program.
+//! socket path, a Linux abstract name or TCP on Unix; a named pipe on Windows), authenticated
+//! with an `authkey` by CPython's challenge protocol, so either end can be a Python program
+//! (over Unix sockets and TCP).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,14 +22,23 @@ pub enum Address {
     Abstract(Vec<u8>),
     /// A TCP address (Python: a `(host, port)` tuple, `AF_INET`); port 0 picks a free one.
     Tcp(SocketAddr),
+    /// A Windows named pipe, `\\.\pipe\name` (Python: a `str` starting with `\\.\pipe\`,
+    /// `AF_PIPE`). Windows only: binding or connecting to one elsewhere is an [`Error::Io`]
+    /// (`InvalidInput`), as Python raises `ValueError` for `AF_PIPE` off Windows.
+    ///
+    /// Our pipes are byte pipes carrying the same length-prefixed frames as every other
+    /// [`Connection`]; CPython's Windows pipe connections frame by pipe messages instead, so a
+    /// named-pipe `Listener` and `client` talk to each other, not to CPython's.
+    Pipe(String),
 }
 
-/// A socket that accepts authenticated [`Connection`]s (Python's `Listener`).
+/// A socket (a named pipe on Windows) that accepts authenticated [`Connection`]s (Python's
+/// `Listener`).
 ///
 /// ```
-/// use multiprocess::connection::{Address, Listener, client};
-/// # if cfg!(windows) { return Ok(()); } // not built on Windows yet
-/// let listener = Listener::bind(Some(Address::Tcp("127.0.0.1:0".parse().unwrap())), Some(b"key"))?;
+/// use multiprocess::connection::{Listener, client};
+/// // `None`: a fresh Unix socket path, or a fresh named pipe on Windows.
+/// let listener = Listener::bind(None, Some(b"key"))?;
 /// let address = listener.address().clone();
 /// let t = std::thread::spawn(move || {
 ///     let conn = client(&address, Some(b"key")).unwrap();
@@ -50,17 +60,19 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Listens at `address` (`None`: a fresh Unix socket in the temporary directory, as
-    /// Python's default). With `authkey`, every accepted connection must pass the mutual
-    /// challenge (`None` disables it, as Python's `authkey=None`).
+    /// Listens at `address` (`None`: as Python's default, a fresh Unix socket in the temporary
+    /// directory, or a fresh `\\.\pipe\multiprocess-<pid>-<random>` on Windows). With
+    /// `authkey`, every accepted connection must pass the mutual challenge (`None` disables it,
+    /// as Python's `authkey=None`).
     ///
     /// # Errors
-    /// [`Error::Io`] if the address is in use or invalid; [`Error::InvalidArgument`] for an
-    /// address family this platform lacks.
+    /// [`Error::Io`] if the address is in use or invalid, or of a family this platform lacks
+    /// (a named pipe off Windows; a Unix path, abstract name or TCP on Windows).
     pub fn bind(address: Option<Address>, authkey: Option<&[u8]>) -> Result<Listener> {
         let address = match address {
             Some(a) => a,
-            None => Address::Unix(fresh_socket_path()?),
+            None => sys::default_listener_address()
+                .map_err(|e| Error::io("naming a listener address", e))?,
         };
         let socket = sys::listen(&address)
             .map_err(|e| Error::io(format!("binding a listener to {address:?}"), e))?;
@@ -144,16 +156,4 @@ pub fn client(address: &Address, authkey: Option<&[u8]>) -> Result<Connection> {
         auth::deliver_challenge(&conn, key)?;
     }
     Ok(conn)
-}
-
-/// A new socket path in the temporary directory.
-fn fresh_socket_path() -> Result<PathBuf> {
-    let mut nonce = [0u8; 8];
-    getrandom::fill(&mut nonce)
-        .map_err(|e| Error::io("naming a socket", std::io::Error::other(e.to_string())))?;
-    Ok(std::env::temp_dir().join(format!(
-        "mp-{}-{:016x}.sock",
-        std::process::id(),
-        u64::from_le_bytes(nonce)
-    )))
 }

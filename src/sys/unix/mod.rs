@@ -604,7 +604,31 @@ pub(crate) fn listen(address: &crate::connection::Address) -> io::Result<SocketL
             std::os::unix::net::UnixListener::bind_addr(&os::abstract_address(name)?)?,
         ),
         Address::Tcp(addr) => SocketListener::Tcp(std::net::TcpListener::bind(addr)?),
+        Address::Pipe(name) => return Err(no_pipes(name)),
     })
+}
+
+/// Named pipes are Windows only (Python raises `ValueError` for `AF_PIPE` elsewhere).
+fn no_pipes(name: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!(
+            "named pipe addresses ({name:?}) exist only on Windows; use a Unix socket path or TCP"
+        ),
+    )
+}
+
+/// A fresh Unix socket path in the temporary directory, for `Listener::bind(None, ..)`.
+pub(crate) fn default_listener_address() -> io::Result<crate::connection::Address> {
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(crate::connection::Address::Unix(std::env::temp_dir().join(
+        format!(
+            "mp-{}-{:016x}.sock",
+            std::process::id(),
+            u64::from_le_bytes(nonce)
+        ),
+    )))
 }
 
 /// Connects to `address`.
@@ -620,6 +644,7 @@ pub(crate) fn connect(address: &crate::connection::Address) -> io::Result<Stream
             s.set_nodelay(true)?;
             OwnedFd::from(s)
         }
+        Address::Pipe(name) => return Err(no_pipes(name)),
     };
     Ok(Stream::from(fd))
 }

@@ -24,6 +24,7 @@
 
 mod image;
 mod pipe;
+mod pipe_listener;
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -55,6 +56,7 @@ use windows_sys::Win32::System::Threading::{
 
 pub(super) use image::{build_id, exe_path, in_main_image};
 pub(crate) use pipe::{Channel, channel_pair};
+pub(crate) use pipe_listener::{SocketListener, connect, default_listener_address, listen};
 
 /// A handle that [`wait_readable`] can wait on: a process (or any waitable kernel object), or a
 /// channel, which is ready when it has bytes or end of file. (`pub` because the hidden
@@ -668,6 +670,11 @@ pub(crate) fn transfer_handles(
 
 /// Tells the child the values of the handles it now owns, as one frame.
 pub(crate) fn send_transfer(channel: &Channel, transfer: Transfer) -> io::Result<()> {
+    // Nothing to say: the child reads this frame only when its bootstrap announces handles,
+    // and an unread frame would look to it like its parent hanging up.
+    if transfer.0.is_empty() {
+        return Ok(());
+    }
     let bytes: Vec<u8> = transfer.0.iter().flat_map(|v| v.to_le_bytes()).collect();
     crate::wire::write_frame(&mut &*channel, &bytes)
 }
@@ -690,37 +697,6 @@ pub(crate) fn recv_handles(channel: &Channel, count: usize) -> io::Result<Vec<Ow
             unsafe { OwnedHandle::from_raw_handle(v as usize as HANDLE) }
         })
         .collect())
-}
-
-/// Listener sockets are not built on Windows yet (no value of this type exists).
-#[derive(Debug)]
-pub(crate) enum SocketListener {}
-
-impl SocketListener {
-    pub(crate) fn accept(&self) -> io::Result<(Stream, String)> {
-        match *self {}
-    }
-
-    pub(crate) fn local_tcp_address(&self) -> Option<std::net::SocketAddr> {
-        match *self {}
-    }
-}
-
-fn no_listener() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        "Listener and Client are not available on Windows yet",
-    )
-}
-
-/// Not yet on Windows.
-pub(crate) fn listen(_address: &crate::connection::Address) -> io::Result<SocketListener> {
-    Err(no_listener())
-}
-
-/// Not yet on Windows.
-pub(crate) fn connect(_address: &crate::connection::Address) -> io::Result<Stream> {
-    Err(no_listener())
 }
 
 /// Handles cannot travel over a `Connection` on Windows yet (the receiving process would have

@@ -1,0 +1,296 @@
+//! `Listener` and `client` on Windows, as CPython does them there: over named pipes
+//! (`\\.\pipe\name`, Python's `AF_PIPE`). The listener keeps one unconnected pipe instance
+//! ready at all times, so that clients find the name while it waits in `accept`; each accepted
+//! instance becomes a [`Channel`].
+
+use std::fmt;
+use std::io;
+use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use windows_sys::Win32::Foundation::{
+    ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_IO_PENDING, ERROR_PIPE_BUSY,
+    ERROR_PIPE_CONNECTED, ERROR_SEM_TIMEOUT, GENERIC_READ, GENERIC_WRITE, GetLastError,
+    INVALID_HANDLE_VALUE,
+};
+use windows_sys::Win32::Storage::FileSystem::{
+    CreateFileW, FILE_FLAG_FIRST_PIPE_INSTANCE, FILE_FLAG_OVERLAPPED, OPEN_EXISTING,
+    PIPE_ACCESS_DUPLEX,
+};
+use windows_sys::Win32::System::IO::{GetOverlappedResult, OVERLAPPED};
+use windows_sys::Win32::System::Pipes::{
+    ConnectNamedPipe, CreateNamedPipeW, GetNamedPipeHandleStateW, PIPE_READMODE_BYTE,
+    PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES, PIPE_WAIT, WaitNamedPipeW,
+};
+use windows_sys::Win32::System::Threading::CreateEventW;
+
+use super::{Channel, Stream};
+use crate::connection::Address;
+
+/// Each direction's buffer quota of a listener's pipe instances.
+const PIPE_BUFFER: u32 = 64 * 1024;
+/// How long a client keeps retrying a pipe whose instances are all busy (CPython: 20 s).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+/// The prefix every local named pipe's name starts with.
+const PIPE_PREFIX: &str = r"\\.\pipe\";
+
+/// A named-pipe server for `Listener`.
+pub(crate) struct SocketListener {
+    /// The pipe's name, NUL-terminated UTF-16.
+    name: Vec<u16>,
+    /// The pipe's name as given.
+    display: String,
+    /// The instance the next client connects to (`None` only if making one failed).
+    next: Mutex<Option<OwnedHandle>>,
+}
+
+impl fmt::Debug for SocketListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SocketListener")
+            .field("name", &self.display)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn last_error() -> u32 {
+    // SAFETY: reads the calling thread's last-error value.
+    unsafe { GetLastError() }
+}
+
+fn wide(s: &str) -> Vec<u16> {
+    s.encode_utf16().chain(Some(0)).collect()
+}
+
+/// The address families Windows lacks here.
+fn unsupported(address: &Address) -> io::Error {
+    let what = match address {
+        Address::Unix(_) => "Unix socket paths",
+        Address::Abstract(_) => "abstract socket names",
+        Address::Tcp(_) => "TCP addresses",
+        Address::Pipe(_) => "this address",
+    };
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!(
+            "{what} are not supported by Listener and Client on Windows; use a named pipe \
+             (Address::Pipe(r\"\\\\.\\pipe\\name\"))"
+        ),
+    )
+}
+
+/// The pipe name of `address`, checked to be a local named pipe.
+fn pipe_name(address: &Address) -> io::Result<&str> {
+    let Address::Pipe(name) = address else {
+        return Err(unsupported(address));
+    };
+    let ok = name.len() > PIPE_PREFIX.len()
+        && name[..PIPE_PREFIX.len()].eq_ignore_ascii_case(PIPE_PREFIX)
+        && !name.contains('\0');
+    if !ok {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("a named pipe address must look like \\\\.\\pipe\\name, not {name:?}"),
+        ));
+    }
+    Ok(name)
+}
+
+/// A new instance of the pipe `name`, waiting for a client. The first one of a listener must
+/// create the name: if the name exists already, that is "address in use".
+fn new_instance(name: &[u16], first: bool) -> io::Result<OwnedHandle> {
+    let mut open_mode = PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED;
+    if first {
+        open_mode |= FILE_FLAG_FIRST_PIPE_INSTANCE;
+    }
+    // SAFETY: `name` is NUL-terminated UTF-16; default security, so not inheritable.
+    let h = unsafe {
+        CreateNamedPipeW(
+            name.as_ptr(),
+            open_mode,
+            PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT,
+            PIPE_UNLIMITED_INSTANCES,
+            PIPE_BUFFER,
+            PIPE_BUFFER,
+            0,
+            std::ptr::null(),
+        )
+    };
+    if h == INVALID_HANDLE_VALUE {
+        let code = last_error();
+        if first && matches!(code, ERROR_ACCESS_DENIED | ERROR_PIPE_BUSY) {
+            return Err(in_use());
+        }
+        return Err(io::Error::from_raw_os_error(code as i32));
+    }
+    // SAFETY: a fresh handle that we own.
+    let h = unsafe { OwnedHandle::from_raw_handle(h) };
+    if first && instances(&h)? > 1 {
+        // Wine ignores FILE_FLAG_FIRST_PIPE_INSTANCE; the count catches it there.
+        return Err(in_use());
+    }
+    Ok(h)
+}
+
+fn in_use() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AddrInUse,
+        "address in use: a pipe with this name exists already",
+    )
+}
+
+/// How many instances of `pipe`'s name exist.
+fn instances(pipe: &OwnedHandle) -> io::Result<u32> {
+    let mut count = 0u32;
+    // SAFETY: queries our own valid pipe handle; the other outputs are not asked for (null).
+    let ok = unsafe {
+        GetNamedPipeHandleStateW(
+            pipe.as_raw_handle(),
+            std::ptr::null_mut(),
+            &mut count,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        )
+    };
+    if ok == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(count)
+}
+
+/// A new manual-reset, unsignalled, non-inheritable event.
+fn new_event() -> io::Result<OwnedHandle> {
+    // SAFETY: no security attributes (not inheritable), no name.
+    let h = unsafe { CreateEventW(std::ptr::null(), 1, 0, std::ptr::null()) };
+    if h.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh handle that we own.
+    Ok(unsafe { OwnedHandle::from_raw_handle(h) })
+}
+
+/// Waits until a client has connected to `instance` (one that already has counts).
+fn wait_for_client(instance: &OwnedHandle) -> io::Result<()> {
+    let event = new_event()?;
+    let mut block = OVERLAPPED {
+        hEvent: event.as_raw_handle(),
+        ..Default::default()
+    };
+    // SAFETY: `block` and `event` outlive the operation: if it is pending, we wait for it to
+    // complete below before returning.
+    let ok = unsafe { ConnectNamedPipe(instance.as_raw_handle(), &mut block) };
+    if ok != 0 {
+        return Ok(());
+    }
+    match last_error() {
+        // The client came between CreateNamedPipeW and now.
+        ERROR_PIPE_CONNECTED => Ok(()),
+        ERROR_IO_PENDING => {
+            let mut n = 0u32;
+            // SAFETY: waits (bWait = TRUE) for the operation started above on `block`.
+            if unsafe { GetOverlappedResult(instance.as_raw_handle(), &block, &mut n, 1) } == 0 {
+                let code = last_error();
+                if code == ERROR_PIPE_CONNECTED {
+                    return Ok(());
+                }
+                return Err(io::Error::from_raw_os_error(code as i32));
+            }
+            Ok(())
+        }
+        code => Err(io::Error::from_raw_os_error(code as i32)),
+    }
+}
+
+impl SocketListener {
+    /// Accepts one client: its stream and the pipe's name (a pipe client has no address).
+    pub(crate) fn accept(&self) -> io::Result<(Stream, String)> {
+        let mut next = lock(&self.next);
+        // Make the following instance first, as CPython does: the name never goes missing
+        // while we wait, and no other server can take it over.
+        let instance = match next.take() {
+            Some(h) => h,
+            None => new_instance(&self.name, false)?,
+        };
+        *next = new_instance(&self.name, false).ok();
+        wait_for_client(&instance)?;
+        Ok((Channel::new(instance)?, self.display.clone()))
+    }
+
+    /// Pipes have no TCP address.
+    pub(crate) fn local_tcp_address(&self) -> Option<std::net::SocketAddr> {
+        None
+    }
+}
+
+/// Listens at `address`, which must be a named pipe on Windows.
+pub(crate) fn listen(address: &Address) -> io::Result<SocketListener> {
+    let display = pipe_name(address)?.to_owned();
+    let name = wide(&display);
+    let first = new_instance(&name, true)?;
+    Ok(SocketListener {
+        name,
+        display,
+        next: Mutex::new(Some(first)),
+    })
+}
+
+/// Connects to the named pipe `address`, waiting while all its instances are busy.
+pub(crate) fn connect(address: &Address) -> io::Result<Stream> {
+    let name = wide(pipe_name(address)?);
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    loop {
+        // SAFETY: `name` is NUL-terminated UTF-16; default security, so not inheritable.
+        let h = unsafe {
+            CreateFileW(
+                name.as_ptr(),
+                GENERIC_READ | GENERIC_WRITE,
+                0,
+                std::ptr::null(),
+                OPEN_EXISTING,
+                FILE_FLAG_OVERLAPPED,
+                std::ptr::null_mut(),
+            )
+        };
+        if h != INVALID_HANDLE_VALUE {
+            // SAFETY: a fresh handle that we own.
+            return Channel::new(unsafe { OwnedHandle::from_raw_handle(h) });
+        }
+        let code = last_error();
+        if code == ERROR_FILE_NOT_FOUND {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no listener at this named pipe",
+            ));
+        }
+        if code != ERROR_PIPE_BUSY || Instant::now() >= deadline {
+            return Err(io::Error::from_raw_os_error(code as i32));
+        }
+        // SAFETY: `name` is NUL-terminated UTF-16.
+        if unsafe { WaitNamedPipeW(name.as_ptr(), 1000) } == 0 {
+            let code = last_error();
+            if !matches!(
+                code,
+                ERROR_SEM_TIMEOUT | ERROR_PIPE_BUSY | ERROR_FILE_NOT_FOUND
+            ) {
+                return Err(io::Error::from_raw_os_error(code as i32));
+            }
+        }
+    }
+}
+
+/// A fresh pipe name for `Listener::bind(None, ..)`.
+pub(crate) fn default_listener_address() -> io::Result<Address> {
+    let mut nonce = [0u8; 8];
+    getrandom::fill(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(Address::Pipe(format!(
+        r"{PIPE_PREFIX}multiprocess-{}-{:016x}",
+        std::process::id(),
+        u64::from_le_bytes(nonce)
+    )))
+}
