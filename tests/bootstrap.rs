@@ -303,18 +303,8 @@ fn broken_stderr_does_not_change_exit_codes() {
     use std::os::unix::process::CommandExt;
     multiprocess::init_test();
     let _g = common::start();
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "scenario_closed_stdio",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-        "-q",
-    ])
-    .env("MULTIPROCESS_SCENARIO", "1")
-    .stdin(Stdio::null())
-    .stdout(Stdio::null());
+    let mut cmd = common::scenario_command("scenario_closed_stdio");
+    cmd.stdout(Stdio::null());
     // SAFETY: only async-signal-safe pipe/dup2/close calls between fork and exec.
     unsafe {
         cmd.pre_exec(|| {

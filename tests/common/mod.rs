@@ -450,10 +450,19 @@ pub fn scenario(name: &str) -> std::process::Child {
 
 /// [`scenario`] with one more environment variable.
 pub fn scenario_with(name: &str, env: Option<(&str, &str)>) -> std::process::Child {
-    let mut cmd = std::process::Command::new(std::env::current_exe().expect("current_exe"));
+    let mut cmd = scenario_command(name);
     if let Some((key, value)) = env {
         cmd.env(key, value);
     }
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run scenario")
+}
+
+/// The command that runs scenario `name` (stdin null; stdout and stderr inherited until set).
+pub fn scenario_command(name: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(std::env::current_exe().expect("current_exe"));
     cmd.args([
         name,
         "--exact",
@@ -463,11 +472,8 @@ pub fn scenario_with(name: &str, env: Option<(&str, &str)>) -> std::process::Chi
         "-q",
     ])
     .env("MULTIPROCESS_SCENARIO", "1")
-    .stdin(std::process::Stdio::null())
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .expect("run scenario")
+    .stdin(std::process::Stdio::null());
+    cmd
 }
 
 /// True inside a scenario run (see [`scenario`]); scenario tests do nothing otherwise.

@@ -438,44 +438,57 @@ pub(crate) fn recv_handles_on(stream: &Stream, count: usize) -> io::Result<Vec<O
     recv_fds(stream.as_fd(), count)
 }
 
+/// Runs `f` with a message of one data byte and room for `fd_count` descriptors: the buffers
+/// live on this frame, so the pointers inside the `msghdr` stay valid for the call.
+fn with_fd_message<R>(fd_count: usize, f: impl FnOnce(&mut libc::msghdr) -> R) -> R {
+    let payload = fd_count * std::mem::size_of::<i32>();
+    // SAFETY: CMSG_SPACE is a pure size computation.
+    let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: msghdr is plain data; every pointer set below outlives `f`.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    f(&mut msg)
+}
+
 fn send_fds(socket: BorrowedFd<'_>, fds: Vec<OwnedFd>) -> io::Result<()> {
     for chunk in fds.chunks(FDS_PER_MESSAGE) {
         let fds: Vec<i32> = chunk.iter().map(AsRawFd::as_raw_fd).collect();
-        let payload = std::mem::size_of_val(fds.as_slice());
-        // SAFETY: CMSG_SPACE is a pure size computation.
-        let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
-        let mut control = vec![0u64; space.div_ceil(8)];
-        let mut byte = [0u8; 1];
-        let mut iov = libc::iovec {
-            iov_base: byte.as_mut_ptr().cast(),
-            iov_len: 1,
-        };
-        // SAFETY: msghdr is plain data; every pointer set below outlives the sendmsg call.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        // SAFETY: the control buffer is `space` bytes, aligned for cmsghdr, and holds exactly
-        // one header with `payload` bytes of descriptors.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(&msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(payload as u32) as _;
-            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast(), fds.len());
-        }
-        loop {
-            // SAFETY: `msg` is fully initialised above.
-            let r = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
-            if r >= 0 {
-                break;
+        with_fd_message(fds.len(), |msg| {
+            // SAFETY: the control buffer has room, aligned for cmsghdr, for exactly one header
+            // with `fds.len()` descriptors.
+            unsafe {
+                let cmsg = libc::CMSG_FIRSTHDR(msg);
+                (*cmsg).cmsg_level = libc::SOL_SOCKET;
+                (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+                (*cmsg).cmsg_len =
+                    libc::CMSG_LEN(std::mem::size_of_val(fds.as_slice()) as u32) as _;
+                std::ptr::copy_nonoverlapping(
+                    fds.as_ptr(),
+                    libc::CMSG_DATA(cmsg).cast(),
+                    fds.len(),
+                );
             }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+            loop {
+                // SAFETY: `msg` is fully initialised.
+                let r = unsafe { libc::sendmsg(socket.as_raw_fd(), msg, libc::MSG_NOSIGNAL) };
+                if r >= 0 {
+                    return Ok(());
+                }
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
             }
-        }
+        })?;
     }
     Ok(())
 }
@@ -484,58 +497,50 @@ fn recv_fds(socket: BorrowedFd<'_>, count: usize) -> io::Result<Vec<OwnedFd>> {
     let mut out = Vec::with_capacity(count);
     while out.len() < count {
         let want = (count - out.len()).min(FDS_PER_MESSAGE);
-        let payload = want * std::mem::size_of::<i32>();
-        // SAFETY: CMSG_SPACE is a pure size computation.
-        let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
-        let mut control = vec![0u64; space.div_ceil(8)];
-        let mut byte = [0u8; 1];
-        let mut iov = libc::iovec {
-            iov_base: byte.as_mut_ptr().cast(),
-            iov_len: 1,
-        };
-        // SAFETY: msghdr is plain data; every pointer set below outlives the recvmsg call.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = space as _;
-        let flags = cloexec_flag();
-        // SAFETY: `msg` points at live buffers of the sizes given.
-        let r = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, flags) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        if r == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "handles never arrived",
-            ));
-        }
         let before = out.len();
-        // SAFETY: walks the control messages the kernel wrote into our buffer.
-        unsafe {
-            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-            while !cmsg.is_null() {
-                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-                    let data = libc::CMSG_DATA(cmsg).cast::<i32>();
-                    let n = ((*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
-                        / std::mem::size_of::<i32>();
-                    for i in 0..n {
-                        let fd = std::ptr::read_unaligned(data.add(i));
-                        out.push(OwnedFd::from_raw_fd(fd));
-                    }
+        // `None`: interrupted before anything arrived, try again.
+        let received = with_fd_message(want, |msg| -> io::Result<Option<bool>> {
+            let flags = cloexec_flag();
+            // SAFETY: `msg` points at live buffers of the sizes given.
+            let r = unsafe { libc::recvmsg(socket.as_raw_fd(), msg, flags) };
+            if r < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    return Ok(None);
                 }
-                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+                return Err(e);
             }
-        }
+            if r == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "handles never arrived",
+                ));
+            }
+            // SAFETY: walks the control messages the kernel wrote into our buffer.
+            unsafe {
+                let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+                while !cmsg.is_null() {
+                    if (*cmsg).cmsg_level == libc::SOL_SOCKET
+                        && (*cmsg).cmsg_type == libc::SCM_RIGHTS
+                    {
+                        let data = libc::CMSG_DATA(cmsg).cast::<i32>();
+                        let n = ((*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
+                            / std::mem::size_of::<i32>();
+                        for i in 0..n {
+                            let fd = std::ptr::read_unaligned(data.add(i));
+                            out.push(OwnedFd::from_raw_fd(fd));
+                        }
+                    }
+                    cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+                }
+            }
+            Ok(Some(msg.msg_flags & libc::MSG_CTRUNC != 0))
+        })?;
+        let Some(truncated) = received else { continue };
         for fd in &out[before..] {
             set_cloexec(fd)?;
         }
-        if msg.msg_flags & libc::MSG_CTRUNC != 0 || out.len() == before {
+        if truncated || out.len() == before {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 "handles were lost in transit",
