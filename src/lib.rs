@@ -4,7 +4,7 @@
 //! in a child started by **spawn** (re-running this program, on every OS) or **fork** (Unix), and
 //! reports its exit code, as Python does, and its return value, which Python cannot.
 //!
-//! ```
+//! ```standalone_crate
 //! use multiprocess::Process;
 //!
 //! fn worker(sec: u64) -> u64 {

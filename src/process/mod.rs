@@ -39,7 +39,7 @@ static CHILDREN: Mutex<Vec<Arc<Shared>>> = Mutex::new(Vec::new());
 /// ([`Process::from_run`]) or, for the fork method, a closure ([`Process::from_closure`]); set
 /// `name`, `daemon` and `authkey` with the builder methods; then [`start`](Process::start) it.
 ///
-/// ```
+/// ```standalone_crate
 /// fn square(x: u64) -> u64 { x * x }
 ///
 /// multiprocess::init_test(); // `multiprocess::init()` as the first line of `main` in a program
