@@ -106,6 +106,28 @@ fn wide(s: &str) -> Vec<u16> {
 
 /// A connected pair of channel ends, neither inheritable: a named pipe with a fresh random
 /// name, one instance only, local clients only.
+/// Opens the client end of the named pipe `name` (NUL-terminated UTF-16) for overlapped I/O,
+/// not inheritable. The error carries the OS code (e.g. ERROR_PIPE_BUSY).
+pub(super) fn open_client_end(name: &[u16]) -> io::Result<OwnedHandle> {
+    // SAFETY: `name` is NUL-terminated UTF-16; default security, so not inheritable.
+    let h = unsafe {
+        CreateFileW(
+            name.as_ptr(),
+            GENERIC_READ | GENERIC_WRITE,
+            0,
+            std::ptr::null(),
+            OPEN_EXISTING,
+            FILE_FLAG_OVERLAPPED,
+            std::ptr::null_mut(),
+        )
+    };
+    if h == INVALID_HANDLE_VALUE {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh handle that we own.
+    Ok(unsafe { OwnedHandle::from_raw_handle(h) })
+}
+
 pub(crate) fn channel_pair() -> io::Result<(Channel, Channel)> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut nonce = [0u8; 8];
@@ -134,23 +156,7 @@ pub(crate) fn channel_pair() -> io::Result<(Channel, Channel)> {
     }
     // SAFETY: a fresh handle that we own.
     let server = unsafe { OwnedHandle::from_raw_handle(server) };
-    // SAFETY: opens the pipe we just created; not inheritable.
-    let client = unsafe {
-        CreateFileW(
-            name.as_ptr(),
-            GENERIC_READ | GENERIC_WRITE,
-            0,
-            std::ptr::null(),
-            OPEN_EXISTING,
-            FILE_FLAG_OVERLAPPED,
-            std::ptr::null_mut(),
-        )
-    };
-    if client == INVALID_HANDLE_VALUE {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh handle that we own.
-    let client = unsafe { OwnedHandle::from_raw_handle(client) };
+    let client = open_client_end(&name)?;
     // The client is connected already; ConnectNamedPipe confirms it without waiting.
     let event = new_event()?;
     let mut block = OVERLAPPED {

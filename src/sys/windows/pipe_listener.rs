@@ -11,12 +11,10 @@ use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{
     ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_IO_PENDING, ERROR_PIPE_BUSY,
-    ERROR_PIPE_CONNECTED, ERROR_SEM_TIMEOUT, GENERIC_READ, GENERIC_WRITE, GetLastError,
-    INVALID_HANDLE_VALUE,
+    ERROR_PIPE_CONNECTED, ERROR_SEM_TIMEOUT, GetLastError, INVALID_HANDLE_VALUE,
 };
 use windows_sys::Win32::Storage::FileSystem::{
-    CreateFileW, FILE_FLAG_FIRST_PIPE_INSTANCE, FILE_FLAG_OVERLAPPED, OPEN_EXISTING,
-    PIPE_ACCESS_DUPLEX,
+    FILE_FLAG_FIRST_PIPE_INSTANCE, FILE_FLAG_OVERLAPPED, PIPE_ACCESS_DUPLEX,
 };
 use windows_sys::Win32::System::IO::{GetOverlappedResult, OVERLAPPED};
 use windows_sys::Win32::System::Pipes::{
@@ -25,6 +23,7 @@ use windows_sys::Win32::System::Pipes::{
 };
 use windows_sys::Win32::System::Threading::CreateEventW;
 
+use super::pipe::open_client_end;
 use super::{Channel, Stream};
 use crate::connection::Address;
 
@@ -245,23 +244,10 @@ pub(crate) fn connect(address: &Address) -> io::Result<Stream> {
     let name = wide(pipe_name(address)?);
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     loop {
-        // SAFETY: `name` is NUL-terminated UTF-16; default security, so not inheritable.
-        let h = unsafe {
-            CreateFileW(
-                name.as_ptr(),
-                GENERIC_READ | GENERIC_WRITE,
-                0,
-                std::ptr::null(),
-                OPEN_EXISTING,
-                FILE_FLAG_OVERLAPPED,
-                std::ptr::null_mut(),
-            )
+        let code = match open_client_end(&name) {
+            Ok(h) => return Channel::new(h),
+            Err(e) => e.raw_os_error().unwrap_or(0) as u32,
         };
-        if h != INVALID_HANDLE_VALUE {
-            // SAFETY: a fresh handle that we own.
-            return Channel::new(unsafe { OwnedHandle::from_raw_handle(h) });
-        }
-        let code = last_error();
         if code == ERROR_FILE_NOT_FOUND {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
