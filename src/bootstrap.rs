@@ -431,14 +431,11 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 
 /// Sends a report to the parent; a parent that is gone cannot be told, so errors are ignored.
 fn send(channel: &sys::Channel, report: &Report) {
-    // Small reports are framed on the stack: after a fork every heap page the child touches
+    // Small reports are encoded on the stack: after a fork every heap page the child touches
     // is a copy-on-write fault.
     let mut small = [0u8; 256];
-    let (head, body) = small.split_at_mut(4);
-    if let Ok(payload) = postcard::to_slice(report, body) {
-        let n = payload.len();
-        head.copy_from_slice(&wire::header(n).0[..4]);
-        let _ = (&*channel).write_all(&small[..4 + n]);
+    if let Ok(payload) = postcard::to_slice(report, &mut small) {
+        let _ = wire::write_frame(&mut &*channel, payload);
     } else if let Ok(bytes) = wire::encode(report) {
         let _ = wire::write_frame(&mut &*channel, &bytes);
     }
