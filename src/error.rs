@@ -63,6 +63,23 @@ pub enum Error {
     /// executable, or received a garbled bootstrap message. The message names the fix.
     #[error("child bootstrap failed: {0}")]
     Bootstrap(String),
+    /// A process died while holding a lock (or a semaphore slot). The lock was recovered and is
+    /// free again; the data it protected may be half-updated. Beyond Python, which deadlocks.
+    #[error("the owner of the lock (pid {pid}) died while holding it; the lock was recovered")]
+    OwnerDied {
+        /// The process that died.
+        pid: u32,
+    },
+    /// A [`Barrier`](crate::Barrier) was aborted, reset, or timed out while this caller waited
+    /// (Python's `threading.BrokenBarrierError`).
+    #[error("the barrier is broken")]
+    BrokenBarrier,
+    /// A queue is full (Python's `queue.Full`).
+    #[error("the queue is full")]
+    Full,
+    /// A queue is empty (Python's `queue.Empty`).
+    #[error("the queue is empty")]
+    Empty,
 }
 
 /// `Result<T, multiprocess::Error>`.

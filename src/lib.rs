@@ -81,7 +81,11 @@ pub mod connection;
 mod context;
 mod error;
 mod process;
+mod queues;
 mod registry;
+pub mod shared_memory;
+mod sharedctypes;
+mod synchronize;
 mod sys;
 mod wire;
 
@@ -96,6 +100,11 @@ pub use process::{
     current_process, parent_process,
 };
 pub use registry::{Run, Target};
+pub use sharedctypes::{Array, ArrayGuard, Pod, RawArray, RawValue, Value, ValueGuard, Zeroable};
+pub use synchronize::{
+    Barrier, BoundedSemaphore, Condition, ConditionGuard, ConditionLock, Event, Lock, LockGuard,
+    RLock, RLockGuard, Semaphore, SemaphoreGuard,
+};
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[cfg(doctest)]

@@ -34,3 +34,44 @@ pub(crate) use windows::*;
 
 #[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
 compile_error!("multiprocess supports Linux, macOS and Windows");
+
+/// A shared region seen as 32-bit atomic words, and how it travels inside messages.
+impl Region {
+    /// The region as atomic words (its length rounded down to whole words).
+    pub(crate) fn words(&self) -> &[std::sync::atomic::AtomicU32] {
+        // SAFETY: `base()` is page-aligned and `len()` bytes stay mapped while `self` lives; an
+        // `AtomicU32` has no invalid bit patterns, and through this view the memory is only
+        // accessed atomically (another process can only change it atomically or through
+        // caller-synchronised copies).
+        unsafe {
+            std::slice::from_raw_parts(
+                self.base() as *const std::sync::atomic::AtomicU32,
+                self.len() / 4,
+            )
+        }
+    }
+}
+
+impl serde::Serialize for Region {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let handles = self.handles().map_err(S::Error::custom)?;
+        let indices = handles
+            .into_iter()
+            .map(|h| crate::wire::push_handle::<S::Error>("shared object", h))
+            .collect::<Result<Vec<u32>, _>>()?;
+        indices.serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Region {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let indices = Vec::<u32>::deserialize(deserializer)?;
+        let handles = indices
+            .into_iter()
+            .map(|i| crate::wire::take_handle::<D::Error>("shared object", i))
+            .collect::<Result<Vec<_>, _>>()?;
+        Region::from_handles(handles).map_err(D::Error::custom)
+    }
+}

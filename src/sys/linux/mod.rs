@@ -103,3 +103,68 @@ pub(super) fn abstract_address(name: &[u8]) -> std::io::Result<std::os::unix::ne
     use std::os::linux::net::SocketAddrExt;
     std::os::unix::net::SocketAddr::from_abstract_name(name)
 }
+
+/// A new, empty, close-on-exec shared-memory file with no name (`memfd_create`).
+pub(super) fn anonymous_memory() -> io::Result<OwnedFd> {
+    // SAFETY: the name is a NUL-terminated literal; the flags are valid.
+    let fd = unsafe { libc::memfd_create(c"multiprocess".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by memfd_create and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sleeps while `*word == expected`, at most `timeout` (forever with `None`). Returns `false`
+/// only when the timeout ran out; a wake-up, a changed word or a signal return `true` (callers
+/// re-check their condition in a loop). Works across processes: the futex is not private.
+pub(super) fn futex_wait(
+    word: &std::sync::atomic::AtomicU32,
+    expected: u32,
+    timeout: Option<std::time::Duration>,
+) -> bool {
+    let ts = timeout.map(|d| libc::timespec {
+        tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+        tv_nsec: d.subsec_nanos() as libc::c_long,
+    });
+    let ts_ptr = ts
+        .as_ref()
+        .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+    // SAFETY: `word` is a valid, aligned 4-byte atomic for the duration of the call; FUTEX_WAIT
+    // only reads it. `ts_ptr` is null or points to a live timespec.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            ts_ptr,
+        )
+    };
+    !(r < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ETIMEDOUT))
+}
+
+/// Wakes up to `n` processes sleeping in [`futex_wait`] on `word`.
+pub(super) fn futex_wake(word: &std::sync::atomic::AtomicU32, n: u32) {
+    // SAFETY: FUTEX_WAKE does not access memory through the pointer beyond identifying it.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            n.min(i32::MAX as u32) as i32,
+        );
+    }
+}
+
+/// Whether process `pid` is running: it exists and is not a zombie waiting to be reaped.
+pub(super) fn process_alive(pid: u32) -> bool {
+    match std::fs::read(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the command name, which ends with the last ')'.
+        Ok(stat) => match stat.iter().rposition(|&b| b == b')') {
+            Some(i) => !matches!(stat.get(i + 2), Some(b'Z' | b'X')),
+            None => true,
+        },
+        Err(e) => e.kind() != io::ErrorKind::NotFound,
+    }
+}

@@ -2,6 +2,7 @@
 //! image from dyld. Type-checked and linted in CI (`aarch64-apple-darwin`, `x86_64-apple-darwin`);
 //! not run, since no macOS runner is available.
 
+use std::ffi::c_void;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -85,4 +86,78 @@ pub(super) fn abstract_address(_name: &[u8]) -> io::Result<std::os::unix::net::S
         io::ErrorKind::Unsupported,
         "abstract socket names exist only on Linux",
     ))
+}
+
+/// A new, empty shared-memory object with no name: `shm_open` under a random name, unlinked at
+/// once (macOS has no `memfd_create`).
+pub(super) fn anonymous_memory() -> io::Result<OwnedFd> {
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).map_err(io::Error::other)?;
+    let name = format!("/mp-{:016x}\0", u64::from_le_bytes(random));
+    // SAFETY: `name` is NUL-terminated; flags and mode are valid.
+    let fd = unsafe {
+        libc::shm_open(
+            name.as_ptr().cast(),
+            libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+            0o600 as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by shm_open and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `name` is NUL-terminated.
+    unsafe { libc::shm_unlink(name.as_ptr().cast()) };
+    Ok(fd)
+}
+
+unsafe extern "C" {
+    // libSystem's address wait (the mechanism under C++20 `atomic::wait`), shared flavour.
+    fn __ulock_wait(operation: u32, addr: *mut c_void, value: u64, timeout_us: u32) -> i32;
+    fn __ulock_wake(operation: u32, addr: *mut c_void, wake_value: u64) -> i32;
+}
+
+const UL_COMPARE_AND_WAIT_SHARED: u32 = 3;
+const ULF_WAKE_ALL: u32 = 0x100;
+const ULF_NO_ERRNO: u32 = 0x0100_0000;
+
+/// Sleeps while `*word == expected`, at most `timeout`; `false` only when the timeout ran out.
+pub(super) fn futex_wait(
+    word: &std::sync::atomic::AtomicU32,
+    expected: u32,
+    timeout: Option<std::time::Duration>,
+) -> bool {
+    // 0 means forever; cap long waits (callers loop with their own deadline).
+    let us = timeout.map_or(0, |d| d.as_micros().clamp(1, u32::MAX as u128) as u32);
+    // SAFETY: `word` is a valid, aligned 4-byte atomic for the duration of the call.
+    let r = unsafe {
+        __ulock_wait(
+            UL_COMPARE_AND_WAIT_SHARED | ULF_NO_ERRNO,
+            word.as_ptr().cast(),
+            expected as u64,
+            us,
+        )
+    };
+    r != -libc::ETIMEDOUT
+}
+
+/// Wakes one (`n == 1`) or all processes sleeping in [`futex_wait`] on `word`.
+pub(super) fn futex_wake(word: &std::sync::atomic::AtomicU32, n: u32) {
+    let all = if n > 1 { ULF_WAKE_ALL } else { 0 };
+    // SAFETY: the call only uses the address to find sleepers.
+    unsafe {
+        __ulock_wake(
+            UL_COMPARE_AND_WAIT_SHARED | ULF_NO_ERRNO | all,
+            word.as_ptr().cast(),
+            0,
+        )
+    };
+}
+
+/// Whether process `pid` exists (a zombie counts as alive until reaped).
+pub(super) fn process_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks for existence and permission.
+    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }

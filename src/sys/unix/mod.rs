@@ -12,6 +12,12 @@ use std::time::{Duration, Instant};
 
 use super::os;
 
+mod region;
+mod shm;
+pub(crate) use region::*;
+#[allow(unused_imports)]
+pub(crate) use shm::*;
+
 /// The byte stream between a parent and one child: bootstrap down, reports up.
 pub(crate) type Channel = UnixStream;
 

@@ -25,6 +25,8 @@
 mod image;
 mod pipe;
 mod pipe_listener;
+mod region;
+mod shm;
 
 use std::ffi::{OsStr, OsString};
 use std::io;
@@ -57,6 +59,9 @@ use windows_sys::Win32::System::Threading::{
 pub(super) use image::{build_id, exe_path, in_main_image};
 pub(crate) use pipe::{Channel, channel_pair};
 pub(crate) use pipe_listener::{SocketListener, connect, default_listener_address, listen};
+pub(crate) use region::*;
+#[allow(unused_imports)]
+pub(crate) use shm::*;
 
 /// A handle that [`wait_readable`] can wait on: a process (or any waitable kernel object), or a
 /// channel, which is ready when it has bytes or end of file. (`pub` because the hidden
@@ -179,7 +184,7 @@ impl ProcHandle {
     }
 }
 
-fn owned(h: HANDLE) -> io::Result<OwnedHandle> {
+pub(super) fn owned(h: HANDLE) -> io::Result<OwnedHandle> {
     if h.is_null() || h == INVALID_HANDLE_VALUE {
         return Err(io::Error::last_os_error());
     }
@@ -540,7 +545,7 @@ pub(crate) fn wait_readable(
     }
 }
 
-const INFINITE_MS: u32 = windows_sys::Win32::System::Threading::INFINITE;
+pub(super) const INFINITE_MS: u32 = windows_sys::Win32::System::Threading::INFINITE;
 
 /// The most handles one `WaitForMultipleObjects` call takes (`MAXIMUM_WAIT_OBJECTS`).
 const MAX_WAIT_OBJECTS: usize = 64;

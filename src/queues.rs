@@ -1,0 +1,1 @@
+//! Queues between processes (being built).

@@ -1,0 +1,1 @@
+//! Named shared memory: Python's `multiprocessing.shared_memory.SharedMemory` (being built).

@@ -1,0 +1,98 @@
+//! Unix: anonymous shared memory that travels as one descriptor (a memfd on Linux, an unlinked
+//! POSIX shared-memory object on macOS), and futex-style waits on words inside it.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use super::OwnedHandle;
+use super::os;
+
+/// A shared, zero-filled, page-aligned memory region; stays mapped while the value lives.
+#[derive(Debug)]
+pub(crate) struct Region {
+    map: memmap2::MmapRaw,
+    file: File,
+}
+
+impl Region {
+    /// A new region of `len` bytes (at least one page is mapped).
+    pub(crate) fn new(len: usize) -> io::Result<Region> {
+        let file = File::from(os::anonymous_memory()?);
+        file.set_len(len.max(1) as u64)?;
+        Self::map(file)
+    }
+
+    fn map(file: File) -> io::Result<Region> {
+        let map = memmap2::MmapOptions::new().map_raw(&file)?;
+        Ok(Region { map, file })
+    }
+
+    /// The region's first byte.
+    pub(crate) fn base(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
+    /// The region's length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Copies of the handles that let another process map the same memory.
+    pub(crate) fn handles(&self) -> io::Result<Vec<OwnedHandle>> {
+        Ok(vec![OwnedFd::from(self.file.try_clone()?)])
+    }
+
+    /// Maps a region from handles made by [`Region::handles`] in another process.
+    pub(crate) fn from_handles(handles: Vec<OwnedHandle>) -> io::Result<Region> {
+        let [fd]: [OwnedHandle; 1] = handles.try_into().map_err(|h: Vec<_>| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a shared region travels as 1 handle, not {}", h.len()),
+            )
+        })?;
+        Self::map(File::from(fd))
+    }
+
+    /// Sleeps while `*word == expected`, at most `timeout`; `false` only when it timed out.
+    /// `word` must lie in this region.
+    pub(crate) fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> bool {
+        os::futex_wait(word, expected, timeout)
+    }
+
+    /// Wakes up to `n` sleepers on `word` (`u32::MAX`: all).
+    pub(crate) fn wake(&self, word: &AtomicU32, n: u32) {
+        os::futex_wake(word, n)
+    }
+}
+
+/// Whether process `pid` is running (a zombie is not).
+pub(crate) fn process_alive(pid: u32) -> bool {
+    os::process_alive(pid)
+}
+
+static PID: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn forget_pid() {
+    PID.store(0, Ordering::Relaxed);
+}
+
+/// This process's id, cached (glibc no longer caches `getpid`); the cache is cleared in the
+/// child of every `fork`, ours or anyone's.
+pub(crate) fn current_pid() -> u32 {
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            static AT_FORK: std::sync::Once = std::sync::Once::new();
+            // SAFETY: registering a child handler that only stores to an atomic.
+            AT_FORK.call_once(|| unsafe {
+                libc::pthread_atfork(None, None, Some(forget_pid));
+            });
+            let pid = std::process::id();
+            PID.store(pid as usize, Ordering::Relaxed);
+            pid
+        }
+        pid => pid as u32,
+    }
+}

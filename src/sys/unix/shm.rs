@@ -1,0 +1,1 @@
+//! Unix: named shared-memory segments (`shm_open`) (being built).
