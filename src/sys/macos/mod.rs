@@ -92,7 +92,7 @@ pub(super) fn abstract_address(_name: &[u8]) -> io::Result<std::os::unix::net::S
 /// once (macOS has no `memfd_create`).
 pub(super) fn anonymous_memory() -> io::Result<OwnedFd> {
     let mut random = [0u8; 8];
-    getrandom::fill(&mut random).map_err(io::Error::other)?;
+    getrandom::fill(&mut random).map_err(|e| io::Error::other(e.to_string()))?;
     let name = format!("/mp-{:016x}\0", u64::from_le_bytes(random));
     // SAFETY: `name` is NUL-terminated; flags and mode are valid.
     let fd = unsafe {

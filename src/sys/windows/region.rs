@@ -27,7 +27,7 @@ const HEADER: usize = 64;
 /// A shared, zero-filled region; stays mapped while the value lives.
 #[derive(Debug)]
 pub(crate) struct Region {
-    view: MEMORY_MAPPED_VIEW_ADDRESS,
+    view: *mut std::ffi::c_void,
     len: usize,
     mapping: OwnedHandle,
     wakeup: OwnedHandle,
@@ -73,7 +73,7 @@ impl Region {
             return Err(io::Error::last_os_error());
         }
         let mut region = Region {
-            view,
+            view: view.Value,
             len: 0,
             mapping,
             wakeup,
@@ -88,7 +88,7 @@ impl Region {
     fn header(&self, index: usize) -> &AtomicU32 {
         // SAFETY: the view is page-aligned and at least HEADER bytes long, so words 0..16 are
         // in bounds and aligned; shared memory is only accessed atomically here.
-        unsafe { &*(self.view.Value as *const AtomicU32).add(index) }
+        unsafe { &*(self.view as *const AtomicU32).add(index) }
     }
 
     fn sleepers(&self) -> &AtomicU32 {
@@ -98,7 +98,7 @@ impl Region {
     /// The region's first byte (after the header).
     pub(crate) fn base(&self) -> *mut u8 {
         // SAFETY: the mapping is HEADER + len bytes long.
-        unsafe { (self.view.Value as *mut u8).add(HEADER) }
+        unsafe { (self.view as *mut u8).add(HEADER) }
     }
 
     /// The region's length in bytes.
@@ -159,7 +159,7 @@ impl Region {
 impl Drop for Region {
     fn drop(&mut self) {
         // SAFETY: the view was mapped by us and nothing borrows it past `self`.
-        unsafe { UnmapViewOfFile(self.view) };
+        unsafe { UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS { Value: self.view }) };
     }
 }
 
