@@ -99,6 +99,7 @@ pub use process::{
     AuthKey, CurrentProcess, ParentProcess, Process, Sentinel, active_children, cpu_count,
     current_process, parent_process,
 };
+pub use queues::{JoinableQueue, Queue, SimpleQueue};
 pub use registry::{Run, Target};
 pub use sharedctypes::{Array, ArrayGuard, Pod, RawArray, RawValue, Value, ValueGuard, Zeroable};
 pub use synchronize::{

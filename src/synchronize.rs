@@ -42,19 +42,19 @@ const RELEASED_TOO_MANY: &str = "semaphore or lock released too many times";
 
 /// A point in time to wait until, or never.
 #[derive(Clone, Copy)]
-struct Deadline(Option<Instant>);
+pub(crate) struct Deadline(Option<Instant>);
 
 impl Deadline {
-    fn after(timeout: Option<Duration>) -> Self {
+    pub(crate) fn after(timeout: Option<Duration>) -> Self {
         Deadline(timeout.map(|t| Instant::now() + t))
     }
 
     /// What is left: `None` = forever, `Some(ZERO)` = over.
-    fn remaining(self) -> Option<Duration> {
+    pub(crate) fn remaining(self) -> Option<Duration> {
         self.0.map(|d| d.saturating_duration_since(Instant::now()))
     }
 
-    fn passed(self) -> bool {
+    pub(crate) fn passed(self) -> bool {
         self.remaining() == Some(Duration::ZERO)
     }
 }
@@ -78,7 +78,7 @@ fn sleep_on(region: &Region, word: &AtomicU32, expected: u32, deadline: Deadline
 // The lock word: 0 = free, else the owner's pid, plus CONTENDED when someone may sleep on it.
 
 /// Takes the lock word for this process.
-fn lock_word(
+pub(crate) fn lock_word(
     region: &Region,
     word: &AtomicU32,
     block: bool,
@@ -167,7 +167,7 @@ fn recover_if_dead(region: &Region, word: &AtomicU32, v: u32) -> Result<()> {
 }
 
 /// Frees the lock word; an error if it was free.
-fn unlock_word(region: &Region, word: &AtomicU32) -> Result<()> {
+pub(crate) fn unlock_word(region: &Region, word: &AtomicU32) -> Result<()> {
     let v = word.swap(0, Ordering::Release);
     if v == 0 {
         return Err(Error::state(RELEASED_TOO_MANY));

@@ -20,7 +20,13 @@ pub(crate) const DEFAULT_LIMIT: u64 = 1 << 30;
 
 /// Encodes a value with the crate's codec.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-    postcard::to_stdvec(value).map_err(codec_error)
+    postcard::to_stdvec(value).map_err(|e| match LAST_ERROR.with(|l| l.borrow_mut().take()) {
+        Some(message) => Error::Codec(message),
+        None => Error::Codec(format!(
+            "cannot encode a value of type {}: {e}",
+            std::any::type_name::<T>()
+        )),
+    })
 }
 
 /// Decodes a value written by [`encode`]; trailing bytes are an error.

@@ -1,0 +1,354 @@
+//! Queue cases Q01–Q07 of python-reference.md §2.3 with real processes, plus the ring's edge
+//! cases: wrap-around, messages longer than the ring, many producers and consumers.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use multiprocess::{Error, JoinableQueue, Process, Queue, SimpleQueue};
+use serde::{Deserialize, Serialize};
+
+fn secs(s: f64) -> Option<Duration> {
+    Some(Duration::from_secs_f64(s))
+}
+
+fn produce(q: Queue<(u32, u32)>, id: u32, n: u32) {
+    for i in 0..n {
+        q.put(&(id, i)).unwrap();
+    }
+}
+
+fn consume(q: Queue<(u32, u32)>, n: u32) -> Vec<(u32, u32)> {
+    (0..n)
+        .map(|_| q.get_timeout(true, secs(60.0)).unwrap())
+        .collect()
+}
+
+/// Checks that each producer's items appear in increasing order in `got`.
+fn assert_per_producer_order(got: &[(u32, u32)]) {
+    let mut last: HashMap<u32, u32> = HashMap::new();
+    for &(id, i) in got {
+        if let Some(&prev) = last.get(&id) {
+            assert!(i > prev, "producer {id}: {i} after {prev}");
+        }
+        last.insert(id, i);
+    }
+}
+
+/// Q01: 2 producers × 1000 items reach one consumer; per-producer order kept.
+#[test]
+fn q01_multi_producer_delivery() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let q = Queue::new().unwrap();
+    let mut producers: Vec<Process> = (0..2)
+        .map(|id| Process::new(produce, (q.clone(), id, 1000u32)))
+        .collect();
+    for p in &mut producers {
+        p.start().unwrap();
+    }
+    let got = consume(q.clone(), 2000);
+    for p in &mut producers {
+        p.join(None).unwrap();
+        assert_eq!(p.exitcode().unwrap(), Some(0));
+    }
+    assert_eq!(got.len(), 2000);
+    assert_per_producer_order(&got);
+    let mut sorted = got.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 2000, "duplicates");
+    assert!(q.empty());
+}
+
+/// Many producers and consumers through a small ring (4 KiB: constant wrap-around): nothing
+/// lost, nothing duplicated, per-producer order kept in every consumer's view.
+#[test]
+fn q01_many_producers_many_consumers_small_ring() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let q = Queue::with_capacity(0, 4096).unwrap();
+    let mut producers: Vec<Process> = (0..3)
+        .map(|id| Process::new(produce, (q.clone(), id, 3000u32)))
+        .collect();
+    let mut consumers: Vec<Process> = (0..2)
+        .map(|_| Process::new(consume, (q.clone(), 4000u32)))
+        .collect();
+    for p in producers.iter_mut().chain(consumers.iter_mut()) {
+        p.start().unwrap();
+    }
+    let mut all = consume(q.clone(), 1000);
+    assert_per_producer_order(&all);
+    for c in &mut consumers {
+        let got: Vec<(u32, u32)> = c.result().unwrap();
+        assert_per_producer_order(&got);
+        all.extend(got);
+    }
+    for p in &mut producers {
+        p.join(None).unwrap();
+    }
+    all.sort();
+    let before = all.len();
+    all.dedup();
+    assert_eq!((before, all.len()), (9000, 9000));
+}
+
+/// Q02: bounded queue timeouts.
+#[test]
+fn q02_bounded_queue_timeouts() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let q = Queue::<u32>::bounded(6).unwrap();
+    for i in 0..6 {
+        q.put(&i).unwrap();
+    }
+    assert!(q.full());
+    let t = Instant::now();
+    assert!(matches!(q.put_nowait(&6), Err(Error::Full)));
+    assert!(matches!(
+        q.put_timeout(&6, false, secs(5.0)),
+        Err(Error::Full)
+    ));
+    assert!(t.elapsed() < Duration::from_millis(200));
+    let t = Instant::now();
+    assert!(matches!(
+        q.put_timeout(&6, true, secs(0.3)),
+        Err(Error::Full)
+    ));
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    for i in 0..6 {
+        assert_eq!(q.get().unwrap(), i);
+    }
+    let t = Instant::now();
+    assert!(matches!(q.get_nowait(), Err(Error::Empty)));
+    assert!(t.elapsed() < Duration::from_millis(200));
+    let t = Instant::now();
+    assert!(matches!(q.get_timeout(true, secs(0.35)), Err(Error::Empty)));
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(350) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+}
+
+fn get_one(q: Queue<u32>) -> u32 {
+    q.get().unwrap()
+}
+
+/// Q02 across processes: a full queue's blocked put resumes when another process gets.
+#[test]
+fn q02_blocked_put_resumes_after_a_get_elsewhere() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let q = Queue::<u32>::bounded(1).unwrap();
+    q.put(&1).unwrap();
+    let mut p = Process::new(get_one, (q.clone(),));
+    p.start().unwrap();
+    q.put_timeout(&2, true, secs(60.0)).unwrap();
+    assert_eq!(p.result::<u32>().unwrap(), 1);
+    assert_eq!(q.get().unwrap(), 2);
+}
+
+/// Q03: size accounting.
+#[test]
+fn q03_size_accounting() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let q = Queue::<String>::new().unwrap();
+    assert!(q.empty());
+    q.put(&"a".into()).unwrap();
+    assert_eq!(q.qsize(), 1);
+    q.put(&"b".into()).unwrap();
+    assert_eq!(q.qsize(), 2);
+    q.get().unwrap();
+    assert_eq!(q.qsize(), 1);
+    q.get().unwrap();
+    assert_eq!(q.qsize(), 0);
+    assert!(q.empty());
+}
+
+/// A value whose encoding fails.
+#[derive(Debug, Deserialize)]
+struct Unencodable;
+
+impl Serialize for Unencodable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(
+            "this value refuses to be encoded",
+        ))
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Item {
+    Good(u32),
+    Bad(Unencodable),
+}
+
+/// Q04: an unencodable item fails at put, synchronously; the queue goes on.
+#[test]
+fn q04_unencodable_item_fails_at_put() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let q = Queue::<Item>::new().unwrap();
+    let e = q.put(&Item::Bad(Unencodable)).unwrap_err();
+    assert!(matches!(e, Error::Codec(_)), "{e}");
+    // postcard drops a custom error's text; the type is named instead.
+    assert!(
+        e.to_string()
+            .contains("cannot encode a value of type queues::Item"),
+        "{e}"
+    );
+    assert_eq!(q.qsize(), 0);
+    q.put(&Item::Good(7)).unwrap();
+    assert_eq!(q.qsize(), 1);
+    assert!(matches!(q.get().unwrap(), Item::Good(7)));
+    // OS handles cannot travel through shared memory: a clear error, at put.
+    let lq = Queue::<multiprocess::Lock>::new().unwrap();
+    let e = lq.put(&multiprocess::Lock::new().unwrap()).unwrap_err();
+    assert!(e.to_string().contains("cannot carry OS handles"), "{e}");
+}
+
+/// Q05: a closed handle refuses put and get; join_thread before close is an error.
+#[test]
+fn q05_closed_queue() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let mut q = Queue::<u32>::new().unwrap();
+    let other = q.clone();
+    let e = q.join_thread().unwrap_err();
+    assert_eq!(e.to_string(), "Queue.join_thread() called before close()");
+    q.put(&1).unwrap();
+    q.close();
+    assert_eq!(q.put(&2).unwrap_err().to_string(), "Queue is closed");
+    assert_eq!(q.get().unwrap_err().to_string(), "Queue is closed");
+    q.join_thread().unwrap();
+    // Other handles keep working, and the item put before close is there.
+    assert_eq!(other.get().unwrap(), 1);
+    let mut s = SimpleQueue::<u32>::new().unwrap();
+    s.put(&3).unwrap();
+    assert!(!s.empty());
+    assert_eq!(s.get().unwrap(), 3);
+    s.close();
+    s.close();
+    assert!(s.put(&4).is_err());
+}
+
+fn put_ten_megabytes(q: Queue<Vec<u8>>) {
+    let big: Vec<u8> = (0..10_000_000u32).map(|i| (i % 251) as u8).collect();
+    q.put(&big).unwrap();
+}
+
+/// Q06: a child that put 10 MB and returned exits at once (Python's child hangs until the
+/// parent reads); the data waits in the queue, intact.
+#[test]
+fn q06_exit_with_unread_data_never_hangs() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let q = Queue::<Vec<u8>>::new().unwrap();
+    let mut p = Process::new(put_ten_megabytes, (q.clone(),));
+    p.start().unwrap();
+    p.join(secs(30.0)).unwrap();
+    assert_eq!(
+        p.exitcode().unwrap(),
+        Some(0),
+        "the child must exit without a reader"
+    );
+    let got = q.get_timeout(true, secs(30.0)).unwrap();
+    assert_eq!(got.len(), 10_000_000);
+    assert!(got.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+}
+
+fn echo_sizes(q: Queue<Vec<u8>>, back: Queue<Vec<u8>>, n: u32) {
+    for _ in 0..n {
+        let m = q.get().unwrap();
+        back.put(&m).unwrap();
+    }
+}
+
+/// Messages longer than the ring are streamed through it, in both directions, intact.
+#[test]
+fn messages_longer_than_the_ring() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let there = Queue::<Vec<u8>>::with_capacity(0, 4096).unwrap();
+    let back = Queue::<Vec<u8>>::with_capacity(0, 4096).unwrap();
+    let sizes = [0usize, 1, 4091, 4092, 4093, 100_000, 3, 1 << 20];
+    let mut p = Process::new(
+        echo_sizes,
+        (there.clone(), back.clone(), sizes.len() as u32),
+    );
+    p.start().unwrap();
+    for (k, &n) in sizes.iter().enumerate() {
+        let m: Vec<u8> = (0..n).map(|i| (i * 7 + k) as u8).collect();
+        there.put(&m).unwrap();
+        assert_eq!(back.get_timeout(true, secs(60.0)).unwrap(), m, "size {n}");
+    }
+    p.join(None).unwrap();
+    assert_eq!(p.exitcode().unwrap(), Some(0));
+}
+
+fn work_through(q: JoinableQueue<u32>, done: Queue<u32>) {
+    while let Ok(item) = q.get_timeout(true, secs(1.0)) {
+        done.put(&item).unwrap();
+        q.task_done().unwrap();
+    }
+}
+
+/// Q07: join returns once 4 workers marked all 10 items done; one more task_done is an error.
+#[test]
+fn q07_joinable_queue() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let q = JoinableQueue::<u32>::new().unwrap();
+    let done = Queue::<u32>::new().unwrap();
+    for i in 0..10 {
+        q.put(&i).unwrap();
+    }
+    assert!(!q.join_timeout(secs(0.05)).unwrap());
+    let mut workers: Vec<Process> = (0..4)
+        .map(|_| Process::new(work_through, (q.clone(), done.clone())))
+        .collect();
+    for w in &mut workers {
+        w.start().unwrap();
+    }
+    assert!(q.join_timeout(secs(60.0)).unwrap());
+    assert_eq!(done.qsize(), 10);
+    let mut items: Vec<u32> = (0..10).map(|_| done.get().unwrap()).collect();
+    items.sort();
+    assert_eq!(items, (0..10).collect::<Vec<_>>());
+    let e = q.task_done().unwrap_err();
+    assert_eq!(e.to_string(), "task_done() called too many times");
+    for w in &mut workers {
+        w.join(None).unwrap();
+    }
+}
+
+/// Under fork, a captured queue is the same queue.
+#[cfg(unix)]
+#[test]
+fn fork_children_share_a_captured_queue() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let q = Queue::<(u32, u32)>::new().unwrap();
+    let ctx = multiprocess::get_context("fork").unwrap();
+    let mut ps: Vec<Process> = (0..2)
+        .map(|id| {
+            let q = q.clone();
+            ctx.process_closure(move || produce(q, id, 500))
+        })
+        .collect();
+    for p in &mut ps {
+        p.start().unwrap();
+    }
+    let got = consume(q, 1000);
+    assert_per_producer_order(&got);
+    for p in &mut ps {
+        p.join(None).unwrap();
+    }
+}
