@@ -17,7 +17,8 @@
 //! works again, and the caller learns that the data it protects may be half-updated. Python
 //! deadlocks forever in that case. A consequence: a `Lock` counts as its acquirer's for this
 //! check, so a process should not exit holding a lock that another process means to release.
-//! [`Semaphore`]s have no owner and are not recovered.
+//! A bounded semaphore's slots are recovered the same way; a plain [`Semaphore`] counts signals
+//! and has no holders to recover.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -398,9 +399,15 @@ impl Drop for RLockGuard<'_> {
 
 /// A counting semaphore shared between processes: Python's `multiprocessing.Semaphore`, and
 /// with [`Semaphore::bounded`], `BoundedSemaphore`.
+///
+/// A bounded semaphore guards a pool of resources, so it records which processes hold its
+/// slots (up to 64 processes at once): slots held by a process that died are recovered, and the
+/// acquirer that notices gets [`Error::OwnerDied`]. A plain semaphore's count is a signal
+/// (released by one process, taken by another) with no holders to recover.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Semaphore {
-    /// Words: the count, the number of sleepers, the bound (0: none).
+    /// Words: the count, the number of sleepers, the bound (0: none), then for bounded
+    /// semaphores [`HOLDERS`] pairs (pid, slots held).
     region: Arc<Region>,
 }
 
@@ -408,10 +415,14 @@ pub struct Semaphore {
 /// value. Made with [`Semaphore::bounded`].
 pub type BoundedSemaphore = Semaphore;
 
+/// Processes whose slots a bounded semaphore tracks.
+const HOLDERS: usize = 64;
+const S_TABLE: usize = 3;
+
 impl Semaphore {
     /// A semaphore with `value` free slots.
     pub fn new(value: u32) -> Result<Semaphore> {
-        Self::with_bound(value, 0)
+        Self::with_bound(value, 0, 3)
     }
 
     /// A bounded semaphore: releasing it above `value` is an error.
@@ -421,16 +432,18 @@ impl Semaphore {
                 "a bounded semaphore needs a value of at least 1".into(),
             ));
         }
-        Self::with_bound(value, value)
+        Self::with_bound(value, value, S_TABLE + 2 * HOLDERS)
     }
 
-    fn with_bound(value: u32, bound: u32) -> Result<Semaphore> {
+    fn with_bound(value: u32, bound: u32, words: usize) -> Result<Semaphore> {
         if value > i32::MAX as u32 {
             return Err(Error::InvalidArgument(
                 "semaphore value is too large".into(),
             ));
         }
-        let s = Semaphore { region: region(3)? };
+        let s = Semaphore {
+            region: region(words)?,
+        };
         s.words().0.store(value, Ordering::Relaxed);
         s.words().2.store(bound, Ordering::Relaxed);
         Ok(s)
@@ -441,11 +454,93 @@ impl Semaphore {
         (&w[0], &w[1], &w[2])
     }
 
+    fn bound(&self) -> u32 {
+        self.words().2.load(Ordering::Relaxed)
+    }
+
+    /// The holder table of a bounded semaphore: (pid, slots) pairs.
+    fn holders(&self) -> impl Iterator<Item = (&AtomicU32, &AtomicU32)> {
+        let table = self.region.words().get(S_TABLE..).unwrap_or(&[]);
+        table.chunks_exact(2).map(|pair| (&pair[0], &pair[1]))
+    }
+
+    /// Records a slot taken by this process (bounded semaphores only).
+    fn record_taken(&self) {
+        let me = sys::current_pid();
+        if let Some((_, held)) = self
+            .holders()
+            .find(|(pid, _)| pid.load(Ordering::Relaxed) == me)
+        {
+            held.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        for (pid, held) in self.holders() {
+            if pid
+                .compare_exchange(0, me, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+            {
+                held.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        // More than HOLDERS processes at once: this slot is not tracked.
+    }
+
+    /// Forgets one slot of this process, if it holds one (it may release a slot it never took).
+    fn record_released(&self) {
+        let me = sys::current_pid();
+        for (pid, held) in self.holders() {
+            if pid.load(Ordering::Relaxed) == me {
+                let _ =
+                    held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+                return;
+            }
+        }
+    }
+
+    /// Gives back the slots of holders that died; reports the first.
+    fn recover_dead_holders(&self) -> Result<()> {
+        let (count, _, bound) = self.words();
+        let bound = bound.load(Ordering::Relaxed);
+        let mut died = None;
+        for (pid, held) in self.holders() {
+            let owner = pid.load(Ordering::Relaxed);
+            if owner == 0 || sys::process_alive(owner) {
+                continue;
+            }
+            let slots = held.swap(0, Ordering::Relaxed);
+            let _ = pid.compare_exchange(owner, 0, Ordering::Relaxed, Ordering::Relaxed);
+            if slots > 0 {
+                let _ = count.fetch_update(Ordering::SeqCst, Ordering::Relaxed, |c| {
+                    Some((c + slots).min(bound))
+                });
+                self.region.wake(count, u32::MAX);
+                died.get_or_insert(owner);
+            }
+        }
+        match died {
+            Some(pid) => Err(Error::OwnerDied { pid }),
+            None => Ok(()),
+        }
+    }
+
     /// Takes a slot: with `block`, waits until one is free or `timeout` passes. `Ok(true)` when
     /// a slot was taken.
+    ///
+    /// # Errors
+    /// [`Error::OwnerDied`] (bounded semaphores) when slots of a dead process were recovered
+    /// while waiting; they are free again and no slot was taken.
     pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
+        let taken = self.take(block, Deadline::after(timeout))?;
+        if taken && self.bound() != 0 {
+            self.record_taken();
+        }
+        Ok(taken)
+    }
+
+    fn take(&self, block: bool, deadline: Deadline) -> Result<bool> {
         let (count, sleepers, _) = self.words();
-        let deadline = Deadline::after(timeout);
+        let bounded = self.bound() != 0;
         let mut spins = if block { SPINS } else { 0 };
         loop {
             let c = count.load(Ordering::Relaxed);
@@ -459,6 +554,9 @@ impl Semaphore {
                 continue;
             }
             if !block || deadline.passed() {
+                if bounded {
+                    self.recover_dead_holders()?;
+                }
                 return Ok(false);
             }
             if spins > 0 {
@@ -466,9 +564,22 @@ impl Semaphore {
                 std::hint::spin_loop();
                 continue;
             }
+            // Bounded semaphores wake up now and then to look for dead holders.
+            let slice = if bounded {
+                Deadline::after(Some(
+                    deadline
+                        .remaining()
+                        .map_or(LIVENESS_CHECK, |left| left.min(LIVENESS_CHECK)),
+                ))
+            } else {
+                deadline
+            };
             sleepers.fetch_add(1, Ordering::SeqCst);
-            sleep_on(&self.region, count, 0, deadline);
+            let woken = sleep_on(&self.region, count, 0, slice);
             sleepers.fetch_sub(1, Ordering::SeqCst);
+            if !woken && bounded {
+                self.recover_dead_holders()?;
+            }
         }
     }
 
@@ -489,6 +600,9 @@ impl Semaphore {
                 Ok(_) => break,
                 Err(now) => c = now,
             }
+        }
+        if bound != 0 {
+            self.record_released();
         }
         if sleepers.load(Ordering::SeqCst) > 0 {
             self.region.wake(count, 1);

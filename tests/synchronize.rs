@@ -319,7 +319,9 @@ fn s04_fork_shares_captured_objects() {
     assert_eq!(counter.get().unwrap(), 40_000);
 }
 
-fn hold_forever(lock: Lock, rlock: RLock, held: Event) {
+fn hold_forever(lock: Lock, rlock: RLock, slots: Semaphore, held: Event) {
+    assert!(slots.acquire(true, None).unwrap());
+    assert!(slots.acquire(true, None).unwrap());
     lock.acquire(true, None).unwrap();
     rlock.acquire(true, None).unwrap();
     rlock.acquire(true, None).unwrap();
@@ -327,8 +329,9 @@ fn hold_forever(lock: Lock, rlock: RLock, held: Event) {
     std::thread::sleep(Duration::from_secs(60));
 }
 
-/// Beyond Python: a holder killed while holding a Lock and an RLock. The next acquirer gets
-/// OwnerDied (instead of hanging forever), and the locks work again.
+/// Beyond Python: a holder killed while holding a Lock, an RLock and two slots of a
+/// BoundedSemaphore. The next acquirer gets OwnerDied (instead of hanging forever), and the
+/// locks and slots work again.
 #[test]
 fn owner_died_locks_recover() {
     multiprocess::init_test();
@@ -336,7 +339,11 @@ fn owner_died_locks_recover() {
     let lock = Lock::new().unwrap();
     let rlock = RLock::new().unwrap();
     let held = Event::new().unwrap();
-    let mut p = Process::new(hold_forever, (lock.clone(), rlock.clone(), held.clone()));
+    let slots = Semaphore::bounded(3).unwrap();
+    let mut p = Process::new(
+        hold_forever,
+        (lock.clone(), rlock.clone(), slots.clone(), held.clone()),
+    );
     p.start().unwrap();
     assert!(held.wait(secs(30.0)));
     let pid = p.pid().unwrap();
@@ -361,6 +368,20 @@ fn owner_died_locks_recover() {
     assert!(rlock.acquire(true, secs(30.0)).unwrap());
     rlock.release().unwrap();
     assert!(!rlock.is_mine());
+    // One slot is free; waiting for a second finds the dead holder's two.
+    assert_eq!(slots.get_value(), 1);
+    assert!(slots.acquire(true, None).unwrap());
+    match slots.acquire(true, secs(30.0)) {
+        Err(Error::OwnerDied { pid: dead }) => assert_eq!(dead, pid),
+        other => panic!("expected OwnerDied, got {other:?}"),
+    }
+    assert_eq!(slots.get_value(), 2);
+    assert!(slots.acquire(false, None).unwrap());
+    assert!(slots.acquire(false, None).unwrap());
+    for _ in 0..3 {
+        slots.release().unwrap();
+    }
+    assert!(slots.release().is_err());
 }
 
 /// Many threads of this process and a child contend for one lock without losing updates.
@@ -379,4 +400,30 @@ fn contended_lock_across_threads_and_processes() {
     });
     p.join(None).unwrap();
     assert_eq!(counter.get().unwrap(), 80_000);
+}
+
+fn receive_and_use(conn: multiprocess::Connection) -> u64 {
+    let (lock, counter): (Lock, Value<u64>) = conn.recv().unwrap();
+    lock.release().unwrap();
+    *counter.lock().unwrap() += 41;
+    counter.get().unwrap()
+}
+
+/// A lock and a shared value sent over a Connection arrive usable (Unix: descriptors travel
+/// with the message).
+#[cfg(unix)]
+#[test]
+fn objects_sent_over_a_connection() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let (ours, theirs) = multiprocess::pipe(true).unwrap();
+    let mut p = Process::new(receive_and_use, (theirs,));
+    p.start().unwrap();
+    let lock = Lock::new().unwrap();
+    lock.acquire(true, None).unwrap();
+    let counter = Value::new(1u64).unwrap();
+    ours.send(&(lock.clone(), counter.clone())).unwrap();
+    assert_eq!(p.result::<u64>().unwrap(), 42);
+    assert!(!lock.is_locked(), "the child released our lock");
+    assert_eq!(counter.get().unwrap(), 42);
 }
