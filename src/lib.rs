@@ -101,6 +101,7 @@ pub use process::{
 };
 pub use queues::{JoinableQueue, Queue, SimpleQueue};
 pub use registry::{Run, Target};
+pub use shared_memory::SharedMemory;
 pub use sharedctypes::{Array, ArrayGuard, Pod, RawArray, RawValue, Value, ValueGuard, Zeroable};
 pub use synchronize::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, ConditionLock, Event, Lock, LockGuard,

@@ -1,1 +1,164 @@
-//! Windows: named file mappings (being built).
+//! Windows: named shared memory as named file mappings backed by the paging file
+//! (`CreateFileMappingW`, `OpenFileMappingW`, `MapViewOfFile`). Windows frees a mapping when its
+//! last handle and view are gone, so there is nothing to unlink and no resource tracker (CPython
+//! relies on the same).
+
+use std::io;
+use std::ptr::NonNull;
+
+use windows_sys::Win32::Foundation::INVALID_HANDLE_VALUE;
+use windows_sys::Win32::Foundation::{CloseHandle, ERROR_ALREADY_EXISTS, GetLastError, HANDLE};
+use windows_sys::Win32::System::Memory::{
+    CreateFileMappingW, FILE_MAP_READ, FILE_MAP_WRITE, MEMORY_BASIC_INFORMATION,
+    MEMORY_MAPPED_VIEW_ADDRESS, MapViewOfFile, OpenFileMappingW, PAGE_READWRITE, UnmapViewOfFile,
+    VirtualQuery,
+};
+
+/// The prefix of generated segment names (CPython's `wnsm_` on Windows).
+pub(crate) const SHM_NAME_PREFIX: &str = "wnsm_";
+
+/// A view of a whole named file mapping and a handle to the mapping, both released on drop.
+#[derive(Debug)]
+pub(crate) struct ShmMapping {
+    ptr: NonNull<u8>,
+    len: usize,
+    /// Kept open with the view. Windows keeps a mapping's name while any view exists, but Wine
+    /// drops the name with the last handle, so we hold one (CPython closes it at once).
+    _mapping: Handle,
+}
+
+// SAFETY: the view is plain shared memory owned by this value; sharing the pointer between
+// threads is no different from sharing it between processes. Synchronising access to the bytes
+// is the user's business (documented on `SharedMemory`).
+unsafe impl Send for ShmMapping {}
+// SAFETY: see `Send`.
+unsafe impl Sync for ShmMapping {}
+
+impl ShmMapping {
+    /// The first byte.
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The mapped length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for ShmMapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping the view `map_view` made and this value owns.
+        unsafe {
+            UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS {
+                Value: self.ptr.as_ptr().cast(),
+            })
+        };
+    }
+}
+
+fn wide(name: &str) -> Vec<u16> {
+    name.encode_utf16().chain(Some(0)).collect()
+}
+
+/// Closes a handle when dropped.
+#[derive(Debug)]
+struct Handle(HANDLE);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: a handle we opened and own.
+        unsafe { CloseHandle(self.0) };
+    }
+}
+
+/// Maps all of `mapping`; `len` is the size to report, or `None` to ask the memory manager (the
+/// size rounded up to whole pages, as CPython reports it).
+fn map_view(mapping: Handle, len: Option<usize>) -> io::Result<ShmMapping> {
+    // SAFETY: mapping a view of a mapping handle we hold; zero length maps all of it.
+    let view = unsafe { MapViewOfFile(mapping.0, FILE_MAP_READ | FILE_MAP_WRITE, 0, 0, 0) };
+    let ptr = NonNull::new(view.Value.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
+    let mut mapped = ShmMapping {
+        ptr,
+        len: 0,
+        _mapping: mapping,
+    };
+    mapped.len = match len {
+        Some(len) => len,
+        None => {
+            // SAFETY: querying our own view into a zeroed, correctly sized buffer.
+            let info = unsafe {
+                let mut info: MEMORY_BASIC_INFORMATION = std::mem::zeroed();
+                let n = VirtualQuery(
+                    ptr.as_ptr().cast(),
+                    &mut info,
+                    size_of::<MEMORY_BASIC_INFORMATION>(),
+                );
+                if n == 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                info
+            };
+            info.RegionSize
+        }
+    };
+    Ok(mapped)
+}
+
+/// Creates mapping `name` (it must not exist) of `size` bytes, zero-filled, and maps it.
+pub(crate) fn shm_create(name: &str, size: usize) -> io::Result<ShmMapping> {
+    let w = wide(name);
+    let size64 = size as u64;
+    // SAFETY: a paging-file-backed mapping with a NUL-terminated name.
+    let h = unsafe {
+        CreateFileMappingW(
+            INVALID_HANDLE_VALUE,
+            std::ptr::null(),
+            PAGE_READWRITE,
+            (size64 >> 32) as u32,
+            size64 as u32,
+            w.as_ptr(),
+        )
+    };
+    if h.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: reading the calling thread's last error right after the call.
+    let existed = unsafe { GetLastError() } == ERROR_ALREADY_EXISTS;
+    let h = Handle(h);
+    if existed {
+        return Err(io::Error::from_raw_os_error(ERROR_ALREADY_EXISTS as i32));
+    }
+    map_view(h, Some(size))
+}
+
+/// Opens existing mapping `name` and maps all of it.
+pub(crate) fn shm_attach(name: &str) -> io::Result<ShmMapping> {
+    let w = wide(name);
+    // SAFETY: opening a mapping by a NUL-terminated name, not inheritable.
+    let h = unsafe { OpenFileMappingW(FILE_MAP_READ | FILE_MAP_WRITE, 0, w.as_ptr()) };
+    if h.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    map_view(Handle(h), None)
+}
+
+/// Windows has nothing to unlink: a mapping ends with its last handle and view.
+pub(crate) fn shm_unlink(_name: &str) -> io::Result<()> {
+    Ok(())
+}
+
+/// No resource tracker on Windows.
+pub(crate) fn shm_track(_name: &str) -> io::Result<()> {
+    Ok(())
+}
+
+/// No resource tracker on Windows.
+pub(crate) fn shm_untrack(_name: &str) -> io::Result<()> {
+    Ok(())
+}
+
+/// No resource tracker on Windows.
+pub(crate) fn tracker_process() -> Option<(u32, i32)> {
+    None
+}
