@@ -380,6 +380,17 @@ fn run_child(
 thread_local! {
     /// Set on the thread running a target, so the panic hook knows to name the process.
     static IN_TARGET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set while a pool task runs: its panic is returned to the caller, not printed.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, catching a panic without printing it (a pool task's panic is its result).
+pub(crate) fn catch_quietly<R>(f: impl FnOnce() -> R) -> std::result::Result<R, String> {
+    install_panic_hook();
+    let was = QUIET.with(|q| q.replace(true));
+    let outcome = panic::catch_unwind(AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(was));
+    outcome.map_err(|payload| panic_message(payload.as_ref()))
 }
 
 /// Runs the target, reports how it ended, and returns the exit code (0, or 1 after a panic).
@@ -411,6 +422,9 @@ fn install_panic_hook() {
     ONCE.call_once(|| {
         let standard = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
+            if QUIET.with(|q| q.get()) {
+                return;
+            }
             if IN_TARGET.with(|f| f.get()) {
                 report_error!("Process {}:", process::current_process().name());
             }

@@ -80,6 +80,16 @@ pub enum Error {
     /// A queue is empty (Python's `queue.Empty`).
     #[error("the queue is empty")]
     Empty,
+    /// The pool worker running this task died before returning (killed, crashed, or called
+    /// `exit`); the worker was replaced. Python's pool hangs forever instead.
+    #[error("the worker running this task died (exitcode {exitcode})")]
+    WorkerLost {
+        /// The worker's exit code (`-N` for signal N).
+        exitcode: i32,
+    },
+    /// The task was cancelled, or its pool terminated, before it finished.
+    #[error("the task was cancelled")]
+    Cancelled,
 }
 
 /// `Result<T, multiprocess::Error>`.

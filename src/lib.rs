@@ -80,6 +80,7 @@ mod bootstrap;
 pub mod connection;
 mod context;
 mod error;
+pub mod pool;
 mod process;
 mod queues;
 mod registry;
@@ -95,6 +96,7 @@ pub use context::{
     Context, StartMethod, get_all_start_methods, get_context, get_start_method, set_start_method,
 };
 pub use error::{Error, Result};
+pub use pool::{AsyncResult, IMap, Pool, PoolBuilder, TaskOptions};
 pub use process::{
     AuthKey, CurrentProcess, ParentProcess, Process, Sentinel, active_children, cpu_count,
     current_process, parent_process,

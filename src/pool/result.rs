@@ -1,0 +1,343 @@
+//! Results of pool jobs: [`AsyncResult`] (`apply_async`, `map_async`) and the `imap` iterators.
+
+use std::collections::VecDeque;
+use std::marker::PhantomData;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+
+use super::Shared;
+use super::worker::Failure;
+use crate::error::{Error, Result};
+use crate::wire;
+
+/// The outcome of one task: its encoded value, or why there is none.
+pub(crate) type Outcome = std::result::Result<Vec<u8>, Failure>;
+
+/// What a job's callbacks get: every task's outcome, in submission order.
+pub(crate) type Done = Box<dyn FnOnce(&[Outcome]) + Send>;
+
+/// The shared state of one job: a slot per task (a chunk, for map-like jobs).
+pub(crate) struct JobCore {
+    state: Mutex<JobState>,
+    cond: Condvar,
+}
+
+struct JobState {
+    slots: Vec<Option<Outcome>>,
+    filled: usize,
+    /// The number of tasks, once all are submitted (imap learns it at the end of its input).
+    total: Option<usize>,
+    /// Task indices in completion order, not yet taken by `imap_unordered`.
+    completed: VecDeque<usize>,
+    on_done: Option<Done>,
+    cancelled: bool,
+}
+
+fn lock(m: &Mutex<JobState>) -> MutexGuard<'_, JobState> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl JobCore {
+    pub(crate) fn new(total: Option<usize>, on_done: Option<Done>) -> Arc<JobCore> {
+        Arc::new(JobCore {
+            state: Mutex::new(JobState {
+                slots: Vec::new(),
+                filled: 0,
+                total,
+                completed: VecDeque::new(),
+                on_done,
+                cancelled: false,
+            }),
+            cond: Condvar::new(),
+        })
+    }
+
+    /// Records task `index`'s outcome (the first one wins) and runs the callbacks when the job
+    /// is complete. Called by the pool's threads; a panicking callback is reported and
+    /// contained.
+    pub(crate) fn set(&self, index: usize, outcome: Outcome) {
+        let mut st = lock(&self.state);
+        if st.slots.len() <= index {
+            st.slots.resize_with(index + 1, || None);
+        }
+        if st.slots[index].is_some() {
+            return;
+        }
+        st.slots[index] = Some(outcome);
+        st.filled += 1;
+        st.completed.push_back(index);
+        let done = st.total == Some(st.filled);
+        let callback = if done { st.on_done.take() } else { None };
+        let snapshot: Option<Vec<Outcome>> = callback
+            .as_ref()
+            .map(|_| st.slots.iter().flatten().cloned().collect());
+        drop(st);
+        self.cond.notify_all();
+        if let (Some(callback), Some(outcomes)) = (callback, snapshot) {
+            if let Err(message) = crate::bootstrap::catch_quietly(|| callback(&outcomes)) {
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "Pool: a result callback panicked: {message}"
+                );
+            }
+        }
+    }
+
+    /// Declares the number of tasks (imap, at the end of its input).
+    pub(crate) fn set_total(&self, total: usize) {
+        let mut st = lock(&self.state);
+        st.total = Some(total);
+        let callback = if st.filled == total {
+            st.on_done.take()
+        } else {
+            None
+        };
+        drop(st);
+        self.cond.notify_all();
+        if let Some(callback) = callback {
+            let _ = crate::bootstrap::catch_quietly(|| callback(&[]));
+        }
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        lock(&self.state).cancelled
+    }
+
+    fn ready(st: &JobState) -> bool {
+        st.total == Some(st.filled)
+    }
+
+    /// Waits until `done(state)` or the deadline; the guard, and whether it happened.
+    fn wait_until(
+        &self,
+        timeout: Option<Duration>,
+        done: impl Fn(&JobState) -> bool,
+    ) -> (MutexGuard<'_, JobState>, bool) {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = lock(&self.state);
+        loop {
+            if done(&st) {
+                return (st, true);
+            }
+            match deadline {
+                None => st = self.cond.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return (st, false);
+                    }
+                    st = self
+                        .cond
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+}
+
+/// The result of [`Pool::apply_async`](super::Pool::apply_async) or
+/// [`Pool::map_async`](super::Pool::map_async): Python's `AsyncResult`.
+pub struct AsyncResult<R> {
+    pub(crate) job: Arc<JobCore>,
+    pub(crate) pool: Weak<Shared>,
+    pub(crate) decode: fn(&[Outcome]) -> Result<R>,
+    pub(crate) _r: PhantomData<fn() -> R>,
+}
+
+impl<R> std::fmt::Debug for AsyncResult<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<AsyncResult ready={}>", self.ready())
+    }
+}
+
+impl<R> AsyncResult<R> {
+    /// Waits for the value: `timeout` `None` waits as long as it takes.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if not ready in time (the job goes on; call again); otherwise the
+    /// task's own error: [`Error::Panicked`], [`Error::WorkerLost`], [`Error::Timeout`] (the
+    /// task's own time limit), [`Error::Cancelled`], [`Error::Codec`].
+    pub fn get(&self, timeout: Option<Duration>) -> Result<R> {
+        let (st, ready) = self.job.wait_until(timeout, JobCore::ready);
+        if !ready {
+            return Err(Error::Timeout);
+        }
+        let outcomes: Vec<Outcome> = st.slots.iter().flatten().cloned().collect();
+        drop(st);
+        (self.decode)(&outcomes)
+    }
+
+    /// Waits until ready or `timeout` passes; true if ready.
+    pub fn wait(&self, timeout: Option<Duration>) -> bool {
+        self.job.wait_until(timeout, JobCore::ready).1
+    }
+
+    /// Whether the job has finished.
+    pub fn ready(&self) -> bool {
+        JobCore::ready(&lock(&self.job.state))
+    }
+
+    /// Whether the job finished without error.
+    ///
+    /// # Errors
+    /// [`Error::State`] if it is not ready yet (Python's `ValueError`).
+    pub fn successful(&self) -> Result<bool> {
+        let st = lock(&self.job.state);
+        if !JobCore::ready(&st) {
+            return Err(Error::state("result is not ready"));
+        }
+        Ok(st.slots.iter().flatten().all(|o| o.is_ok()))
+    }
+
+    /// Cancels the job (beyond Python): tasks still queued are dropped, and a worker running
+    /// one of them is killed and replaced. Its outcome becomes [`Error::Cancelled`] (unless it
+    /// finished first).
+    pub fn cancel(&self) {
+        lock(&self.job.state).cancelled = true;
+        if let Some(pool) = self.pool.upgrade() {
+            pool.cancel(&self.job);
+        }
+    }
+}
+
+/// Decodes the only outcome of an `apply` job.
+pub(crate) fn decode_one<R: DeserializeOwned>(outcomes: &[Outcome]) -> Result<R> {
+    match outcomes.first() {
+        Some(Ok(bytes)) => wire::decode(bytes),
+        Some(Err(f)) => Err(f.to_error()),
+        None => Err(Error::state("a pool job finished without a result")),
+    }
+}
+
+/// Decodes and joins the chunks of a `map` job; the first failed chunk's error wins.
+pub(crate) fn decode_chunks<R: DeserializeOwned>(outcomes: &[Outcome]) -> Result<Vec<R>> {
+    let mut all = Vec::new();
+    for outcome in outcomes {
+        match outcome {
+            Ok(bytes) => all.extend(wire::decode::<Vec<R>>(bytes)?),
+            Err(f) => return Err(f.to_error()),
+        }
+    }
+    Ok(all)
+}
+
+/// Produces the next encoded chunk of an `imap` input, or `None` at its end.
+pub(crate) type Chunker<'a> = Box<dyn FnMut() -> Option<Result<Vec<u8>>> + 'a>;
+
+/// The iterator of [`Pool::imap`](super::Pool::imap) and
+/// [`Pool::imap_unordered`](super::Pool::imap_unordered): yields each result as a `Result`.
+///
+/// It reads its input lazily, keeping at most a bounded number of chunks in flight (twice the
+/// number of workers), so an endless input iterator is fine.
+pub struct IMap<'a, R> {
+    pub(crate) pool: Arc<Shared>,
+    pub(crate) job: Arc<JobCore>,
+    pub(crate) chunker: Chunker<'a>,
+    pub(crate) code: super::worker::Code,
+    pub(crate) submitted: usize,
+    pub(crate) taken: usize,
+    pub(crate) lookahead: usize,
+    pub(crate) input_done: bool,
+    pub(crate) ordered: bool,
+    pub(crate) buffer: VecDeque<Result<R>>,
+}
+
+impl<R> std::fmt::Debug for IMap<'_, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "<IMap submitted={} taken={}>",
+            self.submitted, self.taken
+        )
+    }
+}
+
+impl<R: DeserializeOwned> IMap<'_, R> {
+    /// Submits chunks until the look-ahead is full or the input ends.
+    fn top_up(&mut self) -> Result<()> {
+        while !self.input_done && self.submitted - self.taken < self.lookahead {
+            match (self.chunker)() {
+                Some(chunk) => {
+                    let chunk = chunk?;
+                    self.pool
+                        .submit(self.code, vec![chunk], &self.job, self.submitted, None)?;
+                    self.submitted += 1;
+                }
+                None => {
+                    self.input_done = true;
+                    self.job.set_total(self.submitted);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The next result, waiting at most `timeout` (`None`: as long as it takes). `None` at the
+    /// end; `Some(Err(Error::Timeout))` when nothing came in time (call again).
+    pub fn next_timeout(&mut self, timeout: Option<Duration>) -> Option<Result<R>> {
+        loop {
+            if let Some(item) = self.buffer.pop_front() {
+                return Some(item);
+            }
+            if let Err(e) = self.top_up() {
+                return Some(Err(e));
+            }
+            if self.input_done && self.taken == self.submitted {
+                return None;
+            }
+            let want = self.taken;
+            let ordered = self.ordered;
+            let (mut st, ready) = self.job.wait_until(timeout, |st| {
+                if ordered {
+                    st.slots.get(want).is_some_and(|s| s.is_some())
+                } else {
+                    !st.completed.is_empty()
+                }
+            });
+            if !ready {
+                return Some(Err(Error::Timeout));
+            }
+            let index = if ordered {
+                want
+            } else {
+                st.completed.pop_front().unwrap_or(want)
+            };
+            let outcome = st.slots.get(index).cloned().flatten();
+            drop(st);
+            self.taken += 1;
+            match outcome {
+                Some(Ok(bytes)) => match wire::decode::<Vec<R>>(&bytes) {
+                    Ok(values) => self.buffer.extend(values.into_iter().map(Ok)),
+                    Err(e) => self.buffer.push_back(Err(e)),
+                },
+                Some(Err(f)) => self.buffer.push_back(Err(f.to_error())),
+                None => self
+                    .buffer
+                    .push_back(Err(Error::state("missing pool result"))),
+            }
+        }
+    }
+}
+
+impl<R: DeserializeOwned> Iterator for IMap<'_, R> {
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        self.next_timeout(None)
+    }
+}
+
+impl<R> Drop for IMap<'_, R> {
+    /// Cancels what is still queued: nobody will read it.
+    fn drop(&mut self) {
+        if !self.input_done || self.taken < self.submitted {
+            lock(&self.job.state).cancelled = true;
+            self.pool.cancel_queued(&self.job);
+        }
+    }
+}

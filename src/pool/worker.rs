@@ -1,0 +1,168 @@
+//! The worker side of a pool, and the messages between a worker and its supervisor.
+//!
+//! A message is `u32 LE header length | header (postcard) | payload`: the payload (encoded
+//! arguments, or an encoded result) travels as raw bytes after the small header, so it is never
+//! re-encoded.
+
+use serde::{Deserialize, Serialize};
+
+use crate::bootstrap::catch_quietly;
+use crate::connection::Connection;
+use crate::error::{Error, Result};
+use crate::sys::image::{self, Trampoline};
+use crate::wire;
+
+/// The id of the reply that reports how the initializer went.
+pub(crate) const INIT: u64 = u64::MAX;
+
+/// A trampoline as it travels: its offset in the executable and the seal binding it to this
+/// build.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub(crate) struct Code {
+    offset: i64,
+    seal: u64,
+}
+
+impl Code {
+    pub(crate) fn of(t: Trampoline) -> Result<Code> {
+        let offset = image::code_offset(t)?;
+        Ok(Code {
+            offset,
+            seal: image::seal(offset),
+        })
+    }
+
+    fn resolve(self) -> Result<Trampoline> {
+        image::trampoline_at(self.offset, self.seal)
+    }
+}
+
+/// Why a task produced no value, in a form that can be cloned (every `get()` reports it) and
+/// sent between processes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum Failure {
+    Panicked(String),
+    Codec(String),
+    Other(String),
+    WorkerLost(i32),
+    Timeout,
+    Cancelled,
+}
+
+impl Failure {
+    pub(crate) fn to_error(&self) -> Error {
+        match self {
+            Failure::Panicked(message) => Error::Panicked {
+                message: message.clone(),
+            },
+            Failure::Codec(m) => Error::Codec(m.clone()),
+            Failure::Other(m) => Error::State(m.clone()),
+            Failure::WorkerLost(exitcode) => Error::WorkerLost {
+                exitcode: *exitcode,
+            },
+            Failure::Timeout => Error::Timeout,
+            Failure::Cancelled => Error::Cancelled,
+        }
+    }
+
+    fn from_error(e: Error) -> Failure {
+        match e {
+            Error::Codec(m) => Failure::Codec(m),
+            Error::Panicked { message } => Failure::Panicked(message),
+            other => Failure::Other(other.to_string()),
+        }
+    }
+}
+
+/// Supervisor → worker.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Order {
+    /// Run `code` on the payload and reply with `id`.
+    Task { id: u64, code: Code },
+    /// Exit (the pool is closing).
+    Stop,
+}
+
+/// Worker → supervisor: the outcome of task `id`; the payload is the encoded value when `ok`.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Reply {
+    pub(crate) id: u64,
+    pub(crate) failure: Option<Failure>,
+}
+
+/// What a worker needs before its first task.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct Setup {
+    pub(crate) initializer: Option<(Code, Vec<u8>)>,
+    pub(crate) maxtasks: Option<u64>,
+}
+
+/// Builds one message: header, then payload.
+pub(crate) fn message<H: Serialize>(header: &H, payload: &[u8]) -> Result<Vec<u8>> {
+    let head = wire::encode(header)?;
+    let mut m = Vec::with_capacity(4 + head.len() + payload.len());
+    m.extend_from_slice(&(head.len() as u32).to_le_bytes());
+    m.extend_from_slice(&head);
+    m.extend_from_slice(payload);
+    Ok(m)
+}
+
+/// Splits a message into its decoded header and its payload.
+pub(crate) fn split<H: serde::de::DeserializeOwned>(m: &[u8]) -> Result<(H, &[u8])> {
+    let bad = || Error::Codec(format!("a {}-byte pool message is malformed", m.len()));
+    let len = m
+        .get(..4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or_else(bad)?;
+    let head = m.get(4..4 + len).ok_or_else(bad)?;
+    Ok((wire::decode(head)?, &m[4 + len..]))
+}
+
+fn run(code: Code, args: &[u8]) -> std::result::Result<Vec<u8>, Failure> {
+    let trampoline = code.resolve().map_err(Failure::from_error)?;
+    match catch_quietly(|| trampoline(args)) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(Failure::from_error(e)),
+        Err(panic) => Err(Failure::Panicked(panic)),
+    }
+}
+
+fn reply(conn: &Connection, id: u64, outcome: std::result::Result<Vec<u8>, Failure>) -> bool {
+    let (failure, payload) = match outcome {
+        Ok(value) => (None, value),
+        Err(f) => (Some(f), Vec::new()),
+    };
+    match message(&Reply { id, failure }, &payload) {
+        Ok(m) => conn.send_bytes(&m).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// A pool worker's life: run the initializer, then tasks until told to stop, until the
+/// supervisor goes away, or after `maxtasks` tasks.
+pub(crate) fn worker_main(conn: Connection, setup: Setup) {
+    let init = match &setup.initializer {
+        Some((code, args)) => run(*code, args).map(|_| Vec::new()),
+        None => Ok(Vec::new()),
+    };
+    let init_failed = init.is_err();
+    if !reply(&conn, INIT, init) || init_failed {
+        return;
+    }
+    let mut done = 0u64;
+    while let Ok(m) = conn.recv_bytes(None) {
+        let Ok((order, args)) = split::<Order>(&m) else {
+            return;
+        };
+        let Order::Task { id, code } = order else {
+            return;
+        };
+        if !reply(&conn, id, run(code, args)) {
+            return;
+        }
+        done += 1;
+        if setup.maxtasks == Some(done) {
+            return;
+        }
+    }
+}
