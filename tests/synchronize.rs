@@ -402,6 +402,7 @@ fn contended_lock_across_threads_and_processes() {
     assert_eq!(counter.get().unwrap(), 80_000);
 }
 
+#[cfg(unix)]
 fn receive_and_use(conn: multiprocess::Connection) -> u64 {
     let (lock, counter): (Lock, Value<u64>) = conn.recv().unwrap();
     lock.release().unwrap();
