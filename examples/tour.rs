@@ -309,6 +309,147 @@ fn pipes_and_listeners() -> multiprocess::Result<()> {
     Ok(())
 }
 
+fn produce(q: multiprocess::Queue<String>, id: u32) {
+    for i in 0..3 {
+        q.put(&format!("producer {id}, item {i}")).expect("put");
+    }
+}
+
+fn add_under_lock(counter: multiprocess::Value<u64>, times: u32) {
+    for _ in 0..times {
+        *counter.lock().expect("lock") += 1;
+    }
+}
+
+fn hold_and_die(lock: multiprocess::Lock, held: multiprocess::Event) {
+    lock.acquire(true, None).expect("acquire");
+    held.set();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+fn write_greeting(name: String) {
+    let mut shm = multiprocess::SharedMemory::attach(&name).expect("attach");
+    shm.buf_mut()[..5].copy_from_slice(b"hello");
+}
+
+fn shared_state() -> multiprocess::Result<()> {
+    section(
+        "Queue",
+        "A Queue is a ring in shared memory: put() copies the value in (or fails at once if it\n\
+         cannot be encoded), so a producer may exit right after it; Python's 'joining processes\n\
+         that use queues' deadlock cannot happen. Each producer's order is kept.",
+    );
+    let q = multiprocess::Queue::<String>::new()?;
+    let mut producers: Vec<Process> = (1..=2)
+        .map(|id| Process::new(produce, (q.clone(), id)))
+        .collect();
+    for p in &mut producers {
+        p.start()?;
+        p.join(None)?; // joined before anything is read: no deadlock
+    }
+    println!(
+        "  both producers exited; {} items wait in the queue",
+        q.qsize()
+    );
+    while let Ok(item) = q.get_nowait() {
+        println!("  got {item:?}");
+    }
+
+    section(
+        "Lock and Value",
+        "Four processes add 10,000 each to a shared counter under its lock. The lock is a word\n\
+         in shared memory: no system call unless processes contend.",
+    );
+    let counter = multiprocess::Value::new(0u64)?;
+    let mut adders: Vec<Process> = (0..4)
+        .map(|_| Process::new(add_under_lock, (counter.clone(), 10_000u32)))
+        .collect();
+    let t = Instant::now();
+    for p in &mut adders {
+        p.start()?;
+    }
+    for p in &mut adders {
+        p.join(None)?;
+    }
+    println!("  counter = {} after {} ms", counter.get()?, ms(t));
+
+    section(
+        "A lock whose holder died",
+        "Beyond Python: a process killed while holding a Lock does not deadlock the others. The\n\
+         next acquirer gets Error::OwnerDied and the lock works again.",
+    );
+    let lock = multiprocess::Lock::new()?;
+    let held = multiprocess::Event::new()?;
+    let mut p = Process::new(hold_and_die, (lock.clone(), held.clone())).name("holder");
+    p.start()?;
+    held.wait(None);
+    p.kill()?;
+    p.join(None)?;
+    match lock.acquire(true, Some(Duration::from_secs(10))) {
+        Err(e) => println!("  acquire: {e}"),
+        Ok(got) => println!("  acquire returned {got}"),
+    }
+    println!("  and again: {}", lock.acquire(true, None)?);
+    lock.release()?;
+
+    section(
+        "SharedMemory",
+        "A named segment, attached by name in the child. Python's multiprocessing.shared_memory\n\
+         can attach it too.",
+    );
+    let shm = multiprocess::SharedMemory::create(None, 64)?;
+    let mut p = Process::new(write_greeting, (shm.name().to_string(),));
+    p.start()?;
+    p.join(None)?;
+    println!(
+        "  {} ({} bytes) now starts with {:?}",
+        shm.name(),
+        shm.size(),
+        String::from_utf8_lossy(&shm.buf()[..5])
+    );
+    shm.unlink()?;
+    Ok(())
+}
+
+fn cube(x: u64) -> u64 {
+    x * x * x
+}
+
+fn crash_on(x: u64) -> u64 {
+    if x == 3 {
+        multiprocess::exit(7);
+    }
+    x
+}
+
+fn pool_section() -> multiprocess::Result<()> {
+    section(
+        "Pool",
+        "A Pool of worker processes: map, imap, apply_async. The parent knows which task each\n\
+         worker holds, so a worker that dies fails exactly its task (Python's pool hangs), and\n\
+         a new worker takes its place.",
+    );
+    let pool = multiprocess::Pool::new(2)?;
+    println!("  map(cube, 0..8) = {:?}", pool.map(cube, 0..8u64, None)?);
+    let firsts: Vec<u64> = pool
+        .imap(cube, 1u64.., 4)?
+        .take(5)
+        .collect::<multiprocess::Result<_>>()?;
+    println!("  imap over an endless input, first five: {firsts:?}");
+    let results: Vec<_> = (0..6u64)
+        .map(|i| pool.apply_async(crash_on, (i,)))
+        .collect::<multiprocess::Result<_>>()?;
+    for (i, r) in results.iter().enumerate() {
+        match r.get(None) {
+            Ok(v) => println!("  task {i}: {v}"),
+            Err(e) => println!("  task {i}: {e}"),
+        }
+    }
+    pool.close();
+    pool.join()?;
+    Ok(())
+}
+
 // The tour
 
 fn main() -> multiprocess::Result<()> {
@@ -328,12 +469,12 @@ fn main() -> multiprocess::Result<()> {
     start_methods_and_waiting()?;
     exit_policy()?;
     pipes_and_listeners()?;
+    shared_state()?;
+    pool_section()?;
 
     section(
         "What is not built yet",
-        "Queues (Queue, SimpleQueue, JoinableQueue) come next, then locks and shared data (Lock,\n\
-         RLock, Semaphore, Event, Condition, Barrier, Value, Array, SharedMemory), then Pool and\n\
-         managers, and the forkserver start method.",
+        "Managers and proxies, and the forkserver start method.",
     );
 
     // The very last act: a daemonic child that would sleep a minute. Returning from main runs
