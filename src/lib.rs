@@ -55,11 +55,21 @@
 //! | `c.send_bytes`, `c.recv_bytes`, `c.recv_bytes_into`, `c.poll` | [`send_bytes`](Connection::send_bytes)/[`send_bytes_range`](Connection::send_bytes_range), [`recv_bytes`](Connection::recv_bytes), [`recv_bytes_into`](Connection::recv_bytes_into), [`poll`](Connection::poll) |
 //! | `Listener(address, authkey=k)`, `Client(address, authkey=k)` | [`connection::Listener::bind`], [`connection::client`] |
 //! | `multiprocessing.connection.wait` | [`wait`] |
+//! | `Queue(maxsize)`, `SimpleQueue`, `JoinableQueue` | [`Queue::bounded`]/[`Queue::new`], [`SimpleQueue`], [`JoinableQueue`] |
+//! | `q.put(obj, block, timeout)`, `q.get(block, timeout)` | [`put`](Queue::put)/[`put_timeout`](Queue::put_timeout), [`get`](Queue::get)/[`get_timeout`](Queue::get_timeout) |
+//! | `queue.Full`, `queue.Empty` | [`Error::Full`], [`Error::Empty`] |
+//! | `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore` | [`Lock`], [`RLock`], [`Semaphore`], [`Semaphore::bounded`] |
+//! | `Event`, `Condition`, `Barrier` | [`Event`], [`Condition`], [`Barrier`] |
+//! | `with lock:` | [`Lock::guard`] (RAII) |
+//! | `Value`, `Array`, `RawValue`, `RawArray` | [`Value`], [`Array`], [`RawValue`], [`RawArray`] |
+//! | `shared_memory.SharedMemory` | [`SharedMemory`] |
+//! | `Pool`, `AsyncResult` | [`Pool`], [`AsyncResult`] |
+//! | `threading.BrokenBarrierError` | [`Error::BrokenBarrier`] |
+//! | — (Python deadlocks) | [`Error::OwnerDied`], [`Error::WorkerLost`] |
 //! | `sys.exit(n)` in a child | [`exit`] or `std::process::exit` |
 //! | exceptions (`ValueError`, `AssertionError`, `TimeoutError`, `BufferTooShort`, ...) | [`Error`] variants |
 //!
-//! Queues, locks, shared memory, `Pool` and managers are being built; the README's
-//! feature table says what works today.
+//! Managers are being built; the README's feature table says what works today.
 //!
 //! ## Start methods
 //! - **spawn** (default): runs this executable again. The target must be a function item or a
