@@ -67,7 +67,7 @@ const LIMIT: usize = wire::DEFAULT_LIMIT as usize;
 
 /// The shared part of every queue: the ring and its counters.
 #[derive(Clone, Serialize, Deserialize)]
-struct Ring {
+pub(crate) struct Ring {
     region: Arc<Region>,
 }
 
@@ -88,7 +88,7 @@ fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
 }
 
 impl Ring {
-    fn new(capacity: usize, maxsize: u32) -> Result<Ring> {
+    pub(crate) fn new(capacity: usize, maxsize: u32) -> Result<Ring> {
         if !(MIN_CAPACITY..=1 << 31).contains(&capacity) {
             return Err(Error::InvalidArgument(format!(
                 "a queue's capacity must be between {MIN_CAPACITY} bytes and 2 GiB, not {capacity}"
@@ -153,6 +153,23 @@ impl Ring {
                 out.len() - first,
             );
         }
+    }
+
+    /// Copies `len` bytes out of the ring from position `at` into a new vector (not zeroed
+    /// first: large messages would pay for the zeroing twice).
+    fn copy_out_new(&self, at: u32, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len);
+        let cap = self.capacity() as usize;
+        let start = at as usize & (cap - 1);
+        let first = len.min(cap - start);
+        // SAFETY: as in `copy_out`, the source bytes are inside the ring and published; the
+        // destination has capacity for `len` bytes, all of which are written before `set_len`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.data().add(start), out.as_mut_ptr(), first);
+            std::ptr::copy_nonoverlapping(self.data(), out.as_mut_ptr().add(first), len - first);
+            out.set_len(len);
+        }
+        out
     }
 
     fn used(&self) -> u32 {
@@ -243,24 +260,42 @@ impl Ring {
     }
 
     /// Appends one message. `Ok(false)`: the deadline passed first (Python's `Full`).
-    fn put(&self, message: &[u8], deadline: Deadline) -> Result<bool> {
-        if message.len() > LIMIT {
+    pub(crate) fn put(&self, message: &[u8], deadline: Deadline) -> Result<bool> {
+        self.put_parts(&[message], deadline, &|| false)
+    }
+
+    /// Appends one message made of `parts`, without joining them first. A message longer than
+    /// the ring, once started, waits for the reader past the deadline; `abandon()` is asked
+    /// now and then whether the reader is gone (the ring is then broken).
+    pub(crate) fn put_parts(
+        &self,
+        parts: &[&[u8]],
+        deadline: Deadline,
+        abandon: &dyn Fn() -> bool,
+    ) -> Result<bool> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len > LIMIT {
             return Err(Error::InvalidArgument(format!(
-                "a {}-byte message is larger than a queue carries ({LIMIT} bytes)",
-                message.len()
+                "a {len}-byte message is larger than a queue carries ({LIMIT} bytes)"
             )));
         }
         self.check_broken()?;
         if !self.lock(WLOCK, deadline)? {
             return Ok(false);
         }
-        let done = self.put_locked(message, deadline);
+        let done = self.put_locked(parts, len, deadline, abandon);
         self.unlock(WLOCK);
         self.wake(TAIL, CONSUMERS_ASLEEP);
         done
     }
 
-    fn put_locked(&self, message: &[u8], deadline: Deadline) -> Result<bool> {
+    fn put_locked(
+        &self,
+        parts: &[&[u8]],
+        len: usize,
+        deadline: Deadline,
+        abandon: &dyn Fn() -> bool,
+    ) -> Result<bool> {
         let maxsize = self.word(MAXSIZE).load(Ordering::Relaxed);
         if maxsize != 0
             && !self.wait_for(HEAD, PRODUCERS_ASLEEP, deadline, || self.items() < maxsize)
@@ -268,23 +303,34 @@ impl Ring {
             return Ok(false);
         }
         let cap = self.capacity();
-        let len = message.len() as u32;
-        let header = len.to_le_bytes();
+        let header = (len as u32).to_le_bytes();
         let tail = self.word(TAIL).load(Ordering::Relaxed);
-        if (message.len() + 4) as u64 <= cap as u64 {
-            let need = len + 4;
+        if (len + 4) as u64 <= cap as u64 {
+            let need = len as u32 + 4;
             if !self.wait_for(HEAD, PRODUCERS_ASLEEP, deadline, || {
                 cap - self.used() >= need
             }) {
                 return Ok(false);
             }
             self.copy_in(tail, &header);
-            self.copy_in(tail.wrapping_add(4), message);
+            let mut at = tail.wrapping_add(4);
+            for part in parts {
+                self.copy_in(at, part);
+                at = at.wrapping_add(part.len() as u32);
+            }
             self.bump(PUTS);
             self.word(TAIL)
                 .store(tail.wrapping_add(need), Ordering::Release);
             return Ok(true);
         }
+        let joined;
+        let message: &[u8] = match parts {
+            [one] => one,
+            _ => {
+                joined = parts.concat();
+                &joined
+            }
+        };
         // Longer than the ring: stream it, publishing each chunk as it is written.
         if !self.wait_for(HEAD, PRODUCERS_ASLEEP, deadline, || cap - self.used() >= 4) {
             return Ok(false);
@@ -296,9 +342,14 @@ impl Ring {
         self.wake(TAIL, CONSUMERS_ASLEEP);
         let mut rest = message;
         while !rest.is_empty() {
-            self.wait_for(HEAD, PRODUCERS_ASLEEP, Deadline::after(None), || {
-                self.used() < cap
-            });
+            let room = Deadline::after(Some(LIVENESS_CHECK));
+            if !self.wait_for(HEAD, PRODUCERS_ASLEEP, room, || self.used() < cap) {
+                if abandon() {
+                    self.word(BROKEN).store(1, Ordering::Relaxed);
+                    return Err(Error::state("the reader of this message is gone"));
+                }
+                continue;
+            }
             let n = ((cap - self.used()) as usize).min(rest.len());
             self.copy_in(at, &rest[..n]);
             at = at.wrapping_add(n as u32);
@@ -314,7 +365,7 @@ impl Ring {
     }
 
     /// Takes the next message. `Ok(None)`: the deadline passed first (Python's `Empty`).
-    fn get(&self, deadline: Deadline) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn get(&self, deadline: Deadline) -> Result<Option<Vec<u8>>> {
         self.check_broken()?;
         if !self.lock(RLOCK, deadline)? {
             return Ok(None);
@@ -340,16 +391,16 @@ impl Ring {
                 "a queue message announces {len} bytes, more than the {LIMIT}-byte limit"
             )));
         }
-        let mut message = vec![0u8; len];
         if (len + 4) as u64 <= cap as u64 {
             // A message that fits was published whole.
-            self.copy_out(head.wrapping_add(4), &mut message);
+            let message = self.copy_out_new(head.wrapping_add(4), len);
             self.bump(GETS);
             self.word(HEAD)
                 .store(head.wrapping_add(4 + len as u32), Ordering::Release);
             return Ok(Some(message));
         }
         // A streamed message: take it chunk by chunk, freeing space as we go.
+        let mut message = vec![0u8; len];
         self.word(RSTREAM).store(1, Ordering::Relaxed);
         let mut at = head.wrapping_add(4);
         self.word(HEAD).store(at, Ordering::Release);

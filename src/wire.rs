@@ -41,6 +41,63 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     Ok(value)
 }
 
+/// Encodes a value into a buffer of `capacity` bytes to start with (saves regrowing, and its
+/// copies, when the size is roughly known).
+pub(crate) fn encode_sized<T: Serialize + ?Sized>(value: &T, capacity: usize) -> Result<Vec<u8>> {
+    postcard::to_extend(value, Vec::with_capacity(capacity)).map_err(|e| {
+        match LAST_ERROR.with(|l| l.borrow_mut().take()) {
+            Some(message) => Error::Codec(message),
+            None => Error::Codec(format!(
+                "cannot encode a value of type {}: {e}",
+                std::any::type_name::<T>()
+            )),
+        }
+    })
+}
+
+/// Decodes a sequence written by [`encode`] (a `Vec<T>` or slice) onto the end of `out`,
+/// without an intermediate vector.
+pub(crate) fn decode_append<T: DeserializeOwned>(bytes: &[u8], out: &mut Vec<T>) -> Result<()> {
+    use serde::de::{DeserializeSeed, SeqAccess, Visitor};
+
+    struct Append<'a, T>(&'a mut Vec<T>);
+
+    impl<'de, T: serde::Deserialize<'de>> DeserializeSeed<'de> for Append<'_, T> {
+        type Value = ();
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_seq(self)
+        }
+    }
+
+    impl<'de, T: serde::Deserialize<'de>> Visitor<'de> for Append<'_, T> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a sequence")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            if let Some(n) = seq.size_hint() {
+                // A garbled length must not reserve gigabytes: at most one element per byte.
+                self.0.reserve(n.min(1 << 20));
+            }
+            while let Some(x) = seq.next_element()? {
+                self.0.push(x);
+            }
+            Ok(())
+        }
+    }
+
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    Append(out).deserialize(&mut de).map_err(codec_error)?;
+    let rest = de.finalize().map_err(codec_error)?;
+    if !rest.is_empty() {
+        return Err(Error::Codec(format!(
+            "{} unexpected trailing bytes",
+            rest.len()
+        )));
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------------------------
 // OS handles inside messages
 //

@@ -41,6 +41,7 @@ mod worker;
 
 use std::collections::{HashMap, VecDeque};
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -50,18 +51,25 @@ use serde::de::DeserializeOwned;
 
 pub use result::{AsyncResult, IMap};
 
-use crate::connection::{Connection, Waitable, pipe, wait};
 use crate::context::{Context, StartMethod, get_context};
 use crate::error::{Error, Result};
 use crate::process::Process;
+use crate::queues::Ring;
 use crate::registry::Target;
+use crate::sys::Region;
 use crate::sys::image::{self, Trampoline};
 use crate::wire;
-use result::{Done, JobCore, Outcome, decode_chunks, decode_one};
-use worker::{Code, Failure, INIT, Order, Reply, Setup, message, split, worker_main};
+use result::{Done, JobCore, Outcome, Payload, decode_chunks, decode_one};
+use worker::{Code, Failure, INIT, Link, Order, Reply, Setup, head, split, worker_main};
 
-/// Tasks sent to a worker ahead of its results.
-const PREFETCH: usize = 2;
+/// The most tasks a worker holds at once (one running, the rest waiting in its ring); a
+/// worker gets more than one only when every worker is busy.
+const DEPTH: usize = 32;
+/// Each direction's ring per worker: messages up to this size are copied in whole; longer
+/// ones stream through.
+const RING_BYTES: usize = 8 << 20;
+/// How often a waiting reader checks that its worker is alive.
+const LIVENESS_CHECK: Duration = Duration::from_millis(100);
 
 /// How to build a [`Pool`]: Python's `Pool(processes, initializer, initargs, maxtasksperchild,
 /// context)`, plus a default time limit per task.
@@ -147,7 +155,6 @@ impl PoolBuilder {
             context,
             task_timeout: self.task_timeout,
             state: Mutex::new(State::default()),
-            feed: Condvar::new(),
             changed: Condvar::new(),
         });
         let pool = Pool { shared };
@@ -175,7 +182,7 @@ enum Phase {
 struct Task {
     id: u64,
     code: Code,
-    args: Vec<u8>,
+    args: Arc<Vec<u8>>,
     job: Arc<JobCore>,
     index: usize,
     timeout: Option<Duration>,
@@ -184,14 +191,32 @@ struct Task {
 /// The parent's view of one worker.
 struct Slot {
     process: Arc<Mutex<Process>>,
-    conn: Arc<Connection>,
+    link: Link,
     in_flight: VecDeque<Task>,
+    /// Replies received (compared with the worker's count of tasks started).
+    completed: u32,
     /// When the task at the head of `in_flight` started.
     head_since: Instant,
     sent: u64,
     /// Why we killed it, if we did.
     killed: Option<Failure>,
-    dead: bool,
+    /// Set when it has ended: a thread writing to it gives up.
+    dead: Arc<AtomicBool>,
+    /// A thread is writing tasks into its ring (outside the state lock): others leave it be.
+    putting: bool,
+    /// It was told to stop.
+    stopping: bool,
+}
+
+/// One message for a worker: its header part and its payload (shared with the queued task).
+type Message = (Vec<u8>, Arc<Vec<u8>>);
+
+/// Messages for one worker, written in this order by the thread that planned them.
+struct Delivery {
+    n: u64,
+    ring: Ring,
+    dead: Arc<AtomicBool>,
+    messages: Vec<Message>,
 }
 
 #[derive(Default)]
@@ -213,14 +238,22 @@ pub(crate) struct Shared {
     context: Context,
     task_timeout: Option<Duration>,
     state: Mutex<State>,
-    /// Feeders wait here for tasks.
-    feed: Condvar,
     /// `join` waits here for workers to end.
     changed: Condvar,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A starting buffer size for encoding `items`: their size in memory.
+fn size_estimate<T>(items: &[T]) -> usize {
+    std::mem::size_of_val(items) + 16
+}
+
+/// Encodes one chunk of a map's input.
+fn encode_chunk<X: Serialize>(items: &[X]) -> Result<Vec<u8>> {
+    wire::encode_sized(items, size_estimate(items))
 }
 
 fn encode_args<A: Serialize + ?Sized>(args: &A) -> Result<Vec<u8>> {
@@ -265,7 +298,7 @@ where
     let f = image::conjure::<F>();
     let items: Vec<X> = wire::decode(args)?;
     let out: Vec<R> = items.into_iter().map(|x| f.call((x,))).collect();
-    wire::encode(&out)
+    wire::encode_sized(&out, size_estimate(&out))
 }
 
 /// One `starmap` chunk: `f(*a)` for each tuple `a`.
@@ -278,7 +311,7 @@ where
     let f = image::conjure::<F>();
     let items: Vec<A> = wire::decode(args)?;
     let out: Vec<R> = items.into_iter().map(|a| f.call(a)).collect();
-    wire::encode(&out)
+    wire::encode_sized(&out, size_estimate(&out))
 }
 
 impl Shared {
@@ -290,9 +323,15 @@ impl Shared {
         format!("{method}PoolWorker-{n}")
     }
 
-    /// Starts one worker and its two threads.
+    /// Starts one worker and its reader thread.
     fn start_worker(self: &Arc<Self>) -> Result<()> {
-        let (ours, theirs) = pipe(true)?;
+        let started =
+            Region::new(4).map_err(|e| Error::io("creating a pool worker's shared memory", e))?;
+        let link = Link {
+            tasks: Ring::new(RING_BYTES, 0)?,
+            replies: Ring::new(RING_BYTES, 0)?,
+            started: Arc::new(started),
+        };
         let n = {
             let mut st = lock(&self.state);
             st.next_worker += 1;
@@ -300,18 +339,21 @@ impl Shared {
         };
         let mut process = self
             .context
-            .process(worker_main, (theirs, self.setup.clone()))
+            .process(worker_main, (link.clone(), self.setup.clone()))
             .daemon(true)
             .name(self.worker_name(n));
         process.start()?;
         let slot = Slot {
             process: Arc::new(Mutex::new(process)),
-            conn: Arc::new(ours),
+            link,
             in_flight: VecDeque::new(),
+            completed: 0,
             head_since: Instant::now(),
             sent: 0,
             killed: None,
-            dead: false,
+            dead: Arc::new(AtomicBool::new(false)),
+            putting: false,
+            stopping: false,
         };
         let mut st = lock(&self.state);
         if st.phase == Phase::Terminated || st.broken.is_some() {
@@ -319,102 +361,152 @@ impl Shared {
             let _ = lock(&slot.process).kill();
         }
         st.slots.insert(n, slot);
-        let feeder = {
-            let shared = self.clone();
-            std::thread::Builder::new()
-                .name(format!("pool-feeder-{n}"))
-                .spawn(move || shared.feed_worker(n))
-        };
-        let reader = {
-            let shared = self.clone();
-            std::thread::Builder::new()
-                .name(format!("pool-reader-{n}"))
-                .spawn(move || shared.read_worker(n))
-        };
-        for t in [feeder, reader] {
-            match t {
-                Ok(handle) => st.threads.push(handle),
-                Err(e) => {
-                    if let Some(slot) = st.slots.get(&n) {
-                        let _ = lock(&slot.process).kill();
-                    }
-                    return Err(Error::io("starting a pool thread", e));
+        let shared = self.clone();
+        let reader = std::thread::Builder::new()
+            .name(format!("pool-worker-{n}"))
+            .spawn(move || shared.read_worker(n));
+        match reader {
+            Ok(handle) => st.threads.push(handle),
+            Err(e) => {
+                if let Some(slot) = st.slots.get(&n) {
+                    let _ = lock(&slot.process).kill();
                 }
+                return Err(Error::io("starting a pool thread", e));
             }
         }
+        drop(st);
+        self.dispatch();
         Ok(())
     }
 
-    /// The feeder of worker `n`: hands it tasks, then the order to stop when the pool closes.
-    fn feed_worker(self: Arc<Self>, n: u64) {
+    /// Hands queued tasks to workers: one to each idle worker first, then more to each in turn
+    /// while tasks remain (up to [`DEPTH`]); tells idle workers of a closed pool to stop. The
+    /// messages are written outside the state lock, by this thread, in the planned order.
+    fn dispatch(&self) {
         loop {
-            let mut st = lock(&self.state);
-            let (order, args, conn) = loop {
-                let phase = st.phase;
-                let broken = st.broken.is_some();
-                let maxtasks = self.setup.maxtasks;
-                let Some(slot) = st.slots.get(&n) else {
-                    return;
-                };
-                if slot.dead || phase == Phase::Terminated || broken {
-                    return;
-                }
-                if maxtasks.is_some_and(|m| slot.sent >= m) {
-                    return; // it exits by itself after its last task
-                }
-                // A second task waits in the worker only when no other worker is idle for it.
-                let idle = st.slots.values().filter(|s| s.in_flight.is_empty()).count();
-                let take = slot.in_flight.is_empty()
-                    || (slot.in_flight.len() < PREFETCH && st.pending.len() > idle);
-                if take {
-                    if let Some(task) = st.pending.pop_front() {
-                        if task.job.is_cancelled() {
-                            task.job.set(task.index, Err(Failure::Cancelled));
-                            continue;
+            let deliveries = {
+                let mut st = lock(&self.state);
+                self.plan(&mut st)
+            };
+            if deliveries.is_empty() {
+                return;
+            }
+            for d in deliveries {
+                let abandon = || d.dead.load(Ordering::SeqCst);
+                'messages: for (header, args) in &d.messages {
+                    loop {
+                        let wait = crate::synchronize::Deadline::after(Some(LIVENESS_CHECK));
+                        match d.ring.put_parts(&[header, args], wait, &abandon) {
+                            Ok(true) => break,
+                            Ok(false) if !abandon() => continue,
+                            // The worker is gone: its reader requeues what it held.
+                            _ => break 'messages,
                         }
-                        let slot = st.slots.get_mut(&n).expect("checked above");
-                        if slot.in_flight.is_empty() {
-                            slot.head_since = Instant::now();
-                        }
-                        slot.sent += 1;
-                        let order = Order::Task {
-                            id: task.id,
-                            code: task.code,
-                        };
-                        let args = task.args.clone();
-                        slot.in_flight.push_back(task);
-                        break (Some(order), args, slot.conn.clone());
                     }
                 }
-                let slot = st.slots.get(&n).expect("checked above");
-                if phase == Phase::Closed && st.pending.is_empty() && slot.in_flight.is_empty() {
-                    break (None, Vec::new(), slot.conn.clone());
+                if let Some(slot) = lock(&self.state).slots.get_mut(&d.n) {
+                    slot.putting = false;
                 }
-                st = self.feed.wait(st).unwrap_or_else(|e| e.into_inner());
-            };
-            drop(st);
-            let m = match &order {
-                Some(order) => message(order, &args),
-                None => message(&Order::Stop, &[]),
-            };
-            // A failed send means the worker is gone: its reader handles that.
-            if m.and_then(|m| conn.send_bytes(&m)).is_err() || order.is_none() {
-                return;
             }
         }
     }
 
-    /// The reader of worker `n`: receives its results, enforces time limits, and handles its
-    /// end (replacing it while there is work).
+    /// With the state lock held: assigns tasks (see [`Shared::dispatch`]).
+    fn plan(&self, st: &mut State) -> Vec<Delivery> {
+        if st.phase == Phase::Terminated || st.broken.is_some() {
+            return Vec::new();
+        }
+        let mut ids: Vec<u64> = st.slots.keys().copied().collect();
+        ids.sort_unstable();
+        let mut planned: HashMap<u64, Vec<Message>> = HashMap::new();
+        let maxtasks = self.setup.maxtasks;
+        for pass in 0..2 {
+            let mut progress = true;
+            while progress && !st.pending.is_empty() {
+                progress = false;
+                for &n in &ids {
+                    let Some(slot) = st.slots.get(&n) else {
+                        continue;
+                    };
+                    let limit = if pass == 0 { 1 } else { DEPTH };
+                    if slot.putting
+                        || slot.stopping
+                        || slot.dead.load(Ordering::SeqCst)
+                        || slot.in_flight.len() >= limit
+                        || maxtasks.is_some_and(|m| slot.sent >= m)
+                    {
+                        continue;
+                    }
+                    let Some(task) = next_pending(&mut st.pending) else {
+                        break;
+                    };
+                    let header = match head(&Order::Task {
+                        id: task.id,
+                        code: task.code,
+                    }) {
+                        Ok(h) => h,
+                        Err(e) => {
+                            task.job.set(task.index, Err(Failure::Codec(e.to_string())));
+                            continue;
+                        }
+                    };
+                    let slot = st.slots.get_mut(&n).expect("present above");
+                    if slot.in_flight.is_empty() {
+                        slot.head_since = Instant::now();
+                    }
+                    slot.sent += 1;
+                    planned
+                        .entry(n)
+                        .or_default()
+                        .push((header, task.args.clone()));
+                    slot.in_flight.push_back(task);
+                    progress = true;
+                }
+                if pass == 0 {
+                    break;
+                }
+            }
+        }
+        if st.phase == Phase::Closed && st.pending.is_empty() {
+            for &n in &ids {
+                let Some(slot) = st.slots.get_mut(&n) else {
+                    continue;
+                };
+                if slot.in_flight.is_empty() && !slot.stopping && !slot.putting {
+                    if let Ok(header) = head(&Order::Stop) {
+                        slot.stopping = true;
+                        planned
+                            .entry(n)
+                            .or_default()
+                            .push((header, Arc::new(Vec::new())));
+                    }
+                }
+            }
+        }
+        let mut deliveries = Vec::new();
+        for (n, messages) in planned {
+            if let Some(slot) = st.slots.get_mut(&n) {
+                slot.putting = true;
+                deliveries.push(Delivery {
+                    n,
+                    ring: slot.link.tasks.clone(),
+                    dead: slot.dead.clone(),
+                    messages,
+                });
+            }
+        }
+        deliveries
+    }
+
+    /// The reader of worker `n`: receives its results, enforces time limits, notices its end.
     fn read_worker(self: Arc<Self>, n: u64) {
-        let (conn, process) = {
+        let (replies, process) = {
             let st = lock(&self.state);
             match st.slots.get(&n) {
-                Some(s) => (s.conn.clone(), s.process.clone()),
+                Some(s) => (s.link.replies.clone(), s.process.clone()),
                 None => return,
             }
         };
-        let sentinel = lock(&process).sentinel().ok();
         loop {
             // The head task's deadline, if it has a time limit.
             let deadline = {
@@ -426,53 +518,50 @@ impl Shared {
                         .map(|t| s.head_since + t)
                 })
             };
-            let timeout = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let mut objects: Vec<&dyn Waitable> = vec![&*conn];
-            if let Some(s) = &sentinel {
-                objects.push(s);
-            }
-            let ready = match wait(&objects, timeout) {
-                Ok(r) => r,
-                Err(_) => break,
-            };
-            if ready.is_empty() {
-                // The head task ran out of time.
-                let mut st = lock(&self.state);
-                if let Some(slot) = st.slots.get_mut(&n) {
-                    slot.killed.get_or_insert(Failure::Timeout);
-                }
-                drop(st);
-                let _ = lock(&process).kill();
-                continue;
-            }
-            if ready.contains(&0) {
-                match conn.recv_bytes(None) {
-                    Ok(m) => {
-                        if !self.deliver(n, &m) {
-                            break;
-                        }
-                        continue;
+            let slice = deadline.map_or(LIVENESS_CHECK, |d| {
+                d.saturating_duration_since(Instant::now())
+                    .min(LIVENESS_CHECK)
+            });
+            match replies.get(crate::synchronize::Deadline::after(Some(slice))) {
+                Ok(Some(m)) => {
+                    if !self.deliver(n, m) {
+                        break;
                     }
-                    Err(_) => break,
+                    self.dispatch();
                 }
-            }
-            // The sentinel: take what the worker sent before it ended, then handle its end.
-            while conn.poll(Some(Duration::ZERO)).unwrap_or(false) {
-                match conn.recv_bytes(None) {
-                    Ok(m) if self.deliver(n, &m) => {}
-                    _ => break,
+                Ok(None) => {
+                    if !lock(&process).is_alive().unwrap_or(false) {
+                        break;
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        let mut st = lock(&self.state);
+                        if let Some(slot) = st.slots.get_mut(&n) {
+                            slot.killed.get_or_insert(Failure::Timeout);
+                        }
+                        drop(st);
+                        let _ = lock(&process).kill();
+                    }
                 }
+                Err(_) => break,
             }
-            break;
+        }
+        // Take what it sent before it ended.
+        while let Ok(Some(m)) =
+            replies.get(crate::synchronize::Deadline::after(Some(Duration::ZERO)))
+        {
+            if !self.deliver(n, m) {
+                break;
+            }
         }
         self.worker_ended(n, &process);
     }
 
-    /// Handles one message from worker `n`; false if the worker is to be considered gone.
-    fn deliver(&self, n: u64, m: &[u8]) -> bool {
-        let Ok((reply, payload)) = split::<Reply>(m) else {
+    /// Handles one reply from worker `n`; false if the worker is to be considered gone.
+    fn deliver(&self, n: u64, m: Vec<u8>) -> bool {
+        let Ok((reply, payload)) = split::<Reply>(&m) else {
             return false;
         };
+        let payload = payload.len();
         let mut st = lock(&self.state);
         if reply.id == INIT {
             if let Some(failure) = reply.failure {
@@ -489,11 +578,14 @@ impl Shared {
             return false; // out of order: not our protocol
         }
         let task = slot.in_flight.pop_front().expect("checked above");
+        slot.completed = slot.completed.wrapping_add(1);
         slot.head_since = Instant::now();
         drop(st);
-        self.feed.notify_all();
         let outcome: Outcome = match reply.failure {
-            None => Ok(payload.to_vec()),
+            None => Ok(Payload {
+                start: m.len() - payload,
+                message: m,
+            }),
             Some(f) => Err(f),
         };
         task.job.set(task.index, outcome);
@@ -507,15 +599,14 @@ impl Shared {
             task.job
                 .set(task.index, Err(Failure::Other(reason.clone())));
         }
-        self.feed.notify_all();
     }
 
-    /// Worker `n` ended: fail the task it was running, requeue the ones behind it, reap it, and
-    /// start a replacement while there is work.
+    /// Worker `n` ended: fail the task it was running (its start counter says whether it had
+    /// started one), requeue the others, reap it, and start a replacement while there is work.
     fn worker_ended(self: &Arc<Self>, n: u64, process: &Mutex<Process>) {
         let exitcode = {
-            // It is ending (end of file, or its sentinel); give it a moment to finish on its
-            // own, so that its exit code is its own.
+            // It is ending (or we found it dead); give it a moment to finish on its own, so
+            // that its exit code is its own.
             let process = lock(process);
             let _ = process.join(Some(Duration::from_millis(500)));
             let _ = process.kill();
@@ -526,15 +617,19 @@ impl Shared {
         let Some(mut slot) = st.slots.remove(&n) else {
             return;
         };
-        slot.dead = true;
+        slot.dead.store(true, Ordering::SeqCst);
+        let started = slot.link.started.words()[0].load(Ordering::SeqCst);
+        let running = started.wrapping_sub(slot.completed) > 0;
         let mut in_flight = std::mem::take(&mut slot.in_flight);
-        if let Some(head) = in_flight.pop_front() {
-            let failure = match (&slot.killed, &st.broken) {
-                (Some(why), _) => why.clone(),
-                (None, Some(reason)) => Failure::Other(reason.clone()),
-                (None, None) => Failure::WorkerLost(exitcode),
-            };
-            head.job.set(head.index, Err(failure));
+        if running {
+            if let Some(head) = in_flight.pop_front() {
+                let failure = match (&slot.killed, &st.broken) {
+                    (Some(why), _) => why.clone(),
+                    (None, Some(reason)) => Failure::Other(reason.clone()),
+                    (None, None) => Failure::WorkerLost(exitcode),
+                };
+                head.job.set(head.index, Err(failure));
+            }
         }
         // Tasks it had not started go back to the front of the queue, in order.
         while let Some(task) = in_flight.pop_back() {
@@ -555,7 +650,6 @@ impl Shared {
             }
             && st.slots.len() < self.processes;
         drop(st);
-        self.feed.notify_all();
         if replace {
             if let Err(e) = self.start_worker() {
                 use std::io::Write as _;
@@ -565,11 +659,13 @@ impl Shared {
                     self.break_pool(&mut st, format!("cannot start a worker: {e}"));
                 }
             }
+        } else {
+            self.dispatch();
         }
         self.changed.notify_all();
     }
 
-    /// Queues tasks for `job` (indices from `first`).
+    /// Queues tasks for `job` (indices from `first`) and hands them out.
     fn submit(
         &self,
         code: Code,
@@ -592,14 +688,14 @@ impl Shared {
             st.pending.push_back(Task {
                 id,
                 code,
-                args,
+                args: Arc::new(args),
                 job: job.clone(),
                 index: first + i,
                 timeout,
             });
         }
         drop(st);
-        self.feed.notify_all();
+        self.dispatch();
         Ok(())
     }
 
@@ -631,6 +727,18 @@ impl Shared {
             }
         }
     }
+}
+
+/// The next queued task whose job was not cancelled (cancelled ones are failed on the way).
+fn next_pending(pending: &mut VecDeque<Task>) -> Option<Task> {
+    while let Some(task) = pending.pop_front() {
+        if task.job.is_cancelled() {
+            task.job.set(task.index, Err(Failure::Cancelled));
+        } else {
+            return Some(task);
+        }
+    }
+    None
 }
 
 /// A pool of worker processes: Python's `multiprocessing.Pool`. See the [module docs](self).
@@ -711,12 +819,12 @@ impl<R> TaskOptions<R> {
 
 impl<R: 'static> TaskOptions<R> {
     /// The job's completion hook: decodes the outcomes and calls exactly one callback.
-    fn into_done(self, decode: fn(&[Outcome]) -> Result<R>) -> Option<Done> {
+    fn into_done(self, decode: fn(&[&Outcome]) -> Result<R>) -> Option<Done> {
         if self.callback.is_none() && self.error_callback.is_none() {
             return None;
         }
         let (callback, error_callback) = (self.callback, self.error_callback);
-        Some(Box::new(move |outcomes: &[Outcome]| {
+        Some(Box::new(move |outcomes: &[&Outcome]| {
             match decode(outcomes) {
                 Ok(v) => {
                     if let Some(cb) = callback {
@@ -750,7 +858,7 @@ impl Pool {
         PoolBuilder::default()
     }
 
-    fn result<R>(&self, job: Arc<JobCore>, decode: fn(&[Outcome]) -> Result<R>) -> AsyncResult<R> {
+    fn result<R>(&self, job: Arc<JobCore>, decode: fn(&[&Outcome]) -> Result<R>) -> AsyncResult<R> {
         AsyncResult {
             job,
             pool: Arc::downgrade(&self.shared),
@@ -895,16 +1003,28 @@ impl Pool {
         let chunksize = chunksize
             .unwrap_or_else(|| default_chunksize(items.len(), self.shared.processes))
             .max(1);
-        let chunks = items
-            .chunks(chunksize)
-            .map(encode_args)
-            .collect::<Result<Vec<_>>>()?;
+        let count = items.len().div_ceil(chunksize);
         let timeout = options.timeout;
-        let job = JobCore::new(Some(chunks.len()), options.into_done(decode_chunks::<R>));
-        if chunks.is_empty() {
+        let job = JobCore::new(Some(count), options.into_done(decode_chunks::<R>));
+        if count == 0 {
             job.set_total(0);
-        } else {
-            self.shared.submit(code, chunks, &job, 0, timeout)?;
+            return Ok(self.result(job, decode_chunks::<R>));
+        }
+        // Encode and hand out in batches, so that workers start while the rest is encoded.
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
+        let mut first = 0;
+        for (i, chunk) in items.chunks(chunksize).enumerate() {
+            let encoded = encode_chunk(chunk)?;
+            batch_bytes += encoded.len();
+            batch.push(encoded);
+            if batch_bytes >= 64 << 10 || batch.len() >= 256 || i + 1 == count {
+                let n = batch.len();
+                self.shared
+                    .submit(code, std::mem::take(&mut batch), &job, first, timeout)?;
+                first += n;
+                batch_bytes = 0;
+            }
         }
         Ok(self.result(job, decode_chunks::<R>))
     }
@@ -984,7 +1104,7 @@ impl Pool {
             st.phase = Phase::Closed;
         }
         drop(st);
-        self.shared.feed.notify_all();
+        self.shared.dispatch();
     }
 
     /// Kills the workers now; unfinished tasks fail with [`Error::Cancelled`] (Python's
@@ -999,8 +1119,6 @@ impl Pool {
             slot.killed.get_or_insert(Failure::Cancelled);
             let _ = lock(&slot.process).kill();
         }
-        drop(st);
-        self.shared.feed.notify_all();
     }
 
     /// Waits for the workers to exit (Python's `join`).

@@ -13,10 +13,25 @@ use crate::error::{Error, Result};
 use crate::wire;
 
 /// The outcome of one task: its encoded value, or why there is none.
-pub(crate) type Outcome = std::result::Result<Vec<u8>, Failure>;
+pub(crate) type Outcome = std::result::Result<Payload, Failure>;
+
+/// A received message whose first `start` bytes (its header) are not part of the value: the
+/// value is not copied out of the message.
+#[derive(Clone, Debug)]
+pub(crate) struct Payload {
+    pub(crate) message: Vec<u8>,
+    pub(crate) start: usize,
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.message[self.start..]
+    }
+}
 
 /// What a job's callbacks get: every task's outcome, in submission order.
-pub(crate) type Done = Box<dyn FnOnce(&[Outcome]) + Send>;
+pub(crate) type Done = Box<dyn FnOnce(&[&Outcome]) + Send>;
 
 /// The shared state of one job: a slot per task (a chunk, for map-like jobs).
 pub(crate) struct JobCore {
@@ -76,6 +91,7 @@ impl JobCore {
         drop(st);
         self.cond.notify_all();
         if let (Some(callback), Some(outcomes)) = (callback, snapshot) {
+            let outcomes: Vec<&Outcome> = outcomes.iter().collect();
             if let Err(message) = crate::bootstrap::catch_quietly(|| callback(&outcomes)) {
                 use std::io::Write as _;
                 let _ = writeln!(
@@ -145,7 +161,7 @@ impl JobCore {
 pub struct AsyncResult<R> {
     pub(crate) job: Arc<JobCore>,
     pub(crate) pool: Weak<Shared>,
-    pub(crate) decode: fn(&[Outcome]) -> Result<R>,
+    pub(crate) decode: fn(&[&Outcome]) -> Result<R>,
     pub(crate) _r: PhantomData<fn() -> R>,
 }
 
@@ -167,8 +183,7 @@ impl<R> AsyncResult<R> {
         if !ready {
             return Err(Error::Timeout);
         }
-        let outcomes: Vec<Outcome> = st.slots.iter().flatten().cloned().collect();
-        drop(st);
+        let outcomes: Vec<&Outcome> = st.slots.iter().flatten().collect();
         (self.decode)(&outcomes)
     }
 
@@ -206,7 +221,7 @@ impl<R> AsyncResult<R> {
 }
 
 /// Decodes the only outcome of an `apply` job.
-pub(crate) fn decode_one<R: DeserializeOwned>(outcomes: &[Outcome]) -> Result<R> {
+pub(crate) fn decode_one<R: DeserializeOwned>(outcomes: &[&Outcome]) -> Result<R> {
     match outcomes.first() {
         Some(Ok(bytes)) => wire::decode(bytes),
         Some(Err(f)) => Err(f.to_error()),
@@ -215,11 +230,11 @@ pub(crate) fn decode_one<R: DeserializeOwned>(outcomes: &[Outcome]) -> Result<R>
 }
 
 /// Decodes and joins the chunks of a `map` job; the first failed chunk's error wins.
-pub(crate) fn decode_chunks<R: DeserializeOwned>(outcomes: &[Outcome]) -> Result<Vec<R>> {
+pub(crate) fn decode_chunks<R: DeserializeOwned>(outcomes: &[&Outcome]) -> Result<Vec<R>> {
     let mut all = Vec::new();
-    for outcome in outcomes {
+    for &outcome in outcomes {
         match outcome {
-            Ok(bytes) => all.extend(wire::decode::<Vec<R>>(bytes)?),
+            Ok(bytes) => wire::decode_append(bytes, &mut all)?,
             Err(f) => return Err(f.to_error()),
         }
     }

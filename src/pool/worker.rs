@@ -1,14 +1,20 @@
 //! The worker side of a pool, and the messages between a worker and its supervisor.
 //!
+//! Tasks and replies travel through two rings in shared memory (see `queues`), one each way.
 //! A message is `u32 LE header length | header (postcard) | payload`: the payload (encoded
-//! arguments, or an encoded result) travels as raw bytes after the small header, so it is never
+//! arguments, or an encoded result) is copied in as raw bytes after the small header, never
 //! re-encoded.
 
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use crate::bootstrap::catch_quietly;
-use crate::connection::Connection;
 use crate::error::{Error, Result};
+use crate::queues::Ring;
+use crate::synchronize::Deadline;
+use crate::sys::Region;
 use crate::sys::image::{self, Trampoline};
 use crate::wire;
 
@@ -97,13 +103,21 @@ pub(crate) struct Setup {
     pub(crate) maxtasks: Option<u64>,
 }
 
-/// Builds one message: header, then payload.
-pub(crate) fn message<H: Serialize>(header: &H, payload: &[u8]) -> Result<Vec<u8>> {
-    let head = wire::encode(header)?;
-    let mut m = Vec::with_capacity(4 + head.len() + payload.len());
-    m.extend_from_slice(&(head.len() as u32).to_le_bytes());
-    m.extend_from_slice(&head);
-    m.extend_from_slice(payload);
+/// How a worker and the parent talk: a ring of tasks, a ring of replies, and a counter of the
+/// tasks the worker has started (so the parent knows exactly which task a dead worker held).
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct Link {
+    pub(crate) tasks: Ring,
+    pub(crate) replies: Ring,
+    pub(crate) started: Arc<Region>,
+}
+
+/// A message's first part: the length of the encoded header that follows, then the header.
+pub(crate) fn head<H: Serialize>(header: &H) -> Result<Vec<u8>> {
+    let encoded = wire::encode(header)?;
+    let mut m = Vec::with_capacity(4 + encoded.len());
+    m.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
+    m.extend_from_slice(&encoded);
     Ok(m)
 }
 
@@ -114,8 +128,8 @@ pub(crate) fn split<H: serde::de::DeserializeOwned>(m: &[u8]) -> Result<(H, &[u8
         .get(..4)
         .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .ok_or_else(bad)?;
-    let head = m.get(4..4 + len).ok_or_else(bad)?;
-    Ok((wire::decode(head)?, &m[4 + len..]))
+    let header = m.get(4..4 + len).ok_or_else(bad)?;
+    Ok((wire::decode(header)?, &m[4 + len..]))
 }
 
 fn run(code: Code, args: &[u8]) -> std::result::Result<Vec<u8>, Failure> {
@@ -127,37 +141,42 @@ fn run(code: Code, args: &[u8]) -> std::result::Result<Vec<u8>, Failure> {
     }
 }
 
-fn reply(conn: &Connection, id: u64, outcome: std::result::Result<Vec<u8>, Failure>) -> bool {
+fn reply(ring: &Ring, id: u64, outcome: std::result::Result<Vec<u8>, Failure>) -> bool {
     let (failure, payload) = match outcome {
         Ok(value) => (None, value),
         Err(f) => (Some(f), Vec::new()),
     };
-    match message(&Reply { id, failure }, &payload) {
-        Ok(m) => conn.send_bytes(&m).is_ok(),
+    match head(&Reply { id, failure }) {
+        Ok(h) => matches!(
+            ring.put_parts(&[&h, &payload], Deadline::after(None), &|| false),
+            Ok(true)
+        ),
         Err(_) => false,
     }
 }
 
-/// A pool worker's life: run the initializer, then tasks until told to stop, until the
-/// supervisor goes away, or after `maxtasks` tasks.
-pub(crate) fn worker_main(conn: Connection, setup: Setup) {
+/// A pool worker's life: run the initializer, then tasks until told to stop, or after
+/// `maxtasks` tasks. (A daemonic process: it dies with its parent.)
+pub(crate) fn worker_main(link: Link, setup: Setup) {
     let init = match &setup.initializer {
         Some((code, args)) => run(*code, args).map(|_| Vec::new()),
         None => Ok(Vec::new()),
     };
     let init_failed = init.is_err();
-    if !reply(&conn, INIT, init) || init_failed {
+    if !reply(&link.replies, INIT, init) || init_failed {
         return;
     }
+    let started = &link.started.words()[0];
     let mut done = 0u64;
-    while let Ok(m) = conn.recv_bytes(None) {
+    while let Ok(Some(m)) = link.tasks.get(Deadline::after(None)) {
         let Ok((order, args)) = split::<Order>(&m) else {
             return;
         };
         let Order::Task { id, code } = order else {
             return;
         };
-        if !reply(&conn, id, run(code, args)) {
+        started.fetch_add(1, Ordering::SeqCst);
+        if !reply(&link.replies, id, run(code, args)) {
             return;
         }
         done += 1;
