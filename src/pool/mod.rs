@@ -1,14 +1,16 @@
 //! A pool of worker processes: Python's `multiprocessing.Pool`, as a supervisor that never
 //! hangs.
 //!
-//! Each worker is a daemonic process with its own duplex pipe to the parent, served by two
-//! threads there: a *feeder* that hands it tasks from the pool's queue (at most two at a time,
-//! so it never idles between tasks) and a *reader* that receives its results. The parent thus
-//! knows which task every worker holds. When a worker dies (killed, crashed, `exit(n)`), the
-//! task it was running fails with [`Error::WorkerLost`] carrying its exit code, the task queued
-//! behind it goes back to the queue, and a new worker takes its place: Python's pool hangs
-//! forever instead (bpo-22393). A task's panic is caught in the worker and returned as
-//! [`Error::Panicked`]; the worker goes on.
+//! Each worker is a daemonic process with two rings in shared memory to the parent (tasks in,
+//! results out; see `queues`), served there by one reader thread. Tasks are handed out by
+//! whichever thread has them (the caller submitting, or a reader that just received a result):
+//! one to each idle worker first, then more to busy workers when all are busy. The worker
+//! counts the tasks it starts in shared memory, so the parent knows exactly which task a worker
+//! held. When a worker dies (killed, crashed, `exit(n)`), the task it was running fails with
+//! [`Error::WorkerLost`] carrying its exit code, the tasks queued behind it go back to the
+//! queue, and a new worker takes its place: Python's pool hangs forever instead (bpo-22393).
+//! A task's panic is caught in the worker and returned as [`Error::Panicked`]; the worker goes
+//! on.
 //!
 //! Beyond Python: a per-task time limit (the worker is killed and replaced, the task gets
 //! [`Error::Timeout`]), cancelling a queued or running task ([`AsyncResult::cancel`]), `imap`
