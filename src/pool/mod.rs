@@ -420,7 +420,7 @@ impl Shared {
         }
         let mut ids: Vec<u64> = st.slots.keys().copied().collect();
         ids.sort_unstable();
-        let mut planned: HashMap<u64, Vec<Message>> = HashMap::new();
+        let mut planned: Vec<(u64, Vec<Message>)> = Vec::new();
         let maxtasks = self.setup.maxtasks;
         for pass in 0..2 {
             let mut progress = true;
@@ -457,10 +457,11 @@ impl Shared {
                         slot.head_since = Instant::now();
                     }
                     slot.sent += 1;
-                    planned
-                        .entry(n)
-                        .or_default()
-                        .push((header, task.args.clone()));
+                    let args = task.args.clone();
+                    match planned.iter_mut().find(|(m, _)| *m == n) {
+                        Some((_, messages)) => messages.push((header, args)),
+                        None => planned.push((n, vec![(header, args)])),
+                    }
                     slot.in_flight.push_back(task);
                     progress = true;
                 }
@@ -477,10 +478,11 @@ impl Shared {
                 if slot.in_flight.is_empty() && !slot.stopping && !slot.putting {
                     if let Ok(header) = head(&Order::Stop) {
                         slot.stopping = true;
-                        planned
-                            .entry(n)
-                            .or_default()
-                            .push((header, Arc::new(Vec::new())));
+                        let stop = (header, Arc::new(Vec::new()));
+                        match planned.iter_mut().find(|(m, _)| *m == n) {
+                            Some((_, messages)) => messages.push(stop),
+                            None => planned.push((n, vec![stop])),
+                        }
                     }
                 }
             }
@@ -526,10 +528,21 @@ impl Shared {
             });
             match replies.get(crate::synchronize::Deadline::after(Some(slice))) {
                 Ok(Some(m)) => {
-                    if !self.deliver(n, m) {
+                    // Take every reply already there, then hand out work once.
+                    let mut alive = self.deliver(n, m);
+                    while alive {
+                        match replies.get(crate::synchronize::Deadline::after(Some(Duration::ZERO)))
+                        {
+                            Ok(Some(m)) => alive = self.deliver(n, m),
+                            _ => break,
+                        }
+                    }
+                    if !alive {
                         break;
                     }
-                    self.dispatch();
+                    if self.needs_work(n) {
+                        self.dispatch();
+                    }
                 }
                 Ok(None) => {
                     if !lock(&process).is_alive().unwrap_or(false) {
@@ -556,6 +569,14 @@ impl Shared {
             }
         }
         self.worker_ended(n, &process);
+    }
+
+    /// Whether worker `n` is running low on tasks while some wait (or the pool is closing, and
+    /// idle workers are to be told to stop).
+    fn needs_work(&self, n: u64) -> bool {
+        let st = lock(&self.state);
+        let low = st.slots.get(&n).is_none_or(|s| s.in_flight.len() < DEPTH);
+        low && (!st.pending.is_empty() || st.phase == Phase::Closed)
     }
 
     /// Handles one reply from worker `n`; false if the worker is to be considered gone.

@@ -48,6 +48,8 @@ struct JobState {
     completed: VecDeque<usize>,
     on_done: Option<Done>,
     cancelled: bool,
+    /// Whether a waiter wants every result as it comes (imap), not just the last one.
+    progressive: bool,
 }
 
 fn lock(m: &Mutex<JobState>) -> MutexGuard<'_, JobState> {
@@ -64,6 +66,7 @@ impl JobCore {
                 completed: VecDeque::new(),
                 on_done,
                 cancelled: false,
+                progressive: total.is_none(),
             }),
             cond: Condvar::new(),
         })
@@ -84,12 +87,15 @@ impl JobCore {
         st.filled += 1;
         st.completed.push_back(index);
         let done = st.total == Some(st.filled);
+        let wake = done || st.progressive;
         let callback = if done { st.on_done.take() } else { None };
         let snapshot: Option<Vec<Outcome>> = callback
             .as_ref()
             .map(|_| st.slots.iter().flatten().cloned().collect());
         drop(st);
-        self.cond.notify_all();
+        if wake {
+            self.cond.notify_all();
+        }
         if let (Some(callback), Some(outcomes)) = (callback, snapshot) {
             let outcomes: Vec<&Outcome> = outcomes.iter().collect();
             if let Err(message) = crate::bootstrap::catch_quietly(|| callback(&outcomes)) {
