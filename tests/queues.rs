@@ -352,3 +352,26 @@ fn fork_children_share_a_captured_queue() {
         p.join(None).unwrap();
     }
 }
+
+#[cfg(unix)]
+fn drain_received(conn: multiprocess::Connection) -> Vec<u32> {
+    let q: Queue<u32> = conn.recv().unwrap();
+    (0..3).map(|_| q.get().unwrap()).collect()
+}
+
+/// A queue sent over a Connection arrives usable (Unix: its memory travels as a descriptor).
+#[cfg(unix)]
+#[test]
+fn a_queue_sent_over_a_connection() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let (ours, theirs) = multiprocess::pipe(true).unwrap();
+    let mut p = Process::new(drain_received, (theirs,));
+    p.start().unwrap();
+    let q = Queue::<u32>::new().unwrap();
+    ours.send(&q).unwrap();
+    for i in [7, 8, 9] {
+        q.put(&i).unwrap();
+    }
+    assert_eq!(p.result::<Vec<u32>>().unwrap(), [7, 8, 9]);
+}

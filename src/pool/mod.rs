@@ -1185,3 +1185,19 @@ impl Drop for Pool {
         let _ = self.join();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::default_chunksize;
+
+    /// PL02: Python's default chunk size, ceil(n / (4 × workers)): 100 items on 4 workers make
+    /// 15 tasks of at most 7.
+    #[test]
+    fn default_chunks_are_pythons() {
+        assert_eq!(default_chunksize(100, 4), 7);
+        assert_eq!(100usize.div_ceil(default_chunksize(100, 4)), 15);
+        assert_eq!(default_chunksize(10, 4), 1);
+        assert_eq!(default_chunksize(1000, 8), 32);
+        assert_eq!(default_chunksize(0, 4), 1);
+    }
+}
