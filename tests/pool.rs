@@ -580,3 +580,15 @@ fn kill_pid(pid: u32) {
         }
     }
 }
+
+/// With the `progress` feature, a pool may draw a bar (hidden here: stderr is not a terminal);
+/// results are unchanged.
+#[cfg(feature = "progress")]
+#[test]
+fn progress_bar_does_not_change_results() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let pool = Pool::builder().processes(2).progress(true).build().unwrap();
+    assert_eq!(pool.map(square, 0..1000u64, None).unwrap().len(), 1000);
+    assert_eq!(pool.imap(square, 0..100u64, 7).unwrap().count(), 100);
+}

@@ -38,6 +38,7 @@
 //! # Ok(()) }
 //! ```
 
+mod progress;
 mod result;
 mod worker;
 
@@ -82,6 +83,7 @@ pub struct PoolBuilder {
     maxtasksperchild: Option<u64>,
     context: Option<Context>,
     task_timeout: Option<Duration>,
+    progress: bool,
 }
 
 impl PoolBuilder {
@@ -125,6 +127,14 @@ impl PoolBuilder {
         self
     }
 
+    /// Shows a progress bar on stderr (when it is a terminal) for every `map`, `starmap` and
+    /// `imap` of this pool. Needs the cargo feature `progress`.
+    #[cfg(feature = "progress")]
+    pub fn progress(mut self, on: bool) -> Self {
+        self.progress = on;
+        self
+    }
+
     /// Starts the workers.
     ///
     /// # Errors
@@ -156,6 +166,7 @@ impl PoolBuilder {
             },
             context,
             task_timeout: self.task_timeout,
+            progress: self.progress,
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
         });
@@ -239,6 +250,7 @@ pub(crate) struct Shared {
     setup: Setup,
     context: Context,
     task_timeout: Option<Duration>,
+    progress: bool,
     state: Mutex<State>,
     /// `join` waits here for workers to end.
     changed: Condvar,
@@ -1028,7 +1040,11 @@ impl Pool {
             .max(1);
         let count = items.len().div_ceil(chunksize);
         let timeout = options.timeout;
-        let job = JobCore::new(Some(count), options.into_done(decode_chunks::<R>));
+        let bar = self
+            .shared
+            .progress
+            .then(|| progress::Bar::new(Some(items.len()), chunksize));
+        let job = JobCore::with_progress(Some(count), options.into_done(decode_chunks::<R>), bar);
         if count == 0 {
             job.set_total(0);
             return Ok(self.result(job, decode_chunks::<R>));
@@ -1107,7 +1123,13 @@ impl Pool {
         });
         Ok(IMap {
             pool: self.shared.clone(),
-            job: JobCore::new(None, None),
+            job: JobCore::with_progress(
+                None,
+                None,
+                self.shared
+                    .progress
+                    .then(|| progress::Bar::new(None, chunksize)),
+            ),
             chunker,
             code: Code::of(call_chunk::<F, X, R>)?,
             submitted: 0,

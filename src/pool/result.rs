@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use super::Shared;
+use super::progress::Bar;
 use super::worker::Failure;
 use crate::error::{Error, Result};
 use crate::wire;
@@ -37,6 +38,7 @@ pub(crate) type Done = Box<dyn FnOnce(&[&Outcome]) + Send>;
 pub(crate) struct JobCore {
     state: Mutex<JobState>,
     cond: Condvar,
+    progress: Option<Bar>,
 }
 
 struct JobState {
@@ -58,6 +60,15 @@ fn lock(m: &Mutex<JobState>) -> MutexGuard<'_, JobState> {
 
 impl JobCore {
     pub(crate) fn new(total: Option<usize>, on_done: Option<Done>) -> Arc<JobCore> {
+        Self::with_progress(total, on_done, None)
+    }
+
+    /// A job with a progress bar (see `PoolBuilder::progress`).
+    pub(crate) fn with_progress(
+        total: Option<usize>,
+        on_done: Option<Done>,
+        progress: Option<Bar>,
+    ) -> Arc<JobCore> {
         Arc::new(JobCore {
             state: Mutex::new(JobState {
                 slots: Vec::new(),
@@ -69,6 +80,7 @@ impl JobCore {
                 progressive: total.is_none(),
             }),
             cond: Condvar::new(),
+            progress,
         })
     }
 
@@ -93,6 +105,12 @@ impl JobCore {
             .as_ref()
             .map(|_| st.slots.iter().flatten().cloned().collect());
         drop(st);
+        if let Some(bar) = &self.progress {
+            bar.advance(index);
+            if done {
+                bar.finish();
+            }
+        }
         if wake {
             self.cond.notify_all();
         }
@@ -110,6 +128,9 @@ impl JobCore {
 
     /// Declares the number of tasks (imap, at the end of its input).
     pub(crate) fn set_total(&self, total: usize) {
+        if let Some(bar) = &self.progress {
+            bar.finish();
+        }
         let mut st = lock(&self.state);
         st.total = Some(total);
         let callback = if st.filled == total {
