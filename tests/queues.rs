@@ -353,14 +353,12 @@ fn fork_children_share_a_captured_queue() {
     }
 }
 
-#[cfg(unix)]
 fn drain_received(conn: multiprocess::Connection) -> Vec<u32> {
     let q: Queue<u32> = conn.recv().unwrap();
     (0..3).map(|_| q.get().unwrap()).collect()
 }
 
-/// A queue sent over a Connection arrives usable (Unix: its memory travels as a descriptor).
-#[cfg(unix)]
+/// A queue sent over a Connection arrives usable (its memory travels as an OS handle).
 #[test]
 fn a_queue_sent_over_a_connection() {
     multiprocess::init_test();

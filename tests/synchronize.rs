@@ -402,7 +402,6 @@ fn contended_lock_across_threads_and_processes() {
     assert_eq!(counter.get().unwrap(), 80_000);
 }
 
-#[cfg(unix)]
 fn receive_and_use(conn: multiprocess::Connection) -> u64 {
     let (lock, counter): (Lock, Value<u64>) = conn.recv().unwrap();
     lock.release().unwrap();
@@ -410,9 +409,8 @@ fn receive_and_use(conn: multiprocess::Connection) -> u64 {
     counter.get().unwrap()
 }
 
-/// A lock and a shared value sent over a Connection arrive usable (Unix: descriptors travel
+/// A lock and a shared value sent over a Connection arrive usable (their OS handles travel
 /// with the message).
-#[cfg(unix)]
 #[test]
 fn objects_sent_over_a_connection() {
     multiprocess::init_test();

@@ -704,26 +704,78 @@ pub(crate) fn recv_handles(channel: &Channel, count: usize) -> io::Result<Vec<Ow
         .collect())
 }
 
-/// Handles cannot travel over a `Connection` on Windows yet (the receiving process would have
-/// to be known, to duplicate them into it).
+/// Every Windows stream can carry handles (see [`send_handles_on`]).
 pub(crate) fn stream_carries_handles(_stream: &Stream) -> bool {
-    false
+    true
 }
 
-/// Not on Windows yet (see [`stream_carries_handles`]).
-pub(crate) fn send_handles_on(_stream: &Stream, _handles: Vec<OwnedHandle>) -> io::Result<()> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "handles over a Connection: not on Windows yet",
-    ))
+/// Sends handles after a message. The receiver is not known here (a pipe end may have moved to
+/// any process), so the *receiver* takes them: we leave each handle open in our own process
+/// and send our pid and the values; the receiver duplicates them into itself and closes ours
+/// (`DUPLICATE_CLOSE_SOURCE`). Until it does, they stay open here; if we exit first, they are
+/// lost and the receiver says so.
+pub(crate) fn send_handles_on(stream: &Stream, handles: Vec<OwnedHandle>) -> io::Result<()> {
+    use std::os::windows::io::IntoRawHandle;
+    let mut bytes = Vec::with_capacity(4 + 8 * handles.len());
+    bytes.extend_from_slice(&pid().to_le_bytes());
+    for h in handles {
+        bytes.extend_from_slice(&(h.into_raw_handle() as usize as u64).to_le_bytes());
+    }
+    crate::wire::write_frame(&mut &*stream, &bytes)
 }
 
-/// Not on Windows yet (see [`stream_carries_handles`]).
-pub(crate) fn recv_handles_on(_stream: &Stream, _count: usize) -> io::Result<Vec<OwnedHandle>> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "handles over a Connection: not on Windows yet",
-    ))
+/// Receives `count` handles sent with [`send_handles_on`], taking them from the sender.
+pub(crate) fn recv_handles_on(stream: &Stream, count: usize) -> io::Result<Vec<OwnedHandle>> {
+    use windows_sys::Win32::Foundation::{CloseHandle, DUPLICATE_CLOSE_SOURCE};
+    use windows_sys::Win32::System::Threading::{OpenProcess, PROCESS_DUP_HANDLE};
+    let frame = crate::wire::read_frame(&mut &*stream, 4 + 8 * count as u64)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    if frame.len() != 4 + 8 * count {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "handles were lost in transit",
+        ));
+    }
+    let sender = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
+    // SAFETY: OpenProcess with a plain access mask; closed below.
+    let process = unsafe { OpenProcess(PROCESS_DUP_HANDLE, 0, sender) };
+    if process.is_null() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("the sending process ({sender}) exited before its handles were taken"),
+        ));
+    }
+    let mut out = Vec::with_capacity(count);
+    let mut failed = None;
+    for c in frame[4..].chunks_exact(8) {
+        let value = u64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as usize as HANDLE;
+        let mut ours: HANDLE = std::ptr::null_mut();
+        // SAFETY: duplicates a handle the sender left open for us out of its process (closing
+        // its copy there) into ours; `process` is a live process handle.
+        let ok = unsafe {
+            DuplicateHandle(
+                process,
+                value,
+                GetCurrentProcess(),
+                &mut ours,
+                0,
+                0,
+                DUPLICATE_SAME_ACCESS | DUPLICATE_CLOSE_SOURCE,
+            )
+        };
+        if ok == 0 {
+            failed.get_or_insert_with(io::Error::last_os_error);
+            continue;
+        }
+        // SAFETY: a fresh handle in our process, owned by nobody else.
+        out.push(unsafe { OwnedHandle::from_raw_handle(ours) });
+    }
+    // SAFETY: closing the process handle opened above.
+    unsafe { CloseHandle(process) };
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 #[cfg(test)]
