@@ -246,6 +246,30 @@ pub(crate) fn write_frame(w: &mut impl Write, payload: &[u8]) -> io::Result<()> 
 /// Reads one whole frame, blocking. EOF before the first byte is [`Error::Eof`]; EOF inside a
 /// frame, or a frame above `limit`, is an I/O error.
 pub(crate) fn read_frame(r: &mut impl Read, limit: u64) -> Result<Vec<u8>> {
+    let len = read_header(r, limit)?;
+    read_payload(r, len)
+}
+
+/// Reads one frame into `buf` when it fits (returning its length); otherwise reads it whole and
+/// returns it as the error value, as Python's `BufferTooShort` does.
+pub(crate) fn read_frame_into(
+    r: &mut impl Read,
+    buf: &mut [u8],
+) -> Result<std::result::Result<usize, Vec<u8>>> {
+    let len = read_header(r, DEFAULT_LIMIT)?;
+    match usize::try_from(len) {
+        Ok(n) if n <= buf.len() => {
+            if read_exact_or_eof(r, &mut buf[..n])? < n {
+                return Err(eof_in_message());
+            }
+            Ok(Ok(n))
+        }
+        _ => Ok(Err(read_payload(r, len)?)),
+    }
+}
+
+/// Reads a frame's header: the payload length, checked against `limit`.
+fn read_header(r: &mut impl Read, limit: u64) -> Result<u64> {
     let mut h = [0u8; 4];
     match read_exact_or_eof(r, &mut h)? {
         0 => return Err(Error::Eof),
@@ -265,6 +289,11 @@ pub(crate) fn read_frame(r: &mut impl Read, limit: u64) -> Result<Vec<u8>> {
     if len > limit {
         return Err(bad_length(len, limit));
     }
+    Ok(len)
+}
+
+/// Reads a payload of `len` bytes.
+fn read_payload(r: &mut impl Read, len: u64) -> Result<Vec<u8>> {
     // Reserve what a frame of this size needs, but never trust a large announcement: beyond
     // 64 KiB, memory grows only as bytes arrive.
     let mut payload = Vec::with_capacity(len.min(64 * 1024) as usize);

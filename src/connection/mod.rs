@@ -281,13 +281,12 @@ impl Connection {
         if offset > buf.len() {
             return Err(Error::InvalidArgument("offset out of bounds".into()));
         }
-        let message = self.recv_bytes(None)?;
-        let room = &mut buf[offset..];
-        if message.len() > room.len() {
-            return Err(Error::BufferTooShort(message));
+        let mut stream = self.stream(true)?;
+        let _r = lock(&self.reading);
+        match wire::read_frame_into(&mut stream, &mut buf[offset..])? {
+            Ok(n) => Ok(n),
+            Err(message) => Err(Error::BufferTooShort(message)),
         }
-        room[..message.len()].copy_from_slice(&message);
-        Ok(message.len())
     }
 
     /// Whether a message (or end of file) can be read, waiting up to `timeout` (`None`: no
