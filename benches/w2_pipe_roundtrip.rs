@@ -17,8 +17,12 @@
 //!   `pipe(false)` (simplex, OS pipes) with a spawned child;
 //! - the OS floors, with a child made by raw `fork`: `write` / `read` of 8 bytes on a
 //!   socketpair (what `pipe(true)` uses), and on a pair of pipes (what `pipe(false)` uses);
-//! - CPython's `multiprocessing.Pipe()` with `send_bytes` / `recv_bytes` (fork context), from
-//!   `bench/python/w2_pipe_roundtrip.py`, run after the Rust rows with the same placements.
+//! - two `multiprocess::Queue<u64>`, one each way (`put` / `get`), the echo child started with
+//!   spawn and given both queues as arguments;
+//! - CPython's `multiprocessing.Pipe()` with `send_bytes` / `recv_bytes`, and two
+//!   `multiprocessing.Queue()` with `put` / `get` of an int (fork context, a quarter of the
+//!   batch size for the queues), from `bench/python/w2_pipe_roundtrip.py`, run after the Rust
+//!   rows with the same placements.
 //!
 //! Two more rows have no second process (one thread does both ends, so nobody sleeps): raw
 //! `write` + `read` twice on a socketpair, and `multiprocess` `send_bytes` + `recv_bytes` twice.
@@ -190,6 +194,8 @@ mod w2 {
         MpU64,
         RawSocket,
         RawPipe,
+        Queue,
+        PyQueue,
         Other,
     }
 
@@ -650,11 +656,59 @@ mod w2 {
         Ok((pinned(pins, batch), finish))
     }
 
+    /// Echo child over two queues: returns each `u64` from `rx` on `tx` until [`STOP_U64`].
+    fn echo_queue(rx: multiprocess::Queue<u64>, tx: multiprocess::Queue<u64>) -> u64 {
+        let mut n = 0;
+        while let Ok(v) = rx.get() {
+            if v == STOP_U64 || tx.put(&v).is_err() {
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// Two `multiprocess::Queue<u64>`s, one each way, with a spawned echo child that gets them
+    /// as arguments.
+    fn queue_row(pins: Pins) -> Result<(Batch, Finish), String> {
+        let e = |e: multiprocess::Error| e.to_string();
+        let ctx = multiprocess::get_context("spawn").map_err(e)?;
+        let down = multiprocess::Queue::<u64>::new().map_err(e)?;
+        let up = multiprocess::Queue::<u64>::new().map_err(e)?;
+        let mut p = ctx.process(echo_queue, (down.clone(), up.clone()));
+        p.start().map_err(e)?;
+        pin_child(p.pid().ok_or("no pid")? as libc::pid_t, pins)?;
+        let stop = down.clone();
+        let batch: Batch = Box::new(move |n| {
+            let t = Instant::now();
+            let mut last = 0;
+            for i in 0..n as u64 {
+                down.put(&i).map_err(e)?;
+                last = up.get().map_err(e)?;
+            }
+            let d = t.elapsed();
+            if last != n as u64 - 1 {
+                return Err(format!("wrong echo {last}"));
+            }
+            Ok(d)
+        });
+        let finish: Finish = Box::new(move || {
+            stop.put(&STOP_U64).map_err(e)?;
+            p.join(None).map_err(e)?;
+            match p.exitcode().map_err(e)? {
+                Some(0) => Ok(()),
+                other => Err(format!("echo child exitcode {other:?}")),
+            }
+        });
+        Ok((pinned(pins, batch), finish))
+    }
+
     // -------------------------------------------------------------------------------------------
     // CPython
 
     /// Runs the CPython script; returns its version and its (placement, stats) pairs.
-    fn run_python(o: &Options) -> Result<(String, Vec<(Placement, Stats)>), String> {
+    #[allow(clippy::type_complexity)]
+    fn run_python(o: &Options) -> Result<(String, Vec<(Key, Placement, Stats)>), String> {
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/python/w2_pipe_roundtrip.py");
         let out = Command::new("python3")
@@ -674,8 +728,15 @@ mod w2 {
         let json: serde_json::Value = serde_json::from_slice(&out.stdout)
             .map_err(|e| format!("unreadable output of the CPython script: {e}"))?;
         let mut found = Vec::new();
-        for placement in [Placement::Same, Placement::Split, Placement::Free] {
-            let r = &json["results"]["fork"][placement.python_name()];
+        for (key, placement) in [Key::Other, Key::PyQueue]
+            .into_iter()
+            .flat_map(|k| [Placement::Same, Placement::Split, Placement::Free].map(move |p| (k, p)))
+        {
+            let r = if key == Key::PyQueue {
+                &json["results"]["fork_queue"][placement.python_name()]
+            } else {
+                &json["results"]["fork"][placement.python_name()]
+            };
             let num = |k: &str| r[k].as_f64();
             if let (Some(median), Some(p10), Some(p90), Some(n)) = (
                 num("median_us"),
@@ -685,6 +746,7 @@ mod w2 {
             ) {
                 let n = n as usize;
                 found.push((
+                    key,
                     placement,
                     Stats {
                         median,
@@ -781,6 +843,20 @@ mod w2 {
                 }
             }
         }
+        // The Queue target is for a peer awake on another core.
+        if let Some(q) = median_of(rows, Key::Queue, Placement::Split) {
+            s += &format!(
+                "| Queue round trip ≤ 2 µs, peer on another core | CPUs 0 / 1 | {q:.2} µs | {} |\n",
+                verdict(q <= 2.0)
+            );
+            if let Some(py) = median_of(rows, Key::PyQueue, Placement::Split) {
+                s += &format!(
+                    "| Queue round trip ≥ 20× faster than CPython's Queue | CPUs 0 / 1 | {py:.2} / {q:.2} µs = {:.1}× | {} |\n",
+                    py / q,
+                    verdict(py / q >= 20.0)
+                );
+            }
+        }
         s
     }
 
@@ -826,6 +902,11 @@ mod w2 {
                 Key::RawPipe,
                 "OS floor: raw pair of pipes, `write`/`read` 8 bytes, child by `fork`",
                 raw_pipes,
+            ),
+            (
+                Key::Queue,
+                "multiprocess two `Queue<u64>` (one each way), `put`/`get`, child by spawn (queues as arguments)",
+                queue_row,
             ),
         ];
         let mut placements = vec![Placement::Same];
@@ -899,7 +980,7 @@ mod w2 {
             match run_python(&o) {
                 Ok((version, found)) => {
                     // Next to the Rust rows of the same placement.
-                    for (placement, stats) in found {
+                    for (key, placement, stats) in found {
                         let at = rows
                             .iter()
                             .rposition(|r| r.placement == placement)
@@ -907,11 +988,17 @@ mod w2 {
                         rows.insert(
                             at,
                             Row {
-                                key: Key::Other,
+                                key,
                                 placement,
-                                label: format!(
-                                    "CPython {version} `multiprocessing.Pipe()`, `send_bytes`/`recv_bytes`, fork context"
-                                ),
+                                label: if key == Key::PyQueue {
+                                    format!(
+                                        "CPython {version} two `multiprocessing.Queue()` (one each way), `put`/`get` of an int, fork context"
+                                    )
+                                } else {
+                                    format!(
+                                        "CPython {version} `multiprocessing.Pipe()`, `send_bytes`/`recv_bytes`, fork context"
+                                    )
+                                },
                                 batch: None,
                                 finish: None,
                                 means_us: Vec::new(),

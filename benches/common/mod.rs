@@ -120,3 +120,266 @@ impl CpuUse {
         ((now.machine - self.machine) - (now.ours - self.ours)).max(0.0) / wall
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Added for W3 and W6: options, statistics, CPU placement, raw process and futex helpers.
+
+/// The options every W3/W6-style bench takes (as W2's): `--batches N`, `--batch-size N`,
+/// `--no-python`, `--no-write`, `--md PATH`, `--only TEXT` (repeatable), and the same as
+/// `<PREFIX>_BATCHES`, `<PREFIX>_BATCH_SIZE`, `<PREFIX>_NO_WRITE` in the environment.
+pub(crate) struct BenchOptions {
+    pub(crate) batches: usize,
+    pub(crate) batch_size: usize,
+    pub(crate) python: bool,
+    pub(crate) write: bool,
+    pub(crate) only: Vec<String>,
+    pub(crate) md: std::path::PathBuf,
+    /// The command line to quote in the report.
+    pub(crate) command: String,
+}
+
+impl BenchOptions {
+    pub(crate) fn parse(
+        bench: &str,
+        prefix: &str,
+        batches: usize,
+        batch_size: usize,
+    ) -> Result<BenchOptions, String> {
+        let var = |s: &str| format!("{prefix}_{s}");
+        let mut o = BenchOptions {
+            batches: env_usize(&var("BATCHES"))?.unwrap_or(batches),
+            batch_size: env_usize(&var("BATCH_SIZE"))?.unwrap_or(batch_size),
+            python: true,
+            write: std::env::var_os(var("NO_WRITE")).is_none_or(|v| v.is_empty() || v == "0"),
+            only: Vec::new(),
+            md: Path::new(env!("CARGO_MANIFEST_DIR")).join("BENCHMARKS.md"),
+            command: String::new(),
+        };
+        let mut shown = Vec::new();
+        for v in ["BATCHES", "BATCH_SIZE", "NO_WRITE"] {
+            if let Ok(x) = std::env::var(var(v)) {
+                shown.push(format!("{}={x}", var(v)));
+            }
+        }
+        shown.push(format!("cargo bench --bench {bench}"));
+        let mut ours = Vec::new();
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            let mut value = |name: &str| -> Result<String, String> {
+                let v = args.next().ok_or(format!("{name} needs a value"))?;
+                ours.push(if v.contains(' ') {
+                    format!("{name} {v:?}")
+                } else {
+                    format!("{name} {v}")
+                });
+                Ok(v)
+            };
+            let number = |v: String| {
+                v.parse::<usize>()
+                    .map_err(|_| format!("{v:?} is not a number"))
+            };
+            match arg.as_str() {
+                "--batches" => o.batches = number(value("--batches")?)?,
+                "--batch-size" => o.batch_size = number(value("--batch-size")?)?,
+                "--md" => o.md = value("--md")?.into(),
+                "--only" => o.only.push(value("--only")?),
+                "--no-python" => {
+                    o.python = false;
+                    ours.push(arg);
+                }
+                "--no-write" => {
+                    o.write = false;
+                    ours.push(arg);
+                }
+                _ => {}
+            }
+        }
+        if o.batches == 0 || o.batch_size == 0 {
+            return Err("--batches and --batch-size must be at least 1".into());
+        }
+        if !ours.is_empty() {
+            shown.push("--".into());
+            shown.extend(ours);
+        }
+        o.command = shown.join(" ");
+        Ok(o)
+    }
+
+    /// Whether a row named `name` is kept by the `--only` filters.
+    pub(crate) fn keeps(&self, name: &str) -> bool {
+        self.only.iter().all(|s| name.contains(s.as_str()))
+    }
+}
+
+/// Median, p10 and p90 of some samples.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stats {
+    pub(crate) median: f64,
+    pub(crate) p10: f64,
+    pub(crate) p90: f64,
+    pub(crate) n: usize,
+}
+
+impl Stats {
+    pub(crate) fn of(samples: &[f64]) -> Option<Stats> {
+        if samples.is_empty() {
+            return None;
+        }
+        let mut v = samples.to_vec();
+        v.sort_by(f64::total_cmp);
+        Some(Stats {
+            median: percentile(&v, 50.0),
+            p10: percentile(&v, 10.0),
+            p90: percentile(&v, 90.0),
+            n: v.len(),
+        })
+    }
+
+    /// Reads `{"median": .., "p10": .., "p90": .., "n": ..}` with the given key suffix
+    /// (e.g. `_mps` for `median_mps`).
+    pub(crate) fn from_json(v: &serde_json::Value, suffix: &str) -> Option<Stats> {
+        let num = |k: &str| v[format!("{k}{suffix}")].as_f64();
+        Some(Stats {
+            median: num("median")?,
+            p10: num("p10")?,
+            p90: num("p90")?,
+            n: v["n"].as_u64()? as usize,
+        })
+    }
+}
+
+/// The error of the last system call, named.
+pub(crate) fn os_err(what: &str) -> String {
+    format!("{what}: {}", std::io::Error::last_os_error())
+}
+
+/// A set of one CPU (or of all CPUs), for `sched_setaffinity`.
+pub(crate) fn cpu_set(cpu: Option<usize>) -> libc::cpu_set_t {
+    // SAFETY: cpu_set_t is plain data; the CPU_* helpers only touch the set.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        match cpu {
+            Some(c) => libc::CPU_SET(c, &mut set),
+            None => {
+                for c in 0..libc::CPU_SETSIZE as usize {
+                    libc::CPU_SET(c, &mut set);
+                }
+            }
+        }
+        set
+    }
+}
+
+/// Pins process (or thread) `pid` (0: the calling thread) to `cpu`, or unpins it with `None`.
+pub(crate) fn pin(pid: libc::pid_t, cpu: Option<usize>) -> Result<(), String> {
+    let set = cpu_set(cpu);
+    // SAFETY: a valid set of the given size.
+    if unsafe { libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        return Err(os_err("sched_setaffinity"));
+    }
+    Ok(())
+}
+
+/// Waits for our child `pid`; an error unless it exited with status 0.
+pub(crate) fn wait_child(pid: libc::pid_t) -> Result<(), String> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid on our own child with a valid out-pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return Err(os_err("waitpid"));
+        }
+    }
+    if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+        Ok(())
+    } else {
+        Err(format!("child {pid} ended with wait status {status:#x}"))
+    }
+}
+
+/// `fork`s a child that runs `f` and `_exit`s with its result (0 or 1).
+///
+/// # Safety
+/// The caller must be single-threaded (or `f` must be async-signal-safe).
+pub(crate) unsafe fn fork_child(f: impl FnOnce() -> bool) -> Result<libc::pid_t, String> {
+    // SAFETY: the caller guarantees that the child may run `f`.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(os_err("fork"));
+    }
+    if pid == 0 {
+        let ok = f();
+        // SAFETY: ends the child without running the parent's exit handlers.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    Ok(pid)
+}
+
+/// Anonymous memory shared with children forked after it is made (and never unmapped).
+pub(crate) fn shared_pages(len: usize) -> Result<*mut u8, String> {
+    // SAFETY: a fresh anonymous mapping; nothing else is touched.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(os_err("mmap"));
+    }
+    Ok(p.cast())
+}
+
+/// `FUTEX_WAIT` (shared, not private: the word is in memory shared between processes) while
+/// `*word == expected`.
+pub(crate) fn futex_wait(word: &std::sync::atomic::AtomicU32, expected: u32) {
+    // SAFETY: the futex system call on a valid, aligned word, without a timeout.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            std::ptr::null::<libc::timespec>(),
+        )
+    };
+}
+
+/// `FUTEX_WAKE` of up to `n` sleepers on `word` (`u32::MAX`: all; the kernel takes an `int`,
+/// and a negative count would wake only one).
+pub(crate) fn futex_wake(word: &std::sync::atomic::AtomicU32, n: u32) {
+    let n = n.min(i32::MAX as u32) as libc::c_int;
+    // SAFETY: the futex system call on a valid, aligned word.
+    unsafe { libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, n) };
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the same clock in every process of the machine.
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the struct we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The report line about other programs' CPU use, flagging a busy machine.
+pub(crate) fn disturbance_line(others: f64) -> String {
+    format!(
+        "- Other programs' CPU use during the Rust rows: {:.0}% of one CPU{}\n",
+        others * 100.0,
+        if others > 0.1 {
+            " — **the machine was busy: these numbers are disturbed; rerun on a quiet machine**"
+        } else {
+            ""
+        }
+    )
+}
