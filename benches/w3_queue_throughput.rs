@@ -258,6 +258,8 @@ mod w3 {
     #[derive(Clone, Copy, PartialEq, Eq)]
     enum Mp {
         Queue,
+        QueueMany,
+        QueueBytes,
         Simple,
         Duplex,
         Simplex,
@@ -284,6 +286,54 @@ mod w3 {
                     }
                 });
                 (p, Box::new(move |m| q.put(m).map_err(e)))
+            }
+            Mp::QueueMany => {
+                let q = multiprocess::Queue::<multiprocess::Bytes>::new().map_err(e)?;
+                let theirs = q.clone();
+                let p = ctx.process_closure(move || {
+                    while let Ok(ms) = theirs.get_many(64, None) {
+                        for m in ms {
+                            if !c.on(m[0]) {
+                                return;
+                            }
+                        }
+                    }
+                });
+                // Collects 64 messages (or up to a batch's last one) per `put_many`, in 64
+                // reused buffers (no allocation per message on our side either).
+                let mut slots = vec![multiprocess::Bytes(vec![0u8; MSG]); 64];
+                let mut filled = 0;
+                (
+                    p,
+                    Box::new(move |m: &Vec<u8>| {
+                        slots[filled].copy_from_slice(m);
+                        filled += 1;
+                        if filled == 64 || m[0] != ORDINARY {
+                            q.put_many(&slots[..filled]).map_err(e)?;
+                            filled = 0;
+                        }
+                        Ok(())
+                    }),
+                )
+            }
+            Mp::QueueBytes => {
+                let q = multiprocess::Queue::<multiprocess::Bytes>::new().map_err(e)?;
+                let theirs = q.clone();
+                let p = ctx.process_closure(move || {
+                    while let Ok(m) = theirs.get() {
+                        if !c.on(m[0]) {
+                            break;
+                        }
+                    }
+                });
+                let mut b = multiprocess::Bytes(vec![0u8; MSG]);
+                (
+                    p,
+                    Box::new(move |m: &Vec<u8>| {
+                        b.copy_from_slice(m);
+                        q.put(&b).map_err(e)
+                    }),
+                )
             }
             Mp::Simple => {
                 let q = multiprocess::SimpleQueue::<Vec<u8>>::new().map_err(e)?;
@@ -682,6 +732,18 @@ mod w3 {
                 "multiprocess `Queue<Vec<u8>>`, `put`/`get` of a 64-byte `Vec`",
                 QUEUE_WARMUP,
                 |p| mp_row(Mp::Queue, p),
+            ),
+            (
+                Key::Other,
+                "multiprocess `Queue<Bytes>`, 64-byte messages, `put_many` / `get_many` of up to 64",
+                QUEUE_WARMUP,
+                |p| mp_row(Mp::QueueMany, p),
+            ),
+            (
+                Key::Other,
+                "multiprocess `Queue<Bytes>`, `put`/`get` of 64 bytes (serde bytes, not a sequence)",
+                QUEUE_WARMUP,
+                |p| mp_row(Mp::QueueBytes, p),
             ),
             (
                 Key::Simple,

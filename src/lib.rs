@@ -119,6 +119,7 @@ pub use synchronize::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, ConditionLock, Event, Lock, LockGuard,
     RLock, RLockGuard, Semaphore, SemaphoreGuard,
 };
+pub use wire::Bytes;
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[cfg(doctest)]

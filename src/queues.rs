@@ -23,6 +23,7 @@
 //! - A message longer than the capacity is streamed through the ring; once it has started,
 //!   its `put` (and the `get` reading it) wait for the other side beyond their timeouts.
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -72,18 +73,25 @@ pub(crate) struct Ring {
 }
 
 /// Spins up to [`SPIN`] until `ready()`; true if it became ready.
+///
+/// Between rounds it yields the CPU: when the other side runs on this same CPU, spinning
+/// cannot help it, and yielding lets it run at once.
 fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
+    if ready() {
+        return true;
+    }
     let start = Instant::now();
     loop {
         for _ in 0..64 {
+            std::hint::spin_loop();
             if ready() {
                 return true;
             }
-            std::hint::spin_loop();
         }
         if start.elapsed() >= SPIN {
             return ready();
         }
+        std::thread::yield_now();
     }
 }
 
@@ -153,6 +161,20 @@ impl Ring {
                 out.len() - first,
             );
         }
+    }
+
+    /// The `len` bytes at position `at`, if they do not wrap around the ring's end.
+    ///
+    /// Only for the holder of the consumers' lock, for a published message: producers never
+    /// write those bytes until HEAD moves past them, which the caller does after using the
+    /// slice.
+    fn contiguous(&self, at: u32, len: usize) -> Option<&[u8]> {
+        let cap = self.capacity() as usize;
+        let start = at as usize & (cap - 1);
+        // SAFETY: `start + len <= cap` keeps the slice inside the ring; the bytes are a
+        // published message that nobody writes while the consumers' lock is held (see above).
+        (start + len <= cap)
+            .then(|| unsafe { std::slice::from_raw_parts(self.data().add(start), len) })
     }
 
     /// Copies `len` bytes out of the ring from position `at` into a new vector (not zeroed
@@ -289,6 +311,66 @@ impl Ring {
         done
     }
 
+    /// Appends several messages under one acquisition of the producers' lock, waiting for
+    /// room as long as it takes (messages longer than the ring go through [`Ring::put`]).
+    pub(crate) fn put_many(&self, messages: &[&[u8]]) -> Result<()> {
+        self.check_broken()?;
+        self.lock(WLOCK, Deadline::after(None))?;
+        let outcome = self.put_many_locked(messages);
+        self.unlock(WLOCK);
+        self.wake(TAIL, CONSUMERS_ASLEEP);
+        outcome
+    }
+
+    /// Writes the messages one after another and publishes them together (one store of TAIL
+    /// for many messages, instead of moving that cache line between CPUs once per message);
+    /// when the ring is full, publishes what is written and waits for room.
+    fn put_many_locked(&self, messages: &[&[u8]]) -> Result<()> {
+        let cap = self.capacity();
+        let maxsize = self.word(MAXSIZE).load(Ordering::Relaxed);
+        let mut tail = self.word(TAIL).load(Ordering::Relaxed);
+        let mut puts = self.word(PUTS).load(Ordering::Relaxed);
+        let mut head = self.word(HEAD).load(Ordering::Acquire);
+        let publish = |tail: u32, puts: u32| {
+            self.word(PUTS).store(puts, Ordering::Release);
+            self.word(TAIL).store(tail, Ordering::Release);
+        };
+        for m in messages {
+            if m.len() > LIMIT || (m.len() + 4) as u64 > cap as u64 {
+                // Longer than the ring: streamed on its own.
+                publish(tail, puts);
+                self.put_locked(&[m], m.len(), Deadline::after(None), &|| false)?;
+                tail = self.word(TAIL).load(Ordering::Relaxed);
+                puts = self.word(PUTS).load(Ordering::Relaxed);
+                head = self.word(HEAD).load(Ordering::Acquire);
+                continue;
+            }
+            let need = m.len() as u32 + 4;
+            let full = |head: u32| {
+                cap - tail.wrapping_sub(head) < need
+                    || (maxsize != 0
+                        && puts.wrapping_sub(self.word(GETS).load(Ordering::Acquire)) >= maxsize)
+            };
+            if full(head) {
+                head = self.word(HEAD).load(Ordering::Acquire);
+            }
+            if full(head) {
+                publish(tail, puts);
+                self.wake(TAIL, CONSUMERS_ASLEEP);
+                self.wait_for(HEAD, PRODUCERS_ASLEEP, Deadline::after(None), || {
+                    !full(self.word(HEAD).load(Ordering::Acquire))
+                });
+                head = self.word(HEAD).load(Ordering::Acquire);
+            }
+            self.copy_in(tail, &(m.len() as u32).to_le_bytes());
+            self.copy_in(tail.wrapping_add(4), m);
+            tail = tail.wrapping_add(need);
+            puts = puts.wrapping_add(1);
+        }
+        publish(tail, puts);
+        Ok(())
+    }
+
     fn put_locked(
         &self,
         parts: &[&[u8]],
@@ -366,17 +448,86 @@ impl Ring {
 
     /// Takes the next message. `Ok(None)`: the deadline passed first (Python's `Empty`).
     pub(crate) fn get(&self, deadline: Deadline) -> Result<Option<Vec<u8>>> {
+        self.get_with(deadline, |m| m.into_owned())
+    }
+
+    /// Takes the next message and hands it to `f`: borrowed straight from the ring when it
+    /// lies there in one piece (decoding it in place saves a copy), else assembled.
+    pub(crate) fn get_with<R>(
+        &self,
+        deadline: Deadline,
+        f: impl FnOnce(Cow<'_, [u8]>) -> R,
+    ) -> Result<Option<R>> {
         self.check_broken()?;
         if !self.lock(RLOCK, deadline)? {
             return Ok(None);
         }
-        let got = self.get_locked(deadline);
+        let got = self.get_locked(deadline, f);
         self.unlock(RLOCK);
         self.wake(HEAD, PRODUCERS_ASLEEP);
         got
     }
 
-    fn get_locked(&self, deadline: Deadline) -> Result<Option<Vec<u8>>> {
+    /// Takes up to `max` messages under one acquisition of the consumers' lock: waits until
+    /// the first arrives (or the deadline passes), then takes what is already there.
+    pub(crate) fn get_many_with<R>(
+        &self,
+        max: usize,
+        deadline: Deadline,
+        mut f: impl FnMut(Cow<'_, [u8]>) -> R,
+    ) -> Result<Vec<R>> {
+        self.check_broken()?;
+        let mut out = Vec::new();
+        if max == 0 || !self.lock(RLOCK, deadline)? {
+            return Ok(out);
+        }
+        // The first message as `get` takes it (it may have to wait, or be streamed) ...
+        let first = self.get_locked(deadline, &mut f);
+        let failed = match first {
+            Ok(Some(r)) => {
+                out.push(r);
+                None
+            }
+            Ok(None) => None,
+            Err(e) => Some(e),
+        };
+        // ... then whole messages already published, freed together at the end.
+        if failed.is_none() && !out.is_empty() {
+            let cap = self.capacity();
+            let tail = self.word(TAIL).load(Ordering::Acquire);
+            let mut head = self.word(HEAD).load(Ordering::Relaxed);
+            let mut gets = self.word(GETS).load(Ordering::Relaxed);
+            while out.len() < max && tail.wrapping_sub(head) >= 4 {
+                let mut header = [0u8; 4];
+                self.copy_out(head, &mut header);
+                let len = u32::from_le_bytes(header) as usize;
+                if (len + 4) as u64 > cap as u64 || tail.wrapping_sub(head) < 4 + len as u32 {
+                    break; // streamed, or not whole yet: left for the next call
+                }
+                let start = head.wrapping_add(4);
+                out.push(match self.contiguous(start, len) {
+                    Some(bytes) => f(Cow::Borrowed(bytes)),
+                    None => f(Cow::Owned(self.copy_out_new(start, len))),
+                });
+                head = start.wrapping_add(len as u32);
+                gets = gets.wrapping_add(1);
+            }
+            self.word(GETS).store(gets, Ordering::Release);
+            self.word(HEAD).store(head, Ordering::Release);
+        }
+        self.unlock(RLOCK);
+        self.wake(HEAD, PRODUCERS_ASLEEP);
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    fn get_locked<R>(
+        &self,
+        deadline: Deadline,
+        f: impl FnOnce(Cow<'_, [u8]>) -> R,
+    ) -> Result<Option<R>> {
         if !self.wait_for(TAIL, CONSUMERS_ASLEEP, deadline, || self.used() >= 4) {
             return Ok(None);
         }
@@ -393,11 +544,15 @@ impl Ring {
         }
         if (len + 4) as u64 <= cap as u64 {
             // A message that fits was published whole.
-            let message = self.copy_out_new(head.wrapping_add(4), len);
+            let start = head.wrapping_add(4);
+            let out = match self.contiguous(start, len) {
+                Some(bytes) => f(Cow::Borrowed(bytes)),
+                None => f(Cow::Owned(self.copy_out_new(start, len))),
+            };
             self.bump(GETS);
             self.word(HEAD)
                 .store(head.wrapping_add(4 + len as u32), Ordering::Release);
-            return Ok(Some(message));
+            return Ok(Some(out));
         }
         // A streamed message: take it chunk by chunk, freeing space as we go.
         let mut message = vec![0u8; len];
@@ -432,13 +587,13 @@ impl Ring {
             self.word(HEAD).store(at, Ordering::Release);
             self.wake(HEAD, PRODUCERS_ASLEEP);
         }
-        Ok(Some(message))
+        Ok(Some(f(Cow::Owned(message))))
     }
 }
 
 /// Encodes a value for a queue, refusing OS handles (they cannot travel through shared memory).
-fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
-    let (bytes, handles) = wire::encode_with_handles(value)?;
+fn encode_into<T: Serialize>(value: &T, buf: Vec<u8>) -> Result<Vec<u8>> {
+    let (bytes, handles) = wire::encode_with_handles_into(value, buf)?;
     if !handles.is_empty() {
         return Err(Error::Codec(
             "a value sent through a queue cannot carry OS handles (a Connection, Lock, Queue or \
@@ -447,6 +602,23 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
         ));
     }
     Ok(bytes)
+}
+
+thread_local! {
+    /// A buffer reused by every `put` of this thread: encoding allocates nothing once it has
+    /// grown to the size of the messages.
+    static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Encodes `value` into this thread's scratch buffer and runs `f` on the bytes.
+fn with_encoded<T: Serialize, R>(value: &T, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+    let mut buf = SCRATCH.take();
+    buf.clear();
+    encode_into(value, buf).and_then(|bytes| {
+        let out = f(&bytes);
+        SCRATCH.set(bytes);
+        out
+    })
 }
 
 fn closed() -> Error {
@@ -535,9 +707,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         if self.closed {
             return Err(closed());
         }
-        let message = encode(value)?;
         let deadline = Deadline::after(if block { timeout } else { Some(Duration::ZERO) });
-        if self.ring.put(&message, deadline)? {
+        if with_encoded(value, |message| self.ring.put(message, deadline))? {
             Ok(())
         } else {
             Err(Error::Full)
@@ -547,6 +718,38 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Puts without waiting: [`Error::Full`] if full.
     pub fn put_nowait(&self, value: &T) -> Result<()> {
         self.put_timeout(value, false, None)
+    }
+
+    /// Puts every value, in order, taking the producers' lock once (beyond Python: for many
+    /// small items this is several times faster than a `put` each). Waits for room as long as
+    /// it takes. Consumers get the items one by one, as if put one by one.
+    ///
+    /// # Errors
+    /// [`Error::Codec`] if a value cannot be encoded (then nothing is put).
+    pub fn put_many<'a>(&self, values: impl IntoIterator<Item = &'a T>) -> Result<()>
+    where
+        T: 'a,
+    {
+        if self.closed {
+            return Err(closed());
+        }
+        let mut buf = SCRATCH.take();
+        buf.clear();
+        let mut ends = Vec::new();
+        for value in values {
+            buf = encode_into(value, buf)?;
+            ends.push(buf.len());
+        }
+        let mut messages = Vec::with_capacity(ends.len());
+        let mut start = 0;
+        for &end in &ends {
+            messages.push(&buf[start..end]);
+            start = end;
+        }
+        let put = self.ring.put_many(&messages);
+        drop(messages);
+        SCRATCH.set(buf);
+        put
     }
 
     /// Takes the next item, waiting as long as the queue is empty.
@@ -565,8 +768,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             return Err(closed());
         }
         let deadline = Deadline::after(if block { timeout } else { Some(Duration::ZERO) });
-        match self.ring.get(deadline)? {
-            Some(message) => wire::decode(&message),
+        match self
+            .ring
+            .get_with(deadline, |message| wire::decode(&message))?
+        {
+            Some(value) => value,
             None => Err(Error::Empty),
         }
     }
@@ -574,6 +780,25 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Takes an item without waiting: [`Error::Empty`] if there is none.
     pub fn get_nowait(&self) -> Result<T> {
         self.get_timeout(false, None)
+    }
+
+    /// Takes up to `max` items at once, taking the consumers' lock once (beyond Python): waits
+    /// up to `timeout` (`None`: forever) for the first, then takes those already there.
+    ///
+    /// # Errors
+    /// [`Error::Empty`] when nothing came in time; [`Error::Codec`] if an item does not decode
+    /// (the items before it are lost with it: they were taken in the same call).
+    pub fn get_many(&self, max: usize, timeout: Option<Duration>) -> Result<Vec<T>> {
+        if self.closed {
+            return Err(closed());
+        }
+        let values = self
+            .ring
+            .get_many_with(max, Deadline::after(timeout), |m| wire::decode::<T>(&m))?;
+        if values.is_empty() && max > 0 {
+            return Err(Error::Empty);
+        }
+        values.into_iter().collect()
     }
 
     /// The number of items put and not yet taken (exact at the moment it is read).

@@ -98,6 +98,84 @@ pub(crate) fn decode_append<T: DeserializeOwned>(bytes: &[u8], out: &mut Vec<T>)
     Ok(())
 }
 
+/// A byte buffer that serde encodes as one block of bytes (a length and a copy), where a plain
+/// `Vec<u8>` goes byte by byte through serde's sequence machinery. Python's `bytes` in a
+/// message: use it for raw payloads in [`Queue`](crate::Queue)s, `Connection::send` and pool
+/// tasks (it is what the `serde_bytes` crate does, in a few lines).
+///
+/// ```
+/// let b = multiprocess::Bytes::from(vec![1u8, 2, 3]);
+/// assert_eq!(&b[..], &[1, 2, 3]);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Bytes(pub Vec<u8>);
+
+impl From<Vec<u8>> for Bytes {
+    fn from(v: Vec<u8>) -> Self {
+        Bytes(v)
+    }
+}
+
+impl From<&[u8]> for Bytes {
+    fn from(v: &[u8]) -> Self {
+        Bytes(v.to_vec())
+    }
+}
+
+impl From<Bytes> for Vec<u8> {
+    fn from(b: Bytes) -> Self {
+        b.0
+    }
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Bytes {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Bytes {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Bytes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+                Ok(Bytes(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
+                Ok(Bytes(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Bytes, A::Error> {
+                let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+                while let Some(b) = seq.next_element()? {
+                    v.push(b);
+                }
+                Ok(Bytes(v))
+            }
+        }
+        deserializer.deserialize_byte_buf(Visit)
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // OS handles inside messages
 //
@@ -118,8 +196,24 @@ thread_local! {
 pub(crate) fn encode_with_handles<T: Serialize + ?Sized>(
     value: &T,
 ) -> Result<(Vec<u8>, Vec<sys::OwnedHandle>)> {
+    encode_with_handles_into(value, Vec::new())
+}
+
+/// [`encode_with_handles`] appending to `buf`.
+pub(crate) fn encode_with_handles_into<T: Serialize + ?Sized>(
+    value: &T,
+    buf: Vec<u8>,
+) -> Result<(Vec<u8>, Vec<sys::OwnedHandle>)> {
     let previous = OUTGOING.with(|t| t.replace(Some(Vec::new())));
-    let bytes = encode(value);
+    let bytes = postcard::to_extend(value, buf).map_err(|e| {
+        match LAST_ERROR.with(|l| l.borrow_mut().take()) {
+            Some(message) => Error::Codec(message),
+            None => Error::Codec(format!(
+                "cannot encode a value of type {}: {e}",
+                std::any::type_name::<T>()
+            )),
+        }
+    });
     let handles = OUTGOING.with(|t| t.replace(previous)).unwrap_or_default();
     Ok((bytes?, handles))
 }
@@ -417,6 +511,18 @@ fn bad_length(len: u64, limit: u64) -> Error {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_travel_as_one_block() {
+        let b = super::Bytes((0..200u8).collect());
+        let encoded = encode(&b).unwrap();
+        assert_eq!(encoded.len(), 2 + 200, "a varint length, then the bytes");
+        assert_eq!(&encoded[2..], &b[..]);
+        assert_eq!(decode::<super::Bytes>(&encoded).unwrap(), b);
+        // A Vec<u8> encoding (same wire bytes in postcard) decodes as Bytes too.
+        let v: Vec<u8> = (0..200u8).collect();
+        assert_eq!(decode::<super::Bytes>(&encode(&v).unwrap()).unwrap(), b);
+    }
 
     #[test]
     fn frames_match_cpython_bytes() {

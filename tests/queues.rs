@@ -373,3 +373,42 @@ fn a_queue_sent_over_a_connection() {
     }
     assert_eq!(p.result::<Vec<u32>>().unwrap(), [7, 8, 9]);
 }
+
+fn put_batches(q: Queue<(u32, u32)>, id: u32) {
+    let items: Vec<(u32, u32)> = (0..2000).map(|i| (id, i)).collect();
+    for batch in items.chunks(64) {
+        q.put_many(batch).unwrap();
+    }
+}
+
+/// put_many and get_many: items keep their order, nothing is lost, across a small ring.
+#[test]
+fn put_many_delivers_items_in_order() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let q = Queue::with_capacity(0, 4096).unwrap();
+    let mut ps: Vec<Process> = (0..2)
+        .map(|id| Process::new(put_batches, (q.clone(), id)))
+        .collect();
+    for p in &mut ps {
+        p.start().unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 4000 {
+        got.extend(q.get_many(100, secs(60.0)).unwrap());
+    }
+    assert_eq!(got.len(), 4000);
+    assert_per_producer_order(&got);
+    for p in &mut ps {
+        p.join(None).unwrap();
+    }
+    assert!(q.empty());
+    assert!(matches!(q.get_many(10, secs(0.05)), Err(Error::Empty)));
+    q.put_many(&[(9, 9), (9, 10)]).unwrap();
+    assert_eq!(q.get_many(10, None).unwrap(), [(9, 9), (9, 10)]);
+    let e = Queue::<Item>::new()
+        .unwrap()
+        .put_many(&[Item::Good(1), Item::Bad(Unencodable)])
+        .unwrap_err();
+    assert!(matches!(e, Error::Codec(_)));
+}
