@@ -302,6 +302,8 @@ pub(crate) fn channel_handle(channel: &Channel) -> BorrowedFd<'_> {
 /// `__mod_init_func` entry). In a process spawned by us it arranges that, if `main` never calls
 /// `init()`, the process fails at exit with a message naming the fix instead of exiting 0.
 extern "C" fn check_spawned_child_at_load() {
+    // A resource tracker started by `shm` runs from here and never returns.
+    shm::tracker_at_load();
     // SAFETY: getenv with a NUL-terminated name, before `main`, when nothing else runs.
     if unsafe { libc::getenv(c"MULTIPROCESS_CHILD".as_ptr()) }.is_null() {
         return;

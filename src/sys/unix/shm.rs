@@ -303,7 +303,7 @@ fn identity(fd: RawFd) -> Option<(u64, u64)> {
 fn launch() -> io::Result<Link> {
     // Keep the constructor that turns the new process into a tracker in every executable that
     // can start one.
-    std::hint::black_box(&TRACKER_AT_LOAD);
+    std::hint::black_box(&super::CHECK_SPAWNED_CHILD);
     let (read, write) = io::pipe()?; // both close-on-exec: the tracker must not hold `write`
     let (mut ready_read, ready_write) = io::pipe()?;
     let mut cmd = Command::new(super::os::exe_path()?);
@@ -462,24 +462,13 @@ impl Ledger {
 
 /// Runs before `main` in every program linking this crate: in a process started as a tracker,
 /// runs the tracker and exits without ever reaching `main`.
-extern "C" fn tracker_at_load() {
+pub(super) fn tracker_at_load() {
     // SAFETY: getenv with a NUL-terminated name, before `main`, when nothing else runs.
     if unsafe { libc::getenv(c"MULTIPROCESS_RESOURCE_TRACKER_PROCESS".as_ptr()) }.is_null() {
         return;
     }
     serve()
 }
-
-#[used]
-#[cfg_attr(
-    any(target_os = "linux", target_os = "android", target_os = "freebsd"),
-    unsafe(link_section = ".init_array")
-)]
-#[cfg_attr(
-    target_vendor = "apple",
-    unsafe(link_section = "__DATA,__mod_init_func")
-)]
-static TRACKER_AT_LOAD: extern "C" fn() = tracker_at_load;
 
 /// The tracker: single-threaded, before `main`, using only plain system calls.
 fn serve() -> ! {
