@@ -139,10 +139,18 @@ mod os {
     }
 
     fn open_fds() -> BTreeSet<String> {
-        std::fs::read_dir("/proc/self/fd")
+        let mut fds: BTreeSet<String> = std::fs::read_dir("/proc/self/fd")
             .expect("read /proc/self/fd")
             .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-            .collect()
+            .collect();
+        // The descriptor read_dir used is closed by now (and may have another number at the
+        // end of a test than at its start): keep only those still open.
+        // SAFETY: F_GETFD only queries a descriptor number.
+        fds.retain(|fd| {
+            fd.parse::<i32>()
+                .is_ok_and(|fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0)
+        });
+        fds
     }
 
     fn describe_fd(fd: &str) -> String {
