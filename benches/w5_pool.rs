@@ -1,0 +1,1092 @@
+//! Benchmarks W5, W5b and W7: a pool of worker processes (Linux only; elsewhere the binary says
+//! so and exits).
+//!
+//! **W5 / W5b: pool throughput on trivial work** (x → x·x over `u64`), with 2 workers (this
+//! machine has 2 vCPUs). Lines:
+//!
+//! - "default chunks": `Pool::map(square, 0..1_000_000, None)` (Python's default chunksize,
+//!   ceil(n / (4 × workers)) = 125,000);
+//! - "chunksize 1": `Pool::map(square, 0..100_000, Some(1))`;
+//! - "apply_async" (W5b): `Pool::apply_async(square, (x,))` for each of 100,000 items, then
+//!   `get` of every result in order.
+//!
+//! Floors: the same squares in this process (`(0..n).map(square).collect()`); two workers forked
+//! from this process with a pair of raw pipes each, the parent writing the items in chunks
+//! (125,000 items per `write`, or one item per `write`) from one thread per worker and reading
+//! the results from another, each worker reading one chunk (or one item) per `read` and writing
+//! its squares back in one `write`. CPython rows (`bench/python/w5_pool.py`, run after the Rust
+//! rows): `multiprocessing.Pool(2)` (fork context) `map` with the default chunksize and with
+//! `chunksize=1`, `apply_async` per item, and `concurrent.futures.ProcessPoolExecutor(2)`'s
+//! `map` with chunksize 125,000 (Pool's default for 1,000,000 items) over 1,000,000 items and
+//! with its default chunksize (1) over 20,000 items (it does about 12,000 items/s; 100,000 would
+//! take 8 s per batch).
+//!
+//! A sample is one whole call (`map`, or the 100,000 `apply_async` + `get`), results checked;
+//! its value is items per second. The rows' samples are interleaved in rounds after one warmup
+//! sample per row.
+//!
+//! **W7: CPU-bound speedup from 1 to 2 workers.** A task is ~1 ms of pure computation (a chain
+//! of splitmix64 steps, calibrated at start to 1 ms in this process); 1,500 tasks are mapped
+//! (default chunksize) by `Pool::new(1)` and by `Pool::new(2)`; a sample is one `map`, its value
+//! the time it took. The speedup is median(1 worker) ÷ median(2 workers). Floor: the same
+//! tasks split over 1 or 2 forked processes (no pool, no messages). CPython: `Pool(1)` and
+//! `Pool(2)` mapping a pure-Python task calibrated to ~1 ms the same way.
+//!
+//! ```text
+//! cargo bench --bench w5_pool                 # W5: 20 samples a row; W7: 10 samples a row
+//! cargo bench --bench w5_pool -- --no-python --only W7 --no-write
+//! cargo bench --bench w5_pool -- --only "W5b" --md /tmp/b.md
+//! ```
+//!
+//! Options: `--batches N` (`W5_BATCHES`; W7 takes half as many samples, at least 3),
+//! `--batch-size N` (`W5_BATCH_SIZE`: the items of the default-chunks line, 1,000,000; the
+//! chunksize-1 and apply_async lines take a tenth), `--no-python`, `--no-write`
+//! (`W5_NO_WRITE=1`), `--md PATH`, `--only TEXT` (repeatable, matched against "W5 …", "W5b …"
+//! or "W7 …" followed by the label). The report says how much CPU other programs used while the
+//! Rust rows ran (and while the CPython script ran) and flags more than 10% of a CPU as disturbed.
+
+fn main() {
+    multiprocess::init();
+    #[cfg(target_os = "linux")]
+    w5::main();
+    #[cfg(not(target_os = "linux"))]
+    eprintln!("w5: this benchmark runs on Linux only (its floors are Linux's)");
+}
+
+/// The W5 work.
+pub fn square(x: u64) -> u64 {
+    x.wrapping_mul(x)
+}
+
+/// The W7 work: `iters` splitmix64 steps from `seed` (a dependent chain: no vectorising, no
+/// closed form).
+pub fn burn(task: (u64, u64)) -> u64 {
+    let (seed, iters) = task;
+    let mut x = seed;
+    for _ in 0..iters {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x = z ^ (z >> 31);
+    }
+    x
+}
+
+#[cfg(target_os = "linux")]
+mod common;
+
+#[cfg(target_os = "linux")]
+mod w5 {
+    use super::common::{
+        BenchOptions, CpuUse, Stats, command_line, disturbance_line, fork_child, machine, os_err,
+        ratio, wait_child, write_md,
+    };
+    use super::{burn, square};
+    use multiprocess::Pool;
+    use std::hint::black_box;
+    use std::os::fd::RawFd;
+    use std::path::Path;
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    const WORKERS: usize = 2;
+    /// W7: tasks per map, and the target length of one task.
+    const W7_TASKS: u64 = 1500;
+    const W7_TASK: Duration = Duration::from_millis(1);
+
+    pub(crate) fn main() {
+        if let Err(e) = run() {
+            eprintln!("w5: {e}");
+            std::process::exit(1);
+        }
+    }
+
+    /// One sample: (time, items).
+    type Sample = Box<dyn FnMut() -> Result<(Duration, usize), String>>;
+    type Finish = Box<dyn FnOnce() -> Result<(), String>>;
+
+    /// The W5 line a row belongs to (for the ratios), or W7's worker count.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum Line {
+        Default,
+        Chunk1,
+        Apply,
+        W7(usize),
+    }
+
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Who {
+        Ours,
+        Floor,
+        /// CPython's `Pool` (the ratios' reference).
+        PyPool,
+        /// CPython's other rows.
+        PyOther,
+    }
+
+    struct Row {
+        line: Line,
+        who: Who,
+        label: String,
+        sample: Option<Sample>,
+        finish: Option<Finish>,
+        /// Items per second (W5) or seconds per map (W7).
+        values: Vec<f64>,
+        external: Option<Stats>,
+        error: Option<String>,
+    }
+
+    impl Row {
+        fn new(line: Line, who: Who, label: String) -> Row {
+            Row {
+                line,
+                who,
+                label,
+                sample: None,
+                finish: None,
+                values: Vec::new(),
+                external: None,
+                error: None,
+            }
+        }
+
+        fn stats(&self) -> Option<Stats> {
+            if self.error.is_some() {
+                return None;
+            }
+            self.external.or_else(|| Stats::of(&self.values))
+        }
+
+        fn take(&mut self, warm: bool) {
+            let (Some(sample), None) = (self.sample.as_mut(), &self.error) else {
+                return;
+            };
+            match sample() {
+                Ok((d, items)) if !warm => self.values.push(match self.line {
+                    Line::W7(_) => d.as_secs_f64(),
+                    _ => items as f64 / d.as_secs_f64(),
+                }),
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("w5: {}: {e}", self.label);
+                    self.error = Some(e);
+                }
+            }
+        }
+
+        fn finish(&mut self) {
+            self.sample = None;
+            if let Some(f) = self.finish.take()
+                && let Err(e) = f()
+            {
+                eprintln!("w5: {}: {e}", self.label);
+                self.error.get_or_insert(e);
+            }
+        }
+    }
+
+    fn e(e: multiprocess::Error) -> String {
+        e.to_string()
+    }
+
+    fn check_squares(out: &[u64], n: usize) -> Result<(), String> {
+        if out.len() != n {
+            return Err(format!("{} results for {n} items", out.len()));
+        }
+        for k in [0, n / 3, n / 2, n - 1] {
+            if out[k] != square(k as u64) {
+                return Err(format!("result {k} is {}", out[k]));
+            }
+        }
+        Ok(())
+    }
+
+    // -------------------------------------------------------------------------------------------
+    // Raw pipes floor: two forked workers, chunks of items per write
+
+    fn pipe() -> Result<(RawFd, RawFd), String> {
+        let mut fds = [0 as RawFd; 2];
+        // SAFETY: pipe fills the two-element array.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+            return Err(os_err("pipe"));
+        }
+        Ok((fds[0], fds[1]))
+    }
+
+    fn write_all(fd: RawFd, buf: &[u8]) -> bool {
+        let mut done = 0;
+        while done < buf.len() {
+            // SAFETY: writes from a valid buffer of the given length.
+            let r = unsafe { libc::write(fd, buf[done..].as_ptr().cast(), buf.len() - done) };
+            if r <= 0 {
+                return false;
+            }
+            done += r as usize;
+        }
+        true
+    }
+
+    fn read_all(fd: RawFd, buf: &mut [u8]) -> bool {
+        let mut done = 0;
+        while done < buf.len() {
+            // SAFETY: reads into a valid buffer of the given length.
+            let r = unsafe { libc::read(fd, buf[done..].as_mut_ptr().cast(), buf.len() - done) };
+            if r <= 0 {
+                return false;
+            }
+            done += r as usize;
+        }
+        true
+    }
+
+    /// A `u64` slice as bytes.
+    fn bytes_mut(v: &mut [u64]) -> &mut [u8] {
+        // SAFETY: u64 has no padding, and u8 has alignment 1.
+        unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), std::mem::size_of_val(v)) }
+    }
+
+    /// Items per `write` `chunk`; a batch maps `items` (a multiple of `chunk` × workers).
+    fn raw_pipes_row(chunk: usize, items: usize) -> Result<(Sample, Finish), String> {
+        if !items.is_multiple_of(chunk * WORKERS) {
+            return Err(format!(
+                "{items} items are not a multiple of {chunk} × {WORKERS}"
+            ));
+        }
+        let mut to = Vec::new();
+        let mut from = Vec::new();
+        let mut pids = Vec::new();
+        for _ in 0..WORKERS {
+            let (task_r, task_w) = pipe()?;
+            let (res_r, res_w) = pipe()?;
+            let mut input = vec![0u64; chunk];
+            let mut output = vec![0u64; chunk];
+            // SAFETY: forked before any pool thread exists; the child only makes system calls
+            // and arithmetic on buffers allocated before the fork.
+            let pid = unsafe {
+                fork_child(move || {
+                    libc::close(task_w);
+                    libc::close(res_r);
+                    loop {
+                        if !read_all(task_r, bytes_mut(&mut input)) {
+                            return false;
+                        }
+                        if input[0] == u64::MAX {
+                            return true;
+                        }
+                        for (o, &x) in output.iter_mut().zip(input.iter()) {
+                            *o = square(x);
+                        }
+                        if !write_all(res_w, bytes_mut(&mut output)) {
+                            return false;
+                        }
+                    }
+                })
+            }?;
+            // SAFETY: the child's ends.
+            unsafe {
+                libc::close(task_r);
+                libc::close(res_w);
+            }
+            to.push(task_w);
+            from.push(res_r);
+            pids.push(pid);
+        }
+        let to2 = to.clone();
+        let sample: Sample = Box::new(move || {
+            let mut out = vec![0u64; items];
+            let t = Instant::now();
+            let ok = std::thread::scope(|s| {
+                let mut parts: Vec<Vec<&mut [u64]>> = (0..WORKERS).map(|_| Vec::new()).collect();
+                for (k, c) in out.chunks_mut(chunk).enumerate() {
+                    parts[k % WORKERS].push(c);
+                }
+                let mut handles = Vec::new();
+                for (w, part) in parts.into_iter().enumerate() {
+                    let (tw, rr) = (to[w], from[w]);
+                    handles.push(s.spawn(move || {
+                        let mut buf = vec![0u64; chunk];
+                        let mut k = w;
+                        while k * chunk < items {
+                            for (i, b) in buf.iter_mut().enumerate() {
+                                *b = (k * chunk + i) as u64;
+                            }
+                            if !write_all(tw, bytes_mut(&mut buf)) {
+                                return false;
+                            }
+                            k += WORKERS;
+                        }
+                        true
+                    }));
+                    handles.push(
+                        s.spawn(move || part.into_iter().all(|c| read_all(rr, bytes_mut(c)))),
+                    );
+                }
+                handles.into_iter().all(|h| h.join().unwrap_or(false))
+            });
+            let d = t.elapsed();
+            if !ok {
+                return Err(os_err("raw pipe worker I/O"));
+            }
+            check_squares(&out, items)?;
+            Ok((d, items))
+        });
+        let finish: Finish = Box::new(move || {
+            let stop = vec![u64::MAX; chunk];
+            for (&fd, &pid) in to2.iter().zip(&pids) {
+                // SAFETY: the stop chunk as bytes.
+                let b = unsafe {
+                    std::slice::from_raw_parts(stop.as_ptr().cast::<u8>(), stop.len() * 8)
+                };
+                write_all(fd, b);
+                wait_child(pid)?;
+            }
+            Ok(())
+        });
+        Ok((sample, finish))
+    }
+
+    // -------------------------------------------------------------------------------------------
+    // W7 floor: the tasks split over forked processes
+
+    fn forked_burn_row(procs: usize, iters: u64) -> Result<(Sample, Finish), String> {
+        let sample: Sample = Box::new(move || {
+            let t = Instant::now();
+            let mut pids = Vec::new();
+            for p in 0..procs as u64 {
+                // SAFETY: the child only computes, then `_exit`s.
+                let pid = unsafe {
+                    fork_child(move || {
+                        let mut acc = 0u64;
+                        let mut i = p;
+                        while i < W7_TASKS {
+                            acc ^= burn((i, iters));
+                            i += procs as u64;
+                        }
+                        black_box(acc);
+                        true
+                    })
+                }?;
+                pids.push(pid);
+            }
+            for pid in pids {
+                wait_child(pid)?;
+            }
+            Ok((t.elapsed(), W7_TASKS as usize))
+        });
+        Ok((sample, Box::new(|| Ok(()))))
+    }
+
+    /// splitmix64 steps that take [`W7_TASK`] here (best of 5 measurements).
+    fn calibrate() -> u64 {
+        let probe = 1u64 << 20;
+        let best = (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                black_box(burn(black_box((1, probe))));
+                t.elapsed()
+            })
+            .min()
+            .unwrap_or(Duration::from_millis(1));
+        (probe as f64 * W7_TASK.as_secs_f64() / best.as_secs_f64().max(1e-9)) as u64
+    }
+
+    // -------------------------------------------------------------------------------------------
+    // CPython
+
+    struct PyOut {
+        version: String,
+        rows: Vec<Row>,
+        w7_iters: Option<u64>,
+        w7_task_ms: Option<f64>,
+    }
+
+    fn run_python(o: &BenchOptions, items: usize, w5: bool, w7: bool) -> Result<PyOut, String> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/python/w5_pool.py");
+        let mut parts = Vec::new();
+        if w5 {
+            parts.push("w5");
+        }
+        if w7 {
+            parts.push("w7");
+        }
+        let out = Command::new("python3")
+            .arg(&script)
+            .args(["--batches", &(o.batches / 2).max(3).to_string()])
+            .args(["--items", &items.to_string()])
+            .args(["--w7-tasks", &W7_TASKS.to_string()])
+            .args(["--parts", &parts.join(",")])
+            .output()
+            .map_err(|e| format!("python3 could not be run: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{} failed ({}): {}",
+                script.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("unreadable output of the CPython script: {e}"))?;
+        let version = json["python"].as_str().unwrap_or("?").to_owned();
+        let mut rows = Vec::new();
+        let n = |x: usize| fmt_count(x);
+        let specs: Vec<(&str, Line, Who, String)> = vec![
+            (
+                "pool_map_default",
+                Line::Default,
+                Who::PyPool,
+                format!(
+                    "CPython {version} `Pool(2).map(square, range({}))`, default chunksize",
+                    n(items)
+                ),
+            ),
+            (
+                "ppe_map_big",
+                Line::Default,
+                Who::PyOther,
+                format!(
+                    "CPython {version} `ProcessPoolExecutor(2).map(square, range({}), chunksize={})`",
+                    n(items),
+                    n(items.div_ceil(4 * WORKERS))
+                ),
+            ),
+            (
+                "pool_map_chunk1",
+                Line::Chunk1,
+                Who::PyPool,
+                format!(
+                    "CPython {version} `Pool(2).map(square, range({}), chunksize=1)`",
+                    n(items / 10)
+                ),
+            ),
+            (
+                "ppe_map_default",
+                Line::Chunk1,
+                Who::PyOther,
+                format!(
+                    "CPython {version} `ProcessPoolExecutor(2).map(square, range({}))` (default chunksize 1)",
+                    n(items / 50)
+                ),
+            ),
+            (
+                "pool_apply_async",
+                Line::Apply,
+                Who::PyPool,
+                format!(
+                    "CPython {version} `Pool(2).apply_async(square, (x,))` × {}, then `get()` each",
+                    n(items / 10)
+                ),
+            ),
+            (
+                "w7_pool1",
+                Line::W7(1),
+                Who::PyPool,
+                format!("CPython {version} `Pool(1).map(burn, tasks)`"),
+            ),
+            (
+                "w7_pool2",
+                Line::W7(2),
+                Who::PyPool,
+                format!("CPython {version} `Pool(2).map(burn, tasks)`"),
+            ),
+        ];
+        for (key, line, who, label) in specs {
+            let suffix = if matches!(line, Line::W7(_)) {
+                "_s"
+            } else {
+                "_ips"
+            };
+            if let Some(s) = Stats::from_json(&json["results"][key], suffix) {
+                let mut r = Row::new(line, who, label);
+                r.external = Some(s);
+                rows.push(r);
+            }
+        }
+        Ok(PyOut {
+            version,
+            rows,
+            w7_iters: json["w7_iters"].as_u64(),
+            w7_task_ms: json["w7_task_ms"].as_f64(),
+        })
+    }
+
+    // -------------------------------------------------------------------------------------------
+    // Report
+
+    fn fmt_count(n: usize) -> String {
+        let s = n.to_string();
+        let mut out = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i).is_multiple_of(3) {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    /// Thousands of items per second, to 3 significant digits or more.
+    fn kips(v: f64) -> String {
+        let k = v / 1e3;
+        if k >= 100.0 {
+            format!("{k:.0}")
+        } else if k >= 10.0 {
+            format!("{k:.1}")
+        } else {
+            format!("{k:.2}")
+        }
+    }
+
+    fn find(rows: &[Row], line: Line, who: Who) -> Option<f64> {
+        rows.iter()
+            .find(|r| r.line == line && r.who == who)
+            .and_then(Row::stats)
+            .map(|s| s.median)
+    }
+
+    fn line_name(line: Line) -> &'static str {
+        match line {
+            Line::Default => "W5 default chunks",
+            Line::Chunk1 => "W5 chunksize 1",
+            Line::Apply => "W5b apply_async",
+            Line::W7(_) => "W7",
+        }
+    }
+
+    fn w5_table(rows: &[Row]) -> String {
+        let mut s = String::from(
+            "| line | row | median k items/s | p10 | p90 | samples | × CPython `Pool`, same line | ÷ raw pipes floor, same line |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for r in rows.iter().filter(|r| !matches!(r.line, Line::W7(_))) {
+            let py = find(rows, r.line, Who::PyPool);
+            // The apply_async line's floor is one item per message, as for chunksize 1.
+            let floor_line = if r.line == Line::Apply {
+                Line::Chunk1
+            } else {
+                r.line
+            };
+            let floor = rows
+                .iter()
+                .find(|f| f.line == floor_line && f.who == Who::Floor && f.label.contains("pipes"))
+                .and_then(Row::stats)
+                .map(|s| s.median);
+            match (r.stats(), &r.error) {
+                (Some(st), _) => {
+                    s += &format!(
+                        "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                        line_name(r.line),
+                        r.label,
+                        kips(st.median),
+                        kips(st.p10),
+                        kips(st.p90),
+                        st.n,
+                        ratio(st.median, py),
+                        ratio(st.median, floor),
+                    )
+                }
+                (None, e) => {
+                    s += &format!(
+                        "| {} | {} | {} | | | | | |\n",
+                        line_name(r.line),
+                        r.label,
+                        e.as_deref()
+                            .map_or("no samples".into(), |e| format!("failed: {e}"))
+                    )
+                }
+            }
+        }
+        s
+    }
+
+    fn w5_targets(rows: &[Row]) -> String {
+        let verdict = |ok: bool| if ok { "**met**" } else { "**not met**" };
+        let mut s =
+            String::from("| target (from the issue) | measured | verdict |\n|---|---|---|\n");
+        for line in [Line::Default, Line::Chunk1, Line::Apply] {
+            let ours = find(rows, line, Who::Ours);
+            if let (Some(o), None) = (ours, find(rows, line, Who::PyPool)) {
+                s += &format!(
+                    "| {}: ≥ 10× CPython's `Pool` | {} k items/s; no CPython row | — |\n",
+                    line_name(line),
+                    kips(o)
+                );
+            }
+            if let (Some(o), Some(p)) = (ours, find(rows, line, Who::PyPool)) {
+                s += &format!(
+                    "| {}: ≥ 10× CPython's `Pool` | {} / {} k items/s = {:.1}× | {} |\n",
+                    line_name(line),
+                    kips(o),
+                    kips(p),
+                    o / p,
+                    verdict(o / p >= 10.0)
+                );
+            }
+        }
+        s
+    }
+
+    fn w7_table(rows: &[Row]) -> String {
+        let mut s = String::from(
+            "| row | workers | median s per map | p10 | p90 | samples | speedup 1 → 2 workers (median ÷ median) |\n\
+             |---|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for r in rows.iter() {
+            let Line::W7(w) = r.line else { continue };
+            let speedup = if w == 2 {
+                let one = rows
+                    .iter()
+                    .find(|o| o.line == Line::W7(1) && o.who == r.who)
+                    .and_then(Row::stats)
+                    .map(|s| s.median);
+                match (one, r.stats()) {
+                    (Some(a), Some(b)) => format!("{:.2}×", a / b.median),
+                    _ => "—".into(),
+                }
+            } else {
+                String::new()
+            };
+            match (r.stats(), &r.error) {
+                (Some(st), _) => {
+                    s += &format!(
+                        "| {} | {w} | {:.3} | {:.3} | {:.3} | {} | {speedup} |\n",
+                        r.label, st.median, st.p10, st.p90, st.n
+                    )
+                }
+                (None, e) => {
+                    s += &format!(
+                        "| {} | {w} | {} | | | | |\n",
+                        r.label,
+                        e.as_deref()
+                            .map_or("no samples".into(), |e| format!("failed: {e}"))
+                    )
+                }
+            }
+        }
+        s
+    }
+
+    fn w7_targets(rows: &[Row]) -> String {
+        let verdict = |ok: bool| if ok { "**met**" } else { "**not met**" };
+        let mut s =
+            String::from("| target (from the issue) | measured | verdict |\n|---|---|---|\n");
+        let m = |w, who| find(rows, Line::W7(w), who);
+        if let (Some(a), Some(b)) = (m(1, Who::Ours), m(2, Who::Ours)) {
+            s += &format!(
+                "| W7: speedup 1 → 2 workers ≥ 1.95× | {a:.3} / {b:.3} s = {:.2}× | {} |\n",
+                a / b,
+                verdict(a / b >= 1.95)
+            );
+        }
+        s
+    }
+
+    const W5_BEGIN: &str = "<!-- w5:begin -->";
+    const W5_END: &str = "<!-- w5:end -->";
+    const W7_BEGIN: &str = "<!-- w7:begin -->";
+    const W7_END: &str = "<!-- w7:end -->";
+
+    /// Takes every row's warmup sample, then `rounds` interleaved rounds.
+    fn interleave(rows: &mut [Row], rounds: usize) {
+        for r in rows.iter_mut() {
+            r.take(true);
+        }
+        let n = rows.len();
+        for round in 0..rounds {
+            for i in 0..n {
+                rows[(i + round) % n].take(false);
+            }
+        }
+        for r in rows.iter_mut().rev() {
+            r.finish();
+        }
+    }
+
+    fn pool_row(
+        pool: &std::rc::Rc<Pool>,
+        line: Line,
+        items: usize,
+    ) -> Result<(Sample, Finish), String> {
+        let pool = pool.clone();
+        let sample: Sample = match line {
+            Line::Default | Line::Chunk1 => {
+                let chunksize = (line == Line::Chunk1).then_some(1);
+                Box::new(move || {
+                    let t = Instant::now();
+                    let out = pool.map(square, 0..items as u64, chunksize).map_err(e)?;
+                    let d = t.elapsed();
+                    check_squares(&out, items)?;
+                    Ok((d, items))
+                })
+            }
+            Line::Apply => Box::new(move || {
+                let t = Instant::now();
+                let pending = (0..items as u64)
+                    .map(|x| pool.apply_async(square, (x,)))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(e)?;
+                let out = pending
+                    .iter()
+                    .map(|p| p.get(None))
+                    .collect::<Result<Vec<u64>, _>>()
+                    .map_err(e)?;
+                let d = t.elapsed();
+                check_squares(&out, items)?;
+                Ok((d, items))
+            }),
+            Line::W7(_) => return Err("not a W5 line".into()),
+        };
+        Ok((sample, Box::new(|| Ok(()))))
+    }
+
+    fn run() -> Result<(), String> {
+        let o = BenchOptions::parse("w5_pool", "W5", 20, 1_000_000)?;
+        let big = o.batch_size;
+        let small = (big / 10).max(WORKERS);
+        let date =
+            command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_else(|| "?".into());
+
+        // ---------------------------------------------------------------- W5 / W5b
+        let w5_specs: Vec<(Line, Who, String)> = vec![
+            (
+                Line::Default,
+                Who::Ours,
+                format!(
+                    "multiprocess `Pool::new(2)`, `map(square, 0..{}, None)` (chunksize {})",
+                    fmt_count(big),
+                    fmt_count(big.div_ceil(4 * WORKERS))
+                ),
+            ),
+            (
+                Line::Default,
+                Who::Floor,
+                format!(
+                    "raw pipes floor: 2 forked workers, {} items per `write` each way",
+                    fmt_count(big.div_ceil(4 * WORKERS))
+                ),
+            ),
+            (
+                Line::Default,
+                Who::Floor,
+                format!(
+                    "one-process floor: `(0..{}).map(square).collect()`",
+                    fmt_count(big)
+                ),
+            ),
+            (
+                Line::Chunk1,
+                Who::Ours,
+                format!(
+                    "multiprocess `Pool::new(2)`, `map(square, 0..{}, Some(1))`",
+                    fmt_count(small)
+                ),
+            ),
+            (
+                Line::Chunk1,
+                Who::Floor,
+                format!(
+                    "raw pipes floor: 2 forked workers, one item per `write` each way, {} items",
+                    fmt_count(small)
+                ),
+            ),
+            (
+                Line::Apply,
+                Who::Ours,
+                format!(
+                    "multiprocess `Pool::new(2)`, `apply_async(square, (x,))` × {}, then `get(None)` each",
+                    fmt_count(small)
+                ),
+            ),
+        ];
+        let w5_keep: Vec<bool> = w5_specs
+            .iter()
+            .map(|(l, _, label)| o.keeps(&format!("{} {label}", line_name(*l))))
+            .collect();
+        let mut w5_rows: Vec<Row> = Vec::new();
+        let mut w5_others = None;
+        if w5_keep.iter().any(|&k| k) {
+            let cpu = CpuUse::now();
+            let started = Instant::now();
+            // The forking floors first, before the pool's threads exist.
+            let mut made: Vec<Option<Row>> = w5_specs.iter().map(|_| None).collect();
+            for (i, (line, who, label)) in w5_specs.iter().enumerate() {
+                if !w5_keep[i] || *who != Who::Floor || !label.contains("pipes") {
+                    continue;
+                }
+                let (chunk, items) = if *line == Line::Default {
+                    (big.div_ceil(4 * WORKERS), big)
+                } else {
+                    (1, small)
+                };
+                let mut r = Row::new(*line, *who, label.clone());
+                match raw_pipes_row(chunk, items) {
+                    Ok((s, f)) => {
+                        r.sample = Some(s);
+                        r.finish = Some(f);
+                    }
+                    Err(err) => r.error = Some(err),
+                }
+                made[i] = Some(r);
+            }
+            let needs_pool = w5_specs
+                .iter()
+                .zip(&w5_keep)
+                .any(|((_, who, _), &k)| k && *who == Who::Ours);
+            let pool = if needs_pool {
+                Some(std::rc::Rc::new(Pool::new(WORKERS).map_err(e)?))
+            } else {
+                None
+            };
+            for (i, (line, who, label)) in w5_specs.iter().enumerate() {
+                if !w5_keep[i] || made[i].is_some() {
+                    continue;
+                }
+                let mut r = Row::new(*line, *who, label.clone());
+                if *who == Who::Floor {
+                    let n = big;
+                    r.sample = Some(Box::new(move || {
+                        let t = Instant::now();
+                        let out: Vec<u64> = (0..n as u64).map(|x| square(black_box(x))).collect();
+                        let d = t.elapsed();
+                        check_squares(&out, n)?;
+                        Ok((d, n))
+                    }));
+                } else if let Some(pool) = &pool {
+                    let items = if *line == Line::Default { big } else { small };
+                    match pool_row(pool, *line, items) {
+                        Ok((s, f)) => {
+                            r.sample = Some(s);
+                            r.finish = Some(f);
+                        }
+                        Err(err) => r.error = Some(err),
+                    }
+                }
+                made[i] = Some(r);
+            }
+            w5_rows = made.into_iter().flatten().collect();
+            eprintln!(
+                "w5: {} rows × (1 warmup + {} samples), interleaved",
+                w5_rows.len(),
+                o.batches
+            );
+            interleave(&mut w5_rows, o.batches);
+            if let Some(pool) = pool {
+                if let Ok(pool) = std::rc::Rc::try_unwrap(pool) {
+                    pool.close();
+                    pool.join().map_err(e)?;
+                }
+            }
+            eprintln!(
+                "w5: Rust W5 rows took {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            let others = cpu.others_since();
+            eprintln!(
+                "w5: other programs used {:.0}% of a CPU during them",
+                others * 100.0
+            );
+            w5_others = Some(others);
+        }
+
+        // ---------------------------------------------------------------- W7
+        let iters = calibrate();
+        let w7_rounds = (o.batches / 2).max(3);
+        let w7_specs: Vec<(Line, Who, String)> = vec![
+            (
+                Line::W7(1),
+                Who::Ours,
+                "multiprocess `Pool::new(1).map(burn, tasks, None)`".into(),
+            ),
+            (
+                Line::W7(2),
+                Who::Ours,
+                "multiprocess `Pool::new(2).map(burn, tasks, None)`".into(),
+            ),
+            (
+                Line::W7(1),
+                Who::Floor,
+                "floor: the tasks in 1 forked process (no pool)".into(),
+            ),
+            (
+                Line::W7(2),
+                Who::Floor,
+                "floor: the tasks split over 2 forked processes (no pool)".into(),
+            ),
+        ];
+        let mut w7_rows: Vec<Row> = Vec::new();
+        let mut w7_others = None;
+        if w7_specs
+            .iter()
+            .any(|(l, _, label)| o.keeps(&format!("{} {label}", line_name(*l))))
+        {
+            let cpu = CpuUse::now();
+            let started = Instant::now();
+            for (line, who, label) in &w7_specs {
+                if !o.keeps(&format!("{} {label}", line_name(*line))) {
+                    continue;
+                }
+                let Line::W7(workers) = *line else { continue };
+                let mut r = Row::new(*line, *who, label.clone());
+                let made = if *who == Who::Floor {
+                    forked_burn_row(workers, iters)
+                } else {
+                    Pool::new(workers).map_err(e).map(|pool| {
+                        let sample: Sample = Box::new(move || {
+                            let tasks = (0..W7_TASKS).map(|i| (i, iters));
+                            let t = Instant::now();
+                            let out = pool.map(burn, tasks, None).map_err(e)?;
+                            let d = t.elapsed();
+                            if out.len() != W7_TASKS as usize || out[7] != burn((7, iters)) {
+                                return Err("wrong W7 results".into());
+                            }
+                            Ok((d, W7_TASKS as usize))
+                        });
+                        (sample, Box::new(|| Ok(())) as Finish)
+                    })
+                };
+                match made {
+                    Ok((s, f)) => {
+                        r.sample = Some(s);
+                        r.finish = Some(f);
+                    }
+                    Err(err) => r.error = Some(err),
+                }
+                w7_rows.push(r);
+            }
+            eprintln!(
+                "w5: W7: {} rows × (1 warmup + {w7_rounds} samples), interleaved; {iters} steps a task",
+                w7_rows.len()
+            );
+            interleave(&mut w7_rows, w7_rounds);
+            eprintln!(
+                "w5: Rust W7 rows took {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            let others = cpu.others_since();
+            eprintln!(
+                "w5: other programs used {:.0}% of a CPU during them",
+                others * 100.0
+            );
+            w7_others = Some(others);
+        }
+
+        // ---------------------------------------------------------------- CPython
+        let mut py = None;
+        let mut py_others = None;
+        let mut notes = Vec::new();
+        if o.python && (w5_others.is_some() || w7_others.is_some()) {
+            let t = Instant::now();
+            let cpu = CpuUse::now();
+            match run_python(&o, big, w5_others.is_some(), w7_others.is_some()) {
+                Ok(out) => py = Some(out),
+                Err(err) => {
+                    eprintln!("w5: {err}");
+                    notes.push(format!("CPython rows missing: {err}"));
+                }
+            }
+            py_others = Some(cpu.others_since());
+            eprintln!("w5: CPython rows took {:.1} s", t.elapsed().as_secs_f64());
+        }
+        let mut py_version = None;
+        let (mut py_iters, mut py_task_ms) = (None, None);
+        if let Some(out) = py {
+            py_version = Some(out.version.clone());
+            py_iters = out.w7_iters;
+            py_task_ms = out.w7_task_ms;
+            for r in out.rows {
+                if matches!(r.line, Line::W7(_)) {
+                    w7_rows.push(r);
+                } else {
+                    w5_rows.push(r);
+                }
+            }
+            // Each line's rows together.
+            let order = |l: Line| match l {
+                Line::Default => 0,
+                Line::Chunk1 => 1,
+                Line::Apply => 2,
+                Line::W7(w) => 3 + w,
+            };
+            w5_rows.sort_by_key(|r| order(r.line));
+        }
+
+        let head = |title: &str, others: f64| {
+            let mut b = format!("## {title}\n\n");
+            b += &format!("- Command: `{}`\n", o.command);
+            b += &format!("- Machine: {}\n", machine());
+            if let Some(v) = &py_version {
+                b += &format!(
+                    "- CPython: {v} (`bench/python/w5_pool.py`, run by the bench after the Rust rows, {} samples a row)\n",
+                    (o.batches / 2).max(3)
+                );
+            }
+            b += &format!("- Date: {date}\n");
+            b += &disturbance_line(others);
+            if let Some(p) = py_others {
+                b += &format!(
+                    "- Other programs' CPU use while the CPython script ran ({}): {:.0}% of one CPU{}\n",
+                    match (w5_others.is_some(), w7_others.is_some()) {
+                        (true, true) => "its W5 and W7 parts together",
+                        (true, false) => "its W5 part",
+                        _ => "its W7 part",
+                    },
+                    p * 100.0,
+                    if p > 0.1 { " — **disturbed**" } else { "" }
+                );
+            }
+            b
+        };
+
+        if let Some(others) = w5_others {
+            let mut block = head(
+                "W5 / W5b: pool throughput, x → x·x over `u64`, 2 workers (this machine has 2 vCPUs)",
+                others,
+            );
+            block += &format!(
+                "- Each Rust row: 1 warmup + {} samples, interleaved in rounds; a sample is one whole `map` (or all the \
+                 `apply_async` calls and their `get`s), results checked; items/s = items ÷ the call's time; median, p10, \
+                 p90 over the samples. Workers started by the default start method (spawn); the pool is made once\n\n",
+                o.batches
+            );
+            block += &w5_table(&w5_rows);
+            block += "\n";
+            block += &w5_targets(&w5_rows);
+            for note in &notes {
+                block += &format!("\n{note}\n");
+            }
+            println!("{block}");
+            if o.write {
+                write_md(&o.md, W5_BEGIN, W5_END, &block)?;
+                eprintln!("w5: wrote the W5 table into {}", o.md.display());
+            }
+        }
+        if let Some(others) = w7_others {
+            let mut block = head("W7: CPU-bound `map` speedup from 1 to 2 workers", others);
+            block += &format!(
+                "- A task: {iters} splitmix64 steps (≈ 1 ms in this process, calibrated at start); a map: {} tasks, \
+                 default chunksize; 1 warmup + {w7_rounds} samples a row, interleaved; a sample is one `map` (or the forked \
+                 floor's start-to-last-exit), in seconds{}\n\n",
+                fmt_count(W7_TASKS as usize),
+                match (py_iters, py_task_ms) {
+                    (Some(i), Some(ms)) => format!(
+                        "; CPython's task: a pure-Python loop of {i} steps of a 64-bit hash (≈ {ms:.2} ms measured in the script)"
+                    ),
+                    _ => String::new(),
+                }
+            );
+            block += &w7_table(&w7_rows);
+            block += "\n";
+            block += &w7_targets(&w7_rows);
+            for note in &notes {
+                block += &format!("\n{note}\n");
+            }
+            println!("{block}");
+            if o.write {
+                write_md(&o.md, W7_BEGIN, W7_END, &block)?;
+                eprintln!("w5: wrote the W7 table into {}", o.md.display());
+            }
+        }
+        Ok(())
+    }
+}
