@@ -44,15 +44,39 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 /// Encodes a value into a buffer of `capacity` bytes to start with (saves regrowing, and its
 /// copies, when the size is roughly known).
 pub(crate) fn encode_sized<T: Serialize + ?Sized>(value: &T, capacity: usize) -> Result<Vec<u8>> {
-    postcard::to_extend(value, Vec::with_capacity(capacity)).map_err(|e| {
-        match LAST_ERROR.with(|l| l.borrow_mut().take()) {
-            Some(message) => Error::Codec(message),
-            None => Error::Codec(format!(
-                "cannot encode a value of type {}: {e}",
-                std::any::type_name::<T>()
-            )),
-        }
+    encode_into(value, Vec::with_capacity(capacity))
+}
+
+/// Encodes a value at the end of `buf` (a buffer to reuse).
+pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, buf: Vec<u8>) -> Result<Vec<u8>> {
+    postcard::to_extend(value, buf).map_err(|e| match LAST_ERROR.with(|l| l.borrow_mut().take()) {
+        Some(message) => Error::Codec(message),
+        None => Error::Codec(format!(
+            "cannot encode a value of type {}: {e}",
+            std::any::type_name::<T>()
+        )),
     })
+}
+
+thread_local! {
+    /// Buffers given back after use ([`recycle`]), so that a long-running loop (a pool worker)
+    /// does not allocate, and fault in, a fresh large buffer for every message.
+    static SPARE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// An empty buffer, reusing one given back with [`recycle`] if there is one.
+pub(crate) fn spare_buffer() -> Vec<u8> {
+    let mut b = SPARE.take();
+    b.clear();
+    b
+}
+
+/// Keeps `buf` for the next [`spare_buffer`] of this thread (unless it is huge: a one-off giant
+/// message should not stay allocated for the life of the thread).
+pub(crate) fn recycle(buf: Vec<u8>) {
+    if buf.capacity() <= 64 << 20 {
+        SPARE.set(buf);
+    }
 }
 
 /// Decodes a sequence written by [`encode`] (a `Vec<T>` or slice) onto the end of `out`,

@@ -260,14 +260,35 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A starting buffer size for encoding `items`: their size in memory.
-fn size_estimate<T>(items: &[T]) -> usize {
-    std::mem::size_of_val(items) + 16
-}
+/// Encodes the next `n` items of `items` as one chunk (the encoding of a `Vec` of them),
+/// without collecting them first.
+fn encode_chunk<X: Serialize>(items: &mut impl Iterator<Item = X>, n: usize) -> Result<Vec<u8>> {
+    /// `n` items of an iterator, serialised as a sequence of known length.
+    struct Chunk<'a, I>(std::cell::RefCell<&'a mut I>, usize);
 
-/// Encodes one chunk of a map's input.
-fn encode_chunk<X: Serialize>(items: &[X]) -> Result<Vec<u8>> {
-    wire::encode_sized(items, size_estimate(items))
+    impl<I: Iterator<Item = X>, X: Serialize> Serialize for Chunk<'_, I> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            use serde::ser::SerializeSeq;
+            let mut items = self.0.borrow_mut();
+            let mut seq = s.serialize_seq(Some(self.1))?;
+            for _ in 0..self.1 {
+                match items.next() {
+                    Some(x) => seq.serialize_element(&x)?,
+                    None => {
+                        return Err(serde::ser::Error::custom(
+                            "the input ended before its announced length",
+                        ));
+                    }
+                }
+            }
+            seq.end()
+        }
+    }
+
+    wire::encode_sized(
+        &Chunk(std::cell::RefCell::new(items), n),
+        n * std::mem::size_of::<X>() + 16,
+    )
 }
 
 fn encode_args<A: Serialize + ?Sized>(args: &A) -> Result<Vec<u8>> {
@@ -312,7 +333,7 @@ where
     let f = image::conjure::<F>();
     let items: Vec<X> = wire::decode(args)?;
     let out: Vec<R> = items.into_iter().map(|x| f.call((x,))).collect();
-    wire::encode_sized(&out, size_estimate(&out))
+    wire::encode_into(&out, wire::spare_buffer())
 }
 
 /// One `starmap` chunk: `f(*a)` for each tuple `a`.
@@ -325,7 +346,7 @@ where
     let f = image::conjure::<F>();
     let items: Vec<A> = wire::decode(args)?;
     let out: Vec<R> = items.into_iter().map(|a| f.call(a)).collect();
-    wire::encode_sized(&out, size_estimate(&out))
+    wire::encode_into(&out, wire::spare_buffer())
 }
 
 impl Shared {
@@ -991,9 +1012,8 @@ impl Pool {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let items: Vec<X> = items.into_iter().collect();
         let code = Code::of(call_chunk::<F, X, R>)?;
-        self.map_like(code, &items, chunksize, options)
+        self.map_like(code, items, chunksize, options)
     }
 
     /// `f(*args)` for every tuple, in order (Python's `starmap`).
@@ -1023,27 +1043,50 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let items: Vec<A> = items.into_iter().collect();
         let code = Code::of(call_star_chunk::<F, A, R>)?;
-        self.map_like(code, &items, chunksize, TaskOptions::new())
+        self.map_like(code, items, chunksize, TaskOptions::new())
     }
 
+    /// Hands out a map's input in chunks. An input whose length is known up front (its size
+    /// hint is exact, as for ranges and vectors) is encoded straight from the iterator; any
+    /// other is collected first, as Python's `map` does with inputs that have no `len()`.
     fn map_like<X: Serialize, R: DeserializeOwned + 'static>(
         &self,
         code: Code,
-        items: &[X],
+        items: impl IntoIterator<Item = X>,
+        chunksize: Option<usize>,
+        options: TaskOptions<Vec<R>>,
+    ) -> Result<AsyncResult<Vec<R>>> {
+        let items = items.into_iter();
+        match items.size_hint() {
+            (low, Some(high)) if low == high => {
+                self.map_chunks(code, items, low, chunksize, options)
+            }
+            _ => {
+                let all: Vec<X> = items.collect();
+                let n = all.len();
+                self.map_chunks(code, all.into_iter(), n, chunksize, options)
+            }
+        }
+    }
+
+    fn map_chunks<X: Serialize, R: DeserializeOwned + 'static>(
+        &self,
+        code: Code,
+        mut items: impl Iterator<Item = X>,
+        len: usize,
         chunksize: Option<usize>,
         options: TaskOptions<Vec<R>>,
     ) -> Result<AsyncResult<Vec<R>>> {
         let chunksize = chunksize
-            .unwrap_or_else(|| default_chunksize(items.len(), self.shared.processes))
+            .unwrap_or_else(|| default_chunksize(len, self.shared.processes))
             .max(1);
-        let count = items.len().div_ceil(chunksize);
+        let count = len.div_ceil(chunksize);
         let timeout = options.timeout;
         let bar = self
             .shared
             .progress
-            .then(|| progress::Bar::new(Some(items.len()), chunksize));
+            .then(|| progress::Bar::new(Some(len), chunksize));
         let job = JobCore::with_progress(Some(count), options.into_done(decode_chunks::<R>), bar);
         if count == 0 {
             job.set_total(0);
@@ -1053,8 +1096,9 @@ impl Pool {
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
         let mut first = 0;
-        for (i, chunk) in items.chunks(chunksize).enumerate() {
-            let encoded = encode_chunk(chunk)?;
+        for i in 0..count {
+            let n = chunksize.min(len - i * chunksize);
+            let encoded = encode_chunk(&mut items, n)?;
             batch_bytes += encoded.len();
             batch.push(encoded);
             if batch_bytes >= 64 << 10 || batch.len() >= 256 || i + 1 == count {

@@ -146,13 +146,15 @@ fn reply(ring: &Ring, id: u64, outcome: std::result::Result<Vec<u8>, Failure>) -
         Ok(value) => (None, value),
         Err(f) => (Some(f), Vec::new()),
     };
-    match head(&Reply { id, failure }) {
+    let sent = match head(&Reply { id, failure }) {
         Ok(h) => matches!(
             ring.put_parts(&[&h, &payload], Deadline::after(None), &|| false),
             Ok(true)
         ),
         Err(_) => false,
-    }
+    };
+    wire::recycle(payload);
+    sent
 }
 
 /// A pool worker's life: run the initializer, then tasks until told to stop, or after
