@@ -79,6 +79,19 @@ pub(crate) fn recycle(buf: Vec<u8>) {
     }
 }
 
+/// The length announced at the start of an encoded sequence (a LEB128 varint in postcard), or
+/// `None` if the bytes do not start with one. Only a hint: decoding checks everything.
+pub(crate) fn seq_len(bytes: &[u8]) -> Option<usize> {
+    let mut n: usize = 0;
+    for (i, &b) in bytes.iter().take(10).enumerate() {
+        n |= ((b & 0x7f) as usize).checked_shl(7 * i as u32)?;
+        if b & 0x80 == 0 {
+            return Some(n);
+        }
+    }
+    None
+}
+
 /// Decodes a sequence written by [`encode`] (a `Vec<T>` or slice) onto the end of `out`,
 /// without an intermediate vector.
 pub(crate) fn decode_append<T: DeserializeOwned>(bytes: &[u8], out: &mut Vec<T>) -> Result<()> {
@@ -535,6 +548,15 @@ fn bad_length(len: u64, limit: u64) -> Error {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn sequence_lengths_are_read_from_the_prefix() {
+        for n in [0usize, 1, 127, 128, 300, 1 << 20] {
+            let v = vec![0u8; n];
+            assert_eq!(seq_len(&encode(&v).unwrap()), Some(n));
+        }
+        assert_eq!(seq_len(&[0x80, 0x80]), None);
+    }
 
     #[test]
     fn bytes_travel_as_one_block() {

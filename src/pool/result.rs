@@ -258,7 +258,15 @@ pub(crate) fn decode_one<R: DeserializeOwned>(outcomes: &[&Outcome]) -> Result<R
 
 /// Decodes and joins the chunks of a `map` job; the first failed chunk's error wins.
 pub(crate) fn decode_chunks<R: DeserializeOwned>(outcomes: &[&Outcome]) -> Result<Vec<R>> {
-    let mut all = Vec::new();
+    // Reserve the whole result once (each chunk announces its length), so that appending the
+    // chunks never moves what is already decoded. An announcement is believed only up to the
+    // chunk's size in bytes; decoding checks the rest.
+    let announced: usize = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok())
+        .filter_map(|b| wire::seq_len(b).map(|n| n.min(b.len())))
+        .sum();
+    let mut all = Vec::with_capacity(announced);
     for &outcome in outcomes {
         match outcome {
             Ok(bytes) => wire::decode_append(bytes, &mut all)?,
