@@ -36,7 +36,11 @@ const PIPE_BUFFER: u32 = 128 * 1024;
 /// The byte stream between a parent and one child: bootstrap down, reports up. Reads and
 /// writes take `&Channel`, like `&UnixStream`; several threads may use it at once.
 pub struct Channel {
-    pipe: OwnedHandle,
+    /// The pipe (or socket) handle; a socket is closed with `closesocket` on drop.
+    pipe: std::mem::ManuallyDrop<OwnedHandle>,
+    /// A TCP socket rather than a pipe: a zero-byte read is the peer's end, and the handle
+    /// cannot be passed to another process with `DuplicateHandle`.
+    socket: bool,
     /// Manual-reset event of the pending read; signalled when it completes.
     read_event: OwnedHandle,
     read: Mutex<ReadSide>,
@@ -90,6 +94,12 @@ fn new_event() -> io::Result<OwnedHandle> {
     }
     // SAFETY: a fresh handle that we own.
     Ok(unsafe { OwnedHandle::from_raw_handle(h) })
+}
+
+/// True for the errors a reset or aborted TCP connection reports to `ReadFile`
+/// (ERROR_NETNAME_DELETED, WSAECONNRESET, WSAECONNABORTED).
+fn is_reset(code: u32) -> bool {
+    matches!(code, 64 | 10053 | 10054)
 }
 
 /// True for the errors that mean "the other end is gone".
@@ -187,13 +197,32 @@ impl Channel {
     /// Wraps one end of a pipe. Overlapped handles get non-blocking waits; a synchronous handle
     /// (a plain anonymous pipe) still reads and writes, but waiting on it blocks in the read.
     pub(crate) fn new(pipe: OwnedHandle) -> io::Result<Channel> {
+        Self::wrap(pipe, false)
+    }
+
+    /// Wraps a connected TCP socket (std creates them overlapped), read and written with the
+    /// same overlapped `ReadFile`/`WriteFile` as a pipe.
+    pub(crate) fn from_socket(stream: std::net::TcpStream) -> io::Result<Channel> {
+        use std::os::windows::io::{IntoRawSocket, OwnedSocket};
+        let _ = stream.set_nodelay(true);
+        let raw = OwnedSocket::from(stream).into_raw_socket();
+        // SAFETY: a socket handle is a kernel handle; ownership moves here and it is closed
+        // with `closesocket` in Drop.
+        Self::wrap(
+            unsafe { OwnedHandle::from_raw_handle(raw as usize as HANDLE) },
+            true,
+        )
+    }
+
+    fn wrap(pipe: OwnedHandle, socket: bool) -> io::Result<Channel> {
         let read_event = new_event()?;
         let block = Box::new(PendingBlock(OVERLAPPED {
             hEvent: read_event.as_raw_handle(),
             ..Default::default()
         }));
         Ok(Channel {
-            pipe,
+            pipe: std::mem::ManuallyDrop::new(pipe),
+            socket,
             read_event,
             read: Mutex::new(ReadSide {
                 block,
@@ -221,8 +250,14 @@ impl Channel {
         Channel::new(self.duplicate_handle()?)
     }
 
-    /// A new handle to the same pipe, owned by the caller (not inheritable).
+    /// A new handle to the same pipe, owned by the caller (not inheritable). Not for sockets.
     pub(crate) fn duplicate_handle(&self) -> io::Result<OwnedHandle> {
+        if self.socket {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a TCP connection cannot be passed to another process on Windows",
+            ));
+        }
         let mut dup: HANDLE = std::ptr::null_mut();
         // SAFETY: duplicates our own valid handle within this process, not inheritable.
         let ok = unsafe {
@@ -267,7 +302,7 @@ impl Channel {
                         ERROR_IO_INCOMPLETE => return Ok(()),
                         // The thread that started the read ended: start another.
                         ERROR_OPERATION_ABORTED => side.pending = false,
-                        code if is_eof(code) => {
+                        code if is_eof(code) || (self.socket && is_reset(code)) => {
                             side.pending = false;
                             side.eof = true;
                         }
@@ -281,6 +316,9 @@ impl Channel {
                 side.pending = false;
                 side.start = 0;
                 side.end = n as usize;
+                if n == 0 && self.socket {
+                    side.eof = true; // a socket's zero-byte read: the peer closed
+                }
                 continue;
             }
             let mut n = 0u32;
@@ -294,6 +332,10 @@ impl Channel {
                 side.start = 0;
                 side.end = n as usize;
                 if n == 0 {
+                    if self.socket {
+                        side.eof = true; // the peer closed
+                        return Ok(());
+                    }
                     // A zero-byte read is not end of file for a byte pipe: nothing came.
                     continue;
                 }
@@ -305,7 +347,7 @@ impl Channel {
                     return Ok(());
                 }
                 ERROR_OPERATION_ABORTED => continue,
-                code if is_eof(code) => side.eof = true,
+                code if is_eof(code) || (self.socket && is_reset(code)) => side.eof = true,
                 code => return Err(io::Error::from_raw_os_error(code as i32)),
             }
         }
@@ -396,6 +438,15 @@ impl Drop for Channel {
                 CancelIoEx(self.pipe.as_raw_handle(), &side.block.0);
                 GetOverlappedResult(self.pipe.as_raw_handle(), &side.block.0, &mut n, 1);
             }
+        }
+        // SAFETY: dropped exactly once, here.
+        let handle = unsafe { std::mem::ManuallyDrop::take(&mut self.pipe) };
+        if self.socket {
+            use std::os::windows::io::{FromRawSocket, IntoRawHandle, OwnedSocket};
+            // SAFETY: this handle is the socket `from_socket` took over; closesocket it.
+            drop(unsafe { OwnedSocket::from_raw_socket(handle.into_raw_handle() as usize as u64) });
+        } else {
+            drop(handle);
         }
     }
 }

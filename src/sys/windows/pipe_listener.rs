@@ -1,7 +1,8 @@
 //! `Listener` and `client` on Windows, as CPython does them there: over named pipes
-//! (`\\.\pipe\name`, Python's `AF_PIPE`). The listener keeps one unconnected pipe instance
-//! ready at all times, so that clients find the name while it waits in `accept`; each accepted
-//! instance becomes a [`Channel`].
+//! (`\\.\pipe\name`, Python's `AF_PIPE`) or TCP. The pipe listener keeps one unconnected
+//! instance ready at all times, so that clients find the name while it waits in `accept`; each
+//! accepted instance becomes a [`Channel`]. A TCP connection is an overlapped socket in a
+//! `Channel`, read and written like a pipe.
 
 use std::fmt;
 use std::io;
@@ -34,8 +35,17 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 /// The prefix every local named pipe's name starts with.
 const PIPE_PREFIX: &str = r"\\.\pipe\";
 
-/// A named-pipe server for `Listener`.
-pub(crate) struct SocketListener {
+/// A server for `Listener`: a named pipe (Python's `AF_PIPE`) or a TCP socket.
+#[derive(Debug)]
+pub(crate) enum SocketListener {
+    /// Named-pipe instances.
+    Pipe(PipeListener),
+    /// A TCP listening socket; accepted connections are overlapped sockets in a [`Channel`].
+    Tcp(std::net::TcpListener),
+}
+
+/// A named-pipe server.
+pub(crate) struct PipeListener {
     /// The pipe's name, NUL-terminated UTF-16.
     name: Vec<u16>,
     /// The pipe's name as given.
@@ -44,9 +54,9 @@ pub(crate) struct SocketListener {
     next: Mutex<Option<OwnedHandle>>,
 }
 
-impl fmt::Debug for SocketListener {
+impl fmt::Debug for PipeListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SocketListener")
+        f.debug_struct("PipeListener")
             .field("name", &self.display)
             .finish_non_exhaustive()
     }
@@ -70,14 +80,13 @@ fn unsupported(address: &Address) -> io::Error {
     let what = match address {
         Address::Unix(_) => "Unix socket paths",
         Address::Abstract(_) => "abstract socket names",
-        Address::Tcp(_) => "TCP addresses",
-        Address::Pipe(_) => "this address",
+        Address::Tcp(_) | Address::Pipe(_) => "this address",
     };
     io::Error::new(
         io::ErrorKind::Unsupported,
         format!(
             "{what} are not supported by Listener and Client on Windows; use a named pipe \
-             (Address::Pipe(r\"\\\\.\\pipe\\name\"))"
+             (Address::Pipe(r\"\\\\.\\pipe\\name\")) or a TCP address"
         ),
     )
 }
@@ -207,8 +216,28 @@ fn wait_for_client(instance: &OwnedHandle) -> io::Result<()> {
 }
 
 impl SocketListener {
-    /// Accepts one client: its stream and the pipe's name (a pipe client has no address).
+    /// Accepts one client: its stream and its address (a pipe's name for a pipe client).
     pub(crate) fn accept(&self) -> io::Result<(Stream, String)> {
+        match self {
+            SocketListener::Pipe(p) => p.accept(),
+            SocketListener::Tcp(l) => {
+                let (stream, peer) = l.accept()?;
+                Ok((Channel::from_socket(stream)?, peer.to_string()))
+            }
+        }
+    }
+
+    /// The bound TCP address (with the port the OS chose), for TCP listeners.
+    pub(crate) fn local_tcp_address(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            SocketListener::Pipe(_) => None,
+            SocketListener::Tcp(l) => l.local_addr().ok(),
+        }
+    }
+}
+
+impl PipeListener {
+    fn accept(&self) -> io::Result<(Stream, String)> {
         let mut next = lock(&self.next);
         // Make the following instance first, as CPython does: the name never goes missing
         // while we wait, and no other server can take it over.
@@ -220,27 +249,29 @@ impl SocketListener {
         wait_for_client(&instance)?;
         Ok((Channel::new(instance)?, self.display.clone()))
     }
-
-    /// Pipes have no TCP address.
-    pub(crate) fn local_tcp_address(&self) -> Option<std::net::SocketAddr> {
-        None
-    }
 }
 
-/// Listens at `address`, which must be a named pipe on Windows.
+/// Listens at `address`: a named pipe or a TCP address.
 pub(crate) fn listen(address: &Address) -> io::Result<SocketListener> {
+    if let Address::Tcp(addr) = address {
+        return Ok(SocketListener::Tcp(std::net::TcpListener::bind(addr)?));
+    }
     let display = pipe_name(address)?.to_owned();
     let name = wide(&display);
     let first = new_instance(&name, true)?;
-    Ok(SocketListener {
+    Ok(SocketListener::Pipe(PipeListener {
         name,
         display,
         next: Mutex::new(Some(first)),
-    })
+    }))
 }
 
-/// Connects to the named pipe `address`, waiting while all its instances are busy.
+/// Connects to `address`: a TCP address, or a named pipe (waiting while all its instances are
+/// busy).
 pub(crate) fn connect(address: &Address) -> io::Result<Stream> {
+    if let Address::Tcp(addr) = address {
+        return Channel::from_socket(std::net::TcpStream::connect(addr)?);
+    }
     let name = wide(pipe_name(address)?);
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     loop {
