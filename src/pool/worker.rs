@@ -170,17 +170,19 @@ pub(crate) fn worker_main(link: Link, setup: Setup) {
     }
     let started = &link.started.words()[0];
     let mut done = 0u64;
-    while let Ok(Some(m)) = link.tasks.get(Deadline::after(None)) {
+    // Each task runs on its message where it lies in the ring (no copy out); only this
+    // worker reads its ring, so holding the ring's consumer side meanwhile blocks nobody.
+    let handle = |m: std::borrow::Cow<'_, [u8]>| -> bool {
         let Ok((order, args)) = split::<Order>(&m) else {
-            return;
+            return false;
         };
         let Order::Task { id, code } = order else {
-            return;
+            return false;
         };
         started.fetch_add(1, Ordering::SeqCst);
-        if !reply(&link.replies, id, run(code, args)) {
-            return;
-        }
+        reply(&link.replies, id, run(code, args))
+    };
+    while let Ok(Some(true)) = link.tasks.get_with(Deadline::after(None), handle) {
         done += 1;
         if setup.maxtasks == Some(done) {
             return;
