@@ -63,7 +63,7 @@ use crate::sys::Region;
 use crate::sys::image::{self, Trampoline};
 use crate::wire;
 use result::{Done, JobCore, Outcome, Payload, decode_chunks, decode_one};
-use worker::{Code, Failure, INIT, Link, Order, Reply, Setup, head, split, worker_main};
+use worker::{Code, Failure, INIT, Link, Order, OrderHead, Reply, Setup, split, worker_main};
 
 /// The most tasks a worker holds at once (one running, the rest waiting in its ring); a
 /// worker gets more than one only when every worker is busy.
@@ -222,7 +222,7 @@ struct Slot {
 }
 
 /// One message for a worker: its header part and its payload (shared with the queued task).
-type Message = (Vec<u8>, Arc<Vec<u8>>);
+type Message = (OrderHead, Arc<Vec<u8>>);
 
 /// Messages for one worker, written in this order by the thread that planned them.
 struct Delivery {
@@ -431,7 +431,7 @@ impl Shared {
                 'messages: for (header, args) in &d.messages {
                     loop {
                         let wait = crate::synchronize::Deadline::after(Some(LIVENESS_CHECK));
-                        match d.ring.put_parts(&[header, args], wait, &abandon) {
+                        match d.ring.put_parts(&[header.as_bytes(), args], wait, &abandon) {
                             Ok(true) => break,
                             Ok(false) if !abandon() => continue,
                             // The worker is gone: its reader requeues what it held.
@@ -475,7 +475,7 @@ impl Shared {
                     let Some(task) = next_pending(&mut st.pending) else {
                         break;
                     };
-                    let header = match head(&Order::Task {
+                    let header = match OrderHead::new(&Order::Task {
                         id: task.id,
                         code: task.code,
                     }) {
@@ -509,7 +509,7 @@ impl Shared {
                     continue;
                 };
                 if slot.in_flight.is_empty() && !slot.stopping && !slot.putting {
-                    if let Ok(header) = head(&Order::Stop) {
+                    if let Ok(header) = OrderHead::new(&Order::Stop) {
                         slot.stopping = true;
                         let stop = (header, Arc::new(Vec::new()));
                         match planned.iter_mut().find(|(m, _)| *m == n) {

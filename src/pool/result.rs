@@ -97,7 +97,9 @@ impl JobCore {
         }
         st.slots[index] = Some(outcome);
         st.filled += 1;
-        st.completed.push_back(index);
+        if st.progressive {
+            st.completed.push_back(index); // for imap_unordered
+        }
         let done = st.total == Some(st.filled);
         let wake = done || st.progressive;
         let callback = if done { st.on_done.take() } else { None };

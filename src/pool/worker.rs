@@ -121,6 +121,29 @@ pub(crate) fn head<H: Serialize>(header: &H) -> Result<Vec<u8>> {
     Ok(m)
 }
 
+/// [`head`] for an [`Order`], without allocating: an order's header has a small bounded size
+/// (a tag and three varints).
+#[derive(Clone, Copy)]
+pub(crate) struct OrderHead {
+    buf: [u8; 40],
+    len: usize,
+}
+
+impl OrderHead {
+    pub(crate) fn new(order: &Order) -> Result<OrderHead> {
+        let mut buf = [0u8; 40];
+        let n = postcard::to_slice(order, &mut buf[4..])
+            .map_err(|e| Error::Codec(e.to_string()))?
+            .len();
+        buf[..4].copy_from_slice(&(n as u32).to_le_bytes());
+        Ok(OrderHead { buf, len: 4 + n })
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
 /// Splits a message into its decoded header and its payload.
 pub(crate) fn split<H: serde::de::DeserializeOwned>(m: &[u8]) -> Result<(H, &[u8])> {
     let bad = || Error::Codec(format!("a {}-byte pool message is malformed", m.len()));
