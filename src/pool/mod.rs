@@ -1215,23 +1215,30 @@ impl Pool {
     /// # Errors
     /// [`Error::State`] ("Pool is still running") before `close` or `terminate`.
     pub fn join(&self) -> Result<()> {
-        let mut st = lock(&self.shared.state);
-        if st.phase == Phase::Running {
+        if lock(&self.shared.state).phase == Phase::Running {
             return Err(Error::state("Pool is still running"));
         }
-        while !st.slots.is_empty() {
-            st = self
-                .shared
-                .changed
-                .wait(st)
-                .unwrap_or_else(|e| e.into_inner());
+        // A reader may be starting a replacement worker right now (it kills it at once in a
+        // terminated pool, and registers it with a reader of its own): join until no worker
+        // and no thread is left, so that every worker has been reaped when this returns.
+        loop {
+            let mut st = lock(&self.shared.state);
+            while !st.slots.is_empty() {
+                st = self
+                    .shared
+                    .changed
+                    .wait(st)
+                    .unwrap_or_else(|e| e.into_inner());
+            }
+            let threads = std::mem::take(&mut st.threads);
+            drop(st);
+            if threads.is_empty() {
+                return Ok(());
+            }
+            for t in threads {
+                let _ = t.join();
+            }
         }
-        let threads = std::mem::take(&mut st.threads);
-        drop(st);
-        for t in threads {
-            let _ = t.join();
-        }
-        Ok(())
     }
 
     /// The workers' pids (for tests and monitoring).
