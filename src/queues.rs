@@ -18,8 +18,10 @@
 //!   exist for porting and have nothing to wait for.
 //! - Queues are typed: `Queue<T>` carries `T`s (any serde type).
 //! - A queue, like a lock, can travel to a child as a `Process` argument (Python: only by
-//!   inheritance). Values sent through a queue cannot carry OS handles (a `Connection`, a
-//!   `Lock`): pass those as `Process` arguments or over a `Connection`.
+//!   inheritance). On Unix, values put in a queue may carry OS handles (a `Lock`, a
+//!   `Connection`, another `Queue`: Python refuses them): the handles travel in a side channel
+//!   of the queue (a datagram socket pair) and arrive with the value, even if their sender has
+//!   exited. On Windows, and through `put_many`, such values are refused with a clear error.
 //! - A message longer than the capacity is streamed through the ring; once it has started,
 //!   its `put` (and the `get` reading it) wait for the other side beyond their timeouts.
 
@@ -49,6 +51,11 @@ const MAXSIZE: usize = 1; // Python's maxsize; 0 = unbounded
 const BROKEN: usize = 2; // 1 once a process died in the middle of a message
 const WSTREAM: usize = 3; // 1 while a producer streams a message longer than the ring
 const RSTREAM: usize = 4; // 1 while a consumer reads one
+const WHANDLES: usize = 5; // 1 while a producer sends a message's handles and publishes it
+const RHANDLES: usize = 6; // 1 while a consumer takes a message's handles and frees it
+/// Set in a message's length word when its OS handles wait in the side channel; the payload
+/// then starts with their count (4 bytes, little-endian).
+const CARRIES_HANDLES: u32 = 1 << 31;
 const WLOCK: usize = 16; // producers' lock word
 const TAIL: usize = 32; // bytes written and published (wrapping)
 const PUTS: usize = 33; // messages put (wrapping)
@@ -70,6 +77,41 @@ const LIMIT: usize = wire::DEFAULT_LIMIT as usize;
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct Ring {
     region: Arc<Region>,
+    /// Where the OS handles inside messages travel (Unix; `None` for the pool's rings and on
+    /// Windows).
+    side: Option<Arc<Side>>,
+}
+
+/// A queue's side channel: a pair of datagram sockets every handle to the queue holds. A
+/// producer sends a message's handles there (under the producers' lock) just before it
+/// publishes the message; the consumer that takes the message receives them, in the same
+/// order. Handles in flight live in the socket, so their sender may exit at once.
+struct Side {
+    send: sys::OwnedHandle,
+    recv: sys::OwnedHandle,
+}
+
+impl Serialize for Side {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let send = self.send.try_clone().map_err(S::Error::custom)?;
+        let recv = self.recv.try_clone().map_err(S::Error::custom)?;
+        (
+            wire::push_handle::<S::Error>("queue", send)?,
+            wire::push_handle::<S::Error>("queue", recv)?,
+        )
+            .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Side {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (send, recv) = <(u32, u32)>::deserialize(deserializer)?;
+        Ok(Side {
+            send: wire::take_handle::<D::Error>("queue", send)?,
+            recv: wire::take_handle::<D::Error>("queue", recv)?,
+        })
+    }
 }
 
 /// Spins up to [`SPIN`] until `ready()`; true if it became ready.
@@ -96,6 +138,15 @@ fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
 }
 
 impl Ring {
+    /// A ring whose messages may carry OS handles where the platform allows it (Unix).
+    fn with_side_channel(capacity: usize, maxsize: u32) -> Result<Ring> {
+        let mut ring = Ring::new(capacity, maxsize)?;
+        ring.side = sys::handle_channel()
+            .ok()
+            .map(|(send, recv)| Arc::new(Side { send, recv }));
+        Ok(ring)
+    }
+
     pub(crate) fn new(capacity: usize, maxsize: u32) -> Result<Ring> {
         if !(MIN_CAPACITY..=1 << 31).contains(&capacity) {
             return Err(Error::InvalidArgument(format!(
@@ -107,6 +158,7 @@ impl Ring {
             .map_err(|e| Error::io("creating a queue's shared memory", e))?;
         let ring = Ring {
             region: Arc::new(region),
+            side: None,
         };
         ring.word(CAPACITY)
             .store(capacity as u32, Ordering::Relaxed);
@@ -220,11 +272,19 @@ impl Ring {
     /// nothing half-done (counters move only when a message is complete), so that is no error;
     /// one that died inside a streamed message set BROKEN first.
     fn lock(&self, which: usize, deadline: Deadline) -> Result<bool> {
-        let streaming = if which == WLOCK { WSTREAM } else { RSTREAM };
+        let (streaming, handles) = if which == WLOCK {
+            (WSTREAM, WHANDLES)
+        } else {
+            (RSTREAM, RHANDLES)
+        };
         loop {
             match lock_word(&self.region, self.word(which), true, deadline.remaining()) {
                 Err(Error::OwnerDied { .. }) => {
-                    if self.word(streaming).load(Ordering::Relaxed) != 0 {
+                    // Dead inside a streamed message, or between handles and their message:
+                    // the ring and its side channel no longer agree.
+                    if self.word(streaming).load(Ordering::Relaxed) != 0
+                        || self.word(handles).load(Ordering::Relaxed) != 0
+                    {
                         self.word(BROKEN).store(1, Ordering::Relaxed);
                     }
                     self.check_broken()?
@@ -309,6 +369,66 @@ impl Ring {
         self.unlock(WLOCK);
         self.wake(TAIL, CONSUMERS_ASLEEP);
         done
+    }
+
+    /// Appends one message whose OS `handles` travel in the side channel.
+    fn put_with_handles(
+        &self,
+        message: &[u8],
+        handles: Vec<sys::OwnedHandle>,
+        deadline: Deadline,
+    ) -> Result<bool> {
+        let Some(side) = &self.side else {
+            return Err(no_handles());
+        };
+        let cap = self.capacity();
+        let need = message.len() as u64 + 8;
+        if handles.len() > sys::HANDLES_PER_DATAGRAM || need > cap as u64 {
+            return Err(Error::InvalidArgument(format!(
+                "a value carrying {} OS handles in {} bytes does not fit this queue (at most {} \
+                 handles, and the ring's {cap} bytes)",
+                handles.len(),
+                message.len(),
+                sys::HANDLES_PER_DATAGRAM
+            )));
+        }
+        self.check_broken()?;
+        if !self.lock(WLOCK, deadline)? {
+            return Ok(false);
+        }
+        let maxsize = self.word(MAXSIZE).load(Ordering::Relaxed);
+        let room = (maxsize == 0
+            || self.wait_for(HEAD, PRODUCERS_ASLEEP, deadline, || self.items() < maxsize))
+            && self.wait_for(HEAD, PRODUCERS_ASLEEP, deadline, || {
+                (cap - self.used()) as u64 >= need
+            });
+        let mut outcome = Ok(room);
+        if room {
+            let count = handles.len() as u32;
+            self.word(WHANDLES).store(1, Ordering::Relaxed);
+            match sys::send_handles_datagram(&side.send, handles) {
+                Ok(()) => {
+                    let tail = self.word(TAIL).load(Ordering::Relaxed);
+                    let header = (message.len() as u32 + 4) | CARRIES_HANDLES;
+                    self.copy_in(tail, &header.to_le_bytes());
+                    self.copy_in(tail.wrapping_add(4), &count.to_le_bytes());
+                    self.copy_in(tail.wrapping_add(8), message);
+                    self.bump(PUTS);
+                    self.word(TAIL)
+                        .store(tail.wrapping_add(need as u32), Ordering::Release);
+                }
+                Err(e) => {
+                    outcome = Err(Error::io(
+                        "sending a value's OS handles through a queue (too many in flight?)",
+                        e,
+                    ))
+                }
+            }
+            self.word(WHANDLES).store(0, Ordering::Relaxed);
+        }
+        self.unlock(WLOCK);
+        self.wake(TAIL, CONSUMERS_ASLEEP);
+        outcome
     }
 
     /// Appends several messages under one acquisition of the producers' lock, waiting for
@@ -502,7 +622,9 @@ impl Ring {
                 self.copy_out(head, &mut header);
                 let len = u32::from_le_bytes(header) as usize;
                 if (len + 4) as u64 > cap as u64 || tail.wrapping_sub(head) < 4 + len as u32 {
-                    break; // streamed, or not whole yet: left for the next call
+                    // Streamed, not whole yet, or carrying handles (a flagged length is over
+                    // the capacity too): left for the next call.
+                    break;
                 }
                 let start = head.wrapping_add(4);
                 out.push(match self.contiguous(start, len) {
@@ -523,6 +645,41 @@ impl Ring {
         }
     }
 
+    /// Takes a message whose handles wait in the side channel (`len` counts their 4-byte
+    /// count and the value), and decodes it with them.
+    fn get_with_handles<R>(
+        &self,
+        head: u32,
+        len: usize,
+        f: impl FnOnce(Cow<'_, [u8]>) -> R,
+    ) -> Result<Option<R>> {
+        let broken = || {
+            self.word(BROKEN).store(1, Ordering::Relaxed);
+            Error::state("the queue is broken: a message's OS handles are missing")
+        };
+        let Some(side) = &self.side else {
+            return Err(broken());
+        };
+        if len < 4 || len as u64 + 4 > self.capacity() as u64 {
+            return Err(broken());
+        }
+        let mut count = [0u8; 4];
+        self.copy_out(head.wrapping_add(4), &mut count);
+        let count = u32::from_le_bytes(count) as usize;
+        self.word(RHANDLES).store(1, Ordering::Relaxed);
+        let handles = sys::recv_handles_datagram(&side.recv, count).map_err(|_| broken())?;
+        let start = head.wrapping_add(8);
+        let out = wire::with_handles(handles, || match self.contiguous(start, len - 4) {
+            Some(bytes) => f(Cow::Borrowed(bytes)),
+            None => f(Cow::Owned(self.copy_out_new(start, len - 4))),
+        });
+        self.bump(GETS);
+        self.word(HEAD)
+            .store(head.wrapping_add(4 + len as u32), Ordering::Release);
+        self.word(RHANDLES).store(0, Ordering::Relaxed);
+        Ok(Some(out))
+    }
+
     fn get_locked<R>(
         &self,
         deadline: Deadline,
@@ -535,7 +692,11 @@ impl Ring {
         let head = self.word(HEAD).load(Ordering::Relaxed);
         let mut header = [0u8; 4];
         self.copy_out(head, &mut header);
-        let len = u32::from_le_bytes(header) as usize;
+        let raw = u32::from_le_bytes(header);
+        if raw & CARRIES_HANDLES != 0 {
+            return self.get_with_handles(head, (raw & !CARRIES_HANDLES) as usize, f);
+        }
+        let len = raw as usize;
         if len > LIMIT {
             self.word(BROKEN).store(1, Ordering::Relaxed);
             return Err(Error::Codec(format!(
@@ -592,14 +753,21 @@ impl Ring {
 }
 
 /// Encodes a value for a queue, refusing OS handles (they cannot travel through shared memory).
+/// Why a value carrying OS handles was refused.
+fn no_handles() -> Error {
+    Error::Codec(
+        "values carrying OS handles (a Connection, Lock, Queue or shared value) travel through \
+         a queue only with put/get on Unix; here pass them as Process arguments or over a \
+         Connection"
+            .into(),
+    )
+}
+
+/// Encodes a value that must not carry OS handles (`put_many`).
 fn encode_into<T: Serialize>(value: &T, buf: Vec<u8>) -> Result<Vec<u8>> {
     let (bytes, handles) = wire::encode_with_handles_into(value, buf)?;
     if !handles.is_empty() {
-        return Err(Error::Codec(
-            "a value sent through a queue cannot carry OS handles (a Connection, Lock, Queue or \
-             shared value); pass those as Process arguments instead"
-                .into(),
-        ));
+        return Err(no_handles());
     }
     Ok(bytes)
 }
@@ -610,12 +778,16 @@ thread_local! {
     static SCRATCH: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-/// Encodes `value` into this thread's scratch buffer and runs `f` on the bytes.
-fn with_encoded<T: Serialize, R>(value: &T, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+/// Encodes `value` into this thread's scratch buffer and runs `f` on the bytes and the OS
+/// handles found inside.
+fn with_encoded<T: Serialize, R>(
+    value: &T,
+    f: impl FnOnce(&[u8], Vec<sys::OwnedHandle>) -> Result<R>,
+) -> Result<R> {
     let mut buf = SCRATCH.take();
     buf.clear();
-    encode_into(value, buf).and_then(|bytes| {
-        let out = f(&bytes);
+    wire::encode_with_handles_into(value, buf).and_then(|(bytes, handles)| {
+        let out = f(&bytes, handles);
         SCRATCH.set(bytes);
         out
     })
@@ -683,7 +855,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// for `put` to return without a reader.
     pub fn with_capacity(maxsize: u32, capacity: usize) -> Result<Self> {
         Ok(Queue {
-            ring: Ring::new(capacity, maxsize.min(i32::MAX as u32))?,
+            ring: Ring::with_side_channel(capacity, maxsize.min(i32::MAX as u32))?,
             closed: false,
             _t: PhantomData,
         })
@@ -708,11 +880,14 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             return Err(closed());
         }
         let deadline = Deadline::after(if block { timeout } else { Some(Duration::ZERO) });
-        if with_encoded(value, |message| self.ring.put(message, deadline))? {
-            Ok(())
-        } else {
-            Err(Error::Full)
-        }
+        let put = with_encoded(value, |message, handles| {
+            if handles.is_empty() {
+                self.ring.put(message, deadline)
+            } else {
+                self.ring.put_with_handles(message, handles, deadline)
+            }
+        })?;
+        if put { Ok(()) } else { Err(Error::Full) }
     }
 
     /// Puts without waiting: [`Error::Full`] if full.

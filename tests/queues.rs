@@ -208,10 +208,61 @@ fn q04_unencodable_item_fails_at_put() {
     q.put(&Item::Good(7)).unwrap();
     assert_eq!(q.qsize(), 1);
     assert!(matches!(q.get().unwrap(), Item::Good(7)));
-    // OS handles cannot travel through shared memory: a clear error, at put.
+    // Values carrying OS handles: refused by put_many everywhere, and by put on Windows.
     let lq = Queue::<multiprocess::Lock>::new().unwrap();
-    let e = lq.put(&multiprocess::Lock::new().unwrap()).unwrap_err();
-    assert!(e.to_string().contains("cannot carry OS handles"), "{e}");
+    let e = lq
+        .put_many(&[multiprocess::Lock::new().unwrap()])
+        .unwrap_err();
+    assert!(e.to_string().contains("carrying OS handles"), "{e}");
+    #[cfg(windows)]
+    {
+        let e = lq.put(&multiprocess::Lock::new().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("carrying OS handles"), "{e}");
+    }
+}
+
+#[cfg(unix)]
+fn put_a_lock_and_exit(q: Queue<(multiprocess::Lock, multiprocess::Connection)>) {
+    let lock = multiprocess::Lock::new().unwrap();
+    lock.acquire(true, None).unwrap();
+    let (ours, theirs) = multiprocess::pipe(true).unwrap();
+    ours.send(&"through the queue").unwrap();
+    q.put(&(lock, theirs)).unwrap();
+}
+
+/// Beyond Python (which refuses them): values carrying OS handles travel through a queue on
+/// Unix, and arrive usable after their sender has exited.
+#[cfg(unix)]
+#[test]
+fn values_with_handles_through_a_queue() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let q = Queue::new().unwrap();
+    let mut p = Process::new(put_a_lock_and_exit, (q.clone(),));
+    p.start().unwrap();
+    p.join(None).unwrap();
+    assert_eq!(
+        p.exitcode().unwrap(),
+        Some(0),
+        "the sender exited before anyone read"
+    );
+    q.put(&(
+        multiprocess::Lock::new().unwrap(),
+        multiprocess::pipe(true).unwrap().0,
+    ))
+    .unwrap();
+    let (lock, conn): (multiprocess::Lock, multiprocess::Connection) =
+        q.get_timeout(true, secs(30.0)).unwrap();
+    assert!(lock.is_locked(), "the child's lock arrived, held");
+    // ... by a process that has exited since: the lock is recovered.
+    assert!(matches!(
+        lock.acquire(false, None),
+        Err(Error::OwnerDied { .. })
+    ));
+    assert_eq!(conn.recv::<String>().unwrap(), "through the queue");
+    let (second, _) = q.get_timeout(true, secs(30.0)).unwrap();
+    assert!(!second.is_locked());
+    assert!(q.empty());
 }
 
 /// Q05: a closed handle refuses put and get; join_thread before close is an error.

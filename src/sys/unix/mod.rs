@@ -443,6 +443,48 @@ pub(crate) fn send_transfer(channel: &Channel, transfer: Transfer) -> io::Result
     send_fds(channel.as_fd(), transfer.0)
 }
 
+/// Most handles one value in a queue may carry (they travel as one datagram).
+pub(crate) const HANDLES_PER_DATAGRAM: usize = FDS_PER_MESSAGE;
+
+/// A connected pair of non-blocking datagram sockets: the side channel on which handles travel
+/// beside a queue's messages (in order, under the queue's locks). Handles in flight live in the
+/// socket, not in the sender, so the sender may exit at once.
+pub(crate) fn handle_channel() -> io::Result<(OwnedHandle, OwnedHandle)> {
+    let mut fds = [0; 2];
+    // SAFETY: socketpair writes two new descriptors into `fds`.
+    if unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_DGRAM, 0, fds.as_mut_ptr()) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    let ends = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    for fd in [&ends.0, &ends.1] {
+        set_cloexec(fd)?;
+        // SAFETY: fcntl on a descriptor we own.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(ends)
+}
+
+/// Sends `handles` as one datagram on a [`handle_channel`] end (at most
+/// [`HANDLES_PER_DATAGRAM`]); `WouldBlock` when the channel is full.
+pub(crate) fn send_handles_datagram(
+    socket: &OwnedHandle,
+    handles: Vec<OwnedHandle>,
+) -> io::Result<()> {
+    send_fds(socket.as_fd(), handles)
+}
+
+/// Receives the next datagram's `count` handles from a [`handle_channel`] end; `WouldBlock` if
+/// none is there.
+pub(crate) fn recv_handles_datagram(
+    socket: &OwnedHandle,
+    count: usize,
+) -> io::Result<Vec<OwnedHandle>> {
+    recv_fds(socket.as_fd(), count)
+}
+
 /// Receives `count` handles sent with [`send_transfer`]; they arrive close-on-exec.
 pub(crate) fn recv_handles(channel: &Channel, count: usize) -> io::Result<Vec<OwnedHandle>> {
     recv_fds(channel.as_fd(), count)

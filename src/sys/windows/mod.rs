@@ -704,6 +704,32 @@ pub(crate) fn recv_handles(channel: &Channel, count: usize) -> io::Result<Vec<Ow
         .collect())
 }
 
+/// Handles do not travel through queues on Windows (there is no socket to keep them in flight
+/// after their sender exits).
+pub(crate) const HANDLES_PER_DATAGRAM: usize = 0;
+
+/// Not on Windows (see [`HANDLES_PER_DATAGRAM`]).
+pub(crate) fn handle_channel() -> io::Result<(OwnedHandle, OwnedHandle)> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "values carrying OS handles cannot travel through a queue on Windows",
+    ))
+}
+
+/// Not on Windows (see [`handle_channel`]).
+pub(crate) fn send_handles_datagram(_: &OwnedHandle, _: Vec<OwnedHandle>) -> io::Result<()> {
+    Err(handle_channel()
+        .err()
+        .unwrap_or_else(|| io::Error::other("unsupported")))
+}
+
+/// Not on Windows (see [`handle_channel`]).
+pub(crate) fn recv_handles_datagram(_: &OwnedHandle, _: usize) -> io::Result<Vec<OwnedHandle>> {
+    Err(handle_channel()
+        .err()
+        .unwrap_or_else(|| io::Error::other("unsupported")))
+}
+
 /// Every Windows stream can carry handles (see [`send_handles_on`]).
 pub(crate) fn stream_carries_handles(_stream: &Stream) -> bool {
     true
