@@ -169,7 +169,7 @@ impl Job {
     }
 }
 
-fn call_target<F, A, R>(args: &[u8]) -> Result<Vec<u8>>
+pub(crate) fn call_target<F, A, R>(args: &[u8]) -> Result<Vec<u8>>
 where
     F: Target<A, R>,
     A: DeserializeOwned,

@@ -58,9 +58,9 @@ use crate::context::{Context, StartMethod, get_context};
 use crate::error::{Error, Result};
 use crate::process::Process;
 use crate::queues::Ring;
-use crate::registry::Target;
+use crate::registry::{Target, call_target};
 use crate::sys::Region;
-use crate::sys::image::{self, Trampoline};
+use crate::sys::image;
 use crate::wire;
 use result::{Done, JobCore, Outcome, Payload, decode_chunks, decode_one};
 use worker::{Code, Failure, INIT, Link, Order, OrderHead, Reply, Setup, split, worker_main};
@@ -103,7 +103,7 @@ impl PoolBuilder {
     {
         let _ = f;
         let init = encode_args(&args)
-            .and_then(|bytes| Code::of(image_trampoline::<F, A, ()>()).map(|code| (code, bytes)));
+            .and_then(|bytes| Code::of(call_target::<F, A, ()>).map(|code| (code, bytes)));
         self.initializer = Some(init);
         self
     }
@@ -303,41 +303,9 @@ fn encode_args<A: Serialize + ?Sized>(args: &A) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The trampoline calling target `F` with arguments `A` (one task of `apply`).
-fn image_trampoline<F, A, R>() -> Trampoline
-where
-    F: Target<A, R>,
-    A: DeserializeOwned,
-    R: Serialize,
-{
-    call_target::<F, A, R>
-}
-
-fn call_target<F, A, R>(args: &[u8]) -> Result<Vec<u8>>
-where
-    F: Target<A, R>,
-    A: DeserializeOwned,
-    R: Serialize,
-{
-    let args: A = wire::decode(args)?;
-    wire::encode(&image::conjure::<F>().call(args))
-}
-
-/// One `map` chunk: `f(x)` for each `x`.
-fn call_chunk<F, X, R>(args: &[u8]) -> Result<Vec<u8>>
-where
-    F: Target<(X,), R>,
-    X: DeserializeOwned,
-    R: Serialize,
-{
-    let f = image::conjure::<F>();
-    let items: Vec<X> = wire::decode(args)?;
-    let out: Vec<R> = items.into_iter().map(|x| f.call((x,))).collect();
-    wire::encode_into(&out, wire::spare_buffer())
-}
-
-/// One `starmap` chunk: `f(*a)` for each tuple `a`.
-fn call_star_chunk<F, A, R>(args: &[u8]) -> Result<Vec<u8>>
+/// One chunk of a `starmap`: `f(*a)` for each tuple `a`; of a `map` with `A = (X,)` (a
+/// one-field tuple encodes exactly as its field, so a map's chunk of `X`s decodes as `(X,)`s).
+fn call_chunk<F, A, R>(args: &[u8]) -> Result<Vec<u8>>
 where
     F: Target<A, R>,
     A: DeserializeOwned,
@@ -1012,7 +980,7 @@ impl Pool {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let code = Code::of(call_chunk::<F, X, R>)?;
+        let code = Code::of(call_chunk::<F, (X,), R>)?;
         self.map_like(code, items, chunksize, options)
     }
 
@@ -1043,7 +1011,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let code = Code::of(call_star_chunk::<F, A, R>)?;
+        let code = Code::of(call_chunk::<F, A, R>)?;
         self.map_like(code, items, chunksize, TaskOptions::new())
     }
 
@@ -1175,7 +1143,7 @@ impl Pool {
                     .then(|| progress::Bar::new(None, chunksize)),
             ),
             chunker,
-            code: Code::of(call_chunk::<F, X, R>)?,
+            code: Code::of(call_chunk::<F, (X,), R>)?,
             submitted: 0,
             taken: 0,
             lookahead: 2 * self.shared.processes,
