@@ -303,18 +303,37 @@ fn encode_args<A: Serialize + ?Sized>(args: &A) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// One chunk of a `starmap`: `f(*a)` for each tuple `a`; of a `map` with `A = (X,)` (a
-/// one-field tuple encodes exactly as its field, so a map's chunk of `X`s decodes as `(X,)`s).
-fn call_chunk<F, A, R>(args: &[u8]) -> Result<Vec<u8>>
+/// Runs `f` over one chunk of items and encodes the results (into a reused buffer).
+fn run_chunk<I: DeserializeOwned, R: Serialize>(
+    args: &[u8],
+    f: impl FnMut(I) -> R,
+) -> Result<Vec<u8>> {
+    let items: Vec<I> = wire::decode(args)?;
+    let out: Vec<R> = items.into_iter().map(f).collect();
+    wire::encode_into(&out, wire::spare_buffer())
+}
+
+/// One `map` chunk: `f(x)` for each `x`. (Decoding the items as one-field tuples for
+/// [`call_star_chunk`] would be correct too, but measured 25% slower.)
+fn call_chunk<F, X, R>(args: &[u8]) -> Result<Vec<u8>>
+where
+    F: Target<(X,), R>,
+    X: DeserializeOwned,
+    R: Serialize,
+{
+    let f = image::conjure::<F>();
+    run_chunk(args, |x: X| f.call((x,)))
+}
+
+/// One `starmap` chunk: `f(*a)` for each tuple `a`.
+fn call_star_chunk<F, A, R>(args: &[u8]) -> Result<Vec<u8>>
 where
     F: Target<A, R>,
     A: DeserializeOwned,
     R: Serialize,
 {
     let f = image::conjure::<F>();
-    let items: Vec<A> = wire::decode(args)?;
-    let out: Vec<R> = items.into_iter().map(|a| f.call(a)).collect();
-    wire::encode_into(&out, wire::spare_buffer())
+    run_chunk(args, |a: A| f.call(a))
 }
 
 impl Shared {
@@ -980,7 +999,7 @@ impl Pool {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let code = Code::of(call_chunk::<F, (X,), R>)?;
+        let code = Code::of(call_chunk::<F, X, R>)?;
         self.map_like(code, items, chunksize, options)
     }
 
@@ -1011,7 +1030,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let code = Code::of(call_chunk::<F, A, R>)?;
+        let code = Code::of(call_star_chunk::<F, A, R>)?;
         self.map_like(code, items, chunksize, TaskOptions::new())
     }
 
@@ -1143,7 +1162,7 @@ impl Pool {
                     .then(|| progress::Bar::new(None, chunksize)),
             ),
             chunker,
-            code: Code::of(call_chunk::<F, (X,), R>)?,
+            code: Code::of(call_chunk::<F, X, R>)?,
             submitted: 0,
             taken: 0,
             lookahead: 2 * self.shared.processes,
