@@ -71,6 +71,8 @@ const DEPTH: usize = 32;
 /// Each direction's ring per worker: messages up to this size are copied in whole; longer
 /// ones stream through.
 const RING_BYTES: usize = 8 << 20;
+/// Replies a reader takes at once.
+const REPLY_BATCH: usize = 64;
 /// How often a waiting reader checks that its worker is alive.
 const LIVENESS_CHECK: Duration = Duration::from_millis(100);
 
@@ -548,16 +550,17 @@ impl Shared {
             });
             match replies.get(crate::synchronize::Deadline::after(Some(slice))) {
                 Ok(Some(m)) => {
-                    // Take every reply already there, then hand out work once.
-                    let mut alive = self.deliver(n, m);
-                    while alive {
-                        match replies.get(crate::synchronize::Deadline::after(Some(Duration::ZERO)))
-                        {
-                            Ok(Some(m)) => alive = self.deliver(n, m),
-                            _ => break,
-                        }
+                    // Take every reply already there (one lock of the ring), record them under
+                    // one lock of the pool, then hand out work once.
+                    let mut batch = vec![m];
+                    if let Ok(more) = replies.get_many_with(
+                        REPLY_BATCH,
+                        crate::synchronize::Deadline::after(Some(Duration::ZERO)),
+                        |m| m.into_owned(),
+                    ) {
+                        batch.extend(more);
                     }
-                    if !alive {
+                    if !self.deliver(n, batch) {
                         break;
                     }
                     if self.needs_work(n) {
@@ -584,7 +587,7 @@ impl Shared {
         while let Ok(Some(m)) =
             replies.get(crate::synchronize::Deadline::after(Some(Duration::ZERO)))
         {
-            if !self.deliver(n, m) {
+            if !self.deliver(n, vec![m]) {
                 break;
             }
         }
@@ -599,40 +602,51 @@ impl Shared {
         low && (!st.pending.is_empty() || st.phase == Phase::Closed)
     }
 
-    /// Handles one reply from worker `n`; false if the worker is to be considered gone.
-    fn deliver(&self, n: u64, m: Vec<u8>) -> bool {
-        let Ok((reply, payload)) = split::<Reply>(&m) else {
-            return false;
-        };
-        let payload = payload.len();
+    /// Handles replies from worker `n`, in order; false if the worker is to be considered gone.
+    fn deliver(&self, n: u64, messages: Vec<Vec<u8>>) -> bool {
+        let mut done = Vec::with_capacity(messages.len());
+        let mut alive = true;
         let mut st = lock(&self.state);
-        if reply.id == INIT {
-            if let Some(failure) = reply.failure {
-                let why = failure.to_error();
-                self.break_pool(&mut st, format!("the pool's initializer failed: {why}"));
-                return false;
+        for m in messages {
+            let Ok((reply, payload)) = split::<Reply>(&m) else {
+                alive = false;
+                break;
+            };
+            let payload = payload.len();
+            if reply.id == INIT {
+                if let Some(failure) = reply.failure {
+                    let why = failure.to_error();
+                    self.break_pool(&mut st, format!("the pool's initializer failed: {why}"));
+                    alive = false;
+                    break;
+                }
+                continue;
             }
-            return true;
+            let Some(slot) = st.slots.get_mut(&n) else {
+                alive = false;
+                break;
+            };
+            if slot.in_flight.front().map(|t| t.id) != Some(reply.id) {
+                alive = false; // out of order: not our protocol
+                break;
+            }
+            let task = slot.in_flight.pop_front().expect("checked above");
+            slot.completed = slot.completed.wrapping_add(1);
+            slot.head_since = Instant::now();
+            let outcome: Outcome = match reply.failure {
+                None => Ok(Payload {
+                    start: m.len() - payload,
+                    message: m,
+                }),
+                Some(f) => Err(f),
+            };
+            done.push((task, outcome));
         }
-        let Some(slot) = st.slots.get_mut(&n) else {
-            return false;
-        };
-        if slot.in_flight.front().map(|t| t.id) != Some(reply.id) {
-            return false; // out of order: not our protocol
-        }
-        let task = slot.in_flight.pop_front().expect("checked above");
-        slot.completed = slot.completed.wrapping_add(1);
-        slot.head_since = Instant::now();
         drop(st);
-        let outcome: Outcome = match reply.failure {
-            None => Ok(Payload {
-                start: m.len() - payload,
-                message: m,
-            }),
-            Some(f) => Err(f),
-        };
-        task.job.set(task.index, outcome);
-        true
+        for (task, outcome) in done {
+            task.job.set(task.index, outcome);
+        }
+        alive
     }
 
     /// Fails everything: the initializer does not work.
