@@ -168,3 +168,16 @@ pub(super) fn process_alive(pid: u32) -> bool {
         Err(e) => e.kind() != io::ErrorKind::NotFound,
     }
 }
+
+/// Asks for transparent huge pages on the 2 MiB-aligned part of a fresh buffer (best effort):
+/// a large message then faults in 512 times less often.
+pub(super) fn advise_huge_pages(ptr: *mut u8, len: usize) {
+    const HUGE: usize = 2 << 20;
+    let start = (ptr as usize).next_multiple_of(HUGE);
+    let end = (ptr as usize + len) & !(HUGE - 1);
+    if end > start {
+        // SAFETY: the range lies inside the caller's live allocation; MADV_HUGEPAGE changes
+        // only how the kernel backs it, never its contents.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) };
+    }
+}

@@ -161,3 +161,6 @@ pub(super) fn process_alive(pid: u32) -> bool {
     let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
     r == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
+
+/// No transparent huge pages to ask for on macOS.
+pub(super) fn advise_huge_pages(_ptr: *mut u8, _len: usize) {}

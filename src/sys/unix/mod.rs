@@ -443,6 +443,11 @@ pub(crate) fn send_transfer(channel: &Channel, transfer: Transfer) -> io::Result
     send_fds(channel.as_fd(), transfer.0)
 }
 
+/// Asks the OS to back a large fresh buffer with huge pages where it can (best effort).
+pub(crate) fn advise_huge_pages(ptr: *mut u8, len: usize) {
+    os::advise_huge_pages(ptr, len)
+}
+
 /// Most handles one value in a queue may carry (they travel as one datagram).
 pub(crate) const HANDLES_PER_DATAGRAM: usize = FDS_PER_MESSAGE;
 

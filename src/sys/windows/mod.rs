@@ -704,6 +704,9 @@ pub(crate) fn recv_handles(channel: &Channel, count: usize) -> io::Result<Vec<Ow
         .collect())
 }
 
+/// Large pages need a privilege on Windows: nothing to ask for.
+pub(crate) fn advise_huge_pages(_ptr: *mut u8, _len: usize) {}
+
 /// Handles do not travel through queues on Windows (there is no socket to keep them in flight
 /// after their sender exits).
 pub(crate) const HANDLES_PER_DATAGRAM: usize = 0;
