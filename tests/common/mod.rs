@@ -102,12 +102,21 @@ pub use os::{children_of_self, reap_orphan, stat};
 /// SIGKILLs `pid` and, if it is our child (an orphan reparented to us), reaps it.
 #[cfg(unix)]
 pub fn kill_and_reap(pid: u32) {
-    // SAFETY: plain syscalls; a pid that is not ours makes them fail harmlessly.
-    unsafe {
-        libc::kill(pid as i32, libc::SIGKILL);
-        if stat(pid).is_some_and(|(ppid, _)| ppid == std::process::id()) {
-            libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+    // SAFETY: plain syscall; a pid that is not ours makes it fail harmlessly.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    // Reap it once it is our child (an orphan may still be on its way to us, its parent's exit
+    // being processed); give up when it no longer exists or after 5 s.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Some((ppid, _)) = stat(pid) {
+        if ppid == std::process::id() {
+            // SAFETY: waitpid on our own child.
+            unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), 0) };
+            return;
         }
+        if Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -191,8 +200,18 @@ mod os {
     /// Reaps `pid` (an orphan reparented to us) once it ends, waiting up to `timeout`.
     pub fn reap_orphan(pid: u32, timeout: Duration) {
         assert!(super::wait_gone(pid, timeout), "pid {pid} still running");
-        // SAFETY: waitpid on a specific pid that was reparented to us.
-        unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG) };
+        // It has ended, but may not be reparented to us yet (its parent's exit is still being
+        // processed): retry until it is reaped or no longer exists at all.
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            // SAFETY: waitpid on a specific pid that is (or is about to be) our child.
+            let r = unsafe { libc::waitpid(pid as i32, std::ptr::null_mut(), libc::WNOHANG) };
+            let exists = std::path::Path::new(&format!("/proc/{pid}")).exists();
+            if r == pid as i32 || !exists || std::time::Instant::now() > deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
