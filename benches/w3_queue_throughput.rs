@@ -833,18 +833,12 @@ mod w3 {
             o.batches,
             o.batch_size
         );
-        for r in rows.iter_mut() {
-            r.sample(o.batch_size, true);
-        }
-        let n = rows.len();
-        for round in 0..o.batches {
-            for i in 0..n {
-                rows[(i + round) % n].sample(o.batch_size, false);
-            }
-        }
-        for r in rows.iter_mut().rev() {
-            r.finish();
-        }
+        super::common::interleave(
+            &mut rows,
+            o.batches,
+            |r, warm| r.sample(o.batch_size, warm),
+            Row::finish,
+        );
         eprintln!(
             "w3: Rust rows took {:.1} s",
             started.elapsed().as_secs_f64()

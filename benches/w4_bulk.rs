@@ -536,18 +536,12 @@ mod w4 {
             o.batches,
             o.batch_size
         );
-        for r in rows.iter_mut() {
-            r.sample(o.batch_size, true);
-        }
-        let n = rows.len();
-        for round in 0..o.batches {
-            for i in 0..n {
-                rows[(i + round) % n].sample(o.batch_size, false);
-            }
-        }
-        for r in rows.iter_mut().rev() {
-            r.finish();
-        }
+        super::common::interleave(
+            &mut rows,
+            o.batches,
+            |r, warm| r.sample(o.batch_size, warm),
+            Row::finish,
+        );
         eprintln!(
             "w4: Rust rows took {:.1} s",
             started.elapsed().as_secs_f64()

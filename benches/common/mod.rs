@@ -18,6 +18,30 @@ pub(crate) fn env_usize(name: &str) -> Result<Option<usize>, String> {
 }
 
 /// Linear-interpolated percentile of sorted values, as the Python script computes it.
+/// Samples rows interleaved: one warm-up batch per row, then `batches` rounds in which every
+/// row takes one batch, starting each round one row further, so that drift of the machine hits
+/// every row alike. Then finishes the rows last to first (later children may hold copies of
+/// earlier rows' descriptors).
+pub(crate) fn interleave<R>(
+    rows: &mut [R],
+    batches: usize,
+    mut sample: impl FnMut(&mut R, bool),
+    mut finish: impl FnMut(&mut R),
+) {
+    for r in rows.iter_mut() {
+        sample(r, true);
+    }
+    let n = rows.len();
+    for round in 0..batches {
+        for i in 0..n {
+            sample(&mut rows[(i + round) % n], false);
+        }
+    }
+    for r in rows.iter_mut().rev() {
+        finish(r);
+    }
+}
+
 pub(crate) fn percentile(sorted: &[f64], q: f64) -> f64 {
     let pos = (sorted.len() - 1) as f64 * q / 100.0;
     let lo = pos as usize;
