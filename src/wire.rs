@@ -20,13 +20,18 @@ pub(crate) const DEFAULT_LIMIT: u64 = 1 << 30;
 
 /// Encodes a value with the crate's codec.
 pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-    postcard::to_stdvec(value).map_err(|e| match LAST_ERROR.with(|l| l.borrow_mut().take()) {
+    encode_into(value, Vec::new())
+}
+
+/// An encoding error: our own message where we raised it, else postcard's, naming the type.
+fn encode_error<T: ?Sized>(e: postcard::Error) -> Error {
+    match LAST_ERROR.with(|l| l.borrow_mut().take()) {
         Some(message) => Error::Codec(message),
         None => Error::Codec(format!(
             "cannot encode a value of type {}: {e}",
             std::any::type_name::<T>()
         )),
-    })
+    }
 }
 
 /// Decodes a value written by [`encode`]; trailing bytes are an error.
@@ -49,13 +54,7 @@ pub(crate) fn encode_sized<T: Serialize + ?Sized>(value: &T, capacity: usize) ->
 
 /// Encodes a value at the end of `buf` (a buffer to reuse).
 pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, buf: Vec<u8>) -> Result<Vec<u8>> {
-    postcard::to_extend(value, buf).map_err(|e| match LAST_ERROR.with(|l| l.borrow_mut().take()) {
-        Some(message) => Error::Codec(message),
-        None => Error::Codec(format!(
-            "cannot encode a value of type {}: {e}",
-            std::any::type_name::<T>()
-        )),
-    })
+    postcard::to_extend(value, buf).map_err(encode_error::<T>)
 }
 
 thread_local! {
@@ -242,15 +241,7 @@ pub(crate) fn encode_with_handles_into<T: Serialize + ?Sized>(
     buf: Vec<u8>,
 ) -> Result<(Vec<u8>, Vec<sys::OwnedHandle>)> {
     let previous = OUTGOING.with(|t| t.replace(Some(Vec::new())));
-    let bytes = postcard::to_extend(value, buf).map_err(|e| {
-        match LAST_ERROR.with(|l| l.borrow_mut().take()) {
-            Some(message) => Error::Codec(message),
-            None => Error::Codec(format!(
-                "cannot encode a value of type {}: {e}",
-                std::any::type_name::<T>()
-            )),
-        }
-    });
+    let bytes = encode_into(value, buf);
     let handles = OUTGOING.with(|t| t.replace(previous)).unwrap_or_default();
     Ok((bytes?, handles))
 }
