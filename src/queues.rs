@@ -59,9 +59,11 @@ const CARRIES_HANDLES: u32 = 1 << 31;
 const WLOCK: usize = 16; // producers' lock word
 const TAIL: usize = 32; // bytes written and published (wrapping)
 const PUTS: usize = 33; // messages put (wrapping)
+const HEAD_SEEN: usize = 34; // HEAD as producers last read it (never ahead of HEAD)
 const RLOCK: usize = 48; // consumers' lock word
 const HEAD: usize = 64; // bytes consumed (wrapping)
 const GETS: usize = 65; // messages got (wrapping)
+const TAIL_SEEN: usize = 66; // TAIL as consumers last read it (never ahead of TAIL)
 const CONSUMERS_ASLEEP: usize = 80;
 const PRODUCERS_ASLEEP: usize = 81;
 const UNFINISHED: usize = 96; // JoinableQueue: put and not yet task_done
@@ -252,6 +254,40 @@ impl Ring {
             .wrapping_sub(self.word(HEAD).load(Ordering::Acquire))
     }
 
+    /// Producers' side (under their lock): whether `need` bytes are free. Asks the
+    /// consumers' HEAD only when the copy last read is not enough, so that a producer running
+    /// ahead does not pull the consumers' cache line over once per message.
+    fn room(&self, need: u32) -> bool {
+        let cap = self.capacity();
+        let tail = self.word(TAIL).load(Ordering::Relaxed);
+        let free = |head: u32| {
+            cap.checked_sub(tail.wrapping_sub(head))
+                .is_some_and(|free| free >= need)
+        };
+        free(self.word(HEAD_SEEN).load(Ordering::Relaxed)) || {
+            let head = self.word(HEAD).load(Ordering::Acquire);
+            self.word(HEAD_SEEN).store(head, Ordering::Relaxed);
+            free(head)
+        }
+    }
+
+    /// Consumers' side (under their lock): whether `need` bytes are published. Asks the
+    /// producers' TAIL only when the copy last read is not enough (the copy, read under an
+    /// acquire load and passed on under the consumers' lock, still orders the bytes it covers).
+    fn ready(&self, need: u32) -> bool {
+        let cap = self.capacity();
+        let head = self.word(HEAD).load(Ordering::Relaxed);
+        let published = |tail: u32| {
+            let n = tail.wrapping_sub(head);
+            n <= cap && n >= need
+        };
+        published(self.word(TAIL_SEEN).load(Ordering::Relaxed)) || {
+            let tail = self.word(TAIL).load(Ordering::Acquire);
+            self.word(TAIL_SEEN).store(tail, Ordering::Relaxed);
+            published(tail)
+        }
+    }
+
     fn items(&self) -> u32 {
         let puts = self.word(PUTS).load(Ordering::Acquire);
         let gets = self.word(GETS).load(Ordering::Acquire);
@@ -399,9 +435,7 @@ impl Ring {
         let maxsize = self.word(MAXSIZE).load(Ordering::Relaxed);
         let room = (maxsize == 0
             || self.wait_for(HEAD, PRODUCERS_ASLEEP, deadline, || self.items() < maxsize))
-            && self.wait_for(HEAD, PRODUCERS_ASLEEP, deadline, || {
-                (cap - self.used()) as u64 >= need
-            });
+            && self.wait_for(HEAD, PRODUCERS_ASLEEP, deadline, || self.room(need as u32));
         let mut outcome = Ok(room);
         if room {
             let count = handles.len() as u32;
@@ -450,7 +484,7 @@ impl Ring {
         let maxsize = self.word(MAXSIZE).load(Ordering::Relaxed);
         let mut tail = self.word(TAIL).load(Ordering::Relaxed);
         let mut puts = self.word(PUTS).load(Ordering::Relaxed);
-        let mut head = self.word(HEAD).load(Ordering::Acquire);
+        let mut head = self.word(HEAD_SEEN).load(Ordering::Relaxed);
         let publish = |tail: u32, puts: u32| {
             self.word(PUTS).store(puts, Ordering::Release);
             self.word(TAIL).store(tail, Ordering::Release);
@@ -467,7 +501,8 @@ impl Ring {
             }
             let need = m.len() as u32 + 4;
             let full = |head: u32| {
-                cap - tail.wrapping_sub(head) < need
+                cap.checked_sub(tail.wrapping_sub(head))
+                    .is_none_or(|free| free < need)
                     || (maxsize != 0
                         && puts.wrapping_sub(self.word(GETS).load(Ordering::Acquire)) >= maxsize)
             };
@@ -487,6 +522,7 @@ impl Ring {
             tail = tail.wrapping_add(need);
             puts = puts.wrapping_add(1);
         }
+        self.word(HEAD_SEEN).store(head, Ordering::Relaxed);
         publish(tail, puts);
         Ok(())
     }
@@ -509,9 +545,7 @@ impl Ring {
         let tail = self.word(TAIL).load(Ordering::Relaxed);
         if (len + 4) as u64 <= cap as u64 {
             let need = len as u32 + 4;
-            if !self.wait_for(HEAD, PRODUCERS_ASLEEP, deadline, || {
-                cap - self.used() >= need
-            }) {
+            if !self.wait_for(HEAD, PRODUCERS_ASLEEP, deadline, || self.room(need)) {
                 return Ok(false);
             }
             self.copy_in(tail, &header);
@@ -534,7 +568,7 @@ impl Ring {
             }
         };
         // Longer than the ring: stream it, publishing each chunk as it is written.
-        if !self.wait_for(HEAD, PRODUCERS_ASLEEP, deadline, || cap - self.used() >= 4) {
+        if !self.wait_for(HEAD, PRODUCERS_ASLEEP, deadline, || self.room(4)) {
             return Ok(false);
         }
         self.word(WSTREAM).store(1, Ordering::Relaxed);
@@ -545,7 +579,7 @@ impl Ring {
         let mut rest = message;
         while !rest.is_empty() {
             let room = Deadline::after(Some(LIVENESS_CHECK));
-            if !self.wait_for(HEAD, PRODUCERS_ASLEEP, room, || self.used() < cap) {
+            if !self.wait_for(HEAD, PRODUCERS_ASLEEP, room, || self.room(1)) {
                 if abandon() {
                     self.word(BROKEN).store(1, Ordering::Relaxed);
                     return Err(Error::state("the reader of this message is gone"));
@@ -615,6 +649,7 @@ impl Ring {
         if failed.is_none() && !out.is_empty() {
             let cap = self.capacity();
             let tail = self.word(TAIL).load(Ordering::Acquire);
+            self.word(TAIL_SEEN).store(tail, Ordering::Relaxed);
             let mut head = self.word(HEAD).load(Ordering::Relaxed);
             let mut gets = self.word(GETS).load(Ordering::Relaxed);
             while out.len() < max && tail.wrapping_sub(head) >= 4 {
@@ -685,7 +720,7 @@ impl Ring {
         deadline: Deadline,
         f: impl FnOnce(Cow<'_, [u8]>) -> R,
     ) -> Result<Option<R>> {
-        if !self.wait_for(TAIL, CONSUMERS_ASLEEP, deadline, || self.used() >= 4) {
+        if !self.wait_for(TAIL, CONSUMERS_ASLEEP, deadline, || self.ready(4)) {
             return Ok(None);
         }
         let cap = self.capacity();
@@ -726,7 +761,7 @@ impl Ring {
                 TAIL,
                 CONSUMERS_ASLEEP,
                 Deadline::after(Some(LIVENESS_CHECK)),
-                || self.used() > 0,
+                || self.ready(1),
             ) {
                 let writer = self.word(WLOCK).load(Ordering::Relaxed) & !(1 << 31);
                 if writer == 0 || !sys::process_alive(writer) {
