@@ -38,6 +38,7 @@
 //! # Ok(()) }
 //! ```
 
+mod chunk;
 mod progress;
 mod result;
 mod worker;
@@ -262,37 +263,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Encodes the next `n` items of `items` as one chunk (the encoding of a `Vec` of them),
-/// without collecting them first.
-fn encode_chunk<X: Serialize>(items: &mut impl Iterator<Item = X>, n: usize) -> Result<Vec<u8>> {
-    /// `n` items of an iterator, serialised as a sequence of known length.
-    struct Chunk<'a, I>(std::cell::RefCell<&'a mut I>, usize);
-
-    impl<I: Iterator<Item = X>, X: Serialize> Serialize for Chunk<'_, I> {
-        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-            use serde::ser::SerializeSeq;
-            let mut items = self.0.borrow_mut();
-            let mut seq = s.serialize_seq(Some(self.1))?;
-            for _ in 0..self.1 {
-                match items.next() {
-                    Some(x) => seq.serialize_element(&x)?,
-                    None => {
-                        return Err(serde::ser::Error::custom(
-                            "the input ended before its announced length",
-                        ));
-                    }
-                }
-            }
-            seq.end()
-        }
-    }
-
-    wire::encode_sized(
-        &Chunk(std::cell::RefCell::new(items), n),
-        n * std::mem::size_of::<X>() + 16,
-    )
-}
-
 fn encode_args<A: Serialize + ?Sized>(args: &A) -> Result<Vec<u8>> {
     let (bytes, handles) = wire::encode_with_handles(args)?;
     if !handles.is_empty() {
@@ -310,9 +280,9 @@ fn run_chunk<I: DeserializeOwned, R: Serialize>(
     args: &[u8],
     f: impl FnMut(I) -> R,
 ) -> Result<Vec<u8>> {
-    let items: Vec<I> = wire::decode(args)?;
+    let items: Vec<I> = chunk::decode(args)?;
     let out: Vec<R> = items.into_iter().map(f).collect();
-    wire::encode_into(&out, wire::spare_buffer())
+    chunk::encode_into(&mut out.iter(), out.len(), wire::spare_buffer())
 }
 
 /// One `map` chunk: `f(x)` for each `x`. (Decoding the items as one-field tuples for
@@ -1099,7 +1069,7 @@ impl Pool {
         let mut first = 0;
         for i in 0..count {
             let n = chunksize.min(len - i * chunksize);
-            let encoded = encode_chunk(&mut items, n)?;
+            let encoded = chunk::encode_into(&mut items, n, Vec::new())?;
             batch_bytes += encoded.len();
             batch.push(encoded);
             if batch_bytes >= 64 << 10 || batch.len() >= 256 || i + 1 == count {
@@ -1163,8 +1133,9 @@ impl Pool {
         let chunksize = chunksize.max(1);
         let mut input = items.into_iter();
         let chunker = Box::new(move || {
-            let chunk: Vec<X> = input.by_ref().take(chunksize).collect();
-            (!chunk.is_empty()).then(|| encode_args(&chunk))
+            let items: Vec<X> = input.by_ref().take(chunksize).collect();
+            (!items.is_empty())
+                .then(|| chunk::encode_into(&mut items.iter(), items.len(), Vec::new()))
         });
         Ok(IMap {
             pool: self.shared.clone(),

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use super::Shared;
+use super::chunk;
 use super::progress::Bar;
 use super::worker::Failure;
 use crate::error::{Error, Result};
@@ -266,12 +267,12 @@ pub(crate) fn decode_chunks<R: DeserializeOwned>(outcomes: &[&Outcome]) -> Resul
     let announced: usize = outcomes
         .iter()
         .filter_map(|o| o.as_ref().ok())
-        .filter_map(|b| wire::seq_len(b).map(|n| n.min(b.len())))
+        .map(|b| chunk::count(b))
         .sum();
     let mut all = Vec::with_capacity(announced);
     for &outcome in outcomes {
         match outcome {
-            Ok(bytes) => wire::decode_append(bytes, &mut all)?,
+            Ok(bytes) => chunk::decode_append(bytes, &mut all)?,
             Err(f) => return Err(f.to_error()),
         }
     }
@@ -363,7 +364,7 @@ impl<R: DeserializeOwned> IMap<'_, R> {
             drop(st);
             self.taken += 1;
             match outcome {
-                Some(Ok(bytes)) => match wire::decode::<Vec<R>>(&bytes) {
+                Some(Ok(bytes)) => match chunk::decode::<R>(&bytes) {
                     Ok(values) => self.buffer.extend(values.into_iter().map(Ok)),
                     Err(e) => self.buffer.push_back(Err(e)),
                 },
