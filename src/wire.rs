@@ -372,24 +372,6 @@ pub(crate) fn read_frame(r: &mut impl Read, limit: u64) -> Result<Vec<u8>> {
     read_payload(r, len)
 }
 
-/// Reads one frame into `buf` when it fits (returning its length); otherwise reads it whole and
-/// returns it as the error value, as Python's `BufferTooShort` does.
-pub(crate) fn read_frame_into(
-    r: &mut impl Read,
-    buf: &mut [u8],
-) -> Result<std::result::Result<usize, Vec<u8>>> {
-    let len = read_header(r, DEFAULT_LIMIT)?;
-    match usize::try_from(len) {
-        Ok(n) if n <= buf.len() => {
-            if read_exact_or_eof(r, &mut buf[..n])? < n {
-                return Err(eof_in_message());
-            }
-            Ok(Ok(n))
-        }
-        _ => Ok(Err(read_payload(r, len)?)),
-    }
-}
-
 /// Reads a frame's header: the payload length, checked against `limit`.
 fn read_header(r: &mut impl Read, limit: u64) -> Result<u64> {
     let mut h = [0u8; 4];
@@ -479,25 +461,9 @@ impl FrameReader {
 
     /// Takes the next whole frame, if one is buffered.
     pub(crate) fn next_frame(&mut self) -> Result<Option<Vec<u8>>> {
-        if self.buf.len() < 4 {
+        let Some((len, start)) = parse_header(&self.buf, self.limit)? else {
             return Ok(None);
-        }
-        let short = i32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
-        let (len, start) = match short {
-            -1 => {
-                if self.buf.len() < 12 {
-                    return Ok(None);
-                }
-                let mut l = [0u8; 8];
-                l.copy_from_slice(&self.buf[4..12]);
-                (u64::from_be_bytes(l), 12)
-            }
-            n if n < 0 => return Err(bad_length(n as i64 as u64, self.limit)),
-            n => (n as u64, 4),
         };
-        if len > self.limit {
-            return Err(bad_length(len, self.limit));
-        }
         let end = start + len as usize;
         if self.buf.len() < end {
             return Ok(None);
@@ -506,6 +472,26 @@ impl FrameReader {
         self.buf.drain(..end);
         Ok(Some(frame))
     }
+}
+
+/// Parses the frame header at the start of `bytes`: `(payload length, header length)`, or
+/// `None` while the header is incomplete. A negative or over-`limit` length is an error.
+pub(crate) fn parse_header(bytes: &[u8], limit: u64) -> Result<Option<(u64, usize)>> {
+    let Some(short) = bytes.first_chunk::<4>() else {
+        return Ok(None);
+    };
+    let (len, start) = match i32::from_be_bytes(*short) {
+        -1 => match bytes.get(4..12) {
+            Some(long) => (u64::from_be_bytes(long.try_into().unwrap_or([0xff; 8])), 12),
+            None => return Ok(None),
+        },
+        n if n < 0 => return Err(bad_length(n as i64 as u64, limit)),
+        n => (n as u64, 4),
+    };
+    if len > limit {
+        return Err(bad_length(len, limit));
+    }
+    Ok(Some((len, start)))
 }
 
 /// Like `read_exact`, but returns how many bytes were read before EOF instead of failing.
@@ -522,7 +508,7 @@ fn read_exact_or_eof(r: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
     Ok(n)
 }
 
-fn eof_in_message() -> Error {
+pub(crate) fn eof_in_message() -> Error {
     Error::io(
         "reading a message",
         io::Error::new(

@@ -409,3 +409,75 @@ fn connection_sent_over_a_connection() {
     );
     assert!(p.result::<bool>().unwrap());
 }
+
+/// Sends, without waiting, a burst of messages: text, one pipe end, text, and 260 pipe ends
+/// (two `SCM_RIGHTS` batches on Unix). Each end's pipe already holds its own index.
+fn send_burst(control: Connection) -> bool {
+    let mut ends = Vec::new();
+    for i in 0..261u32 {
+        let (r, w) = pipe(false).unwrap();
+        w.send(&i).unwrap();
+        ends.push(r);
+    }
+    let first = ends.remove(0);
+    let sent = control.send(&("a".to_string(), vec![first])).is_ok()
+        && control
+            .send(&("b".to_string(), Vec::<Connection>::new()))
+            .is_ok()
+        && control.send(&("c".to_string(), ends)).is_ok();
+    // Stay until the parent has them (on Windows it takes the handles out of this process).
+    sent && control.recv::<()>().is_ok()
+}
+
+/// Messages read ahead together keep their handles apart: each value gets exactly its own,
+/// in order, even when one read brought several messages and their handles at once.
+#[test]
+fn read_ahead_keeps_each_message_its_handles() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let (ours, theirs) = pipe(true).unwrap();
+    let mut p = multiprocess::Process::new(send_burst, (theirs,));
+    p.start().unwrap();
+    // Let the burst arrive whole, so that the first recv reads it all.
+    std::thread::sleep(Duration::from_millis(300));
+    let (a, one): (String, Vec<Connection>) = ours.recv().unwrap();
+    assert_eq!((a.as_str(), one.len()), ("a", 1));
+    assert_eq!(one[0].recv::<u32>().unwrap(), 0);
+    let (b, none): (String, Vec<Connection>) = ours.recv().unwrap();
+    assert_eq!((b.as_str(), none.len()), ("b", 0));
+    let (c, many): (String, Vec<Connection>) = ours.recv().unwrap();
+    assert_eq!((c.as_str(), many.len()), ("c", 260));
+    for (i, end) in many.iter().enumerate() {
+        assert_eq!(end.recv::<u32>().unwrap(), i as u32 + 1);
+    }
+    ours.send(&()).unwrap();
+    assert!(p.result::<bool>().unwrap());
+}
+
+fn sum_two(control: Connection) -> u32 {
+    let conn: Connection = control.recv().unwrap();
+    conn.recv::<u32>().unwrap() + conn.recv::<u32>().unwrap()
+}
+
+/// Bytes a connection read ahead count as readable for `poll` and `wait`, and move with the
+/// connection when it is passed to another process (they are not duplicated).
+#[test]
+fn unread_bytes_move_with_the_connection() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let (a, b) = pipe(true).unwrap();
+    for v in [1u32, 2, 3] {
+        a.send(&v).unwrap();
+    }
+    assert_eq!(b.recv::<u32>().unwrap(), 1);
+    assert!(b.poll(Some(Duration::ZERO)).unwrap());
+    assert_eq!(wait(&[&a, &b], Some(Duration::ZERO)).unwrap(), vec![1]);
+    let (control, control_child) = pipe(true).unwrap();
+    let mut p = multiprocess::Process::new(sum_two, (control_child,));
+    p.start().unwrap();
+    control.send(&b).unwrap();
+    assert_eq!(p.result::<u32>().unwrap(), 5);
+    assert!(!b.poll(Some(Duration::ZERO)).unwrap(), "the bytes moved");
+    a.send(&4u32).unwrap();
+    assert_eq!(b.recv::<u32>().unwrap(), 4);
+}

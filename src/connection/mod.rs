@@ -15,6 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 mod auth;
+mod inbox;
 mod listener;
 
 pub use listener::{Address, Listener, client};
@@ -23,12 +24,20 @@ use crate::error::{Error, Result};
 use crate::process::{ParentProcess, Sentinel, lock};
 use crate::sys;
 use crate::wire;
+use inbox::Inbox;
 
 /// Something [`wait`] can wait on.
 pub trait Waitable {
     /// The OS handle that becomes readable when the object is ready.
     #[doc(hidden)]
     fn wait_handle(&self) -> Result<sys::WaitHandle<'_>>;
+
+    /// True if the object is ready without asking the OS (a connection holding bytes it has
+    /// already read).
+    #[doc(hidden)]
+    fn ready_now(&self) -> bool {
+        false
+    }
 }
 
 impl Waitable for Sentinel {
@@ -66,11 +75,19 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<
         .iter()
         .map(|o| o.wait_handle())
         .collect::<Result<Vec<_>>>()?;
+    let now: Vec<bool> = objects.iter().map(|o| o.ready_now()).collect();
+    // Objects ready already: only look at the others, without waiting.
+    let timeout = if now.contains(&true) {
+        Some(Duration::ZERO)
+    } else {
+        timeout
+    };
     let ready = sys::wait_readable(&handles, timeout).map_err(|e| Error::io("wait()", e))?;
     Ok(ready
         .iter()
+        .zip(now)
         .enumerate()
-        .filter(|(_, r)| **r)
+        .filter(|(_, (r, n))| **r || *n)
         .map(|(i, _)| i)
         .collect())
 }
@@ -113,24 +130,50 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
 #[derive(Debug)]
 pub struct Connection {
     stream: Option<sys::Stream>,
-    reading: Mutex<()>,
+    /// Bytes read ahead, under the lock that makes receiving one message atomic.
+    reading: Mutex<Inbox>,
+    /// Whether `reading` holds bytes (for `poll` and `wait` without taking the lock).
+    buffered: AtomicBool,
     writing: Mutex<()>,
     /// Cleared when a too-long message leaves the stream off a message boundary.
     readable: AtomicBool,
     writable: bool,
+    /// The stream is a socket (on Unix, handles may arrive with its bytes).
+    socket: bool,
 }
 
 const CLOSED: &str = "handle is closed";
 
 impl Connection {
     pub(crate) fn new(stream: sys::Stream, readable: bool, writable: bool) -> Connection {
+        Connection::with_inbox(stream, readable, writable, Inbox::default())
+    }
+
+    fn with_inbox(stream: sys::Stream, readable: bool, writable: bool, inbox: Inbox) -> Self {
         Connection {
+            socket: sys::stream_carries_handles(&stream),
             stream: Some(stream),
-            reading: Mutex::new(()),
+            buffered: AtomicBool::new(inbox.has_bytes()),
+            reading: Mutex::new(inbox),
             writing: Mutex::new(()),
             readable: AtomicBool::new(readable),
             writable,
         }
+    }
+
+    /// Runs `f` on the inbox, holding the read lock; a message over the limit leaves the
+    /// stream off a message boundary, so this end then stops receiving.
+    fn receive<R>(&self, f: impl FnOnce(&mut Inbox, &sys::Stream, bool) -> Result<R>) -> Result<R> {
+        let stream = self.stream(true)?;
+        let mut inbox = lock(&self.reading);
+        let result = f(&mut inbox, stream, self.socket);
+        self.buffered.store(inbox.has_bytes(), Ordering::Relaxed);
+        if let Err(Error::Io { source, .. }) = &result {
+            if source.kind() == io::ErrorKind::InvalidData {
+                self.readable.store(false, Ordering::Relaxed);
+            }
+        }
+        result
     }
 
     /// True after [`close`](Connection::close).
@@ -204,15 +247,15 @@ impl Connection {
     /// As [`recv_bytes`](Connection::recv_bytes), and [`Error::Codec`] if the message does not
     /// decode as `T`.
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
-        let stream = self.stream(true)?;
-        let _r = lock(&self.reading);
-        let message = self.read_frame(stream, wire::DEFAULT_LIMIT)?;
-        let (count, body) = wire::split_message(&message)?;
-        let handles = match count {
-            0 => Vec::new(),
-            n => sys::recv_handles_on(stream, n as usize)
-                .map_err(|e| Error::io("receiving handles with a message", e))?,
-        };
+        let (message, handles) = self.receive(|inbox, stream, socket| {
+            let message = inbox.read_frame(stream, socket, wire::DEFAULT_LIMIT)?;
+            let handles = match wire::split_message(&message)?.0 {
+                0 => Vec::new(),
+                n => inbox.read_handles(stream, socket, n as usize)?,
+            };
+            Ok((message, handles))
+        })?;
+        let (_, body) = wire::split_message(&message)?;
         wire::with_handles(handles, || wire::decode(body))
     }
 
@@ -254,21 +297,8 @@ impl Connection {
     /// a message (`got end of file during message`) or a message over the limit;
     /// [`Error::State`] if this end is closed or send-only.
     pub fn recv_bytes(&self, maxlength: Option<usize>) -> Result<Vec<u8>> {
-        let stream = self.stream(true)?;
-        let _r = lock(&self.reading);
-        self.read_frame(stream, maxlength.map_or(wire::DEFAULT_LIMIT, |m| m as u64))
-    }
-
-    /// Reads one frame (the caller holds the read lock). A frame over `limit` leaves the stream
-    /// off a message boundary, so this end stops receiving.
-    fn read_frame(&self, mut stream: &sys::Stream, limit: u64) -> Result<Vec<u8>> {
-        let result = wire::read_frame(&mut stream, limit);
-        if let Err(Error::Io { source, .. }) = &result {
-            if source.kind() == io::ErrorKind::InvalidData {
-                self.readable.store(false, Ordering::Relaxed);
-            }
-        }
-        result
+        let limit = maxlength.map_or(wire::DEFAULT_LIMIT, |m| m as u64);
+        self.receive(|inbox, stream, socket| inbox.read_frame(stream, socket, limit))
     }
 
     /// Receives one message into `buf[offset..]`, returning its length.
@@ -281,9 +311,8 @@ impl Connection {
         if offset > buf.len() {
             return Err(Error::InvalidArgument("offset out of bounds".into()));
         }
-        let mut stream = self.stream(true)?;
-        let _r = lock(&self.reading);
-        match wire::read_frame_into(&mut stream, &mut buf[offset..])? {
+        let into = &mut buf[offset..];
+        match self.receive(|inbox, stream, socket| inbox.read_frame_into(stream, socket, into))? {
             Ok(n) => Ok(n),
             Err(message) => Err(Error::BufferTooShort(message)),
         }
@@ -296,6 +325,9 @@ impl Connection {
     /// [`Error::State`] if this end is closed or send-only; [`Error::Io`] if the wait fails.
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
         let stream = self.stream(true)?;
+        if self.buffered.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
         let ready = sys::wait_readable(&[sys::stream_handle(stream)], timeout)
             .map_err(|e| Error::io("polling a connection", e))?;
         Ok(ready[0])
@@ -310,12 +342,17 @@ impl Waitable for Connection {
             None => Err(Error::state(CLOSED)),
         }
     }
+
+    fn ready_now(&self) -> bool {
+        self.stream.is_some() && self.buffered.load(Ordering::Relaxed)
+    }
 }
 
 /// A `Connection` inside a Process's arguments, or inside a value sent with
 /// [`Connection::send`] over a duplex connection (Unix), arrives as a working connection to the
-/// same peer: its OS handle travels out of band, and the sender keeps its own. Serialising one
-/// anywhere else is an error.
+/// same peer: its OS handle travels out of band, and the sender keeps its own. Bytes this end
+/// has read ahead and not yet returned move with it (the sender's copy no longer has them).
+/// Serialising one anywhere else is an error.
 impl Serialize for Connection {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::Error as _;
@@ -325,16 +362,35 @@ impl Serialize for Connection {
             .ok_or_else(|| S::Error::custom(CLOSED))?;
         let handle = sys::stream_to_handle(stream).map_err(S::Error::custom)?;
         let index = wire::push_handle::<S::Error>("Connection", handle)?;
-        (index, self.readable(), self.writable).serialize(serializer)
+        // A thread receiving on this end right now keeps what it reads.
+        let (bytes, handles) = match self.reading.try_lock() {
+            Ok(mut inbox) => {
+                self.buffered.store(false, Ordering::Relaxed);
+                inbox.take()
+            }
+            Err(_) => Default::default(),
+        };
+        let handles = handles
+            .into_iter()
+            .map(|h| wire::push_handle::<S::Error>("Connection", h))
+            .collect::<Result<Vec<u32>, _>>()?;
+        let unread = wire::Bytes(bytes);
+        (index, self.readable(), self.writable, unread, handles).serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for Connection {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error as _;
-        let (index, readable, writable) = <(u32, bool, bool)>::deserialize(deserializer)?;
+        let (index, readable, writable, unread, handles) =
+            <(u32, bool, bool, wire::Bytes, Vec<u32>)>::deserialize(deserializer)?;
         let handle = wire::take_handle::<D::Error>("Connection", index)?;
         let stream = sys::stream_from_handle(handle).map_err(D::Error::custom)?;
-        Ok(Connection::new(stream, readable, writable))
+        let handles = handles
+            .into_iter()
+            .map(|i| wire::take_handle::<D::Error>("Connection", i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let inbox = Inbox::with(unread.0, handles);
+        Ok(Connection::with_inbox(stream, readable, writable, inbox))
     }
 }

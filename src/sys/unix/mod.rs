@@ -1,6 +1,7 @@
 //! Unix: start children by re-executing the program (`posix_spawn` through `std::process`) or by
 //! `fork`, wait on them with a pollable sentinel, signal them, and reap them exactly once.
 
+use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -505,27 +506,138 @@ pub(crate) fn stream_carries_handles(stream: &Stream) -> bool {
     }
 }
 
-/// Sends handles over a `Connection`'s socket, after the frame that mentions them.
+/// Sends handles over a `Connection`'s socket, after the frame that mentions them, as a frame
+/// of their own: its payload is one byte per `SCM_RIGHTS` batch of descriptors, and each byte
+/// carries its batch. The receiver reads the frame like any other (see [`recv_some`]) and then
+/// takes the descriptors with [`claim_handles`].
 pub(crate) fn send_handles_on(stream: &Stream, handles: Vec<OwnedHandle>) -> io::Result<()> {
-    send_fds(stream.as_fd(), handles)
+    let batches = handles.len().div_ceil(FDS_PER_MESSAGE);
+    for (i, chunk) in handles.chunks(FDS_PER_MESSAGE).enumerate() {
+        let mut first = [0u8; 5];
+        first[..4].copy_from_slice(&(batches as i32).to_be_bytes());
+        let data: &mut [u8] = if i == 0 { &mut first } else { &mut first[4..] };
+        send_fds_with(stream.as_fd(), data, chunk)?;
+    }
+    Ok(())
 }
 
-/// Receives handles sent with [`send_handles_on`].
-pub(crate) fn recv_handles_on(stream: &Stream, count: usize) -> io::Result<Vec<OwnedHandle>> {
-    recv_fds(stream.as_fd(), count)
+/// The payload length of the frame [`send_handles_on`] sends for `count` handles.
+pub(crate) fn handles_frame_len(count: usize) -> u64 {
+    count.div_ceil(FDS_PER_MESSAGE) as u64
 }
 
-/// Runs `f` with a message of one data byte and room for `fd_count` descriptors: the buffers
-/// live on this frame, so the pointers inside the `msghdr` stay valid for the call.
-fn with_fd_message<R>(fd_count: usize, f: impl FnOnce(&mut libc::msghdr) -> R) -> R {
+/// The `count` handles that the frame `frame` (sent by [`send_handles_on`], already read)
+/// brought: the oldest `count` descriptors that arrived on the stream.
+pub(crate) fn claim_handles(
+    frame: &[u8],
+    count: usize,
+    arrived: &mut VecDeque<OwnedHandle>,
+) -> io::Result<Vec<OwnedHandle>> {
+    if frame.len() as u64 != handles_frame_len(count) || arrived.len() < count {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "handles were lost in transit",
+        ));
+    }
+    Ok(arrived.drain(..count).collect())
+}
+
+/// Reads what the stream has (blocking until something), up to `buf.len()` bytes; `Ok(0)` is end
+/// of file. On a socket, descriptors that arrive with the bytes are appended to `arrived` (they
+/// are close-on-exec); a pipe is read plainly.
+pub(crate) fn recv_some(
+    stream: &Stream,
+    socket: bool,
+    buf: &mut [u8],
+    arrived: &mut VecDeque<OwnedHandle>,
+) -> io::Result<usize> {
+    use std::io::Read;
+    loop {
+        let got = if socket {
+            recv_with_fds(stream.as_fd(), buf, arrived)
+        } else {
+            (&*stream).read(buf)
+        };
+        match got {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+/// One `recvmsg` into `buf`, with room for a batch of descriptors.
+fn recv_with_fds(
+    socket: BorrowedFd<'_>,
+    buf: &mut [u8],
+    arrived: &mut VecDeque<OwnedFd>,
+) -> io::Result<usize> {
+    with_fd_message(buf, FDS_PER_MESSAGE, |msg| {
+        // SAFETY: `msg` points at live buffers of the sizes given.
+        let r = unsafe { libc::recvmsg(socket.as_raw_fd(), msg, cloexec_flag()) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let before = arrived.len();
+        // SAFETY: reads the control messages the kernel wrote into our buffer.
+        unsafe { take_fds(msg, |fd| arrived.push_back(fd)) };
+        for fd in arrived.range(before..) {
+            set_cloexec(fd)?;
+        }
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "handles were lost in transit (more arrived at once than expected)",
+            ));
+        }
+        Ok(r as usize)
+    })
+}
+
+/// Takes ownership of the descriptors in `msg`'s `SCM_RIGHTS` control messages.
+///
+/// # Safety
+/// `msg` must be a message just filled by `recvmsg` (its control buffer and length as the
+/// kernel left them); each descriptor is then ours, and taken once.
+unsafe fn take_fds(msg: &mut libc::msghdr, mut take: impl FnMut(OwnedFd)) {
+    // SAFETY: per the contract, the control buffer holds well-formed control messages; the
+    // descriptors in them were installed in our table for us.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg).cast::<i32>();
+                let n = ((*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
+                    / std::mem::size_of::<i32>();
+                for i in 0..n {
+                    take(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+}
+
+/// Runs `f` with a message over `data` and room for `fd_count` descriptors: the buffers live
+/// on this frame, so the pointers inside the `msghdr` stay valid for the call.
+fn with_fd_message<R>(
+    data: &mut [u8],
+    fd_count: usize,
+    f: impl FnOnce(&mut libc::msghdr) -> R,
+) -> R {
     let payload = fd_count * std::mem::size_of::<i32>();
     // SAFETY: CMSG_SPACE is a pure size computation.
     let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
-    let mut control = vec![0u64; space.div_ceil(8)];
-    let mut byte = [0u8; 1];
+    let mut control = [0u64; 128];
+    let mut heap;
+    let control: &mut [u64] = if space <= 8 * control.len() {
+        &mut control[..space.div_ceil(8)]
+    } else {
+        heap = vec![0u64; space.div_ceil(8)];
+        &mut heap
+    };
     let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
     };
     // SAFETY: msghdr is plain data; every pointer set below outlives `f`.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -538,36 +650,44 @@ fn with_fd_message<R>(fd_count: usize, f: impl FnOnce(&mut libc::msghdr) -> R) -
 
 fn send_fds(socket: BorrowedFd<'_>, fds: Vec<OwnedFd>) -> io::Result<()> {
     for chunk in fds.chunks(FDS_PER_MESSAGE) {
-        let fds: Vec<i32> = chunk.iter().map(AsRawFd::as_raw_fd).collect();
-        with_fd_message(fds.len(), |msg| {
-            // SAFETY: the control buffer has room, aligned for cmsghdr, for exactly one header
-            // with `fds.len()` descriptors.
-            unsafe {
-                let cmsg = libc::CMSG_FIRSTHDR(msg);
-                (*cmsg).cmsg_level = libc::SOL_SOCKET;
-                (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-                (*cmsg).cmsg_len =
-                    libc::CMSG_LEN(std::mem::size_of_val(fds.as_slice()) as u32) as _;
-                std::ptr::copy_nonoverlapping(
-                    fds.as_ptr(),
-                    libc::CMSG_DATA(cmsg).cast(),
-                    fds.len(),
-                );
-            }
-            loop {
-                // SAFETY: `msg` is fully initialised.
-                let r = unsafe { libc::sendmsg(socket.as_raw_fd(), msg, libc::MSG_NOSIGNAL) };
-                if r >= 0 {
-                    return Ok(());
-                }
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-        })?;
+        send_fds_with(socket, &mut [0], chunk)?;
     }
     Ok(())
+}
+
+/// Sends `data` (a few bytes, written whole) carrying `fds` (at most [`FDS_PER_MESSAGE`]).
+fn send_fds_with(socket: BorrowedFd<'_>, data: &mut [u8], fds: &[OwnedFd]) -> io::Result<()> {
+    let len = data.len();
+    let fds: Vec<i32> = fds.iter().map(AsRawFd::as_raw_fd).collect();
+    with_fd_message(data, fds.len(), |msg| {
+        // SAFETY: the control buffer has room, aligned for cmsghdr, for exactly one header
+        // with `fds.len()` descriptors.
+        unsafe {
+            let cmsg = libc::CMSG_FIRSTHDR(msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds.as_slice()) as u32) as _;
+            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast(), fds.len());
+        }
+        loop {
+            // SAFETY: `msg` is fully initialised.
+            let r = unsafe { libc::sendmsg(socket.as_raw_fd(), msg, libc::MSG_NOSIGNAL) };
+            if r >= 0 {
+                return if r as usize == len {
+                    Ok(())
+                } else {
+                    Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "handles were sent with part of their bytes",
+                    ))
+                };
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    })
 }
 
 fn recv_fds(socket: BorrowedFd<'_>, count: usize) -> io::Result<Vec<OwnedFd>> {
@@ -575,8 +695,9 @@ fn recv_fds(socket: BorrowedFd<'_>, count: usize) -> io::Result<Vec<OwnedFd>> {
     while out.len() < count {
         let want = (count - out.len()).min(FDS_PER_MESSAGE);
         let before = out.len();
+        let mut byte = [0u8; 1];
         // `None`: interrupted before anything arrived, try again.
-        let received = with_fd_message(want, |msg| -> io::Result<Option<bool>> {
+        let received = with_fd_message(&mut byte, want, |msg| -> io::Result<Option<bool>> {
             let flags = cloexec_flag();
             // SAFETY: `msg` points at live buffers of the sizes given.
             let r = unsafe { libc::recvmsg(socket.as_raw_fd(), msg, flags) };
@@ -593,24 +714,8 @@ fn recv_fds(socket: BorrowedFd<'_>, count: usize) -> io::Result<Vec<OwnedFd>> {
                     "handles never arrived",
                 ));
             }
-            // SAFETY: walks the control messages the kernel wrote into our buffer.
-            unsafe {
-                let mut cmsg = libc::CMSG_FIRSTHDR(msg);
-                while !cmsg.is_null() {
-                    if (*cmsg).cmsg_level == libc::SOL_SOCKET
-                        && (*cmsg).cmsg_type == libc::SCM_RIGHTS
-                    {
-                        let data = libc::CMSG_DATA(cmsg).cast::<i32>();
-                        let n = ((*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
-                            / std::mem::size_of::<i32>();
-                        for i in 0..n {
-                            let fd = std::ptr::read_unaligned(data.add(i));
-                            out.push(OwnedFd::from_raw_fd(fd));
-                        }
-                    }
-                    cmsg = libc::CMSG_NXTHDR(msg, cmsg);
-                }
-            }
+            // SAFETY: `msg` was just filled by recvmsg.
+            unsafe { take_fds(msg, |fd| out.push(fd)) };
             Ok(Some(msg.msg_flags & libc::MSG_CTRUNC != 0))
         })?;
         let Some(truncated) = received else { continue };

@@ -753,13 +753,33 @@ pub(crate) fn send_handles_on(stream: &Stream, handles: Vec<OwnedHandle>) -> io:
     crate::wire::write_frame(&mut &*stream, &bytes)
 }
 
-/// Receives `count` handles sent with [`send_handles_on`], taking them from the sender.
-pub(crate) fn recv_handles_on(stream: &Stream, count: usize) -> io::Result<Vec<OwnedHandle>> {
+/// The payload length of the frame [`send_handles_on`] sends for `count` handles.
+pub(crate) fn handles_frame_len(count: usize) -> u64 {
+    4 + 8 * count as u64
+}
+
+/// Reads what the stream has (blocking until something), up to `buf.len()` bytes; `Ok(0)` is end
+/// of file. Handles travel inside frames here, so `arrived` stays empty.
+pub(crate) fn recv_some(
+    stream: &Stream,
+    _socket: bool,
+    buf: &mut [u8],
+    _arrived: &mut std::collections::VecDeque<OwnedHandle>,
+) -> io::Result<usize> {
+    use std::io::Read;
+    (&*stream).read(buf)
+}
+
+/// Takes the `count` handles named in `frame` (sent by [`send_handles_on`], already read) out of
+/// the sender's process.
+pub(crate) fn claim_handles(
+    frame: &[u8],
+    count: usize,
+    _arrived: &mut std::collections::VecDeque<OwnedHandle>,
+) -> io::Result<Vec<OwnedHandle>> {
     use windows_sys::Win32::Foundation::{CloseHandle, DUPLICATE_CLOSE_SOURCE};
     use windows_sys::Win32::System::Threading::{OpenProcess, PROCESS_DUP_HANDLE};
-    let frame = crate::wire::read_frame(&mut &*stream, 4 + 8 * count as u64)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    if frame.len() != 4 + 8 * count {
+    if frame.len() as u64 != handles_frame_len(count) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "handles were lost in transit",
