@@ -61,23 +61,6 @@ impl Prim {
             Prim::U64(_) | Prim::I64(_) | Prim::F64(_) => 8,
         }
     }
-
-    /// Appends its fixed-width bytes.
-    #[inline]
-    fn put(self, out: &mut Vec<u8>) {
-        match self {
-            Prim::U8(v) => out.push(v),
-            Prim::U16(v) => out.extend_from_slice(&v.to_le_bytes()),
-            Prim::U32(v) => out.extend_from_slice(&v.to_le_bytes()),
-            Prim::U64(v) => out.extend_from_slice(&v.to_le_bytes()),
-            Prim::I8(v) => out.extend_from_slice(&v.to_le_bytes()),
-            Prim::I16(v) => out.extend_from_slice(&v.to_le_bytes()),
-            Prim::I32(v) => out.extend_from_slice(&v.to_le_bytes()),
-            Prim::I64(v) => out.extend_from_slice(&v.to_le_bytes()),
-            Prim::F32(v) => out.extend_from_slice(&v.to_le_bytes()),
-            Prim::F64(v) => out.extend_from_slice(&v.to_le_bytes()),
-        }
-    }
 }
 
 /// A primitive serialises as the primitive it is (so its postcard encoding is the element's).
@@ -223,13 +206,14 @@ fn ended() -> Error {
     Error::Codec("the input ended before its announced length".into())
 }
 
-/// Encodes the next `n` items of `items` as one chunk, appended to `out` (an empty buffer to
-/// reuse), without collecting them first.
+/// Encodes the next `n` items of `items` as one chunk, in `out` (a buffer to reuse: its
+/// contents are dropped), without collecting them first.
 pub(crate) fn encode_into<X: Serialize>(
     items: &mut impl Iterator<Item = X>,
     n: usize,
     mut out: Vec<u8>,
 ) -> Result<Vec<u8>> {
+    out.clear();
     let Some(first) = items.next() else {
         return if n == 0 {
             out.extend_from_slice(&[0, POSTCARD]); // an empty sequence
@@ -242,20 +226,30 @@ pub(crate) fn encode_into<X: Serialize>(
         return encode_postcard(&mut std::iter::once(first).chain(items), n, out);
     };
     let tag = p.tag();
-    out.reserve(n * p.width() + 1);
-    p.put(&mut out);
+    // Room for all of them at once, written through a slice (a push per element reloads the
+    // vector's length and capacity each time, as a byte store might have changed them).
+    let width = p.width();
+    out.resize(n * width + 1, 0);
     // One loop per kind, so that the kind is known inside it.
     macro_rules! fixed {
         ($($variant:ident),*) => {
             match p {
-                $(Prim::$variant(_) => {
-                    for done in 1..n {
+                $(Prim::$variant(v) => {
+                    let body = &mut out[..n * width];
+                    let mut slots = body.chunks_exact_mut(width);
+                    if let Some(slot) = slots.next() {
+                        slot.copy_from_slice(&v.to_le_bytes());
+                    }
+                    for (done, slot) in (1..n).zip(slots) {
                         let x = items.next().ok_or_else(ended)?;
                         match probe(&x) {
-                            Some(Prim::$variant(v)) => out.extend_from_slice(&v.to_le_bytes()),
+                            Some(Prim::$variant(v)) => slot.copy_from_slice(&v.to_le_bytes()),
                             // Mixed kinds, or a value of another shape: the whole chunk as
                             // postcard.
-                            _ => return transcode(out, tag, done, x, items, n),
+                            _ => {
+                                out.truncate(done * width);
+                                return transcode(out, tag, done, x, items, n);
+                            }
                         }
                     }
                 })*
@@ -263,7 +257,7 @@ pub(crate) fn encode_into<X: Serialize>(
         };
     }
     fixed!(U8, U16, U32, U64, I8, I16, I32, I64, F32, F64);
-    out.push(tag);
+    out[n * width] = tag;
     Ok(out)
 }
 
