@@ -53,7 +53,7 @@ const WSTREAM: usize = 3; // 1 while a producer streams a message longer than th
 const RSTREAM: usize = 4; // 1 while a consumer reads one
 const WHANDLES: usize = 5; // 1 while a producer sends a message's handles and publishes it
 const RHANDLES: usize = 6; // 1 while a consumer takes a message's handles and frees it
-/// Set in a message's length word when its OS handles wait in the side channel; the payload
+/// Set in a message's header word when its OS handles wait in the side channel; the payload
 /// then starts with their count (4 bytes, little-endian).
 const CARRIES_HANDLES: u32 = 1 << 31;
 const WLOCK: usize = 16; // producers' lock word
@@ -139,6 +139,24 @@ fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// The bytes a message of `len` bytes takes in the ring: its header word, the bytes, and
+/// padding to the next multiple of 4 (where the next header word goes).
+fn span(len: usize) -> u64 {
+    (len as u64 + 7) & !3
+}
+
+/// Whether a message of `len` bytes is published whole (its span and the zeroed word after it
+/// fit the ring), rather than streamed.
+fn fits_whole(len: usize, cap: u32) -> bool {
+    span(len) + 4 <= cap as u64
+}
+
+/// A header word: the message's length plus one (never 0, which means "nothing here yet"),
+/// and `flags`.
+fn header_word(len: usize, flags: u32) -> u32 {
+    (len as u32 + 1) | flags
+}
+
 impl Ring {
     /// A ring whose messages may carry OS handles where the platform allows it (Unix).
     fn with_side_channel(capacity: usize, maxsize: u32) -> Result<Ring> {
@@ -181,6 +199,20 @@ impl Ring {
         unsafe { self.region.base().add(HEADER_WORDS * 4) }
     }
 
+    /// The header word of the message at position `at` (a multiple of 4): 0 until a producer
+    /// publishes a message there (see [`Ring::write_whole`]).
+    fn header(&self, at: u32) -> &AtomicU32 {
+        debug_assert_eq!(at % 4, 0);
+        let start = (at & (self.capacity() - 1) & !3) as usize;
+        // SAFETY: `start` is a multiple of 4 and at most `capacity - 4`, and the ring starts
+        // 512 bytes into a page-aligned mapping, so the word is aligned and inside the ring;
+        // the mapping lives as long as `self`. Header words are only accessed atomically while
+        // they can be read as headers; plain copies of message bytes over them (in a later lap)
+        // are ordered after those accesses by HEAD (release by the consumer, acquire by the
+        // producer that reuses the space).
+        unsafe { &*(self.data().add(start) as *const AtomicU32) }
+    }
+
     /// Copies `bytes` into the ring at position `at` (wrapping).
     fn copy_in(&self, at: u32, bytes: &[u8]) {
         let cap = self.capacity() as usize;
@@ -189,14 +221,16 @@ impl Ring {
         // SAFETY: both parts lie inside the ring (start < cap, first <= cap - start, the rest
         // <= cap since callers never write more than the free space). The bytes are free space
         // that only the holder of the producers' lock writes, published afterwards by a
-        // release store of TAIL.
+        // release store of the message's header word (or of TAIL, for a streamed message).
         unsafe {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.data().add(start), first);
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr().add(first),
-                self.data(),
-                bytes.len() - first,
-            );
+            if first < bytes.len() {
+                std::ptr::copy_nonoverlapping(
+                    bytes.as_ptr().add(first),
+                    self.data(),
+                    bytes.len() - first,
+                );
+            }
         }
     }
 
@@ -205,15 +239,18 @@ impl Ring {
         let cap = self.capacity() as usize;
         let start = at as usize & (cap - 1);
         let first = out.len().min(cap - start);
-        // SAFETY: as in `copy_in`; these bytes were published by an acquire load of TAIL and
-        // only the holder of the consumers' lock reads and then frees them.
+        // SAFETY: as in `copy_in`; these bytes were published (an acquire load of their
+        // header word, or of TAIL) and only the holder of the consumers' lock reads and then
+        // frees them.
         unsafe {
             std::ptr::copy_nonoverlapping(self.data().add(start), out.as_mut_ptr(), first);
-            std::ptr::copy_nonoverlapping(
-                self.data(),
-                out.as_mut_ptr().add(first),
-                out.len() - first,
-            );
+            if first < out.len() {
+                std::ptr::copy_nonoverlapping(
+                    self.data(),
+                    out.as_mut_ptr().add(first),
+                    out.len() - first,
+                );
+            }
         }
     }
 
@@ -248,6 +285,15 @@ impl Ring {
         out
     }
 
+    /// Hands the published message of `len` bytes at `start` to `f`, borrowed from the ring
+    /// when it lies there in one piece.
+    fn read_message<R>(&self, start: u32, len: usize, f: impl FnOnce(Cow<'_, [u8]>) -> R) -> R {
+        match self.contiguous(start, len) {
+            Some(bytes) => f(Cow::Borrowed(bytes)),
+            None => f(Cow::Owned(self.copy_out_new(start, len))),
+        }
+    }
+
     fn used(&self) -> u32 {
         self.word(TAIL)
             .load(Ordering::Acquire)
@@ -271,10 +317,11 @@ impl Ring {
         }
     }
 
-    /// Consumers' side (under their lock): whether `need` bytes are published. Asks the
-    /// producers' TAIL only when the copy last read is not enough (the copy, read under an
-    /// acquire load and passed on under the consumers' lock, still orders the bytes it covers).
-    fn ready(&self, need: u32) -> bool {
+    /// Consumers' side (under their lock), inside a streamed message: whether `need` bytes
+    /// are published. Asks the producers' TAIL only when the copy last read is not enough (the
+    /// copy, read under an acquire load and passed on under the consumers' lock, still orders
+    /// the bytes it covers).
+    fn published(&self, need: u32) -> bool {
         let cap = self.capacity();
         let head = self.word(HEAD).load(Ordering::Relaxed);
         let published = |tail: u32| {
@@ -289,9 +336,10 @@ impl Ring {
     }
 
     fn items(&self) -> u32 {
-        let puts = self.word(PUTS).load(Ordering::Acquire);
+        // GETS first: every message counted there was counted in PUTS before it was published,
+        // so PUTS read afterwards is never behind.
         let gets = self.word(GETS).load(Ordering::Acquire);
-        // A get may briefly be counted before its put; never report a negative size.
+        let puts = self.word(PUTS).load(Ordering::Acquire);
         puts.wrapping_sub(gets).min(i32::MAX as u32)
     }
 
@@ -371,10 +419,95 @@ impl Ring {
         }
     }
 
+    /// Wakes the sleepers on `word`, if any. Callers have just released their lock (a full
+    /// barrier), so a sleeper either counted itself in `asleep` before this load, or sees what
+    /// the caller published when it checks before sleeping.
     fn wake(&self, word: usize, asleep: usize) {
         if self.word(asleep).load(Ordering::SeqCst) > 0 {
             self.region.wake(self.word(word), u32::MAX);
         }
+    }
+
+    /// Producers' side, with the room checked (`span(len) + 4` bytes free at `tail`): writes a
+    /// whole message made of `parts` (`len` bytes in all) and publishes it to consumers; returns
+    /// where the next message goes. The caller then moves TAIL there.
+    ///
+    /// Consumers learn of a message from its header word, in the cache line they read next
+    /// anyway, not from TAIL (a line that would otherwise move between the CPUs once per
+    /// message). For that, the word where the next message will go must read 0 until it is
+    /// published there: it is zeroed here, before this message's header is stored with release.
+    /// (A fresh ring is all zeros; other bytes of the free space may hold anything.)
+    fn write_whole(&self, tail: u32, parts: &[&[u8]], len: usize, flags: u32) -> u32 {
+        let mut at = tail.wrapping_add(4);
+        for part in parts {
+            self.copy_in(at, part);
+            at = at.wrapping_add(part.len() as u32);
+        }
+        self.finish_whole(tail, len, flags)
+    }
+
+    /// [`Ring::write_whole`] once the message's bytes are in place.
+    fn finish_whole(&self, tail: u32, len: usize, flags: u32) -> u32 {
+        let end = tail.wrapping_add(span(len) as u32);
+        self.header(end).store(0, Ordering::Relaxed);
+        self.bump(PUTS);
+        self.header(tail)
+            .store(header_word(len, flags), Ordering::Release);
+        end
+    }
+
+    /// Encodes `value` straight into the free space and publishes it, under the producers'
+    /// lock (no copy through a buffer). `Ok(Some(false))`: the deadline passed first.
+    /// `Ok(None)`: nothing was put, take the general path, which encodes first and reports
+    /// encoding errors: the value carries OS handles (they need the side channel), does not
+    /// fit the free space before the ring's end, or fails to encode.
+    fn put_value<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        deadline: Deadline,
+    ) -> Result<Option<bool>> {
+        self.check_broken()?;
+        if !self.lock(WLOCK, deadline)? {
+            return Ok(Some(false));
+        }
+        let _locked = Producing(self);
+        let maxsize = self.word(MAXSIZE).load(Ordering::Relaxed);
+        if maxsize != 0
+            && !self.wait_for(HEAD, PRODUCERS_ASLEEP, deadline, || self.items() < maxsize)
+        {
+            return Ok(Some(false));
+        }
+        let cap = self.capacity();
+        let tail = self.word(TAIL).load(Ordering::Relaxed);
+        let free = |head: u32| cap.saturating_sub(tail.wrapping_sub(head)) as usize;
+        let mut room = free(self.word(HEAD_SEEN).load(Ordering::Relaxed));
+        if room < cap as usize / 2 {
+            let head = self.word(HEAD).load(Ordering::Acquire);
+            self.word(HEAD_SEEN).store(head, Ordering::Relaxed);
+            room = free(head);
+        }
+        // The header word, the padding (3 bytes at most) and the zeroed word after the message
+        // come out of `room`; the bytes must not wrap around the ring's end.
+        let start = (tail & (cap - 1)) as usize + 4;
+        let limit = room
+            .saturating_sub(11)
+            .min((cap as usize).saturating_sub(start))
+            .min(LIMIT);
+        // SAFETY: `start + limit <= cap`, so the writer stays inside the ring; those bytes are
+        // free space that only the holder of the producers' lock writes (consumers read the
+        // header word at `tail` at most, which is before `start`).
+        let at = unsafe { self.data().add(start) };
+        let writer = RingWriter {
+            at,
+            end: unsafe { at.add(limit) },
+        };
+        let Ok(written) = postcard::serialize_with_flavor(value, writer) else {
+            return Ok(None);
+        };
+        let len = written as usize - at as usize;
+        let end = self.finish_whole(tail, len, 0);
+        self.word(TAIL).store(end, Ordering::Release);
+        Ok(Some(true))
     }
 
     /// Appends one message. `Ok(false)`: the deadline passed first (Python's `Full`).
@@ -418,8 +551,8 @@ impl Ring {
             return Err(no_handles());
         };
         let cap = self.capacity();
-        let need = message.len() as u64 + 8;
-        if handles.len() > sys::HANDLES_PER_DATAGRAM || need > cap as u64 {
+        let len = message.len() + 4;
+        if handles.len() > sys::HANDLES_PER_DATAGRAM || !fits_whole(len, cap) {
             return Err(Error::InvalidArgument(format!(
                 "a value carrying {} OS handles in {} bytes does not fit this queue (at most {} \
                  handles, and the ring's {cap} bytes)",
@@ -428,6 +561,7 @@ impl Ring {
                 sys::HANDLES_PER_DATAGRAM
             )));
         }
+        let need = span(len) as u32 + 4;
         self.check_broken()?;
         if !self.lock(WLOCK, deadline)? {
             return Ok(false);
@@ -435,7 +569,7 @@ impl Ring {
         let maxsize = self.word(MAXSIZE).load(Ordering::Relaxed);
         let room = (maxsize == 0
             || self.wait_for(HEAD, PRODUCERS_ASLEEP, deadline, || self.items() < maxsize))
-            && self.wait_for(HEAD, PRODUCERS_ASLEEP, deadline, || self.room(need as u32));
+            && self.wait_for(HEAD, PRODUCERS_ASLEEP, deadline, || self.room(need));
         let mut outcome = Ok(room);
         if room {
             let count = handles.len() as u32;
@@ -443,13 +577,9 @@ impl Ring {
             match sys::send_handles_datagram(&side.send, handles) {
                 Ok(()) => {
                     let tail = self.word(TAIL).load(Ordering::Relaxed);
-                    let header = (message.len() as u32 + 4) | CARRIES_HANDLES;
-                    self.copy_in(tail, &header.to_le_bytes());
-                    self.copy_in(tail.wrapping_add(4), &count.to_le_bytes());
-                    self.copy_in(tail.wrapping_add(8), message);
-                    self.bump(PUTS);
-                    self.word(TAIL)
-                        .store(tail.wrapping_add(need as u32), Ordering::Release);
+                    let parts = [&count.to_le_bytes()[..], message];
+                    let end = self.write_whole(tail, &parts, len, CARRIES_HANDLES);
+                    self.word(TAIL).store(end, Ordering::Release);
                 }
                 Err(e) => {
                     outcome = Err(Error::io(
@@ -476,54 +606,49 @@ impl Ring {
         outcome
     }
 
-    /// Writes the messages one after another and publishes them together (one store of TAIL
-    /// for many messages, instead of moving that cache line between CPUs once per message);
-    /// when the ring is full, publishes what is written and waits for room.
+    /// Writes the messages one after another (each is published by its header word as it is
+    /// written) and moves TAIL once for them all; when the ring is full, moves TAIL, wakes the
+    /// consumers and waits for room.
     fn put_many_locked(&self, messages: &[&[u8]]) -> Result<()> {
         let cap = self.capacity();
         let maxsize = self.word(MAXSIZE).load(Ordering::Relaxed);
         let mut tail = self.word(TAIL).load(Ordering::Relaxed);
-        let mut puts = self.word(PUTS).load(Ordering::Relaxed);
         let mut head = self.word(HEAD_SEEN).load(Ordering::Relaxed);
-        let publish = |tail: u32, puts: u32| {
-            self.word(PUTS).store(puts, Ordering::Release);
-            self.word(TAIL).store(tail, Ordering::Release);
-        };
         for m in messages {
-            if m.len() > LIMIT || (m.len() + 4) as u64 > cap as u64 {
+            if m.len() > LIMIT || !fits_whole(m.len(), cap) {
                 // Longer than the ring: streamed on its own.
-                publish(tail, puts);
+                self.word(TAIL).store(tail, Ordering::Release);
                 self.put_locked(&[m], m.len(), Deadline::after(None), &|| false)?;
                 tail = self.word(TAIL).load(Ordering::Relaxed);
-                puts = self.word(PUTS).load(Ordering::Relaxed);
                 head = self.word(HEAD).load(Ordering::Acquire);
                 continue;
             }
-            let need = m.len() as u32 + 4;
+            let need = span(m.len()) as u32 + 4;
             let full = |head: u32| {
                 cap.checked_sub(tail.wrapping_sub(head))
                     .is_none_or(|free| free < need)
                     || (maxsize != 0
-                        && puts.wrapping_sub(self.word(GETS).load(Ordering::Acquire)) >= maxsize)
+                        && self
+                            .word(PUTS)
+                            .load(Ordering::Relaxed)
+                            .wrapping_sub(self.word(GETS).load(Ordering::Acquire))
+                            >= maxsize)
             };
             if full(head) {
                 head = self.word(HEAD).load(Ordering::Acquire);
             }
             if full(head) {
-                publish(tail, puts);
+                self.word(TAIL).store(tail, Ordering::Release);
                 self.wake(TAIL, CONSUMERS_ASLEEP);
                 self.wait_for(HEAD, PRODUCERS_ASLEEP, Deadline::after(None), || {
                     !full(self.word(HEAD).load(Ordering::Acquire))
                 });
                 head = self.word(HEAD).load(Ordering::Acquire);
             }
-            self.copy_in(tail, &(m.len() as u32).to_le_bytes());
-            self.copy_in(tail.wrapping_add(4), m);
-            tail = tail.wrapping_add(need);
-            puts = puts.wrapping_add(1);
+            tail = self.write_whole(tail, &[m], m.len(), 0);
         }
         self.word(HEAD_SEEN).store(head, Ordering::Relaxed);
-        publish(tail, puts);
+        self.word(TAIL).store(tail, Ordering::Release);
         Ok(())
     }
 
@@ -541,22 +666,16 @@ impl Ring {
             return Ok(false);
         }
         let cap = self.capacity();
-        let header = (len as u32).to_le_bytes();
         let tail = self.word(TAIL).load(Ordering::Relaxed);
-        if (len + 4) as u64 <= cap as u64 {
-            let need = len as u32 + 4;
-            if !self.wait_for(HEAD, PRODUCERS_ASLEEP, deadline, || self.room(need)) {
+        if fits_whole(len, cap) {
+            let need = span(len) as u32 + 4;
+            if !self.room(need)
+                && !self.wait_for(HEAD, PRODUCERS_ASLEEP, deadline, || self.room(need))
+            {
                 return Ok(false);
             }
-            self.copy_in(tail, &header);
-            let mut at = tail.wrapping_add(4);
-            for part in parts {
-                self.copy_in(at, part);
-                at = at.wrapping_add(part.len() as u32);
-            }
-            self.bump(PUTS);
-            self.word(TAIL)
-                .store(tail.wrapping_add(need), Ordering::Release);
+            let end = self.write_whole(tail, parts, len, 0);
+            self.word(TAIL).store(end, Ordering::Release);
             return Ok(true);
         }
         let joined;
@@ -567,33 +686,53 @@ impl Ring {
                 &joined
             }
         };
-        // Longer than the ring: stream it, publishing each chunk as it is written.
+        // Longer than the ring: stream it, publishing each chunk by TAIL as it is written. The
+        // last chunk goes with the padding and the zeroed word after the message (see
+        // `write_whole`), so the last part (`last` bytes at most) waits for room for all that.
         if !self.wait_for(HEAD, PRODUCERS_ASLEEP, deadline, || self.room(4)) {
             return Ok(false);
         }
+        let end_extra = (span(len) - 4 - len as u64) as usize + 4;
+        let last = cap as usize / 2 - end_extra;
         self.word(WSTREAM).store(1, Ordering::Relaxed);
-        self.copy_in(tail, &header);
+        self.header(tail)
+            .store(header_word(len, 0), Ordering::Release);
         let mut at = tail.wrapping_add(4);
         self.word(TAIL).store(at, Ordering::Release);
         self.wake(TAIL, CONSUMERS_ASLEEP);
         let mut rest = message;
         while !rest.is_empty() {
+            let want = if rest.len() <= last {
+                (rest.len() + end_extra) as u32
+            } else {
+                1
+            };
             let room = Deadline::after(Some(LIVENESS_CHECK));
-            if !self.wait_for(HEAD, PRODUCERS_ASLEEP, room, || self.room(1)) {
+            if !self.wait_for(HEAD, PRODUCERS_ASLEEP, room, || self.room(want)) {
                 if abandon() {
                     self.word(BROKEN).store(1, Ordering::Relaxed);
                     return Err(Error::state("the reader of this message is gone"));
                 }
                 continue;
             }
-            let n = ((cap - self.used()) as usize).min(rest.len());
+            let free = (cap - self.used()) as usize;
+            if rest.len() + end_extra <= free {
+                self.copy_in(at, rest);
+                let end = tail.wrapping_add(span(len) as u32);
+                self.header(end).store(0, Ordering::Relaxed);
+                self.bump(PUTS);
+                self.word(WSTREAM).store(0, Ordering::Relaxed);
+                self.word(TAIL).store(end, Ordering::Release);
+                self.wake(TAIL, CONSUMERS_ASLEEP);
+                break;
+            }
+            let n = free.min(rest.len() - last.min(rest.len()));
+            if n == 0 {
+                continue;
+            }
             self.copy_in(at, &rest[..n]);
             at = at.wrapping_add(n as u32);
             rest = &rest[n..];
-            if rest.is_empty() {
-                self.bump(PUTS);
-                self.word(WSTREAM).store(0, Ordering::Relaxed);
-            }
             self.word(TAIL).store(at, Ordering::Release);
             self.wake(TAIL, CONSUMERS_ASLEEP);
         }
@@ -648,25 +787,18 @@ impl Ring {
         // ... then whole messages already published, freed together at the end.
         if failed.is_none() && !out.is_empty() {
             let cap = self.capacity();
-            let tail = self.word(TAIL).load(Ordering::Acquire);
-            self.word(TAIL_SEEN).store(tail, Ordering::Relaxed);
             let mut head = self.word(HEAD).load(Ordering::Relaxed);
             let mut gets = self.word(GETS).load(Ordering::Relaxed);
-            while out.len() < max && tail.wrapping_sub(head) >= 4 {
-                let mut header = [0u8; 4];
-                self.copy_out(head, &mut header);
-                let len = u32::from_le_bytes(header) as usize;
-                if (len + 4) as u64 > cap as u64 || tail.wrapping_sub(head) < 4 + len as u32 {
-                    // Streamed, not whole yet, or carrying handles (a flagged length is over
-                    // the capacity too): left for the next call.
+            while out.len() < max {
+                let raw = self.header(head).load(Ordering::Acquire);
+                let len = raw.wrapping_sub(1) as usize;
+                if raw == 0 || raw & CARRIES_HANDLES != 0 || !fits_whole(len, cap) {
+                    // Nothing more yet, or streamed, or carrying handles: left for the next
+                    // call.
                     break;
                 }
-                let start = head.wrapping_add(4);
-                out.push(match self.contiguous(start, len) {
-                    Some(bytes) => f(Cow::Borrowed(bytes)),
-                    None => f(Cow::Owned(self.copy_out_new(start, len))),
-                });
-                head = start.wrapping_add(len as u32);
+                out.push(self.read_message(head.wrapping_add(4), len, &mut f));
+                head = head.wrapping_add(span(len) as u32);
                 gets = gets.wrapping_add(1);
             }
             self.word(GETS).store(gets, Ordering::Release);
@@ -695,7 +827,7 @@ impl Ring {
         let Some(side) = &self.side else {
             return Err(broken());
         };
-        if len < 4 || len as u64 + 4 > self.capacity() as u64 {
+        if len < 4 || !fits_whole(len, self.capacity()) {
             return Err(broken());
         }
         let mut count = [0u8; 4];
@@ -703,14 +835,12 @@ impl Ring {
         let count = u32::from_le_bytes(count) as usize;
         self.word(RHANDLES).store(1, Ordering::Relaxed);
         let handles = sys::recv_handles_datagram(&side.recv, count).map_err(|_| broken())?;
-        let start = head.wrapping_add(8);
-        let out = wire::with_handles(handles, || match self.contiguous(start, len - 4) {
-            Some(bytes) => f(Cow::Borrowed(bytes)),
-            None => f(Cow::Owned(self.copy_out_new(start, len - 4))),
+        let out = wire::with_handles(handles, || {
+            self.read_message(head.wrapping_add(8), len - 4, f)
         });
         self.bump(GETS);
         self.word(HEAD)
-            .store(head.wrapping_add(4 + len as u32), Ordering::Release);
+            .store(head.wrapping_add(span(len) as u32), Ordering::Release);
         self.word(RHANDLES).store(0, Ordering::Relaxed);
         Ok(Some(out))
     }
@@ -720,37 +850,38 @@ impl Ring {
         deadline: Deadline,
         f: impl FnOnce(Cow<'_, [u8]>) -> R,
     ) -> Result<Option<R>> {
-        if !self.wait_for(TAIL, CONSUMERS_ASLEEP, deadline, || self.ready(4)) {
-            return Ok(None);
-        }
-        let cap = self.capacity();
         let head = self.word(HEAD).load(Ordering::Relaxed);
-        let mut header = [0u8; 4];
-        self.copy_out(head, &mut header);
-        let raw = u32::from_le_bytes(header);
-        if raw & CARRIES_HANDLES != 0 {
-            return self.get_with_handles(head, (raw & !CARRIES_HANDLES) as usize, f);
+        let word = self.header(head);
+        let mut raw = word.load(Ordering::Acquire);
+        if raw == 0 {
+            if !self.wait_for(TAIL, CONSUMERS_ASLEEP, deadline, || {
+                raw = word.load(Ordering::Acquire);
+                raw != 0
+            }) {
+                return Ok(None);
+            }
         }
-        let len = raw as usize;
+        if raw & CARRIES_HANDLES != 0 {
+            let len = (raw & !CARRIES_HANDLES).wrapping_sub(1) as usize;
+            return self.get_with_handles(head, len, f);
+        }
+        let len = raw as usize - 1;
         if len > LIMIT {
             self.word(BROKEN).store(1, Ordering::Relaxed);
             return Err(Error::Codec(format!(
                 "a queue message announces {len} bytes, more than the {LIMIT}-byte limit"
             )));
         }
-        if (len + 4) as u64 <= cap as u64 {
+        if fits_whole(len, self.capacity()) {
             // A message that fits was published whole.
-            let start = head.wrapping_add(4);
-            let out = match self.contiguous(start, len) {
-                Some(bytes) => f(Cow::Borrowed(bytes)),
-                None => f(Cow::Owned(self.copy_out_new(start, len))),
-            };
+            let out = self.read_message(head.wrapping_add(4), len, f);
             self.bump(GETS);
             self.word(HEAD)
-                .store(head.wrapping_add(4 + len as u32), Ordering::Release);
+                .store(head.wrapping_add(span(len) as u32), Ordering::Release);
             return Ok(Some(out));
         }
-        // A streamed message: take it chunk by chunk, freeing space as we go.
+        // A streamed message: take it chunk by chunk as TAIL publishes it, freeing space as we
+        // go (the padding after it comes with its last chunk).
         let mut message = vec![0u8; len];
         self.word(RSTREAM).store(1, Ordering::Relaxed);
         let mut at = head.wrapping_add(4);
@@ -761,7 +892,7 @@ impl Ring {
                 TAIL,
                 CONSUMERS_ASLEEP,
                 Deadline::after(Some(LIVENESS_CHECK)),
-                || self.ready(1),
+                || self.published(1),
             ) {
                 let writer = self.word(WLOCK).load(Ordering::Relaxed) & !(1 << 31);
                 if writer == 0 || !sys::process_alive(writer) {
@@ -777,6 +908,7 @@ impl Ring {
             filled += n;
             at = at.wrapping_add(n as u32);
             if filled == len {
+                at = head.wrapping_add(span(len) as u32);
                 self.bump(GETS);
                 self.word(RSTREAM).store(0, Ordering::Relaxed);
             }
@@ -787,7 +919,60 @@ impl Ring {
     }
 }
 
-/// Encodes a value for a queue, refusing OS handles (they cannot travel through shared memory).
+/// Holds the producers' lock of a ring; releasing it (also when a `Serialize` impl panics while
+/// it encodes into the ring) wakes the consumers.
+struct Producing<'a>(&'a Ring);
+
+impl Drop for Producing<'_> {
+    fn drop(&mut self) {
+        self.0.unlock(WLOCK);
+        self.0.wake(TAIL, CONSUMERS_ASLEEP);
+    }
+}
+
+/// Where [`Ring::put_value`] encodes: the free bytes `at..end` of a ring.
+struct RingWriter {
+    at: *mut u8,
+    end: *mut u8,
+}
+
+impl postcard::ser_flavors::Flavor for RingWriter {
+    /// Where the encoding ended.
+    type Output = *mut u8;
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        if self.at == self.end {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        // SAFETY: `at < end`, and `at..end` is free space of the ring that only this writer
+        // (under the producers' lock) writes (see `Ring::put_value`).
+        unsafe {
+            self.at.write(byte);
+            self.at = self.at.add(1);
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
+        if (self.end as usize - self.at as usize) < bytes.len() {
+            return Err(postcard::Error::SerializeBufferFull);
+        }
+        // SAFETY: as in `try_push`: `bytes.len()` bytes fit between `at` and `end`; `bytes` is
+        // the serializer's own data, not ring memory.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.at, bytes.len());
+            self.at = self.at.add(bytes.len());
+        }
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<*mut u8> {
+        Ok(self.at)
+    }
+}
+
 /// Why a value carrying OS handles was refused.
 fn no_handles() -> Error {
     Error::Codec(
@@ -915,13 +1100,23 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             return Err(closed());
         }
         let deadline = Deadline::after(if block { timeout } else { Some(Duration::ZERO) });
-        let put = with_encoded(value, |message, handles| {
-            if handles.is_empty() {
-                self.ring.put(message, deadline)
-            } else {
-                self.ring.put_with_handles(message, handles, deadline)
+        let put = match self.ring.put_value(value, deadline)? {
+            Some(put) => put,
+            None => {
+                let put = with_encoded(value, |message, handles| {
+                    if handles.is_empty() {
+                        self.ring.put(message, deadline)
+                    } else {
+                        self.ring.put_with_handles(message, handles, deadline)
+                    }
+                })?;
+                // The attempt in the ring may have left the text of an error it met (a handle
+                // refused: no side table was being filled); the general path succeeded, so
+                // drop it rather than let a later, unrelated error report it.
+                let _ = wire::decode::<u8>(&[]);
+                put
             }
-        })?;
+        };
         if put { Ok(()) } else { Err(Error::Full) }
     }
 
