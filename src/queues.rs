@@ -186,8 +186,13 @@ impl Ring {
         Ok(ring)
     }
 
+    #[inline]
     fn word(&self, i: usize) -> &AtomicU32 {
-        &self.region.words()[i]
+        assert!(i < HEADER_WORDS);
+        // SAFETY: the region (page-aligned, so 4-byte aligned) starts with HEADER_WORDS words
+        // and lives as long as `self`; `i` is one of the constants above (the assertion folds
+        // away).
+        unsafe { &*(self.region.base() as *const AtomicU32).add(i) }
     }
 
     fn capacity(&self) -> u32 {
@@ -343,11 +348,10 @@ impl Ring {
         puts.wrapping_sub(gets).min(i32::MAX as u32)
     }
 
+    #[inline]
     fn check_broken(&self) -> Result<()> {
         if self.word(BROKEN).load(Ordering::Relaxed) != 0 {
-            return Err(Error::state(
-                "the queue is broken: a process died in the middle of a message",
-            ));
+            return Err(broken());
         }
         Ok(())
     }
@@ -355,24 +359,33 @@ impl Ring {
     /// Takes the producers' or consumers' lock. A holder that died between messages left
     /// nothing half-done (counters move only when a message is complete), so that is no error;
     /// one that died inside a streamed message set BROKEN first.
+    #[inline]
     fn lock(&self, which: usize, deadline: Deadline) -> Result<bool> {
+        match lock_word(&self.region, self.word(which), true, deadline.remaining()) {
+            Err(Error::OwnerDied { .. }) => self.lock_after_death(which, deadline),
+            other => other,
+        }
+    }
+
+    /// [`Ring::lock`] after lock_word found the holder dead (and freed the lock).
+    #[cold]
+    fn lock_after_death(&self, which: usize, deadline: Deadline) -> Result<bool> {
         let (streaming, handles) = if which == WLOCK {
             (WSTREAM, WHANDLES)
         } else {
             (RSTREAM, RHANDLES)
         };
         loop {
+            // Dead inside a streamed message, or between handles and their message: the ring
+            // and its side channel no longer agree.
+            if self.word(streaming).load(Ordering::Relaxed) != 0
+                || self.word(handles).load(Ordering::Relaxed) != 0
+            {
+                self.word(BROKEN).store(1, Ordering::Relaxed);
+            }
+            self.check_broken()?;
             match lock_word(&self.region, self.word(which), true, deadline.remaining()) {
-                Err(Error::OwnerDied { .. }) => {
-                    // Dead inside a streamed message, or between handles and their message:
-                    // the ring and its side channel no longer agree.
-                    if self.word(streaming).load(Ordering::Relaxed) != 0
-                        || self.word(handles).load(Ordering::Relaxed) != 0
-                    {
-                        self.word(BROKEN).store(1, Ordering::Relaxed);
-                    }
-                    self.check_broken()?
-                }
+                Err(Error::OwnerDied { .. }) => {}
                 other => return other,
             }
         }
@@ -897,9 +910,7 @@ impl Ring {
                 let writer = self.word(WLOCK).load(Ordering::Relaxed) & !(1 << 31);
                 if writer == 0 || !sys::process_alive(writer) {
                     self.word(BROKEN).store(1, Ordering::Relaxed);
-                    return Err(Error::state(
-                        "the queue is broken: a process died in the middle of a message",
-                    ));
+                    return Err(broken());
                 }
                 continue;
             }
@@ -971,6 +982,11 @@ impl postcard::ser_flavors::Flavor for RingWriter {
     fn finalize(self) -> postcard::Result<*mut u8> {
         Ok(self.at)
     }
+}
+
+#[cold]
+fn broken() -> Error {
+    Error::state("the queue is broken: a process died in the middle of a message")
 }
 
 /// Why a value carrying OS handles was refused.
