@@ -397,6 +397,73 @@ pub(crate) fn decode_append<T: DeserializeOwned>(chunk: &[u8], out: &mut Vec<T>)
     }
 }
 
+/// Applies `f` to each element of a chunk, encoding the results as a chunk in `out` (a buffer
+/// to reuse). A fixed-width chunk goes from one buffer to the other in one pass, with no
+/// vector of items or of results in between.
+pub(crate) fn map_into<I: DeserializeOwned, R: Serialize>(
+    chunk: &[u8],
+    mut f: impl FnMut(I) -> R,
+    out: Vec<u8>,
+) -> Result<Vec<u8>> {
+    match chunk.split_last() {
+        Some((&tag, body)) if tag != POSTCARD => {
+            macro_rules! fixed {
+                ($($tag:literal => $ty:ty, $variant:ident);* $(;)?) => {
+                    match tag {
+                        $($tag => map_fixed::<I, R, { std::mem::size_of::<$ty>() }>(
+                            body,
+                            |b| Prim::$variant(<$ty>::from_le_bytes(b)),
+                            &mut f,
+                            out,
+                        ),)*
+                        _ => Err(malformed(chunk.len())),
+                    }
+                };
+            }
+            fixed! {
+                1 => u8, U8;
+                2 => u16, U16;
+                3 => u32, U32;
+                4 => u64, U64;
+                5 => i8, I8;
+                6 => i16, I16;
+                7 => i32, I32;
+                8 => i64, I64;
+                9 => f32, F32;
+                10 => f64, F64;
+            }
+        }
+        _ => {
+            let items: Vec<I> = decode(chunk)?;
+            let results: Vec<R> = items.into_iter().map(f).collect();
+            encode_into(&mut results.iter(), results.len(), out)
+        }
+    }
+}
+
+fn map_fixed<I: DeserializeOwned, R: Serialize, const W: usize>(
+    body: &[u8],
+    read: impl Fn([u8; W]) -> Prim,
+    f: &mut impl FnMut(I) -> R,
+    out: Vec<u8>,
+) -> Result<Vec<u8>> {
+    if !body.len().is_multiple_of(W) {
+        return Err(malformed(body.len() + 1));
+    }
+    let mut failed = None;
+    let mut items = body.chunks_exact(W).map_while(|b| {
+        let mut a = [0u8; W];
+        a.copy_from_slice(b);
+        element::<I>(read(a)).map_err(|e| failed = Some(e)).ok()
+    });
+    // An element that does not decode ends the items early: its error, not the shortfall's.
+    let encoded = encode_into(&mut (&mut items).map(f), body.len() / W, out);
+    match failed {
+        Some(e) => Err(e),
+        None => encoded,
+    }
+}
+
 /// Decodes a chunk.
 pub(crate) fn decode<T: DeserializeOwned>(chunk: &[u8]) -> Result<Vec<T>> {
     let mut out = Vec::with_capacity(count(chunk));
@@ -660,6 +727,33 @@ mod tests {
         assert!(decode::<Narrow>(&chunk).is_err());
         assert!(decode::<u32>(&chunk).is_err());
         assert!(decode::<String>(&chunk).is_err());
+    }
+
+    #[test]
+    fn map_into_applies_the_function_on_either_form() {
+        let items: Vec<u64> = (0..1000).collect();
+        let chunk = encode_into(&mut items.iter(), 1000, Vec::new()).expect("encodes");
+        let out = map_into(&chunk, |x: u64| x as f64 / 2.0, Vec::new()).expect("maps");
+        let back: Vec<f64> = decode(&out).expect("decodes");
+        assert_eq!(
+            back,
+            items.iter().map(|&x| x as f64 / 2.0).collect::<Vec<_>>()
+        );
+        // Results of another shape, from fixed-width items.
+        let out = map_into(&chunk, |x: u64| x.to_string(), Vec::new()).expect("maps");
+        assert_eq!(out.last(), Some(&POSTCARD));
+        assert_eq!(decode::<String>(&out).expect("decodes")[999], "999");
+        // Postcard items.
+        let pairs = [(1u32, 2u32), (3, 4)];
+        let chunk = encode_into(&mut pairs.iter(), 2, Vec::new()).expect("encodes");
+        let out = map_into(&chunk, |(a, b): (u32, u32)| a + b, Vec::new()).expect("maps");
+        assert_eq!(decode::<u32>(&out).expect("decodes"), [3, 7]);
+        // An item its type refuses, part-way: that error, not a short chunk.
+        let chunk = encode_into(&mut [1u64, u64::MAX, 3].into_iter(), 3, Vec::new()).expect("ok");
+        match map_into(&chunk, |x: Narrow| x.0, Vec::new()) {
+            Err(Error::Codec(m)) => assert!(!m.contains("ended"), "{m}"),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

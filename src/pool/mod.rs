@@ -280,9 +280,7 @@ fn run_chunk<I: DeserializeOwned, R: Serialize>(
     args: &[u8],
     f: impl FnMut(I) -> R,
 ) -> Result<Vec<u8>> {
-    let items: Vec<I> = chunk::decode(args)?;
-    let out: Vec<R> = items.into_iter().map(f).collect();
-    chunk::encode_into(&mut out.iter(), out.len(), wire::spare_buffer())
+    chunk::map_into(args, f, wire::spare_buffer())
 }
 
 /// One `map` chunk: `f(x)` for each `x`. (Decoding the items as one-field tuples for
