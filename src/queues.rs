@@ -499,28 +499,83 @@ impl Ring {
             self.word(HEAD_SEEN).store(head, Ordering::Relaxed);
             room = free(head);
         }
-        // The header word, the padding (3 bytes at most) and the zeroed word after the message
-        // come out of `room`; the bytes must not wrap around the ring's end.
-        let start = (tail & (cap - 1)) as usize + 4;
-        let limit = room
-            .saturating_sub(11)
-            .min((cap as usize).saturating_sub(start))
-            .min(LIMIT);
-        // SAFETY: `start + limit <= cap`, so the writer stays inside the ring; those bytes are
-        // free space that only the holder of the producers' lock writes (consumers read the
-        // header word at `tail` at most, which is before `start`).
-        let at = unsafe { self.data().add(start) };
-        let writer = RingWriter {
-            at,
-            end: unsafe { at.add(limit) },
-        };
-        let Ok(written) = postcard::serialize_with_flavor(value, writer) else {
+        let Some(len) = self.encode_at(tail, room, value) else {
             return Ok(None);
         };
-        let len = written as usize - at as usize;
         let end = self.finish_whole(tail, len, 0);
         self.word(TAIL).store(end, Ordering::Release);
         Ok(Some(true))
+    }
+
+    /// Under the producers' lock: encodes `value` as the bytes of a message at `at` (a
+    /// position of free space, `room` bytes of which are free), leaving its header word alone;
+    /// returns its length. `None` (nothing published): it does not fit `room` with its header,
+    /// padding and the word after it, or before the ring's end, or does not encode.
+    fn encode_at<T: Serialize + ?Sized>(&self, at: u32, room: usize, value: &T) -> Option<usize> {
+        let cap = self.capacity() as usize;
+        let start = (at as usize & (cap - 1)) + 4;
+        let limit = room
+            .saturating_sub(11)
+            .min(cap.saturating_sub(start))
+            .min(LIMIT);
+        // SAFETY: `start + limit <= cap`, so the writer stays inside the ring; those bytes are
+        // free space that only the holder of the producers' lock writes (consumers read the
+        // header word at `at` at most, which is before `start`).
+        let begin = unsafe { self.data().add(start) };
+        let writer = RingWriter {
+            at: begin,
+            end: unsafe { begin.add(limit) },
+        };
+        let end = postcard::serialize_with_flavor(value, writer).ok()?;
+        Some(end as usize - begin as usize)
+    }
+
+    /// [`Ring::put_value`] for several values, all published at once (the first one's header
+    /// word is stored last). `Ok(false)`: nothing was put, take the general path (a value
+    /// does not encode or carries handles, the batch does not fit the free space before the
+    /// ring's end, or the queue is bounded).
+    fn put_values<T: Serialize>(&self, values: &[&T]) -> Result<bool> {
+        let Some((first, rest)) = values.split_first() else {
+            return Ok(true);
+        };
+        if self.word(MAXSIZE).load(Ordering::Relaxed) != 0 {
+            return Ok(false);
+        }
+        self.check_broken()?;
+        self.lock(WLOCK, Deadline::after(None))?;
+        let _locked = Producing(self);
+        let cap = self.capacity();
+        let tail = self.word(TAIL).load(Ordering::Relaxed);
+        let free = |head: u32| cap.saturating_sub(tail.wrapping_sub(head)) as usize;
+        let mut room = free(self.word(HEAD_SEEN).load(Ordering::Relaxed));
+        if room < cap as usize / 2 {
+            let head = self.word(HEAD).load(Ordering::Acquire);
+            self.word(HEAD_SEEN).store(head, Ordering::Relaxed);
+            room = free(head);
+        }
+        let Some(first_len) = self.encode_at(tail, room, *first) else {
+            return Ok(false);
+        };
+        let mut at = tail.wrapping_add(span(first_len) as u32);
+        room -= span(first_len) as usize;
+        for value in rest {
+            let Some(len) = self.encode_at(at, room, *value) else {
+                return Ok(false);
+            };
+            // Not visible yet: consumers stop at the first message's header word, still 0.
+            self.header(at)
+                .store(header_word(len, 0), Ordering::Relaxed);
+            at = at.wrapping_add(span(len) as u32);
+            room -= span(len) as usize;
+        }
+        self.header(at).store(0, Ordering::Relaxed);
+        let puts = self.word(PUTS).load(Ordering::Relaxed);
+        self.word(PUTS)
+            .store(puts.wrapping_add(values.len() as u32), Ordering::Release);
+        self.header(tail)
+            .store(header_word(first_len, 0), Ordering::Release);
+        self.word(TAIL).store(at, Ordering::Release);
+        Ok(true)
     }
 
     /// Appends one message. `Ok(false)`: the deadline passed first (Python's `Full`).
@@ -1154,9 +1209,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         if self.closed {
             return Err(closed());
         }
+        let values: Vec<&T> = values.into_iter().collect();
+        if self.ring.put_values(&values)? {
+            return Ok(());
+        }
         let mut buf = SCRATCH.take();
         buf.clear();
-        let mut ends = Vec::new();
+        let mut ends = Vec::with_capacity(values.len());
         for value in values {
             buf = encode_into(value, buf)?;
             ends.push(buf.len());
@@ -1170,6 +1229,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let put = self.ring.put_many(&messages);
         drop(messages);
         SCRATCH.set(buf);
+        // As in `put_timeout`: drop an error text the attempt in the ring may have left.
+        let _ = wire::decode::<u8>(&[]);
         put
     }
 
@@ -1213,13 +1274,26 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         if self.closed {
             return Err(closed());
         }
-        let values = self
+        let mut values = Vec::with_capacity(max.min(64));
+        let mut failed = None;
+        let got = self
             .ring
-            .get_many_with(max, Deadline::after(timeout), |m| wire::decode::<T>(&m))?;
-        if values.is_empty() && max > 0 {
+            .get_many_with(max, Deadline::after(timeout), |m| {
+                match wire::decode::<T>(&m) {
+                    Ok(value) => values.push(value),
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
+            })?
+            .len();
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if got == 0 && max > 0 {
             return Err(Error::Empty);
         }
-        values.into_iter().collect()
+        Ok(values)
     }
 
     /// The number of items put and not yet taken (exact at the moment it is read).

@@ -14,19 +14,6 @@ use std::process::{Command, Stdio};
 use multiprocess::Error;
 use multiprocess::connection::{Address, Listener, client};
 
-/// Starts the leak-checked part of a test after Winsock's first use in this process, which
-/// leaves handles of its own open for the life of the process (Windows; nothing on Unix).
-fn start() -> common::Guard {
-    #[cfg(windows)]
-    if let Ok(l) = std::net::TcpListener::bind("127.0.0.1:0") {
-        if let Ok(addr) = l.local_addr() {
-            let _ = std::net::TcpStream::connect(addr);
-            let _ = l.accept();
-        }
-    }
-    common::start()
-}
-
 fn tcp() -> Option<Address> {
     Some(Address::Tcp("127.0.0.1:0".parse().unwrap()))
 }
@@ -59,7 +46,7 @@ fn k07_handshake_between_our_ends() {
 
 fn handshake_between_our_ends(address: Option<Address>) {
     multiprocess::init_test();
-    let _g = start();
+    let _g = common::start_with_sockets();
     let listener = Listener::bind(address, Some(b"secret")).unwrap();
     let address = listener.address().clone();
     let t = std::thread::spawn(move || {
@@ -90,7 +77,7 @@ fn handshake_between_our_ends(address: Option<Address>) {
 #[test]
 fn k07_bad_peers() {
     multiprocess::init_test();
-    let _g = start();
+    let _g = common::start_with_sockets();
     let listener = Listener::bind(tcp(), Some(b"k")).unwrap();
     let Address::Tcp(addr) = listener.address().clone() else {
         unreachable!()

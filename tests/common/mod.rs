@@ -15,6 +15,20 @@ pub struct Guard {
     _lock: MutexGuard<'static, ()>,
 }
 
+/// Like [`start`], for a test that uses sockets: first makes Winsock's first use in this
+/// process, which leaves handles of its own open for the life of the process (Windows; nothing
+/// on Unix).
+pub fn start_with_sockets() -> Guard {
+    #[cfg(windows)]
+    if let Ok(l) = std::net::TcpListener::bind("127.0.0.1:0") {
+        if let Ok(addr) = l.local_addr() {
+            let _ = std::net::TcpStream::connect(addr);
+            let _ = l.accept();
+        }
+    }
+    start()
+}
+
 /// Starts a leak-checked test: `let _g = common::start();` right after
 /// `multiprocess::init_test()`.
 ///
