@@ -63,7 +63,7 @@ use crate::registry::{Target, call_target};
 use crate::sys::Region;
 use crate::sys::image;
 use crate::wire;
-use result::{Done, JobCore, Outcome, Payload, decode_chunks, decode_one};
+use result::{Done, JobCore, Outcome, Payload, collect_chunks, decode_chunks, decode_one};
 use worker::{Code, Failure, INIT, Link, Order, OrderHead, Reply, Setup, split, worker_main};
 
 /// The most tasks a worker holds at once (one running, the rest waiting in its ring); a
@@ -74,6 +74,9 @@ const DEPTH: usize = 32;
 const RING_BYTES: usize = 8 << 20;
 /// Replies a reader takes at once.
 const REPLY_BATCH: usize = 64;
+/// A map of at most this many chunks is decoded chunk by chunk as the chunks come (more
+/// would mean a wake-up of the caller per small chunk).
+const EAGER_CHUNKS: usize = 64;
 /// How often a waiting reader checks that its worker is alive.
 const LIVENESS_CHECK: Duration = Duration::from_millis(100);
 
@@ -888,6 +891,7 @@ impl Pool {
             job,
             pool: Arc::downgrade(&self.shared),
             decode,
+            collect: None,
             _r: PhantomData,
         }
     }
@@ -1078,7 +1082,11 @@ impl Pool {
                 batch_bytes = 0;
             }
         }
-        Ok(self.result(job, decode_chunks::<R>))
+        let mut result = self.result(job, decode_chunks::<R>);
+        if count <= EAGER_CHUNKS {
+            result.collect = Some(collect_chunks::<R>);
+        }
+        Ok(result)
     }
 
     /// `f(x)` for every item, yielded in input order as they complete (Python's `imap`). The

@@ -53,6 +53,8 @@ struct JobState {
     cancelled: bool,
     /// Whether a waiter wants every result as it comes (imap), not just the last one.
     progressive: bool,
+    /// Whether a `get` of a map decodes each chunk as it comes (see [`collect_chunks`]).
+    eager: bool,
 }
 
 fn lock(m: &Mutex<JobState>) -> MutexGuard<'_, JobState> {
@@ -79,6 +81,7 @@ impl JobCore {
                 on_done,
                 cancelled: false,
                 progressive: total.is_none(),
+                eager: false,
             }),
             cond: Condvar::new(),
             progress,
@@ -102,7 +105,7 @@ impl JobCore {
             st.completed.push_back(index); // for imap_unordered
         }
         let done = st.total == Some(st.filled);
-        let wake = done || st.progressive;
+        let wake = done || st.progressive || st.eager;
         let callback = if done { st.on_done.take() } else { None };
         let snapshot: Option<Vec<Outcome>> = callback
             .as_ref()
@@ -186,12 +189,17 @@ impl JobCore {
     }
 }
 
+/// A `get` that waits and decodes in its own way (see [`collect_chunks`]).
+pub(crate) type Collect<R> = fn(&JobCore, Option<Duration>) -> Result<R>;
+
 /// The result of [`Pool::apply_async`](super::Pool::apply_async) or
 /// [`Pool::map_async`](super::Pool::map_async): Python's `AsyncResult`.
 pub struct AsyncResult<R> {
     pub(crate) job: Arc<JobCore>,
     pub(crate) pool: Weak<Shared>,
     pub(crate) decode: fn(&[&Outcome]) -> Result<R>,
+    /// How `get` waits and decodes, when not all at the end (a map of a few large chunks).
+    pub(crate) collect: Option<Collect<R>>,
     pub(crate) _r: PhantomData<fn() -> R>,
 }
 
@@ -209,6 +217,9 @@ impl<R> AsyncResult<R> {
     /// task's own error: [`Error::Panicked`], [`Error::WorkerLost`], [`Error::Timeout`] (the
     /// task's own time limit), [`Error::Cancelled`], [`Error::Codec`].
     pub fn get(&self, timeout: Option<Duration>) -> Result<R> {
+        if let Some(collect) = self.collect {
+            return collect(&self.job, timeout);
+        }
         let (st, ready) = self.job.wait_until(timeout, JobCore::ready);
         if !ready {
             return Err(Error::Timeout);
@@ -277,6 +288,61 @@ pub(crate) fn decode_chunks<R: DeserializeOwned>(outcomes: &[&Outcome]) -> Resul
         }
     }
     Ok(all)
+}
+
+/// [`AsyncResult::get`] of a map of a few large chunks: decodes each chunk, in order, as soon
+/// as it is there, while the workers are still on the next ones (rather than all of them once
+/// the last has come). As [`decode_chunks`]: the first failed chunk's error wins, and it is
+/// reported once the whole job is ready.
+pub(crate) fn collect_chunks<R: DeserializeOwned>(
+    job: &JobCore,
+    timeout: Option<Duration>,
+) -> Result<Vec<R>> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let mut all: Vec<R> = Vec::new();
+    let mut next = 0;
+    let mut failed = None;
+    let mut st = lock(&job.state);
+    loop {
+        while failed.is_none() {
+            match st.slots.get(next) {
+                Some(Some(Ok(bytes))) => {
+                    if next == 0 {
+                        // Chunks are the size of the first, but for the last.
+                        let chunks = st.total.unwrap_or(1).max(1);
+                        all.reserve(chunk::count(bytes).saturating_mul(chunks));
+                    }
+                    if let Err(e) = chunk::decode_append(bytes, &mut all) {
+                        failed = Some(e);
+                    }
+                    next += 1;
+                }
+                Some(Some(Err(f))) => failed = Some(f.to_error()),
+                _ => break,
+            }
+        }
+        if JobCore::ready(&st) {
+            break;
+        }
+        st.eager = true;
+        st = match deadline {
+            None => job.cond.wait(st).unwrap_or_else(|e| e.into_inner()),
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(Error::Timeout);
+                }
+                job.cond
+                    .wait_timeout(st, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            }
+        };
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(all),
+    }
 }
 
 /// Produces the next encoded chunk of an `imap` input, or `None` at its end.
@@ -391,6 +457,54 @@ impl<R> Drop for IMap<'_, R> {
         if !self.input_done || self.taken < self.submitted {
             lock(&self.job.state).cancelled = true;
             self.pool.cancel_queued(&self.job);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk_of(items: &[u64]) -> Outcome {
+        let message =
+            super::chunk::encode_into(&mut items.iter(), items.len(), Vec::new()).expect("encodes");
+        Ok(Payload { message, start: 0 })
+    }
+
+    /// A map's `get` decodes chunks as they come, in any order of arrival, and gives them in
+    /// index order.
+    #[test]
+    fn chunks_are_collected_in_order_as_they_come() {
+        let job = JobCore::new(Some(3), None);
+        let setter = {
+            let job = job.clone();
+            std::thread::spawn(move || {
+                for (i, items) in [(1, vec![3u64, 4]), (0, vec![1, 2]), (2, vec![5])] {
+                    std::thread::sleep(Duration::from_millis(20));
+                    job.set(i, chunk_of(&items));
+                }
+            })
+        };
+        let all: Vec<u64> = collect_chunks(&job, None).expect("collects");
+        assert_eq!(all, [1, 2, 3, 4, 5]);
+        setter.join().expect("setter");
+        // Again, from the kept bytes.
+        assert_eq!(collect_chunks::<u64>(&job, None).expect("again"), all);
+    }
+
+    /// The first failed chunk's error wins, once the whole job is ready; a timeout leaves the
+    /// job going.
+    #[test]
+    fn a_failed_chunk_is_reported_when_the_job_is_ready() {
+        let job = JobCore::new(Some(3), None);
+        job.set(0, chunk_of(&[1]));
+        job.set(2, Err(Failure::Panicked("second".into())));
+        let early = collect_chunks::<u64>(&job, Some(Duration::from_millis(30)));
+        assert!(matches!(early, Err(Error::Timeout)), "{early:?}");
+        job.set(1, Err(Failure::Panicked("first".into())));
+        match collect_chunks::<u64>(&job, Some(Duration::from_secs(5))) {
+            Err(Error::Panicked { message }) => assert_eq!(message, "first"),
+            other => panic!("{other:?}"),
         }
     }
 }
