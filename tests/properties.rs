@@ -8,10 +8,44 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::{Mutex, OnceLock, mpsc};
 
 use multiprocess::connection::{Address, Listener, client};
 use multiprocess::{Connection, Error};
 use proptest::prelude::*;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs `f` on the one thread that plays the raw peer in every case, and returns a receiver
+/// of its result. (A thread per case would leave Wine's per-thread socket state to be freed
+/// after the case's leak check.)
+fn on_peer<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> mpsc::Receiver<R> {
+    static PEER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    let jobs = PEER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::spawn(move || {
+            for job in rx {
+                job();
+            }
+        });
+        Mutex::new(tx)
+    });
+    let (tx, rx) = mpsc::channel();
+    let job: Job = Box::new(move || {
+        let _ = tx.send(f());
+    });
+    jobs.lock().unwrap().send(job).unwrap();
+    rx
+}
+
+/// Starts a case: this thread and the peer thread have used sockets before resources are
+/// counted.
+fn start() -> common::Guard {
+    common::start_with(|| {
+        common::warm_sockets();
+        on_peer(common::warm_sockets).recv().unwrap();
+    })
+}
 
 fn loopback() -> Option<Address> {
     Some(Address::Tcp("127.0.0.1:0".parse().unwrap()))
@@ -75,7 +109,7 @@ proptest! {
     #[test]
     fn decoder_takes_any_bytes(bytes in stream_bytes(), limit in prop::option::of(0usize..400), into in any::<bool>()) {
         multiprocess::init_test();
-        let _g = common::start_with_sockets();
+        let _g = start();
         let conn = fed(&bytes);
         let mut buf = vec![0u8; 200];
         for _ in 0..bytes.len() + 1 {
@@ -96,19 +130,19 @@ proptest! {
     #[test]
     fn frames_are_cpythons(payloads in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..70_000), 0..6)) {
         multiprocess::init_test();
-        let _g = common::start_with_sockets();
+        let _g = start();
         let listener = Listener::bind(loopback(), None).unwrap();
         let mut raw = TcpStream::connect(tcp_address(&listener)).unwrap();
         let conn = listener.accept().unwrap();
         let expected = cpython_frames(&payloads);
-        let reader = std::thread::spawn(move || {
+        let reader = on_peer(move || {
             let mut got = vec![0u8; expected.len()];
             raw.read_exact(&mut got).map(|()| (got == expected, raw))
         });
         for p in &payloads {
             conn.send_bytes(p).unwrap();
         }
-        let (same, mut raw) = reader.join().unwrap().unwrap();
+        let (same, mut raw) = reader.recv().unwrap().unwrap();
         prop_assert!(same);
         // And back: CPython's frames decode as the same payloads.
         raw.write_all(&cpython_frames(&payloads)).unwrap();
@@ -121,10 +155,10 @@ proptest! {
     #[test]
     fn listener_refuses_any_answer(answer in stream_bytes()) {
         multiprocess::init_test();
-        let _g = common::start_with_sockets();
+        let _g = start();
         let listener = Listener::bind(loopback(), Some(b"secret")).unwrap();
         let mut peer = TcpStream::connect(tcp_address(&listener)).unwrap();
-        let writer = std::thread::spawn(move || {
+        let writer = on_peer(move || {
             let _ = peer.write_all(&answer);
             let _ = peer.shutdown(Shutdown::Write);
             // Drain what the listener says, until it hangs up.
@@ -132,23 +166,23 @@ proptest! {
         });
         prop_assert!(listener.accept().is_err());
         drop(listener);
-        writer.join().unwrap();
+        writer.recv().unwrap();
     }
 
     /// A server that sends arbitrary bytes instead of a challenge is refused with an error.
     #[test]
     fn client_refuses_any_challenge(challenge in stream_bytes()) {
         multiprocess::init_test();
-        let _g = common::start_with_sockets();
+        let _g = start();
         let server = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = Address::Tcp(server.local_addr().unwrap());
-        let talker = std::thread::spawn(move || {
+        let talker = on_peer(move || {
             let (mut s, _) = server.accept().unwrap();
             let _ = s.write_all(&challenge);
             let _ = s.shutdown(Shutdown::Write);
             let _ = std::io::copy(&mut s, &mut std::io::sink());
         });
         prop_assert!(client(&address, Some(b"secret")).is_err());
-        talker.join().unwrap();
+        talker.recv().unwrap();
     }
 }

@@ -15,18 +15,30 @@ pub struct Guard {
     _lock: MutexGuard<'static, ()>,
 }
 
-/// Like [`start`], for a test that uses sockets: first makes Winsock's first use in this
-/// process, which leaves handles of its own open for the life of the process (Windows; nothing
-/// on Unix).
+/// Like [`start`], for a test that uses sockets: first uses them on this thread the way the
+/// library does (a TCP `Listener`, `client`, a message each way), because Winsock (Wine's at
+/// least) leaves handles of its own open for the life of a process or thread after their
+/// first use (Windows; nothing on Unix).
 pub fn start_with_sockets() -> Guard {
+    start_with(warm_sockets)
+}
+
+/// Uses sockets as the library does (see [`start_with_sockets`]).
+pub fn warm_sockets() {
     #[cfg(windows)]
-    if let Ok(l) = std::net::TcpListener::bind("127.0.0.1:0") {
-        if let Ok(addr) = l.local_addr() {
-            let _ = std::net::TcpStream::connect(addr);
-            let _ = l.accept();
-        }
+    {
+        use multiprocess::connection::{Address, Listener, client};
+        let warm = || -> multiprocess::Result<()> {
+            let l = Listener::bind(Some(Address::Tcp("127.0.0.1:0".parse().unwrap())), None)?;
+            let c = client(l.address(), None)?;
+            let s = l.accept()?;
+            c.send_bytes(b"ping")?;
+            s.recv_bytes(None)?;
+            s.send_bytes(b"pong")?;
+            c.recv_bytes(None).map(drop)
+        };
+        let _ = warm();
     }
-    start()
 }
 
 /// Starts a leak-checked test: `let _g = common::start();` right after
@@ -35,7 +47,14 @@ pub fn start_with_sockets() -> Guard {
 /// On Linux the test process becomes a child subreaper, so anything our children leave behind
 /// (orphaned grandchildren) is reparented to us and shows up in the end-of-test check.
 pub fn start() -> Guard {
+    start_with(|| {})
+}
+
+/// Like [`start`], running `prepare` first, once the test has the machine to itself (tests
+/// run one at a time from here on) and before the resources it leaves are counted.
+pub fn start_with(prepare: impl FnOnce()) -> Guard {
     let lock = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    prepare();
     os::adopt_orphans();
     Guard {
         resources: os::Resources::now(),
