@@ -481,3 +481,81 @@ fn unread_bytes_move_with_the_connection() {
     a.send(&4u32).unwrap();
     assert_eq!(b.recv::<u32>().unwrap(), 4);
 }
+
+/// Echoes byte messages back until an empty one.
+fn echo_bytes(conn: Connection) -> usize {
+    let mut n = 0;
+    loop {
+        let m = conn.recv_bytes(None).unwrap();
+        if m.is_empty() {
+            return n;
+        }
+        conn.send_bytes(&m).unwrap();
+        n += 1;
+    }
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Messages larger than the read-ahead buffer and the socket's: back to back before the reader
+/// reads, into a caller's buffer at an offset, too long for it (`BufferTooShort` with the whole
+/// message), typed, to a spawned child and back, and refused over a `maxlength`.
+#[test]
+fn large_messages_between_our_own_ends() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let mb = 1 << 20;
+    let (a, b) = pipe(true).unwrap();
+    let (one, two, three) = (
+        pattern(2 * mb, 1),
+        pattern(3 * mb, 2),
+        pattern(5 * mb + 7, 3),
+    );
+    // Senders in threads: a socket's buffers may hold less than these messages.
+    let mut buf = vec![0u8; 7 * mb];
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for m in [&one, &two, &three] {
+                a.send_bytes(m).unwrap();
+            }
+        });
+        assert!(b.recv_bytes(None).unwrap() == one);
+        assert!(b.recv_bytes(None).unwrap() == two);
+        let n = b.recv_bytes_into(&mut buf, mb).map_err(|e| e.to_string());
+        assert_eq!(n, Ok(three.len()));
+        assert!(buf[mb..mb + three.len()] == three[..]);
+    });
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            b.send_bytes(&two).unwrap();
+            b.send(&multiprocess::Bytes(one.clone())).unwrap();
+        });
+        match a.recv_bytes_into(&mut buf[..mb], 0) {
+            Err(Error::BufferTooShort(m)) => assert!(m == two),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        assert!(a.recv::<multiprocess::Bytes>().unwrap().0 == one);
+    });
+
+    let mut p = multiprocess::Process::new(echo_bytes, (b,));
+    p.start().unwrap();
+    for m in [&one, &three, &two, &one] {
+        a.send_bytes(m).unwrap();
+        assert!(a.recv_bytes(None).unwrap() == *m);
+    }
+    a.send_bytes(b"").unwrap();
+    assert_eq!(p.result::<usize>().unwrap(), 4);
+
+    let (c, mut d) = pipe(true).unwrap();
+    std::thread::scope(|s| {
+        // Fails once `d` is closed, if the socket's buffers do not hold the message.
+        s.spawn(|| c.send_bytes(&two).is_ok());
+        let e = d.recv_bytes(Some(1000)).unwrap_err().to_string();
+        assert!(e.contains("bad message length"), "{e}");
+        d.close();
+    });
+}
