@@ -5,6 +5,12 @@
 //! `-1` and an 8-byte length above 2 GiB), so [`Connection::send_bytes`] and
 //! [`Connection::recv_bytes`] interoperate with Python byte for byte; [`Connection::send`] and
 //! [`Connection::recv`] carry serde values in the crate's codec inside those frames.
+//!
+//! Each end reads ahead: one read takes whatever the stream holds, so a small message costs one
+//! system call to receive, and a burst of them one call for many. [`Connection::poll`] and
+//! [`wait`] count bytes already read as ready, and a `Connection` sent to another process takes
+//! its unread bytes with it. OS handles inside a message sent with [`Connection::send`] follow
+//! it as a frame of their own (on Unix its bytes carry the descriptors, `SCM_RIGHTS`).
 
 use std::io;
 use std::sync::Mutex;
