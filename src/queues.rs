@@ -432,13 +432,21 @@ impl Ring {
         }
     }
 
-    /// Wakes the sleepers on `word`, if any. Callers have just released their lock (a full
-    /// barrier), so a sleeper either counted itself in `asleep` before this load, or sees what
-    /// the caller published when it checks before sleeping.
+    /// Wakes the sleepers on `word`, if any. Callers have published and then passed a full
+    /// barrier (released their lock, or see [`Ring::wake_locked`]), so a sleeper either
+    /// counted itself in `asleep` before this load, or sees what was published when it checks
+    /// before sleeping.
+    #[inline]
     fn wake(&self, word: usize, asleep: usize) {
         if self.word(asleep).load(Ordering::SeqCst) > 0 {
             self.region.wake(self.word(word), u32::MAX);
         }
+    }
+
+    /// [`Ring::wake`] while still holding a lock (its release is not there yet as a barrier).
+    fn wake_locked(&self, word: usize, asleep: usize) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.wake(word, asleep);
     }
 
     /// Producers' side, with the room checked (`span(len) + 4` bytes free at `tail`): writes a
@@ -707,7 +715,7 @@ impl Ring {
             }
             if full(head) {
                 self.word(TAIL).store(tail, Ordering::Release);
-                self.wake(TAIL, CONSUMERS_ASLEEP);
+                self.wake_locked(TAIL, CONSUMERS_ASLEEP);
                 self.wait_for(HEAD, PRODUCERS_ASLEEP, Deadline::after(None), || {
                     !full(self.word(HEAD).load(Ordering::Acquire))
                 });
@@ -767,7 +775,7 @@ impl Ring {
             .store(header_word(len, 0), Ordering::Release);
         let mut at = tail.wrapping_add(4);
         self.word(TAIL).store(at, Ordering::Release);
-        self.wake(TAIL, CONSUMERS_ASLEEP);
+        self.wake_locked(TAIL, CONSUMERS_ASLEEP);
         let mut rest = message;
         while !rest.is_empty() {
             let want = if rest.len() <= last {
@@ -791,7 +799,7 @@ impl Ring {
                 self.bump(PUTS);
                 self.word(WSTREAM).store(0, Ordering::Relaxed);
                 self.word(TAIL).store(end, Ordering::Release);
-                self.wake(TAIL, CONSUMERS_ASLEEP);
+                self.wake_locked(TAIL, CONSUMERS_ASLEEP);
                 break;
             }
             let n = free.min(rest.len() - last.min(rest.len()));
@@ -802,7 +810,7 @@ impl Ring {
             at = at.wrapping_add(n as u32);
             rest = &rest[n..];
             self.word(TAIL).store(at, Ordering::Release);
-            self.wake(TAIL, CONSUMERS_ASLEEP);
+            self.wake_locked(TAIL, CONSUMERS_ASLEEP);
         }
         Ok(true)
     }
@@ -979,7 +987,7 @@ impl Ring {
                 self.word(RSTREAM).store(0, Ordering::Relaxed);
             }
             self.word(HEAD).store(at, Ordering::Release);
-            self.wake(HEAD, PRODUCERS_ASLEEP);
+            self.wake_locked(HEAD, PRODUCERS_ASLEEP);
         }
         Ok(Some(f(Cow::Owned(message))))
     }
