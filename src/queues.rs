@@ -1,9 +1,11 @@
 //! Queues between processes: Python's `Queue`, `SimpleQueue` and `JoinableQueue`.
 //!
-//! A queue is a ring of bytes in shared memory plus a few counters: `put` encodes the value and
-//! copies it into the ring under a producers' lock; `get` copies the next message out under a
-//! consumers' lock and decodes it after releasing it. Uncontended, neither makes a system call;
-//! a side that must wait spins briefly, then sleeps in the kernel until the other side wakes it.
+//! A queue is a ring of bytes in shared memory plus a few counters: `put` encodes the value
+//! straight into the ring's free space under a producers' lock and publishes it by storing the
+//! message's header word; `get`, under a consumers' lock, sees that word in the cache line it
+//! reads next, decodes the message in place and frees its space. Uncontended, neither makes a
+//! system call; a side that must wait spins briefly, then sleeps in the kernel until the other
+//! side wakes it.
 //!
 //! **Differences from Python, on purpose.**
 //! - `put` is synchronous: a value that cannot be encoded fails *at `put`* (Python drops it in a
