@@ -536,7 +536,7 @@ impl Ring {
             at: begin,
             end: unsafe { begin.add(limit) },
         };
-        let end = postcard::serialize_with_flavor(value, writer).ok()?;
+        let end = wire::encode_with_flavor(value, writer).ok()?;
         Some(end as usize - begin as usize)
     }
 
@@ -1236,6 +1236,10 @@ fn closed() -> Error {
 /// A multi-producer, multi-consumer FIFO queue between processes: Python's
 /// `multiprocessing.Queue`. Each producer's items arrive in the order it put them.
 ///
+/// A value is encoded straight into the queue's shared memory while this process holds the
+/// producers' side: a `Serialize` impl that itself puts into the same queue would wait for
+/// itself.
+///
 /// ```standalone_crate
 /// # fn main() -> multiprocess::Result<()> {
 /// # multiprocess::init_test();
@@ -1330,10 +1334,6 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                         self.ring.put_with_handles(message, handles, deadline)
                     }
                 })?;
-                // The attempt in the ring may have left the text of an error it met (a handle
-                // refused: no side table was being filled); the general path succeeded, so
-                // drop it rather than let a later, unrelated error report it.
-                let _ = wire::decode::<u8>(&[]);
                 put
             }
         };
@@ -1378,8 +1378,6 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let put = self.ring.put_many(&messages);
         drop(messages);
         SCRATCH.set(buf);
-        // As in `put_timeout`: drop an error text the attempt in the ring may have left.
-        let _ = wire::decode::<u8>(&[]);
         put
     }
 

@@ -228,6 +228,17 @@ thread_local! {
     static LAST_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
+/// Encodes `value` into a postcard `flavor` (e.g. straight into shared memory). A value that
+/// carries OS handles fails here (no side table is being filled); so does one that does not
+/// fit the flavor. The error's text is consumed either way.
+pub(crate) fn encode_with_flavor<T, F>(value: &T, flavor: F) -> Result<F::Output>
+where
+    T: Serialize + ?Sized,
+    F: postcard::ser_flavors::Flavor,
+{
+    postcard::serialize_with_flavor(value, flavor).map_err(encode_error::<T>)
+}
+
 /// Encodes `value`, collecting the OS handles inside it.
 pub(crate) fn encode_with_handles<T: Serialize + ?Sized>(
     value: &T,
