@@ -1326,16 +1326,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let deadline = Deadline::after(if block { timeout } else { Some(Duration::ZERO) });
         let put = match self.ring.put_value(value, deadline)? {
             Some(put) => put,
-            None => {
-                let put = with_encoded(value, |message, handles| {
-                    if handles.is_empty() {
-                        self.ring.put(message, deadline)
-                    } else {
-                        self.ring.put_with_handles(message, handles, deadline)
-                    }
-                })?;
-                put
-            }
+            None => with_encoded(value, |message, handles| {
+                if handles.is_empty() {
+                    self.ring.put(message, deadline)
+                } else {
+                    self.ring.put_with_handles(message, handles, deadline)
+                }
+            })?,
         };
         if put { Ok(()) } else { Err(Error::Full) }
     }
