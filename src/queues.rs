@@ -500,21 +500,29 @@ impl Ring {
         {
             return Ok(Some(false));
         }
-        let cap = self.capacity();
-        let tail = self.word(TAIL).load(Ordering::Relaxed);
-        let free = |head: u32| cap.saturating_sub(tail.wrapping_sub(head)) as usize;
-        let mut room = free(self.word(HEAD_SEEN).load(Ordering::Relaxed));
-        if room < cap as usize / 2 {
-            let head = self.word(HEAD).load(Ordering::Acquire);
-            self.word(HEAD_SEEN).store(head, Ordering::Relaxed);
-            room = free(head);
-        }
+        let (tail, room) = self.free_space();
         let Some(len) = self.encode_at(tail, room, value) else {
             return Ok(None);
         };
         let end = self.finish_whole(tail, len, 0);
         self.word(TAIL).store(end, Ordering::Release);
         Ok(Some(true))
+    }
+
+    /// Under the producers' lock: where the next message goes and how many bytes are free
+    /// from there. Asks the consumers' HEAD only when the copy last read leaves less than half
+    /// the ring.
+    fn free_space(&self) -> (u32, usize) {
+        let cap = self.capacity();
+        let tail = self.word(TAIL).load(Ordering::Relaxed);
+        let free = |head: u32| cap.saturating_sub(tail.wrapping_sub(head)) as usize;
+        let room = free(self.word(HEAD_SEEN).load(Ordering::Relaxed));
+        if room >= cap as usize / 2 {
+            return (tail, room);
+        }
+        let head = self.word(HEAD).load(Ordering::Acquire);
+        self.word(HEAD_SEEN).store(head, Ordering::Relaxed);
+        (tail, free(head))
     }
 
     /// Under the producers' lock: encodes `value` as the bytes of a message at `at` (a
@@ -554,15 +562,7 @@ impl Ring {
         self.check_broken()?;
         self.lock(WLOCK, Deadline::after(None))?;
         let _locked = Producing(self);
-        let cap = self.capacity();
-        let tail = self.word(TAIL).load(Ordering::Relaxed);
-        let free = |head: u32| cap.saturating_sub(tail.wrapping_sub(head)) as usize;
-        let mut room = free(self.word(HEAD_SEEN).load(Ordering::Relaxed));
-        if room < cap as usize / 2 {
-            let head = self.word(HEAD).load(Ordering::Acquire);
-            self.word(HEAD_SEEN).store(head, Ordering::Relaxed);
-            room = free(head);
-        }
+        let (tail, mut room) = self.free_space();
         let Some(first_len) = self.encode_at(tail, room, *first) else {
             return Ok(false);
         };
