@@ -90,6 +90,16 @@ pub enum Error {
     /// The task was cancelled, or its pool terminated, before it finished.
     #[error("the task was cancelled")]
     Cancelled,
+    /// A call on an object held by a [`Manager`](crate::Manager) failed there: Python's
+    /// exception name (`KeyError`, `IndexError`, `TypeError`...) and its message, as Python
+    /// re-raises the remote exception.
+    #[error("{kind}: {message}")]
+    Remote {
+        /// Python's exception name.
+        kind: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// `Result<T, multiprocess::Error>`.

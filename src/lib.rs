@@ -92,6 +92,7 @@ mod bootstrap;
 pub mod connection;
 mod context;
 mod error;
+pub mod managers;
 pub mod pool;
 mod process;
 mod queues;
@@ -108,6 +109,7 @@ pub use context::{
     Context, StartMethod, get_all_start_methods, get_context, get_start_method, set_start_method,
 };
 pub use error::{Error, Result};
+pub use managers::Manager;
 pub use pool::{AsyncResult, IMap, Pool, PoolBuilder, TaskOptions};
 pub use process::{
     AuthKey, CurrentProcess, ParentProcess, Process, Sentinel, active_children, cpu_count,

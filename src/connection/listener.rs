@@ -13,7 +13,7 @@ use crate::process::lock;
 use crate::sys;
 
 /// Where a [`Listener`] listens (Python's address and family, in one).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Address {
     /// A Unix socket at this path (Python: a `str` address, `AF_UNIX`).
     Unix(PathBuf),

@@ -1,0 +1,652 @@
+//! Python's `multiprocessing.managers`: a [`Manager`] process holds shared objects (dicts,
+//! lists, values, queues), and proxies in any process operate on them by messages.
+//!
+//! ```
+//! # fn main() -> multiprocess::Result<()> {
+//! # multiprocess::init_test();
+//! let manager = multiprocess::Manager::start()?;
+//! let scores = manager.dict::<String, u32>()?;
+//! scores.set(&"ada".to_string(), &36)?;
+//! assert_eq!(scores.get(&"ada".to_string())?, Some(36));
+//! let log = manager.list::<String>()?;
+//! log.append(&"started".to_string())?;
+//! assert_eq!(log.len()?, 1);
+//! # Ok(()) }
+//! ```
+//!
+//! A proxy is typed on the client side only: the manager keeps the encoded bytes, so any serde
+//! type works and nothing is registered. Proxies travel to other processes (as Process
+//! arguments, over a `Connection`, inside a queue, or as values inside another managed object,
+//! which gives Python's nested proxies); each copy opens its own connection to the manager the
+//! first time it is used, authenticated with the process's `authkey` (inherited from the
+//! parent, as in Python). A failed call comes back as [`Error::Remote`] with Python's exception
+//! name (`KeyError`, `IndexError`...). When the manager is gone, every call fails at once with
+//! an I/O error instead of hanging.
+//!
+//! Managers on another host or started by another program: [`Manager::start_at`] listens on
+//! an address of your choice with a key of your choice, and [`Manager::connect`] reaches it;
+//! objects shared by name ([`Manager::named`]) are how such clients find each other's queues
+//! (Python's `register('get_queue', ...)`).
+//!
+//! Beyond this first version: Python's `Lock`, `Event`, `Namespace` and custom registered
+//! types; objects live until the manager shuts down (no reference counting yet).
+
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::connection::{Address, Connection, client};
+use crate::error::{Error, Result};
+use crate::process::{Process, current_process, lock};
+use crate::wire::{self, Bytes};
+
+mod server;
+
+/// The kinds of object a manager holds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[doc(hidden)]
+pub enum Kind {
+    /// A dict.
+    Dict,
+    /// A list.
+    List,
+    /// A single value.
+    Value,
+    /// A FIFO queue.
+    Queue,
+}
+
+/// One operation on an object (arguments encoded).
+#[derive(Debug, Serialize, Deserialize)]
+enum Op {
+    Get(Bytes),
+    GetItem(Bytes),
+    SetItem(Bytes, Bytes),
+    DelItem(Bytes),
+    Contains(Bytes),
+    Len,
+    Keys,
+    Items,
+    Clear,
+    Append(Bytes),
+    Index(i64),
+    SetIndex(i64, Bytes),
+    Pop(Option<i64>),
+    Load,
+    Store(Bytes),
+    QueuePut(Bytes),
+    /// Waits up to this many seconds for an item (`None`: as long as it takes).
+    QueueGet(Option<f64>),
+}
+
+impl Op {
+    /// The operation's name, for errors.
+    fn name(&self) -> &'static str {
+        match self {
+            Op::Get(_) => "get",
+            Op::GetItem(_) => "__getitem__",
+            Op::SetItem(..) => "__setitem__",
+            Op::DelItem(_) => "__delitem__",
+            Op::Contains(_) => "__contains__",
+            Op::Len => "__len__",
+            Op::Keys => "keys",
+            Op::Items => "items",
+            Op::Clear => "clear",
+            Op::Append(_) => "append",
+            Op::Index(_) => "__getitem__",
+            Op::SetIndex(..) => "__setitem__",
+            Op::Pop(_) => "pop",
+            Op::Load => "get",
+            Op::Store(_) => "set",
+            Op::QueuePut(_) => "put",
+            Op::QueueGet(_) => "get",
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Request {
+    Create(Kind, Option<Bytes>),
+    Named(String, Kind),
+    Call(u64, Op),
+    Shutdown,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Reply {
+    Done,
+    Id(u64),
+    Bytes(Bytes),
+    Maybe(Option<Bytes>),
+    Bool(bool),
+    Len(u64),
+    List(Vec<Bytes>),
+    Pairs(Vec<(Bytes, Bytes)>),
+    /// Python's exception name and message.
+    Err(String, String),
+}
+
+/// A connection to a manager, opened on first use (one per proxy copy).
+#[derive(Debug)]
+struct Client {
+    address: Address,
+    authkey: Vec<u8>,
+    conn: Mutex<Option<Connection>>,
+}
+
+impl Client {
+    fn new(address: Address, authkey: Vec<u8>) -> Arc<Client> {
+        Arc::new(Client {
+            address,
+            authkey,
+            conn: Mutex::new(None),
+        })
+    }
+
+    fn call(&self, request: &Request) -> Result<Reply> {
+        let mut conn = lock(&self.conn);
+        if conn.is_none() {
+            *conn = Some(client(&self.address, Some(&self.authkey))?);
+        }
+        let Some(c) = conn.as_ref() else {
+            return Err(Error::state("no connection to the manager"));
+        };
+        let reply = c.send(request).and_then(|()| c.recv::<Reply>());
+        if reply.is_err() {
+            // The stream may be off a message boundary now: never reuse it.
+            *conn = None;
+        }
+        match reply? {
+            Reply::Err(kind, message) => Err(Error::Remote { kind, message }),
+            other => Ok(other),
+        }
+    }
+}
+
+fn unexpected(reply: Reply) -> Error {
+    Error::Codec(format!("unexpected reply from the manager: {reply:?}"))
+}
+
+/// The reference every proxy holds: which manager, which object.
+#[derive(Debug, Clone)]
+struct Handle {
+    client: Arc<Client>,
+    id: u64,
+}
+
+impl Handle {
+    fn call(&self, op: Op) -> Result<Reply> {
+        self.client.call(&Request::Call(self.id, op))
+    }
+
+    fn done(&self, op: Op) -> Result<()> {
+        match self.call(op)? {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn len(&self) -> Result<usize> {
+        match self.call(Op::Len)? {
+            Reply::Len(n) => Ok(n as usize),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn value<T: DeserializeOwned>(&self, op: Op) -> Result<T> {
+        match self.call(op)? {
+            Reply::Bytes(b) => wire::decode(&b.0),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn list<T: DeserializeOwned>(&self, op: Op) -> Result<Vec<T>> {
+        match self.call(op)? {
+            Reply::List(items) => items.iter().map(|b| wire::decode(&b.0)).collect(),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// A proxy travels as its manager's address and its object's id; the receiving copy connects
+/// with its own process's `authkey`.
+impl Serialize for Handle {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        (&self.client.address, self.id).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Handle {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (address, id) = <(Address, u64)>::deserialize(d)?;
+        Ok(Handle {
+            client: Client::new(address, current_process().authkey().to_vec()),
+            id,
+        })
+    }
+}
+
+fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes> {
+    wire::encode(value).map(Bytes)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// A manager: a server process holding shared objects (Python's `multiprocessing.Manager()`,
+/// a `SyncManager`), or a connection to one started elsewhere ([`Manager::connect`]).
+///
+/// Dropping the `Manager` that started the server shuts it down (Python's `shutdown()`);
+/// proxies then fail with an I/O error.
+#[derive(Debug)]
+pub struct Manager {
+    client: Arc<Client>,
+    process: Option<Process>,
+}
+
+impl Manager {
+    /// Starts a manager process listening on a fresh local address (a Unix socket; a named
+    /// pipe on Windows) with this process's `authkey`, by the default start method. The
+    /// process is daemonic: it ends with this one at the latest.
+    ///
+    /// # Errors
+    /// As [`Process::start`], or the server's own error if it could not listen.
+    pub fn start() -> Result<Manager> {
+        Manager::start_at(None, &current_process().authkey())
+    }
+
+    /// Starts a manager process listening on `address` (`None`: a fresh local one) and
+    /// accepting clients that know `authkey` (Python's `BaseManager(address, authkey)` +
+    /// `start()`): e.g. `Address::Tcp("0.0.0.0:50000".parse()?)` for other hosts.
+    ///
+    /// # Errors
+    /// As [`Manager::start`].
+    pub fn start_at(address: Option<Address>, authkey: &[u8]) -> Result<Manager> {
+        let (ours, theirs) = crate::pipe(true)?;
+        let mut process = Process::new(server::serve, (theirs, address, authkey.to_vec()))
+            .name("Manager")
+            .daemon(true);
+        process.start()?;
+        let address = match ours.recv::<std::result::Result<Address, String>>() {
+            Ok(Ok(address)) => address,
+            Ok(Err(e)) => return Err(Error::state(format!("the manager could not start: {e}"))),
+            Err(e) => {
+                let _ = process.kill();
+                let _ = process.join(None);
+                return Err(e);
+            }
+        };
+        Ok(Manager {
+            client: Client::new(address, authkey.to_vec()),
+            process: Some(process),
+        })
+    }
+
+    /// Connects to a manager started elsewhere (Python's `BaseManager(address, authkey)` +
+    /// `connect()`), checking the key at once.
+    ///
+    /// # Errors
+    /// [`Error::Authentication`] for a wrong key; [`Error::Io`] if nothing listens there.
+    pub fn connect(address: &Address, authkey: &[u8]) -> Result<Manager> {
+        let client = Client::new(address.clone(), authkey.to_vec());
+        *lock(&client.conn) = Some(crate::connection::client(address, Some(authkey))?);
+        Ok(Manager {
+            client,
+            process: None,
+        })
+    }
+
+    /// Where the manager listens.
+    pub fn address(&self) -> &Address {
+        &self.client.address
+    }
+
+    /// The manager's process, if this `Manager` started it.
+    pub fn process(&self) -> Option<&Process> {
+        self.process.as_ref()
+    }
+
+    fn create(&self, kind: Kind, initial: Option<Bytes>) -> Result<Handle> {
+        match self.client.call(&Request::Create(kind, initial))? {
+            Reply::Id(id) => Ok(Handle {
+                client: Arc::clone(&self.client),
+                id,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A new shared dict (Python's `manager.dict()`).
+    pub fn dict<K, V>(&self) -> Result<DictProxy<K, V>> {
+        Ok(DictProxy(self.create(Kind::Dict, None)?, PhantomData))
+    }
+
+    /// A new shared list (Python's `manager.list()`).
+    pub fn list<T>(&self) -> Result<ListProxy<T>> {
+        Ok(ListProxy(self.create(Kind::List, None)?, PhantomData))
+    }
+
+    /// A new shared value holding `initial` (Python's `manager.Value(typecode, value)`; the
+    /// type is `T`).
+    pub fn value<T: Serialize>(&self, initial: &T) -> Result<ValueProxy<T>> {
+        let handle = self.create(Kind::Value, Some(encode(initial)?))?;
+        Ok(ValueProxy(handle, PhantomData))
+    }
+
+    /// A new shared FIFO queue (Python's `manager.Queue()`).
+    pub fn queue<T>(&self) -> Result<QueueProxy<T>> {
+        Ok(QueueProxy(self.create(Kind::Queue, None)?, PhantomData))
+    }
+
+    /// The dict, list or queue shared under `name`, made empty the first time it is asked
+    /// for: how clients of a manager find the same object (Python registers a function such
+    /// as `get_queue` for this).
+    ///
+    /// ```
+    /// # fn main() -> multiprocess::Result<()> {
+    /// # multiprocess::init_test();
+    /// use multiprocess::managers::QueueProxy;
+    /// let manager = multiprocess::Manager::start()?;
+    /// let jobs: QueueProxy<u32> = manager.named("jobs")?;
+    /// jobs.put(&7)?;
+    /// let same: QueueProxy<u32> = manager.named("jobs")?;
+    /// assert_eq!(same.get()?, 7);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Remote`] (`TypeError`) if `name` holds an object of another kind.
+    pub fn named<P: Named>(&self, name: &str) -> Result<P> {
+        match self
+            .client
+            .call(&Request::Named(name.to_string(), P::KIND))?
+        {
+            Reply::Id(id) => Ok(P::from_handle(HandleRef(Handle {
+                client: Arc::clone(&self.client),
+                id,
+            }))),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Stops the manager process this `Manager` started (Python's `shutdown()`); its objects
+    /// are gone. Does nothing for a [`connect`](Manager::connect)ed one, or a second time.
+    ///
+    /// # Errors
+    /// As [`Process::join`].
+    pub fn shutdown(&mut self) -> Result<()> {
+        let Some(process) = self.process.take() else {
+            return Ok(());
+        };
+        let _ = self.client.call(&Request::Shutdown);
+        process.join(Some(Duration::from_secs(1)))?;
+        if process.is_alive()? {
+            process.terminate()?;
+            process.join(None)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// A proxy type that [`Manager::named`] can make: [`DictProxy`], [`ListProxy`],
+/// [`QueueProxy`].
+pub trait Named: Sized {
+    #[doc(hidden)]
+    const KIND: Kind;
+    #[doc(hidden)]
+    fn from_handle(handle: HandleRef) -> Self;
+}
+
+/// The reference inside a proxy (opaque).
+#[doc(hidden)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HandleRef(Handle);
+
+// ---------------------------------------------------------------------------------------------
+
+macro_rules! proxy_impls {
+    ($name:ident < $($t:ident),* >) => {
+        impl<$($t),*> Clone for $name<$($t),*> {
+            fn clone(&self) -> Self {
+                $name(self.0.clone(), PhantomData)
+            }
+        }
+
+        impl<$($t),*> std::fmt::Debug for $name<$($t),*> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("address", &self.0.client.address)
+                    .field("id", &self.0.id)
+                    .finish()
+            }
+        }
+
+        /// Travels to other processes as a reference to the same object.
+        impl<$($t),*> Serialize for $name<$($t),*> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                self.0.serialize(s)
+            }
+        }
+
+        impl<'de, $($t),*> Deserialize<'de> for $name<$($t),*> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+                Ok($name(Handle::deserialize(d)?, PhantomData))
+            }
+        }
+    };
+}
+
+/// A shared dict held by a [`Manager`] (Python's `DictProxy`). Keys are compared by their
+/// encoding: two keys are the same key when they encode to the same bytes (true of strings,
+/// integers and other plain data).
+pub struct DictProxy<K, V>(Handle, PhantomData<fn() -> (K, V)>);
+proxy_impls!(DictProxy<K, V>);
+
+impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy<K, V> {
+    /// The value for `key`, if any (Python's `d.get(key)`).
+    pub fn get(&self, key: &K) -> Result<Option<V>> {
+        match self.0.call(Op::Get(encode(key)?))? {
+            Reply::Maybe(b) => b.map(|b| wire::decode(&b.0)).transpose(),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The value for `key` (Python's `d[key]`).
+    ///
+    /// # Errors
+    /// [`Error::Remote`] `KeyError` if there is none.
+    pub fn get_item(&self, key: &K) -> Result<V> {
+        self.0.value(Op::GetItem(encode(key)?))
+    }
+
+    /// Sets `key` to `value` (Python's `d[key] = value`).
+    pub fn set(&self, key: &K, value: &V) -> Result<()> {
+        self.0.done(Op::SetItem(encode(key)?, encode(value)?))
+    }
+
+    /// Removes `key` (Python's `del d[key]`).
+    ///
+    /// # Errors
+    /// [`Error::Remote`] `KeyError` if there is none.
+    pub fn del(&self, key: &K) -> Result<()> {
+        self.0.done(Op::DelItem(encode(key)?))
+    }
+
+    /// Whether `key` is present (Python's `key in d`).
+    pub fn contains(&self, key: &K) -> Result<bool> {
+        match self.0.call(Op::Contains(encode(key)?))? {
+            Reply::Bool(b) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The number of entries.
+    pub fn len(&self) -> Result<usize> {
+        self.0.len()
+    }
+
+    /// True if there are no entries.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// The keys, in insertion order.
+    pub fn keys(&self) -> Result<Vec<K>> {
+        self.0.list(Op::Keys)
+    }
+
+    /// The entries, in insertion order (Python's `d.items()`, or `d.copy()`).
+    pub fn items(&self) -> Result<Vec<(K, V)>> {
+        match self.0.call(Op::Items)? {
+            Reply::Pairs(pairs) => pairs
+                .iter()
+                .map(|(k, v)| Ok((wire::decode(&k.0)?, wire::decode(&v.0)?)))
+                .collect(),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Removes every entry.
+    pub fn clear(&self) -> Result<()> {
+        self.0.done(Op::Clear)
+    }
+}
+
+/// A shared list held by a [`Manager`] (Python's `ListProxy`). Indices follow Python: a
+/// negative one counts from the end.
+pub struct ListProxy<T>(Handle, PhantomData<fn() -> T>);
+proxy_impls!(ListProxy<T>);
+
+impl<T: Serialize + DeserializeOwned> ListProxy<T> {
+    /// Appends `value`.
+    pub fn append(&self, value: &T) -> Result<()> {
+        self.0.done(Op::Append(encode(value)?))
+    }
+
+    /// The item at `index` (Python's `l[index]`).
+    ///
+    /// # Errors
+    /// [`Error::Remote`] `IndexError` when out of range.
+    pub fn get(&self, index: i64) -> Result<T> {
+        self.0.value(Op::Index(index))
+    }
+
+    /// Replaces the item at `index` (Python's `l[index] = value`).
+    ///
+    /// # Errors
+    /// [`Error::Remote`] `IndexError` when out of range.
+    pub fn set(&self, index: i64, value: &T) -> Result<()> {
+        self.0.done(Op::SetIndex(index, encode(value)?))
+    }
+
+    /// Removes and returns the item at `index`, the last one for `None` (Python's `pop`).
+    ///
+    /// # Errors
+    /// [`Error::Remote`] `IndexError` when out of range or empty.
+    pub fn pop(&self, index: Option<i64>) -> Result<T> {
+        self.0.value(Op::Pop(index))
+    }
+
+    /// The number of items.
+    pub fn len(&self) -> Result<usize> {
+        self.0.len()
+    }
+
+    /// True if there are no items.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// A copy of the items (Python's `l[:]`).
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        self.0.list(Op::Items)
+    }
+
+    /// Removes every item.
+    pub fn clear(&self) -> Result<()> {
+        self.0.done(Op::Clear)
+    }
+}
+
+/// A shared value held by a [`Manager`] (Python's `ValueProxy`, its `.value`).
+pub struct ValueProxy<T>(Handle, PhantomData<fn() -> T>);
+proxy_impls!(ValueProxy<T>);
+
+impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
+    /// The value (Python's `v.value` / `v.get()`).
+    pub fn get(&self) -> Result<T> {
+        self.0.value(Op::Load)
+    }
+
+    /// Replaces the value (Python's `v.value = x` / `v.set(x)`).
+    pub fn set(&self, value: &T) -> Result<()> {
+        self.0.done(Op::Store(encode(value)?))
+    }
+}
+
+/// A shared FIFO queue held by a [`Manager`] (Python's `manager.Queue()`, a proxy of
+/// `queue.Queue`): unbounded; a `get` waits in the manager for an item.
+pub struct QueueProxy<T>(Handle, PhantomData<fn() -> T>);
+proxy_impls!(QueueProxy<T>);
+
+impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
+    /// Puts `value` at the back.
+    pub fn put(&self, value: &T) -> Result<()> {
+        self.0.done(Op::QueuePut(encode(value)?))
+    }
+
+    /// Takes the front item, waiting as long as it takes.
+    pub fn get(&self) -> Result<T> {
+        self.0.value(Op::QueueGet(None))
+    }
+
+    /// Takes the front item, waiting up to `timeout` (`None`: no limit; zero: just look).
+    ///
+    /// # Errors
+    /// [`Error::Empty`] when nothing came in time.
+    pub fn get_timeout(&self, timeout: Option<Duration>) -> Result<T> {
+        match self.0.value(Op::QueueGet(timeout.map(|t| t.as_secs_f64()))) {
+            Err(Error::Remote { kind, .. }) if kind == "Empty" => Err(Error::Empty),
+            other => other,
+        }
+    }
+
+    /// The number of items waiting (Python's `qsize()`).
+    pub fn qsize(&self) -> Result<usize> {
+        self.0.len()
+    }
+
+    /// True if no item is waiting.
+    pub fn empty(&self) -> Result<bool> {
+        Ok(self.qsize()? == 0)
+    }
+}
+
+impl<K, V> Named for DictProxy<K, V> {
+    const KIND: Kind = Kind::Dict;
+    fn from_handle(handle: HandleRef) -> Self {
+        DictProxy(handle.0, PhantomData)
+    }
+}
+
+impl<T> Named for ListProxy<T> {
+    const KIND: Kind = Kind::List;
+    fn from_handle(handle: HandleRef) -> Self {
+        ListProxy(handle.0, PhantomData)
+    }
+}
+
+impl<T> Named for QueueProxy<T> {
+    const KIND: Kind = Kind::Queue;
+    fn from_handle(handle: HandleRef) -> Self {
+        QueueProxy(handle.0, PhantomData)
+    }
+}

@@ -1,0 +1,290 @@
+//! The manager's server process: a [`Listener`] whose every accepted connection gets a thread
+//! that answers [`Request`]s on the objects this process holds.
+//!
+//! Objects are kept as encoded bytes (the server never needs their Rust types): a dict maps
+//! encoded keys to encoded values, in insertion order as Python's does; a list and a queue hold
+//! encoded items. One lock guards them all, with one condition variable for queue readers.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{Kind, Op, Reply, Request};
+use crate::connection::{Address, Connection, Listener};
+use crate::error::Error;
+use crate::process::lock;
+use crate::wire::Bytes;
+
+/// The target of the manager's process: binds a listener, reports its address (or why it
+/// could not) on `ready`, then serves until told to shut down.
+pub(crate) fn serve(ready: Connection, address: Option<Address>, authkey: Vec<u8>) {
+    let listener = match Listener::bind(address, Some(&authkey)) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(&Err::<Address, String>(e.to_string()));
+            return;
+        }
+    };
+    if ready
+        .send(&Ok::<Address, String>(listener.address().clone()))
+        .is_err()
+    {
+        return;
+    }
+    drop(ready);
+    let state = Arc::new(State::default());
+    loop {
+        match listener.accept() {
+            Ok(conn) => {
+                let state = Arc::clone(&state);
+                std::thread::spawn(move || answer(&conn, &state));
+            }
+            // A client with the wrong key, or one that hung up during the handshake: refused,
+            // and the server goes on.
+            Err(Error::Authentication(_) | Error::Eof | Error::Io { .. }) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Answers one client's requests in order until it hangs up.
+fn answer(conn: &Connection, state: &State) {
+    while let Ok(request) = conn.recv::<Request>() {
+        if let Request::Shutdown = request {
+            let _ = conn.send(&Reply::Done);
+            crate::exit(0);
+        }
+        if conn.send(&state.apply(request)).is_err() {
+            return;
+        }
+    }
+}
+
+/// A dict that keeps insertion order (deleted slots are compacted away when they pile up).
+#[derive(Default)]
+struct Dict {
+    entries: Vec<Option<(Vec<u8>, Vec<u8>)>>,
+    index: HashMap<Vec<u8>, usize>,
+}
+
+impl Dict {
+    fn get(&self, key: &[u8]) -> Option<&Vec<u8>> {
+        let i = *self.index.get(key)?;
+        self.entries[i].as_ref().map(|(_, v)| v)
+    }
+
+    fn set(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        match self.index.get(&key) {
+            Some(&i) => self.entries[i] = Some((key, value)),
+            None => {
+                self.index.insert(key.clone(), self.entries.len());
+                self.entries.push(Some((key, value)));
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Option<Vec<u8>> {
+        let i = self.index.remove(key)?;
+        let (_, value) = self.entries[i].take()?;
+        if self.entries.len() > 2 * self.index.len() + 8 {
+            self.entries.retain(Option::is_some);
+            for (i, (k, _)) in self.entries.iter().flatten().enumerate() {
+                self.index.insert(k.clone(), i);
+            }
+        }
+        Some(value)
+    }
+
+    fn items(&self) -> impl Iterator<Item = &(Vec<u8>, Vec<u8>)> {
+        self.entries.iter().flatten()
+    }
+}
+
+enum Object {
+    Dict(Dict),
+    List(Vec<Vec<u8>>),
+    Value(Vec<u8>),
+    Queue(VecDeque<Vec<u8>>),
+}
+
+impl Object {
+    fn new(kind: Kind, initial: Option<Bytes>) -> Object {
+        match kind {
+            Kind::Dict => Object::Dict(Dict::default()),
+            Kind::List => Object::List(Vec::new()),
+            Kind::Value => Object::Value(initial.map(|b| b.0).unwrap_or_default()),
+            Kind::Queue => Object::Queue(VecDeque::new()),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Objects {
+    next: u64,
+    table: HashMap<u64, Object>,
+    names: HashMap<String, u64>,
+}
+
+impl Objects {
+    fn insert(&mut self, object: Object) -> u64 {
+        self.next += 1;
+        self.table.insert(self.next, object);
+        self.next
+    }
+}
+
+#[derive(Default)]
+struct State {
+    objects: Mutex<Objects>,
+    /// Signalled whenever an item is put on a queue.
+    put: Condvar,
+}
+
+fn remote(kind: &str, message: impl Into<String>) -> Reply {
+    Reply::Err(kind.to_string(), message.into())
+}
+
+/// Python's index rules: negative counts from the end; `None` when out of range.
+fn position(i: i64, len: usize) -> Option<usize> {
+    let i = if i < 0 { i + len as i64 } else { i };
+    (0..len as i64).contains(&i).then_some(i as usize)
+}
+
+impl State {
+    fn apply(&self, request: Request) -> Reply {
+        let mut objects = lock(&self.objects);
+        match request {
+            Request::Create(kind, initial) => Reply::Id(objects.insert(Object::new(kind, initial))),
+            Request::Named(name, kind) => {
+                if let Some(&id) = objects.names.get(&name) {
+                    return match objects.table.get(&id) {
+                        Some(o) if Object::new(kind, None).same_kind(o) => Reply::Id(id),
+                        _ => remote(
+                            "TypeError",
+                            format!("{name:?} names an object of another kind"),
+                        ),
+                    };
+                }
+                let id = objects.insert(Object::new(kind, None));
+                objects.names.insert(name, id);
+                Reply::Id(id)
+            }
+            Request::Call(id, op) => {
+                let deadline = match &op {
+                    Op::QueueGet(Some(secs)) => {
+                        Some(Instant::now() + Duration::from_secs_f64(secs.max(0.0)))
+                    }
+                    _ => None,
+                };
+                loop {
+                    let Some(object) = objects.table.get_mut(&id) else {
+                        return remote("KeyError", format!("no object with id {id}"));
+                    };
+                    match call(object, &op) {
+                        Some(reply) => {
+                            if matches!(op, Op::QueuePut(_)) {
+                                self.put.notify_all();
+                            }
+                            return reply;
+                        }
+                        // An empty queue: wait for a put, up to the deadline.
+                        None => match deadline {
+                            None => {
+                                objects = self.put.wait(objects).unwrap_or_else(|e| e.into_inner())
+                            }
+                            Some(d) => {
+                                let left = d.saturating_duration_since(Instant::now());
+                                if left.is_zero() {
+                                    return remote("Empty", "the queue is empty");
+                                }
+                                objects = self
+                                    .put
+                                    .wait_timeout(objects, left)
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .0;
+                            }
+                        },
+                    }
+                }
+            }
+            Request::Shutdown => Reply::Done,
+        }
+    }
+}
+
+impl Object {
+    fn same_kind(&self, other: &Object) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+    }
+}
+
+/// Runs `op` on `object`; `None` only for a get on an empty queue (the caller waits).
+fn call(object: &mut Object, op: &Op) -> Option<Reply> {
+    let bytes = |b: &Vec<u8>| Bytes(b.clone());
+    Some(match (object, op) {
+        (Object::Dict(d), Op::Get(k)) => Reply::Maybe(d.get(&k.0).map(bytes)),
+        (Object::Dict(d), Op::GetItem(k)) => match d.get(&k.0) {
+            Some(v) => Reply::Bytes(bytes(v)),
+            None => remote("KeyError", "no such key"),
+        },
+        (Object::Dict(d), Op::SetItem(k, v)) => {
+            d.set(k.0.clone(), v.0.clone());
+            Reply::Done
+        }
+        (Object::Dict(d), Op::DelItem(k)) => match d.remove(&k.0) {
+            Some(_) => Reply::Done,
+            None => remote("KeyError", "no such key"),
+        },
+        (Object::Dict(d), Op::Contains(k)) => Reply::Bool(d.get(&k.0).is_some()),
+        (Object::Dict(d), Op::Len) => Reply::Len(d.index.len() as u64),
+        (Object::Dict(d), Op::Keys) => Reply::List(d.items().map(|(k, _)| bytes(k)).collect()),
+        (Object::Dict(d), Op::Items) => {
+            Reply::Pairs(d.items().map(|(k, v)| (bytes(k), bytes(v))).collect())
+        }
+        (Object::Dict(d), Op::Clear) => {
+            *d = Dict::default();
+            Reply::Done
+        }
+        (Object::List(l), Op::Append(v)) => {
+            l.push(v.0.clone());
+            Reply::Done
+        }
+        (Object::List(l), Op::Index(i)) => match position(*i, l.len()) {
+            Some(i) => Reply::Bytes(bytes(&l[i])),
+            None => remote("IndexError", "list index out of range"),
+        },
+        (Object::List(l), Op::SetIndex(i, v)) => match position(*i, l.len()) {
+            Some(i) => {
+                l[i] = v.0.clone();
+                Reply::Done
+            }
+            None => remote("IndexError", "list assignment index out of range"),
+        },
+        (Object::List(l), Op::Pop(i)) => match position(i.unwrap_or(-1), l.len()) {
+            Some(i) => Reply::Bytes(Bytes(l.remove(i))),
+            None if l.is_empty() => remote("IndexError", "pop from empty list"),
+            None => remote("IndexError", "pop index out of range"),
+        },
+        (Object::List(l), Op::Len) => Reply::Len(l.len() as u64),
+        (Object::List(l), Op::Items) => Reply::List(l.iter().map(bytes).collect()),
+        (Object::List(l), Op::Clear) => {
+            l.clear();
+            Reply::Done
+        }
+        (Object::Value(v), Op::Load) => Reply::Bytes(bytes(v)),
+        (Object::Value(v), Op::Store(new)) => {
+            *v = new.0.clone();
+            Reply::Done
+        }
+        (Object::Queue(q), Op::QueuePut(v)) => {
+            q.push_back(v.0.clone());
+            Reply::Done
+        }
+        (Object::Queue(q), Op::QueueGet(_)) => Reply::Bytes(Bytes(q.pop_front()?)),
+        (Object::Queue(q), Op::Len) => Reply::Len(q.len() as u64),
+        (_, op) => remote(
+            "AttributeError",
+            format!("this object has no method {:?}", op.name()),
+        ),
+    })
+}

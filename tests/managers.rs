@@ -1,0 +1,169 @@
+//! Managers, cases S06 and S07 of python-reference.md §2.3: dict, list, value and queue proxies
+//! used from a child; a nested dict proxy; remote errors keep Python's exception name; a
+//! killed manager makes the next call fail at once; a manager on TCP with a key, reached by
+//! another process that knows it, refused to one that does not.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use multiprocess::managers::{DictProxy, ListProxy, QueueProxy, ValueProxy};
+use multiprocess::{Error, Manager, Process};
+
+/// The child's side of S06: works on every kind of proxy it was given.
+fn use_proxies(
+    d: DictProxy<String, i64>,
+    l: ListProxy<String>,
+    v: ValueProxy<f64>,
+    q: QueueProxy<u32>,
+) -> bool {
+    d.set(&"child".to_string(), &2).unwrap();
+    let n = d.get_item(&"parent".to_string()).unwrap();
+    d.set(&"sum".to_string(), &(n + 2)).unwrap();
+    l.append(&"from the child".to_string()).unwrap();
+    v.set(&(v.get().unwrap() * 2.0)).unwrap();
+    for i in 0..3 {
+        q.put(&i).unwrap();
+    }
+    true
+}
+
+/// S06: proxies of each kind, used by a spawned child; changes are seen by the parent.
+#[test]
+fn s06_proxies_used_from_a_child() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let manager = Manager::start().unwrap();
+    let d = manager.dict::<String, i64>().unwrap();
+    let l = manager.list::<String>().unwrap();
+    let v = manager.value(&1.5f64).unwrap();
+    let q = manager.queue::<u32>().unwrap();
+    d.set(&"parent".to_string(), &40).unwrap();
+    let mut p = Process::new(use_proxies, (d.clone(), l.clone(), v.clone(), q.clone()));
+    p.start().unwrap();
+    assert!(p.result::<bool>().unwrap());
+    assert_eq!(
+        d.items().unwrap(),
+        vec![
+            ("parent".to_string(), 40),
+            ("child".to_string(), 2),
+            ("sum".to_string(), 42)
+        ]
+    );
+    assert_eq!(l.to_vec().unwrap(), vec!["from the child".to_string()]);
+    assert_eq!(v.get().unwrap(), 3.0);
+    assert_eq!(q.qsize().unwrap(), 3);
+    assert_eq!(
+        (q.get().unwrap(), q.get().unwrap(), q.get().unwrap()),
+        (0, 1, 2)
+    );
+    assert!(matches!(
+        q.get_timeout(Some(Duration::from_millis(100))),
+        Err(Error::Empty)
+    ));
+}
+
+/// S06: a dict proxy stored inside a dict is a proxy again when read back, to the same object;
+/// Python's errors keep their names; lists index as Python's.
+#[test]
+fn s06_nested_proxies_and_remote_errors() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let manager = Manager::start().unwrap();
+    let outer = manager.dict::<String, DictProxy<String, u32>>().unwrap();
+    let inner = manager.dict::<String, u32>().unwrap();
+    outer.set(&"inner".to_string(), &inner).unwrap();
+    let again = outer.get_item(&"inner".to_string()).unwrap();
+    again.set(&"x".to_string(), &1).unwrap();
+    assert_eq!(inner.get(&"x".to_string()).unwrap(), Some(1));
+
+    match inner.get_item(&"missing".to_string()) {
+        Err(Error::Remote { kind, .. }) => assert_eq!(kind, "KeyError"),
+        other => panic!("{other:?}"),
+    }
+    match inner.del(&"missing".to_string()) {
+        Err(Error::Remote { kind, .. }) => assert_eq!(kind, "KeyError"),
+        other => panic!("{other:?}"),
+    }
+    let l = manager.list::<u8>().unwrap();
+    for i in 0..4 {
+        l.append(&i).unwrap();
+    }
+    assert_eq!(l.get(-1).unwrap(), 3);
+    assert_eq!(l.pop(Some(0)).unwrap(), 0);
+    match l.get(3) {
+        Err(Error::Remote { kind, message }) => {
+            assert_eq!(
+                (kind.as_str(), message.as_str()),
+                ("IndexError", "list index out of range")
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // A name already holding a dict is not a queue.
+    let _: DictProxy<String, u8> = manager.named("shared").unwrap();
+    match manager.named::<QueueProxy<u8>>("shared") {
+        Err(Error::Remote { kind, .. }) => assert_eq!(kind, "TypeError"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// S06: after the manager is killed, the next call fails within a second (no hang).
+#[test]
+fn s06_killed_manager_fails_the_next_call() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let manager = Manager::start().unwrap();
+    let d = manager.dict::<u8, u8>().unwrap();
+    d.set(&1, &1).unwrap();
+    let process = manager.process().unwrap();
+    process.kill().unwrap();
+    process.join(None).unwrap();
+    let t = Instant::now();
+    assert!(d.get(&1).is_err());
+    assert!(t.elapsed() < Duration::from_secs(1));
+    // A proxy copy that had never connected fails as fast.
+    let fresh = d.clone();
+    assert!(fresh.len().is_err());
+}
+
+/// The other process of S07: connects with `key` and works on the queue named `jobs`.
+fn remote_worker(address: multiprocess::connection::Address, key: Vec<u8>) -> u32 {
+    let manager = Manager::connect(&address, &key).unwrap();
+    let jobs: QueueProxy<u32> = manager.named("jobs").unwrap();
+    let results: QueueProxy<u32> = manager.named("results").unwrap();
+    let mut n = 0;
+    while let Ok(job) = jobs.get_timeout(Some(Duration::from_secs(10))) {
+        if job == 0 {
+            break;
+        }
+        results.put(&(job * job)).unwrap();
+        n += 1;
+    }
+    n
+}
+
+/// S07: a manager on 127.0.0.1:0 with key K; another process connects with K and uses a queue
+/// shared by name; a wrong key is refused.
+#[test]
+fn s07_remote_manager() {
+    multiprocess::init_test();
+    let _g = common::start_with_sockets();
+    let tcp = multiprocess::connection::Address::Tcp("127.0.0.1:0".parse().unwrap());
+    let manager = Manager::start_at(Some(tcp), b"K").unwrap();
+    let address = manager.address().clone();
+    assert!(matches!(address, multiprocess::connection::Address::Tcp(a) if a.port() != 0));
+    match Manager::connect(&address, b"wrong") {
+        Err(Error::Authentication(_)) => {}
+        other => panic!("{other:?}"),
+    }
+    let mut p = Process::new(remote_worker, (address, b"K".to_vec()));
+    p.start().unwrap();
+    let jobs: QueueProxy<u32> = manager.named("jobs").unwrap();
+    let results: QueueProxy<u32> = manager.named("results").unwrap();
+    for job in [3, 4, 0] {
+        jobs.put(&job).unwrap();
+    }
+    assert_eq!(p.result::<u32>().unwrap(), 2);
+    assert_eq!((results.get().unwrap(), results.get().unwrap()), (9, 16));
+}
