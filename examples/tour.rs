@@ -450,6 +450,44 @@ fn pool_section() -> multiprocess::Result<()> {
     Ok(())
 }
 
+/// A child that adds to a manager's dict and list through proxies it was given; returns how
+/// many words it counted.
+fn tally(
+    counts: multiprocess::managers::DictProxy<String, u32>,
+    log: multiprocess::managers::ListProxy<String>,
+) -> usize {
+    let words = ["to", "be", "or", "not", "to", "be"];
+    for word in words {
+        let n = counts.get(&word.to_string()).expect("manager").unwrap_or(0);
+        counts.set(&word.to_string(), &(n + 1)).expect("manager");
+    }
+    let line = format!("child {} counted {} words", std::process::id(), words.len());
+    log.append(&line).expect("manager");
+    words.len()
+}
+
+fn manager_section() -> multiprocess::Result<()> {
+    section(
+        "Manager",
+        "A Manager is a process that holds shared objects; proxies in any process operate on\n\
+         them by messages. Proxies are typed on our side only (any serde type), travel to\n\
+         children as arguments, and a failed call keeps Python's exception name.",
+    );
+    let manager = multiprocess::Manager::start()?;
+    let counts = manager.dict::<String, u32>()?;
+    let log = manager.list::<String>()?;
+    let mut p = Process::new(tally, (counts.clone(), log.clone()));
+    p.start()?;
+    println!("  the child counted {} words", p.result::<usize>()?);
+    println!("  counts, in insertion order: {:?}", counts.items()?);
+    println!("  log: {:?}", log.to_vec()?);
+    match counts.get_item(&"question".to_string()) {
+        Err(e) => println!("  counts[\"question\"] -> {e}"),
+        Ok(n) => println!("  counts[\"question\"] = {n}"),
+    }
+    Ok(())
+}
+
 // The tour
 
 fn main() -> multiprocess::Result<()> {
@@ -471,10 +509,12 @@ fn main() -> multiprocess::Result<()> {
     pipes_and_listeners()?;
     shared_state()?;
     pool_section()?;
+    manager_section()?;
 
     section(
         "What is not built yet",
-        "Managers and proxies, and the forkserver start method.",
+        "Lock, Event and Namespace proxies and custom types in managers, and the forkserver\n\
+         start method.",
     );
 
     // The very last act: a daemonic child that would sleep a minute. Returning from main runs
