@@ -513,8 +513,8 @@ fn main() -> multiprocess::Result<()> {
 
     section(
         "What is not built yet",
-        "Lock, Event and Namespace proxies and custom types in managers, and the forkserver\n\
-         start method.",
+        "RLock, Semaphore, Condition and Namespace proxies and custom types in managers, and\n\
+         the forkserver start method.",
     );
 
     // The very last act: a daemonic child that would sleep a minute. Returning from main runs

@@ -71,12 +71,12 @@
 //! | `sys.exit(n)` in a child | [`exit`] or `std::process::exit` |
 //! | exceptions (`ValueError`, `AssertionError`, `TimeoutError`, `BufferTooShort`, ...) | [`Error`] variants |
 //!
-//! | `Manager()`, `manager.dict()`, `.list()`, `.Value(t, v)`, `.Queue()` | [`Manager::start`], [`Manager::dict`], [`Manager::list`], [`Manager::value`], [`Manager::queue`] (typed proxies in [`managers`]) |
+//! | `Manager()`, `manager.dict()`, `.list()`, `.Value(t, v)`, `.Queue()`, `.Lock()`, `.Event()` | [`Manager::start`], [`Manager::dict`], [`Manager::list`], [`Manager::value`], [`Manager::queue`], [`Manager::lock`], [`Manager::event`] (typed proxies in [`managers`]) |
 //! | `BaseManager(address, authkey)`: `start()`, `connect()`, `register(name, ...)` | [`Manager::start_at`], [`Manager::connect`], [`Manager::named`] |
 //! | a remote exception re-raised by a proxy | [`Error::Remote`] (`kind` is Python's exception name) |
 //!
-//! Managers do not yet hold locks, events or namespaces, nor custom registered types; the
-//! README's feature table says what works today.
+//! Managers do not yet hold `RLock`s, semaphores, conditions or namespaces, nor custom
+//! registered types; the README's feature table says what works today.
 //!
 //! ## Start methods
 //! - **spawn** (default): runs this executable again. The target must be a function item or a

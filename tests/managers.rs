@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use multiprocess::managers::{DictProxy, ListProxy, QueueProxy, ValueProxy};
+use multiprocess::managers::{DictProxy, EventProxy, ListProxy, LockProxy, QueueProxy, ValueProxy};
 use multiprocess::{Error, Manager, Process};
 
 /// The child's side of S06: works on every kind of proxy it was given.
@@ -166,4 +166,79 @@ fn s07_remote_manager() {
     }
     assert_eq!(p.result::<u32>().unwrap(), 2);
     assert_eq!((results.get().unwrap(), results.get().unwrap()), (9, 16));
+}
+
+/// Adds 1 to `total` 200 times, each under `lock`; then waits for `go` and reports it.
+fn locked_increments(lock: LockProxy, total: ValueProxy<u32>, go: EventProxy) -> bool {
+    for _ in 0..200 {
+        assert!(lock.acquire(true, None).unwrap());
+        let v = total.get().unwrap();
+        total.set(&(v + 1)).unwrap();
+        lock.release().unwrap();
+    }
+    go.wait(Some(Duration::from_secs(10))).unwrap()
+}
+
+/// S06: a Lock proxy keeps read-modify-write increments of two processes whole; an Event
+/// proxy set by the parent wakes both; Python's errors for a lock released twice.
+#[test]
+fn s06_lock_and_event_proxies() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let manager = Manager::start().unwrap();
+    let lock = manager.lock().unwrap();
+    let total = manager.value(&0u32).unwrap();
+    let go = manager.event().unwrap();
+    assert!(!go.wait(Some(Duration::from_millis(50))).unwrap());
+    let mut children: Vec<Process> = (0..2)
+        .map(|_| Process::new(locked_increments, (lock.clone(), total.clone(), go.clone())))
+        .collect();
+    for c in &mut children {
+        c.start().unwrap();
+    }
+    go.set().unwrap();
+    assert!(go.is_set().unwrap());
+    for c in &children {
+        assert!(c.result::<bool>().unwrap());
+    }
+    assert_eq!(total.get().unwrap(), 400);
+    assert!(lock.acquire(false, None).unwrap());
+    assert!(!lock.acquire(false, None).unwrap());
+    assert!(lock.locked().unwrap());
+    lock.release().unwrap();
+    match lock.release() {
+        Err(Error::Remote { kind, message }) => {
+            assert_eq!(
+                (kind.as_str(), message.as_str()),
+                ("RuntimeError", "release unlocked lock")
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Takes `lock` and keeps it until killed.
+fn hold_forever(lock: LockProxy) {
+    assert!(lock.acquire(true, None).unwrap());
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// Beyond Python: a lock whose holder is killed is released by the manager (Python's stays
+/// locked for ever).
+#[test]
+fn killed_holder_releases_a_manager_lock() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let manager = Manager::start().unwrap();
+    let lock = manager.lock().unwrap();
+    let mut p = Process::new(hold_forever, (lock.clone(),));
+    p.start().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lock.locked().unwrap() {
+        assert!(Instant::now() < deadline, "the child never took the lock");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    p.kill().unwrap();
+    p.join(None).unwrap();
+    assert!(lock.acquire(true, Some(Duration::from_secs(5))).unwrap());
 }

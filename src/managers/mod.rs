@@ -28,8 +28,8 @@
 //! objects shared by name ([`Manager::named`]) are how such clients find each other's queues
 //! (Python's `register('get_queue', ...)`).
 //!
-//! Beyond this first version: Python's `Lock`, `Event`, `Namespace` and custom registered
-//! types; objects live until the manager shuts down (no reference counting yet).
+//! Beyond this first version: Python's `RLock`, `Semaphore`, `Condition`, `Namespace` and custom
+//! registered types; objects live until the manager shuts down (no reference counting yet).
 
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
@@ -57,6 +57,10 @@ pub enum Kind {
     Value,
     /// A FIFO queue.
     Queue,
+    /// A lock.
+    Lock,
+    /// An event.
+    Event,
 }
 
 /// One operation on an object (arguments encoded).
@@ -80,6 +84,14 @@ enum Op {
     QueuePut(Bytes),
     /// Waits up to this many seconds for an item (`None`: as long as it takes).
     QueueGet(Option<f64>),
+    /// Waits up to this many seconds for the lock (`None`: as long as it takes).
+    Acquire(Option<f64>),
+    Release,
+    /// Whether a lock is held, or an event set.
+    Locked,
+    Set,
+    /// Waits up to this many seconds for the event (`None`: as long as it takes).
+    Wait(Option<f64>),
 }
 
 impl Op {
@@ -103,6 +115,11 @@ impl Op {
             Op::Store(_) => "set",
             Op::QueuePut(_) => "put",
             Op::QueueGet(_) => "get",
+            Op::Acquire(_) => "acquire",
+            Op::Release => "release",
+            Op::Locked => "locked",
+            Op::Set => "set",
+            Op::Wait(_) => "wait",
         }
     }
 }
@@ -338,6 +355,16 @@ impl Manager {
     /// A new shared FIFO queue (Python's `manager.Queue()`).
     pub fn queue<T>(&self) -> Result<QueueProxy<T>> {
         Ok(QueueProxy(self.create(Kind::Queue, None)?, PhantomData))
+    }
+
+    /// A new lock (Python's `manager.Lock()`, a proxy of `threading.Lock`).
+    pub fn lock(&self) -> Result<LockProxy> {
+        Ok(LockProxy(self.create(Kind::Lock, None)?))
+    }
+
+    /// A new event (Python's `manager.Event()`).
+    pub fn event(&self) -> Result<EventProxy> {
+        Ok(EventProxy(self.create(Kind::Event, None)?))
     }
 
     /// The dict, list or queue shared under `name`, made empty the first time it is asked
@@ -648,5 +675,70 @@ impl<T> Named for QueueProxy<T> {
     const KIND: Kind = Kind::Queue;
     fn from_handle(handle: HandleRef) -> Self {
         QueueProxy(handle.0, PhantomData)
+    }
+}
+
+fn secs(timeout: Option<Duration>) -> Option<f64> {
+    timeout.map(|t| t.as_secs_f64())
+}
+
+fn boolean(reply: Reply) -> Result<bool> {
+    match reply {
+        Reply::Bool(b) => Ok(b),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// A lock held by a [`Manager`] (Python's `manager.Lock()`, a proxy of `threading.Lock`): any
+/// process may release it, as with `threading.Lock`. Beyond Python, a lock whose holder's
+/// connection closes (its process died) is released.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LockProxy(Handle);
+
+impl LockProxy {
+    /// Takes the lock: with `block`, waits up to `timeout` (`None`: no limit); without, tries
+    /// once. True if taken (Python's `acquire(block, timeout)`).
+    pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
+        let wait = if block { secs(timeout) } else { Some(0.0) };
+        boolean(self.0.call(Op::Acquire(wait))?)
+    }
+
+    /// Releases the lock.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] `RuntimeError` (`release unlocked lock`) if it is not held.
+    pub fn release(&self) -> Result<()> {
+        self.0.done(Op::Release)
+    }
+
+    /// Whether the lock is held.
+    pub fn locked(&self) -> Result<bool> {
+        boolean(self.0.call(Op::Locked)?)
+    }
+}
+
+/// An event held by a [`Manager`] (Python's `manager.Event()`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventProxy(Handle);
+
+impl EventProxy {
+    /// Sets the event, waking every waiter.
+    pub fn set(&self) -> Result<()> {
+        self.0.done(Op::Set)
+    }
+
+    /// Clears the event.
+    pub fn clear(&self) -> Result<()> {
+        self.0.done(Op::Clear)
+    }
+
+    /// Whether the event is set.
+    pub fn is_set(&self) -> Result<bool> {
+        boolean(self.0.call(Op::Locked)?)
+    }
+
+    /// Waits until the event is set, up to `timeout` (`None`: no limit); true if it is.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
+        boolean(self.0.call(Op::Wait(secs(timeout)))?)
     }
 }

@@ -3,9 +3,12 @@
 //!
 //! Objects are kept as encoded bytes (the server never needs their Rust types): a dict maps
 //! encoded keys to encoded values, in insertion order as Python's does; a list and a queue hold
-//! encoded items. One lock guards them all, with one condition variable for queue readers.
+//! encoded items. One lock guards them all, with one condition variable for whoever waits
+//! (a queue reader, a lock acquirer, an event waiter). A lock held by a client that hangs up
+//! (its process died) is released: Python's stays locked forever.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,7 +40,12 @@ pub(crate) fn serve(ready: Connection, address: Option<Address>, authkey: Vec<u8
         match listener.accept() {
             Ok(conn) => {
                 let state = Arc::clone(&state);
-                std::thread::spawn(move || answer(&conn, &state));
+                std::thread::spawn(move || {
+                    static CLIENTS: AtomicU64 = AtomicU64::new(0);
+                    let client = CLIENTS.fetch_add(1, Ordering::Relaxed) + 1;
+                    answer(&conn, &state, client);
+                    state.forget(client);
+                });
             }
             // A client with the wrong key, or one that hung up during the handshake: refused,
             // and the server goes on.
@@ -48,13 +56,13 @@ pub(crate) fn serve(ready: Connection, address: Option<Address>, authkey: Vec<u8
 }
 
 /// Answers one client's requests in order until it hangs up.
-fn answer(conn: &Connection, state: &State) {
+fn answer(conn: &Connection, state: &State, client: u64) {
     while let Ok(request) = conn.recv::<Request>() {
         if let Request::Shutdown = request {
             let _ = conn.send(&Reply::Done);
             crate::exit(0);
         }
-        if conn.send(&state.apply(request)).is_err() {
+        if conn.send(&state.apply(request, client)).is_err() {
             return;
         }
     }
@@ -105,6 +113,10 @@ enum Object {
     List(Vec<Vec<u8>>),
     Value(Vec<u8>),
     Queue(VecDeque<Vec<u8>>),
+    /// The client holding it, if held.
+    Lock(Option<u64>),
+    /// Whether it is set.
+    Event(bool),
 }
 
 impl Object {
@@ -114,6 +126,8 @@ impl Object {
             Kind::List => Object::List(Vec::new()),
             Kind::Value => Object::Value(initial.map(|b| b.0).unwrap_or_default()),
             Kind::Queue => Object::Queue(VecDeque::new()),
+            Kind::Lock => Object::Lock(None),
+            Kind::Event => Object::Event(false),
         }
     }
 }
@@ -136,8 +150,9 @@ impl Objects {
 #[derive(Default)]
 struct State {
     objects: Mutex<Objects>,
-    /// Signalled whenever an item is put on a queue.
-    put: Condvar,
+    /// Signalled whenever something a waiter may wait for happens (an item put on a queue, a
+    /// lock released, an event set).
+    changed: Condvar,
 }
 
 fn remote(kind: &str, message: impl Into<String>) -> Reply {
@@ -151,7 +166,20 @@ fn position(i: i64, len: usize) -> Option<usize> {
 }
 
 impl State {
-    fn apply(&self, request: Request) -> Reply {
+    /// Releases the locks that `client` held (it hung up).
+    fn forget(&self, client: u64) {
+        let mut objects = lock(&self.objects);
+        for object in objects.table.values_mut() {
+            if let Object::Lock(holder) = object {
+                if *holder == Some(client) {
+                    *holder = None;
+                }
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    fn apply(&self, request: Request, client: u64) -> Reply {
         let mut objects = lock(&self.objects);
         match request {
             Request::Create(kind, initial) => Reply::Id(objects.insert(Object::new(kind, initial))),
@@ -171,7 +199,7 @@ impl State {
             }
             Request::Call(id, op) => {
                 let deadline = match &op {
-                    Op::QueueGet(Some(secs)) => {
+                    Op::QueueGet(Some(secs)) | Op::Acquire(Some(secs)) | Op::Wait(Some(secs)) => {
                         Some(Instant::now() + Duration::from_secs_f64(secs.max(0.0)))
                     }
                     _ => None,
@@ -180,25 +208,32 @@ impl State {
                     let Some(object) = objects.table.get_mut(&id) else {
                         return remote("KeyError", format!("no object with id {id}"));
                     };
-                    match call(object, &op) {
+                    match call(object, &op, client) {
                         Some(reply) => {
-                            if matches!(op, Op::QueuePut(_)) {
-                                self.put.notify_all();
+                            if matches!(op, Op::QueuePut(_) | Op::Release | Op::Set) {
+                                self.changed.notify_all();
                             }
                             return reply;
                         }
-                        // An empty queue: wait for a put, up to the deadline.
+                        // Not yet (an empty queue, a held lock, an unset event): wait for a
+                        // change, up to the deadline.
                         None => match deadline {
                             None => {
-                                objects = self.put.wait(objects).unwrap_or_else(|e| e.into_inner())
+                                objects = self
+                                    .changed
+                                    .wait(objects)
+                                    .unwrap_or_else(|e| e.into_inner())
                             }
                             Some(d) => {
                                 let left = d.saturating_duration_since(Instant::now());
                                 if left.is_zero() {
-                                    return remote("Empty", "the queue is empty");
+                                    return match op {
+                                        Op::QueueGet(_) => remote("Empty", "the queue is empty"),
+                                        _ => Reply::Bool(false),
+                                    };
                                 }
                                 objects = self
-                                    .put
+                                    .changed
                                     .wait_timeout(objects, left)
                                     .unwrap_or_else(|e| e.into_inner())
                                     .0;
@@ -218,8 +253,9 @@ impl Object {
     }
 }
 
-/// Runs `op` on `object`; `None` only for a get on an empty queue (the caller waits).
-fn call(object: &mut Object, op: &Op) -> Option<Reply> {
+/// Runs `op` for `client` on `object`; `None` when it must wait (a get on an empty queue, an
+/// acquire of a held lock, a wait on an unset event).
+fn call(object: &mut Object, op: &Op, client: u64) -> Option<Reply> {
     let bytes = |b: &Vec<u8>| Bytes(b.clone());
     Some(match (object, op) {
         (Object::Dict(d), Op::Get(k)) => Reply::Maybe(d.get(&k.0).map(bytes)),
@@ -282,6 +318,32 @@ fn call(object: &mut Object, op: &Op) -> Option<Reply> {
         }
         (Object::Queue(q), Op::QueueGet(_)) => Reply::Bytes(Bytes(q.pop_front()?)),
         (Object::Queue(q), Op::Len) => Reply::Len(q.len() as u64),
+        (Object::Lock(holder), Op::Acquire(_)) => match holder {
+            Some(_) => return None,
+            None => {
+                *holder = Some(client);
+                Reply::Bool(true)
+            }
+        },
+        // As `threading.Lock`: any client may release it, once.
+        (Object::Lock(holder), Op::Release) => match holder.take() {
+            Some(_) => Reply::Done,
+            None => remote("RuntimeError", "release unlocked lock"),
+        },
+        (Object::Lock(holder), Op::Locked) => Reply::Bool(holder.is_some()),
+        (Object::Event(set), Op::Set) => {
+            *set = true;
+            Reply::Done
+        }
+        (Object::Event(set), Op::Clear) => {
+            *set = false;
+            Reply::Done
+        }
+        (Object::Event(set), Op::Locked) => Reply::Bool(*set),
+        (Object::Event(set), Op::Wait(_)) => match set {
+            true => Reply::Bool(true),
+            false => return None,
+        },
         (_, op) => remote(
             "AttributeError",
             format!("this object has no method {:?}", op.name()),
