@@ -242,3 +242,25 @@ fn killed_holder_releases_a_manager_lock() {
     p.join(None).unwrap();
     assert!(lock.acquire(true, Some(Duration::from_secs(5))).unwrap());
 }
+
+/// Waits for an item of `q` for ever.
+fn take_one(q: QueueProxy<u32>) -> u32 {
+    q.get().unwrap()
+}
+
+/// A client killed while its `get` waits in the manager takes nothing: the next item goes to
+/// a live reader.
+#[test]
+fn killed_waiter_takes_nothing() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let manager = Manager::start().unwrap();
+    let q = manager.queue::<u32>().unwrap();
+    let mut p = Process::new(take_one, (q.clone(),));
+    p.start().unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // let its `get` reach the manager
+    p.kill().unwrap();
+    p.join(None).unwrap();
+    q.put(&7).unwrap();
+    assert_eq!(q.get_timeout(Some(Duration::from_secs(2))).unwrap(), 7);
+}

@@ -62,7 +62,13 @@ fn answer(conn: &Connection, state: &State, client: u64) {
             let _ = conn.send(&Reply::Done);
             crate::exit(0);
         }
-        if conn.send(&state.apply(request, client)).is_err() {
+        // A client that hangs up while its call waits (its process died) must not take an
+        // item or a lock that nobody will ever see.
+        let gone = || conn.poll(Some(Duration::ZERO)).unwrap_or(true);
+        let Some(reply) = state.apply(request, client, &gone) else {
+            return;
+        };
+        if conn.send(&reply).is_err() {
             return;
         }
     }
@@ -147,6 +153,9 @@ impl Objects {
     }
 }
 
+/// How often a waiting call looks whether its client hung up.
+const CLIENT_CHECK: Duration = Duration::from_millis(100);
+
 #[derive(Default)]
 struct State {
     objects: Mutex<Objects>,
@@ -179,19 +188,21 @@ impl State {
         self.changed.notify_all();
     }
 
-    fn apply(&self, request: Request, client: u64) -> Reply {
+    /// The reply to `request` from `client`; `None` if the client hung up (`gone()`) while
+    /// its call waited.
+    fn apply(&self, request: Request, client: u64, gone: &dyn Fn() -> bool) -> Option<Reply> {
         let mut objects = lock(&self.objects);
-        match request {
+        Some(match request {
             Request::Create(kind, initial) => Reply::Id(objects.insert(Object::new(kind, initial))),
             Request::Named(name, kind) => {
                 if let Some(&id) = objects.names.get(&name) {
-                    return match objects.table.get(&id) {
+                    return Some(match objects.table.get(&id) {
                         Some(o) if Object::new(kind, None).same_kind(o) => Reply::Id(id),
                         _ => remote(
                             "TypeError",
                             format!("{name:?} names an object of another kind"),
                         ),
-                    };
+                    });
                 }
                 let id = objects.insert(Object::new(kind, None));
                 objects.names.insert(name, id);
@@ -206,44 +217,42 @@ impl State {
                 };
                 loop {
                     let Some(object) = objects.table.get_mut(&id) else {
-                        return remote("KeyError", format!("no object with id {id}"));
+                        return Some(remote("KeyError", format!("no object with id {id}")));
                     };
                     match call(object, &op, client) {
                         Some(reply) => {
                             if matches!(op, Op::QueuePut(_) | Op::Release | Op::Set) {
                                 self.changed.notify_all();
                             }
-                            return reply;
+                            return Some(reply);
                         }
                         // Not yet (an empty queue, a held lock, an unset event): wait for a
-                        // change, up to the deadline.
-                        None => match deadline {
-                            None => {
-                                objects = self
-                                    .changed
-                                    .wait(objects)
-                                    .unwrap_or_else(|e| e.into_inner())
+                        // change, up to the deadline, looking now and then whether the client
+                        // is still there.
+                        None => {
+                            let left =
+                                deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                            if left == Some(Duration::ZERO) {
+                                return Some(match op {
+                                    Op::QueueGet(_) => remote("Empty", "the queue is empty"),
+                                    _ => Reply::Bool(false),
+                                });
                             }
-                            Some(d) => {
-                                let left = d.saturating_duration_since(Instant::now());
-                                if left.is_zero() {
-                                    return match op {
-                                        Op::QueueGet(_) => remote("Empty", "the queue is empty"),
-                                        _ => Reply::Bool(false),
-                                    };
-                                }
-                                objects = self
-                                    .changed
-                                    .wait_timeout(objects, left)
-                                    .unwrap_or_else(|e| e.into_inner())
-                                    .0;
+                            let slice = left.map_or(CLIENT_CHECK, |l| l.min(CLIENT_CHECK));
+                            objects = self
+                                .changed
+                                .wait_timeout(objects, slice)
+                                .unwrap_or_else(|e| e.into_inner())
+                                .0;
+                            if gone() {
+                                return None;
                             }
-                        },
+                        }
                     }
                 }
             }
             Request::Shutdown => Reply::Done,
-        }
+        })
     }
 }
 
