@@ -513,8 +513,8 @@ fn main() -> multiprocess::Result<()> {
 
     section(
         "What is not built yet",
-        "RLock, Semaphore, Condition and Namespace proxies and custom types in managers, and\n\
-         the forkserver start method.",
+        "Condition, Barrier and Pool proxies and custom types in managers, reference counting\n\
+         of managed objects, and the forkserver start method.",
     );
 
     // The very last act: a daemonic child that would sleep a minute. Returning from main runs

@@ -71,11 +71,12 @@
 //! | `sys.exit(n)` in a child | [`exit`] or `std::process::exit` |
 //! | exceptions (`ValueError`, `AssertionError`, `TimeoutError`, `BufferTooShort`, ...) | [`Error`] variants |
 //!
-//! | `Manager()`, `manager.dict()`, `.list()`, `.Value(t, v)`, `.Queue()`, `.Lock()`, `.Event()` | [`Manager::start`], [`Manager::dict`], [`Manager::list`], [`Manager::value`], [`Manager::queue`], [`Manager::lock`], [`Manager::event`] (typed proxies in [`managers`]) |
+//! | `Manager()`, `manager.dict()`, `.list()`, `.Value(t, v)`, `.Queue()` | [`Manager::start`], [`Manager::dict`], [`Manager::list`], [`Manager::value`], [`Manager::queue`] (typed proxies in [`managers`]) |
+//! | `.Lock()`, `.RLock()`, `.Semaphore(n)`, `.BoundedSemaphore(n)`, `.Event()`, `.Namespace()` | [`Manager::lock`], [`Manager::rlock`], [`Manager::semaphore`], [`Manager::bounded_semaphore`], [`Manager::event`], [`Manager::namespace`] |
 //! | `BaseManager(address, authkey)`: `start()`, `connect()`, `register(name, ...)` | [`Manager::start_at`], [`Manager::connect`], [`Manager::named`] |
 //! | a remote exception re-raised by a proxy | [`Error::Remote`] (`kind` is Python's exception name) |
 //!
-//! Managers do not yet hold `RLock`s, semaphores, conditions or namespaces, nor custom
+//! Managers do not yet hold conditions, barriers, arrays, joinable queues or pools, nor custom
 //! registered types; the README's feature table says what works today.
 //!
 //! ## Start methods

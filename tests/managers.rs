@@ -7,7 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use multiprocess::managers::{DictProxy, EventProxy, ListProxy, LockProxy, QueueProxy, ValueProxy};
+use multiprocess::managers::{
+    DictProxy, EventProxy, ListProxy, LockProxy, NamespaceProxy, QueueProxy, RLockProxy, ValueProxy,
+};
 use multiprocess::{Error, Manager, Process};
 
 /// The child's side of S06: works on every kind of proxy it was given.
@@ -263,4 +265,58 @@ fn killed_waiter_takes_nothing() {
     p.join(None).unwrap();
     q.put(&7).unwrap();
     assert_eq!(q.get_timeout(Some(Duration::from_secs(2))).unwrap(), 7);
+}
+
+/// Sets two attributes of `ns` and tries to release an `RLock` it does not hold.
+fn namespace_child(ns: NamespaceProxy, r: RLockProxy) -> bool {
+    ns.set("answer", &42u32).unwrap();
+    ns.set("greeting", &"hello".to_string()).unwrap();
+    matches!(r.release(), Err(Error::Remote { kind, .. }) if kind == "RuntimeError")
+}
+
+/// S06: RLock (re-entrant, released only by its holder), Semaphore and BoundedSemaphore, and
+/// Namespace proxies, the namespace written by a child.
+#[test]
+fn s06_rlock_semaphore_namespace() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let manager = Manager::start().unwrap();
+    let r = manager.rlock().unwrap();
+    assert!(r.acquire(true, None).unwrap());
+    assert!(r.acquire(false, None).unwrap());
+    let ns = manager.namespace().unwrap();
+    let mut p = Process::new(namespace_child, (ns.clone(), r.clone()));
+    p.start().unwrap();
+    assert!(
+        p.result::<bool>().unwrap(),
+        "a non-holder released the RLock"
+    );
+    assert_eq!(ns.get::<u32>("answer").unwrap(), 42);
+    assert_eq!(ns.get::<String>("greeting").unwrap(), "hello");
+    match ns.get::<u32>("missing") {
+        Err(Error::Remote { kind, .. }) => assert_eq!(kind, "AttributeError"),
+        other => panic!("{other:?}"),
+    }
+    r.release().unwrap();
+    r.release().unwrap();
+    assert!(r.release().is_err());
+
+    let s = manager.semaphore(2).unwrap();
+    assert!(s.acquire(false, None).unwrap());
+    assert!(s.acquire(false, None).unwrap());
+    assert!(!s.acquire(true, Some(Duration::from_millis(50))).unwrap());
+    s.release().unwrap();
+    s.release().unwrap();
+    s.release().unwrap(); // unbounded: fine
+    assert_eq!(s.get_value().unwrap(), 3);
+    let b = manager.bounded_semaphore(1).unwrap();
+    assert!(b.acquire(true, None).unwrap());
+    b.release().unwrap();
+    match b.release() {
+        Err(Error::Remote { kind, message }) => assert_eq!(
+            (kind.as_str(), message.as_str()),
+            ("ValueError", "Semaphore released too many times")
+        ),
+        other => panic!("{other:?}"),
+    }
 }

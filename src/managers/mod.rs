@@ -28,8 +28,9 @@
 //! objects shared by name ([`Manager::named`]) are how such clients find each other's queues
 //! (Python's `register('get_queue', ...)`).
 //!
-//! Beyond this first version: Python's `RLock`, `Semaphore`, `Condition`, `Namespace` and custom
-//! registered types; objects live until the manager shuts down (no reference counting yet).
+//! Beyond this first version: Python's `Condition`, `Barrier`, `Array`, `JoinableQueue` and
+//! `Pool` proxies and custom registered types; objects live until the manager shuts down (no
+//! reference counting yet).
 
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
@@ -59,6 +60,10 @@ pub enum Kind {
     Queue,
     /// A lock.
     Lock,
+    /// A re-entrant lock.
+    RLock,
+    /// A semaphore: its initial value, and its bound for a bounded one.
+    Semaphore(u32, Option<u32>),
     /// An event.
     Event,
 }
@@ -360,6 +365,32 @@ impl Manager {
     /// A new lock (Python's `manager.Lock()`, a proxy of `threading.Lock`).
     pub fn lock(&self) -> Result<LockProxy> {
         Ok(LockProxy(self.create(Kind::Lock, None)?))
+    }
+
+    /// A new re-entrant lock (Python's `manager.RLock()`). It belongs to the proxy copy that
+    /// acquired it (its clones share it), as Python's belongs to a thread.
+    pub fn rlock(&self) -> Result<RLockProxy> {
+        Ok(RLockProxy(self.create(Kind::RLock, None)?))
+    }
+
+    /// A new semaphore starting at `value` (Python's `manager.Semaphore(value)`).
+    pub fn semaphore(&self, value: u32) -> Result<SemaphoreProxy> {
+        Ok(SemaphoreProxy(
+            self.create(Kind::Semaphore(value, None), None)?,
+        ))
+    }
+
+    /// A new bounded semaphore (Python's `manager.BoundedSemaphore(value)`): releasing it
+    /// above `value` is an error.
+    pub fn bounded_semaphore(&self, value: u32) -> Result<SemaphoreProxy> {
+        let kind = Kind::Semaphore(value, Some(value));
+        Ok(SemaphoreProxy(self.create(kind, None)?))
+    }
+
+    /// A new namespace (Python's `manager.Namespace()`): attributes by name, each of any
+    /// serde type.
+    pub fn namespace(&self) -> Result<NamespaceProxy> {
+        Ok(NamespaceProxy(self.create(Kind::Dict, None)?))
     }
 
     /// A new event (Python's `manager.Event()`).
@@ -740,5 +771,96 @@ impl EventProxy {
     /// Waits until the event is set, up to `timeout` (`None`: no limit); true if it is.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
         boolean(self.0.call(Op::Wait(secs(timeout)))?)
+    }
+}
+
+/// A re-entrant lock held by a [`Manager`] (Python's `manager.RLock()`): acquired again by the
+/// proxy copy that holds it, released as many times; a holder whose process dies releases it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RLockProxy(Handle);
+
+impl RLockProxy {
+    /// Takes the lock (again, if this proxy copy holds it): with `block`, waits up to
+    /// `timeout` (`None`: no limit); without, tries once. True if taken.
+    pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
+        let wait = if block { secs(timeout) } else { Some(0.0) };
+        boolean(self.0.call(Op::Acquire(wait))?)
+    }
+
+    /// Releases one level.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] `RuntimeError` (`cannot release un-acquired lock`) unless this proxy
+    /// copy holds it.
+    pub fn release(&self) -> Result<()> {
+        self.0.done(Op::Release)
+    }
+}
+
+/// A semaphore held by a [`Manager`] (Python's `manager.Semaphore()` and
+/// `manager.BoundedSemaphore()`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SemaphoreProxy(Handle);
+
+impl SemaphoreProxy {
+    /// Takes one unit: with `block`, waits up to `timeout` (`None`: no limit); without, tries
+    /// once. True if taken.
+    pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
+        let wait = if block { secs(timeout) } else { Some(0.0) };
+        boolean(self.0.call(Op::Acquire(wait))?)
+    }
+
+    /// Gives one unit back.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] `ValueError` (`Semaphore released too many times`) above a bounded
+    /// semaphore's initial value.
+    pub fn release(&self) -> Result<()> {
+        self.0.done(Op::Release)
+    }
+
+    /// The counter's value now (Python's `get_value()`).
+    pub fn get_value(&self) -> Result<u32> {
+        self.0.len().map(|n| n as u32)
+    }
+}
+
+/// A namespace held by a [`Manager`] (Python's `manager.Namespace()`): named attributes, each
+/// of any serde type (read back as the type it was written as).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NamespaceProxy(Handle);
+
+impl NamespaceProxy {
+    /// Attribute `name` (Python's `ns.name`).
+    ///
+    /// # Errors
+    /// [`Error::Remote`] `AttributeError` if there is none.
+    pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<T> {
+        match self.0.value(Op::GetItem(encode(name)?)) {
+            Err(Error::Remote { kind, .. }) if kind == "KeyError" => Err(Error::Remote {
+                kind: "AttributeError".into(),
+                message: format!("'Namespace' object has no attribute '{name}'"),
+            }),
+            other => other,
+        }
+    }
+
+    /// Sets attribute `name` (Python's `ns.name = value`).
+    pub fn set<T: Serialize>(&self, name: &str, value: &T) -> Result<()> {
+        self.0.done(Op::SetItem(encode(name)?, encode(value)?))
+    }
+
+    /// Removes attribute `name` (Python's `del ns.name`).
+    ///
+    /// # Errors
+    /// [`Error::Remote`] `AttributeError` if there is none.
+    pub fn del(&self, name: &str) -> Result<()> {
+        match self.0.done(Op::DelItem(encode(name)?)) {
+            Err(Error::Remote { kind, .. }) if kind == "KeyError" => Err(Error::Remote {
+                kind: "AttributeError".into(),
+                message: name.to_string(),
+            }),
+            other => other,
+        }
     }
 }

@@ -121,6 +121,10 @@ enum Object {
     Queue(VecDeque<Vec<u8>>),
     /// The client holding it, if held.
     Lock(Option<u64>),
+    /// The client holding it, and how many times.
+    RLock(Option<u64>, u32),
+    /// The counter, and its bound for a bounded one.
+    Semaphore(u32, Option<u32>),
     /// Whether it is set.
     Event(bool),
 }
@@ -133,6 +137,8 @@ impl Object {
             Kind::Value => Object::Value(initial.map(|b| b.0).unwrap_or_default()),
             Kind::Queue => Object::Queue(VecDeque::new()),
             Kind::Lock => Object::Lock(None),
+            Kind::RLock => Object::RLock(None, 0),
+            Kind::Semaphore(value, bound) => Object::Semaphore(value, bound),
             Kind::Event => Object::Event(false),
         }
     }
@@ -179,10 +185,13 @@ impl State {
     fn forget(&self, client: u64) {
         let mut objects = lock(&self.objects);
         for object in objects.table.values_mut() {
-            if let Object::Lock(holder) = object {
-                if *holder == Some(client) {
+            match object {
+                Object::Lock(holder) if *holder == Some(client) => *holder = None,
+                Object::RLock(holder, count) if *holder == Some(client) => {
                     *holder = None;
+                    *count = 0;
                 }
+                _ => {}
             }
         }
         self.changed.notify_all();
@@ -340,6 +349,42 @@ fn call(object: &mut Object, op: &Op, client: u64) -> Option<Reply> {
             None => remote("RuntimeError", "release unlocked lock"),
         },
         (Object::Lock(holder), Op::Locked) => Reply::Bool(holder.is_some()),
+        (Object::RLock(holder, count), Op::Acquire(_)) => match holder {
+            Some(h) if *h != client => return None,
+            _ => {
+                *holder = Some(client);
+                *count += 1;
+                Reply::Bool(true)
+            }
+        },
+        // As `threading.RLock`: only its holder releases it.
+        (Object::RLock(holder, count), Op::Release) => match holder {
+            Some(h) if *h == client => {
+                *count -= 1;
+                if *count == 0 {
+                    *holder = None;
+                }
+                Reply::Done
+            }
+            _ => remote("RuntimeError", "cannot release un-acquired lock"),
+        },
+        (Object::RLock(holder, _), Op::Locked) => Reply::Bool(holder.is_some()),
+        (Object::Semaphore(value, _), Op::Acquire(_)) => match value {
+            0 => return None,
+            v => {
+                *v -= 1;
+                Reply::Bool(true)
+            }
+        },
+        (Object::Semaphore(value, bound), Op::Release) => {
+            if Some(*value) == *bound {
+                remote("ValueError", "Semaphore released too many times")
+            } else {
+                *value += 1;
+                Reply::Done
+            }
+        }
+        (Object::Semaphore(value, _), Op::Len) => Reply::Len(u64::from(*value)),
         (Object::Event(set), Op::Set) => {
             *set = true;
             Reply::Done
