@@ -211,6 +211,19 @@ impl Handle {
         }
     }
 
+    fn flag(&self, op: Op) -> Result<bool> {
+        match self.call(op)? {
+            Reply::Bool(b) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A lock's or semaphore's acquire: with `block`, waits up to `timeout`; without, once.
+    fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
+        let wait = if block { secs(timeout) } else { Some(0.0) };
+        self.flag(Op::Acquire(wait))
+    }
+
     fn len(&self) -> Result<usize> {
         match self.call(Op::Len)? {
             Reply::Len(n) => Ok(n as usize),
@@ -540,10 +553,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
 
     /// Whether `key` is present (Python's `key in d`).
     pub fn contains(&self, key: &K) -> Result<bool> {
-        match self.0.call(Op::Contains(encode(key)?))? {
-            Reply::Bool(b) => Ok(b),
-            other => Err(unexpected(other)),
-        }
+        self.0.flag(Op::Contains(encode(key)?))
     }
 
     /// The number of entries.
@@ -671,7 +681,7 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// # Errors
     /// [`Error::Empty`] when nothing came in time.
     pub fn get_timeout(&self, timeout: Option<Duration>) -> Result<T> {
-        match self.0.value(Op::QueueGet(timeout.map(|t| t.as_secs_f64()))) {
+        match self.0.value(Op::QueueGet(secs(timeout))) {
             Err(Error::Remote { kind, .. }) if kind == "Empty" => Err(Error::Empty),
             other => other,
         }
@@ -713,13 +723,6 @@ fn secs(timeout: Option<Duration>) -> Option<f64> {
     timeout.map(|t| t.as_secs_f64())
 }
 
-fn boolean(reply: Reply) -> Result<bool> {
-    match reply {
-        Reply::Bool(b) => Ok(b),
-        other => Err(unexpected(other)),
-    }
-}
-
 /// A lock held by a [`Manager`] (Python's `manager.Lock()`, a proxy of `threading.Lock`): any
 /// process may release it, as with `threading.Lock`. Beyond Python, a lock whose holder's
 /// connection closes (its process died) is released.
@@ -730,8 +733,7 @@ impl LockProxy {
     /// Takes the lock: with `block`, waits up to `timeout` (`None`: no limit); without, tries
     /// once. True if taken (Python's `acquire(block, timeout)`).
     pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
-        let wait = if block { secs(timeout) } else { Some(0.0) };
-        boolean(self.0.call(Op::Acquire(wait))?)
+        self.0.acquire(block, timeout)
     }
 
     /// Releases the lock.
@@ -744,7 +746,7 @@ impl LockProxy {
 
     /// Whether the lock is held.
     pub fn locked(&self) -> Result<bool> {
-        boolean(self.0.call(Op::Locked)?)
+        self.0.flag(Op::Locked)
     }
 }
 
@@ -765,12 +767,12 @@ impl EventProxy {
 
     /// Whether the event is set.
     pub fn is_set(&self) -> Result<bool> {
-        boolean(self.0.call(Op::Locked)?)
+        self.0.flag(Op::Locked)
     }
 
     /// Waits until the event is set, up to `timeout` (`None`: no limit); true if it is.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
-        boolean(self.0.call(Op::Wait(secs(timeout)))?)
+        self.0.flag(Op::Wait(secs(timeout)))
     }
 }
 
@@ -783,8 +785,7 @@ impl RLockProxy {
     /// Takes the lock (again, if this proxy copy holds it): with `block`, waits up to
     /// `timeout` (`None`: no limit); without, tries once. True if taken.
     pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
-        let wait = if block { secs(timeout) } else { Some(0.0) };
-        boolean(self.0.call(Op::Acquire(wait))?)
+        self.0.acquire(block, timeout)
     }
 
     /// Releases one level.
@@ -806,8 +807,7 @@ impl SemaphoreProxy {
     /// Takes one unit: with `block`, waits up to `timeout` (`None`: no limit); without, tries
     /// once. True if taken.
     pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
-        let wait = if block { secs(timeout) } else { Some(0.0) };
-        boolean(self.0.call(Op::Acquire(wait))?)
+        self.0.acquire(block, timeout)
     }
 
     /// Gives one unit back.
