@@ -176,7 +176,7 @@ impl Client {
         let Some(c) = conn.as_ref() else {
             return Err(Error::state("no connection to the manager"));
         };
-        let reply = c.send(request).and_then(|()| c.recv::<Reply>());
+        let reply = c.send(request).and_then(|()| recv_soon::<Reply>(c));
         if reply.is_err() {
             // The stream may be off a message boundary now: never reuse it.
             *conn = None;
@@ -186,6 +186,21 @@ impl Client {
             other => Ok(other),
         }
     }
+}
+
+/// How long a side of a manager call looks for the other's next message before sleeping: a
+/// sleeping process woken from another CPU costs tens of µs on a VM, a call answered by an awake
+/// manager a few.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// Receives the next message, first looking for it (yielding the CPU between looks, in case
+/// the other side runs on this one) for up to [`SPIN`], then sleeping.
+fn recv_soon<T: DeserializeOwned>(conn: &Connection) -> Result<T> {
+    let start = std::time::Instant::now();
+    while !conn.poll(Some(Duration::ZERO))? && start.elapsed() < SPIN {
+        std::thread::yield_now();
+    }
+    conn.recv()
 }
 
 fn unexpected(reply: Reply) -> Error {

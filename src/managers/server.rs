@@ -57,7 +57,7 @@ pub(crate) fn serve(ready: Connection, address: Option<Address>, authkey: Vec<u8
 
 /// Answers one client's requests in order until it hangs up.
 fn answer(conn: &Connection, state: &State, client: u64) {
-    while let Ok(request) = conn.recv::<Request>() {
+    while let Ok(request) = super::recv_soon::<Request>(conn) {
         if let Request::Shutdown = request {
             let _ = conn.send(&Reply::Done);
             crate::exit(0);

@@ -1,0 +1,223 @@
+//! Benchmark W8: calls on objects held by a manager process, against CPython's
+//! `multiprocessing.Manager()` (Linux only; elsewhere the binary says so and exits).
+//!
+//! The rows, in µs per pair of calls made by this process on proxies (the manager's server
+//! process started once, by the default start method, and unpinned, as CPython's):
+//!
+//! - `DictProxy<u32, u64>`: `d.set(&k, &i)` then `d.get(&k)` (k cycles over 100 keys);
+//! - `QueueProxy<u64>`: `q.put(&i)` then `q.get()`;
+//! - CPython 3's `Manager().dict()` (`d[k] = i; d[k]`) and `Manager().Queue()` (`q.put(i);
+//!   q.get()`), fork context, from `bench/python/w8_manager.py`, run after the Rust rows.
+//!
+//! Each row: one warmup batch, then 20 batches of 2000 pairs, the rows' batches interleaved; a
+//! sample is a batch's mean time per pair; the report gives median, p10 and p90.
+//!
+//! ```text
+//! cargo bench --bench w8_manager
+//! cargo bench --bench w8_manager -- --batches 5 --no-python --no-write
+//! ```
+//!
+//! Options: `--batches N` (`W8_BATCHES`), `--batch-size N` (`W8_BATCH_SIZE`), `--no-python`,
+//! `--no-write` (`W8_NO_WRITE=1`), `--md PATH`, `--only TEXT`.
+
+fn main() {
+    multiprocess::init();
+    #[cfg(target_os = "linux")]
+    if let Err(e) = w8::run() {
+        eprintln!("w8: {e}");
+        std::process::exit(1);
+    }
+    #[cfg(not(target_os = "linux"))]
+    eprintln!("w8: this benchmark runs on Linux only");
+}
+
+#[cfg(target_os = "linux")]
+mod common;
+
+#[cfg(target_os = "linux")]
+mod w8 {
+    use super::common::{
+        BenchOptions, CpuUse, Stats, command_line, disturbance_line, interleave, machine, ratio,
+        write_md,
+    };
+    use std::path::Path;
+    use std::process::Command;
+    use std::time::Instant;
+
+    const BEGIN: &str = "<!-- w8:begin -->";
+    const END: &str = "<!-- w8:end -->";
+
+    type Batch = Box<dyn FnMut(usize) -> Result<f64, String>>;
+
+    struct Row {
+        key: &'static str,
+        label: &'static str,
+        batch: Batch,
+        samples: Vec<f64>,
+        error: Option<String>,
+    }
+
+    pub(crate) fn run() -> Result<(), String> {
+        let o = BenchOptions::parse("w8_manager", "W8", 20, 2000)?;
+        let e = |e: multiprocess::Error| e.to_string();
+        let manager = multiprocess::Manager::start().map_err(e)?;
+        let d = manager.dict::<u32, u64>().map_err(e)?;
+        let q = manager.queue::<u64>().map_err(e)?;
+        let mut rows: Vec<Row> = Vec::new();
+        let dict: Batch = Box::new(move |n| {
+            let t = Instant::now();
+            for i in 0..n as u64 {
+                let k = (i % 100) as u32;
+                d.set(&k, &i).map_err(e)?;
+                if d.get(&k).map_err(e)? != Some(i) {
+                    return Err("the dict lost a value".into());
+                }
+            }
+            Ok(t.elapsed().as_secs_f64() * 1e6 / n as f64)
+        });
+        let queue: Batch = Box::new(move |n| {
+            let t = Instant::now();
+            for i in 0..n as u64 {
+                q.put(&i).map_err(e)?;
+                if q.get().map_err(e)? != i {
+                    return Err("the queue lost a value".into());
+                }
+            }
+            Ok(t.elapsed().as_secs_f64() * 1e6 / n as f64)
+        });
+        for (key, label, batch) in [
+            (
+                "dict",
+                "multiprocess `DictProxy<u32, u64>`: `set(&k, &i)` + `get(&k)`",
+                dict,
+            ),
+            (
+                "queue",
+                "multiprocess `QueueProxy<u64>`: `put(&i)` + `get()`",
+                queue,
+            ),
+        ] {
+            if o.keeps(label) {
+                rows.push(Row {
+                    key,
+                    label,
+                    batch,
+                    samples: Vec::new(),
+                    error: None,
+                });
+            }
+        }
+        let cpu = CpuUse::now();
+        let size = o.batch_size;
+        interleave(
+            &mut rows,
+            o.batches,
+            |r, warmup| {
+                if r.error.is_some() {
+                    return;
+                }
+                match (r.batch)(size) {
+                    Ok(us) if !warmup => r.samples.push(us),
+                    Ok(_) => {}
+                    Err(err) => r.error = Some(err),
+                }
+            },
+            |_| {},
+        );
+        // The manager's process counts as ours once reaped.
+        drop(manager);
+        let others = cpu.others_since();
+        eprintln!("w8: Rust rows done");
+
+        let python = if o.python {
+            python_rows(&o)
+        } else {
+            Err("skipped (--no-python)".into())
+        };
+
+        let mut block = String::from("## W8: calls on objects held by a manager process\n\n");
+        block += &format!("- Command: `{}`\n", o.command);
+        block += &format!("- Machine: {}\n", machine());
+        block += &format!(
+            "- Date: {}\n",
+            command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default()
+        );
+        block += &disturbance_line(others);
+        block += &format!(
+            "- Each row: 1 warmup batch + {} batches of {} pairs of calls from this process, the rows' batches interleaved; a sample is a batch's mean time per pair; the manager's server process is started once, unpinned\n\n",
+            o.batches, o.batch_size
+        );
+        block += "| row | median µs per pair | p10 | p90 | batches | CPython ÷ ours |\n|---|---:|---:|---:|---:|---:|\n";
+        let py = python.as_ref().ok();
+        for r in &rows {
+            let Some(s) = Stats::of(&r.samples) else {
+                block += &format!(
+                    "| {} | failed: {} | | | | |\n",
+                    r.label,
+                    r.error.as_deref().unwrap_or("no samples")
+                );
+                continue;
+            };
+            let theirs = py.and_then(|(_, m)| m.get(r.key)).map(|p: &Stats| p.median);
+            block += &format!(
+                "| {} | {:.2} | {:.2} | {:.2} | {} | {} |\n",
+                r.label,
+                s.median,
+                s.p10,
+                s.p90,
+                s.n,
+                theirs.map_or("—".into(), |t| ratio(t, Some(s.median)))
+            );
+        }
+        match &python {
+            Ok((version, m)) => {
+                for (key, label) in [
+                    ("dict", "`Manager().dict()`: `d[k] = i` + `d[k]`"),
+                    ("queue", "`Manager().Queue()`: `q.put(i)` + `q.get()`"),
+                ] {
+                    if let Some(s) = m.get(key) {
+                        block += &format!(
+                            "| CPython {version} {label}, fork context | {:.2} | {:.2} | {:.2} | {} | 1.00× |\n",
+                            s.median, s.p10, s.p90, s.n
+                        );
+                    }
+                }
+            }
+            Err(why) => block += &format!("\nCPython rows: {why}\n"),
+        }
+        print!("{block}");
+        if o.write {
+            write_md(&o.md, BEGIN, END, &block)?;
+            eprintln!("w8: wrote the table into {}", o.md.display());
+        }
+        Ok(())
+    }
+
+    type PyRows = (String, std::collections::HashMap<&'static str, Stats>);
+
+    fn python_rows(o: &BenchOptions) -> Result<PyRows, String> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/python/w8_manager.py");
+        let out = Command::new("python3")
+            .arg(script)
+            .args(["--batches", &o.batches.to_string()])
+            .args(["--batch-size", &o.batch_size.to_string()])
+            .output()
+            .map_err(|e| format!("python3 did not run: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "the script failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("the script's output is not JSON: {e}"))?;
+        let version = v["python"].as_str().unwrap_or("?").to_string();
+        let mut m = std::collections::HashMap::new();
+        for key in ["dict", "queue"] {
+            if let Some(s) = Stats::from_json(&v["results"][key], "_us") {
+                m.insert(key, s);
+            }
+        }
+        Ok((version, m))
+    }
+}
