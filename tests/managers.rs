@@ -8,7 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use multiprocess::managers::{
-    DictProxy, EventProxy, ListProxy, LockProxy, NamespaceProxy, QueueProxy, RLockProxy, ValueProxy,
+    BarrierProxy, DictProxy, EventProxy, ListProxy, LockProxy, NamespaceProxy, QueueProxy,
+    RLockProxy, ValueProxy,
 };
 use multiprocess::{Error, Manager, Process};
 
@@ -319,4 +320,82 @@ fn s06_rlock_semaphore_namespace() {
         ),
         other => panic!("{other:?}"),
     }
+}
+
+/// Takes `n` items of `q` and marks each processed.
+fn process_items(q: QueueProxy<u32>, n: u32) -> u32 {
+    let mut sum = 0;
+    for _ in 0..n {
+        sum += q.get().unwrap();
+        q.task_done().unwrap();
+    }
+    sum
+}
+
+/// S06: a manager queue's `task_done`/`join` (Python's `JoinableQueue`), with a child doing
+/// the work; `task_done` once too often is Python's `ValueError`.
+#[test]
+fn s06_queue_join() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let manager = Manager::start().unwrap();
+    let q = manager.queue::<u32>().unwrap();
+    assert!(q.join(Some(Duration::ZERO)).unwrap());
+    for i in 1..=5 {
+        q.put(&i).unwrap();
+    }
+    assert!(!q.join(Some(Duration::from_millis(50))).unwrap());
+    let mut p = Process::new(process_items, (q.clone(), 5));
+    p.start().unwrap();
+    assert!(q.join(Some(Duration::from_secs(10))).unwrap());
+    assert_eq!(p.result::<u32>().unwrap(), 15);
+    match q.task_done() {
+        Err(Error::Remote { kind, message }) => assert_eq!(
+            (kind.as_str(), message.as_str()),
+            ("ValueError", "task_done() called too many times")
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Waits at `b` five times; returns its arrival index each time.
+fn five_passes(b: BarrierProxy) -> Vec<u32> {
+    (0..5)
+        .map(|_| b.wait(Some(Duration::from_secs(10))).unwrap())
+        .collect()
+}
+
+/// S06: a Barrier proxy keeps three processes in step (each pass hands out indices 0, 1, 2
+/// once each); a timeout breaks it for good until `reset`; `abort` breaks it too.
+#[test]
+fn s06_barrier_proxy() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let manager = Manager::start().unwrap();
+    let b = manager.barrier(3).unwrap();
+    let mut children: Vec<Process> = (0..2)
+        .map(|_| Process::new(five_passes, (b.clone(),)))
+        .collect();
+    for c in &mut children {
+        c.start().unwrap();
+    }
+    let ours = five_passes(b.clone());
+    let theirs: Vec<Vec<u32>> = children.iter().map(|c| c.result().unwrap()).collect();
+    for pass in 0..5 {
+        let mut got = vec![ours[pass], theirs[0][pass], theirs[1][pass]];
+        got.sort();
+        assert_eq!(got, vec![0, 1, 2], "pass {pass}");
+    }
+    assert!(matches!(
+        b.wait(Some(Duration::from_millis(100))),
+        Err(Error::BrokenBarrier)
+    ));
+    assert!(b.broken().unwrap());
+    assert!(matches!(b.wait(None), Err(Error::BrokenBarrier)));
+    b.reset().unwrap();
+    assert!(!b.broken().unwrap());
+    assert_eq!(b.n_waiting().unwrap(), 0);
+    b.abort().unwrap();
+    assert!(matches!(b.wait(None), Err(Error::BrokenBarrier)));
+    assert!(manager.barrier(0).is_err());
 }

@@ -28,9 +28,8 @@
 //! objects shared by name ([`Manager::named`]) are how such clients find each other's queues
 //! (Python's `register('get_queue', ...)`).
 //!
-//! Beyond this first version: Python's `Condition`, `Barrier`, `Array`, `JoinableQueue` and
-//! `Pool` proxies and custom registered types; objects live until the manager shuts down (no
-//! reference counting yet).
+//! Beyond this first version: Python's `Condition`, `Array` and `Pool` proxies and custom
+//! registered types; objects live until the manager shuts down (no reference counting yet).
 
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
@@ -64,6 +63,8 @@ pub enum Kind {
     RLock,
     /// A semaphore: its initial value, and its bound for a bounded one.
     Semaphore(u32, Option<u32>),
+    /// A barrier for this many parties.
+    Barrier(u32),
     /// An event.
     Event,
 }
@@ -97,6 +98,13 @@ enum Op {
     Set,
     /// Waits up to this many seconds for the event (`None`: as long as it takes).
     Wait(Option<f64>),
+    TaskDone,
+    /// Waits up to this many seconds until every item put is marked done.
+    Join(Option<f64>),
+    /// Waits up to this many seconds for the barrier's other parties.
+    BarrierWait(Option<f64>),
+    Abort,
+    Reset,
 }
 
 impl Op {
@@ -125,6 +133,11 @@ impl Op {
             Op::Locked => "locked",
             Op::Set => "set",
             Op::Wait(_) => "wait",
+            Op::TaskDone => "task_done",
+            Op::Join(_) => "join",
+            Op::BarrierWait(_) => "wait",
+            Op::Abort => "abort",
+            Op::Reset => "reset",
         }
     }
 }
@@ -421,6 +434,20 @@ impl Manager {
         Ok(NamespaceProxy(self.create(Kind::Dict, None)?))
     }
 
+    /// A new barrier for `parties` processes (Python's `manager.Barrier(parties, timeout)`;
+    /// the timeout is given to each [`wait`](BarrierProxy::wait)).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for zero parties.
+    pub fn barrier(&self, parties: u32) -> Result<BarrierProxy> {
+        if parties == 0 {
+            return Err(Error::InvalidArgument(
+                "a barrier needs at least one party".into(),
+            ));
+        }
+        Ok(BarrierProxy(self.create(Kind::Barrier(parties), None)?))
+    }
+
     /// A new event (Python's `manager.Event()`).
     pub fn event(&self) -> Result<EventProxy> {
         Ok(EventProxy(self.create(Kind::Event, None)?))
@@ -675,8 +702,9 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
     }
 }
 
-/// A shared FIFO queue held by a [`Manager`] (Python's `manager.Queue()`, a proxy of
-/// `queue.Queue`): unbounded; a `get` waits in the manager for an item.
+/// A shared FIFO queue held by a [`Manager`] (Python's `manager.Queue()` and
+/// `manager.JoinableQueue()`, proxies of `queue.Queue`): unbounded; a `get` waits in the
+/// manager for an item; `task_done`/`join` count the items processed.
 pub struct QueueProxy<T>(Handle, PhantomData<fn() -> T>);
 proxy_impls!(QueueProxy<T>);
 
@@ -710,6 +738,20 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// True if no item is waiting.
     pub fn empty(&self) -> Result<bool> {
         Ok(self.qsize()? == 0)
+    }
+
+    /// Marks one item taken with `get` as processed (Python's `task_done()`).
+    ///
+    /// # Errors
+    /// [`Error::Remote`] `ValueError` (`task_done() called too many times`).
+    pub fn task_done(&self) -> Result<()> {
+        self.0.done(Op::TaskDone)
+    }
+
+    /// Waits until every item put has been marked processed (Python's `join()`), up to
+    /// `timeout` (`None`: no limit); true if they all were.
+    pub fn join(&self, timeout: Option<Duration>) -> Result<bool> {
+        self.0.flag(Op::Join(secs(timeout)))
     }
 }
 
@@ -877,5 +919,52 @@ impl NamespaceProxy {
             }),
             other => other,
         }
+    }
+}
+
+/// A barrier held by a [`Manager`] (Python's `manager.Barrier(parties)`). Beyond Python, a
+/// waiting party whose process dies breaks the barrier for the others instead of leaving them
+/// waiting for ever.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BarrierProxy(Handle);
+
+impl BarrierProxy {
+    /// Waits until all parties have called `wait`, up to `timeout` (`None`: no limit); returns
+    /// this party's arrival index (0 for the first), as Python's.
+    ///
+    /// # Errors
+    /// [`Error::BrokenBarrier`] if the barrier is or becomes broken (a timeout, `abort`,
+    /// `reset`, or a party that died).
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<u32> {
+        match self.0.call(Op::BarrierWait(secs(timeout))) {
+            Ok(Reply::Len(i)) => Ok(i as u32),
+            Ok(other) => Err(unexpected(other)),
+            Err(Error::Remote { kind, .. }) if kind == "BrokenBarrierError" => {
+                Err(Error::BrokenBarrier)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Breaks the barrier: every waiter, and every later `wait`, gets
+    /// [`Error::BrokenBarrier`] until [`reset`](BarrierProxy::reset).
+    pub fn abort(&self) -> Result<()> {
+        self.0.done(Op::Abort)
+    }
+
+    /// Returns the barrier to its first state; parties waiting now get
+    /// [`Error::BrokenBarrier`].
+    pub fn reset(&self) -> Result<()> {
+        self.0.done(Op::Reset)
+    }
+
+    /// Whether the barrier is broken.
+    pub fn broken(&self) -> Result<bool> {
+        self.0.flag(Op::Locked)
+    }
+
+    /// How many parties wait now.
+    pub fn n_waiting(&self) -> Result<u32> {
+        self.0.len().map(|n| n as u32)
     }
 }

@@ -118,7 +118,8 @@ enum Object {
     Dict(Dict),
     List(Vec<Vec<u8>>),
     Value(Vec<u8>),
-    Queue(VecDeque<Vec<u8>>),
+    /// The items, and how many were put and not yet marked done (`task_done`).
+    Queue(VecDeque<Vec<u8>>, u64),
     /// The client holding it, if held.
     Lock(Option<u64>),
     /// The client holding it, and how many times.
@@ -127,6 +128,17 @@ enum Object {
     Semaphore(u32, Option<u32>),
     /// Whether it is set.
     Event(bool),
+    Barrier(Barrier),
+}
+
+/// A barrier's state: `waiting` of `parties` have arrived in the current `generation`;
+/// `resets` counts `reset()` calls (a waiter that sees it change gets the barrier broken).
+struct Barrier {
+    parties: u32,
+    waiting: u32,
+    generation: u64,
+    resets: u64,
+    broken: bool,
 }
 
 impl Object {
@@ -135,10 +147,17 @@ impl Object {
             Kind::Dict => Object::Dict(Dict::default()),
             Kind::List => Object::List(Vec::new()),
             Kind::Value => Object::Value(initial.map(|b| b.0).unwrap_or_default()),
-            Kind::Queue => Object::Queue(VecDeque::new()),
+            Kind::Queue => Object::Queue(VecDeque::new(), 0),
             Kind::Lock => Object::Lock(None),
             Kind::RLock => Object::RLock(None, 0),
             Kind::Semaphore(value, bound) => Object::Semaphore(value, bound),
+            Kind::Barrier(parties) => Object::Barrier(Barrier {
+                parties,
+                waiting: 0,
+                generation: 0,
+                resets: 0,
+                broken: false,
+            }),
             Kind::Event => Object::Event(false),
         }
     }
@@ -217,9 +236,15 @@ impl State {
                 objects.names.insert(name, id);
                 Reply::Id(id)
             }
+            Request::Call(id, Op::BarrierWait(timeout)) => {
+                return self.barrier_wait(objects, id, timeout, gone);
+            }
             Request::Call(id, op) => {
                 let deadline = match &op {
-                    Op::QueueGet(Some(secs)) | Op::Acquire(Some(secs)) | Op::Wait(Some(secs)) => {
+                    Op::QueueGet(Some(secs))
+                    | Op::Acquire(Some(secs))
+                    | Op::Wait(Some(secs))
+                    | Op::Join(Some(secs)) => {
                         Some(Instant::now() + Duration::from_secs_f64(secs.max(0.0)))
                     }
                     _ => None,
@@ -230,7 +255,15 @@ impl State {
                     };
                     match call(object, &op, client) {
                         Some(reply) => {
-                            if matches!(op, Op::QueuePut(_) | Op::Release | Op::Set) {
+                            if matches!(
+                                op,
+                                Op::QueuePut(_)
+                                    | Op::Release
+                                    | Op::Set
+                                    | Op::TaskDone
+                                    | Op::Abort
+                                    | Op::Reset
+                            ) {
                                 self.changed.notify_all();
                             }
                             return Some(reply);
@@ -262,6 +295,65 @@ impl State {
             }
             Request::Shutdown => Reply::Done,
         })
+    }
+}
+
+fn broken_barrier() -> Reply {
+    remote("BrokenBarrierError", "the barrier is broken")
+}
+
+impl State {
+    /// `threading.Barrier.wait`: the caller's arrival index (0 for the first) once all parties
+    /// have arrived. A timeout, an abort, a reset, or a waiter whose client hung up breaks the
+    /// barrier for everyone waiting (Python's would wait for ever on a dead party).
+    fn barrier_wait(
+        &self,
+        mut objects: std::sync::MutexGuard<'_, Objects>,
+        id: u64,
+        timeout: Option<f64>,
+        gone: &dyn Fn() -> bool,
+    ) -> Option<Reply> {
+        let deadline = timeout.map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+        let Some(Object::Barrier(b)) = objects.table.get_mut(&id) else {
+            return Some(remote("TypeError", format!("object {id} is not a barrier")));
+        };
+        if b.broken {
+            return Some(broken_barrier());
+        }
+        let (index, generation, resets) = (b.waiting, b.generation, b.resets);
+        b.waiting += 1;
+        if b.waiting == b.parties {
+            b.waiting = 0;
+            b.generation += 1;
+            self.changed.notify_all();
+            return Some(Reply::Len(u64::from(index)));
+        }
+        loop {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let slice = left.map_or(CLIENT_CHECK, |l| l.min(CLIENT_CHECK));
+            objects = self
+                .changed
+                .wait_timeout(objects, slice)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            let Some(Object::Barrier(b)) = objects.table.get_mut(&id) else {
+                return Some(broken_barrier());
+            };
+            if b.generation != generation {
+                return Some(Reply::Len(u64::from(index)));
+            }
+            if b.broken || b.resets != resets {
+                return Some(broken_barrier());
+            }
+            let timed_out = deadline.is_some_and(|d| Instant::now() >= d);
+            let hung_up = !timed_out && gone();
+            if timed_out || hung_up {
+                b.broken = true;
+                b.waiting = 0;
+                self.changed.notify_all();
+                return (!hung_up).then(broken_barrier);
+            }
+        }
     }
 }
 
@@ -330,12 +422,24 @@ fn call(object: &mut Object, op: &Op, client: u64) -> Option<Reply> {
             *v = new.0.clone();
             Reply::Done
         }
-        (Object::Queue(q), Op::QueuePut(v)) => {
+        (Object::Queue(q, unfinished), Op::QueuePut(v)) => {
             q.push_back(v.0.clone());
+            *unfinished += 1;
             Reply::Done
         }
-        (Object::Queue(q), Op::QueueGet(_)) => Reply::Bytes(Bytes(q.pop_front()?)),
-        (Object::Queue(q), Op::Len) => Reply::Len(q.len() as u64),
+        (Object::Queue(q, _), Op::QueueGet(_)) => Reply::Bytes(Bytes(q.pop_front()?)),
+        (Object::Queue(q, _), Op::Len) => Reply::Len(q.len() as u64),
+        (Object::Queue(_, unfinished), Op::TaskDone) => match unfinished {
+            0 => remote("ValueError", "task_done() called too many times"),
+            n => {
+                *n -= 1;
+                Reply::Done
+            }
+        },
+        (Object::Queue(_, unfinished), Op::Join(_)) => match unfinished {
+            0 => Reply::Bool(true),
+            _ => return None,
+        },
         (Object::Lock(holder), Op::Acquire(_)) => match holder {
             Some(_) => return None,
             None => {
@@ -394,6 +498,19 @@ fn call(object: &mut Object, op: &Op, client: u64) -> Option<Reply> {
             Reply::Done
         }
         (Object::Event(set), Op::Locked) => Reply::Bool(*set),
+        (Object::Barrier(b), Op::Abort) => {
+            b.broken = true;
+            b.waiting = 0;
+            Reply::Done
+        }
+        (Object::Barrier(b), Op::Reset) => {
+            b.resets += 1;
+            b.broken = false;
+            b.waiting = 0;
+            Reply::Done
+        }
+        (Object::Barrier(b), Op::Locked) => Reply::Bool(b.broken),
+        (Object::Barrier(b), Op::Len) => Reply::Len(u64::from(b.waiting)),
         (Object::Event(set), Op::Wait(_)) => match set {
             true => Reply::Bool(true),
             false => return None,
