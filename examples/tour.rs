@@ -513,7 +513,7 @@ fn main() -> multiprocess::Result<()> {
 
     section(
         "What is not built yet",
-        "Condition, Array and Pool proxies and custom types in managers, reference counting\n\
+        "Array and Pool proxies and custom types in managers, reference counting\n\
          of managed objects, and the forkserver start method.",
     );
 

@@ -72,13 +72,13 @@
 //! | exceptions (`ValueError`, `AssertionError`, `TimeoutError`, `BufferTooShort`, ...) | [`Error`] variants |
 //!
 //! | `Manager()`, `manager.dict()`, `.list()`, `.Value(t, v)`, `.Queue()` | [`Manager::start`], [`Manager::dict`], [`Manager::list`], [`Manager::value`], [`Manager::queue`] (typed proxies in [`managers`]) |
-//! | `.Lock()`, `.RLock()`, `.Semaphore(n)`, `.BoundedSemaphore(n)`, `.Event()`, `.Barrier(n)`, `.Namespace()` | [`Manager::lock`], [`Manager::rlock`], [`Manager::semaphore`], [`Manager::bounded_semaphore`], [`Manager::event`], [`Manager::barrier`], [`Manager::namespace`] |
+//! | `.Lock()`, `.RLock()`, `.Semaphore(n)`, `.BoundedSemaphore(n)`, `.Condition()`, `.Event()`, `.Barrier(n)`, `.Namespace()` | [`Manager::lock`], [`Manager::rlock`], [`Manager::semaphore`], [`Manager::bounded_semaphore`], [`Manager::condition`], [`Manager::event`], [`Manager::barrier`], [`Manager::namespace`] |
 //! | `.JoinableQueue()` | [`Manager::queue`] (its proxy has `task_done` and `join`) |
 //! | `BaseManager(address, authkey)`: `start()`, `connect()`, `register(name, ...)` | [`Manager::start_at`], [`Manager::connect`], [`Manager::named`] |
 //! | a remote exception re-raised by a proxy | [`Error::Remote`] (`kind` is Python's exception name) |
 //!
-//! Managers do not yet hold conditions, arrays or pools, nor custom registered types; the
-//! README's feature table says what works today.
+//! Managers do not yet hold arrays or pools, nor custom registered types; the README's feature
+//! table says what works today.
 //!
 //! ## Start methods
 //! - **spawn** (default): runs this executable again. The target must be a function item or a

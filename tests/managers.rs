@@ -8,8 +8,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use multiprocess::managers::{
-    BarrierProxy, DictProxy, EventProxy, ListProxy, LockProxy, NamespaceProxy, QueueProxy,
-    RLockProxy, ValueProxy,
+    BarrierProxy, ConditionProxy, DictProxy, EventProxy, ListProxy, LockProxy, NamespaceProxy,
+    QueueProxy, RLockProxy, ValueProxy,
 };
 use multiprocess::{Error, Manager, Process};
 
@@ -398,4 +398,44 @@ fn s06_barrier_proxy() {
     b.abort().unwrap();
     assert!(matches!(b.wait(None), Err(Error::BrokenBarrier)));
     assert!(manager.barrier(0).is_err());
+}
+
+/// Waits on `cond` until `ready` holds true, then reports how many waits it took.
+fn wait_until_ready(cond: ConditionProxy, ready: ValueProxy<bool>) -> u32 {
+    assert!(cond.acquire(true, None).unwrap());
+    let mut waits = 0;
+    while !ready.get().unwrap() {
+        cond.wait(Some(Duration::from_secs(10))).unwrap();
+        waits += 1;
+    }
+    cond.release().unwrap();
+    waits
+}
+
+/// S06: a Condition proxy: a child waits until the parent changes shared state and notifies;
+/// a wait times out without a notify; Python's errors without the lock.
+#[test]
+fn s06_condition_proxy() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let manager = Manager::start().unwrap();
+    let cond = manager.condition().unwrap();
+    let ready = manager.value(&false).unwrap();
+    match cond.notify(1) {
+        Err(Error::Remote { kind, .. }) => assert_eq!(kind, "RuntimeError"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(cond.wait(None), Err(Error::Remote { .. })));
+    assert!(cond.acquire(true, None).unwrap());
+    assert!(!cond.wait(Some(Duration::from_millis(50))).unwrap());
+    cond.release().unwrap();
+
+    let mut p = Process::new(wait_until_ready, (cond.clone(), ready.clone()));
+    p.start().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(cond.acquire(true, None).unwrap());
+    ready.set(&true).unwrap();
+    cond.notify_all().unwrap();
+    cond.release().unwrap();
+    assert!(p.result::<u32>().unwrap() <= 1);
 }

@@ -28,8 +28,7 @@
 //! objects shared by name ([`Manager::named`]) are how such clients find each other's queues
 //! (Python's `register('get_queue', ...)`).
 //!
-//! Beyond this first version: Python's `Condition`, `Array` and `Pool` proxies and custom
-//! registered types; objects live until the manager shuts down (no reference counting yet).
+//! Beyond this first version: Python's `Array` and `Pool` proxies and custom registered types; objects live until the manager shuts down (no reference counting yet).
 
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
@@ -65,6 +64,8 @@ pub enum Kind {
     Semaphore(u32, Option<u32>),
     /// A barrier for this many parties.
     Barrier(u32),
+    /// A condition variable with its own re-entrant lock.
+    Condition,
     /// An event.
     Event,
 }
@@ -105,6 +106,8 @@ enum Op {
     BarrierWait(Option<f64>),
     Abort,
     Reset,
+    /// Wakes this many waiters of a condition (`None`: all).
+    Notify(Option<u32>),
 }
 
 impl Op {
@@ -138,6 +141,7 @@ impl Op {
             Op::BarrierWait(_) => "wait",
             Op::Abort => "abort",
             Op::Reset => "reset",
+            Op::Notify(_) => "notify",
         }
     }
 }
@@ -446,6 +450,11 @@ impl Manager {
             ));
         }
         Ok(BarrierProxy(self.create(Kind::Barrier(parties), None)?))
+    }
+
+    /// A new condition variable with its own re-entrant lock (Python's `manager.Condition()`).
+    pub fn condition(&self) -> Result<ConditionProxy> {
+        Ok(ConditionProxy(self.create(Kind::Condition, None)?))
     }
 
     /// A new event (Python's `manager.Event()`).
@@ -966,5 +975,45 @@ impl BarrierProxy {
     /// How many parties wait now.
     pub fn n_waiting(&self) -> Result<u32> {
         self.0.len().map(|n| n as u32)
+    }
+}
+
+/// A condition variable held by a [`Manager`] (Python's `manager.Condition()`), over its own
+/// re-entrant lock, which belongs to the proxy copy that acquired it (its clones share it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConditionProxy(Handle);
+
+impl ConditionProxy {
+    /// Takes the lock (again, if this proxy copy holds it): with `block`, waits up to
+    /// `timeout`; without, tries once. True if taken.
+    pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
+        self.0.acquire(block, timeout)
+    }
+
+    /// Releases one level of the lock.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] `RuntimeError` unless this proxy copy holds it.
+    pub fn release(&self) -> Result<()> {
+        self.0.done(Op::Release)
+    }
+
+    /// Releases the lock, waits to be notified (up to `timeout`; `None`: no limit), takes
+    /// the lock back; true if notified (Python's `wait(timeout)`).
+    ///
+    /// # Errors
+    /// [`Error::Remote`] `RuntimeError` unless this proxy copy holds the lock.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
+        self.0.flag(Op::Wait(secs(timeout)))
+    }
+
+    /// Wakes up to `n` waiters (Python's `notify(n)`); the lock must be held.
+    pub fn notify(&self, n: u32) -> Result<()> {
+        self.0.done(Op::Notify(Some(n)))
+    }
+
+    /// Wakes every waiter (Python's `notify_all()`); the lock must be held.
+    pub fn notify_all(&self) -> Result<()> {
+        self.0.done(Op::Notify(None))
     }
 }

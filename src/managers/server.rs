@@ -129,6 +129,18 @@ enum Object {
     /// Whether it is set.
     Event(bool),
     Barrier(Barrier),
+    Condition(Condition),
+}
+
+/// A condition over its own re-entrant lock: the holder and its depth, the tickets of the
+/// clients waiting in `wait` (oldest first), and those of them notified.
+#[derive(Default)]
+struct Condition {
+    holder: Option<u64>,
+    depth: u32,
+    next_ticket: u64,
+    waiting: VecDeque<u64>,
+    notified: Vec<u64>,
 }
 
 /// A barrier's state: `waiting` of `parties` have arrived in the current `generation`;
@@ -151,6 +163,7 @@ impl Object {
             Kind::Lock => Object::Lock(None),
             Kind::RLock => Object::RLock(None, 0),
             Kind::Semaphore(value, bound) => Object::Semaphore(value, bound),
+            Kind::Condition => Object::Condition(Condition::default()),
             Kind::Barrier(parties) => Object::Barrier(Barrier {
                 parties,
                 waiting: 0,
@@ -205,6 +218,10 @@ impl State {
         let mut objects = lock(&self.objects);
         for object in objects.table.values_mut() {
             match object {
+                Object::Condition(c) if c.holder == Some(client) => {
+                    c.holder = None;
+                    c.depth = 0;
+                }
                 Object::Lock(holder) if *holder == Some(client) => *holder = None,
                 Object::RLock(holder, count) if *holder == Some(client) => {
                     *holder = None;
@@ -239,6 +256,11 @@ impl State {
             Request::Call(id, Op::BarrierWait(timeout)) => {
                 return self.barrier_wait(objects, id, timeout, gone);
             }
+            Request::Call(id, Op::Wait(timeout))
+                if matches!(objects.table.get(&id), Some(Object::Condition(_))) =>
+            {
+                return self.condition_wait(objects, id, client, timeout, gone);
+            }
             Request::Call(id, op) => {
                 let deadline = match &op {
                     Op::QueueGet(Some(secs))
@@ -263,6 +285,7 @@ impl State {
                                     | Op::TaskDone
                                     | Op::Abort
                                     | Op::Reset
+                                    | Op::Notify(_)
                             ) {
                                 self.changed.notify_all();
                             }
@@ -352,6 +375,78 @@ impl State {
                 b.waiting = 0;
                 self.changed.notify_all();
                 return (!hung_up).then(broken_barrier);
+            }
+        }
+    }
+}
+
+impl State {
+    /// `threading.Condition.wait`: releases the condition's lock (all levels), waits to be
+    /// notified or for the timeout, takes the lock back at the same depth; true if notified.
+    fn condition_wait(
+        &self,
+        mut objects: std::sync::MutexGuard<'_, Objects>,
+        id: u64,
+        client: u64,
+        timeout: Option<f64>,
+        gone: &dyn Fn() -> bool,
+    ) -> Option<Reply> {
+        let deadline = timeout.map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+        let Some(Object::Condition(c)) = objects.table.get_mut(&id) else {
+            return Some(remote(
+                "TypeError",
+                format!("object {id} is not a condition"),
+            ));
+        };
+        if c.holder != Some(client) {
+            return Some(remote("RuntimeError", "cannot wait on un-acquired lock"));
+        }
+        let depth = c.depth;
+        c.holder = None;
+        c.depth = 0;
+        c.next_ticket += 1;
+        let ticket = c.next_ticket;
+        c.waiting.push_back(ticket);
+        self.changed.notify_all();
+        let mut notified = false;
+        loop {
+            let Some(Object::Condition(c)) = objects.table.get_mut(&id) else {
+                return Some(remote("KeyError", format!("no object with id {id}")));
+            };
+            if !notified {
+                if let Some(at) = c.notified.iter().position(|&t| t == ticket) {
+                    c.notified.swap_remove(at);
+                    notified = true;
+                } else if deadline.is_some_and(|d| Instant::now() >= d) {
+                    c.waiting.retain(|&t| t != ticket);
+                    notified = false;
+                    // Timed out: from here on only the lock is waited for.
+                    c.notified.retain(|&t| t != ticket);
+                }
+            }
+            let done_waiting = notified || deadline.is_some_and(|d| Instant::now() >= d);
+            if done_waiting && c.holder.is_none() {
+                c.holder = Some(client);
+                c.depth = depth;
+                return Some(Reply::Bool(notified));
+            }
+            objects = self
+                .changed
+                .wait_timeout(
+                    objects,
+                    CLIENT_CHECK.min(deadline.map_or(CLIENT_CHECK, |d| {
+                        d.saturating_duration_since(Instant::now())
+                            .max(Duration::from_millis(1))
+                    })),
+                )
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            if gone() {
+                if let Some(Object::Condition(c)) = objects.table.get_mut(&id) {
+                    c.waiting.retain(|&t| t != ticket);
+                    c.notified.retain(|&t| t != ticket);
+                }
+                return None;
             }
         }
     }
@@ -498,6 +593,33 @@ fn call(object: &mut Object, op: &Op, client: u64) -> Option<Reply> {
             Reply::Done
         }
         (Object::Event(set), Op::Locked) => Reply::Bool(*set),
+        (Object::Condition(c), Op::Acquire(_)) => match c.holder {
+            Some(h) if h != client => return None,
+            _ => {
+                c.holder = Some(client);
+                c.depth += 1;
+                Reply::Bool(true)
+            }
+        },
+        (Object::Condition(c), Op::Release) => match c.holder {
+            Some(h) if h == client => {
+                c.depth -= 1;
+                if c.depth == 0 {
+                    c.holder = None;
+                }
+                Reply::Done
+            }
+            _ => remote("RuntimeError", "cannot release un-acquired lock"),
+        },
+        (Object::Condition(c), Op::Notify(n)) => match c.holder {
+            Some(h) if h == client => {
+                let n = n.map_or(c.waiting.len(), |n| (n as usize).min(c.waiting.len()));
+                let woken: Vec<u64> = c.waiting.drain(..n).collect();
+                c.notified.extend(woken);
+                Reply::Done
+            }
+            _ => remote("RuntimeError", "cannot notify on un-acquired lock"),
+        },
         (Object::Barrier(b), Op::Abort) => {
             b.broken = true;
             b.waiting = 0;
