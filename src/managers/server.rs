@@ -213,6 +213,23 @@ fn position(i: i64, len: usize) -> Option<usize> {
 }
 
 impl State {
+    /// Waits for a change, up to `deadline`, and at most [`CLIENT_CHECK`] (so that the caller
+    /// can look whether its client is still there).
+    fn pause<'a>(
+        &self,
+        objects: std::sync::MutexGuard<'a, Objects>,
+        deadline: Option<Instant>,
+    ) -> std::sync::MutexGuard<'a, Objects> {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let slice = left.map_or(CLIENT_CHECK, |l| {
+            l.clamp(Duration::from_millis(1), CLIENT_CHECK)
+        });
+        self.changed
+            .wait_timeout(objects, slice)
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+    }
+
     /// Releases the locks that `client` held (it hung up).
     fn forget(&self, client: u64) {
         let mut objects = lock(&self.objects);
@@ -295,20 +312,13 @@ impl State {
                         // change, up to the deadline, looking now and then whether the client
                         // is still there.
                         None => {
-                            let left =
-                                deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                            if left == Some(Duration::ZERO) {
+                            if deadline.is_some_and(|d| Instant::now() >= d) {
                                 return Some(match op {
                                     Op::QueueGet(_) => remote("Empty", "the queue is empty"),
                                     _ => Reply::Bool(false),
                                 });
                             }
-                            let slice = left.map_or(CLIENT_CHECK, |l| l.min(CLIENT_CHECK));
-                            objects = self
-                                .changed
-                                .wait_timeout(objects, slice)
-                                .unwrap_or_else(|e| e.into_inner())
-                                .0;
+                            objects = self.pause(objects, deadline);
                             if gone() {
                                 return None;
                             }
@@ -352,13 +362,7 @@ impl State {
             return Some(Reply::Len(u64::from(index)));
         }
         loop {
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let slice = left.map_or(CLIENT_CHECK, |l| l.min(CLIENT_CHECK));
-            objects = self
-                .changed
-                .wait_timeout(objects, slice)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            objects = self.pause(objects, deadline);
             let Some(Object::Barrier(b)) = objects.table.get_mut(&id) else {
                 return Some(broken_barrier());
             };
@@ -430,17 +434,7 @@ impl State {
                 c.depth = depth;
                 return Some(Reply::Bool(notified));
             }
-            objects = self
-                .changed
-                .wait_timeout(
-                    objects,
-                    CLIENT_CHECK.min(deadline.map_or(CLIENT_CHECK, |d| {
-                        d.saturating_duration_since(Instant::now())
-                            .max(Duration::from_millis(1))
-                    })),
-                )
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            objects = self.pause(objects, deadline);
             if gone() {
                 if let Some(Object::Condition(c)) = objects.table.get_mut(&id) {
                     c.waiting.retain(|&t| t != ticket);
