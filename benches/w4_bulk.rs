@@ -21,7 +21,9 @@
 //!
 //! Children of the multiprocess rows are forked with `ctx.process_closure`; the floor's child
 //! with `fork`. Both processes are left to the scheduler (unpinned). The received bytes are
-//! checked (first, middle and last byte, which the parent changes every round trip).
+//! checked (first, middle and last byte, which the parent changes every round trip). The
+//! message is written in full before the run, so the sender reads real memory (not the kernel's
+//! zero page, as an untouched `calloc` buffer would give it).
 //!
 //! ```text
 //! cargo bench --bench w4_bulk                         # 20 batches × 2 round trips a row
@@ -136,6 +138,14 @@ mod w4 {
         m
     }
 
+    /// The message the parent sends: 64 MiB written in full, so that every page is memory of
+    /// its own (as CPython's `bytearray(SIZE)`, which is zeroed by `memset`). A `vec![0; SIZE]`
+    /// comes from `calloc`, fresh untouched pages: the kernel would read all but the stamped
+    /// pages from the one shared zero page, a 4 KiB source always in cache.
+    fn message() -> Vec<u8> {
+        vec![0x5a; SIZE]
+    }
+
     fn check(buf: &[u8], len: usize, m: u8) -> Result<(), String> {
         if len != SIZE || buf[0] != m || buf[SIZE / 2] != m || buf[SIZE - 1] != m {
             return Err(format!("bad echo: {len} bytes, marks wrong or stale"));
@@ -172,7 +182,7 @@ mod w4 {
         p.start().map_err(e)?;
         let ours = std::rc::Rc::new(ours);
         let ours2 = ours.clone();
-        let mut out = vec![0u8; SIZE];
+        let mut out = message();
         let mut back = if reuse { vec![0u8; SIZE] } else { Vec::new() };
         let mut round = 0usize;
         let batch: Batch = Box::new(move |n| {
@@ -328,7 +338,7 @@ mod w4 {
         }?;
         // SAFETY: the child's end is not ours to use.
         unsafe { libc::close(theirs) };
-        let mut out = vec![0u8; SIZE];
+        let mut out = message();
         let mut back = vec![0u8; SIZE];
         let mut round = 0usize;
         let batch: Batch = Box::new(move |n| {
