@@ -439,3 +439,26 @@ fn s06_condition_proxy() {
     cond.release().unwrap();
     assert!(p.result::<u32>().unwrap() <= 1);
 }
+
+/// Each thread has its own connection to the manager: a `get` waiting there on one thread does
+/// not hold up a `put` on a clone from another (with one shared connection it would wait for
+/// the `get`, which waits for the `put`).
+#[test]
+fn threads_do_not_wait_for_each_others_calls() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let manager = Manager::start().unwrap();
+    let q = manager.queue::<u32>().unwrap();
+    let getter = {
+        let q = q.clone();
+        std::thread::spawn(move || q.get_timeout(Some(Duration::from_secs(5))))
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let t = Instant::now();
+    q.put(&9).unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "the put waited for the get"
+    );
+    assert_eq!(getter.join().unwrap().unwrap(), 9);
+}

@@ -30,8 +30,10 @@
 //!
 //! Beyond this first version: Python's `Array` and `Pool` proxies and custom registered types; objects live until the manager shuts down (no reference counting yet).
 
+use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -168,12 +170,15 @@ enum Reply {
     Err(String, String),
 }
 
-/// A connection to a manager, opened on first use (one per proxy copy).
+/// The connections of one proxy copy (and its clones) to a manager: one per thread, opened on
+/// the thread's first call, as Python's proxies keep one per thread. So a call that waits in
+/// the manager (a `get` on an empty queue) never holds up another thread's call on a clone,
+/// and a lock belongs to the thread that took it.
 #[derive(Debug)]
 struct Client {
     address: Address,
     authkey: Vec<u8>,
-    conn: Mutex<Option<Connection>>,
+    conns: Mutex<HashMap<ThreadId, Arc<Connection>>>,
 }
 
 impl Client {
@@ -181,22 +186,27 @@ impl Client {
         Arc::new(Client {
             address,
             authkey,
-            conn: Mutex::new(None),
+            conns: Mutex::new(HashMap::new()),
         })
     }
 
-    fn call(&self, request: &Request) -> Result<Reply> {
-        let mut conn = lock(&self.conn);
-        if conn.is_none() {
-            *conn = Some(client(&self.address, Some(&self.authkey))?);
+    /// This thread's connection, opened if needed.
+    fn connection(&self) -> Result<Arc<Connection>> {
+        let me = std::thread::current().id();
+        if let Some(c) = lock(&self.conns).get(&me) {
+            return Ok(Arc::clone(c));
         }
-        let Some(c) = conn.as_ref() else {
-            return Err(Error::state("no connection to the manager"));
-        };
-        let reply = c.send(request).and_then(|()| recv_soon::<Reply>(c));
+        let c = Arc::new(client(&self.address, Some(&self.authkey))?);
+        lock(&self.conns).insert(me, Arc::clone(&c));
+        Ok(c)
+    }
+
+    fn call(&self, request: &Request) -> Result<Reply> {
+        let c = self.connection()?;
+        let reply = c.send(request).and_then(|()| recv_soon::<Reply>(&c));
         if reply.is_err() {
             // The stream may be off a message boundary now: never reuse it.
-            *conn = None;
+            lock(&self.conns).remove(&std::thread::current().id());
         }
         match reply? {
             Reply::Err(kind, message) => Err(Error::Remote { kind, message }),
@@ -358,7 +368,7 @@ impl Manager {
     /// [`Error::Authentication`] for a wrong key; [`Error::Io`] if nothing listens there.
     pub fn connect(address: &Address, authkey: &[u8]) -> Result<Manager> {
         let client = Client::new(address.clone(), authkey.to_vec());
-        *lock(&client.conn) = Some(crate::connection::client(address, Some(authkey))?);
+        client.connection()?;
         Ok(Manager {
             client,
             process: None,
@@ -412,8 +422,8 @@ impl Manager {
         Ok(LockProxy(self.create(Kind::Lock, None)?))
     }
 
-    /// A new re-entrant lock (Python's `manager.RLock()`). It belongs to the proxy copy that
-    /// acquired it (its clones share it), as Python's belongs to a thread.
+    /// A new re-entrant lock (Python's `manager.RLock()`). It belongs to the thread that
+    /// acquired it through this proxy (or a clone), as Python's belongs to a thread.
     pub fn rlock(&self) -> Result<RLockProxy> {
         Ok(RLockProxy(self.create(Kind::RLock, None)?))
     }
@@ -843,13 +853,14 @@ impl EventProxy {
 }
 
 /// A re-entrant lock held by a [`Manager`] (Python's `manager.RLock()`): acquired again by the
-/// proxy copy that holds it, released as many times; a holder whose process dies releases it.
+/// thread that holds it (through this proxy or a clone), released as many times; a holder
+/// whose process dies releases it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RLockProxy(Handle);
 
 impl RLockProxy {
-    /// Takes the lock (again, if this proxy copy holds it): with `block`, waits up to
-    /// `timeout` (`None`: no limit); without, tries once. True if taken.
+    /// Takes the lock (again, if this thread holds it): with `block`, waits up to `timeout`
+    /// (`None`: no limit); without, tries once. True if taken.
     pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
         self.0.acquire(block, timeout)
     }
@@ -857,8 +868,8 @@ impl RLockProxy {
     /// Releases one level.
     ///
     /// # Errors
-    /// [`Error::Remote`] `RuntimeError` (`cannot release un-acquired lock`) unless this proxy
-    /// copy holds it.
+    /// [`Error::Remote`] `RuntimeError` (`cannot release un-acquired lock`) unless this thread
+    /// holds it.
     pub fn release(&self) -> Result<()> {
         self.0.done(Op::Release)
     }
@@ -979,12 +990,13 @@ impl BarrierProxy {
 }
 
 /// A condition variable held by a [`Manager`] (Python's `manager.Condition()`), over its own
-/// re-entrant lock, which belongs to the proxy copy that acquired it (its clones share it).
+/// re-entrant lock, which belongs to the thread that acquired it (through this proxy or a
+/// clone).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConditionProxy(Handle);
 
 impl ConditionProxy {
-    /// Takes the lock (again, if this proxy copy holds it): with `block`, waits up to
+    /// Takes the lock (again, if this thread holds it): with `block`, waits up to
     /// `timeout`; without, tries once. True if taken.
     pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
         self.0.acquire(block, timeout)
@@ -993,7 +1005,7 @@ impl ConditionProxy {
     /// Releases one level of the lock.
     ///
     /// # Errors
-    /// [`Error::Remote`] `RuntimeError` unless this proxy copy holds it.
+    /// [`Error::Remote`] `RuntimeError` unless this thread holds it.
     pub fn release(&self) -> Result<()> {
         self.0.done(Op::Release)
     }
@@ -1002,7 +1014,7 @@ impl ConditionProxy {
     /// the lock back; true if notified (Python's `wait(timeout)`).
     ///
     /// # Errors
-    /// [`Error::Remote`] `RuntimeError` unless this proxy copy holds the lock.
+    /// [`Error::Remote`] `RuntimeError` unless this thread holds the lock.
     pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
         self.0.flag(Op::Wait(secs(timeout)))
     }
