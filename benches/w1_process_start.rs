@@ -677,18 +677,10 @@ mod w1 {
                 rows[(i + round) % n].sample(per, false);
             }
         }
-        eprintln!(
-            "w1: Rust rows took {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
         // Measured over the Rust rows only: there every child is ours and reaped by us, so its CPU
         // time is in our rusage. (CPython's forkserver is reaped by init, so its work would count
         // as another program's.)
-        let others = cpu.others_since();
-        eprintln!(
-            "w1: other programs used {:.0}% of a CPU during the Rust rows",
-            others * 100.0
-        );
+        let others = super::common::report_rust_rows("w1", started, &cpu);
 
         let mut notes = Vec::new();
         let mut python_version = None;

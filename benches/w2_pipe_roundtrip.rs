@@ -63,7 +63,9 @@ mod common;
 
 #[cfg(target_os = "linux")]
 mod w2 {
-    use super::common::{CpuUse, command_line, env_usize, machine, percentile, ratio, write_md};
+    use super::common::{
+        CpuUse, command_line, env_usize, machine, percentile, ratio, write_all, write_md,
+    };
     use std::os::fd::{AsRawFd, OwnedFd, RawFd};
     use std::path::{Path, PathBuf};
     use std::process::Command;
@@ -330,19 +332,6 @@ mod w2 {
 
     fn err(what: &str) -> String {
         format!("{what}: {}", std::io::Error::last_os_error())
-    }
-
-    fn write_all(fd: RawFd, buf: &[u8]) -> Result<(), String> {
-        let mut done = 0;
-        while done < buf.len() {
-            // SAFETY: writes from a valid buffer of the given length.
-            let r = unsafe { libc::write(fd, buf[done..].as_ptr().cast(), buf.len() - done) };
-            if r <= 0 {
-                return Err(err("write"));
-            }
-            done += r as usize;
-        }
-        Ok(())
     }
 
     /// Reads exactly `buf.len()` bytes; `Ok(false)` on end of file before the first byte.
@@ -972,15 +961,7 @@ mod w2 {
             |r, warm| r.sample(o.batch_size, warm),
             Row::finish,
         );
-        eprintln!(
-            "w2: Rust rows took {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
-        let others = cpu.others_since();
-        eprintln!(
-            "w2: other programs used {:.0}% of a CPU during the Rust rows",
-            others * 100.0
-        );
+        let others = super::common::report_rust_rows("w2", started, &cpu);
 
         let mut python_version = None;
         let mut notes = Vec::new();

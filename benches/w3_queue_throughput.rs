@@ -53,7 +53,7 @@ mod common;
 mod w3 {
     use super::common::{
         BenchOptions, CpuUse, Stats, command_line, disturbance_line, fork_child, futex_wake,
-        machine, os_err, pin, ratio, shared_pages, wait_child, write_md,
+        machine, pin, ratio, shared_pages, wait_child, write_all, write_md,
     };
     use std::io::{Read, Write};
     use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -390,19 +390,6 @@ mod w3 {
 
     // -------------------------------------------------------------------------------------------
     // Raw floors
-
-    fn write_all(fd: RawFd, buf: &[u8]) -> Result<(), String> {
-        let mut done = 0;
-        while done < buf.len() {
-            // SAFETY: writes from a valid buffer of the given length.
-            let r = unsafe { libc::write(fd, buf[done..].as_ptr().cast(), buf.len() - done) };
-            if r <= 0 {
-                return Err(os_err("write"));
-            }
-            done += r as usize;
-        }
-        Ok(())
-    }
 
     /// A raw consumer on a socketpair: reads up to 64 KiB at a time and looks at the mark of
     /// every 64-byte message in it.
@@ -856,15 +843,7 @@ mod w3 {
             |r, warm| r.sample(o.batch_size, warm),
             Row::finish,
         );
-        eprintln!(
-            "w3: Rust rows took {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
-        let others = cpu.others_since();
-        eprintln!(
-            "w3: other programs used {:.0}% of a CPU during the Rust rows",
-            others * 100.0
-        );
+        let others = super::common::report_rust_rows("w3", started, &cpu);
 
         let mut python_version = None;
         let mut notes = Vec::new();

@@ -51,7 +51,7 @@ mod common;
 mod w4 {
     use super::common::{
         BenchOptions, CpuUse, Stats, command_line, disturbance_line, fork_child, machine, os_err,
-        ratio, wait_child, write_md,
+        ratio, read_all, wait_child, write_all, write_md,
     };
     use std::os::fd::RawFd;
     use std::path::Path;
@@ -215,33 +215,6 @@ mod w4 {
     // -------------------------------------------------------------------------------------------
     // The OS floor
 
-    fn write_all(fd: RawFd, buf: &[u8]) -> bool {
-        let mut done = 0;
-        while done < buf.len() {
-            // SAFETY: writes from a valid buffer of the given length.
-            let r = unsafe { libc::write(fd, buf[done..].as_ptr().cast(), buf.len() - done) };
-            if r <= 0 {
-                return false;
-            }
-            done += r as usize;
-        }
-        true
-    }
-
-    /// Reads exactly `buf.len()` bytes; false on end of file or an error.
-    fn read_all(fd: RawFd, buf: &mut [u8]) -> bool {
-        let mut done = 0;
-        while done < buf.len() {
-            // SAFETY: reads into a valid buffer of the given length.
-            let r = unsafe { libc::read(fd, buf[done..].as_mut_ptr().cast(), buf.len() - done) };
-            if r <= 0 {
-                return false;
-            }
-            done += r as usize;
-        }
-        true
-    }
-
     /// How the floor's two sides receive.
     #[derive(Clone, Copy, PartialEq, Eq)]
     enum Recv {
@@ -319,7 +292,7 @@ mod w4 {
                         let Some(m) = read_fresh(theirs, recv == Recv::FreshHuge) else {
                             return true;
                         };
-                        if !write_all(theirs, &m) {
+                        if write_all(theirs, &m).is_err() {
                             return false;
                         }
                         continue;
@@ -330,7 +303,7 @@ mod w4 {
                     if !read_all(theirs, &mut child_buf[1..]) {
                         return true;
                     }
-                    if !write_all(theirs, &child_buf) {
+                    if write_all(theirs, &child_buf).is_err() {
                         return false;
                     }
                 }
@@ -346,7 +319,7 @@ mod w4 {
             for _ in 0..n {
                 round += 1;
                 let m = stamp(&mut out, round);
-                if !write_all(ours, &out) {
+                if write_all(ours, &out).is_err() {
                     return Err(os_err("write"));
                 }
                 if recv == Recv::Reused {
@@ -363,7 +336,7 @@ mod w4 {
             Ok(t.elapsed())
         });
         let finish: Finish = Box::new(move || {
-            write_all(ours, &[0]);
+            let _ = write_all(ours, &[0]);
             // SAFETY: our end, closed once: the child sees end of file.
             unsafe { libc::close(ours) };
             wait_child(pid)
@@ -552,15 +525,7 @@ mod w4 {
             |r, warm| r.sample(o.batch_size, warm),
             Row::finish,
         );
-        eprintln!(
-            "w4: Rust rows took {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
-        let others = cpu.others_since();
-        eprintln!(
-            "w4: other programs used {:.0}% of a CPU during the Rust rows",
-            others * 100.0
-        );
+        let others = super::common::report_rust_rows("w4", started, &cpu);
 
         let mut python_version = None;
         let mut notes = Vec::new();

@@ -80,7 +80,7 @@ mod common;
 mod w5 {
     use super::common::{
         BenchOptions, CpuUse, Stats, command_line, disturbance_line, fork_child, machine, os_err,
-        ratio, wait_child, write_md,
+        ratio, read_all, wait_child, write_all, write_md,
     };
     use super::{burn, square};
     use multiprocess::Pool;
@@ -214,32 +214,6 @@ mod w5 {
         Ok((fds[0], fds[1]))
     }
 
-    fn write_all(fd: RawFd, buf: &[u8]) -> bool {
-        let mut done = 0;
-        while done < buf.len() {
-            // SAFETY: writes from a valid buffer of the given length.
-            let r = unsafe { libc::write(fd, buf[done..].as_ptr().cast(), buf.len() - done) };
-            if r <= 0 {
-                return false;
-            }
-            done += r as usize;
-        }
-        true
-    }
-
-    fn read_all(fd: RawFd, buf: &mut [u8]) -> bool {
-        let mut done = 0;
-        while done < buf.len() {
-            // SAFETY: reads into a valid buffer of the given length.
-            let r = unsafe { libc::read(fd, buf[done..].as_mut_ptr().cast(), buf.len() - done) };
-            if r <= 0 {
-                return false;
-            }
-            done += r as usize;
-        }
-        true
-    }
-
     /// A `u64` slice as bytes.
     fn bytes_mut(v: &mut [u64]) -> &mut [u8] {
         // SAFETY: u64 has no padding, and u8 has alignment 1.
@@ -277,7 +251,7 @@ mod w5 {
                         for (o, &x) in output.iter_mut().zip(input.iter()) {
                             *o = square(x);
                         }
-                        if !write_all(res_w, bytes_mut(&mut output)) {
+                        if write_all(res_w, bytes_mut(&mut output)).is_err() {
                             return false;
                         }
                     }
@@ -311,7 +285,7 @@ mod w5 {
                             for (i, b) in buf.iter_mut().enumerate() {
                                 *b = (k * chunk + i) as u64;
                             }
-                            if !write_all(tw, bytes_mut(&mut buf)) {
+                            if write_all(tw, bytes_mut(&mut buf)).is_err() {
                                 return false;
                             }
                             k += WORKERS;
@@ -338,7 +312,7 @@ mod w5 {
                 let b = unsafe {
                     std::slice::from_raw_parts(stop.as_ptr().cast::<u8>(), stop.len() * 8)
                 };
-                write_all(fd, b);
+                let _ = write_all(fd, b);
                 wait_child(pid)?;
             }
             Ok(())

@@ -706,15 +706,7 @@ mod w6 {
                 }
             }
         }
-        eprintln!(
-            "w6: Rust rows took {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
-        let others = cpu.others_since();
-        eprintln!(
-            "w6: other programs used {:.0}% of a CPU during the Rust rows",
-            others * 100.0
-        );
+        let others = super::common::report_rust_rows("w6", started, &cpu);
 
         let mut python_version = None;
         let mut notes = Vec::new();

@@ -17,6 +17,21 @@ pub(crate) fn env_usize(name: &str) -> Result<Option<usize>, String> {
     }
 }
 
+/// Says how long the Rust rows of `bench` took since `started` and how much CPU other programs
+/// used meanwhile (since `cpu`); returns that share of one CPU.
+pub(crate) fn report_rust_rows(bench: &str, started: Instant, cpu: &CpuUse) -> f64 {
+    eprintln!(
+        "{bench}: Rust rows took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let others = cpu.others_since();
+    eprintln!(
+        "{bench}: other programs used {:.0}% of a CPU during the Rust rows",
+        others * 100.0
+    );
+    others
+}
+
 /// Linear-interpolated percentile of sorted values, as the Python script computes it.
 /// Samples rows interleaved: one warm-up batch per row, then `batches` rounds in which every
 /// row takes one batch, starting each round one row further, so that drift of the machine hits
@@ -270,6 +285,34 @@ impl Stats {
             n: v["n"].as_u64()? as usize,
         })
     }
+}
+
+/// Writes all of `buf` to `fd`.
+pub(crate) fn write_all(fd: std::os::fd::RawFd, buf: &[u8]) -> Result<(), String> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: writes from a valid buffer of the given length.
+        let r = unsafe { libc::write(fd, buf[done..].as_ptr().cast(), buf.len() - done) };
+        if r <= 0 {
+            return Err(os_err("write"));
+        }
+        done += r as usize;
+    }
+    Ok(())
+}
+
+/// Reads exactly `buf.len()` bytes from `fd`; false on end of file or an error.
+pub(crate) fn read_all(fd: std::os::fd::RawFd, buf: &mut [u8]) -> bool {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: reads into a valid buffer of the given length.
+        let r = unsafe { libc::read(fd, buf[done..].as_mut_ptr().cast(), buf.len() - done) };
+        if r <= 0 {
+            return false;
+        }
+        done += r as usize;
+    }
+    true
 }
 
 /// The error of the last system call, named.
