@@ -529,7 +529,7 @@ pub(crate) fn eof_in_message() -> Error {
     )
 }
 
-fn bad_length(len: u64, limit: u64) -> Error {
+pub(crate) fn bad_length(len: u64, limit: u64) -> Error {
     Error::io(
         "reading a message",
         io::Error::new(

@@ -13,12 +13,28 @@
 use std::collections::VecDeque;
 use std::io::{self, Read};
 
+use super::bulk::{self, Bulk};
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::wire;
 
 /// How much one read asks for.
 const READ_AHEAD: usize = 64 * 1024;
+
+/// What an inbox reads from: the stream, whether it is a socket (handles may arrive with its
+/// bytes), and the pair's control for large messages, if it has one.
+#[derive(Clone, Copy)]
+pub(crate) struct Link<'a> {
+    pub(crate) stream: &'a sys::Stream,
+    pub(crate) socket: bool,
+    pub(crate) bulk: Option<&'a Bulk>,
+}
+
+/// A frame's header: a payload in the stream, or an offer of one copied between processes.
+enum Header {
+    Inline(u64),
+    Offer { len: u64, seq: u32 },
+}
 
 /// Bytes read from a stream and not yet returned, and handles that came with them.
 #[derive(Debug, Default)]
@@ -59,7 +75,7 @@ impl Inbox {
     }
 
     /// Reads once from the stream after the buffered bytes; `Ok(0)` is end of file.
-    fn fill(&mut self, stream: &sys::Stream, socket: bool) -> io::Result<usize> {
+    fn fill(&mut self, link: &Link<'_>) -> io::Result<usize> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -71,21 +87,40 @@ impl Inbox {
         if self.buf.len() < self.end + READ_AHEAD / 2 {
             self.buf.resize(self.end + READ_AHEAD, 0);
         }
-        let n = sys::recv_some(stream, socket, &mut self.buf[self.end..], &mut self.arrived)?;
+        let n = sys::recv_some(
+            link.stream,
+            link.socket,
+            &mut self.buf[self.end..],
+            &mut self.arrived,
+        )?;
         self.end += n;
         Ok(n)
     }
 
-    /// Reads the next frame's header: its payload length (at most `limit`).
-    fn header(&mut self, stream: &sys::Stream, socket: bool, limit: u64) -> Result<u64> {
+    /// Reads the next frame's header: its payload length (at most `limit`). An offer over
+    /// the limit is refused (the sender learns it, and the payload never enters the stream).
+    fn header(&mut self, link: &Link<'_>, limit: u64) -> Result<Header> {
         loop {
-            if let Some((len, start)) = wire::parse_header(self.buffered(), limit)? {
+            if let Some(bulk) = link.bulk
+                && self.buffered().starts_with(&bulk::MARKER)
+            {
+                if let Some(offer) = self.buffered().get(..bulk::OFFER_LEN) {
+                    let len = u64::from_be_bytes(offer[4..12].try_into().unwrap_or([0xff; 8]));
+                    let seq = u32::from_be_bytes(offer[12..].try_into().unwrap_or([0; 4]));
+                    self.start += bulk::OFFER_LEN;
+                    if len > limit {
+                        bulk.refuse(seq);
+                        return Err(wire::bad_length(len, limit));
+                    }
+                    return Ok(Header::Offer { len, seq });
+                }
+            } else if let Some((len, start)) = wire::parse_header(self.buffered(), limit)? {
                 self.start += start;
-                return Ok(len);
+                return Ok(Header::Inline(len));
             }
             let had = self.has_bytes();
             if self
-                .fill(stream, socket)
+                .fill(link)
                 .map_err(|e| Error::io("reading a message", e))?
                 == 0
             {
@@ -99,14 +134,13 @@ impl Inbox {
     }
 
     /// Fills `out` from the buffer, then straight from the stream; false on end of file first.
-    fn read_exact(&mut self, stream: &sys::Stream, socket: bool, out: &mut [u8]) -> Result<bool> {
+    fn read_exact(&mut self, link: &Link<'_>, out: &mut [u8]) -> Result<bool> {
         let n = out.len().min(self.end - self.start);
         out[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
         self.start += n;
         let mut filled = n;
         let mut source = Source {
-            stream,
-            socket,
+            link,
             arrived: &mut self.arrived,
         };
         while filled < out.len() {
@@ -122,18 +156,30 @@ impl Inbox {
 
     /// Reads one whole frame (at most `limit` bytes). End of file before it is [`Error::Eof`];
     /// inside it, or a frame over `limit`, an I/O error.
-    pub(crate) fn read_frame(
-        &mut self,
-        stream: &sys::Stream,
-        socket: bool,
-        limit: u64,
-    ) -> Result<Vec<u8>> {
-        let len = self.header(stream, socket, limit)?;
-        self.payload(stream, socket, len)
+    pub(crate) fn read_frame(&mut self, link: &Link<'_>, limit: u64) -> Result<Vec<u8>> {
+        match self.header(link, limit)? {
+            Header::Inline(len) => self.payload(link, len),
+            Header::Offer { len, seq } => {
+                let mut out = large_buffer(len)?;
+                self.take_offer(link, seq, &mut out)?;
+                Ok(out)
+            }
+        }
+    }
+
+    /// Receives the payload of offer `seq` into `out` (its exact length).
+    fn take_offer(&mut self, link: &Link<'_>, seq: u32, out: &mut [u8]) -> Result<()> {
+        let Some(bulk) = link.bulk else {
+            return Err(wire::eof_in_message());
+        };
+        bulk.receive(seq, out, |out| match self.read_exact(link, out)? {
+            true => Ok(()),
+            false => Err(wire::eof_in_message()),
+        })
     }
 
     /// Reads a payload of `len` bytes into a new vector.
-    fn payload(&mut self, stream: &sys::Stream, socket: bool, len: u64) -> Result<Vec<u8>> {
+    fn payload(&mut self, link: &Link<'_>, len: u64) -> Result<Vec<u8>> {
         let here = self.end - self.start;
         if len <= here as u64 {
             let len = len as usize;
@@ -154,8 +200,7 @@ impl Inbox {
         self.start = self.end;
         let rest = len - here as u64;
         let source = Source {
-            stream,
-            socket,
+            link,
             arrived: &mut self.arrived,
         };
         let got = source
@@ -172,44 +217,69 @@ impl Inbox {
     /// and returns it as the error value, as Python's `BufferTooShort` does.
     pub(crate) fn read_frame_into(
         &mut self,
-        stream: &sys::Stream,
-        socket: bool,
+        link: &Link<'_>,
         buf: &mut [u8],
     ) -> Result<std::result::Result<usize, Vec<u8>>> {
-        let len = self.header(stream, socket, wire::DEFAULT_LIMIT)?;
-        match usize::try_from(len) {
-            Ok(n) if n <= buf.len() => {
-                if !self.read_exact(stream, socket, &mut buf[..n])? {
-                    return Err(wire::eof_in_message());
+        match self.header(link, wire::DEFAULT_LIMIT)? {
+            Header::Inline(len) => match usize::try_from(len) {
+                Ok(n) if n <= buf.len() => {
+                    if !self.read_exact(link, &mut buf[..n])? {
+                        return Err(wire::eof_in_message());
+                    }
+                    Ok(Ok(n))
                 }
-                Ok(Ok(n))
-            }
-            _ => Ok(Err(self.payload(stream, socket, len)?)),
+                _ => Ok(Err(self.payload(link, len)?)),
+            },
+            Header::Offer { len, seq } => match usize::try_from(len) {
+                Ok(n) if n <= buf.len() => {
+                    self.take_offer(link, seq, &mut buf[..n])?;
+                    Ok(Ok(n))
+                }
+                _ => {
+                    let mut out = large_buffer(len)?;
+                    self.take_offer(link, seq, &mut out)?;
+                    Ok(Err(out))
+                }
+            },
         }
     }
 
     /// Reads the frame that follows a message carrying `count` handles, and takes them.
     pub(crate) fn read_handles(
         &mut self,
-        stream: &sys::Stream,
-        socket: bool,
+        link: &Link<'_>,
         count: usize,
     ) -> Result<Vec<sys::OwnedHandle>> {
-        let frame = self.read_frame(stream, socket, sys::handles_frame_len(count))?;
+        let frame = self.read_frame(link, sys::handles_frame_len(count))?;
         sys::claim_handles(&frame, count, &mut self.arrived)
             .map_err(|e| Error::io("receiving handles with a message", e))
     }
 }
 
+/// A zero-filled buffer for a large offered payload: untouched pages (the OS lends zeroes),
+/// huge pages where the OS has them.
+fn large_buffer(len: u64) -> Result<Vec<u8>> {
+    let mut out = usize::try_from(len)
+        .ok()
+        .and_then(sys::zeroed_buffer)
+        .ok_or_else(|| {
+            Error::io(
+                "reading a message",
+                io::Error::new(io::ErrorKind::OutOfMemory, "no memory for the message"),
+            )
+        })?;
+    sys::advise_huge_pages(out.as_mut_ptr(), out.len());
+    Ok(out)
+}
+
 /// The stream as a reader that keeps the handles arriving with its bytes.
 struct Source<'a> {
-    stream: &'a sys::Stream,
-    socket: bool,
+    link: &'a Link<'a>,
     arrived: &'a mut VecDeque<sys::OwnedHandle>,
 }
 
 impl Read for Source<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        sys::recv_some(self.stream, self.socket, buf, self.arrived)
+        sys::recv_some(self.link.stream, self.link.socket, buf, self.arrived)
     }
 }

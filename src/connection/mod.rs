@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 mod auth;
+mod bulk;
 mod inbox;
 mod listener;
 
@@ -30,7 +31,8 @@ use crate::error::{Error, Result};
 use crate::process::{ParentProcess, Sentinel, lock};
 use crate::sys;
 use crate::wire;
-use inbox::Inbox;
+use bulk::Bulk;
+use inbox::{Inbox, Link};
 
 /// Something [`wait`] can wait on.
 pub trait Waitable {
@@ -115,17 +117,22 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<
 /// ```
 pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
     let (a, b) = sys::stream_pair(duplex).map_err(|e| Error::io("creating a pipe", e))?;
-    if duplex {
-        Ok((
+    let (mut a, mut b) = if duplex {
+        (
             Connection::new(a, true, true),
             Connection::new(b, true, true),
-        ))
+        )
     } else {
-        Ok((
+        (
             Connection::new(a, true, false),
             Connection::new(b, false, true),
-        ))
+        )
+    };
+    if let Some((x, y)) = Bulk::pair() {
+        a.bulk = Some(x);
+        b.bulk = Some(y);
     }
+    Ok((a, b))
 }
 
 /// One end of a [`pipe`] (Python's `multiprocessing.connection.Connection`).
@@ -146,6 +153,10 @@ pub struct Connection {
     writable: bool,
     /// The stream is a socket (on Unix, handles may arrive with its bytes).
     socket: bool,
+    /// Control shared with the other end of a [`pipe`]: large messages are copied straight
+    /// between the two processes' memory (`bulk.rs`). `None` for a connection to a process
+    /// that may not be ours (Listener/Client, a wrapped descriptor).
+    bulk: Option<Bulk>,
 }
 
 const CLOSED: &str = "handle is closed";
@@ -157,6 +168,7 @@ impl Connection {
 
     fn with_inbox(stream: sys::Stream, readable: bool, writable: bool, inbox: Inbox) -> Self {
         Connection {
+            bulk: None,
             socket: sys::stream_carries_handles(&stream),
             stream: Some(stream),
             buffered: AtomicBool::new(inbox.has_bytes()),
@@ -169,10 +181,14 @@ impl Connection {
 
     /// Runs `f` on the inbox, holding the read lock; a message over the limit leaves the
     /// stream off a message boundary, so this end then stops receiving.
-    fn receive<R>(&self, f: impl FnOnce(&mut Inbox, &sys::Stream, bool) -> Result<R>) -> Result<R> {
-        let stream = self.stream(true)?;
+    fn receive<R>(&self, f: impl FnOnce(&mut Inbox, &Link<'_>) -> Result<R>) -> Result<R> {
+        let link = Link {
+            stream: self.stream(true)?,
+            socket: self.socket,
+            bulk: self.bulk.as_ref(),
+        };
         let mut inbox = lock(&self.reading);
-        let result = f(&mut inbox, stream, self.socket);
+        let result = f(&mut inbox, &link);
         self.buffered.store(inbox.has_bytes(), Ordering::Relaxed);
         if let Err(Error::Io { source, .. }) = &result {
             if source.kind() == io::ErrorKind::InvalidData {
@@ -230,7 +246,7 @@ impl Connection {
     /// end is closed or receive-only; [`Error::Io`] if the peer is gone.
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         let (message, handles) = wire::encode_message(value)?;
-        let mut stream = self.stream(false)?;
+        let stream = self.stream(false)?;
         if !handles.is_empty() && !sys::stream_carries_handles(stream) {
             return Err(Error::Codec(
                 "this Connection cannot carry a Connection (only duplex connections on Unix \
@@ -239,7 +255,7 @@ impl Connection {
             ));
         }
         let _w = lock(&self.writing);
-        wire::write_frame(&mut stream, &message).map_err(|e| Error::io("sending a message", e))?;
+        self.write_message(stream, &message)?;
         if !handles.is_empty() {
             sys::send_handles_on(stream, handles)
                 .map_err(|e| Error::io("sending handles with a message", e))?;
@@ -253,11 +269,11 @@ impl Connection {
     /// As [`recv_bytes`](Connection::recv_bytes), and [`Error::Codec`] if the message does not
     /// decode as `T`.
     pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
-        let (message, handles) = self.receive(|inbox, stream, socket| {
-            let message = inbox.read_frame(stream, socket, wire::DEFAULT_LIMIT)?;
+        let (message, handles) = self.receive(|inbox, link| {
+            let message = inbox.read_frame(link, wire::DEFAULT_LIMIT)?;
             let handles = match wire::split_message(&message)?.0 {
                 0 => Vec::new(),
-                n => inbox.read_handles(stream, socket, n as usize)?,
+                n => inbox.read_handles(link, n as usize)?,
             };
             Ok((message, handles))
         })?;
@@ -270,9 +286,19 @@ impl Connection {
     /// # Errors
     /// [`Error::State`] if this end is closed or receive-only; [`Error::Io`] if the peer is gone.
     pub fn send_bytes(&self, buf: &[u8]) -> Result<()> {
-        let mut stream = self.stream(false)?;
+        let stream = self.stream(false)?;
         let _w = lock(&self.writing);
-        wire::write_frame(&mut stream, buf).map_err(|e| Error::io("sending a message", e))
+        self.write_message(stream, buf)
+    }
+
+    /// Writes one message, holding the write lock: a large one between our own processes
+    /// is copied straight into the receiver ([`Bulk`]), any other framed into the stream.
+    fn write_message(&self, mut stream: &sys::Stream, message: &[u8]) -> Result<()> {
+        match &self.bulk {
+            Some(bulk) if message.len() >= bulk::THRESHOLD => bulk.send(stream, message),
+            _ => wire::write_frame(&mut stream, message)
+                .map_err(|e| Error::io("sending a message", e)),
+        }
     }
 
     /// Python's `send_bytes(buf, offset, size)`: sends `buf[offset..offset + size]` (`size`
@@ -304,7 +330,7 @@ impl Connection {
     /// [`Error::State`] if this end is closed or send-only.
     pub fn recv_bytes(&self, maxlength: Option<usize>) -> Result<Vec<u8>> {
         let limit = maxlength.map_or(wire::DEFAULT_LIMIT, |m| m as u64);
-        self.receive(|inbox, stream, socket| inbox.read_frame(stream, socket, limit))
+        self.receive(|inbox, link| inbox.read_frame(link, limit))
     }
 
     /// Receives one message into `buf[offset..]`, returning its length.
@@ -318,7 +344,7 @@ impl Connection {
             return Err(Error::InvalidArgument("offset out of bounds".into()));
         }
         let into = &mut buf[offset..];
-        match self.receive(|inbox, stream, socket| inbox.read_frame_into(stream, socket, into))? {
+        match self.receive(|inbox, link| inbox.read_frame_into(link, into))? {
             Ok(n) => Ok(n),
             Err(message) => Err(Error::BufferTooShort(message)),
         }
@@ -381,15 +407,16 @@ impl Serialize for Connection {
             .map(|h| wire::push_handle::<S::Error>("Connection", h))
             .collect::<Result<Vec<u32>, _>>()?;
         let unread = wire::Bytes(bytes);
-        (index, self.readable(), self.writable, unread, handles).serialize(serializer)
+        let bulk = &self.bulk;
+        (index, self.readable(), self.writable, unread, handles, bulk).serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for Connection {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error as _;
-        let (index, readable, writable, unread, handles) =
-            <(u32, bool, bool, wire::Bytes, Vec<u32>)>::deserialize(deserializer)?;
+        let (index, readable, writable, unread, handles, bulk) =
+            <(u32, bool, bool, wire::Bytes, Vec<u32>, Option<Bulk>)>::deserialize(deserializer)?;
         let handle = wire::take_handle::<D::Error>("Connection", index)?;
         let stream = sys::stream_from_handle(handle).map_err(D::Error::custom)?;
         let handles = handles
@@ -397,6 +424,8 @@ impl<'de> Deserialize<'de> for Connection {
             .map(|i| wire::take_handle::<D::Error>("Connection", i))
             .collect::<Result<Vec<_>, _>>()?;
         let inbox = Inbox::with(unread.0, handles);
-        Ok(Connection::with_inbox(stream, readable, writable, inbox))
+        let mut connection = Connection::with_inbox(stream, readable, writable, inbox);
+        connection.bulk = bulk;
+        Ok(connection)
     }
 }

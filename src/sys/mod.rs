@@ -75,3 +75,22 @@ impl<'de> serde::Deserialize<'de> for Region {
         Region::from_handles(handles).map_err(D::Error::custom)
     }
 }
+
+/// A zero-filled buffer of `len` bytes, or `None` if memory runs out. Unlike `vec![0; len]`
+/// it does not abort on failure, and unlike reserving then resizing it writes nothing: large
+/// buffers come as fresh pages the OS zeroes when first touched.
+pub(crate) fn zeroed_buffer(len: usize) -> Option<Vec<u8>> {
+    if len == 0 {
+        return Some(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<u8>(len).ok()?;
+    // SAFETY: `layout` has a non-zero size.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: `ptr` was allocated by the global allocator with `layout` (align 1, `len` bytes,
+    // which is what a `Vec<u8>` of capacity `len` uses), and all `len` bytes are initialised
+    // (zero).
+    Some(unsafe { Vec::from_raw_parts(ptr, len, len) })
+}

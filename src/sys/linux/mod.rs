@@ -169,6 +169,80 @@ pub(super) fn process_alive(pid: u32) -> bool {
     }
 }
 
+/// Linux copies memory between processes with `process_vm_readv`/`process_vm_writev`.
+pub(super) const CROSS_PROCESS_COPY: bool = true;
+
+/// One cross-memory-attach call that moves `len` bytes between `local` (ours) and `remote`
+/// (process `pid`'s); `Ok(k)` is how many it moved (a short count means the remote range ended
+/// in an unmapped page).
+fn process_vm(
+    pid: u32,
+    local: *mut u8,
+    remote: usize,
+    len: usize,
+    write: bool,
+) -> io::Result<usize> {
+    let local = libc::iovec {
+        iov_base: local.cast(),
+        iov_len: len,
+    };
+    let remote = libc::iovec {
+        iov_base: remote as *mut libc::c_void,
+        iov_len: len,
+    };
+    // SAFETY: `local` describes memory of ours that the caller lends for the call (readable for
+    // a write, writable for a read); the kernel checks the remote range in the other process
+    // and fails with EFAULT rather than touching anything outside it.
+    let n = unsafe {
+        if write {
+            libc::process_vm_writev(pid as libc::pid_t, &local, 1, &remote, 1, 0)
+        } else {
+            libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0)
+        }
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Moves `len` bytes, retrying short counts; a call that moves nothing is an error.
+fn process_vm_all(
+    pid: u32,
+    local: *mut u8,
+    remote: usize,
+    len: usize,
+    write: bool,
+) -> io::Result<()> {
+    let mut done = 0;
+    while done < len {
+        match process_vm(
+            pid,
+            local.wrapping_add(done),
+            remote + done,
+            len - done,
+            write,
+        ) {
+            Ok(0) => return Err(io::Error::from_raw_os_error(libc::EFAULT)),
+            Ok(k) => done += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Copies `to.len()` bytes at address `from` in process `pid` into `to`.
+pub(super) fn copy_from_process(pid: u32, from: usize, to: &mut [u8]) -> io::Result<()> {
+    process_vm_all(pid, to.as_mut_ptr(), from, to.len(), false)
+}
+
+/// Copies `from` to address `to` in process `pid`.
+pub(super) fn copy_to_process(pid: u32, from: &[u8], to: usize) -> io::Result<()> {
+    // The kernel only reads `from` for a write (the pointer is not written through).
+    process_vm_all(pid, from.as_ptr().cast_mut(), to, from.len(), true)
+}
+
 /// Asks for transparent huge pages on the 2 MiB-aligned part of a fresh buffer (best effort):
 /// a large message then faults in 512 times less often.
 pub(super) fn advise_huge_pages(ptr: *mut u8, len: usize) {

@@ -164,3 +164,17 @@ pub(super) fn process_alive(pid: u32) -> bool {
 
 /// No transparent huge pages to ask for on macOS.
 pub(super) fn advise_huge_pages(_ptr: *mut u8, _len: usize) {}
+
+/// macOS has no unprivileged way to copy memory between processes (`mach_vm_read` needs the
+/// other task's port): large messages stay in the byte stream.
+pub(super) const CROSS_PROCESS_COPY: bool = false;
+
+/// Unsupported on macOS (see [`CROSS_PROCESS_COPY`]).
+pub(super) fn copy_from_process(_pid: u32, _from: usize, _to: &mut [u8]) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
+/// Unsupported on macOS (see [`CROSS_PROCESS_COPY`]).
+pub(super) fn copy_to_process(_pid: u32, _from: &[u8], _to: usize) -> io::Result<()> {
+    Err(io::ErrorKind::Unsupported.into())
+}

@@ -68,6 +68,22 @@ impl Region {
     }
 }
 
+/// Whether this OS copies memory straight between processes ([`copy_from_process`]).
+pub(crate) const CROSS_PROCESS_COPY: bool = os::CROSS_PROCESS_COPY;
+
+/// Copies `to.len()` bytes at address `from` in process `pid` into `to` (Linux:
+/// `process_vm_readv`). Fails if this process may not read that one's memory, or the range is
+/// not mapped there.
+pub(crate) fn copy_from_process(pid: u32, from: usize, to: &mut [u8]) -> io::Result<()> {
+    os::copy_from_process(pid, from, to)
+}
+
+/// Copies `from` to address `to` in process `pid` (Linux: `process_vm_writev`). The caller
+/// answers for `to..to + from.len()` being memory that process lent for this.
+pub(crate) fn copy_to_process(pid: u32, from: &[u8], to: usize) -> io::Result<()> {
+    os::copy_to_process(pid, from, to)
+}
+
 /// Whether process `pid` is running (a zombie is not).
 pub(crate) fn process_alive(pid: u32) -> bool {
     os::process_alive(pid)
