@@ -559,3 +559,114 @@ fn large_messages_between_our_own_ends() {
         d.close();
     });
 }
+
+/// Receives one message after a pause, and returns its length and a checksum.
+fn late_receiver(conn: Connection) -> (usize, u64) {
+    std::thread::sleep(Duration::from_millis(300));
+    let m = conn.recv_bytes(None).unwrap();
+    (m.len(), checksum(&m))
+}
+
+fn checksum(m: &[u8]) -> u64 {
+    m.iter().enumerate().fold(0u64, |h, (i, &b)| {
+        h.wrapping_mul(31).wrapping_add(b as u64 ^ i as u64)
+    })
+}
+
+/// A large message to a process that is not yet receiving: the sender does not wait for it
+/// to take the message from its memory, but sends it through the stream, as a plain send
+/// would (and, as one, returns once the receiver has it). Both kinds of pipe.
+#[test]
+fn large_message_to_a_late_receiver() {
+    multiprocess::init_test();
+    let _g = common::start();
+    for duplex in [true, false] {
+        let (r, w) = pipe(duplex).unwrap();
+        let m = pattern(6 << 20, 9);
+        let mut p = multiprocess::Process::new(late_receiver, (r,));
+        p.start().unwrap();
+        w.send_bytes(&m).unwrap();
+        let got = p.result_timeout::<(usize, u64)>(Duration::from_secs(60));
+        assert_eq!(got.unwrap(), (m.len(), checksum(&m)), "duplex {duplex}");
+    }
+}
+
+/// Sends large messages until the connection fails.
+fn large_sender(conn: Connection) {
+    let m = pattern(16 << 20, 4);
+    while conn.send_bytes(&m).is_ok() {}
+}
+
+/// Receives large messages, checking each, until the connection fails.
+fn large_receiver(conn: Connection) {
+    let mut buf = vec![0u8; 16 << 20];
+    while conn.recv_bytes_into(&mut buf, 0).is_ok() {}
+}
+
+/// A peer killed while large messages flow, in either direction, at whatever point of a
+/// message: the survivor's call returns an error (never hangs), and every message it did get
+/// whole is intact.
+#[test]
+fn large_messages_survive_a_killed_peer() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let expected = pattern(16 << 20, 4);
+    for (round, delay) in [(0, 30), (1, 75), (2, 150)] {
+        // The child sends; we receive.
+        let (a, b) = pipe(true).unwrap();
+        let mut p = multiprocess::Process::new(large_sender, (b,));
+        p.start().unwrap();
+        let start = Instant::now();
+        let mut buf = vec![0u8; 16 << 20];
+        let mut killed = false;
+        let error = loop {
+            if !killed && start.elapsed() > Duration::from_millis(delay) {
+                p.kill().unwrap();
+                killed = true;
+            }
+            match a.recv_bytes_into(&mut buf, 0) {
+                Ok(n) => assert!(n == expected.len() && buf == expected, "round {round}"),
+                Err(e) => break e,
+            }
+        };
+        assert!(killed, "round {round}: {error}");
+        p.join(None).unwrap();
+
+        // The child receives; we send.
+        let (a, b) = pipe(true).unwrap();
+        let mut p = multiprocess::Process::new(large_receiver, (b,));
+        p.start().unwrap();
+        let start = Instant::now();
+        let mut killed = false;
+        loop {
+            if !killed && start.elapsed() > Duration::from_millis(delay) {
+                p.kill().unwrap();
+                killed = true;
+            }
+            if a.send_bytes(&expected).is_err() {
+                break;
+            }
+        }
+        assert!(killed, "round {round}");
+        p.join(None).unwrap();
+    }
+}
+
+/// A large typed message that carries a connection: the handle travels after the payload,
+/// which went straight between the processes' memory.
+#[cfg(unix)]
+#[test]
+fn large_typed_message_carrying_a_connection() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let (a, b) = pipe(true).unwrap();
+    let (c, d) = pipe(true).unwrap();
+    let big = multiprocess::Bytes(pattern(3 << 20, 5));
+    std::thread::scope(|s| {
+        s.spawn(|| a.send(&(big.clone(), c)).unwrap());
+        let (got, c) = b.recv::<(multiprocess::Bytes, Connection)>().unwrap();
+        assert!(got.0 == big.0);
+        c.send_bytes(b"through the passed end").unwrap();
+        assert_eq!(d.recv_bytes(None).unwrap(), b"through the passed end");
+    });
+}

@@ -11,6 +11,17 @@
 //! [`wait`] count bytes already read as ready, and a `Connection` sent to another process takes
 //! its unread bytes with it. OS handles inside a message sent with [`Connection::send`] follow
 //! it as a frame of their own (on Unix its bytes carry the descriptors, `SCM_RIGHTS`).
+//!
+//! Between the two ends of one [`pipe`] (both ours, wherever they travel), a message of 1 MiB
+//! or more does not go through the stream: the receiving process reads chunks of it straight
+//! out of the sender's memory while the sender writes other chunks straight into the
+//! receiver's buffer (Linux: `process_vm_readv`/`process_vm_writev`; Windows:
+//! `ReadProcessMemory`/`WriteProcessMemory`), one copy on two CPUs where the stream makes two.
+//! The stream carries a small offer in the message's place, so order is kept. A receiver that
+//! is not receiving within 2 ms, or may not read the sender's memory (another PID namespace, a
+//! security policy), gets the message through the stream as before; macOS has no such copy and
+//! always uses the stream. Connections to a [`Listener`] or from [`client`] always frame
+//! everything in the stream (their peer may be CPython). Measured: W4 in `BENCHMARKS.md`.
 
 use std::io;
 use std::sync::Mutex;
@@ -281,7 +292,10 @@ impl Connection {
         wire::with_handles(handles, || wire::decode(body))
     }
 
-    /// Sends `buf` as one message (Python's `send_bytes(buf)`).
+    /// Sends `buf` as one message (Python's `send_bytes(buf)`). A message of 1 MiB or more to
+    /// the other end of a [`pipe`] is copied straight into the receiver (see the module docs):
+    /// the call then returns once the receiver has it, as a send larger than the stream's
+    /// buffer does.
     ///
     /// # Errors
     /// [`Error::State`] if this end is closed or receive-only; [`Error::Io`] if the peer is gone.
