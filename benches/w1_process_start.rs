@@ -172,9 +172,11 @@ mod w1 {
     enum Key {
         MpSpawn,
         MpFork,
+        MpForkserver,
         RawFork,
         PosixSpawnSelf,
         CpythonFork,
+        CpythonForkserver,
         Procspawn,
         Crossmist,
         Other,
@@ -284,6 +286,22 @@ mod w1 {
                 other => Err(format!("exitcode {other:?}")),
             }
         })
+    }
+
+    /// A served child (the server is started before the samples, by the warm-up).
+    fn mp_forkserver() -> Result<Probe, String> {
+        let ctx = multiprocess::get_context("forkserver").map_err(|e| e.to_string())?;
+        Ok(Box::new(move || {
+            let t = Instant::now();
+            let mut p = ctx.process(empty, ());
+            p.start().map_err(|e| e.to_string())?;
+            p.join(None).map_err(|e| e.to_string())?;
+            let d = t.elapsed();
+            match p.exitcode() {
+                Ok(Some(0)) => Ok(d),
+                other => Err(format!("exitcode {other:?}")),
+            }
+        }))
     }
 
     fn mp_fork(closure: bool) -> Result<Probe, String> {
@@ -463,10 +481,10 @@ mod w1 {
                 continue;
             };
             rows.push(Row {
-                key: if method == "fork" {
-                    Key::CpythonFork
-                } else {
-                    Key::Other
+                key: match method {
+                    "fork" => Key::CpythonFork,
+                    "forkserver" => Key::CpythonForkserver,
+                    _ => Key::Other,
                 },
                 label: format!("CPython {version} `multiprocessing` {method}"),
                 probe: None,
@@ -584,6 +602,15 @@ mod w1 {
                 verdict(r <= 1.5)
             );
         }
+        if let (Some(f), Some(py)) = (m(Key::MpForkserver), m(Key::CpythonForkserver)) {
+            // No target in the issue: reported for comparison.
+            s += &format!(
+                "| (no target) forkserver against CPython forkserver | {} / {} µs = {:.1}× faster | — |\n",
+                fmt_us(py),
+                fmt_us(f),
+                py / f
+            );
+        }
         if let (Some(f), Some(py)) = (m(Key::MpFork), m(Key::CpythonFork)) {
             let r = py / f;
             s += &format!(
@@ -640,6 +667,11 @@ mod w1 {
                 Key::Other,
                 "multiprocess fork: `ctx.process_closure(\\|\\| ())` + start + join",
                 mp_fork(true)?,
+            ),
+            Row::new(
+                Key::MpForkserver,
+                "multiprocess forkserver: `ctx.process(empty, ())` + start + join",
+                mp_forkserver()?,
             ),
             Row::new(
                 Key::Procspawn,

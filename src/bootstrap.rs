@@ -188,8 +188,14 @@ fn flush_stdio() {
 // ---------------------------------------------------------------------------------------------
 // Parent side
 
-/// Starts a spawned child for `job`; returns its handle and our end of its channel.
-pub(crate) fn spawn(id: Identity, job: Option<&Job>) -> Result<(sys::ProcHandle, sys::Channel)> {
+/// Starts a child for `job` that takes its bootstrap over a channel: spawned (the program run
+/// again), or forked by the fork server (`method` [`StartMethod::Forkserver`]); returns its
+/// handle and our end of its channel.
+pub(crate) fn spawn(
+    id: Identity,
+    job: Option<&Job>,
+    method: StartMethod,
+) -> Result<(sys::ProcHandle, sys::Channel)> {
     let Some(Job::Image {
         trampoline,
         args,
@@ -217,7 +223,7 @@ pub(crate) fn spawn(id: Identity, job: Option<&Job>) -> Result<(sys::ProcHandle,
         daemon: id.daemon,
         parent_pid: id.parent_pid,
         parent_name: id.parent_name,
-        method: StartMethod::Spawn,
+        method,
         reentry: reentry.clone(),
         handles: handles.len() as u32,
     };
@@ -228,8 +234,10 @@ pub(crate) fn spawn(id: Identity, job: Option<&Job>) -> Result<(sys::ProcHandle,
         .and_then(|()| wire::write_frame(&mut message, &payload))
         .map_err(|e| Error::io("encoding the bootstrap", e))?;
     let (ours, theirs) = sys::channel_pair().map_err(|e| Error::io("creating a channel", e))?;
-    let mut handle =
-        sys::spawn(&reentry, theirs).map_err(|e| Error::io("spawning a child process", e))?;
+    let mut handle = match method {
+        StartMethod::Forkserver => crate::forkserver::start_child(theirs)?,
+        _ => sys::spawn(&reentry, theirs).map_err(|e| Error::io("spawning a child process", e))?,
+    };
     let transfer = match sys::transfer_handles(&handle, handles) {
         Ok(t) => t,
         Err(e) => {
@@ -296,6 +304,11 @@ pub(crate) fn fork(
 // ---------------------------------------------------------------------------------------------
 // Child side
 
+/// A child of the fork server: from here, as a spawned child. Never returns.
+pub(crate) fn run_served(channel: sys::Channel) -> ! {
+    run_spawned(channel)
+}
+
 /// The spawned child: checks the handshake, then runs the target. Never returns.
 fn run_spawned(channel: sys::Channel) -> ! {
     let channel = Arc::new(channel);
@@ -359,7 +372,7 @@ fn run_child(
     let daemon = id.daemon;
     process::become_child(id, Arc::clone(&channel));
     context::inherit(method);
-    if method == StartMethod::Spawn {
+    if method != StartMethod::Fork {
         // A forked child needs no handshake: its parent knows it runs the target.
         send(&channel, &Report::Started);
     }
@@ -373,7 +386,9 @@ fn run_child(
         // A forked child shares the parent's C runtime state: leave without running exit
         // handlers twice (Python's os._exit).
         StartMethod::Fork => sys::exit_now(code),
-        StartMethod::Spawn => std::process::exit(code),
+        // The fork server's children come from a process that ran only `init()`: nothing of
+        // its state is anybody else's.
+        StartMethod::Spawn | StartMethod::Forkserver => std::process::exit(code),
     }
 }
 

@@ -30,14 +30,20 @@ pub enum StartMethod {
     /// thread at the moment of the fork stays locked forever in the child (including the
     /// allocator's). Use it from single-threaded programs, as CPython's docs also warn.
     Fork,
+    /// Ask this process's fork server (Unix), started on first use, to `fork` a child, which
+    /// then bootstraps as a spawned one: the same targets, arguments and rules as
+    /// [`Spawn`](StartMethod::Spawn), without re-executing the program, and safe from a program
+    /// with threads (the server has none). See [`forkserver`](crate::forkserver).
+    Forkserver,
 }
 
 impl StartMethod {
-    /// Python's name for the method: `"spawn"` or `"fork"`.
+    /// Python's name for the method: `"spawn"`, `"fork"` or `"forkserver"`.
     pub fn name(self) -> &'static str {
         match self {
             StartMethod::Spawn => "spawn",
             StartMethod::Fork => "fork",
+            StartMethod::Forkserver => "forkserver",
         }
     }
 
@@ -49,9 +55,7 @@ impl StartMethod {
         match name {
             "spawn" => Ok(StartMethod::Spawn),
             "fork" if cfg!(unix) => Ok(StartMethod::Fork),
-            "forkserver" => Err(Error::InvalidArgument(
-                "the forkserver start method is not available yet; use spawn or fork".into(),
-            )),
+            "forkserver" if cfg!(unix) => Ok(StartMethod::Forkserver),
             _ => Err(Error::InvalidArgument(format!(
                 "cannot find context for {name:?}"
             ))),
@@ -64,6 +68,7 @@ impl StartMethod {
         match self {
             StartMethod::Spawn => "SpawnProcess",
             StartMethod::Fork => "ForkProcess",
+            StartMethod::Forkserver => "ForkServerProcess",
         }
     }
 }
@@ -119,7 +124,8 @@ impl Context {
     }
 }
 
-/// `multiprocessing.get_context(method)`: a context for `"spawn"` or `"fork"` (Unix).
+/// `multiprocessing.get_context(method)`: a context for `"spawn"`, or `"fork"` and
+/// `"forkserver"` (Unix).
 ///
 /// # Errors
 /// [`Error::InvalidArgument`] (`cannot find context for 'bogus'`) for an unknown name.
@@ -166,7 +172,11 @@ pub fn get_start_method(allow_none: bool) -> Option<StartMethod> {
 /// first.
 pub fn get_all_start_methods() -> Vec<StartMethod> {
     if cfg!(unix) {
-        vec![StartMethod::Spawn, StartMethod::Fork]
+        vec![
+            StartMethod::Spawn,
+            StartMethod::Fork,
+            StartMethod::Forkserver,
+        ]
     } else {
         vec![StartMethod::Spawn]
     }

@@ -1,8 +1,8 @@
 //! # multiprocess — Python's `multiprocessing`, in Rust
 //!
 //! Start work in other processes with Python's names and rules: a [`Process`] runs a function
-//! in a child started by **spawn** (re-running this program, on every OS) or **fork** (Unix), and
-//! reports its exit code, as Python does, and its return value, which Python cannot.
+//! in a child started by **spawn** (re-running this program, on every OS), **fork** or
+//! **forkserver** (Unix), and reports its exit code, as Python does, and its return value, which Python cannot.
 //!
 //! ```standalone_crate
 //! use multiprocess::Process;
@@ -48,6 +48,7 @@
 //! | `current_process()`, `parent_process()` | [`current_process`], [`parent_process`] |
 //! | `active_children()`, `cpu_count()` | [`active_children`], [`cpu_count`] (honours affinity) |
 //! | `get_context(m)`, `set_start_method(m, force)` | [`get_context`], [`set_start_method`] |
+//! | `multiprocessing.forkserver.ensure_running()` | [`forkserver::ensure_running`] |
 //! | `get_start_method()`, `get_all_start_methods()` | [`get_start_method`], [`get_all_start_methods`] |
 //! | `ctx.Process(...)` | [`Context::process`], or [`Process::context`] |
 //! | `Pipe(duplex)` | [`pipe(duplex)`](pipe) → two [`Connection`]s |
@@ -86,6 +87,10 @@
 //!   executable-identity check), or a [`Run`] value; arguments and results are serde types.
 //! - **fork** (Unix): any `FnOnce() -> R + Send + 'static` closure via
 //!   [`Process::from_closure`]. Unsafe to combine with threads, as in C and Python.
+//! - **forkserver** (Unix): a server process, started on first use, forks each child, which
+//!   then takes its target and arguments as a spawned one does: spawn's rules, without
+//!   re-running the program (about 4× faster to start here), and safe from a threaded program.
+//!   See [`forkserver`].
 //!
 //! ## Exit codes and the exit policy
 //! 0 when the target returns; 1 when it panics (stderr gets `Process <name>:` then the panic
@@ -99,6 +104,7 @@ mod bootstrap;
 pub mod connection;
 mod context;
 mod error;
+pub mod forkserver;
 pub mod managers;
 pub mod pool;
 mod process;

@@ -19,8 +19,8 @@ fn grandchild_method() -> Option<StartMethod> {
     p.result().unwrap()
 }
 
-/// C01: spawn and fork on Unix, only spawn on Windows; spawn the documented default
-/// (forkserver is not built yet and is refused with a clear message rather than listed).
+/// C01: spawn, fork and forkserver on Unix, only spawn on Windows; spawn the documented
+/// default.
 #[test]
 fn c01_start_methods() {
     multiprocess::init_test();
@@ -28,11 +28,19 @@ fn c01_start_methods() {
     if cfg!(unix) {
         assert_eq!(
             get_all_start_methods(),
-            vec![StartMethod::Spawn, StartMethod::Fork]
+            vec![
+                StartMethod::Spawn,
+                StartMethod::Fork,
+                StartMethod::Forkserver
+            ]
         );
         assert_eq!(
             get_context("fork").unwrap().start_method(),
             StartMethod::Fork
+        );
+        assert_eq!(
+            get_context("forkserver").unwrap().start_method(),
+            StartMethod::Forkserver
         );
     } else {
         assert_eq!(get_all_start_methods(), vec![StartMethod::Spawn]);
@@ -41,17 +49,13 @@ fn c01_start_methods() {
             other => panic!("{other:?}"),
         }
         assert!(set_start_method("fork", true).is_err());
+        assert!(get_context("forkserver").is_err());
+        assert!(multiprocess::forkserver::ensure_running().is_err());
     }
     match get_context("bogus") {
         Err(Error::InvalidArgument(m)) => assert_eq!(m, "cannot find context for \"bogus\""),
         other => panic!("{other:?}"),
     }
-    assert!(
-        get_context("forkserver")
-            .unwrap_err()
-            .to_string()
-            .contains("not available yet")
-    );
 }
 
 /// C02: the default is fixed by first use, changed only with force; a child's default is the

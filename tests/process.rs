@@ -27,6 +27,14 @@ fn methods() -> Vec<&'static str> {
     get_all_start_methods().iter().map(|m| m.name()).collect()
 }
 
+/// The guard for a test over every method: the fork server (where there is one) is started
+/// before it counts, as it lives as long as the test binary.
+fn start_all_methods() -> common::Guard {
+    common::start_with(|| {
+        let _ = multiprocess::forkserver::ensure_running();
+    })
+}
+
 fn sleep_ms(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
 }
@@ -416,7 +424,13 @@ fn daemon_and_worker(daemon_ms: u64, worker_ms: u64, linger_ms: u64) {
     let mut worker = make(worker_ms);
     daemon.start().unwrap();
     worker.start().unwrap();
-    println!("pids {} {}", daemon.pid().unwrap(), worker.pid().unwrap());
+    // With forkserver, the server's pid too (it is our child; its children are the others).
+    let server = multiprocess::forkserver::server_pid().map_or(String::new(), |p| format!(" {p}"));
+    println!(
+        "pids {} {}{server}",
+        daemon.pid().unwrap(),
+        worker.pid().unwrap()
+    );
     sleep_ms(linger_ms);
 }
 
@@ -546,7 +560,7 @@ fn scenario_sleep() {
 #[test]
 fn p16_sentinel_not_held_by_descendants() {
     multiprocess::init_test();
-    let _g = common::start();
+    let _g = start_all_methods();
     for ctx in methods() {
         let mut p = get_context(ctx)
             .unwrap()
@@ -689,6 +703,16 @@ fn p20_orphan_policy_fork() {
     orphan_policy(Some("fork"));
 }
 
+/// P20 with children of a fork server: the daemonic one still dies with the process that
+/// started it (not with the server, its parent in the OS's eyes); the server ends too.
+#[cfg(unix)]
+#[test]
+fn p20_orphan_policy_forkserver() {
+    multiprocess::init_test();
+    let _g = common::start();
+    orphan_policy(Some("forkserver"));
+}
+
 fn orphan_policy(method: Option<&str>) {
     use std::io::BufRead;
     let mut owner = common::scenario_with("scenario_p20", method.map(|m| ("SCENARIO_METHOD", m)));
@@ -721,6 +745,9 @@ fn orphan_policy(method: Option<&str>) {
     );
     common::kill_and_reap(worker);
     common::reap_orphan(daemon, Duration::from_secs(5));
+    if let Some(&server) = pids.get(2) {
+        common::reap_orphan(server, Duration::from_secs(5));
+    }
 }
 
 fn threads_and_stdin() -> (bool, usize) {
@@ -744,7 +771,7 @@ fn threads_and_stdin() -> (bool, usize) {
 #[test]
 fn p21_child_threads_and_stdin() {
     multiprocess::init_test();
-    let _g = common::start();
+    let _g = start_all_methods();
     for ctx in methods() {
         let mut p = get_context(ctx).unwrap().process(threads_and_stdin, ());
         let t = Instant::now();

@@ -314,6 +314,7 @@ impl Shared {
         let method = match self.context.start_method() {
             StartMethod::Fork => "Fork",
             StartMethod::Spawn => "Spawn",
+            StartMethod::Forkserver => "ForkServer",
         };
         format!("{method}PoolWorker-{n}")
     }

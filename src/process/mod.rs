@@ -327,7 +327,9 @@ impl Process {
         // Held across a fork so the child sees the list consistent, and releases it there.
         let mut children = Some(lock(&CHILDREN));
         let child = match method {
-            StartMethod::Spawn => bootstrap::spawn(identity, self.job.as_ref())?,
+            StartMethod::Spawn | StartMethod::Forkserver => {
+                bootstrap::spawn(identity, self.job.as_ref(), method)?
+            }
             StartMethod::Fork => bootstrap::fork(identity, &mut self.job, &mut children)?,
         };
         self.job = None;
@@ -723,9 +725,6 @@ pub fn cpu_count() -> usize {
 /// program exits (through `exit` or by returning from `main`) and at the end of every child.
 pub(crate) fn exit_function() {
     let children: Vec<_> = lock(&CHILDREN).clone();
-    if children.is_empty() {
-        return;
-    }
     for c in &children {
         if c.daemon.load(Ordering::Relaxed) && matches!(c.poll_exit(Some(Duration::ZERO)), Ok(None))
         {
@@ -735,11 +734,14 @@ pub(crate) fn exit_function() {
     for c in &children {
         let _ = c.join(None);
     }
+    // Our fork server, if we started one, ends with us (and is reaped, not left to init).
+    crate::forkserver::stop();
 }
 
 /// In a forked child: let go of the parent's children (their descriptors must not keep the
 /// parent's channels open) and forget them.
 pub(crate) fn forget_inherited_children(children: &mut Option<ChildrenGuard>) {
+    crate::forkserver::forget_inherited();
     if let Some(mut list) = children.take().filter(|list| !list.is_empty()) {
         for c in list.drain(..) {
             if let Ok(mut state) = c.state.try_lock() {

@@ -70,9 +70,13 @@ impl Drop for Guard {
         // The shared-memory resource tracker (Unix) lives as long as the test binary: its
         // process and the pipe end we hold for it are not leaks.
         let tracker = multiprocess::shared_memory::resource_tracker_process();
+        // The fork server too (tests that use it start it before the guard counts), but its
+        // children are ours.
+        let server = multiprocess::forkserver::server_pid();
         let children = || {
             let mut c = children_of_self();
-            c.retain(|&(pid, _)| tracker.is_none_or(|(t, _)| t != pid));
+            c.retain(|&(pid, _)| tracker.is_none_or(|(t, _)| t != pid) && Some(pid) != server);
+            c.extend(server.map(children_of).unwrap_or_default());
             c
         };
         let leaked_now = |r: &os::Resources| {
@@ -130,7 +134,13 @@ pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
 #[cfg(windows)]
 pub use os::kill_and_reap;
 #[allow(unused_imports)] // each test file uses some of them
-pub use os::{children_of_self, reap_orphan, stat};
+pub use os::{children_of, reap_orphan, stat};
+
+/// Processes whose parent is this process: (pid, state letter).
+#[allow(dead_code)] // each test file uses some of these
+pub fn children_of_self() -> Vec<(u32, char)> {
+    children_of(std::process::id())
+}
 
 /// SIGKILLs `pid` and, if it is our child (an orphan reparented to us), reaps it.
 #[cfg(unix)]
@@ -204,8 +214,7 @@ mod os {
     }
 
     /// Processes whose parent is this process: (pid, state letter).
-    pub fn children_of_self() -> Vec<(u32, char)> {
-        let me = std::process::id();
+    pub fn children_of(me: u32) -> Vec<(u32, char)> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
@@ -303,9 +312,8 @@ mod os {
             .collect()
     }
 
-    /// Processes whose parent is this process: (pid, state letter).
-    pub fn children_of_self() -> Vec<(u32, char)> {
-        let me = std::process::id();
+    /// Processes whose parent is `me`: (pid, state letter).
+    pub fn children_of(me: u32) -> Vec<(u32, char)> {
         processes()
             .into_iter()
             .filter(|&(_, ppid, _)| ppid == me)
@@ -440,9 +448,8 @@ mod os {
         (!h.is_null()).then_some(h)
     }
 
-    /// Running processes whose parent is this process: (pid, 'R').
-    pub fn children_of_self() -> Vec<(u32, char)> {
-        let me = std::process::id();
+    /// Running processes whose parent is `me`: (pid, 'R').
+    pub fn children_of(me: u32) -> Vec<(u32, char)> {
         processes()
             .into_iter()
             .filter(|&(pid, ppid)| ppid == me && stat(pid).is_some_and(|(_, s)| s == 'R'))

@@ -70,6 +70,16 @@ pub(crate) fn channel_pair() -> io::Result<(Channel, Channel)> {
     UnixStream::pair()
 }
 
+/// A channel end as a plain handle (to travel in a message).
+pub(crate) fn channel_into_handle(channel: Channel) -> io::Result<OwnedHandle> {
+    Ok(OwnedFd::from(channel))
+}
+
+/// A channel end from a handle made by [`channel_into_handle`].
+pub(crate) fn channel_from_handle(handle: OwnedHandle) -> io::Result<Channel> {
+    Ok(UnixStream::from(handle))
+}
+
 /// This process's id.
 pub(crate) fn pid() -> u32 {
     std::process::id()
@@ -77,11 +87,17 @@ pub(crate) fn pid() -> u32 {
 
 /// A child process we started and have not yet reaped. Its pid cannot be reused before we reap
 /// it, so signalling it by pid under `&mut self` is race-free.
+///
+/// Or a child of our fork server (`served`): the server reaps it and writes its exit status (a
+/// little-endian `i32` in Python's convention) on a socket whose other end is the sentinel.
+/// Signalling it by pid has the window Python's forkserver has: between the server reaping it
+/// and us reading the status, its pid could in principle be reused.
 #[derive(Debug)]
 pub(crate) struct ProcHandle {
     pid: u32,
     sentinel: Arc<OwnedFd>,
     exitcode: Option<i32>,
+    served: bool,
 }
 
 impl ProcHandle {
@@ -102,7 +118,48 @@ impl ProcHandle {
             pid,
             sentinel: Arc::new(sentinel),
             exitcode: None,
+            served: false,
         })
+    }
+
+    /// A child of our fork server, whose exit status will come on `status`.
+    pub(crate) fn served(pid: u32, status: OwnedFd) -> io::Result<Self> {
+        Ok(ProcHandle {
+            pid,
+            sentinel: Arc::new(status),
+            exitcode: None,
+            served: true,
+        })
+    }
+
+    /// A served child's exit status, if the server has sent it; 255 (as Python says) if the
+    /// server ended without sending it.
+    fn served_status(&self) -> io::Result<Option<i32>> {
+        let mut buf = [0u8; 4];
+        loop {
+            // SAFETY: a peek into a 4-byte buffer of ours on a socket we own.
+            let n = unsafe {
+                libc::recv(
+                    self.sentinel.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_PEEK,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::Interrupted => continue,
+                    io::ErrorKind::WouldBlock => return Ok(None),
+                    _ => return Err(e),
+                }
+            }
+            return Ok(match n {
+                0 => Some(255),
+                4 => Some(i32::from_le_bytes(buf)),
+                _ => None,
+            });
+        }
     }
 
     /// The child's pid.
@@ -125,6 +182,10 @@ impl ProcHandle {
     pub(crate) fn try_wait(&mut self) -> io::Result<Option<i32>> {
         if let Some(code) = self.exitcode {
             return Ok(Some(code));
+        }
+        if self.served {
+            self.exitcode = self.served_status()?;
+            return Ok(self.exitcode);
         }
         let mut status = 0;
         loop {
@@ -153,6 +214,9 @@ impl ProcHandle {
 
     /// Sends `signal` unless the child has been reaped already.
     pub(crate) fn signal(&mut self, signal: i32) -> io::Result<()> {
+        if self.served {
+            self.try_wait()?;
+        }
         if self.exitcode.is_some() {
             return Ok(());
         }

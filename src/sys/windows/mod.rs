@@ -121,6 +121,14 @@ pub(crate) struct ProcHandle {
 }
 
 impl ProcHandle {
+    /// A child of a fork server: there is none on Windows.
+    pub(crate) fn served(_pid: u32, _status: OwnedHandle) -> io::Result<Self> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "the forkserver start method does not exist on Windows; use spawn",
+        ))
+    }
+
     /// The child's pid.
     pub(crate) fn pid(&self) -> u32 {
         self.pid
@@ -427,6 +435,20 @@ pub(crate) fn spawn(args: &[OsString], channel: Channel) -> io::Result<ProcHandl
         process: Arc::new(process),
         exitcode: None,
     })
+}
+
+/// Channels do not travel as plain handles on Windows (only the forkserver, which Windows has
+/// not, would ask).
+pub(crate) fn channel_into_handle(_channel: Channel) -> io::Result<OwnedHandle> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "the forkserver start method does not exist on Windows; use spawn",
+    ))
+}
+
+/// See [`channel_into_handle`].
+pub(crate) fn channel_from_handle(handle: OwnedHandle) -> io::Result<Channel> {
+    Channel::new(handle)
 }
 
 /// There is no fork on Windows.

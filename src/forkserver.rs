@@ -1,0 +1,318 @@
+//! The forkserver start method (Python's `multiprocessing.forkserver`), Unix.
+//!
+//! The first process started with this method starts a server: this program spawned once more,
+//! single-threaded, doing nothing but wait for requests. Each later start asks the server to
+//! `fork`; the new process then takes its bootstrap from the parent exactly as a spawned child
+//! does (same handshake, same arguments and handles over its own channel), so a target, its
+//! arguments and the rules are those of spawn. What it saves is the `exec`: the program's
+//! loading and its start-up before `init()`. And unlike the fork method it is safe from a
+//! program with threads: the server that forks has none.
+//!
+//! The server is the children's parent, so it reaps them, and tells each child's exit status
+//! through a socket of the child's own, which its [`Process`](crate::Process) in the starting
+//! process holds as its sentinel. The server stops when the process that started it ends (its
+//! request channel closes). It is started with the environment, working directory and
+//! executable of its first use, and its children inherit those, not later changes (as in
+//! Python).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::bootstrap;
+use crate::connection::{Connection, Waitable, pipe};
+use crate::context::StartMethod;
+use crate::error::{Error, Result};
+use crate::process::{Identity, current_process, lock};
+use crate::registry::Job;
+use crate::sys;
+use crate::wire;
+
+/// The running server, seen from the process that started it.
+struct Server {
+    requests: Connection,
+    handle: sys::ProcHandle,
+    /// Our end of its bootstrap channel, kept open: closing it would tell the server (a child
+    /// of ours) that we are gone.
+    _channel: sys::Channel,
+}
+
+static SERVER: Mutex<Option<Server>> = Mutex::new(None);
+
+/// An OS handle inside a request or a reply (it travels out of band).
+struct Handle(sys::OwnedHandle);
+
+impl Serialize for Handle {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let copy = self.0.try_clone().map_err(S::Error::custom)?;
+        wire::push_handle::<S::Error>("forkserver handle", copy)?.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Handle {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let index = u32::deserialize(deserializer)?;
+        wire::take_handle::<D::Error>("forkserver handle", index).map(Handle)
+    }
+}
+
+/// Asks the server for a child that will bootstrap on `channel`.
+#[derive(Serialize, Deserialize)]
+struct Request {
+    channel: Handle,
+}
+
+/// The server's answer.
+#[derive(Serialize, Deserialize)]
+enum Reply {
+    /// The child's pid, and the socket on which its exit status will come.
+    Started { pid: u32, status: Handle },
+    /// The server could not fork.
+    Failed(String),
+}
+
+/// `multiprocessing.forkserver.ensure_running()`: starts this process's fork server if it is
+/// not running (the first start with the forkserver method does it anyway). Starting it early,
+/// before the program makes threads or changes its environment, fixes what the server's
+/// children inherit.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] on Windows, which has no fork; [`Error::Io`] if the server cannot
+/// be started.
+pub fn ensure_running() -> Result<()> {
+    running(&mut lock(&SERVER)).map(|_| ())
+}
+
+/// The fork server's pid, if this process runs one: leak checks in tests count its children as
+/// ours, and not it. Not part of the API.
+#[doc(hidden)]
+pub fn server_pid() -> Option<u32> {
+    lock(&SERVER).as_ref().map(|s| s.handle.pid())
+}
+
+/// At this process's exit, after its children are joined: closes the request channel, which
+/// ends the server, and reaps it (killing it if it has not ended within two seconds).
+pub(crate) fn stop() {
+    let server = match SERVER.try_lock() {
+        Ok(mut slot) => slot.take(),
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().take(),
+        // Another thread is starting a child right now: leave the server to end by itself.
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    };
+    let Some(Server {
+        requests,
+        mut handle,
+        _channel,
+    }) = server
+    else {
+        return;
+    };
+    drop((requests, _channel));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while let Ok(None) = handle.try_wait() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let _ = handle.signal(sys::SIGKILL);
+        }
+        let sentinel = handle.sentinel();
+        let _ = sys::wait_readable(
+            &[sys::borrow_handle(&sentinel)],
+            Some(left.max(Duration::from_millis(10))),
+        );
+    }
+}
+
+/// In a forked child: the parent's server is not ours (closing our copies of its channels
+/// does not end it).
+pub(crate) fn forget_inherited() {
+    if let Ok(mut slot) = SERVER.try_lock() {
+        slot.take();
+    }
+}
+
+fn running(slot: &mut Option<Server>) -> Result<&Server> {
+    if let Some(server) = slot {
+        if matches!(server.handle.try_wait(), Ok(Some(_)) | Err(_)) {
+            *slot = None;
+        }
+    }
+    match slot {
+        Some(server) => Ok(server),
+        None => Ok(slot.insert(start_server()?)),
+    }
+}
+
+fn start_server() -> Result<Server> {
+    if !cfg!(unix) {
+        return Err(Error::InvalidArgument(
+            "the forkserver start method does not exist on Windows; use spawn".into(),
+        ));
+    }
+    let (requests, theirs) = pipe(true)?;
+    let job = job(serve, &(theirs,));
+    let me = current_process();
+    let id = Identity {
+        name: "ForkServer".into(),
+        ident: Vec::new(),
+        authkey: me.authkey().to_vec(),
+        daemon: false,
+        parent_pid: sys::pid(),
+        parent_name: me.name(),
+    };
+    let (handle, channel) = bootstrap::spawn(id, Some(&job), StartMethod::Spawn)?;
+    Ok(Server {
+        requests,
+        handle,
+        _channel: channel,
+    })
+}
+
+/// The job of running `target` with `args` (a helper to name the target's type).
+fn job<F, A>(_target: F, args: &A) -> Job
+where
+    F: crate::registry::Target<A, ()>,
+    A: Serialize + serde::de::DeserializeOwned + 'static,
+{
+    Job::target::<F, A, ()>(args)
+}
+
+/// Starts a child of the server that will take its bootstrap from `channel` (the other end is
+/// the caller's). A server that died is restarted once.
+pub(crate) fn start_child(channel: sys::Channel) -> Result<sys::ProcHandle> {
+    let mut slot = lock(&SERVER);
+    running(&mut slot)?;
+    let channel =
+        sys::channel_into_handle(channel).map_err(|e| Error::io("passing a channel", e))?;
+    let mut last = None;
+    for _ in 0..2 {
+        let server = running(&mut slot)?;
+        let asked = channel
+            .try_clone()
+            .map_err(|e| Error::io("duplicating a channel", e))
+            .and_then(|copy| ask(server, copy));
+        match asked {
+            Ok(handle) => return Ok(handle),
+            // A server that is gone is replaced; any other failure is the answer.
+            Err(e @ (Error::Io { .. } | Error::Eof)) => {
+                last = Some(e);
+                *slot = None;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or(Error::Eof))
+}
+
+fn ask(server: &Server, channel: sys::OwnedHandle) -> Result<sys::ProcHandle> {
+    server.requests.send(&Request {
+        channel: Handle(channel),
+    })?;
+    match server.requests.recv::<Reply>()? {
+        Reply::Started { pid, status } => sys::ProcHandle::served(pid, status.0)
+            .map_err(|e| Error::io("starting a process through the fork server", e)),
+        Reply::Failed(why) => Err(Error::io(
+            "starting a process through the fork server",
+            std::io::Error::other(why),
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server
+
+/// A child of the server: its handle, and the socket end its exit status goes to.
+struct Served {
+    handle: sys::ProcHandle,
+    status: sys::Channel,
+}
+
+/// The server's target: answers requests until the starting process is gone, and reports each
+/// child's exit status when it ends.
+fn serve(requests: Connection) {
+    let mut requests = Some(requests);
+    let mut children: Vec<Served> = Vec::new();
+    while let Some(conn) = &requests {
+        let sentinels: Vec<_> = children.iter().map(|c| c.handle.sentinel()).collect();
+        let Ok(own) = conn.wait_handle() else {
+            break;
+        };
+        let mut handles = vec![own];
+        handles.extend(sentinels.iter().map(|s| sys::borrow_handle(s)));
+        if sys::wait_readable(&handles, None).is_err() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Children that ended: their statuses, as Python's exitcode.
+        children.retain_mut(|child| match child.handle.try_wait() {
+            Ok(None) => true,
+            Ok(Some(code)) => {
+                let _ = std::io::Write::write_all(&mut &child.status, &code.to_le_bytes());
+                false
+            }
+            Err(_) => false,
+        });
+        if !conn.poll(Some(Duration::ZERO)).unwrap_or(true) {
+            continue;
+        }
+        let request = match conn.recv::<Request>() {
+            Ok(r) => r,
+            // The starting process is gone (or talks nonsense): stop.
+            Err(_) => break,
+        };
+        let reply = match fork_child(request, &mut requests, &mut children) {
+            Ok(reply) => reply,
+            Err(e) => Reply::Failed(e.to_string()),
+        };
+        if let Some(conn) = &requests {
+            if conn.send(&reply).is_err() {
+                break;
+            }
+        }
+    }
+}
+
+/// Forks a child that bootstraps on the request's channel, as a spawned child would.
+fn fork_child(
+    request: Request,
+    requests: &mut Option<Connection>,
+    children: &mut Vec<Served>,
+) -> Result<Reply> {
+    let (status_ours, status_theirs) =
+        sys::channel_pair().map_err(|e| Error::io("creating a status channel", e))?;
+    let status_theirs = sys::channel_into_handle(status_theirs)
+        .map_err(|e| Error::io("creating a status channel", e))?;
+    let mut carried = Some((request.channel.0, status_ours, status_theirs));
+    let handle = sys::fork(|| {
+        // The new child keeps nothing of the server's but the channel it was given.
+        requests.take();
+        children.clear();
+        let Some((channel, ours, theirs)) = carried.take() else {
+            sys::exit_now(1)
+        };
+        drop((ours, theirs));
+        match sys::channel_from_handle(channel) {
+            Ok(channel) => bootstrap::run_served(channel),
+            Err(_) => sys::exit_now(1),
+        }
+    })
+    .map_err(|e| Error::io("forking", e))?;
+    let Some((channel, status_ours, status_theirs)) = carried.take() else {
+        return Err(Error::state("the fork server lost a request"));
+    };
+    drop(channel);
+    let pid = handle.pid();
+    children.push(Served {
+        handle,
+        status: status_ours,
+    });
+    Ok(Reply::Started {
+        pid,
+        status: Handle(status_theirs),
+    })
+}

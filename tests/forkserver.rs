@@ -1,0 +1,223 @@
+//! The forkserver start method (Unix): children forked by a server process that bootstrap as
+//! spawned ones, with every rule of a spawned child; the server's own life.
+#![cfg(unix)]
+
+mod common;
+
+use std::time::Duration;
+
+use multiprocess::{Connection, Error, current_process, get_context, parent_process, pipe};
+
+fn ctx() -> multiprocess::Context {
+    get_context("forkserver").unwrap()
+}
+
+/// Tests start the server before the guard counts descriptors (it lives as long as the test
+/// binary); its children are counted as ours.
+fn start() -> common::Guard {
+    common::start_with(|| multiprocess::forkserver::ensure_running().unwrap())
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn whoami() -> (String, Option<u32>, u32, Option<String>) {
+    (
+        current_process().name(),
+        parent_process().map(|p| p.pid()),
+        std::process::id(),
+        multiprocess::get_start_method(true).map(|m| m.name().to_owned()),
+    )
+}
+
+fn panics() {
+    panic!("boom in a served child");
+}
+
+fn exits(code: i32) {
+    multiprocess::exit(code);
+}
+
+fn sleeper(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+fn echo(conn: Connection) -> usize {
+    let mut n = 0;
+    while let Ok(m) = conn.recv_bytes(None) {
+        if m.is_empty() {
+            break;
+        }
+        conn.send_bytes(&m).unwrap();
+        n += 1;
+    }
+    n
+}
+
+fn nested() -> u64 {
+    let mut p = ctx().process(square, (9u64,));
+    p.start().unwrap();
+    p.result::<u64>().unwrap()
+}
+
+/// Everything of a spawned child: the value, the name, the parent (us, not the server), the
+/// method inherited, exit codes (exit, panic, kill, terminate), join with a timeout, a
+/// connection among the arguments, children of its own.
+#[test]
+fn served_children_are_spawned_children_without_exec() {
+    multiprocess::init_test();
+    let _g = start();
+    let server = multiprocess::forkserver::server_pid().unwrap();
+
+    let mut p = ctx().process(square, (12u64,));
+    p.start().unwrap();
+    assert_eq!(p.result::<u64>().unwrap(), 144);
+    assert_eq!(p.exitcode().unwrap(), Some(0));
+
+    let mut p = ctx().process(whoami, ());
+    p.start().unwrap();
+    let (name, parent, pid, method) = p
+        .result::<(String, Option<u32>, u32, Option<String>)>()
+        .unwrap();
+    assert!(name.starts_with("ForkServerProcess-"), "{name}");
+    assert_eq!(name, p.get_name());
+    assert_eq!(parent, Some(std::process::id()));
+    assert_eq!(Some(pid), p.pid());
+    assert_ne!(pid, server);
+    assert_eq!(method.as_deref(), Some("forkserver"));
+
+    let mut p = ctx().process(exits, (3,));
+    p.start().unwrap();
+    p.join(None).unwrap();
+    assert_eq!(p.exitcode().unwrap(), Some(3));
+
+    let mut p = ctx().process(panics, ());
+    p.start().unwrap();
+    match p.result::<()>() {
+        Err(Error::Panicked { message }) => assert_eq!(message, "boom in a served child"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.exitcode().unwrap(), Some(1));
+
+    for (signal, code) in [("kill", -9), ("terminate", -15)] {
+        let mut p = ctx().process(sleeper, (30_000u64,));
+        p.start().unwrap();
+        p.join(Some(Duration::from_millis(50))).unwrap();
+        assert!(p.is_alive().unwrap());
+        assert_eq!(p.exitcode().unwrap(), None);
+        if signal == "kill" {
+            p.kill().unwrap();
+        } else {
+            p.terminate().unwrap();
+        }
+        p.join(None).unwrap();
+        assert_eq!(p.exitcode().unwrap(), Some(code), "{signal}");
+        assert!(!p.is_alive().unwrap());
+        // Signalling an ended process does nothing.
+        p.kill().unwrap();
+    }
+
+    let (a, b) = pipe(true).unwrap();
+    let mut p = ctx().process(echo, (b,));
+    p.start().unwrap();
+    for m in [&b"one"[..], b"two"] {
+        a.send_bytes(m).unwrap();
+        assert_eq!(a.recv_bytes(None).unwrap(), m);
+    }
+    a.send_bytes(b"").unwrap();
+    assert_eq!(p.result::<usize>().unwrap(), 2);
+
+    let mut p = ctx().process(nested, ());
+    p.start().unwrap();
+    assert_eq!(p.result::<u64>().unwrap(), 81);
+}
+
+/// Threads start served children at once; each gets its own.
+#[test]
+fn served_children_from_many_threads() {
+    multiprocess::init_test();
+    let _g = start();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            s.spawn(move || {
+                for i in 0..5u64 {
+                    let x = t * 100 + i;
+                    let mut p = ctx().process(square, (x,));
+                    p.start().unwrap();
+                    assert_eq!(p.result::<u64>().unwrap(), x * x);
+                }
+            });
+        }
+    });
+}
+
+/// A pool whose workers are served children.
+#[test]
+fn pool_with_forkserver_workers() {
+    multiprocess::init_test();
+    let _g = start();
+    let pool = multiprocess::Pool::builder()
+        .processes(2)
+        .context(ctx())
+        .build()
+        .unwrap();
+    let squares: Vec<u64> = pool.map(square, 0..100u64, None).unwrap();
+    assert_eq!(squares, (0..100u64).map(|x| x * x).collect::<Vec<_>>());
+    pool.close();
+    pool.join().unwrap();
+}
+
+#[test]
+#[ignore = "scenario: run by a_killed_server_is_replaced"]
+fn scenario_server_killed() {
+    multiprocess::init_test();
+    if !common::in_scenario() {
+        return;
+    }
+    let mut p = ctx().process(square, (3u64,));
+    p.start().unwrap();
+    assert_eq!(p.result::<u64>().unwrap(), 9);
+    let first = multiprocess::forkserver::server_pid().unwrap();
+    // A child still running when the server dies: its status can no longer come (Python's
+    // 255), while the child itself goes on.
+    let mut running = ctx().process(sleeper, (1_000u64,));
+    running.start().unwrap();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(first as i32, libc::SIGKILL) };
+    running.join(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(running.exitcode().unwrap(), Some(255));
+    let mut p = ctx().process(square, (4u64,));
+    p.start().unwrap();
+    assert_eq!(p.result::<u64>().unwrap(), 16);
+    let second = multiprocess::forkserver::server_pid().unwrap();
+    assert_ne!(first, second);
+    println!("replaced {first} {second} {}", running.pid().unwrap());
+}
+
+/// A server that dies is replaced by the next start.
+#[test]
+fn a_killed_server_is_replaced() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let out = common::scenario("scenario_server_killed")
+        .wait_with_output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pids: Vec<u32> = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("replaced "))
+        .expect(&stdout)
+        .split(' ')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    // The second server ended with the scenario; the orphaned sleeper ends by itself.
+    for pid in pids {
+        common::reap_orphan(pid, Duration::from_secs(10));
+    }
+}
