@@ -89,7 +89,8 @@
 //!   [`Process::from_closure`]. Unsafe to combine with threads, as in C and Python.
 //! - **forkserver** (Unix): a server process, started on first use, forks each child, which
 //!   then takes its target and arguments as a spawned one does: spawn's rules, without
-//!   re-running the program (about 4× faster to start here), and safe from a threaded program.
+//!   re-running the program (3.5× faster to start than spawn here: W1), and safe from a
+//!   threaded program.
 //!   See [`forkserver`].
 //!
 //! ## Exit codes and the exit policy
