@@ -462,3 +462,31 @@ fn threads_do_not_wait_for_each_others_calls() {
     );
     assert_eq!(getter.join().unwrap().unwrap(), 9);
 }
+
+/// A proxy used by a forked child while its parent uses it too: the child opens connections of
+/// its own (the ones it inherited carry the parent's calls).
+#[cfg(unix)]
+#[test]
+fn forked_child_uses_its_own_connections() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let manager = Manager::start().unwrap();
+    let d = manager.dict::<u32, u32>().unwrap();
+    d.set(&0, &0).unwrap();
+    let child_d = d.clone();
+    let mut p = multiprocess::get_context("fork")
+        .unwrap()
+        .process_closure(move || {
+            for i in 0..2_000u32 {
+                child_d.set(&1, &i).unwrap();
+                assert_eq!(child_d.get(&1).unwrap(), Some(i));
+            }
+            true
+        });
+    p.start().unwrap();
+    for i in 0..2_000u32 {
+        d.set(&0, &i).unwrap();
+        assert_eq!(d.get(&0).unwrap(), Some(i));
+    }
+    assert!(p.result::<bool>().unwrap());
+}

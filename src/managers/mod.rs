@@ -171,14 +171,15 @@ enum Reply {
 }
 
 /// The connections of one proxy copy (and its clones) to a manager: one per thread, opened on
-/// the thread's first call, as Python's proxies keep one per thread. So a call that waits in
-/// the manager (a `get` on an empty queue) never holds up another thread's call on a clone,
-/// and a lock belongs to the thread that took it.
+/// the thread's first call, as Python's proxies keep one per (process, thread). So a call that
+/// waits in the manager (a `get` on an empty queue) never holds up another thread's call on a
+/// clone, and a lock belongs to the thread that took it. A forked child inherits its parent's
+/// connections and must not use them (their replies are the parent's): it opens its own.
 #[derive(Debug)]
 struct Client {
     address: Address,
     authkey: Vec<u8>,
-    conns: Mutex<HashMap<ThreadId, Arc<Connection>>>,
+    conns: Mutex<HashMap<(u32, ThreadId), Arc<Connection>>>,
 }
 
 impl Client {
@@ -192,13 +193,22 @@ impl Client {
 
     /// This thread's connection, opened if needed.
     fn connection(&self) -> Result<Arc<Connection>> {
-        let me = std::thread::current().id();
-        if let Some(c) = lock(&self.conns).get(&me) {
-            return Ok(Arc::clone(c));
+        let me = Self::me();
+        {
+            let mut conns = lock(&self.conns);
+            if let Some(c) = conns.get(&me) {
+                return Ok(Arc::clone(c));
+            }
+            // Inherited through a fork: our copies of the parent's connections go.
+            conns.retain(|(pid, _), _| *pid == me.0);
         }
         let c = Arc::new(client(&self.address, Some(&self.authkey))?);
         lock(&self.conns).insert(me, Arc::clone(&c));
         Ok(c)
+    }
+
+    fn me() -> (u32, ThreadId) {
+        (crate::sys::current_pid(), std::thread::current().id())
     }
 
     fn call(&self, request: &Request) -> Result<Reply> {
@@ -206,7 +216,7 @@ impl Client {
         let reply = c.send(request).and_then(|()| recv_soon::<Reply>(&c));
         if reply.is_err() {
             // The stream may be off a message boundary now: never reuse it.
-            lock(&self.conns).remove(&std::thread::current().id());
+            lock(&self.conns).remove(&Self::me());
         }
         match reply? {
             Reply::Err(kind, message) => Err(Error::Remote { kind, message }),
