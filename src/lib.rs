@@ -76,10 +76,12 @@
 //! | `.Lock()`, `.RLock()`, `.Semaphore(n)`, `.BoundedSemaphore(n)`, `.Condition()`, `.Event()`, `.Barrier(n)`, `.Namespace()` | [`Manager::lock`], [`Manager::rlock`], [`Manager::semaphore`], [`Manager::bounded_semaphore`], [`Manager::condition`], [`Manager::event`], [`Manager::barrier`], [`Manager::namespace`] |
 //! | `.JoinableQueue()` | [`Manager::queue`] (its proxy has `task_done` and `join`) |
 //! | `BaseManager(address, authkey)`: `start()`, `connect()`, `register(name, ...)` | [`Manager::start_at`], [`Manager::connect`], [`Manager::named`] |
+//! | `register('Counter', Counter)`, `m.Counter(...)`, `_getvalue()` | [`managers::Managed`], [`Manager::create`], [`managers::Proxy`] |
+//! | `m.Array(typecode, seq)` | [`Manager::array`] → [`managers::ArrayProxy`] |
 //! | a remote exception re-raised by a proxy | [`Error::Remote`] (`kind` is Python's exception name) |
 //!
-//! Managers do not yet hold arrays or pools, nor custom registered types; the README's feature
-//! table says what works today.
+//! Managers do not yet hold pools, and their objects live until shutdown (no reference
+//! counting yet); the README's feature table says what works today.
 //!
 //! ## Start methods
 //! - **spawn** (default): runs this executable again. The target must be a function item or a

@@ -490,3 +490,87 @@ fn forked_child_uses_its_own_connections() {
     }
     assert!(p.result::<bool>().unwrap());
 }
+
+/// A type of the program's own, held by the manager (Python's `register`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Tally {
+    total: i64,
+    calls: u64,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+enum TallyCall {
+    Add(i64),
+    Read,
+    Explode,
+}
+
+impl multiprocess::managers::Managed for Tally {
+    type Call = TallyCall;
+    type Reply = (i64, u64);
+    fn handle(&mut self, call: TallyCall) -> (i64, u64) {
+        self.calls += 1;
+        match call {
+            TallyCall::Add(n) => self.total += n,
+            TallyCall::Read => {}
+            TallyCall::Explode => panic!("tally exploded"),
+        }
+        (self.total, self.calls)
+    }
+}
+
+fn add_many(tally: multiprocess::managers::Proxy<Tally>, n: i64) -> bool {
+    for _ in 0..n {
+        tally.call(&TallyCall::Add(1)).unwrap();
+    }
+    true
+}
+
+fn touch_array(a: multiprocess::managers::ArrayProxy<i32>) -> i32 {
+    a.set(-1, &99).unwrap();
+    a.set(0, &(a.get(0).unwrap() + 1)).unwrap();
+    a.len().unwrap() as i32
+}
+
+/// Objects of the program's own type: calls from several processes, each applied once and one
+/// at a time; a copy of the state; a panic in the handler comes back as a remote error and the
+/// object goes on. And Python's `Array` proxy: fixed length, Python's indices.
+#[test]
+fn program_types_and_arrays_in_a_manager() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let manager = Manager::start().unwrap();
+    let tally = manager.create(&Tally { total: 5, calls: 0 }).unwrap();
+    let mut children: Vec<Process> = (0..4)
+        .map(|_| Process::new(add_many, (tally.clone(), 250i64)))
+        .collect();
+    for c in &mut children {
+        c.start().unwrap();
+    }
+    for c in &children {
+        assert!(c.result::<bool>().unwrap());
+    }
+    assert_eq!(tally.call(&TallyCall::Read).unwrap(), (1005, 1001));
+    match tally.call(&TallyCall::Explode) {
+        Err(Error::Remote { kind, message }) => {
+            assert_eq!(kind, "Panic");
+            assert_eq!(message, "tally exploded");
+        }
+        other => panic!("{other:?}"),
+    }
+    let copy = tally.get_value().unwrap();
+    assert_eq!((copy.total, copy.calls), (1005, 1002));
+
+    let a = manager.array(&[0i32; 10]).unwrap();
+    let mut p = Process::new(touch_array, (a.clone(),));
+    p.start().unwrap();
+    assert_eq!(p.result::<i32>().unwrap(), 10);
+    let mut want = vec![0i32; 10];
+    want[0] = 1;
+    want[9] = 99;
+    assert_eq!(a.to_vec().unwrap(), want);
+    match a.get(10) {
+        Err(Error::Remote { kind, .. }) => assert_eq!(kind, "IndexError"),
+        other => panic!("{other:?}"),
+    }
+}

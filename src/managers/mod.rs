@@ -28,7 +28,9 @@
 //! objects shared by name ([`Manager::named`]) are how such clients find each other's queues
 //! (Python's `register('get_queue', ...)`).
 //!
-//! Beyond this first version: Python's `Array` and `Pool` proxies and custom registered types; objects live until the manager shuts down (no reference counting yet).
+//! Objects of the program's own types live in a manager too ([`Managed`], [`Manager::create`]):
+//! Python's `register`. Not yet: Python's `Pool` proxy; objects live until the manager shuts
+//! down (no reference counting yet).
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -44,7 +46,10 @@ use crate::error::{Error, Result};
 use crate::process::{Process, current_process, lock};
 use crate::wire::{self, Bytes};
 
+mod custom;
 mod server;
+
+pub use custom::{Managed, Proxy};
 
 /// The kinds of object a manager holds.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
@@ -110,6 +115,10 @@ enum Op {
     Reset,
     /// Wakes this many waiters of a condition (`None`: all).
     Notify(Option<u32>),
+    /// A call on an object of the program's own type.
+    Custom(Bytes),
+    /// A copy of an object of the program's own type.
+    GetValue,
 }
 
 impl Op {
@@ -144,6 +153,8 @@ impl Op {
             Op::Abort => "abort",
             Op::Reset => "reset",
             Op::Notify(_) => "notify",
+            Op::Custom(_) => "handle",
+            Op::GetValue => "_getvalue",
         }
     }
 }
@@ -151,6 +162,9 @@ impl Op {
 #[derive(Debug, Serialize, Deserialize)]
 enum Request {
     Create(Kind, Option<Bytes>),
+    /// An object of the program's own type: its entry point's code offset and seal, and its
+    /// initial value.
+    CreateCustom(i64, u64, Bytes),
     Named(String, Kind),
     Call(u64, Op),
     Shutdown,
@@ -395,7 +409,7 @@ impl Manager {
         self.process.as_ref()
     }
 
-    fn create(&self, kind: Kind, initial: Option<Bytes>) -> Result<Handle> {
+    fn make(&self, kind: Kind, initial: Option<Bytes>) -> Result<Handle> {
         match self.client.call(&Request::Create(kind, initial))? {
             Reply::Id(id) => Ok(Handle {
                 client: Arc::clone(&self.client),
@@ -407,41 +421,41 @@ impl Manager {
 
     /// A new shared dict (Python's `manager.dict()`).
     pub fn dict<K, V>(&self) -> Result<DictProxy<K, V>> {
-        Ok(DictProxy(self.create(Kind::Dict, None)?, PhantomData))
+        Ok(DictProxy(self.make(Kind::Dict, None)?, PhantomData))
     }
 
     /// A new shared list (Python's `manager.list()`).
     pub fn list<T>(&self) -> Result<ListProxy<T>> {
-        Ok(ListProxy(self.create(Kind::List, None)?, PhantomData))
+        Ok(ListProxy(self.make(Kind::List, None)?, PhantomData))
     }
 
     /// A new shared value holding `initial` (Python's `manager.Value(typecode, value)`; the
     /// type is `T`).
     pub fn value<T: Serialize>(&self, initial: &T) -> Result<ValueProxy<T>> {
-        let handle = self.create(Kind::Value, Some(encode(initial)?))?;
+        let handle = self.make(Kind::Value, Some(encode(initial)?))?;
         Ok(ValueProxy(handle, PhantomData))
     }
 
     /// A new shared FIFO queue (Python's `manager.Queue()`).
     pub fn queue<T>(&self) -> Result<QueueProxy<T>> {
-        Ok(QueueProxy(self.create(Kind::Queue, None)?, PhantomData))
+        Ok(QueueProxy(self.make(Kind::Queue, None)?, PhantomData))
     }
 
     /// A new lock (Python's `manager.Lock()`, a proxy of `threading.Lock`).
     pub fn lock(&self) -> Result<LockProxy> {
-        Ok(LockProxy(self.create(Kind::Lock, None)?))
+        Ok(LockProxy(self.make(Kind::Lock, None)?))
     }
 
     /// A new re-entrant lock (Python's `manager.RLock()`). It belongs to the thread that
     /// acquired it through this proxy (or a clone), as Python's belongs to a thread.
     pub fn rlock(&self) -> Result<RLockProxy> {
-        Ok(RLockProxy(self.create(Kind::RLock, None)?))
+        Ok(RLockProxy(self.make(Kind::RLock, None)?))
     }
 
     /// A new semaphore starting at `value` (Python's `manager.Semaphore(value)`).
     pub fn semaphore(&self, value: u32) -> Result<SemaphoreProxy> {
         Ok(SemaphoreProxy(
-            self.create(Kind::Semaphore(value, None), None)?,
+            self.make(Kind::Semaphore(value, None), None)?,
         ))
     }
 
@@ -449,13 +463,13 @@ impl Manager {
     /// above `value` is an error.
     pub fn bounded_semaphore(&self, value: u32) -> Result<SemaphoreProxy> {
         let kind = Kind::Semaphore(value, Some(value));
-        Ok(SemaphoreProxy(self.create(kind, None)?))
+        Ok(SemaphoreProxy(self.make(kind, None)?))
     }
 
     /// A new namespace (Python's `manager.Namespace()`): attributes by name, each of any
     /// serde type.
     pub fn namespace(&self) -> Result<NamespaceProxy> {
-        Ok(NamespaceProxy(self.create(Kind::Dict, None)?))
+        Ok(NamespaceProxy(self.make(Kind::Dict, None)?))
     }
 
     /// A new barrier for `parties` processes (Python's `manager.Barrier(parties, timeout)`;
@@ -469,17 +483,47 @@ impl Manager {
                 "a barrier needs at least one party".into(),
             ));
         }
-        Ok(BarrierProxy(self.create(Kind::Barrier(parties), None)?))
+        Ok(BarrierProxy(self.make(Kind::Barrier(parties), None)?))
     }
 
     /// A new condition variable with its own re-entrant lock (Python's `manager.Condition()`).
     pub fn condition(&self) -> Result<ConditionProxy> {
-        Ok(ConditionProxy(self.create(Kind::Condition, None)?))
+        Ok(ConditionProxy(self.make(Kind::Condition, None)?))
     }
 
     /// A new event (Python's `manager.Event()`).
     pub fn event(&self) -> Result<EventProxy> {
-        Ok(EventProxy(self.create(Kind::Event, None)?))
+        Ok(EventProxy(self.make(Kind::Event, None)?))
+    }
+
+    /// A new fixed-length array holding `items` (Python's `manager.Array(typecode, items)`;
+    /// the item type is `T`).
+    pub fn array<T: Serialize>(&self, items: &[T]) -> Result<ArrayProxy<T>> {
+        let items = items.iter().map(encode).collect::<Result<Vec<_>>>()?;
+        let handle = self.make(Kind::List, Some(encode(&items)?))?;
+        Ok(ArrayProxy(handle, PhantomData))
+    }
+
+    /// A new object of the program's own type, starting as `initial` (Python's
+    /// `manager.Counter(...)` after `register('Counter', Counter)`): see [`Managed`].
+    ///
+    /// # Errors
+    /// [`Error::Remote`] `TypeError` if the manager runs another build of the program (one
+    /// reached with [`connect`](Manager::connect)); [`Error::InvalidArgument`] if `T`'s code
+    /// is outside the main executable.
+    pub fn create<T: Managed>(&self, initial: &T) -> Result<Proxy<T>> {
+        let (offset, seal) = custom::entry_of::<T>()?;
+        let request = Request::CreateCustom(offset, seal, encode(initial)?);
+        match self.client.call(&request)? {
+            Reply::Id(id) => Ok(Proxy(
+                Handle {
+                    client: Arc::clone(&self.client),
+                    id,
+                },
+                PhantomData,
+            )),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// The dict, list or queue shared under `name`, made empty the first time it is asked
@@ -585,6 +629,8 @@ macro_rules! proxy_impls {
         }
     };
 }
+
+use proxy_impls;
 
 /// A shared dict held by a [`Manager`] (Python's `DictProxy`). Keys are compared by their
 /// encoding: two keys are the same key when they encode to the same bytes (true of strings,
@@ -712,6 +758,44 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     /// Removes every item.
     pub fn clear(&self) -> Result<()> {
         self.0.done(Op::Clear)
+    }
+}
+
+/// A shared fixed-length array held by a [`Manager`] (Python's `ArrayProxy`). Indices follow
+/// Python: a negative one counts from the end.
+pub struct ArrayProxy<T>(Handle, PhantomData<fn() -> T>);
+proxy_impls!(ArrayProxy<T>);
+
+impl<T: Serialize + DeserializeOwned> ArrayProxy<T> {
+    /// The item at `index` (Python's `a[index]`).
+    ///
+    /// # Errors
+    /// [`Error::Remote`] `IndexError` when out of range.
+    pub fn get(&self, index: i64) -> Result<T> {
+        self.0.value(Op::Index(index))
+    }
+
+    /// Replaces the item at `index` (Python's `a[index] = value`).
+    ///
+    /// # Errors
+    /// [`Error::Remote`] `IndexError` when out of range.
+    pub fn set(&self, index: i64, value: &T) -> Result<()> {
+        self.0.done(Op::SetIndex(index, encode(value)?))
+    }
+
+    /// The number of items (fixed at creation).
+    pub fn len(&self) -> Result<usize> {
+        self.0.len()
+    }
+
+    /// True for an array of no items.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// A copy of the items (Python's `a[:]`).
+    pub fn to_vec(&self) -> Result<Vec<T>> {
+        self.0.list(Op::Items)
     }
 }
 

@@ -130,6 +130,8 @@ enum Object {
     Event(bool),
     Barrier(Barrier),
     Condition(Condition),
+    /// An object of the program's own type: its entry point and where it lives.
+    Custom(crate::sys::image::Trampoline, super::custom::Slot),
 }
 
 /// A condition over its own re-entrant lock: the holder and its depth, the tickets of the
@@ -157,7 +159,13 @@ impl Object {
     fn new(kind: Kind, initial: Option<Bytes>) -> Object {
         match kind {
             Kind::Dict => Object::Dict(Dict::default()),
-            Kind::List => Object::List(Vec::new()),
+            // An array's items (encoded each, in one encoded list).
+            Kind::List => Object::List(
+                initial
+                    .and_then(|b| crate::wire::decode::<Vec<Bytes>>(&b.0).ok())
+                    .map(|items| items.into_iter().map(|b| b.0).collect())
+                    .unwrap_or_default(),
+            ),
             Kind::Value => Object::Value(initial.map(|b| b.0).unwrap_or_default()),
             Kind::Queue => Object::Queue(VecDeque::new(), 0),
             Kind::Lock => Object::Lock(None),
@@ -256,6 +264,24 @@ impl State {
         let mut objects = lock(&self.objects);
         Some(match request {
             Request::Create(kind, initial) => Reply::Id(objects.insert(Object::new(kind, initial))),
+            Request::CreateCustom(offset, seal, initial) => {
+                match super::custom::create(offset, seal, initial) {
+                    Ok((entry, slot)) => Reply::Id(objects.insert(Object::Custom(entry, slot))),
+                    Err(reply) => reply,
+                }
+            }
+            Request::Call(id, op @ (Op::Custom(_) | Op::GetValue)) => {
+                let Some(Object::Custom(entry, slot)) = objects.table.get(&id) else {
+                    return Some(remote(
+                        "TypeError",
+                        format!("object {id} is not of the program's own type"),
+                    ));
+                };
+                // One call at a time per object, but not holding up the other objects.
+                let (entry, slot) = (*entry, std::sync::Arc::clone(slot));
+                drop(objects);
+                return Some(super::custom::apply(entry, &slot, op));
+            }
             Request::Named(name, kind) => {
                 if let Some(&id) = objects.names.get(&name) {
                     return Some(match objects.table.get(&id) {
