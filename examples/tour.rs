@@ -575,6 +575,13 @@ fn manager_section() -> multiprocess::Result<()> {
         p.join(None)?;
     }
     println!("  top two: {:?}", board.call(&BoardCall::Top(2))?);
+    let before = manager.number_of_objects()?;
+    drop(board);
+    println!(
+        "  objects held: {before}; once our last proxy of the leaderboard is dropped (the \
+         children gave theirs back when they ended): {}",
+        manager.number_of_objects()?
+    );
     Ok(())
 }
 
@@ -601,11 +608,7 @@ fn main() -> multiprocess::Result<()> {
     pool_section()?;
     manager_section()?;
 
-    section(
-        "What is not built yet",
-        "The Pool proxy in managers, and reference counting of managed objects (they live\n\
-         until the manager shuts down).",
-    );
+    section("What is not built yet", "The Pool proxy in managers.");
 
     // The very last act: a daemonic child that would sleep a minute. Returning from main runs
     // the exit policy, which terminates it, so the tour ends now rather than in 60 s.

@@ -283,7 +283,10 @@ pub(crate) fn fork(
     let (ours, theirs) = sys::channel_pair().map_err(|e| Error::io("creating a channel", e))?;
     let mut ours = Some(ours);
     let mut theirs = Some(theirs);
-    let handle = sys::fork(|| {
+    // The child's copies of our manager proxies need references of their own.
+    let held = crate::managers::hold_for_child();
+    let forked = sys::fork(|| {
+        crate::managers::adopt(&held);
         drop(ours.take());
         process::forget_inherited_children(children);
         let channel = Arc::new(theirs.take().expect("present until forked"));
@@ -295,8 +298,15 @@ pub(crate) fn fork(
                 None => 1,
             }
         })
-    })
-    .map_err(|e| Error::io("forking a child process", e))?;
+    });
+    let handle = match forked {
+        Ok(handle) => handle,
+        Err(e) => {
+            crate::managers::give_back(held);
+            return Err(Error::io("forking a child process", e));
+        }
+    };
+    drop(held);
     drop(theirs);
     Ok((handle, ours.take().expect("kept by the parent")))
 }

@@ -80,8 +80,7 @@
 //! | `m.Array(typecode, seq)` | [`Manager::array`] → [`managers::ArrayProxy`] |
 //! | a remote exception re-raised by a proxy | [`Error::Remote`] (`kind` is Python's exception name) |
 //!
-//! Managers do not yet hold pools, and their objects live until shutdown (no reference
-//! counting yet); the README's feature table says what works today.
+//! Managers do not yet hold pools; the README's feature table says what works today.
 //!
 //! ## Start methods
 //! - **spawn** (default): runs this executable again. The target must be a function item or a

@@ -574,3 +574,65 @@ fn program_types_and_arrays_in_a_manager() {
         other => panic!("{other:?}"),
     }
 }
+
+fn late_user(d: DictProxy<u32, u32>) -> Option<u32> {
+    std::thread::sleep(Duration::from_millis(100));
+    d.set(&7, &70).unwrap();
+    d.get(&7).unwrap()
+}
+
+/// Python's reference counting: an object goes when no process refers to it any more; clones
+/// share their process's reference; a proxy on its way to a child keeps its object even if
+/// the sender lets go at once; a proxy stored inside another object keeps its object; a forked
+/// child's copies are references of their own.
+#[test]
+fn objects_go_when_no_process_refers_to_them() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let manager = Manager::start().unwrap();
+    let count = || manager.number_of_objects().unwrap();
+    assert_eq!(count(), 0);
+
+    let d = manager.dict::<u32, u32>().unwrap();
+    let clone = d.clone();
+    assert_eq!(count(), 1);
+    drop(d);
+    assert_eq!(count(), 1, "a clone still refers to it");
+    drop(clone);
+    assert_eq!(count(), 0);
+
+    let d = manager.dict::<u32, u32>().unwrap();
+    let mut p = Process::new(late_user, (d.clone(),));
+    drop(d);
+    assert_eq!(count(), 1, "the child's lease keeps it");
+    p.start().unwrap();
+    assert_eq!(p.result::<Option<u32>>().unwrap(), Some(70));
+    assert_eq!(count(), 0, "the child gave its reference back at exit");
+
+    let outer = manager.dict::<String, DictProxy<u32, u32>>().unwrap();
+    let inner = manager.dict::<u32, u32>().unwrap();
+    inner.set(&1, &10).unwrap();
+    outer.set(&"a".to_string(), &inner).unwrap();
+    drop(inner);
+    let again = outer.get(&"a".to_string()).unwrap().unwrap();
+    assert_eq!(again.get(&1).unwrap(), Some(10));
+    drop((outer, again));
+    assert_eq!(count(), 1, "a stored proxy pins its object until shutdown");
+
+    #[cfg(unix)]
+    {
+        let d = manager.dict::<u32, u32>().unwrap();
+        d.set(&5, &50).unwrap();
+        let theirs = d.clone();
+        let mut p = multiprocess::get_context("fork")
+            .unwrap()
+            .process_closure(move || {
+                std::thread::sleep(Duration::from_millis(100));
+                theirs.get(&5).unwrap()
+            });
+        p.start().unwrap();
+        drop(d);
+        assert_eq!(p.result::<Option<u32>>().unwrap(), Some(50));
+        assert_eq!(count(), 1, "parent and forked child both let go");
+    }
+}

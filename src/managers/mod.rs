@@ -29,12 +29,24 @@
 //! (Python's `register('get_queue', ...)`).
 //!
 //! Objects of the program's own types live in a manager too ([`Managed`], [`Manager::create`]):
-//! Python's `register`. Not yet: Python's `Pool` proxy; objects live until the manager shuts
-//! down (no reference counting yet).
+//! Python's `register`. Not yet: Python's `Pool` proxy.
+//!
+//! Objects are reference-counted as in Python: each process holding proxies of an object holds
+//! one reference (its clones share it), given back when its last proxy is dropped or when the
+//! process exits; the object goes when no process refers to it
+//! ([`Manager::number_of_objects`]). A proxy sent to another process carries a lease, so the
+//! sender may drop its own at once (Python's Process keeps its arguments alive for this; a
+//! proxy sent over a connection has no such guard in Python); a forked child's copies get
+//! references of their own. Beyond Python's, two rules keep an object rather than risk a
+//! proxy naming a released one: a proxy stored inside another managed object pins its object
+//! until shutdown (the manager keeps encoded bytes and cannot see that copy go), and so does a
+//! proxy that was encoded and never decoded (a `Process` never started). A process killed
+//! outright gives nothing back (as in Python).
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::ThreadId;
 use std::time::Duration;
 
@@ -165,6 +177,19 @@ enum Request {
     /// An object of the program's own type: its entry point's code offset and seal, and its
     /// initial value.
     CreateCustom(i64, u64, Bytes),
+    /// One more reference to an object, taking over the lease with this token if it is out
+    /// (0: none).
+    IncRef(u64, u64),
+    /// One more reference to each object (held for a forked child).
+    AddRefs(Vec<u64>),
+    /// A reference for a proxy on its way to another process: the lease's token.
+    Lease(u64),
+    /// Keeps an object until shutdown (its proxy is stored inside another managed object).
+    Pin(u64),
+    /// One reference fewer to each object.
+    DecRef(Vec<u64>),
+    /// How many objects the manager holds.
+    Count,
     Named(String, Kind),
     Call(u64, Op),
     Shutdown,
@@ -258,11 +283,135 @@ fn unexpected(reply: Reply) -> Error {
     Error::Codec(format!("unexpected reply from the manager: {reply:?}"))
 }
 
-/// The reference every proxy holds: which manager, which object.
-#[derive(Debug, Clone)]
-struct Handle {
+/// One process's reference to an object in a manager, shared by every clone of the proxies
+/// made from it in this process. The manager counts references (Python's `incref`/`decref`):
+/// this one is given back when its last clone is dropped, or when the process exits
+/// ([`release_all`]), and the object goes when no process refers to it.
+#[derive(Debug)]
+pub(crate) struct Ref {
     client: Arc<Client>,
     id: u64,
+    /// The process that holds the reference (a forked child adopts its copies).
+    holder: AtomicU32,
+    /// Given back already.
+    released: AtomicBool,
+}
+
+impl Drop for Ref {
+    fn drop(&mut self) {
+        if self.holder.load(Ordering::Relaxed) == crate::sys::current_pid()
+            && !self.released.swap(true, Ordering::Relaxed)
+        {
+            // A manager that is gone has nothing to give back to.
+            let _ = self.client.call(&Request::DecRef(vec![self.id]));
+        }
+    }
+}
+
+/// Every reference this process made, to give them back at exit and to hold them for a forked
+/// child (pruned of dropped ones as it grows).
+static LIVE: Mutex<Vec<Weak<Ref>>> = Mutex::new(Vec::new());
+
+/// The reference every proxy holds: which manager, which object.
+#[derive(Debug, Clone)]
+struct Handle(Arc<Ref>);
+
+impl std::ops::Deref for Handle {
+    type Target = Ref;
+    fn deref(&self) -> &Ref {
+        &self.0
+    }
+}
+
+impl Handle {
+    /// A proxy's handle for a reference to `id` this process now holds.
+    fn new(client: Arc<Client>, id: u64) -> Handle {
+        let r = Arc::new(Ref {
+            client,
+            id,
+            holder: AtomicU32::new(crate::sys::current_pid()),
+            released: AtomicBool::new(false),
+        });
+        let mut live = lock(&LIVE);
+        if live.len() >= 64 && live.len().is_power_of_two() {
+            live.retain(|w| w.strong_count() > 0);
+        }
+        live.push(Arc::downgrade(&r));
+        Handle(r)
+    }
+}
+
+/// This process's live references, with the ids of each manager's together.
+fn held_here() -> Vec<(Arc<Client>, Vec<Arc<Ref>>)> {
+    let me = crate::sys::current_pid();
+    let mut by_client: Vec<(Arc<Client>, Vec<Arc<Ref>>)> = Vec::new();
+    for r in lock(&LIVE).iter().filter_map(Weak::upgrade) {
+        if r.holder.load(Ordering::Relaxed) != me || r.released.load(Ordering::Relaxed) {
+            continue;
+        }
+        match by_client
+            .iter_mut()
+            .find(|(c, _)| Arc::ptr_eq(c, &r.client))
+        {
+            Some((_, refs)) => refs.push(r),
+            None => by_client.push((Arc::clone(&r.client), vec![r])),
+        }
+    }
+    by_client
+}
+
+/// At exit (Python's finalizers): gives back every reference this process holds.
+pub(crate) fn release_all() {
+    for (client, refs) in held_here() {
+        let ids: Vec<u64> = refs
+            .iter()
+            .filter(|r| !r.released.swap(true, Ordering::Relaxed))
+            .map(|r| r.id)
+            .collect();
+        if !ids.is_empty() {
+            let _ = client.call(&Request::DecRef(ids));
+        }
+    }
+}
+
+/// Before a fork: takes one more reference to every object this process refers to, for the
+/// child, which [`adopt`]s its copies (Python increfs after a fork). Returns them, for
+/// [`adopt`] in the child, or [`give_back`] if the fork failed.
+pub(crate) fn hold_for_child() -> Vec<Arc<Ref>> {
+    let mut held = Vec::new();
+    for (client, refs) in held_here() {
+        let ids = refs.iter().map(|r| r.id).collect();
+        // A manager that is gone: the child's proxies will fail as ours do.
+        if client.call(&Request::AddRefs(ids)).is_ok() {
+            held.extend(refs);
+        }
+    }
+    held
+}
+
+/// In a forked child: the references held for it are its own.
+pub(crate) fn adopt(held: &[Arc<Ref>]) {
+    let me = crate::sys::current_pid();
+    for r in held {
+        r.holder.store(me, Ordering::Relaxed);
+    }
+}
+
+/// After a failed fork: gives back what [`hold_for_child`] took.
+pub(crate) fn give_back(held: Vec<Arc<Ref>>) {
+    let mut by_client: Vec<(Arc<Client>, Vec<u64>)> = Vec::new();
+    for r in held {
+        match by_client
+            .iter_mut()
+            .find(|(c, _)| Arc::ptr_eq(c, &r.client))
+        {
+            Some((_, ids)) => ids.push(r.id),
+            None => by_client.push((Arc::clone(&r.client), vec![r.id])),
+        }
+    }
+    for (client, ids) in by_client {
+        let _ = client.call(&Request::DecRef(ids));
+    }
 }
 
 impl Handle {
@@ -312,26 +461,57 @@ impl Handle {
     }
 }
 
-/// A proxy travels as its manager's address and its object's id; the receiving copy connects
-/// with its own process's `authkey`.
+thread_local! {
+    /// Set while a value is encoded to be stored in a manager (an argument of a proxy call).
+    static INTO_MANAGER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A proxy travels as its manager's address, its object's id and a lease: a reference the
+/// manager keeps for the receiver, which takes it over when it decodes the proxy, so that the
+/// sender may drop its own at once (a proxy never decoded keeps its object until shutdown).
+/// A proxy stored inside another managed object pins its object instead (the manager never
+/// reads the bytes it stores, so it cannot know when that copy goes). The receiving copy
+/// connects with its own process's `authkey`.
 impl Serialize for Handle {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        (&self.client.address, self.id).serialize(s)
+        use serde::ser::Error as _;
+        let token = if INTO_MANAGER.with(std::cell::Cell::get) {
+            match self.client.call(&Request::Pin(self.id)) {
+                Ok(Reply::Done) => 0,
+                Ok(other) => return Err(S::Error::custom(unexpected(other))),
+                Err(e) => return Err(S::Error::custom(e)),
+            }
+        } else {
+            match self.client.call(&Request::Lease(self.id)) {
+                Ok(Reply::Id(token)) => token,
+                Ok(other) => return Err(S::Error::custom(unexpected(other))),
+                Err(e) => return Err(S::Error::custom(e)),
+            }
+        };
+        (&self.client.address, self.id, token).serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for Handle {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (address, id) = <(Address, u64)>::deserialize(d)?;
-        Ok(Handle {
-            client: Client::new(address, current_process().authkey().to_vec()),
-            id,
-        })
+        use serde::de::Error as _;
+        let (address, id, token) = <(Address, u64, u64)>::deserialize(d)?;
+        let client = Client::new(address, current_process().authkey().to_vec());
+        match client.call(&Request::IncRef(id, token)) {
+            Ok(Reply::Done) => Ok(Handle::new(client, id)),
+            Ok(other) => Err(D::Error::custom(unexpected(other))),
+            Err(e) => Err(D::Error::custom(e)),
+        }
     }
 }
 
+/// Encodes an argument of a proxy call (stored in the manager, or compared with what it
+/// stores).
 fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes> {
-    wire::encode(value).map(Bytes)
+    let was = INTO_MANAGER.with(|f| f.replace(true));
+    let encoded = wire::encode(value);
+    INTO_MANAGER.with(|f| f.set(was));
+    encoded.map(Bytes)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -404,6 +584,15 @@ impl Manager {
         &self.client.address
     }
 
+    /// How many objects the manager holds now (Python's `_number_of_objects()`, a debugging
+    /// aid): objects go when no process refers to them any more.
+    pub fn number_of_objects(&self) -> Result<usize> {
+        match self.client.call(&Request::Count)? {
+            Reply::Len(n) => Ok(n as usize),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// The manager's process, if this `Manager` started it.
     pub fn process(&self) -> Option<&Process> {
         self.process.as_ref()
@@ -411,10 +600,7 @@ impl Manager {
 
     fn make(&self, kind: Kind, initial: Option<Bytes>) -> Result<Handle> {
         match self.client.call(&Request::Create(kind, initial))? {
-            Reply::Id(id) => Ok(Handle {
-                client: Arc::clone(&self.client),
-                id,
-            }),
+            Reply::Id(id) => Ok(Handle::new(Arc::clone(&self.client), id)),
             other => Err(unexpected(other)),
         }
     }
@@ -516,10 +702,7 @@ impl Manager {
         let request = Request::CreateCustom(offset, seal, encode(initial)?);
         match self.client.call(&request)? {
             Reply::Id(id) => Ok(Proxy(
-                Handle {
-                    client: Arc::clone(&self.client),
-                    id,
-                },
+                Handle::new(Arc::clone(&self.client), id),
                 PhantomData,
             )),
             other => Err(unexpected(other)),
@@ -549,10 +732,10 @@ impl Manager {
             .client
             .call(&Request::Named(name.to_string(), P::KIND))?
         {
-            Reply::Id(id) => Ok(P::from_handle(HandleRef(Handle {
-                client: Arc::clone(&self.client),
+            Reply::Id(id) => Ok(P::from_handle(HandleRef(Handle::new(
+                Arc::clone(&self.client),
                 id,
-            }))),
+            )))),
             other => Err(unexpected(other)),
         }
     }

@@ -184,18 +184,79 @@ impl Object {
     }
 }
 
+/// The objects, and who refers to them. An object made by `Create` starts with one reference
+/// (the creating proxy's); every proxy that decodes it adds one, every process letting go of
+/// its proxy removes one, and at zero the object goes. A proxy on its way to another process
+/// holds a lease (a reference the receiver takes over when it decodes the proxy, so the sender
+/// may let go at once). Objects shared by name, and objects whose proxies were stored inside
+/// other managed objects (whose bytes the manager never reads), are pinned: they stay until
+/// shutdown.
 #[derive(Default)]
 struct Objects {
     next: u64,
     table: HashMap<u64, Object>,
     names: HashMap<String, u64>,
+    refs: HashMap<u64, u64>,
+    pinned: std::collections::HashSet<u64>,
+    leases: HashMap<u64, u64>,
+    next_lease: u64,
 }
 
 impl Objects {
     fn insert(&mut self, object: Object) -> u64 {
         self.next += 1;
         self.table.insert(self.next, object);
+        self.refs.insert(self.next, 1);
         self.next
+    }
+
+    fn gone(id: u64) -> Reply {
+        remote(
+            "KeyError",
+            format!("no object with id {id} (it was released)"),
+        )
+    }
+
+    /// One more reference to `id`: taken over from lease `token` if it is still out, new
+    /// otherwise.
+    fn incref(&mut self, id: u64, token: u64) -> Reply {
+        if !self.table.contains_key(&id) {
+            return Self::gone(id);
+        }
+        if token != 0 && self.leases.get(&token) == Some(&id) {
+            self.leases.remove(&token);
+        } else {
+            *self.refs.entry(id).or_insert(0) += 1;
+        }
+        Reply::Done
+    }
+
+    /// A reference on its way to another process.
+    fn lease(&mut self, id: u64) -> Reply {
+        if !self.table.contains_key(&id) {
+            return Self::gone(id);
+        }
+        *self.refs.entry(id).or_insert(0) += 1;
+        self.next_lease += 1;
+        self.leases.insert(self.next_lease, id);
+        Reply::Id(self.next_lease)
+    }
+
+    /// One reference fewer to each of `ids`; an object left with none goes (unless pinned).
+    /// True if one went.
+    fn decref(&mut self, ids: &[u64]) -> bool {
+        let mut removed = false;
+        for id in ids {
+            let Some(n) = self.refs.get_mut(id) else {
+                continue;
+            };
+            *n = n.saturating_sub(1);
+            if *n == 0 && !self.pinned.contains(id) {
+                self.refs.remove(id);
+                removed |= self.table.remove(id).is_some();
+            }
+        }
+        removed
     }
 }
 
@@ -294,8 +355,34 @@ impl State {
                 }
                 let id = objects.insert(Object::new(kind, None));
                 objects.names.insert(name, id);
+                objects.pinned.insert(id);
                 Reply::Id(id)
             }
+            Request::IncRef(id, token) => objects.incref(id, token),
+            Request::AddRefs(ids) => {
+                for id in ids {
+                    if let Some(n) = objects.refs.get_mut(&id) {
+                        *n += 1;
+                    }
+                }
+                Reply::Done
+            }
+            Request::Lease(id) => objects.lease(id),
+            Request::Pin(id) => match objects.table.contains_key(&id) {
+                true => {
+                    objects.pinned.insert(id);
+                    Reply::Done
+                }
+                false => Objects::gone(id),
+            },
+            Request::DecRef(ids) => {
+                if objects.decref(&ids) {
+                    // Whoever waits on a released object learns it is gone.
+                    self.changed.notify_all();
+                }
+                Reply::Done
+            }
+            Request::Count => Reply::Len(objects.table.len() as u64),
             Request::Call(id, Op::BarrierWait(timeout)) => {
                 return self.barrier_wait(objects, id, timeout, gone);
             }

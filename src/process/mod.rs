@@ -734,6 +734,8 @@ pub(crate) fn exit_function() {
     for c in &children {
         let _ = c.join(None);
     }
+    // Our references to objects in managers go back (Python's proxy finalizers).
+    crate::managers::release_all();
     // Our fork server, if we started one, ends with us (and is reaped, not left to init).
     crate::forkserver::stop();
 }
