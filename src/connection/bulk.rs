@@ -4,9 +4,10 @@
 //! it by the receiver. Between the two ends of one of our [`pipe`](crate::pipe)s it need only
 //! be copied once, and that copy can run on two CPUs: on Linux the receiver reads chunks of
 //! the sender's buffer with `process_vm_readv` while the sender writes other chunks into the
-//! receiver's buffer with `process_vm_writev` (Windows: `ReadProcessMemory` /
-//! `WriteProcessMemory`; macOS has no unprivileged equivalent and keeps the stream). This is the
-//! "cross-memory attach" path MPI libraries take for large messages within one host.
+//! receiver's buffer with `process_vm_writev` (Linux; macOS has no unprivileged equivalent, and
+//! Windows's `ReadProcessMemory`/`WriteProcessMemory` cannot be tested under Wine, so both keep
+//! the stream: `sys::CROSS_PROCESS_COPY`). This is the "cross-memory attach" path MPI libraries
+//! take for large messages within one host.
 //!
 //! A message of at least [`THRESHOLD`] bytes goes as follows. The pair of connections shares a
 //! one-page control block with a slot per direction.

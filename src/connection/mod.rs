@@ -15,12 +15,13 @@
 //! Between the two ends of one [`pipe`] (both ours, wherever they travel), a message of 1 MiB
 //! or more does not go through the stream: the receiving process reads chunks of it straight
 //! out of the sender's memory while the sender writes other chunks straight into the
-//! receiver's buffer (Linux: `process_vm_readv`/`process_vm_writev`; Windows:
-//! `ReadProcessMemory`/`WriteProcessMemory`), one copy on two CPUs where the stream makes two.
-//! The stream carries a small offer in the message's place, so order is kept. A receiver that
-//! is not receiving within 2 ms, or may not read the sender's memory (another PID namespace, a
-//! security policy), gets the message through the stream as before; macOS has no such copy and
-//! always uses the stream. Connections to a [`Listener`] or from [`client`] always frame
+//! receiver's buffer (`process_vm_readv`/`process_vm_writev`), one copy on two CPUs where the
+//! stream makes two. This is Linux; elsewhere large messages use the stream (macOS has no
+//! unprivileged equivalent; on Windows, `ReadProcessMemory`/`WriteProcessMemory` would do, but
+//! cannot be tested under Wine, whose server aborts large cross-process copies). The stream
+//! carries a small offer in the message's place, so order is kept. A receiver that is not
+//! receiving within 2 ms, or may not read the sender's memory (another PID namespace, a
+//! security policy), gets the message through the stream as before. Connections to a [`Listener`] or from [`client`] always frame
 //! everything in the stream (their peer may be CPython). Measured: W4 in `BENCHMARKS.md`.
 
 use std::io;
