@@ -670,3 +670,48 @@ fn large_typed_message_carrying_a_connection() {
         assert_eq!(d.recv_bytes(None).unwrap(), b"through the passed end");
     });
 }
+
+/// Sends `count` large messages, each filled with `seed`, on a sending end it shares with
+/// another process.
+fn shared_sender(conn: std::sync::Arc<Connection>, seed: u8, count: usize) -> bool {
+    for i in 0..count {
+        let m = vec![seed.wrapping_add(i as u8); (3 << 20) + i];
+        conn.send_bytes(&m).unwrap();
+    }
+    true
+}
+
+/// Two processes send large messages on one shared end at once, with no lock of their own:
+/// each message still arrives whole (a large message holds its direction until the receiver
+/// has it, across processes).
+#[test]
+fn two_processes_share_a_sending_end() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let (r, w) = pipe(true).unwrap();
+    let w = std::sync::Arc::new(w);
+    let mut a = multiprocess::Process::new(shared_sender, (w.clone(), 10u8, 6usize));
+    let mut b = multiprocess::Process::new(shared_sender, (w, 100u8, 6usize));
+    a.start().unwrap();
+    b.start().unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..12 {
+        let m = r.recv_bytes(None).unwrap();
+        let first = m[0];
+        assert!(
+            m.iter().all(|&x| x == first),
+            "a message mixed with another"
+        );
+        let i = m.len() - (3 << 20);
+        assert!(
+            first == 10 + i as u8 || first == 100 + i as u8,
+            "{first} {i}"
+        );
+        seen.push(first);
+    }
+    seen.sort_unstable();
+    let mut want: Vec<u8> = (0..6u8).flat_map(|i| [10 + i, 100 + i]).collect();
+    want.sort_unstable();
+    assert_eq!(seen, want);
+    assert!(a.result::<bool>().unwrap() && b.result::<bool>().unwrap());
+}
