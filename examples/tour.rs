@@ -575,6 +575,12 @@ fn manager_section() -> multiprocess::Result<()> {
         p.join(None)?;
     }
     println!("  top two: {:?}", board.call(&BoardCall::Top(2))?);
+    let pool = manager.pool(Some(2))?;
+    println!(
+        "  a pool run by the manager (Python's manager.Pool): squares {:?}",
+        pool.map(square, 0..8u64, None)?
+    );
+    drop(pool);
     let before = manager.number_of_objects()?;
     drop(board);
     println!(
@@ -607,8 +613,6 @@ fn main() -> multiprocess::Result<()> {
     shared_state()?;
     pool_section()?;
     manager_section()?;
-
-    section("What is not built yet", "The Pool proxy in managers.");
 
     // The very last act: a daemonic child that would sleep a minute. Returning from main runs
     // the exit policy, which terminates it, so the tour ends now rather than in 60 s.

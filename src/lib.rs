@@ -78,9 +78,10 @@
 //! | `BaseManager(address, authkey)`: `start()`, `connect()`, `register(name, ...)` | [`Manager::start_at`], [`Manager::connect`], [`Manager::named`] |
 //! | `register('Counter', Counter)`, `m.Counter(...)`, `_getvalue()` | [`managers::Managed`], [`Manager::create`], [`managers::Proxy`] |
 //! | `m.Array(typecode, seq)` | [`Manager::array`] → [`managers::ArrayProxy`] |
+//! | `m.Pool(n)` | [`Manager::pool`] → [`managers::PoolProxy`] |
 //! | a remote exception re-raised by a proxy | [`Error::Remote`] (`kind` is Python's exception name) |
 //!
-//! Managers do not yet hold pools; the README's feature table says what works today.
+//! The README's feature table says what works today.
 //!
 //! ## Start methods
 //! - **spawn** (default): runs this executable again. The target must be a function item or a

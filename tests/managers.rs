@@ -636,3 +636,53 @@ fn objects_go_when_no_process_refers_to_them() {
         assert_eq!(count(), 1, "parent and forked child both let go");
     }
 }
+
+fn cube(x: u64) -> u64 {
+    x * x * x
+}
+
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+fn fails_on_three(x: u64) -> u64 {
+    assert!(x != 3, "three is not allowed");
+    x
+}
+
+/// Work from a child through its copy of the proxy.
+fn child_uses_pool(pool: multiprocess::managers::PoolProxy) -> Vec<u64> {
+    pool.map(cube, 0..10u64, None).unwrap()
+}
+
+/// Python's `manager.Pool()`: workers run by the manager, used from here and from a child;
+/// apply, map, starmap; a failing task's error; close and join; gone with its last proxy.
+#[test]
+fn pool_run_by_a_manager() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let manager = Manager::start().unwrap();
+    let pool = manager.pool(Some(2)).unwrap();
+    assert_eq!(pool.processes(), 2);
+    assert_eq!(pool.apply(cube, (3u64,)).unwrap(), 27);
+    let want: Vec<u64> = (0..1000u64).map(cube).collect();
+    assert_eq!(pool.map(cube, 0..1000u64, None).unwrap(), want);
+    assert_eq!(pool.map(cube, 0..1000u64, Some(7)).unwrap(), want);
+    assert_eq!(
+        pool.starmap(add, vec![(1u64, 2u64), (3, 4)], None).unwrap(),
+        vec![3, 7]
+    );
+    assert!(pool.map(cube, Vec::<u64>::new(), None).unwrap().is_empty());
+    match pool.map(fails_on_three, 0..5u64, Some(1)) {
+        Err(Error::Panicked { message }) => assert!(message.contains("three is not allowed")),
+        other => panic!("{other:?}"),
+    }
+    let mut p = Process::new(child_uses_pool, (pool.clone(),));
+    p.start().unwrap();
+    assert_eq!(p.result::<Vec<u64>>().unwrap(), want[..10].to_vec());
+    pool.close().unwrap();
+    assert!(pool.apply(cube, (1u64,)).is_err());
+    pool.join().unwrap();
+    drop(pool);
+    assert_eq!(manager.number_of_objects().unwrap(), 0);
+}

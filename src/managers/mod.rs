@@ -29,7 +29,8 @@
 //! (Python's `register('get_queue', ...)`).
 //!
 //! Objects of the program's own types live in a manager too ([`Managed`], [`Manager::create`]):
-//! Python's `register`. Not yet: Python's `Pool` proxy.
+//! Python's `register`. A manager also runs pools ([`Manager::pool`]) that every holder of the
+//! proxy submits work to.
 //!
 //! Objects are reference-counted as in Python: each process holding proxies of an object holds
 //! one reference (its clones share it), given back when its last proxy is dropped or when the
@@ -56,6 +57,7 @@ use serde::{Deserialize, Serialize};
 use crate::connection::{Address, Connection, client};
 use crate::error::{Error, Result};
 use crate::process::{Process, current_process, lock};
+use crate::registry::Target;
 use crate::wire::{self, Bytes};
 
 mod custom;
@@ -131,6 +133,12 @@ enum Op {
     Custom(Bytes),
     /// A copy of an object of the program's own type.
     GetValue,
+    /// A job for a pool, encoded by the client.
+    PoolRun(crate::pool::RemoteJob),
+    /// `close()`, `terminate()` and `join()` of a pool.
+    PoolClose,
+    PoolTerminate,
+    PoolJoin,
 }
 
 impl Op {
@@ -167,6 +175,10 @@ impl Op {
             Op::Notify(_) => "notify",
             Op::Custom(_) => "handle",
             Op::GetValue => "_getvalue",
+            Op::PoolRun(_) => "map",
+            Op::PoolClose => "close",
+            Op::PoolTerminate => "terminate",
+            Op::PoolJoin => "join",
         }
     }
 }
@@ -190,6 +202,8 @@ enum Request {
     DecRef(Vec<u64>),
     /// How many objects the manager holds.
     Count,
+    /// A pool of this many worker processes (`None`: one per CPU of the manager's machine).
+    CreatePool(Option<u32>),
     Named(String, Kind),
     Call(u64, Op),
     Shutdown,
@@ -207,6 +221,8 @@ enum Reply {
     Pairs(Vec<(Bytes, Bytes)>),
     /// Python's exception name and message.
     Err(String, String),
+    /// A pool job's outcomes.
+    Outcomes(crate::pool::RemoteOutcomes),
 }
 
 /// The connections of one proxy copy (and its clones) to a manager: one per thread, opened on
@@ -682,6 +698,22 @@ impl Manager {
         Ok(EventProxy(self.make(Kind::Event, None)?))
     }
 
+    /// A new pool of `processes` worker processes (one per CPU of the manager's machine for
+    /// `None`) run by the manager (Python's `manager.Pool(processes)`): any process holding
+    /// the proxy submits work to it. The workers run this program, as the manager does.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] if the manager could not start the workers.
+    pub fn pool(&self, processes: Option<usize>) -> Result<PoolProxy> {
+        let request = Request::CreatePool(processes.map(|n| n.min(u32::MAX as usize) as u32));
+        let handle = match self.client.call(&request)? {
+            Reply::Id(id) => Handle::new(Arc::clone(&self.client), id),
+            other => return Err(unexpected(other)),
+        };
+        let size = handle.len()?;
+        Ok(PoolProxy(handle, size))
+    }
+
     /// A new fixed-length array holding `items` (Python's `manager.Array(typecode, items)`;
     /// the item type is `T`).
     pub fn array<T: Serialize>(&self, items: &[T]) -> Result<ArrayProxy<T>> {
@@ -941,6 +973,99 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     /// Removes every item.
     pub fn clear(&self) -> Result<()> {
         self.0.done(Op::Clear)
+    }
+}
+
+/// A pool run by a [`Manager`] (Python's `manager.Pool()`): every process holding a copy of
+/// the proxy submits work to the same workers. Targets and arguments follow
+/// [`Pool`](crate::Pool)'s rules; the calls wait for their results (Python's proxy also has the
+/// `_async` forms; use a thread, or a local [`Pool`](crate::Pool)).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PoolProxy(Handle, usize);
+
+impl PoolProxy {
+    /// The number of workers.
+    pub fn processes(&self) -> usize {
+        self.1
+    }
+
+    fn run(&self, job: crate::pool::RemoteJob) -> Result<crate::pool::RemoteOutcomes> {
+        match self.0.call(Op::PoolRun(job))? {
+            Reply::Outcomes(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `f(args...)` in a worker, waiting for its value (Python's `apply`).
+    ///
+    /// # Errors
+    /// As [`Pool::apply`](crate::Pool::apply); [`Error::Remote`] if the pool was closed.
+    pub fn apply<F, A, R>(&self, _f: F, args: A) -> Result<R>
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let job = crate::pool::RemoteJob::apply::<F, A, R>(&args)?;
+        crate::pool::decode_remote_one(self.run(job)?)
+    }
+
+    /// `f(x)` for every item, in order (Python's `map`); `chunksize` as
+    /// [`Pool::map`](crate::Pool::map)'s.
+    ///
+    /// # Errors
+    /// As [`Pool::map`](crate::Pool::map).
+    pub fn map<F, X, R>(
+        &self,
+        _f: F,
+        items: impl IntoIterator<Item = X>,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<R>>
+    where
+        F: Target<(X,), R>,
+        X: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let items: Vec<X> = items.into_iter().collect();
+        let job = crate::pool::RemoteJob::map::<F, X, R>(items, chunksize, self.1)?;
+        crate::pool::decode_remote_chunks(self.run(job)?)
+    }
+
+    /// `f(*a)` for every tuple, in order (Python's `starmap`).
+    ///
+    /// # Errors
+    /// As [`Pool::starmap`](crate::Pool::starmap).
+    pub fn starmap<F, A, R>(
+        &self,
+        _f: F,
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<R>>
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let items: Vec<A> = items.into_iter().collect();
+        let job = crate::pool::RemoteJob::starmap::<F, A, R>(items, chunksize, self.1)?;
+        crate::pool::decode_remote_chunks(self.run(job)?)
+    }
+
+    /// No more work (Python's `close()`): calls after it fail; [`join`](PoolProxy::join) then
+    /// waits for the workers.
+    pub fn close(&self) -> Result<()> {
+        self.0.done(Op::PoolClose)
+    }
+
+    /// Stops the workers at once (Python's `terminate()`).
+    pub fn terminate(&self) -> Result<()> {
+        self.0.done(Op::PoolTerminate)
+    }
+
+    /// Waits for the workers to end, after [`close`](PoolProxy::close) or
+    /// [`terminate`](PoolProxy::terminate) (Python's `join()`).
+    pub fn join(&self) -> Result<()> {
+        self.0.done(Op::PoolJoin)
     }
 }
 

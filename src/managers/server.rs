@@ -132,6 +132,8 @@ enum Object {
     Condition(Condition),
     /// An object of the program's own type: its entry point and where it lives.
     Custom(crate::sys::image::Trampoline, super::custom::Slot),
+    /// A pool, and its number of workers.
+    Pool(Arc<crate::Pool>, usize),
 }
 
 /// A condition over its own re-entrant lock: the holder and its depth, the tickets of the
@@ -383,6 +385,30 @@ impl State {
                 Reply::Done
             }
             Request::Count => Reply::Len(objects.table.len() as u64),
+            Request::CreatePool(processes) => {
+                // Its workers are this (daemonic) process's children: they die with it.
+                crate::process::allow_daemonic_workers();
+                let size = processes.map_or_else(crate::cpu_count, |n| n as usize);
+                drop(objects);
+                let pool = crate::Pool::builder().processes(size).build();
+                objects = lock(&self.objects);
+                match pool {
+                    Ok(pool) => Reply::Id(objects.insert(Object::Pool(Arc::new(pool), size))),
+                    Err(e) => remote("RuntimeError", e.to_string()),
+                }
+            }
+            Request::Call(
+                id,
+                op @ (Op::PoolRun(_) | Op::PoolClose | Op::PoolTerminate | Op::PoolJoin),
+            ) => {
+                let Some(Object::Pool(pool, _)) = objects.table.get(&id) else {
+                    return Some(remote("TypeError", format!("object {id} is not a pool")));
+                };
+                // The pool's work does not hold up the other objects.
+                let pool = Arc::clone(pool);
+                drop(objects);
+                return Some(pool_call(&pool, op));
+            }
             Request::Call(id, Op::BarrierWait(timeout)) => {
                 return self.barrier_wait(objects, id, timeout, gone);
             }
@@ -565,6 +591,32 @@ impl Object {
     }
 }
 
+/// A pool's operation (run outside the objects' lock).
+fn pool_call(pool: &crate::Pool, op: Op) -> Reply {
+    let result = match op {
+        Op::PoolRun(job) => {
+            return match pool.run_remote(job) {
+                Ok(outcomes) => Reply::Outcomes(outcomes),
+                Err(e) => remote("ValueError", e.to_string()),
+            };
+        }
+        Op::PoolClose => {
+            pool.close();
+            Ok(())
+        }
+        Op::PoolTerminate => {
+            pool.terminate();
+            Ok(())
+        }
+        Op::PoolJoin => pool.join(),
+        _ => Ok(()),
+    };
+    match result {
+        Ok(()) => Reply::Done,
+        Err(e) => remote("ValueError", e.to_string()),
+    }
+}
+
 /// Runs `op` for `client` on `object`; `None` when it must wait (a get on an empty queue, an
 /// acquire of a held lock, a wait on an unset event).
 fn call(object: &mut Object, op: &Op, client: u64) -> Option<Reply> {
@@ -614,6 +666,7 @@ fn call(object: &mut Object, op: &Op, client: u64) -> Option<Reply> {
             None => remote("IndexError", "pop index out of range"),
         },
         (Object::List(l), Op::Len) => Reply::Len(l.len() as u64),
+        (Object::Pool(_, n), Op::Len) => Reply::Len(*n as u64),
         (Object::List(l), Op::Items) => Reply::List(l.iter().map(bytes).collect()),
         (Object::List(l), Op::Clear) => {
             l.clear();

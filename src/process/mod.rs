@@ -313,7 +313,9 @@ impl Process {
                 "can only start a process object created by current process",
             ));
         }
-        if current_process().daemon() {
+        if current_process().daemon()
+            && !(self.is_daemon() && DAEMONIC_WORKERS.load(Ordering::Relaxed))
+        {
             return Err(Error::state(
                 "daemonic processes are not allowed to have children",
             ));
@@ -684,6 +686,16 @@ pub(crate) fn clone_handles(handles: &[sys::OwnedHandle]) -> Result<Vec<sys::Own
                 .map_err(|e| Error::io("duplicating a handle", e))
         })
         .collect()
+}
+
+/// Set in a manager's process, which is daemonic: it may start daemonic children (its pools'
+/// workers). Python forbids a daemonic process children because it is ended without cleanup,
+/// which would orphan them; ours die with their parent, so nothing is orphaned.
+static DAEMONIC_WORKERS: AtomicBool = AtomicBool::new(false);
+
+/// Lets this daemonic process start daemonic children (see [`DAEMONIC_WORKERS`]).
+pub(crate) fn allow_daemonic_workers() {
+    DAEMONIC_WORKERS.store(true, Ordering::Relaxed);
 }
 
 /// Drops `shared` from the children list.

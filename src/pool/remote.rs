@@ -1,0 +1,148 @@
+//! Jobs for a pool in another process (a manager's: `managers::PoolProxy`). The client
+//! encodes the job exactly as a local pool would (the code to run, sealed to this build, and
+//! each task's arguments, chunked), the manager's pool runs it, and the outcomes travel back to
+//! be decoded by the client, which alone knows the types.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::result::{Outcome, Payload, decode_chunks, decode_one};
+use super::worker::{Code, Failure};
+use super::{Pool, call_chunk, call_star_chunk, chunk, default_chunksize, encode_args};
+use crate::error::Result;
+use crate::registry::{Target, call_target};
+use crate::wire::Bytes;
+
+use super::result::JobCore;
+
+/// A job encoded by the client.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct RemoteJob {
+    code: Code,
+    tasks: Vec<Bytes>,
+}
+
+/// Each task's outcome, in order: its encoded value, or why there is none.
+pub(crate) type RemoteOutcomes = Vec<std::result::Result<Bytes, Failure>>;
+
+impl RemoteJob {
+    /// `f(args...)` as one task (`apply`).
+    pub(crate) fn apply<F, A, R>(args: &A) -> Result<RemoteJob>
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        Ok(RemoteJob {
+            code: Code::of(call_target::<F, A, R>)?,
+            tasks: vec![Bytes(encode_args(args)?)],
+        })
+    }
+
+    /// `f(x)` for each item, in chunks (`map`); `processes` sets the default chunk size.
+    pub(crate) fn map<F, X, R>(
+        items: Vec<X>,
+        chunksize: Option<usize>,
+        processes: usize,
+    ) -> Result<RemoteJob>
+    where
+        F: Target<(X,), R>,
+        X: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        Self::chunked(
+            Code::of(call_chunk::<F, X, R>)?,
+            items,
+            chunksize,
+            processes,
+        )
+    }
+
+    /// `f(*a)` for each tuple, in chunks (`starmap`).
+    pub(crate) fn starmap<F, A, R>(
+        items: Vec<A>,
+        chunksize: Option<usize>,
+        processes: usize,
+    ) -> Result<RemoteJob>
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        Self::chunked(
+            Code::of(call_star_chunk::<F, A, R>)?,
+            items,
+            chunksize,
+            processes,
+        )
+    }
+
+    fn chunked<X: Serialize>(
+        code: Code,
+        items: Vec<X>,
+        chunksize: Option<usize>,
+        processes: usize,
+    ) -> Result<RemoteJob> {
+        let len = items.len();
+        let chunksize = chunksize
+            .unwrap_or_else(|| default_chunksize(len, processes))
+            .max(1);
+        let mut items = items.into_iter();
+        let mut tasks = Vec::with_capacity(len.div_ceil(chunksize));
+        for i in 0..len.div_ceil(chunksize) {
+            let n = chunksize.min(len - i * chunksize);
+            tasks.push(Bytes(chunk::encode_into(&mut items, n, Vec::new())?));
+        }
+        Ok(RemoteJob { code, tasks })
+    }
+}
+
+impl Pool {
+    /// Runs a job encoded by a client in another process and waits for every outcome.
+    ///
+    /// # Errors
+    /// [`Error::State`](crate::Error::State) if the pool is not running.
+    pub(crate) fn run_remote(&self, job: RemoteJob) -> Result<RemoteOutcomes> {
+        if job.tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let core = JobCore::new(Some(job.tasks.len()), None);
+        let tasks = job.tasks.into_iter().map(|b| b.0).collect();
+        self.shared.submit(job.code, tasks, &core, 0, None)?;
+        self.result(core, outcomes).get(None)
+    }
+}
+
+fn outcomes(all: &[&Outcome]) -> Result<RemoteOutcomes> {
+    Ok(all
+        .iter()
+        .map(|o| match o {
+            Ok(payload) => Ok(Bytes(payload.to_vec())),
+            Err(f) => Err(f.clone()),
+        })
+        .collect())
+}
+
+fn local(remote: RemoteOutcomes) -> Vec<Outcome> {
+    remote
+        .into_iter()
+        .map(|o| {
+            o.map(|b| Payload {
+                message: b.0,
+                start: 0,
+            })
+        })
+        .collect()
+}
+
+/// The value of an `apply` job run elsewhere.
+pub(crate) fn decode_remote_one<R: DeserializeOwned>(remote: RemoteOutcomes) -> Result<R> {
+    let all = local(remote);
+    decode_one(&all.iter().collect::<Vec<_>>())
+}
+
+/// The values of a `map` or `starmap` job run elsewhere.
+pub(crate) fn decode_remote_chunks<R: DeserializeOwned>(remote: RemoteOutcomes) -> Result<Vec<R>> {
+    let all = local(remote);
+    decode_chunks(&all.iter().collect::<Vec<_>>())
+}
