@@ -686,3 +686,40 @@ fn pool_run_by_a_manager() {
     drop(pool);
     assert_eq!(manager.number_of_objects().unwrap(), 0);
 }
+
+/// An object of the program's own type that holds a proxy of the same manager.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct WordIndex {
+    words: DictProxy<String, u32>,
+}
+
+impl multiprocess::managers::Managed for WordIndex {
+    type Call = String;
+    type Reply = u32;
+    fn handle(&mut self, word: String) -> u32 {
+        let n = self.words.get(&word).unwrap().unwrap_or(0) + 1;
+        self.words.set(&word, &n).unwrap();
+        n
+    }
+}
+
+/// A managed object holding a proxy of its own manager: creating it, calling it (the manager
+/// calls itself) and letting it go (its proxy is dropped inside the manager) never deadlock.
+#[test]
+fn managed_object_holding_a_proxy() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let manager = Manager::start().unwrap();
+    let words = manager.dict::<String, u32>().unwrap();
+    let index = manager
+        .create(&WordIndex {
+            words: words.clone(),
+        })
+        .unwrap();
+    assert_eq!(index.call(&"to".to_string()).unwrap(), 1);
+    assert_eq!(index.call(&"to".to_string()).unwrap(), 2);
+    assert_eq!(words.get(&"to".to_string()).unwrap(), Some(2));
+    drop(index);
+    assert_eq!(words.len().unwrap(), 1);
+    assert!(manager.number_of_objects().unwrap() >= 1);
+}

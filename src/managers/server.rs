@@ -245,9 +245,11 @@ impl Objects {
     }
 
     /// One reference fewer to each of `ids`; an object left with none goes (unless pinned).
-    /// True if one went.
-    fn decref(&mut self, ids: &[u64]) -> bool {
-        let mut removed = false;
+    /// Returns the objects that went: the caller drops them once it has let go of the lock
+    /// (an object of the program's own type may hold proxies of this manager, whose drop
+    /// calls back here; a pool's drop waits for its workers).
+    fn decref(&mut self, ids: &[u64]) -> Vec<Object> {
+        let mut removed = Vec::new();
         for id in ids {
             let Some(n) = self.refs.get_mut(id) else {
                 continue;
@@ -255,7 +257,7 @@ impl Objects {
             *n = n.saturating_sub(1);
             if *n == 0 && !self.pinned.contains(id) {
                 self.refs.remove(id);
-                removed |= self.table.remove(id).is_some();
+                removed.extend(self.table.remove(id));
             }
         }
         removed
@@ -328,7 +330,11 @@ impl State {
         Some(match request {
             Request::Create(kind, initial) => Reply::Id(objects.insert(Object::new(kind, initial))),
             Request::CreateCustom(offset, seal, initial) => {
-                match super::custom::create(offset, seal, initial) {
+                // Decoding the value may decode proxies of this manager, which call back here.
+                drop(objects);
+                let created = super::custom::create(offset, seal, initial);
+                objects = lock(&self.objects);
+                match created {
                     Ok((entry, slot)) => Reply::Id(objects.insert(Object::Custom(entry, slot))),
                     Err(reply) => reply,
                 }
@@ -378,11 +384,14 @@ impl State {
                 false => Objects::gone(id),
             },
             Request::DecRef(ids) => {
-                if objects.decref(&ids) {
+                let removed = objects.decref(&ids);
+                drop(objects);
+                if !removed.is_empty() {
                     // Whoever waits on a released object learns it is gone.
                     self.changed.notify_all();
                 }
-                Reply::Done
+                drop(removed);
+                return Some(Reply::Done);
             }
             Request::Count => Reply::Len(objects.table.len() as u64),
             Request::CreatePool(processes) => {
