@@ -6,8 +6,11 @@
 //!
 //! - `DictProxy<u32, u64>`: `d.set(&k, &i)` then `d.get(&k)` (k cycles over 100 keys);
 //! - `QueueProxy<u64>`: `q.put(&i)` then `q.get()`;
-//! - CPython 3's `Manager().dict()` (`d[k] = i; d[k]`) and `Manager().Queue()` (`q.put(i);
-//!   q.get()`), fork context, from `bench/python/w8_manager.py`, run after the Rust rows.
+//! - `Proxy<Counter>`, an object of the program's own type (`impl Managed`): `Add(i)` then
+//!   `Total`;
+//! - CPython 3's `Manager().dict()` (`d[k] = i; d[k]`), `Manager().Queue()` (`q.put(i);
+//!   q.get()`) and a `Counter` registered on a `SyncManager` (`c.add(i); c.total()`), fork
+//!   context, from `bench/python/w8_manager.py`, run after the Rust rows.
 //!
 //! Each row: one warmup batch, then 20 batches of 2000 pairs, the rows' batches interleaved; a
 //! sample is a batch's mean time per pair; the report gives median, p10 and p90.
@@ -49,6 +52,29 @@ mod w8 {
 
     type Batch = Box<dyn FnMut(usize) -> Result<f64, String>>;
 
+    /// The own-type row's object: Python's registered `Counter`.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Counter {
+        total: u64,
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    enum CounterCall {
+        Add(u64),
+        Total,
+    }
+
+    impl multiprocess::managers::Managed for Counter {
+        type Call = CounterCall;
+        type Reply = u64;
+        fn handle(&mut self, call: CounterCall) -> u64 {
+            if let CounterCall::Add(i) = call {
+                self.total = self.total.wrapping_add(i);
+            }
+            self.total
+        }
+    }
+
     struct Row {
         key: &'static str,
         label: &'static str,
@@ -63,6 +89,7 @@ mod w8 {
         let manager = multiprocess::Manager::start().map_err(e)?;
         let d = manager.dict::<u32, u64>().map_err(e)?;
         let q = manager.queue::<u64>().map_err(e)?;
+        let counter = manager.create(&Counter { total: 0 }).map_err(e)?;
         let mut rows: Vec<Row> = Vec::new();
         let dict: Batch = Box::new(move |n| {
             let t = Instant::now();
@@ -85,6 +112,14 @@ mod w8 {
             }
             Ok(t.elapsed().as_secs_f64() * 1e6 / n as f64)
         });
+        let own: Batch = Box::new(move |n| {
+            let t = Instant::now();
+            for i in 0..n as u64 {
+                counter.call(&CounterCall::Add(i)).map_err(e)?;
+                counter.call(&CounterCall::Total).map_err(e)?;
+            }
+            Ok(t.elapsed().as_secs_f64() * 1e6 / n as f64)
+        });
         for (key, label, batch) in [
             (
                 "dict",
@@ -95,6 +130,11 @@ mod w8 {
                 "queue",
                 "multiprocess `QueueProxy<u64>`: `put(&i)` + `get()`",
                 queue,
+            ),
+            (
+                "own",
+                "multiprocess `Proxy<Counter>` (`impl Managed`): `call(&Add(i))` + `call(&Total)`",
+                own,
             ),
         ] {
             if o.keeps(label) {
@@ -174,6 +214,10 @@ mod w8 {
                 for (key, label) in [
                     ("dict", "`Manager().dict()`: `d[k] = i` + `d[k]`"),
                     ("queue", "`Manager().Queue()`: `q.put(i)` + `q.get()`"),
+                    (
+                        "own",
+                        "`register('Counter', Counter)` on a `SyncManager`: `c.add(i)` + `c.total()`",
+                    ),
                 ] {
                     if let Some(s) = m.get(key) {
                         block += &format!(
@@ -213,7 +257,7 @@ mod w8 {
             .map_err(|e| format!("the script's output is not JSON: {e}"))?;
         let version = v["python"].as_str().unwrap_or("?").to_string();
         let mut m = std::collections::HashMap::new();
-        for key in ["dict", "queue"] {
+        for key in ["dict", "queue", "own"] {
             if let Some(s) = Stats::from_json(&v["results"][key], "_us") {
                 m.insert(key, s);
             }
