@@ -650,6 +650,11 @@ fn fails_on_three(x: u64) -> u64 {
     x
 }
 
+fn nap_then(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
 /// Work from a child through its copy of the proxy.
 fn child_uses_pool(pool: multiprocess::managers::PoolProxy) -> Vec<u64> {
     pool.map(cube, 0..10u64, None).unwrap()
@@ -677,6 +682,21 @@ fn pool_run_by_a_manager() {
         Err(Error::Panicked { message }) => assert!(message.contains("three is not allowed")),
         other => panic!("{other:?}"),
     }
+    let slow = pool.apply_async(nap_then, (300u64,)).unwrap();
+    assert!(matches!(
+        slow.get(Some(Duration::from_millis(10))),
+        Err(Error::Timeout)
+    ));
+    assert!(!slow.ready().unwrap());
+    let squares = pool.map_async(cube, 0..100u64, None).unwrap();
+    assert_eq!(squares.get(None).unwrap(), want[..100].to_vec());
+    assert!(slow.wait(None).unwrap());
+    assert_eq!(slow.get(None).unwrap(), 300);
+    let sums = pool.starmap_async(add, vec![(5u64, 6u64)], None).unwrap();
+    assert_eq!(sums.get(None).unwrap(), vec![11]);
+    let objects = manager.number_of_objects().unwrap();
+    drop((slow, squares, sums));
+    assert_eq!(manager.number_of_objects().unwrap(), objects - 3);
     let mut p = Process::new(child_uses_pool, (pool.clone(),));
     p.start().unwrap();
     assert_eq!(p.result::<Vec<u64>>().unwrap(), want[..10].to_vec());

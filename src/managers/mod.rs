@@ -133,8 +133,14 @@ enum Op {
     Custom(Bytes),
     /// A copy of an object of the program's own type.
     GetValue,
-    /// A job for a pool, encoded by the client.
+    /// A job for a pool, encoded by the client: run, waiting for it.
     PoolRun(crate::pool::RemoteJob),
+    /// The same, started: the reply is the id of its result.
+    PoolStart(crate::pool::RemoteJob),
+    /// A started job's outcomes, waiting up to this many seconds (`None`: as long as it takes).
+    ResultGet(Option<f64>),
+    /// Whether a started job has finished, after waiting up to this many seconds.
+    ResultWait(Option<f64>),
     /// `close()`, `terminate()` and `join()` of a pool.
     PoolClose,
     PoolTerminate,
@@ -176,6 +182,9 @@ impl Op {
             Op::Custom(_) => "handle",
             Op::GetValue => "_getvalue",
             Op::PoolRun(_) => "map",
+            Op::PoolStart(_) => "map_async",
+            Op::ResultGet(_) => "get",
+            Op::ResultWait(_) => "wait",
             Op::PoolClose => "close",
             Op::PoolTerminate => "terminate",
             Op::PoolJoin => "join",
@@ -978,8 +987,8 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
 
 /// A pool run by a [`Manager`] (Python's `manager.Pool()`): every process holding a copy of
 /// the proxy submits work to the same workers. Targets and arguments follow
-/// [`Pool`](crate::Pool)'s rules; the calls wait for their results (Python's proxy also has the
-/// `_async` forms; use a thread, or a local [`Pool`](crate::Pool)).
+/// [`Pool`](crate::Pool)'s rules. No `imap` (Python's proxy has it; use
+/// [`map_async`](PoolProxy::map_async)).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PoolProxy(Handle, usize);
 
@@ -1051,6 +1060,75 @@ impl PoolProxy {
         crate::pool::decode_remote_chunks(self.run(job)?)
     }
 
+    fn start<R>(
+        &self,
+        job: crate::pool::RemoteJob,
+        decode: fn(crate::pool::RemoteOutcomes) -> Result<R>,
+    ) -> Result<AsyncResultProxy<R>> {
+        match self.0.call(Op::PoolStart(job))? {
+            Reply::Id(id) => Ok(AsyncResultProxy {
+                handle: Handle::new(Arc::clone(&self.0.client), id),
+                decode,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Starts `f(args...)` in a worker (Python's `apply_async`).
+    ///
+    /// # Errors
+    /// [`Error::Codec`] if the arguments cannot be encoded; [`Error::Remote`] if the pool was
+    /// closed.
+    pub fn apply_async<F, A, R>(&self, _f: F, args: A) -> Result<AsyncResultProxy<R>>
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let job = crate::pool::RemoteJob::apply::<F, A, R>(&args)?;
+        self.start(job, crate::pool::decode_remote_one::<R>)
+    }
+
+    /// Starts a [`map`](PoolProxy::map) (Python's `map_async`).
+    ///
+    /// # Errors
+    /// As [`apply_async`](PoolProxy::apply_async).
+    pub fn map_async<F, X, R>(
+        &self,
+        _f: F,
+        items: impl IntoIterator<Item = X>,
+        chunksize: Option<usize>,
+    ) -> Result<AsyncResultProxy<Vec<R>>>
+    where
+        F: Target<(X,), R>,
+        X: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let items: Vec<X> = items.into_iter().collect();
+        let job = crate::pool::RemoteJob::map::<F, X, R>(items, chunksize, self.1)?;
+        self.start(job, crate::pool::decode_remote_chunks::<R>)
+    }
+
+    /// Starts a [`starmap`](PoolProxy::starmap) (Python's `starmap_async`).
+    ///
+    /// # Errors
+    /// As [`apply_async`](PoolProxy::apply_async).
+    pub fn starmap_async<F, A, R>(
+        &self,
+        _f: F,
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+    ) -> Result<AsyncResultProxy<Vec<R>>>
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let items: Vec<A> = items.into_iter().collect();
+        let job = crate::pool::RemoteJob::starmap::<F, A, R>(items, chunksize, self.1)?;
+        self.start(job, crate::pool::decode_remote_chunks::<R>)
+    }
+
     /// No more work (Python's `close()`): calls after it fail; [`join`](PoolProxy::join) then
     /// waits for the workers.
     pub fn close(&self) -> Result<()> {
@@ -1066,6 +1144,55 @@ impl PoolProxy {
     /// [`terminate`](PoolProxy::terminate) (Python's `join()`).
     pub fn join(&self) -> Result<()> {
         self.0.done(Op::PoolJoin)
+    }
+}
+
+/// The result of a job started on a manager's pool ([`PoolProxy::apply_async`],
+/// [`PoolProxy::map_async`]): Python's `AsyncResult` proxy. The job runs whether or not
+/// anyone waits for it; its result goes when this proxy is dropped.
+pub struct AsyncResultProxy<R> {
+    handle: Handle,
+    decode: fn(crate::pool::RemoteOutcomes) -> Result<R>,
+}
+
+impl<R> std::fmt::Debug for AsyncResultProxy<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResultProxy")
+            .field("address", &self.handle.client.address)
+            .field("id", &self.handle.id)
+            .finish()
+    }
+}
+
+impl<R> AsyncResultProxy<R> {
+    /// Waits for the value: `timeout` `None` waits as long as it takes.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if not ready in time (call again); otherwise the job's own error,
+    /// as [`AsyncResult::get`](crate::AsyncResult::get).
+    pub fn get(&self, timeout: Option<Duration>) -> Result<R> {
+        match self.handle.call(Op::ResultGet(secs(timeout))) {
+            Ok(Reply::Outcomes(o)) => (self.decode)(o),
+            Ok(other) => Err(unexpected(other)),
+            Err(Error::Remote { kind, .. }) if kind == "TimeoutError" => Err(Error::Timeout),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits until the job has finished or `timeout` passes; true if it has.
+    ///
+    /// # Errors
+    /// As other proxies' calls (the manager is gone).
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
+        self.handle.flag(Op::ResultWait(secs(timeout)))
+    }
+
+    /// Whether the job has finished.
+    ///
+    /// # Errors
+    /// As [`wait`](AsyncResultProxy::wait).
+    pub fn ready(&self) -> Result<bool> {
+        self.wait(Some(Duration::ZERO))
     }
 }
 

@@ -134,6 +134,8 @@ enum Object {
     Custom(crate::sys::image::Trampoline, super::custom::Slot),
     /// A pool, and its number of workers.
     Pool(Arc<crate::Pool>, usize),
+    /// A job started on a pool.
+    Pending(Arc<crate::AsyncResult<crate::pool::RemoteOutcomes>>),
 }
 
 /// A condition over its own re-entrant lock: the holder and its depth, the tickets of the
@@ -406,6 +408,15 @@ impl State {
                     Err(e) => remote("RuntimeError", e.to_string()),
                 }
             }
+            Request::Call(id, Op::PoolStart(job)) => {
+                let Some(Object::Pool(pool, _)) = objects.table.get(&id) else {
+                    return Some(remote("TypeError", format!("object {id} is not a pool")));
+                };
+                match pool.start_remote(job) {
+                    Ok(result) => Reply::Id(objects.insert(Object::Pending(Arc::new(result)))),
+                    Err(e) => remote("ValueError", e.to_string()),
+                }
+            }
             Request::Call(
                 id,
                 op @ (Op::PoolRun(_) | Op::PoolClose | Op::PoolTerminate | Op::PoolJoin),
@@ -417,6 +428,23 @@ impl State {
                 let pool = Arc::clone(pool);
                 drop(objects);
                 return Some(pool_call(&pool, op));
+            }
+            Request::Call(id, op @ (Op::ResultGet(_) | Op::ResultWait(_))) => {
+                let Some(Object::Pending(result)) = objects.table.get(&id) else {
+                    return Some(remote("TypeError", format!("object {id} is not a result")));
+                };
+                let result = Arc::clone(result);
+                drop(objects);
+                let limit = |s: Option<f64>| s.map(|s| Duration::from_secs_f64(s.max(0.0)));
+                return Some(match op {
+                    Op::ResultWait(s) => Reply::Bool(result.wait(limit(s))),
+                    Op::ResultGet(s) => match result.get(limit(s)) {
+                        Ok(outcomes) => Reply::Outcomes(outcomes),
+                        Err(Error::Timeout) => remote("TimeoutError", "the result is not ready"),
+                        Err(e) => remote("ValueError", e.to_string()),
+                    },
+                    _ => Reply::Done,
+                });
             }
             Request::Call(id, Op::BarrierWait(timeout)) => {
                 return self.barrier_wait(objects, id, timeout, gone);
@@ -604,7 +632,7 @@ impl Object {
 fn pool_call(pool: &crate::Pool, op: Op) -> Reply {
     let result = match op {
         Op::PoolRun(job) => {
-            return match pool.run_remote(job) {
+            return match pool.start_remote(job).and_then(|r| r.get(None)) {
                 Ok(outcomes) => Reply::Outcomes(outcomes),
                 Err(e) => remote("ValueError", e.to_string()),
             };

@@ -6,7 +6,7 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::result::{Outcome, Payload, decode_chunks, decode_one};
+use super::result::{AsyncResult, Outcome, Payload, decode_chunks, decode_one};
 use super::worker::{Code, Failure};
 use super::{Pool, call_chunk, call_star_chunk, chunk, default_chunksize, encode_args};
 use crate::error::Result;
@@ -98,18 +98,19 @@ impl RemoteJob {
 }
 
 impl Pool {
-    /// Runs a job encoded by a client in another process and waits for every outcome.
+    /// Starts a job encoded by a client in another process; its result gives every outcome.
     ///
     /// # Errors
     /// [`Error::State`](crate::Error::State) if the pool is not running.
-    pub(crate) fn run_remote(&self, job: RemoteJob) -> Result<RemoteOutcomes> {
-        if job.tasks.is_empty() {
-            return Ok(Vec::new());
-        }
+    pub(crate) fn start_remote(&self, job: RemoteJob) -> Result<AsyncResult<RemoteOutcomes>> {
         let core = JobCore::new(Some(job.tasks.len()), None);
-        let tasks = job.tasks.into_iter().map(|b| b.0).collect();
-        self.shared.submit(job.code, tasks, &core, 0, None)?;
-        self.result(core, outcomes).get(None)
+        if job.tasks.is_empty() {
+            core.set_total(0);
+        } else {
+            let tasks = job.tasks.into_iter().map(|b| b.0).collect();
+            self.shared.submit(job.code, tasks, &core, 0, None)?;
+        }
+        Ok(self.result(core, outcomes))
     }
 }
 
