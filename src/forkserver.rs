@@ -292,6 +292,7 @@ fn fork_child(
         // The new child keeps nothing of the server's but the channel it was given.
         requests.take();
         children.clear();
+        crate::process::cut_parent_channel();
         let Some((channel, ours, theirs)) = carried.take() else {
             sys::exit_now(1)
         };

@@ -221,3 +221,29 @@ fn a_killed_server_is_replaced() {
         common::reap_orphan(pid, Duration::from_secs(10));
     }
 }
+
+/// The sockets a child holds (Linux, from /proc).
+#[cfg(target_os = "linux")]
+fn open_sockets() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().starts_with("socket:"))
+        })
+        .count()
+}
+
+/// A served child holds what a spawned one holds (Python's TestCloseFds): of sockets, only its
+/// own channel; the server's channel to its parent, inherited by the fork, is cut.
+#[cfg(target_os = "linux")]
+#[test]
+fn served_children_hold_only_their_own_channel() {
+    multiprocess::init_test();
+    let _g = start();
+    for method in ["spawn", "forkserver"] {
+        let mut p = get_context(method).unwrap().process(open_sockets, ());
+        p.start().unwrap();
+        assert_eq!(p.result::<usize>().unwrap(), 1, "{method}");
+    }
+}

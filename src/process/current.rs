@@ -108,6 +108,14 @@ pub(crate) struct Identity {
     pub(crate) parent_name: String,
 }
 
+/// In a child forked by a fork server: cuts the server's own channel to its parent, which the
+/// child inherited (only the channel it was given is its own, as in a spawned child).
+pub(crate) fn cut_parent_channel() {
+    if let Some(parent) = &lock(me()).parent {
+        let _ = sys::cut_channel(&parent.channel);
+    }
+}
+
 /// In a new child: become the process described by `id`, whose parent holds the other end of
 /// `channel`.
 pub(crate) fn become_child(id: Identity, channel: Arc<sys::Channel>) {

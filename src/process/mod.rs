@@ -5,7 +5,7 @@ mod current;
 
 pub use current::{AuthKey, CurrentProcess, ParentProcess, current_process, parent_process};
 use current::{COUNTER, me};
-pub(crate) use current::{Identity, become_child};
+pub(crate) use current::{Identity, become_child, cut_parent_channel};
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};

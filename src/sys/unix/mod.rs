@@ -296,6 +296,24 @@ pub(crate) fn child_marker_present() -> bool {
     std::env::var_os(CHILD_MARKER).is_some()
 }
 
+/// Makes `channel`'s descriptor point at the null device: the channel is cut (its peer sees
+/// end of file once no other process holds it) while every Rust value holding it stays valid,
+/// so no later close can hit a descriptor number reused for something else. For a process
+/// that inherited a channel it must not keep and cannot drop (its holders' frames were left
+/// behind by a fork).
+pub(crate) fn cut_channel(channel: &Channel) -> io::Result<()> {
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    // SAFETY: dup3 of a valid descriptor onto another one we own (the channel's), keeping it
+    // close-on-exec.
+    if unsafe { libc::dup3(null.as_raw_fd(), channel.as_raw_fd(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Reopens stdin on the null device (Python does this in every child).
 pub(crate) fn stdin_from_null() -> io::Result<()> {
     let null = std::fs::File::open("/dev/null")?;

@@ -451,6 +451,11 @@ pub(crate) fn channel_from_handle(handle: OwnedHandle) -> io::Result<Channel> {
     Channel::new(handle)
 }
 
+/// Only a child of a fork server cuts an inherited channel; Windows has none.
+pub(crate) fn cut_channel(_channel: &Channel) -> io::Result<()> {
+    Ok(())
+}
+
 /// There is no fork on Windows.
 pub(crate) fn fork(_child: impl FnOnce()) -> io::Result<ProcHandle> {
     Err(io::Error::new(
