@@ -106,16 +106,21 @@ pub(crate) fn stop() {
         // Another thread is starting a child right now: leave the server to end by itself.
         Err(std::sync::TryLockError::WouldBlock) => None,
     };
-    let Some(Server {
+    if let Some(server) = server {
+        retire(server, Duration::from_secs(2));
+    }
+}
+
+/// Ends a server and reaps it: closes its request channel (it stops when it sees that), and
+/// kills it if it is still there after `grace`.
+fn retire(server: Server, grace: Duration) {
+    let Server {
         requests,
         mut handle,
         _channel,
-    }) = server
-    else {
-        return;
-    };
+    } = server;
     drop((requests, _channel));
-    let deadline = Instant::now() + Duration::from_secs(2);
+    let deadline = Instant::now() + grace;
     while let Ok(None) = handle.try_wait() {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -199,10 +204,13 @@ pub(crate) fn start_child(channel: sys::Channel) -> Result<sys::ProcHandle> {
             .and_then(|copy| ask(server, copy));
         match asked {
             Ok(handle) => return Ok(handle),
-            // A server that is gone is replaced; any other failure is the answer.
-            Err(e @ (Error::Io { .. } | Error::Eof)) => {
+            // A server that is gone (or talks nonsense) is reaped and replaced; any other
+            // failure is the answer.
+            Err(e @ (Error::Io { .. } | Error::Eof | Error::Codec(_))) => {
                 last = Some(e);
-                *slot = None;
+                if let Some(old) = slot.take() {
+                    retire(old, Duration::ZERO);
+                }
             }
             Err(e) => return Err(e),
         }

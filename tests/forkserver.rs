@@ -192,6 +192,8 @@ fn scenario_server_killed() {
     assert_eq!(p.result::<u64>().unwrap(), 16);
     let second = multiprocess::forkserver::server_pid().unwrap();
     assert_ne!(first, second);
+    // The dead server was reaped, not left a zombie.
+    assert!(common::stat(first).is_none_or(|(_, state)| state != 'Z'));
     println!("replaced {first} {second} {}", running.pid().unwrap());
 }
 
