@@ -522,4 +522,54 @@ mod tests {
         });
         assert_eq!((claimed(), slot.get(PHASE), slot.get(CLAIM)), (0, IDLE, 0));
     }
+
+    /// A peer that writes offers of its own making (garbage after the marker, a sequence
+    /// number the control block never saw, a length over the limit, a truncated offer) and
+    /// hangs up: every receive returns an error, never hangs or panics.
+    #[test]
+    fn forged_offers_are_errors() {
+        let offer = |len: u64, seq: u32| {
+            let mut o = MARKER.to_vec();
+            o.extend_from_slice(&len.to_be_bytes());
+            o.extend_from_slice(&seq.to_be_bytes());
+            o
+        };
+        let cases: Vec<(Vec<u8>, Option<usize>)> = vec![
+            (offer(2 << 20, 7), None),
+            (offer(2 << 20, 0), None),
+            (offer(u64::MAX, 1), None),
+            (offer(5 << 20, 1), Some(1 << 20)),
+            (MARKER[..3].to_vec(), None),
+            (offer(3 << 20, 0)[..10].to_vec(), None),
+        ];
+        for (bytes, maxlength) in cases {
+            let Ok((mut a, b)) = crate::pipe(true) else {
+                panic!("pipe");
+            };
+            if b.bulk.is_none() {
+                return;
+            }
+            {
+                let Ok(mut stream) = a.stream(false) else {
+                    panic!("stream");
+                };
+                assert!(stream.write_all(&bytes).is_ok());
+            }
+            a.close();
+            let got = b.recv_bytes(maxlength);
+            assert!(got.is_err(), "{bytes:?} gave {:?}", got.map(|m| m.len()));
+            let Ok((mut a, b)) = crate::pipe(true) else {
+                panic!("pipe");
+            };
+            {
+                let Ok(mut stream) = a.stream(false) else {
+                    panic!("stream");
+                };
+                assert!(stream.write_all(&bytes).is_ok());
+            }
+            a.close();
+            let mut buf = vec![0u8; 4 << 20];
+            assert!(b.recv_bytes_into(&mut buf, 0).is_err(), "{bytes:?}");
+        }
+    }
 }
