@@ -306,10 +306,16 @@ pub(crate) fn cut_channel(channel: &Channel) -> io::Result<()> {
         .read(true)
         .write(true)
         .open("/dev/null")?;
-    // SAFETY: dup3 of a valid descriptor onto another one we own (the channel's), keeping it
-    // close-on-exec.
-    if unsafe { libc::dup3(null.as_raw_fd(), channel.as_raw_fd(), libc::O_CLOEXEC) } < 0 {
-        return Err(io::Error::last_os_error());
+    let fd = channel.as_raw_fd();
+    // SAFETY: dup2 of a valid descriptor onto another one we own (the channel's), then its
+    // close-on-exec flag back (dup2 clears it; macOS has no dup3). Called in a process that
+    // has just been forked, with one thread.
+    unsafe {
+        if libc::dup2(null.as_raw_fd(), fd) < 0
+            || libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
     }
     Ok(())
 }
