@@ -76,6 +76,7 @@
 //! | `.Lock()`, `.RLock()`, `.Semaphore(n)`, `.BoundedSemaphore(n)`, `.Condition()`, `.Event()`, `.Barrier(n)`, `.Namespace()` | [`Manager::lock`], [`Manager::rlock`], [`Manager::semaphore`], [`Manager::bounded_semaphore`], [`Manager::condition`], [`Manager::event`], [`Manager::barrier`], [`Manager::namespace`] |
 //! | `.JoinableQueue()` | [`Manager::queue`] (its proxy has `task_done` and `join`) |
 //! | `BaseManager(address, authkey)`: `start()`, `connect()`, `register(name, ...)` | [`Manager::start_at`], [`Manager::connect`], [`Manager::named`] |
+//! | `get_server().serve_forever()` | [`Manager::server`] → [`managers::ManagerServer::serve_forever`] |
 //! | `register('Counter', Counter)`, `m.Counter(...)`, `_getvalue()` | [`managers::Managed`], [`Manager::create`], [`managers::Proxy`] |
 //! | `m.Array(typecode, seq)` | [`Manager::array`] → [`managers::ArrayProxy`] |
 //! | `m.Pool(n)`, its `apply_async`/`map_async` results | [`Manager::pool`] → [`managers::PoolProxy`], [`managers::AsyncResultProxy`] |

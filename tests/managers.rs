@@ -743,3 +743,42 @@ fn managed_object_holding_a_proxy() {
     assert_eq!(words.len().unwrap(), 1);
     assert!(manager.number_of_objects().unwrap() >= 1);
 }
+
+/// A program that is a manager server itself (Python's `get_server().serve_forever()`):
+/// tells its address on `tell`, then serves.
+fn manager_server_program(tell: multiprocess::Connection, key: Vec<u8>) {
+    let address = multiprocess::connection::Address::Tcp(([127, 0, 0, 1], 0).into());
+    let server = Manager::server(Some(address), &key).unwrap();
+    tell.send(server.address()).unwrap();
+    let _ = server.serve_forever();
+}
+
+fn put_through(address: multiprocess::connection::Address, key: Vec<u8>) -> bool {
+    let m = Manager::connect(&address, &key).unwrap();
+    let q: QueueProxy<String> = m.named("inbox").unwrap();
+    q.put(&"from another client".to_string()).unwrap();
+    true
+}
+
+/// Python's classic remote manager: one program serves with `serve_forever`, others connect
+/// with the key and share a queue by name.
+#[test]
+fn a_program_serving_a_manager() {
+    multiprocess::init_test();
+    let _g = common::start_with_sockets();
+    let key = b"serve-forever key".to_vec();
+    let (ours, theirs) = multiprocess::pipe(true).unwrap();
+    let mut server = Process::new(manager_server_program, (theirs, key.clone()));
+    server.start().unwrap();
+    let address: multiprocess::connection::Address = ours.recv().unwrap();
+    let mut other = Process::new(put_through, (address.clone(), key.clone()));
+    other.start().unwrap();
+    assert!(other.result::<bool>().unwrap());
+    let m = Manager::connect(&address, &key).unwrap();
+    let q: QueueProxy<String> = m.named("inbox").unwrap();
+    assert_eq!(q.get().unwrap(), "from another client");
+    assert!(Manager::connect(&address, b"wrong").is_err());
+    drop((q, m));
+    server.terminate().unwrap();
+    server.join(None).unwrap();
+}

@@ -590,6 +590,20 @@ impl Manager {
         })
     }
 
+    /// A manager server run by this process itself (Python's `BaseManager(address,
+    /// authkey).get_server()`): bind it here, tell clients its [`address`](ManagerServer::address),
+    /// then [`serve_forever`](ManagerServer::serve_forever). Clients reach it with
+    /// [`Manager::connect`].
+    ///
+    /// # Errors
+    /// As [`Listener::bind`](crate::connection::Listener::bind) (the address is in use, or
+    /// not one this OS has).
+    pub fn server(address: Option<Address>, authkey: &[u8]) -> Result<ManagerServer> {
+        Ok(ManagerServer {
+            listener: crate::connection::Listener::bind(address, Some(authkey))?,
+        })
+    }
+
     /// Connects to a manager started elsewhere (Python's `BaseManager(address, authkey)` +
     /// `connect()`), checking the key at once.
     ///
@@ -797,6 +811,28 @@ impl Manager {
             process.join(None)?;
         }
         Ok(())
+    }
+}
+
+/// A manager server bound in this process ([`Manager::server`]; Python's `Server`).
+#[derive(Debug)]
+pub struct ManagerServer {
+    listener: crate::connection::Listener,
+}
+
+impl ManagerServer {
+    /// Where it listens (with the port the OS chose, for a TCP address with port 0).
+    pub fn address(&self) -> &Address {
+        self.listener.address()
+    }
+
+    /// Serves clients, each on a thread of its own, for as long as this process runs (end the
+    /// process to stop it, as Python's `serve_forever` runs until its process exits).
+    ///
+    /// # Errors
+    /// Returns only if the listener fails.
+    pub fn serve_forever(self) -> Result<std::convert::Infallible> {
+        Err(server::serve_on(&self.listener))
     }
 }
 

@@ -35,6 +35,12 @@ pub(crate) fn serve(ready: Connection, address: Option<Address>, authkey: Vec<u8
         return;
     }
     drop(ready);
+    let _ = serve_on(&listener);
+}
+
+/// Serves clients of `listener` until told to shut down (which ends the process, as Python's
+/// `serve_forever` does) or the listener fails.
+pub(crate) fn serve_on(listener: &Listener) -> Error {
     let state = Arc::new(State::default());
     loop {
         match listener.accept() {
@@ -50,7 +56,7 @@ pub(crate) fn serve(ready: Connection, address: Option<Address>, authkey: Vec<u8
             // A client with the wrong key, or one that hung up during the handshake: refused,
             // and the server goes on.
             Err(Error::Authentication(_) | Error::Eof | Error::Io { .. }) => {}
-            Err(_) => return,
+            Err(e) => return e,
         }
     }
 }
