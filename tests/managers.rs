@@ -694,6 +694,19 @@ fn pool_run_by_a_manager() {
     assert_eq!(slow.get(None).unwrap(), 300);
     let sums = pool.starmap_async(add, vec![(5u64, 6u64)], None).unwrap();
     assert_eq!(sums.get(None).unwrap(), vec![11]);
+    let steps: Vec<u64> = pool
+        .imap(cube, 0..50u64, Some(7))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(steps, want[..50].to_vec());
+    let mut failing = pool.imap(fails_on_three, 0..6u64, None).unwrap();
+    for x in 0..3u64 {
+        assert_eq!(failing.next().unwrap().unwrap(), x);
+    }
+    assert!(matches!(failing.next(), Some(Err(Error::Panicked { .. }))));
+    assert!(failing.next().is_none());
+    drop(failing);
     let objects = manager.number_of_objects().unwrap();
     drop((slow, squares, sums));
     assert_eq!(manager.number_of_objects().unwrap(), objects - 3);

@@ -141,6 +141,8 @@ enum Op {
     ResultGet(Option<f64>),
     /// Whether a started job has finished, after waiting up to this many seconds.
     ResultWait(Option<f64>),
+    /// One task's outcome of a started job (a map's chunk), waiting up to this many seconds.
+    ResultChunk(u64, Option<f64>),
     /// `close()`, `terminate()` and `join()` of a pool.
     PoolClose,
     PoolTerminate,
@@ -185,6 +187,7 @@ impl Op {
             Op::PoolStart(_) => "map_async",
             Op::ResultGet(_) => "get",
             Op::ResultWait(_) => "wait",
+            Op::ResultChunk(..) => "next",
             Op::PoolClose => "close",
             Op::PoolTerminate => "terminate",
             Op::PoolJoin => "join",
@@ -1023,8 +1026,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
 
 /// A pool run by a [`Manager`] (Python's `manager.Pool()`): every process holding a copy of
 /// the proxy submits work to the same workers. Targets and arguments follow
-/// [`Pool`](crate::Pool)'s rules. No `imap` (Python's proxy has it; use
-/// [`map_async`](PoolProxy::map_async)).
+/// [`Pool`](crate::Pool)'s rules. No `imap_unordered` (Python's proxy has it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PoolProxy(Handle, usize);
 
@@ -1145,6 +1147,38 @@ impl PoolProxy {
         self.start(job, crate::pool::decode_remote_chunks::<R>)
     }
 
+    /// `f(x)` for every item, in order, as the results come (Python's `imap`): each step gives
+    /// the next item's result, waiting for its chunk (`chunksize` as Python's `imap`: 1 when
+    /// `None`).
+    ///
+    /// # Errors
+    /// As [`apply_async`](PoolProxy::apply_async); each step's result as
+    /// [`Pool::imap`](crate::Pool::imap)'s.
+    pub fn imap<F, X, R>(
+        &self,
+        _f: F,
+        items: impl IntoIterator<Item = X>,
+        chunksize: Option<usize>,
+    ) -> Result<RemoteIMap<R>>
+    where
+        F: Target<(X,), R>,
+        X: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let items: Vec<X> = items.into_iter().collect();
+        let job =
+            crate::pool::RemoteJob::map::<F, X, R>(items, Some(chunksize.unwrap_or(1)), self.1)?;
+        let chunks = job.tasks();
+        let result = self.start(job, crate::pool::decode_remote_chunks::<R>)?;
+        Ok(RemoteIMap {
+            result,
+            next_chunk: 0,
+            chunks,
+            ready: std::collections::VecDeque::new(),
+            failed: false,
+        })
+    }
+
     /// Starts a [`starmap`](PoolProxy::starmap) (Python's `starmap_async`).
     ///
     /// # Errors
@@ -1229,6 +1263,54 @@ impl<R> AsyncResultProxy<R> {
     /// As [`wait`](AsyncResultProxy::wait).
     pub fn ready(&self) -> Result<bool> {
         self.wait(Some(Duration::ZERO))
+    }
+}
+
+/// The results of [`PoolProxy::imap`], in order, as they come.
+pub struct RemoteIMap<R> {
+    result: AsyncResultProxy<Vec<R>>,
+    next_chunk: usize,
+    chunks: usize,
+    ready: std::collections::VecDeque<R>,
+    failed: bool,
+}
+
+impl<R> std::fmt::Debug for RemoteIMap<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteIMap")
+            .field("chunk", &self.next_chunk)
+            .field("chunks", &self.chunks)
+            .finish()
+    }
+}
+
+impl<R: DeserializeOwned> Iterator for RemoteIMap<R> {
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        loop {
+            if let Some(r) = self.ready.pop_front() {
+                return Some(Ok(r));
+            }
+            if self.failed || self.next_chunk == self.chunks {
+                return None;
+            }
+            let i = self.next_chunk as u64;
+            self.next_chunk += 1;
+            let chunk = match self.result.handle.call(Op::ResultChunk(i, None)) {
+                Ok(Reply::Outcomes(o)) => (self.result.decode)(o),
+                Ok(other) => Err(unexpected(other)),
+                Err(e) => Err(e),
+            };
+            match chunk {
+                Ok(items) => self.ready.extend(items),
+                Err(e) => {
+                    // Like a local imap: the error is the step's, and the rest are lost.
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
     }
 }
 

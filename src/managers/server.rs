@@ -435,7 +435,10 @@ impl State {
                 drop(objects);
                 return Some(pool_call(&pool, op));
             }
-            Request::Call(id, op @ (Op::ResultGet(_) | Op::ResultWait(_))) => {
+            Request::Call(
+                id,
+                op @ (Op::ResultGet(_) | Op::ResultWait(_) | Op::ResultChunk(..)),
+            ) => {
                 let Some(Object::Pending(result)) = objects.table.get(&id) else {
                     return Some(remote("TypeError", format!("object {id} is not a result")));
                 };
@@ -444,6 +447,10 @@ impl State {
                 let limit = |s: Option<f64>| s.map(|s| Duration::from_secs_f64(s.max(0.0)));
                 return Some(match op {
                     Op::ResultWait(s) => Reply::Bool(result.wait(limit(s))),
+                    Op::ResultChunk(i, s) => match result.outcome(i as usize, limit(s)) {
+                        Some(o) => Reply::Outcomes(vec![crate::pool::remote_outcome(&o)]),
+                        None => remote("TimeoutError", "the result is not ready"),
+                    },
                     Op::ResultGet(s) => match result.get(limit(s)) {
                         Ok(outcomes) => Reply::Outcomes(outcomes),
                         Err(Error::Timeout) => remote("TimeoutError", "the result is not ready"),

@@ -64,7 +64,9 @@ use crate::registry::{Target, call_target};
 use crate::sys::Region;
 use crate::sys::image;
 use crate::wire;
-pub(crate) use remote::{RemoteJob, RemoteOutcomes, decode_remote_chunks, decode_remote_one};
+pub(crate) use remote::{
+    RemoteJob, RemoteOutcomes, decode_remote_chunks, decode_remote_one, remote_outcome,
+};
 use result::{Done, JobCore, Outcome, Payload, collect_chunks, decode_chunks, decode_one};
 use worker::{Code, Failure, INIT, Link, Order, OrderHead, Reply, Setup, split, worker_main};
 

@@ -25,7 +25,20 @@ pub(crate) struct RemoteJob {
 /// Each task's outcome, in order: its encoded value, or why there is none.
 pub(crate) type RemoteOutcomes = Vec<std::result::Result<Bytes, Failure>>;
 
+/// How one outcome travels.
+pub(crate) fn remote_outcome(outcome: &Outcome) -> std::result::Result<Bytes, Failure> {
+    match outcome {
+        Ok(payload) => Ok(Bytes(payload.to_vec())),
+        Err(f) => Err(f.clone()),
+    }
+}
+
 impl RemoteJob {
+    /// The number of tasks (a map's chunks).
+    pub(crate) fn tasks(&self) -> usize {
+        self.tasks.len()
+    }
+
     /// `f(args...)` as one task (`apply`).
     pub(crate) fn apply<F, A, R>(args: &A) -> Result<RemoteJob>
     where
@@ -115,13 +128,7 @@ impl Pool {
 }
 
 fn outcomes(all: &[&Outcome]) -> Result<RemoteOutcomes> {
-    Ok(all
-        .iter()
-        .map(|o| match o {
-            Ok(payload) => Ok(Bytes(payload.to_vec())),
-            Err(f) => Err(f.clone()),
-        })
-        .collect())
+    Ok(all.iter().map(|o| remote_outcome(o)).collect())
 }
 
 fn local(remote: RemoteOutcomes) -> Vec<Outcome> {

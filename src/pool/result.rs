@@ -233,6 +233,22 @@ impl<R> AsyncResult<R> {
         self.job.wait_until(timeout, JobCore::ready).1
     }
 
+    /// The outcome of task `index`, waiting up to `timeout` for it (`None` if it did not come
+    /// in time): for a client in another process reading a map chunk by chunk.
+    pub(crate) fn outcome(&self, index: usize, timeout: Option<Duration>) -> Option<Outcome> {
+        lock(&self.job.state).eager = true;
+        // An index past the job's tasks never fills: answered at once.
+        let filled = |st: &JobState| {
+            st.slots.get(index).is_some_and(Option::is_some)
+                || st.total.is_some_and(|total| index >= total)
+        };
+        let (st, ready) = self.job.wait_until(timeout, filled);
+        if !ready {
+            return None;
+        }
+        st.slots.get(index).cloned().flatten()
+    }
+
     /// Whether the job has finished.
     pub fn ready(&self) -> bool {
         JobCore::ready(&lock(&self.job.state))
