@@ -148,6 +148,10 @@ impl Child {
 
 const CLOSED: &str = "process object is closed";
 
+/// How long a join looks for the exit of a child that has sent its final report before it
+/// sleeps on the child's sentinel.
+const EXIT_SPIN: Duration = Duration::from_micros(100);
+
 impl Process {
     fn with_job(job: Job, result: ResultType, prefix: Option<&str>) -> Process {
         let count = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -609,23 +613,37 @@ impl Shared {
     fn poll_exit(&self, timeout: Option<Duration>) -> Result<Option<i32>> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            let (sentinel, channel) =
-                {
-                    let mut state = lock(&self.state);
-                    let child = match &mut *state {
-                        State::Initial => return Err(Error::state(NOT_STARTED)),
-                        State::Closed => return Err(Error::state(CLOSED)),
-                        State::Started(c) => c,
-                    };
-                    child.absorb();
-                    if let Some(code) = child.handle.try_wait().map_err(|e| {
-                        Error::io(format!("waiting for pid {}", child.handle.pid()), e)
-                    })? {
-                        child.absorb();
-                        return Ok(Some(code));
-                    }
-                    (child.handle.sentinel(), child.channel.clone())
+            let (sentinel, channel) = {
+                let mut state = lock(&self.state);
+                let child = match &mut *state {
+                    State::Initial => return Err(Error::state(NOT_STARTED)),
+                    State::Closed => return Err(Error::state(CLOSED)),
+                    State::Started(c) => c,
                 };
+                child.absorb();
+                let pid = child.handle.pid();
+                let reap = |c: &mut Child| {
+                    c.handle
+                        .try_wait()
+                        .map_err(|e| Error::io(format!("waiting for pid {pid}"), e))
+                };
+                let mut exited = reap(child)?;
+                if exited.is_none() && child.report.is_some() {
+                    // It has said how its target ended and is exiting: look again for a
+                    // moment (yielding) rather than sleep until woken, which costs more
+                    // than the exit itself here (W1: fork start + join 183 → 152 µs).
+                    let since = Instant::now();
+                    while exited.is_none() && since.elapsed() < EXIT_SPIN {
+                        std::thread::yield_now();
+                        exited = reap(child)?;
+                    }
+                }
+                if let Some(code) = exited {
+                    child.absorb();
+                    return Ok(Some(code));
+                }
+                (child.handle.sentinel(), child.channel.clone())
+            };
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if left == Some(Duration::ZERO) {
                 return Ok(None);
