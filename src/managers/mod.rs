@@ -372,20 +372,24 @@ impl Handle {
 /// This process's live references, with the ids of each manager's together.
 fn held_here() -> Vec<(Arc<Client>, Vec<Arc<Ref>>)> {
     let me = crate::sys::current_pid();
-    let mut by_client: Vec<(Arc<Client>, Vec<Arc<Ref>>)> = Vec::new();
-    for r in lock(&LIVE).iter().filter_map(Weak::upgrade) {
-        if r.holder.load(Ordering::Relaxed) != me || r.released.load(Ordering::Relaxed) {
-            continue;
-        }
-        match by_client
-            .iter_mut()
-            .find(|(c, _)| Arc::ptr_eq(c, &r.client))
-        {
+    let live: Vec<Arc<Ref>> = lock(&LIVE).iter().filter_map(Weak::upgrade).collect();
+    by_manager(
+        live.into_iter().filter(|r| {
+            r.holder.load(Ordering::Relaxed) == me && !r.released.load(Ordering::Relaxed)
+        }),
+    )
+}
+
+/// `refs` grouped by the manager they refer to (one request per manager).
+fn by_manager(refs: impl Iterator<Item = Arc<Ref>>) -> Vec<(Arc<Client>, Vec<Arc<Ref>>)> {
+    let mut groups: Vec<(Arc<Client>, Vec<Arc<Ref>>)> = Vec::new();
+    for r in refs {
+        match groups.iter_mut().find(|(c, _)| Arc::ptr_eq(c, &r.client)) {
             Some((_, refs)) => refs.push(r),
-            None => by_client.push((Arc::clone(&r.client), vec![r])),
+            None => groups.push((Arc::clone(&r.client), vec![r])),
         }
     }
-    by_client
+    groups
 }
 
 /// At exit (Python's finalizers): gives back every reference this process holds.
@@ -427,18 +431,8 @@ pub(crate) fn adopt(held: &[Arc<Ref>]) {
 
 /// After a failed fork: gives back what [`hold_for_child`] took.
 pub(crate) fn give_back(held: Vec<Arc<Ref>>) {
-    let mut by_client: Vec<(Arc<Client>, Vec<u64>)> = Vec::new();
-    for r in held {
-        match by_client
-            .iter_mut()
-            .find(|(c, _)| Arc::ptr_eq(c, &r.client))
-        {
-            Some((_, ids)) => ids.push(r.id),
-            None => by_client.push((Arc::clone(&r.client), vec![r.id])),
-        }
-    }
-    for (client, ids) in by_client {
-        let _ = client.call(&Request::DecRef(ids));
+    for (client, refs) in by_manager(held.into_iter()) {
+        let _ = client.call(&Request::DecRef(refs.iter().map(|r| r.id).collect()));
     }
 }
 
