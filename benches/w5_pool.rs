@@ -1,5 +1,5 @@
-//! Benchmarks W5, W5b and W7: a pool of worker processes (Linux only; elsewhere the binary says
-//! so and exits).
+//! Benchmarks W5, W5b, W5c and W7: a pool of worker processes (Linux only; elsewhere the binary
+//! says so and exits).
 //!
 //! **W5 / W5b: pool throughput on trivial work** (x → x·x over `u64`), with 2 workers (this
 //! machine has 2 vCPUs). Lines:
@@ -25,6 +25,15 @@
 //! its value is items per second. The rows' samples are interleaved in rounds after one warmup
 //! sample per row.
 //!
+//! **W5c: large arguments and results through `apply_async`**, on the same `Pool::new(2)`, after
+//! the W5 / W5b rounds: `apply_async(grow, (b.clone(),))` for each of 10,000 tasks, where `b` is
+//! a 256 KiB [`Bytes`](multiprocess::Bytes) (0, 1, …, 250, 0, 1, …) and `grow` returns it 4 times
+//! over (1 MiB), then `get(None)` of each in order, checking its length and one byte and dropping
+//! it. A sample's value is tasks per second; a task moves 1.25 MiB (≈ 13.1 GB a sample), and the
+//! targets line also gives MB/s. A quarter of `--batches` samples (at least 3). CPython:
+//! `Pool(2).apply_async(grow, (b,))` with `grow(b) = b * 4`, half as many samples (at least 3),
+//! after a warmup of a tenth of the tasks (a whole sample takes ~25 s there). No floor.
+//!
 //! **W7: CPU-bound speedup from 1 to 2 workers.** A task is ~1 ms of pure computation (a chain
 //! of splitmix64 steps, calibrated at start to 1 ms in this process); 1,500 tasks are mapped
 //! (default chunksize) by `Pool::new(1)` and by `Pool::new(2)`; a sample is one `map`, its value
@@ -36,14 +45,16 @@
 //! cargo bench --bench w5_pool                 # W5: 20 samples a row; W7: 10 samples a row
 //! cargo bench --bench w5_pool -- --no-python --only W7 --no-write
 //! cargo bench --bench w5_pool -- --only "W5b" --md /tmp/b.md
+//! W5C_TASKS=500 cargo bench --bench w5_pool -- --only W5c --no-write
 //! ```
 //!
 //! Options: `--batches N` (`W5_BATCHES`; W7 takes half as many samples, at least 3),
 //! `--batch-size N` (`W5_BATCH_SIZE`: the items of the default-chunks line, 1,000,000; the
-//! chunksize-1 and apply_async lines take a tenth), `--no-python`, `--no-write`
-//! (`W5_NO_WRITE=1`), `--md PATH`, `--only TEXT` (repeatable, matched against "W5 …", "W5b …"
-//! or "W7 …" followed by the label). The report says how much CPU other programs used while the
-//! Rust rows ran (and while the CPython script ran) and flags more than 10% of a CPU as disturbed.
+//! chunksize-1 and apply_async lines take a tenth), `W5C_TASKS` (W5c's tasks a sample, 10,000),
+//! `--no-python`, `--no-write` (`W5_NO_WRITE=1`), `--md PATH`, `--only TEXT` (repeatable, matched
+//! against "W5 …", "W5b …", "W5c …" or "W7 …" followed by the label). The report says how much CPU
+//! other programs used while the Rust rows ran (and while the CPython script ran) and flags more
+//! than 10% of a CPU as disturbed.
 
 fn main() {
     multiprocess::init();
@@ -56,6 +67,11 @@ fn main() {
 /// The W5 work.
 pub fn square(x: u64) -> u64 {
     x.wrapping_mul(x)
+}
+
+/// The W5c work: the argument 4 times over.
+pub fn grow(b: multiprocess::Bytes) -> multiprocess::Bytes {
+    multiprocess::Bytes(b.repeat(4))
 }
 
 /// The W7 work: `iters` splitmix64 steps from `seed` (a dependent chain: no vectorising, no
@@ -79,11 +95,11 @@ mod common;
 #[cfg(target_os = "linux")]
 mod w5 {
     use super::common::{
-        BenchOptions, CpuUse, Stats, command_line, disturbance_line, fork_child, machine, os_err,
-        ratio, read_all, wait_child, write_all, write_md,
+        BenchOptions, CpuUse, Stats, command_line, disturbance_line, env_usize, fork_child,
+        machine, os_err, ratio, read_all, wait_child, write_all, write_md,
     };
-    use super::{burn, square};
-    use multiprocess::Pool;
+    use super::{burn, grow, square};
+    use multiprocess::{Bytes, Pool};
     use std::hint::black_box;
     use std::os::fd::RawFd;
     use std::path::Path;
@@ -94,6 +110,11 @@ mod w5 {
     /// W7: tasks per map, and the target length of one task.
     const W7_TASKS: u64 = 1500;
     const W7_TASK: Duration = Duration::from_millis(1);
+    /// W5c: the argument's length (a result is 4 times as long), the bytes a task moves, and
+    /// the default tasks a sample (`W5C_TASKS`).
+    const W5C_ARG: usize = 256 * 1024;
+    const W5C_MOVED: usize = 5 * W5C_ARG;
+    const W5C_TASKS: usize = 10_000;
 
     pub(crate) fn main() {
         if let Err(e) = run() {
@@ -112,6 +133,8 @@ mod w5 {
         Default,
         Chunk1,
         Apply,
+        /// W5c: 256 KiB arguments, 1 MiB results.
+        Big,
         W7(usize),
     }
 
@@ -375,21 +398,22 @@ mod w5 {
         w7_task_ms: Option<f64>,
     }
 
-    fn run_python(o: &BenchOptions, items: usize, w5: bool, w7: bool) -> Result<PyOut, String> {
+    /// Runs the script's `parts` ("W5", "W5c", "W7"); W5c with `w5c` (tasks, samples).
+    fn run_python(
+        o: &BenchOptions,
+        items: usize,
+        w5c: (usize, usize),
+        parts: &[&str],
+    ) -> Result<PyOut, String> {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/python/w5_pool.py");
-        let mut parts = Vec::new();
-        if w5 {
-            parts.push("w5");
-        }
-        if w7 {
-            parts.push("w7");
-        }
         let out = Command::new("python3")
             .arg(&script)
             .args(["--batches", &(o.batches / 2).max(3).to_string()])
             .args(["--items", &items.to_string()])
             .args(["--w7-tasks", &W7_TASKS.to_string()])
-            .args(["--parts", &parts.join(",")])
+            .args(["--w5c-tasks", &w5c.0.to_string()])
+            .args(["--w5c-batches", &w5c.1.to_string()])
+            .args(["--parts", &parts.join(",").to_lowercase()])
             .output()
             .map_err(|e| format!("python3 could not be run: {e}"))?;
         if !out.status.success() {
@@ -450,6 +474,15 @@ mod w5 {
                 format!(
                     "CPython {version} `Pool(2).apply_async(square, (x,))` × {}, then `get()` each",
                     n(items / 10)
+                ),
+            ),
+            (
+                "pool_apply_big",
+                Line::Big,
+                Who::PyPool,
+                format!(
+                    "CPython {version} `Pool(2).apply_async(grow, (b,))` × {}, `b`: 256 KiB `bytes`, `grow(b)`: `b * 4` (1 MiB), then `get()` each",
+                    n(w5c.0)
                 ),
             ),
             (
@@ -524,6 +557,7 @@ mod w5 {
             Line::Default => "W5 default chunks",
             Line::Chunk1 => "W5 chunksize 1",
             Line::Apply => "W5b apply_async",
+            Line::Big => "W5c apply_async 256 KiB → 1 MiB",
             Line::W7(_) => "W7",
         }
     }
@@ -578,25 +612,48 @@ mod w5 {
         let verdict = |ok: bool| if ok { "**met**" } else { "**not met**" };
         let mut s =
             String::from("| target (from the issue) | measured | verdict |\n|---|---|---|\n");
-        for line in [Line::Default, Line::Chunk1, Line::Apply] {
-            let ours = find(rows, line, Who::Ours);
-            if let (Some(o), None) = (ours, find(rows, line, Who::PyPool)) {
-                s += &format!(
-                    "| {}: ≥ 10× CPython's `Pool` | {} k items/s; no CPython row | — |\n",
-                    line_name(line),
-                    kips(o)
-                );
-            }
-            if let (Some(o), Some(p)) = (ours, find(rows, line, Who::PyPool)) {
-                s += &format!(
-                    "| {}: ≥ 10× CPython's `Pool` | {} / {} k items/s = {:.1}× | {} |\n",
-                    line_name(line),
-                    kips(o),
-                    kips(p),
-                    o / p,
-                    verdict(o / p >= 10.0)
-                );
-            }
+        for (line, target) in [
+            (Line::Default, 10),
+            (Line::Chunk1, 10),
+            (Line::Apply, 10),
+            (Line::Big, 5),
+        ] {
+            let Some(o) = find(rows, line, Who::Ours) else {
+                continue;
+            };
+            let big = line == Line::Big;
+            let unit = if big { "k tasks/s" } else { "k items/s" };
+            // W5c's figures also in MB/s moved (ours, CPython's).
+            let moved = |v: &[f64]| {
+                if !big {
+                    return String::new();
+                }
+                let mb: Vec<String> = v
+                    .iter()
+                    .map(|x| format!("{:.0}", x * W5C_MOVED as f64 / 1e6))
+                    .collect();
+                format!(" ({} MB/s moved)", mb.join(" / "))
+            };
+            let (measured, met) = match find(rows, line, Who::PyPool) {
+                None => (
+                    format!("{} {unit}{}; no CPython row", kips(o), moved(&[o])),
+                    "—",
+                ),
+                Some(p) => (
+                    format!(
+                        "{} / {} {unit} = {:.1}×{}",
+                        kips(o),
+                        kips(p),
+                        o / p,
+                        moved(&[o, p])
+                    ),
+                    verdict(o / p >= f64::from(target)),
+                ),
+            };
+            s += &format!(
+                "| {}: ≥ {target}× CPython's `Pool` | {measured} | {met} |\n",
+                line_name(line)
+            );
         }
         s
     }
@@ -709,19 +766,49 @@ mod w5 {
                 check_squares(&out, items)?;
                 Ok((d, items))
             }),
+            // Each result is checked and dropped as it is taken: all of them would be 10 GiB.
+            Line::Big => {
+                let b = Bytes((0..W5C_ARG).map(|i| (i % 251) as u8).collect());
+                Box::new(move || {
+                    let t = Instant::now();
+                    let pending = (0..items)
+                        .map(|_| pool.apply_async(grow, (b.clone(),)))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(e)?;
+                    for (k, p) in pending.into_iter().enumerate() {
+                        let r: Bytes = p.get(None).map_err(e)?;
+                        let j = k * 7919 % (4 * W5C_ARG);
+                        if r.len() != 4 * W5C_ARG || r[j] != b[j % W5C_ARG] {
+                            return Err(format!("result {k} is wrong ({} bytes)", r.len()));
+                        }
+                    }
+                    Ok((t.elapsed(), items))
+                })
+            }
             Line::W7(_) => return Err("not a W5 line".into()),
         };
         Ok((sample, Box::new(|| Ok(()))))
     }
 
     fn run() -> Result<(), String> {
-        let o = BenchOptions::parse("w5_pool", "W5", 20, 1_000_000)?;
+        let mut o = BenchOptions::parse("w5_pool", "W5", 20, 1_000_000)?;
         let big = o.batch_size;
         let small = (big / 10).max(WORKERS);
+        let w5c_tasks = match env_usize("W5C_TASKS")? {
+            Some(0) => return Err("W5C_TASKS must be at least 1".into()),
+            Some(n) => {
+                o.command = format!("W5C_TASKS={n} {}", o.command);
+                n
+            }
+            None => W5C_TASKS,
+        };
+        // W5c's samples: a quarter of the others' (CPython's: half of that), at least 3.
+        let w5c_rounds = (o.batches / 4).max(3);
+        let w5c_py_rounds = (w5c_rounds / 2).max(3);
         let date =
             command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_else(|| "?".into());
 
-        // ---------------------------------------------------------------- W5 / W5b
+        // ---------------------------------------------------------------- W5 / W5b / W5c
         let w5_specs: Vec<(Line, Who, String)> = vec![
             (
                 Line::Default,
@@ -772,11 +859,30 @@ mod w5 {
                     fmt_count(small)
                 ),
             ),
+            (
+                Line::Big,
+                Who::Ours,
+                format!(
+                    "multiprocess `Pool::new(2)`, `apply_async(grow, (b.clone(),))` × {}, `b`: 256 KiB `Bytes`, `grow(b)`: `b` 4 times (1 MiB), then `get(None)` each",
+                    fmt_count(w5c_tasks)
+                ),
+            ),
         ];
         let w5_keep: Vec<bool> = w5_specs
             .iter()
             .map(|(l, _, label)| o.keeps(&format!("{} {label}", line_name(*l))))
             .collect();
+        // The CPython script's parts to run.
+        let mut py_parts = Vec::new();
+        for (part, big_line) in [("W5", false), ("W5c", true)] {
+            if w5_specs
+                .iter()
+                .zip(&w5_keep)
+                .any(|((l, _, _), &k)| k && (*l == Line::Big) == big_line)
+            {
+                py_parts.push(part);
+            }
+        }
         let mut w5_rows: Vec<Row> = Vec::new();
         let mut w5_others = None;
         if w5_keep.iter().any(|&k| k) {
@@ -827,7 +933,11 @@ mod w5 {
                         Ok((d, n))
                     }));
                 } else if let Some(pool) = &pool {
-                    let items = if *line == Line::Default { big } else { small };
+                    let items = match line {
+                        Line::Default => big,
+                        Line::Big => w5c_tasks,
+                        _ => small,
+                    };
                     match pool_row(pool, *line, items) {
                         Ok((s, f)) => {
                             r.sample = Some(s);
@@ -838,13 +948,29 @@ mod w5 {
                 }
                 made[i] = Some(r);
             }
-            w5_rows = made.into_iter().flatten().collect();
-            eprintln!(
-                "w5: {} rows × (1 warmup + {} samples), interleaved",
-                w5_rows.len(),
-                o.batches
-            );
-            interleave(&mut w5_rows, o.batches);
+            // W5c's row after the others' rounds, in rounds of its own.
+            let (mut big_rows, rest): (Vec<Row>, Vec<Row>) = made
+                .into_iter()
+                .flatten()
+                .partition(|r| r.line == Line::Big);
+            w5_rows = rest;
+            if !w5_rows.is_empty() {
+                eprintln!(
+                    "w5: {} rows × (1 warmup + {} samples), interleaved",
+                    w5_rows.len(),
+                    o.batches
+                );
+                interleave(&mut w5_rows, o.batches);
+            }
+            if !big_rows.is_empty() {
+                eprintln!(
+                    "w5: W5c: {} row × (1 warmup + {w5c_rounds} samples), {} tasks a sample",
+                    big_rows.len(),
+                    fmt_count(w5c_tasks)
+                );
+                interleave(&mut big_rows, w5c_rounds);
+            }
+            w5_rows.append(&mut big_rows);
             if let Some(pool) = pool {
                 if let Ok(pool) = std::rc::Rc::try_unwrap(pool) {
                     pool.close();
@@ -894,6 +1020,7 @@ mod w5 {
             .iter()
             .any(|(l, _, label)| o.keeps(&format!("{} {label}", line_name(*l))))
         {
+            py_parts.push("W7");
             let cpu = CpuUse::now();
             let started = Instant::now();
             for (line, who, label) in &w7_specs {
@@ -949,10 +1076,10 @@ mod w5 {
         let mut py = None;
         let mut py_others = None;
         let mut notes = Vec::new();
-        if o.python && (w5_others.is_some() || w7_others.is_some()) {
+        if o.python && !py_parts.is_empty() {
             let t = Instant::now();
             let cpu = CpuUse::now();
-            match run_python(&o, big, w5_others.is_some(), w7_others.is_some()) {
+            match run_python(&o, big, (w5c_tasks, w5c_py_rounds), &py_parts) {
                 Ok(out) => py = Some(out),
                 Err(err) => {
                     eprintln!("w5: {err}");
@@ -980,7 +1107,8 @@ mod w5 {
                 Line::Default => 0,
                 Line::Chunk1 => 1,
                 Line::Apply => 2,
-                Line::W7(w) => 3 + w,
+                Line::Big => 3,
+                Line::W7(w) => 4 + w,
             };
             w5_rows.sort_by_key(|r| order(r.line));
         }
@@ -1000,10 +1128,12 @@ mod w5 {
             if let Some(p) = py_others {
                 b += &format!(
                     "- Other programs' CPU use while the CPython script ran ({}): {:.0}% of one CPU{}\n",
-                    match (w5_others.is_some(), w7_others.is_some()) {
-                        (true, true) => "its W5 and W7 parts together",
-                        (true, false) => "its W5 part",
-                        _ => "its W7 part",
+                    match py_parts.split_last() {
+                        Some((last, [])) => format!("its {last} part"),
+                        Some((last, rest)) => {
+                            format!("its {} and {last} parts together", rest.join(", "))
+                        }
+                        None => String::new(),
                     },
                     p * 100.0,
                     if p > 0.1 { " — **disturbed**" } else { "" }
@@ -1014,15 +1144,31 @@ mod w5 {
 
         if let Some(others) = w5_others {
             let mut block = head(
-                "W5 / W5b: pool throughput, x → x·x over `u64`, 2 workers (this machine has 2 vCPUs)",
+                "W5 / W5b / W5c: pool throughput, x → x·x over `u64` and 256 KiB → 1 MiB `Bytes`, 2 workers (this machine has 2 vCPUs)",
                 others,
             );
             block += &format!(
                 "- Each Rust row: 1 warmup + {} samples, interleaved in rounds; a sample is one whole `map` (or all the \
                  `apply_async` calls and their `get`s), results checked; items/s = items ÷ the call's time; median, p10, \
-                 p90 over the samples. Workers started by the default start method (spawn); the pool is made once\n\n",
+                 p90 over the samples. Workers started by the default start method (spawn); the pool is made once\n",
                 o.batches
             );
+            if py_parts.contains(&"W5c") {
+                block += &format!(
+                    "- W5c: 1 warmup + {w5c_rounds} samples{}, after the other rows' rounds, on the same pool; an item is a \
+                     task, which moves {} bytes (256 KiB argument + 1 MiB result); each result's length and one byte \
+                     checked, then dropped\n",
+                    if py_version.is_some() {
+                        format!(
+                            " (CPython: a warmup of a tenth of the tasks + {w5c_py_rounds} samples)"
+                        )
+                    } else {
+                        String::new()
+                    },
+                    fmt_count(W5C_MOVED)
+                );
+            }
+            block += "\n";
             block += &w5_table(&w5_rows);
             block += "\n";
             block += &w5_targets(&w5_rows);

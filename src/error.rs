@@ -19,9 +19,17 @@ pub enum Error {
     /// A value could not be encoded, or bytes from another process could not be decoded.
     #[error("codec error: {0}")]
     Codec(String),
-    /// A bounded wait ran out (Python's `multiprocessing.TimeoutError`).
+    /// A bounded wait ran out (Python's `multiprocessing.TimeoutError`): the thing waited for
+    /// goes on (a pool task, for `AsyncResult::get(timeout)`).
     #[error("timed out")]
     Timeout,
+    /// A pool task ran longer than its own time limit (`TaskOptions::timeout`,
+    /// `PoolBuilder::task_timeout`): its worker was killed and replaced (beyond Python).
+    #[error("the task ran past its time limit of {limit:?}; its worker was killed")]
+    TaskTimeout {
+        /// The task's time limit.
+        limit: std::time::Duration,
+    },
     /// The peer closed its end before a whole message arrived (Python's `EOFError`).
     #[error("end of file")]
     Eof,

@@ -472,7 +472,10 @@ fn task_timeout_kills_and_replaces_the_worker() {
             TaskOptions::new().timeout(Duration::from_millis(300)),
         )
         .unwrap();
-    assert!(matches!(r.get(secs(20.0)), Err(Error::Timeout)));
+    match r.get(secs(20.0)) {
+        Err(Error::TaskTimeout { limit }) => assert_eq!(limit, Duration::from_millis(300)),
+        other => panic!("{other:?}"),
+    }
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     assert_eq!(pool.apply(square, (5,)).unwrap(), 25);
     assert_ne!(pool.worker_pids(), before);
@@ -484,7 +487,7 @@ fn task_timeout_kills_and_replaces_the_worker() {
         .unwrap();
     assert!(matches!(
         pool.apply(sleep_ms, (30_000,)),
-        Err(Error::Timeout)
+        Err(Error::TaskTimeout { .. })
     ));
     assert_eq!(pool.apply(sleep_ms, (1,)).unwrap(), 1);
 }

@@ -1,4 +1,4 @@
-"""Benchmarks W5, W5b and W7 (CPython side): process pools.
+"""Benchmarks W5, W5b, W5c and W7 (CPython side): process pools.
 
 W5 / W5b (x -> x*x, 2 workers, fork context), rows:
   pool_map_default   Pool(2).map(square, range(N))                      (default chunksize)
@@ -8,15 +8,23 @@ W5 / W5b (x -> x*x, 2 workers, fork context), rows:
   pool_apply_async   [Pool(2).apply_async(square, (x,)) for x in range(N/10)], then get() each
 A sample is one whole call (results checked); its value is items per second.
 
+W5c (part w5c; 2 workers, fork context): row pool_apply_big, --w5c-tasks tasks (10,000)
+  [Pool(2).apply_async(grow, (b,)) for each task], then get() each in order, where b is 256 KiB
+  of bytes (0, 1, ..., 250, 0, 1, ...) and grow(b) returns b * 4 (1 MiB); each result's length
+  and one byte are checked, and it is dropped once checked. A sample's value is tasks per second
+  (1.25 MiB moved a task); --w5c-batches samples (3) after a warmup of a tenth of the tasks (a
+  whole sample takes ~25 s).
+
 W7: a task is a pure-Python loop of a 64-bit hash, its length calibrated to ~1 ms here; rows
 w7_pool1 and w7_pool2 map --w7-tasks tasks with Pool(1) and Pool(2) (default chunksize); a
 sample's value is the map's time in seconds.
 
 Rows of each part are interleaved in rounds after one warmup sample per row; the pools are made
-once. Usage: python3 w5_pool.py [--batches N] [--items N] [--w7-tasks N] [--parts w5,w7]
+once. Usage: python3 w5_pool.py [--batches N] [--items N] [--w7-tasks N] [--w5c-tasks N]
+[--w5c-batches N] [--parts w5,w5c,w7]
 
 Prints exactly one JSON object on stdout: {"python": "3.11.7", "w7_iters": .., "w7_task_ms": ..,
-"results": {"pool_map_default": {"median_ips", "p10_ips", "p90_ips", "n"}, ...,
+"results": {"pool_map_default": {"median_ips", "p10_ips", "p90_ips", "n"}, ..., "pool_apply_big": ..,
 "w7_pool1": {"median_s", "p10_s", "p90_s", "n"}, ...}}; the Rust bench (benches/w5_pool.rs)
 merges it.
 """
@@ -30,10 +38,16 @@ import time
 
 MASK = (1 << 64) - 1
 WORKERS = 2
+# W5c: the argument's length; a result is 4 times as long.
+W5C_ARG = 256 * 1024
 
 
 def square(x):
     return x * x
+
+
+def grow(b):
+    return b * 4
 
 
 def burn(task):
@@ -66,6 +80,29 @@ def timed_items(n, fn):
     return n / d
 
 
+def apply_big(pool, b, n):
+    """W5c: n apply_async(grow, (b,)), then get() each in order (checked, then dropped)."""
+    t0 = time.perf_counter()
+    pending = [pool.apply_async(grow, (b,)) for _ in range(n)]
+    for k in range(n):
+        r = pending[k].get()
+        pending[k] = None
+        j = k * 7919 % (4 * W5C_ARG)
+        if len(r) != 4 * W5C_ARG or r[j] != b[j % W5C_ARG]:
+            sys.exit("w5: wrong W5c results")
+    return n / (time.perf_counter() - t0)
+
+
+def summarise(out, values, unit, digits):
+    """Adds median, p10, p90 and n of each row's values to out["results"]."""
+    for name, vals in values.items():
+        vals.sort()
+        out["results"][name] = {
+            f"median_{unit}": round(percentile(vals, 50), digits),
+            f"p10_{unit}": round(percentile(vals, 10), digits),
+            f"p90_{unit}": round(percentile(vals, 90), digits), "n": len(vals)}
+
+
 def interleave(rows, rounds):
     """rows: list of (name, sample function); returns {name: [values]}."""
     values = {name: [] for name, _ in rows}
@@ -96,10 +133,12 @@ def main():
     ap.add_argument("--batches", type=int, default=10)
     ap.add_argument("--items", type=int, default=1_000_000)
     ap.add_argument("--w7-tasks", type=int, default=1500)
-    ap.add_argument("--parts", default="w5,w7")
+    ap.add_argument("--w5c-tasks", type=int, default=10_000)
+    ap.add_argument("--w5c-batches", type=int, default=3)
+    ap.add_argument("--parts", default="w5,w5c,w7")
     args = ap.parse_args()
-    if args.batches < 1 or args.items < 50:
-        sys.exit("w5: --batches must be >= 1 and --items >= 50")
+    if min(args.batches, args.w5c_batches, args.w5c_tasks) < 1 or args.items < 50:
+        sys.exit("w5: --batches, --w5c-batches and --w5c-tasks must be >= 1, --items >= 50")
     parts = set(p.strip() for p in args.parts.split(","))
     ctx = multiprocessing.get_context("fork")
     out = {"python": platform.python_version(), "results": {}}
@@ -123,12 +162,15 @@ def main():
                 ("pool_apply_async", lambda: timed_items(small, apply_all)),
             ]
             print(f"w5: {len(rows)} rows x (1 warmup + {args.batches} samples)", file=sys.stderr)
-            for name, vals in interleave(rows, args.batches).items():
-                vals.sort()
-                out["results"][name] = {
-                    "median_ips": round(percentile(vals, 50), 1),
-                    "p10_ips": round(percentile(vals, 10), 1),
-                    "p90_ips": round(percentile(vals, 90), 1), "n": len(vals)}
+            summarise(out, interleave(rows, args.batches), "ips", 1)
+    if "w5c" in parts:
+        b = (bytes(range(251)) * (W5C_ARG // 251 + 1))[:W5C_ARG]
+        with ctx.Pool(WORKERS) as pool:
+            print(f"w5: W5c 1 row x (1 short warmup + {args.w5c_batches} samples), "
+                  f"{args.w5c_tasks} tasks a sample", file=sys.stderr)
+            apply_big(pool, b, max(1, args.w5c_tasks // 10))
+            vals = [apply_big(pool, b, args.w5c_tasks) for _ in range(args.w5c_batches)]
+            summarise(out, {"pool_apply_big": vals}, "ips", 2)
     if "w7" in parts:
         iters = calibrate()
         t0 = time.perf_counter()
@@ -148,12 +190,7 @@ def main():
             rows = [("w7_pool1", lambda: run(p1)), ("w7_pool2", lambda: run(p2))]
             print(f"w5: W7 2 rows x (1 warmup + {args.batches} samples), {iters} steps a task",
                   file=sys.stderr)
-            for name, vals in interleave(rows, args.batches).items():
-                vals.sort()
-                out["results"][name] = {
-                    "median_s": round(percentile(vals, 50), 4),
-                    "p10_s": round(percentile(vals, 10), 4),
-                    "p90_s": round(percentile(vals, 90), 4), "n": len(vals)}
+            summarise(out, interleave(rows, args.batches), "s", 4)
     print(json.dumps(out))
 
 

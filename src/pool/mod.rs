@@ -1,20 +1,27 @@
 //! A pool of worker processes: Python's `multiprocessing.Pool`, as a supervisor that never
 //! hangs.
 //!
+//! Layout: this file is the public API and its builder; `supervisor` makes every decision
+//! (which worker gets which task; what a reply, a death, a time limit, a cancel, `close` or
+//! `terminate` does) without an OS call, so that schedules can be played against it in tests;
+//! `driver` carries its decisions out with a reader thread per worker; `backend` is where
+//! workers live (processes on this machine; threads, for tests), behind one seam; `protocol`
+//! is what they say; `worker` is the worker's loop.
+//!
 //! Each worker is a daemonic process with two rings in shared memory to the parent (tasks in,
-//! results out; see `queues`), served there by one reader thread. Tasks are handed out by
-//! whichever thread has them (the caller submitting, or a reader that just received a result):
-//! one to each idle worker first, then more to busy workers when all are busy. The worker
-//! counts the tasks it starts in shared memory, so the parent knows exactly which task a worker
-//! held. When a worker dies (killed, crashed, `exit(n)`), the task it was running fails with
-//! [`Error::WorkerLost`] carrying its exit code, the tasks queued behind it go back to the
-//! queue, and a new worker takes its place: Python's pool hangs forever instead (bpo-22393).
-//! A task's panic is caught in the worker and returned as [`Error::Panicked`]; the worker goes
-//! on.
+//! results out; see `queues`). The parent never sends a worker more than its ring holds (see
+//! `supervisor` for why no wait of the pool can be a cycle). Tasks go one to each idle worker
+//! first, then more to busy workers when all are busy. The worker counts the tasks it starts
+//! in shared memory, so the parent knows exactly which task a worker held. When a worker dies
+//! (killed, crashed, `exit(n)`), the task it was running fails with [`Error::WorkerLost`]
+//! carrying its exit code, the tasks queued behind it go back to the queue, and a new worker
+//! takes its place: Python's pool hangs forever instead (bpo-22393). A task's panic is caught
+//! in the worker and returned as [`Error::Panicked`]; the worker goes on.
 //!
 //! Beyond Python: a per-task time limit (the worker is killed and replaced, the task gets
-//! [`Error::Timeout`]), cancelling a queued or running task ([`AsyncResult::cancel`]), `imap`
-//! with bounded look-ahead, callbacks that cannot hurt the pool.
+//! [`Error::TaskTimeout`], unlike a `get` that waited too little: [`Error::Timeout`]),
+//! cancelling a queued or running task ([`AsyncResult::cancel`]: a queued one never runs),
+//! `imap` with bounded look-ahead, callbacks that cannot hurt the pool.
 //!
 //! Tasks are function items (or non-capturing closures) with serde arguments and results, found
 //! in the worker like a [`Process`] target; with the fork start method too.
@@ -38,18 +45,20 @@
 //! # Ok(()) }
 //! ```
 
+mod backend;
 mod chunk;
+mod driver;
 mod progress;
+mod protocol;
 mod remote;
 mod result;
+mod supervisor;
 mod worker;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -58,31 +67,24 @@ pub use result::{AsyncResult, IMap};
 
 use crate::context::{Context, StartMethod, get_context};
 use crate::error::{Error, Result};
-use crate::process::Process;
-use crate::queues::Ring;
 use crate::registry::{Target, call_target};
-use crate::sys::Region;
 use crate::sys::image;
 use crate::wire;
+use backend::{Backend, CHANNEL_BYTES};
+pub(crate) use driver::Shared;
+use protocol::{Code, Setup};
 pub(crate) use remote::{
     RemoteJob, RemoteOutcomes, decode_remote_chunks, decode_remote_one, remote_outcome,
 };
-use result::{Done, JobCore, Outcome, Payload, collect_chunks, decode_chunks, decode_one};
-use worker::{Code, Failure, INIT, Link, Order, OrderHead, Reply, Setup, split, worker_main};
+use result::{Done, JobCore, Outcome, collect_chunks, decode_chunks, decode_one};
+use supervisor::{Config, Phase, Supervisor};
 
-/// The most tasks a worker holds at once (one running, the rest waiting in its ring); a
+/// The most tasks a worker holds at once (one running, the rest waiting in its channel); a
 /// worker gets more than one only when every worker is busy.
 const DEPTH: usize = 32;
-/// Each direction's ring per worker: messages up to this size are copied in whole; longer
-/// ones stream through.
-const RING_BYTES: usize = 8 << 20;
-/// Replies a reader takes at once.
-const REPLY_BATCH: usize = 64;
 /// A map of at most this many chunks is decoded chunk by chunk as the chunks come (more
 /// would mean a wake-up of the caller per small chunk).
 const EAGER_CHUNKS: usize = 64;
-/// How often a waiting reader checks that its worker is alive.
-const LIVENESS_CHECK: Duration = Duration::from_millis(100);
 
 /// How to build a [`Pool`]: Python's `Pool(processes, initializer, initargs, maxtasksperchild,
 /// context)`, plus a default time limit per task.
@@ -131,7 +133,7 @@ impl PoolBuilder {
     }
 
     /// A time limit for every task (beyond Python): a worker still running a task after it is
-    /// killed and replaced, and the task fails with [`Error::Timeout`].
+    /// killed and replaced, and the task fails with [`Error::TaskTimeout`].
     pub fn task_timeout(mut self, timeout: Duration) -> Self {
         self.task_timeout = Some(timeout);
         self
@@ -151,6 +153,26 @@ impl PoolBuilder {
     /// [`Error::InvalidArgument`] for 0 processes or `maxtasksperchild` 0 (Python's texts);
     /// the error of a worker that could not start (those already started are stopped).
     pub fn build(self) -> Result<Pool> {
+        let method = match &self.context {
+            Some(c) => c.start_method(),
+            None => crate::get_start_method(false).unwrap_or(StartMethod::Spawn),
+        };
+        let context = get_context(method.name())?;
+        self.build_on(
+            Backend::Local(backend::local::Local::new(context)),
+            CHANNEL_BYTES,
+        )
+    }
+
+    /// The pool with workers that are threads of this process, over channels of
+    /// `channel_bytes` (for tests of the supervision: no process starts).
+    #[cfg(test)]
+    pub(crate) fn build_threads(self, channel_bytes: usize) -> Result<Pool> {
+        let threads = backend::threads::Threads::new(channel_bytes);
+        self.build_on(Backend::Threads(threads), channel_bytes)
+    }
+
+    fn build_on(self, backend: Backend, channel_bytes: usize) -> Result<Pool> {
         let processes = self.processes.unwrap_or_else(crate::cpu_count);
         if processes < 1 {
             return Err(Error::InvalidArgument(
@@ -163,111 +185,26 @@ impl PoolBuilder {
             ));
         }
         let initializer = self.initializer.transpose()?;
-        let method = match self.context {
-            Some(c) => c.start_method(),
-            None => crate::get_start_method(false).unwrap_or(StartMethod::Spawn),
-        };
-        let context = get_context(method.name())?;
-        let shared = Arc::new(Shared {
+        let config = Config {
             processes,
-            setup: Setup {
-                initializer,
-                maxtasks: self.maxtasksperchild,
-            },
-            context,
-            task_timeout: self.task_timeout,
-            progress: self.progress,
-            state: Mutex::new(State::default()),
-            changed: Condvar::new(),
-        });
-        let pool = Pool { shared };
-        for _ in 0..processes {
-            if let Err(e) = pool.shared.start_worker() {
-                pool.terminate();
-                let _ = pool.join();
-                return Err(e);
-            }
-        }
-        Ok(pool)
+            maxtasks: self.maxtasksperchild,
+            channel_bytes,
+            depth: DEPTH,
+        };
+        let setup = Setup {
+            initializer,
+            maxtasks: self.maxtasksperchild,
+        };
+        let shared = Shared::start(
+            Supervisor::new(config),
+            backend,
+            setup,
+            processes,
+            self.task_timeout,
+            self.progress,
+        )?;
+        Ok(Pool { shared })
     }
-}
-
-/// The pool's life: Python's RUN, CLOSE, TERMINATE.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum Phase {
-    #[default]
-    Running,
-    Closed,
-    Terminated,
-}
-
-/// One task: a chunk of work for one worker.
-struct Task {
-    id: u64,
-    code: Code,
-    args: Arc<Vec<u8>>,
-    job: Arc<JobCore>,
-    index: usize,
-    timeout: Option<Duration>,
-}
-
-/// The parent's view of one worker.
-struct Slot {
-    process: Arc<Mutex<Process>>,
-    link: Link,
-    in_flight: VecDeque<Task>,
-    /// Replies received (compared with the worker's count of tasks started).
-    completed: u32,
-    /// When the task at the head of `in_flight` started.
-    head_since: Instant,
-    sent: u64,
-    /// Why we killed it, if we did.
-    killed: Option<Failure>,
-    /// Set when it has ended: a thread writing to it gives up.
-    dead: Arc<AtomicBool>,
-    /// A thread is writing tasks into its ring (outside the state lock): others leave it be.
-    putting: bool,
-    /// It was told to stop.
-    stopping: bool,
-}
-
-/// One message for a worker: its header part and its payload (shared with the queued task).
-type Message = (OrderHead, Arc<Vec<u8>>);
-
-/// Messages for one worker, written in this order by the thread that planned them.
-struct Delivery {
-    n: u64,
-    ring: Ring,
-    dead: Arc<AtomicBool>,
-    messages: Vec<Message>,
-}
-
-#[derive(Default)]
-struct State {
-    phase: Phase,
-    pending: VecDeque<Task>,
-    slots: HashMap<u64, Slot>,
-    next_task: u64,
-    next_worker: u64,
-    /// The initializer's failure: the pool cannot run tasks.
-    broken: Option<String>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-/// What the pool's threads and results share.
-pub(crate) struct Shared {
-    processes: usize,
-    setup: Setup,
-    context: Context,
-    task_timeout: Option<Duration>,
-    progress: bool,
-    state: Mutex<State>,
-    /// `join` waits here for workers to end.
-    changed: Condvar,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn encode_args<A: Serialize + ?Sized>(args: &A) -> Result<Vec<u8>> {
@@ -313,467 +250,6 @@ where
     run_chunk(args, |a: A| f.call(a))
 }
 
-impl Shared {
-    fn worker_name(&self, n: u64) -> String {
-        let method = match self.context.start_method() {
-            StartMethod::Fork => "Fork",
-            StartMethod::Spawn => "Spawn",
-            StartMethod::Forkserver => "ForkServer",
-        };
-        format!("{method}PoolWorker-{n}")
-    }
-
-    /// Starts one worker and its reader thread.
-    fn start_worker(self: &Arc<Self>) -> Result<()> {
-        let started =
-            Region::new(4).map_err(|e| Error::io("creating a pool worker's shared memory", e))?;
-        let link = Link {
-            tasks: Ring::new(RING_BYTES, 0)?,
-            replies: Ring::new(RING_BYTES, 0)?,
-            started: Arc::new(started),
-        };
-        let n = {
-            let mut st = lock(&self.state);
-            st.next_worker += 1;
-            st.next_worker
-        };
-        let mut process = self
-            .context
-            .process(worker_main, (link.clone(), self.setup.clone()))
-            .daemon(true)
-            .name(self.worker_name(n));
-        process.start()?;
-        let slot = Slot {
-            process: Arc::new(Mutex::new(process)),
-            link,
-            in_flight: VecDeque::new(),
-            completed: 0,
-            head_since: Instant::now(),
-            sent: 0,
-            killed: None,
-            dead: Arc::new(AtomicBool::new(false)),
-            putting: false,
-            stopping: false,
-        };
-        let mut st = lock(&self.state);
-        if st.phase == Phase::Terminated || st.broken.is_some() {
-            // The pool was terminated while this replacement started.
-            let _ = lock(&slot.process).kill();
-        }
-        st.slots.insert(n, slot);
-        let shared = self.clone();
-        let reader = std::thread::Builder::new()
-            .name(format!("pool-worker-{n}"))
-            .spawn(move || shared.read_worker(n));
-        match reader {
-            Ok(handle) => st.threads.push(handle),
-            Err(e) => {
-                if let Some(slot) = st.slots.get(&n) {
-                    let _ = lock(&slot.process).kill();
-                }
-                return Err(Error::io("starting a pool thread", e));
-            }
-        }
-        drop(st);
-        self.dispatch();
-        Ok(())
-    }
-
-    /// Hands queued tasks to workers: one to each idle worker first, then more to each in turn
-    /// while tasks remain (up to [`DEPTH`]); tells idle workers of a closed pool to stop. The
-    /// messages are written outside the state lock, by this thread, in the planned order.
-    fn dispatch(&self) {
-        loop {
-            let deliveries = {
-                let mut st = lock(&self.state);
-                self.plan(&mut st)
-            };
-            if deliveries.is_empty() {
-                return;
-            }
-            for d in deliveries {
-                let abandon = || d.dead.load(Ordering::SeqCst);
-                'messages: for (header, args) in &d.messages {
-                    loop {
-                        let wait = crate::synchronize::Deadline::after(Some(LIVENESS_CHECK));
-                        match d.ring.put_parts(&[header.as_bytes(), args], wait, &abandon) {
-                            Ok(true) => break,
-                            Ok(false) if !abandon() => continue,
-                            // The worker is gone: its reader requeues what it held.
-                            _ => break 'messages,
-                        }
-                    }
-                }
-                if let Some(slot) = lock(&self.state).slots.get_mut(&d.n) {
-                    slot.putting = false;
-                }
-            }
-        }
-    }
-
-    /// With the state lock held: assigns tasks (see [`Shared::dispatch`]).
-    fn plan(&self, st: &mut State) -> Vec<Delivery> {
-        if st.phase == Phase::Terminated || st.broken.is_some() {
-            return Vec::new();
-        }
-        let mut ids: Vec<u64> = st.slots.keys().copied().collect();
-        ids.sort_unstable();
-        let mut planned: Vec<(u64, Vec<Message>)> = Vec::new();
-        let maxtasks = self.setup.maxtasks;
-        for pass in 0..2 {
-            let mut progress = true;
-            while progress && !st.pending.is_empty() {
-                progress = false;
-                for &n in &ids {
-                    let Some(slot) = st.slots.get(&n) else {
-                        continue;
-                    };
-                    let limit = if pass == 0 { 1 } else { DEPTH };
-                    if slot.putting
-                        || slot.stopping
-                        || slot.dead.load(Ordering::SeqCst)
-                        || slot.in_flight.len() >= limit
-                        || maxtasks.is_some_and(|m| slot.sent >= m)
-                    {
-                        continue;
-                    }
-                    let Some(task) = next_pending(&mut st.pending) else {
-                        break;
-                    };
-                    let header = match OrderHead::new(&Order::Task {
-                        id: task.id,
-                        code: task.code,
-                    }) {
-                        Ok(h) => h,
-                        Err(e) => {
-                            task.job.set(task.index, Err(Failure::Codec(e.to_string())));
-                            continue;
-                        }
-                    };
-                    let slot = st.slots.get_mut(&n).expect("present above");
-                    if slot.in_flight.is_empty() {
-                        slot.head_since = Instant::now();
-                    }
-                    slot.sent += 1;
-                    let args = task.args.clone();
-                    match planned.iter_mut().find(|(m, _)| *m == n) {
-                        Some((_, messages)) => messages.push((header, args)),
-                        None => planned.push((n, vec![(header, args)])),
-                    }
-                    slot.in_flight.push_back(task);
-                    progress = true;
-                }
-                if pass == 0 {
-                    break;
-                }
-            }
-        }
-        if st.phase == Phase::Closed && st.pending.is_empty() {
-            for &n in &ids {
-                let Some(slot) = st.slots.get_mut(&n) else {
-                    continue;
-                };
-                if slot.in_flight.is_empty() && !slot.stopping && !slot.putting {
-                    if let Ok(header) = OrderHead::new(&Order::Stop) {
-                        slot.stopping = true;
-                        let stop = (header, Arc::new(Vec::new()));
-                        match planned.iter_mut().find(|(m, _)| *m == n) {
-                            Some((_, messages)) => messages.push(stop),
-                            None => planned.push((n, vec![stop])),
-                        }
-                    }
-                }
-            }
-        }
-        let mut deliveries = Vec::new();
-        for (n, messages) in planned {
-            if let Some(slot) = st.slots.get_mut(&n) {
-                slot.putting = true;
-                deliveries.push(Delivery {
-                    n,
-                    ring: slot.link.tasks.clone(),
-                    dead: slot.dead.clone(),
-                    messages,
-                });
-            }
-        }
-        deliveries
-    }
-
-    /// The reader of worker `n`: receives its results, enforces time limits, notices its end.
-    fn read_worker(self: Arc<Self>, n: u64) {
-        let (replies, process) = {
-            let st = lock(&self.state);
-            match st.slots.get(&n) {
-                Some(s) => (s.link.replies.clone(), s.process.clone()),
-                None => return,
-            }
-        };
-        loop {
-            // The head task's deadline, if it has a time limit.
-            let deadline = {
-                let st = lock(&self.state);
-                st.slots.get(&n).and_then(|s| {
-                    s.in_flight
-                        .front()
-                        .and_then(|t| t.timeout)
-                        .map(|t| s.head_since + t)
-                })
-            };
-            let slice = deadline.map_or(LIVENESS_CHECK, |d| {
-                d.saturating_duration_since(Instant::now())
-                    .min(LIVENESS_CHECK)
-            });
-            match replies.get(crate::synchronize::Deadline::after(Some(slice))) {
-                Ok(Some(m)) => {
-                    // Take every reply already there (one lock of the ring), record them under
-                    // one lock of the pool, then hand out work once.
-                    let mut batch = vec![m];
-                    if let Ok(more) = replies.get_many_with(
-                        REPLY_BATCH,
-                        crate::synchronize::Deadline::after(Some(Duration::ZERO)),
-                        |m| m.into_owned(),
-                    ) {
-                        batch.extend(more);
-                    }
-                    if !self.deliver(n, batch) {
-                        break;
-                    }
-                    if self.needs_work(n) {
-                        self.dispatch();
-                    }
-                }
-                Ok(None) => {
-                    if !lock(&process).is_alive().unwrap_or(false) {
-                        break;
-                    }
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        let mut st = lock(&self.state);
-                        if let Some(slot) = st.slots.get_mut(&n) {
-                            slot.killed.get_or_insert(Failure::Timeout);
-                        }
-                        drop(st);
-                        let _ = lock(&process).kill();
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        // Take what it sent before it ended.
-        while let Ok(Some(m)) =
-            replies.get(crate::synchronize::Deadline::after(Some(Duration::ZERO)))
-        {
-            if !self.deliver(n, vec![m]) {
-                break;
-            }
-        }
-        self.worker_ended(n, &process);
-    }
-
-    /// Whether worker `n` is running low on tasks while some wait (or the pool is closing, and
-    /// idle workers are to be told to stop).
-    fn needs_work(&self, n: u64) -> bool {
-        let st = lock(&self.state);
-        let low = st.slots.get(&n).is_none_or(|s| s.in_flight.len() < DEPTH);
-        low && (!st.pending.is_empty() || st.phase == Phase::Closed)
-    }
-
-    /// Handles replies from worker `n`, in order; false if the worker is to be considered gone.
-    fn deliver(&self, n: u64, messages: Vec<Vec<u8>>) -> bool {
-        let mut done = Vec::with_capacity(messages.len());
-        let mut alive = true;
-        let mut st = lock(&self.state);
-        for m in messages {
-            let Ok((reply, payload)) = split::<Reply>(&m) else {
-                alive = false;
-                break;
-            };
-            let payload = payload.len();
-            if reply.id == INIT {
-                if let Some(failure) = reply.failure {
-                    let why = failure.to_error();
-                    self.break_pool(&mut st, format!("the pool's initializer failed: {why}"));
-                    alive = false;
-                    break;
-                }
-                continue;
-            }
-            let Some(slot) = st.slots.get_mut(&n) else {
-                alive = false;
-                break;
-            };
-            if slot.in_flight.front().map(|t| t.id) != Some(reply.id) {
-                alive = false; // out of order: not our protocol
-                break;
-            }
-            let task = slot.in_flight.pop_front().expect("checked above");
-            slot.completed = slot.completed.wrapping_add(1);
-            slot.head_since = Instant::now();
-            let outcome: Outcome = match reply.failure {
-                None => Ok(Payload {
-                    start: m.len() - payload,
-                    message: m,
-                }),
-                Some(f) => Err(f),
-            };
-            done.push((task, outcome));
-        }
-        drop(st);
-        for (task, outcome) in done {
-            task.job.set(task.index, outcome);
-        }
-        alive
-    }
-
-    /// Fails everything: the initializer does not work.
-    fn break_pool(&self, st: &mut State, reason: String) {
-        st.broken.get_or_insert(reason.clone());
-        for task in st.pending.drain(..) {
-            task.job
-                .set(task.index, Err(Failure::Other(reason.clone())));
-        }
-    }
-
-    /// Worker `n` ended: fail the task it was running (its start counter says whether it had
-    /// started one), requeue the others, reap it, and start a replacement while there is work.
-    fn worker_ended(self: &Arc<Self>, n: u64, process: &Mutex<Process>) {
-        let exitcode = {
-            // It is ending (or we found it dead); give it a moment to finish on its own, so
-            // that its exit code is its own.
-            let process = lock(process);
-            let _ = process.join(Some(Duration::from_millis(500)));
-            let _ = process.kill();
-            let _ = process.join(None);
-            process.exitcode().ok().flatten().unwrap_or(-1)
-        };
-        let mut st = lock(&self.state);
-        let Some(mut slot) = st.slots.remove(&n) else {
-            return;
-        };
-        slot.dead.store(true, Ordering::SeqCst);
-        let started = slot.link.started.words()[0].load(Ordering::SeqCst);
-        let running = started.wrapping_sub(slot.completed) > 0;
-        let mut in_flight = std::mem::take(&mut slot.in_flight);
-        if running {
-            if let Some(head) = in_flight.pop_front() {
-                let failure = match (&slot.killed, &st.broken) {
-                    (Some(why), _) => why.clone(),
-                    (None, Some(reason)) => Failure::Other(reason.clone()),
-                    (None, None) => Failure::WorkerLost(exitcode),
-                };
-                head.job.set(head.index, Err(failure));
-            }
-        }
-        // Tasks it had not started go back to the front of the queue, in order.
-        while let Some(task) = in_flight.pop_back() {
-            if st.phase == Phase::Terminated || task.job.is_cancelled() {
-                task.job.set(task.index, Err(Failure::Cancelled));
-            } else if let Some(reason) = &st.broken {
-                task.job
-                    .set(task.index, Err(Failure::Other(reason.clone())));
-            } else {
-                st.pending.push_front(task);
-            }
-        }
-        let replace = st.broken.is_none()
-            && match st.phase {
-                Phase::Running => true,
-                Phase::Closed => !st.pending.is_empty(),
-                Phase::Terminated => false,
-            }
-            && st.slots.len() < self.processes;
-        drop(st);
-        if replace {
-            if let Err(e) = self.start_worker() {
-                use std::io::Write as _;
-                let _ = writeln!(std::io::stderr(), "Pool: cannot start a worker: {e}");
-                let mut st = lock(&self.state);
-                if st.slots.is_empty() {
-                    self.break_pool(&mut st, format!("cannot start a worker: {e}"));
-                }
-            }
-        } else {
-            self.dispatch();
-        }
-        self.changed.notify_all();
-    }
-
-    /// Queues tasks for `job` (indices from `first`) and hands them out.
-    fn submit(
-        &self,
-        code: Code,
-        chunks: Vec<Vec<u8>>,
-        job: &Arc<JobCore>,
-        first: usize,
-        timeout: Option<Duration>,
-    ) -> Result<()> {
-        let mut st = lock(&self.state);
-        if st.phase != Phase::Running {
-            return Err(Error::state("Pool not running"));
-        }
-        if let Some(reason) = &st.broken {
-            return Err(Error::state(reason.clone()));
-        }
-        let timeout = timeout.or(self.task_timeout);
-        for (i, args) in chunks.into_iter().enumerate() {
-            st.next_task += 1;
-            let id = st.next_task;
-            st.pending.push_back(Task {
-                id,
-                code,
-                args: Arc::new(args),
-                job: job.clone(),
-                index: first + i,
-                timeout,
-            });
-        }
-        drop(st);
-        self.dispatch();
-        Ok(())
-    }
-
-    /// Drops `job`'s queued tasks.
-    fn cancel_queued(&self, job: &Arc<JobCore>) {
-        let mut st = lock(&self.state);
-        let pending = std::mem::take(&mut st.pending);
-        for task in pending {
-            if Arc::ptr_eq(&task.job, job) {
-                task.job.set(task.index, Err(Failure::Cancelled));
-            } else {
-                st.pending.push_back(task);
-            }
-        }
-    }
-
-    /// Drops `job`'s queued tasks and kills the workers running its tasks.
-    pub(crate) fn cancel(&self, job: &Arc<JobCore>) {
-        self.cancel_queued(job);
-        let mut st = lock(&self.state);
-        for slot in st.slots.values_mut() {
-            if slot
-                .in_flight
-                .front()
-                .is_some_and(|t| Arc::ptr_eq(&t.job, job))
-            {
-                slot.killed.get_or_insert(Failure::Cancelled);
-                let _ = lock(&slot.process).kill();
-            }
-        }
-    }
-}
-
-/// The next queued task whose job was not cancelled (cancelled ones are failed on the way).
-fn next_pending(pending: &mut VecDeque<Task>) -> Option<Task> {
-    while let Some(task) = pending.pop_front() {
-        if task.job.is_cancelled() {
-            task.job.set(task.index, Err(Failure::Cancelled));
-        } else {
-            return Some(task);
-        }
-    }
-    None
-}
-
 /// A pool of worker processes: Python's `multiprocessing.Pool`. See the [module docs](self).
 ///
 /// Dropping a pool terminates it, like Python's `with Pool() as p:` block.
@@ -783,8 +259,7 @@ pub struct Pool {
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let st = lock(&self.shared.state);
-        let state = match st.phase {
+        let state = match self.shared.phase() {
             Phase::Running => "RUN",
             Phase::Closed => "CLOSE",
             Phase::Terminated => "TERMINATE",
@@ -792,7 +267,7 @@ impl std::fmt::Debug for Pool {
         write!(
             f,
             "<multiprocess.pool.Pool state={state} pool_size={}>",
-            st.slots.len()
+            self.shared.pool_size()
         )
     }
 }
@@ -1138,7 +613,7 @@ impl Pool {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        if lock(&self.shared.state).phase != Phase::Running {
+        if self.shared.phase() != Phase::Running {
             return Err(Error::state("Pool not running"));
         }
         let chunksize = chunksize.max(1);
@@ -1165,32 +640,20 @@ impl Pool {
             input_done: false,
             ordered,
             buffer: VecDeque::new(),
+            input_error: None,
         })
     }
 
     /// Stops accepting work; the workers exit once the queued work is done (Python's
     /// `close`).
     pub fn close(&self) {
-        let mut st = lock(&self.shared.state);
-        if st.phase == Phase::Running {
-            st.phase = Phase::Closed;
-        }
-        drop(st);
-        self.shared.dispatch();
+        self.shared.close();
     }
 
     /// Kills the workers now; unfinished tasks fail with [`Error::Cancelled`] (Python's
     /// `terminate`, whose pending results never become ready).
     pub fn terminate(&self) {
-        let mut st = lock(&self.shared.state);
-        st.phase = Phase::Terminated;
-        for task in st.pending.drain(..) {
-            task.job.set(task.index, Err(Failure::Cancelled));
-        }
-        for slot in st.slots.values_mut() {
-            slot.killed.get_or_insert(Failure::Cancelled);
-            let _ = lock(&slot.process).kill();
-        }
+        self.shared.terminate();
     }
 
     /// Waits for the workers to exit (Python's `join`).
@@ -1198,39 +661,13 @@ impl Pool {
     /// # Errors
     /// [`Error::State`] ("Pool is still running") before `close` or `terminate`.
     pub fn join(&self) -> Result<()> {
-        if lock(&self.shared.state).phase == Phase::Running {
-            return Err(Error::state("Pool is still running"));
-        }
-        // A reader may be starting a replacement worker right now (it kills it at once in a
-        // terminated pool, and registers it with a reader of its own): join until no worker
-        // and no thread is left, so that every worker has been reaped when this returns.
-        loop {
-            let mut st = lock(&self.shared.state);
-            while !st.slots.is_empty() {
-                st = self
-                    .shared
-                    .changed
-                    .wait(st)
-                    .unwrap_or_else(|e| e.into_inner());
-            }
-            let threads = std::mem::take(&mut st.threads);
-            drop(st);
-            if threads.is_empty() {
-                return Ok(());
-            }
-            for t in threads {
-                let _ = t.join();
-            }
-        }
+        self.shared.join()
     }
 
-    /// The workers' pids (for tests and monitoring).
+    /// The pids of the workers running now (for tests and monitoring): a worker found dead,
+    /// or being reaped, is not listed.
     pub fn worker_pids(&self) -> Vec<u32> {
-        let st = lock(&self.shared.state);
-        st.slots
-            .values()
-            .filter_map(|s| lock(&s.process).pid())
-            .collect()
+        self.shared.worker_pids()
     }
 }
 
@@ -1241,6 +678,9 @@ impl Drop for Pool {
         let _ = self.join();
     }
 }
+
+#[cfg(test)]
+mod threads_tests;
 
 #[cfg(test)]
 mod tests {

@@ -6,8 +6,8 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::protocol::{Code, Failure};
 use super::result::{AsyncResult, Outcome, Payload, decode_chunks, decode_one};
-use super::worker::{Code, Failure};
 use super::{Pool, call_chunk, call_star_chunk, chunk, default_chunksize, encode_args};
 use crate::error::Result;
 use crate::registry::{Target, call_target};

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use super::Shared;
 use super::chunk;
 use super::progress::Bar;
-use super::worker::Failure;
+use super::protocol::Failure;
 use crate::error::{Error, Result};
 use crate::wire;
 
@@ -51,6 +51,9 @@ struct JobState {
     completed: VecDeque<usize>,
     on_done: Option<Done>,
     cancelled: bool,
+    /// Every task has its outcome and the callbacks have run: what `wait` and `get` wait for
+    /// (Python runs the callbacks before it wakes them, too).
+    done: bool,
     /// Whether a waiter wants every result as it comes (imap), not just the last one.
     progressive: bool,
     /// Whether a `get` of a map decodes each chunk as it comes (see [`collect_chunks`]).
@@ -80,6 +83,7 @@ impl JobCore {
                 completed: VecDeque::new(),
                 on_done,
                 cancelled: false,
+                done: false,
                 progressive: total.is_none(),
                 eager: false,
             }),
@@ -88,11 +92,14 @@ impl JobCore {
         })
     }
 
-    /// Records task `index`'s outcome (the first one wins) and runs the callbacks when the job
-    /// is complete. Called by the pool's threads; a panicking callback is reported and
-    /// contained.
+    /// Records task `index`'s outcome (the first one wins); when the job is complete, runs
+    /// the callbacks and then wakes the waiters. Called by the pool's threads; a panicking
+    /// callback is reported and contained.
     pub(crate) fn set(&self, index: usize, outcome: Outcome) {
         let mut st = lock(&self.state);
+        if st.total == Some(st.filled) {
+            return; // complete: its outcomes may be lent to a callback right now
+        }
         if st.slots.len() <= index {
             st.slots.resize_with(index + 1, || None);
         }
@@ -104,31 +111,19 @@ impl JobCore {
         if st.progressive {
             st.completed.push_back(index); // for imap_unordered
         }
-        let done = st.total == Some(st.filled);
-        let wake = done || st.progressive || st.eager;
-        let callback = if done { st.on_done.take() } else { None };
-        let snapshot: Option<Vec<Outcome>> = callback
-            .as_ref()
-            .map(|_| st.slots.iter().flatten().cloned().collect());
+        let complete = st.total == Some(st.filled);
+        let wake = st.progressive || st.eager;
         drop(st);
         if let Some(bar) = &self.progress {
             bar.advance(index);
-            if done {
+            if complete {
                 bar.finish();
             }
         }
-        if wake {
+        if complete {
+            self.complete();
+        } else if wake {
             self.cond.notify_all();
-        }
-        if let (Some(callback), Some(outcomes)) = (callback, snapshot) {
-            let outcomes: Vec<&Outcome> = outcomes.iter().collect();
-            if let Err(message) = crate::bootstrap::catch_quietly(|| callback(&outcomes)) {
-                use std::io::Write as _;
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "Pool: a result callback panicked: {message}"
-                );
-            }
         }
     }
 
@@ -139,16 +134,45 @@ impl JobCore {
         }
         let mut st = lock(&self.state);
         st.total = Some(total);
-        let callback = if st.filled == total {
-            st.on_done.take()
+        let complete = st.filled == total;
+        drop(st);
+        if complete {
+            self.complete();
         } else {
-            None
-        };
+            self.cond.notify_all();
+        }
+    }
+
+    /// The job is complete: runs its callbacks (without the lock, and without copying the
+    /// outcomes: they are lent to the callback while nobody can read them yet), then marks it
+    /// done and wakes the waiters.
+    fn complete(&self) {
+        let mut st = lock(&self.state);
+        if st.done {
+            return;
+        }
+        if let Some(callback) = st.on_done.take() {
+            let slots = std::mem::take(&mut st.slots);
+            drop(st);
+            let outcomes: Vec<&Outcome> = slots.iter().flatten().collect();
+            if let Err(message) = crate::bootstrap::catch_quietly(|| callback(&outcomes)) {
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "Pool: a result callback panicked: {message}"
+                );
+            }
+            st = lock(&self.state);
+            st.slots = slots;
+        }
+        st.done = true;
         drop(st);
         self.cond.notify_all();
-        if let Some(callback) = callback {
-            let _ = crate::bootstrap::catch_quietly(|| callback(&[]));
-        }
+    }
+
+    /// Marks the job cancelled: its tasks not yet run are not to run.
+    pub(crate) fn mark_cancelled(&self) {
+        lock(&self.state).cancelled = true;
     }
 
     pub(crate) fn is_cancelled(&self) -> bool {
@@ -156,7 +180,7 @@ impl JobCore {
     }
 
     fn ready(st: &JobState) -> bool {
-        st.total == Some(st.filled)
+        st.done
     }
 
     /// Waits until `done(state)` or the deadline; the guard, and whether it happened.
@@ -214,8 +238,8 @@ impl<R> AsyncResult<R> {
     ///
     /// # Errors
     /// [`Error::Timeout`] if not ready in time (the job goes on; call again); otherwise the
-    /// task's own error: [`Error::Panicked`], [`Error::WorkerLost`], [`Error::Timeout`] (the
-    /// task's own time limit), [`Error::Cancelled`], [`Error::Codec`].
+    /// task's own error: [`Error::Panicked`], [`Error::WorkerLost`], [`Error::TaskTimeout`]
+    /// (the task's own time limit), [`Error::Cancelled`], [`Error::Codec`].
     pub fn get(&self, timeout: Option<Duration>) -> Result<R> {
         if let Some(collect) = self.collect {
             return collect(&self.job, timeout);
@@ -270,7 +294,7 @@ impl<R> AsyncResult<R> {
     /// one of them is killed and replaced. Its outcome becomes [`Error::Cancelled`] (unless it
     /// finished first).
     pub fn cancel(&self) {
-        lock(&self.job.state).cancelled = true;
+        self.job.mark_cancelled();
         if let Some(pool) = self.pool.upgrade() {
             pool.cancel(&self.job);
         }
@@ -373,13 +397,15 @@ pub struct IMap<'a, R> {
     pub(crate) pool: Arc<Shared>,
     pub(crate) job: Arc<JobCore>,
     pub(crate) chunker: Chunker<'a>,
-    pub(crate) code: super::worker::Code,
+    pub(crate) code: super::protocol::Code,
     pub(crate) submitted: usize,
     pub(crate) taken: usize,
     pub(crate) lookahead: usize,
     pub(crate) input_done: bool,
     pub(crate) ordered: bool,
     pub(crate) buffer: VecDeque<Result<R>>,
+    /// Why the input ended early, given after every result before it.
+    pub(crate) input_error: Option<Error>,
 }
 
 impl<R> std::fmt::Debug for IMap<'_, R> {
@@ -397,11 +423,17 @@ impl<R: DeserializeOwned> IMap<'_, R> {
     fn top_up(&mut self) -> Result<()> {
         while !self.input_done && self.submitted - self.taken < self.lookahead {
             match (self.chunker)() {
-                Some(chunk) => {
-                    let chunk = chunk?;
+                Some(Ok(chunk)) => {
                     self.pool
                         .submit(self.code, vec![chunk], &self.job, self.submitted, None)?;
                     self.submitted += 1;
+                }
+                // The input failed: it ends here, and the failure comes after the results
+                // of the items before it (as Python's imap).
+                Some(Err(e)) => {
+                    self.input_error = Some(e);
+                    self.input_done = true;
+                    self.job.set_total(self.submitted);
                 }
                 None => {
                     self.input_done = true;
@@ -423,7 +455,7 @@ impl<R: DeserializeOwned> IMap<'_, R> {
                 return Some(Err(e));
             }
             if self.input_done && self.taken == self.submitted {
-                return None;
+                return self.input_error.take().map(Err);
             }
             let want = self.taken;
             let ordered = self.ordered;
@@ -471,7 +503,7 @@ impl<R> Drop for IMap<'_, R> {
     /// Cancels what is still queued: nobody will read it.
     fn drop(&mut self) {
         if !self.input_done || self.taken < self.submitted {
-            lock(&self.job.state).cancelled = true;
+            self.job.mark_cancelled();
             self.pool.cancel_queued(&self.job);
         }
     }

@@ -1,158 +1,78 @@
-//! The worker side of a pool, and the messages between a worker and its supervisor.
+//! A pool worker's loop, over its end of a [`Link`]: two rings in shared memory (orders in,
+//! replies out; see `queues`) and a control block.
 //!
-//! Tasks and replies travel through two rings in shared memory (see `queues`), one each way.
-//! A message is `u32 LE header length | header (postcard) | payload`: the payload (encoded
-//! arguments, or an encoded result) is copied in as raw bytes after the small header, never
-//! re-encoded.
+//! The worker runs each task on its message where it lies in the ring (no copy out) and
+//! releases the message right after sending the reply: so when the supervisor reads a reply,
+//! the task's bytes are free, or are freed by the worker's very next step (the one wait of the
+//! parent's writes on a worker, bounded by the liveness check: see `supervisor`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
-
+use super::protocol::{BYE, Code, Failure, INIT, Order, Reply, Setup, head, split};
+use super::supervisor::REVOKE_SLOTS;
 use crate::bootstrap::catch_quietly;
 use crate::error::{Error, Result};
 use crate::queues::Ring;
 use crate::synchronize::Deadline;
 use crate::sys::Region;
-use crate::sys::image::{self, Trampoline};
 use crate::wire;
 
-/// The id of the reply that reports how the initializer went.
-pub(crate) const INIT: u64 = u64::MAX;
+/// The control block's word counting the tasks a worker has started.
+const STARTED: usize = 0;
+/// The first of the revocation marks: mark `seq % REVOKE_SLOTS` holds `seq + 1` when the
+/// supervisor wants task `seq` skipped.
+const REVOKED: usize = 1;
 
-/// A trampoline as it travels: its offset in the executable and the seal binding it to this
-/// build.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-pub(crate) struct Code {
-    offset: i64,
-    seal: u64,
-}
-
-impl Code {
-    pub(crate) fn of(t: Trampoline) -> Result<Code> {
-        let offset = image::code_offset(t)?;
-        Ok(Code {
-            offset,
-            seal: image::seal(offset),
-        })
-    }
-
-    fn resolve(self) -> Result<Trampoline> {
-        image::trampoline_at(self.offset, self.seal)
-    }
-}
-
-/// Why a task produced no value, in a form that can be cloned (every `get()` reports it) and
-/// sent between processes.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) enum Failure {
-    Panicked(String),
-    Codec(String),
-    Other(String),
-    WorkerLost(i32),
-    Timeout,
-    Cancelled,
-}
-
-impl Failure {
-    pub(crate) fn to_error(&self) -> Error {
-        match self {
-            Failure::Panicked(message) => Error::Panicked {
-                message: message.clone(),
-            },
-            Failure::Codec(m) => Error::Codec(m.clone()),
-            Failure::Other(m) => Error::State(m.clone()),
-            Failure::WorkerLost(exitcode) => Error::WorkerLost {
-                exitcode: *exitcode,
-            },
-            Failure::Timeout => Error::Timeout,
-            Failure::Cancelled => Error::Cancelled,
-        }
-    }
-
-    fn from_error(e: Error) -> Failure {
-        match e {
-            Error::Codec(m) => Failure::Codec(m),
-            Error::Panicked { message } => Failure::Panicked(message),
-            other => Failure::Other(other.to_string()),
-        }
-    }
-}
-
-/// Supervisor → worker.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum Order {
-    /// Run `code` on the payload and reply with `id`.
-    Task { id: u64, code: Code },
-    /// Exit (the pool is closing).
-    Stop,
-}
-
-/// Worker → supervisor: the outcome of task `id`; the payload is the encoded value when `ok`.
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) struct Reply {
-    pub(crate) id: u64,
-    pub(crate) failure: Option<Failure>,
-}
-
-/// What a worker needs before its first task.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub(crate) struct Setup {
-    pub(crate) initializer: Option<(Code, Vec<u8>)>,
-    pub(crate) maxtasks: Option<u64>,
-}
-
-/// How a worker and the parent talk: a ring of tasks, a ring of replies, and a counter of the
-/// tasks the worker has started (so the parent knows exactly which task a dead worker held).
+/// How a worker and the parent talk: a ring of orders, a ring of replies, and a control block
+/// (the count of tasks the worker has started, so the parent knows exactly which task a dead
+/// worker held; and marks of tasks to skip).
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct Link {
     pub(crate) tasks: Ring,
     pub(crate) replies: Ring,
-    pub(crate) started: Arc<Region>,
+    control: Arc<Region>,
 }
 
-/// A message's first part: the length of the encoded header that follows, then the header.
-pub(crate) fn head<H: Serialize>(header: &H) -> Result<Vec<u8>> {
-    let encoded = wire::encode(header)?;
-    let mut m = Vec::with_capacity(4 + encoded.len());
-    m.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
-    m.extend_from_slice(&encoded);
-    Ok(m)
-}
-
-/// [`head`] for an [`Order`], without allocating: an order's header has a small bounded size
-/// (a tag and three varints).
-#[derive(Clone, Copy)]
-pub(crate) struct OrderHead {
-    buf: [u8; 40],
-    len: usize,
-}
-
-impl OrderHead {
-    pub(crate) fn new(order: &Order) -> Result<OrderHead> {
-        let mut buf = [0u8; 40];
-        let n = postcard::to_slice(order, &mut buf[4..])
-            .map_err(|e| Error::Codec(e.to_string()))?
-            .len();
-        buf[..4].copy_from_slice(&(n as u32).to_le_bytes());
-        Ok(OrderHead { buf, len: 4 + n })
+impl Link {
+    /// A new link whose order ring holds `bytes` (the replies' ring the same).
+    pub(crate) fn new(bytes: usize) -> Result<Link> {
+        let control = Region::new((REVOKED + REVOKE_SLOTS) * 4)
+            .map_err(|e| Error::io("creating a pool worker's shared memory", e))?;
+        Ok(Link {
+            tasks: Ring::new(bytes, 0)?,
+            replies: Ring::new(bytes, 0)?,
+            control: Arc::new(control),
+        })
     }
 
-    pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
+    fn word(&self, i: usize) -> &AtomicU32 {
+        &self.control.words()[i]
     }
-}
 
-/// Splits a message into its decoded header and its payload.
-pub(crate) fn split<H: serde::de::DeserializeOwned>(m: &[u8]) -> Result<(H, &[u8])> {
-    let bad = || Error::Codec(format!("a {}-byte pool message is malformed", m.len()));
-    let len = m
-        .get(..4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .ok_or_else(bad)?;
-    let header = m.get(4..4 + len).ok_or_else(bad)?;
-    Ok((wire::decode(header)?, &m[4 + len..]))
+    /// The tasks the worker has started (wrapping).
+    pub(crate) fn started(&self) -> u32 {
+        self.word(STARTED).load(Ordering::SeqCst)
+    }
+
+    /// Asks the worker to skip task `seq` if it has not started it.
+    pub(crate) fn revoke(&self, seq: u64) {
+        self.word(REVOKED + seq as usize % REVOKE_SLOTS)
+            .store((seq as u32).wrapping_add(1), Ordering::SeqCst);
+    }
+
+    /// Worker side: counts task `seq` as started; whether it was revoked. (The count is
+    /// raised before the mark is read, and the supervisor writes the mark before it concludes
+    /// anything from the count: one of the two sees the other.)
+    fn start(&self) -> bool {
+        let seq = self.word(STARTED).fetch_add(1, Ordering::SeqCst);
+        let mark = self
+            .word(REVOKED + seq as usize % REVOKE_SLOTS)
+            .swap(0, Ordering::SeqCst);
+        mark == seq.wrapping_add(1)
+    }
 }
 
 fn run(code: Code, args: &[u8]) -> std::result::Result<Vec<u8>, Failure> {
@@ -164,6 +84,8 @@ fn run(code: Code, args: &[u8]) -> std::result::Result<Vec<u8>, Failure> {
     }
 }
 
+/// Sends a reply. It waits for room as long as it takes: the parent has a thread that does
+/// nothing but read this ring (and a worker dies with its parent).
 fn reply(ring: &Ring, id: u64, outcome: std::result::Result<Vec<u8>, Failure>) -> bool {
     let (failure, payload) = match outcome {
         Ok(value) => (None, value),
@@ -180,35 +102,68 @@ fn reply(ring: &Ring, id: u64, outcome: std::result::Result<Vec<u8>, Failure>) -
     sent
 }
 
-/// A pool worker's life: run the initializer, then tasks until told to stop, or after
-/// `maxtasks` tasks. (A daemonic process: it dies with its parent.)
+/// A pool worker process's life (see [`work`]). A daemonic process: it dies with its parent.
 pub(crate) fn worker_main(link: Link, setup: Setup) {
+    work(&link, &setup, None);
+}
+
+/// How long a worker that can only be killed by a flag waits for an order at a time.
+const KILL_CHECK: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// A pool worker's life: run the initializer, then tasks until told to stop, or after
+/// `maxtasks` tasks; say goodbye. `killed` is for a worker that cannot be killed from outside
+/// (a thread): once it says so, the worker ends at its next step without another word, as a
+/// killed process would.
+pub(crate) fn work(link: &Link, setup: &Setup, killed: Option<&dyn Fn() -> bool>) {
     let init = match &setup.initializer {
         Some((code, args)) => run(*code, args).map(|_| Vec::new()),
         None => Ok(Vec::new()),
     };
     let init_failed = init.is_err();
-    if !reply(&link.replies, INIT, init) || init_failed {
-        return;
+    if reply(&link.replies, INIT, init) && !init_failed {
+        serve(link, setup.maxtasks, killed);
     }
-    let started = &link.started.words()[0];
+    if !killed.is_some_and(|k| k()) {
+        reply(&link.replies, BYE, Ok(Vec::new()));
+    }
+}
+
+fn serve(link: &Link, maxtasks: Option<u64>, kill_flag: Option<&dyn Fn() -> bool>) {
+    let killable = kill_flag.is_some();
+    let killed = || kill_flag.is_some_and(|k| k());
     let mut done = 0u64;
-    // Each task runs on its message where it lies in the ring (no copy out); only this
-    // worker reads its ring, so holding the ring's consumer side meanwhile blocks nobody.
-    let handle = |m: std::borrow::Cow<'_, [u8]>| -> bool {
+    // Each task runs on its message where it lies in the ring; only this worker reads its
+    // ring, so holding the ring's consumer side meanwhile blocks nobody. A worker process
+    // waits for an order without a deadline: the parent sends one, or `Stop`, or kills it,
+    // or dies (and this daemonic worker with it). A thread worker checks its flag meanwhile.
+    let handle = |m: std::borrow::Cow<'_, [u8]>| -> Option<bool> {
         let Ok((order, args)) = split::<Order>(&m) else {
-            return false;
+            return Some(false);
         };
         let Order::Task { id, code } = order else {
-            return false;
+            return Some(false); // Stop
         };
-        started.fetch_add(1, Ordering::SeqCst);
-        reply(&link.replies, id, run(code, args))
+        let outcome = if link.start() {
+            Err(Failure::Cancelled)
+        } else {
+            run(code, args)
+        };
+        if killed() {
+            return None;
+        }
+        Some(reply(&link.replies, id, outcome))
     };
-    while let Ok(Some(true)) = link.tasks.get_with(Deadline::after(None), handle) {
-        done += 1;
-        if setup.maxtasks == Some(done) {
-            return;
+    loop {
+        let wait = Deadline::after(killable.then_some(KILL_CHECK));
+        match link.tasks.get_with(wait, handle) {
+            Ok(Some(Some(true))) => {
+                done += 1;
+                if maxtasks == Some(done) {
+                    return;
+                }
+            }
+            Ok(None) if !killed() => {}
+            _ => return,
         }
     }
 }

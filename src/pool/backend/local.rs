@@ -1,0 +1,88 @@
+//! Worker processes on this machine: each a daemonic [`Process`] running the worker loop over
+//! a [`Link`] (two rings in shared memory and a control block).
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::super::protocol::Setup;
+use super::super::worker::{Link, worker_main};
+use super::CHANNEL_BYTES;
+use crate::context::{Context, StartMethod};
+use crate::error::Result;
+use crate::process::Process;
+
+/// Workers started with one start method.
+pub(crate) struct Local {
+    context: Context,
+}
+
+/// One worker process.
+pub(crate) struct LocalWorker {
+    /// (A `Process` is not `Sync`: its target waits in it until `start`.)
+    process: Mutex<Process>,
+    link: Link,
+}
+
+impl Local {
+    pub(crate) fn new(context: Context) -> Local {
+        Local { context }
+    }
+
+    fn name(&self, n: u64) -> String {
+        let method = match self.context.start_method() {
+            StartMethod::Fork => "Fork",
+            StartMethod::Spawn => "Spawn",
+            StartMethod::Forkserver => "ForkServer",
+        };
+        format!("{method}PoolWorker-{n}")
+    }
+
+    pub(crate) fn start(&self, n: u64, setup: &Setup) -> Result<LocalWorker> {
+        let link = Link::new(CHANNEL_BYTES)?;
+        let mut process = self
+            .context
+            .process(worker_main, (link.clone(), setup.clone()))
+            .daemon(true)
+            .name(self.name(n));
+        process.start()?;
+        Ok(LocalWorker {
+            process: Mutex::new(process),
+            link,
+        })
+    }
+}
+
+impl LocalWorker {
+    fn process(&self) -> MutexGuard<'_, Process> {
+        self.process.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn link(&self) -> &Link {
+        &self.link
+    }
+
+    pub(crate) fn alive(&self) -> bool {
+        self.process().is_alive().unwrap_or(false)
+    }
+
+    pub(crate) fn kill(&self) {
+        let _ = self.process().kill();
+    }
+
+    pub(crate) fn reap(&self, grace: Duration) -> i32 {
+        // In short waits, so that a `kill` meanwhile is not held up by the lock.
+        let until = std::time::Instant::now() + grace;
+        while self.alive() && std::time::Instant::now() < until {
+            let _ = self.process().join(Some(Duration::from_millis(5)));
+        }
+        // SIGKILL ends any process, so the last join returns.
+        let process = self.process();
+        let _ = process.kill();
+        let _ = process.join(None);
+        process.exitcode().ok().flatten().unwrap_or(-1)
+    }
+
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.process().pid()
+    }
+}

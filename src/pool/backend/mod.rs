@@ -1,0 +1,151 @@
+//! Where a pool's workers live, behind one seam: start a worker, send it orders, receive its
+//! replies, check, kill and reap it. The supervisor decides; the driver calls these.
+//!
+//! Static dispatch (an enum, as crossbeam-channel's flavours): a call costs a match, not a
+//! virtual call, and the hot paths inline.
+//!
+//! - [`local`]: worker processes on this machine, each with a pair of rings in shared memory.
+//! - [`threads`]: workers as threads of this process over the same rings (for tests: no
+//!   process starts, and a "kill" is a flag the worker obeys between tasks).
+//!
+//! A backend whose workers live on other hosts fits the same calls: `alive` is then its own
+//! liveness check (heartbeats), and deadlines and the requeue/fail policy stay in the
+//! supervisor.
+
+pub(crate) mod local;
+pub(crate) mod threads;
+
+use std::time::Duration;
+
+use super::protocol::{NUDGE, Reply, Setup, head};
+use super::worker::Link;
+use crate::error::{Error, Result};
+
+/// Each direction's channel per worker: orders up to this size are sent whole; longer ones
+/// stream through (to an idle worker only: see `supervisor`).
+pub(crate) const CHANNEL_BYTES: usize = 8 << 20;
+/// How often a write streaming to a worker checks that it is alive.
+const LIVENESS_CHECK: Duration = Duration::from_millis(50);
+
+/// A kind of worker.
+pub(crate) enum Backend {
+    Local(local::Local),
+    // Built only by the crate's tests.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Threads(threads::Threads),
+}
+
+/// One worker, as its backend holds it.
+pub(crate) enum Worker {
+    Local(local::LocalWorker),
+    Threads(threads::ThreadWorker),
+}
+
+impl Backend {
+    /// Starts worker `n`, which first runs `setup`.
+    pub(crate) fn start(&self, n: u64, setup: &Setup) -> Result<Worker> {
+        match self {
+            Backend::Local(b) => b.start(n, setup).map(Worker::Local),
+            Backend::Threads(b) => b.start(n, setup).map(Worker::Threads),
+        }
+    }
+}
+
+impl Worker {
+    /// Writes one order made of `parts`. Within the supervisor's credit it finds room at once
+    /// (or the instant after the worker's reply: see `worker`); an order longer than the
+    /// channel streams to an idle worker, which reads it meanwhile. Gives up with an error if
+    /// the worker dies (checked every [`LIVENESS_CHECK`]).
+    pub(crate) fn send(&self, parts: &[&[u8]]) -> Result<()> {
+        let gone = || !self.alive();
+        loop {
+            match self
+                .link()
+                .tasks
+                .put_parts(parts, deadline(LIVENESS_CHECK), &gone)
+            {
+                Ok(true) => return Ok(()),
+                Ok(false) if !gone() => {}
+                Ok(false) => return Err(Error::state("the pool worker is gone")),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn link(&self) -> &Link {
+        match self {
+            Worker::Local(w) => w.link(),
+            Worker::Threads(w) => w.link(),
+        }
+    }
+
+    /// The next reply, waiting at most `wait`; `Ok(None)` if none came.
+    pub(crate) fn recv(&self, wait: Duration) -> Result<Option<Vec<u8>>> {
+        self.link().replies.get(deadline(wait))
+    }
+
+    /// Up to `max` replies already there.
+    pub(crate) fn recv_ready(&self, max: usize) -> Vec<Vec<u8>> {
+        self.link()
+            .replies
+            .get_many_with(max, deadline(Duration::ZERO), |m| m.into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Whether it still runs.
+    pub(crate) fn alive(&self) -> bool {
+        match self {
+            Worker::Local(w) => w.alive(),
+            Worker::Threads(w) => w.alive(),
+        }
+    }
+
+    /// Kills it, and wakes the thread reading its replies.
+    pub(crate) fn kill(&self) {
+        match self {
+            Worker::Local(w) => w.kill(),
+            Worker::Threads(w) => w.kill(),
+        }
+        // A reply of our own wakes the reader. (If the ring is full, the reader is not asleep;
+        // if the dead worker held the ring's lock, the reader's liveness check finds it.)
+        if let Ok(nudge) = head(&Reply {
+            id: NUDGE,
+            failure: None,
+        }) {
+            let _ = self
+                .link()
+                .replies
+                .put(&nudge, deadline(Duration::from_millis(10)));
+        }
+    }
+
+    /// Asks it to skip task `seq` (its place among the tasks sent to it) if not started yet.
+    pub(crate) fn revoke(&self, seq: u64) {
+        self.link().revoke(seq)
+    }
+
+    /// The tasks it has started (its own count, wrapping).
+    pub(crate) fn started(&self) -> u32 {
+        self.link().started()
+    }
+
+    /// Waits for its end (at most `grace`, then kills it) and returns its exit code.
+    pub(crate) fn reap(&self, grace: Duration) -> i32 {
+        match self {
+            Worker::Local(w) => w.reap(grace),
+            Worker::Threads(w) => w.reap(grace),
+        }
+    }
+
+    /// Its process id (`None` for a thread).
+    pub(crate) fn pid(&self) -> Option<u32> {
+        match self {
+            Worker::Local(w) => w.pid(),
+            Worker::Threads(_) => None,
+        }
+    }
+}
+
+fn deadline(wait: Duration) -> crate::synchronize::Deadline {
+    crate::synchronize::Deadline::after(Some(wait))
+}
