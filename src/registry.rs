@@ -177,7 +177,10 @@ where
 {
     let f = image::conjure::<F>();
     let args = wire::decode(args).map_err(|e| context::<A>("decoding the arguments", e))?;
-    wire::encode(&f.call(args)).map_err(|e| context::<R>("encoding the returned value", e))
+    // Into a buffer the caller may give back (a pool worker does, after its reply): a large
+    // value then costs no fresh pages each time.
+    wire::encode_into(&f.call(args), wire::spare_buffer())
+        .map_err(|e| context::<R>("encoding the returned value", e))
 }
 
 fn call_run<T: Run>(args: &[u8]) -> Result<Vec<u8>> {
