@@ -69,6 +69,7 @@
 //! | `Pool`, `AsyncResult` | [`Pool`], [`AsyncResult`] |
 //! | `threading.BrokenBarrierError` | [`Error::BrokenBarrier`] |
 //! | — (Python deadlocks) | [`Error::OwnerDied`], [`Error::WorkerLost`] |
+//! | `AsyncResult.get(timeout)` raising `TimeoutError` | [`Error::Timeout`] (the task goes on); a task past its own limit (beyond Python): [`Error::TaskTimeout`] |
 //! | `sys.exit(n)` in a child | [`exit`] or `std::process::exit` |
 //! | exceptions (`ValueError`, `AssertionError`, `TimeoutError`, `BufferTooShort`, ...) | [`Error`] variants |
 //!

@@ -24,7 +24,7 @@
 //! `imap` with bounded look-ahead, callbacks that cannot hurt the pool.
 //!
 //! Tasks are function items (or non-capturing closures) with serde arguments and results, found
-//! in the worker like a [`Process`] target; with the fork start method too.
+//! in the worker like a [`Process`](crate::Process) target; with the fork start method too.
 //!
 //! ```standalone_crate
 //! use multiprocess::Pool;
