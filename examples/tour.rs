@@ -481,9 +481,47 @@ fn pool_section() -> multiprocess::Result<()> {
             Err(e) => println!("  task {i}: {e}"),
         }
     }
+    // Beyond Python: a time limit per task, cancelling, and messages larger than the channel.
+    let options = multiprocess::TaskOptions::new().timeout(Duration::from_millis(200));
+    let slow = pool.apply_async_with(nap_ms, (10_000,), options)?;
+    let running = pool.apply_async(nap_ms, (300,))?;
+    let queued = pool.apply_async(nap_ms, (1,))?;
+    queued.cancel();
+    println!(
+        "  a 10 s task with a 200 ms limit: {}",
+        slow.get(None).unwrap_err()
+    );
+    println!(
+        "  a queued task, cancelled: {} (it never ran)",
+        queued.get(None).unwrap_err()
+    );
+    println!("  the task before it: {} ms", running.get(None)?);
+    let t = Instant::now();
+    let sizes: Vec<usize> = (0..8u32)
+        .map(|_| pool.apply_async(grown, (multiprocess::Bytes(vec![1; 1 << 20]), 12)))
+        .collect::<multiprocess::Result<Vec<_>>>()?
+        .iter()
+        .map(|r| r.get(None).map(|b| b.0.len()))
+        .collect::<multiprocess::Result<_>>()?;
+    println!(
+        "  8 tasks of 1 MiB returning {} MiB each (more than a worker's 8 MiB channel): {:.0} ms",
+        sizes[0] >> 20,
+        t.elapsed().as_secs_f64() * 1e3
+    );
     pool.close();
     pool.join()?;
     Ok(())
+}
+
+/// Sleeps `ms` milliseconds and returns them.
+fn nap_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// `b` repeated `times` times.
+fn grown(b: multiprocess::Bytes, times: usize) -> multiprocess::Bytes {
+    multiprocess::Bytes(b.0.repeat(times))
 }
 
 /// A child that adds to a manager's dict and list through proxies it was given; returns how
