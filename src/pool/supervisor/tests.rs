@@ -66,6 +66,23 @@ struct SimWorker {
     reaped: bool,
 }
 
+impl SimWorker {
+    /// It says goodbye and ends.
+    fn leave(&mut self) {
+        self.replies.push_back(Incoming::Bye);
+        self.alive = false;
+        self.exitcode = 0;
+    }
+
+    /// It has answered one more task; it leaves at `maxtasks`.
+    fn answered(&mut self, maxtasks: Option<u64>) {
+        self.done += 1;
+        if maxtasks == Some(self.done) {
+            self.leave();
+        }
+    }
+}
+
 struct World {
     sup: Supervisor,
     config: Config,
@@ -240,9 +257,7 @@ impl World {
                 id: INIT,
                 outcome: Err(Failure::Panicked("init".into())),
             });
-            w.replies.push_back(Incoming::Bye);
-            w.alive = false;
-            w.exitcode = 0;
+            w.leave();
         } else {
             w.replies.push_back(Incoming::Reply {
                 id: INIT,
@@ -275,13 +290,8 @@ impl World {
                 },
             });
             w.used -= cost;
-            w.done += 1;
+            w.answered(maxtasks);
             self.log.push(format!("worker {n} finishes {id}"));
-            if maxtasks == Some(w.done) {
-                w.replies.push_back(Incoming::Bye);
-                w.alive = false;
-                w.exitcode = 0;
-            }
             return;
         }
         let Some(q) = w.channel.pop_front() else {
@@ -290,9 +300,7 @@ impl World {
         match q.order {
             None => {
                 w.used -= q.cost;
-                w.replies.push_back(Incoming::Bye);
-                w.alive = false;
-                w.exitcode = 0;
+                w.leave();
                 self.log.push(format!("worker {n} stops"));
             }
             Some(id) => {
@@ -304,13 +312,8 @@ impl World {
                         id,
                         outcome: Err(Failure::Cancelled),
                     });
-                    w.done += 1;
+                    w.answered(maxtasks);
                     self.log.push(format!("worker {n} skips {id}"));
-                    if maxtasks == Some(w.done) {
-                        w.replies.push_back(Incoming::Bye);
-                        w.alive = false;
-                        w.exitcode = 0;
-                    }
                 } else {
                     w.running = Some((id, q.cost));
                     self.log.push(format!("worker {n} starts {id}"));
