@@ -257,28 +257,55 @@ pub(crate) fn encode_with_handles_into<T: Serialize + ?Sized>(
     Ok((bytes?, handles))
 }
 
-/// Encodes a `Connection::send` message: the value, then (as a 4-byte little-endian trailer,
-/// so the value is encoded once, in place) the number of OS handles that follow the frame out
-/// of band.
+/// The last bytes of every `Connection::send` message, after its handle count: they tell such
+/// a message from any other (one written with `send_bytes`, or a pickle from CPython's
+/// `Connection.send`) before its count is believed.
+const SEND_MARK: [u8; 4] = *b"\xa7mpS";
+
+/// Encodes a `Connection::send` message: the value, then (as a trailer, so the value is encoded
+/// once, in place) the number of OS handles that follow the frame out of band (4 bytes,
+/// little-endian) and [`SEND_MARK`].
 pub(crate) fn encode_message<T: Serialize + ?Sized>(
     value: &T,
 ) -> Result<(Vec<u8>, Vec<sys::OwnedHandle>)> {
     let (mut message, handles) = encode_with_handles(value)?;
     message.extend_from_slice(&(handles.len() as u32).to_le_bytes());
+    message.extend_from_slice(&SEND_MARK);
     Ok((message, handles))
 }
 
-/// Splits a message from [`encode_message`] into its handle count and value bytes.
+/// Splits a message from [`encode_message`] into its handle count and value bytes; any other
+/// message is a codec error that says how to receive it.
 pub(crate) fn split_message(message: &[u8]) -> Result<(u32, &[u8])> {
-    let Some(at) = message.len().checked_sub(4) else {
-        return Err(Error::Codec(format!(
-            "a {}-byte message has no trailer",
-            message.len()
-        )));
-    };
-    let (body, trailer) = message.split_at(at);
-    let count = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
-    Ok((count, body))
+    let parts = message
+        .len()
+        .checked_sub(8)
+        .map(|at| message.split_at(at))
+        .filter(|(_, trailer)| trailer[4..] == SEND_MARK);
+    // Each handle is referred to in the value by an index of at least one byte.
+    let split = parts.and_then(|(body, trailer)| {
+        let count = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+        (count as usize <= body.len()).then_some((count, body))
+    });
+    split.ok_or_else(|| Error::Codec(not_sent(message)))
+}
+
+/// Why a message cannot be taken by `recv`, and what to do instead.
+fn not_sent(message: &[u8]) -> String {
+    let mut text = format!(
+        "a {}-byte message was not written by `Connection::send` (it lacks send's trailer): \
+         receive it with `recv_bytes`",
+        message.len()
+    );
+    // Pickle protocols 2 and later start with PROTO (0x80) and a version; every pickle ends
+    // with STOP ('.').
+    if message.len() >= 3 && message[0] == 0x80 && message.last() == Some(&b'.') {
+        text.push_str(
+            "; it looks like a Python pickle, as CPython's `Connection.send` writes: have the \
+             Python side use `send_bytes`, or take the bytes with `recv_bytes`",
+        );
+    }
+    text
 }
 
 /// Runs `f` (which decodes) with `handles` as the table that handles inside messages are taken
@@ -616,6 +643,27 @@ pub(crate) mod tests {
         assert_eq!(count, 0);
         assert_eq!(decode::<(u8, String)>(body).unwrap(), (1, "x".to_owned()));
         assert!(split_message(&[1, 2]).is_err());
+    }
+
+    /// Bytes `send` did not write are refused at once, naming `recv_bytes`; a pickle is named
+    /// as one; a trailer claiming more handles than the value could refer to is refused.
+    #[test]
+    fn messages_not_written_by_send_are_refused() {
+        for bytes in [&b"hello"[..], b"", &[0; 8], b"hello\x00\x00\x00\x00\xa7mpT"] {
+            match split_message(bytes) {
+                Err(Error::Codec(m)) => assert!(m.contains("recv_bytes"), "{m}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        let pickle = b"\x80\x04\x95\t\x00\x00\x00\x00\x00\x00\x00\x8c\x05hello\x94.";
+        match split_message(pickle) {
+            Err(Error::Codec(m)) => assert!(m.contains("pickle"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let mut lying = b"ab".to_vec();
+        lying.extend_from_slice(&3u32.to_le_bytes());
+        lying.extend_from_slice(&SEND_MARK);
+        assert!(split_message(&lying).is_err());
     }
 
     #[test]

@@ -718,3 +718,46 @@ fn two_processes_share_a_sending_end() {
     assert_eq!(seen, want);
     assert!(a.result::<bool>().unwrap() && b.result::<bool>().unwrap());
 }
+
+/// Issue 14, item 1: `recv::<T>` on a message `send` did not write (our own `send_bytes`, a
+/// CPython pickle) is a codec error at once that names `recv_bytes`, and the connection goes on
+/// with the next message, on both kinds of pipe. Each receive runs under a hard time limit.
+#[test]
+fn typed_recv_of_foreign_bytes_is_an_error_not_a_hang() {
+    multiprocess::init_test();
+    let _g = common::start();
+    for duplex in [true, false] {
+        let (a, b) = pipe(duplex).unwrap();
+        let (reader, writer) = if duplex { (b, a) } else { (a, b) };
+        let pickle = b"\x80\x04\x95\t\x00\x00\x00\x00\x00\x00\x00\x8c\x05hello\x94.";
+        writer.send_bytes(b"hello").unwrap();
+        writer.send_bytes(pickle).unwrap();
+        writer.send(&"next".to_string()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let receiving = std::thread::spawn(move || {
+            for _ in 0..3 {
+                let got = reader.recv::<String>();
+                if tx.send(got).is_err() {
+                    break;
+                }
+            }
+            reader
+        });
+        let mut next = || {
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("recv::<String> hung on a message send did not write")
+        };
+        match next() {
+            Err(Error::Codec(m)) => assert!(m.contains("recv_bytes"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        match next() {
+            Err(Error::Codec(m)) => assert!(m.contains("pickle"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(next().unwrap(), "next");
+        let reader = receiving.join().unwrap();
+        assert!(reader.readable());
+        drop(writer);
+    }
+}

@@ -78,6 +78,26 @@ fn cpython_frames(payloads: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
+/// The payload `Connection::send` writes for `(n, s)`: the value as postcard (varints), no
+/// handles (a 4-byte count), and send's 4-byte mark.
+fn sent(n: u32, s: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for mut v in [n as u64, s.len() as u64] {
+        loop {
+            let byte = (v & 0x7f) as u8;
+            v >>= 7;
+            out.push(if v == 0 { byte } else { byte | 0x80 });
+            if v == 0 {
+                break;
+            }
+        }
+    }
+    out.extend_from_slice(s.as_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(b"\xa7mpS");
+    out
+}
+
 /// Arbitrary bytes: mostly valid frames with garbage mixed in, so that both the happy path
 /// and every way of failing are reached.
 fn stream_bytes() -> impl Strategy<Value = Vec<u8>> {
@@ -124,6 +144,34 @@ proptest! {
                 Err(e) => prop_assert!(false, "unexpected error kind: {e:?}"),
             }
         }
+    }
+
+    /// `recv::<T>` over frames of arbitrary bytes with genuine `send` messages among them:
+    /// each frame gives its value or a codec error, and never more than one frame is taken
+    /// (the next genuine message still arrives); nothing panics or waits.
+    #[test]
+    fn typed_recv_takes_any_frames(frames in prop::collection::vec(prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..60).prop_map(Err),
+        (any::<u32>(), "[a-z]{0,20}").prop_map(Ok),
+    ], 0..8)) {
+        multiprocess::init_test();
+        let _g = start();
+        let payloads: Vec<Vec<u8>> = frames
+            .iter()
+            .map(|f| match f {
+                Ok((n, s)) => sent(*n, s),
+                Err(garbage) => garbage.clone(),
+            })
+            .collect();
+        let conn = fed(&cpython_frames(&payloads));
+        for f in &frames {
+            match (f, conn.recv::<(u32, String)>()) {
+                (Ok(want), Ok(got)) => prop_assert_eq!(want, &got),
+                (Err(_), Err(Error::Codec(_))) => {}
+                (f, got) => prop_assert!(false, "{f:?} gave {got:?}"),
+            }
+        }
+        prop_assert!(matches!(conn.recv::<(u32, String)>(), Err(Error::Eof)));
     }
 
     /// What we send is CPython's framing, byte for byte, and reads back as sent.
