@@ -743,7 +743,7 @@ fn typed_recv_of_foreign_bytes_is_an_error_not_a_hang() {
             }
             reader
         });
-        let mut next = || {
+        let next = || {
             rx.recv_timeout(Duration::from_secs(10))
                 .expect("recv::<String> hung on a message send did not write")
         };
