@@ -426,7 +426,7 @@ fn read_header(r: &mut impl Read, limit: u64) -> Result<u64> {
         }
         len = u64::from_be_bytes(l);
     } else if i32::from_be_bytes(h) < 0 {
-        return Err(bad_length(i32::from_be_bytes(h) as i64 as u64, limit));
+        return Err(bad_length(i32::from_be_bytes(h), limit));
     }
     if len > limit {
         return Err(bad_length(len, limit));
@@ -523,7 +523,7 @@ pub(crate) fn parse_header(bytes: &[u8], limit: u64) -> Result<Option<(u64, usiz
             Some(long) => (u64::from_be_bytes(long.try_into().unwrap_or([0xff; 8])), 12),
             None => return Ok(None),
         },
-        n if n < 0 => return Err(bad_length(n as i64 as u64, limit)),
+        n if n < 0 => return Err(bad_length(n, limit)),
         n => (n as u64, 4),
     };
     if len > limit {
@@ -556,7 +556,9 @@ pub(crate) fn eof_in_message() -> Error {
     )
 }
 
-pub(crate) fn bad_length(len: u64, limit: u64) -> Error {
+/// A frame header announcing `len` bytes (as announced: a negative length stays negative) over
+/// the reader's limit.
+pub(crate) fn bad_length(len: impl std::fmt::Display, limit: u64) -> Error {
     Error::io(
         "reading a message",
         io::Error::new(
@@ -577,6 +579,13 @@ pub(crate) mod tests {
             assert_eq!(seq_len(&encode(&v).unwrap()), Some(n));
         }
         assert_eq!(seq_len(&[0x80, 0x80]), None);
+    }
+
+    /// A negative length is reported as announced, not sign-extended.
+    #[test]
+    fn a_negative_length_is_reported_as_announced() {
+        let e = parse_header(&(-2i32).to_be_bytes(), 100).expect_err("refused");
+        assert!(e.to_string().contains("-2 bytes announced"), "{e}");
     }
 
     #[test]
