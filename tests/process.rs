@@ -786,3 +786,59 @@ fn p21_child_threads_and_stdin() {
         assert_eq!(p.result::<(bool, usize)>().unwrap(), (true, 0), "{ctx}");
     }
 }
+
+fn square_u64(x: u64) -> u64 {
+    x * x
+}
+
+/// Issue 14, item 8: children forked (fork method: `Process` and `Pool`; and forkserver) while
+/// other threads of the parent keep taking the library's own locks (this process's identity,
+/// the pool's) start and end normally: nothing the library owns stays locked in a child.
+#[cfg(unix)]
+#[test]
+fn fork_while_other_threads_hold_the_library_locks() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    multiprocess::init_test();
+    multiprocess::forkserver::ensure_running().unwrap();
+    let _g = common::start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let hammers: Vec<_> = (0..2)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let me = current_process();
+                    std::hint::black_box((me.name(), me.authkey(), me.daemon()));
+                }
+            })
+        })
+        .collect();
+    for method in ["fork", "forkserver"] {
+        let ctx = get_context(method).unwrap();
+        for i in 0..60 {
+            let mut p = ctx.process(nothing, ());
+            p.start().unwrap();
+            p.join(Some(Duration::from_secs(20))).unwrap();
+            if p.exitcode().unwrap().is_none() {
+                p.kill().unwrap();
+                p.join(None).unwrap();
+                panic!("{method} child {i} hung: a library lock stayed held after the fork");
+            }
+            assert_eq!(p.exitcode().unwrap(), Some(0), "{method} child {i}");
+        }
+        let pool = multiprocess::Pool::builder()
+            .processes(2)
+            .maxtasksperchild(1)
+            .context(ctx)
+            .build()
+            .unwrap();
+        let squares = pool.map_async(square_u64, 0..40u64, Some(1)).unwrap();
+        let got = squares.get(Some(Duration::from_secs(60)));
+        assert_eq!(got.unwrap().len(), 40, "{method} pool");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for h in hammers {
+        h.join().unwrap();
+    }
+}

@@ -4,11 +4,12 @@
 use std::fmt;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::lock;
 use crate::sys;
+use crate::sys::fork_lock::ForkLock;
 
 // ---------------------------------------------------------------------------------------------
 // Authentication keys
@@ -80,19 +81,18 @@ pub(super) struct Me {
     parent: Option<ParentProcess>,
 }
 
-/// This process's identity; set by `become_child` in a child, else made on first use.
-static ME: OnceLock<Mutex<Me>> = OnceLock::new();
+/// This process's identity; set by `become_child` in a child, else made on first use. A
+/// forked child replaces it whole: another thread of the parent may have held it at the fork.
+static ME: ForkLock<Me> = ForkLock::new(|| Me {
+    name: "MainProcess".into(),
+    ident: Vec::new(),
+    authkey: AuthKey::random(),
+    daemon: false,
+    parent: None,
+});
 
 pub(super) fn me() -> &'static Mutex<Me> {
-    ME.get_or_init(|| {
-        Mutex::new(Me {
-            name: "MainProcess".into(),
-            ident: Vec::new(),
-            authkey: AuthKey::random(),
-            daemon: false,
-            parent: None,
-        })
-    })
+    ME.get()
 }
 
 /// Counts processes constructed here (Python's `_process_counter`); reset in every child.
@@ -131,13 +131,9 @@ pub(crate) fn become_child(id: Identity, channel: Arc<sys::Channel>) {
         daemon: id.daemon,
         parent: Some(parent),
     };
-    // A spawned child has no identity yet (and needs no random key); a forked one replaces
-    // the copy of its parent's.
-    if let Err(new) = ME.set(Mutex::new(new)) {
-        let new = new.into_inner().unwrap_or_else(|e| e.into_inner());
-        // The parent's copy is not freed: in a forked child, freeing only dirties pages.
-        std::mem::forget(std::mem::replace(&mut *lock(me()), new));
-    }
+    // A forked child's copy of its parent's identity (and of its lock, which another thread
+    // may have held at the fork) is left behind.
+    ME.reset(new);
     COUNTER.store(1, Ordering::Relaxed);
 }
 
