@@ -247,14 +247,18 @@ fn serve(requests: Connection) {
     let mut requests = Some(requests);
     let mut children: Vec<Served> = Vec::new();
     while let Some(conn) = &requests {
-        let sentinels: Vec<_> = children.iter().map(|c| c.handle.sentinel()).collect();
-        let Ok(own) = conn.wait_handle() else {
-            break;
-        };
-        let mut handles = vec![own];
-        handles.extend(sentinels.iter().map(|s| sys::borrow_handle(s)));
-        if sys::wait_readable(&handles, None).is_err() {
-            std::thread::sleep(Duration::from_millis(10));
+        {
+            // Copies of the children's sentinels, only for this wait: closed before the next
+            // fork, so that a child never holds its siblings'.
+            let sentinels: Vec<_> = children.iter().map(|c| c.handle.sentinel()).collect();
+            let Ok(own) = conn.wait_handle() else {
+                break;
+            };
+            let mut handles = vec![own];
+            handles.extend(sentinels.iter().map(|s| sys::borrow_handle(s)));
+            if sys::wait_readable(&handles, None).is_err() {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         // Children that ended: their statuses, as Python's exitcode.
         children.retain_mut(|child| match child.handle.try_wait() {

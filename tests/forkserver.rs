@@ -249,3 +249,43 @@ fn served_children_hold_only_their_own_channel() {
         assert_eq!(p.result::<usize>().unwrap(), 1, "{method}");
     }
 }
+
+/// The descriptors this process has open.
+#[cfg(target_os = "linux")]
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
+}
+
+/// Issue 14, item 9 (CPython's test_child_fd_inflation): a served child holds exactly the
+/// descriptors a spawned child holds, however many of its siblings are running (the server
+/// keeps no copy of their sentinels across a fork).
+#[cfg(target_os = "linux")]
+#[test]
+fn served_children_hold_no_siblings_descriptors() {
+    multiprocess::init_test();
+    let _g = start();
+    let spawned = get_context("spawn").unwrap();
+    let mut alone = spawned.process(open_fds, ());
+    alone.start().unwrap();
+    let want = alone.result::<usize>().unwrap();
+    alone.join(None).unwrap();
+    let mut sleepers: Vec<_> = (0..5)
+        .map(|_| {
+            let mut p = ctx().process(sleeper, (3_000,));
+            p.start().unwrap();
+            p
+        })
+        .collect();
+    let mut served = ctx().process(open_fds, ());
+    served.start().unwrap();
+    let got = served.result::<usize>().unwrap();
+    served.join(None).unwrap();
+    for p in &mut sleepers {
+        p.kill().unwrap();
+        p.join(None).unwrap();
+    }
+    assert_eq!(
+        got, want,
+        "a served child with 5 running siblings holds {got} descriptors, a spawned one {want}"
+    );
+}

@@ -111,8 +111,9 @@ pub(crate) struct Identity {
 /// In a child forked by a fork server: cuts the server's own channel to its parent, which the
 /// child inherited (only the channel it was given is its own, as in a spawned child).
 pub(crate) fn cut_parent_channel() {
-    if let Some(parent) = &lock(me()).parent {
-        let _ = sys::cut_channel(&parent.channel);
+    let parent = lock(me()).parent.take();
+    if let Some(parent) = parent {
+        let _ = sys::cut_channel(parent.channel);
     }
 }
 

@@ -296,26 +296,17 @@ pub(crate) fn child_marker_present() -> bool {
     std::env::var_os(CHILD_MARKER).is_some()
 }
 
-/// Makes `channel`'s descriptor point at the null device: the channel is cut (its peer sees
-/// end of file once no other process holds it) while every Rust value holding it stays valid,
-/// so no later close can hit a descriptor number reused for something else. For a process
-/// that inherited a channel it must not keep and cannot drop (its holders' frames were left
-/// behind by a fork).
-pub(crate) fn cut_channel(channel: &Channel) -> io::Result<()> {
-    let null = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")?;
+/// Closes an inherited channel that a process must not keep, for good: `channel` is never
+/// dropped (its descriptor number may be reused at once, and nothing may close it again). For
+/// a child just forked (one thread) whose other holders of the channel are frames the fork
+/// left behind, which never run again.
+pub(crate) fn cut_channel(channel: Arc<Channel>) -> io::Result<()> {
     let fd = channel.as_raw_fd();
-    // SAFETY: dup2 of a valid descriptor onto another one we own (the channel's), then its
-    // close-on-exec flag back (dup2 clears it; macOS has no dup3). Called in a process that
-    // has just been forked, with one thread.
-    unsafe {
-        if libc::dup2(null.as_raw_fd(), fd) < 0
-            || libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) < 0
-        {
-            return Err(io::Error::last_os_error());
-        }
+    std::mem::forget(channel);
+    // SAFETY: `fd` is the channel's own descriptor; the channel was forgotten above and its
+    // other holders never run again (see above), so nothing uses or closes it after this.
+    if unsafe { libc::close(fd) } < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

@@ -452,7 +452,7 @@ pub(crate) fn channel_from_handle(handle: OwnedHandle) -> io::Result<Channel> {
 }
 
 /// Only a child of a fork server cuts an inherited channel; Windows has none.
-pub(crate) fn cut_channel(_channel: &Channel) -> io::Result<()> {
+pub(crate) fn cut_channel(_channel: std::sync::Arc<Channel>) -> io::Result<()> {
     Ok(())
 }
 
