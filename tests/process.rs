@@ -800,8 +800,9 @@ fn fork_while_other_threads_hold_the_library_locks() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
     multiprocess::init_test();
-    multiprocess::forkserver::ensure_running().unwrap();
-    let _g = common::start();
+    // The fork server lives as long as the test binary: started once the test has the
+    // machine to itself, before the guard counts descriptors.
+    let _g = common::start_with(|| multiprocess::forkserver::ensure_running().unwrap());
     let stop = Arc::new(AtomicBool::new(false));
     let hammers: Vec<_> = (0..2)
         .map(|_| {
