@@ -817,11 +817,6 @@ impl Ring {
         Ok(true)
     }
 
-    /// Takes the next message. `Ok(None)`: the deadline passed first (Python's `Empty`).
-    pub(crate) fn get(&self, deadline: Deadline) -> Result<Option<Vec<u8>>> {
-        self.get_with(deadline, |m| m.into_owned())
-    }
-
     /// Takes the next message and hands it to `f`: borrowed straight from the ring when it
     /// lies there in one piece (decoding it in place saves a copy), else assembled.
     pub(crate) fn get_with<R>(

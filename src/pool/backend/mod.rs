@@ -18,6 +18,7 @@ pub(crate) mod threads;
 use std::time::Duration;
 
 use super::protocol::{NUDGE, Reply, Setup, head};
+use super::result::copy_reply;
 use super::worker::Link;
 use crate::error::{Error, Result};
 
@@ -81,14 +82,16 @@ impl Worker {
 
     /// The next reply, waiting at most `wait`; `Ok(None)` if none came.
     pub(crate) fn recv(&self, wait: Duration) -> Result<Option<Vec<u8>>> {
-        self.link().replies.get(deadline(wait))
+        self.link()
+            .replies
+            .get_with(deadline(wait), |m| copy_reply(&m))
     }
 
     /// Up to `max` replies already there.
     pub(crate) fn recv_ready(&self, max: usize) -> Vec<Vec<u8>> {
         self.link()
             .replies
-            .get_many_with(max, deadline(Duration::ZERO), |m| m.into_owned())
+            .get_many_with(max, deadline(Duration::ZERO), |m| copy_reply(&m))
             .unwrap_or_default()
     }
 
