@@ -351,3 +351,40 @@ fn k08_named_pipes() {
     let e = Listener::bind(Some(Address::Pipe(r"C:\not-a-pipe".to_string())), None).unwrap_err();
     assert!(e.to_string().contains(r"\\.\pipe\name"), "{e}");
 }
+
+/// Issue 14, item 4: a client that connects and says nothing cannot hold `accept`: after the
+/// handshake timeout it is dropped with `Error::Timeout`, and the next client is served.
+#[test]
+fn a_silent_client_is_dropped_after_the_handshake_timeout() {
+    use std::time::{Duration, Instant};
+    multiprocess::init_test();
+    let _g = common::start_with_sockets();
+    let key = b"secret".to_vec();
+    let mut listener = Listener::bind(
+        Some(Address::Tcp("127.0.0.1:0".parse().unwrap())),
+        Some(&key),
+    )
+    .unwrap();
+    listener.set_handshake_timeout(Some(Duration::from_millis(300)));
+    let Address::Tcp(at) = listener.address().clone() else {
+        unreachable!()
+    };
+    let silent = std::net::TcpStream::connect(at).unwrap();
+    let t = Instant::now();
+    match listener.accept() {
+        Err(Error::Timeout) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let address = listener.address().clone();
+    let good = std::thread::spawn(move || {
+        let c = multiprocess::connection::client(&address, Some(b"secret")).unwrap();
+        c.send(&7u32).unwrap();
+        c.recv::<u32>().unwrap()
+    });
+    let conn = listener.accept().unwrap();
+    let n: u32 = conn.recv().unwrap();
+    conn.send(&(n + 1)).unwrap();
+    assert_eq!(good.join().unwrap(), 8);
+    drop(silent);
+}

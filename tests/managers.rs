@@ -795,3 +795,68 @@ fn a_program_serving_a_manager() {
     server.terminate().unwrap();
     server.join(None).unwrap();
 }
+
+/// Issue 14, item 2: 1,000 connections that say nothing hold up neither a new client with the
+/// right key nor a new thread of an existing client (each connection is handshaken on a
+/// thread of its own, within the handshake timeout).
+#[test]
+fn silent_connections_do_not_lock_a_remote_manager() {
+    use std::time::Instant;
+    multiprocess::init_test();
+    #[cfg(unix)]
+    raise_open_files(4096);
+    let _g = common::start_with_sockets();
+    let tcp = multiprocess::connection::Address::Tcp("127.0.0.1:0".parse().unwrap());
+    let manager = Manager::start_at(Some(tcp), b"K").unwrap();
+    let address = manager.address().clone();
+    let multiprocess::connection::Address::Tcp(at) = address.clone() else {
+        unreachable!()
+    };
+    let shared = manager.dict::<String, u32>().unwrap();
+    shared.set(&"x".to_string(), &1).unwrap();
+    let silent: Vec<_> = (0..1000)
+        .map(|_| std::net::TcpStream::connect(at).unwrap())
+        .collect();
+    let t = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Under a hard time limit: before the fix, this connect waited forever.
+    std::thread::spawn(move || {
+        let other = Manager::connect(&address, b"K").unwrap();
+        let counts = other.dict::<String, u32>().unwrap();
+        counts.set(&"y".to_string(), &2).unwrap();
+        let _ = tx.send(counts.get(&"y".to_string()).unwrap());
+    });
+    let got = rx.recv_timeout(Duration::from_secs(30));
+    assert_eq!(
+        got,
+        Ok(Some(2)),
+        "a new client hung behind silent connections"
+    );
+    // A new thread of this process opens a connection of its own.
+    let from_thread = std::thread::spawn(move || shared.get(&"x".to_string()).unwrap());
+    assert_eq!(from_thread.join().unwrap(), Some(1));
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "good clients waited {:?} behind silent connections",
+        t.elapsed()
+    );
+    drop(silent);
+}
+
+/// Raises this process's soft limit of open files to `n` (or its hard limit): the children
+/// started after inherit it.
+#[cfg(unix)]
+fn raise_open_files(n: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: reads and sets this process's own limit through a struct that lives across
+    // both calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < n {
+            lim.rlim_cur = n.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

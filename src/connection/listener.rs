@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use super::{Connection, auth};
 use crate::error::{Error, Result};
@@ -57,7 +58,14 @@ pub struct Listener {
     /// A socket file we created, removed on close.
     unlink: Option<PathBuf>,
     last_accepted: Mutex<Option<String>>,
+    /// How long a client has to complete the handshake.
+    handshake_timeout: Option<Duration>,
 }
+
+/// How long a client has, by default, to complete the handshake with a [`Listener`] (and a
+/// listener with [`client`]): generous for any network, short enough that a silent peer does
+/// not hold a listener for long.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Listener {
     /// Listens at `address` (`None`: as Python's default, a fresh Unix socket in the temporary
@@ -90,6 +98,7 @@ impl Listener {
             authkey: authkey.map(<[u8]>::to_vec),
             unlink,
             last_accepted: Mutex::new(None),
+            handshake_timeout: Some(HANDSHAKE_TIMEOUT),
         })
     }
 
@@ -103,12 +112,30 @@ impl Listener {
         lock(&self.last_accepted).clone()
     }
 
-    /// Waits for a client, then runs the handshake (we challenge first, then answer).
+    /// How long a client may take to complete the handshake ([`HANDSHAKE_TIMEOUT`] unless set
+    /// here; `None`: as long as it takes, as in Python). Beyond Python: a client that connects
+    /// and says nothing cannot hold [`accept`](Listener::accept) for longer.
+    pub fn set_handshake_timeout(&mut self, timeout: Option<Duration>) {
+        self.handshake_timeout = timeout;
+    }
+
+    /// Waits for a client, then runs the handshake (we challenge first, then answer), within
+    /// the handshake timeout.
     ///
     /// # Errors
     /// [`Error::State`] `listener is closed`; [`Error::Authentication`] with Python's text when
-    /// the client's key differs or it does not speak the protocol; [`Error::Io`].
+    /// the client's key differs or it does not speak the protocol; [`Error::Timeout`] when it
+    /// did not complete the handshake in time (its connection is closed: call `accept` again
+    /// for the next client); [`Error::Io`].
     pub fn accept(&self) -> Result<Connection> {
+        let conn = self.accept_unauthenticated()?;
+        self.authenticate(&conn)?;
+        Ok(conn)
+    }
+
+    /// The first half of [`accept`](Listener::accept): the next client, before the handshake
+    /// (a server that handshakes on another thread, so that a slow client holds up nobody).
+    pub(crate) fn accept_unauthenticated(&self) -> Result<Connection> {
         let socket = self
             .socket
             .as_ref()
@@ -117,12 +144,19 @@ impl Listener {
             .accept()
             .map_err(|e| Error::io("accepting a connection", e))?;
         *lock(&self.last_accepted) = Some(peer);
-        let conn = Connection::new(stream, true, true);
-        if let Some(key) = &self.authkey {
-            auth::deliver_challenge(&conn, key)?;
-            auth::answer_challenge(&conn, key)?;
+        Ok(Connection::new(stream, true, true))
+    }
+
+    /// The second half of [`accept`](Listener::accept): the handshake with `conn`, if this
+    /// listener has a key.
+    pub(crate) fn authenticate(&self, conn: &Connection) -> Result<()> {
+        match &self.authkey {
+            Some(key) => handshake(conn, self.handshake_timeout, |conn| {
+                auth::deliver_challenge(conn, key)?;
+                auth::answer_challenge(conn, key)
+            }),
+            None => Ok(()),
         }
-        Ok(conn)
     }
 
     /// Stops listening and removes the socket file we created. Closing again does nothing.
@@ -152,8 +186,44 @@ pub fn client(address: &Address, authkey: Option<&[u8]>) -> Result<Connection> {
         sys::connect(address).map_err(|e| Error::io(format!("connecting to {address:?}"), e))?;
     let conn = Connection::new(stream, true, true);
     if let Some(key) = authkey {
-        auth::answer_challenge(&conn, key)?;
-        auth::deliver_challenge(&conn, key)?;
+        handshake(&conn, Some(HANDSHAKE_TIMEOUT), |conn| {
+            auth::answer_challenge(conn, key)?;
+            auth::deliver_challenge(conn, key)
+        })?;
     }
     Ok(conn)
+}
+
+/// Runs a handshake on `conn` with its reads bounded by `timeout`; a read that ran out is
+/// [`Error::Timeout`].
+fn handshake(
+    conn: &Connection,
+    timeout: Option<Duration>,
+    steps: impl FnOnce(&Connection) -> Result<()>,
+) -> Result<()> {
+    let set = |t| {
+        conn.raw_stream().and_then(|s| {
+            sys::set_read_timeout(s, t).map_err(|e| Error::io("bounding a handshake", e))
+        })
+    };
+    if timeout.is_some() {
+        set(timeout)?;
+    }
+    match steps(conn) {
+        Err(Error::Io { source, .. })
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Err(Error::Timeout)
+        }
+        Err(e) => Err(e),
+        Ok(()) => {
+            if timeout.is_some() {
+                set(None)?;
+            }
+            Ok(())
+        }
+    }
 }

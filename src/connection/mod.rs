@@ -37,7 +37,7 @@ mod bulk;
 mod inbox;
 mod listener;
 
-pub use listener::{Address, Listener, client};
+pub use listener::{Address, HANDSHAKE_TIMEOUT, Listener, client};
 
 use crate::error::{Error, Result};
 use crate::process::{ParentProcess, Sentinel, lock};
@@ -229,6 +229,11 @@ impl Connection {
     /// operations fail with `handle is closed`.
     pub fn close(&mut self) {
         self.stream = None;
+    }
+
+    /// The stream itself, for setting its options (the listener's handshake deadline).
+    pub(crate) fn raw_stream(&self) -> Result<&sys::Stream> {
+        self.stream.as_ref().ok_or_else(|| Error::state(CLOSED))
     }
 
     /// The stream, checking state and direction.

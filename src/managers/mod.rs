@@ -829,7 +829,7 @@ impl ManagerServer {
     /// # Errors
     /// Returns only if the listener fails.
     pub fn serve_forever(self) -> Result<std::convert::Infallible> {
-        Err(server::serve_on(&self.listener))
+        Err(server::serve_on(&Arc::new(self.listener)))
     }
 }
 

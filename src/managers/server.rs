@@ -35,31 +35,55 @@ pub(crate) fn serve(ready: Connection, address: Option<Address>, authkey: Vec<u8
         return;
     }
     drop(ready);
-    let _ = serve_on(&listener);
+    let _ = serve_on(&Arc::new(listener));
 }
 
 /// Serves clients of `listener` until told to shut down (which ends the process, as Python's
 /// `serve_forever` does) or the listener fails.
-pub(crate) fn serve_on(listener: &Listener) -> Error {
+///
+/// Each connection is handshaken on a thread of its own, within the listener's handshake
+/// timeout, so a client that connects and says nothing holds up no other; at most
+/// [`HALF_OPEN`] connections wait for their handshake at once (more are closed at once).
+pub(crate) fn serve_on(listener: &Arc<Listener>) -> Error {
+    let half_open = Arc::new(AtomicU64::new(0));
     let state = Arc::new(State::default());
     loop {
-        match listener.accept() {
-            Ok(conn) => {
-                let state = Arc::clone(&state);
-                std::thread::spawn(move || {
+        let conn = match listener.accept_unauthenticated() {
+            Ok(conn) => conn,
+            // A client that hung up at once: the server goes on.
+            Err(Error::Eof | Error::Io { .. }) => continue,
+            Err(e) => return e,
+        };
+        if half_open.fetch_add(1, Ordering::SeqCst) >= HALF_OPEN {
+            half_open.fetch_sub(1, Ordering::SeqCst);
+            continue; // closed
+        }
+        let (state, listener, waiting) = (
+            Arc::clone(&state),
+            Arc::clone(listener),
+            Arc::clone(&half_open),
+        );
+        let started = std::thread::Builder::new()
+            .name("manager-client".into())
+            .spawn(move || {
+                // A wrong key, a client that hangs up or says nothing in time: refused.
+                let welcome = listener.authenticate(&conn);
+                waiting.fetch_sub(1, Ordering::SeqCst);
+                if welcome.is_ok() {
                     static CLIENTS: AtomicU64 = AtomicU64::new(0);
                     let client = CLIENTS.fetch_add(1, Ordering::Relaxed) + 1;
                     answer(&conn, &state, client);
                     state.forget(client);
-                });
-            }
-            // A client with the wrong key, or one that hung up during the handshake: refused,
-            // and the server goes on.
-            Err(Error::Authentication(_) | Error::Eof | Error::Io { .. }) => {}
-            Err(e) => return e,
+                }
+            });
+        if started.is_err() {
+            half_open.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
+
+/// The most connections a manager holds before their handshake.
+const HALF_OPEN: u64 = 4096;
 
 /// Answers one client's requests in order until it hangs up.
 fn answer(conn: &Connection, state: &State, client: u64) {

@@ -296,6 +296,35 @@ pub(crate) fn child_marker_present() -> bool {
     std::env::var_os(CHILD_MARKER).is_some()
 }
 
+/// Bounds every later blocking read on the socket `stream` by `timeout` (`None`: no bound);
+/// a read that waits longer fails with `WouldBlock` (`SO_RCVTIMEO`).
+pub(crate) fn set_read_timeout(stream: &Stream, timeout: Option<Duration>) -> io::Result<()> {
+    let t = timeout.unwrap_or_default();
+    let tv = libc::timeval {
+        tv_sec: t.as_secs().min(i32::MAX as u64) as libc::time_t,
+        // A bound that would round to zero (no bound) is a microsecond.
+        tv_usec: if timeout.is_some() && t < Duration::from_micros(1) {
+            1
+        } else {
+            t.subsec_micros() as libc::suseconds_t
+        },
+    };
+    // SAFETY: sets an option of our own socket from a timeval that lives across the call.
+    let r = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Closes an inherited channel that a process must not keep, for good: `channel` is never
 /// dropped (its descriptor number may be reused at once, and nothing may close it again). For
 /// a child just forked (one thread) whose other holders of the channel are frames the fork

@@ -451,6 +451,13 @@ pub(crate) fn channel_from_handle(handle: OwnedHandle) -> io::Result<Channel> {
     Channel::new(handle)
 }
 
+/// Bounds every later blocking read on `stream` by `timeout` (`None`: no bound); a read that
+/// waits longer fails with `TimedOut`.
+pub(crate) fn set_read_timeout(stream: &Stream, timeout: Option<Duration>) -> io::Result<()> {
+    stream.set_read_timeout(timeout);
+    Ok(())
+}
+
 /// Only a child of a fork server cuts an inherited channel; Windows has none.
 pub(crate) fn cut_channel(_channel: std::sync::Arc<Channel>) -> io::Result<()> {
     Ok(())

@@ -46,6 +46,8 @@ pub struct Channel {
     read: Mutex<ReadSide>,
     /// Manual-reset event for writes (one write at a time, under the lock).
     write: Mutex<OwnedHandle>,
+    /// How long a blocking read may wait (`None`: as long as it takes).
+    read_timeout: Mutex<Option<std::time::Duration>>,
 }
 
 /// An OVERLAPPED block that the kernel may write to while a read is pending.
@@ -233,6 +235,7 @@ impl Channel {
                 eof: false,
             }),
             write: Mutex::new(new_event()?),
+            read_timeout: Mutex::new(None),
         })
     }
 
@@ -375,17 +378,34 @@ impl Channel {
         Err(io::ErrorKind::WouldBlock.into())
     }
 
+    /// Bounds every later blocking read by `timeout` (`None`: no bound); a read that waits
+    /// longer fails with `TimedOut`.
+    pub(crate) fn set_read_timeout(&self, timeout: Option<std::time::Duration>) {
+        *lock(&self.read_timeout) = timeout;
+    }
+
     fn read_blocking(&self, out: &mut [u8]) -> io::Result<usize> {
         if out.is_empty() {
             return Ok(0);
         }
+        let until = lock(&self.read_timeout).map(|t| std::time::Instant::now() + t);
         loop {
             match self.read_available(out) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 other => return other,
             }
+            let wait = match until {
+                None => INFINITE,
+                Some(until) => {
+                    let left = until.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                    left.as_millis().clamp(1, u128::from(INFINITE - 1)) as u32
+                }
+            };
             // SAFETY: waits on our own event handle.
-            unsafe { WaitForSingleObject(self.event(), INFINITE) };
+            unsafe { WaitForSingleObject(self.event(), wait) };
         }
     }
 
