@@ -290,6 +290,9 @@ pub(crate) fn split_message(message: &[u8]) -> Result<(u32, &[u8])> {
     split.ok_or_else(|| Error::Codec(not_sent(message)))
 }
 
+/// Said of a message that `recv` refused and that looks like a Python pickle.
+pub(crate) const LOOKS_LIKE_PICKLE: &str = "it looks like a Python pickle";
+
 /// Why a message cannot be taken by `recv`, and what to do instead.
 fn not_sent(message: &[u8]) -> String {
     let mut text = format!(
@@ -300,12 +303,27 @@ fn not_sent(message: &[u8]) -> String {
     // Pickle protocols 2 and later start with PROTO (0x80) and a version; every pickle ends
     // with STOP ('.').
     if message.len() >= 3 && message[0] == 0x80 && message.last() == Some(&b'.') {
+        text.push_str("; ");
+        text.push_str(LOOKS_LIKE_PICKLE);
         text.push_str(
-            "; it looks like a Python pickle, as CPython's `Connection.send` writes: have the \
-             Python side use `send_bytes`, or take the bytes with `recv_bytes`",
+            ", as CPython's `Connection.send` writes: have the Python side use `send_bytes`, \
+             or take the bytes with `recv_bytes`",
         );
     }
     text
+}
+
+/// A pickle (protocol 2) of the pair `(kind, text)`, two strings: what a CPython manager sends
+/// back to refuse a request, so that CPython's manager client reads our refusal.
+pub(crate) fn pickled_pair(kind: &str, text: &str) -> Vec<u8> {
+    let mut out = vec![0x80, 2]; // PROTO 2
+    for s in [kind, text] {
+        out.push(b'X'); // BINUNICODE: 4-byte little-endian length, UTF-8
+        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    out.extend_from_slice(&[0x86, b'.']); // TUPLE2, STOP
+    out
 }
 
 /// Runs `f` (which decodes) with `handles` as the table that handles inside messages are taken

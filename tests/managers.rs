@@ -860,3 +860,104 @@ fn raise_open_files(n: u64) {
         }
     }
 }
+
+/// Issue 14, item 3: a CPython `BaseManager` client with the right key gets a prompt `RemoteError`
+/// saying the server is a multiprocess manager (not a hang); ours, the other way, a clear
+/// error (checked where python3 exists).
+#[test]
+fn a_cpython_manager_client_is_refused_clearly() {
+    use std::process::{Command, Stdio};
+    multiprocess::init_test();
+    if Command::new("python3")
+        .arg("-c")
+        .arg("pass")
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        eprintln!("python3 not found: skipped");
+        return;
+    }
+    let _g = common::start_with_sockets();
+    let tcp = multiprocess::connection::Address::Tcp("127.0.0.1:0".parse().unwrap());
+    let manager = Manager::start_at(Some(tcp), b"K").unwrap();
+    let multiprocess::connection::Address::Tcp(at) = manager.address().clone() else {
+        unreachable!()
+    };
+    let script = format!(
+        "from multiprocessing.managers import BaseManager\n\
+         m = BaseManager(address=('127.0.0.1', {}), authkey=b'K')\n\
+         try:\n    m.connect()\n    print('connected')\n\
+         except Exception as e:\n    print(type(e).__name__, str(e).replace(chr(10), ' '))\n",
+        at.port()
+    );
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t.elapsed() > Duration::from_secs(30) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("CPython's manager client hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("RemoteError") && text.contains("multiprocess (Rust) manager"),
+        "{text}"
+    );
+}
+
+/// Issue 14, item 3, the other way: our client of a CPython manager gets a clear error (its
+/// reply is a pickle), not a hang.
+#[test]
+fn our_client_of_a_cpython_manager_gets_a_clear_error() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    multiprocess::init_test();
+    if Command::new("python3")
+        .arg("-c")
+        .arg("pass")
+        .status()
+        .map_or(true, |s| !s.success())
+    {
+        eprintln!("python3 not found: skipped");
+        return;
+    }
+    let _g = common::start_with_sockets();
+    let script = "from multiprocessing.managers import BaseManager\n\
+                  class M(BaseManager): pass\n\
+                  M.register('get_dict', dict)\n\
+                  s = M(address=('127.0.0.1', 0), authkey=b'K').get_server()\n\
+                  print(s.address[1], flush=True)\n\
+                  s.serve_forever()\n";
+    let mut server = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().parse().unwrap();
+    let address = multiprocess::connection::Address::Tcp(([127, 0, 0, 1], port).into());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let outcome = Manager::connect(&address, b"K").and_then(|m| m.dict::<String, u32>());
+        let _ = tx.send(outcome.map(|_| ()).map_err(|e| e.to_string()));
+    });
+    let got = rx.recv_timeout(Duration::from_secs(30));
+    server.kill().unwrap();
+    server.wait().unwrap();
+    match got {
+        Ok(Err(e)) => assert!(e.contains("pickle"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}

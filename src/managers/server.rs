@@ -85,9 +85,24 @@ pub(crate) fn serve_on(listener: &Arc<Listener>) -> Error {
 /// The most connections a manager holds before their handshake.
 const HALF_OPEN: u64 = 4096;
 
-/// Answers one client's requests in order until it hangs up.
+/// Answers one client's requests in order until it hangs up, or sends what is not a request.
+/// A CPython manager client (it pickles its requests) is told, in a reply it can read, that
+/// this is not a CPython manager.
 fn answer(conn: &Connection, state: &State, client: u64) {
-    while let Ok(request) = super::recv_soon::<Request>(conn) {
+    loop {
+        let request = match super::recv_soon::<Request>(conn) {
+            Ok(request) => request,
+            Err(Error::Codec(why)) if why.contains(crate::wire::LOOKS_LIKE_PICKLE) => {
+                let refusal = crate::wire::pickled_pair(
+                    "#TRACEBACK",
+                    "this server is a multiprocess (Rust) manager: it speaks its own protocol, \
+                     not CPython's; connect with multiprocess::Manager::connect",
+                );
+                let _ = conn.send_bytes(&refusal);
+                return;
+            }
+            Err(_) => return,
+        };
         if let Request::Shutdown = request {
             let _ = conn.send(&Reply::Done);
             crate::exit(0);
