@@ -787,6 +787,8 @@ fn p21_child_threads_and_stdin() {
     }
 }
 
+/// The pool task of the fork test below (Unix only: Windows has no fork).
+#[cfg(unix)]
 fn square_u64(x: u64) -> u64 {
     x * x
 }
