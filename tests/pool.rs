@@ -538,7 +538,7 @@ fn chaos_workers_killed_at_random() {
                 rng ^= rng >> 17;
                 rng ^= rng << 5;
                 if let Some(&pid) = pids.get(rng as usize % pids.len().max(1)) {
-                    kill_pid(pid);
+                    common::kill_pid(pid);
                     kills += 1;
                 }
             }
@@ -562,26 +562,6 @@ fn chaos_workers_killed_at_random() {
     assert_eq!(values.len() + lost, 10_000);
     assert!(lost <= kills, "{lost} lost tasks for {kills} kills");
     println!("chaos: {kills} kills, {lost} tasks lost");
-}
-
-#[cfg(unix)]
-fn kill_pid(pid: u32) {
-    // SAFETY: signalling a pool worker of ours (it is reaped by the pool, not before).
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-}
-
-#[cfg(windows)]
-fn kill_pid(pid: u32) {
-    use windows_sys::Win32::Foundation::CloseHandle;
-    use windows_sys::Win32::System::Threading::{OpenProcess, PROCESS_TERMINATE, TerminateProcess};
-    // SAFETY: opening, terminating and closing a process handle of one of our workers.
-    unsafe {
-        let h = OpenProcess(PROCESS_TERMINATE, 0, pid);
-        if !h.is_null() {
-            TerminateProcess(h, 9);
-            CloseHandle(h);
-        }
-    }
 }
 
 /// With the `progress` feature, a pool may draw a bar (hidden here: stderr is not a terminal);

@@ -235,26 +235,6 @@ fn square_flaky(x: Flaky) -> u64 {
     x.0 * x.0
 }
 
-#[cfg(unix)]
-fn kill_pid(pid: u32) {
-    // SAFETY: signalling a pool worker of ours (it is reaped by the pool, not before).
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-}
-
-#[cfg(windows)]
-fn kill_pid(pid: u32) {
-    use windows_sys::Win32::Foundation::CloseHandle;
-    use windows_sys::Win32::System::Threading::{OpenProcess, PROCESS_TERMINATE, TerminateProcess};
-    // SAFETY: opening, terminating and closing a process handle of one of our workers.
-    unsafe {
-        let h = OpenProcess(PROCESS_TERMINATE, 0, pid);
-        if !h.is_null() {
-            TerminateProcess(h, 9);
-            CloseHandle(h);
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. No fault at all: results larger than the ring.
 
@@ -330,7 +310,7 @@ fn one_sigkill_under_load() {
                     std::thread::sleep(Duration::from_millis(1500));
                     let pids = pool.worker_pids();
                     let pid = *pids.first().expect("a worker to kill");
-                    kill_pid(pid);
+                    common::kill_pid(pid);
                     pid
                 })
             };
@@ -578,7 +558,7 @@ fn worker_pids_never_lists_a_reaped_worker() {
                         std::thread::sleep(Duration::from_millis(20));
                         check_listing(&pool, &mut last, &violations);
                         if let Some(&pid) = last.get(round % last.len().max(1)) {
-                            kill_pid(pid);
+                            common::kill_pid(pid);
                             kills += 1;
                             check_listing(&pool, &mut last, &violations);
                             check_listing(&pool, &mut last, &violations);

@@ -562,3 +562,27 @@ pub fn scenario_command(name: &str) -> std::process::Command {
 pub fn in_scenario() -> bool {
     std::env::var_os("MULTIPROCESS_SCENARIO").is_some()
 }
+
+/// Kills process `pid` at once (SIGKILL; `TerminateProcess` with code 9 on Windows): a pool
+/// worker of the test's, which its pool reaps.
+#[cfg(unix)]
+pub fn kill_pid(pid: u32) {
+    // SAFETY: signalling a process of ours (reaped by its owner, not before).
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+/// Kills process `pid` at once (SIGKILL; `TerminateProcess` with code 9 on Windows): a pool
+/// worker of the test's, which its pool reaps.
+#[cfg(windows)]
+pub fn kill_pid(pid: u32) {
+    use windows_sys::Win32::Foundation::CloseHandle;
+    use windows_sys::Win32::System::Threading::{OpenProcess, PROCESS_TERMINATE, TerminateProcess};
+    // SAFETY: opening, terminating and closing a process handle of one of our processes.
+    unsafe {
+        let h = OpenProcess(PROCESS_TERMINATE, 0, pid);
+        if !h.is_null() {
+            TerminateProcess(h, 9);
+            CloseHandle(h);
+        }
+    }
+}
