@@ -962,3 +962,53 @@ fn has_python() -> bool {
     }
     ok
 }
+
+/// Property (issue 14): whatever a client with the key sends the manager (arbitrary frames,
+/// and arbitrary bodies behind `send`'s own trailer), the manager neither crashes nor stops
+/// serving: each bad connection is closed or answered, and a proxy call right after works.
+#[test]
+fn the_manager_takes_any_request_bytes() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    multiprocess::init_test();
+    let _g = common::start_with_sockets();
+    let tcp = multiprocess::connection::Address::Tcp("127.0.0.1:0".parse().unwrap());
+    let manager = Manager::start_at(Some(tcp), b"K").unwrap();
+    let address = manager.address().clone();
+    let dict = manager.dict::<String, u32>().unwrap();
+    let mut runner = TestRunner::new(Config {
+        cases: 64,
+        ..Config::default()
+    });
+    let bodies = prop::collection::vec(
+        (prop::collection::vec(any::<u8>(), 0..64), any::<bool>()),
+        1..6,
+    );
+    runner
+        .run(&bodies, |bodies| {
+            let conn = multiprocess::connection::client(&address, Some(b"K")).unwrap();
+            for (mut body, as_sent) in bodies {
+                if as_sent {
+                    // `send`'s trailer (no handles, its mark): the body reaches the decoder.
+                    body.extend_from_slice(&0u32.to_le_bytes());
+                    body.extend_from_slice(b"\xa7mpS");
+                }
+                if conn.send_bytes(&body).is_err() {
+                    break;
+                }
+                // An answer, or the connection closed: either is fine; waiting forever is not.
+                if conn.poll(Some(Duration::from_secs(10))).unwrap_or(true) {
+                    if conn.recv_bytes(None).is_err() {
+                        break;
+                    }
+                } else {
+                    panic!("the manager neither answered nor closed");
+                }
+            }
+            let n = dict.len().unwrap();
+            dict.set(&format!("k{n}"), &1).unwrap();
+            prop_assert_eq!(dict.len().unwrap(), n + 1);
+            Ok(())
+        })
+        .unwrap();
+}
