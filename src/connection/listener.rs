@@ -223,6 +223,12 @@ fn handshake(
             if timeout.is_some() {
                 set(None)?;
             }
+            // The handshake's last message was the peer's: acknowledge it now, or a peer with
+            // Nagle's algorithm holds its first message until our delayed acknowledgement
+            // (CPython's client: 44 ms per connection).
+            if let Ok(stream) = conn.raw_stream() {
+                sys::ack_now(stream);
+            }
             Ok(())
         }
     }

@@ -178,3 +178,6 @@ pub(super) fn copy_from_process(_pid: u32, _from: usize, _to: &mut [u8]) -> io::
 pub(super) fn copy_to_process(_pid: u32, _from: &[u8], _to: usize) -> io::Result<()> {
     Err(io::ErrorKind::Unsupported.into())
 }
+
+/// macOS has no `TCP_QUICKACK`; its delayed acknowledgements are left as they are.
+pub(super) fn tcp_ack_now(_fd: std::os::fd::RawFd) {}

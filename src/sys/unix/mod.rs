@@ -325,6 +325,13 @@ pub(crate) fn set_read_timeout(stream: &Stream, timeout: Option<Duration>) -> io
     Ok(())
 }
 
+/// Acknowledges at once what `stream` (a TCP socket) has received (see `tcp_ack_now`): after
+/// a handshake, so that a peer holding its next message for that acknowledgement (Nagle's
+/// algorithm; CPython's clients do not set `TCP_NODELAY`) does not wait for a delayed one.
+pub(crate) fn ack_now(stream: &Stream) {
+    os::tcp_ack_now(stream.as_raw_fd());
+}
+
 /// Closes an inherited channel that a process must not keep, for good: `channel` is never
 /// dropped (its descriptor number may be reused at once, and nothing may close it again). For
 /// a child just forked (one thread) whose other holders of the channel are frames the fork

@@ -458,6 +458,9 @@ pub(crate) fn set_read_timeout(stream: &Stream, timeout: Option<Duration>) -> io
     Ok(())
 }
 
+/// Windows' delayed acknowledgements are left as they are (no `TCP_QUICKACK`).
+pub(crate) fn ack_now(_stream: &Stream) {}
+
 /// Only a child of a fork server cuts an inherited channel; Windows has none.
 pub(crate) fn cut_channel(_channel: std::sync::Arc<Channel>) -> io::Result<()> {
     Ok(())
