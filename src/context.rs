@@ -6,7 +6,7 @@
 //! parent's start method as its own fixed default, so nested children are started the same way.
 
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -79,8 +79,28 @@ impl fmt::Display for StartMethod {
     }
 }
 
-/// The start method used by processes made without a context, once fixed.
-static DEFAULT: Mutex<Option<StartMethod>> = Mutex::new(None);
+/// The start method used by processes made without a context, once fixed: 0 while unset, else
+/// [`code`]. An atomic, not a lock: a child forked while another thread sets it finds a value,
+/// never a lock held forever.
+static DEFAULT: AtomicU8 = AtomicU8::new(0);
+
+fn code(method: Option<StartMethod>) -> u8 {
+    match method {
+        None => 0,
+        Some(StartMethod::Spawn) => 1,
+        Some(StartMethod::Fork) => 2,
+        Some(StartMethod::Forkserver) => 3,
+    }
+}
+
+fn method(code: u8) -> Option<StartMethod> {
+    match code {
+        1 => Some(StartMethod::Spawn),
+        2 => Some(StartMethod::Fork),
+        3 => Some(StartMethod::Forkserver),
+        _ => None,
+    }
+}
 
 /// The method a fresh program uses when nothing was set: `spawn` on every OS (safe with threads,
 /// and the only one Windows has).
@@ -149,23 +169,30 @@ pub fn get_context(method: &str) -> Result<Context> {
 /// [`Error::State`] (`context has already been set`), or [`Error::InvalidArgument`] for an
 /// unknown name.
 pub fn set_start_method<'a>(method: impl Into<Option<&'a str>>, force: bool) -> Result<()> {
-    let method = method.into().map(StartMethod::from_name).transpose()?;
-    let mut default = DEFAULT.lock().unwrap_or_else(|e| e.into_inner());
-    if default.is_some() && !force {
+    let new = code(method.into().map(StartMethod::from_name).transpose()?);
+    if force {
+        DEFAULT.store(new, Ordering::SeqCst);
+    } else if DEFAULT
+        .compare_exchange(0, new, Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
+    {
         return Err(Error::state("context has already been set"));
     }
-    *default = method;
     Ok(())
 }
 
 /// `multiprocessing.get_start_method(allow_none)`: the default start method, fixing it if it was
 /// not yet (unless `allow_none`, which then returns `None` for an unset default).
 pub fn get_start_method(allow_none: bool) -> Option<StartMethod> {
-    let mut default = DEFAULT.lock().unwrap_or_else(|e| e.into_inner());
-    if default.is_none() && !allow_none {
-        *default = Some(INITIAL_DEFAULT);
+    if !allow_none {
+        let _ = DEFAULT.compare_exchange(
+            0,
+            code(Some(INITIAL_DEFAULT)),
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
     }
-    *default
+    method(DEFAULT.load(Ordering::SeqCst))
 }
 
 /// `multiprocessing.get_all_start_methods()`: the methods this platform supports, the default
@@ -189,5 +216,5 @@ pub(crate) fn default_method() -> StartMethod {
 
 /// In a child: adopt the parent's method as the fixed default.
 pub(crate) fn inherit(method: StartMethod) {
-    *DEFAULT.lock().unwrap_or_else(|e| e.into_inner()) = Some(method);
+    DEFAULT.store(code(Some(method)), Ordering::SeqCst);
 }

@@ -794,8 +794,9 @@ fn square_u64(x: u64) -> u64 {
 }
 
 /// Issue 14, item 8: children forked (fork method: `Process` and `Pool`; and forkserver) while
-/// other threads of the parent keep taking the library's own locks (this process's identity,
-/// the pool's) start and end normally: nothing the library owns stays locked in a child.
+/// other threads of the parent keep using the library's own state (this process's identity,
+/// the default start method) start and end normally: nothing the library owns stays locked
+/// in a child.
 #[cfg(unix)]
 #[test]
 fn fork_while_other_threads_hold_the_library_locks() {
@@ -813,6 +814,7 @@ fn fork_while_other_threads_hold_the_library_locks() {
                 while !stop.load(Ordering::Relaxed) {
                     let me = current_process();
                     std::hint::black_box((me.name(), me.authkey(), me.daemon()));
+                    std::hint::black_box(multiprocess::get_start_method(true));
                 }
             })
         })
