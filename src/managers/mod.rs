@@ -58,6 +58,7 @@ use crate::connection::{Address, Connection, client};
 use crate::error::{Error, Result};
 use crate::process::{Process, current_process, lock};
 use crate::registry::Target;
+use crate::sys::fork_lock::ForkLock;
 use crate::wire::{self, Bytes};
 
 mod custom;
@@ -338,7 +339,9 @@ impl Drop for Ref {
 
 /// Every reference this process made, to give them back at exit and to hold them for a forked
 /// child (pruned of dropped ones as it grows).
-static LIVE: Mutex<Vec<Weak<Ref>>> = Mutex::new(Vec::new());
+/// (A [`ForkLock`]: a forked child starts it afresh with the references it adopts, whoever
+/// held it at the fork.)
+static LIVE: ForkLock<Vec<Weak<Ref>>> = ForkLock::new(Vec::new);
 
 /// The reference every proxy holds: which manager, which object.
 #[derive(Debug, Clone)]
@@ -360,7 +363,7 @@ impl Handle {
             holder: AtomicU32::new(crate::sys::current_pid()),
             released: AtomicBool::new(false),
         });
-        let mut live = lock(&LIVE);
+        let mut live = lock(LIVE.get());
         if live.len() >= 64 && live.len().is_power_of_two() {
             live.retain(|w| w.strong_count() > 0);
         }
@@ -372,7 +375,7 @@ impl Handle {
 /// This process's live references, with the ids of each manager's together.
 fn held_here() -> Vec<(Arc<Client>, Vec<Arc<Ref>>)> {
     let me = crate::sys::current_pid();
-    let live: Vec<Arc<Ref>> = lock(&LIVE).iter().filter_map(Weak::upgrade).collect();
+    let live: Vec<Arc<Ref>> = lock(LIVE.get()).iter().filter_map(Weak::upgrade).collect();
     by_manager(
         live.into_iter().filter(|r| {
             r.holder.load(Ordering::Relaxed) == me && !r.released.load(Ordering::Relaxed)
@@ -427,6 +430,7 @@ pub(crate) fn adopt(held: &[Arc<Ref>]) {
     for r in held {
         r.holder.store(me, Ordering::Relaxed);
     }
+    LIVE.reset(held.iter().map(Arc::downgrade).collect());
 }
 
 /// After a failed fork: gives back what [`hold_for_child`] took.
