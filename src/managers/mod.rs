@@ -47,7 +47,7 @@
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::thread::ThreadId;
 use std::time::Duration;
 
@@ -247,7 +247,8 @@ enum Reply {
 struct Client {
     address: Address,
     authkey: Vec<u8>,
-    conns: Mutex<HashMap<(u32, ThreadId), Arc<Connection>>>,
+    /// Per process: a forked child starts with none, whoever held the lock at the fork.
+    conns: ForkLock<HashMap<(u32, ThreadId), Arc<Connection>>>,
 }
 
 impl Client {
@@ -255,7 +256,9 @@ impl Client {
         Arc::new(Client {
             address,
             authkey,
-            conns: Mutex::new(HashMap::new()),
+            // A forked child closes its copies of its parent's connections (when no thread
+            // of the parent held the table at the fork).
+            conns: ForkLock::per_process(HashMap::new, HashMap::clear),
         })
     }
 
@@ -263,15 +266,13 @@ impl Client {
     fn connection(&self) -> Result<Arc<Connection>> {
         let me = Self::me();
         {
-            let mut conns = lock(&self.conns);
+            let conns = lock(self.conns.get());
             if let Some(c) = conns.get(&me) {
                 return Ok(Arc::clone(c));
             }
-            // Inherited through a fork: our copies of the parent's connections go.
-            conns.retain(|(pid, _), _| *pid == me.0);
         }
         let c = Arc::new(client(&self.address, Some(&self.authkey))?);
-        lock(&self.conns).insert(me, Arc::clone(&c));
+        lock(self.conns.get()).insert(me, Arc::clone(&c));
         Ok(c)
     }
 
@@ -284,7 +285,7 @@ impl Client {
         let reply = c.send(request).and_then(|()| recv_soon::<Reply>(&c));
         if reply.is_err() {
             // The stream may be off a message boundary now: never reuse it.
-            lock(&self.conns).remove(&Self::me());
+            lock(self.conns.get()).remove(&Self::me());
         }
         match reply? {
             Reply::Err(kind, message) => Err(Error::Remote { kind, message }),

@@ -1,60 +1,114 @@
-//! A lock that a forked child can start afresh.
+//! A lock that a forked child starts afresh.
 //!
 //! `fork` copies only the calling thread: a lock another thread of the parent held at that
-//! moment stays held in the child forever. A [`ForkLock`] lets the child replace the whole
-//! lock with a new one; the parent's copy is left behind (never freed: it may be held, and in
-//! a forked child freeing it would only dirty pages). Python does the same for its own locks
-//! after a fork.
+//! moment stays held in the child forever. A [`ForkLock`] knows which process made its current
+//! lock; used in another process (a forked child), it replaces the whole lock with a new one
+//! made by its `init` (or the child sets the value it wants with [`ForkLock::reset`]). The
+//! parent's copy is left behind, never freed: it may be held, and in a forked child freeing it
+//! would only dirty pages. Python does the same for its own locks after a fork.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
-/// A `Mutex<T>` made on first use from `init`, that a forked child replaces with
-/// [`ForkLock::reset`].
+/// The lock of one process.
+struct Slot<T> {
+    pid: u32,
+    lock: Mutex<T>,
+}
+
+/// A `Mutex<T>` made from `init` on first use, and replaced in a forked child: by
+/// [`ForkLock::reset`], or (made with [`ForkLock::per_process`]) on the child's first use.
 pub(crate) struct ForkLock<T> {
-    current: AtomicPtr<Mutex<T>>,
+    current: AtomicPtr<Slot<T>>,
     init: fn() -> T,
+    /// Whether a child's first use replaces the lock by itself, and what it then does with
+    /// the parent's value if that lock is free (closing the child's copies of descriptors).
+    per_process: Option<fn(&mut T)>,
 }
 
 impl<T> ForkLock<T> {
+    /// A lock a forked child keeps (a copy of its parent's value) until it calls
+    /// [`ForkLock::reset`].
     pub(crate) const fn new(init: fn() -> T) -> Self {
         ForkLock {
             current: AtomicPtr::new(std::ptr::null_mut()),
             init,
+            per_process: None,
         }
     }
 
-    /// The lock as it is now.
+    /// A lock each process starts from `init`: a forked child's first use replaces its
+    /// parent's copy (for state that belongs to one process, as its connections), after
+    /// passing the parent's value to `leave` if no thread held it at the fork.
+    pub(crate) const fn per_process(init: fn() -> T, leave: fn(&mut T)) -> Self {
+        ForkLock {
+            current: AtomicPtr::new(std::ptr::null_mut()),
+            init,
+            per_process: Some(leave),
+        }
+    }
+
+    /// The lock (a fresh one, from `init`, on first use; and on a forked child's first use,
+    /// for a per-process lock).
     pub(crate) fn get(&self) -> &Mutex<T> {
+        let me = super::current_pid();
         let mut p = self.current.load(Ordering::Acquire);
-        if p.is_null() {
-            let fresh = Box::into_raw(Box::new(Mutex::new((self.init)())));
-            p = match self.current.compare_exchange(
-                std::ptr::null_mut(),
-                fresh,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => fresh,
-                Err(first) => {
+        // SAFETY (the dereferences): every pointer stored in `current` comes from
+        // `Box::into_raw` and is freed only by `Drop`, when nothing borrows `self` any more
+        // (a replaced one is left behind on purpose), so it is valid while `self` is borrowed.
+        while p.is_null() || (self.per_process.is_some() && unsafe { (*p).pid } != me) {
+            if let (false, Some(leave)) = (p.is_null(), self.per_process) {
+                // SAFETY: as above; the parent's slot is never freed.
+                if let Ok(mut old) = unsafe { &(*p).lock }.try_lock() {
+                    leave(&mut old);
+                }
+            }
+            let fresh = Box::into_raw(Box::new(Slot {
+                pid: me,
+                lock: Mutex::new((self.init)()),
+            }));
+            match self
+                .current
+                .compare_exchange(p, fresh, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => p = fresh,
+                Err(now) => {
                     // SAFETY: `fresh` came from `Box::into_raw` just above and was never
                     // published, so this is its only owner.
                     drop(unsafe { Box::from_raw(fresh) });
-                    first
+                    p = now;
                 }
-            };
+            }
         }
-        // SAFETY: every pointer stored in `current` comes from `Box::into_raw` and is never
-        // freed once stored (a replaced one is left behind on purpose), so it stays valid for
-        // as long as `self`.
-        unsafe { &*p }
+        // SAFETY: as above.
+        unsafe { &(*p).lock }
     }
 
-    /// In a child just forked (one thread): a new lock holding `value` replaces the one
-    /// inherited, whoever held it.
+    /// A new lock holding `value` replaces this process's, whoever held it (for a child just
+    /// forked that wants a value of its own rather than `init`'s).
     pub(crate) fn reset(&self, value: T) {
-        let fresh = Box::into_raw(Box::new(Mutex::new(value)));
+        let fresh = Box::into_raw(Box::new(Slot {
+            pid: super::current_pid(),
+            lock: Mutex::new(value),
+        }));
         self.current.store(fresh, Ordering::Release);
+    }
+}
+
+impl<T> Drop for ForkLock<T> {
+    fn drop(&mut self) {
+        let p = *self.current.get_mut();
+        if !p.is_null() {
+            // SAFETY: the current slot came from `Box::into_raw`; `&mut self` means nothing
+            // borrows it any more. (Slots replaced earlier stay behind, as documented.)
+            drop(unsafe { Box::from_raw(p) });
+        }
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for ForkLock<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForkLock").finish_non_exhaustive()
     }
 }
 
@@ -62,7 +116,7 @@ impl<T> ForkLock<T> {
 mod tests {
     use super::*;
 
-    /// A lock held (here, by a guard we forget, as a thread of the parent would hold it at a
+    /// A held lock (here, by a guard we forget, as a thread of the parent would hold it at a
     /// fork) is replaced by a free one with the new value.
     #[test]
     fn a_held_lock_is_replaced() {
@@ -72,5 +126,18 @@ mod tests {
         assert!(L.get().try_lock().is_err());
         L.reset(9);
         assert_eq!(*L.get().try_lock().expect("free"), 9);
+    }
+
+    /// A lock made by another process (as a forked child sees its parent's) is replaced by a
+    /// fresh one from `init` on first use.
+    #[test]
+    fn another_process_lock_is_replaced_on_first_use() {
+        let l: ForkLock<u32> = ForkLock::per_process(|| 3, |old| *old = 0);
+        *l.get().lock().unwrap() = 5;
+        std::mem::forget(l.get().lock().unwrap());
+        // Pretend the current lock was made by another process.
+        // SAFETY: the test owns `l`; the slot is valid (made by `get` above).
+        unsafe { (*l.current.load(Ordering::Acquire)).pid ^= 1 };
+        assert_eq!(*l.get().try_lock().expect("a fresh lock"), 3);
     }
 }
