@@ -1748,4 +1748,46 @@ mod tests {
         }
         assert!(matches!(q.get_nowait(), Err(Error::Empty)));
     }
+
+    /// Property (issue 14): whatever a process left in a queue's shared memory (any header
+    /// word, any bytes after it, any published tail), a `get` gives a message, nothing, or an
+    /// error within its deadline: never a panic, nor a wait past the deadline.
+    #[test]
+    fn any_header_word_is_a_message_nothing_or_an_error() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        let mut runner = TestRunner::new(Config {
+            cases: 256,
+            ..Config::default()
+        });
+        let case = (
+            any::<u32>(),
+            prop::collection::vec(any::<u8>(), 0..200),
+            0u32..8192,
+        );
+        runner
+            .run(&case, |(header, body, tail)| {
+                let ring = Ring::new(MIN_CAPACITY, 0).expect("a ring");
+                ring.copy_in(4, &body);
+                ring.header(0).store(header, Ordering::Release);
+                ring.word(TAIL).store(tail, Ordering::Release);
+                let start = Instant::now();
+                let got = ring.get_with(Deadline::after(Some(Duration::from_millis(20))), |m| {
+                    m.len()
+                });
+                prop_assert!(
+                    start.elapsed() < Duration::from_secs(2),
+                    "{:?}",
+                    start.elapsed()
+                );
+                if let Ok(Some(len)) = got {
+                    prop_assert!(
+                        len <= MIN_CAPACITY,
+                        "a {len}-byte message from a 4 KiB ring"
+                    );
+                }
+                Ok(())
+            })
+            .expect("no case panics or hangs");
+    }
 }
