@@ -285,7 +285,10 @@ pub(crate) fn fork(
     let mut theirs = Some(theirs);
     // The child's copies of our manager proxies need references of their own.
     let held = crate::managers::hold_for_child();
+    // Held across the fork (after the children list), so the child finds it free and whole.
+    let mut tracker = Some(sys::hold_tracker());
     let forked = sys::fork(|| {
+        let _ = tracker.take(); // let go in the child
         crate::managers::adopt(&held);
         drop(ours.take());
         process::forget_inherited_children(children);
@@ -299,6 +302,7 @@ pub(crate) fn fork(
             }
         })
     });
+    let _ = tracker.take(); // let go in the parent
     let handle = match forked {
         Ok(handle) => handle,
         Err(e) => {

@@ -787,6 +787,13 @@ fn p21_child_threads_and_stdin() {
     }
 }
 
+/// A child of the fork test below: uses the shared-memory tracker (its parent's, inherited).
+#[cfg(unix)]
+fn shared_memory_round() {
+    let shm = multiprocess::SharedMemory::create(None, 64).unwrap();
+    shm.unlink().unwrap();
+}
+
 /// The pool task of the fork test below (Unix only: Windows has no fork).
 #[cfg(unix)]
 fn square_u64(x: u64) -> u64 {
@@ -795,8 +802,8 @@ fn square_u64(x: u64) -> u64 {
 
 /// Issue 14, item 8: children forked (fork method: `Process` and `Pool`; and forkserver) while
 /// other threads of the parent keep using the library's own state (this process's identity,
-/// the default start method) start and end normally: nothing the library owns stays locked
-/// in a child.
+/// the default start method, the shared-memory tracker's link) start, use it, and end
+/// normally: nothing the library owns stays locked in a child.
 #[cfg(unix)]
 #[test]
 fn fork_while_other_threads_hold_the_library_locks() {
@@ -805,7 +812,11 @@ fn fork_while_other_threads_hold_the_library_locks() {
     multiprocess::init_test();
     // The fork server lives as long as the test binary: started once the test has the
     // machine to itself, before the guard counts descriptors.
-    let _g = common::start_with(|| multiprocess::forkserver::ensure_running().unwrap());
+    let _g = common::start_with(|| {
+        multiprocess::forkserver::ensure_running().unwrap();
+        // The shared-memory tracker too (forked children use this process's).
+        shared_memory_round();
+    });
     let stop = Arc::new(AtomicBool::new(false));
     let hammers: Vec<_> = (0..2)
         .map(|_| {
@@ -815,6 +826,9 @@ fn fork_while_other_threads_hold_the_library_locks() {
                     let me = current_process();
                     std::hint::black_box((me.name(), me.authkey(), me.daemon()));
                     std::hint::black_box(multiprocess::get_start_method(true));
+                    // The shared-memory tracker's link.
+                    let shm = multiprocess::SharedMemory::create(None, 64).unwrap();
+                    shm.unlink().unwrap();
                 }
             })
         })
@@ -822,7 +836,13 @@ fn fork_while_other_threads_hold_the_library_locks() {
     for method in ["fork", "forkserver"] {
         let ctx = get_context(method).unwrap();
         for i in 0..60 {
-            let mut p = ctx.process(nothing, ());
+            // A served child would start a tracker of its own (see the session note), so only
+            // forked children use shared memory here.
+            let mut p = if method == "fork" {
+                ctx.process(shared_memory_round, ())
+            } else {
+                ctx.process(nothing, ())
+            };
             p.start().unwrap();
             p.join(Some(Duration::from_secs(20))).unwrap();
             if p.exitcode().unwrap().is_none() {

@@ -191,6 +191,16 @@ fn link() -> MutexGuard<'static, Option<Link>> {
     LINK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The tracker's link, held (across a fork, so that the child finds it free and whole).
+pub(crate) struct TrackerHeld(#[allow(dead_code)] MutexGuard<'static, Option<Link>>);
+
+/// Holds the tracker's link until the value returned is dropped: taken before a fork (after the
+/// children list: nothing holds the link and then wants that list), let go in both processes
+/// after it.
+pub(crate) fn hold_tracker() -> TrackerHeld {
+    TrackerHeld(link())
+}
+
 /// Registers segment `name` with the tracker (starting it if this tree has none).
 pub(crate) fn shm_track(name: &str) -> io::Result<()> {
     tell_tracker("REGISTER", name)
