@@ -54,8 +54,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Decodes replies; `nudged` is set by a nudge of our own.
-fn incoming(messages: Vec<Vec<u8>>, nudged: &mut bool) -> Vec<Incoming> {
+/// Decodes replies (a nudge of our own only woke the reader: it is dropped).
+fn incoming(messages: Vec<Vec<u8>>) -> Vec<Incoming> {
     let mut out = Vec::with_capacity(messages.len());
     for m in messages {
         let Ok((reply, payload)) = split::<Reply>(&m) else {
@@ -64,7 +64,7 @@ fn incoming(messages: Vec<Vec<u8>>, nudged: &mut bool) -> Vec<Incoming> {
         };
         let start = m.len() - payload.len();
         match reply.id {
-            NUDGE => *nudged = true,
+            NUDGE => {}
             BYE => out.push(Incoming::Bye),
             id => out.push(Incoming::Reply {
                 id,
@@ -218,8 +218,7 @@ impl Shared {
                 Ok(Some(first)) => {
                     let mut batch = vec![first];
                     batch.extend(worker.recv_ready(REPLY_BATCH));
-                    let mut nudged = false;
-                    let replies = incoming(batch, &mut nudged);
+                    let replies = incoming(batch);
                     let bye = replies.iter().any(|r| matches!(r, Incoming::Bye));
                     let (fx, over) = {
                         let mut core = lock(&self.core);
@@ -249,14 +248,13 @@ impl Shared {
         // it ended is read (nothing more can come).
         lock(&self.core).workers.remove(&n);
         let exitcode = worker.reap(GRACE);
-        let mut nudged = false;
         let mut last = Vec::new();
         loop {
             let more = worker.recv_ready(REPLY_BATCH);
             if more.is_empty() {
                 break;
             }
-            last.extend(incoming(more, &mut nudged));
+            last.extend(incoming(more));
         }
         let fx = {
             let mut core = lock(&self.core);
