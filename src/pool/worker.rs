@@ -16,6 +16,7 @@ use super::supervisor::REVOKE_SLOTS;
 use crate::bootstrap::catch_quietly;
 use crate::error::{Error, Result};
 use crate::queues::Ring;
+use crate::registry;
 use crate::synchronize::Deadline;
 use crate::sys::Region;
 use crate::wire;
@@ -77,11 +78,50 @@ impl Link {
 
 fn run(code: Code, args: &[u8]) -> std::result::Result<Vec<u8>, Failure> {
     let trampoline = code.resolve().map_err(Failure::from_error)?;
-    match catch_quietly(|| trampoline(args)) {
+    settle(catch_quietly(|| trampoline(args)))
+}
+
+fn settle(
+    called: std::result::Result<Result<Vec<u8>>, String>,
+) -> std::result::Result<Vec<u8>, Failure> {
+    match called {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(Failure::from_error(e)),
         Err(panic) => Err(Failure::Panicked(panic)),
     }
+}
+
+/// Runs task `id` and replies. A worker process's value goes straight into the replies' ring
+/// where it can (see `registry::replying_into`), else through [`reply`]. A thread worker's
+/// `kill_flag` is checked after the call, and a killed one sends nothing (as a killed process
+/// would): so its reply always waits for the call's end. `None`: killed; else whether the reply
+/// went.
+fn run_task(
+    link: &Link,
+    id: u64,
+    code: Code,
+    args: &[u8],
+    kill_flag: Option<&dyn Fn() -> bool>,
+) -> Option<bool> {
+    let outcome = match (
+        kill_flag,
+        code.resolve(),
+        head(&Reply { id, failure: None }),
+    ) {
+        (None, Ok(trampoline), Ok(h)) => {
+            let (called, sent) =
+                registry::replying_into(&link.replies, h, || catch_quietly(|| trampoline(args)));
+            if sent {
+                return Some(true);
+            }
+            settle(called)
+        }
+        _ => run(code, args),
+    };
+    if kill_flag.is_some_and(|k| k()) {
+        return None;
+    }
+    Some(reply(&link.replies, id, outcome))
 }
 
 /// Sends a reply. It waits for room as long as it takes: the parent has a thread that does
@@ -143,15 +183,10 @@ fn serve(link: &Link, maxtasks: Option<u64>, kill_flag: Option<&dyn Fn() -> bool
         let Order::Task { id, code } = order else {
             return Some(false); // Stop
         };
-        let outcome = if link.start() {
-            Err(Failure::Cancelled)
-        } else {
-            run(code, args)
-        };
-        if killed() {
-            return None;
+        if link.start() {
+            return (!killed()).then(|| reply(&link.replies, id, Err(Failure::Cancelled)));
         }
-        Some(reply(&link.replies, id, outcome))
+        run_task(link, id, code, args, kill_flag)
     };
     loop {
         let wait = Deadline::after(killable.then_some(KILL_CHECK));
