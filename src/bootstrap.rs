@@ -285,10 +285,14 @@ pub(crate) fn fork(
     let mut theirs = Some(theirs);
     // The child's copies of our manager proxies need references of their own.
     let held = crate::managers::hold_for_child();
-    // Held across the fork (after the children list), so the child finds it free and whole.
+    // Held across the fork (after the children list), so the child finds them free and whole.
+    let mut server = Some(crate::forkserver::hold());
     let mut tracker = Some(sys::hold_tracker());
     let forked = sys::fork(|| {
         let _ = tracker.take(); // let go in the child
+        if let Some(server) = server.take() {
+            server.forget_in_child();
+        }
         crate::managers::adopt(&held);
         drop(ours.take());
         process::forget_inherited_children(children);
@@ -303,6 +307,7 @@ pub(crate) fn fork(
         })
     });
     let _ = tracker.take(); // let go in the parent
+    drop(server.take());
     let handle = match forked {
         Ok(handle) => handle,
         Err(e) => {

@@ -15,7 +15,7 @@
 //! executable of its first use, and its children inherit those, not later changes (as in
 //! Python).
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -134,11 +134,21 @@ fn retire(server: Server, grace: Duration) {
     }
 }
 
-/// In a forked child: the parent's server is not ours (closing our copies of its channels
-/// does not end it).
-pub(crate) fn forget_inherited() {
-    if let Ok(mut slot) = SERVER.try_lock() {
-        slot.take();
+/// The fork server's slot, held across our fork (taken after the children list, the order
+/// every path takes the two in: `Process::start` holds the list while it asks the server), so
+/// that the child finds it free, whatever other threads were doing.
+pub(crate) struct Held(MutexGuard<'static, Option<Server>>);
+
+/// Takes the fork server's slot for a fork (see [`Held`]).
+pub(crate) fn hold() -> Held {
+    Held(lock(&SERVER))
+}
+
+impl Held {
+    /// In the forked child: the parent's server is not ours (dropping our copies of its
+    /// channels does not end it); the slot is free again.
+    pub(crate) fn forget_in_child(mut self) {
+        self.0.take();
     }
 }
 

@@ -802,8 +802,8 @@ fn square_u64(x: u64) -> u64 {
 
 /// Issue 14, item 8: children forked (fork method: `Process` and `Pool`; and forkserver) while
 /// other threads of the parent keep using the library's own state (this process's identity,
-/// the default start method, the shared-memory tracker's link) start, use it, and end
-/// normally: nothing the library owns stays locked in a child.
+/// the default start method, the shared-memory tracker's link, the fork server's slot) start,
+/// use it, and end normally: nothing the library owns stays locked in a child.
 #[cfg(unix)]
 #[test]
 fn fork_while_other_threads_hold_the_library_locks() {
@@ -818,6 +818,29 @@ fn fork_while_other_threads_hold_the_library_locks() {
         shared_memory_round();
     });
     let stop = Arc::new(AtomicBool::new(false));
+    // Two more threads use the fork server: one asks it for children, one keeps checking that
+    // it runs (each holds the server's slot meanwhile).
+    let served = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let ctx = get_context("forkserver").unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let mut p = ctx.process(nothing, ());
+                p.start().unwrap();
+                p.join(Some(Duration::from_secs(20))).unwrap();
+                assert_eq!(p.exitcode().unwrap(), Some(0), "a served child");
+            }
+        })
+    };
+    let checker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                multiprocess::forkserver::ensure_running().unwrap();
+                std::hint::black_box(multiprocess::forkserver::server_pid());
+            }
+        })
+    };
     let hammers: Vec<_> = (0..2)
         .map(|_| {
             let stop = stop.clone();
@@ -838,7 +861,10 @@ fn fork_while_other_threads_hold_the_library_locks() {
         for i in 0..60 {
             // A served child would start a tracker of its own (see the session note), so only
             // forked children use shared memory here.
-            let mut p = if method == "fork" {
+            let mut p = if method == "fork" && i % 2 == 1 {
+                // The fork server's slot: the child starts a served child of its own.
+                ctx.process(served_child, ())
+            } else if method == "fork" {
                 ctx.process(shared_memory_round, ())
             } else {
                 ctx.process(nothing, ())
@@ -866,4 +892,16 @@ fn fork_while_other_threads_hold_the_library_locks() {
     for h in hammers {
         h.join().unwrap();
     }
+    served.join().unwrap();
+    checker.join().unwrap();
+}
+
+/// In a forked child: starts a child of the fork server (the child's own: the parent's server
+/// is not inherited) and waits for it.
+#[cfg(unix)]
+fn served_child() {
+    let mut p = get_context("forkserver").unwrap().process(nothing, ());
+    p.start().unwrap();
+    p.join(Some(Duration::from_secs(20))).unwrap();
+    assert_eq!(p.exitcode().unwrap(), Some(0));
 }

@@ -773,7 +773,6 @@ pub(crate) fn exit_function() {
 /// In a forked child: let go of the parent's children (their descriptors must not keep the
 /// parent's channels open) and forget them.
 pub(crate) fn forget_inherited_children(children: &mut Option<ChildrenGuard>) {
-    crate::forkserver::forget_inherited();
     if let Some(mut list) = children.take().filter(|list| !list.is_empty()) {
         for c in list.drain(..) {
             if let Ok(mut state) = c.state.try_lock() {
