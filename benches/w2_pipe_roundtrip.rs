@@ -17,6 +17,11 @@
 //!   `pipe(false)` (simplex, OS pipes) with a spawned child;
 //! - the OS floors, with a child made by raw `fork`: `write` / `read` of 8 bytes on a
 //!   socketpair (what `pipe(true)` uses), and on a pair of pipes (what `pipe(false)` uses);
+//! - a `multiprocess` connection from `connection::Listener` / `connection::client` over TCP
+//!   (127.0.0.1) and over a Unix socket, the spawned child connecting; and the OS floor for TCP:
+//!   raw `write` / `read` of 8 bytes over a loopback TCP connection with `TCP_NODELAY`, child by
+//!   `fork` (issue 14, item 7: what TCP costs over a socketpair is the OS's; what our
+//!   connection adds over raw TCP is ours);
 //! - two `multiprocess::Queue<u64>`, one each way (`put` / `get`), the echo child started with
 //!   spawn and given both queues as arguments;
 //! - CPython's `multiprocessing.Pipe()` with `send_bytes` / `recv_bytes`, and two
@@ -197,6 +202,9 @@ mod w2 {
         MpSimplex,
         RawSocket,
         RawPipe,
+        /// Over TCP, ours and the OS's.
+        Tcp,
+        RawTcp,
         Queue,
         PyQueue,
         Other,
@@ -505,6 +513,27 @@ mod w2 {
         raw_row((a, a2), (b, b2), pins)
     }
 
+    /// A connected pair of TCP sockets over the loopback, both with `TCP_NODELAY` (as
+    /// `multiprocess` sets on its own).
+    fn tcp_pair() -> Result<(OwnedFd, OwnedFd), String> {
+        let s = |e: std::io::Error| e.to_string();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(s)?;
+        let a = std::net::TcpStream::connect(listener.local_addr().map_err(s)?).map_err(s)?;
+        let (b, _) = listener.accept().map_err(s)?;
+        a.set_nodelay(true).map_err(s)?;
+        b.set_nodelay(true).map_err(s)?;
+        Ok((a.into(), b.into()))
+    }
+
+    fn raw_tcp(pins: Pins) -> Result<(Batch, Finish), String> {
+        let (a, b) = tcp_pair()?;
+        let (a2, b2) = (
+            a.try_clone().map_err(|e| e.to_string())?,
+            b.try_clone().map_err(|e| e.to_string())?,
+        );
+        raw_row((a, a2), (b, b2), pins)
+    }
+
     fn raw_pipes(pins: Pins) -> Result<(Batch, Finish), String> {
         let (down_r, down_w) = pipe()?;
         let (up_r, up_w) = pipe()?;
@@ -568,6 +597,29 @@ mod w2 {
         U64,
         /// Bytes over two `pipe(false)`s.
         Simplex,
+        /// Bytes over a `Listener` / `client` connection (the child connects; no authkey, as
+        /// the pipes have none): over TCP, or else a Unix socket.
+        Listener {
+            tcp: bool,
+        },
+    }
+
+    /// A listener row's address: TCP on the loopback (a free port), or a Unix socket file.
+    fn listener_address(tcp: bool) -> multiprocess::connection::Address {
+        if tcp {
+            return multiprocess::connection::Address::Tcp(([127, 0, 0, 1], 0).into());
+        }
+        let path = std::env::temp_dir().join(format!("w2-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        multiprocess::connection::Address::Unix(path)
+    }
+
+    /// Echo child of a listener row: connects to `address`, then as [`echo_bytes`].
+    fn echo_client(address: multiprocess::connection::Address) -> u64 {
+        match multiprocess::connection::client(&address, None) {
+            Ok(conn) => echo_bytes(conn),
+            Err(_) => u64::MAX,
+        }
     }
 
     /// A `multiprocess` echo child (spawn: `Process` with the Connection(s) as arguments; fork:
@@ -576,7 +628,19 @@ mod w2 {
         let e = |e: multiprocess::Error| e.to_string();
         let ctx = multiprocess::get_context(method).map_err(e)?;
         let fork = method == "fork";
-        let (rx, tx, mut p) = if mode == Mode::Simplex {
+        let (rx, tx, mut p) = if let Mode::Listener { tcp } = mode {
+            let listener =
+                multiprocess::connection::Listener::bind(Some(listener_address(tcp)), None)
+                    .map_err(e)?;
+            let address = listener.address().clone();
+            let mut p = ctx.process(echo_client, (address.clone(),));
+            p.start().map_err(e)?;
+            let conn = listener.accept().map_err(e)?;
+            if let multiprocess::connection::Address::Unix(path) = &address {
+                let _ = std::fs::remove_file(path);
+            }
+            (conn, None, p)
+        } else if mode == Mode::Simplex {
             let (child_rx, parent_tx) = multiprocess::pipe(false).map_err(e)?;
             let (parent_rx, child_tx) = multiprocess::pipe(false).map_err(e)?;
             let p = if fork {
@@ -595,7 +659,9 @@ mod w2 {
             };
             (ours, None, p)
         };
-        p.start().map_err(e)?;
+        if p.pid().is_none() {
+            p.start().map_err(e)?;
+        }
         pin_child(p.pid().ok_or("no pid")? as libc::pid_t, pins)?;
         let ends = std::rc::Rc::new(std::cell::RefCell::new(Some((rx, tx))));
         let ends2 = ends.clone();
@@ -837,11 +903,19 @@ mod w2 {
                     Key::RawPipe,
                     "pipes",
                 ),
+                // Issue 14, item 7: what a TCP connection adds is ours to fix; TCP's own cost
+                // over a socketpair is the OS's.
+                (
+                    Key::Tcp,
+                    "`Listener`/`client` over TCP, `send_bytes`/`recv_bytes`",
+                    Key::RawTcp,
+                    "TCP",
+                ),
             ] {
                 if let (Some(mp), Some(f)) = (m(key), m(floor_key)) {
                     let r = mp / f;
                     s += &format!(
-                        "| Pipe ({what}) within 1.2× of raw {floor} | {} | {mp:.2} / {f:.2} µs = {r:.2}× | {} |\n",
+                        "| Connection ({what}) within 1.2× of raw {floor} | {} | {mp:.2} / {f:.2} µs = {r:.2}× | {} |\n",
                         placement.label(),
                         verdict(r <= 1.2)
                     );
@@ -907,6 +981,21 @@ mod w2 {
                 Key::RawPipe,
                 "OS floor: raw pair of pipes, `write`/`read` 8 bytes, child by `fork`",
                 raw_pipes,
+            ),
+            (
+                Key::Tcp,
+                "multiprocess `Listener` / `client` over TCP (127.0.0.1), `send_bytes`/`recv_bytes`, child by spawn (it connects)",
+                |p| mp_row("spawn", Mode::Listener { tcp: true }, p),
+            ),
+            (
+                Key::Other,
+                "multiprocess `Listener` / `client` over a Unix socket, `send_bytes`/`recv_bytes`, child by spawn (it connects)",
+                |p| mp_row("spawn", Mode::Listener { tcp: false }, p),
+            ),
+            (
+                Key::RawTcp,
+                "OS floor: raw TCP over 127.0.0.1 (`TCP_NODELAY`), `write`/`read` 8 bytes, child by `fork`",
+                raw_tcp,
             ),
             (
                 Key::Queue,

@@ -170,6 +170,8 @@ fn start_server() -> Result<Server> {
             "the forkserver start method does not exist on Windows; use spawn".into(),
         ));
     }
+    // The server and its children use this process's shared-memory tracker.
+    sys::ensure_tracker().map_err(|e| Error::io("starting the resource tracker", e))?;
     let (requests, theirs) = pipe(true)?;
     let job = job(serve, &(theirs,));
     let me = current_process();

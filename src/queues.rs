@@ -2144,6 +2144,7 @@ mod tests {
     }
 
     /// What a process killed inside a put or get was doing.
+    #[cfg(unix)]
     #[derive(Clone, Copy, Debug)]
     enum Op {
         Put,

@@ -152,6 +152,29 @@ fn served_children_from_many_threads() {
     });
 }
 
+/// The resource tracker a process uses after creating and unlinking a segment.
+fn tracker_after_shared_memory() -> Option<u32> {
+    let shm = multiprocess::SharedMemory::create(None, 64).unwrap();
+    shm.unlink().unwrap();
+    multiprocess::shared_memory::resource_tracker_process().map(|(pid, _)| pid)
+}
+
+/// A served child registers shared memory with this process's resource tracker, which the
+/// fork server inherited (as in CPython), instead of starting one of its own (which outlived
+/// the child as an orphan).
+#[test]
+fn served_children_share_the_resource_tracker() {
+    multiprocess::init_test();
+    let _g = start();
+    let mine = multiprocess::shared_memory::resource_tracker_process().map(|(pid, _)| pid);
+    assert!(mine.is_some(), "the fork server started without a tracker");
+    for _ in 0..3 {
+        let mut p = ctx().process(tracker_after_shared_memory, ());
+        p.start().unwrap();
+        assert_eq!(p.result::<Option<u32>>().unwrap(), mine);
+    }
+}
+
 /// A pool whose workers are served children.
 #[test]
 fn pool_with_forkserver_workers() {

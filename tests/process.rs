@@ -859,15 +859,13 @@ fn fork_while_other_threads_hold_the_library_locks() {
     for method in ["fork", "forkserver"] {
         let ctx = get_context(method).unwrap();
         for i in 0..60 {
-            // A served child would start a tracker of its own (see the session note), so only
-            // forked children use shared memory here.
+            // Served children use shared memory too: with this process's tracker, which the
+            // fork server inherited.
             let mut p = if method == "fork" && i % 2 == 1 {
                 // The fork server's slot: the child starts a served child of its own.
                 ctx.process(served_child, ())
-            } else if method == "fork" {
-                ctx.process(shared_memory_round, ())
             } else {
-                ctx.process(nothing, ())
+                ctx.process(shared_memory_round, ())
             };
             p.start().unwrap();
             p.join(Some(Duration::from_secs(20))).unwrap();

@@ -201,6 +201,17 @@ pub(crate) fn hold_tracker() -> TrackerHeld {
     TrackerHeld(link())
 }
 
+/// Makes sure this process has its tree's tracker (inherited, or started now). Called before
+/// the fork server starts, so that the server and the children it forks share this process's
+/// tracker instead of each starting one of its own (CPython's forkserver does the same).
+pub(crate) fn ensure_tracker() -> io::Result<()> {
+    let mut guard = link();
+    if guard.is_none() {
+        *guard = Some(connect()?);
+    }
+    Ok(())
+}
+
 /// Registers segment `name` with the tracker (starting it if this tree has none).
 pub(crate) fn shm_track(name: &str) -> io::Result<()> {
     tell_tracker("REGISTER", name)

@@ -170,3 +170,8 @@ pub(crate) fn hold_tracker() -> TrackerHeld {
 pub(crate) fn tracker_process() -> Option<(u32, i32)> {
     None
 }
+
+/// No resource tracker on Windows: nothing to start.
+pub(crate) fn ensure_tracker() -> io::Result<()> {
+    Ok(())
+}
