@@ -2144,8 +2144,7 @@ mod tests {
     }
 
     /// What a process killed inside a put or get was doing.
-    #[cfg(unix)]
-    #[derive(Clone, Copy, Debug)]
+    #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
     enum Op {
         Put,
         PutMany,
@@ -2155,17 +2154,41 @@ mod tests {
         GetMany,
     }
 
+    /// The child of the test below: does `op` on `q`, dying at the `nth` pass of fault point
+    /// `step`.
+    fn die_inside(op: Op, step: u32, nth: u32, q: Queue<u64>) {
+        DIE_AT.store(step, Ordering::Relaxed);
+        DIE_HIT.store(nth, Ordering::Relaxed);
+        match op {
+            Op::Put => {
+                for v in MINE {
+                    q.put(&v).expect("put");
+                }
+            }
+            Op::PutMany | Op::PutManyBounded => q.put_many(&MINE).expect("put_many"),
+            Op::Get => {
+                q.get().expect("get");
+                q.get().expect("get");
+            }
+            Op::GetMany => {
+                q.get_many(3, None).expect("get_many");
+            }
+        }
+    }
+
+    /// What the child of the test below puts.
+    const MINE: [u64; 3] = [200, 201, 202];
+
     /// A producer or consumer dies (as if killed, holding the lock) at every step of each
     /// sequence that publishes or takes messages: the next process finds the queue consistent
     /// (each message published is got exactly once, in order; one taken by the dead consumer
     /// may come again; `qsize` counts what is there) — never a lost message or a wrong count.
     /// Each step is hit by some case (else the test fails): the fault points are where the
     /// code runs.
-    #[cfg(unix)]
     #[test]
     fn a_process_killed_at_each_step_leaves_the_queue_consistent() {
         crate::init_test();
-        let fork = crate::get_context("fork").expect("fork");
+        let spawn = crate::get_context("spawn").expect("spawn");
         let mut hit = BTreeSet::new();
         let ops = [
             Op::Put,
@@ -2185,30 +2208,8 @@ mod tests {
                     };
                     let before = [100u64, 101, 102];
                     q.put_many(&before).expect("puts");
-                    let mine = [200u64, 201, 202];
-                    let child_q = q.clone();
-                    let mut p = crate::Process::from_closure(move || {
-                        DIE_AT.store(step, Ordering::Relaxed);
-                        DIE_HIT.store(nth, Ordering::Relaxed);
-                        match op {
-                            Op::Put => {
-                                for v in mine {
-                                    child_q.put(&v).expect("put");
-                                }
-                            }
-                            Op::PutMany | Op::PutManyBounded => {
-                                child_q.put_many(&mine).expect("put_many");
-                            }
-                            Op::Get => {
-                                child_q.get().expect("get");
-                                child_q.get().expect("get");
-                            }
-                            Op::GetMany => {
-                                child_q.get_many(3, None).expect("get_many");
-                            }
-                        }
-                    })
-                    .context(fork);
+                    let mine = MINE;
+                    let mut p = spawn.process(die_inside, (op, step, nth, q.clone()));
                     p.start().expect("starts");
                     p.join(Some(Duration::from_secs(20))).expect("joins");
                     let code = p.exitcode().expect("exitcode");
