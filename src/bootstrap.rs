@@ -106,6 +106,10 @@ fn reentry_args() -> Vec<OsString> {
 pub fn init() {
     ensure_exit_hook();
     match sys::take_child_channel() {
+        // Started by an MPI launcher: ranks other than 0 serve pool workers from here.
+        #[cfg(all(feature = "mpi", unix))]
+        Ok(None) => crate::pool::enter_mpi(),
+        #[cfg(not(all(feature = "mpi", unix)))]
         Ok(None) => {}
         Ok(Some(channel)) => run_spawned(channel),
         Err(e) => {
@@ -177,6 +181,9 @@ pub(crate) fn ensure_exit_hook() {
 
 extern "C" fn exit_hook() {
     let _ = panic::catch_unwind(process::exit_function);
+    // The other ranks of an MPI job end with rank 0.
+    #[cfg(all(feature = "mpi", unix))]
+    let _ = panic::catch_unwind(crate::pool::finish_mpi);
     flush_stdio();
 }
 

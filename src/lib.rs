@@ -67,6 +67,7 @@
 //! | `Value`, `Array`, `RawValue`, `RawArray` | [`Value`], [`Array`], [`RawValue`], [`RawArray`] |
 //! | `shared_memory.SharedMemory` | [`SharedMemory`] |
 //! | `Pool`, `AsyncResult` | [`Pool`], [`AsyncResult`] |
+//! | `mpi4py.futures` SPMD mode (`mpiexec -n N python -m mpi4py.futures app.py`) | `PoolBuilder::mpi` (cargo feature `mpi`): workers on the ranks of `mpirun -n N app` |
 //! | `threading.BrokenBarrierError` | [`Error::BrokenBarrier`] |
 //! | — (Python deadlocks) | [`Error::OwnerDied`], [`Error::WorkerLost`] |
 //! | `AsyncResult.get(timeout)` raising `TimeoutError` | [`Error::Timeout`] (the task goes on); a task past its own limit (beyond Python): [`Error::TaskTimeout`] |

@@ -70,6 +70,8 @@ use crate::error::{Error, Result};
 use crate::registry::{Target, call_target};
 use crate::sys::image;
 use crate::wire;
+#[cfg(all(feature = "mpi", unix))]
+pub(crate) use backend::mpi::{enter as enter_mpi, finish as finish_mpi};
 use backend::{Backend, CHANNEL_BYTES};
 pub(crate) use driver::Shared;
 use protocol::{Code, Setup};
@@ -96,6 +98,9 @@ pub struct PoolBuilder {
     context: Option<Context>,
     task_timeout: Option<Duration>,
     progress: bool,
+    /// Workers on MPI ranks (see `PoolBuilder::mpi`).
+    #[cfg(all(feature = "mpi", unix))]
+    mpi: bool,
 }
 
 impl PoolBuilder {
@@ -147,12 +152,48 @@ impl PoolBuilder {
         self
     }
 
+    /// Workers on the other ranks of the MPI job this program runs in (cargo feature `mpi`,
+    /// Unix): start the program with `mpirun -n N` (or `srun`); [`init`](crate::init) lets rank
+    /// 0 run `main` and makes ranks 1 to N−1 serve pool workers until rank 0 ends. The pool
+    /// has one worker a free rank unless [`processes`](Self::processes) says fewer; every
+    /// method works as with local workers. Every rank must run the same build (a different one
+    /// breaks the pool with a clear error).
+    ///
+    /// Limits of this first version: SPMD mode only (no `MPI_Comm_spawn`); a worker given up
+    /// (a task past its time limit, a cancelled running task, or a rank silent for 10 s) is
+    /// not replaced, so the pool goes on with fewer; close and join the pool to give its ranks
+    /// back for another pool (dropping or terminating it gives them up).
+    ///
+    /// ```no_run
+    /// multiprocess::init(); // first in main: ranks other than 0 serve from here
+    /// # fn square(x: u64) -> u64 { x * x }
+    /// let pool = multiprocess::Pool::builder().mpi().build()?;
+    /// let squares: Vec<u64> = pool.map(square, 0..1000u64, None)?;
+    /// pool.close();
+    /// pool.join()?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    #[cfg(all(feature = "mpi", unix))]
+    pub fn mpi(mut self) -> Self {
+        self.mpi = true;
+        self
+    }
+
     /// Starts the workers.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for 0 processes or `maxtasksperchild` 0 (Python's texts);
     /// the error of a worker that could not start (those already started are stopped).
     pub fn build(self) -> Result<Pool> {
+        #[cfg(all(feature = "mpi", unix))]
+        if self.mpi {
+            let n = self
+                .processes
+                .unwrap_or_else(|| backend::mpi::free_ranks().max(1));
+            return self
+                .processes(n)
+                .build_on(Backend::Mpi(backend::mpi::Ranks), CHANNEL_BYTES);
+        }
         let method = match &self.context {
             Some(c) => c.start_method(),
             None => crate::get_start_method(false).unwrap_or(StartMethod::Spawn),

@@ -76,7 +76,7 @@ impl Link {
     }
 }
 
-fn run(code: Code, args: &[u8]) -> std::result::Result<Vec<u8>, Failure> {
+pub(crate) fn run(code: Code, args: &[u8]) -> std::result::Result<Vec<u8>, Failure> {
     let trampoline = code.resolve().map_err(Failure::from_error)?;
     settle(catch_quietly(|| trampoline(args)))
 }

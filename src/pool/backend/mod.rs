@@ -7,12 +7,15 @@
 //! - [`local`]: worker processes on this machine, each with a pair of rings in shared memory.
 //! - [`threads`]: workers as threads of this process over the same rings (for tests: no
 //!   process starts, and a "kill" is a flag the worker obeys between tasks).
+//! - `mpi` (cargo feature `mpi`): workers that are the ranks of an MPI job, over MPI messages.
 //!
 //! A backend whose workers live on other hosts fits the same calls: `alive` is then its own
 //! liveness check (heartbeats), and deadlines and the requeue/fail policy stay in the
 //! supervisor.
 
 pub(crate) mod local;
+#[cfg(all(feature = "mpi", unix))]
+pub(crate) mod mpi;
 pub(crate) mod threads;
 
 use std::time::Duration;
@@ -34,12 +37,16 @@ pub(crate) enum Backend {
     // Built only by the crate's tests.
     #[cfg_attr(not(test), allow(dead_code))]
     Threads(threads::Threads),
+    #[cfg(all(feature = "mpi", unix))]
+    Mpi(mpi::Ranks),
 }
 
 /// One worker, as its backend holds it.
 pub(crate) enum Worker {
     Local(local::LocalWorker),
     Threads(threads::ThreadWorker),
+    #[cfg(all(feature = "mpi", unix))]
+    Mpi(mpi::RankWorker),
 }
 
 impl Backend {
@@ -48,6 +55,8 @@ impl Backend {
         match self {
             Backend::Local(b) => b.start(n, setup).map(Worker::Local),
             Backend::Threads(b) => b.start(n, setup).map(Worker::Threads),
+            #[cfg(all(feature = "mpi", unix))]
+            Backend::Mpi(b) => b.start(n, setup).map(Worker::Mpi),
         }
     }
 }
@@ -58,13 +67,16 @@ impl Worker {
     /// channel streams to an idle worker, which reads it meanwhile. Gives up with an error if
     /// the worker dies (checked every [`LIVENESS_CHECK`]).
     pub(crate) fn send(&self, parts: &[&[u8]]) -> Result<()> {
+        #[cfg(all(feature = "mpi", unix))]
+        if let Worker::Mpi(w) = self {
+            return w.send(parts);
+        }
+        let Some(link) = self.link() else {
+            return Err(Error::state("the pool worker has no channel"));
+        };
         let gone = || !self.alive();
         loop {
-            match self
-                .link()
-                .tasks
-                .put_parts(parts, deadline(LIVENESS_CHECK), &gone)
-            {
+            match link.tasks.put_parts(parts, deadline(LIVENESS_CHECK), &gone) {
                 Ok(true) => return Ok(()),
                 Ok(false) if !gone() => {}
                 Ok(false) => return Err(Error::state("the pool worker is gone")),
@@ -73,26 +85,42 @@ impl Worker {
         }
     }
 
-    fn link(&self) -> &Link {
+    /// The rings of a worker on this machine (`None` for a rank of an MPI job).
+    fn link(&self) -> Option<&Link> {
         match self {
-            Worker::Local(w) => w.link(),
-            Worker::Threads(w) => w.link(),
+            Worker::Local(w) => Some(w.link()),
+            Worker::Threads(w) => Some(w.link()),
+            #[cfg(all(feature = "mpi", unix))]
+            Worker::Mpi(_) => None,
         }
     }
 
     /// The next reply, waiting at most `wait`; `Ok(None)` if none came.
     pub(crate) fn recv(&self, wait: Duration) -> Result<Option<Vec<u8>>> {
-        self.link()
-            .replies
-            .get_with(deadline(wait), |m| copy_reply(&m))
+        match self {
+            #[cfg(all(feature = "mpi", unix))]
+            Worker::Mpi(w) => w.recv(wait),
+            _ => match self.link() {
+                Some(link) => link.replies.get_with(deadline(wait), |m| copy_reply(&m)),
+                None => Ok(None),
+            },
+        }
     }
 
     /// Up to `max` replies already there.
     pub(crate) fn recv_ready(&self, max: usize) -> Vec<Vec<u8>> {
-        self.link()
-            .replies
-            .get_many_with(max, deadline(Duration::ZERO), |m| copy_reply(&m))
-            .unwrap_or_default()
+        match self {
+            #[cfg(all(feature = "mpi", unix))]
+            Worker::Mpi(w) => w.recv_ready(max),
+            _ => self
+                .link()
+                .and_then(|link| {
+                    link.replies
+                        .get_many_with(max, deadline(Duration::ZERO), |m| copy_reply(&m))
+                        .ok()
+                })
+                .unwrap_or_default(),
+        }
     }
 
     /// Whether it still runs.
@@ -100,6 +128,8 @@ impl Worker {
         match self {
             Worker::Local(w) => w.alive(),
             Worker::Threads(w) => w.alive(),
+            #[cfg(all(feature = "mpi", unix))]
+            Worker::Mpi(w) => w.alive(),
         }
     }
 
@@ -108,15 +138,19 @@ impl Worker {
         match self {
             Worker::Local(w) => w.kill(),
             Worker::Threads(w) => w.kill(),
+            #[cfg(all(feature = "mpi", unix))]
+            Worker::Mpi(w) => return w.kill(), // its reader polls: no nudge needed
         }
         // A reply of our own wakes the reader. (If the ring is full, the reader is not asleep;
         // if the dead worker held the ring's lock, the reader's liveness check finds it.)
-        if let Ok(nudge) = head(&Reply {
-            id: NUDGE,
-            failure: None,
-        }) {
-            let _ = self
-                .link()
+        if let (Ok(nudge), Some(link)) = (
+            head(&Reply {
+                id: NUDGE,
+                failure: None,
+            }),
+            self.link(),
+        ) {
+            let _ = link
                 .replies
                 .put(&nudge, deadline(Duration::from_millis(10)));
         }
@@ -124,12 +158,24 @@ impl Worker {
 
     /// Asks it to skip task `seq` (its place among the tasks sent to it) if not started yet.
     pub(crate) fn revoke(&self, seq: u64) {
-        self.link().revoke(seq)
+        match self {
+            #[cfg(all(feature = "mpi", unix))]
+            Worker::Mpi(w) => w.revoke(seq),
+            _ => {
+                if let Some(link) = self.link() {
+                    link.revoke(seq)
+                }
+            }
+        }
     }
 
     /// The tasks it has started (its own count, wrapping).
     pub(crate) fn started(&self) -> u32 {
-        self.link().started()
+        match self {
+            #[cfg(all(feature = "mpi", unix))]
+            Worker::Mpi(w) => w.started(),
+            _ => self.link().map_or(0, Link::started),
+        }
     }
 
     /// Waits for its end (at most `grace`, then kills it) and returns its exit code.
@@ -137,6 +183,8 @@ impl Worker {
         match self {
             Worker::Local(w) => w.reap(grace),
             Worker::Threads(w) => w.reap(grace),
+            #[cfg(all(feature = "mpi", unix))]
+            Worker::Mpi(w) => w.reap(grace),
         }
     }
 
@@ -144,7 +192,7 @@ impl Worker {
     pub(crate) fn pid(&self) -> Option<u32> {
         match self {
             Worker::Local(w) => w.pid(),
-            Worker::Threads(_) => None,
+            _ => None,
         }
     }
 }

@@ -1,0 +1,452 @@
+//! Pool workers that are MPI ranks (cargo feature `mpi`), as mpi4py.futures' SPMD mode: the
+//! program is started by `mpirun -n N` (or `srun`); [`init`](crate::init) lets rank 0 run
+//! `main` and turns every other rank into a server of pool workers, until rank 0 ends.
+//!
+//! Messages between rank 0 and a rank are MPI point-to-point messages whose bytes are the
+//! pool's own (the orders and replies the local workers read from their rings), tagged by kind.
+//! Rank 0 polls (an immediate matched probe, backing off to 1 ms, as mpi4py does) so that every
+//! wait has a deadline; a rank has a second thread that takes its orders at once (so a send from
+//! rank 0 never waits for a task to end) and says it is alive every [`BEAT`].
+//!
+//! What a rank cannot do is be killed from here: a worker given up (a time limit, a cancel, a
+//! silence longer than [`SILENCE`]) is never given work again; the pool goes on with the
+//! others (its replacement cannot start: no rank is free).
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use mpi::Tag;
+use mpi::point_to_point::MatchedReceiveVec;
+use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::traits::{Destination, Source};
+
+use super::super::protocol::{BYE, INIT, NUDGE, Order, Reply, Setup, head, split};
+use super::super::worker::run;
+use crate::error::{Error, Result};
+use crate::sys::image;
+use crate::wire;
+
+/// Rank 0 → rank: start a pool worker (the build's identity, then the [`Setup`]).
+const SETUP: Tag = 1;
+/// Rank 0 → rank: an order, as the pool's rings carry it.
+const ORDER: Tag = 2;
+/// Rank 0 → rank: skip the task sent at this place (a `u64`, little-endian) if not started.
+const REVOKE: Tag = 3;
+/// Rank 0 → rank: rank 0 is ending; finish MPI and exit.
+const FINISH: Tag = 4;
+/// Rank → rank 0: a reply, as the pool's rings carry it.
+const REPLY: Tag = 10;
+/// Rank → rank 0: alive.
+const ALIVE: Tag = 11;
+
+/// How often a serving rank says it is alive.
+const BEAT: Duration = Duration::from_secs(1);
+/// A worker rank not heard from for this long is given up.
+const SILENCE: Duration = Duration::from_secs(10);
+/// The longest pause between two polls.
+const MAX_BACKOFF: Duration = Duration::from_millis(1);
+
+/// This process's MPI environment, once initialised (rank 0 keeps it until it ends).
+static UNIVERSE: Mutex<Option<mpi::environment::Universe>> = Mutex::new(None);
+/// The worker ranks not serving a pool now, nor given up.
+static FREE: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+/// The number of ranks in the job.
+static SIZE: Mutex<i32> = Mutex::new(0);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether a launcher of MPI jobs started this process (Open MPI's `mpirun`, MPICH's Hydra,
+/// Slurm's `srun` with PMI or PMIx).
+fn launched_by_mpi() -> bool {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+}
+
+/// Called by `init`: in a program started by an MPI launcher, initialises MPI; rank 0 returns
+/// (to run `main`), every other rank serves pool workers and exits when rank 0 ends.
+pub(crate) fn enter() {
+    if !launched_by_mpi() {
+        return;
+    }
+    let Some((universe, threading)) = mpi::initialize_with_threading(mpi::Threading::Multiple)
+    else {
+        return; // initialised already
+    };
+    if threading != mpi::Threading::Multiple {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "multiprocess: the MPI library gives threading level {threading:?}; a pool over MPI \
+             ranks needs MPI_THREAD_MULTIPLE"
+        );
+        universe.world().abort(1);
+    }
+    let world = universe.world();
+    if world.rank() == 0 {
+        *lock(&FREE) = (1..world.size()).rev().collect();
+        *lock(&SIZE) = world.size();
+        *lock(&UNIVERSE) = Some(universe);
+        return;
+    }
+    serve_rank(&world);
+    drop(universe); // MPI_Finalize
+    crate::sys::exit_now(0);
+}
+
+/// Called at the end of rank 0: tells every other rank to finish (one still running a task
+/// finishes it first), then finishes MPI.
+pub(crate) fn finish() {
+    let Some(universe) = lock(&UNIVERSE).take() else {
+        return;
+    };
+    let world = universe.world();
+    for rank in 1..*lock(&SIZE) {
+        world
+            .process_at_rank(rank)
+            .send_with_tag(&[0u8][..], FINISH);
+    }
+    lock(&FREE).clear();
+    drop(universe);
+}
+
+/// The number of worker ranks free now (0 outside an MPI job, or on a rank other than 0).
+pub(crate) fn free_ranks() -> usize {
+    lock(&FREE).len()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rank 0's side
+
+/// Workers on the MPI ranks.
+pub(crate) struct Ranks;
+
+/// One worker rank, as rank 0 sees it.
+pub(crate) struct RankWorker {
+    rank: i32,
+    /// Given up (a kill): never given work again.
+    given_up: AtomicBool,
+    /// It said goodbye: free for another pool.
+    bye: AtomicBool,
+    heard: Mutex<Instant>,
+    /// Tasks sent, and tasks answered (each counted once).
+    sent: AtomicU32,
+    answered: AtomicU32,
+}
+
+impl Ranks {
+    pub(crate) fn start(&self, _n: u64, setup: &Setup) -> Result<RankWorker> {
+        if lock(&UNIVERSE).is_none() {
+            return Err(Error::state(
+                "a Pool over MPI ranks needs the program started by an MPI launcher (mpirun -n N, \
+                 srun) and multiprocess::init() first in main",
+            ));
+        }
+        let rank = lock(&FREE).pop().ok_or_else(|| {
+            Error::state("no MPI rank is free (a pool over MPI has at most one worker a rank)")
+        })?;
+        let message = wire::encode(&(image::identity(), setup))?;
+        world()
+            .process_at_rank(rank)
+            .send_with_tag(&message[..], SETUP);
+        Ok(RankWorker {
+            rank,
+            given_up: AtomicBool::new(false),
+            bye: AtomicBool::new(false),
+            heard: Mutex::new(Instant::now()),
+            sent: AtomicU32::new(0),
+            answered: AtomicU32::new(0),
+        })
+    }
+}
+
+fn world() -> SimpleCommunicator {
+    SimpleCommunicator::world()
+}
+
+impl RankWorker {
+    /// Sends one order made of `parts` (the rank takes it at once: see the module docs).
+    pub(crate) fn send(&self, parts: &[&[u8]]) -> Result<()> {
+        if self.given_up.load(Ordering::SeqCst) {
+            return Err(Error::state("the pool worker is gone"));
+        }
+        let message = parts.concat();
+        if matches!(split::<Order>(&message), Ok((Order::Task { .. }, _))) {
+            self.sent.fetch_add(1, Ordering::SeqCst);
+        }
+        world()
+            .process_at_rank(self.rank)
+            .send_with_tag(&message[..], ORDER);
+        Ok(())
+    }
+
+    /// Takes one message from the rank if one is there: a reply, or `None` (an "alive" is
+    /// noted and dropped).
+    fn poll(&self) -> Option<Vec<u8>> {
+        loop {
+            let (bytes, status) = world()
+                .process_at_rank(self.rank)
+                .immediate_matched_probe()?
+                .matched_receive_vec::<u8>();
+            *lock(&self.heard) = Instant::now();
+            if status.tag() != REPLY {
+                continue;
+            }
+            if let Ok((reply, _)) = split::<Reply>(&bytes) {
+                match reply.id {
+                    BYE => self.bye.store(true, Ordering::SeqCst),
+                    INIT | NUDGE => {}
+                    _ => {
+                        self.answered.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+            return Some(bytes);
+        }
+    }
+
+    /// The next reply, waiting at most `wait`; `Ok(None)` if none came.
+    pub(crate) fn recv(&self, wait: Duration) -> Result<Option<Vec<u8>>> {
+        let deadline = Instant::now() + wait;
+        let mut pause = Duration::from_micros(10);
+        loop {
+            if self.given_up.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            if let Some(bytes) = self.poll() {
+                return Ok(Some(bytes));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(pause.min(deadline - now));
+            pause = (pause * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Up to `max` replies already there.
+    pub(crate) fn recv_ready(&self, max: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            match self.poll() {
+                Some(bytes) => out.push(bytes),
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// Not given up, and heard from within [`SILENCE`] (it says so every [`BEAT`]).
+    pub(crate) fn alive(&self) -> bool {
+        !self.given_up.load(Ordering::SeqCst) && lock(&self.heard).elapsed() < SILENCE
+    }
+
+    /// Gives it up: a rank cannot be killed from here (see the module docs). It is told to
+    /// stop after its current task (it then waits, idle, for the end of rank 0).
+    pub(crate) fn kill(&self) {
+        if !self.given_up.swap(true, Ordering::SeqCst) {
+            if let Ok(stop) = super::super::protocol::OrderHead::new(&Order::Stop) {
+                world()
+                    .process_at_rank(self.rank)
+                    .send_with_tag(stop.as_bytes(), ORDER);
+            }
+        }
+    }
+
+    pub(crate) fn revoke(&self, seq: u64) {
+        if !self.given_up.load(Ordering::SeqCst) {
+            world()
+                .process_at_rank(self.rank)
+                .send_with_tag(&seq.to_le_bytes()[..], REVOKE);
+        }
+    }
+
+    /// The tasks it has started, as far as rank 0 can tell: those answered, and the next one if
+    /// any is unanswered (a rank runs its tasks in order, and takes the next at once).
+    pub(crate) fn started(&self) -> u32 {
+        let answered = self.answered.load(Ordering::SeqCst);
+        let sent = self.sent.load(Ordering::SeqCst);
+        answered + u32::from(sent > answered)
+    }
+
+    /// Waits up to `grace` for its goodbye; a rank that said it is free for another pool (exit
+    /// code 0); one given up or silent is not (-9, as a killed worker).
+    pub(crate) fn reap(&self, grace: Duration) -> i32 {
+        let until = Instant::now() + grace;
+        while !self.bye.load(Ordering::SeqCst)
+            && !self.given_up.load(Ordering::SeqCst)
+            && Instant::now() < until
+        {
+            let _ = self.recv(Duration::from_millis(10));
+        }
+        if self.bye.load(Ordering::SeqCst) && !self.given_up.load(Ordering::SeqCst) {
+            lock(&FREE).push(self.rank);
+            0
+        } else {
+            self.given_up.store(true, Ordering::SeqCst);
+            -9
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A serving rank's side
+
+/// A rank other than 0: serves one pool worker after another until rank 0 says it ends.
+fn serve_rank(world: &SimpleCommunicator) {
+    let root = world.process_at_rank(0);
+    loop {
+        let (bytes, status) = root.matched_probe().matched_receive_vec::<u8>();
+        match status.tag() {
+            SETUP if work(world, &bytes) => return,
+            FINISH => return,
+            _ => {} // a worker done, or left over from a worker given up
+        }
+    }
+}
+
+/// What a worker rank's two threads share.
+#[derive(Default)]
+struct Inbox {
+    state: Mutex<InboxState>,
+    cond: Condvar,
+}
+
+#[derive(Default)]
+struct InboxState {
+    orders: VecDeque<Vec<u8>>,
+    revoked: HashSet<u64>,
+    finish: bool,
+}
+
+/// One pool worker on this rank: checks the build, runs the initializer, then the tasks, as a
+/// local worker does (see `worker`), until `Stop` (or rank 0 ending: then true).
+fn work(world: &SimpleCommunicator, setup: &[u8]) -> bool {
+    let reply =
+        |id: u64, outcome: std::result::Result<Vec<u8>, super::super::protocol::Failure>| {
+            let (failure, payload) = match outcome {
+                Ok(v) => (None, v),
+                Err(f) => (Some(f), Vec::new()),
+            };
+            if let Ok(mut m) = head(&Reply { id, failure }) {
+                m.extend_from_slice(&payload);
+                world.process_at_rank(0).send_with_tag(&m[..], REPLY);
+            }
+        };
+    let setup = match wire::decode::<(u64, Setup)>(setup) {
+        Ok((identity, _)) if identity != image::identity() => Err(format!(
+            "MPI rank {} runs a different build of the program than rank 0: every rank must run \
+             the same executable",
+            world.rank()
+        )),
+        Ok((_, setup)) => Ok(setup),
+        Err(e) => Err(e.to_string()),
+    };
+    let setup = match setup {
+        Ok(s) => s,
+        Err(why) => {
+            reply(INIT, Err(super::super::protocol::Failure::Other(why)));
+            reply(BYE, Ok(Vec::new()));
+            return false;
+        }
+    };
+    let init = match &setup.initializer {
+        Some((code, args)) => run(*code, args).map(|_| Vec::new()),
+        None => Ok(Vec::new()),
+    };
+    let init_failed = init.is_err();
+    reply(INIT, init);
+    if !init_failed {
+        let inbox = Arc::new(Inbox::default());
+        let done = Arc::new(AtomicBool::new(false));
+        let io = {
+            let (inbox, done) = (inbox.clone(), done.clone());
+            std::thread::spawn(move || take_orders(&inbox, &done))
+        };
+        run_tasks(&inbox, setup.maxtasks, &reply);
+        done.store(true, Ordering::SeqCst);
+        let _ = io.join();
+        if lock(&inbox.state).finish {
+            return true;
+        }
+    }
+    reply(BYE, Ok(Vec::new()));
+    false
+}
+
+/// The worker's tasks, in order, until `Stop`, `maxtasks` or rank 0 ending.
+fn run_tasks(
+    inbox: &Inbox,
+    maxtasks: Option<u64>,
+    reply: &dyn Fn(u64, std::result::Result<Vec<u8>, super::super::protocol::Failure>),
+) {
+    let mut seq = 0u64;
+    loop {
+        let message = {
+            let mut st = lock(&inbox.state);
+            loop {
+                if let Some(m) = st.orders.pop_front() {
+                    break m;
+                }
+                if st.finish {
+                    return;
+                }
+                st = inbox.cond.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        let Ok((Order::Task { id, code }, args)) = split::<Order>(&message) else {
+            return; // Stop, or garbage
+        };
+        let revoked = lock(&inbox.state).revoked.remove(&seq);
+        seq += 1;
+        let outcome = if revoked {
+            Err(super::super::protocol::Failure::Cancelled)
+        } else {
+            run(code, args)
+        };
+        reply(id, outcome);
+        if maxtasks == Some(seq) {
+            return;
+        }
+    }
+}
+
+/// The worker's second thread: takes every message from rank 0 as it comes, and says it is
+/// alive every [`BEAT`].
+fn take_orders(inbox: &Inbox, done: &AtomicBool) {
+    let world = world();
+    let root = world.process_at_rank(0);
+    let mut last_beat = Instant::now();
+    let mut pause = Duration::from_micros(10);
+    while !done.load(Ordering::SeqCst) {
+        if last_beat.elapsed() >= BEAT {
+            root.send_with_tag(&[0u8][..], ALIVE);
+            last_beat = Instant::now();
+        }
+        let Some(probed) = root.immediate_matched_probe() else {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(MAX_BACKOFF);
+            continue;
+        };
+        pause = Duration::from_micros(10);
+        let (bytes, status) = probed.matched_receive_vec::<u8>();
+        let mut st = lock(&inbox.state);
+        match status.tag() {
+            ORDER => st.orders.push_back(bytes),
+            REVOKE => {
+                if let Ok(b) = <[u8; 8]>::try_from(&bytes[..]) {
+                    st.revoked.insert(u64::from_le_bytes(b));
+                }
+            }
+            FINISH => st.finish = true,
+            _ => {}
+        }
+        drop(st);
+        inbox.cond.notify_all();
+    }
+}

@@ -1,0 +1,180 @@
+//! A `Pool` whose workers are MPI ranks (cargo feature `mpi`). Run under an MPI launcher, one
+//! test at a time (the ranks serve one pool after another):
+//!
+//! ```text
+//! CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="mpirun --oversubscribe -n 3" \
+//!     cargo test --features mpi --test mpi -- --test-threads=1
+//! ```
+//!
+//! Run any other way (no launcher), the test says so and checks nothing.
+#![cfg(all(feature = "mpi", unix))]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use multiprocess::{Error, Pool, TaskOptions};
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+fn fail_on_7(x: u64) -> u64 {
+    assert!(x != 7, "seven is refused");
+    x
+}
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+/// Set by the initializer on each worker rank.
+static GREETING: AtomicU64 = AtomicU64::new(0);
+
+fn set_greeting(v: u64) {
+    GREETING.store(v, Ordering::SeqCst);
+}
+
+fn greeting(_: u64) -> u64 {
+    GREETING.load(Ordering::SeqCst)
+}
+
+/// This rank's number, as its launcher says.
+fn my_rank(_: u64) -> String {
+    std::env::var("OMPI_COMM_WORLD_RANK")
+        .or_else(|_| std::env::var("PMI_RANK"))
+        .unwrap_or_default()
+}
+
+fn launched() -> bool {
+    ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+}
+
+/// Every Pool method over two worker ranks (`mpirun -n 3`), in one test so that the order is
+/// fixed: the time limit, which gives a rank up, comes last.
+#[test]
+fn pool_over_mpi_ranks() {
+    multiprocess::init_test();
+    if !launched() {
+        eprintln!("not started by an MPI launcher: nothing checked (see the file's docs)");
+        return;
+    }
+    let started = Instant::now();
+    let pool = Pool::builder()
+        .mpi()
+        .build()
+        .expect("a pool over the ranks");
+
+    // apply, map (several chunk sizes), starmap, imap, imap_unordered.
+    assert_eq!(pool.apply(square, (12u64,)).unwrap(), 144);
+    let want: Vec<u64> = (0..10_000u64).map(square).collect();
+    for chunksize in [None, Some(1), Some(777)] {
+        assert_eq!(pool.map(square, 0..10_000u64, chunksize).unwrap(), want);
+    }
+    let pairs: Vec<(u64, u64)> = (0..500).map(|i| (i, 2 * i)).collect();
+    let sums: Vec<u64> = pool.starmap(add, pairs.clone(), None).unwrap();
+    assert_eq!(sums, pairs.iter().map(|(a, b)| a + b).collect::<Vec<_>>());
+    let ordered: Vec<u64> = pool
+        .imap(square, 0..300u64, 7)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(ordered, (0..300u64).map(square).collect::<Vec<_>>());
+    let mut unordered: Vec<u64> = pool
+        .imap_unordered(square, 0..300u64, 7)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    unordered.sort_unstable();
+    assert_eq!(unordered, ordered);
+
+    // Both worker ranks take part.
+    let ranks: std::collections::BTreeSet<String> = pool
+        .map(my_rank, 0..64u64, Some(1))
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(ranks.len(), 2, "ranks that served: {ranks:?}");
+    assert!(!ranks.contains("0"), "rank 0 served a task: {ranks:?}");
+
+    // A panicking task fails alone, with its message; callbacks run before get returns.
+    let seen = Arc::new(Mutex::new(None));
+    let s = seen.clone();
+    let r = pool
+        .apply_async_with(
+            fail_on_7,
+            (7u64,),
+            TaskOptions::new().error_callback(move |e| *s.lock().unwrap() = Some(e.to_string())),
+        )
+        .unwrap();
+    match r.get(Some(Duration::from_secs(30))) {
+        Err(Error::Panicked { message }) => assert!(message.contains("seven"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        seen.lock()
+            .unwrap()
+            .as_deref()
+            .is_some_and(|m| m.contains("seven"))
+    );
+    assert_eq!(pool.apply(square, (3u64,)).unwrap(), 9);
+
+    // A queued task cancelled at once never runs.
+    let busy: Vec<_> = (0..2)
+        .map(|_| pool.apply_async(sleep_ms, (300u64,)).unwrap())
+        .collect();
+    let queued = pool.apply_async(square, (5u64,)).unwrap();
+    queued.cancel();
+    assert!(matches!(
+        queued.get(Some(Duration::from_secs(30))),
+        Err(Error::Cancelled)
+    ));
+    for b in busy {
+        assert_eq!(b.get(Some(Duration::from_secs(30))).unwrap(), 300);
+    }
+    pool.close();
+    pool.join().unwrap();
+
+    // The ranks serve the next pool: with an initializer, and one task a worker
+    // (maxtasksperchild: each rank's worker leaves and a new one starts there).
+    let pool = Pool::builder()
+        .mpi()
+        .initializer(set_greeting, (41u64,))
+        .maxtasksperchild(1)
+        .build()
+        .unwrap();
+    let greetings: Vec<u64> = pool.map(greeting, 0..6u64, Some(1)).unwrap();
+    assert_eq!(greetings, vec![41; 6]);
+
+    // A task past its time limit fails with TaskTimeout; its rank is given up and the pool
+    // goes on with the other.
+    let slow = pool
+        .apply_async_with(
+            sleep_ms,
+            (3_000u64,),
+            TaskOptions::new().timeout(Duration::from_millis(300)),
+        )
+        .unwrap();
+    assert!(matches!(
+        slow.get(Some(Duration::from_secs(30))),
+        Err(Error::TaskTimeout { .. })
+    ));
+    assert_eq!(
+        pool.map(square, 0..100u64, Some(10)).unwrap(),
+        (0..100u64).map(square).collect::<Vec<_>>()
+    );
+    pool.close();
+    pool.join().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+}
