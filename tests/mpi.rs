@@ -7,6 +7,16 @@
 //! ```
 //!
 //! Run any other way (no launcher), the test says so and checks nothing.
+//!
+//! `a_rank_killed_mid_map` kills a worker rank, so it runs alone, in a job that survives a
+//! dead rank (`--mca orte_enable_recovery 1`), and only when `MULTIPROCESS_MPI_KILL_TEST` is
+//! set:
+//!
+//! ```text
+//! MULTIPROCESS_MPI_KILL_TEST=1 \
+//! CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="mpirun --oversubscribe --mca orte_enable_recovery 1 -n 3" \
+//!     cargo test --features mpi --test mpi -- --exact a_rank_killed_mid_map
+//! ```
 #![cfg(all(feature = "mpi", unix))]
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -177,4 +187,58 @@ fn pool_over_mpi_ranks() {
         "{:?}",
         started.elapsed()
     );
+}
+
+fn pid_of(_: u64) -> u32 {
+    std::process::id()
+}
+
+fn slow_square(x: u64) -> (u64, u32) {
+    std::thread::sleep(Duration::from_millis(20));
+    (x * x, std::process::id())
+}
+
+/// A worker rank killed (SIGKILL) in the middle of a map: rank 0 notices its silence, the
+/// task it was running runs again on the other rank (`retries`: 1 by default over MPI), and
+/// the map completes with every result right. The job then ends with `MPI_Abort(0)` (see
+/// `PoolBuilder::mpi`).
+#[test]
+fn a_rank_killed_mid_map() {
+    multiprocess::init_test();
+    if !launched() || std::env::var_os("MULTIPROCESS_MPI_KILL_TEST").is_none() {
+        eprintln!(
+            "runs only alone under mpirun, with MULTIPROCESS_MPI_KILL_TEST (see the file's docs)"
+        );
+        return;
+    }
+    let pool = Pool::builder()
+        .mpi()
+        .build()
+        .expect("a pool over the ranks");
+    let pids: std::collections::BTreeSet<u32> = pool
+        .map(pid_of, 0..32u64, Some(1))
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    let victim = *pids.iter().next().unwrap();
+    let started = Instant::now();
+    let squares = pool.map_async(slow_square, 0..200u64, Some(1)).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) on a pid that a worker rank of this job reported.
+    assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
+    let got = squares
+        .get(Some(Duration::from_secs(60)))
+        .expect("the map completes on the other rank");
+    for (x, (square, _)) in (0..200u64).zip(&got) {
+        assert_eq!(*square, x * x);
+    }
+    let survivor = got.last().unwrap().1;
+    assert_ne!(survivor, victim);
+    eprintln!(
+        "map of 200 × 20 ms with rank pid {victim} killed at 0.5 s: done in {:?}",
+        started.elapsed()
+    );
+    pool.close();
+    pool.join().unwrap();
 }

@@ -98,6 +98,7 @@ pub struct PoolBuilder {
     context: Option<Context>,
     task_timeout: Option<Duration>,
     progress: bool,
+    retries: Option<u32>,
     /// Workers on MPI ranks (see `PoolBuilder::mpi`).
     #[cfg(all(feature = "mpi", unix))]
     mpi: bool,
@@ -141,6 +142,16 @@ impl PoolBuilder {
     /// killed and replaced, and the task fails with [`Error::TaskTimeout`].
     pub fn task_timeout(mut self, timeout: Duration) -> Self {
         self.task_timeout = Some(timeout);
+        self
+    }
+
+    /// Runs a task again, up to `n` times, when its worker is lost while running it (the
+    /// worker's process dies, or its MPI rank goes silent); after that the task fails with
+    /// [`Error::WorkerLost`]. Default 0 for local workers (a task that kills its worker would
+    /// kill the next one too), 1 for MPI ranks (whose hosts may fail under any task). A task
+    /// stopped by its time limit or cancelled is never run again.
+    pub fn retries(mut self, n: u32) -> Self {
+        self.retries = Some(n);
         self
     }
 
@@ -190,8 +201,10 @@ impl PoolBuilder {
             let n = self
                 .processes
                 .unwrap_or_else(|| backend::mpi::free_ranks().max(1));
+            let retries = self.retries.unwrap_or(1);
             return self
                 .processes(n)
+                .retries(retries)
                 .build_on(Backend::Mpi(backend::mpi::Ranks), CHANNEL_BYTES);
         }
         let method = match &self.context {
@@ -231,6 +244,7 @@ impl PoolBuilder {
             maxtasks: self.maxtasksperchild,
             channel_bytes,
             depth: DEPTH,
+            retries: self.retries.unwrap_or(0),
         };
         let setup = Setup {
             initializer,

@@ -49,6 +49,10 @@ pub(crate) struct Config {
     /// The most tasks a worker holds at once (one running, the rest waiting in its channel);
     /// a worker gets more than one only when every worker is busy.
     pub(crate) depth: usize,
+    /// How many times a task whose worker was lost while running it runs again before it
+    /// fails with `WorkerLost` (0 for local workers: a task that kills its worker would
+    /// kill the next; 1 for MPI ranks, whose hosts may fail under any task).
+    pub(crate) retries: u32,
 }
 
 /// The pool's life: Python's RUN, CLOSE, TERMINATE.
@@ -68,6 +72,8 @@ pub(crate) struct Task {
     pub(crate) job: Arc<JobCore>,
     pub(crate) index: usize,
     pub(crate) timeout: Option<Duration>,
+    /// The times it was running on a worker that was lost.
+    pub(crate) lost: u32,
 }
 
 /// A task sent to a worker.
@@ -274,6 +280,7 @@ impl Supervisor {
                 job: job.clone(),
                 index: first + i,
                 timeout,
+                lost: 0,
             });
         }
         let mut fx = Effects::default();
@@ -380,15 +387,26 @@ impl Supervisor {
             return fx;
         };
         // The worker's count wraps at 2^32; it is never more than the depth ahead of ours.
+        let mut retry = None;
         if started.wrapping_sub(w.completed as u32) > 0 {
             if let Some(head) = w.in_flight.pop_front() {
                 let failure = w
                     .killed
                     .clone()
                     .or_else(|| head.task.job.is_cancelled().then_some(Failure::Cancelled))
-                    .or_else(|| self.broken.clone().map(Failure::Other))
-                    .unwrap_or(Failure::WorkerLost(exitcode));
-                fx.finish(head.task, failure);
+                    .or_else(|| self.broken.clone().map(Failure::Other));
+                match failure {
+                    Some(f) => fx.finish(head.task, f),
+                    // Lost with its worker: again, at the front, if it may.
+                    None if head.task.lost < self.config.retries
+                        && self.phase != Phase::Terminated =>
+                    {
+                        let mut task = head.task;
+                        task.lost += 1;
+                        retry = Some(task);
+                    }
+                    None => fx.finish(head.task, Failure::WorkerLost(exitcode)),
+                }
             }
         }
         // Tasks it had not started go back to the front of the queue, in order.
@@ -401,6 +419,9 @@ impl Supervisor {
             } else {
                 self.pending.push_front(task);
             }
+        }
+        if let Some(task) = retry {
+            self.pending.push_front(task);
         }
         let wanted = match self.phase {
             Phase::Running => true,

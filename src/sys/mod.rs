@@ -11,6 +11,8 @@
 
 pub(crate) mod fork_lock;
 pub(crate) mod image;
+#[cfg(all(feature = "mpi", unix))]
+pub(crate) mod mpi;
 
 #[cfg(unix)]
 mod unix;

@@ -10,7 +10,11 @@
 //!
 //! What a rank cannot do is be killed from here: a worker given up (a time limit, a cancel, a
 //! silence longer than [`SILENCE`]) is never given work again; the pool goes on with the
-//! others (its replacement cannot start: no rank is free).
+//! others (its replacement cannot start: no rank is free). A rank that dies is noticed by its
+//! silence; MPI errors return instead of aborting the job (`sys::mpi::errors_return`), and the
+//! job must be started so that it survives a dead rank (`mpirun --mca orte_enable_recovery 1`).
+//! Open MPI 4 cannot finalise a job that lost a rank, so rank 0 then ends it with
+//! `MPI_Abort(0)` (see [`finish`]).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -54,6 +58,8 @@ static UNIVERSE: Mutex<Option<mpi::environment::Universe>> = Mutex::new(None);
 static FREE: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 /// The number of ranks in the job.
 static SIZE: Mutex<i32> = Mutex::new(0);
+/// Ranks given up for silence: dead, or cut off.
+static LOST: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -86,6 +92,7 @@ pub(crate) fn enter() {
         );
         universe.world().abort(1);
     }
+    crate::sys::mpi::errors_return();
     let world = universe.world();
     if world.rank() == 0 {
         *lock(&FREE) = (1..world.size()).rev().collect();
@@ -99,18 +106,30 @@ pub(crate) fn enter() {
 }
 
 /// Called at the end of rank 0: tells every other rank to finish (one still running a task
-/// finishes it first), then finishes MPI.
+/// finishes it first), then finishes MPI. If a rank was lost, `MPI_Finalize` would wait for it
+/// forever (Open MPI 4 has no failure notification): the job ends with `MPI_Abort` instead,
+/// with code 0, after everything was delivered and printed.
 pub(crate) fn finish() {
     let Some(universe) = lock(&UNIVERSE).take() else {
         return;
     };
     let world = universe.world();
-    for rank in 1..*lock(&SIZE) {
+    let lost = lock(&LOST).clone();
+    for rank in (1..*lock(&SIZE)).filter(|r| !lost.contains(r)) {
         world
             .process_at_rank(rank)
             .send_with_tag(&[0u8][..], FINISH);
     }
     lock(&FREE).clear();
+    if !lost.is_empty() {
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        let _ = writeln!(
+            std::io::stderr(),
+            "multiprocess: MPI ranks {lost:?} were lost; ending the job with MPI_Abort(0)"
+        );
+        world.abort(0);
+    }
     drop(universe);
 }
 
@@ -241,9 +260,19 @@ impl RankWorker {
         out
     }
 
-    /// Not given up, and heard from within [`SILENCE`] (it says so every [`BEAT`]).
+    /// Not given up, and heard from within [`SILENCE`] (it says so every [`BEAT`]). A silent
+    /// rank is given up for good, and counted lost (see [`finish`]).
     pub(crate) fn alive(&self) -> bool {
-        !self.given_up.load(Ordering::SeqCst) && lock(&self.heard).elapsed() < SILENCE
+        if self.given_up.load(Ordering::SeqCst) {
+            return false;
+        }
+        if lock(&self.heard).elapsed() < SILENCE {
+            return true;
+        }
+        if !self.given_up.swap(true, Ordering::SeqCst) {
+            lock(&LOST).push(self.rank);
+        }
+        false
     }
 
     /// Gives it up: a rank cannot be killed from here (see the module docs). It is told to

@@ -499,6 +499,7 @@ fn config(processes: usize, maxtasks: Option<u64>) -> Config {
         maxtasks,
         channel_bytes: 1024,
         depth: 4,
+        retries: 0,
     }
 }
 
