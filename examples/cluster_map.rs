@@ -7,11 +7,14 @@
 //!
 //! Rank 0 runs `main`; `multiprocess::init()` makes ranks 1 and 2 serve the pool's workers. It
 //! prints which host and rank served each chunk of a map, then checks the results.
+//! `cluster_map N MS` maps N items of MS milliseconds each, one a chunk (for trying what a lost
+//! host does: see `.ci/mpi-hosts.sh`).
 
 use std::collections::BTreeMap;
 
-/// The work: x·x, and who did it.
-fn square_where(x: u64) -> (u64, String) {
+/// The work: x·x, and who did it, after `ms` milliseconds.
+fn square_where(x: u64, ms: u64) -> (u64, String) {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
     let rank = std::env::var("OMPI_COMM_WORLD_RANK")
         .or_else(|_| std::env::var("PMI_RANK"))
         .unwrap_or_else(|_| "?".into());
@@ -25,18 +28,23 @@ fn main() -> multiprocess::Result<()> {
     multiprocess::init();
     let pool = multiprocess::Pool::builder().mpi().build()?;
     println!("a pool whose workers are the other ranks of this MPI job");
-    let n = 1000u64;
-    let results = pool.map(square_where, 0..n, Some(100))?;
-    let mut served: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut args = std::env::args()
+        .skip(1)
+        .map(|a| a.parse::<u64>().unwrap_or(0));
+    let n = args.next().unwrap_or(1000).max(1);
+    let ms = args.next().unwrap_or(0);
+    let chunk = if ms > 0 { 1 } else { n.div_ceil(10) };
+    let started = std::time::Instant::now();
+    let results = pool.starmap(square_where, (0..n).map(|x| (x, ms)), Some(chunk as usize))?;
+    let mut served: BTreeMap<String, usize> = BTreeMap::new();
     for (x, (square, by)) in (0..n).zip(&results) {
         assert_eq!(*square, x * x, "a wrong square for {x}");
-        if x % 100 == 0 {
-            served.entry(by.clone()).or_default().push(x / 100);
-        }
+        *served.entry(by.clone()).or_default() += 1;
     }
-    for (by, chunks) in &served {
-        println!("{by} served chunks {chunks:?}");
+    for (by, items) in &served {
+        println!("{by} served {items} items");
     }
+    println!("map of {n} items took {:?}", started.elapsed());
     println!("{n} squares, all right");
     pool.close();
     pool.join()?;

@@ -326,11 +326,20 @@ impl RankWorker {
 // ---------------------------------------------------------------------------------------------
 // A serving rank's side
 
-/// A rank other than 0: serves one pool worker after another until rank 0 says it ends.
+/// A rank other than 0: serves one pool worker after another until rank 0 says it ends. It
+/// waits by polling with a backoff to 1 ms, not in a blocking probe: Open MPI's blocking calls
+/// spin, and an idle rank would take a CPU from the ranks that work.
 fn serve_rank(world: &SimpleCommunicator) {
     let root = world.process_at_rank(0);
+    let mut pause = Duration::from_micros(10);
     loop {
-        let (bytes, status) = root.matched_probe().matched_receive_vec::<u8>();
+        let Some(probed) = root.immediate_matched_probe() else {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(MAX_BACKOFF);
+            continue;
+        };
+        pause = Duration::from_micros(10);
+        let (bytes, status) = probed.matched_receive_vec::<u8>();
         match status.tag() {
             SETUP if work(world, &bytes) => return,
             FINISH => return,
