@@ -74,21 +74,6 @@ pub fn grow(b: multiprocess::Bytes) -> multiprocess::Bytes {
     multiprocess::Bytes(b.repeat(4))
 }
 
-/// The W7 work: `iters` splitmix64 steps from `seed` (a dependent chain: no vectorising, no
-/// closed form).
-pub fn burn(task: (u64, u64)) -> u64 {
-    let (seed, iters) = task;
-    let mut x = seed;
-    for _ in 0..iters {
-        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        x = z ^ (z >> 31);
-    }
-    x
-}
-
 #[cfg(target_os = "linux")]
 mod common;
 
@@ -98,7 +83,8 @@ mod w5 {
         BenchOptions, CpuUse, Stats, command_line, disturbance_line, env_usize, fork_child,
         machine, os_err, ratio, read_all, wait_child, write_all, write_md,
     };
-    use super::{burn, grow, square};
+    use super::common::{burn, calibrate};
+    use super::{grow, square};
     use multiprocess::{Bytes, Pool};
     use std::hint::black_box;
     use std::os::fd::RawFd;
@@ -372,20 +358,6 @@ mod w5 {
             Ok((t.elapsed(), W7_TASKS as usize))
         });
         Ok((sample, Box::new(|| Ok(()))))
-    }
-
-    /// splitmix64 steps that take [`W7_TASK`] here (best of 5 measurements).
-    fn calibrate() -> u64 {
-        let probe = 1u64 << 20;
-        let best = (0..5)
-            .map(|_| {
-                let t = Instant::now();
-                black_box(burn(black_box((1, probe))));
-                t.elapsed()
-            })
-            .min()
-            .unwrap_or(Duration::from_millis(1));
-        (probe as f64 * W7_TASK.as_secs_f64() / best.as_secs_f64().max(1e-9)) as u64
     }
 
     // -------------------------------------------------------------------------------------------
@@ -990,7 +962,7 @@ mod w5 {
         }
 
         // ---------------------------------------------------------------- W7
-        let iters = calibrate();
+        let iters = calibrate(W7_TASK);
         let w7_rounds = (o.batches / 2).max(3);
         let w7_specs: Vec<(Line, Who, String)> = vec![
             (

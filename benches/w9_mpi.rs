@@ -34,29 +34,16 @@ pub fn square(x: u64) -> u64 {
     x.wrapping_mul(x)
 }
 
-/// W7's work: `iters` splitmix64 steps from `seed`.
-pub fn burn(task: (u64, u64)) -> u64 {
-    let (seed, iters) = task;
-    let mut x = seed;
-    for _ in 0..iters {
-        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        x = z ^ (z >> 31);
-    }
-    x
-}
-
 #[cfg(all(target_os = "linux", feature = "mpi"))]
 mod common;
 
 #[cfg(all(target_os = "linux", feature = "mpi"))]
 mod w9 {
-    use super::common::{CpuUse, Stats, command_line, disturbance_line, machine, ratio, write_md};
-    use super::{burn, square};
+    use super::common::{
+        CpuUse, Stats, burn, calibrate, command_line, disturbance_line, machine, ratio, write_md,
+    };
+    use super::square;
     use multiprocess::Pool;
-    use std::hint::black_box;
     use std::path::Path;
     use std::process::Command;
     use std::time::{Duration, Instant};
@@ -77,19 +64,6 @@ mod w9 {
 
     // -------------------------------------------------------------------------------------------
     // Rank 0 under mpirun: the measurements, printed as one JSON line.
-
-    fn calibrate() -> u64 {
-        let probe = 1u64 << 20;
-        let best = (0..5)
-            .map(|_| {
-                let t = Instant::now();
-                black_box(burn(black_box((1, probe))));
-                t.elapsed()
-            })
-            .min()
-            .unwrap_or(Duration::from_millis(1));
-        (probe as f64 * 0.001 / best.as_secs_f64().max(1e-9)) as u64
-    }
 
     fn measure() -> Result<(), String> {
         let e = |e: multiprocess::Error| e.to_string();
@@ -121,7 +95,7 @@ mod w9 {
         mpi.close();
         mpi.join().map_err(e)?;
 
-        let iters = calibrate();
+        let iters = calibrate(Duration::from_millis(1));
         let tasks: Vec<(u64, u64)> = (0..BURN_TASKS).map(|i| (i, iters)).collect();
         let one = Pool::builder().mpi().processes(1).build().map_err(e)?;
         let burn_time = |pool: &Pool| -> Result<f64, String> {

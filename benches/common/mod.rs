@@ -450,3 +450,32 @@ pub(crate) fn disturbance_line(others: f64) -> String {
         }
     )
 }
+
+/// W7's and W9's CPU-bound task: `iters` splitmix64 steps from `seed` (a dependent chain: no
+/// vectorising, no closed form).
+pub fn burn(task: (u64, u64)) -> u64 {
+    let (seed, iters) = task;
+    let mut x = seed;
+    for _ in 0..iters {
+        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x = z ^ (z >> 31);
+    }
+    x
+}
+
+/// The number of [`burn`] steps that take `task` here (best of 5 measurements).
+pub(crate) fn calibrate(task: std::time::Duration) -> u64 {
+    let probe = 1u64 << 20;
+    let best = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(burn(std::hint::black_box((1, probe))));
+            t.elapsed()
+        })
+        .min()
+        .unwrap_or(std::time::Duration::from_millis(1));
+    (probe as f64 * task.as_secs_f64() / best.as_secs_f64().max(1e-9)) as u64
+}

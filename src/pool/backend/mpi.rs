@@ -347,21 +347,44 @@ impl RankWorker {
 /// waits by polling with a backoff to 1 ms, not in a blocking probe: Open MPI's blocking calls
 /// spin, and an idle rank would take a CPU from the ranks that work.
 fn serve_rank(world: &SimpleCommunicator) {
-    let root = world.process_at_rank(0);
-    let (mut pause, mut last) = (FIRST_BACKOFF, Instant::now());
+    let mut poll = Poll::new();
     loop {
-        let Some(probed) = root.immediate_matched_probe() else {
-            std::thread::sleep(pause);
-            pause = next_pause(pause, last);
+        let Some((bytes, tag)) = poll.next(world) else {
             continue;
         };
-        (pause, last) = (FIRST_BACKOFF, Instant::now());
-        let (bytes, status) = probed.matched_receive_vec::<u8>();
-        match status.tag() {
+        match tag {
             SETUP if work(world, &bytes) => return,
             FINISH => return,
             _ => {} // a worker done, or left over from a worker given up
         }
+    }
+}
+
+/// A serving rank's wait for rank 0's next message: one probe a call, pausing as
+/// [`next_pause`] says when there is none.
+struct Poll {
+    pause: Duration,
+    last: Instant,
+}
+
+impl Poll {
+    fn new() -> Poll {
+        Poll {
+            pause: FIRST_BACKOFF,
+            last: Instant::now(),
+        }
+    }
+
+    /// Rank 0's next message and its tag, if one is there (else after a pause: `None`).
+    fn next(&mut self, world: &SimpleCommunicator) -> Option<(Vec<u8>, Tag)> {
+        let Some(probed) = world.process_at_rank(0).immediate_matched_probe() else {
+            std::thread::sleep(self.pause);
+            self.pause = next_pause(self.pause, self.last);
+            return None;
+        };
+        (self.pause, self.last) = (FIRST_BACKOFF, Instant::now());
+        let (bytes, status) = probed.matched_receive_vec::<u8>();
+        Some((bytes, status.tag()))
     }
 }
 
@@ -477,21 +500,17 @@ fn take_orders(inbox: &Inbox, done: &AtomicBool) {
     let world = world();
     let root = world.process_at_rank(0);
     let mut last_beat = Instant::now();
-    let (mut pause, mut last) = (FIRST_BACKOFF, Instant::now());
+    let mut poll = Poll::new();
     while !done.load(Ordering::SeqCst) {
         if last_beat.elapsed() >= BEAT {
             root.send_with_tag(&[0u8][..], ALIVE);
             last_beat = Instant::now();
         }
-        let Some(probed) = root.immediate_matched_probe() else {
-            std::thread::sleep(pause);
-            pause = next_pause(pause, last);
+        let Some((bytes, tag)) = poll.next(&world) else {
             continue;
         };
-        (pause, last) = (FIRST_BACKOFF, Instant::now());
-        let (bytes, status) = probed.matched_receive_vec::<u8>();
         let mut st = lock(&inbox.state);
-        match status.tag() {
+        match tag {
             ORDER => st.orders.push_back(bytes),
             REVOKE => {
                 if let Ok(b) = <[u8; 8]>::try_from(&bytes[..]) {
