@@ -198,8 +198,8 @@ fn slow_square(x: u64) -> (u64, u32) {
     (x * x, std::process::id())
 }
 
-/// A worker rank killed (SIGKILL) in the middle of a map: rank 0 notices its silence, the
-/// task it was running runs again on the other rank (`retries`: 1 by default over MPI), and
+/// A worker rank killed (SIGKILL) in the middle of a map: rank 0 notices its silence (3 s,
+/// `PoolBuilder::silence`), the task it was running runs again on the other rank (`retries`: 1 by default over MPI), and
 /// the map completes with every result right. The job then ends with `MPI_Abort(0)` (see
 /// `PoolBuilder::mpi`).
 #[test]
@@ -213,6 +213,7 @@ fn a_rank_killed_mid_map() {
     }
     let pool = Pool::builder()
         .mpi()
+        .silence(Duration::from_secs(3))
         .build()
         .expect("a pool over the ranks");
     let pids: std::collections::BTreeSet<u32> = pool

@@ -102,6 +102,8 @@ pub struct PoolBuilder {
     /// Workers on MPI ranks (see `PoolBuilder::mpi`).
     #[cfg(all(feature = "mpi", unix))]
     mpi: bool,
+    #[cfg(all(feature = "mpi", unix))]
+    silence: Option<Duration>,
 }
 
 impl PoolBuilder {
@@ -190,6 +192,17 @@ impl PoolBuilder {
         self
     }
 
+    /// For workers on MPI ranks ([`mpi`](Self::mpi)): how long a rank may stay silent before
+    /// it is given up and the task it held runs elsewhere (see [`retries`](Self::retries)).
+    /// Each serving rank says it is alive every second; default 10 s. A shorter limit notices
+    /// a lost host sooner; one near a second risks giving up a rank whose messages are merely
+    /// slow.
+    #[cfg(all(feature = "mpi", unix))]
+    pub fn silence(mut self, limit: Duration) -> Self {
+        self.silence = Some(limit);
+        self
+    }
+
     /// Starts the workers.
     ///
     /// # Errors
@@ -202,10 +215,13 @@ impl PoolBuilder {
                 .processes
                 .unwrap_or_else(|| backend::mpi::free_ranks().max(1));
             let retries = self.retries.unwrap_or(1);
+            let ranks = backend::mpi::Ranks {
+                silence: self.silence.unwrap_or(backend::mpi::SILENCE),
+            };
             return self
                 .processes(n)
                 .retries(retries)
-                .build_on(Backend::Mpi(backend::mpi::Ranks), CHANNEL_BYTES);
+                .build_on(Backend::Mpi(ranks), CHANNEL_BYTES);
         }
         let method = match &self.context {
             Some(c) => c.start_method(),

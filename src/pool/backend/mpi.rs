@@ -9,7 +9,7 @@
 //! rank 0 never waits for a task to end) and says it is alive every [`BEAT`].
 //!
 //! What a rank cannot do is be killed from here: a worker given up (a time limit, a cancel, a
-//! silence longer than [`SILENCE`]) is never given work again; the pool goes on with the
+//! silence longer than the pool's limit, [`SILENCE`] by default) is never given work again; the pool goes on with the
 //! others (its replacement cannot start: no rank is free). A rank that dies is noticed by its
 //! silence; MPI errors return instead of aborting the job (`sys::mpi::errors_return`), and the
 //! job must be started so that it survives a dead rank (`mpirun --mca orte_enable_recovery 1`).
@@ -48,7 +48,7 @@ const ALIVE: Tag = 11;
 /// How often a serving rank says it is alive.
 const BEAT: Duration = Duration::from_secs(1);
 /// A worker rank not heard from for this long is given up.
-const SILENCE: Duration = Duration::from_secs(10);
+pub(crate) const SILENCE: Duration = Duration::from_secs(10);
 /// The first pause between two polls; it doubles up to [`BUSY_BACKOFF`] while messages came in
 /// the last [`BUSY`], then up to [`IDLE_BACKOFF`]. A sender of a large message waits (spinning,
 /// in Open MPI) until the receiver probes, so a busy pool polls often; an idle one rarely, to
@@ -159,11 +159,15 @@ pub(crate) fn free_ranks() -> usize {
 // Rank 0's side
 
 /// Workers on the MPI ranks.
-pub(crate) struct Ranks;
+pub(crate) struct Ranks {
+    /// How long a rank may be silent before it is given up.
+    pub(crate) silence: Duration,
+}
 
 /// One worker rank, as rank 0 sees it.
 pub(crate) struct RankWorker {
     rank: i32,
+    silence: Duration,
     /// Given up (a kill): never given work again.
     given_up: AtomicBool,
     /// It said goodbye: free for another pool.
@@ -176,6 +180,7 @@ pub(crate) struct RankWorker {
 
 impl Ranks {
     pub(crate) fn start(&self, _n: u64, setup: &Setup) -> Result<RankWorker> {
+        let silence = self.silence;
         if lock(&UNIVERSE).is_none() {
             return Err(Error::state(
                 "a Pool over MPI ranks needs the program started by an MPI launcher (mpirun -n N, \
@@ -191,6 +196,7 @@ impl Ranks {
             .send_with_tag(&message[..], SETUP);
         Ok(RankWorker {
             rank,
+            silence,
             given_up: AtomicBool::new(false),
             bye: AtomicBool::new(false),
             heard: Mutex::new(Instant::now()),
@@ -277,13 +283,14 @@ impl RankWorker {
         out
     }
 
-    /// Not given up, and heard from within [`SILENCE`] (it says so every [`BEAT`]). A silent
+    /// Not given up, and heard from within the pool's silence limit (it says so every
+    /// [`BEAT`]). A silent
     /// rank is given up for good, and counted lost (see [`finish`]).
     pub(crate) fn alive(&self) -> bool {
         if self.given_up.load(Ordering::SeqCst) {
             return false;
         }
-        if lock(&self.heard).elapsed() < SILENCE {
+        if lock(&self.heard).elapsed() < self.silence {
             return true;
         }
         if !self.given_up.swap(true, Ordering::SeqCst) {
