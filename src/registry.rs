@@ -25,6 +25,14 @@ use crate::wire;
 /// Implemented for every function item and non-capturing closure of up to eight parameters.
 /// Use a struct as the single parameter where Python passes keyword arguments (and pass it as
 /// the one-element tuple `(Kwargs { .. },)`).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a target taking the arguments `{Args}`",
+    label = "not a function of `{Args}` that a child can call",
+    note = "a target is a function, or a closure that captures nothing, whose parameters are the \
+            fields of the argument tuple (owned types: `String`, not `&str`)",
+    note = "a closure that captures variables cannot go to a spawned child: pass the values as \
+            arguments, or start it with `Process::from_closure` and the fork start method"
+)]
 pub trait Target<Args, R>: Copy + Send + 'static {
     /// Calls the target.
     fn call(self, args: Args) -> R;

@@ -68,7 +68,13 @@ pub(crate) fn trampoline_at(offset: i64, check: u64) -> Result<Trampoline> {
 /// Produces the value of a zero-sized callable type: a function item or a closure that captures
 /// nothing. Such types have a single value, so no information is lost when a child re-creates it.
 pub(crate) fn conjure<F: Copy>() -> F {
-    const { assert!(std::mem::size_of::<F>() == 0) };
+    const {
+        assert!(
+            std::mem::size_of::<F>() == 0,
+            "a target must capture nothing (a spawned child re-creates it from its type alone): \
+             pass the values as arguments, or use Process::from_closure with the fork start method"
+        )
+    };
     // SAFETY: `F` is zero-sized (checked at compile time), so it has no bytes to initialise.
     // Callers only use it with `F: Fn*` types, which on stable Rust are function items and
     // closures; for those with no captures there is exactly one value and no invariant to break.
