@@ -25,6 +25,11 @@ use crate::wire;
 /// Implemented for every function item and non-capturing closure of up to eight parameters.
 /// Use a struct as the single parameter where Python passes keyword arguments (and pass it as
 /// the one-element tuple `(Kwargs { .. },)`).
+///
+/// Parameters are owned values, decoded in the child: take `String`, not `&str` (a borrowed
+/// parameter fails to compile with "`Deserialize` is not general enough"), and `Vec<T>`, not
+/// `&[T]`. A closure that captures variables is not a target: pass the values as arguments, or
+/// use [`Process::from_closure`](crate::Process::from_closure) with the fork start method.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a target taking the arguments `{Args}`",
     label = "not a function of `{Args}` that a child can call",
