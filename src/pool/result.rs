@@ -58,6 +58,19 @@ pub(crate) fn copy_reply(m: &[u8]) -> Vec<u8> {
     buf
 }
 
+/// A buffer of `len` bytes for a reply to be received into, given back earlier if there is one
+/// (its old bytes are overwritten; only bytes beyond its old length are zeroed first).
+pub(crate) fn reply_buffer(len: usize) -> Vec<u8> {
+    let spare = if len >= SPARE_REPLY_MIN {
+        SPARE_REPLIES.try_lock().ok().and_then(|mut s| s.pop())
+    } else {
+        None
+    };
+    let mut buf = spare.unwrap_or_default();
+    buf.resize(len, 0);
+    buf
+}
+
 impl Drop for Payload {
     fn drop(&mut self) {
         let cap = self.message.capacity();
