@@ -35,14 +35,19 @@ use crate::wire;
 
 /// Rank 0 → rank: start a pool worker (the build's identity, then the [`Setup`]).
 const SETUP: Tag = 1;
-/// Rank 0 → rank: an order, as the pool's rings carry it.
+/// Rank 0 → rank: an order's header (as the pool's rings carry it), followed at once by an
+/// [`ORDER_BODY`] message: the task's arguments (sent as they lie, not joined to the header).
 const ORDER: Tag = 2;
+const ORDER_BODY: Tag = 5;
+/// Rank 0 → rank: stop after the current task (a worker given up).
+const STOP: Tag = 6;
 /// Rank 0 → rank: skip the task sent at this place (a `u64`, little-endian) if not started.
 const REVOKE: Tag = 3;
 /// Rank 0 → rank: rank 0 is ending; finish MPI and exit.
 const FINISH: Tag = 4;
-/// Rank → rank 0: a reply, as the pool's rings carry it.
+/// Rank → rank 0: a reply's header, followed at once by a [`REPLY_BODY`] message: the value.
 const REPLY: Tag = 10;
+const REPLY_BODY: Tag = 12;
 /// Rank → rank 0: alive.
 const ALIVE: Tag = 11;
 
@@ -227,13 +232,21 @@ impl RankWorker {
         if self.given_up.load(Ordering::SeqCst) {
             return Err(Error::state("the pool worker is gone"));
         }
-        let message = parts.concat();
-        if matches!(split::<Order>(&message), Ok((Order::Task { .. }, _))) {
+        let (head, body): (&[u8], std::borrow::Cow<'_, [u8]>) = match parts {
+            [] => return Ok(()),
+            [head] => (head, std::borrow::Cow::Borrowed(&[])),
+            [head, body] => (head, std::borrow::Cow::Borrowed(body)),
+            [head, rest @ ..] => (head, std::borrow::Cow::Owned(rest.concat())),
+        };
+        if matches!(split::<Order>(head), Ok((Order::Task { .. }, _))) {
             self.sent.fetch_add(1, Ordering::SeqCst);
         }
-        world()
-            .process_at_rank(self.rank)
-            .send_with_tag(&message[..], ORDER);
+        // One writer a worker at a time (the supervisor's rule), so each body follows its
+        // header in this rank's stream of ORDER_BODY messages.
+        let rank = world();
+        let rank = rank.process_at_rank(self.rank);
+        rank.send_with_tag(head, ORDER);
+        rank.send_with_tag(&body[..], ORDER_BODY);
         Ok(())
     }
 
@@ -241,17 +254,32 @@ impl RankWorker {
     /// noted and dropped).
     fn poll(&self) -> Option<Vec<u8>> {
         loop {
-            let (message, probed) = world()
-                .process_at_rank(self.rank)
-                .immediate_matched_probe()?;
-            // Into a reply buffer given back by a dropped result: no fresh pages each time.
-            let len = usize::try_from(probed.count(u8::equivalent_datatype())).unwrap_or(0);
-            let mut bytes = reply_buffer(len);
-            let status = message.matched_receive_into(&mut bytes[..]);
+            let world = world();
+            let rank = world.process_at_rank(self.rank);
+            let (header, status) = rank.immediate_matched_probe()?.matched_receive_vec::<u8>();
             *lock(&self.heard) = Instant::now();
             if status.tag() != REPLY {
                 continue;
             }
+            // The value follows (sent right after by the same thread of the rank): received
+            // after the header in a buffer given back by a dropped result (no join, no fresh
+            // pages each time).
+            let until = Instant::now() + self.silence;
+            let (message, probed) = loop {
+                if let Some(body) = rank.immediate_matched_probe_with_tag(REPLY_BODY) {
+                    break body;
+                }
+                if Instant::now() >= until {
+                    self.given_up.store(true, Ordering::SeqCst);
+                    lock(&LOST).push(self.rank);
+                    return None;
+                }
+                std::thread::yield_now();
+            };
+            let len = usize::try_from(probed.count(u8::equivalent_datatype())).unwrap_or(0);
+            let mut bytes = reply_buffer(header.len() + len);
+            bytes[..header.len()].copy_from_slice(&header);
+            message.matched_receive_into(&mut bytes[header.len()..]);
             if let Ok((reply, _)) = split::<Reply>(&bytes) {
                 match reply.id {
                     BYE => self.bye.store(true, Ordering::SeqCst),
@@ -320,7 +348,7 @@ impl RankWorker {
             if let Ok(stop) = super::super::protocol::OrderHead::new(&Order::Stop) {
                 world()
                     .process_at_rank(self.rank)
-                    .send_with_tag(stop.as_bytes(), ORDER);
+                    .send_with_tag(stop.as_bytes(), STOP);
             }
         }
     }
@@ -418,7 +446,8 @@ struct Inbox {
 
 #[derive(Default)]
 struct InboxState {
-    orders: VecDeque<Vec<u8>>,
+    /// Each order's header and body.
+    orders: VecDeque<(Vec<u8>, Vec<u8>)>,
     revoked: HashSet<u64>,
     finish: bool,
 }
@@ -432,9 +461,10 @@ fn work(world: &SimpleCommunicator, setup: &[u8]) -> bool {
                 Ok(v) => (None, v),
                 Err(f) => (Some(f), Vec::new()),
             };
-            if let Ok(mut m) = head(&Reply { id, failure }) {
-                m.extend_from_slice(&payload);
-                world.process_at_rank(0).send_with_tag(&m[..], REPLY);
+            if let Ok(h) = head(&Reply { id, failure }) {
+                let root = world.process_at_rank(0);
+                root.send_with_tag(&h[..], REPLY);
+                root.send_with_tag(&payload[..], REPLY_BODY);
             }
         };
     let setup = match wire::decode::<(u64, Setup)>(setup) {
@@ -486,7 +516,7 @@ fn run_tasks(
 ) {
     let mut seq = 0u64;
     loop {
-        let message = {
+        let (header, args) = {
             let mut st = lock(&inbox.state);
             loop {
                 if let Some(m) = st.orders.pop_front() {
@@ -498,7 +528,7 @@ fn run_tasks(
                 st = inbox.cond.wait(st).unwrap_or_else(|e| e.into_inner());
             }
         };
-        let Ok((Order::Task { id, code }, args)) = split::<Order>(&message) else {
+        let Ok((Order::Task { id, code }, _)) = split::<Order>(&header) else {
             return; // Stop, or garbage
         };
         let revoked = lock(&inbox.state).revoked.remove(&seq);
@@ -506,12 +536,28 @@ fn run_tasks(
         let outcome = if revoked {
             Err(super::super::protocol::Failure::Cancelled)
         } else {
-            run(code, args)
+            run(code, &args)
         };
         reply(id, outcome);
         if maxtasks == Some(seq) {
             return;
         }
+    }
+}
+
+/// The body that follows an order's header (see [`ORDER`]); `None` if it does not come within
+/// a minute (rank 0 died between the two).
+fn take_body(world: &SimpleCommunicator) -> Option<Vec<u8>> {
+    let root = world.process_at_rank(0);
+    let until = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(body) = root.immediate_matched_probe_with_tag(ORDER_BODY) {
+            return Some(body.matched_receive_vec::<u8>().0);
+        }
+        if Instant::now() >= until {
+            return None;
+        }
+        std::thread::yield_now();
     }
 }
 
@@ -530,9 +576,18 @@ fn take_orders(inbox: &Inbox, done: &AtomicBool) {
         let Some((bytes, tag)) = poll.next(&world) else {
             continue;
         };
+        // An order's body follows its header (rank 0 sends them one after the other).
+        let body = match tag {
+            ORDER => match take_body(&world) {
+                Some(body) => Some(body),
+                None => return, // rank 0 is gone
+            },
+            _ => None,
+        };
         let mut st = lock(&inbox.state);
         match tag {
-            ORDER => st.orders.push_back(bytes),
+            ORDER => st.orders.push_back((bytes, body.unwrap_or_default())),
+            STOP => st.orders.push_back((bytes, Vec::new())),
             REVOKE => {
                 if let Ok(b) = <[u8; 8]>::try_from(&bytes[..]) {
                     st.revoked.insert(u64::from_le_bytes(b));
