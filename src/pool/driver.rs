@@ -13,7 +13,7 @@
 //! - `join` waits for the readers, each of which ends with its worker.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -50,9 +50,7 @@ struct Core {
     threads: Vec<JoinHandle<()>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::sys::lock;
 
 /// Decodes replies (a nudge of our own only woke the reader: it is dropped).
 fn incoming(messages: Vec<Vec<u8>>) -> Vec<Incoming> {

@@ -58,6 +58,7 @@ pub(crate) fn copy_reply(m: &[u8]) -> Vec<u8> {
     buf
 }
 
+#[cfg(all(feature = "mpi", unix))]
 /// A buffer of `len` bytes for a reply to be received into, given back earlier if there is one
 /// (its old bytes are overwritten; only bytes beyond its old length are zeroed first).
 pub(crate) fn reply_buffer(len: usize) -> Vec<u8> {
@@ -112,9 +113,7 @@ struct JobState {
     eager: bool,
 }
 
-fn lock(m: &Mutex<JobState>) -> MutexGuard<'_, JobState> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::sys::lock;
 
 impl JobCore {
     pub(crate) fn new(total: Option<usize>, on_done: Option<Done>) -> Arc<JobCore> {

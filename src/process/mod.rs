@@ -22,10 +22,7 @@ use crate::registry::{Job, ResultType, Run, Target};
 use crate::sys;
 use crate::wire::{self, FrameReader};
 
-/// Locks a mutex, ignoring poisoning: our invariants hold between statements.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub(crate) use crate::sys::lock;
 
 /// Started children not yet reaped (Python's `_children`).
 static CHILDREN: Mutex<Vec<Arc<Shared>>> = Mutex::new(Vec::new());

@@ -80,6 +80,13 @@ impl<'de> serde::Deserialize<'de> for Region {
     }
 }
 
+/// Locks a mutex, ignoring poisoning: the library's invariants hold between statements, and a
+/// panic elsewhere (a user's callback) must not make every later call fail. The one helper the
+/// whole crate uses.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A zero-filled buffer of `len` bytes, or `None` if memory runs out. Unlike `vec![0; len]`
 /// it does not abort on failure, and unlike reserving then resizing it writes nothing: large
 /// buffers come as fresh pages the OS zeroes when first touched.

@@ -18,7 +18,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use mpi::Tag;
@@ -94,9 +94,7 @@ static SIZE: Mutex<i32> = Mutex::new(0);
 /// Ranks given up for silence: dead, or cut off.
 static LOST: Mutex<Vec<i32>> = Mutex::new(Vec::new());
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use crate::sys::lock;
 
 /// Whether a launcher of MPI jobs started this process (Open MPI's `mpirun`, MPICH's Hydra,
 /// Slurm's `srun` with PMI or PMIx).

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::io;
 use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{
@@ -62,9 +62,7 @@ impl fmt::Debug for PipeListener {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use super::super::lock;
 
 fn last_error() -> u32 {
     // SAFETY: reads the calling thread's last-error value.
