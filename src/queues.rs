@@ -1155,7 +1155,14 @@ impl Ring {
                 Deadline::after(Some(LIVENESS_CHECK)),
                 || self.published(1),
             ) {
-                let writer = self.word(WLOCK).load(Ordering::Relaxed) & !(1 << 31);
+                // The writer is read first: one that finished and let go published the rest
+                // before (its unlock releases, this load acquires), so the rest is seen below.
+                // (Reading it after, a writer finishing right then looked dead: a streamed
+                // reply was taken for broken under Wine's slow scheduling.)
+                let writer = self.word(WLOCK).load(Ordering::Acquire) & !(1 << 31);
+                if self.published(1) {
+                    continue;
+                }
                 if writer == 0 || !sys::process_alive(writer) {
                     self.word(BROKEN).store(1, Ordering::Relaxed);
                     return Err(broken());
