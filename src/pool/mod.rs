@@ -152,6 +152,14 @@ impl PoolBuilder {
     /// [`Error::WorkerLost`]. Default 0 for local workers (a task that kills its worker would
     /// kill the next one too), 1 for MPI ranks (whose hosts may fail under any task). A task
     /// stopped by its time limit or cancelled is never run again.
+    ///
+    /// ```no_run
+    /// # fn square(x: u64) -> u64 { x * x }
+    /// multiprocess::init();
+    /// let pool = multiprocess::Pool::builder().processes(2).retries(2).build()?;
+    /// let squares: Vec<u64> = pool.map(square, 0..100u64, None)?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
     pub fn retries(mut self, n: u32) -> Self {
         self.retries = Some(n);
         self
@@ -197,6 +205,16 @@ impl PoolBuilder {
     /// Each serving rank says it is alive every second; default 10 s. A shorter limit notices
     /// a lost host sooner; one near a second risks giving up a rank whose messages are merely
     /// slow.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// multiprocess::init();
+    /// let pool = multiprocess::Pool::builder()
+    ///     .mpi()
+    ///     .silence(Duration::from_secs(3))
+    ///     .build()?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
     #[cfg(all(feature = "mpi", unix))]
     pub fn silence(mut self, limit: Duration) -> Self {
         self.silence = Some(limit);
