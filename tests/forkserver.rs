@@ -217,7 +217,13 @@ fn scenario_server_killed() {
     assert_ne!(first, second);
     // The dead server was reaped, not left a zombie.
     assert!(common::stat(first).is_none_or(|(_, state)| state != 'Z'));
-    println!("replaced {first} {second} {}", running.pid().unwrap());
+    // The tracker this scenario started, if the test binary had none to hand down: it ends
+    // after the scenario, an orphan too.
+    let tracker = common::own_tracker().map_or(String::new(), |t| format!(" {t}"));
+    println!(
+        "replaced {first} {second} {}{tracker}",
+        running.pid().unwrap()
+    );
 }
 
 /// A server that dies is replaced by the next start.
@@ -241,7 +247,8 @@ fn a_killed_server_is_replaced() {
         .split(' ')
         .map(|p| p.parse().unwrap())
         .collect();
-    // The second server ended with the scenario; the orphaned sleeper ends by itself.
+    // The second server ended with the scenario; the orphaned sleeper and the scenario's own
+    // tracker (if it started one) end by themselves.
     for pid in pids {
         common::reap_orphan(pid, Duration::from_secs(10));
     }

@@ -424,10 +424,12 @@ fn daemon_and_worker(daemon_ms: u64, worker_ms: u64, linger_ms: u64) {
     let mut worker = make(worker_ms);
     daemon.start().unwrap();
     worker.start().unwrap();
-    // With forkserver, the server's pid too (it is our child; its children are the others).
+    // With forkserver, the server's pid too (it is our child; its children are the others),
+    // and the resource tracker's if the server's start started one.
     let server = multiprocess::forkserver::server_pid().map_or(String::new(), |p| format!(" {p}"));
+    let tracker = common::own_tracker().map_or(String::new(), |t| format!(" {t}"));
     println!(
-        "pids {} {}{server}",
+        "pids {} {}{server}{tracker}",
         daemon.pid().unwrap(),
         worker.pid().unwrap()
     );
@@ -745,8 +747,9 @@ fn orphan_policy(method: Option<&str>) {
     );
     common::kill_and_reap(worker);
     common::reap_orphan(daemon, Duration::from_secs(5));
-    if let Some(&server) = pids.get(2) {
-        common::reap_orphan(server, Duration::from_secs(5));
+    // The server, and the scenario's own tracker (both end once the owner is gone).
+    for &pid in &pids[2..] {
+        common::reap_orphan(pid, Duration::from_secs(5));
     }
 }
 

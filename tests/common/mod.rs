@@ -142,6 +142,15 @@ pub fn children_of_self() -> Vec<(u32, char)> {
     children_of(std::process::id())
 }
 
+/// The shared-memory resource tracker this process started itself, if any (not one handed down
+/// by the test binary): a scenario prints it, since it outlives the scenario as an orphan that
+/// the test must reap.
+pub fn own_tracker() -> Option<u32> {
+    multiprocess::shared_memory::resource_tracker_process()
+        .map(|(pid, _)| pid)
+        .filter(|&t| stat(t).is_some_and(|(parent, _)| parent == std::process::id()))
+}
+
 /// SIGKILLs `pid` and, if it is our child (an orphan reparented to us), reaps it.
 #[cfg(unix)]
 pub fn kill_and_reap(pid: u32) {
