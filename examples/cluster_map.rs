@@ -1,12 +1,15 @@
-//! A `Pool` whose workers are the ranks of an MPI job (cargo feature `mpi`): run it with
+//! A `Pool` whose workers are MPI ranks (cargo feature `mpi`): run it with
 //!
 //! ```text
 //! cargo build --release --features mpi --example cluster_map
-//! mpirun -n 3 target/release/examples/cluster_map
+//! mpirun -n 3 target/release/examples/cluster_map    # SPMD: ranks 1 and 2 serve
+//! target/release/examples/cluster_map                # spawn mode: it spawns its workers
 //! ```
 //!
-//! Rank 0 runs `main`; `multiprocess::init()` makes ranks 1 and 2 serve the pool's workers. It
-//! prints which host and rank served each chunk of a map, then checks the results.
+//! Rank 0 runs `main`; `multiprocess::init()` makes the other ranks (or, in spawn mode, the
+//! processes the pool spawns) serve the pool's workers. It prints which host and rank served
+//! each chunk of a map (in spawn mode, the rank within the spawned group), then checks the
+//! results.
 //! `cluster_map N MS` maps N items of MS milliseconds each, one a chunk (for trying what a lost
 //! host does: see `.ci/mpi-hosts.sh`).
 
@@ -27,7 +30,7 @@ fn square_where(x: u64, ms: u64) -> (u64, String) {
 fn main() -> multiprocess::Result<()> {
     multiprocess::init();
     let pool = multiprocess::Pool::builder().mpi().build()?;
-    println!("a pool whose workers are the other ranks of this MPI job");
+    println!("a pool whose workers are MPI ranks (this job's others, or spawned ones)");
     let mut args = std::env::args()
         .skip(1)
         .map(|a| a.parse::<u64>().unwrap_or(0));

@@ -83,7 +83,7 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-fn reentry_args() -> Vec<OsString> {
+pub(crate) fn reentry_args() -> Vec<OsString> {
     TEST_REENTRY
         .with(|t| t.borrow().clone())
         .or_else(|| lock(&REENTRY).clone())
@@ -104,6 +104,7 @@ fn reentry_args() -> Vec<OsString> {
 /// }
 /// ```
 pub fn init() {
+    INITIALISED.store(true, std::sync::atomic::Ordering::SeqCst);
     ensure_exit_hook();
     match sys::take_child_channel() {
         // Started by an MPI launcher: ranks other than 0 serve pool workers from here.
@@ -117,6 +118,15 @@ pub fn init() {
             sys::exit_now(1);
         }
     }
+}
+
+/// Set by [`init`].
+static INITIALISED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process called [`init`] (or [`init_test`]).
+#[cfg(all(feature = "mpi", unix))]
+pub(crate) fn initialised() -> bool {
+    INITIALISED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// [`init`] for tests: call it as the first line of every `#[test]` that starts processes.

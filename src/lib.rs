@@ -68,6 +68,7 @@
 //! | `shared_memory.SharedMemory` | [`SharedMemory`] |
 //! | `Pool`, `AsyncResult` | [`Pool`], [`AsyncResult`] |
 //! | `mpi4py.futures` SPMD mode (`mpiexec -n N python -m mpi4py.futures app.py`) | `PoolBuilder::mpi` (cargo feature `mpi`): workers on the ranks of `mpirun -n N app` |
+//! | `mpi4py.futures.MPIPoolExecutor(max_workers)` (spawn mode) | `PoolBuilder::mpi` in a program run alone or by `mpirun -n 1`: the pool spawns its ranks |
 //! | `threading.BrokenBarrierError` | [`Error::BrokenBarrier`] |
 //! | — (Python deadlocks) | [`Error::OwnerDied`], [`Error::WorkerLost`] |
 //! | `AsyncResult.get(timeout)` raising `TimeoutError` | [`Error::Timeout`] (the task goes on); a task past its own limit (beyond Python): [`Error::TaskTimeout`] |

@@ -17,6 +17,22 @@
 //! CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="mpirun --oversubscribe --mca orte_enable_recovery 1 -n 3" \
 //!     cargo test --features mpi --test mpi -- --exact a_rank_killed_mid_map
 //! ```
+//!
+//! `a_rank_of_another_build_is_refused` runs with `MULTIPROCESS_MPI_FOREIGN_TEST` set, under
+//! `mpirun -n 1 <this binary> --exact a_rank_of_another_build_is_refused : -n 1 <another build>
+//! --exact a_rank_of_another_build_is_refused` (another build: for instance this binary without
+//! its build id, `objcopy --remove-section .note.gnu.build-id`).
+//!
+//! Spawn mode (the pool spawns its ranks with `MPI_Comm_spawn`): with
+//! `MULTIPROCESS_MPI_SPAWN_TEST` set, run one test at a time, alone (no launcher: MPI starts as
+//! a singleton) or under `mpirun -n 1`. `pool_over_spawned_ranks` checks every method there, and
+//! `a_rank_killed_mid_map` kills a spawned rank:
+//!
+//! ```text
+//! MULTIPROCESS_MPI_SPAWN_TEST=1 cargo test --features mpi --test mpi -- --exact pool_over_spawned_ranks
+//! MULTIPROCESS_MPI_SPAWN_TEST=1 MULTIPROCESS_MPI_KILL_TEST=1 \
+//!     cargo test --features mpi --test mpi -- --exact a_rank_killed_mid_map
+//! ```
 #![cfg(all(feature = "mpi", unix))]
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -67,12 +83,17 @@ fn launched() -> bool {
         .any(|v| std::env::var_os(v).is_some())
 }
 
+/// Whether the spawn-mode tests run (see the file's docs).
+fn spawn_mode() -> bool {
+    std::env::var_os("MULTIPROCESS_MPI_SPAWN_TEST").is_some()
+}
+
 /// Every Pool method over two worker ranks (`mpirun -n 3`), in one test so that the order is
 /// fixed: the time limit, which gives a rank up, comes last.
 #[test]
 fn pool_over_mpi_ranks() {
     multiprocess::init_test();
-    if !launched() {
+    if !launched() || spawn_mode() {
         eprintln!("not started by an MPI launcher: nothing checked (see the file's docs)");
         return;
     }
@@ -168,7 +189,7 @@ fn pool_over_mpi_ranks() {
     let slow = pool
         .apply_async_with(
             sleep_ms,
-            (3_000u64,),
+            (1_200u64,),
             TaskOptions::new().timeout(Duration::from_millis(300)),
         )
         .unwrap();
@@ -198,14 +219,14 @@ fn slow_square(x: u64) -> (u64, u32) {
     (x * x, std::process::id())
 }
 
-/// A worker rank killed (SIGKILL) in the middle of a map: rank 0 notices its silence (3 s,
+/// A worker rank (of `mpirun -n 3`, or spawned) killed (SIGKILL) in the middle of a map: rank 0 notices its silence (3 s,
 /// `PoolBuilder::silence`), the task it was running runs again on the other rank (`retries`: 1 by default over MPI), and
 /// the map completes with every result right. The job then ends with `MPI_Abort(0)` (see
 /// `PoolBuilder::mpi`).
 #[test]
 fn a_rank_killed_mid_map() {
     multiprocess::init_test();
-    if !launched() || std::env::var_os("MULTIPROCESS_MPI_KILL_TEST").is_none() {
+    if !(launched() || spawn_mode()) || std::env::var_os("MULTIPROCESS_MPI_KILL_TEST").is_none() {
         eprintln!(
             "runs only alone under mpirun, with MULTIPROCESS_MPI_KILL_TEST (see the file's docs)"
         );
@@ -213,6 +234,7 @@ fn a_rank_killed_mid_map() {
     }
     let pool = Pool::builder()
         .mpi()
+        .processes(2)
         .silence(Duration::from_secs(3))
         .build()
         .expect("a pool over the ranks");
@@ -242,4 +264,118 @@ fn a_rank_killed_mid_map() {
     );
     pool.close();
     pool.join().unwrap();
+}
+
+/// Spawn mode: a program alone (or under `mpirun -n 1`) spawns its worker ranks; every method
+/// works; ranks serve the next pool; a rank given up (a task past its time limit) is replaced
+/// by one spawned for it.
+#[test]
+fn pool_over_spawned_ranks() {
+    multiprocess::init_test();
+    if !spawn_mode() {
+        eprintln!("runs only with MULTIPROCESS_MPI_SPAWN_TEST (see the file's docs)");
+        return;
+    }
+    let started = Instant::now();
+    let pool = Pool::builder()
+        .mpi()
+        .processes(2)
+        .build()
+        .expect("a pool over spawned ranks");
+    assert_eq!(pool.apply(square, (12u64,)).unwrap(), 144);
+    let want: Vec<u64> = (0..10_000u64).map(square).collect();
+    assert_eq!(pool.map(square, 0..10_000u64, None).unwrap(), want);
+    let ordered: Vec<u64> = pool
+        .imap(square, 0..300u64, 7)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(ordered, (0..300u64).map(square).collect::<Vec<_>>());
+    let mut unordered: Vec<u64> = pool
+        .imap_unordered(square, 0..300u64, 7)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    unordered.sort_unstable();
+    assert_eq!(unordered, ordered);
+    match pool.apply(fail_on_7, (7u64,)) {
+        Err(Error::Panicked { message }) => assert!(message.contains("seven"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    let pids: std::collections::BTreeSet<u32> = pool
+        .map(pid_of, 0..64u64, Some(1))
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    assert!(!pids.contains(&std::process::id()));
+    pool.close();
+    pool.join().unwrap();
+
+    // The same ranks serve the next pool, a new worker after each task.
+    let pool = Pool::builder()
+        .mpi()
+        .processes(2)
+        .initializer(set_greeting, (41u64,))
+        .maxtasksperchild(1)
+        .build()
+        .unwrap();
+    assert_eq!(pool.map(greeting, 0..6u64, Some(1)).unwrap(), vec![41; 6]);
+    let again: std::collections::BTreeSet<u32> = pool
+        .map(pid_of, 0..8u64, Some(1))
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert!(again.is_subset(&pids), "{again:?} not among {pids:?}");
+
+    // A task past its time limit: its rank is given up and a new one spawned in its place.
+    // (The task ends well within the second the end of the program waits for every rank.)
+    let slow = pool
+        .apply_async_with(
+            sleep_ms,
+            (1_200u64,),
+            TaskOptions::new().timeout(Duration::from_millis(300)),
+        )
+        .unwrap();
+    assert!(matches!(
+        slow.get(Some(Duration::from_secs(30))),
+        Err(Error::TaskTimeout { .. })
+    ));
+    let after: std::collections::BTreeSet<u32> = pool
+        .map(pid_of, 0..64u64, Some(1))
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(!after.is_subset(&pids), "no rank was spawned: {after:?}");
+    pool.close();
+    pool.join().unwrap();
+    eprintln!("spawn mode checked in {:?}", started.elapsed());
+}
+
+/// A rank running another build of the program (`mpirun -n 1 app : -n 1 other-app`, with
+/// `MULTIPROCESS_MPI_FOREIGN_TEST` set) is refused with a clear error, and nothing hangs.
+#[test]
+fn a_rank_of_another_build_is_refused() {
+    multiprocess::init_test();
+    if !launched() || std::env::var_os("MULTIPROCESS_MPI_FOREIGN_TEST").is_none() {
+        eprintln!(
+            "runs only under mpirun with MULTIPROCESS_MPI_FOREIGN_TEST (see the file's docs)"
+        );
+        return;
+    }
+    let started = Instant::now();
+    let outcome = Pool::builder()
+        .mpi()
+        .build()
+        .and_then(|pool| pool.apply(square, (3u64,)));
+    match outcome {
+        Err(Error::State(m)) => assert!(
+            m.contains("a pool worker could not start")
+                && m.contains("runs a different build of the program"),
+            "{m}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(30));
 }

@@ -173,17 +173,24 @@ impl PoolBuilder {
         self
     }
 
-    /// Workers on the other ranks of the MPI job this program runs in (cargo feature `mpi`,
-    /// Unix): start the program with `mpirun -n N` (or `srun`); [`init`](crate::init) lets rank
-    /// 0 run `main` and makes ranks 1 to N−1 serve pool workers until rank 0 ends. The pool
-    /// has one worker a free rank unless [`processes`](Self::processes) says fewer; every
-    /// method works as with local workers. Every rank must run the same build (a different one
-    /// breaks the pool with a clear error).
+    /// Workers that are MPI ranks (cargo feature `mpi`, Unix), in mpi4py.futures' two modes,
+    /// chosen by how the program was started:
+    /// - **SPMD**, `mpirun -n N` (N > 1) or `srun`: [`init`](crate::init) lets rank 0 run
+    ///   `main` and makes ranks 1 to N−1 serve pool workers until rank 0 ends. The pool has one
+    ///   worker a free rank unless [`processes`](Self::processes) says fewer.
+    /// - **Spawn**, the program alone or under `mpirun -n 1`: the pool starts MPI and spawns
+    ///   its worker ranks with `MPI_Comm_spawn` (this executable with the same arguments, whose
+    ///   [`init`](crate::init) makes it serve), [`processes`](Self::processes) of them or by
+    ///   default the MPI universe's size minus one (at least one); a worker given up is
+    ///   replaced by a newly spawned rank.
     ///
-    /// Limits of this first version: SPMD mode only (no `MPI_Comm_spawn`); a worker given up
-    /// (a task past its time limit, a cancelled running task, or a rank silent for 10 s) is
-    /// not replaced, so the pool goes on with fewer; close and join the pool to give its ranks
-    /// back for another pool (dropping or terminating it gives them up).
+    /// Every method works as with local workers. Every rank must run the same build (a
+    /// different one breaks the pool with a clear error). In SPMD mode a worker given up (a
+    /// task past its time limit, a cancelled running task, or a rank silent for 10 s) is not
+    /// replaced, so the pool goes on with fewer. Close and join the pool to give its ranks back
+    /// for another pool (dropping or terminating it gives them up). At its end the program
+    /// waits up to 2 s for every rank to finish; if one was lost or did not, it ends the job
+    /// with `MPI_Abort(0)` (see the README's "Running on a cluster").
     ///
     /// ```no_run
     /// multiprocess::init(); // first in main: ranks other than 0 serve from here
@@ -229,9 +236,7 @@ impl PoolBuilder {
     pub fn build(self) -> Result<Pool> {
         #[cfg(all(feature = "mpi", unix))]
         if self.mpi {
-            let n = self
-                .processes
-                .unwrap_or_else(|| backend::mpi::free_ranks().max(1));
+            let n = backend::mpi::workers(self.processes)?;
             let retries = self.retries.unwrap_or(1);
             let ranks = backend::mpi::Ranks {
                 silence: self.silence.unwrap_or(backend::mpi::SILENCE),

@@ -304,8 +304,13 @@ impl Supervisor {
                 Incoming::Bye => w.leaving = true,
                 Incoming::Reply { id: INIT, outcome } => {
                     if let Err(failure) = outcome {
-                        let why = failure.to_error();
-                        self.break_pool(format!("the pool's initializer failed: {why}"), &mut fx);
+                        // A worker that refused to start (another build, on an MPI rank) says
+                        // so with `Other`; the initializer's own failures are the others.
+                        let why = match &failure {
+                            Failure::Other(m) => format!("a pool worker could not start: {m}"),
+                            f => format!("the pool's initializer failed: {}", f.to_error()),
+                        };
+                        self.break_pool(why, &mut fx);
                     }
                 }
                 Incoming::Reply { id, outcome }

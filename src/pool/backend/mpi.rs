@@ -1,6 +1,14 @@
-//! Pool workers that are MPI ranks (cargo feature `mpi`), as mpi4py.futures' SPMD mode: the
-//! program is started by `mpirun -n N` (or `srun`); [`init`](crate::init) lets rank 0 run
-//! `main` and turns every other rank into a server of pool workers, until rank 0 ends.
+//! Pool workers that are MPI ranks (cargo feature `mpi`), in mpi4py.futures' two modes:
+//! - **SPMD**: the program is started by `mpirun -n N` (or `srun`) with N > 1;
+//!   [`init`](crate::init) lets rank 0 run `main` and turns every other rank into a server of
+//!   pool workers, until rank 0 ends.
+//! - **spawn**: the program runs alone (no launcher, or `mpirun -n 1`); the first pool over MPI
+//!   initialises MPI and starts its worker ranks with `MPI_Comm_spawn` (this executable with
+//!   the same arguments, whose [`init`](crate::init) finds its parent and serves it), more when
+//!   a pool needs more or one was given up.
+//!
+//! Either way rank 0 reaches its workers through a communicator where it is rank 0: the world,
+//! or one merged with each group it spawned.
 //!
 //! Messages between rank 0 and a rank are MPI point-to-point messages whose bytes are the
 //! pool's own (the orders and replies the local workers read from their rings), tagged by kind.
@@ -23,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use mpi::Tag;
 use mpi::point_to_point::MatchedReceiveVec;
-use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::topology::Communicator;
 use mpi::traits::{Destination, Equivalence, Source};
 
 use super::super::protocol::{BYE, INIT, NUDGE, Order, Reply, Setup, head, split};
@@ -31,6 +39,7 @@ use super::super::result::reply_buffer;
 use super::super::worker::run;
 use crate::error::{Error, Result};
 use crate::sys::image;
+use crate::sys::mpi::Comm;
 use crate::wire;
 
 /// Rank 0 → rank: start a pool worker (the build's identity, then the [`Setup`]).
@@ -50,7 +59,12 @@ const REPLY: Tag = 10;
 const REPLY_BODY: Tag = 12;
 /// Rank → rank 0: alive.
 const ALIVE: Tag = 11;
+/// Rank → rank 0: told to finish, it finishes MPI now.
+const FINISHED: Tag = 13;
 
+/// How long rank 0, ending, waits for every rank to say it finishes too (an idle rank answers
+/// at once; one still running a task given up may not).
+const FINISH_GRACE: Duration = Duration::from_secs(2);
 /// How often a serving rank says it is alive.
 const BEAT: Duration = Duration::from_secs(1);
 /// A worker rank not heard from for this long is given up.
@@ -87,12 +101,25 @@ fn next_pause(pause: Duration, last: Instant) -> Duration {
 
 /// This process's MPI environment, once initialised (rank 0 keeps it until it ends).
 static UNIVERSE: Mutex<Option<mpi::environment::Universe>> = Mutex::new(None);
+/// The communicators that reach worker ranks (rank 0 is this process in each): the world in
+/// SPMD mode, one a spawn in spawn mode.
+static GROUPS: Mutex<Vec<&'static Comm>> = Mutex::new(Vec::new());
+/// Whether this process starts its worker ranks itself (spawn mode: a job of one process).
+static SPAWNS: AtomicBool = AtomicBool::new(false);
 /// The worker ranks not serving a pool now, nor given up.
-static FREE: Mutex<Vec<i32>> = Mutex::new(Vec::new());
-/// The number of ranks in the job.
-static SIZE: Mutex<i32> = Mutex::new(0);
+static FREE: Mutex<Vec<Place>> = Mutex::new(Vec::new());
 /// Ranks given up for silence: dead, or cut off.
-static LOST: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+static LOST: Mutex<Vec<Place>> = Mutex::new(Vec::new());
+
+/// A worker rank: its communicator and its rank there.
+#[derive(Clone, Copy)]
+struct Place(&'static Comm, i32);
+
+impl PartialEq for Place {
+    fn eq(&self, other: &Place) -> bool {
+        std::ptr::eq(self.0, other.0) && self.1 == other.1
+    }
+}
 
 use crate::sys::lock;
 
@@ -104,16 +131,10 @@ fn launched_by_mpi() -> bool {
         .any(|v| std::env::var_os(v).is_some())
 }
 
-/// Called by `init`: in a program started by an MPI launcher, initialises MPI; rank 0 returns
-/// (to run `main`), every other rank serves pool workers and exits when rank 0 ends.
-pub(crate) fn enter() {
-    if !launched_by_mpi() {
-        return;
-    }
-    let Some((universe, threading)) = mpi::initialize_with_threading(mpi::Threading::Multiple)
-    else {
-        return; // initialised already
-    };
+/// Initialises MPI at `MPI_THREAD_MULTIPLE` (ending the job if the library cannot); `None` if
+/// it was initialised already.
+fn initialize() -> Option<mpi::environment::Universe> {
+    let (universe, threading) = mpi::initialize_with_threading(mpi::Threading::Multiple)?;
     if threading != mpi::Threading::Multiple {
         use std::io::Write as _;
         let _ = writeln!(
@@ -123,50 +144,153 @@ pub(crate) fn enter() {
         );
         universe.world().abort(1);
     }
-    crate::sys::mpi::errors_return();
-    let world = universe.world();
-    if world.rank() == 0 {
-        *lock(&FREE) = (1..world.size()).rev().collect();
-        *lock(&SIZE) = world.size();
-        *lock(&UNIVERSE) = Some(universe);
+    Some(universe)
+}
+
+/// Called by `init`: in a program started by an MPI launcher, initialises MPI; rank 0 returns
+/// (to run `main`), every other rank, and every process spawned by a pool, serves pool workers
+/// and exits when rank 0 ends.
+pub(crate) fn enter() {
+    if !launched_by_mpi() {
         return;
     }
-    serve_rank(&world);
+    let Some(universe) = initialize() else {
+        return; // initialised already
+    };
+    let serving = match crate::sys::mpi::parent() {
+        Some(parent) => parent,
+        None => {
+            let world = crate::sys::mpi::world();
+            if world.rank() == 0 {
+                adopt(universe, world);
+                return;
+            }
+            world
+        }
+    };
+    serve_rank(serving);
     drop(universe); // MPI_Finalize
     crate::sys::exit_now(0);
 }
 
-/// Called at the end of rank 0: tells every other rank to finish (one still running a task
-/// finishes it first), then finishes MPI. If a rank was lost, `MPI_Finalize` would wait for it
-/// forever (Open MPI 4 has no failure notification): the job ends with `MPI_Abort` instead,
-/// with code 0, after everything was delivered and printed.
+/// Rank 0 takes the job's other ranks as its workers (none in a job of one process, which
+/// spawns them instead).
+fn adopt(universe: mpi::environment::Universe, world: &'static Comm) {
+    SPAWNS.store(world.size() == 1, Ordering::SeqCst);
+    *lock(&FREE) = (1..world.size()).rev().map(|r| Place(world, r)).collect();
+    lock(&GROUPS).push(world);
+    *lock(&UNIVERSE) = Some(universe);
+}
+
+/// Makes sure MPI is running in this process: a program that no launcher started initialises it
+/// now (spawn mode); one that a launcher started did so in `init`.
+fn ensure_started() -> Result<()> {
+    if lock(&UNIVERSE).is_some() {
+        return Ok(());
+    }
+    let no_init = || {
+        Error::state(
+            "a Pool over MPI ranks needs multiprocess::init() first in main (every rank, and \
+             every spawned worker, becomes a worker there)",
+        )
+    };
+    if launched_by_mpi() || !crate::bootstrap::initialised() {
+        return Err(no_init());
+    }
+    crate::sys::mpi::ask_recovery();
+    let universe = initialize().ok_or_else(|| {
+        Error::state("MPI was initialised outside multiprocess: a Pool over MPI cannot use it")
+    })?;
+    adopt(universe, crate::sys::mpi::world());
+    Ok(())
+}
+
+/// Spawns `n` more worker ranks (spawn mode) and counts them free.
+fn spawn(n: usize) -> Result<()> {
+    let program = std::env::current_exe()
+        .map_err(|e| Error::io("finding this program's executable to spawn MPI ranks", e))?;
+    let args = crate::bootstrap::reentry_args();
+    let comm = crate::sys::mpi::spawn(&program, &args, n).map_err(Error::state)?;
+    lock(&GROUPS).push(comm);
+    lock(&FREE).extend((1..comm.size()).rev().map(|r| Place(comm, r)));
+    Ok(())
+}
+
+/// The number of workers of a pool over MPI that asked for `wanted` (or, if `None`, for as many
+/// as the job has: every free rank in SPMD mode; in spawn mode, the MPI universe's size minus
+/// this process, at least 1, as mpi4py.futures): starts MPI if need be, and in spawn mode
+/// spawns the ranks missing.
+pub(crate) fn workers(wanted: Option<usize>) -> Result<usize> {
+    ensure_started()?;
+    let free = lock(&FREE).len();
+    if !SPAWNS.load(Ordering::SeqCst) {
+        return Ok(wanted.unwrap_or(free.max(1)));
+    }
+    let universe = lock(&UNIVERSE).as_ref().and_then(|u| u.size());
+    let n = wanted.unwrap_or_else(|| universe.map_or(1, |u| u.saturating_sub(1).max(1)));
+    if n > free {
+        spawn(n - free)?;
+    }
+    Ok(n)
+}
+
+/// Called at the end of rank 0: tells every other rank to finish, and waits up to
+/// [`FINISH_GRACE`] for each to say it does (one still running a task finishes it first). If all
+/// did, finishes MPI, which all of them do together. If one was lost or did not answer,
+/// `MPI_Finalize` would wait for it forever (Open MPI 4 has no failure notification; a rank
+/// finalising after this process ended waits for it in vain): the job ends with `MPI_Abort`
+/// instead, with code 0, after everything was delivered and printed, and the MPI runtime kills
+/// the ranks left.
 pub(crate) fn finish() {
     let Some(universe) = lock(&UNIVERSE).take() else {
         return;
     };
-    let world = universe.world();
     let lost = lock(&LOST).clone();
-    for rank in (1..*lock(&SIZE)).filter(|r| !lost.contains(r)) {
-        world
-            .process_at_rank(rank)
-            .send_with_tag(&[0u8][..], FINISH);
+    let mut waiting = Vec::new();
+    for &comm in lock(&GROUPS).iter() {
+        for rank in (1..comm.size()).filter(|&r| !lost.contains(&Place(comm, r))) {
+            comm.process_at_rank(rank).send_with_tag(&[0u8][..], FINISH);
+            waiting.push(Place(comm, rank));
+        }
     }
     lock(&FREE).clear();
-    if !lost.is_empty() {
+    let until = Instant::now() + FINISH_GRACE;
+    while !waiting.is_empty() && Instant::now() < until {
+        // Whatever else a rank still sends (a late reply, "alive") is dropped.
+        waiting.retain(|&Place(comm, rank)| {
+            let from = comm.process_at_rank(rank);
+            while let Some(probed) = from.immediate_matched_probe() {
+                if probed.matched_receive_vec::<u8>().1.tag() == FINISHED {
+                    return false;
+                }
+            }
+            true
+        });
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    if !lost.is_empty() || !waiting.is_empty() {
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
+        let ranks = |places: &[Place]| places.iter().map(|p| p.1).collect::<Vec<i32>>();
+        let why = match (lost.is_empty(), waiting.is_empty()) {
+            (false, true) => format!("MPI ranks {:?} were lost", ranks(&lost)),
+            (true, false) => format!(
+                "MPI ranks {:?} did not finish within {FINISH_GRACE:?}",
+                ranks(&waiting)
+            ),
+            _ => format!(
+                "MPI ranks {:?} were lost and {:?} did not finish within {FINISH_GRACE:?}",
+                ranks(&lost),
+                ranks(&waiting)
+            ),
+        };
         let _ = writeln!(
             std::io::stderr(),
-            "multiprocess: MPI ranks {lost:?} were lost; ending the job with MPI_Abort(0)"
+            "multiprocess: {why}; ending the job with MPI_Abort(0)"
         );
-        world.abort(0);
+        universe.world().abort(0);
     }
     drop(universe);
-}
-
-/// The number of worker ranks free now (0 outside an MPI job, or on a rank other than 0).
-pub(crate) fn free_ranks() -> usize {
-    lock(&FREE).len()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -180,6 +304,7 @@ pub(crate) struct Ranks {
 
 /// One worker rank, as rank 0 sees it.
 pub(crate) struct RankWorker {
+    comm: &'static Comm,
     rank: i32,
     silence: Duration,
     /// Given up (a kill): never given work again.
@@ -195,20 +320,22 @@ pub(crate) struct RankWorker {
 impl Ranks {
     pub(crate) fn start(&self, _n: u64, setup: &Setup) -> Result<RankWorker> {
         let silence = self.silence;
-        if lock(&UNIVERSE).is_none() {
-            return Err(Error::state(
-                "a Pool over MPI ranks needs the program started by an MPI launcher (mpirun -n N, \
-                 srun) and multiprocess::init() first in main",
-            ));
+        ensure_started()?;
+        // In spawn mode a worker given up is replaced by a rank spawned for it.
+        if lock(&FREE).is_empty() && SPAWNS.load(Ordering::SeqCst) {
+            spawn(1)?;
         }
-        let rank = lock(&FREE).pop().ok_or_else(|| {
-            Error::state("no MPI rank is free (a pool over MPI has at most one worker a rank)")
+        let Place(comm, rank) = lock(&FREE).pop().ok_or_else(|| {
+            Error::state(
+                "no MPI rank is free (a pool over the ranks of mpirun -n N has at most one \
+                 worker a rank)",
+            )
         })?;
         let message = wire::encode(&(image::identity(), setup))?;
-        world()
-            .process_at_rank(rank)
+        comm.process_at_rank(rank)
             .send_with_tag(&message[..], SETUP);
         Ok(RankWorker {
+            comm,
             rank,
             silence,
             given_up: AtomicBool::new(false),
@@ -218,10 +345,6 @@ impl Ranks {
             answered: AtomicU32::new(0),
         })
     }
-}
-
-fn world() -> SimpleCommunicator {
-    SimpleCommunicator::world()
 }
 
 impl RankWorker {
@@ -241,8 +364,7 @@ impl RankWorker {
         }
         // One writer a worker at a time (the supervisor's rule), so each body follows its
         // header in this rank's stream of ORDER_BODY messages.
-        let rank = world();
-        let rank = rank.process_at_rank(self.rank);
+        let rank = self.comm.process_at_rank(self.rank);
         rank.send_with_tag(head, ORDER);
         rank.send_with_tag(&body[..], ORDER_BODY);
         Ok(())
@@ -252,8 +374,7 @@ impl RankWorker {
     /// noted and dropped).
     fn poll(&self) -> Option<Vec<u8>> {
         loop {
-            let world = world();
-            let rank = world.process_at_rank(self.rank);
+            let rank = self.comm.process_at_rank(self.rank);
             let (header, status) = rank.immediate_matched_probe()?.matched_receive_vec::<u8>();
             *lock(&self.heard) = Instant::now();
             if status.tag() != REPLY {
@@ -269,7 +390,7 @@ impl RankWorker {
                 }
                 if Instant::now() >= until {
                     self.given_up.store(true, Ordering::SeqCst);
-                    lock(&LOST).push(self.rank);
+                    lock(&LOST).push(Place(self.comm, self.rank));
                     return None;
                 }
                 std::thread::yield_now();
@@ -334,7 +455,7 @@ impl RankWorker {
             return true;
         }
         if !self.given_up.swap(true, Ordering::SeqCst) {
-            lock(&LOST).push(self.rank);
+            lock(&LOST).push(Place(self.comm, self.rank));
         }
         false
     }
@@ -344,7 +465,7 @@ impl RankWorker {
     pub(crate) fn kill(&self) {
         if !self.given_up.swap(true, Ordering::SeqCst) {
             if let Ok(stop) = super::super::protocol::OrderHead::new(&Order::Stop) {
-                world()
+                self.comm
                     .process_at_rank(self.rank)
                     .send_with_tag(stop.as_bytes(), STOP);
             }
@@ -353,7 +474,7 @@ impl RankWorker {
 
     pub(crate) fn revoke(&self, seq: u64) {
         if !self.given_up.load(Ordering::SeqCst) {
-            world()
+            self.comm
                 .process_at_rank(self.rank)
                 .send_with_tag(&seq.to_le_bytes()[..], REVOKE);
         }
@@ -378,7 +499,7 @@ impl RankWorker {
             let _ = self.recv(Duration::from_millis(10));
         }
         if self.bye.load(Ordering::SeqCst) && !self.given_up.load(Ordering::SeqCst) {
-            lock(&FREE).push(self.rank);
+            lock(&FREE).push(Place(self.comm, self.rank));
             0
         } else {
             self.given_up.store(true, Ordering::SeqCst);
@@ -393,18 +514,19 @@ impl RankWorker {
 /// A rank other than 0: serves one pool worker after another until rank 0 says it ends. It
 /// waits by polling with a backoff to 1 ms, not in a blocking probe: Open MPI's blocking calls
 /// spin, and an idle rank would take a CPU from the ranks that work.
-fn serve_rank(world: &SimpleCommunicator) {
+fn serve_rank(comm: &'static Comm) {
     let mut poll = Poll::new();
     loop {
-        let Some((bytes, tag)) = poll.next(world) else {
+        let Some((bytes, tag)) = poll.next(comm) else {
             continue;
         };
         match tag {
-            SETUP if work(world, &bytes) => return,
-            FINISH => return,
+            SETUP if work(comm, &bytes) => break,
+            FINISH => break,
             _ => {} // a worker done, or left over from a worker given up
         }
     }
+    comm.process_at_rank(0).send_with_tag(&[0u8][..], FINISHED);
 }
 
 /// A serving rank's wait for rank 0's next message: one probe a call, pausing as
@@ -423,8 +545,8 @@ impl Poll {
     }
 
     /// Rank 0's next message and its tag, if one is there (else after a pause: `None`).
-    fn next(&mut self, world: &SimpleCommunicator) -> Option<(Vec<u8>, Tag)> {
-        let Some(probed) = world.process_at_rank(0).immediate_matched_probe() else {
+    fn next(&mut self, comm: &Comm) -> Option<(Vec<u8>, Tag)> {
+        let Some(probed) = comm.process_at_rank(0).immediate_matched_probe() else {
             wait_a_little(self.pause, self.last);
             self.pause = next_pause(self.pause, self.last);
             return None;
@@ -452,7 +574,7 @@ struct InboxState {
 
 /// One pool worker on this rank: checks the build, runs the initializer, then the tasks, as a
 /// local worker does (see `worker`), until `Stop` (or rank 0 ending: then true).
-fn work(world: &SimpleCommunicator, setup: &[u8]) -> bool {
+fn work(comm: &'static Comm, setup: &[u8]) -> bool {
     let reply =
         |id: u64, outcome: std::result::Result<Vec<u8>, super::super::protocol::Failure>| {
             let (failure, payload) = match outcome {
@@ -460,7 +582,7 @@ fn work(world: &SimpleCommunicator, setup: &[u8]) -> bool {
                 Err(f) => (Some(f), Vec::new()),
             };
             if let Ok(h) = head(&Reply { id, failure }) {
-                let root = world.process_at_rank(0);
+                let root = comm.process_at_rank(0);
                 root.send_with_tag(&h[..], REPLY);
                 root.send_with_tag(&payload[..], REPLY_BODY);
             }
@@ -469,7 +591,7 @@ fn work(world: &SimpleCommunicator, setup: &[u8]) -> bool {
         Ok((identity, _)) if identity != image::identity() => Err(format!(
             "MPI rank {} runs a different build of the program than rank 0: every rank must run \
              the same executable",
-            world.rank()
+            comm.rank()
         )),
         Ok((_, setup)) => Ok(setup),
         Err(e) => Err(e.to_string()),
@@ -493,7 +615,7 @@ fn work(world: &SimpleCommunicator, setup: &[u8]) -> bool {
         let done = Arc::new(AtomicBool::new(false));
         let io = {
             let (inbox, done) = (inbox.clone(), done.clone());
-            std::thread::spawn(move || take_orders(&inbox, &done))
+            std::thread::spawn(move || take_orders(comm, &inbox, &done))
         };
         run_tasks(&inbox, setup.maxtasks, &reply);
         done.store(true, Ordering::SeqCst);
@@ -545,8 +667,8 @@ fn run_tasks(
 
 /// The body that follows an order's header (see [`ORDER`]); `None` if it does not come within
 /// a minute (rank 0 died between the two).
-fn take_body(world: &SimpleCommunicator) -> Option<Vec<u8>> {
-    let root = world.process_at_rank(0);
+fn take_body(comm: &Comm) -> Option<Vec<u8>> {
+    let root = comm.process_at_rank(0);
     let until = Instant::now() + Duration::from_secs(60);
     loop {
         if let Some(body) = root.immediate_matched_probe_with_tag(ORDER_BODY) {
@@ -561,9 +683,8 @@ fn take_body(world: &SimpleCommunicator) -> Option<Vec<u8>> {
 
 /// The worker's second thread: takes every message from rank 0 as it comes, and says it is
 /// alive every [`BEAT`].
-fn take_orders(inbox: &Inbox, done: &AtomicBool) {
-    let world = world();
-    let root = world.process_at_rank(0);
+fn take_orders(comm: &Comm, inbox: &Inbox, done: &AtomicBool) {
+    let root = comm.process_at_rank(0);
     let mut last_beat = Instant::now();
     let mut poll = Poll::new();
     while !done.load(Ordering::SeqCst) {
@@ -571,12 +692,12 @@ fn take_orders(inbox: &Inbox, done: &AtomicBool) {
             root.send_with_tag(&[0u8][..], ALIVE);
             last_beat = Instant::now();
         }
-        let Some((bytes, tag)) = poll.next(&world) else {
+        let Some((bytes, tag)) = poll.next(comm) else {
             continue;
         };
         // An order's body follows its header (rank 0 sends them one after the other).
         let body = match tag {
-            ORDER => match take_body(&world) {
+            ORDER => match take_body(comm) {
                 Some(body) => Some(body),
                 None => return, // rank 0 is gone
             },
