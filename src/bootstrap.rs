@@ -9,7 +9,7 @@
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::panic::{self, AssertUnwindSafe};
+use std::panic;
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::context::{self, StartMethod};
 use crate::error::{Error, Result};
+use crate::panics;
 use crate::process::{self, ChildrenGuard, Identity, lock};
 use crate::registry::Job;
 use crate::sys::{self, image};
@@ -29,11 +30,6 @@ macro_rules! report_error {
         let _ = writeln!(std::io::stderr(), $($arg)*);
     }};
 }
-
-/// The fix for a child whose program never called `init()`.
-pub(crate) const NO_INIT: &str = "this process was started by multiprocess, but its main() did \
-     not call multiprocess::init() first (in a test: multiprocess::init_test() first in the \
-     test). Add it as the first line, before anything else runs";
 
 /// Bootstrap payloads up to this size are written by `start()` itself (they fit in the socket
 /// buffer, so the write cannot block); larger ones by a helper thread.
@@ -185,7 +181,7 @@ pub(crate) fn ensure_exit_hook() {
     ONCE.call_once(|| {
         sys::at_exit(exit_hook);
         // Installed before any fork, so forked children inherit it instead of installing it.
-        install_panic_hook();
+        panics::install_hook();
     });
 }
 
@@ -428,28 +424,9 @@ fn run_child(
     }
 }
 
-thread_local! {
-    /// Set on the thread running a target, so the panic hook knows to name the process.
-    static IN_TARGET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-    /// Set while a pool task runs: its panic is returned to the caller, not printed.
-    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Runs `f`, catching a panic without printing it (a pool task's panic is its result).
-pub(crate) fn catch_quietly<R>(f: impl FnOnce() -> R) -> std::result::Result<R, String> {
-    install_panic_hook();
-    let was = QUIET.with(|q| q.replace(true));
-    let outcome = panic::catch_unwind(AssertUnwindSafe(f));
-    QUIET.with(|q| q.set(was));
-    outcome.map_err(|payload| panic_message(payload.as_ref()))
-}
-
 /// Runs the target, reports how it ended, and returns the exit code (0, or 1 after a panic).
 fn run_target(channel: &sys::Channel, target: impl FnOnce() -> Result<Vec<u8>>) -> i32 {
-    install_panic_hook();
-    IN_TARGET.with(|f| f.set(true));
-    let outcome = panic::catch_unwind(AssertUnwindSafe(target));
-    IN_TARGET.with(|f| f.set(false));
+    let outcome = panics::catch_in_target(|| process::current_process().name(), target);
     let (report, code) = match outcome {
         Ok(Ok(value)) => (Report::Returned(value), 0),
         Ok(Err(e)) => {
@@ -460,38 +437,10 @@ fn run_target(channel: &sys::Channel, target: impl FnOnce() -> Result<Vec<u8>>) 
             };
             (Report::Failed(reason), 1)
         }
-        Err(payload) => (Report::Panicked(panic_message(payload.as_ref())), 1),
+        Err(message) => (Report::Panicked(message), 1),
     };
     send(channel, &report);
     code
-}
-
-/// Prints `Process <name>:` before the standard panic message of a target's thread, as Python
-/// prints it before the traceback.
-fn install_panic_hook() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let standard = panic::take_hook();
-        panic::set_hook(Box::new(move |info| {
-            if QUIET.with(|q| q.get()) {
-                return;
-            }
-            if IN_TARGET.with(|f| f.get()) {
-                report_error!("Process {}:", process::current_process().name());
-            }
-            standard(info);
-        }));
-    });
-}
-
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "<non-string panic payload>".to_owned()
-    }
 }
 
 /// Sends a report to the parent; a parent that is gone cannot be told, so errors are ignored.

@@ -2,6 +2,11 @@
 
 use std::io;
 
+/// The fix for a child whose program never called `init()`.
+pub(crate) const NO_INIT: &str = "this process was started by multiprocess, but its main() did \
+     not call multiprocess::init() first (in a test: multiprocess::init_test() first in the \
+     test). Add it as the first line, before anything else runs";
+
 /// What went wrong. Python raises exceptions of several classes; each one maps to a variant here
 /// (see the crate docs for the table).
 #[derive(Debug, thiserror::Error)]

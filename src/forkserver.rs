@@ -99,7 +99,7 @@ pub fn server_pid() -> Option<u32> {
 
 /// At this process's exit, after its children are joined: closes the request channel, which
 /// ends the server, and reaps it (killing it if it has not ended within two seconds).
-pub(crate) fn stop() {
+fn stop() {
     let server = match SERVER.try_lock() {
         Ok(mut slot) => slot.take(),
         Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().take(),
@@ -170,6 +170,9 @@ fn start_server() -> Result<Server> {
             "the forkserver start method does not exist on Windows; use spawn".into(),
         ));
     }
+    // Our server ends with us (and is reaped, not left to init).
+    static AT_EXIT: std::sync::Once = std::sync::Once::new();
+    AT_EXIT.call_once(|| crate::process::on_exit(stop));
     // The server and its children use this process's shared-memory tracker.
     sys::ensure_tracker().map_err(|e| Error::io("starting the resource tracker", e))?;
     let (requests, theirs) = pipe(true)?;

@@ -107,19 +107,28 @@
 //! all children are joined (Python's rule). Beyond Python, a daemonic child also ends, within
 //! moments, when its parent is killed outright.
 
+// `unsafe` only where the OS or shared memory demands it: `sys`, and the modules that own shared
+// memory (each block with a `SAFETY:` comment).
+#![deny(unsafe_code)]
+
 mod bootstrap;
 pub mod connection;
 mod context;
 mod error;
 pub mod forkserver;
 pub mod managers;
+mod panics;
 pub mod pool;
 mod process;
+#[allow(unsafe_code)]
 mod queues;
 mod registry;
+#[allow(unsafe_code)]
 pub mod shared_memory;
+#[allow(unsafe_code)]
 mod sharedctypes;
 mod synchronize;
+#[allow(unsafe_code)]
 mod sys;
 mod wire;
 

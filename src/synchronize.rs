@@ -1007,7 +1007,7 @@ impl Barrier {
                 self.break_locked();
                 self.unlock();
                 return Err(Error::Panicked {
-                    message: crate::bootstrap::panic_message(&panic),
+                    message: crate::panics::message(&panic),
                 });
             }
             self.word(B_COUNT).store(0, Ordering::Relaxed);

@@ -37,7 +37,8 @@ mod bulk;
 mod inbox;
 mod listener;
 
-pub use listener::{Address, HANDSHAKE_TIMEOUT, Listener, client};
+pub use crate::sys::Address;
+pub use listener::{HANDSHAKE_TIMEOUT, Listener, client};
 
 use crate::error::{Error, Result};
 use crate::process::{ParentProcess, Sentinel, lock};

@@ -100,13 +100,12 @@ fn entry<T: Managed>(message: &[u8]) -> Result<Vec<u8>> {
         Step::Call(call) => {
             let call: T::Call = wire::decode(&call.0)?;
             let this = held::<T>(&mut object)?;
-            let reply =
-                crate::bootstrap::catch_quietly(|| this.handle(call)).map_err(|message| {
-                    Error::Remote {
-                        kind: "Panic".into(),
-                        message,
-                    }
-                })?;
+            let reply = crate::panics::catch_quietly(|| this.handle(call)).map_err(|message| {
+                Error::Remote {
+                    kind: "Panic".into(),
+                    message,
+                }
+            })?;
             wire::encode(&reply)
         }
         Step::Value => wire::encode(held::<T>(&mut object)?),

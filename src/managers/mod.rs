@@ -358,6 +358,9 @@ impl std::ops::Deref for Handle {
 impl Handle {
     /// A proxy's handle for a reference to `id` this process now holds.
     fn new(client: Arc<Client>, id: u64) -> Handle {
+        // Our references go back at exit (Python's proxy finalizers).
+        static AT_EXIT: std::sync::Once = std::sync::Once::new();
+        AT_EXIT.call_once(|| crate::process::on_exit(release_all));
         let r = Arc::new(Ref {
             client,
             id,
@@ -397,7 +400,7 @@ fn by_manager(refs: impl Iterator<Item = Arc<Ref>>) -> Vec<(Arc<Client>, Vec<Arc
 }
 
 /// At exit (Python's finalizers): gives back every reference this process holds.
-pub(crate) fn release_all() {
+fn release_all() {
     for (client, refs) in held_here() {
         let ids: Vec<u64> = refs
             .iter()

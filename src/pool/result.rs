@@ -206,7 +206,7 @@ impl JobCore {
             let slots = std::mem::take(&mut st.slots);
             drop(st);
             let outcomes: Vec<&Outcome> = slots.iter().flatten().collect();
-            if let Err(message) = crate::bootstrap::catch_quietly(|| callback(&outcomes)) {
+            if let Err(message) = crate::panics::catch_quietly(|| callback(&outcomes)) {
                 use std::io::Write as _;
                 let _ = writeln!(
                     std::io::stderr(),

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::protocol::{BYE, Code, Failure, INIT, Order, Reply, Setup, head, split};
 use super::supervisor::REVOKE_SLOTS;
-use crate::bootstrap::catch_quietly;
 use crate::error::{Error, Result};
+use crate::panics::catch_quietly;
 use crate::queues::Ring;
 use crate::registry;
 use crate::synchronize::Deadline;

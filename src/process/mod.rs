@@ -299,7 +299,7 @@ impl Process {
     /// without fork, a target outside the executable image); [`Error::Io`] when the OS refuses.
     pub fn start(&mut self) -> Result<()> {
         if sys::child_marker_present() {
-            return Err(Error::state(bootstrap::NO_INIT));
+            return Err(Error::state(crate::error::NO_INIT));
         }
         match *lock(&self.shared.state) {
             State::Closed => return Err(Error::state(CLOSED)),
@@ -542,7 +542,7 @@ impl Process {
             Some(Report::Started) | None if child.started => Err(Error::Exited { exitcode: code }),
             Some(Report::Started) | None => Err(Error::Bootstrap(format!(
                 "the child exited with code {code} before reaching multiprocess::init(). {}",
-                bootstrap::NO_INIT
+                crate::error::NO_INIT
             ))),
         }
     }
@@ -761,10 +761,41 @@ pub(crate) fn exit_function() {
     for c in &children {
         let _ = c.join(None);
     }
-    // Our references to objects in managers go back (Python's proxy finalizers).
-    crate::managers::release_all();
-    // Our fork server, if we started one, ends with us (and is reaped, not left to init).
-    crate::forkserver::stop();
+    // Then what features asked for (each once, even if this runs twice). The list is locked
+    // only for a push: one still locked after a few tries was copied locked by a fork (its
+    // holder is not in this process), and waiting would hang the exit.
+    let mut hooks = Vec::new();
+    for _ in 0..10 {
+        match EXIT_HOOKS.try_lock() {
+            Ok(mut list) => {
+                hooks = std::mem::take(&mut *list);
+                break;
+            }
+            Err(std::sync::TryLockError::Poisoned(p)) => {
+                hooks = std::mem::take(&mut *p.into_inner());
+                break;
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    for hook in hooks.iter().rev() {
+        hook();
+    }
+}
+
+/// What features do at this process's exit, after its children are joined (Python's
+/// `util.Finalize` with an exit priority): managers give back this process's references to
+/// their objects, a fork server ends with the process that started it. A feature registers its
+/// hook once, on first use; they run in the reverse order of registration. A forked child
+/// inherits the list (and runs them for what it holds of its own).
+static EXIT_HOOKS: Mutex<Vec<fn()>> = Mutex::new(Vec::new());
+
+/// Registers `hook` to run at this process's exit (see [`EXIT_HOOKS`]); call it once per hook
+/// (a `Once` in the caller).
+pub(crate) fn on_exit(hook: fn()) {
+    lock(&EXIT_HOOKS).push(hook);
 }
 
 /// In a forked child: let go of the parent's children (their descriptors must not keep the

@@ -1,6 +1,7 @@
 //! The only place with OS-specific code. Public modules call the platform-neutral surface
 //! re-exported here; each submodule implements it for one family of systems:
 //!
+//! - [`address`] (every OS): the names of endpoints (`connection::Address`), platform-neutral.
 //! - [`fork_lock`] (every OS): a lock a forked child can start afresh.
 //! - [`image`] (every OS): code addresses that mean the same thing in every process running this
 //!   executable, and the executable's identity.
@@ -9,10 +10,13 @@
 //! - `windows`: spawn with `CreateProcessW` and an explicit handle list, process handles as
 //!   sentinels, overlapped named pipes as channels, the main module from the loader.
 
+pub(crate) mod address;
 pub(crate) mod fork_lock;
 pub(crate) mod image;
 #[cfg(all(feature = "mpi", unix))]
 pub(crate) mod mpi;
+
+pub use address::Address;
 
 #[cfg(unix)]
 mod unix;

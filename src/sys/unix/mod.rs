@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::os;
+use super::{Address, os};
 
 mod region;
 mod shm;
@@ -432,7 +432,7 @@ extern "C" fn fail_if_init_never_ran() {
     if !child_marker_present() {
         return; // init() took the marker: all is well.
     }
-    let msg = format!("multiprocess: {}\n", crate::bootstrap::NO_INIT);
+    let msg = format!("multiprocess: {}\n", crate::error::NO_INIT);
     let _ = io::stderr().write_all(msg.as_bytes());
     exit_now(1);
 }
@@ -898,8 +898,7 @@ impl SocketListener {
 }
 
 /// Listens at `address`.
-pub(crate) fn listen(address: &crate::connection::Address) -> io::Result<SocketListener> {
-    use crate::connection::Address;
+pub(crate) fn listen(address: &Address) -> io::Result<SocketListener> {
     Ok(match address {
         Address::Unix(path) => SocketListener::Unix(std::os::unix::net::UnixListener::bind(path)?),
         Address::Abstract(name) => SocketListener::Unix(
@@ -921,21 +920,18 @@ fn no_pipes(name: &str) -> io::Error {
 }
 
 /// A fresh Unix socket path in the temporary directory, for `Listener::bind(None, ..)`.
-pub(crate) fn default_listener_address() -> io::Result<crate::connection::Address> {
+pub(crate) fn default_listener_address() -> io::Result<Address> {
     let mut nonce = [0u8; 8];
     getrandom::fill(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
-    Ok(crate::connection::Address::Unix(std::env::temp_dir().join(
-        format!(
-            "mp-{}-{:016x}.sock",
-            std::process::id(),
-            u64::from_le_bytes(nonce)
-        ),
-    )))
+    Ok(Address::Unix(std::env::temp_dir().join(format!(
+        "mp-{}-{:016x}.sock",
+        std::process::id(),
+        u64::from_le_bytes(nonce)
+    ))))
 }
 
 /// Connects to `address`.
-pub(crate) fn connect(address: &crate::connection::Address) -> io::Result<Stream> {
-    use crate::connection::Address;
+pub(crate) fn connect(address: &Address) -> io::Result<Stream> {
     let fd = match address {
         Address::Unix(path) => OwnedFd::from(UnixStream::connect(path)?),
         Address::Abstract(name) => {

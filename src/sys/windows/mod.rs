@@ -629,7 +629,7 @@ extern "C" fn fail_if_init_never_ran() {
     if !child_marker_present() {
         return; // init() took the marker: all is well.
     }
-    let msg = format!("multiprocess: {}\n", crate::bootstrap::NO_INIT);
+    let msg = format!("multiprocess: {}\n", crate::error::NO_INIT);
     let _ = io::Write::write_all(&mut io::stderr(), msg.as_bytes());
     exit_now(1);
 }

@@ -26,7 +26,7 @@ use windows_sys::Win32::System::Threading::CreateEventW;
 
 use super::pipe::open_client_end;
 use super::{Channel, Stream};
-use crate::connection::Address;
+use crate::sys::Address;
 
 /// Each direction's buffer quota of a listener's pipe instances.
 const PIPE_BUFFER: u32 = 64 * 1024;

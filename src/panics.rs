@@ -1,0 +1,64 @@
+//! Panics turned into messages: a target's or a pool task's panic is reported to whoever waits
+//! for it (as Python sends back the exception), and printed only where Python prints it.
+
+use std::cell::Cell;
+use std::io::Write as _;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Once;
+
+thread_local! {
+    /// Set on the thread running a process's target: how to name the process, so that its
+    /// panic is printed after `Process <name>:`, as Python prints the traceback.
+    static TARGET_OF: Cell<Option<fn() -> String>> = const { Cell::new(None) };
+    /// Set while a pool task (or a manager call, or a callback) runs: its panic is returned to
+    /// the caller, not printed.
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A panic's payload as text.
+pub(crate) fn message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "<non-string panic payload>".to_owned()
+    }
+}
+
+/// Runs `f`, catching a panic without printing it (a pool task's panic is its result).
+pub(crate) fn catch_quietly<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    install_hook();
+    let was = QUIET.with(|q| q.replace(true));
+    let outcome = panic::catch_unwind(AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(was));
+    outcome.map_err(|payload| message(payload.as_ref()))
+}
+
+/// Runs a process's target, catching a panic, which is printed after `Process <name>:` (the
+/// name as `name` gives it when the panic happens).
+pub(crate) fn catch_in_target<R>(name: fn() -> String, f: impl FnOnce() -> R) -> Result<R, String> {
+    install_hook();
+    let was = TARGET_OF.with(|t| t.replace(Some(name)));
+    let outcome = panic::catch_unwind(AssertUnwindSafe(f));
+    TARGET_OF.with(|t| t.set(was));
+    outcome.map_err(|payload| message(payload.as_ref()))
+}
+
+/// Wraps the standard panic hook, once per process tree (a forked child inherits it): quiet
+/// while [`catch_quietly`] runs, naming the process in a target.
+pub(crate) fn install_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let standard = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if QUIET.with(|q| q.get()) {
+                return;
+            }
+            if let Some(name) = TARGET_OF.with(|t| t.get()) {
+                let _ = writeln!(std::io::stderr(), "Process {}:", name());
+            }
+            standard(info);
+        }));
+    });
+}
