@@ -126,7 +126,7 @@ chmod 700 /etc/munge
 chmod 400 /etc/munge/munge.key
 mkdir -p /run/munge /var/lib/munge /var/log/munge
 chown munge:munge /run/munge /var/lib/munge /var/log/munge
-if ! pgrep -x munged >/dev/null; then
+if [ -z "$(running munged)" ]; then
     runuser -u munge -- env "$mark" /usr/sbin/munged
     started_munged=yes
 fi

@@ -138,3 +138,9 @@ impl From<postcard::Error> for Error {
         Error::Codec(e.to_string())
     }
 }
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::io("I/O", e)
+    }
+}

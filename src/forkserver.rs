@@ -20,10 +20,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::bootstrap;
 use crate::connection::{Connection, Waitable, pipe};
 use crate::context::StartMethod;
 use crate::error::{Error, Result};
+use crate::process::start::ForkHook;
 use crate::process::{Identity, current_process, lock};
 use crate::registry::Job;
 use crate::sys;
@@ -136,21 +136,20 @@ fn retire(server: Server, grace: Duration) {
 
 /// The fork server's slot, held across our fork (taken after the children list, the order
 /// every path takes the two in: `Process::start` holds the list while it asks the server), so
-/// that the child finds it free, whatever other threads were doing.
-pub(crate) struct Held(MutexGuard<'static, Option<Server>>);
+/// that the child finds it free, whatever other threads were doing. In the forked child the
+/// parent's server is not ours (dropping our copies of its channels does not end it): the slot
+/// is emptied. (`init()` registers this hook.)
+pub(crate) static FORK_HOOK: ForkHook = ForkHook {
+    before: || Box::new(Held(lock(&SERVER))),
+    in_child: |held| {
+        if let Ok(mut held) = held.downcast::<Held>() {
+            held.0.take();
+        }
+    },
+    in_parent: |held, _| drop(held),
+};
 
-/// Takes the fork server's slot for a fork (see [`Held`]).
-pub(crate) fn hold() -> Held {
-    Held(lock(&SERVER))
-}
-
-impl Held {
-    /// In the forked child: the parent's server is not ours (dropping our copies of its
-    /// channels does not end it); the slot is free again.
-    pub(crate) fn forget_in_child(mut self) {
-        self.0.take();
-    }
-}
+struct Held(MutexGuard<'static, Option<Server>>);
 
 fn running(slot: &mut Option<Server>) -> Result<&Server> {
     if let Some(server) = slot {
@@ -186,7 +185,7 @@ fn start_server() -> Result<Server> {
         parent_pid: sys::pid(),
         parent_name: me.name(),
     };
-    let (handle, channel) = bootstrap::spawn(id, Some(&job), StartMethod::Spawn)?;
+    let (handle, channel) = crate::process::start::spawn(id, Some(&job), StartMethod::Spawn)?;
     Ok(Server {
         requests,
         handle,
@@ -325,7 +324,7 @@ fn fork_child(
         };
         drop((ours, theirs));
         match sys::channel_from_handle(channel) {
-            Ok(channel) => bootstrap::run_served(channel),
+            Ok(channel) => crate::process::child::run_spawned(channel),
             Err(_) => sys::exit_now(1),
         }
     })

@@ -6,6 +6,16 @@ use std::io::Write as _;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
 
+/// Writes a line to stderr, ignoring failure: unlike `eprintln!`, never panics (a closed stderr
+/// must not turn a child's clean exit, or a panic report, into an abort).
+macro_rules! report_error {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+pub(crate) use report_error;
+
 thread_local! {
     /// Set on the thread running a process's target: how to name the process, so that its
     /// panic is printed after `Process <name>:`, as Python prints the traceback.

@@ -359,8 +359,12 @@ impl Handle {
     /// A proxy's handle for a reference to `id` this process now holds.
     fn new(client: Arc<Client>, id: u64) -> Handle {
         // Our references go back at exit (Python's proxy finalizers).
-        static AT_EXIT: std::sync::Once = std::sync::Once::new();
-        AT_EXIT.call_once(|| crate::process::on_exit(release_all));
+        // A forked child's copies of our proxies need references of their own.
+        static HOOKS: std::sync::Once = std::sync::Once::new();
+        HOOKS.call_once(|| {
+            crate::process::on_exit(release_all);
+            crate::process::start::on_fork(&FORK_HOOK);
+        });
         let r = Arc::new(Ref {
             client,
             id,
@@ -413,10 +417,25 @@ fn release_all() {
     }
 }
 
+/// Around a fork: the child's references (see [`hold_for_child`], [`adopt`], [`give_back`]).
+static FORK_HOOK: crate::process::start::ForkHook = crate::process::start::ForkHook {
+    before: || Box::new(hold_for_child()),
+    in_child: |held| {
+        if let Ok(held) = held.downcast::<Vec<Arc<Ref>>>() {
+            adopt(&held);
+        }
+    },
+    in_parent: |held, forked| {
+        if let (false, Ok(held)) = (forked, held.downcast::<Vec<Arc<Ref>>>()) {
+            give_back(*held);
+        }
+    },
+};
+
 /// Before a fork: takes one more reference to every object this process refers to, for the
 /// child, which [`adopt`]s its copies (Python increfs after a fork). Returns them, for
 /// [`adopt`] in the child, or [`give_back`] if the fork failed.
-pub(crate) fn hold_for_child() -> Vec<Arc<Ref>> {
+fn hold_for_child() -> Vec<Arc<Ref>> {
     let mut held = Vec::new();
     for (client, refs) in held_here() {
         let ids = refs.iter().map(|r| r.id).collect();
@@ -429,7 +448,7 @@ pub(crate) fn hold_for_child() -> Vec<Arc<Ref>> {
 }
 
 /// In a forked child: the references held for it are its own.
-pub(crate) fn adopt(held: &[Arc<Ref>]) {
+fn adopt(held: &[Arc<Ref>]) {
     let me = crate::sys::current_pid();
     for r in held {
         r.holder.store(me, Ordering::Relaxed);
@@ -438,7 +457,7 @@ pub(crate) fn adopt(held: &[Arc<Ref>]) {
 }
 
 /// After a failed fork: gives back what [`hold_for_child`] took.
-pub(crate) fn give_back(held: Vec<Arc<Ref>>) {
+fn give_back(held: Vec<Arc<Ref>>) {
     for (client, refs) in by_manager(held.into_iter()) {
         let _ = client.call(&Request::DecRef(refs.iter().map(|r| r.id).collect()));
     }

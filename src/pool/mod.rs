@@ -71,7 +71,7 @@ use crate::registry::{Target, call_target};
 use crate::sys::image;
 use crate::wire;
 #[cfg(all(feature = "mpi", unix))]
-pub(crate) use backend::mpi::{enter as enter_mpi, finish as finish_mpi};
+pub(crate) use backend::mpi::enter as enter_mpi;
 use backend::{Backend, CHANNEL_BYTES};
 pub(crate) use driver::Shared;
 use protocol::{Code, Setup};

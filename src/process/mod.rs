@@ -1,7 +1,9 @@
 //! `Process` and the process-wide state around it: `active_children`, `cpu_count`, and the exit
 //! policy (Python's `_exit_function`). This process's own identity lives in `current`.
 
+pub(crate) mod child;
 mod current;
+pub(crate) mod start;
 
 pub use current::{AuthKey, CurrentProcess, ParentProcess, current_process, parent_process};
 use current::{COUNTER, me};
@@ -15,12 +17,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::bootstrap::{self, Report};
 use crate::context::{self, Context, StartMethod};
 use crate::error::{Error, Result};
 use crate::registry::{Job, ResultType, Run, Target};
 use crate::sys;
 use crate::wire::{self, FrameReader};
+use start::Report;
 
 pub(crate) use crate::sys::lock;
 
@@ -321,7 +323,7 @@ impl Process {
                 "daemonic processes are not allowed to have children",
             ));
         }
-        bootstrap::ensure_exit_hook();
+        ensure_exit_hook();
         reap_finished();
         let method = self
             .context
@@ -331,9 +333,9 @@ impl Process {
         let mut children = Some(lock(&CHILDREN));
         let child = match method {
             StartMethod::Spawn | StartMethod::Forkserver => {
-                bootstrap::spawn(identity, self.job.as_ref(), method)?
+                start::spawn(identity, self.job.as_ref(), method)?
             }
-            StartMethod::Fork => bootstrap::fork(identity, &mut self.job, &mut children)?,
+            StartMethod::Fork => start::fork(identity, &mut self.job, &mut children)?,
         };
         self.job = None;
         *lock(&self.shared.state) = State::Started(Child::new(child.0, child.1, method));
@@ -783,6 +785,42 @@ pub(crate) fn exit_function() {
     for hook in hooks.iter().rev() {
         hook();
     }
+}
+
+/// Registers the exit policy with the C runtime, once per process tree (a forked child inherits
+/// the registration).
+pub(crate) fn ensure_exit_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        sys::at_exit(exit_hook);
+        // Installed before any fork, so forked children inherit it instead of installing it.
+        crate::panics::install_hook();
+    });
+}
+
+extern "C" fn exit_hook() {
+    let _ = std::panic::catch_unwind(exit_function);
+    flush_stdio();
+}
+
+pub(crate) fn flush_stdio() {
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+}
+
+/// Set by `init()`.
+static INITIALISED: AtomicBool = AtomicBool::new(false);
+
+/// Notes that this process called `init()` (or `init_test()`).
+pub(crate) fn mark_initialised() {
+    INITIALISED.store(true, Ordering::SeqCst);
+}
+
+/// Whether this process called `init()` (or `init_test()`).
+#[cfg(all(feature = "mpi", unix))]
+pub(crate) fn initialised() -> bool {
+    INITIALISED.load(Ordering::SeqCst)
 }
 
 /// What features do at this process's exit, after its children are joined (Python's

@@ -111,6 +111,9 @@ static FREE: Mutex<Vec<Place>> = Mutex::new(Vec::new());
 /// Ranks given up for silence: dead, or cut off.
 static LOST: Mutex<Vec<Place>> = Mutex::new(Vec::new());
 
+/// The process that initialised MPI, and finishes it at its exit.
+static FINISHER: AtomicU32 = AtomicU32::new(0);
+
 /// A worker rank: its communicator and its rank there.
 #[derive(Clone, Copy)]
 struct Place(&'static Comm, i32);
@@ -176,6 +179,14 @@ pub(crate) fn enter() {
 /// Rank 0 takes the job's other ranks as its workers (none in a job of one process, which
 /// spawns them instead).
 fn adopt(universe: mpi::environment::Universe, world: &'static Comm) {
+    // The other ranks end with this one (in this process only: not in a child it forks).
+    let me = std::process::id();
+    FINISHER.store(me, Ordering::SeqCst);
+    crate::process::on_exit(|| {
+        if FINISHER.load(Ordering::SeqCst) == std::process::id() {
+            finish();
+        }
+    });
     SPAWNS.store(world.size() == 1, Ordering::SeqCst);
     *lock(&FREE) = (1..world.size()).rev().map(|r| Place(world, r)).collect();
     lock(&GROUPS).push(world);
@@ -194,7 +205,7 @@ fn ensure_started() -> Result<()> {
              every spawned worker, becomes a worker there)",
         )
     };
-    if launched_by_mpi() || !crate::bootstrap::initialised() {
+    if launched_by_mpi() || !crate::process::initialised() {
         return Err(no_init());
     }
     crate::sys::mpi::ask_recovery();
@@ -209,7 +220,7 @@ fn ensure_started() -> Result<()> {
 fn spawn(n: usize) -> Result<()> {
     let program = std::env::current_exe()
         .map_err(|e| Error::io("finding this program's executable to spawn MPI ranks", e))?;
-    let args = crate::bootstrap::reentry_args();
+    let args = crate::process::start::reentry_args();
     let comm = crate::sys::mpi::spawn(&program, &args, n).map_err(Error::state)?;
     lock(&GROUPS).push(comm);
     lock(&FREE).extend((1..comm.size()).rev().map(|r| Place(comm, r)));
@@ -241,7 +252,7 @@ pub(crate) fn workers(wanted: Option<usize>) -> Result<usize> {
 /// finalising after this process ended waits for it in vain): the job ends with `MPI_Abort`
 /// instead, with code 0, after everything was delivered and printed, and the MPI runtime kills
 /// the ranks left.
-pub(crate) fn finish() {
+fn finish() {
     let Some(universe) = lock(&UNIVERSE).take() else {
         return;
     };

@@ -1,0 +1,147 @@
+//! The child's half of a start: the handshake of a spawned child, becoming the child, running
+//! the target, reporting how it ended, the exit policy and exit code.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Identity;
+use super::start::{self, Bootstrap, Report};
+use crate::context::{self, StartMethod};
+use crate::error::{Error, Result};
+use crate::panics::{self, report_error};
+use crate::sys::{self, image};
+use crate::wire;
+
+/// A spawned child (or one the fork server forked): checks the handshake, then runs the
+/// target. Never returns.
+pub(crate) fn run_spawned(channel: sys::Channel) -> ! {
+    let channel = Arc::new(channel);
+    let accepted = (|| -> Result<(Bootstrap, image::Trampoline, Vec<sys::OwnedHandle>)> {
+        let mut reader = &*channel;
+        let theirs = wire::read_frame(&mut reader, 8)
+            .map_err(|e| Error::Bootstrap(format!("reading the handshake: {e}")))?;
+        let ours = image::identity().to_le_bytes();
+        if theirs != ours {
+            return Err(Error::Bootstrap(format!(
+                "executable mismatch: the parent runs build {:02x?}, this child runs {:02x?}; \
+                 parent and child must run the same build of the program",
+                theirs, ours
+            )));
+        }
+        let frame = wire::read_frame(&mut reader, wire::DEFAULT_LIMIT)
+            .map_err(|e| Error::Bootstrap(format!("reading the bootstrap: {e}")))?;
+        let boot: Bootstrap = wire::decode(&frame)
+            .map_err(|e| Error::Bootstrap(format!("garbled bootstrap message: {e}")))?;
+        let trampoline = image::trampoline_at(boot.offset, boot.seal)?;
+        let handles = match boot.handles {
+            0 => Vec::new(),
+            n => sys::recv_handles(&channel, n as usize)
+                .map_err(|e| Error::Bootstrap(format!("receiving {n} handles: {e}")))?,
+        };
+        Ok((boot, trampoline, handles))
+    })();
+    let (boot, trampoline, handles) = match accepted {
+        Ok(x) => x,
+        Err(e) => {
+            report_error!("multiprocess: {e}");
+            send(&channel, &Report::Refused(e.to_string()));
+            sys::exit_now(1);
+        }
+    };
+    start::set_reentry(boot.reentry, false);
+    let id = Identity {
+        name: boot.name,
+        ident: boot.ident,
+        authkey: boot.authkey,
+        daemon: boot.daemon,
+        parent_pid: boot.parent_pid,
+        parent_name: boot.parent_name,
+    };
+    let args = boot.args;
+    run_child(id, channel, boot.method, move |channel| {
+        run_target(channel, || {
+            wire::with_handles(handles, || trampoline(&args))
+        })
+    })
+}
+
+/// Common to spawned and forked children: become the child, run `body`, apply the exit policy,
+/// exit with the code `body` returns.
+pub(super) fn run_child(
+    id: Identity,
+    channel: Arc<sys::Channel>,
+    method: StartMethod,
+    body: impl FnOnce(&sys::Channel) -> i32,
+) -> ! {
+    let daemon = id.daemon;
+    super::become_child(id, Arc::clone(&channel));
+    context::inherit(method);
+    if method != StartMethod::Fork {
+        // A forked child needs no handshake: its parent knows it runs the target.
+        send(&channel, &Report::Started);
+    }
+    if daemon {
+        watch_parent(Arc::clone(&channel));
+    }
+    let code = body(&channel);
+    super::exit_function();
+    super::flush_stdio();
+    match method {
+        // A forked child shares the parent's C runtime state: leave without running exit
+        // handlers twice (Python's os._exit).
+        StartMethod::Fork => sys::exit_now(code),
+        // The fork server's children come from a process that ran only `init()`: nothing of
+        // its state is anybody else's.
+        StartMethod::Spawn | StartMethod::Forkserver => std::process::exit(code),
+    }
+}
+
+/// Runs the target, reports how it ended, and returns the exit code (0, or 1 after a panic).
+pub(super) fn run_target(channel: &sys::Channel, target: impl FnOnce() -> Result<Vec<u8>>) -> i32 {
+    let outcome = panics::catch_in_target(|| super::current_process().name(), target);
+    let (report, code) = match outcome {
+        Ok(Ok(value)) => (Report::Returned(value), 0),
+        Ok(Err(e)) => {
+            report_error!("Process {}:\n{e}", super::current_process().name());
+            let reason = match e {
+                Error::Codec(m) => m,
+                other => other.to_string(),
+            };
+            (Report::Failed(reason), 1)
+        }
+        Err(message) => (Report::Panicked(message), 1),
+    };
+    send(channel, &report);
+    code
+}
+
+/// Sends a report to the parent; a parent that is gone cannot be told, so errors are ignored.
+fn send(channel: &sys::Channel, report: &Report) {
+    // Small reports are encoded on the stack: after a fork every heap page the child touches
+    // is a copy-on-write fault.
+    let mut small = [0u8; 256];
+    if let Ok(payload) = postcard::to_slice(report, &mut small) {
+        let _ = wire::write_frame(&mut &*channel, payload);
+    } else if let Ok(bytes) = wire::encode(report) {
+        let _ = wire::write_frame(&mut &*channel, &bytes);
+    }
+}
+
+/// A daemonic child dies with its parent: a thread waits for the parent's end of the channel to
+/// close (the parent sends nothing after the bootstrap) and ends the process.
+fn watch_parent(channel: Arc<sys::Channel>) {
+    let spawned = std::thread::Builder::new()
+        .name("multiprocess-parent-watch".into())
+        .spawn(move || {
+            loop {
+                match sys::wait_readable(&[sys::channel_handle(&channel)], None) {
+                    Ok(ready) if ready[0] => sys::exit_now(1),
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        report_error!("multiprocess: cannot watch the parent: {e}");
+    }
+}

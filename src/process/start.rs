@@ -1,0 +1,246 @@
+//! The parent's half of starting a child: the bootstrap it sends, the arguments the program
+//! is started again with, and each start method's way to make the child.
+//!
+//! Handshake (spawn, forkserver): the parent starts the executable again (or has the fork
+//! server fork itself) with a channel to the child, then sends two frames: the executable
+//! identity (8 bytes) and a [`Bootstrap`]. The child (see [`child`](super::child)) checks the
+//! identity, finds the trampoline, answers [`Report::Started`], runs the target and sends one
+//! final report. A forked child skips the handshake: it already has everything in memory.
+
+use std::any::Any;
+use std::ffi::OsString;
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde::{Deserialize, Serialize};
+
+use super::{ChildrenGuard, Identity, child, lock};
+use crate::context::StartMethod;
+use crate::error::{Error, Result};
+use crate::registry::Job;
+use crate::sys::{self, image};
+use crate::wire;
+
+/// Bootstrap payloads up to this size are written by `start()` itself (they fit in the socket
+/// buffer, so the write cannot block); larger ones by a helper thread.
+const INLINE_BOOTSTRAP: usize = 64 * 1024;
+
+/// Everything a spawned child needs besides the executable.
+#[derive(Serialize, Deserialize)]
+pub(super) struct Bootstrap {
+    pub(super) offset: i64,
+    pub(super) seal: u64,
+    pub(super) args: Vec<u8>,
+    pub(super) name: String,
+    pub(super) ident: Vec<u64>,
+    pub(super) authkey: Vec<u8>,
+    pub(super) daemon: bool,
+    pub(super) parent_pid: u32,
+    pub(super) parent_name: String,
+    pub(super) method: StartMethod,
+    pub(super) reentry: Vec<OsString>,
+    /// How many OS handles (inside `args`) follow the bootstrap, out of band.
+    pub(super) handles: u32,
+}
+
+/// What a child tells its parent.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Report {
+    /// The child accepted its bootstrap and is about to run the target.
+    Started,
+    /// The target returned this encoded value.
+    Returned(Vec<u8>),
+    /// The target panicked with this message.
+    Panicked(String),
+    /// The arguments or the value could not be (de)coded.
+    Failed(String),
+    /// The child refused its bootstrap (other executable, garbled message).
+    Refused(String),
+}
+
+/// The arguments a spawned child is started with (after `argv[0]`): the parent's own arguments,
+/// as Python restores `sys.argv`, or in a test binary the filter that reaches a test calling
+/// [`init_test`]. A child passes on what it was given.
+static REENTRY: Mutex<Option<Vec<OsString>>> = Mutex::new(None);
+
+thread_local! {
+    /// In a test binary: the arguments that reach the test running on this thread.
+    static TEST_REENTRY: std::cell::RefCell<Option<Vec<OsString>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The arguments a child started now gets (see [`REENTRY`]).
+pub(crate) fn reentry_args() -> Vec<OsString> {
+    TEST_REENTRY
+        .with(|t| t.borrow().clone())
+        .or_else(|| lock(&REENTRY).clone())
+        .unwrap_or_else(|| std::env::args_os().skip(1).collect())
+}
+
+/// Sets the arguments children get: in a test binary, those that reach the test running on
+/// the calling thread (and, for other threads, the first test's); in a child, what it was given.
+pub(crate) fn set_reentry(args: Vec<OsString>, this_thread_only_first: bool) {
+    if this_thread_only_first {
+        TEST_REENTRY.with(|t| *t.borrow_mut() = Some(args.clone()));
+        lock(&REENTRY).get_or_insert(args);
+    } else {
+        *lock(&REENTRY) = Some(args);
+    }
+}
+
+/// What a feature does around a fork (Python's `util.register_after_fork`, with the parent's
+/// side too): `before` runs in the parent just before the fork, with the children list locked,
+/// and returns what the feature holds across it (locks the child must find free, references
+/// the child must own); the child gets it in `in_child`, the parent in `in_parent` (with whether
+/// the fork happened). Managers and the fork server register one.
+pub(crate) struct ForkHook {
+    pub(crate) before: fn() -> Box<dyn Any>,
+    pub(crate) in_child: fn(Box<dyn Any>),
+    pub(crate) in_parent: fn(Box<dyn Any>, bool),
+}
+
+/// The fork hooks, in the order registered (each feature registers once).
+static FORK_HOOKS: Mutex<Vec<&'static ForkHook>> = Mutex::new(Vec::new());
+
+/// Registers `hook` (see [`ForkHook`]); call it once per hook.
+pub(crate) fn on_fork(hook: &'static ForkHook) {
+    lock(&FORK_HOOKS).push(hook);
+}
+
+/// How the fork server starts a child whose bootstrap comes over a channel: registered by
+/// `init()` (the fork server needs connections, which stand above processes).
+static FORK_SERVER: OnceLock<fn(sys::Channel) -> Result<sys::ProcHandle>> = OnceLock::new();
+
+/// Registers the fork server's way to start a child (see [`FORK_SERVER`]).
+pub(crate) fn serve_forks_with(launch: fn(sys::Channel) -> Result<sys::ProcHandle>) {
+    let _ = FORK_SERVER.set(launch);
+}
+
+/// Starts a child for `job` that takes its bootstrap over a channel: spawned (the program run
+/// again), or forked by the fork server (`method` [`StartMethod::Forkserver`]); returns its
+/// handle and our end of its channel.
+pub(crate) fn spawn(
+    id: Identity,
+    job: Option<&Job>,
+    method: StartMethod,
+) -> Result<(sys::ProcHandle, sys::Channel)> {
+    let Some(Job::Image {
+        trampoline,
+        args,
+        handles,
+    }) = job
+    else {
+        return Err(Error::InvalidArgument(
+            "a closure can only be started with the fork start method; with spawn, pass a \
+             function item or a non-capturing closure (Process::new) or a Run value"
+                .into(),
+        ));
+    };
+    let args = args
+        .as_ref()
+        .map_err(|e| Error::Codec(format!("encoding the arguments: {e}")))?;
+    let offset = image::code_offset(*trampoline)?;
+    let reentry = reentry_args();
+    let boot = Bootstrap {
+        offset,
+        seal: image::seal(offset),
+        args: args.clone(),
+        name: id.name,
+        ident: id.ident,
+        authkey: id.authkey,
+        daemon: id.daemon,
+        parent_pid: id.parent_pid,
+        parent_name: id.parent_name,
+        method,
+        reentry: reentry.clone(),
+        handles: handles.len() as u32,
+    };
+    let handles = super::clone_handles(handles)?;
+    let payload = wire::encode(&boot)?;
+    let mut message = Vec::new();
+    wire::write_frame(&mut message, &image::identity().to_le_bytes())
+        .and_then(|()| wire::write_frame(&mut message, &payload))
+        .map_err(|e| Error::io("encoding the bootstrap", e))?;
+    let (ours, theirs) = sys::channel_pair().map_err(|e| Error::io("creating a channel", e))?;
+    let mut handle = match method {
+        StartMethod::Forkserver => {
+            let launch = FORK_SERVER.get().ok_or_else(|| {
+                Error::state("the forkserver start method needs multiprocess::init() first in main")
+            })?;
+            launch(theirs)?
+        }
+        _ => sys::spawn(&reentry, theirs).map_err(|e| Error::io("spawning a child process", e))?,
+    };
+    let transfer = match sys::transfer_handles(&handle, handles) {
+        Ok(t) => t,
+        Err(e) => {
+            // The child would wait for its handles forever.
+            let _ = handle.signal(sys::SIGKILL);
+            return Err(Error::io("passing handles to the child", e));
+        }
+    };
+    // A child that dies before reading makes these writes fail; its exit code tells the story,
+    // so the error is not start()'s to report.
+    let inline = message.len() <= INLINE_BOOTSTRAP;
+    let send = move |channel: &sys::Channel| {
+        (&*channel).write_all(&message)?;
+        sys::send_transfer(channel, transfer)
+    };
+    if inline {
+        let _ = send(&ours);
+    } else {
+        let writer = ours
+            .try_clone()
+            .map_err(|e| Error::io("duplicating a channel", e))?;
+        std::thread::Builder::new()
+            .name("multiprocess-bootstrap".into())
+            .spawn(move || send(&writer))
+            .map_err(|e| Error::io("starting the bootstrap writer", e))?;
+    }
+    Ok((handle, ours))
+}
+
+/// Forks a child for `job`; returns its handle and our end of its channel. `children` is the
+/// locked children list, held across the fork so the child sees it in a consistent state.
+pub(crate) fn fork(
+    id: Identity,
+    job: &mut Option<Job>,
+    children: &mut Option<ChildrenGuard>,
+) -> Result<(sys::ProcHandle, sys::Channel)> {
+    let (ours, theirs) = sys::channel_pair().map_err(|e| Error::io("creating a channel", e))?;
+    let mut ours = Some(ours);
+    let mut theirs = Some(theirs);
+    // What features hold across the fork (after the children list, in the order they
+    // registered), so that the child finds it free and whole.
+    let hooks: Vec<&ForkHook> = lock(&FORK_HOOKS).clone();
+    let mut held: Vec<Option<Box<dyn Any>>> = hooks.iter().map(|h| Some((h.before)())).collect();
+    let mut tracker = Some(sys::hold_tracker());
+    let forked = sys::fork(|| {
+        let _ = tracker.take(); // let go in the child
+        for (hook, held) in hooks.iter().zip(held.iter_mut()) {
+            if let Some(held) = held.take() {
+                (hook.in_child)(held);
+            }
+        }
+        drop(ours.take());
+        super::forget_inherited_children(children);
+        let channel = Arc::new(theirs.take().expect("present until forked"));
+        let job = job.take();
+        child::run_child(id, channel, StartMethod::Fork, |channel| {
+            let _ = sys::stdin_from_null();
+            match job {
+                Some(job) => child::run_target(channel, || job.call()),
+                None => 1,
+            }
+        })
+    });
+    let _ = tracker.take(); // let go in the parent
+    for (hook, held) in hooks.iter().zip(held.iter_mut()).rev() {
+        if let Some(held) = held.take() {
+            (hook.in_parent)(held, forked.is_ok());
+        }
+    }
+    let handle = forked.map_err(|e| Error::io("forking a child process", e))?;
+    drop(theirs);
+    Ok((handle, ours.take().expect("kept by the parent")))
+}
