@@ -1,0 +1,144 @@
+//! Python's `JoinableQueue`: a [`Queue`] that counts unfinished tasks.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::synchronize::Deadline;
+
+use super::Queue;
+use super::ring::*;
+
+/// A [`Queue`] that counts unfinished tasks: Python's `multiprocessing.JoinableQueue`. Every
+/// `put` adds a task; consumers call [`task_done`](JoinableQueue::task_done) per item, and
+/// [`join`](JoinableQueue::join) waits until every task is done.
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct JoinableQueue<T> {
+    queue: Queue<T>,
+}
+
+impl<T> Clone for JoinableQueue<T> {
+    fn clone(&self) -> Self {
+        JoinableQueue {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for JoinableQueue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "<JoinableQueue qsize={} unfinished={}>",
+            self.queue.ring.items(),
+            self.queue.ring.word(UNFINISHED).load(Ordering::Relaxed)
+        )
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
+    /// An unbounded joinable queue.
+    pub fn new() -> Result<Self> {
+        Self::bounded(0)
+    }
+
+    /// A joinable queue of at most `maxsize` items (0 = unbounded).
+    pub fn bounded(maxsize: u32) -> Result<Self> {
+        Ok(JoinableQueue {
+            queue: Queue::bounded(maxsize)?,
+        })
+    }
+
+    fn unfinished(&self) -> &AtomicU32 {
+        self.queue.ring.word(UNFINISHED)
+    }
+
+    /// Puts `value` and counts a task (see [`Queue::put`]).
+    pub fn put(&self, value: &T) -> Result<()> {
+        self.put_timeout(value, true, None)
+    }
+
+    /// [`Queue::put_timeout`], counting a task when it succeeds.
+    pub fn put_timeout(&self, value: &T, block: bool, timeout: Option<Duration>) -> Result<()> {
+        // Count first, so that a fast consumer's task_done never sees zero.
+        self.unfinished().fetch_add(1, Ordering::SeqCst);
+        let put = self.queue.put_timeout(value, block, timeout);
+        if put.is_err() {
+            self.task_done_unchecked();
+        }
+        put
+    }
+
+    /// Puts without waiting.
+    pub fn put_nowait(&self, value: &T) -> Result<()> {
+        self.put_timeout(value, false, None)
+    }
+
+    /// The queue's other operations: [`Queue::get`], [`Queue::qsize`], and so on.
+    pub fn queue(&self) -> &Queue<T> {
+        &self.queue
+    }
+
+    /// Takes the next item (see [`Queue::get`]).
+    pub fn get(&self) -> Result<T> {
+        self.queue.get()
+    }
+
+    /// Takes the next item with a timeout (see [`Queue::get_timeout`]).
+    pub fn get_timeout(&self, block: bool, timeout: Option<Duration>) -> Result<T> {
+        self.queue.get_timeout(block, timeout)
+    }
+
+    /// Marks one task done.
+    ///
+    /// # Errors
+    /// [`Error::State`] ("task_done() called too many times") when no task is unfinished.
+    pub fn task_done(&self) -> Result<()> {
+        let unfinished = self.unfinished();
+        let mut n = unfinished.load(Ordering::SeqCst);
+        loop {
+            if n == 0 {
+                return Err(Error::state("task_done() called too many times"));
+            }
+            match unfinished.compare_exchange_weak(n, n - 1, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => break,
+                Err(now) => n = now,
+            }
+        }
+        if n == 1 {
+            self.queue.ring.wake(UNFINISHED, JOINERS_ASLEEP);
+        }
+        Ok(())
+    }
+
+    fn task_done_unchecked(&self) {
+        if self.unfinished().fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.queue.ring.wake(UNFINISHED, JOINERS_ASLEEP);
+        }
+    }
+
+    /// Waits until every task put has been marked done.
+    pub fn join(&self) -> Result<()> {
+        self.join_timeout(None)
+            .and_then(|done| if done { Ok(()) } else { Err(Error::Timeout) })
+    }
+
+    /// [`join`](JoinableQueue::join) for at most `timeout`: `Ok(false)` if tasks remain.
+    pub fn join_timeout(&self, timeout: Option<Duration>) -> Result<bool> {
+        let ring = &self.queue.ring;
+        Ok(
+            ring.wait_for(UNFINISHED, JOINERS_ASLEEP, Deadline::after(timeout), || {
+                self.unfinished().load(Ordering::SeqCst) == 0
+            }),
+        )
+    }
+
+    /// Closes this handle (see [`Queue::close`]).
+    pub fn close(&mut self) {
+        self.queue.close()
+    }
+}

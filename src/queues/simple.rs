@@ -1,0 +1,65 @@
+//! Python's `SimpleQueue`: a [`Queue`] without its extras.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::Queue;
+use crate::error::Result;
+
+/// A simpler queue: Python's `multiprocessing.SimpleQueue` (`put`, `get`, `empty`, `close`),
+/// unbounded, on the same shared ring as [`Queue`].
+#[derive(Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct SimpleQueue<T> {
+    queue: Queue<T>,
+}
+
+impl<T> Clone for SimpleQueue<T> {
+    fn clone(&self) -> Self {
+        SimpleQueue {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for SimpleQueue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<SimpleQueue qsize={}>", self.queue.ring.items())
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
+    /// A new, empty queue.
+    pub fn new() -> Result<Self> {
+        Ok(SimpleQueue {
+            queue: Queue::new()?,
+        })
+    }
+
+    /// Puts `value` (see [`Queue::put`]).
+    pub fn put(&self, value: &T) -> Result<()> {
+        self.queue.put(value)
+    }
+
+    /// Takes the next item, waiting as long as it takes.
+    pub fn get(&self) -> Result<T> {
+        self.queue.get()
+    }
+
+    /// [`get`](SimpleQueue::get) with a timeout, which Python's SimpleQueue lacks.
+    pub fn get_timeout(&self, timeout: Option<Duration>) -> Result<T> {
+        self.queue.get_timeout(true, timeout)
+    }
+
+    /// Whether the queue holds no item.
+    pub fn empty(&self) -> bool {
+        self.queue.empty()
+    }
+
+    /// Closes this handle (idempotent).
+    pub fn close(&mut self) {
+        self.queue.close()
+    }
+}
