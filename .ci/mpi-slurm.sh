@@ -204,7 +204,13 @@ run() {
     cat "$dir/$name.out"
     "rank0_of_$launcher" <"$dir/$name.out" >"$dir/$name.rank0"
     echo "-- $name: exit status $rc after $((SECONDS - t0)) s (limit $limit s)"
-    # Nothing of the run outlives it (ranks, launchers, steps): given 10 s to end.
+    if [ "$rc" -eq 137 ] && grep -q "^test result: " "$dir/$name.rank0"; then
+        echo "-- $name: rank 0 ended its tests, but the launcher was still running at the limit" >&2
+    fi
+    # A launcher killed at the limit leaves its job allocated: every job is cancelled (the
+    # cluster is this script's own). Nothing of the run may outlive it (ranks, launchers,
+    # steps): given 10 s to end.
+    scancel --quiet --user=root || true
     local left
     for _ in $(seq 20); do
         left=$(for pid in $(ours); do ps -o pid=,comm=,args= -p "$pid"; done \
@@ -253,7 +259,7 @@ check spmd pool_over_mpi_ranks
 [ "$rc" -eq 0 ] || { echo "-- spmd: srun's exit status is $rc" >&2; failed+=(spmd-exit); }
 
 stage "b1. a worker rank killed mid-map: salloc -O -n 3 mpirun -n 3 --mca orte_enable_recovery 1"
-MULTIPROCESS_MPI_KILL_TEST=1 run kill-mpirun 60 mpirun \
+MULTIPROCESS_MPI_KILL_TEST=1 run kill-mpirun 45 mpirun \
     salloc -O -n 3 "${mpirun[@]}" -n 3 --mca orte_enable_recovery 1 \
     "$exe" --exact a_rank_killed_mid_map "${targs[@]}"
 check kill-mpirun a_rank_killed_mid_map "with rank pid"
@@ -274,7 +280,7 @@ fi
 
 for test in pool_over_spawned_ranks a_rank_killed_mid_map; do
     stage "c. spawn mode: salloc -O -n 3 mpirun -n 1, $test"
-    MULTIPROCESS_MPI_SPAWN_TEST=1 MULTIPROCESS_MPI_KILL_TEST=1 run "spawn-$test" 60 mpirun \
+    MULTIPROCESS_MPI_SPAWN_TEST=1 MULTIPROCESS_MPI_KILL_TEST=1 run "spawn-$test" 45 mpirun \
         salloc -O -n 3 "${mpirun[@]}" -n 1 --mca orte_enable_recovery 1 "$exe" --exact "$test" "${targs[@]}"
     if [ "$test" = pool_over_spawned_ranks ]; then
         check "spawn-$test" "$test" "spawn mode checked in"

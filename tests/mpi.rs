@@ -88,22 +88,8 @@ fn spawn_mode() -> bool {
     std::env::var_os("MULTIPROCESS_MPI_SPAWN_TEST").is_some()
 }
 
-/// Every Pool method over two worker ranks (`mpirun -n 3`), in one test so that the order is
-/// fixed: the time limit, which gives a rank up, comes last.
-#[test]
-fn pool_over_mpi_ranks() {
-    multiprocess::init_test();
-    if !launched() || spawn_mode() {
-        eprintln!("not started by an MPI launcher: nothing checked (see the file's docs)");
-        return;
-    }
-    let started = Instant::now();
-    let pool = Pool::builder()
-        .mpi()
-        .build()
-        .expect("a pool over the ranks");
-
-    // apply, map (several chunk sizes), starmap, imap, imap_unordered.
+/// apply, map (several chunk sizes), starmap, imap, imap_unordered: each result right.
+fn the_mapping_methods(pool: &Pool) {
     assert_eq!(pool.apply(square, (12u64,)).unwrap(), 144);
     let want: Vec<u64> = (0..10_000u64).map(square).collect();
     for chunksize in [None, Some(1), Some(777)] {
@@ -125,6 +111,24 @@ fn pool_over_mpi_ranks() {
         .unwrap();
     unordered.sort_unstable();
     assert_eq!(unordered, ordered);
+}
+
+/// Every Pool method over two worker ranks (`mpirun -n 3`), in one test so that the order is
+/// fixed: the time limit, which gives a rank up, comes last.
+#[test]
+fn pool_over_mpi_ranks() {
+    multiprocess::init_test();
+    if !launched() || spawn_mode() {
+        eprintln!("not started by an MPI launcher: nothing checked (see the file's docs)");
+        return;
+    }
+    let started = Instant::now();
+    let pool = Pool::builder()
+        .mpi()
+        .build()
+        .expect("a pool over the ranks");
+
+    the_mapping_methods(&pool);
 
     // Both worker ranks take part.
     let ranks: std::collections::BTreeSet<String> = pool
@@ -282,22 +286,7 @@ fn pool_over_spawned_ranks() {
         .processes(2)
         .build()
         .expect("a pool over spawned ranks");
-    assert_eq!(pool.apply(square, (12u64,)).unwrap(), 144);
-    let want: Vec<u64> = (0..10_000u64).map(square).collect();
-    assert_eq!(pool.map(square, 0..10_000u64, None).unwrap(), want);
-    let ordered: Vec<u64> = pool
-        .imap(square, 0..300u64, 7)
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(ordered, (0..300u64).map(square).collect::<Vec<_>>());
-    let mut unordered: Vec<u64> = pool
-        .imap_unordered(square, 0..300u64, 7)
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    unordered.sort_unstable();
-    assert_eq!(unordered, ordered);
+    the_mapping_methods(&pool);
     match pool.apply(fail_on_7, (7u64,)) {
         Err(Error::Panicked { message }) => assert!(message.contains("seven"), "{message}"),
         other => panic!("{other:?}"),

@@ -3,6 +3,7 @@
 //!
 //! - [`address`] (every OS): the names of endpoints (`connection::Address`), platform-neutral.
 //! - [`fork_lock`] (every OS): a lock a forked child can start afresh.
+//! - `mapping` (every OS): a shared-memory segment mapped here (each platform makes it).
 //! - [`image`] (every OS): code addresses that mean the same thing in every process running this
 //!   executable, and the executable's identity.
 //! - `unix`: spawn by re-executing the program, fork, process handles, waits, signals.
@@ -13,10 +14,12 @@
 pub(crate) mod address;
 pub(crate) mod fork_lock;
 pub(crate) mod image;
+mod mapping;
 #[cfg(all(feature = "mpi", unix))]
 pub(crate) mod mpi;
 
 pub use address::Address;
+pub(crate) use mapping::ShmMapping;
 
 #[cfg(unix)]
 mod unix;

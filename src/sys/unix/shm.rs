@@ -29,42 +29,23 @@ use std::ptr::NonNull;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::sys::ShmMapping;
+
 /// The prefix of generated segment names (CPython's `/psm_`, without the slash).
 pub(crate) const SHM_NAME_PREFIX: &str = "psm_";
 
-/// A mapping of a whole shared-memory segment into this process, unmapped on drop.
-#[derive(Debug)]
-pub(crate) struct ShmMapping {
-    ptr: NonNull<u8>,
-    len: usize,
-}
+/// What a mapping keeps open while it lives: nothing (the descriptor may close at once).
+pub(crate) type ShmKeep = ();
 
-// SAFETY: the mapping is plain shared memory owned by this value; moving or sharing the pointer
-// between threads is no different from sharing it between processes. Synchronising access to the
-// bytes is the user's business (documented on `SharedMemory`).
-unsafe impl Send for ShmMapping {}
-// SAFETY: see `Send`.
-unsafe impl Sync for ShmMapping {}
-
-impl ShmMapping {
-    /// The first byte (dangling but non-null for an empty segment).
-    pub(crate) fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
-
-    /// The mapped length in bytes.
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-}
-
-impl Drop for ShmMapping {
-    fn drop(&mut self) {
-        if self.len > 0 {
-            // SAFETY: `ptr`/`len` describe a mapping made by `map_whole` and owned by us; nothing
-            // borrows it any more (borrows are tied to `&self`/`&mut self` of the owner).
-            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
-        }
+/// Unmaps a mapping made by [`map_whole`].
+///
+/// # Safety
+/// `ptr`/`len` must describe such a mapping (or an empty one), owned by the caller and no
+/// longer borrowed.
+pub(crate) unsafe fn shm_unmap(ptr: NonNull<u8>, len: usize) {
+    if len > 0 {
+        // SAFETY: the caller's promise.
+        unsafe { libc::munmap(ptr.as_ptr().cast(), len) };
     }
 }
 
@@ -91,10 +72,7 @@ fn shm_open(name: &CString, flags: i32) -> io::Result<OwnedFd> {
 /// Maps `len` bytes of `fd` shared, readable and writable.
 fn map_whole(fd: &OwnedFd, len: usize) -> io::Result<ShmMapping> {
     if len == 0 {
-        return Ok(ShmMapping {
-            ptr: NonNull::dangling(),
-            len: 0,
-        });
+        return Ok(ShmMapping::new(NonNull::dangling(), 0, ()));
     }
     // SAFETY: a fresh shared mapping of a descriptor we hold; the kernel picks the address.
     let p = unsafe {
@@ -111,7 +89,7 @@ fn map_whole(fd: &OwnedFd, len: usize) -> io::Result<ShmMapping> {
         return Err(io::Error::last_os_error());
     }
     let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap returned null"))?;
-    Ok(ShmMapping { ptr, len })
+    Ok(ShmMapping::new(ptr, len, ()))
 }
 
 /// Creates segment `name` (it must not exist) of `size` bytes, zero-filled, and maps it. On

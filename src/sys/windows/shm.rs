@@ -6,6 +6,8 @@
 use std::io;
 use std::ptr::NonNull;
 
+use crate::sys::ShmMapping;
+
 use windows_sys::Win32::Foundation::INVALID_HANDLE_VALUE;
 use windows_sys::Win32::Foundation::{CloseHandle, ERROR_ALREADY_EXISTS, GetLastError, HANDLE};
 use windows_sys::Win32::System::Memory::{
@@ -17,44 +19,22 @@ use windows_sys::Win32::System::Memory::{
 /// The prefix of generated segment names (CPython's `wnsm_` on Windows).
 pub(crate) const SHM_NAME_PREFIX: &str = "wnsm_";
 
-/// A view of a whole named file mapping and a handle to the mapping, both released on drop.
-#[derive(Debug)]
-pub(crate) struct ShmMapping {
-    ptr: NonNull<u8>,
-    len: usize,
-    /// Kept open with the view. Windows keeps a mapping's name while any view exists, but Wine
-    /// drops the name with the last handle, so we hold one (CPython closes it at once).
-    _mapping: Handle,
-}
+/// What a mapping keeps open while it lives: the mapping's handle. Windows keeps a mapping's
+/// name while any view exists, but Wine drops the name with the last handle, so we hold one
+/// (CPython closes it at once).
+pub(crate) type ShmKeep = Handle;
 
-// SAFETY: the view is plain shared memory owned by this value; sharing the pointer between
-// threads is no different from sharing it between processes. Synchronising access to the bytes
-// is the user's business (documented on `SharedMemory`).
-unsafe impl Send for ShmMapping {}
-// SAFETY: see `Send`.
-unsafe impl Sync for ShmMapping {}
-
-impl ShmMapping {
-    /// The first byte.
-    pub(crate) fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
-    }
-
-    /// The mapped length in bytes.
-    pub(crate) fn len(&self) -> usize {
-        self.len
-    }
-}
-
-impl Drop for ShmMapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping the view `map_view` made and this value owns.
-        unsafe {
-            UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS {
-                Value: self.ptr.as_ptr().cast(),
-            })
-        };
-    }
+/// Unmaps a view made by [`map_view`].
+///
+/// # Safety
+/// `ptr` must be such a view, owned by the caller and no longer borrowed.
+pub(crate) unsafe fn shm_unmap(ptr: NonNull<u8>, _len: usize) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        UnmapViewOfFile(MEMORY_MAPPED_VIEW_ADDRESS {
+            Value: ptr.as_ptr().cast(),
+        })
+    };
 }
 
 fn wide(name: &str) -> Vec<u16> {
@@ -63,7 +43,7 @@ fn wide(name: &str) -> Vec<u16> {
 
 /// Closes a handle when dropped.
 #[derive(Debug)]
-struct Handle(HANDLE);
+pub(crate) struct Handle(HANDLE);
 
 impl Drop for Handle {
     fn drop(&mut self) {
@@ -78,12 +58,9 @@ fn map_view(mapping: Handle, len: Option<usize>) -> io::Result<ShmMapping> {
     // SAFETY: mapping a view of a mapping handle we hold; zero length maps all of it.
     let view = unsafe { MapViewOfFile(mapping.0, FILE_MAP_READ | FILE_MAP_WRITE, 0, 0, 0) };
     let ptr = NonNull::new(view.Value.cast::<u8>()).ok_or_else(io::Error::last_os_error)?;
-    let mut mapped = ShmMapping {
-        ptr,
-        len: 0,
-        _mapping: mapping,
-    };
-    mapped.len = match len {
+    // Owned from here: unmapped on every way out.
+    let mapped = ShmMapping::new(ptr, 0, mapping);
+    let len = match len {
         Some(len) => len,
         None => {
             // SAFETY: querying our own view into a zeroed, correctly sized buffer.
@@ -102,7 +79,7 @@ fn map_view(mapping: Handle, len: Option<usize>) -> io::Result<ShmMapping> {
             info.RegionSize
         }
     };
-    Ok(mapped)
+    Ok(mapped.with_len(len))
 }
 
 /// Creates mapping `name` (it must not exist) of `size` bytes, zero-filled, and maps it.
