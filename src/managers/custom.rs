@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::{Handle, Op, Reply, unexpected};
 use crate::error::{Error, Result};
 use crate::process::lock;
+use crate::registry::Code;
 use crate::sys::image;
 use crate::wire::{self, Bytes};
 
@@ -119,20 +120,18 @@ fn held<T: 'static>(object: &mut Option<Box<dyn Any + Send>>) -> Result<&mut T> 
         .ok_or_else(|| Error::state("the managed object is not of the caller's type"))
 }
 
-/// The code offset and seal of `T`'s entry point, to create an object of `T` in a manager.
-pub(super) fn entry_of<T: Managed>() -> Result<(i64, u64)> {
-    let offset = image::code_offset(entry::<T>)?;
-    Ok((offset, image::seal(offset)))
+/// `T`'s entry point, to create an object of `T` in a manager.
+pub(super) fn entry_of<T: Managed>() -> Result<Code> {
+    Code::of(entry::<T>)
 }
 
-/// In the manager: creates an object with the entry point at `offset`; its slot and entry
-/// point, or the reply explaining why not.
+/// In the manager: creates an object with the entry point `code`; its slot and entry point, or
+/// the reply explaining why not.
 pub(super) fn create(
-    offset: i64,
-    seal: u64,
+    code: Code,
     initial: Bytes,
 ) -> std::result::Result<(image::Trampoline, Slot), Reply> {
-    let entry = image::trampoline_at(offset, seal).map_err(|e| {
+    let entry = code.resolve().map_err(|e| {
         Reply::Err(
             "TypeError".into(),
             format!("the manager runs another build of the program: {e}"),

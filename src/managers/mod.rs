@@ -57,7 +57,7 @@ use serde::{Deserialize, Serialize};
 use crate::connection::{Address, Connection, client};
 use crate::error::{Error, Result};
 use crate::process::{Process, current_process, lock};
-use crate::registry::Target;
+use crate::registry::{Code, Target};
 use crate::sys::fork_lock::ForkLock;
 use crate::wire::{self, Bytes};
 
@@ -199,9 +199,8 @@ impl Op {
 #[derive(Debug, Serialize, Deserialize)]
 enum Request {
     Create(Kind, Option<Bytes>),
-    /// An object of the program's own type: its entry point's code offset and seal, and its
-    /// initial value.
-    CreateCustom(i64, u64, Bytes),
+    /// An object of the program's own type: its entry point, and its initial value.
+    CreateCustom(Code, Bytes),
     /// One more reference to an object, taking over the lease with this token if it is out
     /// (0: none).
     IncRef(u64, u64),
@@ -777,8 +776,7 @@ impl Manager {
     /// reached with [`connect`](Manager::connect)); [`Error::InvalidArgument`] if `T`'s code
     /// is outside the main executable.
     pub fn create<T: Managed>(&self, initial: &T) -> Result<Proxy<T>> {
-        let (offset, seal) = custom::entry_of::<T>()?;
-        let request = Request::CreateCustom(offset, seal, encode(initial)?);
+        let request = Request::CreateCustom(custom::entry_of::<T>()?, encode(initial)?);
         match self.client.call(&request)? {
             Reply::Id(id) => Ok(Proxy(
                 Handle::new(Arc::clone(&self.client), id),

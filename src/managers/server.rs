@@ -376,10 +376,10 @@ impl State {
         let mut objects = lock(&self.objects);
         Some(match request {
             Request::Create(kind, initial) => Reply::Id(objects.insert(Object::new(kind, initial))),
-            Request::CreateCustom(offset, seal, initial) => {
+            Request::CreateCustom(code, initial) => {
                 // Decoding the value may decode proxies of this manager, which call back here.
                 drop(objects);
-                let created = super::custom::create(offset, seal, initial);
+                let created = super::custom::create(code, initial);
                 objects = lock(&self.objects);
                 match created {
                     Ok((entry, slot)) => Reply::Id(objects.insert(Object::Custom(entry, slot))),

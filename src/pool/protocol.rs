@@ -10,7 +10,6 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::sys::image::{self, Trampoline};
 use crate::wire;
 
 /// The id of the reply that reports how the initializer went.
@@ -22,33 +21,7 @@ pub(crate) const BYE: u64 = u64::MAX - 1;
 /// reading it (after killing the worker).
 pub(crate) const NUDGE: u64 = u64::MAX - 2;
 
-/// A trampoline as it travels: its offset in the executable and the seal binding it to this
-/// build.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Code {
-    offset: i64,
-    seal: u64,
-}
-
-impl Code {
-    pub(crate) fn of(t: Trampoline) -> Result<Code> {
-        let offset = image::code_offset(t)?;
-        Ok(Code {
-            offset,
-            seal: image::seal(offset),
-        })
-    }
-
-    pub(crate) fn resolve(self) -> Result<Trampoline> {
-        image::trampoline_at(self.offset, self.seal)
-    }
-
-    /// A code that resolves to nothing: for the supervisor's tests, which never run tasks.
-    #[cfg(test)]
-    pub(crate) fn dummy() -> Code {
-        Code { offset: 0, seal: 0 }
-    }
-}
+pub(crate) use crate::registry::Code;
 
 /// Why a task produced no value, in a form that can be cloned (every `get()` reports it) and
 /// sent between processes.

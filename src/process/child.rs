@@ -32,7 +32,7 @@ pub(crate) fn run_spawned(channel: sys::Channel) -> ! {
             .map_err(|e| Error::Bootstrap(format!("reading the bootstrap: {e}")))?;
         let boot: Bootstrap = wire::decode(&frame)
             .map_err(|e| Error::Bootstrap(format!("garbled bootstrap message: {e}")))?;
-        let trampoline = image::trampoline_at(boot.offset, boot.seal)?;
+        let trampoline = boot.code.resolve()?;
         let handles = match boot.handles {
             0 => Vec::new(),
             n => sys::recv_handles(&channel, n as usize)

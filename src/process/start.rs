@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::{ChildrenGuard, Identity, child, lock};
 use crate::context::StartMethod;
 use crate::error::{Error, Result};
-use crate::registry::Job;
+use crate::registry::{Code, Job};
 use crate::sys::{self, image};
 use crate::wire;
 
@@ -28,8 +28,7 @@ const INLINE_BOOTSTRAP: usize = 64 * 1024;
 /// Everything a spawned child needs besides the executable.
 #[derive(Serialize, Deserialize)]
 pub(super) struct Bootstrap {
-    pub(super) offset: i64,
-    pub(super) seal: u64,
+    pub(super) code: Code,
     pub(super) args: Vec<u8>,
     pub(super) name: String,
     pub(super) ident: Vec<u64>,
@@ -139,11 +138,10 @@ pub(crate) fn spawn(
     let args = args
         .as_ref()
         .map_err(|e| Error::Codec(format!("encoding the arguments: {e}")))?;
-    let offset = image::code_offset(*trampoline)?;
+    let code = Code::of(*trampoline)?;
     let reentry = reentry_args();
     let boot = Bootstrap {
-        offset,
-        seal: image::seal(offset),
+        code,
         args: args.clone(),
         name: id.name,
         ident: id.ident,
