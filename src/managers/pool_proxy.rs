@@ -1,0 +1,293 @@
+//! A pool run by a manager, and its results.
+
+use super::*;
+
+/// A pool run by a [`Manager`] (Python's `manager.Pool()`): every process holding a copy of
+/// the proxy submits work to the same workers. Targets and arguments follow
+/// [`Pool`](crate::Pool)'s rules. No `imap_unordered` (Python's proxy has it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PoolProxy(pub(super) Handle, pub(super) usize);
+
+impl PoolProxy {
+    /// The number of workers.
+    pub fn processes(&self) -> usize {
+        self.1
+    }
+
+    fn run(&self, job: crate::pool::RemoteJob) -> Result<crate::pool::RemoteOutcomes> {
+        match self.0.call(Op::PoolRun(job))? {
+            Reply::Outcomes(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// `f(args...)` in a worker, waiting for its value (Python's `apply`).
+    ///
+    /// # Errors
+    /// As [`Pool::apply`](crate::Pool::apply); [`Error::Remote`] if the pool was closed.
+    pub fn apply<F, A, R>(&self, _f: F, args: A) -> Result<R>
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let job = crate::pool::RemoteJob::apply::<F, A, R>(&args)?;
+        crate::pool::decode_remote_one(self.run(job)?)
+    }
+
+    /// `f(x)` for every item, in order (Python's `map`); `chunksize` as
+    /// [`Pool::map`](crate::Pool::map)'s.
+    ///
+    /// # Errors
+    /// As [`Pool::map`](crate::Pool::map).
+    pub fn map<F, X, R>(
+        &self,
+        _f: F,
+        items: impl IntoIterator<Item = X>,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<R>>
+    where
+        F: Target<(X,), R>,
+        X: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let items: Vec<X> = items.into_iter().collect();
+        let job = crate::pool::RemoteJob::map::<F, X, R>(items, chunksize, self.1)?;
+        crate::pool::decode_remote_chunks(self.run(job)?)
+    }
+
+    /// `f(*a)` for every tuple, in order (Python's `starmap`).
+    ///
+    /// # Errors
+    /// As [`Pool::starmap`](crate::Pool::starmap).
+    pub fn starmap<F, A, R>(
+        &self,
+        _f: F,
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+    ) -> Result<Vec<R>>
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let items: Vec<A> = items.into_iter().collect();
+        let job = crate::pool::RemoteJob::starmap::<F, A, R>(items, chunksize, self.1)?;
+        crate::pool::decode_remote_chunks(self.run(job)?)
+    }
+
+    fn start<R>(
+        &self,
+        job: crate::pool::RemoteJob,
+        decode: fn(crate::pool::RemoteOutcomes) -> Result<R>,
+    ) -> Result<AsyncResultProxy<R>> {
+        match self.0.call(Op::PoolStart(job))? {
+            Reply::Id(id) => Ok(AsyncResultProxy {
+                handle: Handle::new(Arc::clone(&self.0.client), id),
+                decode,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Starts `f(args...)` in a worker (Python's `apply_async`).
+    ///
+    /// # Errors
+    /// [`Error::Codec`] if the arguments cannot be encoded; [`Error::Remote`] if the pool was
+    /// closed.
+    pub fn apply_async<F, A, R>(&self, _f: F, args: A) -> Result<AsyncResultProxy<R>>
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let job = crate::pool::RemoteJob::apply::<F, A, R>(&args)?;
+        self.start(job, crate::pool::decode_remote_one::<R>)
+    }
+
+    /// Starts a [`map`](PoolProxy::map) (Python's `map_async`).
+    ///
+    /// # Errors
+    /// As [`apply_async`](PoolProxy::apply_async).
+    pub fn map_async<F, X, R>(
+        &self,
+        _f: F,
+        items: impl IntoIterator<Item = X>,
+        chunksize: Option<usize>,
+    ) -> Result<AsyncResultProxy<Vec<R>>>
+    where
+        F: Target<(X,), R>,
+        X: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let items: Vec<X> = items.into_iter().collect();
+        let job = crate::pool::RemoteJob::map::<F, X, R>(items, chunksize, self.1)?;
+        self.start(job, crate::pool::decode_remote_chunks::<R>)
+    }
+
+    /// `f(x)` for every item, in order, as the results come (Python's `imap`): each step gives
+    /// the next item's result, waiting for its chunk (`chunksize` as Python's `imap`: 1 when
+    /// `None`).
+    ///
+    /// # Errors
+    /// As [`apply_async`](PoolProxy::apply_async); each step's result as
+    /// [`Pool::imap`](crate::Pool::imap)'s.
+    pub fn imap<F, X, R>(
+        &self,
+        _f: F,
+        items: impl IntoIterator<Item = X>,
+        chunksize: Option<usize>,
+    ) -> Result<RemoteIMap<R>>
+    where
+        F: Target<(X,), R>,
+        X: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let items: Vec<X> = items.into_iter().collect();
+        let job =
+            crate::pool::RemoteJob::map::<F, X, R>(items, Some(chunksize.unwrap_or(1)), self.1)?;
+        let chunks = job.tasks();
+        let result = self.start(job, crate::pool::decode_remote_chunks::<R>)?;
+        Ok(RemoteIMap {
+            result,
+            next_chunk: 0,
+            chunks,
+            ready: std::collections::VecDeque::new(),
+            failed: false,
+        })
+    }
+
+    /// Starts a [`starmap`](PoolProxy::starmap) (Python's `starmap_async`).
+    ///
+    /// # Errors
+    /// As [`apply_async`](PoolProxy::apply_async).
+    pub fn starmap_async<F, A, R>(
+        &self,
+        _f: F,
+        items: impl IntoIterator<Item = A>,
+        chunksize: Option<usize>,
+    ) -> Result<AsyncResultProxy<Vec<R>>>
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let items: Vec<A> = items.into_iter().collect();
+        let job = crate::pool::RemoteJob::starmap::<F, A, R>(items, chunksize, self.1)?;
+        self.start(job, crate::pool::decode_remote_chunks::<R>)
+    }
+
+    /// No more work (Python's `close()`): calls after it fail; [`join`](PoolProxy::join) then
+    /// waits for the workers.
+    pub fn close(&self) -> Result<()> {
+        self.0.done(Op::PoolClose)
+    }
+
+    /// Stops the workers at once (Python's `terminate()`).
+    pub fn terminate(&self) -> Result<()> {
+        self.0.done(Op::PoolTerminate)
+    }
+
+    /// Waits for the workers to end, after [`close`](PoolProxy::close) or
+    /// [`terminate`](PoolProxy::terminate) (Python's `join()`).
+    pub fn join(&self) -> Result<()> {
+        self.0.done(Op::PoolJoin)
+    }
+}
+
+/// The result of a job started on a manager's pool ([`PoolProxy::apply_async`],
+/// [`PoolProxy::map_async`]): Python's `AsyncResult` proxy. The job runs whether or not
+/// anyone waits for it; its result goes when this proxy is dropped.
+pub struct AsyncResultProxy<R> {
+    pub(super) handle: Handle,
+    pub(super) decode: fn(crate::pool::RemoteOutcomes) -> Result<R>,
+}
+
+impl<R> std::fmt::Debug for AsyncResultProxy<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncResultProxy")
+            .field("address", &self.handle.client.address)
+            .field("id", &self.handle.id)
+            .finish()
+    }
+}
+
+impl<R> AsyncResultProxy<R> {
+    /// Waits for the value: `timeout` `None` waits as long as it takes.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if not ready in time (call again); otherwise the job's own error,
+    /// as [`AsyncResult::get`](crate::AsyncResult::get).
+    pub fn get(&self, timeout: Option<Duration>) -> Result<R> {
+        match self.handle.call(Op::ResultGet(secs(timeout))) {
+            Ok(Reply::Outcomes(o)) => (self.decode)(o),
+            Ok(other) => Err(unexpected(other)),
+            Err(Error::Remote { kind, .. }) if kind == "TimeoutError" => Err(Error::Timeout),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits until the job has finished or `timeout` passes; true if it has.
+    ///
+    /// # Errors
+    /// As other proxies' calls (the manager is gone).
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
+        self.handle.flag(Op::ResultWait(secs(timeout)))
+    }
+
+    /// Whether the job has finished.
+    ///
+    /// # Errors
+    /// As [`wait`](AsyncResultProxy::wait).
+    pub fn ready(&self) -> Result<bool> {
+        self.wait(Some(Duration::ZERO))
+    }
+}
+
+/// The results of [`PoolProxy::imap`], in order, as they come.
+pub struct RemoteIMap<R> {
+    pub(super) result: AsyncResultProxy<Vec<R>>,
+    pub(super) next_chunk: usize,
+    pub(super) chunks: usize,
+    pub(super) ready: std::collections::VecDeque<R>,
+    pub(super) failed: bool,
+}
+
+impl<R> std::fmt::Debug for RemoteIMap<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteIMap")
+            .field("chunk", &self.next_chunk)
+            .field("chunks", &self.chunks)
+            .finish()
+    }
+}
+
+impl<R: DeserializeOwned> Iterator for RemoteIMap<R> {
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        loop {
+            if let Some(r) = self.ready.pop_front() {
+                return Some(Ok(r));
+            }
+            if self.failed || self.next_chunk == self.chunks {
+                return None;
+            }
+            let i = self.next_chunk as u64;
+            self.next_chunk += 1;
+            let chunk = match self.result.handle.call(Op::ResultChunk(i, None)) {
+                Ok(Reply::Outcomes(o)) => (self.result.decode)(o),
+                Ok(other) => Err(unexpected(other)),
+                Err(e) => Err(e),
+            };
+            match chunk {
+                Ok(items) => self.ready.extend(items),
+                Err(e) => {
+                    // Like a local imap: the error is the step's, and the rest are lost.
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! What a manager's clients and server say to each other: the kinds of object, the
+//! operations on them, requests and replies, and the client's side of a connection.
+
+use super::*;
+
+/// The kinds of object a manager holds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[doc(hidden)]
+pub enum Kind {
+    /// A dict.
+    Dict,
+    /// A list.
+    List,
+    /// A single value.
+    Value,
+    /// A FIFO queue.
+    Queue,
+    /// A lock.
+    Lock,
+    /// A re-entrant lock.
+    RLock,
+    /// A semaphore: its initial value, and its bound for a bounded one.
+    Semaphore(u32, Option<u32>),
+    /// A barrier for this many parties.
+    Barrier(u32),
+    /// A condition variable with its own re-entrant lock.
+    Condition,
+    /// An event.
+    Event,
+}
+
+/// One operation on an object (arguments encoded).
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) enum Op {
+    Get(Bytes),
+    GetItem(Bytes),
+    SetItem(Bytes, Bytes),
+    DelItem(Bytes),
+    Contains(Bytes),
+    Len,
+    Keys,
+    Items,
+    Clear,
+    Append(Bytes),
+    Index(i64),
+    SetIndex(i64, Bytes),
+    Pop(Option<i64>),
+    Load,
+    Store(Bytes),
+    QueuePut(Bytes),
+    /// Waits up to this many seconds for an item (`None`: as long as it takes).
+    QueueGet(Option<f64>),
+    /// Waits up to this many seconds for the lock (`None`: as long as it takes).
+    Acquire(Option<f64>),
+    Release,
+    /// Whether a lock is held, or an event set.
+    Locked,
+    Set,
+    /// Waits up to this many seconds for the event (`None`: as long as it takes).
+    Wait(Option<f64>),
+    TaskDone,
+    /// Waits up to this many seconds until every item put is marked done.
+    Join(Option<f64>),
+    /// Waits up to this many seconds for the barrier's other parties.
+    BarrierWait(Option<f64>),
+    Abort,
+    Reset,
+    /// Wakes this many waiters of a condition (`None`: all).
+    Notify(Option<u32>),
+    /// A call on an object of the program's own type.
+    Custom(Bytes),
+    /// A copy of an object of the program's own type.
+    GetValue,
+    /// A job for a pool, encoded by the client: run, waiting for it.
+    PoolRun(crate::pool::RemoteJob),
+    /// The same, started: the reply is the id of its result.
+    PoolStart(crate::pool::RemoteJob),
+    /// A started job's outcomes, waiting up to this many seconds (`None`: as long as it takes).
+    ResultGet(Option<f64>),
+    /// Whether a started job has finished, after waiting up to this many seconds.
+    ResultWait(Option<f64>),
+    /// One task's outcome of a started job (a map's chunk), waiting up to this many seconds.
+    ResultChunk(u64, Option<f64>),
+    /// `close()`, `terminate()` and `join()` of a pool.
+    PoolClose,
+    PoolTerminate,
+    PoolJoin,
+}
+
+impl Op {
+    /// The operation's name, for errors.
+    pub(super) fn name(&self) -> &'static str {
+        match self {
+            Op::Get(_) => "get",
+            Op::GetItem(_) => "__getitem__",
+            Op::SetItem(..) => "__setitem__",
+            Op::DelItem(_) => "__delitem__",
+            Op::Contains(_) => "__contains__",
+            Op::Len => "__len__",
+            Op::Keys => "keys",
+            Op::Items => "items",
+            Op::Clear => "clear",
+            Op::Append(_) => "append",
+            Op::Index(_) => "__getitem__",
+            Op::SetIndex(..) => "__setitem__",
+            Op::Pop(_) => "pop",
+            Op::Load => "get",
+            Op::Store(_) => "set",
+            Op::QueuePut(_) => "put",
+            Op::QueueGet(_) => "get",
+            Op::Acquire(_) => "acquire",
+            Op::Release => "release",
+            Op::Locked => "locked",
+            Op::Set => "set",
+            Op::Wait(_) => "wait",
+            Op::TaskDone => "task_done",
+            Op::Join(_) => "join",
+            Op::BarrierWait(_) => "wait",
+            Op::Abort => "abort",
+            Op::Reset => "reset",
+            Op::Notify(_) => "notify",
+            Op::Custom(_) => "handle",
+            Op::GetValue => "_getvalue",
+            Op::PoolRun(_) => "map",
+            Op::PoolStart(_) => "map_async",
+            Op::ResultGet(_) => "get",
+            Op::ResultWait(_) => "wait",
+            Op::ResultChunk(..) => "next",
+            Op::PoolClose => "close",
+            Op::PoolTerminate => "terminate",
+            Op::PoolJoin => "join",
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) enum Request {
+    Create(Kind, Option<Bytes>),
+    /// An object of the program's own type: its entry point, and its initial value.
+    CreateCustom(Code, Bytes),
+    /// One more reference to an object, taking over the lease with this token if it is out
+    /// (0: none).
+    IncRef(u64, u64),
+    /// One more reference to each object (held for a forked child).
+    AddRefs(Vec<u64>),
+    /// A reference for a proxy on its way to another process: the lease's token.
+    Lease(u64),
+    /// Keeps an object until shutdown (its proxy is stored inside another managed object).
+    Pin(u64),
+    /// One reference fewer to each object.
+    DecRef(Vec<u64>),
+    /// How many objects the manager holds.
+    Count,
+    /// A pool of this many worker processes (`None`: one per CPU of the manager's machine).
+    CreatePool(Option<u32>),
+    Named(String, Kind),
+    Call(u64, Op),
+    Shutdown,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) enum Reply {
+    Done,
+    Id(u64),
+    Bytes(Bytes),
+    Maybe(Option<Bytes>),
+    Bool(bool),
+    Len(u64),
+    List(Vec<Bytes>),
+    Pairs(Vec<(Bytes, Bytes)>),
+    /// Python's exception name and message.
+    Err(String, String),
+    /// A pool job's outcomes.
+    Outcomes(crate::pool::RemoteOutcomes),
+}
+
+/// The connections of one proxy copy (and its clones) to a manager: one per thread, opened on
+/// the thread's first call, as Python's proxies keep one per (process, thread). So a call that
+/// waits in the manager (a `get` on an empty queue) never holds up another thread's call on a
+/// clone, and a lock belongs to the thread that took it. A forked child inherits its parent's
+/// connections and must not use them (their replies are the parent's): it opens its own.
+#[derive(Debug)]
+pub(super) struct Client {
+    pub(super) address: Address,
+    pub(super) authkey: Vec<u8>,
+    /// Per process: a forked child starts with none, whoever held the lock at the fork.
+    pub(super) conns: ForkLock<HashMap<(u32, ThreadId), Arc<Connection>>>,
+}
+
+impl Client {
+    pub(super) fn new(address: Address, authkey: Vec<u8>) -> Arc<Client> {
+        Arc::new(Client {
+            address,
+            authkey,
+            // A forked child closes its copies of its parent's connections (when no thread
+            // of the parent held the table at the fork).
+            conns: ForkLock::per_process(HashMap::new, HashMap::clear),
+        })
+    }
+
+    /// This thread's connection, opened if needed.
+    pub(super) fn connection(&self) -> Result<Arc<Connection>> {
+        let me = Self::me();
+        {
+            let conns = lock(self.conns.get());
+            if let Some(c) = conns.get(&me) {
+                return Ok(Arc::clone(c));
+            }
+        }
+        let c = Arc::new(client(&self.address, Some(&self.authkey))?);
+        lock(self.conns.get()).insert(me, Arc::clone(&c));
+        Ok(c)
+    }
+
+    pub(super) fn me() -> (u32, ThreadId) {
+        (crate::sys::current_pid(), std::thread::current().id())
+    }
+
+    pub(super) fn call(&self, request: &Request) -> Result<Reply> {
+        let c = self.connection()?;
+        let reply = c.send(request).and_then(|()| recv_soon::<Reply>(&c));
+        if reply.is_err() {
+            // The stream may be off a message boundary now: never reuse it.
+            lock(self.conns.get()).remove(&Self::me());
+        }
+        match reply? {
+            Reply::Err(kind, message) => Err(Error::Remote { kind, message }),
+            other => Ok(other),
+        }
+    }
+}
+
+/// How long a side of a manager call looks for the other's next message before sleeping: a
+/// sleeping process woken from another CPU costs tens of µs on a VM, a call answered by an awake
+/// manager a few.
+pub(super) const SPIN: Duration = Duration::from_micros(50);
+
+/// Receives the next message, first looking for it (yielding the CPU between looks, in case
+/// the other side runs on this one) for up to [`SPIN`], then sleeping.
+pub(super) fn recv_soon<T: DeserializeOwned>(conn: &Connection) -> Result<T> {
+    let start = std::time::Instant::now();
+    while !conn.poll(Some(Duration::ZERO))? && start.elapsed() < SPIN {
+        std::thread::yield_now();
+    }
+    conn.recv()
+}
+
+pub(super) fn unexpected(reply: Reply) -> Error {
+    Error::Codec(format!("unexpected reply from the manager: {reply:?}"))
+}

@@ -1,0 +1,257 @@
+//! References to a manager's objects, counted as Python counts them: one per process and
+//! object, given back when the last proxy goes or the process exits, taken again for a forked
+//! child; how a reference travels inside a message.
+
+use super::*;
+
+/// One process's reference to an object in a manager, shared by every clone of the proxies
+/// made from it in this process. The manager counts references (Python's `incref`/`decref`):
+/// this one is given back when its last clone is dropped, or when the process exits
+/// ([`release_all`]), and the object goes when no process refers to it.
+#[derive(Debug)]
+pub(crate) struct Ref {
+    pub(super) client: Arc<Client>,
+    pub(super) id: u64,
+    /// The process that holds the reference (a forked child adopts its copies).
+    pub(super) holder: AtomicU32,
+    /// Given back already.
+    pub(super) released: AtomicBool,
+}
+
+impl Drop for Ref {
+    fn drop(&mut self) {
+        if self.holder.load(Ordering::Relaxed) == crate::sys::current_pid()
+            && !self.released.swap(true, Ordering::Relaxed)
+        {
+            // A manager that is gone has nothing to give back to.
+            let _ = self.client.call(&Request::DecRef(vec![self.id]));
+        }
+    }
+}
+
+/// Every reference this process made, to give them back at exit and to hold them for a forked
+/// child (pruned of dropped ones as it grows).
+/// (A [`ForkLock`]: a forked child starts it afresh with the references it adopts, whoever
+/// held it at the fork.)
+pub(super) static LIVE: ForkLock<Vec<Weak<Ref>>> = ForkLock::new(Vec::new);
+
+/// The reference every proxy holds: which manager, which object.
+#[derive(Debug, Clone)]
+pub(super) struct Handle(pub(super) Arc<Ref>);
+
+impl std::ops::Deref for Handle {
+    type Target = Ref;
+    fn deref(&self) -> &Ref {
+        &self.0
+    }
+}
+
+impl Handle {
+    /// A proxy's handle for a reference to `id` this process now holds.
+    pub(super) fn new(client: Arc<Client>, id: u64) -> Handle {
+        // Our references go back at exit (Python's proxy finalizers).
+        // A forked child's copies of our proxies need references of their own.
+        static HOOKS: std::sync::Once = std::sync::Once::new();
+        HOOKS.call_once(|| {
+            crate::process::on_exit(release_all);
+            crate::process::start::on_fork(&FORK_HOOK);
+        });
+        let r = Arc::new(Ref {
+            client,
+            id,
+            holder: AtomicU32::new(crate::sys::current_pid()),
+            released: AtomicBool::new(false),
+        });
+        let mut live = lock(LIVE.get());
+        if live.len() >= 64 && live.len().is_power_of_two() {
+            live.retain(|w| w.strong_count() > 0);
+        }
+        live.push(Arc::downgrade(&r));
+        Handle(r)
+    }
+}
+
+/// This process's live references, with the ids of each manager's together.
+pub(super) fn held_here() -> Vec<(Arc<Client>, Vec<Arc<Ref>>)> {
+    let me = crate::sys::current_pid();
+    let live: Vec<Arc<Ref>> = lock(LIVE.get()).iter().filter_map(Weak::upgrade).collect();
+    by_manager(
+        live.into_iter().filter(|r| {
+            r.holder.load(Ordering::Relaxed) == me && !r.released.load(Ordering::Relaxed)
+        }),
+    )
+}
+
+/// `refs` grouped by the manager they refer to (one request per manager).
+pub(super) fn by_manager(
+    refs: impl Iterator<Item = Arc<Ref>>,
+) -> Vec<(Arc<Client>, Vec<Arc<Ref>>)> {
+    let mut groups: Vec<(Arc<Client>, Vec<Arc<Ref>>)> = Vec::new();
+    for r in refs {
+        match groups.iter_mut().find(|(c, _)| Arc::ptr_eq(c, &r.client)) {
+            Some((_, refs)) => refs.push(r),
+            None => groups.push((Arc::clone(&r.client), vec![r])),
+        }
+    }
+    groups
+}
+
+/// At exit (Python's finalizers): gives back every reference this process holds.
+pub(super) fn release_all() {
+    for (client, refs) in held_here() {
+        let ids: Vec<u64> = refs
+            .iter()
+            .filter(|r| !r.released.swap(true, Ordering::Relaxed))
+            .map(|r| r.id)
+            .collect();
+        if !ids.is_empty() {
+            let _ = client.call(&Request::DecRef(ids));
+        }
+    }
+}
+
+/// Around a fork: the child's references (see [`hold_for_child`], [`adopt`], [`give_back`]).
+pub(super) static FORK_HOOK: crate::process::start::ForkHook = crate::process::start::ForkHook {
+    before: || Box::new(hold_for_child()),
+    in_child: |held| {
+        if let Ok(held) = held.downcast::<Vec<Arc<Ref>>>() {
+            adopt(&held);
+        }
+    },
+    in_parent: |held, forked| {
+        if let (false, Ok(held)) = (forked, held.downcast::<Vec<Arc<Ref>>>()) {
+            give_back(*held);
+        }
+    },
+};
+
+/// Before a fork: takes one more reference to every object this process refers to, for the
+/// child, which [`adopt`]s its copies (Python increfs after a fork). Returns them, for
+/// [`adopt`] in the child, or [`give_back`] if the fork failed.
+pub(super) fn hold_for_child() -> Vec<Arc<Ref>> {
+    let mut held = Vec::new();
+    for (client, refs) in held_here() {
+        let ids = refs.iter().map(|r| r.id).collect();
+        // A manager that is gone: the child's proxies will fail as ours do.
+        if client.call(&Request::AddRefs(ids)).is_ok() {
+            held.extend(refs);
+        }
+    }
+    held
+}
+
+/// In a forked child: the references held for it are its own.
+pub(super) fn adopt(held: &[Arc<Ref>]) {
+    let me = crate::sys::current_pid();
+    for r in held {
+        r.holder.store(me, Ordering::Relaxed);
+    }
+    LIVE.reset(held.iter().map(Arc::downgrade).collect());
+}
+
+/// After a failed fork: gives back what [`hold_for_child`] took.
+pub(super) fn give_back(held: Vec<Arc<Ref>>) {
+    for (client, refs) in by_manager(held.into_iter()) {
+        let _ = client.call(&Request::DecRef(refs.iter().map(|r| r.id).collect()));
+    }
+}
+
+impl Handle {
+    pub(super) fn call(&self, op: Op) -> Result<Reply> {
+        self.client.call(&Request::Call(self.id, op))
+    }
+
+    pub(super) fn done(&self, op: Op) -> Result<()> {
+        match self.call(op)? {
+            Reply::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(super) fn flag(&self, op: Op) -> Result<bool> {
+        match self.call(op)? {
+            Reply::Bool(b) => Ok(b),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A lock's or semaphore's acquire: with `block`, waits up to `timeout`; without, once.
+    pub(super) fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
+        let wait = if block { secs(timeout) } else { Some(0.0) };
+        self.flag(Op::Acquire(wait))
+    }
+
+    pub(super) fn len(&self) -> Result<usize> {
+        match self.call(Op::Len)? {
+            Reply::Len(n) => Ok(n as usize),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(super) fn value<T: DeserializeOwned>(&self, op: Op) -> Result<T> {
+        match self.call(op)? {
+            Reply::Bytes(b) => wire::decode(&b.0),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(super) fn list<T: DeserializeOwned>(&self, op: Op) -> Result<Vec<T>> {
+        match self.call(op)? {
+            Reply::List(items) => items.iter().map(|b| wire::decode(&b.0)).collect(),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+thread_local! {
+    /// Set while a value is encoded to be stored in a manager (an argument of a proxy call).
+    pub(super) static INTO_MANAGER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A proxy travels as its manager's address, its object's id and a lease: a reference the
+/// manager keeps for the receiver, which takes it over when it decodes the proxy, so that the
+/// sender may drop its own at once (a proxy never decoded keeps its object until shutdown).
+/// A proxy stored inside another managed object pins its object instead (the manager never
+/// reads the bytes it stores, so it cannot know when that copy goes). The receiving copy
+/// connects with its own process's `authkey`.
+impl Serialize for Handle {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let token = if INTO_MANAGER.with(std::cell::Cell::get) {
+            match self.client.call(&Request::Pin(self.id)) {
+                Ok(Reply::Done) => 0,
+                Ok(other) => return Err(S::Error::custom(unexpected(other))),
+                Err(e) => return Err(S::Error::custom(e)),
+            }
+        } else {
+            match self.client.call(&Request::Lease(self.id)) {
+                Ok(Reply::Id(token)) => token,
+                Ok(other) => return Err(S::Error::custom(unexpected(other))),
+                Err(e) => return Err(S::Error::custom(e)),
+            }
+        };
+        (&self.client.address, self.id, token).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Handle {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let (address, id, token) = <(Address, u64, u64)>::deserialize(d)?;
+        let client = Client::new(address, current_process().authkey().to_vec());
+        match client.call(&Request::IncRef(id, token)) {
+            Ok(Reply::Done) => Ok(Handle::new(client, id)),
+            Ok(other) => Err(D::Error::custom(unexpected(other))),
+            Err(e) => Err(D::Error::custom(e)),
+        }
+    }
+}
+
+/// Encodes an argument of a proxy call (stored in the manager, or compared with what it
+/// stores).
+pub(super) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes> {
+    let was = INTO_MANAGER.with(|f| f.replace(true));
+    let encoded = wire::encode(value);
+    INTO_MANAGER.with(|f| f.set(was));
+    encoded.map(Bytes)
+}

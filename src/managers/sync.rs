@@ -1,0 +1,199 @@
+//! Proxies of synchronisation objects: lock, re-entrant lock, semaphore, event, barrier,
+//! condition.
+
+use super::*;
+
+pub(super) fn secs(timeout: Option<Duration>) -> Option<f64> {
+    timeout.map(|t| t.as_secs_f64())
+}
+
+/// A lock held by a [`Manager`] (Python's `manager.Lock()`, a proxy of `threading.Lock`): any
+/// process may release it, as with `threading.Lock`. Beyond Python, a lock whose holder's
+/// connection closes (its process died) is released.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LockProxy(pub(super) Handle);
+
+impl LockProxy {
+    /// Takes the lock: with `block`, waits up to `timeout` (`None`: no limit); without, tries
+    /// once. True if taken (Python's `acquire(block, timeout)`).
+    pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
+        self.0.acquire(block, timeout)
+    }
+
+    /// Releases the lock.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] `RuntimeError` (`release unlocked lock`) if it is not held.
+    pub fn release(&self) -> Result<()> {
+        self.0.done(Op::Release)
+    }
+
+    /// Whether the lock is held.
+    pub fn locked(&self) -> Result<bool> {
+        self.0.flag(Op::Locked)
+    }
+}
+
+/// An event held by a [`Manager`] (Python's `manager.Event()`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventProxy(pub(super) Handle);
+
+impl EventProxy {
+    /// Sets the event, waking every waiter.
+    pub fn set(&self) -> Result<()> {
+        self.0.done(Op::Set)
+    }
+
+    /// Clears the event.
+    pub fn clear(&self) -> Result<()> {
+        self.0.done(Op::Clear)
+    }
+
+    /// Whether the event is set.
+    pub fn is_set(&self) -> Result<bool> {
+        self.0.flag(Op::Locked)
+    }
+
+    /// Waits until the event is set, up to `timeout` (`None`: no limit); true if it is.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
+        self.0.flag(Op::Wait(secs(timeout)))
+    }
+}
+
+/// A re-entrant lock held by a [`Manager`] (Python's `manager.RLock()`): acquired again by the
+/// thread that holds it (through this proxy or a clone), released as many times; a holder
+/// whose process dies releases it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RLockProxy(pub(super) Handle);
+
+impl RLockProxy {
+    /// Takes the lock (again, if this thread holds it): with `block`, waits up to `timeout`
+    /// (`None`: no limit); without, tries once. True if taken.
+    pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
+        self.0.acquire(block, timeout)
+    }
+
+    /// Releases one level.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] `RuntimeError` (`cannot release un-acquired lock`) unless this thread
+    /// holds it.
+    pub fn release(&self) -> Result<()> {
+        self.0.done(Op::Release)
+    }
+}
+
+/// A semaphore held by a [`Manager`] (Python's `manager.Semaphore()` and
+/// `manager.BoundedSemaphore()`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SemaphoreProxy(pub(super) Handle);
+
+impl SemaphoreProxy {
+    /// Takes one unit: with `block`, waits up to `timeout` (`None`: no limit); without, tries
+    /// once. True if taken.
+    pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
+        self.0.acquire(block, timeout)
+    }
+
+    /// Gives one unit back.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] `ValueError` (`Semaphore released too many times`) above a bounded
+    /// semaphore's initial value.
+    pub fn release(&self) -> Result<()> {
+        self.0.done(Op::Release)
+    }
+
+    /// The counter's value now (Python's `get_value()`).
+    pub fn get_value(&self) -> Result<u32> {
+        self.0.len().map(|n| n as u32)
+    }
+}
+
+/// A barrier held by a [`Manager`] (Python's `manager.Barrier(parties)`). Beyond Python, a
+/// waiting party whose process dies breaks the barrier for the others instead of leaving them
+/// waiting for ever.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BarrierProxy(pub(super) Handle);
+
+impl BarrierProxy {
+    /// Waits until all parties have called `wait`, up to `timeout` (`None`: no limit); returns
+    /// this party's arrival index (0 for the first), as Python's.
+    ///
+    /// # Errors
+    /// [`Error::BrokenBarrier`] if the barrier is or becomes broken (a timeout, `abort`,
+    /// `reset`, or a party that died).
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<u32> {
+        match self.0.call(Op::BarrierWait(secs(timeout))) {
+            Ok(Reply::Len(i)) => Ok(i as u32),
+            Ok(other) => Err(unexpected(other)),
+            Err(Error::Remote { kind, .. }) if kind == "BrokenBarrierError" => {
+                Err(Error::BrokenBarrier)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Breaks the barrier: every waiter, and every later `wait`, gets
+    /// [`Error::BrokenBarrier`] until [`reset`](BarrierProxy::reset).
+    pub fn abort(&self) -> Result<()> {
+        self.0.done(Op::Abort)
+    }
+
+    /// Returns the barrier to its first state; parties waiting now get
+    /// [`Error::BrokenBarrier`].
+    pub fn reset(&self) -> Result<()> {
+        self.0.done(Op::Reset)
+    }
+
+    /// Whether the barrier is broken.
+    pub fn broken(&self) -> Result<bool> {
+        self.0.flag(Op::Locked)
+    }
+
+    /// How many parties wait now.
+    pub fn n_waiting(&self) -> Result<u32> {
+        self.0.len().map(|n| n as u32)
+    }
+}
+
+/// A condition variable held by a [`Manager`] (Python's `manager.Condition()`), over its own
+/// re-entrant lock, which belongs to the thread that acquired it (through this proxy or a
+/// clone).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConditionProxy(pub(super) Handle);
+
+impl ConditionProxy {
+    /// Takes the lock (again, if this thread holds it): with `block`, waits up to
+    /// `timeout`; without, tries once. True if taken.
+    pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
+        self.0.acquire(block, timeout)
+    }
+
+    /// Releases one level of the lock.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] `RuntimeError` unless this thread holds it.
+    pub fn release(&self) -> Result<()> {
+        self.0.done(Op::Release)
+    }
+
+    /// Releases the lock, waits to be notified (up to `timeout`; `None`: no limit), takes
+    /// the lock back; true if notified (Python's `wait(timeout)`).
+    ///
+    /// # Errors
+    /// [`Error::Remote`] `RuntimeError` unless this thread holds the lock.
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
+        self.0.flag(Op::Wait(secs(timeout)))
+    }
+
+    /// Wakes up to `n` waiters (Python's `notify(n)`); the lock must be held.
+    pub fn notify(&self, n: u32) -> Result<()> {
+        self.0.done(Op::Notify(Some(n)))
+    }
+
+    /// Wakes every waiter (Python's `notify_all()`); the lock must be held.
+    pub fn notify_all(&self) -> Result<()> {
+        self.0.done(Op::Notify(None))
+    }
+}
