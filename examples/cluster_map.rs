@@ -20,6 +20,7 @@ fn square_where(x: u64, ms: u64) -> (u64, String) {
     std::thread::sleep(std::time::Duration::from_millis(ms));
     let rank = std::env::var("OMPI_COMM_WORLD_RANK")
         .or_else(|_| std::env::var("PMI_RANK"))
+        .or_else(|_| std::env::var("PMIX_RANK"))
         .unwrap_or_else(|_| "?".into());
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())

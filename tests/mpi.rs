@@ -74,6 +74,7 @@ fn greeting(_: u64) -> u64 {
 fn my_rank(_: u64) -> String {
     std::env::var("OMPI_COMM_WORLD_RANK")
         .or_else(|_| std::env::var("PMI_RANK"))
+        .or_else(|_| std::env::var("PMIX_RANK"))
         .unwrap_or_default()
 }
 

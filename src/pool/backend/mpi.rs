@@ -59,12 +59,18 @@ const REPLY: Tag = 10;
 const REPLY_BODY: Tag = 12;
 /// Rank → rank 0: alive.
 const ALIVE: Tag = 11;
-/// Rank → rank 0: told to finish, it finishes MPI now.
+/// Rank → rank 0: told to finish, it is ready to.
 const FINISHED: Tag = 13;
+/// Rank 0 → rank, after [`FINISHED`]: how to end: `[0]` finish MPI with everyone (every rank
+/// answered), `[1]` exit without (a rank was lost: `MPI_Finalize` would wait for it forever).
+const DECIDED: Tag = 7;
 
 /// How long rank 0, ending, waits for every rank to say it finishes too (an idle rank answers
 /// at once; one still running a task given up may not).
 const FINISH_GRACE: Duration = Duration::from_secs(2);
+/// How long a rank that said it is ready to finish waits for [`DECIDED`]; past it (rank 0
+/// ended the job without telling it) it exits without finishing MPI.
+const DECISION_WAIT: Duration = Duration::from_secs(10);
 /// How often a serving rank says it is alive.
 const BEAT: Duration = Duration::from_secs(1);
 /// A worker rank not heard from for this long is given up.
@@ -171,8 +177,11 @@ pub(crate) fn enter() {
             world
         }
     };
-    serve_rank(serving);
-    drop(universe); // MPI_Finalize
+    if serve_rank(serving) {
+        drop(universe); // MPI_Finalize, with every rank
+    } else {
+        std::mem::forget(universe); // no MPI_Finalize: it would wait for a lost rank
+    }
     crate::sys::exit_now(0);
 }
 
@@ -246,12 +255,13 @@ pub(crate) fn workers(wanted: Option<usize>) -> Result<usize> {
 }
 
 /// Called at the end of rank 0: tells every other rank to finish, and waits up to
-/// [`FINISH_GRACE`] for each to say it does (one still running a task finishes it first). If all
-/// did, finishes MPI, which all of them do together. If one was lost or did not answer,
-/// `MPI_Finalize` would wait for it forever (Open MPI 4 has no failure notification; a rank
-/// finalising after this process ended waits for it in vain): the job ends with `MPI_Abort`
-/// instead, with code 0, after everything was delivered and printed, and the MPI runtime kills
-/// the ranks left.
+/// [`FINISH_GRACE`] for each to say it is ready (one still running a task finishes it first).
+/// If all did, tells them so and finishes MPI, which all of them do together. If one was lost
+/// or did not answer, `MPI_Finalize` would wait for it forever (Open MPI 4 has no failure
+/// notification; a rank finalising after this process ended waits for it in vain): the ranks
+/// that answered are told to exit without it, and the job ends with `MPI_Abort`, code 0, after
+/// everything was delivered and printed (the MPI runtime kills the ranks left; one it misses
+/// exits by itself after [`DECISION_WAIT`]).
 fn finish() {
     let Some(universe) = lock(&UNIVERSE).take() else {
         return;
@@ -279,7 +289,18 @@ fn finish() {
         });
         std::thread::sleep(Duration::from_micros(200));
     }
-    if !lost.is_empty() || !waiting.is_empty() {
+    let together = lost.is_empty() && waiting.is_empty();
+    for &comm in lock(&GROUPS).iter() {
+        for rank in 1..comm.size() {
+            let place = Place(comm, rank);
+            if !lost.contains(&place) && !waiting.contains(&place) {
+                let decision = [u8::from(!together)];
+                comm.process_at_rank(rank)
+                    .send_with_tag(&decision[..], DECIDED);
+            }
+        }
+    }
+    if !together {
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
         let ranks = |places: &[Place]| places.iter().map(|p| p.1).collect::<Vec<i32>>();
@@ -525,7 +546,10 @@ impl RankWorker {
 /// A rank other than 0: serves one pool worker after another until rank 0 says it ends. It
 /// waits by polling with a backoff to 1 ms, not in a blocking probe: Open MPI's blocking calls
 /// spin, and an idle rank would take a CPU from the ranks that work.
-fn serve_rank(comm: &'static Comm) {
+///
+/// At the end, says it is ready to finish and waits for rank 0's decision: true to finish MPI
+/// with every rank, false to exit without (see [`finish`]).
+fn serve_rank(comm: &'static Comm) -> bool {
     let mut poll = Poll::new();
     loop {
         let Some((bytes, tag)) = poll.next(comm) else {
@@ -538,6 +562,13 @@ fn serve_rank(comm: &'static Comm) {
         }
     }
     comm.process_at_rank(0).send_with_tag(&[0u8][..], FINISHED);
+    let until = Instant::now() + DECISION_WAIT;
+    while Instant::now() < until {
+        if let Some((bytes, DECIDED)) = poll.next(comm) {
+            return bytes == [0];
+        }
+    }
+    false
 }
 
 /// A serving rank's wait for rank 0's next message: one probe a call, pausing as
