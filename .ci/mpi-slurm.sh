@@ -11,9 +11,7 @@
 #          the test cannot pass there. That outcome is reported, not failed; any other failure
 #          fails the run, and a pass is reported as news;
 #   c. spawn mode inside an allocation: `salloc -n 3 mpirun -n 1`, pool_over_spawned_ranks
-#      must pass. (Not a spawned rank killed: with or without Slurm, its job sometimes does not
-#      end after rank 0's MPI_Abort(0), the other spawned rank stuck in MPI_Finalize; .ci/run
-#      runs that test.)
+#      must pass. (A spawned rank killed is run by .ci/run, without Slurm.)
 # A test passes when rank 0's output (told apart by `srun -l` / `mpirun --tag-output`) says so
 # and the test did not skip its checks; no process of a run may outlive it by 10 s.
 # Slurm and munge are installed (Debian packages) if missing. Everything started here is
