@@ -3,6 +3,7 @@
 
 pub(crate) mod child;
 mod current;
+mod exit;
 pub(crate) mod start;
 
 pub use current::{AuthKey, CurrentProcess, ParentProcess, current_process, parent_process};
@@ -22,6 +23,9 @@ use crate::error::{Error, Result};
 use crate::registry::{Job, ResultType, Run, Target};
 use crate::sys;
 use crate::wire::{self, FrameReader};
+#[cfg(all(feature = "mpi", unix))]
+pub(crate) use exit::initialised;
+pub(crate) use exit::{ensure_exit_hook, exit_function, flush_stdio, mark_initialised, on_exit};
 use start::Report;
 
 pub(crate) use crate::sys::lock;
@@ -748,92 +752,6 @@ pub fn active_children() -> Vec<Process> {
 /// (Python's `cpu_count()` ignores both; this is its `process_cpu_count()` of 3.13).
 pub fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// Python's `_exit_function`: terminate daemonic children, then join every child. Runs when the
-/// program exits (through `exit` or by returning from `main`) and at the end of every child.
-pub(crate) fn exit_function() {
-    let children: Vec<_> = lock(&CHILDREN).clone();
-    for c in &children {
-        if c.daemon.load(Ordering::Relaxed) && matches!(c.poll_exit(Some(Duration::ZERO)), Ok(None))
-        {
-            let _ = c.signal(sys::SIGTERM);
-        }
-    }
-    for c in &children {
-        let _ = c.join(None);
-    }
-    // Then what features asked for (each once, even if this runs twice). The list is locked
-    // only for a push: one still locked after a few tries was copied locked by a fork (its
-    // holder is not in this process), and waiting would hang the exit.
-    let mut hooks = Vec::new();
-    for _ in 0..10 {
-        match EXIT_HOOKS.try_lock() {
-            Ok(mut list) => {
-                hooks = std::mem::take(&mut *list);
-                break;
-            }
-            Err(std::sync::TryLockError::Poisoned(p)) => {
-                hooks = std::mem::take(&mut *p.into_inner());
-                break;
-            }
-            Err(std::sync::TryLockError::WouldBlock) => {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-        }
-    }
-    for hook in hooks.iter().rev() {
-        hook();
-    }
-}
-
-/// Registers the exit policy with the C runtime, once per process tree (a forked child inherits
-/// the registration).
-pub(crate) fn ensure_exit_hook() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        sys::at_exit(exit_hook);
-        // Installed before any fork, so forked children inherit it instead of installing it.
-        crate::panics::install_hook();
-    });
-}
-
-extern "C" fn exit_hook() {
-    let _ = std::panic::catch_unwind(exit_function);
-    flush_stdio();
-}
-
-pub(crate) fn flush_stdio() {
-    use std::io::Write as _;
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
-}
-
-/// Set by `init()`.
-static INITIALISED: AtomicBool = AtomicBool::new(false);
-
-/// Notes that this process called `init()` (or `init_test()`).
-pub(crate) fn mark_initialised() {
-    INITIALISED.store(true, Ordering::SeqCst);
-}
-
-/// Whether this process called `init()` (or `init_test()`).
-#[cfg(all(feature = "mpi", unix))]
-pub(crate) fn initialised() -> bool {
-    INITIALISED.load(Ordering::SeqCst)
-}
-
-/// What features do at this process's exit, after its children are joined (Python's
-/// `util.Finalize` with an exit priority): managers give back this process's references to
-/// their objects, a fork server ends with the process that started it. A feature registers its
-/// hook once, on first use; they run in the reverse order of registration. A forked child
-/// inherits the list (and runs them for what it holds of its own).
-static EXIT_HOOKS: Mutex<Vec<fn()>> = Mutex::new(Vec::new());
-
-/// Registers `hook` to run at this process's exit (see [`EXIT_HOOKS`]); call it once per hook
-/// (a `Once` in the caller).
-pub(crate) fn on_exit(hook: fn()) {
-    lock(&EXIT_HOOKS).push(hook);
 }
 
 /// In a forked child: let go of the parent's children (their descriptors must not keep the
