@@ -1,0 +1,66 @@
+//! `Event`: a flag processes wait on.
+
+use super::*;
+
+/// A flag that processes can wait for: Python's `multiprocessing.Event`.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Event {
+    /// Words: the flag, the number of sleepers.
+    region: Arc<Region>,
+}
+
+impl Event {
+    /// A new, clear event.
+    pub fn new() -> Result<Event> {
+        Ok(Event { region: region(2)? })
+    }
+
+    fn words(&self) -> (&AtomicU32, &AtomicU32) {
+        let w = self.region.words();
+        (&w[0], &w[1])
+    }
+
+    /// Whether the flag is set.
+    pub fn is_set(&self) -> bool {
+        self.words().0.load(Ordering::Acquire) == 1
+    }
+
+    /// Sets the flag and wakes every waiter.
+    pub fn set(&self) {
+        let (flag, sleepers) = self.words();
+        flag.store(1, Ordering::SeqCst);
+        if sleepers.load(Ordering::SeqCst) > 0 {
+            self.region.wake(flag, u32::MAX);
+        }
+    }
+
+    /// Clears the flag.
+    pub fn clear(&self) {
+        self.words().0.store(0, Ordering::SeqCst);
+    }
+
+    /// Waits until the flag is set or `timeout` passes; returns the flag.
+    pub fn wait(&self, timeout: Option<Duration>) -> bool {
+        let (flag, sleepers) = self.words();
+        let deadline = Deadline::after(timeout);
+        loop {
+            if self.is_set() {
+                return true;
+            }
+            if deadline.passed() {
+                return false;
+            }
+            sleepers.fetch_add(1, Ordering::SeqCst);
+            sleep_on(&self.region, flag, 0, deadline);
+            sleepers.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl std::fmt::Debug for Event {
+    /// Python's repr: `<Event set>` / `<Event unset>`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = if self.is_set() { "set" } else { "unset" };
+        write!(f, "<Event {state}>")
+    }
+}
