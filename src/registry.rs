@@ -19,36 +19,7 @@ use crate::sys::{
 };
 use crate::wire;
 
-/// Code as it travels to another process running this executable: a trampoline's offset in the
-/// image and the seal binding it to this build (see `sys::image`). A child's target, a pool
-/// task, a manager's object of the program's own type: each is found this way.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct Code {
-    offset: i64,
-    seal: u64,
-}
-
-impl Code {
-    /// Where `t` is, sealed to this build.
-    pub(crate) fn of(t: Trampoline) -> Result<Code> {
-        let offset = image::code_offset(t)?;
-        Ok(Code {
-            offset,
-            seal: image::seal(offset),
-        })
-    }
-
-    /// The trampoline, if this process runs the build that sealed it.
-    pub(crate) fn resolve(self) -> Result<Trampoline> {
-        image::trampoline_at(self.offset, self.seal)
-    }
-
-    /// A code that resolves to nothing: for the supervisor's tests, which never run tasks.
-    #[cfg(test)]
-    pub(crate) fn dummy() -> Code {
-        Code { offset: 0, seal: 0 }
-    }
-}
+pub(crate) use crate::sys::image::Code;
 
 /// A function the child can call with arguments `Args` (a tuple whose fields spread into the
 /// parameters, as Python's `*args`), returning `R`.

@@ -15,18 +15,16 @@ fn call_action<F: Fn() + Copy + 'static>(_: &[u8]) -> Result<Vec<u8>> {
 impl Serialize for Action {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::Error as _;
-        let offset = sys::image::code_offset(self.0).map_err(S::Error::custom)?;
-        (offset, sys::image::seal(offset)).serialize(serializer)
+        let code = sys::image::Code::of(self.0).map_err(S::Error::custom)?;
+        code.serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for Action {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error as _;
-        let (offset, check) = <(i64, u64)>::deserialize(deserializer)?;
-        sys::image::trampoline_at(offset, check)
-            .map(Action)
-            .map_err(D::Error::custom)
+        let code = sys::image::Code::deserialize(deserializer)?;
+        code.resolve().map(Action).map_err(D::Error::custom)
     }
 }
 

@@ -13,6 +13,37 @@ use crate::error::{Error, Result};
 /// The function a child calls: decodes the arguments, runs the target, encodes its value.
 pub(crate) type Trampoline = fn(&[u8]) -> Result<Vec<u8>>;
 
+/// Code as it travels to another process running this executable: a trampoline's offset in the
+/// image and the seal binding it to this build (see this module). A child's target, a pool
+/// task, a manager's object of the program's own type: each is found this way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Code {
+    offset: i64,
+    seal: u64,
+}
+
+impl Code {
+    /// Where `t` is, sealed to this build.
+    pub(crate) fn of(t: Trampoline) -> Result<Code> {
+        let offset = code_offset(t)?;
+        Ok(Code {
+            offset,
+            seal: seal(offset),
+        })
+    }
+
+    /// The trampoline, if this process runs the build that sealed it.
+    pub(crate) fn resolve(self) -> Result<Trampoline> {
+        trampoline_at(self.offset, self.seal)
+    }
+
+    /// A code that resolves to nothing: for the supervisor's tests, which never run tasks.
+    #[cfg(test)]
+    pub(crate) fn dummy() -> Code {
+        Code { offset: 0, seal: 0 }
+    }
+}
+
 /// The base of all offsets. A `static` (not a function) so that it exists exactly once in the
 /// image, whatever the codegen units.
 static ANCHOR: u8 = 0;
