@@ -22,6 +22,7 @@
 //!   return from `main` and on `ExitProcess` (`std::process::exit`), checked under Wine.
 //! - **fork** does not exist.
 
+mod handles;
 mod image;
 mod pipe;
 mod pipe_listener;
@@ -56,6 +57,7 @@ use windows_sys::Win32::System::Threading::{
     TerminateProcess, UpdateProcThreadAttribute, WaitForMultipleObjects, WaitForSingleObject,
 };
 
+pub(crate) use handles::*;
 pub(super) use image::{build_id, exe_path, in_main_image};
 pub(crate) use pipe::{Channel, channel_pair};
 pub(crate) use pipe_listener::{SocketListener, connect, default_listener_address, listen};
@@ -677,192 +679,8 @@ pub(crate) fn stream_from_handle(handle: OwnedHandle) -> io::Result<Stream> {
     Channel::new(handle)
 }
 
-/// Handles already duplicated into one child: their values there, to send over its channel.
-pub(crate) struct Transfer(Vec<u64>);
-
-/// Duplicates `handles` into `child` (the receiver must be known on Windows: `DuplicateHandle`
-/// writes into its handle table), closing ours.
-pub(crate) fn transfer_handles(
-    child: &ProcHandle,
-    handles: Vec<OwnedHandle>,
-) -> io::Result<Transfer> {
-    let mut values = Vec::with_capacity(handles.len());
-    for h in handles {
-        let mut theirs: HANDLE = std::ptr::null_mut();
-        // SAFETY: duplicates our own valid handle into the child's process, whose handle we
-        // hold; the value is only meaningful there.
-        let ok = unsafe {
-            DuplicateHandle(
-                GetCurrentProcess(),
-                h.as_raw_handle(),
-                child.process.as_raw_handle(),
-                &mut theirs,
-                0,
-                0,
-                DUPLICATE_SAME_ACCESS,
-            )
-        };
-        if ok == 0 {
-            return Err(io::Error::last_os_error());
-        }
-        values.push(theirs as usize as u64);
-    }
-    Ok(Transfer(values))
-}
-
-/// Tells the child the values of the handles it now owns, as one frame.
-pub(crate) fn send_transfer(channel: &Channel, transfer: Transfer) -> io::Result<()> {
-    // Nothing to say: the child reads this frame only when its bootstrap announces handles,
-    // and an unread frame would look to it like its parent hanging up.
-    if transfer.0.is_empty() {
-        return Ok(());
-    }
-    let bytes: Vec<u8> = transfer.0.iter().flat_map(|v| v.to_le_bytes()).collect();
-    crate::wire::write_frame(&mut &*channel, &bytes)
-}
-
-/// Receives `count` handles sent with [`send_transfer`].
-pub(crate) fn recv_handles(channel: &Channel, count: usize) -> io::Result<Vec<OwnedHandle>> {
-    let frame = crate::wire::read_frame(&mut &*channel, 8 * count as u64)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    if frame.len() != 8 * count {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "handles were lost in transit",
-        ));
-    }
-    Ok(frame
-        .chunks_exact(8)
-        .map(|c| {
-            let v = u64::from_le_bytes(c.try_into().unwrap_or([0; 8]));
-            // SAFETY: the parent duplicated this handle into our process for us alone.
-            unsafe { OwnedHandle::from_raw_handle(v as usize as HANDLE) }
-        })
-        .collect())
-}
-
 /// Large pages need a privilege on Windows: nothing to ask for.
 pub(crate) fn advise_huge_pages(_ptr: *mut u8, _len: usize) {}
-
-/// Handles do not travel through queues on Windows (there is no socket to keep them in flight
-/// after their sender exits).
-pub(crate) const HANDLES_PER_DATAGRAM: usize = 0;
-
-/// Not on Windows (see [`HANDLES_PER_DATAGRAM`]).
-pub(crate) fn handle_channel() -> io::Result<(OwnedHandle, OwnedHandle)> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "values carrying OS handles cannot travel through a queue on Windows",
-    ))
-}
-
-/// Not on Windows (see [`handle_channel`]).
-pub(crate) fn send_handles_datagram(_: &OwnedHandle, _: Vec<OwnedHandle>) -> io::Result<()> {
-    Err(handle_channel()
-        .err()
-        .unwrap_or_else(|| io::Error::other("unsupported")))
-}
-
-/// Not on Windows (see [`handle_channel`]).
-pub(crate) fn recv_handles_datagram(_: &OwnedHandle, _: usize) -> io::Result<Vec<OwnedHandle>> {
-    Err(handle_channel()
-        .err()
-        .unwrap_or_else(|| io::Error::other("unsupported")))
-}
-
-/// Every Windows stream can carry handles (see [`send_handles_on`]).
-pub(crate) fn stream_carries_handles(_stream: &Stream) -> bool {
-    true
-}
-
-/// Sends handles after a message. The receiver is not known here (a pipe end may have moved to
-/// any process), so the *receiver* takes them: we leave each handle open in our own process
-/// and send our pid and the values; the receiver duplicates them into itself and closes ours
-/// (`DUPLICATE_CLOSE_SOURCE`). Until it does, they stay open here; if we exit first, they are
-/// lost and the receiver says so.
-pub(crate) fn send_handles_on(stream: &Stream, handles: Vec<OwnedHandle>) -> io::Result<()> {
-    use std::os::windows::io::IntoRawHandle;
-    let mut bytes = Vec::with_capacity(4 + 8 * handles.len());
-    bytes.extend_from_slice(&pid().to_le_bytes());
-    for h in handles {
-        bytes.extend_from_slice(&(h.into_raw_handle() as usize as u64).to_le_bytes());
-    }
-    crate::wire::write_frame(&mut &*stream, &bytes)
-}
-
-/// The payload length of the frame [`send_handles_on`] sends for `count` handles.
-pub(crate) fn handles_frame_len(count: usize) -> u64 {
-    4 + 8 * count as u64
-}
-
-/// Reads what the stream has (blocking until something), up to `buf.len()` bytes; `Ok(0)` is end
-/// of file. Handles travel inside frames here, so `arrived` stays empty.
-pub(crate) fn recv_some(
-    stream: &Stream,
-    _socket: bool,
-    buf: &mut [u8],
-    _arrived: &mut std::collections::VecDeque<OwnedHandle>,
-) -> io::Result<usize> {
-    use std::io::Read;
-    (&*stream).read(buf)
-}
-
-/// Takes the `count` handles named in `frame` (sent by [`send_handles_on`], already read) out of
-/// the sender's process.
-pub(crate) fn claim_handles(
-    frame: &[u8],
-    count: usize,
-    _arrived: &mut std::collections::VecDeque<OwnedHandle>,
-) -> io::Result<Vec<OwnedHandle>> {
-    use windows_sys::Win32::Foundation::{CloseHandle, DUPLICATE_CLOSE_SOURCE};
-    use windows_sys::Win32::System::Threading::{OpenProcess, PROCESS_DUP_HANDLE};
-    if frame.len() as u64 != handles_frame_len(count) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "handles were lost in transit",
-        ));
-    }
-    let sender = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
-    // SAFETY: OpenProcess with a plain access mask; closed below.
-    let process = unsafe { OpenProcess(PROCESS_DUP_HANDLE, 0, sender) };
-    if process.is_null() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("the sending process ({sender}) exited before its handles were taken"),
-        ));
-    }
-    let mut out = Vec::with_capacity(count);
-    let mut failed = None;
-    for c in frame[4..].chunks_exact(8) {
-        let value = u64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as usize as HANDLE;
-        let mut ours: HANDLE = std::ptr::null_mut();
-        // SAFETY: duplicates a handle the sender left open for us out of its process (closing
-        // its copy there) into ours; `process` is a live process handle.
-        let ok = unsafe {
-            DuplicateHandle(
-                process,
-                value,
-                GetCurrentProcess(),
-                &mut ours,
-                0,
-                0,
-                DUPLICATE_SAME_ACCESS | DUPLICATE_CLOSE_SOURCE,
-            )
-        };
-        if ok == 0 {
-            failed.get_or_insert_with(io::Error::last_os_error);
-            continue;
-        }
-        // SAFETY: a fresh handle in our process, owned by nobody else.
-        out.push(unsafe { OwnedHandle::from_raw_handle(ours) });
-    }
-    // SAFETY: closing the process handle opened above.
-    unsafe { CloseHandle(process) };
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(out),
-    }
-}
 
 #[cfg(test)]
 mod tests {

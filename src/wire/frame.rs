@@ -1,0 +1,204 @@
+//! Frames: a length header (CPython's: 4 bytes big-endian, or -1 and 8 bytes), then the
+//! payload; reading them whole, or as bytes arrive.
+
+use super::*;
+use crate::sys;
+
+/// The header for a payload of `len` bytes: 4 bytes, or 12 above `i32::MAX`.
+pub(super) fn header(len: usize) -> ([u8; 12], usize) {
+    let mut h = [0u8; 12];
+    if len > i32::MAX as usize {
+        h[..4].copy_from_slice(&(-1i32).to_be_bytes());
+        h[4..].copy_from_slice(&(len as u64).to_be_bytes());
+        (h, 12)
+    } else {
+        h[..4].copy_from_slice(&(len as i32).to_be_bytes());
+        (h, 4)
+    }
+}
+
+/// Writes one frame.
+pub(crate) fn write_frame(w: &mut impl Write, payload: &[u8]) -> io::Result<()> {
+    let (h, n) = header(payload.len());
+    let head = &h[..n];
+    // Header and payload in one vectored write (one syscall, no copy, no Nagle delay between
+    // them, as CPython coalesces small frames); whatever a short write leaves goes after.
+    let written = loop {
+        match w.write_vectored(&[IoSlice::new(head), IoSlice::new(payload)]) {
+            Ok(k) => break k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    };
+    if written < head.len() {
+        w.write_all(&head[written..])?;
+        w.write_all(payload)
+    } else {
+        w.write_all(&payload[written - head.len()..])
+    }
+}
+
+/// Reads one whole frame, blocking. EOF before the first byte is [`Error::Eof`]; EOF inside a
+/// frame, or a frame above `limit`, is an I/O error.
+pub(crate) fn read_frame(r: &mut impl Read, limit: u64) -> Result<Vec<u8>> {
+    let len = read_header(r, limit)?;
+    read_payload(r, len)
+}
+
+/// Reads a frame's header: the payload length, checked against `limit`.
+pub(super) fn read_header(r: &mut impl Read, limit: u64) -> Result<u64> {
+    let mut h = [0u8; 4];
+    match read_exact_or_eof(r, &mut h)? {
+        0 => return Err(Error::Eof),
+        4 => {}
+        _ => return Err(eof_in_message()),
+    }
+    let mut len = i32::from_be_bytes(h) as i64 as u64;
+    if i32::from_be_bytes(h) == -1 {
+        let mut l = [0u8; 8];
+        if read_exact_or_eof(r, &mut l)? != 8 {
+            return Err(eof_in_message());
+        }
+        len = u64::from_be_bytes(l);
+    } else if i32::from_be_bytes(h) < 0 {
+        return Err(bad_length(i32::from_be_bytes(h), limit));
+    }
+    if len > limit {
+        return Err(bad_length(len, limit));
+    }
+    Ok(len)
+}
+
+/// Reads a payload of `len` bytes.
+pub(super) fn read_payload(r: &mut impl Read, len: u64) -> Result<Vec<u8>> {
+    // Memory is committed only as bytes arrive. A large frame (accepted under the limit) gets
+    // its whole length reserved at once where the OS lends address space (not memory), and huge
+    // pages where it has them: no reallocation, and far fewer page faults.
+    let mut payload = Vec::new();
+    if len >= 4 << 20 && payload.try_reserve_exact(len as usize).is_ok() {
+        sys::advise_huge_pages(payload.as_mut_ptr(), payload.capacity());
+    } else {
+        payload.reserve(len.min(64 * 1024) as usize);
+    }
+    let got = r
+        .take(len)
+        .read_to_end(&mut payload)
+        .map_err(|e| Error::io("reading a message", e))?;
+    if (got as u64) < len {
+        return Err(eof_in_message());
+    }
+    Ok(payload)
+}
+
+/// Incremental frame parser for non-blocking readers: feed it bytes, take whole frames out.
+#[derive(Debug)]
+pub(crate) struct FrameReader {
+    buf: Vec<u8>,
+    limit: u64,
+}
+
+impl FrameReader {
+    /// A parser accepting frames up to `limit` bytes.
+    pub(crate) fn new(limit: u64) -> Self {
+        FrameReader {
+            buf: Vec::new(),
+            limit,
+        }
+    }
+
+    /// Appends bytes that arrived.
+    #[cfg(test)]
+    pub(crate) fn feed(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Reads once from `read` straight into the buffer (no intermediate copy; the space offered
+    /// starts at 256 bytes and doubles with what is buffered). Returns what `read` returned.
+    pub(crate) fn fill(
+        &mut self,
+        read: impl FnOnce(&mut [u8]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        // Most messages are a few bytes: start small, then double.
+        let len = self.buf.len();
+        let chunk = len.clamp(256, 64 * 1024);
+        self.buf.resize(len + chunk, 0);
+        let got = read(&mut self.buf[len..]);
+        self.buf.truncate(len + *got.as_ref().unwrap_or(&0));
+        got
+    }
+
+    /// True when bytes of an unfinished frame are buffered.
+    pub(crate) fn is_partial(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Takes the next whole frame, if one is buffered.
+    pub(crate) fn next_frame(&mut self) -> Result<Option<Vec<u8>>> {
+        let Some((len, start)) = parse_header(&self.buf, self.limit)? else {
+            return Ok(None);
+        };
+        let end = start + len as usize;
+        if self.buf.len() < end {
+            return Ok(None);
+        }
+        let frame = self.buf[start..end].to_vec();
+        self.buf.drain(..end);
+        Ok(Some(frame))
+    }
+}
+
+/// Parses the frame header at the start of `bytes`: `(payload length, header length)`, or
+/// `None` while the header is incomplete. A negative or over-`limit` length is an error.
+pub(crate) fn parse_header(bytes: &[u8], limit: u64) -> Result<Option<(u64, usize)>> {
+    let Some(short) = bytes.first_chunk::<4>() else {
+        return Ok(None);
+    };
+    let (len, start) = match i32::from_be_bytes(*short) {
+        -1 => match bytes.get(4..12) {
+            Some(long) => (u64::from_be_bytes(long.try_into().unwrap_or([0xff; 8])), 12),
+            None => return Ok(None),
+        },
+        n if n < 0 => return Err(bad_length(n, limit)),
+        n => (n as u64, 4),
+    };
+    if len > limit {
+        return Err(bad_length(len, limit));
+    }
+    Ok(Some((len, start)))
+}
+
+/// Like `read_exact`, but returns how many bytes were read before EOF instead of failing.
+pub(super) fn read_exact_or_eof(r: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("reading a message", e)),
+        }
+    }
+    Ok(n)
+}
+
+pub(crate) fn eof_in_message() -> Error {
+    Error::io(
+        "reading a message",
+        io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "got end of file during message",
+        ),
+    )
+}
+
+/// A frame header announcing `len` bytes (as announced: a negative length stays negative) over
+/// the reader's limit.
+pub(crate) fn bad_length(len: impl std::fmt::Display, limit: u64) -> Error {
+    Error::io(
+        "reading a message",
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad message length: {len} bytes announced, limit {limit}"),
+        ),
+    )
+}

@@ -1,0 +1,168 @@
+//! OS handles inside messages, and the message `Connection::send` writes.
+//!
+//! A `Connection` (and queues, locks, shared memory) serialises as an index into a side table
+//! of OS handles, filled while a message is encoded and sent out of band (SCM_RIGHTS on Unix,
+//! DuplicateHandle into the receiver on Windows); the receiver installs the handles it got as
+//! the table its decoding takes them from.
+
+use super::*;
+use crate::sys;
+
+thread_local! {
+    pub(super) static OUTGOING: RefCell<Option<Vec<sys::OwnedHandle>>> = const { RefCell::new(None) };
+    pub(super) static INCOMING: RefCell<Option<Vec<Option<sys::OwnedHandle>>>> = const { RefCell::new(None) };
+    /// Our own (de)serialisation errors' text, which postcard would otherwise replace with a
+    /// generic message.
+    pub(super) static LAST_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Encodes `value` into a postcard `flavor` (e.g. straight into shared memory). A value that
+/// carries OS handles fails here (no side table is being filled); so does one that does not
+/// fit the flavor. The error's text is consumed either way.
+pub(crate) fn encode_with_flavor<T, F>(value: &T, flavor: F) -> Result<F::Output>
+where
+    T: Serialize + ?Sized,
+    F: postcard::ser_flavors::Flavor,
+{
+    postcard::serialize_with_flavor(value, flavor).map_err(encode_error::<T>)
+}
+
+/// Encodes `value`, collecting the OS handles inside it.
+pub(crate) fn encode_with_handles<T: Serialize + ?Sized>(
+    value: &T,
+) -> Result<(Vec<u8>, Vec<sys::OwnedHandle>)> {
+    encode_with_handles_into(value, Vec::new())
+}
+
+/// [`encode_with_handles`] appending to `buf`.
+pub(crate) fn encode_with_handles_into<T: Serialize + ?Sized>(
+    value: &T,
+    buf: Vec<u8>,
+) -> Result<(Vec<u8>, Vec<sys::OwnedHandle>)> {
+    let previous = OUTGOING.with(|t| t.replace(Some(Vec::new())));
+    let bytes = encode_into(value, buf);
+    let handles = OUTGOING.with(|t| t.replace(previous)).unwrap_or_default();
+    Ok((bytes?, handles))
+}
+
+/// The last bytes of every `Connection::send` message, after its handle count: they tell such
+/// a message from any other (one written with `send_bytes`, or a pickle from CPython's
+/// `Connection.send`) before its count is believed.
+pub(super) const SEND_MARK: [u8; 4] = *b"\xa7mpS";
+
+/// Encodes a `Connection::send` message: the value, then (as a trailer, so the value is encoded
+/// once, in place) the number of OS handles that follow the frame out of band (4 bytes,
+/// little-endian) and [`SEND_MARK`].
+pub(crate) fn encode_message<T: Serialize + ?Sized>(
+    value: &T,
+) -> Result<(Vec<u8>, Vec<sys::OwnedHandle>)> {
+    let (mut message, handles) = encode_with_handles(value)?;
+    message.extend_from_slice(&(handles.len() as u32).to_le_bytes());
+    message.extend_from_slice(&SEND_MARK);
+    Ok((message, handles))
+}
+
+/// Splits a message from [`encode_message`] into its handle count and value bytes; any other
+/// message is a codec error that says how to receive it.
+pub(crate) fn split_message(message: &[u8]) -> Result<(u32, &[u8])> {
+    let parts = message
+        .len()
+        .checked_sub(8)
+        .map(|at| message.split_at(at))
+        .filter(|(_, trailer)| trailer[4..] == SEND_MARK);
+    // Each handle is referred to in the value by an index of at least one byte.
+    let split = parts.and_then(|(body, trailer)| {
+        let count = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+        (count as usize <= body.len()).then_some((count, body))
+    });
+    split.ok_or_else(|| Error::Codec(not_sent(message)))
+}
+
+/// Said of a message that `recv` refused and that looks like a Python pickle.
+pub(crate) const LOOKS_LIKE_PICKLE: &str = "it looks like a Python pickle";
+
+/// Why a message cannot be taken by `recv`, and what to do instead.
+pub(super) fn not_sent(message: &[u8]) -> String {
+    let mut text = format!(
+        "a {}-byte message was not written by `Connection::send` (it lacks send's trailer): \
+         receive it with `recv_bytes`",
+        message.len()
+    );
+    // Pickle protocols 2 and later start with PROTO (0x80) and a version; every pickle ends
+    // with STOP ('.').
+    if message.len() >= 3 && message[0] == 0x80 && message.last() == Some(&b'.') {
+        text.push_str("; ");
+        text.push_str(LOOKS_LIKE_PICKLE);
+        text.push_str(
+            ", as CPython's `Connection.send` writes: have the Python side use `send_bytes`, \
+             or take the bytes with `recv_bytes`",
+        );
+    }
+    text
+}
+
+/// A pickle (protocol 2) of the pair `(kind, text)`, two strings: what a CPython manager sends
+/// back to refuse a request, so that CPython's manager client reads our refusal.
+pub(crate) fn pickled_pair(kind: &str, text: &str) -> Vec<u8> {
+    let mut out = vec![0x80, 2]; // PROTO 2
+    for s in [kind, text] {
+        out.push(b'X'); // BINUNICODE: 4-byte little-endian length, UTF-8
+        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    out.extend_from_slice(&[0x86, b'.']); // TUPLE2, STOP
+    out
+}
+
+/// Runs `f` (which decodes) with `handles` as the table that handles inside messages are taken
+/// from; those not taken are closed afterwards.
+pub(crate) fn with_handles<R>(handles: Vec<sys::OwnedHandle>, f: impl FnOnce() -> R) -> R {
+    let table = handles.into_iter().map(Some).collect();
+    let previous = INCOMING.with(|t| t.replace(Some(table)));
+    let out = f();
+    INCOMING.with(|t| t.replace(previous));
+    out
+}
+
+/// For `Serialize` impls: adds `handle` to the table of the message being encoded.
+pub(crate) fn push_handle<E: serde::ser::Error>(
+    what: &str,
+    handle: sys::OwnedHandle,
+) -> Result<u32, E> {
+    OUTGOING.with(|t| match t.borrow_mut().as_mut() {
+        Some(table) => {
+            table.push(handle);
+            Ok(table.len() as u32 - 1)
+        }
+        None => Err(custom_ser(format!(
+            "a {what} can only travel to another process as a Process argument or in a message \
+             sent with Connection::send"
+        ))),
+    })
+}
+
+/// For `Deserialize` impls: takes handle `index` of the message being decoded.
+pub(crate) fn take_handle<E: serde::de::Error>(
+    what: &str,
+    index: u32,
+) -> Result<sys::OwnedHandle, E> {
+    INCOMING.with(|t| {
+        t.borrow_mut()
+            .as_mut()
+            .and_then(|table| table.get_mut(index as usize))
+            .and_then(Option::take)
+            .ok_or_else(|| custom_de(format!("the {what} in this message did not arrive with it")))
+    })
+}
+
+pub(super) fn custom_ser<E: serde::ser::Error>(message: String) -> E {
+    let e = E::custom(&message);
+    LAST_ERROR.with(|l| *l.borrow_mut() = Some(message));
+    e
+}
+
+pub(super) fn custom_de<E: serde::de::Error>(message: String) -> E {
+    let e = E::custom(&message);
+    LAST_ERROR.with(|l| *l.borrow_mut() = Some(message));
+    e
+}
