@@ -10,6 +10,40 @@
 //! - `linux` / `macos`: what differs between Unixes (process sentinels, the main image, build ids).
 //! - `windows`: spawn with `CreateProcessW` and an explicit handle list, process handles as
 //!   sentinels, overlapped named pipes as channels, the main module from the loader.
+//!
+//! # What a platform provides
+//!
+//! `unix` and `windows` each define every name below, with the same signatures; the crate uses
+//! nothing else of theirs (`pub(crate) use unix::*` / `windows::*` re-export exactly these, and
+//! helpers stay private). A new platform implements this list; an operation it cannot do
+//! returns an `io::Error` of kind `Unsupported` that says so (as Windows does for `fork`), and
+//! other targets stop at a `compile_error!` naming the supported ones.
+//!
+//! - **Processes.** `ProcHandle` (a child: pid, wait with or without a deadline, signal,
+//!   sentinel), `spawn` (this executable again, with a channel), `fork` (Unix), `pid`,
+//!   `current_pid`, `process_alive`, `exit_now`, `at_exit`, `signal_name`, `SIGTERM`, `SIGKILL`,
+//!   `stdin_from_null`.
+//! - **A child's start.** `Channel` and `channel_pair`, `channel_handle`,
+//!   `channel_into_handle`/`channel_from_handle`, `take_child_channel`,
+//!   `child_marker_present`, `cut_channel`, `read_available`; the handles a child gets at its
+//!   start: `Transfer`, `transfer_handles`, `send_transfer`, `recv_handles`.
+//! - **Connections.** `Stream`, `stream_pair`, `stream_handle`,
+//!   `stream_to_handle`/`stream_from_handle`, `set_read_timeout`, `ack_now`, `recv_some`; handles
+//!   with a message: `stream_carries_handles`, `send_handles_on`, `claim_handles`,
+//!   `handles_frame_len`; listeners: `SocketListener`, `listen`, `connect`,
+//!   `default_listener_address`.
+//! - **Waiting.** `OwnedHandle`, `WaitHandle`/`OwnedWaitHandle`, `borrow_handle`,
+//!   `wait_readable` (any of several handles, with a deadline).
+//! - **Shared memory.** `Region` (anonymous shared words that processes wait and wake on),
+//!   named segments (`shm_create`, `shm_attach`, `shm_unlink`, `SHM_NAME_PREFIX`, `ShmKeep`,
+//!   `shm_unmap`) and their resource tracker (`ensure_tracker`, `hold_tracker`,
+//!   `tracker_process`, `shm_track`, `shm_untrack`); the OS handles a queue's values carry
+//!   (`HANDLES_PER_DATAGRAM`, `handle_channel`, `send_handles_datagram`,
+//!   `recv_handles_datagram`).
+//! - **Memory and copies.** `advise_huge_pages`, `copy_to_process`,
+//!   `copy_from_process`, `CROSS_PROCESS_COPY`.
+//! - From `linux`/`macos` (through `os`): the executable's path, its image and build id, process
+//!   sentinels and liveness.
 
 pub(crate) mod address;
 pub(crate) mod fork_lock;
