@@ -6,7 +6,7 @@
 use std::ffi::OsString;
 
 use crate::panics::report_error;
-use crate::process::{self, child, start};
+use crate::process::{self, child, handshake, start};
 use crate::sys;
 
 /// Call as the first line of `main` (the Rust form of `if __name__ == "__main__":`).
@@ -77,7 +77,7 @@ pub fn init_test() {
             .collect();
             // Processes started from this test's thread re-enter through this test; those
             // started from other threads through the first test that registered.
-            start::set_reentry(args, true);
+            handshake::set_reentry(args, true);
         }
     }
     init();

@@ -8,19 +8,16 @@
 use std::fmt;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::process::Process;
-use crate::registry::{Run, Target};
 
 /// How a child process is started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum StartMethod {
     /// Re-execute this program and run the target in the new process (every OS; the default).
-    /// The target must be a function item, a closure that captures nothing, or a [`Run`] value;
+    /// The target must be a function item, a closure that captures nothing, or a [`Run`](crate::Run) value;
     /// arguments travel serialised.
     Spawn,
     /// `fork()` the calling process (Unix). The child continues with a copy of the parent's
@@ -116,31 +113,6 @@ impl Context {
     /// This context's start method.
     pub fn start_method(&self) -> StartMethod {
         self.method
-    }
-
-    /// `ctx.Process(target=f, args=args)`: a process started with this context's method.
-    pub fn process<F, A, R>(&self, target: F, args: A) -> Process
-    where
-        F: Target<A, R>,
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        Process::new(target, args).context(*self)
-    }
-
-    /// A process that runs [`Run::run`] of `obj` (Python's subclass overriding `run`), started
-    /// with this context's method.
-    pub fn process_run<T: Run>(&self, obj: T) -> Process {
-        Process::from_run(obj).context(*self)
-    }
-
-    /// A process that runs a closure; needs the fork method (see [`Process::from_closure`]).
-    pub fn process_closure<F, R>(&self, f: F) -> Process
-    where
-        F: FnOnce() -> R + Send + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        Process::from_closure(f).context(*self)
     }
 }
 

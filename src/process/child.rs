@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Identity;
-use super::start::{self, Bootstrap, Report};
+use super::handshake::{self, Bootstrap, Report};
 use crate::context::{self, StartMethod};
 use crate::error::{Error, Result};
 use crate::panics::{self, report_error};
@@ -48,7 +48,7 @@ pub(crate) fn run_spawned(channel: sys::Channel) -> ! {
             sys::exit_now(1);
         }
     };
-    start::set_reentry(boot.reentry, false);
+    handshake::set_reentry(boot.reentry, false);
     let id = Identity {
         name: boot.name,
         ident: boot.ident,

@@ -4,6 +4,7 @@
 pub(crate) mod child;
 mod current;
 mod exit;
+pub(crate) mod handshake;
 pub(crate) mod start;
 
 pub use current::{AuthKey, CurrentProcess, ParentProcess, current_process, parent_process};
@@ -26,7 +27,7 @@ use crate::wire::{self, FrameReader};
 #[cfg(all(feature = "mpi", unix))]
 pub(crate) use exit::initialised;
 pub(crate) use exit::{ensure_exit_hook, exit_function, flush_stdio, mark_initialised, on_exit};
-use start::Report;
+use handshake::Report;
 
 pub(crate) use crate::sys::lock;
 
@@ -768,3 +769,32 @@ pub(crate) fn forget_inherited_children(children: &mut Option<ChildrenGuard>) {
 
 /// The locked list of children.
 pub(crate) type ChildrenGuard = MutexGuard<'static, Vec<Arc<Shared>>>;
+
+/// The constructors of a context's processes (here, with `Process`, so that `context` needs
+/// nothing of `process`).
+impl Context {
+    /// `ctx.Process(target=f, args=args)`: a process started with this context's method.
+    pub fn process<F, A, R>(&self, target: F, args: A) -> Process
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        Process::new(target, args).context(*self)
+    }
+
+    /// A process that runs [`Run::run`] of `obj` (Python's subclass overriding `run`), started
+    /// with this context's method.
+    pub fn process_run<T: Run>(&self, obj: T) -> Process {
+        Process::from_run(obj).context(*self)
+    }
+
+    /// A process that runs a closure; needs the fork method (see [`Process::from_closure`]).
+    pub fn process_closure<F, R>(&self, f: F) -> Process
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        Process::from_closure(f).context(*self)
+    }
+}

@@ -229,7 +229,7 @@ fn ensure_started() -> Result<()> {
 fn spawn(n: usize) -> Result<()> {
     let program = std::env::current_exe()
         .map_err(|e| Error::io("finding this program's executable to spawn MPI ranks", e))?;
-    let args = crate::process::start::reentry_args();
+    let args = crate::process::handshake::reentry_args();
     let comm = crate::sys::mpi::spawn(&program, &args, n).map_err(Error::state)?;
     lock(&GROUPS).push(comm);
     lock(&FREE).extend((1..comm.size()).rev().map(|r| Place(comm, r)));
