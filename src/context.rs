@@ -60,13 +60,20 @@ impl StartMethod {
     }
 
     /// The class-name prefix of processes made through a context of this method
-    /// (`SpawnProcess-1`, `ForkProcess-1`), as in Python.
+    /// (`SpawnProcess-1`, `ForkProcess-1`), as in Python; its pool workers drop the `Process`
+    /// (`SpawnPoolWorker-1`).
     pub(crate) fn process_prefix(self) -> &'static str {
         match self {
             StartMethod::Spawn => "SpawnProcess",
             StartMethod::Fork => "ForkProcess",
             StartMethod::Forkserver => "ForkServerProcess",
         }
+    }
+
+    /// Whether a child of this method is a copy of this process (it has everything in memory:
+    /// no handshake, and it leaves without running the C runtime's exit hooks twice).
+    pub(crate) fn copies_memory(self) -> bool {
+        self == StartMethod::Fork
     }
 }
 

@@ -76,7 +76,7 @@ pub(super) fn run_child(
     let daemon = id.daemon;
     super::become_child(id, Arc::clone(&channel));
     context::inherit(method);
-    if method != StartMethod::Fork {
+    if !method.copies_memory() {
         // A forked child needs no handshake: its parent knows it runs the target.
         send(&channel, &Report::Started);
     }
@@ -86,14 +86,14 @@ pub(super) fn run_child(
     let code = body(&channel);
     super::exit_function();
     super::flush_stdio();
-    match method {
+    if method.copies_memory() {
         // A forked child shares the parent's C runtime state: leave without running exit
         // handlers twice (Python's os._exit).
-        StartMethod::Fork => sys::exit_now(code),
-        // The fork server's children come from a process that ran only `init()`: nothing of
-        // its state is anybody else's.
-        StartMethod::Spawn | StartMethod::Forkserver => std::process::exit(code),
+        sys::exit_now(code)
     }
+    // Spawned, or forked by the fork server from a process that ran only `init()`: nothing of
+    // its state is anybody else's.
+    std::process::exit(code)
 }
 
 /// Runs the target, reports how it ended, and returns the exit code (0, or 1 after a panic).

@@ -96,7 +96,7 @@ impl Child {
             channel: Some(Arc::new(channel)),
             inbox: FrameReader::new(wire::DEFAULT_LIMIT),
             // A forked child runs its target without a handshake.
-            started: method == StartMethod::Fork,
+            started: method.copies_memory(),
             report: None,
         })
     }
@@ -336,12 +336,7 @@ impl Process {
         let identity = self.identity();
         // Held across a fork so the child sees the list consistent, and releases it there.
         let mut children = Some(lock(&CHILDREN));
-        let child = match method {
-            StartMethod::Spawn | StartMethod::Forkserver => {
-                start::spawn(identity, self.job.as_ref(), method)?
-            }
-            StartMethod::Fork => start::fork(identity, &mut self.job, &mut children)?,
-        };
+        let child = start::start(method, identity, &mut self.job, &mut children)?;
         self.job = None;
         *lock(&self.shared.state) = State::Started(Child::new(child.0, child.1, method));
         if let Some(mut children) = children {

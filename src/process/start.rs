@@ -51,6 +51,21 @@ pub(crate) fn serve_forks_with(launch: fn(sys::Channel) -> Result<sys::ProcHandl
     let _ = FORK_SERVER.set(launch);
 }
 
+/// Starts a child for `job` with `method`; returns its handle and our end of its channel. The
+/// one place that knows how each start method makes a child (`children` is the locked
+/// children list, held across a fork).
+pub(crate) fn start(
+    method: StartMethod,
+    id: Identity,
+    job: &mut Option<Job>,
+    children: &mut Option<ChildrenGuard>,
+) -> Result<(sys::ProcHandle, sys::Channel)> {
+    match method {
+        StartMethod::Spawn | StartMethod::Forkserver => spawn(id, job.as_ref(), method),
+        StartMethod::Fork => fork(id, job, children),
+    }
+}
+
 /// Starts a child for `job` that takes its bootstrap over a channel: spawned (the program run
 /// again), or forked by the fork server (`method` [`StartMethod::Forkserver`]); returns its
 /// handle and our end of its channel.
@@ -136,7 +151,7 @@ pub(crate) fn spawn(
 
 /// Forks a child for `job`; returns its handle and our end of its channel. `children` is the
 /// locked children list, held across the fork so the child sees it in a consistent state.
-pub(crate) fn fork(
+fn fork(
     id: Identity,
     job: &mut Option<Job>,
     children: &mut Option<ChildrenGuard>,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::super::protocol::Setup;
 use super::super::worker::{Link, worker_main};
 use super::CHANNEL_BYTES;
-use crate::context::{Context, StartMethod};
+use crate::context::Context;
 use crate::error::Result;
 use crate::process::Process;
 
@@ -29,11 +29,8 @@ impl Local {
     }
 
     fn name(&self, n: u64) -> String {
-        let method = match self.context.start_method() {
-            StartMethod::Fork => "Fork",
-            StartMethod::Spawn => "Spawn",
-            StartMethod::Forkserver => "ForkServer",
-        };
+        let prefix = self.context.start_method().process_prefix();
+        let method = prefix.strip_suffix("Process").unwrap_or(prefix);
         format!("{method}PoolWorker-{n}")
     }
 
