@@ -89,6 +89,22 @@ fn spawn_mode() -> bool {
     std::env::var_os("MULTIPROCESS_MPI_SPAWN_TEST").is_some()
 }
 
+/// A task of 1.2 s with a limit of 0.3 s fails with `TaskTimeout` (its rank is given up; the
+/// task ends well within the 2 s the end of the program waits for every rank).
+fn a_task_past_its_limit(pool: &Pool) {
+    let slow = pool
+        .apply_async_with(
+            sleep_ms,
+            (1_200u64,),
+            TaskOptions::new().timeout(Duration::from_millis(300)),
+        )
+        .unwrap();
+    assert!(matches!(
+        slow.get(Some(Duration::from_secs(30))),
+        Err(Error::TaskTimeout { .. })
+    ));
+}
+
 /// apply, map (several chunk sizes), starmap, imap, imap_unordered: each result right.
 fn the_mapping_methods(pool: &Pool) {
     assert_eq!(pool.apply(square, (12u64,)).unwrap(), 144);
@@ -191,17 +207,7 @@ fn pool_over_mpi_ranks() {
 
     // A task past its time limit fails with TaskTimeout; its rank is given up and the pool
     // goes on with the other.
-    let slow = pool
-        .apply_async_with(
-            sleep_ms,
-            (1_200u64,),
-            TaskOptions::new().timeout(Duration::from_millis(300)),
-        )
-        .unwrap();
-    assert!(matches!(
-        slow.get(Some(Duration::from_secs(30))),
-        Err(Error::TaskTimeout { .. })
-    ));
+    a_task_past_its_limit(&pool);
     assert_eq!(
         pool.map(square, 0..100u64, Some(10)).unwrap(),
         (0..100u64).map(square).collect::<Vec<_>>()
@@ -319,18 +325,7 @@ fn pool_over_spawned_ranks() {
     assert!(again.is_subset(&pids), "{again:?} not among {pids:?}");
 
     // A task past its time limit: its rank is given up and a new one spawned in its place.
-    // (The task ends well within the second the end of the program waits for every rank.)
-    let slow = pool
-        .apply_async_with(
-            sleep_ms,
-            (1_200u64,),
-            TaskOptions::new().timeout(Duration::from_millis(300)),
-        )
-        .unwrap();
-    assert!(matches!(
-        slow.get(Some(Duration::from_secs(30))),
-        Err(Error::TaskTimeout { .. })
-    ));
+    a_task_past_its_limit(&pool);
     let after: std::collections::BTreeSet<u32> = pool
         .map(pid_of, 0..64u64, Some(1))
         .unwrap()

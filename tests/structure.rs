@@ -34,15 +34,32 @@ fn floor(module: &str) -> Option<usize> {
     FLOORS.iter().position(|f| f.contains(&module))
 }
 
-fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let path = entry.path();
         if path.is_dir() {
-            sources(&path, out);
+            walk(&path, out);
         } else if path.extension().is_some_and(|e| e == "rs") {
             out.push(path);
         }
     }
+}
+
+/// Every `.rs` file of `src/`: its path there (with `/`) and its text.
+fn sources() -> Vec<(String, String)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    walk(&src, &mut files);
+    files
+        .iter()
+        .map(|file| {
+            let rel = file.strip_prefix(&src).unwrap().to_string_lossy();
+            (
+                rel.replace('\\', "/"),
+                std::fs::read_to_string(file).unwrap(),
+            )
+        })
+        .collect()
 }
 
 /// The first segment of every `crate::` path in `code`, `crate::{a, b::c}` giving `a` and `b`.
@@ -86,21 +103,12 @@ fn crate_paths(code: &str) -> Vec<String> {
 
 #[test]
 fn imports_run_downwards() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    sources(&src, &mut files);
     let mut upwards = BTreeSet::new();
-    for file in &files {
-        let rel = file
-            .strip_prefix(&src)
-            .unwrap()
-            .to_string_lossy()
-            .replace('\\', "/");
+    for (rel, text) in sources() {
         let top = rel.split('/').next().unwrap().trim_end_matches(".rs");
         let Some(mine) = floor(top) else {
             panic!("src/{rel}: module `{top}` is on no floor of FLOORS (and src/README.md)");
         };
-        let text = std::fs::read_to_string(file).unwrap();
         let code: String = text
             .lines()
             .filter(|l| !l.trim_start().starts_with("//"))
@@ -149,21 +157,13 @@ fn code_lines(text: &str) -> usize {
 
 #[test]
 fn files_are_small() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    sources(&src, &mut files);
     let mut large = BTreeSet::new();
-    for file in &files {
-        let rel = file
-            .strip_prefix(&src)
-            .unwrap()
-            .to_string_lossy()
-            .replace('\\', "/");
+    for (rel, text) in sources() {
         // Test modules of their own (`tests.rs`, `*_tests.rs`) are tests, not code.
         if rel.ends_with("tests.rs") {
             continue;
         }
-        let n = code_lines(&std::fs::read_to_string(file).unwrap());
+        let n = code_lines(&text);
         if n > MOST_LINES {
             large.insert(rel);
         }
