@@ -906,3 +906,15 @@ fn served_child() {
     p.join(Some(Duration::from_secs(20))).unwrap();
     assert_eq!(p.exitcode().unwrap(), Some(0));
 }
+
+/// `result()` before `start()` says so in its own words, not `join`'s.
+#[test]
+fn result_before_start_says_so() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let p = Process::new(nothing, ());
+    match p.result::<()>() {
+        Err(multiprocess::Error::State(m)) => assert!(m.contains("not started"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}

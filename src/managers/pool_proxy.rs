@@ -25,12 +25,13 @@ impl PoolProxy {
     ///
     /// # Errors
     /// As [`Pool::apply`](crate::Pool::apply); [`Error::Remote`] if the pool was closed.
-    pub fn apply<F, A, R>(&self, _f: F, args: A) -> Result<R>
+    pub fn apply<F, A, R>(&self, f: F, args: A) -> Result<R>
     where
         F: Target<A, R>,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        let _ = f; // F names the code: the manager's workers find it by its type
         let job = crate::pool::RemoteJob::apply::<F, A, R>(&args)?;
         crate::pool::decode_remote_one(self.run(job)?)
     }
@@ -42,7 +43,7 @@ impl PoolProxy {
     /// As [`Pool::map`](crate::Pool::map).
     pub fn map<F, X, R>(
         &self,
-        _f: F,
+        f: F,
         items: impl IntoIterator<Item = X>,
         chunksize: Option<usize>,
     ) -> Result<Vec<R>>
@@ -51,6 +52,7 @@ impl PoolProxy {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        let _ = f; // F names the code: the manager's workers find it by its type
         let items: Vec<X> = items.into_iter().collect();
         let job = crate::pool::RemoteJob::map::<F, X, R>(items, chunksize, self.1)?;
         crate::pool::decode_remote_chunks(self.run(job)?)
@@ -62,7 +64,7 @@ impl PoolProxy {
     /// As [`Pool::starmap`](crate::Pool::starmap).
     pub fn starmap<F, A, R>(
         &self,
-        _f: F,
+        f: F,
         items: impl IntoIterator<Item = A>,
         chunksize: Option<usize>,
     ) -> Result<Vec<R>>
@@ -71,6 +73,7 @@ impl PoolProxy {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        let _ = f; // F names the code: the manager's workers find it by its type
         let items: Vec<A> = items.into_iter().collect();
         let job = crate::pool::RemoteJob::starmap::<F, A, R>(items, chunksize, self.1)?;
         crate::pool::decode_remote_chunks(self.run(job)?)
@@ -95,12 +98,13 @@ impl PoolProxy {
     /// # Errors
     /// [`Error::Codec`] if the arguments cannot be encoded; [`Error::Remote`] if the pool was
     /// closed.
-    pub fn apply_async<F, A, R>(&self, _f: F, args: A) -> Result<AsyncResultProxy<R>>
+    pub fn apply_async<F, A, R>(&self, f: F, args: A) -> Result<AsyncResultProxy<R>>
     where
         F: Target<A, R>,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        let _ = f; // F names the code: the manager's workers find it by its type
         let job = crate::pool::RemoteJob::apply::<F, A, R>(&args)?;
         self.start(job, crate::pool::decode_remote_one::<R>)
     }
@@ -111,7 +115,7 @@ impl PoolProxy {
     /// As [`apply_async`](PoolProxy::apply_async).
     pub fn map_async<F, X, R>(
         &self,
-        _f: F,
+        f: F,
         items: impl IntoIterator<Item = X>,
         chunksize: Option<usize>,
     ) -> Result<AsyncResultProxy<Vec<R>>>
@@ -120,6 +124,7 @@ impl PoolProxy {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        let _ = f; // F names the code: the manager's workers find it by its type
         let items: Vec<X> = items.into_iter().collect();
         let job = crate::pool::RemoteJob::map::<F, X, R>(items, chunksize, self.1)?;
         self.start(job, crate::pool::decode_remote_chunks::<R>)
@@ -134,7 +139,7 @@ impl PoolProxy {
     /// [`Pool::imap`](crate::Pool::imap)'s.
     pub fn imap<F, X, R>(
         &self,
-        _f: F,
+        f: F,
         items: impl IntoIterator<Item = X>,
         chunksize: Option<usize>,
     ) -> Result<RemoteIMap<R>>
@@ -143,6 +148,7 @@ impl PoolProxy {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        let _ = f; // F names the code: the manager's workers find it by its type
         let items: Vec<X> = items.into_iter().collect();
         let job =
             crate::pool::RemoteJob::map::<F, X, R>(items, Some(chunksize.unwrap_or(1)), self.1)?;
@@ -163,7 +169,7 @@ impl PoolProxy {
     /// As [`apply_async`](PoolProxy::apply_async).
     pub fn starmap_async<F, A, R>(
         &self,
-        _f: F,
+        f: F,
         items: impl IntoIterator<Item = A>,
         chunksize: Option<usize>,
     ) -> Result<AsyncResultProxy<Vec<R>>>
@@ -172,6 +178,7 @@ impl PoolProxy {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        let _ = f; // F names the code: the manager's workers find it by its type
         let items: Vec<A> = items.into_iter().collect();
         let job = crate::pool::RemoteJob::starmap::<F, A, R>(items, chunksize, self.1)?;
         self.start(job, crate::pool::decode_remote_chunks::<R>)

@@ -515,7 +515,15 @@ impl Process {
 
     fn result_within<R: DeserializeOwned + 'static>(&self, timeout: Option<Duration>) -> Result<R> {
         self.shared.check_type::<R>()?;
-        self.join(timeout)?;
+        match self.join(timeout) {
+            // Python has no `result()`: say what is wrong here, not in `join`'s words.
+            Err(Error::State(m)) if m == NOT_STARTED => {
+                return Err(Error::state(
+                    "no result yet: the process was not started (call start() first)",
+                ));
+            }
+            other => other?,
+        }
         if timeout.is_some() && self.is_alive()? {
             return Err(Error::Timeout);
         }

@@ -67,7 +67,8 @@ impl Barrier {
     /// Sets the action run by the last party to arrive, before the others are released: a
     /// function item or non-capturing closure (so every process can find it). If it panics,
     /// the barrier breaks and that caller gets [`Error::Panicked`].
-    pub fn action<F: Fn() + Copy + 'static>(mut self, _action: F) -> Barrier {
+    pub fn action<F: Fn() + Copy + 'static>(mut self, action: F) -> Barrier {
+        let _ = action; // F names the code: every process finds it by its type
         self.action = Some(Action(call_action::<F>));
         self
     }
