@@ -74,7 +74,6 @@
 //! | `AsyncResult.get(timeout)` raising `TimeoutError` | [`Error::Timeout`] (the task goes on); a task past its own limit (beyond Python): [`Error::TaskTimeout`] |
 //! | `sys.exit(n)` in a child | [`exit`] or `std::process::exit` |
 //! | exceptions (`ValueError`, `AssertionError`, `TimeoutError`, `BufferTooShort`, ...) | [`Error`] variants |
-//!
 //! | `Manager()`, `manager.dict()`, `.list()`, `.Value(t, v)`, `.Queue()` | [`Manager::start`], [`Manager::dict`], [`Manager::list`], [`Manager::value`], [`Manager::queue`] (typed proxies in [`managers`]) |
 //! | `.Lock()`, `.RLock()`, `.Semaphore(n)`, `.BoundedSemaphore(n)`, `.Condition()`, `.Event()`, `.Barrier(n)`, `.Namespace()` | [`Manager::lock`], [`Manager::rlock`], [`Manager::semaphore`], [`Manager::bounded_semaphore`], [`Manager::condition`], [`Manager::event`], [`Manager::barrier`], [`Manager::namespace`] |
 //! | `.JoinableQueue()` | [`Manager::queue`] (its proxy has `task_done` and `join`) |
