@@ -160,13 +160,16 @@ fn fork(
     let mut ours = Some(ours);
     let mut theirs = Some(theirs);
     // What features hold across the fork (after the children list, in the order they
-    // registered), so that the child finds it free and whole.
-    let hooks: Vec<&ForkHook> = lock(&FORK_HOOKS).clone();
-    let mut held: Vec<Option<Box<dyn Any>>> = hooks.iter().map(|h| Some((h.before)())).collect();
+    // registered), so that the child finds it free and whole; the list itself too (a thread
+    // registering at that moment would leave it locked in the child).
+    let mut hooks = Some(lock(&FORK_HOOKS));
+    let list: Vec<&ForkHook> = hooks.as_deref().cloned().unwrap_or_default();
+    let mut held: Vec<Option<Box<dyn Any>>> = list.iter().map(|h| Some((h.before)())).collect();
     let mut tracker = Some(sys::hold_tracker());
     let forked = sys::fork(|| {
         let _ = tracker.take(); // let go in the child
-        for (hook, held) in hooks.iter().zip(held.iter_mut()) {
+        drop(hooks.take());
+        for (hook, held) in list.iter().zip(held.iter_mut()) {
             if let Some(held) = held.take() {
                 (hook.in_child)(held);
             }
@@ -184,7 +187,8 @@ fn fork(
         })
     });
     let _ = tracker.take(); // let go in the parent
-    for (hook, held) in hooks.iter().zip(held.iter_mut()).rev() {
+    drop(hooks.take());
+    for (hook, held) in list.iter().zip(held.iter_mut()).rev() {
         if let Some(held) = held.take() {
             (hook.in_parent)(held, forked.is_ok());
         }
