@@ -285,6 +285,42 @@ fn results_larger_than_the_ring_two_workers() {
     );
 }
 
+/// Length and first and last bytes of an argument.
+fn measure(arg: Bytes) -> (usize, u8, u8) {
+    (arg.len(), arg[0], arg[arg.len() - 1])
+}
+
+/// Proves that arguments larger than the pool's 8 MiB ring reach the worker whole: one worker,
+/// 6 `apply_async` tasks with 9 MiB arguments (each encoded when it is sent, and streamed
+/// through the ring while the worker reads it), mixed with small ones.
+#[test]
+fn arguments_larger_than_the_ring() {
+    multiprocess::init_test();
+    let _g = common::start();
+    within(
+        Duration::from_secs(60),
+        "6 tasks with 9 MiB arguments on 1 worker",
+        |w| {
+            let pool = w.pool(Pool::new(1).expect("pool"));
+            let results: Vec<_> = (0..12u8)
+                .map(|i| {
+                    w.step(format!("apply_async of task {i}"));
+                    let len = if i % 2 == 0 { BIG_RESULT } else { 3 };
+                    pool.apply_async(measure, (Bytes(vec![i; len]),))
+                        .expect("submit")
+                })
+                .collect();
+            for (i, r) in results.iter().enumerate() {
+                w.step(format!("get of task {i}"));
+                let len = if i % 2 == 0 { BIG_RESULT } else { 3 };
+                let value = r.get(None).unwrap_or_else(|e| panic!("task {i}: {e}"));
+                assert_eq!(value, (len, i as u8, i as u8), "task {i}");
+            }
+            w.step("dropping the pool");
+        },
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. One SIGKILL under load.
 

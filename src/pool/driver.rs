@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::backend::{Backend, Worker};
-use super::protocol::{BYE, Code, NUDGE, Reply, Setup, split};
+use super::protocol::{Args, BYE, Code, NUDGE, Reply, Setup, split};
 use super::result::{JobCore, Payload};
 use super::supervisor::{Effects, Incoming, Phase, Supervisor};
 use crate::error::{Error, Result};
@@ -186,7 +186,7 @@ impl Shared {
                 let ok = worker(d.worker).is_some_and(|w| {
                     d.messages
                         .iter()
-                        .all(|(head, args)| w.send(&[head.as_bytes(), args]).is_ok())
+                        .all(|(head, args)| w.send_order(head.as_bytes(), args).is_ok())
                 });
                 next.append(lock(&self.core).sup.delivered(d.worker, ok, Instant::now()));
             }
@@ -271,7 +271,7 @@ impl Shared {
     pub(crate) fn submit(
         self: &Arc<Self>,
         code: Code,
-        chunks: Vec<Vec<u8>>,
+        chunks: impl IntoIterator<Item = impl Into<Args>>,
         job: &Arc<JobCore>,
         first: usize,
         timeout: Option<Duration>,

@@ -74,7 +74,7 @@ use crate::wire;
 pub(crate) use backend::mpi::enter as enter_mpi;
 use backend::{Backend, CHANNEL_BYTES};
 pub(crate) use driver::Shared;
-use protocol::{Code, Setup};
+use protocol::{Args, Code, Setup};
 pub(crate) use remote::{
     RemoteJob, RemoteOutcomes, decode_remote_chunks, decode_remote_one, remote_outcome,
 };
@@ -474,7 +474,7 @@ impl Pool {
     pub fn apply<F, A, R>(&self, f: F, args: A) -> Result<R>
     where
         F: Target<A, R>,
-        A: Serialize + DeserializeOwned + 'static,
+        A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
         self.apply_async(f, args)?.get(None)
@@ -488,7 +488,7 @@ impl Pool {
     pub fn apply_async<F, A, R>(&self, f: F, args: A) -> Result<AsyncResult<R>>
     where
         F: Target<A, R>,
-        A: Serialize + DeserializeOwned + 'static,
+        A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
         self.apply_async_with(f, args, TaskOptions::new())
@@ -497,20 +497,21 @@ impl Pool {
     /// [`apply_async`](Pool::apply_async) with callbacks and a time limit.
     pub fn apply_async_with<F, A, R>(
         &self,
-        _f: F,
+        f: F,
         args: A,
         options: TaskOptions<R>,
     ) -> Result<AsyncResult<R>>
     where
         F: Target<A, R>,
-        A: Serialize + DeserializeOwned + 'static,
+        A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let bytes = encode_args(&args)?;
+        let _ = f; // the target is its type (a function item): nothing to send
+        let args = Args::value(args)?;
         let code = Code::of(call_target::<F, A, R>)?;
         let timeout = options.timeout;
         let job = JobCore::new(Some(1), options.into_done(decode_one::<R>));
-        self.shared.submit(code, vec![bytes], &job, 0, timeout)?;
+        self.shared.submit(code, [args], &job, 0, timeout)?;
         Ok(self.result(job, decode_one::<R>))
     }
 
@@ -549,7 +550,7 @@ impl Pool {
     /// time limit per chunk.
     pub fn map_async_with<F, X, R>(
         &self,
-        _f: F,
+        f: F,
         items: impl IntoIterator<Item = X>,
         chunksize: Option<usize>,
         options: TaskOptions<Vec<R>>,
@@ -559,6 +560,7 @@ impl Pool {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        let _ = f; // the target is its type (a function item): nothing to send
         let code = Code::of(call_chunk::<F, X, R>)?;
         self.map_like(code, items, chunksize, options)
     }
@@ -581,7 +583,7 @@ impl Pool {
     /// Starts a [`starmap`](Pool::starmap) (Python's `starmap_async`).
     pub fn starmap_async<F, A, R>(
         &self,
-        _f: F,
+        f: F,
         items: impl IntoIterator<Item = A>,
         chunksize: Option<usize>,
     ) -> Result<AsyncResult<Vec<R>>>
@@ -590,6 +592,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        let _ = f; // the target is its type (a function item): nothing to send
         let code = Code::of(call_star_chunk::<F, A, R>)?;
         self.map_like(code, items, chunksize, TaskOptions::new())
     }
@@ -697,7 +700,7 @@ impl Pool {
 
     fn imap_impl<'a, F, X, R>(
         &self,
-        _f: F,
+        f: F,
         items: impl IntoIterator<Item = X> + 'a,
         chunksize: usize,
         ordered: bool,
@@ -707,6 +710,7 @@ impl Pool {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        let _ = f; // the target is its type (a function item): nothing to send
         if self.shared.phase() != Phase::Running {
             return Err(Error::state("Pool not running"));
         }

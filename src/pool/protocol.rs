@@ -5,11 +5,14 @@
 //! re-encoded. Orders go to a worker ([`Order`]); replies come back ([`Reply`]), one per task,
 //! in the order the tasks were sent.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::queues::Ring;
+use crate::sys::lock;
 use crate::wire;
 
 /// The id of the reply that reports how the initializer went.
@@ -83,6 +86,75 @@ pub(crate) struct Reply {
 pub(crate) struct Setup {
     pub(crate) initializer: Option<(Code, Vec<u8>)>,
     pub(crate) maxtasks: Option<u64>,
+}
+
+/// A task's arguments as the pool holds them until the task is written to a worker: bytes
+/// encoded already (a chunk of a `map`), or the caller's value itself (`apply_async`), encoded
+/// only then, straight into the worker's channel where it fits: so no encoded copy of a large
+/// argument waits in the pool (10,000 queued tasks of 256 KiB would hold 2.6 GB of freshly
+/// faulted pages), and it is copied once on its way.
+#[derive(Clone)]
+pub(crate) enum Args {
+    Encoded(Arc<Vec<u8>>),
+    Value(Arc<dyn Encode>),
+}
+
+impl Args {
+    /// A value to encode when sent; its encoded length is taken now (one counting pass, which
+    /// also finds a value that cannot be encoded, or one that carries OS handles).
+    pub(crate) fn value<A: Serialize + Send + 'static>(value: A) -> Result<Args> {
+        let len = wire::encoded_len(&value)?;
+        Ok(Args::Value(Arc::new(Lazy {
+            value: Mutex::new(value),
+            len,
+        })))
+    }
+
+    /// The encoded length.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Args::Encoded(bytes) => bytes.len(),
+            Args::Value(v) => v.len(),
+        }
+    }
+}
+
+impl From<Vec<u8>> for Args {
+    fn from(bytes: Vec<u8>) -> Args {
+        Args::Encoded(Arc::new(bytes))
+    }
+}
+
+/// A value that encodes itself on demand (the arguments of [`Args::Value`]).
+pub(crate) trait Encode: Send + Sync {
+    /// Its encoded length.
+    fn len(&self) -> usize;
+    /// Writes `head` and the value as one message straight into `ring` if they fit its free
+    /// space now; `Ok(false)`: nothing was written.
+    fn put_into(&self, ring: &Ring, head: &[u8]) -> Result<bool>;
+    /// Encodes the value at the end of `buf`.
+    fn encode_into(&self, buf: Vec<u8>) -> Result<Vec<u8>>;
+}
+
+/// A value and its encoded length. (The lock makes a `Send` value shareable; the one writer of
+/// a worker's channel at a time takes it, so it is never contended.)
+struct Lazy<A> {
+    value: Mutex<A>,
+    len: usize,
+}
+
+impl<A: Serialize + Send> Encode for Lazy<A> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn put_into(&self, ring: &Ring, head: &[u8]) -> Result<bool> {
+        ring.put_encoded(head, &*lock(&self.value))
+    }
+
+    fn encode_into(&self, buf: Vec<u8>) -> Result<Vec<u8>> {
+        wire::encode_into(&*lock(&self.value), buf)
+    }
 }
 
 /// A message's first part: the length of the encoded header that follows, then the header.

@@ -120,7 +120,7 @@ impl Pool {
         if job.tasks.is_empty() {
             core.set_total(0);
         } else {
-            let tasks = job.tasks.into_iter().map(|b| b.0).collect();
+            let tasks = job.tasks.into_iter().map(|b| b.0);
             self.shared.submit(job.code, tasks, &core, 0, None)?;
         }
         Ok(self.result(core, outcomes))

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::protocol::{Code, Failure, INIT, Order, OrderHead};
+use super::protocol::{Args, Code, Failure, INIT, Order, OrderHead};
 use super::result::{JobCore, Outcome};
 use crate::error::{Error, Result};
 
@@ -68,7 +68,7 @@ pub(crate) enum Phase {
 pub(crate) struct Task {
     pub(crate) id: u64,
     pub(crate) code: Code,
-    pub(crate) args: Arc<Vec<u8>>,
+    pub(crate) args: Args,
     pub(crate) job: Arc<JobCore>,
     pub(crate) index: usize,
     pub(crate) timeout: Option<Duration>,
@@ -106,7 +106,7 @@ struct WorkerState {
 }
 
 /// An order as it is written: its header, and the task's arguments (shared with the task).
-pub(crate) type Message = (OrderHead, Arc<Vec<u8>>);
+pub(crate) type Message = (OrderHead, Args);
 
 /// Orders for one worker, to be written in this order.
 pub(crate) struct Delivery {
@@ -259,7 +259,7 @@ impl Supervisor {
     pub(crate) fn submit(
         &mut self,
         code: Code,
-        args: Vec<Vec<u8>>,
+        args: impl IntoIterator<Item = impl Into<Args>>,
         job: &Arc<JobCore>,
         first: usize,
         timeout: Option<Duration>,
@@ -276,7 +276,7 @@ impl Supervisor {
             self.pending.push_back(Task {
                 id: self.next_task,
                 code,
-                args: Arc::new(args),
+                args: args.into(),
                 job: job.clone(),
                 index: first + i,
                 timeout,
@@ -606,7 +606,7 @@ impl Supervisor {
                     planned
                         .entry(n)
                         .or_default()
-                        .push((stop, Arc::new(Vec::new())));
+                        .push((stop, Vec::new().into()));
                 }
             }
         }

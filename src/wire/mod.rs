@@ -45,6 +45,12 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     Ok(value)
 }
 
+/// The length of a value's encoding, counted without writing it. A value that carries OS
+/// handles fails here (see [`encode_with_flavor`]).
+pub(crate) fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize> {
+    encode_with_flavor(value, postcard::ser_flavors::Size::default())
+}
+
 /// Encodes a value into a buffer of `capacity` bytes to start with (saves regrowing, and its
 /// copies, when the size is roughly known).
 pub(crate) fn encode_sized<T: Serialize + ?Sized>(value: &T, capacity: usize) -> Result<Vec<u8>> {

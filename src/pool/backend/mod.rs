@@ -20,7 +20,7 @@ pub(crate) mod threads;
 
 use std::time::Duration;
 
-use super::protocol::{NUDGE, Reply, Setup, head};
+use super::protocol::{Args, NUDGE, Reply, Setup, head};
 use super::result::copy_reply;
 use super::worker::Link;
 use crate::error::{Error, Result};
@@ -83,6 +83,25 @@ impl Worker {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Writes a task's order: `head`, then its arguments. A value still to be encoded goes
+    /// straight into the worker's channel if it fits the free space now, else through a buffer
+    /// (as [`send`](Worker::send) writes).
+    pub(crate) fn send_order(&self, head: &[u8], args: &Args) -> Result<()> {
+        let value = match args {
+            Args::Encoded(bytes) => return self.send(&[head, bytes]),
+            Args::Value(value) => value,
+        };
+        if let Some(link) = self.link() {
+            if value.put_into(&link.tasks, head)? {
+                return Ok(());
+            }
+        }
+        let buf = value.encode_into(crate::wire::spare_buffer())?;
+        let sent = self.send(&[head, &buf]);
+        crate::wire::recycle(buf);
+        sent
     }
 
     /// The rings of a worker on this machine (`None` for a rank of an MPI job).

@@ -180,7 +180,7 @@ impl World {
                 _ => self.rng.below(200),
             })
             .collect();
-        let args = sizes.iter().map(|&s| vec![0u8; s]).collect();
+        let args = sizes.iter().map(|&s| vec![0u8; s]).collect::<Vec<_>>();
         match self
             .sup
             .submit(Code::dummy(), args, &job, 0, timeout, self.now)
