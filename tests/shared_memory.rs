@@ -658,3 +658,125 @@ fn shareable_list_interop_with_cpython() {
     drop(theirs);
     assert_gone(name);
 }
+
+// ---------------------------------------------------------------------------------------------
+// SharedMemoryManager
+
+use multiprocess::managers::SharedMemoryManager;
+
+/// The segments made through a manager are unlinked by its shutdown (a segment unlinked
+/// before is passed over), and by its drop; its process is gone; afterwards it makes none.
+#[test]
+fn shared_memory_manager_unlinks_at_shutdown_and_drop() {
+    multiprocess::init_test();
+    let _g = start();
+    let mut smm = SharedMemoryManager::start().unwrap();
+    let keeper = smm.process().and_then(Process::pid).expect("a pid");
+    let mut shm = smm.shared_memory(64).unwrap();
+    shm.buf_mut()[0] = 7;
+    let list = smm.shareable_list(["a", "bc"]).unwrap();
+    let early = smm.shared_memory(8).unwrap();
+    early.unlink().unwrap();
+    let names = [
+        shm.name().to_owned(),
+        list.name().to_owned(),
+        early.name().to_owned(),
+    ];
+    assert!(exists(&names[0]) && exists(&names[1]));
+
+    smm.shutdown().unwrap();
+    assert!(smm.process().is_none());
+    assert!(!common::running(keeper), "the manager's process ended");
+    #[cfg(unix)]
+    assert!(
+        !exists(&names[0]) && !exists(&names[1]),
+        "unlinked while still mapped here"
+    );
+    // The mappings stay valid until closed.
+    assert_eq!(shm.buf()[0], 7);
+    assert_eq!(list.get(1).unwrap(), Item::from("bc"));
+    let e = smm.shared_memory(8).unwrap_err();
+    assert!(
+        matches!(&e, Error::State(m) if m.contains("shut down")),
+        "{e}"
+    );
+    smm.shutdown().unwrap();
+    drop((shm, list, early));
+    names.iter().for_each(|n| assert_gone(n));
+
+    let smm = SharedMemoryManager::start().unwrap();
+    let shm = smm.shared_memory(16).unwrap();
+    let name = shm.name().to_owned();
+    drop(smm);
+    drop(shm);
+    assert_gone(&name);
+}
+
+#[cfg(unix)]
+#[test]
+#[ignore = "scenario: run by shared_memory_manager_unlinks_when_its_owner_is_killed"]
+fn scenario_smm_owner() {
+    use std::io::Write;
+    multiprocess::init_test();
+    if !common::in_scenario() {
+        return;
+    }
+    let smm = SharedMemoryManager::start().unwrap();
+    let shm = smm.shared_memory(512).unwrap();
+    let list = smm.shareable_list([1, 2]).unwrap();
+    let keeper = smm.process().and_then(Process::pid).unwrap();
+    let (tracker, _) = resource_tracker_process().expect("a tracker");
+    println!("names {} {} {keeper} {tracker}", shm.name(), list.name());
+    let _ = std::io::stdout().flush();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// The owner of a manager is SIGKILLed: the manager's process unlinks its segments at once
+/// (the resource tracker, which would only warn of a leak, finds nothing left) and ends.
+#[cfg(unix)]
+#[test]
+fn shared_memory_manager_unlinks_when_its_owner_is_killed() {
+    use std::io::{BufRead, Read};
+    multiprocess::init_test();
+    let _g = start();
+    // Its own process tree, with its own tracker.
+    let mut owner = common::scenario_with(
+        "scenario_smm_owner",
+        Some(("MULTIPROCESS_RESOURCE_TRACKER", "")),
+    );
+    let mut out = std::io::BufReader::new(owner.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("names ") {
+        line.clear();
+        if out.read_line(&mut line).unwrap() == 0 {
+            let _ = owner.kill();
+            let _ = owner.wait();
+            panic!("the owner printed no names");
+        }
+    }
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (shm, list) = (fields[1], fields[2]);
+    let keeper: u32 = fields[3].parse().unwrap();
+    let tracker: u32 = fields[4].parse().unwrap();
+    assert!(exists(shm) && exists(list));
+
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while exists(shm) || exists(list) {
+        assert!(Instant::now() < deadline, "the manager did not unlink them");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    common::reap_orphan(keeper, Duration::from_secs(10));
+    common::reap_orphan(tracker, Duration::from_secs(10));
+    let mut err = String::new();
+    owner
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!err.contains("leaked"), "stderr: {err}");
+    assert_gone(shm);
+    assert_gone(list);
+}

@@ -336,6 +336,23 @@ impl<'de> Deserialize<'de> for SharedMemory {
     }
 }
 
+/// Unlinks segment `name` (unless it is gone already) and unregisters it from the resource
+/// tracker, without mapping it: what a `SharedMemoryManager` does with the segments it keeps.
+pub(crate) fn unlink_by_name(name: &str) -> Result<()> {
+    check_name(name)?;
+    match sys::shm_unlink(name) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(format!("unlinking shared memory {name:?}"), e)),
+    }
+    sys::shm_untrack(name).map_err(|e| {
+        Error::io(
+            format!("unregistering shared memory {name:?} from the resource tracker"),
+            e,
+        )
+    })
+}
+
 /// Rejects names no platform accepts or the tracker's one-line messages could not carry.
 fn check_name(name: &str) -> Result<()> {
     if name.is_empty() || name.contains(['/', '\0', '\n']) {
