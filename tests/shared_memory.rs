@@ -7,7 +7,9 @@
 mod common;
 
 use std::io::ErrorKind;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+#[cfg(unix)]
+use std::time::Instant;
 
 use multiprocess::shared_memory::{Item, ShareableList, SharedMemory, resource_tracker_process};
 use multiprocess::{Error, Process};
