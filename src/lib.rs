@@ -66,6 +66,7 @@
 //! | `with lock:` | [`Lock::guard`] (RAII) |
 //! | `Value`, `Array`, `RawValue`, `RawArray` | [`Value`], [`Array`], [`RawValue`], [`RawArray`] |
 //! | `shared_memory.SharedMemory` | [`SharedMemory`] |
+//! | `shared_memory.ShareableList` | [`ShareableList`] (items: [`shared_memory::Item`]; CPython's layout) |
 //! | `Pool`, `AsyncResult` | [`Pool`], [`AsyncResult`] |
 //! | `mpi4py.futures` SPMD mode (`mpiexec -n N python -m mpi4py.futures app.py`) | `PoolBuilder::mpi` (cargo feature `mpi`): workers on the ranks of `mpirun -n N app` |
 //! | `mpi4py.futures.MPIPoolExecutor(max_workers)` (spawn mode) | `PoolBuilder::mpi` in a program run alone or by `mpirun -n 1`: the pool spawns its ranks |
@@ -81,6 +82,7 @@
 //! | `get_server().serve_forever()` | [`Manager::server`] → [`managers::ManagerServer::serve_forever`] |
 //! | `register('Counter', Counter)`, `m.Counter(...)`, `_getvalue()` | [`managers::Managed`], [`Manager::create`], [`managers::Proxy`] |
 //! | `m.Array(typecode, seq)` | [`Manager::array`] → [`managers::ArrayProxy`] |
+//! | `SharedMemoryManager()`: `SharedMemory(size)`, `ShareableList(seq)`, `shutdown()` | [`managers::SharedMemoryManager`]: [`shared_memory`](managers::SharedMemoryManager::shared_memory), [`shareable_list`](managers::SharedMemoryManager::shareable_list), [`shutdown`](managers::SharedMemoryManager::shutdown) |
 //! | `m.Pool(n)`, its `apply_async`/`map_async` results | [`Manager::pool`] → [`managers::PoolProxy`], [`managers::AsyncResultProxy`] |
 //! | a remote exception re-raised by a proxy | [`Error::Remote`] (`kind` is Python's exception name) |
 //!
@@ -145,7 +147,7 @@ pub use process::{
 };
 pub use queues::{JoinableQueue, Queue, SimpleQueue};
 pub use registry::{Run, Target};
-pub use shared_memory::SharedMemory;
+pub use shared_memory::{ShareableList, SharedMemory};
 pub use sharedctypes::{Array, ArrayGuard, Pod, RawArray, RawValue, Value, ValueGuard, Zeroable};
 pub use synchronize::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, ConditionLock, Event, Lock, LockGuard,

@@ -7,10 +7,11 @@
 mod common;
 
 use std::io::ErrorKind;
+use std::time::Duration;
 #[cfg(unix)]
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use multiprocess::shared_memory::{SharedMemory, resource_tracker_process};
+use multiprocess::shared_memory::{Item, ShareableList, SharedMemory, resource_tracker_process};
 use multiprocess::{Error, Process};
 
 /// `common::start()`, after a first look-up of a (missing) segment: on Windows the first named
@@ -342,4 +343,442 @@ fn s05_interop_with_cpython() {
     theirs.unlink().unwrap();
     drop(theirs);
     assert_gone(&theirs_name);
+}
+
+// ---------------------------------------------------------------------------------------------
+// ShareableList
+
+/// One item of every kind, with the edges of each: what a list must give back unchanged.
+fn every_kind() -> Vec<Item> {
+    vec![
+        Item::Int(-5),
+        Item::Int(i64::MAX),
+        Item::Int(i64::MIN),
+        Item::Float(2.5),
+        Item::Float(f64::INFINITY),
+        Item::Bool(true),
+        Item::Bool(false),
+        Item::None,
+        Item::from(""),
+        Item::from("1234567"),  // fills its 8 bytes but one
+        Item::from("12345678"), // needs 16
+        Item::from("héllo wörld €"),
+        Item::from(&b"a\0b"[..]), // a NUL inside is kept
+        Item::from(Vec::<u8>::new()),
+    ]
+}
+
+/// Every kind stored and read back, with CPython's formats and segment size; attached again
+/// by name in this process the list is the same.
+#[test]
+fn shareable_list_round_trips() {
+    multiprocess::init_test();
+    let _g = start();
+    let items = every_kind();
+    let list = ShareableList::new(items.clone(), None).unwrap();
+    assert_eq!(list.len(), items.len());
+    for (i, item) in items.iter().enumerate() {
+        let got = list.get(i).unwrap();
+        assert_eq!(&got, item, "item {i}");
+        assert_eq!(
+            format!("{got:?}"),
+            format!("{item:?}"),
+            "item {i}, same kind"
+        );
+    }
+    assert_eq!(
+        list.format().unwrap(),
+        "qqqddxxxxxxx?xxxxxxx?xxxxxx?x8s8s16s24s8s8s"
+    );
+    // 8 (length) + 15 * 8 (offsets) + 136 (data) + 14 * 8 (formats) + 14 (codes).
+    assert_eq!(list.shm().size(), 8 + 15 * 8 + 136 + 14 * 8 + 14);
+    let again = ShareableList::attach(list.name()).unwrap();
+    assert_eq!(again.to_vec().unwrap(), items);
+    assert!(format!("{again:?}").starts_with("ShareableList([Int(-5), Int("));
+    drop(again);
+
+    // Python's NaN equals nothing, not even itself; trailing NULs go, as in CPython.
+    let mut odd = ShareableList::new([Item::Float(f64::NAN), Item::from("x\0\0")], None).unwrap();
+    assert!(matches!(odd.get(0).unwrap(), Item::Float(f) if f.is_nan()));
+    assert_eq!(odd.get(1).unwrap(), Item::from("x"));
+    assert_eq!(odd.count(&Item::Float(f64::NAN)).unwrap(), 0);
+    odd.set(1, &b"\0\0"[..]).unwrap();
+    assert_eq!(odd.get(1).unwrap(), Item::Bytes(vec![]));
+
+    let empty = ShareableList::new(Vec::<Item>::new(), None).unwrap();
+    assert!(empty.is_empty() && empty.to_vec().unwrap().is_empty());
+    assert_eq!(empty.format().unwrap(), "");
+    assert_eq!(empty.shm().size(), 16);
+
+    for l in [&list, &odd, &empty] {
+        l.unlink().unwrap();
+    }
+    let names: Vec<String> = [&list, &odd, &empty]
+        .iter()
+        .map(|l| l.name().to_owned())
+        .collect();
+    drop((list, odd, empty));
+    names.iter().for_each(|n| assert_gone(n));
+}
+
+/// Replacing items: any kind that fits the item's room, Python's errors otherwise; `count` and
+/// `index` with Python's `==`.
+#[test]
+fn shareable_list_set_count_index_and_errors() {
+    multiprocess::init_test();
+    let _g = start();
+    let mut list = ShareableList::new(
+        [Item::Int(1), Item::from("twelve bytes"), Item::Bool(true)],
+        None,
+    )
+    .unwrap();
+    assert_eq!(list.format().unwrap(), "q16sxxxxxxx?");
+
+    // A number's 8 bytes take a str of up to 8 bytes, and back.
+    list.set(0, "eight b.").unwrap();
+    assert_eq!(list.get(0).unwrap(), Item::from("eight b."));
+    assert_eq!(list.format().unwrap(), "8s16sxxxxxxx?");
+    let e = list.set(0, "nine byte").unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidArgument(m) if m == "bytes/str item exceeds available storage"),
+        "{e}"
+    );
+    list.set(0, 3.25).unwrap();
+    assert_eq!(list.get(0).unwrap(), Item::Float(3.25));
+    // The text item keeps its 16 bytes of room, whatever it holds.
+    list.set(1, Item::None).unwrap();
+    assert_eq!(list.format().unwrap(), "dxxxxxx?xxxxxxxx?");
+    list.set(1, &b"sixteen bytes..."[..]).unwrap();
+    assert_eq!(list.get(1).unwrap(), Item::from(&b"sixteen bytes..."[..]));
+    assert!(list.set(1, "seventeen bytes..").is_err());
+    list.set(1, "short").unwrap();
+    assert_eq!(list.format().unwrap(), "d16sxxxxxxx?");
+    assert_eq!(list.get(1).unwrap(), Item::from("short"));
+    assert_eq!(list.get(2).unwrap(), Item::Bool(true));
+
+    // Python's IndexError.
+    let e = list.get(3).unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidArgument(m) if m.contains("index out of range")),
+        "{e}"
+    );
+    let e = list.set(3, 0).unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidArgument(m) if m.contains("assignment index out of range")),
+        "{e}"
+    );
+
+    // count and index compare as Python does: True == 1 == 1.0.
+    list.set(0, 1).unwrap();
+    assert_eq!(list.count(&Item::Float(1.0)).unwrap(), 2);
+    assert_eq!(list.index(&Item::Bool(true)).unwrap(), 0);
+    assert_eq!(list.index(&Item::from("short")).unwrap(), 1);
+    assert_eq!(list.count(&Item::from(&b"short"[..])).unwrap(), 0);
+    let e = list.index(&Item::None).unwrap_err();
+    assert!(
+        matches!(&e, Error::InvalidArgument(m) if m.contains("not in this container")),
+        "{e}"
+    );
+
+    // A segment that holds no list is refused, not trusted.
+    let mut raw = SharedMemory::create(None, 64).unwrap();
+    raw.buf_mut()[..8].copy_from_slice(&1000i64.to_ne_bytes());
+    let e = ShareableList::attach(raw.name()).unwrap_err();
+    assert!(matches!(e, Error::Codec(_)), "{e}");
+    raw.buf_mut()[..8].copy_from_slice(&(-1i64).to_ne_bytes());
+    assert!(matches!(
+        ShareableList::attach(raw.name()),
+        Err(Error::Codec(_))
+    ));
+
+    let e = ShareableList::new([vec![0u8; 10_000_000]], None).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+
+    let names = [list.name().to_owned(), raw.name().to_owned()];
+    list.unlink().unwrap();
+    raw.unlink().unwrap();
+    drop((list, raw));
+    names.iter().for_each(|n| assert_gone(n));
+}
+
+/// Child: attaches by name, reads every item, changes two.
+fn change_list(name: String) -> Vec<String> {
+    let mut list = ShareableList::attach(&name).unwrap();
+    let seen = list.iter().map(|i| format!("{:?}", i.unwrap())).collect();
+    list.set(0, list.get(0).unwrap() == Item::Int(42)).unwrap();
+    list.set(1, "from the child").unwrap();
+    seen
+}
+
+/// Child: the list itself as the argument (it travels by name).
+fn bump_list(mut list: ShareableList) -> usize {
+    if let Item::Int(n) = list.get(2).unwrap() {
+        list.set(2, n + 1).unwrap();
+    }
+    list.len()
+}
+
+/// A spawned child attaches to the list (by name, and as the argument itself) and changes it.
+#[test]
+fn shareable_list_changed_by_a_spawned_child() {
+    multiprocess::init_test();
+    let _g = start();
+    let list = ShareableList::new(
+        [Item::Int(42), Item::from("a room of 16...."), Item::Int(1)],
+        None,
+    )
+    .unwrap();
+    let mut p = multiprocess::get_context("spawn")
+        .unwrap()
+        .process(change_list, (list.name().to_owned(),));
+    p.start().unwrap();
+    p.join(Some(Duration::from_secs(60))).unwrap();
+    assert_eq!(
+        p.result::<Vec<String>>().unwrap(),
+        ["Int(42)", "Str(\"a room of 16....\")", "Int(1)"]
+    );
+    assert_eq!(list.get(0).unwrap(), Item::Bool(true));
+    assert_eq!(list.get(1).unwrap(), Item::from("from the child"));
+
+    let mut p = Process::new(bump_list, (ShareableList::attach(list.name()).unwrap(),));
+    p.start().unwrap();
+    p.join(Some(Duration::from_secs(60))).unwrap();
+    assert_eq!(p.result::<usize>().unwrap(), 3);
+    assert_eq!(list.get(2).unwrap(), Item::Int(2));
+    drop(p);
+    let name = list.name().to_owned();
+    list.unlink().unwrap();
+    drop(list);
+    assert_gone(&name);
+}
+
+/// Runs `script` with python3 (arguments after it), returning its stdout; `None` (skip) when
+/// there is no python3.
+#[cfg(unix)]
+fn python(script: &str, args: &[&str]) -> Option<String> {
+    use std::process::Command;
+    if Command::new("python3").arg("-V").output().is_err() {
+        println!("skipped: no python3 on this machine");
+        return None;
+    }
+    // CPython before 3.13 registers attached segments with its own tracker, which would unlink
+    // ours when it exits (gh-82300), and unlinks what it created and left: switch it off.
+    let prelude = "import sys\n\
+                   from multiprocessing import resource_tracker, shared_memory\n\
+                   resource_tracker.register = resource_tracker.unregister = lambda *a: None\n";
+    let mut child = Command::new("python3")
+        .args(["-c", &format!("{prelude}{script}")])
+        .args(args)
+        .env("PYTHONIOENCODING", "utf-8")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("python3 did not finish in time");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "python3 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(String::from_utf8(out.stdout).unwrap())
+}
+
+/// Interop: CPython attaches to our list by name, reads it and changes it; we attach to one
+/// CPython made.
+#[cfg(unix)]
+#[test]
+fn shareable_list_interop_with_cpython() {
+    multiprocess::init_test();
+    let _g = start();
+    let list = ShareableList::new(every_kind(), None).unwrap();
+    let format = list.format().unwrap();
+    let script = "sl = shared_memory.ShareableList(name=sys.argv[1])\n\
+                  print(repr(list(sl)))\n\
+                  print(sl.format, len(sl))\n\
+                  sl[0] = 'py'\n\
+                  sl[3] = True\n\
+                  sl[10] = b'from python'\n\
+                  sl[11] = None\n\
+                  sl.shm.close()\n";
+    let Some(out) = python(script, &[list.name()]) else {
+        list.unlink().unwrap();
+        return;
+    };
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "[-5, 9223372036854775807, -9223372036854775808, 2.5, inf, True, False, None, '', \
+             '1234567', '12345678', 'héllo wörld €', b'a\\x00b', b'']",
+            &format!("{format} 14"),
+        ]
+    );
+    assert_eq!(list.get(0).unwrap(), Item::from("py"));
+    assert!(matches!(list.get(3).unwrap(), Item::Bool(true)));
+    assert_eq!(list.get(10).unwrap(), Item::from(&b"from python"[..]));
+    assert_eq!(list.get(11).unwrap(), Item::None);
+    assert_eq!(list.get(12).unwrap(), Item::from(&b"a\0b"[..]));
+    let name = list.name().to_owned();
+    list.unlink().unwrap();
+    drop(list);
+    assert_gone(&name);
+
+    let script = "sl = shared_memory.ShareableList([7, -1.5, False, None, 'ab', b'cd\\x00e', \
+                  'x' * 20])\n\
+                  print(sl.shm.name, sl.format)\n\
+                  sl.shm.close()\n";
+    let out = python(script, &[]).expect("python3 ran above");
+    let (name, format) = out.trim().split_once(' ').unwrap();
+    let mut theirs = ShareableList::attach(name).unwrap();
+    assert_eq!(theirs.format().unwrap(), format);
+    assert_eq!(
+        theirs.to_vec().unwrap(),
+        [
+            Item::Int(7),
+            Item::Float(-1.5),
+            Item::Bool(false),
+            Item::None,
+            Item::from("ab"),
+            Item::from(&b"cd\0e"[..]),
+            Item::from("x".repeat(20)),
+        ]
+    );
+    assert!(matches!(theirs.get(2).unwrap(), Item::Bool(false)));
+    theirs.set(6, "y".repeat(24)).unwrap();
+    assert!(theirs.set(6, "y".repeat(25)).is_err());
+    assert_eq!(theirs.get(6).unwrap(), Item::from("y".repeat(24)));
+    theirs.unlink().unwrap();
+    drop(theirs);
+    assert_gone(name);
+}
+
+// ---------------------------------------------------------------------------------------------
+// SharedMemoryManager
+
+use multiprocess::managers::SharedMemoryManager;
+
+/// The segments made through a manager are unlinked by its shutdown (a segment unlinked
+/// before is passed over), and by its drop; its process is gone; afterwards it makes none.
+#[test]
+fn shared_memory_manager_unlinks_at_shutdown_and_drop() {
+    multiprocess::init_test();
+    let _g = start();
+    let mut smm = SharedMemoryManager::start().unwrap();
+    let keeper = smm.process().and_then(Process::pid).expect("a pid");
+    let mut shm = smm.shared_memory(64).unwrap();
+    shm.buf_mut()[0] = 7;
+    let list = smm.shareable_list(["a", "bc"]).unwrap();
+    let early = smm.shared_memory(8).unwrap();
+    early.unlink().unwrap();
+    let names = [
+        shm.name().to_owned(),
+        list.name().to_owned(),
+        early.name().to_owned(),
+    ];
+    assert!(exists(&names[0]) && exists(&names[1]));
+
+    smm.shutdown().unwrap();
+    assert!(smm.process().is_none());
+    assert!(!common::running(keeper), "the manager's process ended");
+    #[cfg(unix)]
+    assert!(
+        !exists(&names[0]) && !exists(&names[1]),
+        "unlinked while still mapped here"
+    );
+    // The mappings stay valid until closed.
+    assert_eq!(shm.buf()[0], 7);
+    assert_eq!(list.get(1).unwrap(), Item::from("bc"));
+    let e = smm.shared_memory(8).unwrap_err();
+    assert!(
+        matches!(&e, Error::State(m) if m.contains("shut down")),
+        "{e}"
+    );
+    smm.shutdown().unwrap();
+    drop((shm, list, early));
+    names.iter().for_each(|n| assert_gone(n));
+
+    let smm = SharedMemoryManager::start().unwrap();
+    let shm = smm.shared_memory(16).unwrap();
+    let name = shm.name().to_owned();
+    drop(smm);
+    drop(shm);
+    assert_gone(&name);
+}
+
+#[cfg(unix)]
+#[test]
+#[ignore = "scenario: run by shared_memory_manager_unlinks_when_its_owner_is_killed"]
+fn scenario_smm_owner() {
+    use std::io::Write;
+    multiprocess::init_test();
+    if !common::in_scenario() {
+        return;
+    }
+    let smm = SharedMemoryManager::start().unwrap();
+    let shm = smm.shared_memory(512).unwrap();
+    let list = smm.shareable_list([1, 2]).unwrap();
+    let keeper = smm.process().and_then(Process::pid).unwrap();
+    let (tracker, _) = resource_tracker_process().expect("a tracker");
+    println!("names {} {} {keeper} {tracker}", shm.name(), list.name());
+    let _ = std::io::stdout().flush();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// The owner of a manager is SIGKILLed: the manager's process unlinks its segments at once
+/// (the resource tracker, which would only warn of a leak, finds nothing left) and ends.
+#[cfg(unix)]
+#[test]
+fn shared_memory_manager_unlinks_when_its_owner_is_killed() {
+    use std::io::{BufRead, Read};
+    multiprocess::init_test();
+    let _g = start();
+    // Its own process tree, with its own tracker.
+    let mut owner = common::scenario_with(
+        "scenario_smm_owner",
+        Some(("MULTIPROCESS_RESOURCE_TRACKER", "")),
+    );
+    let mut out = std::io::BufReader::new(owner.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("names ") {
+        line.clear();
+        if out.read_line(&mut line).unwrap() == 0 {
+            let _ = owner.kill();
+            let _ = owner.wait();
+            panic!("the owner printed no names");
+        }
+    }
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (shm, list) = (fields[1], fields[2]);
+    let keeper: u32 = fields[3].parse().unwrap();
+    let tracker: u32 = fields[4].parse().unwrap();
+    assert!(exists(shm) && exists(list));
+
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while exists(shm) || exists(list) {
+        assert!(Instant::now() < deadline, "the manager did not unlink them");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    common::reap_orphan(keeper, Duration::from_secs(10));
+    common::reap_orphan(tracker, Duration::from_secs(10));
+    let mut err = String::new();
+    owner
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!err.contains("leaked"), "stderr: {err}");
+    assert_gone(shm);
+    assert_gone(list);
 }

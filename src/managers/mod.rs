@@ -67,6 +67,7 @@ mod pool_proxy;
 mod protocol;
 mod queue_proxy;
 mod refs;
+mod segments;
 mod server;
 mod sync;
 
@@ -78,6 +79,7 @@ pub use protocol::Kind;
 use protocol::*;
 pub use queue_proxy::QueueProxy;
 use refs::*;
+pub use segments::SharedMemoryManager;
 use sync::secs;
 pub use sync::{BarrierProxy, ConditionProxy, EventProxy, LockProxy, RLockProxy, SemaphoreProxy};
 

@@ -127,15 +127,32 @@ fn send(channel: &sys::Channel, report: &Report) {
     }
 }
 
+/// What a daemonic child does before it ends because its parent is gone, in the order
+/// registered (a `SharedMemoryManager`'s process unlinks its segments).
+static PARENT_GONE_HOOKS: std::sync::Mutex<Vec<fn()>> = std::sync::Mutex::new(Vec::new());
+
+/// Registers `hook` to run when this daemonic child ends because its parent is gone (see
+/// [`watch_parent`]); once per hook.
+pub(crate) fn on_parent_gone(hook: fn()) {
+    super::lock(&PARENT_GONE_HOOKS).push(hook);
+}
+
 /// A daemonic child dies with its parent: a thread waits for the parent's end of the channel to
-/// close (the parent sends nothing after the bootstrap) and ends the process.
+/// close (the parent sends nothing after the bootstrap), runs the hooks registered with
+/// [`on_parent_gone`] and ends the process.
 fn watch_parent(channel: Arc<sys::Channel>) {
     let spawned = std::thread::Builder::new()
         .name("multiprocess-parent-watch".into())
         .spawn(move || {
             loop {
                 match sys::wait_readable(&[sys::channel_handle(&channel)], None) {
-                    Ok(ready) if ready[0] => sys::exit_now(1),
+                    Ok(ready) if ready[0] => {
+                        let hooks = super::lock(&PARENT_GONE_HOOKS).clone();
+                        for hook in hooks {
+                            let _ = std::panic::catch_unwind(hook);
+                        }
+                        sys::exit_now(1)
+                    }
                     Ok(_) => {}
                     Err(_) => std::thread::sleep(Duration::from_millis(100)),
                 }

@@ -7,6 +7,7 @@ mod exit;
 pub(crate) mod handshake;
 pub(crate) mod start;
 
+pub(crate) use child::on_parent_gone;
 pub use current::{AuthKey, CurrentProcess, ParentProcess, current_process, parent_process};
 use current::{COUNTER, me};
 pub(crate) use current::{Identity, become_child, cut_parent_channel};

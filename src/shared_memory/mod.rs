@@ -36,6 +36,9 @@
 //! | `shm.buf` (a `memoryview`) | [`buf`](SharedMemory::buf), [`buf_mut`](SharedMemory::buf_mut), [`as_ptr`](SharedMemory::as_ptr) |
 //! | `shm.close()`, `shm.unlink()` | [`close`](SharedMemory::close) (also on drop), [`unlink`](SharedMemory::unlink) |
 //! | pickling (by name) | `Serialize`/`Deserialize` (by name; the receiver attaches) |
+//! | `ShareableList(sequence, name=None)`, `ShareableList(name=n)` | [`ShareableList::new(items, None)`](ShareableList::new), [`ShareableList::attach(n)`](ShareableList::attach) |
+//! | `sl[i]`, `sl[i] = v`, `len(sl)`, `sl.count(v)`, `sl.index(v)`, `sl.format`, `sl.shm` | [`get`](ShareableList::get), [`set`](ShareableList::set), [`len`](ShareableList::len), [`count`](ShareableList::count), [`index`](ShareableList::index), [`format`](ShareableList::format), [`shm`](ShareableList::shm) |
+//! | `int`, `float`, `bool`, `str`, `bytes`, `None` items | [`Item`]`::{Int, Float, Bool, Str, Bytes, None}` |
 //! | `FileExistsError`, `FileNotFoundError` | [`Error::Io`] whose `source.kind()` is `AlreadyExists`, `NotFound` |
 //! | `ValueError` (size 0, bad name) | [`Error::InvalidArgument`] |
 //!
@@ -72,6 +75,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::sys;
+
+mod shareable_list;
+
+pub use shareable_list::{Item, Iter, ShareableList};
 
 /// A named block of shared memory (Python's `multiprocessing.shared_memory.SharedMemory`).
 ///
@@ -327,6 +334,23 @@ impl<'de> Deserialize<'de> for SharedMemory {
         let ByName { name, track } = ByName::deserialize(deserializer)?;
         SharedMemory::attach_with(&name, track).map_err(D::Error::custom)
     }
+}
+
+/// Unlinks segment `name` (unless it is gone already) and unregisters it from the resource
+/// tracker, without mapping it: what a `SharedMemoryManager` does with the segments it keeps.
+pub(crate) fn unlink_by_name(name: &str) -> Result<()> {
+    check_name(name)?;
+    match sys::shm_unlink(name) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(format!("unlinking shared memory {name:?}"), e)),
+    }
+    sys::shm_untrack(name).map_err(|e| {
+        Error::io(
+            format!("unregistering shared memory {name:?} from the resource tracker"),
+            e,
+        )
+    })
 }
 
 /// Rejects names no platform accepts or the tracker's one-line messages could not carry.
