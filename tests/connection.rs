@@ -761,3 +761,73 @@ fn typed_recv_of_foreign_bytes_is_an_error_not_a_hang() {
         drop(writer);
     }
 }
+
+/// Waits with `poll(2)` until `fd` is readable or `ms` pass; whether it is.
+#[cfg(unix)]
+fn poll_readable(fd: std::os::fd::RawFd, ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut p, 1, ms) };
+    n == 1 && p.revents & (libc::POLLIN | libc::POLLHUP) != 0
+}
+
+/// A `Connection`'s and a process sentinel's OS handles can be waited on by other code (here
+/// `poll(2)`, as a reactor would): readable when a message arrives, when the process ends;
+/// `fileno()` is the same number; a closed connection has none.
+#[cfg(unix)]
+#[test]
+fn os_handles_for_reactors() {
+    use std::os::fd::{AsFd, AsRawFd};
+    multiprocess::init_test();
+    let _g = common::start();
+    let (a, mut b) = pipe(true).unwrap();
+    assert_eq!(a.fileno().unwrap(), i64::from(a.as_raw_fd()));
+    assert_eq!(a.as_fd().as_raw_fd(), a.as_raw_fd());
+    assert!(!poll_readable(a.as_raw_fd(), 0), "nothing sent yet");
+    b.send(&7u32).unwrap();
+    assert!(poll_readable(a.as_raw_fd(), 5_000), "a message is there");
+    assert_eq!(a.recv::<u32>().unwrap(), 7);
+    b.close();
+    assert_eq!(b.as_raw_fd(), -1);
+    assert!(matches!(b.fileno(), Err(Error::State(_))));
+
+    let mut p = multiprocess::Process::new(slow_exit, (200,));
+    p.start().unwrap();
+    let sentinel = p.sentinel().unwrap();
+    assert!(!poll_readable(sentinel.as_raw_fd(), 0), "still running");
+    assert!(poll_readable(sentinel.as_fd().as_raw_fd(), 10_000), "ended");
+    p.join(secs(10.0)).unwrap();
+    assert_eq!(p.exitcode().unwrap(), Some(0));
+}
+
+/// Windows: a `Connection`'s pipe handle and a sentinel's process handle are there for other
+/// code; the sentinel's is signalled when the process ends.
+#[cfg(windows)]
+#[test]
+fn os_handles_for_reactors() {
+    use std::os::windows::io::{AsHandle, AsRawHandle};
+    use windows_sys::Win32::Foundation::WAIT_OBJECT_0;
+    use windows_sys::Win32::System::Threading::WaitForSingleObject;
+    multiprocess::init_test();
+    let _g = common::start();
+    let (a, mut b) = pipe(true).unwrap();
+    assert!(!a.as_raw_handle().is_null());
+    assert_eq!(a.fileno().unwrap(), a.as_raw_handle() as i64);
+    assert_eq!(a.as_handle().as_raw_handle(), a.as_raw_handle());
+    b.close();
+    assert!(b.as_raw_handle().is_null());
+    assert!(matches!(b.fileno(), Err(Error::State(_))));
+
+    let mut p = multiprocess::Process::new(slow_exit, (200,));
+    p.start().unwrap();
+    let sentinel = p.sentinel().unwrap();
+    // SAFETY: a valid process handle, borrowed from the sentinel that outlives the wait.
+    let waited = unsafe { WaitForSingleObject(sentinel.as_raw_handle(), 10_000) };
+    assert_eq!(waited, WAIT_OBJECT_0, "ended");
+    p.join(secs(10.0)).unwrap();
+    assert_eq!(p.exitcode().unwrap(), Some(0));
+}

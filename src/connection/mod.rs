@@ -153,6 +153,11 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
 /// `send*`, `recv*` and `poll` take `&self`: whole messages are sent and received under internal
 /// locks, so a `Connection` can be shared between threads (in an `Arc`) without interleaving
 /// frames. Closing takes `&mut self` ([`close`](Connection::close)), or happens on drop.
+///
+/// Its OS handle is there for other code to wait on (`AsFd`/`AsRawFd` on Unix,
+/// `AsHandle`/`AsRawHandle` on Windows, and Python's [`fileno`](Connection::fileno)). A
+/// `Connection` reads ahead, so a message it has already read is not announced by the handle:
+/// ask [`poll`](Connection::poll)`(Some(Duration::ZERO))` before waiting on it.
 #[derive(Debug)]
 pub struct Connection {
     stream: Option<sys::Stream>,
@@ -173,6 +178,8 @@ pub struct Connection {
 }
 
 const CLOSED: &str = "handle is closed";
+
+sys::impl_os_handle!(Connection, os_handle);
 
 impl Connection {
     pub(crate) fn new(stream: sys::Stream, readable: bool, writable: bool) -> Connection {
@@ -235,6 +242,28 @@ impl Connection {
     /// The stream itself, for setting its options (the listener's handshake deadline).
     pub(crate) fn raw_stream(&self) -> Result<&sys::Stream> {
         self.stream.as_ref().ok_or_else(|| Error::state(CLOSED))
+    }
+
+    /// Its OS handle, `None` once closed.
+    fn os_handle(&self) -> Option<sys::WaitHandle<'_>> {
+        self.stream.as_ref().map(sys::stream_handle)
+    }
+
+    /// The number of its OS handle (Python's `fileno()`): the descriptor on Unix, the pipe
+    /// handle's value on Windows. See also the `AsFd`/`AsHandle` implementations.
+    ///
+    /// ```
+    /// let (a, _b) = multiprocess::pipe(true)?;
+    /// assert!(a.fileno()? >= 0);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::State`] if it is closed (Python's `OSError: handle is closed`).
+    pub fn fileno(&self) -> Result<i64> {
+        self.os_handle()
+            .map(sys::handle_number)
+            .ok_or_else(|| Error::state(CLOSED))
     }
 
     /// The stream, checking state and direction.

@@ -701,7 +701,15 @@ impl Sentinel {
     pub(crate) fn handle(&self) -> sys::WaitHandle<'_> {
         sys::borrow_handle(&self.0)
     }
+
+    fn os_handle(&self) -> Option<sys::WaitHandle<'_>> {
+        Some(self.handle())
+    }
 }
+
+// A reactor can wait on it: a pidfd on Linux, a kqueue on macOS (each readable when the process
+// ends), the process handle on Windows.
+sys::impl_os_handle!(Sentinel, os_handle);
 
 /// Copies of the OS handles inside a job's arguments (the job keeps its own).
 pub(crate) fn clone_handles(handles: &[sys::OwnedHandle]) -> Result<Vec<sys::OwnedHandle>> {

@@ -547,3 +547,36 @@ pub(crate) fn stream_from_handle(handle: OwnedHandle) -> io::Result<Stream> {
 pub(crate) fn advise_huge_pages(ptr: *mut u8, len: usize) {
     os::advise_huge_pages(ptr, len)
 }
+
+/// Gives a public type std's descriptor traits (`AsFd`, `AsRawFd`), as std's own files, sockets
+/// and pipes have them, so that any reactor (mio, tokio's `AsyncFd`) or `poll(2)` can wait on
+/// it. `$handle` is a method of the type returning `Option<WaitHandle>` (`None` once closed:
+/// `as_raw_fd` is then -1, and `as_fd` panics, as using a closed descriptor is the caller's
+/// bug).
+macro_rules! impl_os_handle {
+    ($ty:ty, $handle:ident) => {
+        /// Its descriptor (Unix): readable when it is ready. Panics if it was closed.
+        impl std::os::fd::AsFd for $ty {
+            fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+                match self.$handle() {
+                    Some(fd) => fd,
+                    None => panic!("{}: the handle is closed", stringify!($ty)),
+                }
+            }
+        }
+
+        /// Its descriptor number (Unix); -1 once closed.
+        impl std::os::fd::AsRawFd for $ty {
+            fn as_raw_fd(&self) -> std::os::fd::RawFd {
+                self.$handle()
+                    .map_or(-1, |fd| std::os::fd::AsRawFd::as_raw_fd(&fd))
+            }
+        }
+    };
+}
+pub(crate) use impl_os_handle;
+
+/// An OS handle's number as Python's `fileno()` gives it.
+pub(crate) fn handle_number(h: WaitHandle<'_>) -> i64 {
+    i64::from(h.as_raw_fd())
+}

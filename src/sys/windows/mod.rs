@@ -682,6 +682,49 @@ pub(crate) fn stream_from_handle(handle: OwnedHandle) -> io::Result<Stream> {
 /// Large pages need a privilege on Windows: nothing to ask for.
 pub(crate) fn advise_huge_pages(_ptr: *mut u8, _len: usize) {}
 
+/// The kernel handle behind a waitable handle (a channel's pipe).
+pub(crate) fn kernel_handle(h: WaitHandle<'_>) -> BorrowedHandle<'_> {
+    match h {
+        WaitHandle::Object(o) => o,
+        // SAFETY: the pipe handle lives as long as the channel it is borrowed from.
+        WaitHandle::Channel(c) => unsafe { BorrowedHandle::borrow_raw(c.raw()) },
+    }
+}
+
+/// Gives a public type std's handle traits (`AsHandle`, `AsRawHandle`), as std's own files and
+/// pipes have them, so that other code (a reactor, `WaitForMultipleObjects`) can use it.
+/// `$handle` is a method of the type returning `Option<WaitHandle>` (`None` once closed:
+/// `as_raw_handle` is then null, and `as_handle` panics, as using a closed handle is the
+/// caller's bug). A `Connection`'s handle is an overlapped named pipe.
+macro_rules! impl_os_handle {
+    ($ty:ty, $handle:ident) => {
+        /// Its kernel handle (Windows). Panics if it was closed.
+        impl std::os::windows::io::AsHandle for $ty {
+            fn as_handle(&self) -> std::os::windows::io::BorrowedHandle<'_> {
+                match self.$handle() {
+                    Some(h) => $crate::sys::kernel_handle(h),
+                    None => panic!("{}: the handle is closed", stringify!($ty)),
+                }
+            }
+        }
+
+        /// Its kernel handle (Windows); null once closed.
+        impl std::os::windows::io::AsRawHandle for $ty {
+            fn as_raw_handle(&self) -> std::os::windows::io::RawHandle {
+                self.$handle().map_or(std::ptr::null_mut(), |h| {
+                    std::os::windows::io::AsRawHandle::as_raw_handle(&$crate::sys::kernel_handle(h))
+                })
+            }
+        }
+    };
+}
+pub(crate) use impl_os_handle;
+
+/// An OS handle's number as Python's `fileno()` gives it (the handle's value).
+pub(crate) fn handle_number(h: WaitHandle<'_>) -> i64 {
+    kernel_handle(h).as_raw_handle() as i64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
