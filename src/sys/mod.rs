@@ -97,30 +97,6 @@ impl Region {
     }
 }
 
-impl serde::Serialize for Region {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::Error as _;
-        let handles = self.handles().map_err(S::Error::custom)?;
-        let indices = handles
-            .into_iter()
-            .map(|h| crate::wire::push_handle::<S::Error>("shared object", h))
-            .collect::<Result<Vec<u32>, _>>()?;
-        indices.serialize(serializer)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Region {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::Error as _;
-        let indices = Vec::<u32>::deserialize(deserializer)?;
-        let handles = indices
-            .into_iter()
-            .map(|i| crate::wire::take_handle::<D::Error>("shared object", i))
-            .collect::<Result<Vec<_>, _>>()?;
-        Region::from_handles(handles).map_err(D::Error::custom)
-    }
-}
-
 /// Locks a mutex, ignoring poisoning: the library's invariants hold between statements, and a
 /// panic elsewhere (a user's callback) must not make every later call fail. The one helper the
 /// whole crate uses.

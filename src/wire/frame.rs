@@ -2,7 +2,6 @@
 //! payload; reading them whole, or as bytes arrive.
 
 use super::*;
-use crate::sys;
 
 /// The header for a payload of `len` bytes: 4 bytes, or 12 above `i32::MAX`.
 pub(super) fn header(len: usize) -> ([u8; 12], usize) {
@@ -72,12 +71,11 @@ pub(super) fn read_header(r: &mut impl Read, limit: u64) -> Result<u64> {
 /// Reads a payload of `len` bytes.
 pub(super) fn read_payload(r: &mut impl Read, len: u64) -> Result<Vec<u8>> {
     // Memory is committed only as bytes arrive. A large frame (accepted under the limit) gets
-    // its whole length reserved at once where the OS lends address space (not memory), and huge
-    // pages where it has them: no reallocation, and far fewer page faults.
+    // its whole length reserved at once where the OS lends address space (not memory): no
+    // reallocation. (A `Connection`'s reads, which carry the large messages, also ask for huge
+    // pages: see `connection::inbox`.)
     let mut payload = Vec::new();
-    if len >= 4 << 20 && payload.try_reserve_exact(len as usize).is_ok() {
-        sys::advise_huge_pages(payload.as_mut_ptr(), payload.capacity());
-    } else {
+    if len < 4 << 20 || payload.try_reserve_exact(len as usize).is_err() {
         payload.reserve(len.min(64 * 1024) as usize);
     }
     let got = r

@@ -166,3 +166,29 @@ pub(super) fn custom_de<E: serde::de::Error>(message: String) -> E {
     LAST_ERROR.with(|l| *l.borrow_mut() = Some(message));
     e
 }
+
+/// A shared-memory region travels as its OS handles, in the message's side table (the receiver
+/// maps the same memory).
+impl serde::Serialize for sys::Region {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let handles = self.handles().map_err(S::Error::custom)?;
+        let indices = handles
+            .into_iter()
+            .map(|h| push_handle::<S::Error>("shared object", h))
+            .collect::<Result<Vec<u32>, _>>()?;
+        indices.serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for sys::Region {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let indices = Vec::<u32>::deserialize(deserializer)?;
+        let handles = indices
+            .into_iter()
+            .map(|i| take_handle::<D::Error>("shared object", i))
+            .collect::<Result<Vec<_>, _>>()?;
+        sys::Region::from_handles(handles).map_err(D::Error::custom)
+    }
+}

@@ -1,6 +1,8 @@
 //! Handles passed between processes: to a child at its start, with a message over a stream
 //! (the receiver duplicates them out of the sender), and why they cannot go through a queue.
 
+use std::io::{Read, Write};
+
 use super::*;
 
 /// Handles already duplicated into one child: their values there, to send over its channel.
@@ -43,20 +45,20 @@ pub(crate) fn send_transfer(channel: &Channel, transfer: Transfer) -> io::Result
     if transfer.0.is_empty() {
         return Ok(());
     }
+    // A record of our own: the values, 8 bytes each; the child knows how many to expect.
     let bytes: Vec<u8> = transfer.0.iter().flat_map(|v| v.to_le_bytes()).collect();
-    crate::wire::write_frame(&mut &*channel, &bytes)
+    (&*channel).write_all(&bytes)
 }
 
 /// Receives `count` handles sent with [`send_transfer`].
 pub(crate) fn recv_handles(channel: &Channel, count: usize) -> io::Result<Vec<OwnedHandle>> {
-    let frame = crate::wire::read_frame(&mut &*channel, 8 * count as u64)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-    if frame.len() != 8 * count {
-        return Err(io::Error::new(
+    let mut frame = vec![0u8; 8 * count];
+    (&*channel).read_exact(&mut frame).map_err(|e| {
+        io::Error::new(
             io::ErrorKind::InvalidData,
-            "handles were lost in transit",
-        ));
-    }
+            format!("handles were lost in transit: {e}"),
+        )
+    })?;
     Ok(frame
         .chunks_exact(8)
         .map(|c| {
@@ -105,12 +107,16 @@ pub(crate) fn stream_carries_handles(_stream: &Stream) -> bool {
 /// lost and the receiver says so.
 pub(crate) fn send_handles_on(stream: &Stream, handles: Vec<OwnedHandle>) -> io::Result<()> {
     use std::os::windows::io::IntoRawHandle;
-    let mut bytes = Vec::with_capacity(4 + 8 * handles.len());
+    // One frame of the connection's format (CPython's: a 4-byte big-endian length, then the
+    // payload; see `wire::frame`), which the receiving `Connection` reads as such.
+    let payload = handles_frame_len(handles.len());
+    let mut bytes = Vec::with_capacity(4 + payload as usize);
+    bytes.extend_from_slice(&(payload as u32).to_be_bytes());
     bytes.extend_from_slice(&pid().to_le_bytes());
     for h in handles {
         bytes.extend_from_slice(&(h.into_raw_handle() as usize as u64).to_le_bytes());
     }
-    crate::wire::write_frame(&mut &*stream, &bytes)
+    (&*stream).write_all(&bytes)
 }
 
 /// The payload length of the frame [`send_handles_on`] sends for `count` handles.
