@@ -75,15 +75,18 @@
 //! | `AsyncResult.get(timeout)` raising `TimeoutError` | [`Error::Timeout`] (the task goes on); a task past its own limit (beyond Python): [`Error::TaskTimeout`] |
 //! | `sys.exit(n)` in a child | [`exit`] or `std::process::exit` |
 //! | exceptions (`ValueError`, `AssertionError`, `TimeoutError`, `BufferTooShort`, ...) | [`Error`] variants |
-//! | `Manager()`, `manager.dict()`, `.list()`, `.Value(t, v)`, `.Queue()` | [`Manager::start`], [`Manager::dict`], [`Manager::list`], [`Manager::value`], [`Manager::queue`] (typed proxies in [`managers`]) |
-//! | `.Lock()`, `.RLock()`, `.Semaphore(n)`, `.BoundedSemaphore(n)`, `.Condition()`, `.Event()`, `.Barrier(n)`, `.Namespace()` | [`Manager::lock`], [`Manager::rlock`], [`Manager::semaphore`], [`Manager::bounded_semaphore`], [`Manager::condition`], [`Manager::event`], [`Manager::barrier`], [`Manager::namespace`] |
-//! | `.JoinableQueue()` | [`Manager::queue`] (its proxy has `task_done` and `join`) |
-//! | `BaseManager(address, authkey)`: `start()`, `connect()`, `register(name, ...)` | [`Manager::start_at`], [`Manager::connect`], [`Manager::named`] |
+//! | `Manager()`, `manager.dict()`, `.list()`, `.Value(t, v)`, `.Queue(maxsize)` | [`Manager::start`], [`Manager::dict`], [`Manager::list`], [`Manager::value`], [`Manager::queue`], [`Manager::bounded_queue`] (typed proxies in [`managers`]) |
+//! | `manager.dict(pairs)`, `manager.list(iterable)` | [`Manager::dict_from`], [`Manager::list_from`] |
+//! | a list proxy's `append`, `extend`, `insert`, `pop()`, `pop(i)`, `remove`, `index`, `count`, `x in l`, `reverse`, `sort(key=f)`, `l[a:b]`, `l[a:b] = xs`, `del l[a:b]`, `l *= n` | [`managers::ListProxy`]: the same names, `pop_at(i)`, `contains`, `sort`/`sort_by_key(f)`/`sort_by(cmp)`, `get_slice(a..b)`, `set_slice(a..b, xs)`, `del_slice(a..b)`, `repeat(n)` |
+//! | a dict proxy's `d[k]`, `get(k, default)`, `keys`, `values`, `items`, `update`, `pop(k[, default])`, `popitem`, `setdefault`, `copy`, `k in d` | [`managers::DictProxy`]: `get_item`, `get`/`get_or`, the same names, `pop`/`pop_or`, `copy` (into a `HashMap`, `BTreeMap` or `Vec`), `contains_key` |
+//! | `.Lock()`, `.RLock()`, `.Semaphore(n)`, `.BoundedSemaphore(n)`, `.Condition()`, `.Event()`, `.Barrier(n)`, `.Namespace()` | [`Manager::lock`], [`Manager::rlock`], [`Manager::semaphore`], [`Manager::bounded_semaphore`], [`Manager::condition`], [`Manager::event`], [`Manager::barrier`] (`parties`, `n_waiting`, `broken`), [`Manager::namespace`] (prints as `Namespace(name='Bob')`) |
+//! | `.JoinableQueue(maxsize)`; a queue proxy's `put`, `get`, `put_nowait`, `get_nowait`, `full`, `qsize` | [`Manager::queue`]/[`Manager::bounded_queue`] (its proxy has `task_done`, `join`, the same names, and `maxsize`) |
+//! | `BaseManager(address, authkey)`: `start()`, `start(initializer, initargs)`, `connect()`, `register(name, ...)` | [`Manager::start_at`], [`Manager::builder`] (`.initializer(f, args).start()`), [`Manager::connect`], [`Manager::named`] |
 //! | `get_server().serve_forever()` | [`Manager::server`] → [`managers::ManagerServer::serve_forever`] |
 //! | `register('Counter', Counter)`, `m.Counter(...)`, `_getvalue()` | [`managers::Managed`], [`Manager::create`], [`managers::Proxy`] |
 //! | `m.Array(typecode, seq)` | [`Manager::array`] → [`managers::ArrayProxy`] |
 //! | `SharedMemoryManager()`: `SharedMemory(size)`, `ShareableList(seq)`, `shutdown()` | [`managers::SharedMemoryManager`]: [`shared_memory`](managers::SharedMemoryManager::shared_memory), [`shareable_list`](managers::SharedMemoryManager::shareable_list), [`shutdown`](managers::SharedMemoryManager::shutdown) |
-//! | `m.Pool(n)`, its `apply_async`/`map_async` results | [`Manager::pool`] → [`managers::PoolProxy`], [`managers::AsyncResultProxy`] |
+//! | `m.Pool(n)`, its `imap`/`imap_unordered`, its `apply_async`/`map_async` results | [`Manager::pool`] → [`managers::PoolProxy`], [`managers::AsyncResultProxy`] |
 //! | a remote exception re-raised by a proxy | [`Error::Remote`] (`kind` is Python's exception name) |
 //!
 //! The README's feature table says what works today.

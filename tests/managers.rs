@@ -93,7 +93,7 @@ fn s06_nested_proxies_and_remote_errors() {
         l.append(&i).unwrap();
     }
     assert_eq!(l.get(-1).unwrap(), 3);
-    assert_eq!(l.pop(Some(0)).unwrap(), 0);
+    assert_eq!(l.pop_at(0).unwrap(), 0);
     match l.get(3) {
         Err(Error::Remote { kind, message }) => {
             assert_eq!(
@@ -1067,4 +1067,612 @@ fn fork_while_other_threads_call_the_manager() {
         h.join().unwrap();
     }
     assert_eq!(counts.get(&"n".to_string()).unwrap(), Some(40));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 17: the proxies' methods as Python's (each test under a hard time limit).
+
+/// Runs `body` on a thread of its own; fails the test, naming `what`, if it has not finished
+/// within `limit` (a hang fails instead of hanging the test binary; the guard then kills the
+/// manager it left).
+fn within<T: Send + 'static>(
+    limit: Duration,
+    what: &str,
+    body: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let _ = tx.send(body());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(value) => {
+            let _ = thread.join();
+            value
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("{what}: not done within {limit:?}")
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => match thread.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the body neither finished nor panicked"),
+        },
+    }
+}
+
+/// The remote error's (kind, message), or a panic naming what came instead.
+fn remote_error<T: std::fmt::Debug>(result: multiprocess::Result<T>) -> (String, String) {
+    match result {
+        Err(Error::Remote { kind, message }) => (kind, message),
+        other => panic!("expected a remote error, got {other:?}"),
+    }
+}
+
+/// Python's list methods on a `ListProxy`: `manager.list(iterable)`, extend, insert, pop,
+/// remove, index, count, `in`, reverse, sort (by order, key and comparator), slices read,
+/// replaced and deleted with Python's clamping, `*=`; each error as Python's, never a panic.
+#[test]
+fn list_proxy_has_pythons_methods() {
+    multiprocess::init_test();
+    let _g = common::start();
+    within(Duration::from_secs(60), "list methods", || {
+        let manager = Manager::start().unwrap();
+        let l = manager.list_from([3, 1, 4, 1, 5]).unwrap();
+        l.extend([9, 2]).unwrap();
+        let local = vec![6];
+        l.extend(&local).unwrap(); // borrowed items
+        assert_eq!(local, [6]);
+        assert_eq!(l.to_vec().unwrap(), [3, 1, 4, 1, 5, 9, 2, 6]);
+        assert_eq!((l.count(&1).unwrap(), l.count(&7).unwrap()), (2, 0));
+        assert!(l.contains(&9).unwrap() && !l.contains(&7).unwrap());
+        assert_eq!(l.index(&1).unwrap(), 1);
+        assert_eq!(l.index_in(&1, 2..).unwrap(), 3);
+        assert_eq!(l.index_in(&6, -1..).unwrap(), 7);
+        l.remove(&1).unwrap();
+        assert_eq!(l.to_vec().unwrap(), [3, 4, 1, 5, 9, 2, 6]);
+        // insert clamps, as Python's: never an error.
+        l.insert(0, &0).unwrap();
+        l.insert(-1, &8).unwrap();
+        l.insert(100, &10).unwrap();
+        l.insert(-100, &-1).unwrap();
+        assert_eq!(l.to_vec().unwrap(), [-1, 0, 3, 4, 1, 5, 9, 2, 8, 6, 10]);
+        assert_eq!(l.pop().unwrap(), 10);
+        assert_eq!(l.pop_at(0).unwrap(), -1);
+        assert_eq!(l.pop_at(-2).unwrap(), 8);
+        l.reverse().unwrap();
+        assert_eq!(l.to_vec().unwrap(), [6, 2, 9, 5, 1, 4, 3, 0]);
+        l.sort().unwrap();
+        assert_eq!(l.to_vec().unwrap(), [0, 1, 2, 3, 4, 5, 6, 9]);
+        l.sort_by_key(|x| std::cmp::Reverse(*x)).unwrap();
+        assert_eq!(l.to_vec().unwrap(), [9, 6, 5, 4, 3, 2, 1, 0]);
+        // Stable, with a comparator that captures.
+        let parity_first = 1;
+        l.sort_by(|a, b| ((a % 2 != parity_first), a).cmp(&((b % 2 != parity_first), b)))
+            .unwrap();
+        assert_eq!(l.to_vec().unwrap(), [1, 3, 5, 9, 0, 2, 4, 6]);
+        l.repeat(2).unwrap();
+        assert_eq!(l.len().unwrap(), 16);
+        l.repeat(0).unwrap();
+        assert!(l.is_empty().unwrap());
+
+        // Errors, as Python words them.
+        assert_eq!(
+            remote_error(l.pop()),
+            ("IndexError".into(), "pop from empty list".into())
+        );
+        l.extend([1, 2]).unwrap();
+        assert_eq!(
+            remote_error(l.pop_at(5)),
+            ("IndexError".into(), "pop index out of range".into())
+        );
+        assert_eq!(
+            remote_error(l.get(-3)),
+            ("IndexError".into(), "list index out of range".into())
+        );
+        assert_eq!(
+            remote_error(l.set(2, &0)),
+            (
+                "IndexError".into(),
+                "list assignment index out of range".into()
+            )
+        );
+        assert_eq!(
+            remote_error(l.remove(&7)),
+            ("ValueError".into(), "list.remove(x): x not in list".into())
+        );
+        assert_eq!(remote_error(l.index(&7)).0, "ValueError");
+        assert_eq!(remote_error(l.index_in(&1, 1..)).0, "ValueError");
+        assert_eq!(l.to_vec().unwrap(), [1, 2], "a failed call changes nothing");
+        // Sorting items that are not of the proxy's type fails cleanly, the list unchanged.
+        let strings = manager
+            .list_from(["b".to_string(), "a".to_string()])
+            .unwrap();
+        let as_numbers: ListProxy<(u64, u64, u64)> = strings_as(&strings);
+        assert!(matches!(as_numbers.sort(), Err(Error::Codec(_))));
+        assert_eq!(strings.to_vec().unwrap(), ["b", "a"]);
+        strings.sort().unwrap();
+        assert_eq!(strings.to_vec().unwrap(), ["a", "b"]);
+    });
+}
+
+/// The same list through a proxy of another item type (as a careless program might make it).
+fn strings_as<T>(l: &ListProxy<String>) -> ListProxy<T> {
+    let bytes = serde_json::to_vec(l).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// Slices as Python's `l[a:b]`, `l[a:b] = items` and `del l[a:b]`, on `[0, 1, 2, 3, 4, 5]`:
+/// negative ends count from the end, ends are clamped, an end before the start is empty (and
+/// assigning to it inserts there); Rust's inclusive ends and an excluded start too.
+#[test]
+#[allow(clippy::reversed_empty_ranges)] // Python's `l[4:2]`, on purpose
+fn list_slices_follow_python() {
+    use std::ops::Bound;
+    multiprocess::init_test();
+    let _g = common::start();
+    within(Duration::from_secs(60), "list slices", || {
+        let manager = Manager::start().unwrap();
+        let l = manager.list_from(0..6i64).unwrap();
+        let cases: [(Vec<i64>, Vec<i64>); 10] = [
+            (l.get_slice(1..3).unwrap(), vec![1, 2]),
+            (l.get_slice(-2..).unwrap(), vec![4, 5]),
+            (l.get_slice(..=2).unwrap(), vec![0, 1, 2]),
+            (l.get_slice(..=-1).unwrap(), vec![0, 1, 2, 3, 4, 5]),
+            (l.get_slice(..-1).unwrap(), vec![0, 1, 2, 3, 4]),
+            (l.get_slice(-100..2).unwrap(), vec![0, 1]),
+            (l.get_slice(4..2).unwrap(), vec![]),
+            (l.get_slice(2..100).unwrap(), vec![2, 3, 4, 5]),
+            (
+                l.get_slice((Bound::Excluded(1), Bound::Unbounded)).unwrap(),
+                vec![2, 3, 4, 5],
+            ),
+            (l.get_slice(..).unwrap(), vec![0, 1, 2, 3, 4, 5]),
+        ];
+        for (i, (got, want)) in cases.iter().enumerate() {
+            assert_eq!(got, want, "case {i}");
+        }
+        l.set_slice(1..3, [9]).unwrap(); // l[1:3] = [9]
+        assert_eq!(l.to_vec().unwrap(), [0, 9, 3, 4, 5]);
+        l.set_slice(0..0, [7, 8]).unwrap(); // l[0:0] = [7, 8]
+        assert_eq!(l.to_vec().unwrap(), [7, 8, 0, 9, 3, 4, 5]);
+        l.set_slice(5..2, [1]).unwrap(); // l[5:2] = [1]: inserts at 5
+        assert_eq!(l.to_vec().unwrap(), [7, 8, 0, 9, 3, 1, 4, 5]);
+        l.set_slice(-1.., Vec::<i64>::new()).unwrap(); // l[-1:] = []
+        assert_eq!(l.to_vec().unwrap(), [7, 8, 0, 9, 3, 1, 4]);
+        l.set_slice(100.., [6]).unwrap(); // l[100:] = [6]: appends
+        assert_eq!(l.to_vec().unwrap(), [7, 8, 0, 9, 3, 1, 4, 6]);
+        l.del_slice(..2).unwrap(); // del l[:2]
+        assert_eq!(l.to_vec().unwrap(), [0, 9, 3, 1, 4, 6]);
+        l.del_slice(-2..=-2).unwrap(); // del l[-2:-1]
+        assert_eq!(l.to_vec().unwrap(), [0, 9, 3, 1, 6]);
+        l.del_slice(3..1).unwrap(); // del l[3:1]: nothing
+        l.del_slice(50..).unwrap();
+        assert_eq!(l.to_vec().unwrap(), [0, 9, 3, 1, 6]);
+    });
+}
+
+/// Appends `n` items (from -1 down) to `l`, one call each, after `go` is set.
+fn append_while_sorting(l: ListProxy<i64>, go: EventProxy, n: i64) -> bool {
+    assert!(go.wait(Some(Duration::from_secs(20))).unwrap());
+    for i in 1..=n {
+        l.append(&-i).unwrap();
+    }
+    true
+}
+
+/// A sort is one step for other processes: a child appending all the while loses nothing, and
+/// every item it appended lands either before the sort (and is sorted) or after it (in order
+/// at the end): the sorted part is a prefix.
+#[test]
+fn a_sort_is_one_step_for_other_processes() {
+    multiprocess::init_test();
+    let _g = common::start();
+    within(
+        Duration::from_secs(120),
+        "sorting while a child appends",
+        || {
+            let manager = Manager::start().unwrap();
+            let l = manager.list_from((0..2000i64).rev()).unwrap();
+            let go = manager.event().unwrap();
+            let mut child = Process::new(append_while_sorting, (l.clone(), go.clone(), 300i64));
+            child.start().unwrap();
+            go.set().unwrap();
+            for _ in 0..5 {
+                l.sort().unwrap();
+                l.reverse().unwrap();
+            }
+            l.sort().unwrap();
+            assert!(child.result::<bool>().unwrap());
+            let items = l.to_vec().unwrap();
+            assert_eq!(items.len(), 2300, "an item was lost or doubled");
+            let mut all = items.clone();
+            all.sort();
+            assert_eq!(all, (-300..2000).collect::<Vec<i64>>());
+            // The part sorted last ends where 1999 is; after it, the child's items in order.
+            let end = items.iter().position(|&x| x == 1999).unwrap() + 1;
+            assert!(items[..end].is_sorted(), "the sorted part is not sorted");
+            assert!(
+                items[end..].is_sorted_by(|a, b| a > b),
+                "appends out of order"
+            );
+        },
+    );
+}
+
+/// Holds `l` for a sort whose comparator never returns (after setting `holding`).
+fn sort_forever(l: ListProxy<u32>, holding: EventProxy) {
+    l.sort_by(|_, _| {
+        let _ = holding.set();
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    })
+    .unwrap();
+}
+
+/// A sort holds the list: another client's call on it waits; a comparator that panics lets
+/// go of it unchanged; a holder killed mid-sort lets go of it too.
+#[test]
+fn a_held_list_is_let_go() {
+    multiprocess::init_test();
+    let _g = common::start();
+    within(Duration::from_secs(60), "letting go of a held list", || {
+        let manager = Manager::start().unwrap();
+        let l = manager.list_from([3u32, 2, 1]).unwrap();
+        // A panic without the panic hook (whose backtrace would keep files open on Windows).
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            l.sort_by(|_, _| std::panic::resume_unwind(Box::new("no order today")))
+        }));
+        assert!(caught.is_err());
+        let other = l.clone();
+        let from_thread = std::thread::spawn(move || other.to_vec().unwrap());
+        assert_eq!(from_thread.join().unwrap(), [3, 2, 1]);
+
+        let holding = manager.event().unwrap();
+        let mut child = Process::new(sort_forever, (l.clone(), holding.clone()));
+        child.start().unwrap();
+        assert!(holding.wait(Some(Duration::from_secs(20))).unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiting = l.clone();
+        let appender = std::thread::spawn(move || {
+            waiting.append(&0).unwrap();
+            let _ = tx.send(());
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_millis(300)).is_err(),
+            "an append went through a held list"
+        );
+        child.kill().unwrap();
+        child.join(None).unwrap();
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the list stayed held after its holder died");
+        appender.join().unwrap();
+        assert_eq!(l.to_vec().unwrap(), [3, 2, 1, 0]);
+    });
+}
+
+/// Python's dict methods on a `DictProxy`: `manager.dict(pairs)`, keys, values, items,
+/// update, get with a default, setdefault, pop with and without a default, popitem (last in,
+/// first out), copy into local maps; a `KeyError` names the key as Python's does.
+#[test]
+fn dict_proxy_has_pythons_methods() {
+    use std::collections::{BTreeMap, HashMap};
+    multiprocess::init_test();
+    let _g = common::start();
+    within(Duration::from_secs(60), "dict methods", || {
+        let manager = Manager::start().unwrap();
+        let s = |x: &str| x.to_string();
+        // A later pair for the same key keeps the first one's place.
+        let d = manager
+            .dict_from([(s("a"), 1), (s("b"), 2), (s("a"), 3)])
+            .unwrap();
+        assert_eq!(d.keys().unwrap(), ["a", "b"]);
+        assert_eq!(d.values().unwrap(), [3, 2]);
+        d.update([(s("c"), 4), (s("b"), 5)]).unwrap();
+        let local: HashMap<String, i32> = [(s("d"), 6)].into();
+        d.update(&local).unwrap();
+        assert_eq!(
+            d.items().unwrap(),
+            [(s("a"), 3), (s("b"), 5), (s("c"), 4), (s("d"), 6)]
+        );
+        assert_eq!(d.len().unwrap(), 4);
+        assert!(d.contains_key(&s("c")).unwrap() && !d.contains_key(&s("z")).unwrap());
+        assert_eq!(d.get_or(&s("z"), -1).unwrap(), -1);
+        assert_eq!(d.get_or(&s("a"), -1).unwrap(), 3);
+        assert!(!d.contains_key(&s("z")).unwrap(), "get_or does not insert");
+        assert_eq!(d.setdefault(&s("a"), &100).unwrap(), 3);
+        assert_eq!(d.setdefault(&s("e"), &7).unwrap(), 7);
+        assert_eq!(d.get(&s("e")).unwrap(), Some(7));
+        assert_eq!(d.pop(&s("b")).unwrap(), 5);
+        assert_eq!(d.pop_or(&s("b"), 0).unwrap(), 0);
+        assert_eq!(d.pop_or(&s("c"), 0).unwrap(), 4);
+        let copy: BTreeMap<String, i32> = d.copy().unwrap();
+        assert_eq!(copy, [(s("a"), 3), (s("d"), 6), (s("e"), 7)].into());
+        let in_order: Vec<(String, i32)> = d.copy().unwrap();
+        assert_eq!(in_order, [(s("a"), 3), (s("d"), 6), (s("e"), 7)]);
+        assert_eq!(d.popitem().unwrap(), (s("e"), 7));
+        assert_eq!(d.popitem().unwrap(), (s("d"), 6));
+        // Errors, as Python's: the KeyError's message is the key's repr.
+        assert_eq!(
+            remote_error(d.pop(&s("missing"))),
+            ("KeyError".into(), "'missing'".into())
+        );
+        assert_eq!(
+            remote_error(d.get_item(&s("it's"))),
+            ("KeyError".into(), "\"it's\"".into())
+        );
+        assert_eq!(remote_error(d.del(&s("nope"))).1, "'nope'");
+        d.clear().unwrap();
+        assert_eq!(
+            remote_error(d.popitem()),
+            ("KeyError".into(), "popitem(): dictionary is empty".into())
+        );
+        let numbers = manager.dict_from([(1u8, 1.5f64)]).unwrap();
+        assert_eq!(remote_error(numbers.pop(&2)).1, "2");
+    });
+}
+
+/// Takes one item of `q` after `ms` milliseconds.
+fn take_later(q: QueueProxy<u32>, ms: u64) -> u32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    q.get().unwrap()
+}
+
+/// Python's `manager.Queue(maxsize)`: `full()`, `maxsize`; a put waits in the manager while
+/// the queue is full (until a child takes an item), `put_nowait` and a put that times out
+/// fail with `Full`; an unbounded queue is never full. And a Barrier proxy's `parties`.
+#[test]
+fn bounded_queue_and_barrier_parties() {
+    multiprocess::init_test();
+    let _g = common::start();
+    within(Duration::from_secs(60), "bounded queue", || {
+        let manager = Manager::start().unwrap();
+        let q = manager.bounded_queue::<u32>(2).unwrap();
+        assert_eq!(q.maxsize().unwrap(), 2);
+        assert!(!q.full().unwrap());
+        q.put(&1).unwrap();
+        q.put_nowait(&2).unwrap();
+        assert!(q.full().unwrap());
+        assert!(matches!(q.put_nowait(&3), Err(Error::Full)));
+        let t = Instant::now();
+        assert!(matches!(
+            q.put_timeout(&3, Some(Duration::from_millis(200))),
+            Err(Error::Full)
+        ));
+        assert!(
+            t.elapsed() >= Duration::from_millis(150),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(q.qsize().unwrap(), 2);
+        let mut child = Process::new(take_later, (q.clone(), 200u64));
+        child.start().unwrap();
+        let t = Instant::now();
+        q.put(&3).unwrap(); // waits for the child's get
+        assert!(
+            t.elapsed() >= Duration::from_millis(100),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(child.result::<u32>().unwrap(), 1);
+        assert_eq!(
+            (q.get().unwrap(), q.get().unwrap(), q.qsize().unwrap()),
+            (2, 3, 0)
+        );
+        assert!(matches!(q.get_nowait(), Err(Error::Empty)));
+
+        let unbounded = manager.queue::<u32>().unwrap();
+        for i in 0..100 {
+            unbounded.put_nowait(&i).unwrap();
+        }
+        assert!(!unbounded.full().unwrap());
+        assert_eq!(unbounded.maxsize().unwrap(), 0);
+
+        let b = manager.barrier(3).unwrap();
+        assert_eq!((b.parties().unwrap(), b.n_waiting().unwrap()), (3, 0));
+    });
+}
+
+/// The initializer of `manager_with_initializer`: counts its run in `ns` (a proxy of another
+/// manager, as CPython's test does) and says where it ran.
+fn count_start(ns: NamespaceProxy, pid_of_run: ValueProxy<u32>) {
+    let runs: u32 = ns.get("test").unwrap();
+    ns.set("test", &(runs + 1)).unwrap();
+    pid_of_run.set(&std::process::id()).unwrap();
+}
+
+fn refuse_to_start(why: String) {
+    panic!("{why}");
+}
+
+/// Python's `manager.start(initializer, initargs)`: the initializer runs once, in the
+/// manager's process, before it serves; one that panics fails `start` with its message.
+#[test]
+fn manager_with_initializer() {
+    multiprocess::init_test();
+    let _g = common::start();
+    within(Duration::from_secs(60), "manager initializer", || {
+        let first = Manager::start().unwrap();
+        let ns = first.namespace().unwrap();
+        ns.set("test", &0u32).unwrap();
+        let pid = first.value(&0u32).unwrap();
+        let second = Manager::builder()
+            .initializer(count_start, (ns.clone(), pid.clone()))
+            .start()
+            .unwrap();
+        assert_eq!(ns.get::<u32>("test").unwrap(), 1);
+        assert_eq!(Some(pid.get().unwrap()), second.process().unwrap().pid());
+        // It serves as any manager.
+        let l = second.list_from([1, 2]).unwrap();
+        assert_eq!(l.pop().unwrap(), 2);
+        drop(second);
+
+        match Manager::builder()
+            .initializer(refuse_to_start, ("no config file".to_string(),))
+            .start()
+        {
+            Err(e) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("initializer") && text.contains("no config file"),
+                    "{text}"
+                );
+            }
+            Ok(m) => panic!("started: {m:?}"),
+        }
+        // A TCP manager with its own key and an initializer.
+        let tcp = multiprocess::connection::Address::Tcp("127.0.0.1:0".parse().unwrap());
+        let keyed = Manager::builder()
+            .address(tcp)
+            .authkey(b"secret")
+            .initializer(count_start, (ns.clone(), pid.clone()))
+            .start()
+            .unwrap();
+        assert_eq!(ns.get::<u32>("test").unwrap(), 2);
+        let other = Manager::connect(keyed.address(), b"secret").unwrap();
+        assert_eq!(other.number_of_objects().unwrap(), 0);
+    });
+}
+
+/// A Namespace proxy prints as Python's `Namespace(name='Bob')`: attributes sorted, each as
+/// its Python repr, those starting with `_` left out.
+#[test]
+fn namespace_prints_as_python() {
+    multiprocess::init_test();
+    let _g = common::start();
+    within(Duration::from_secs(60), "namespace repr", || {
+        let manager = Manager::start().unwrap();
+        let ns = manager.namespace().unwrap();
+        assert_eq!(format!("{ns:?}"), "Namespace()");
+        ns.set("name", &"Bob".to_string()).unwrap();
+        assert_eq!(format!("{ns:?}"), "Namespace(name='Bob')");
+        ns.set("x", &1.0f64).unwrap();
+        ns.set("flags", &vec![true, false]).unwrap();
+        ns.set("_hidden", &1).unwrap();
+        ns.set("pair", &(1u8, None::<u8>)).unwrap();
+        assert_eq!(
+            ns.to_string(),
+            "Namespace(flags=[True, False], name='Bob', pair=(1, None), x=1.0)"
+        );
+        assert_eq!(
+            ns.names().unwrap(),
+            ["name", "x", "flags", "_hidden", "pair"]
+        );
+        ns.del("flags").unwrap();
+        assert_eq!(
+            format!("{ns}"),
+            "Namespace(name='Bob', pair=(1, None), x=1.0)"
+        );
+        assert_eq!(ns.get::<f64>("x").unwrap(), 1.0);
+        // A proxy as an attribute: read back as a proxy of the same object; printed as its
+        // type and id.
+        let scores = manager.dict_from([(1u8, 2u8)]).unwrap();
+        ns.set("scores", &scores).unwrap();
+        let again: DictProxy<u8, u8> = ns.get("scores").unwrap();
+        again.set(&3, &4).unwrap();
+        assert_eq!(scores.len().unwrap(), 2);
+        assert!(ns.to_string().contains(", scores=DictProxy("), "{ns}");
+        ns.del("scores").unwrap();
+        assert_eq!(
+            remote_error(ns.get::<u8>("flags")),
+            (
+                "AttributeError".into(),
+                "'Namespace' object has no attribute 'flags'".into()
+            )
+        );
+    });
+}
+
+/// Python's `pool.imap_unordered` on a manager's pool: results as their chunks finish (a slow
+/// first item does not come first, as it would from `imap`), every one once; a failing item's
+/// error is its step's.
+#[test]
+fn pool_proxy_imap_unordered() {
+    multiprocess::init_test();
+    let _g = common::start();
+    within(Duration::from_secs(60), "imap_unordered", || {
+        let manager = Manager::start().unwrap();
+        let pool = manager.pool(Some(2)).unwrap();
+        let naps = [600u64, 0, 0, 0, 0, 0];
+        let got: Vec<u64> = pool
+            .imap_unordered(nap_then, naps, None)
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(got.len(), 6);
+        assert_eq!(got[0], 0, "the slow item came first: {got:?}");
+        assert_eq!(got.iter().sum::<u64>(), 600, "{got:?}");
+        let mut cubes: Vec<u64> = pool
+            .imap_unordered(cube, 0..100u64, Some(7))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        cubes.sort();
+        assert_eq!(cubes, (0..100u64).map(cube).collect::<Vec<_>>());
+        assert_eq!(
+            pool.imap_unordered(cube, Vec::<u64>::new(), None)
+                .unwrap()
+                .count(),
+            0
+        );
+        let steps: Vec<_> = pool
+            .imap_unordered(fails_on_three, 0..5u64, Some(1))
+            .unwrap()
+            .collect();
+        assert!(
+            steps.iter().any(
+                |s| matches!(s, Err(Error::Panicked { message }) if message.contains("three"))
+            ),
+            "{steps:?}"
+        );
+    });
+}
+
+/// The other process of `remote_manager_proxies`: uses the list and dict shared by name.
+fn remote_list_and_dict(address: multiprocess::connection::Address, key: Vec<u8>) -> Vec<String> {
+    let manager = Manager::connect(&address, &key).unwrap();
+    let l: ListProxy<i64> = manager.named("numbers").unwrap();
+    let d: DictProxy<String, i64> = manager.named("totals").unwrap();
+    l.extend([5, -3, 8]).unwrap();
+    l.sort().unwrap();
+    l.set_slice(..1, [-30]).unwrap();
+    d.update([("sum".to_string(), l.to_vec().unwrap().iter().sum::<i64>())])
+        .unwrap();
+    let mut errors = Vec::new();
+    let empty: ListProxy<i64> = manager.named("empty").unwrap();
+    errors.push(remote_error(empty.pop()).1);
+    errors.push(remote_error(l.remove(&100)).1);
+    errors.push(remote_error(d.pop(&"nothing".to_string())).1);
+    errors
+}
+
+/// A remote (TCP) manager serves the new methods the same: a child connects with the key and
+/// extends, sorts and slices a list and updates a dict; its errors come back as Python's.
+#[test]
+fn remote_manager_proxies() {
+    multiprocess::init_test();
+    let _g = common::start_with_sockets();
+    within(Duration::from_secs(60), "remote manager methods", || {
+        let tcp = multiprocess::connection::Address::Tcp("127.0.0.1:0".parse().unwrap());
+        let manager = Manager::start_at(Some(tcp), b"K").unwrap();
+        let l: ListProxy<i64> = manager.named("numbers").unwrap();
+        l.extend([2, 1]).unwrap();
+        let d: DictProxy<String, i64> = manager.named("totals").unwrap();
+        let mut p = Process::new(
+            remote_list_and_dict,
+            (manager.address().clone(), b"K".to_vec()),
+        );
+        p.start().unwrap();
+        assert_eq!(
+            p.result::<Vec<String>>().unwrap(),
+            [
+                "pop from empty list",
+                "list.remove(x): x not in list",
+                "'nothing'"
+            ]
+        );
+        assert_eq!(l.to_vec().unwrap(), [-30, 1, 2, 5, 8]);
+        assert_eq!(d.get_or(&"sum".to_string(), 0).unwrap(), -14);
+        assert_eq!(d.popitem().unwrap(), ("sum".to_string(), -14));
+        assert_eq!(l.get_slice(-2..).unwrap(), [5, 8]);
+    });
 }

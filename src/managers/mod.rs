@@ -67,6 +67,7 @@ mod pool_proxy;
 mod protocol;
 mod queue_proxy;
 mod refs;
+mod repr;
 mod segments;
 mod server;
 mod sync;
@@ -97,12 +98,13 @@ pub struct Manager {
 impl Manager {
     /// Starts a manager process listening on a fresh local address (a Unix socket; a named
     /// pipe on Windows) with this process's `authkey`, by the default start method. The
-    /// process is daemonic: it ends with this one at the latest.
+    /// process is daemonic: it ends with this one at the latest. [`Manager::builder`] gives
+    /// it an address, a key or an initializer.
     ///
     /// # Errors
     /// As [`Process::start`], or the server's own error if it could not listen.
     pub fn start() -> Result<Manager> {
-        Manager::start_at(None, &current_process().authkey())
+        Manager::builder().start()
     }
 
     /// Starts a manager process listening on `address` (`None`: a fresh local one) and
@@ -112,14 +114,50 @@ impl Manager {
     /// # Errors
     /// As [`Manager::start`].
     pub fn start_at(address: Option<Address>, authkey: &[u8]) -> Result<Manager> {
-        let (ours, theirs) = crate::pipe(true)?;
-        let mut process = Process::new(server::serve, (theirs, address, authkey.to_vec()))
-            .name("Manager")
-            .daemon(true);
+        let builder = Manager::builder().authkey(authkey);
+        match address {
+            Some(address) => builder.address(address),
+            None => builder,
+        }
+        .start()
+    }
+
+    /// How to start a manager: its address, key and initializer (Python's
+    /// `BaseManager(address, authkey)` + `start(initializer, initargs)`).
+    ///
+    /// ```
+    /// # fn main() -> multiprocess::Result<()> {
+    /// # multiprocess::init_test();
+    /// use multiprocess::Queue;
+    /// // Runs in the manager's process before it serves.
+    /// fn set_up(log: Queue<String>) {
+    ///     log.put(&format!("manager {} ready", std::process::id())).unwrap();
+    /// }
+    /// let log = Queue::new()?;
+    /// let manager = multiprocess::Manager::builder()
+    ///     .initializer(set_up, (log.clone(),))
+    ///     .start()?;
+    /// let pid = manager.process().and_then(|p| p.pid()).unwrap();
+    /// assert_eq!(log.get()?, format!("manager {pid} ready"));
+    /// # Ok(()) }
+    /// ```
+    pub fn builder() -> ManagerBuilder {
+        ManagerBuilder::default()
+    }
+
+    fn started(mut process: Process, ours: Connection, authkey: Vec<u8>) -> Result<Manager> {
         process.start()?;
         let address = match ours.recv::<std::result::Result<Address, String>>() {
             Ok(Ok(address)) => address,
-            Ok(Err(e)) => return Err(Error::state(format!("the manager could not start: {e}"))),
+            Ok(Err(e)) => {
+                // It ends by itself once it has said why.
+                let _ = process.join(Some(Duration::from_secs(5)));
+                if process.is_alive().unwrap_or(false) {
+                    let _ = process.kill();
+                    let _ = process.join(None);
+                }
+                return Err(Error::state(format!("the manager could not start: {e}")));
+            }
             Err(e) => {
                 let _ = process.kill();
                 let _ = process.join(None);
@@ -127,7 +165,7 @@ impl Manager {
             }
         };
         Ok(Manager {
-            client: Client::new(address, authkey.to_vec()),
+            client: Client::new(address, authkey),
             process: Some(process),
         })
     }
@@ -191,9 +229,38 @@ impl Manager {
         Ok(DictProxy(self.make(Kind::Dict, None)?, PhantomData))
     }
 
+    /// A new shared dict holding `pairs` (Python's `manager.dict(pairs)` or
+    /// `manager.dict(mapping)`): a later pair for the same key replaces the value, keeping the
+    /// first one's place. `manager.dict_from([("a".to_string(), 1)])`, or a `HashMap`.
+    pub fn dict_from<K: Serialize, V: Serialize>(
+        &self,
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<DictProxy<K, V>> {
+        let pairs = pairs
+            .into_iter()
+            .map(|(k, v)| Ok((encode(&k)?, encode(&v)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let handle = self.make(Kind::Dict, Some(encode(&pairs)?))?;
+        Ok(DictProxy(handle, PhantomData))
+    }
+
     /// A new shared list (Python's `manager.list()`).
     pub fn list<T>(&self) -> Result<ListProxy<T>> {
         Ok(ListProxy(self.make(Kind::List, None)?, PhantomData))
+    }
+
+    /// A new shared list holding `items` (Python's `manager.list(iterable)`):
+    /// `manager.list_from(0..10)`, `manager.list_from(vec!["a".to_string()])`.
+    pub fn list_from<T: Serialize>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+    ) -> Result<ListProxy<T>> {
+        let items = items
+            .into_iter()
+            .map(|x| encode(&x))
+            .collect::<Result<Vec<_>>>()?;
+        let handle = self.make(Kind::List, Some(encode(&items)?))?;
+        Ok(ListProxy(handle, PhantomData))
     }
 
     /// A new shared value holding `initial` (Python's `manager.Value(typecode, value)`; the
@@ -203,9 +270,19 @@ impl Manager {
         Ok(ValueProxy(handle, PhantomData))
     }
 
-    /// A new shared FIFO queue (Python's `manager.Queue()`).
+    /// A new shared FIFO queue, unbounded (Python's `manager.Queue()`).
     pub fn queue<T>(&self) -> Result<QueueProxy<T>> {
-        Ok(QueueProxy(self.make(Kind::Queue, None)?, PhantomData))
+        self.bounded_queue(0)
+    }
+
+    /// A new shared FIFO queue holding at most `maxsize` items (Python's
+    /// `manager.Queue(maxsize)`; 0: no limit): a [`put`](QueueProxy::put) waits in the
+    /// manager while it is full.
+    pub fn bounded_queue<T>(&self, maxsize: u32) -> Result<QueueProxy<T>> {
+        Ok(QueueProxy(
+            self.make(Kind::Queue(maxsize), None)?,
+            PhantomData,
+        ))
     }
 
     /// A new lock (Python's `manager.Lock()`, a proxy of `threading.Lock`).
@@ -355,6 +432,84 @@ impl Manager {
     }
 }
 
+/// How to start a [`Manager`] ([`Manager::builder`]): Python's `BaseManager(address,
+/// authkey)` and the arguments of its `start(initializer, initargs)`.
+#[derive(Default)]
+pub struct ManagerBuilder {
+    address: Option<Address>,
+    authkey: Option<Vec<u8>>,
+    /// The manager's process, given its pipe end, address and key (a target that runs the
+    /// initializer first, if there is one).
+    process: Option<ServerProcess>,
+}
+
+type ServerProcess = Box<dyn FnOnce(Connection, Option<Address>, Vec<u8>) -> Process>;
+
+impl std::fmt::Debug for ManagerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManagerBuilder")
+            .field("address", &self.address)
+            .field("initializer", &self.process.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ManagerBuilder {
+    /// Where the manager listens (default: a fresh local address): e.g.
+    /// `Address::Tcp("0.0.0.0:50000".parse()?)` for other hosts, port 0 for one the OS picks.
+    pub fn address(mut self, address: Address) -> Self {
+        self.address = Some(address);
+        self
+    }
+
+    /// The key clients must know (default: this process's `authkey`, which its children
+    /// inherit).
+    pub fn authkey(mut self, authkey: &[u8]) -> Self {
+        self.authkey = Some(authkey.to_vec());
+        self
+    }
+
+    /// A function the manager process runs once, with `args`, before it serves (Python's
+    /// `start(initializer, initargs)`): to set up logging, signal handling or state of its
+    /// own there. It travels as a process target does (code of this build, arguments
+    /// encoded: they may hold OS handles and proxies), so it follows the same rules: a
+    /// function, or a closure capturing nothing.
+    ///
+    /// If it panics, [`start`](ManagerBuilder::start) fails with its message.
+    pub fn initializer<F, A>(mut self, f: F, args: A) -> Self
+    where
+        F: Target<A, ()>,
+        A: Serialize + DeserializeOwned + Send + 'static,
+    {
+        let _ = f; // F names the code: the manager's process finds it by its type
+        self.process = Some(Box::new(move |ready, address, authkey| {
+            Process::new(server::serve_with::<F, A>, (ready, address, authkey, args))
+        }));
+        self
+    }
+
+    /// Starts the manager process (daemonic: it ends with this one at the latest), by the
+    /// default start method, and waits until it listens.
+    ///
+    /// # Errors
+    /// As [`Process::start`]; [`Error::State`] with the server's own reason if it could not
+    /// listen or its initializer panicked.
+    pub fn start(self) -> Result<Manager> {
+        let authkey = self
+            .authkey
+            .unwrap_or_else(|| current_process().authkey().to_vec());
+        let (ours, theirs) = crate::pipe(true)?;
+        let address = self.address;
+        let process = match self.process {
+            Some(make) => make(theirs, address, authkey.clone()),
+            None => Process::new(server::serve, (theirs, address, authkey.clone())),
+        }
+        .name("Manager")
+        .daemon(true);
+        Manager::started(process, ours, authkey)
+    }
+}
+
 /// A manager server bound in this process ([`Manager::server`]; Python's `Server`).
 #[derive(Debug)]
 pub struct ManagerServer {
@@ -419,6 +574,10 @@ macro_rules! proxy_impls {
         /// Travels to other processes as a reference to the same object.
         impl<$($t),*> Serialize for $name<$($t),*> {
             fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+                if $crate::managers::in_repr() {
+                    // Printed (inside a namespace's attribute): `DictProxy(3)`.
+                    return s.serialize_newtype_struct(stringify!($name), &self.0.id);
+                }
                 self.0.serialize(s)
             }
         }

@@ -4,7 +4,7 @@ use super::*;
 
 /// A pool run by a [`Manager`] (Python's `manager.Pool()`): every process holding a copy of
 /// the proxy submits work to the same workers. Targets and arguments follow
-/// [`Pool`](crate::Pool)'s rules. No `imap_unordered` (Python's proxy has it).
+/// [`Pool`](crate::Pool)'s rules.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PoolProxy(pub(super) Handle, pub(super) usize);
 
@@ -148,6 +148,57 @@ impl PoolProxy {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        self.imap_with(f, items, chunksize, true)
+    }
+
+    /// `f(x)` for every item, in the order the results come (Python's `imap_unordered`):
+    /// each step gives a result of the next chunk to finish (`chunksize` as
+    /// [`imap`](PoolProxy::imap)'s), so a slow item holds up only its own chunk.
+    ///
+    /// ```
+    /// # fn main() -> multiprocess::Result<()> {
+    /// # multiprocess::init_test();
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    /// let manager = multiprocess::Manager::start()?;
+    /// let pool = manager.pool(Some(2))?;
+    /// let mut squares = pool
+    ///     .imap_unordered(square, 0..10u64, None)?
+    ///     .collect::<multiprocess::Result<Vec<u64>>>()?;
+    /// squares.sort();
+    /// assert_eq!(squares, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`imap`](PoolProxy::imap).
+    pub fn imap_unordered<F, X, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = X>,
+        chunksize: Option<usize>,
+    ) -> Result<RemoteIMap<R>>
+    where
+        F: Target<(X,), R>,
+        X: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        self.imap_with(f, items, chunksize, false)
+    }
+
+    fn imap_with<F, X, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = X>,
+        chunksize: Option<usize>,
+        ordered: bool,
+    ) -> Result<RemoteIMap<R>>
+    where
+        F: Target<(X,), R>,
+        X: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
         let _ = f; // F names the code: the manager's workers find it by its type
         let items: Vec<X> = items.into_iter().collect();
         let job =
@@ -160,6 +211,7 @@ impl PoolProxy {
             chunks,
             ready: std::collections::VecDeque::new(),
             failed: false,
+            ordered,
         })
     }
 
@@ -251,13 +303,16 @@ impl<R> AsyncResultProxy<R> {
     }
 }
 
-/// The results of [`PoolProxy::imap`], in order, as they come.
+/// The results of [`PoolProxy::imap`] (in order) or [`PoolProxy::imap_unordered`] (as they
+/// come).
 pub struct RemoteIMap<R> {
     pub(super) result: AsyncResultProxy<Vec<R>>,
     pub(super) next_chunk: usize,
     pub(super) chunks: usize,
     pub(super) ready: std::collections::VecDeque<R>,
     pub(super) failed: bool,
+    /// In input order (`imap`), or as the chunks finish (`imap_unordered`).
+    pub(super) ordered: bool,
 }
 
 impl<R> std::fmt::Debug for RemoteIMap<R> {
@@ -282,8 +337,13 @@ impl<R: DeserializeOwned> Iterator for RemoteIMap<R> {
             }
             let i = self.next_chunk as u64;
             self.next_chunk += 1;
-            let chunk = match self.result.handle.call(Op::ResultChunk(i, None)) {
+            let op = match self.ordered {
+                true => Op::ResultChunk(i, None),
+                false => Op::ResultNext(None),
+            };
+            let chunk = match self.result.handle.call(op) {
                 Ok(Reply::Outcomes(o)) => (self.result.decode)(o),
+                Ok(Reply::Done) => Ok(Vec::new()),
                 Ok(other) => Err(unexpected(other)),
                 Err(e) => Err(e),
             };

@@ -1,6 +1,8 @@
 //! What a manager's clients and server say to each other: the kinds of object, the
 //! operations on them, requests and replies, and the client's side of a connection.
 
+use std::ops::Bound;
+
 use super::*;
 
 /// The kinds of object a manager holds.
@@ -13,8 +15,8 @@ pub enum Kind {
     List,
     /// A single value.
     Value,
-    /// A FIFO queue.
-    Queue,
+    /// A FIFO queue holding at most this many items (0: no limit).
+    Queue(u32),
     /// A lock.
     Lock,
     /// A re-entrant lock.
@@ -47,7 +49,8 @@ pub(super) enum Op {
     Pop(Option<i64>),
     Load,
     Store(Bytes),
-    QueuePut(Bytes),
+    /// Waits up to this many seconds for room (`None`: as long as it takes).
+    QueuePut(Bytes, Option<f64>),
     /// Waits up to this many seconds for an item (`None`: as long as it takes).
     QueueGet(Option<f64>),
     /// Waits up to this many seconds for the lock (`None`: as long as it takes).
@@ -85,6 +88,51 @@ pub(super) enum Op {
     PoolClose,
     PoolTerminate,
     PoolJoin,
+    /// A dict's values, in insertion order.
+    Values,
+    /// Sets each key to its value, in order.
+    Update(Vec<(Bytes, Bytes)>),
+    /// Removes a key, giving its value (`Maybe`: none if absent).
+    PopKey(Bytes),
+    /// Removes and gives the last entry inserted.
+    PopItem,
+    /// The value of a key, inserting the second value first if absent.
+    SetDefault(Bytes, Bytes),
+    /// Appends each item, in order.
+    Extend(Vec<Bytes>),
+    /// Inserts an item before an index (clamped, as Python's `insert`).
+    Insert(i64, Bytes),
+    /// Removes the first item encoded as this.
+    Remove(Bytes),
+    Reverse,
+    /// The position of the first item encoded as this, within the slice.
+    Find(Bytes, Bound<i64>, Bound<i64>),
+    /// How many items are encoded as this.
+    CountOf(Bytes),
+    /// The items of a slice (Python's `l[a:b]`).
+    Slice(Bound<i64>, Bound<i64>),
+    /// Replaces a slice with these items (Python's `l[a:b] = items`).
+    SetSlice(Bound<i64>, Bound<i64>, Vec<Bytes>),
+    /// Removes a slice (Python's `del l[a:b]`).
+    DelSlice(Bound<i64>, Bound<i64>),
+    /// Repeats the items in place this many times (Python's `l *= n`).
+    Repeat(u32),
+    /// Holds a list for this client (others' calls on it wait) and gives its items: the first
+    /// step of a sort done by the client.
+    Hold,
+    /// Puts a held list's items in this order (new position → old position) and lets go of it.
+    Permute(Vec<u32>),
+    /// Lets go of a held list unchanged.
+    Unhold,
+    /// Whether a queue holds its maximum number of items.
+    Full,
+    /// A queue's maximum number of items (0: no limit).
+    MaxSize,
+    /// A barrier's number of parties.
+    Parties,
+    /// The next task of a started job to finish and not yet taken (its outcome), waiting up
+    /// to this many seconds; `Done` when every one was taken.
+    ResultNext(Option<f64>),
 }
 
 impl Op {
@@ -106,7 +154,7 @@ impl Op {
             Op::Pop(_) => "pop",
             Op::Load => "get",
             Op::Store(_) => "set",
-            Op::QueuePut(_) => "put",
+            Op::QueuePut(..) => "put",
             Op::QueueGet(_) => "get",
             Op::Acquire(_) => "acquire",
             Op::Release => "release",
@@ -129,6 +177,26 @@ impl Op {
             Op::PoolClose => "close",
             Op::PoolTerminate => "terminate",
             Op::PoolJoin => "join",
+            Op::Values => "values",
+            Op::Update(_) => "update",
+            Op::PopKey(_) => "pop",
+            Op::PopItem => "popitem",
+            Op::SetDefault(..) => "setdefault",
+            Op::Extend(_) => "extend",
+            Op::Insert(..) => "insert",
+            Op::Remove(_) => "remove",
+            Op::Reverse => "reverse",
+            Op::Find(..) => "index",
+            Op::CountOf(_) => "count",
+            Op::Slice(..) => "__getitem__",
+            Op::SetSlice(..) => "__setitem__",
+            Op::DelSlice(..) => "__delitem__",
+            Op::Repeat(_) => "__imul__",
+            Op::Hold | Op::Permute(_) | Op::Unhold => "sort",
+            Op::Full => "full",
+            Op::MaxSize => "maxsize",
+            Op::Parties => "parties",
+            Op::ResultNext(_) => "next",
         }
     }
 }

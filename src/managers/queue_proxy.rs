@@ -2,16 +2,54 @@
 
 use super::*;
 
-/// A shared FIFO queue held by a [`Manager`] (Python's `manager.Queue()` and
-/// `manager.JoinableQueue()`, proxies of `queue.Queue`): unbounded; a `get` waits in the
-/// manager for an item; `task_done`/`join` count the items processed.
+/// A shared FIFO queue held by a [`Manager`] (Python's `manager.Queue(maxsize)` and
+/// `manager.JoinableQueue(maxsize)`, proxies of `queue.Queue`): unbounded
+/// ([`Manager::queue`]) or holding at most `maxsize` items ([`Manager::bounded_queue`]); a
+/// `get` waits in the manager for an item, a `put` for room; `task_done`/`join` count the
+/// items processed.
+///
+/// ```
+/// # fn main() -> multiprocess::Result<()> {
+/// # multiprocess::init_test();
+/// use std::time::Duration;
+/// let manager = multiprocess::Manager::start()?;
+/// let q = manager.bounded_queue::<u32>(2)?; // Python: manager.Queue(2)
+/// q.put(&1)?;
+/// q.put(&2)?;
+/// assert!(q.full()?);
+/// assert_eq!(q.maxsize()?, 2);
+/// assert!(matches!(q.put_nowait(&3), Err(multiprocess::Error::Full)));
+/// assert_eq!(q.get()?, 1);
+/// q.put_timeout(&3, Some(Duration::from_secs(1)))?;
+/// # Ok(()) }
+/// ```
 pub struct QueueProxy<T>(pub(super) Handle, pub(super) PhantomData<fn() -> T>);
 proxy_impls!(QueueProxy<T>);
 
 impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
-    /// Puts `value` at the back.
+    /// Puts `value` at the back, waiting as long as the queue is full.
     pub fn put(&self, value: &T) -> Result<()> {
-        self.0.done(Op::QueuePut(encode(value)?))
+        self.0.done(Op::QueuePut(encode(value)?, None))
+    }
+
+    /// Puts `value` at the back, waiting up to `timeout` while the queue is full (`None`: no
+    /// limit; zero: just look). Python's `put(value, True, timeout)`.
+    ///
+    /// # Errors
+    /// [`Error::Full`] when no room came in time.
+    pub fn put_timeout(&self, value: &T, timeout: Option<Duration>) -> Result<()> {
+        match self.0.done(Op::QueuePut(encode(value)?, secs(timeout))) {
+            Err(Error::Remote { kind, .. }) if kind == "Full" => Err(Error::Full),
+            other => other,
+        }
+    }
+
+    /// Puts `value` without waiting (Python's `put_nowait`).
+    ///
+    /// # Errors
+    /// [`Error::Full`] if the queue is full.
+    pub fn put_nowait(&self, value: &T) -> Result<()> {
+        self.put_timeout(value, Some(Duration::ZERO))
     }
 
     /// Takes the front item, waiting as long as it takes.
@@ -30,6 +68,14 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
         }
     }
 
+    /// Takes the front item without waiting (Python's `get_nowait`).
+    ///
+    /// # Errors
+    /// [`Error::Empty`] if there is none.
+    pub fn get_nowait(&self) -> Result<T> {
+        self.get_timeout(Some(Duration::ZERO))
+    }
+
     /// The number of items waiting (Python's `qsize()`).
     pub fn qsize(&self) -> Result<usize> {
         self.0.len()
@@ -38,6 +84,17 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// True if no item is waiting.
     pub fn empty(&self) -> Result<bool> {
         Ok(self.qsize()? == 0)
+    }
+
+    /// True if the queue holds `maxsize` items (never for an unbounded one; Python's
+    /// `full()`).
+    pub fn full(&self) -> Result<bool> {
+        self.0.flag(Op::Full)
+    }
+
+    /// The most items the queue holds (0: no limit; Python's `maxsize`).
+    pub fn maxsize(&self) -> Result<u32> {
+        self.0.len_of(Op::MaxSize).map(|n| n as u32)
     }
 
     /// Marks one item taken with `get` as processed (Python's `task_done()`).

@@ -182,8 +182,13 @@ impl Handle {
     }
 
     pub(super) fn len(&self) -> Result<usize> {
-        match self.call(Op::Len)? {
-            Reply::Len(n) => Ok(n as usize),
+        self.len_of(Op::Len).map(|n| n as usize)
+    }
+
+    /// An operation whose answer is a number.
+    pub(super) fn len_of(&self, op: Op) -> Result<u64> {
+        match self.call(op)? {
+            Reply::Len(n) => Ok(n),
             other => Err(unexpected(other)),
         }
     }
@@ -206,6 +211,14 @@ impl Handle {
 thread_local! {
     /// Set while a value is encoded to be stored in a manager (an argument of a proxy call).
     pub(super) static INTO_MANAGER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set while a value is written as its Python repr (see `repr`): a proxy inside it is
+    /// then written as its type and id, asking the manager nothing.
+    pub(super) static IN_REPR: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a value is being written as its Python repr.
+pub(super) fn in_repr() -> bool {
+    IN_REPR.with(std::cell::Cell::get)
 }
 
 /// A proxy travels as its manager's address, its object's id and a lease: a reference the
@@ -217,6 +230,9 @@ thread_local! {
 impl Serialize for Handle {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::Error as _;
+        if in_repr() {
+            return s.serialize_u64(self.id);
+        }
         let token = if INTO_MANAGER.with(std::cell::Cell::get) {
             match self.client.call(&Request::Pin(self.id)) {
                 Ok(Reply::Done) => 0,

@@ -151,9 +151,15 @@ impl BarrierProxy {
         self.0.flag(Op::Locked)
     }
 
-    /// How many parties wait now.
+    /// How many parties wait now (Python's `n_waiting`).
     pub fn n_waiting(&self) -> Result<u32> {
         self.0.len().map(|n| n as u32)
+    }
+
+    /// How many parties must call [`wait`](BarrierProxy::wait) for it to pass (Python's
+    /// `parties`).
+    pub fn parties(&self) -> Result<u32> {
+        self.0.len_of(Op::Parties).map(|n| n as u32)
     }
 }
 

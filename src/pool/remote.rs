@@ -117,6 +117,8 @@ impl Pool {
     /// [`Error::State`](crate::Error::State) if the pool is not running.
     pub(crate) fn start_remote(&self, job: RemoteJob) -> Result<AsyncResult<RemoteOutcomes>> {
         let core = JobCore::new(Some(job.tasks.len()), None);
+        // For a client reading the outcomes as they come (`imap_unordered`).
+        core.track_completion();
         if job.tasks.is_empty() {
             core.set_total(0);
         } else {

@@ -221,6 +221,12 @@ impl JobCore {
         self.cond.notify_all();
     }
 
+    /// Records the order in which tasks finish (and wakes waiters at each), for
+    /// [`AsyncResult::next_finished`]; before any task is submitted.
+    pub(crate) fn track_completion(&self) {
+        lock(&self.state).progressive = true;
+    }
+
     /// Marks the job cancelled: its tasks not yet run are not to run.
     pub(crate) fn mark_cancelled(&self) {
         lock(&self.state).cancelled = true;
@@ -322,6 +328,27 @@ impl<R> AsyncResult<R> {
             return None;
         }
         st.slots.get(index).cloned().flatten()
+    }
+
+    /// The outcome of the next task to finish not yet taken this way, waiting up to `timeout`
+    /// for one: `Ok(None)` when every task's was taken, `Err(())` if none came in time. For a
+    /// client in another process reading a map's chunks as they finish (`imap_unordered`);
+    /// the job must record its completion order (see [`JobCore::track_completion`]).
+    pub(crate) fn next_finished(
+        &self,
+        timeout: Option<Duration>,
+    ) -> std::result::Result<Option<Outcome>, ()> {
+        let all_taken = |st: &JobState| st.total == Some(st.filled) && st.completed.is_empty();
+        let (mut st, ready) = self
+            .job
+            .wait_until(timeout, |st| !st.completed.is_empty() || all_taken(st));
+        if !ready {
+            return Err(());
+        }
+        Ok(st
+            .completed
+            .pop_front()
+            .and_then(|i| st.slots.get(i).cloned().flatten()))
     }
 
     /// Whether the job has finished.

@@ -18,9 +18,11 @@ use crate::error::Error;
 use crate::process::lock;
 use crate::wire::Bytes;
 
+mod lists;
 mod objects;
 mod waits;
 
+use lists::*;
 use objects::*;
 
 /// The target of the manager's process: binds a listener, reports its address (or why it
@@ -41,6 +43,25 @@ pub(crate) fn serve(ready: Connection, address: Option<Address>, authkey: Vec<u8
     }
     drop(ready);
     let _ = serve_on(&Arc::new(listener));
+}
+
+/// The target of a manager's process with an initializer: runs `f(args)` first (reporting a
+/// panic on `ready`), then [`serve`]s.
+pub(crate) fn serve_with<F, A>(
+    ready: Connection,
+    address: Option<Address>,
+    authkey: Vec<u8>,
+    args: A,
+) where
+    F: crate::registry::Target<A, ()>,
+{
+    let f = crate::sys::image::conjure::<F>();
+    if let Err(message) = crate::panics::catch_quietly(|| f.call(args)) {
+        let why = format!("its initializer panicked: {message}");
+        let _ = ready.send(&Err::<Address, String>(why));
+        return;
+    }
+    serve(ready, address, authkey);
 }
 
 /// Serves clients of `listener` until told to shut down (which ends the process, as Python's
@@ -177,6 +198,8 @@ impl State {
                     *holder = None;
                     *count = 0;
                 }
+                // A sort that will never finish.
+                Object::List(l) if l.held == Some(client) => l.held = None,
                 _ => {}
             }
         }
@@ -289,7 +312,10 @@ impl State {
             }
             Request::Call(
                 id,
-                op @ (Op::ResultGet(_) | Op::ResultWait(_) | Op::ResultChunk(..)),
+                op @ (Op::ResultGet(_)
+                | Op::ResultWait(_)
+                | Op::ResultChunk(..)
+                | Op::ResultNext(_)),
             ) => {
                 let Some(Object::Pending(result)) = objects.table.get(&id) else {
                     return Some(remote("TypeError", format!("object {id} is not a result")));
@@ -302,6 +328,11 @@ impl State {
                     Op::ResultChunk(i, s) => match result.outcome(i as usize, limit(s)) {
                         Some(o) => Reply::Outcomes(vec![crate::pool::remote_outcome(&o)]),
                         None => remote("TimeoutError", "the result is not ready"),
+                    },
+                    Op::ResultNext(s) => match result.next_finished(limit(s)) {
+                        Ok(Some(o)) => Reply::Outcomes(vec![crate::pool::remote_outcome(&o)]),
+                        Ok(None) => Reply::Done,
+                        Err(()) => remote("TimeoutError", "no result is ready"),
                     },
                     Op::ResultGet(s) => match result.get(limit(s)) {
                         Ok(outcomes) => Reply::Outcomes(outcomes),
@@ -322,6 +353,7 @@ impl State {
             Request::Call(id, op) => {
                 let deadline = match &op {
                     Op::QueueGet(Some(secs))
+                    | Op::QueuePut(_, Some(secs))
                     | Op::Acquire(Some(secs))
                     | Op::Wait(Some(secs))
                     | Op::Join(Some(secs)) => {
@@ -337,7 +369,10 @@ impl State {
                         Some(reply) => {
                             if matches!(
                                 op,
-                                Op::QueuePut(_)
+                                Op::QueuePut(..)
+                                    | Op::QueueGet(_)
+                                    | Op::Permute(_)
+                                    | Op::Unhold
                                     | Op::Release
                                     | Op::Set
                                     | Op::TaskDone
@@ -356,6 +391,7 @@ impl State {
                             if deadline.is_some_and(|d| Instant::now() >= d) {
                                 return Some(match op {
                                     Op::QueueGet(_) => remote("Empty", "the queue is empty"),
+                                    Op::QueuePut(..) => remote("Full", "the queue is full"),
                                     _ => Reply::Bool(false),
                                 });
                             }

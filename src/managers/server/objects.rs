@@ -2,52 +2,11 @@
 
 use super::*;
 
-/// A dict that keeps insertion order (deleted slots are compacted away when they pile up).
-#[derive(Default)]
-pub(super) struct Dict {
-    pub(super) entries: Vec<Option<(Vec<u8>, Vec<u8>)>>,
-    pub(super) index: HashMap<Vec<u8>, usize>,
-}
-
-impl Dict {
-    pub(super) fn get(&self, key: &[u8]) -> Option<&Vec<u8>> {
-        let i = *self.index.get(key)?;
-        self.entries[i].as_ref().map(|(_, v)| v)
-    }
-
-    pub(super) fn set(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        match self.index.get(&key) {
-            Some(&i) => self.entries[i] = Some((key, value)),
-            None => {
-                self.index.insert(key.clone(), self.entries.len());
-                self.entries.push(Some((key, value)));
-            }
-        }
-    }
-
-    pub(super) fn remove(&mut self, key: &[u8]) -> Option<Vec<u8>> {
-        let i = self.index.remove(key)?;
-        let (_, value) = self.entries[i].take()?;
-        if self.entries.len() > 2 * self.index.len() + 8 {
-            self.entries.retain(Option::is_some);
-            for (i, (k, _)) in self.entries.iter().flatten().enumerate() {
-                self.index.insert(k.clone(), i);
-            }
-        }
-        Some(value)
-    }
-
-    pub(super) fn items(&self) -> impl Iterator<Item = &(Vec<u8>, Vec<u8>)> {
-        self.entries.iter().flatten()
-    }
-}
-
 pub(super) enum Object {
     Dict(Dict),
-    List(Vec<Vec<u8>>),
+    List(List),
     Value(Vec<u8>),
-    /// The items, and how many were put and not yet marked done (`task_done`).
-    Queue(VecDeque<Vec<u8>>, u64),
+    Queue(Queue),
     /// The client holding it, if held.
     Lock(Option<u64>),
     /// The client holding it, and how many times.
@@ -64,6 +23,21 @@ pub(super) enum Object {
     Pool(Arc<crate::Pool>, usize),
     /// A job started on a pool.
     Pending(Arc<crate::AsyncResult<crate::pool::RemoteOutcomes>>),
+}
+
+/// A queue's items, how many were put and not yet marked done (`task_done`), and how many it
+/// may hold (0: no limit).
+#[derive(Default)]
+pub(super) struct Queue {
+    pub(super) items: VecDeque<Vec<u8>>,
+    pub(super) unfinished: u64,
+    pub(super) maxsize: u32,
+}
+
+impl Queue {
+    fn full(&self) -> bool {
+        self.maxsize != 0 && self.items.len() >= self.maxsize as usize
+    }
 }
 
 /// A condition over its own re-entrant lock: the holder and its depth, the tickets of the
@@ -90,16 +64,25 @@ pub(super) struct Barrier {
 impl Object {
     pub(super) fn new(kind: Kind, initial: Option<Bytes>) -> Object {
         match kind {
-            Kind::Dict => Object::Dict(Dict::default()),
-            // An array's items (encoded each, in one encoded list).
-            Kind::List => Object::List(
+            // The initial entries (encoded each, in one encoded list).
+            Kind::Dict => Object::Dict(Dict::from_pairs(
                 initial
+                    .and_then(|b| crate::wire::decode::<Vec<(Bytes, Bytes)>>(&b.0).ok())
+                    .unwrap_or_default(),
+            )),
+            // A list's or an array's initial items (encoded each, in one encoded list).
+            Kind::List => Object::List(List {
+                items: initial
                     .and_then(|b| crate::wire::decode::<Vec<Bytes>>(&b.0).ok())
                     .map(|items| items.into_iter().map(|b| b.0).collect())
                     .unwrap_or_default(),
-            ),
+                held: None,
+            }),
             Kind::Value => Object::Value(initial.map(|b| b.0).unwrap_or_default()),
-            Kind::Queue => Object::Queue(VecDeque::new(), 0),
+            Kind::Queue(maxsize) => Object::Queue(Queue {
+                maxsize,
+                ..Queue::default()
+            }),
             Kind::Lock => Object::Lock(None),
             Kind::RLock => Object::RLock(None, 0),
             Kind::Semaphore(value, bound) => Object::Semaphore(value, bound),
@@ -231,76 +214,34 @@ pub(super) fn pool_call(pool: &crate::Pool, op: Op) -> Reply {
 pub(super) fn call(object: &mut Object, op: &Op, client: u64) -> Option<Reply> {
     let bytes = |b: &Vec<u8>| Bytes(b.clone());
     Some(match (object, op) {
-        (Object::Dict(d), Op::Get(k)) => Reply::Maybe(d.get(&k.0).map(bytes)),
-        (Object::Dict(d), Op::GetItem(k)) => match d.get(&k.0) {
-            Some(v) => Reply::Bytes(bytes(v)),
-            None => remote("KeyError", "no such key"),
-        },
-        (Object::Dict(d), Op::SetItem(k, v)) => {
-            d.set(k.0.clone(), v.0.clone());
-            Reply::Done
-        }
-        (Object::Dict(d), Op::DelItem(k)) => match d.remove(&k.0) {
-            Some(_) => Reply::Done,
-            None => remote("KeyError", "no such key"),
-        },
-        (Object::Dict(d), Op::Contains(k)) => Reply::Bool(d.get(&k.0).is_some()),
-        (Object::Dict(d), Op::Len) => Reply::Len(d.index.len() as u64),
-        (Object::Dict(d), Op::Keys) => Reply::List(d.items().map(|(k, _)| bytes(k)).collect()),
-        (Object::Dict(d), Op::Items) => {
-            Reply::Pairs(d.items().map(|(k, v)| (bytes(k), bytes(v))).collect())
-        }
-        (Object::Dict(d), Op::Clear) => {
-            *d = Dict::default();
-            Reply::Done
-        }
-        (Object::List(l), Op::Append(v)) => {
-            l.push(v.0.clone());
-            Reply::Done
-        }
-        (Object::List(l), Op::Index(i)) => match position(*i, l.len()) {
-            Some(i) => Reply::Bytes(bytes(&l[i])),
-            None => remote("IndexError", "list index out of range"),
-        },
-        (Object::List(l), Op::SetIndex(i, v)) => match position(*i, l.len()) {
-            Some(i) => {
-                l[i] = v.0.clone();
-                Reply::Done
-            }
-            None => remote("IndexError", "list assignment index out of range"),
-        },
-        (Object::List(l), Op::Pop(i)) => match position(i.unwrap_or(-1), l.len()) {
-            Some(i) => Reply::Bytes(Bytes(l.remove(i))),
-            None if l.is_empty() => remote("IndexError", "pop from empty list"),
-            None => remote("IndexError", "pop index out of range"),
-        },
-        (Object::List(l), Op::Len) => Reply::Len(l.len() as u64),
+        (Object::Dict(d), op) => dict_call(d, op),
+        (Object::List(l), op) => return list_call(l, op, client),
         (Object::Pool(_, n), Op::Len) => Reply::Len(*n as u64),
-        (Object::List(l), Op::Items) => Reply::List(l.iter().map(bytes).collect()),
-        (Object::List(l), Op::Clear) => {
-            l.clear();
-            Reply::Done
-        }
         (Object::Value(v), Op::Load) => Reply::Bytes(bytes(v)),
         (Object::Value(v), Op::Store(new)) => {
             *v = new.0.clone();
             Reply::Done
         }
-        (Object::Queue(q, unfinished), Op::QueuePut(v)) => {
-            q.push_back(v.0.clone());
-            *unfinished += 1;
+        (Object::Queue(q), Op::QueuePut(v, _)) => {
+            if q.full() {
+                return None;
+            }
+            q.items.push_back(v.0.clone());
+            q.unfinished += 1;
             Reply::Done
         }
-        (Object::Queue(q, _), Op::QueueGet(_)) => Reply::Bytes(Bytes(q.pop_front()?)),
-        (Object::Queue(q, _), Op::Len) => Reply::Len(q.len() as u64),
-        (Object::Queue(_, unfinished), Op::TaskDone) => match unfinished {
+        (Object::Queue(q), Op::QueueGet(_)) => Reply::Bytes(Bytes(q.items.pop_front()?)),
+        (Object::Queue(q), Op::Len) => Reply::Len(q.items.len() as u64),
+        (Object::Queue(q), Op::Full) => Reply::Bool(q.full()),
+        (Object::Queue(q), Op::MaxSize) => Reply::Len(u64::from(q.maxsize)),
+        (Object::Queue(Queue { unfinished, .. }), Op::TaskDone) => match unfinished {
             0 => remote("ValueError", "task_done() called too many times"),
             n => {
                 *n -= 1;
                 Reply::Done
             }
         },
-        (Object::Queue(_, unfinished), Op::Join(_)) => match unfinished {
+        (Object::Queue(Queue { unfinished, .. }), Op::Join(_)) => match unfinished {
             0 => Reply::Bool(true),
             _ => return None,
         },
@@ -402,13 +343,11 @@ pub(super) fn call(object: &mut Object, op: &Op, client: u64) -> Option<Reply> {
         }
         (Object::Barrier(b), Op::Locked) => Reply::Bool(b.broken),
         (Object::Barrier(b), Op::Len) => Reply::Len(u64::from(b.waiting)),
+        (Object::Barrier(b), Op::Parties) => Reply::Len(u64::from(b.parties)),
         (Object::Event(set), Op::Wait(_)) => match set {
             true => Reply::Bool(true),
             false => return None,
         },
-        (_, op) => remote(
-            "AttributeError",
-            format!("this object has no method {:?}", op.name()),
-        ),
+        (_, op) => no_method(op),
     })
 }
