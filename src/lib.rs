@@ -87,6 +87,7 @@
 //! | `m.Array(typecode, seq)` | [`Manager::array`] → [`managers::ArrayProxy`] |
 //! | `SharedMemoryManager()`: `SharedMemory(size)`, `ShareableList(seq)`, `shutdown()` | [`managers::SharedMemoryManager`]: [`shared_memory`](managers::SharedMemoryManager::shared_memory), [`shareable_list`](managers::SharedMemoryManager::shareable_list), [`shutdown`](managers::SharedMemoryManager::shutdown) |
 //! | `m.Pool(n)`, its `imap`/`imap_unordered`, its `apply_async`/`map_async` results | [`Manager::pool`] → [`managers::PoolProxy`], [`managers::AsyncResultProxy`] |
+//! | `log_to_stderr(level)`, `get_logger()` | [`log::log_to_stderr`], [`log::get_logger`]; the same events through `tracing` |
 //! | a remote exception re-raised by a proxy | [`Error::Remote`] (`kind` is Python's exception name) |
 //!
 //! The README's feature table says what works today.
@@ -120,6 +121,7 @@ pub mod connection;
 mod context;
 mod error;
 pub mod forkserver;
+pub mod log;
 pub mod managers;
 mod panics;
 pub mod pool;

@@ -113,6 +113,14 @@ fn install_panic_notice() {
 /// panic passed on, or a panic saying that `what` hung and at which step. A scenario that
 /// panicked and then hangs dropping its pools (while unwinding) is given 10 s more, then
 /// reported with its panic message.
+/// The hang guard for the scenarios that move hundreds of MiB: Wine runs them 4-6 times slower
+/// than Linux (100 tasks of 9 MiB results: ~70 s on a loaded CI machine), and a hang never ends.
+const HEAVY: Duration = if cfg!(windows) {
+    Duration::from_secs(300)
+} else {
+    Duration::from_secs(60)
+};
+
 fn within<T, F>(limit: Duration, what: &str, scenario: F) -> T
 where
     T: Send + 'static,
@@ -266,11 +274,9 @@ fn big_results(w: &Watch, workers: usize, tasks: usize) {
 fn results_larger_than_the_ring() {
     multiprocess::init_test();
     let _g = common::start();
-    within(
-        Duration::from_secs(60),
-        "34 tasks with 9 MiB results on 1 worker",
-        |w| big_results(w, 1, 34),
-    );
+    within(HEAVY, "34 tasks with 9 MiB results on 1 worker", |w| {
+        big_results(w, 1, 34)
+    });
 }
 
 /// The same with 2 workers and 100 tasks.
@@ -278,11 +284,9 @@ fn results_larger_than_the_ring() {
 fn results_larger_than_the_ring_two_workers() {
     multiprocess::init_test();
     let _g = common::start();
-    within(
-        Duration::from_secs(60),
-        "100 tasks with 9 MiB results on 2 workers",
-        |w| big_results(w, 2, 100),
-    );
+    within(HEAVY, "100 tasks with 9 MiB results on 2 workers", |w| {
+        big_results(w, 2, 100)
+    });
 }
 
 /// Length and first and last bytes of an argument.
@@ -297,28 +301,24 @@ fn measure(arg: Bytes) -> (usize, u8, u8) {
 fn arguments_larger_than_the_ring() {
     multiprocess::init_test();
     let _g = common::start();
-    within(
-        Duration::from_secs(60),
-        "6 tasks with 9 MiB arguments on 1 worker",
-        |w| {
-            let pool = w.pool(Pool::new(1).expect("pool"));
-            let results: Vec<_> = (0..12u8)
-                .map(|i| {
-                    w.step(format!("apply_async of task {i}"));
-                    let len = if i % 2 == 0 { BIG_RESULT } else { 3 };
-                    pool.apply_async(measure, (Bytes(vec![i; len]),))
-                        .expect("submit")
-                })
-                .collect();
-            for (i, r) in results.iter().enumerate() {
-                w.step(format!("get of task {i}"));
+    within(HEAVY, "6 tasks with 9 MiB arguments on 1 worker", |w| {
+        let pool = w.pool(Pool::new(1).expect("pool"));
+        let results: Vec<_> = (0..12u8)
+            .map(|i| {
+                w.step(format!("apply_async of task {i}"));
                 let len = if i % 2 == 0 { BIG_RESULT } else { 3 };
-                let value = r.get(None).unwrap_or_else(|e| panic!("task {i}: {e}"));
-                assert_eq!(value, (len, i as u8, i as u8), "task {i}");
-            }
-            w.step("dropping the pool");
-        },
-    );
+                pool.apply_async(measure, (Bytes(vec![i; len]),))
+                    .expect("submit")
+            })
+            .collect();
+        for (i, r) in results.iter().enumerate() {
+            w.step(format!("get of task {i}"));
+            let len = if i % 2 == 0 { BIG_RESULT } else { 3 };
+            let value = r.get(None).unwrap_or_else(|e| panic!("task {i}: {e}"));
+            assert_eq!(value, (len, i as u8, i as u8), "task {i}");
+        }
+        w.step("dropping the pool");
+    });
 }
 
 // ---------------------------------------------------------------------------------------------

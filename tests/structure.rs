@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// The modules of `src/` from the ground up; a module may use those on its floor and below.
 const FLOORS: &[&[&str]] = &[
-    &["error", "panics"],
+    &["error", "panics", "log"],
     &["sys"],
     &["wire"],
     &["synchronize", "shared_memory", "sharedctypes"],

@@ -18,10 +18,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::backend::{Backend, Worker};
-use super::protocol::{Args, BYE, Code, NUDGE, Reply, Setup, split};
-use super::result::{JobCore, Payload};
+use super::protocol::{Args, BYE, Code, Failure, NUDGE, Reply, Setup, split};
+use super::result::{JobCore, Outcome, Payload};
 use super::supervisor::{Effects, Incoming, Phase, Supervisor};
 use crate::error::{Error, Result};
+use crate::log::{self, Level};
 
 /// How often a waiting reader checks that its worker is alive.
 const LIVENESS_CHECK: Duration = Duration::from_millis(100);
@@ -128,6 +129,10 @@ impl Shared {
     /// Starts worker `n` and its reader.
     fn start_worker(self: &Arc<Self>, n: u64) -> Result<()> {
         let worker = Arc::new(self.backend.start(n, &self.setup)?);
+        let pid = worker
+            .pid()
+            .map_or_else(|| "-".to_owned(), |p| p.to_string());
+        log::event!(Level::Debug, { worker = n, pid = pid }, "added pool worker {n} (pid {pid})");
         let mut core = lock(&self.core);
         core.workers.insert(n, worker.clone());
         let fx = core.sup.started(n, Instant::now());
@@ -192,12 +197,12 @@ impl Shared {
             }
             for n in fx.starts.drain(..) {
                 if let Err(e) = self.start_worker(n) {
-                    use std::io::Write as _;
-                    let _ = writeln!(std::io::stderr(), "Pool: cannot start a worker: {e}");
+                    log::event!(Level::Error, {}, "Pool: cannot start a worker: {e}");
                     next.append(lock(&self.core).sup.start_failed(n, &e.to_string()));
                 }
             }
             for (task, outcome) in fx.finished.drain(..) {
+                tell_failure(task.id, &outcome);
                 task.job.set(task.index, outcome);
             }
             fx = next;
@@ -254,6 +259,7 @@ impl Shared {
             }
             last.extend(incoming(more));
         }
+        log::event!(Level::Debug, { worker = n, exitcode = exitcode }, "pool worker {n} ended with exitcode {exitcode}");
         let fx = {
             let mut core = lock(&self.core);
             let mut fx = core.sup.replies(n, last, Instant::now());
@@ -351,5 +357,24 @@ impl Shared {
             .collect();
         pids.sort_unstable();
         pids.into_iter().map(|(_, p)| p).collect()
+    }
+}
+
+/// Tells how a task failed, where that is the pool's doing or a worker's loss (a task's own
+/// error or panic is its caller's to report).
+fn tell_failure(id: u64, outcome: &Outcome) {
+    match outcome {
+        Err(Failure::TimeLimit(limit)) => log::event!(
+            Level::Warning,
+            { task = id },
+            "task {id} ran past its time limit of {limit:?}: its worker was killed and replaced"
+        ),
+        Err(Failure::WorkerLost(code)) => log::event!(
+            Level::Warning,
+            { task = id, exitcode = code },
+            "task {id} failed: its worker was lost (exitcode {code})"
+        ),
+        Err(Failure::Cancelled) => log::event!(Level::Debug, { task = id }, "task {id} cancelled"),
+        _ => {}
     }
 }

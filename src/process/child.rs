@@ -8,6 +8,7 @@ use super::Identity;
 use super::handshake::{self, Bootstrap, Report};
 use crate::context::{self, StartMethod};
 use crate::error::{Error, Result};
+use crate::log::{self, Level};
 use crate::panics::{self, report_error};
 use crate::sys::{self, image};
 use crate::wire;
@@ -49,6 +50,7 @@ pub(crate) fn run_spawned(channel: sys::Channel) -> ! {
         }
     };
     handshake::set_reentry(boot.reentry, false);
+    log::inherit_level(boot.log_level);
     let id = Identity {
         name: boot.name,
         ident: boot.ident,
@@ -83,7 +85,13 @@ pub(super) fn run_child(
     if daemon {
         watch_parent(Arc::clone(&channel));
     }
+    log::event!(Level::Info, {}, "child process calling self.run()");
     let code = body(&channel);
+    log::event!(
+        Level::Info,
+        { exitcode = code },
+        "process exiting with exitcode {code}"
+    );
     super::exit_function();
     super::flush_stdio();
     if method.copies_memory() {

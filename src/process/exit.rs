@@ -7,19 +7,35 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::{CHILDREN, lock};
+use crate::log::{self, Level};
 use crate::sys;
 
 /// Python's `_exit_function`: terminate daemonic children, then join every child. Runs when the
 /// program exits (through `exit` or by returning from `main`) and at the end of every child.
 pub(crate) fn exit_function() {
+    log::event!(Level::Debug, {}, "process shutting down");
     let children: Vec<_> = lock(&CHILDREN).clone();
     for c in &children {
         if c.daemon.load(Ordering::Relaxed) && matches!(c.poll_exit(Some(Duration::ZERO)), Ok(None))
         {
+            let name = lock(&c.name).clone();
+            log::event!(
+                Level::Info,
+                { name = name },
+                "calling terminate() for daemon {name}"
+            );
             let _ = c.signal(sys::SIGTERM);
         }
     }
     for c in &children {
+        if matches!(c.poll_exit(Some(Duration::ZERO)), Ok(None)) {
+            let name = lock(&c.name).clone();
+            log::event!(
+                Level::Info,
+                { name = name },
+                "calling join() for process {name}"
+            );
+        }
         let _ = c.join(None);
     }
     // Then what features asked for (each once, even if this runs twice). The list is locked
@@ -74,6 +90,7 @@ static INITIALISED: AtomicBool = AtomicBool::new(false);
 /// Notes that this process called `init()` (or `init_test()`).
 pub(crate) fn mark_initialised() {
     INITIALISED.store(true, Ordering::SeqCst);
+    log::name_process_with(|| super::current_process().name());
 }
 
 /// Whether this process called `init()` (or `init_test()`).

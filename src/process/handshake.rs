@@ -25,6 +25,8 @@ pub(super) struct Bootstrap {
     pub(super) reentry: Vec<OsString>,
     /// How many OS handles (inside `args`) follow the bootstrap, out of band.
     pub(super) handles: u32,
+    /// The parent's stderr log level (`log::log_to_stderr`; 0: off), which a child inherits.
+    pub(super) log_level: u8,
 }
 
 /// What a child tells its parent.

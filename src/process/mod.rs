@@ -22,6 +22,7 @@ use serde::de::DeserializeOwned;
 
 use crate::context::{self, Context, StartMethod};
 use crate::error::{Error, Result};
+use crate::log::{self, Level};
 use crate::registry::{Job, ResultType, Run, Target};
 use crate::sys;
 use crate::wire::{self, FrameReader};
@@ -339,10 +340,13 @@ impl Process {
         let mut children = Some(lock(&CHILDREN));
         let child = start::start(method, identity, &mut self.job, &mut children)?;
         self.job = None;
+        let pid = child.0.pid();
         *lock(&self.shared.state) = State::Started(Child::new(child.0, child.1, method));
         if let Some(mut children) = children {
             children.push(Arc::clone(&self.shared));
         }
+        let name = lock(&self.shared.name).clone();
+        log::event!(Level::Debug, { name = name, pid = pid }, "started {name} (pid {pid}) by {}", method.name());
         Ok(())
     }
 
@@ -665,8 +669,16 @@ impl Shared {
     }
 
     fn join(self: &Arc<Self>, timeout: Option<Duration>) -> Result<()> {
-        if self.poll_exit(timeout)?.is_some() {
-            lock(&CHILDREN).retain(|c| !Arc::ptr_eq(c, self));
+        if let Some(code) = self.poll_exit(timeout)? {
+            let mut children = lock(&CHILDREN);
+            let before = children.len();
+            children.retain(|c| !Arc::ptr_eq(c, self));
+            let first = children.len() < before;
+            drop(children);
+            if first {
+                let name = lock(&self.name).clone();
+                log::event!(Level::Debug, { name = name, exitcode = code }, "{name} ended with exitcode {code}");
+            }
         }
         Ok(())
     }

@@ -103,6 +103,7 @@ pub(crate) fn spawn(
         method,
         reentry: reentry.clone(),
         handles: handles.len() as u32,
+        log_level: crate::log::inherited_level(),
     };
     let handles = super::clone_handles(handles)?;
     let payload = wire::encode(&boot)?;

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::log::{self, Level};
 use crate::sys::{self, Region};
 
 /// Set in a lock word when a process may be sleeping on it.
@@ -149,6 +150,11 @@ fn recover_if_dead(region: &Region, word: &AtomicU32, v: u32) -> Result<()> {
             .is_ok()
     {
         region.wake(word, u32::MAX);
+        log::event!(
+            Level::Warning,
+            { pid = owner },
+            "a lock's holder (pid {owner}) died holding it: the lock is free again"
+        );
         return Err(Error::OwnerDied { pid: owner });
     }
     Ok(())

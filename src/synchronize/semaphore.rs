@@ -125,7 +125,14 @@ impl Semaphore {
             }
         }
         match died {
-            Some(pid) => Err(Error::OwnerDied { pid }),
+            Some(pid) => {
+                crate::log::event!(
+                    crate::log::Level::Warning,
+                    { pid = pid },
+                    "a semaphore's holder (pid {pid}) died holding slots: they are free again"
+                );
+                Err(Error::OwnerDied { pid })
+            }
             None => Ok(()),
         }
     }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use super::{Kind, Op, Reply, Request};
 use crate::connection::{Address, Connection, Listener};
 use crate::error::Error;
+use crate::log::{self, Level};
 use crate::process::lock;
 use crate::wire::Bytes;
 
@@ -42,7 +43,10 @@ pub(crate) fn serve(ready: Connection, address: Option<Address>, authkey: Vec<u8
         return;
     }
     drop(ready);
+    let at = format!("{:?}", listener.address());
+    log::event!(Level::Info, { address = at }, "manager serving at {at}");
     let _ = serve_on(&Arc::new(listener));
+    log::event!(Level::Info, {}, "manager shutting down");
 }
 
 /// The target of a manager's process with an initializer: runs `f(args)` first (reporting a
