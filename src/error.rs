@@ -2,10 +2,15 @@
 
 use std::io;
 
-/// The fix for a child whose program never called `init()`.
+/// The fix for a child whose program never called `init()`, as the child says it.
 pub(crate) const NO_INIT: &str = "this process was started by multiprocess, but its main() did \
      not call multiprocess::init() first (in a test: multiprocess::init_test() first in the \
      test). Add it as the first line, before anything else runs";
+
+/// The same fix, as the parent says it of such a child (after "the program's main()").
+pub(crate) const NO_INIT_IN_CHILD: &str = "did not call multiprocess::init() first (in a test: \
+     multiprocess::init_test() first in the test), so the child ran the program instead of its \
+     target. Add it as the first line of main, before anything else runs";
 
 /// What went wrong. Python raises exceptions of several classes; each one maps to a variant here
 /// (see the crate docs for the table).
@@ -73,7 +78,9 @@ pub enum Error {
     #[error("buffer too short for a message of {} bytes", .0.len())]
     BufferTooShort(Vec<u8>),
     /// The child could not start its target: it never reached `init()`, runs a different
-    /// executable, or received a garbled bootstrap message. The message names the fix.
+    /// executable, or received a garbled bootstrap message. The message names the fix. A
+    /// helper process that fails so (a manager's server, a pool's worker, the fork server)
+    /// fails the call that needed it with this error.
     #[error("child bootstrap failed: {0}")]
     Bootstrap(String),
     /// A process died while holding a lock (or a semaphore slot). The lock was recovered and is
