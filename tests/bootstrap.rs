@@ -141,6 +141,65 @@ fn helpers_without_init_say_why_in_the_parent() {
     }
 }
 
+/// A target returning the crate's `Result`, failing with the crate's own errors through `?`.
+fn checked(what: u32) -> multiprocess::Result<u32> {
+    match what {
+        0 => Ok(7),
+        1 => Err(Error::Timeout),
+        // An io::Error from the OS, through `?` (`From<io::Error>`).
+        2 => Ok(std::fs::metadata("/no/such/file/here")?.len() as u32),
+        // A crate call's own error, through `?`.
+        3 => {
+            let (a, b) = multiprocess::pipe(true)?;
+            drop(b);
+            a.recv::<u32>()
+        }
+        _ => Err(Error::Remote {
+            kind: "KeyError".into(),
+            message: "'x'".into(),
+        }),
+    }
+}
+
+/// What `checked(what)` returns when run here.
+fn checked_here(what: u32) -> multiprocess::Result<u32> {
+    checked(what)
+}
+
+/// A target may return `multiprocess::Result<T>`: the parent gets the same variant and text,
+/// from a `Process` and from a pool task.
+#[test]
+fn targets_return_the_crates_result() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let pool = multiprocess::Pool::new(1).unwrap();
+    for what in 0..5u32 {
+        let here = checked_here(what);
+        let mut p = Process::new(checked, (what,));
+        p.start().unwrap();
+        let there: multiprocess::Result<u32> = p
+            .result_timeout(std::time::Duration::from_secs(30))
+            .unwrap();
+        let pooled: multiprocess::Result<u32> = pool.apply(checked, (what,)).unwrap();
+        for got in [&there, &pooled] {
+            assert_eq!(format!("{got:?}"), format!("{here:?}"), "case {what}");
+            assert_eq!(
+                got.as_ref().map_err(|e| e.to_string()),
+                here.as_ref().map_err(|e| e.to_string()),
+                "case {what}"
+            );
+        }
+        if let (Err(Error::Io { source: a, .. }), Err(Error::Io { source: b, .. })) =
+            (&there, &here)
+        {
+            assert_eq!(a.kind(), b.kind());
+            assert_eq!(a.raw_os_error(), b.raw_os_error());
+        }
+    }
+    assert!(matches!(checked_here(2), Err(Error::Io { .. })));
+    assert!(matches!(checked_here(3), Err(Error::Eof)));
+}
+
 /// Runs this binary as a would-be child and feeds its bootstrap channel `bytes`; returns the
 /// exit code and stderr.
 #[cfg(unix)]
