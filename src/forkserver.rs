@@ -222,8 +222,19 @@ pub(crate) fn start_child(channel: sys::Channel) -> Result<sys::ProcHandle> {
             // failure is the answer.
             Err(e @ (Error::Io { .. } | Error::Eof | Error::Codec(_))) => {
                 last = Some(e);
-                if let Some(old) = slot.take() {
+                if let Some(mut old) = slot.take() {
+                    // A server that never took its bootstrap (its program lacks `init()`)
+                    // would not take it again: say why instead.
+                    let why = crate::process::start::start_failure(
+                        "the fork server",
+                        &mut old.handle,
+                        &old._channel,
+                        Duration::from_secs(2),
+                    );
                     retire(old, Duration::ZERO);
+                    if let Some(why) = why {
+                        return Err(why);
+                    }
                 }
             }
             Err(e) => return Err(e),

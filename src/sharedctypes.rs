@@ -209,7 +209,8 @@ impl<T: Pod> RawArray<T> {
     /// A copy of element `i`.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when `i` is out of range (Python's `IndexError`).
+    /// [`Error::InvalidArgument`] when `i` is out of range (Python's `IndexError`); as
+    /// [`lock`](Array::lock).
     pub fn get(&self, i: usize) -> Result<T> {
         self.cells.check(i)?;
         Ok(self.cells.read(i))
@@ -251,8 +252,24 @@ impl<T: Pod + std::fmt::Debug> std::fmt::Debug for RawArray<T> {
 /// ```
 ///
 /// Python's default lock is an `RLock`; here it is a [`Lock`], because the guard hands out
-/// `&mut T` and a re-entrant `get()` under it would alias that reference. Calling `get`/`set`
-/// while holding the guard in the same thread therefore deadlocks: use the guard.
+/// `&mut T` and a re-entrant `get()` under it would read (a `set()` write) memory that a live
+/// `&mut T` refers to, which safe Rust must not allow. So `get`, `set` and `lock` called by a
+/// thread that holds the lock already (its guard is alive, or it took
+/// [`get_lock`](Value::get_lock) itself) fail with [`Error::State`] at once, where they would
+/// wait for themselves forever: use the guard.
+///
+/// ```standalone_crate
+/// # fn main() -> multiprocess::Result<()> {
+/// # multiprocess::init_test();
+/// let v = multiprocess::Value::new(1u32)?;
+/// let mut guard = v.lock()?;
+/// *guard += 1;
+/// assert!(matches!(v.get(), Err(multiprocess::Error::State(_)))); // not a deadlock
+/// assert_eq!(*guard, 2); // read through the guard instead
+/// drop(guard);
+/// assert_eq!(v.get()?, 2);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(bound = "T: Pod")]
 pub struct Value<T: Pod> {
@@ -280,8 +297,12 @@ impl<T: Pod> Value<T> {
     }
 
     /// Takes the lock; the guard dereferences to the value.
+    ///
+    /// # Errors
+    /// [`Error::State`] when the calling thread holds the lock already (see [`Value`]);
+    /// [`Error::OwnerDied`] as [`Lock::acquire`].
     pub fn lock(&self) -> Result<ValueGuard<'_, T>> {
-        let guard = self.lock.guard()?;
+        let guard = self.lock.guard_for("Value")?;
         // SAFETY: every access to a locked Value's memory goes through its lock (the type has
         // no unlocked accessor), and we hold it until the returned guard drops.
         let value = unsafe { &mut self.cells.slice_mut()[0] };
@@ -292,11 +313,17 @@ impl<T: Pod> Value<T> {
     }
 
     /// A copy of the value, read under the lock.
+    ///
+    /// # Errors
+    /// As [`lock`](Value::lock).
     pub fn get(&self) -> Result<T> {
         Ok(*self.lock()?)
     }
 
     /// Overwrites the value under the lock.
+    ///
+    /// # Errors
+    /// As [`lock`](Value::lock).
     pub fn set(&self, value: T) -> Result<()> {
         *self.lock()? = value;
         Ok(())
@@ -331,6 +358,9 @@ impl<T> std::ops::DerefMut for ValueGuard<'_, T> {
 }
 
 /// `len` `T`s in shared memory with a [`Lock`]: Python's `Array(typecode, size, lock=True)`.
+///
+/// As with [`Value`], its accessors called by a thread that holds its lock already fail with
+/// [`Error::State`] instead of waiting for themselves.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(bound = "T: Pod")]
 pub struct Array<T: Pod> {
@@ -376,8 +406,12 @@ impl<T: Pod> Array<T> {
     }
 
     /// Takes the lock; the guard dereferences to the elements.
+    ///
+    /// # Errors
+    /// [`Error::State`] when the calling thread holds the lock already (see [`Array`]);
+    /// [`Error::OwnerDied`] as [`Lock::acquire`].
     pub fn lock(&self) -> Result<ArrayGuard<'_, T>> {
-        let guard = self.lock.guard()?;
+        let guard = self.lock.guard_for("Array")?;
         // SAFETY: as in `Value::lock`: all access goes through the lock, which we hold.
         let values = unsafe { self.cells.slice_mut() };
         Ok(ArrayGuard {
@@ -396,6 +430,9 @@ impl<T: Pod> Array<T> {
     }
 
     /// Overwrites element `i`, under the lock.
+    ///
+    /// # Errors
+    /// As [`get`](Array::get).
     pub fn set(&self, i: usize, value: T) -> Result<()> {
         self.cells.check(i)?;
         self.lock()?[i] = value;
@@ -403,6 +440,9 @@ impl<T: Pod> Array<T> {
     }
 
     /// A copy of all elements, under the lock.
+    ///
+    /// # Errors
+    /// As [`lock`](Array::lock).
     pub fn to_vec(&self) -> Result<Vec<T>> {
         Ok(self.lock()?.to_vec())
     }

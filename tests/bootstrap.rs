@@ -56,6 +56,150 @@ fn missing_init_is_reported() {
     );
 }
 
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+#[test]
+#[ignore = "scenario: run by helpers_without_init_say_why_in_the_parent"]
+fn scenario_no_init_helper() {
+    // Deliberately no `multiprocess::init_test()` (see `scenario_no_init`): which helper this
+    // program starts is in `HELPER`. A child prints nothing (it refuses at its first start).
+    if !common::in_scenario() || std::env::var_os("MULTIPROCESS_CHILD").is_some() {
+        return;
+    }
+    let helper = std::env::var("HELPER").unwrap_or_default();
+    if helper == "forkserver" {
+        // The fork server needs `init()` in the program that uses it: here the program calls
+        // it, but only when it is not a child (so the server, run from here, lacks it).
+        multiprocess::init_test();
+    }
+    let outcome = match helper.as_str() {
+        #[cfg(unix)]
+        "forkserver" => multiprocess::get_context("forkserver").and_then(|ctx| {
+            let mut p = ctx.process(nothing, ());
+            p.start().and_then(|()| p.result::<()>())
+        }),
+        "manager" => multiprocess::Manager::start().map(|_| ()),
+        "pool" => multiprocess::Pool::new(2).and_then(|pool| pool.apply(square, (3,)).map(|_| ())),
+        "pool_map" => multiprocess::Pool::new(2)
+            .and_then(|pool| pool.map(square, 0..10u64, None).map(|_: Vec<u64>| ())),
+        "process" => {
+            let mut p = Process::new(nothing, ());
+            p.start().and_then(|()| p.result::<()>())
+        }
+        other => panic!("unknown helper {other}"),
+    };
+    match outcome {
+        Ok(()) => println!("{helper}: Ok"),
+        Err(e) => println!("{helper}: {e:?}\n{helper} says: {e}"),
+    }
+    // The tracker this scenario started (for a pool's rings), if the test binary had none to
+    // hand down: it ends after the scenario, an orphan the test reaps.
+    if let Some(tracker) = common::own_tracker() {
+        println!("tracker {tracker}");
+    }
+}
+
+/// A program without `init()` that starts a helper process gets the fix in its own error (not
+/// only on the child's stderr, and not a bare `Eof` or a hang).
+#[test]
+fn helpers_without_init_say_why_in_the_parent() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let helpers: &[&str] = if cfg!(unix) {
+        &["process", "manager", "pool", "pool_map", "forkserver"]
+    } else {
+        &["process", "manager", "pool", "pool_map"]
+    };
+    for &helper in helpers {
+        let mut child = common::scenario_with("scenario_no_init_helper", Some(("HELPER", helper)));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{helper}: the scenario hangs");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{helper}: {stdout}\n{stderr}");
+        assert!(
+            stdout.contains(&format!("{helper}: Bootstrap(")),
+            "{helper}: {stdout}\n{stderr}"
+        );
+        assert!(
+            stdout.contains("did not call multiprocess::init() first"),
+            "{helper}: {stdout}\n{stderr}"
+        );
+        if let Some(tracker) = stdout.lines().find_map(|l| l.strip_prefix("tracker ")) {
+            common::reap_orphan(tracker.parse().unwrap(), std::time::Duration::from_secs(10));
+        }
+    }
+}
+
+/// A target returning the crate's `Result`, failing with the crate's own errors through `?`.
+fn checked(what: u32) -> multiprocess::Result<u32> {
+    match what {
+        0 => Ok(7),
+        1 => Err(Error::Timeout),
+        // An io::Error from the OS, through `?` (`From<io::Error>`).
+        2 => Ok(std::fs::metadata("/no/such/file/here")?.len() as u32),
+        // A crate call's own error, through `?`.
+        3 => {
+            let (a, b) = multiprocess::pipe(true)?;
+            drop(b);
+            a.recv::<u32>()
+        }
+        _ => Err(Error::Remote {
+            kind: "KeyError".into(),
+            message: "'x'".into(),
+        }),
+    }
+}
+
+/// What `checked(what)` returns when run here.
+fn checked_here(what: u32) -> multiprocess::Result<u32> {
+    checked(what)
+}
+
+/// A target may return `multiprocess::Result<T>`: the parent gets the same variant and text,
+/// from a `Process` and from a pool task.
+#[test]
+fn targets_return_the_crates_result() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let pool = multiprocess::Pool::new(1).unwrap();
+    for what in 0..5u32 {
+        let here = checked_here(what);
+        let mut p = Process::new(checked, (what,));
+        p.start().unwrap();
+        let there: multiprocess::Result<u32> = p
+            .result_timeout(std::time::Duration::from_secs(30))
+            .unwrap();
+        let pooled: multiprocess::Result<u32> = pool.apply(checked, (what,)).unwrap();
+        for got in [&there, &pooled] {
+            assert_eq!(format!("{got:?}"), format!("{here:?}"), "case {what}");
+            assert_eq!(
+                got.as_ref().map_err(|e| e.to_string()),
+                here.as_ref().map_err(|e| e.to_string()),
+                "case {what}"
+            );
+        }
+        if let (Err(Error::Io { source: a, .. }), Err(Error::Io { source: b, .. })) =
+            (&there, &here)
+        {
+            assert_eq!(a.kind(), b.kind());
+            assert_eq!(a.raw_os_error(), b.raw_os_error());
+        }
+    }
+    assert!(matches!(checked_here(2), Err(Error::Io { .. })));
+    assert!(matches!(checked_here(3), Err(Error::Eof)));
+}
+
 /// Runs this binary as a would-be child and feeds its bootstrap channel `bytes`; returns the
 /// exit code and stderr.
 #[cfg(unix)]

@@ -426,3 +426,100 @@ fn objects_sent_over_a_connection() {
     assert!(!lock.is_locked(), "the child released our lock");
     assert_eq!(counter.get().unwrap(), 42);
 }
+
+/// Runs `f` on a thread and gives its value, failing the test if it has not returned within
+/// 10 s (a deadlock: the thread is left blocked).
+fn within_10s<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("deadlocked: the call waited for a lock its own thread holds")
+}
+
+fn is_reentry<T: std::fmt::Debug>(r: multiprocess::Result<T>) -> bool {
+    matches!(&r, Err(Error::State(m)) if m.contains("this thread already holds the lock"))
+}
+
+/// Holds `lock` for `ms` milliseconds, from another process.
+fn hold_lock(lock: Lock, ms: u64) {
+    let _held = lock.guard().unwrap();
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+/// `*v.lock()? += 1` then `v.get()` in the guard's thread is an error, not a silent deadlock
+/// (Python's RLock lets it through; our guard's `&mut` forbids that); the same for `set`,
+/// `lock`, an `Array`'s accessors, a lock shared by several objects, and `get_lock()` taken
+/// by hand. Another thread or process holding the lock is waited for, as before.
+#[test]
+fn value_accessors_under_their_own_guard_are_errors() {
+    multiprocess::init_test();
+    let _g = common::start();
+    within_10s(|| {
+        let v = Value::new(1u32).unwrap();
+        let mut guard = v.lock().unwrap();
+        *guard += 1;
+        assert!(is_reentry(v.get()));
+        assert!(is_reentry(v.set(5)));
+        assert!(is_reentry(v.lock().map(|_| ())));
+        assert_eq!(*guard, 2);
+        drop(guard);
+        assert_eq!(v.get().unwrap(), 2);
+
+        let lock = Lock::new().unwrap();
+        let a = Array::from_slice_with_lock(&[1u8, 2, 3], lock.clone()).unwrap();
+        let w = Value::with_lock(0i64, lock.clone()).unwrap();
+        let mut elements = a.lock().unwrap();
+        elements[0] = 9;
+        assert!(is_reentry(a.get(0)));
+        assert!(is_reentry(a.set(1, 0)));
+        assert!(is_reentry(a.to_vec()));
+        assert!(is_reentry(w.get())); // the same lock, through another object
+        drop(elements);
+        assert_eq!(a.to_vec().unwrap(), [9, 2, 3]);
+
+        assert!(lock.acquire(true, None).unwrap());
+        assert!(is_reentry(w.set(3)));
+        lock.release().unwrap();
+        w.set(3).unwrap();
+        assert_eq!(w.get().unwrap(), 3);
+        // The Lock itself keeps Python's semantics: not re-entrant, a second acquire waits.
+        let _held = lock.guard().unwrap();
+        assert!(!lock.acquire(true, secs(0.05)).unwrap());
+    });
+
+    // Held by another thread: waited for, not an error.
+    let v = Value::new(0u32).unwrap();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let holder = {
+        let v = v.clone();
+        std::thread::spawn(move || {
+            let mut guard = v.lock().unwrap();
+            held_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            *guard = 7;
+        })
+    };
+    held_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let got = within_10s(move || v.get());
+    assert_eq!(got.unwrap(), 7);
+    holder.join().unwrap();
+
+    // Held by another process (whose thread may have the same number as ours): waited for.
+    let v = Value::new(0u32).unwrap();
+    let mut p = Process::new(hold_lock, (v.get_lock().clone(), 300u64));
+    p.start().unwrap();
+    let started = Instant::now();
+    while !v.get_lock().is_locked() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the child never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let got = within_10s(move || v.get());
+    assert_eq!(got.unwrap(), 0);
+    p.join(secs(30.0)).unwrap();
+    assert_eq!(p.exitcode().unwrap(), Some(0));
+}

@@ -102,7 +102,9 @@ impl Manager {
     /// it an address, a key or an initializer.
     ///
     /// # Errors
-    /// As [`Process::start`], or the server's own error if it could not listen.
+    /// As [`Process::start`], or the server's own error if it could not listen;
+    /// [`Error::Bootstrap`] naming the fix if the server's process never reached
+    /// [`init`](crate::init) (the program's `main` lacks it).
     pub fn start() -> Result<Manager> {
         Manager::builder().start()
     }
@@ -159,9 +161,11 @@ impl Manager {
                 return Err(Error::state(format!("the manager could not start: {e}")));
             }
             Err(e) => {
+                // A server that never ran (its program lacks `init()`) says why.
+                let why = process.start_failure(Duration::from_secs(5));
                 let _ = process.kill();
                 let _ = process.join(None);
-                return Err(e);
+                return Err(why.unwrap_or(e));
             }
         };
         Ok(Manager {

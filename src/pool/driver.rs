@@ -251,6 +251,7 @@ impl Shared {
         // it ended is read (nothing more can come).
         lock(&self.core).workers.remove(&n);
         let exitcode = worker.reap(GRACE);
+        let never_started = worker.start_failure();
         let mut last = Vec::new();
         loop {
             let more = worker.recv_ready(REPLY_BATCH);
@@ -263,6 +264,9 @@ impl Shared {
         let fx = {
             let mut core = lock(&self.core);
             let mut fx = core.sup.replies(n, last, Instant::now());
+            if let Some(why) = never_started {
+                fx.append(core.sup.never_started(n, why));
+            }
             fx.append(
                 core.sup
                     .ended(n, exitcode, worker.started(), Instant::now()),

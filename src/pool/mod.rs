@@ -451,6 +451,14 @@ fn default_chunksize(n: usize, workers: usize) -> usize {
 impl Pool {
     /// A pool of `processes` workers (Python's `Pool(processes)`); see [`Pool::builder`] for
     /// the other options.
+    ///
+    /// It does not wait for its workers to start. A worker that ends before taking its
+    /// bootstrap (the program's `main` lacks [`init`](crate::init)) breaks the pool: its
+    /// tasks, and every call after, fail with [`Error::Bootstrap`] naming the fix (Python
+    /// restarts such workers in an endless loop).
+    ///
+    /// # Errors
+    /// As [`Process::start`](crate::Process::start), when a worker cannot be started.
     pub fn new(processes: usize) -> Result<Pool> {
         Pool::builder().processes(processes).build()
     }

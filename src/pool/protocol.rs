@@ -33,6 +33,8 @@ pub(crate) enum Failure {
     Panicked(String),
     Codec(String),
     Other(String),
+    /// A worker could not start (its program lacks `init()`): the pool cannot run tasks.
+    Bootstrap(String),
     WorkerLost(i32),
     /// The task ran past its own time limit.
     TimeLimit(Duration),
@@ -47,6 +49,7 @@ impl Failure {
             },
             Failure::Codec(m) => Error::Codec(m.clone()),
             Failure::Other(m) => Error::State(m.clone()),
+            Failure::Bootstrap(m) => Error::Bootstrap(m.clone()),
             Failure::WorkerLost(exitcode) => Error::WorkerLost {
                 exitcode: *exitcode,
             },
@@ -59,6 +62,7 @@ impl Failure {
         match e {
             Error::Codec(m) => Failure::Codec(m),
             Error::Panicked { message } => Failure::Panicked(message),
+            Error::Bootstrap(m) => Failure::Bootstrap(m),
             other => Failure::Other(other.to_string()),
         }
     }

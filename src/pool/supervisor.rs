@@ -171,8 +171,9 @@ pub(crate) struct Supervisor {
     starting: usize,
     next_task: u64,
     next_worker: u64,
-    /// The initializer failed (or no worker can start): the pool runs no task.
-    broken: Option<String>,
+    /// The initializer failed (or no worker can start): the pool runs no task; each fails
+    /// with this.
+    broken: Option<Failure>,
 }
 
 impl Supervisor {
@@ -247,15 +248,26 @@ impl Supervisor {
         self.starting = self.starting.saturating_sub(1);
         let mut fx = Effects::default();
         if self.workers.is_empty() && self.starting == 0 {
-            self.break_pool(format!("cannot start a worker: {why}"), &mut fx);
+            let why = Failure::Other(format!("cannot start a worker: {why}"));
+            self.break_pool(why, &mut fx);
         }
+        fx
+    }
+
+    /// Worker `n` ended without ever taking its bootstrap (`why` names the fix: its program
+    /// lacks `init()`): no replacement would either, so the pool is broken. Report its end
+    /// with [`ended`](Supervisor::ended) next.
+    pub(crate) fn never_started(&mut self, _n: u64, why: Error) -> Effects {
+        let mut fx = Effects::default();
+        self.break_pool(Failure::from_error(why), &mut fx);
         fx
     }
 
     /// Queues tasks for `job`, `args[i]` being task `first + i`, and hands them out.
     ///
     /// # Errors
-    /// [`Error::State`] once the pool is closed, terminated or broken.
+    /// [`Error::State`] once the pool is closed, terminated or broken ([`Error::Bootstrap`]
+    /// when broken because a worker could not start).
     pub(crate) fn submit(
         &mut self,
         code: Code,
@@ -269,7 +281,7 @@ impl Supervisor {
             return Err(Error::state("Pool not running"));
         }
         if let Some(reason) = &self.broken {
-            return Err(Error::state(reason.clone()));
+            return Err(reason.to_error());
         }
         for (i, args) in args.into_iter().enumerate() {
             self.next_task += 1;
@@ -306,10 +318,10 @@ impl Supervisor {
                     if let Err(failure) = outcome {
                         // A worker that refused to start (another build, on an MPI rank) says
                         // so with `Other`; the initializer's own failures are the others.
-                        let why = match &failure {
+                        let why = Failure::Other(match &failure {
                             Failure::Other(m) => format!("a pool worker could not start: {m}"),
                             f => format!("the pool's initializer failed: {}", f.to_error()),
-                        };
+                        });
                         self.break_pool(why, &mut fx);
                     }
                 }
@@ -399,7 +411,7 @@ impl Supervisor {
                     .killed
                     .clone()
                     .or_else(|| head.task.job.is_cancelled().then_some(Failure::Cancelled))
-                    .or_else(|| self.broken.clone().map(Failure::Other));
+                    .or_else(|| self.broken.clone());
                 match failure {
                     Some(f) => fx.finish(head.task, f),
                     // Lost with its worker: again, at the front, if it may.
@@ -420,7 +432,7 @@ impl Supervisor {
             if self.phase == Phase::Terminated || task.job.is_cancelled() {
                 fx.finish(task, Failure::Cancelled);
             } else if let Some(reason) = &self.broken {
-                fx.finish(task, Failure::Other(reason.clone()));
+                fx.finish(task, reason.clone());
             } else {
                 self.pending.push_front(task);
             }
@@ -507,10 +519,10 @@ impl Supervisor {
     }
 
     /// Fails everything queued: the pool cannot run tasks.
-    fn break_pool(&mut self, reason: String, fx: &mut Effects) {
-        self.broken.get_or_insert(reason.clone());
+    fn break_pool(&mut self, reason: Failure, fx: &mut Effects) {
+        let reason = self.broken.get_or_insert(reason).clone();
         for task in self.pending.drain(..) {
-            fx.finish(task, Failure::Other(reason.clone()));
+            fx.finish(task, reason.clone());
         }
     }
 

@@ -555,10 +555,28 @@ impl Process {
             Some(Report::Refused(m)) => Err(Error::Bootstrap(m.clone())),
             Some(Report::Started) | None if code < 0 => Err(Error::Killed { signal: -code }),
             Some(Report::Started) | None if child.started => Err(Error::Exited { exitcode: code }),
-            Some(Report::Started) | None => Err(Error::Bootstrap(format!(
-                "the child exited with code {code} before reaching multiprocess::init(). {}",
-                crate::error::NO_INIT
-            ))),
+            Some(Report::Started) | None => Err(start::never_started("the child", code)),
+        }
+    }
+
+    /// Why this child ended without running its target (its program lacks `init()`, runs
+    /// another build, or got a garbled bootstrap), as the error naming the fix: for a helper
+    /// (a manager's server, a pool's worker) gone silent, after waiting up to `wait` for its
+    /// end. `None` while it runs, when it ran its target, or when it was killed.
+    pub(crate) fn start_failure(&self, wait: Duration) -> Option<Error> {
+        let _ = self.join(Some(wait));
+        let state = lock(&self.shared.state);
+        let State::Started(child) = &*state else {
+            return None;
+        };
+        let code = child.handle.exitcode().filter(|code| *code >= 0)?;
+        match &child.report {
+            Some(Report::Refused(m)) => Some(Error::Bootstrap(m.clone())),
+            None if !child.started => Some(start::never_started(
+                &format!("the {} process", lock(&self.shared.name)),
+                code,
+            )),
+            _ => None,
         }
     }
 }

@@ -198,3 +198,36 @@ fn fork(
     drop(theirs);
     Ok((handle, ours.take().expect("kept by the parent")))
 }
+
+/// The error for a child (`who`) that ended with `code` before it took its bootstrap: in a
+/// program started by this crate, its `main` never called `init()`.
+pub(crate) fn never_started(who: &str, code: i32) -> Error {
+    Error::Bootstrap(format!(
+        "{who} exited with code {code} before reaching multiprocess::init(): the program's \
+         main() {}",
+        crate::error::NO_INIT_IN_CHILD
+    ))
+}
+
+/// [`Process::start_failure`](super::Process::start_failure) for a child started by [`spawn`]
+/// alone (the fork server): waits up to `wait` for its end, then reads what it said on
+/// `channel`. `None` while it runs, when it accepted its bootstrap, or when it was killed.
+pub(crate) fn start_failure(
+    who: &str,
+    handle: &mut sys::ProcHandle,
+    channel: &sys::Channel,
+    wait: std::time::Duration,
+) -> Option<Error> {
+    let sentinel = handle.sentinel();
+    let _ = sys::wait_readable(&[sys::borrow_handle(&sentinel)], Some(wait));
+    let code = handle.try_wait().ok().flatten().filter(|code| *code >= 0)?;
+    let mut inbox = wire::FrameReader::new(wire::DEFAULT_LIMIT);
+    while let Ok(1..) = inbox.fill(|buf| sys::read_available(channel, buf)) {}
+    // Its first report: `Started`, or why it refused.
+    let first = inbox.next_frame().ok().flatten();
+    match first.map(|frame| wire::decode::<super::handshake::Report>(&frame)) {
+        Some(Ok(super::handshake::Report::Refused(m))) => Some(Error::Bootstrap(m)),
+        Some(Ok(_)) => None,
+        None | Some(Err(_)) => Some(never_started(who, code)),
+    }
+}

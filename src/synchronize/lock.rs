@@ -19,17 +19,23 @@ use super::*;
 /// ```
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Lock {
+    /// Words: the lock word, and the thread (within the owning process) that acquired it
+    /// (only so that [`Value`](crate::Value)'s accessors can refuse to wait on themselves).
     region: Arc<Region>,
 }
 
 impl Lock {
     /// A new, unlocked lock.
     pub fn new() -> Result<Lock> {
-        Ok(Lock { region: region(1)? })
+        Ok(Lock { region: region(2)? })
     }
 
     fn word(&self) -> &AtomicU32 {
         &self.region.words()[0]
+    }
+
+    fn holder(&self) -> &AtomicU32 {
+        &self.region.words()[1]
     }
 
     /// Acquires the lock: with `block`, waits until it is free or `timeout` (`None`: forever)
@@ -38,7 +44,11 @@ impl Lock {
     /// # Errors
     /// [`Error::OwnerDied`] when the holder died holding it; the lock is free again.
     pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
-        lock_word(&self.region, self.word(), block, timeout)
+        let acquired = lock_word(&self.region, self.word(), block, timeout)?;
+        if acquired {
+            self.holder().store(thread_id(), Ordering::Relaxed);
+        }
+        Ok(acquired)
     }
 
     /// Releases the lock; any process may release it, as in Python.
@@ -46,6 +56,7 @@ impl Lock {
     /// # Errors
     /// [`Error::State`] ("semaphore or lock released too many times") if it is not held.
     pub fn release(&self) -> Result<()> {
+        self.holder().store(0, Ordering::Relaxed);
         unlock_word(&self.region, self.word())
     }
 
@@ -63,6 +74,25 @@ impl Lock {
 
     pub(super) fn held_by_me(&self) -> bool {
         owned_by_me(self.word())
+    }
+
+    /// [`guard`](Lock::guard) for an accessor that takes the lock implicitly (a
+    /// [`Value`](crate::Value)'s `get`, `set`, `lock`): where the calling thread holds the lock
+    /// already, it would wait for itself forever, so it fails with [`Error::State`] instead
+    /// (Python's default lock there is an `RLock`, which lets the call through). `what` names
+    /// the object for the message.
+    pub(crate) fn guard_for(&self, what: &str) -> Result<LockGuard<'_>> {
+        if !self.acquire(false, None)? {
+            if self.held_by_me() && self.holder().load(Ordering::Relaxed) == thread_id() {
+                return Err(Error::state(format!(
+                    "this thread already holds the lock of this {what} (a guard from lock(), \
+                     or get_lock()), so waiting for it would never end: read and write \
+                     through the guard, or drop it first"
+                )));
+            }
+            self.acquire(true, None)?;
+        }
+        Ok(LockGuard { lock: self })
     }
 }
 

@@ -79,6 +79,10 @@ impl LocalWorker {
         process.exitcode().ok().flatten().unwrap_or(-1)
     }
 
+    pub(crate) fn start_failure(&self) -> Option<crate::error::Error> {
+        self.process().start_failure(Duration::ZERO)
+    }
+
     pub(crate) fn pid(&self) -> Option<u32> {
         self.process().pid()
     }

@@ -207,6 +207,15 @@ impl Worker {
         }
     }
 
+    /// Why it ended without ever taking its bootstrap (its program lacks `init()`), once
+    /// reaped; `None` if it ran, or is no process of ours.
+    pub(crate) fn start_failure(&self) -> Option<Error> {
+        match self {
+            Worker::Local(w) => w.start_failure(),
+            _ => None,
+        }
+    }
+
     /// Its process id (`None` for a thread).
     pub(crate) fn pid(&self) -> Option<u32> {
         match self {
