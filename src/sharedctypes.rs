@@ -270,6 +270,31 @@ impl<T: Pod + std::fmt::Debug> std::fmt::Debug for RawArray<T> {
 /// assert_eq!(v.get()?, 2);
 /// # Ok(()) }
 /// ```
+///
+/// A counter several processes add to (each addition under the value's lock):
+///
+/// ```standalone_crate
+/// use multiprocess::{Process, Value};
+///
+/// fn add(total: Value<u64>, times: u64) {
+///     for _ in 0..times {
+///         *total.lock().unwrap() += 1;
+///     }
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let total = Value::new(0u64)?;
+/// let mut children: Vec<Process> = (0..2).map(|_| Process::new(add, (total.clone(), 500))).collect();
+/// for p in &mut children {
+///     p.start()?;
+/// }
+/// for p in &mut children {
+///     p.join(None)?;
+/// }
+/// assert_eq!(total.get()?, 1000);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(bound = "T: Pod")]
 pub struct Value<T: Pod> {
@@ -361,6 +386,30 @@ impl<T> std::ops::DerefMut for ValueGuard<'_, T> {
 ///
 /// As with [`Value`], its accessors called by a thread that holds its lock already fail with
 /// [`Error::State`] instead of waiting for themselves.
+///
+/// ```standalone_crate
+/// use multiprocess::{Array, Process};
+///
+/// /// Negates every item, under the array's lock.
+/// fn negate(a: Array<i32>) {
+///     let mut items = a.lock().unwrap();
+///     for x in items.iter_mut() {
+///         *x = -*x;
+///     }
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let a = Array::<i32>::new(4)?;
+/// for i in 0..4 {
+///     a.set(i, i as i32)?;
+/// }
+/// let mut p = Process::new(negate, (a.clone(),));
+/// p.start()?;
+/// p.join(None)?;
+/// assert_eq!(a.to_vec()?, [0, -1, -2, -3]);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(bound = "T: Pod")]
 pub struct Array<T: Pod> {

@@ -89,6 +89,29 @@ pub use sync::{BarrierProxy, ConditionProxy, EventProxy, LockProxy, RLockProxy, 
 ///
 /// Dropping the `Manager` that started the server shuts it down (Python's `shutdown()`);
 /// proxies then fail with an I/O error.
+///
+/// ```standalone_crate
+/// use multiprocess::managers::{DictProxy, ListProxy};
+/// use multiprocess::{Manager, Process};
+///
+/// /// Changes the manager's dict and list from another process.
+/// fn update(d: DictProxy<String, u32>, l: ListProxy<u32>) {
+///     d.set(&"answer".to_string(), &42).unwrap();
+///     l.append(&7).unwrap();
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let manager = Manager::start()?; // a server process holding the objects
+/// let d = manager.dict::<String, u32>()?;
+/// let l = manager.list_from([1u32, 2])?;
+/// let mut p = Process::new(update, (d.clone(), l.clone()));
+/// p.start()?;
+/// p.join(None)?;
+/// assert_eq!(d.get(&"answer".to_string())?, Some(42));
+/// assert_eq!(l.to_vec()?, [1, 2, 7]);
+/// # Ok(()) } // dropping the manager shuts its server down
+/// ```
 #[derive(Debug)]
 pub struct Manager {
     client: Arc<Client>,

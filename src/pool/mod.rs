@@ -347,6 +347,32 @@ where
 /// A pool of worker processes: Python's `multiprocessing.Pool`. See the [module docs](self).
 ///
 /// Dropping a pool terminates it, like Python's `with Pool() as p:` block.
+///
+/// ```standalone_crate
+/// use multiprocess::Pool;
+///
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// fn add(a: u64, b: u64) -> u64 {
+///     a + b
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let pool = Pool::new(2)?;
+/// assert_eq!(pool.map(square, 1..=4u64, None)?, [1, 4, 9, 16]);
+/// assert_eq!(pool.starmap(add, [(1, 2), (3, 4)], None)?, [3, 7]);
+/// let pending = pool.apply_async(square, (7,))?; // runs in a worker meanwhile
+/// assert_eq!(pending.get(None)?, 49);
+/// let mut any_order: Vec<u64> = pool
+///     .imap_unordered(square, 0..5u64, 1)?
+///     .collect::<multiprocess::Result<_>>()?;
+/// any_order.sort();
+/// assert_eq!(any_order, [0, 1, 4, 9, 16]);
+/// # Ok(()) }
+/// ```
 pub struct Pool {
     shared: Arc<Shared>,
 }

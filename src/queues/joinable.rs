@@ -15,6 +15,40 @@ use super::ring::*;
 /// A [`Queue`] that counts unfinished tasks: Python's `multiprocessing.JoinableQueue`. Every
 /// `put` adds a task; consumers call [`task_done`](JoinableQueue::task_done) per item, and
 /// [`join`](JoinableQueue::join) waits until every task is done.
+///
+/// ```standalone_crate
+/// use multiprocess::{JoinableQueue, Process, Queue};
+///
+/// /// Doubles every number it gets until it gets 0, marking each one done.
+/// fn worker(tasks: JoinableQueue<u32>, results: Queue<u32>) {
+///     loop {
+///         let n = tasks.get().unwrap();
+///         if n != 0 {
+///             results.put(&(n * 2)).unwrap();
+///         }
+///         tasks.task_done().unwrap();
+///         if n == 0 {
+///             break;
+///         }
+///     }
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let tasks = JoinableQueue::new()?;
+/// let results = Queue::new()?;
+/// let mut p = Process::new(worker, (tasks.clone(), results.clone()));
+/// p.start()?;
+/// for n in [1, 2, 3, 0] {
+///     tasks.put(&n)?;
+/// }
+/// tasks.join()?; // every task is done
+/// let mut doubled: Vec<u32> = (0..3).map(|_| results.get()).collect::<Result<_, _>>()?;
+/// doubled.sort();
+/// assert_eq!(doubled, [2, 4, 6]);
+/// p.join(None)?;
+/// # Ok(()) }
+/// ```
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct JoinableQueue<T> {

@@ -76,6 +76,28 @@ fn closed() -> Error {
 /// assert!(matches!(q.get_nowait(), Err(multiprocess::Error::Empty)));
 /// # Ok(()) }
 /// ```
+///
+/// Between processes (the queue travels as a `Process` argument):
+///
+/// ```standalone_crate
+/// use multiprocess::{Process, Queue};
+///
+/// fn produce(q: Queue<(u32, String)>) {
+///     for i in 0..3 {
+///         q.put(&(i, format!("item {i}"))).unwrap();
+///     }
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let q = Queue::new()?;
+/// let mut p = Process::new(produce, (q.clone(),));
+/// p.start()?;
+/// let got: Vec<(u32, String)> = (0..3).map(|_| q.get()).collect::<Result<_, _>>()?;
+/// assert_eq!(got[2], (2, "item 2".to_string())); // one producer's items stay in order
+/// p.join(None)?;
+/// # Ok(()) }
+/// ```
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct Queue<T> {

@@ -10,6 +10,24 @@ use crate::error::Result;
 
 /// A simpler queue: Python's `multiprocessing.SimpleQueue` (`put`, `get`, `empty`, `close`),
 /// unbounded, on the same shared ring as [`Queue`].
+///
+/// ```standalone_crate
+/// use multiprocess::{Process, SimpleQueue};
+///
+/// fn greet(q: SimpleQueue<String>) {
+///     q.put(&"hello from the child".to_string()).unwrap();
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let q = SimpleQueue::new()?;
+/// let mut p = Process::new(greet, (q.clone(),));
+/// p.start()?;
+/// assert_eq!(q.get()?, "hello from the child");
+/// p.join(None)?;
+/// assert!(q.empty());
+/// # Ok(()) }
+/// ```
 #[derive(Serialize, Deserialize)]
 #[serde(bound = "")]
 pub struct SimpleQueue<T> {

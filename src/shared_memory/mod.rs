@@ -85,6 +85,26 @@ pub use shareable_list::{Item, Iter, ShareableList};
 /// Other processes attached to the same segment may read and write its bytes at any time:
 /// access from several processes must be synchronised, e.g. with a lock or by handing the
 /// block over through a pipe, as in Python. See the [module docs](self) for tracking.
+///
+/// ```standalone_crate
+/// use multiprocess::{Process, SharedMemory};
+///
+/// /// Attaches to the segment by name and writes into it.
+/// fn fill(name: String) {
+///     let mut shm = SharedMemory::attach(&name).unwrap();
+///     shm.buf_mut()[..3].copy_from_slice(&[1, 2, 3]);
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let shm = SharedMemory::create(None, 4096)?;
+/// let mut p = Process::new(fill, (shm.name().to_string(),));
+/// p.start()?;
+/// p.join(None)?;
+/// assert_eq!(&shm.buf()[..3], &[1, 2, 3]);
+/// shm.unlink()?; // the creator removes the name when done
+/// # Ok(()) }
+/// ```
 pub struct SharedMemory {
     name: String,
     size: usize,

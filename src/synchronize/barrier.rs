@@ -32,6 +32,31 @@ impl<'de> Deserialize<'de> for Action {
 ///
 /// [`wait`](Barrier::wait) returns once `parties` callers are waiting, giving each a distinct
 /// index in `0..parties` (arrival order). The last to arrive first runs the action, if any.
+///
+/// ```standalone_crate
+/// use multiprocess::{Barrier, Process};
+///
+/// /// Meets the others at the barrier; returns its place in the arrival order.
+/// fn meet(barrier: Barrier) -> u32 {
+///     barrier.wait(None).unwrap()
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let barrier = Barrier::new(3)?;
+/// let mut children: Vec<Process> = (0..2).map(|_| Process::new(meet, (barrier.clone(),))).collect();
+/// for p in &mut children {
+///     p.start()?;
+/// }
+/// let mut places = vec![barrier.wait(None)?]; // the third party: all three go on together
+/// for p in &mut children {
+///     p.join(None)?;
+///     places.push(p.result::<u32>()?);
+/// }
+/// places.sort();
+/// assert_eq!(places, [0, 1, 2]);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Barrier {
     /// Words: an internal lock, the number waiting, the generation, broken (0/1), the

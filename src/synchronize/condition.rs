@@ -27,6 +27,34 @@ impl From<RLock> for ConditionLock {
 ///
 /// Acquire it (it delegates to its lock), check your state, `wait` until notified; `notify`
 /// and `notify_all` require holding the lock too, as in Python.
+///
+/// ```standalone_crate
+/// use multiprocess::{Condition, Process, Value};
+///
+/// /// Sets the flag under the condition's lock and wakes the waiter.
+/// fn producer(cond: Condition, ready: Value<u32>) {
+///     let _held = cond.guard().unwrap();
+///     ready.set(1).unwrap();
+///     cond.notify_all().unwrap();
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let cond = Condition::new()?;
+/// let ready = Value::new(0u32)?;
+/// let mut p = Process::new(producer, (cond.clone(), ready.clone()));
+/// {
+///     let _held = cond.guard()?;
+///     p.start()?;
+///     // Waits (releasing the lock meanwhile) until the child has set the flag.
+///     while ready.get()? == 0 {
+///         cond.wait(Some(std::time::Duration::from_secs(10)))?;
+///     }
+/// }
+/// p.join(None)?;
+/// assert_eq!(ready.get()?, 1);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Condition {
     lock: ConditionLock,

@@ -3,6 +3,26 @@
 use super::*;
 
 /// A flag that processes can wait for: Python's `multiprocessing.Event`.
+///
+/// ```standalone_crate
+/// use std::time::Duration;
+/// use multiprocess::{Event, Process};
+///
+/// fn signal(started: Event) {
+///     started.set();
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let started = Event::new()?;
+/// let mut p = Process::new(signal, (started.clone(),));
+/// p.start()?;
+/// assert!(started.wait(Some(Duration::from_secs(10)))); // set by the child
+/// p.join(None)?;
+/// started.clear();
+/// assert!(!started.is_set());
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Event {
     /// Words: the flag, the number of sleepers.

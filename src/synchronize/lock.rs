@@ -17,6 +17,30 @@ use super::*;
 /// assert!(lock.release().is_err()); // released too many times
 /// # Ok(()) }
 /// ```
+///
+/// Between processes: the children print one at a time (Python's "hello world" lock example).
+///
+/// ```standalone_crate
+/// use multiprocess::{Lock, Process};
+///
+/// fn say(lock: Lock, i: u32) {
+///     let _held = lock.guard().unwrap();
+///     println!("hello world {i}");
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let lock = Lock::new()?;
+/// let mut children: Vec<Process> = (0..3).map(|i| Process::new(say, (lock.clone(), i))).collect();
+/// for p in &mut children {
+///     p.start()?;
+/// }
+/// for p in &mut children {
+///     p.join(None)?;
+///     assert_eq!(p.exitcode()?, Some(0));
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Lock {
     /// Words: the lock word, and the thread (within the owning process) that acquired it
@@ -125,6 +149,27 @@ impl Drop for LockGuard<'_> {
 /// A re-entrant lock shared between processes: Python's `multiprocessing.RLock`. The thread
 /// that holds it may acquire it again; it is free after as many releases as acquires, and only
 /// its owner may release it.
+///
+/// ```standalone_crate
+/// use multiprocess::{Process, RLock};
+///
+/// fn nested(lock: RLock) -> bool {
+///     let _outer = lock.guard().unwrap();
+///     let _inner = lock.guard().unwrap(); // the holder may take it again
+///     lock.is_mine()
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let lock = RLock::new()?;
+/// let mut p = Process::new(nested, (lock.clone(),));
+/// p.start()?;
+/// p.join(None)?;
+/// assert!(p.result::<bool>()?);
+/// assert!(lock.acquire(false, None)?); // free again after the child's two releases
+/// lock.release()?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Serialize, Deserialize)]
 pub struct RLock {
     /// Words: the lock word, the owning thread (within the owning process), the depth.

@@ -10,6 +10,29 @@ use super::*;
 /// slots (up to 64 processes at once): slots held by a process that died are recovered, and the
 /// acquirer that notices gets [`Error::OwnerDied`]. A plain semaphore's count is a signal
 /// (released by one process, taken by another) with no holders to recover.
+///
+/// ```standalone_crate
+/// use multiprocess::{Process, Semaphore};
+///
+/// /// Takes a slot for the duration of its "work".
+/// fn work(slots: Semaphore) {
+///     let _slot = slots.guard().unwrap();
+///     std::thread::sleep(std::time::Duration::from_millis(10));
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let slots = Semaphore::new(2)?; // at most two at a time
+/// let mut workers: Vec<Process> = (0..4).map(|_| Process::new(work, (slots.clone(),))).collect();
+/// for p in &mut workers {
+///     p.start()?;
+/// }
+/// for p in &mut workers {
+///     p.join(None)?;
+/// }
+/// assert_eq!(slots.get_value(), 2); // every slot given back
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Semaphore {
     /// Words: the count, the number of sleepers, the bound (0: none), then for bounded
