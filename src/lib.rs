@@ -116,6 +116,7 @@ mod bootstrap;
 pub mod connection;
 mod context;
 mod error;
+pub mod executor;
 pub mod forkserver;
 pub mod managers;
 mod panics;
