@@ -68,6 +68,11 @@
 //! | `shared_memory.SharedMemory` | [`SharedMemory`] |
 //! | `shared_memory.ShareableList` | [`ShareableList`] (items: [`shared_memory::Item`]; CPython's layout) |
 //! | `Pool`, `AsyncResult` | [`Pool`], [`AsyncResult`] |
+//! | `concurrent.futures.ProcessPoolExecutor(max_workers, ...)` | [`executor::ProcessPoolExecutor::new`], [`executor::ProcessPoolExecutor::builder`] |
+//! | `executor.submit(fn, *args)`, `.map(fn, it, timeout, chunksize)`, `.shutdown(wait, cancel_futures)` | [`submit`](executor::ProcessPoolExecutor::submit) → [`executor::Future`], [`map`](executor::ProcessPoolExecutor::map), [`shutdown`](executor::ProcessPoolExecutor::shutdown) (also on drop) |
+//! | `Future.result`, `.exception`, `.cancel`, `.cancelled`, `.running`, `.done`, `.add_done_callback` | [`executor::Future`]'s methods of the same names |
+//! | `concurrent.futures.wait(fs, timeout, return_when)`, `as_completed(fs, timeout)` | [`executor::wait`] with [`executor::ReturnWhen`], [`executor::as_completed`] |
+//! | `BrokenProcessPool`, `CancelledError` | none: a dead worker fails only its task ([`Error::WorkerLost`]); [`Error::Cancelled`] |
 //! | `mpi4py.futures` SPMD mode (`mpiexec -n N python -m mpi4py.futures app.py`) | `PoolBuilder::mpi` (cargo feature `mpi`): workers on the ranks of `mpirun -n N app` |
 //! | `mpi4py.futures.MPIPoolExecutor(max_workers)` (spawn mode) | `PoolBuilder::mpi` in a program run alone or by `mpirun -n 1`: the pool spawns its ranks |
 //! | `threading.BrokenBarrierError` | [`Error::BrokenBarrier`] |
@@ -120,6 +125,7 @@ mod bootstrap;
 pub mod connection;
 mod context;
 mod error;
+pub mod executor;
 pub mod forkserver;
 pub mod log;
 pub mod managers;

@@ -20,7 +20,7 @@ const FLOORS: &[&[&str]] = &[
     &["process", "context"],
     &["connection"],
     &["forkserver", "pool"],
-    &["managers"],
+    &["managers", "executor"],
     &["bootstrap", "lib"],
 ];
 

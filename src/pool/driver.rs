@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use super::backend::{Backend, Worker};
 use super::protocol::{Args, BYE, Code, Failure, NUDGE, Reply, Setup, split};
 use super::result::{JobCore, Outcome, Payload};
-use super::supervisor::{Effects, Incoming, Phase, Supervisor};
+use super::supervisor::{Effects, Incoming, Phase, Place, Supervisor};
 use crate::error::{Error, Result};
 use crate::log::{self, Level};
 
@@ -52,6 +52,12 @@ struct Core {
 }
 
 use crate::sys::lock;
+
+/// Whether a worker that has started `started` tasks (its count, wrapping) has started its
+/// task `seq` (counted from 0).
+fn has_started(started: u32, seq: u64) -> bool {
+    started.wrapping_sub(seq as u32) as i32 > 0
+}
 
 /// Decodes replies (a nudge of our own only woke the reader: it is dropped).
 fn incoming(messages: Vec<Vec<u8>>) -> Vec<Incoming> {
@@ -304,6 +310,54 @@ impl Shared {
     pub(crate) fn cancel(self: &Arc<Self>, job: &Arc<JobCore>) {
         let fx = lock(&self.core).sup.cancel(job);
         self.execute(fx);
+    }
+
+    /// Whether `job`'s first task has started on a worker (see `AsyncResult::started`). A task
+    /// sent to a worker that is ending counts as started.
+    pub(crate) fn started(&self, job: &Arc<JobCore>) -> Option<bool> {
+        let core = lock(&self.core);
+        match core.sup.place(job) {
+            Place::Queued => Some(false),
+            Place::Sent { worker, seq, .. } => Some(
+                core.workers
+                    .get(&worker)
+                    .is_none_or(|w| has_started(w.started(), seq)),
+            ),
+            Place::Gone => None,
+        }
+    }
+
+    /// Cancels `job`'s first task only if no worker has started it: a queued one leaves the
+    /// queue, one waiting in a worker's channel is revoked (the worker skips it). True if so;
+    /// the job is then marked cancelled and its outcome is [`Error::Cancelled`], set before
+    /// this returns.
+    pub(crate) fn cancel_unstarted(self: &Arc<Self>, job: &Arc<JobCore>) -> bool {
+        let mut core = lock(&self.core);
+        match core.sup.place(job) {
+            Place::Queued => {
+                job.mark_cancelled();
+                let fx = core.sup.unqueue(job);
+                drop(core);
+                self.execute(fx);
+                true
+            }
+            Place::Sent { worker, seq, index } => {
+                let revoked = core
+                    .workers
+                    .get(&worker)
+                    .is_some_and(|w| w.revoke_unstarted(seq));
+                if !revoked {
+                    return false;
+                }
+                core.sup.revoked(worker, seq);
+                job.mark_cancelled();
+                drop(core);
+                // The worker's own `Cancelled` reply comes later and finds the job done.
+                job.set(index, Err(Failure::Cancelled));
+                true
+            }
+            Place::Gone => false,
+        }
     }
 
     pub(crate) fn close(self: &Arc<Self>) {

@@ -111,6 +111,8 @@ struct JobState {
     progressive: bool,
     /// Whether a `get` of a map decodes each chunk as it comes (see [`collect_chunks`]).
     eager: bool,
+    /// Run once the job is done, after its waiters are woken (see [`JobCore::when_done`]).
+    after: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 use crate::sys::lock;
@@ -137,6 +139,7 @@ impl JobCore {
                 done: false,
                 progressive: total.is_none(),
                 eager: false,
+                after: Vec::new(),
             }),
             cond: Condvar::new(),
             progress,
@@ -217,8 +220,27 @@ impl JobCore {
             st.slots = slots;
         }
         st.done = true;
+        let after = std::mem::take(&mut st.after);
         drop(st);
         self.cond.notify_all();
+        for f in after {
+            if let Err(message) = crate::panics::catch_quietly(f) {
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stderr(), "Pool: a done hook panicked: {message}");
+            }
+        }
+    }
+
+    /// Runs `f` once the job is done, on the thread that completes it, after its waiters are
+    /// woken (so `f` may read the outcome); at once, on this thread, if it is done already.
+    pub(crate) fn when_done(&self, f: Box<dyn FnOnce() + Send>) {
+        let mut st = lock(&self.state);
+        if !st.done {
+            st.after.push(f);
+            return;
+        }
+        drop(st);
+        f();
     }
 
     /// Records the order in which tasks finish (and wakes waiters at each), for
@@ -376,6 +398,34 @@ impl<R> AsyncResult<R> {
         if let Some(pool) = self.pool.upgrade() {
             pool.cancel(&self.job);
         }
+    }
+}
+
+/// The executor's face of a one-task job (see `crate::executor`).
+impl<R> AsyncResult<R> {
+    /// Runs `f` once the job is done (at once if it is): see [`JobCore::when_done`].
+    pub(crate) fn when_done(&self, f: Box<dyn FnOnce() + Send>) {
+        self.job.when_done(f);
+    }
+
+    /// Whether its task has started on a worker: `Some(false)` while queued or waiting in a
+    /// worker's channel, `Some(true)` once started, `None` once the pool no longer holds it.
+    pub(crate) fn started(&self) -> Option<bool> {
+        self.pool.upgrade().and_then(|pool| pool.started(&self.job))
+    }
+
+    /// Cancels its task only if it has not started: true if so (the job is then done, with
+    /// [`Error::Cancelled`]).
+    pub(crate) fn cancel_unstarted(&self) -> bool {
+        self.pool
+            .upgrade()
+            .is_some_and(|pool| pool.cancel_unstarted(&self.job))
+    }
+
+    /// Whether [`cancel_unstarted`](Self::cancel_unstarted) (or [`cancel`](Self::cancel))
+    /// cancelled it.
+    pub(crate) fn was_cancelled(&self) -> bool {
+        self.job.is_cancelled()
     }
 }
 
@@ -566,6 +616,13 @@ impl<R: DeserializeOwned> IMap<'_, R> {
                     .push_back(Err(Error::state("missing pool result"))),
             }
         }
+    }
+}
+
+impl<R: DeserializeOwned> IMap<'_, R> {
+    /// Submits the first chunks now, rather than at the first `next`.
+    pub(crate) fn prime(&mut self) -> Result<()> {
+        self.top_up()
     }
 }
 

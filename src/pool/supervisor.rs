@@ -161,6 +161,17 @@ impl Effects {
     }
 }
 
+/// Where a job's task is (see [`Supervisor::place`]).
+pub(crate) enum Place {
+    /// In the pool's queue.
+    Queued,
+    /// Sent to worker `worker` as its `seq`-th task (which may have started); task `index` of
+    /// its job.
+    Sent { worker: u64, seq: u64, index: usize },
+    /// Neither: finished (or finishing), revoked, or never submitted.
+    Gone,
+}
+
 /// The pool's decisions (see the module docs).
 pub(crate) struct Supervisor {
     config: Config,
@@ -467,6 +478,46 @@ impl Supervisor {
             }
         }
         fx
+    }
+
+    /// Where `job`'s first task is (for the executor's `running` and `cancel`).
+    pub(crate) fn place(&self, job: &Arc<JobCore>) -> Place {
+        if self.pending.iter().any(|t| Arc::ptr_eq(&t.job, job)) {
+            return Place::Queued;
+        }
+        for (&n, w) in &self.workers {
+            if let Some(a) = w.in_flight.iter().find(|a| Arc::ptr_eq(&a.task.job, job)) {
+                if a.revoked {
+                    break;
+                }
+                return Place::Sent {
+                    worker: n,
+                    seq: a.seq,
+                    index: a.task.index,
+                };
+            }
+        }
+        Place::Gone
+    }
+
+    /// Takes `job`'s first queued task out of the queue (it ends `Cancelled`): one task's
+    /// move, where [`Self::cancel_queued`] moves the whole queue.
+    pub(crate) fn unqueue(&mut self, job: &Arc<JobCore>) -> Effects {
+        let mut fx = Effects::default();
+        let at = self.pending.iter().position(|t| Arc::ptr_eq(&t.job, job));
+        if let Some(task) = at.and_then(|i| self.pending.remove(i)) {
+            fx.finish(task, Failure::Cancelled);
+        }
+        fx
+    }
+
+    /// Task `seq` of worker `n` was revoked (and will be skipped) outside [`Self::cancel`].
+    pub(crate) fn revoked(&mut self, n: u64, seq: u64) {
+        if let Some(w) = self.workers.get_mut(&n) {
+            for a in w.in_flight.iter_mut().filter(|a| a.seq == seq) {
+                a.revoked = true;
+            }
+        }
     }
 
     /// Cancels `job` (already marked cancelled): queued tasks end now; a worker skips those

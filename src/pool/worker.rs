@@ -64,6 +64,22 @@ impl Link {
             .store((seq as u32).wrapping_add(1), Ordering::SeqCst);
     }
 
+    /// Asks the worker to skip task `seq` only if it has not started it: true if it will skip
+    /// it, false if it has started it (the mark is then taken back, unless the worker took it
+    /// first: then it skips the task after all, and this says true).
+    pub(crate) fn revoke_unstarted(&self, seq: u64) -> bool {
+        self.revoke(seq);
+        let started = self.started();
+        // Its count was raised after our mark was written: it reads the mark when it starts.
+        if (started.wrapping_sub(seq as u32) as i32) <= 0 {
+            return true;
+        }
+        let mark = (seq as u32).wrapping_add(1);
+        self.word(REVOKED + seq as usize % REVOKE_SLOTS)
+            .compare_exchange(mark, 0, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+    }
+
     /// Worker side: counts task `seq` as started; whether it was revoked. (The count is
     /// raised before the mark is read, and the supervisor writes the mark before it concludes
     /// anything from the count: one of the two sees the other.)
@@ -200,5 +216,29 @@ fn serve(link: &Link, maxtasks: Option<u64>, kill_flag: Option<&dyn Fn() -> bool
             Ok(None) if !killed() => {}
             _ => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Link;
+
+    /// `revoke_unstarted` says true exactly when the worker skips the task: before the worker
+    /// reaches it, true and skipped; after it started it, false, and the mark is taken back
+    /// (the task after it is not skipped by mistake either).
+    #[test]
+    fn revoke_unstarted_agrees_with_the_worker() {
+        let link = Link::new(4096).expect("link");
+        assert!(link.revoke_unstarted(0), "not started: revoked");
+        assert!(link.start(), "the worker skips task 0");
+        assert!(!link.start(), "the worker runs task 1");
+        assert!(!link.revoke_unstarted(1), "started: not revoked");
+        let mark = link
+            .word(super::REVOKED + 1)
+            .load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(mark, 0, "the mark is taken back");
+        assert!(!link.start(), "task 2 runs (no mark left for it)");
+        assert!(link.revoke_unstarted(3));
+        assert!(link.start(), "task 3 skipped");
     }
 }

@@ -5,12 +5,14 @@ pub(crate) mod child;
 mod current;
 mod exit;
 pub(crate) mod handshake;
+mod sentinel;
 pub(crate) mod start;
 
 pub(crate) use child::on_parent_gone;
 pub use current::{AuthKey, CurrentProcess, ParentProcess, current_process, parent_process};
 use current::{COUNTER, me};
 pub(crate) use current::{Identity, become_child, cut_parent_channel};
+pub use sentinel::Sentinel;
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -712,34 +714,6 @@ impl Shared {
         }
     }
 }
-
-/// A waitable handle that becomes ready when a process ends (see [`Process::sentinel`]).
-#[derive(Debug, Clone)]
-pub struct Sentinel(Arc<sys::OwnedWaitHandle>);
-
-impl Sentinel {
-    /// Waits until the process ends or `timeout` passes; true if it ended.
-    ///
-    /// # Errors
-    /// [`Error::Io`] if the OS wait fails.
-    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
-        let r = sys::wait_readable(&[sys::borrow_handle(&self.0)], timeout)
-            .map_err(|e| Error::io("waiting on a sentinel", e))?;
-        Ok(r[0])
-    }
-
-    pub(crate) fn handle(&self) -> sys::WaitHandle<'_> {
-        sys::borrow_handle(&self.0)
-    }
-
-    fn os_handle(&self) -> Option<sys::WaitHandle<'_>> {
-        Some(self.handle())
-    }
-}
-
-// A reactor can wait on it: a pidfd on Linux, a kqueue on macOS (each readable when the process
-// ends), the process handle on Windows.
-sys::impl_os_handle!(Sentinel, os_handle);
 
 /// Copies of the OS handles inside a job's arguments (the job keeps its own).
 pub(crate) fn clone_handles(handles: &[sys::OwnedHandle]) -> Result<Vec<sys::OwnedHandle>> {

@@ -188,6 +188,16 @@ impl Worker {
         }
     }
 
+    /// Revokes task `seq` only if it has not started it: true if it will skip it (and reply
+    /// `Cancelled`), false if it has started it. Workers on MPI ranks cannot tell: false.
+    pub(crate) fn revoke_unstarted(&self, seq: u64) -> bool {
+        match self {
+            #[cfg(all(feature = "mpi", unix))]
+            Worker::Mpi(_) => false,
+            _ => self.link().is_some_and(|link| link.revoke_unstarted(seq)),
+        }
+    }
+
     /// The tasks it has started (its own count, wrapping).
     pub(crate) fn started(&self) -> u32 {
         match self {
