@@ -465,3 +465,61 @@ fn broken_stderr_does_not_change_exit_codes() {
     let status = cmd.status().unwrap();
     assert_eq!(status.code(), Some(10), "panicking child 1, empty child 0");
 }
+
+#[test]
+#[ignore = "scenario: run by a_test_without_init_test_is_refused"]
+fn scenario_forgot_init_test() {
+    if !common::in_scenario() {
+        return;
+    }
+    // A neighbour registers first (as in a full `cargo test`, where another test's
+    // init_test() ran), on a thread named after a real test of this binary...
+    std::thread::Builder::new()
+        .name("handshake_child".into())
+        .spawn(multiprocess::init_test)
+        .unwrap()
+        .join()
+        .unwrap();
+    // ...and this test, which never called init_test(), starts a process.
+    let mut p = Process::new(nothing, ());
+    match p.start() {
+        Err(Error::State(m)) => println!("refused: {m}"),
+        other => println!("unexpected: {other:?}"),
+    }
+    // A thread of its own (not a test's) still goes through the registered test.
+    let helper = std::thread::Builder::new()
+        .name("my helper".into())
+        .spawn(|| {
+            let mut q = Process::new(nothing, ());
+            q.start().unwrap();
+            q.join(None).unwrap();
+            q.exitcode().unwrap()
+        })
+        .unwrap();
+    println!("helper thread's child: {:?}", helper.join().unwrap());
+}
+
+/// Issue 17, item 1: a test that forgets `init_test()` no longer passes because a neighbour
+/// called it (its child would re-run the neighbour): its start is refused with the fix.
+#[test]
+fn a_test_without_init_test_is_refused() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let out = common::scenario("scenario_forgot_init_test")
+        .wait_with_output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(
+            "refused: test `scenario_forgot_init_test` starts a process but did not call \
+             multiprocess::init_test() first"
+        ),
+        "{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("helper thread's child: Some(0)"),
+        "{stdout}\n{stderr}"
+    );
+}

@@ -67,9 +67,62 @@ pub(crate) fn reentry_args() -> Vec<OsString> {
 /// the calling thread (and, for other threads, the first test's); in a child, what it was given.
 pub(crate) fn set_reentry(args: Vec<OsString>, this_thread_only_first: bool) {
     if this_thread_only_first {
+        TEST_MODE.store(true, std::sync::atomic::Ordering::Relaxed);
         TEST_REENTRY.with(|t| *t.borrow_mut() = Some(args.clone()));
         lock(&REENTRY).get_or_insert(args);
     } else {
         *lock(&REENTRY) = Some(args);
     }
+}
+
+/// Set once a test of this binary called `init_test` (never in the children it starts).
+static TEST_MODE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// In a test binary, refuses a spawn from a test that did not call `init_test()` itself: its
+/// child would re-run the test binary filtered to *another* test (the first that registered),
+/// so the test would pass or fail by its neighbours. The calling thread counts as such a test
+/// when libtest named it after one of this binary's tests (listed once, with `--list`); other
+/// threads (a pool's, the test's own helpers) go through the first registered test, as before.
+pub(crate) fn check_test_thread() -> crate::error::Result<()> {
+    if !TEST_MODE.load(std::sync::atomic::Ordering::Relaxed)
+        || TEST_REENTRY.with(|t| t.borrow().is_some())
+    {
+        return Ok(());
+    }
+    let thread = std::thread::current();
+    let Some(name) = thread.name().filter(|n| *n != "main") else {
+        return Ok(());
+    };
+    if !test_names().contains(name) {
+        return Ok(());
+    }
+    Err(crate::error::Error::State(format!(
+        "test `{name}` starts a process but did not call multiprocess::init_test() first: a \
+         spawned child re-runs this test binary filtered to the test that starts it, whose \
+         init_test() turns it into the child (make init_test() the test's first line)"
+    )))
+}
+
+/// The tests of this binary, as libtest lists them (empty if it cannot be asked).
+fn test_names() -> &'static std::collections::HashSet<String> {
+    static NAMES: std::sync::OnceLock<std::collections::HashSet<String>> =
+        std::sync::OnceLock::new();
+    NAMES.get_or_init(|| {
+        let Ok(exe) = std::env::current_exe() else {
+            return Default::default();
+        };
+        let listed = std::process::Command::new(exe)
+            .args(["--list", "--format", "terse"])
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output();
+        let Ok(out) = listed else {
+            return Default::default();
+        };
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_suffix(": test"))
+            .map(str::to_owned)
+            .collect()
+    })
 }

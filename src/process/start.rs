@@ -89,6 +89,7 @@ pub(crate) fn spawn(
     let args = args
         .as_ref()
         .map_err(|e| Error::Codec(format!("encoding the arguments: {e}")))?;
+    super::handshake::check_test_thread()?;
     let code = Code::of(*trampoline)?;
     let reentry = reentry_args();
     let boot = Bootstrap {
