@@ -194,10 +194,14 @@ impl Shared {
                 }
             }
             for d in fx.deliveries.drain(..) {
+                // A write that failed because the worker died is no channel failure: its
+                // reader reports the end, which fails the task it ran (`WorkerLost`) and
+                // queues again those it had not started, the unwritten ones among them.
                 let ok = worker(d.worker).is_some_and(|w| {
                     d.messages
                         .iter()
                         .all(|(head, args)| w.send_order(head.as_bytes(), args).is_ok())
+                        || !w.alive()
                 });
                 next.append(lock(&self.core).sup.delivered(d.worker, ok, Instant::now()));
             }
