@@ -64,6 +64,29 @@ impl<T: Pod> Cells<T> {
         self.region.base().cast()
     }
 
+    /// The range `range` stands for, checked against the length (Python's `a[i:j]`, without
+    /// its clamping: an end past the length is an error here, as a slice of a Rust slice is).
+    fn span(&self, range: impl std::ops::RangeBounds<usize>) -> Result<std::ops::Range<usize>> {
+        use std::ops::Bound;
+        let start = match range.start_bound() {
+            Bound::Included(&s) => s,
+            Bound::Excluded(&s) => s.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&e) => e.saturating_add(1),
+            Bound::Excluded(&e) => e,
+            Bound::Unbounded => self.len,
+        };
+        if start > end || end > self.len {
+            return Err(Error::InvalidArgument(format!(
+                "slice {start}..{end} out of range (length {})",
+                self.len
+            )));
+        }
+        Ok(start..end)
+    }
+
     fn check(&self, i: usize) -> Result<()> {
         if i < self.len {
             Ok(())
@@ -229,6 +252,39 @@ impl<T: Pod> RawArray<T> {
     /// A copy of all elements.
     pub fn to_vec(&self) -> Vec<T> {
         (0..self.cells.len).map(|i| self.cells.read(i)).collect()
+    }
+
+    /// A copy of the elements in `range` (Python's `a[i:j]`).
+    ///
+    /// ```
+    /// # fn main() -> multiprocess::Result<()> {
+    /// let a = multiprocess::RawArray::from_slice(&[1u8, 2, 3, 4])?;
+    /// a.set_slice(1, &[20, 30])?; // Python's a[1:3] = [20, 30]
+    /// assert_eq!(a.get_slice(1..)?, [20, 30, 4]);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the range is not within the array.
+    pub fn get_slice(&self, range: impl std::ops::RangeBounds<usize>) -> Result<Vec<T>> {
+        Ok(self
+            .cells
+            .span(range)?
+            .map(|i| self.cells.read(i))
+            .collect())
+    }
+
+    /// Overwrites the elements from `start` on with `values` (Python's
+    /// `a[start:start + len(values)] = values`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when they do not fit within the array.
+    pub fn set_slice(&self, start: usize, values: &[T]) -> Result<()> {
+        let span = self.cells.span(start..start.saturating_add(values.len()))?;
+        for (i, v) in span.zip(values) {
+            self.cells.write(i, *v);
+        }
+        Ok(())
     }
 }
 
@@ -494,6 +550,28 @@ impl<T: Pod> Array<T> {
     /// As [`lock`](Array::lock).
     pub fn to_vec(&self) -> Result<Vec<T>> {
         Ok(self.lock()?.to_vec())
+    }
+
+    /// A copy of the elements in `range`, read under the lock (Python's `a[i:j]`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the range is not within the array; as
+    /// [`lock`](Array::lock).
+    pub fn get_slice(&self, range: impl std::ops::RangeBounds<usize>) -> Result<Vec<T>> {
+        let span = self.cells.span(range)?;
+        Ok(self.lock()?[span].to_vec())
+    }
+
+    /// Overwrites the elements from `start` on with `values`, under the lock (Python's
+    /// `a[start:start + len(values)] = values`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when they do not fit within the array; as
+    /// [`lock`](Array::lock).
+    pub fn set_slice(&self, start: usize, values: &[T]) -> Result<()> {
+        let span = self.cells.span(start..start.saturating_add(values.len()))?;
+        self.lock()?[span].copy_from_slice(values);
+        Ok(())
     }
 }
 

@@ -523,3 +523,44 @@ fn value_accessors_under_their_own_guard_are_errors() {
     p.join(secs(30.0)).unwrap();
     assert_eq!(p.exitcode().unwrap(), Some(0));
 }
+
+/// Writes `values` at `start` of a shared array from another process.
+fn write_slice(a: multiprocess::Array<i32>, start: usize, values: Vec<i32>) {
+    a.set_slice(start, &values).unwrap();
+}
+
+/// Slices of `RawArray` and `Array` (Python's `a[i:j]` and `a[i:j] = ...`): read and written
+/// here and from a child; a range past the end is an error, not a panic.
+#[test]
+fn array_slices() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let raw = multiprocess::RawArray::from_slice(&[1u8, 2, 3, 4, 5]).unwrap();
+    assert_eq!(raw.get_slice(1..3).unwrap(), [2, 3]);
+    assert_eq!(raw.get_slice(..).unwrap(), [1, 2, 3, 4, 5]);
+    assert_eq!(raw.get_slice(5..).unwrap(), Vec::<u8>::new());
+    raw.set_slice(3, &[40, 50]).unwrap();
+    assert_eq!(raw.to_vec(), [1, 2, 3, 40, 50]);
+    assert!(matches!(
+        raw.get_slice(2..9),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        raw.set_slice(4, &[1, 2]),
+        Err(Error::InvalidArgument(_))
+    ));
+    #[allow(clippy::reversed_empty_ranges)]
+    let backwards = raw.get_slice(3..1);
+    assert!(matches!(backwards, Err(Error::InvalidArgument(_))));
+
+    let a = multiprocess::Array::<i32>::new(6).unwrap();
+    let mut p = Process::new(write_slice, (a.clone(), 2, vec![7, 8, 9]));
+    p.start().unwrap();
+    p.join(Some(Duration::from_secs(30))).unwrap();
+    assert_eq!(p.exitcode().unwrap(), Some(0));
+    assert_eq!(a.get_slice(1..=4).unwrap(), [0, 7, 8, 9]);
+    assert!(matches!(
+        a.set_slice(5, &[1, 2]),
+        Err(Error::InvalidArgument(_))
+    ));
+}
