@@ -93,6 +93,7 @@
 //! | `SharedMemoryManager()`: `SharedMemory(size)`, `ShareableList(seq)`, `shutdown()` | [`managers::SharedMemoryManager`]: [`shared_memory`](managers::SharedMemoryManager::shared_memory), [`shareable_list`](managers::SharedMemoryManager::shareable_list), [`shutdown`](managers::SharedMemoryManager::shutdown) |
 //! | `m.Pool(n)`, its `imap`/`imap_unordered`, its `apply_async`/`map_async` results | [`Manager::pool`] → [`managers::PoolProxy`], [`managers::AsyncResultProxy`] |
 //! | `log_to_stderr(level)`, `get_logger()` | [`log::log_to_stderr`], [`log::get_logger`]; the same events through `tracing` |
+//! | `reduction.send_handle`, `recv_handle` | [`Handle`] (sent inside any message) |
 //! | a remote exception re-raised by a proxy | [`Error::Remote`] (`kind` is Python's exception name) |
 //!
 //! The README's feature table says what works today.
@@ -164,7 +165,7 @@ pub use synchronize::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, ConditionLock, Event, Lock, LockGuard,
     RLock, RLockGuard, Semaphore, SemaphoreGuard,
 };
-pub use wire::Bytes;
+pub use wire::{Bytes, Handle};
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[cfg(doctest)]

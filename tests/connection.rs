@@ -831,3 +831,38 @@ fn os_handles_for_reactors() {
     p.join(secs(10.0)).unwrap();
     assert_eq!(p.exitcode().unwrap(), Some(0));
 }
+
+/// Receives a file's handle over `conn` and writes into the file through it.
+fn write_through_received(conn: Connection) -> u32 {
+    use std::io::Write as _;
+    let handle: multiprocess::Handle = conn.recv().unwrap();
+    let mut file = std::fs::File::from(handle.into_inner());
+    file.write_all(b"through a sent handle").unwrap();
+    7
+}
+
+/// Python's `reduction.send_handle`/`recv_handle`: any OS handle (here a file's) sent inside a
+/// message to a running child, which uses it; the sender keeps its own.
+#[test]
+fn any_handle_travels_in_a_message() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let path = common::scratch("sent-handle");
+    let file = std::fs::File::create(&path).unwrap();
+    let (ours, theirs) = pipe(true).unwrap();
+    let mut p = multiprocess::Process::new(write_through_received, (theirs,));
+    p.start().unwrap();
+    let handle = multiprocess::Handle::from(file);
+    ours.send(&handle).unwrap();
+    p.join(secs(30.0)).unwrap();
+    assert_eq!(p.result::<u32>().unwrap(), 7);
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "through a sent handle"
+    );
+    // Ours still works (a duplicate was sent).
+    let copy = handle.try_clone().unwrap();
+    drop(copy);
+    drop(handle);
+    let _ = std::fs::remove_file(&path);
+}

@@ -192,3 +192,79 @@ impl<'de> serde::Deserialize<'de> for sys::Region {
         sys::Region::from_handles(handles).map_err(D::Error::custom)
     }
 }
+
+/// Any OS handle of this process — a file, a socket, a pipe end: a descriptor on Unix
+/// (`OwnedFd`), a `HANDLE` on Windows (`OwnedHandle`) — that travels to another process inside
+/// a message, as a `Connection`'s does: Python's `multiprocessing.reduction.send_handle` and
+/// `recv_handle`. Sending it sends a duplicate (the sender keeps its own); the receiver owns
+/// the one it gets, and turns it back into a file or socket with `into_inner()`.
+///
+/// It travels with [`Connection::send`](crate::Connection::send) (and, on Unix, through
+/// queues) or as a `Process` argument; on Windows the sender must still be running when the
+/// message is received (the receiver duplicates the handle out of it).
+///
+/// ```standalone_crate
+/// use std::io::Write as _;
+/// use multiprocess::{Handle, Process};
+///
+/// /// Writes a line into the file whose handle it was given.
+/// fn write_into(file: Handle) {
+///     let mut file = std::fs::File::from(file.into_inner());
+///     file.write_all(b"written by the child\n").unwrap();
+/// }
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let path = std::env::temp_dir().join(format!("handle-doc-{}", std::process::id()));
+/// let file = std::fs::File::create(&path)?;
+/// let mut p = Process::new(write_into, (Handle::from(file),));
+/// p.start()?;
+/// p.join(None)?;
+/// let text = std::fs::read_to_string(&path)?;
+/// assert_eq!(text, "written by the child\n");
+/// let _ = std::fs::remove_file(&path);
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Handle(sys::OwnedHandle);
+
+impl Handle {
+    /// The OS handle, owned (`OwnedFd` on Unix, `OwnedHandle` on Windows).
+    pub fn into_inner(self) -> sys::OwnedHandle {
+        self.0
+    }
+
+    /// A second handle to the same object (Python's `os.dup`/`DuplicateHandle`).
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io) if the OS refuses.
+    pub fn try_clone(&self) -> Result<Handle> {
+        self.0
+            .try_clone()
+            .map(Handle)
+            .map_err(|e| Error::io("duplicating a handle", e))
+    }
+}
+
+/// Takes any value that gives up its OS handle: a `File`, a `TcpStream`, a `UnixStream`, an
+/// `OwnedFd`/`OwnedHandle`...
+impl<T: Into<sys::OwnedHandle>> From<T> for Handle {
+    fn from(h: T) -> Handle {
+        Handle(h.into())
+    }
+}
+
+impl serde::Serialize for Handle {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let copy = self.0.try_clone().map_err(S::Error::custom)?;
+        push_handle::<S::Error>("Handle", copy)?.serialize(serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Handle {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let index = u32::deserialize(deserializer)?;
+        take_handle::<D::Error>("Handle", index).map(Handle)
+    }
+}

@@ -229,6 +229,7 @@ mod frame;
 mod handles;
 
 pub(crate) use frame::*;
+pub use handles::Handle;
 pub(crate) use handles::*;
 
 #[cfg(test)]
