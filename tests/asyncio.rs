@@ -128,3 +128,185 @@ fn many_concurrent_joins_on_one_thread() -> Result<()> {
     }
     Ok(())
 }
+
+// ---------------------------------------------------------------------------------------------
+// Connections
+
+use multiprocess::{Connection, Error, pipe};
+
+/// Echoes every message back until end of file; the number echoed.
+fn echo(conn: Connection) -> u32 {
+    let mut n = 0;
+    while let Ok(m) = conn.recv_bytes(None) {
+        if conn.send_bytes(&m).is_err() {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// A message of `len` bytes, different at every offset that matters.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i % 251) as u8 ^ seed ^ (i >> 16) as u8)
+        .collect()
+}
+
+#[test]
+fn async_send_and_recv_with_a_child_small_and_large() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let (ours, theirs) = pipe(true)?;
+    let mut p = Process::new(echo, (theirs,));
+    p.start()?;
+    rt.block_on(async {
+        for i in 0..100u32 {
+            limited(ours.send_bytes_async(&i.to_le_bytes())).await?;
+            assert_eq!(limited(ours.recv_bytes_async(None)).await?, i.to_le_bytes());
+        }
+        // Serde values, both ways through the echo.
+        limited(ours.send_async(&("hello", 42u64))).await?;
+        assert_eq!(
+            limited(ours.recv_async::<(String, u64)>()).await?,
+            ("hello".to_string(), 42)
+        );
+        // 16 MiB, larger than the socket's buffer, each way: the async send waits for room,
+        // the child's blocking send offers a copy between processes, which the async receive
+        // declines (the payload follows in the stream).
+        for seed in [1u8, 2] {
+            let big = pattern(16 << 20, seed);
+            limited(ours.send_bytes_async(&big)).await?;
+            let back = limited(ours.recv_bytes_async(None)).await?;
+            assert!(back == big, "16 MiB came back changed");
+        }
+        Ok::<_, Error>(())
+    })?;
+    drop(ours);
+    drop(rt);
+    p.join(Some(LIMIT))?;
+    assert_eq!(p.result_timeout::<u32>(LIMIT)?, 103);
+    Ok(())
+}
+
+/// Sends two messages at once, then ends.
+fn two_at_once(conn: Connection) {
+    conn.send_bytes(b"first").unwrap();
+    conn.send_bytes(b"second").unwrap();
+}
+
+/// Two messages that arrive together: the first receive reads both (read-ahead), and the
+/// second is taken from the buffer, though the descriptor announces nothing any more.
+#[test]
+fn read_ahead_messages_are_not_waited_for() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let (ours, theirs) = pipe(true)?;
+    let mut p = Process::new(two_at_once, (theirs,));
+    p.start()?;
+    p.join(Some(LIMIT))?;
+    assert_eq!(p.exitcode()?, Some(0));
+    rt.block_on(async {
+        assert_eq!(limited(ours.recv_bytes_async(None)).await?, b"first");
+        // Both are in the read-ahead buffer now; the stream holds only the end of file.
+        assert!(ours.poll(Some(Duration::ZERO))?);
+        assert_eq!(limited(ours.recv_bytes_async(None)).await?, b"second");
+        assert!(matches!(
+            limited(ours.recv_bytes_async(None)).await,
+            Err(Error::Eof)
+        ));
+        Ok::<_, Error>(())
+    })?;
+    Ok(())
+}
+
+/// A receive dropped while half a message has arrived loses nothing: the next receive
+/// returns the whole message (and the stream stays on its message boundaries).
+#[cfg(unix)]
+#[test]
+fn a_cancelled_recv_loses_nothing() -> Result<()> {
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let (ours, theirs) = pipe(true)?;
+    // Write a frame by hand, half now and half later, through a duplicate of the descriptor.
+    let mut raw = std::fs::File::from(theirs.as_fd().try_clone_to_owned().unwrap());
+    let message = pattern(300_000, 9);
+    let mut frame = (message.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&message);
+    let (half, rest) = frame.split_at(frame.len() / 2);
+    raw.write_all(half).unwrap();
+    rt.block_on(async {
+        let cancelled =
+            tokio::time::timeout(Duration::from_millis(100), ours.recv_bytes_async(None)).await;
+        assert!(cancelled.is_err(), "half a message was returned");
+        raw.write_all(rest).unwrap();
+        theirs.send_bytes(b"after")?;
+        assert!(limited(ours.recv_bytes_async(None)).await? == message);
+        assert_eq!(limited(ours.recv_bytes_async(None)).await?, b"after");
+        // And a cancelled receive that had nothing leaves nothing to lose either.
+        let idle =
+            tokio::time::timeout(Duration::from_millis(20), ours.recv_bytes_async(None)).await;
+        assert!(idle.is_err());
+        theirs.send_bytes(b"last")?;
+        assert_eq!(ours.recv_bytes(None)?, b"last");
+        Ok::<_, Error>(())
+    })?;
+    Ok(())
+}
+
+/// A send dropped with part of its frame written leaves the stream off a message boundary:
+/// the end refuses further sends, clearly; receiving on it still works.
+#[test]
+fn a_send_cancelled_mid_message_refuses_further_sends() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let (ours, theirs) = pipe(true)?;
+    let big = pattern(16 << 20, 3);
+    rt.block_on(async {
+        // Nobody reads: 16 MiB cannot fit the socket's buffer.
+        let cut = tokio::time::timeout(Duration::from_millis(100), ours.send_bytes_async(&big));
+        assert!(cut.await.is_err());
+        Ok::<_, Error>(())
+    })?;
+    match ours.send_bytes(b"more") {
+        Err(Error::State(m)) => assert!(m.contains("cancelled mid-message"), "{m}"),
+        other => panic!("a send after a cut one: {other:?}"),
+    }
+    theirs.send_bytes(b"still receiving")?;
+    assert_eq!(ours.recv_bytes(None)?, b"still receiving");
+    Ok(())
+}
+
+/// The futures are `Send`: spawned on a multi-threaded runtime, with a blocking peer thread.
+#[test]
+fn futures_can_be_spawned() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (ours, theirs) = pipe(true)?;
+    let ours = std::sync::Arc::new(ours);
+    let peer = std::thread::spawn(move || echo(theirs));
+    let task = {
+        let ours = ours.clone();
+        rt.spawn(async move {
+            ours.send_async(&7u16).await?;
+            ours.recv_async::<u16>().await
+        })
+    };
+    let got = rt.block_on(limited(task)).expect("task")?;
+    assert_eq!(got, 7);
+    drop(ours);
+    assert_eq!(peer.join().unwrap(), 1);
+    drop(rt);
+    Ok(())
+}

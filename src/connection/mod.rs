@@ -25,13 +25,15 @@
 //! everything in the stream (their peer may be CPython). Measured: W4 in `BENCHMARKS.md`.
 
 use std::io;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "tokio")]
+mod aio;
 mod auth;
 mod bulk;
 mod inbox;
@@ -165,7 +167,12 @@ pub struct Connection {
     reading: Mutex<Inbox>,
     /// Whether `reading` holds bytes (for `poll` and `wait` without taking the lock).
     buffered: AtomicBool,
-    writing: Mutex<()>,
+    /// The right to write one message: a blocking send holds it for the call, an async send
+    /// across its awaits.
+    writing: WriteLock,
+    /// Set when an async send was dropped mid-message: the stream is off a message boundary,
+    /// so this end sends no more.
+    send_broken: AtomicBool,
     /// Cleared when a too-long message leaves the stream off a message boundary.
     readable: AtomicBool,
     writable: bool,
@@ -193,7 +200,8 @@ impl Connection {
             stream: Some(stream),
             buffered: AtomicBool::new(inbox.has_bytes()),
             reading: Mutex::new(inbox),
-            writing: Mutex::new(()),
+            writing: WriteLock::default(),
+            send_broken: AtomicBool::new(false),
             readable: AtomicBool::new(readable),
             writable,
         }
@@ -209,6 +217,12 @@ impl Connection {
         };
         let mut inbox = lock(&self.reading);
         let result = f(&mut inbox, &link);
+        self.settle(&inbox, result)
+    }
+
+    /// Records what a receive left: whether bytes wait, and whether the stream is still on a
+    /// message boundary.
+    fn settle<R>(&self, inbox: &Inbox, result: Result<R>) -> Result<R> {
         self.buffered.store(inbox.has_bytes(), Ordering::Relaxed);
         if let Err(Error::Io { source, .. }) = &result {
             if source.kind() == io::ErrorKind::InvalidData {
@@ -283,6 +297,11 @@ impl Connection {
         if !reading && !self.writable {
             return Err(Error::state("connection is read-only"));
         }
+        if !reading && self.send_broken.load(Ordering::Relaxed) {
+            return Err(Error::state(
+                "an async send was cancelled mid-message: this end cannot send any more",
+            ));
+        }
         Ok(stream)
     }
 
@@ -301,7 +320,7 @@ impl Connection {
                     .into(),
             ));
         }
-        let _w = lock(&self.writing);
+        let _w = self.writing.hold();
         self.write_message(stream, &message)?;
         if !handles.is_empty() {
             sys::send_handles_on(stream, handles)
@@ -337,7 +356,7 @@ impl Connection {
     /// [`Error::State`] if this end is closed or receive-only; [`Error::Io`] if the peer is gone.
     pub fn send_bytes(&self, buf: &[u8]) -> Result<()> {
         let stream = self.stream(false)?;
-        let _w = lock(&self.writing);
+        let _w = self.writing.hold();
         self.write_message(stream, buf)
     }
 
@@ -413,6 +432,60 @@ impl Connection {
         let ready = sys::wait_readable(&[sys::stream_handle(stream)], timeout)
             .map_err(|e| Error::io("polling a connection", e))?;
         Ok(ready[0])
+    }
+}
+
+/// The right to write one message. Unlike a `Mutex<()>`, its guard can be held by a future
+/// across awaits (and sent between threads): it is a flag, and the mutex only guards the flag.
+#[derive(Debug, Default)]
+struct WriteLock {
+    state: Mutex<WriteState>,
+    free: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct WriteState {
+    busy: bool,
+    /// Blocking senders asleep on `free` (woken only if there are any: no system call on the
+    /// uncontended path).
+    waiting: u32,
+}
+
+impl WriteLock {
+    /// Waits for the right, blocking the thread.
+    fn hold(&self) -> WriteGuard<'_> {
+        let mut state = lock(&self.state);
+        while state.busy {
+            state.waiting += 1;
+            state = self.free.wait(state).unwrap_or_else(|e| e.into_inner());
+            state.waiting -= 1;
+        }
+        state.busy = true;
+        WriteGuard(self)
+    }
+
+    /// The right if nobody holds it.
+    #[cfg(feature = "tokio")]
+    fn try_hold(&self) -> Option<WriteGuard<'_>> {
+        let mut state = lock(&self.state);
+        if state.busy {
+            return None;
+        }
+        state.busy = true;
+        Some(WriteGuard(self))
+    }
+}
+
+/// Gives the right back on drop.
+struct WriteGuard<'a>(&'a WriteLock);
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        let mut state = lock(&self.0.state);
+        state.busy = false;
+        if state.waiting > 0 {
+            self.0.free.notify_one();
+        }
     }
 }
 

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use super::{Address, os};
 
 #[cfg(feature = "tokio")]
-#[allow(dead_code)] // the connection's async forms come next
 mod aio;
 mod fds;
 mod region;
