@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -111,6 +112,8 @@ struct JobState {
     progressive: bool,
     /// Whether a `get` of a map decodes each chunk as it comes (see [`collect_chunks`]).
     eager: bool,
+    /// Futures awaiting the job (`future.rs`), woken with the waiters when it is done.
+    wakers: Vec<Waker>,
 }
 
 use crate::sys::lock;
@@ -137,6 +140,7 @@ impl JobCore {
                 done: false,
                 progressive: total.is_none(),
                 eager: false,
+                wakers: Vec::new(),
             }),
             cond: Condvar::new(),
             progress,
@@ -217,8 +221,19 @@ impl JobCore {
             st.slots = slots;
         }
         st.done = true;
+        let wakers = std::mem::take(&mut st.wakers);
         drop(st);
         self.cond.notify_all();
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// Whether the job is done; if not, `waker` is woken when it is.
+    pub(crate) fn poll_done(&self, waker: &Waker) -> bool {
+        let mut st = lock(&self.state);
+        if !st.done && !st.wakers.iter().any(|w| w.will_wake(waker)) {
+            st.wakers.push(waker.clone());
+        }
+        st.done
     }
 
     /// Marks the job cancelled: its tasks not yet run are not to run.
