@@ -23,6 +23,21 @@
 //! receiving within 2 ms, or may not read the sender's memory (another PID namespace, a
 //! security policy), gets the message through the stream as before. Connections to a [`Listener`] or from [`client`] always frame
 //! everything in the stream (their peer may be CPython). Measured: W4 in `BENCHMARKS.md`.
+//!
+//! ## Async (cargo feature `tokio`)
+//!
+//! `Connection::{recv_bytes,recv,send_bytes,send}_async` wait on tokio's reactor, never
+//! blocking the runtime thread on the stream, which stays blocking for the blocking methods: a
+//! receive gathers bytes into the read-ahead buffer with reads that return at once
+//! (`MSG_DONTWAIT` on a socket, a read after a zero-timeout `poll` on a pipe) and takes the
+//! message once whole, so a dropped receive loses nothing; a send writes what the stream takes
+//! and waits for room. Messages are still received and sent whole: the read lock is held only
+//! while reading what is there (while a blocking `recv` in another thread holds it, an async
+//! receive retries on a timer, 1 to 20 ms, instead of blocking), and an async send holds the
+//! write side across its awaits. An async send frames everything in the stream (no copy
+//! between processes), and an async receive declines such a copy when offered. Windows, in
+//! this first version, polls with a timer and writes block. Each method's docs give its
+//! cancel safety.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
