@@ -360,3 +360,40 @@ fn async_results_are_awaited() -> Result<()> {
     pool.join()?;
     Ok(())
 }
+
+/// Two receives waiting on one connection at once (the second waits through a duplicate
+/// descriptor, as the reactor refuses one twice): each gets one message, whole.
+#[test]
+fn two_receives_wait_on_one_connection() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let (ours, theirs) = pipe(true)?;
+    let ours = std::rc::Rc::new(ours);
+    rt.block_on(async {
+        let local = tokio::task::LocalSet::new();
+        let tasks: Vec<_> = (0..2)
+            .map(|_| {
+                let ours = ours.clone();
+                local.spawn_local(async move { ours.recv_bytes_async(None).await })
+            })
+            .collect();
+        local
+            .run_until(async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                theirs.send_bytes(&pattern(100_000, 1))?;
+                theirs.send_bytes(&pattern(100_000, 2))?;
+                let mut got = Vec::new();
+                for t in tasks {
+                    got.push(limited(t).await.expect("task")?);
+                }
+                got.sort();
+                let mut want = vec![pattern(100_000, 1), pattern(100_000, 2)];
+                want.sort();
+                assert!(got == want);
+                Ok::<_, Error>(())
+            })
+            .await
+    })?;
+    Ok(())
+}

@@ -1,9 +1,10 @@
 //! Async waits and reads and writes that never block (cargo feature `tokio`).
 //!
-//! A wait registers a duplicate of the descriptor with tokio's reactor (`AsyncFd`: epoll on
-//! Linux, kqueue on macOS), so the caller's descriptor keeps its flags (it stays blocking for
-//! the blocking methods), several tasks can wait on one descriptor at once, and nothing stays
-//! registered after the wait: no thread waits anywhere. Reads and writes that must not block
+//! A wait registers the descriptor with tokio's reactor (`AsyncFd`: epoll on Linux, kqueue on
+//! macOS) for the wait's duration: its flags are untouched (it stays blocking for the blocking
+//! methods), nothing stays registered after the wait, and no thread waits anywhere. A
+//! descriptor registered already (several tasks waiting on one) is registered through a
+//! duplicate. Reads and writes that must not block
 //! use `MSG_DONTWAIT` on a socket; on a pipe, which has no such flag, they first ask `poll(2)`
 //! with a zero timeout (a pipe read after `POLLIN` returns what is there at once; a pipe write
 //! of at most `PIPE_BUF` bytes after `POLLOUT` fits).
@@ -11,8 +12,8 @@
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::task::Poll;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::task::{Context, Poll};
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
@@ -43,27 +44,73 @@ async fn wait_async(handles: &[WaitHandle<'_>], interest: Interest) -> io::Resul
     }
     let registered = handles
         .iter()
-        .map(|h| {
-            let fd = h.try_clone_to_owned()?;
-            // SAFETY: `fd` is an open descriptor the `AsyncFd` owns: it stays open, and names
-            // the same description, until the `AsyncFd` is dropped.
-            Ok(unsafe { AsyncFd::register_with_interest(fd, interest) }?)
-        })
-        .collect::<io::Result<Vec<AsyncFd<OwnedFd>>>>()?;
+        .map(|h| Registered::new(*h, interest))
+        .collect::<io::Result<Vec<Registered>>>()?;
     poll_fn(|cx| {
         for fd in &registered {
-            let ready = if interest.is_readable() {
-                fd.poll_read_ready(cx)
-            } else {
-                fd.poll_write_ready(cx)
-            };
-            if let Poll::Ready(r) = ready {
-                return Poll::Ready(r.map(|_| ()));
+            if let Poll::Ready(r) = fd.poll(cx, interest) {
+                return Poll::Ready(r);
             }
         }
         Poll::Pending
     })
     .await
+}
+
+/// A descriptor registered with the reactor for one wait: the caller's own (no `dup`, the
+/// common case), or a duplicate when the descriptor is registered already (another task
+/// waiting on it, or the application's own `AsyncFd`: epoll refuses a descriptor twice).
+enum Registered {
+    Borrowed(AsyncFd<Raw>),
+    Duplicate(AsyncFd<OwnedFd>),
+}
+
+/// A borrowed descriptor's number, for an `AsyncFd` that lives within the borrow.
+struct Raw(RawFd);
+
+impl AsRawFd for Raw {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+impl Registered {
+    /// Registers `fd`, which the caller keeps open (borrowed) for as long as the result lives:
+    /// `wait_async` drops it before returning.
+    fn new(fd: BorrowedFd<'_>, interest: Interest) -> io::Result<Registered> {
+        // kqueue (macOS) takes a second registration of a descriptor as a change to the first,
+        // and one waiter's deregistration would end the other's: there, always a duplicate.
+        if cfg!(target_os = "linux") {
+            // SAFETY: `fd` is open and names the same description for the borrow's life, and
+            // the `AsyncFd` is dropped within it (it lives inside `wait_async`, which borrows
+            // `fd`).
+            match unsafe { AsyncFd::register_with_interest(Raw(fd.as_raw_fd()), interest) } {
+                Ok(registered) => return Ok(Registered::Borrowed(registered)),
+                Err(e) => {
+                    let (_, cause) = e.into_parts();
+                    if cause.raw_os_error() != Some(libc::EEXIST) {
+                        return Err(cause);
+                    }
+                }
+            }
+        }
+        let copy = fd.try_clone_to_owned()?;
+        // SAFETY: `copy` is an open descriptor the `AsyncFd` owns: it stays open, and names the
+        // same description, until the `AsyncFd` is dropped.
+        Ok(Registered::Duplicate(unsafe {
+            AsyncFd::register_with_interest(copy, interest)
+        }?))
+    }
+
+    fn poll(&self, cx: &mut Context<'_>, interest: Interest) -> Poll<io::Result<()>> {
+        let readable = interest.is_readable();
+        match self {
+            Registered::Borrowed(fd) if readable => fd.poll_read_ready(cx).map_ok(|_| ()),
+            Registered::Borrowed(fd) => fd.poll_write_ready(cx).map_ok(|_| ()),
+            Registered::Duplicate(fd) if readable => fd.poll_read_ready(cx).map_ok(|_| ()),
+            Registered::Duplicate(fd) => fd.poll_write_ready(cx).map_ok(|_| ()),
+        }
+    }
 }
 
 /// Whether `fd` has any of `events` now (a zero-timeout `poll(2)`).
