@@ -174,7 +174,8 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
 /// Its OS handle is there for other code to wait on (`AsFd`/`AsRawFd` on Unix,
 /// `AsHandle`/`AsRawHandle` on Windows, and Python's [`fileno`](Connection::fileno)). A
 /// `Connection` reads ahead, so a message it has already read is not announced by the handle:
-/// ask [`poll`](Connection::poll)`(Some(Duration::ZERO))` before waiting on it.
+/// ask [`poll`](Connection::poll)`(Some(Duration::ZERO))` before waiting on it. With the cargo
+/// feature `tokio`, the `*_async` methods do this themselves (see the module docs).
 #[derive(Debug)]
 pub struct Connection {
     stream: Option<sys::Stream>,
