@@ -397,3 +397,118 @@ fn two_receives_wait_on_one_connection() -> Result<()> {
     })?;
     Ok(())
 }
+
+/// Sums what arrives on the first end, then sends the sum on the second.
+fn sum_simplex(ends: (Connection, Connection)) {
+    let (input, output) = ends;
+    let mut sum = 0u64;
+    while let Ok(m) = input.recv_bytes(None) {
+        sum += m.iter().map(|&b| u64::from(b)).sum::<u64>();
+        sum += m.len() as u64;
+    }
+    output.send(&sum).unwrap();
+}
+
+/// Simplex connections (OS pipes, which have no `MSG_DONTWAIT`): async sends, small and
+/// larger than the pipe's buffer, and an async receive of the reply.
+#[test]
+fn async_over_simplex_pipes() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let (their_in, our_out) = pipe(false)?;
+    let (our_in, their_out) = pipe(false)?;
+    let mut p = Process::new(sum_simplex, ((their_in, their_out),));
+    p.start()?;
+    let big = pattern(4 << 20, 5);
+    let want: u64 = big.iter().map(|&b| u64::from(b)).sum::<u64>() + big.len() as u64 + 4;
+    rt.block_on(async {
+        limited(our_out.send_bytes_async(&[1, 1])).await?;
+        limited(our_out.send_bytes_async(&big)).await?;
+        limited(our_out.send_bytes_async(&[])).await?;
+        Ok::<_, Error>(())
+    })?;
+    drop(our_out);
+    let sum = rt.block_on(limited(our_in.recv_async::<u64>()))?;
+    assert_eq!(sum, want);
+    p.join(Some(LIMIT))?;
+    assert_eq!(p.exitcode()?, Some(0));
+    Ok(())
+}
+
+/// Receives a connection, and answers through it.
+fn answer_through(control: Connection) {
+    let (target, word): (Connection, String) = control.recv().unwrap();
+    target.send(&format!("{word} back")).unwrap();
+}
+
+/// A `Connection` inside a value sent with `send_async` travels with it (Unix, duplex).
+#[cfg(unix)]
+#[test]
+fn connections_travel_inside_async_messages() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let (control, theirs) = pipe(true)?;
+    let (reply_here, reply_there) = pipe(true)?;
+    let mut p = Process::new(answer_through, (theirs,));
+    p.start()?;
+    rt.block_on(async {
+        limited(control.send_async(&(reply_there, "hello".to_string()))).await?;
+        assert_eq!(
+            limited(reply_here.recv_async::<String>()).await?,
+            "hello back"
+        );
+        Ok::<_, Error>(())
+    })?;
+    p.join(Some(LIMIT))?;
+    assert_eq!(p.exitcode()?, Some(0));
+    // And the other way: a value carrying a connection, received with recv_async.
+    let (a, b) = pipe(true)?;
+    let (x, y) = pipe(true)?;
+    b.send(&(y, 5u8))?;
+    let (y, five): (Connection, u8) = rt.block_on(limited(a.recv_async()))?;
+    assert_eq!(five, 5);
+    y.send_bytes(b"through y")?;
+    assert_eq!(x.recv_bytes(None)?, b"through y");
+    Ok(())
+}
+
+/// A message over `maxlength` is refused as `recv_bytes` refuses it, and the end then stops
+/// receiving; a blocking `recv` holding the read lock makes an async receive wait its turn.
+#[test]
+fn maxlength_and_a_blocking_receiver_alongside() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let (ours, theirs) = pipe(true)?;
+    theirs.send_bytes(&[0u8; 100])?;
+    assert!(
+        rt.block_on(limited(ours.recv_bytes_async(Some(10))))
+            .is_err()
+    );
+    assert!(matches!(ours.recv_bytes(None), Err(Error::State(_))));
+
+    let (ours, theirs) = pipe(true)?;
+    std::thread::scope(|s| {
+        // The blocking receive takes the read lock first and holds it until a message comes.
+        let blocking = s.spawn(|| ours.recv_bytes(None));
+        sleep_ms(50);
+        let got = rt.block_on(async {
+            let later = async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                theirs.send_bytes(b"one")?;
+                theirs.send_bytes(b"two")
+            };
+            let (got, sent) = tokio::join!(limited(ours.recv_bytes_async(None)), later);
+            sent?;
+            got
+        })?;
+        let first = blocking.join().expect("blocking receiver")?;
+        let mut both = vec![first, got];
+        both.sort();
+        assert_eq!(both, [b"one".to_vec(), b"two".to_vec()]);
+        Ok::<_, Error>(())
+    })?;
+    Ok(())
+}
