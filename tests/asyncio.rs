@@ -437,6 +437,7 @@ fn async_over_simplex_pipes() -> Result<()> {
 }
 
 /// Receives a connection, and answers through it.
+#[cfg(unix)]
 fn answer_through(control: Connection) {
     let (target, word): (Connection, String) = control.recv().unwrap();
     target.send(&format!("{word} back")).unwrap();
