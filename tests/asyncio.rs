@@ -38,6 +38,14 @@ fn exit_with(code: i32) {
     multiprocess::exit(code);
 }
 
+/// This process's resident memory in bytes (Linux; 0 elsewhere, where it is not checked).
+fn resident_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<usize>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
 /// The number of threads of this process (Linux; 0 elsewhere, where it is not checked).
 fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
@@ -511,5 +519,44 @@ fn maxlength_and_a_blocking_receiver_alongside() -> Result<()> {
         assert_eq!(both, [b"one".to_vec(), b"two".to_vec()]);
         Ok::<_, Error>(())
     })?;
+    Ok(())
+}
+
+/// A peer that announces a huge frame and sends little of it: the async receive waits
+/// without reserving the announced length (memory follows the bytes), and end of file inside
+/// the frame is the error `recv_bytes` gives.
+#[cfg(unix)]
+#[test]
+fn an_announced_length_is_not_trusted() -> Result<()> {
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let (ours, mut theirs) = pipe(true)?;
+    let mut raw = std::fs::File::from(theirs.as_fd().try_clone_to_owned().unwrap());
+    raw.write_all(&(1i32 << 30).to_be_bytes()).unwrap();
+    raw.write_all(&[7u8; 1000]).unwrap();
+    let before = resident_bytes();
+    rt.block_on(async {
+        let waiting =
+            tokio::time::timeout(Duration::from_millis(50), ours.recv_bytes_async(None)).await;
+        assert!(waiting.is_err());
+    });
+    assert!(
+        resident_bytes().saturating_sub(before) < 256 << 20,
+        "an announced 1 GiB frame took memory before its bytes came"
+    );
+    drop(raw);
+    theirs.close();
+    match rt.block_on(limited(ours.recv_bytes_async(None))) {
+        Err(Error::Io { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::UnexpectedEof)
+        }
+        other => panic!(
+            "end of file inside a frame gave {:?}",
+            other.map(|m| m.len())
+        ),
+    }
     Ok(())
 }

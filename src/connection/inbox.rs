@@ -21,6 +21,9 @@ use crate::wire;
 /// How much one read asks for.
 const READ_AHEAD: usize = 64 * 1024;
 
+/// How far the buffer grows ahead of the bytes in it, toward a frame's known length.
+const GROW_AHEAD: usize = 4 << 20;
+
 /// What an inbox reads from: the stream, whether it is a socket (handles may arrive with its
 /// bytes), and the pair's control for large messages, if it has one.
 #[derive(Clone, Copy)]
@@ -87,8 +90,10 @@ impl Inbox {
         Ok(n)
     }
 
-    /// Room after the buffered bytes for at least half a read-ahead, and for `want` buffered
-    /// bytes in all (the whole of a frame whose length is known).
+    /// Room after the buffered bytes for at least half a read-ahead, and toward `want`
+    /// buffered bytes in all (the whole of a frame whose length is known), at most
+    /// [`GROW_AHEAD`] beyond what has arrived: a length a peer announces commits memory only
+    /// as its bytes come.
     fn make_room(&mut self, want: usize) {
         if self.start == self.end {
             self.start = 0;
@@ -98,7 +103,9 @@ impl Inbox {
             self.end -= self.start;
             self.start = 0;
         }
-        let want = (self.start + want).max(self.end + READ_AHEAD / 2);
+        let want = (self.start + want)
+            .min(self.end + GROW_AHEAD)
+            .max(self.end + READ_AHEAD / 2);
         if self.buf.len() < want {
             self.buf.resize(want.max(self.end + READ_AHEAD), 0);
         }
