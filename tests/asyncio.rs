@@ -39,6 +39,7 @@ fn exit_with(code: i32) {
 }
 
 /// This process's resident memory in bytes (Linux; 0 elsewhere, where it is not checked).
+#[cfg(unix)]
 fn resident_bytes() -> usize {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
