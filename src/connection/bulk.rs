@@ -233,6 +233,16 @@ impl Bulk {
         told
     }
 
+    /// Answers offer `seq` with "through the stream" (a receiver that must not block takes
+    /// the payload there); nothing if it was answered already.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn decline(&self, seq: u32) {
+        let slot = self.slot(self.side + 1);
+        if slot.get(SEQ) == seq && slot.swap(PHASE, OFFERED, STREAM).is_ok() {
+            slot.region.wake(&slot.words[PHASE], u32::MAX);
+        }
+    }
+
     /// Receives the payload of offer `seq` into `dst` (exactly its length), copying it from
     /// the sender, or with `from_stream` if it follows the offer in the stream.
     pub(crate) fn receive(

@@ -21,6 +21,9 @@ use crate::wire;
 /// How much one read asks for.
 const READ_AHEAD: usize = 64 * 1024;
 
+/// How far the buffer grows ahead of the bytes in it, toward a frame's known length.
+const GROW_AHEAD: usize = 4 << 20;
+
 /// What an inbox reads from: the stream, whether it is a socket (handles may arrive with its
 /// bytes), and the pair's control for large messages, if it has one.
 #[derive(Clone, Copy)]
@@ -76,17 +79,7 @@ impl Inbox {
 
     /// Reads once from the stream after the buffered bytes; `Ok(0)` is end of file.
     fn fill(&mut self, link: &Link<'_>) -> io::Result<usize> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        } else if self.start > 0 && self.buf.len() - self.end < READ_AHEAD / 2 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.buf.len() < self.end + READ_AHEAD / 2 {
-            self.buf.resize(self.end + READ_AHEAD, 0);
-        }
+        self.make_room(0);
         let n = sys::recv_some(
             link.stream,
             link.socket,
@@ -95,6 +88,27 @@ impl Inbox {
         )?;
         self.end += n;
         Ok(n)
+    }
+
+    /// Room after the buffered bytes for at least half a read-ahead, and toward `want`
+    /// buffered bytes in all (the whole of a frame whose length is known), at most
+    /// [`GROW_AHEAD`] beyond what has arrived: a length a peer announces commits memory only
+    /// as its bytes come.
+    fn make_room(&mut self, want: usize) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.start > 0 && self.buf.len() - self.end < READ_AHEAD / 2 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let want = (self.start + want)
+            .min(self.end + GROW_AHEAD)
+            .max(self.end + READ_AHEAD / 2);
+        if self.buf.len() < want {
+            self.buf.resize(want.max(self.end + READ_AHEAD), 0);
+        }
     }
 
     /// Reads the next frame's header: its payload length (at most `limit`). An offer over
@@ -281,5 +295,103 @@ struct Source<'a> {
 impl Read for Source<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         sys::recv_some(self.link.stream, self.link.socket, buf, self.arrived)
+    }
+}
+
+/// Where the next frame lies in the buffered bytes, for a receive that must not block.
+#[cfg(feature = "tokio")]
+enum Extent {
+    /// Whole: its payload's range in `buffered()`.
+    Whole(std::ops::Range<usize>),
+    /// Not all here: how many buffered bytes it needs in all, once its header is here.
+    Partial(Option<usize>),
+    /// A header the blocking parse refuses (it says why).
+    Bad,
+}
+
+/// Receiving without blocking (the `tokio` feature): bytes are gathered in the inbox until a
+/// whole message is here, then the blocking parse above takes it without touching the stream.
+/// What was gathered stays in the inbox, so a receive dropped half way loses nothing.
+#[cfg(feature = "tokio")]
+impl Inbox {
+    /// Reads what the stream holds now (`WouldBlock` if nothing), with room for `want`
+    /// buffered bytes; `Ok(0)` is end of file.
+    pub(crate) fn fill_now(&mut self, link: &Link<'_>, want: usize) -> io::Result<usize> {
+        self.make_room(want);
+        let n = sys::recv_now(
+            link.stream,
+            link.socket,
+            &mut self.buf[self.end..],
+            &mut self.arrived,
+        )?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Drops a large buffer once it is empty (a big message gathered whole leaves one).
+    pub(crate) fn shrink(&mut self) {
+        if !self.has_bytes() && self.buf.len() > 4 * READ_AHEAD {
+            *self = Inbox {
+                arrived: std::mem::take(&mut self.arrived),
+                ..Inbox::default()
+            };
+        }
+    }
+
+    /// `None` if a whole message is buffered (a frame of at most `limit` bytes and, with
+    /// `handles`, the frame of handles a message from `send` announces, with its handles), or
+    /// if what is buffered is an error the blocking parse will report; else how many
+    /// buffered bytes the message needs (0: not known yet). An offer of a large message copied
+    /// between processes is declined: its payload then follows it in the stream.
+    pub(crate) fn missing(&self, link: &Link<'_>, limit: u64, handles: bool) -> Option<usize> {
+        let payload = match self.extent(link, 0, limit) {
+            Extent::Whole(payload) => payload,
+            Extent::Partial(need) => return Some(need.unwrap_or(0)),
+            Extent::Bad => return None,
+        };
+        let count = match wire::split_message(&self.buffered()[payload.clone()]) {
+            Ok((count, _)) if handles => count as usize,
+            _ => return None,
+        };
+        if count == 0 {
+            return None;
+        }
+        match self.extent(link, payload.end, sys::handles_frame_len(count)) {
+            Extent::Partial(need) => Some(need.unwrap_or(0)),
+            Extent::Whole(_) | Extent::Bad => None,
+        }
+    }
+
+    /// The frame starting `at` bytes into the buffered ones.
+    fn extent(&self, link: &Link<'_>, at: usize, limit: u64) -> Extent {
+        let bytes = &self.buffered()[at..];
+        let (len, start) = if let Some(bulk) = link.bulk
+            && bytes.starts_with(&bulk::MARKER)
+        {
+            let Some(offer) = bytes.get(..bulk::OFFER_LEN) else {
+                return Extent::Partial(None);
+            };
+            let len = u64::from_be_bytes(offer[4..12].try_into().unwrap_or([0xff; 8]));
+            let seq = u32::from_be_bytes(offer[12..].try_into().unwrap_or([0; 4]));
+            if len > limit {
+                return Extent::Bad;
+            }
+            bulk.decline(seq);
+            (len, bulk::OFFER_LEN)
+        } else {
+            match wire::parse_header(bytes, limit) {
+                Ok(Some(found)) => found,
+                Ok(None) => return Extent::Partial(None),
+                Err(_) => return Extent::Bad,
+            }
+        };
+        let Ok(end) = usize::try_from(start as u64 + len) else {
+            return Extent::Bad;
+        };
+        if end <= bytes.len() {
+            Extent::Whole(at + start..at + end)
+        } else {
+            Extent::Partial(Some(at + end))
+        }
     }
 }

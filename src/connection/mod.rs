@@ -23,15 +23,32 @@
 //! receiving within 2 ms, or may not read the sender's memory (another PID namespace, a
 //! security policy), gets the message through the stream as before. Connections to a [`Listener`] or from [`client`] always frame
 //! everything in the stream (their peer may be CPython). Measured: W4 in `BENCHMARKS.md`.
+//!
+//! ## Async (cargo feature `tokio`)
+//!
+//! `Connection::{recv_bytes,recv,send_bytes,send}_async` wait on tokio's reactor, never
+//! blocking the runtime thread on the stream, which stays blocking for the blocking methods: a
+//! receive gathers bytes into the read-ahead buffer with reads that return at once
+//! (`MSG_DONTWAIT` on a socket, a read after a zero-timeout `poll` on a pipe) and takes the
+//! message once whole, so a dropped receive loses nothing; a send writes what the stream takes
+//! and waits for room. Messages are still received and sent whole: the read lock is held only
+//! while reading what is there (while a blocking `recv` in another thread holds it, an async
+//! receive retries on a timer, 1 to 20 ms, instead of blocking), and an async send holds the
+//! write side across its awaits. An async send frames everything in the stream (no copy
+//! between processes), and an async receive declines such a copy when offered. Windows, in
+//! this first version, polls with a timer and writes block. Each method's docs give its
+//! cancel safety.
 
 use std::io;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "tokio")]
+mod aio;
 mod auth;
 mod bulk;
 mod inbox;
@@ -157,7 +174,8 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
 /// Its OS handle is there for other code to wait on (`AsFd`/`AsRawFd` on Unix,
 /// `AsHandle`/`AsRawHandle` on Windows, and Python's [`fileno`](Connection::fileno)). A
 /// `Connection` reads ahead, so a message it has already read is not announced by the handle:
-/// ask [`poll`](Connection::poll)`(Some(Duration::ZERO))` before waiting on it.
+/// ask [`poll`](Connection::poll)`(Some(Duration::ZERO))` before waiting on it. With the cargo
+/// feature `tokio`, the `*_async` methods do this themselves (see the module docs).
 #[derive(Debug)]
 pub struct Connection {
     stream: Option<sys::Stream>,
@@ -165,7 +183,12 @@ pub struct Connection {
     reading: Mutex<Inbox>,
     /// Whether `reading` holds bytes (for `poll` and `wait` without taking the lock).
     buffered: AtomicBool,
-    writing: Mutex<()>,
+    /// The right to write one message: a blocking send holds it for the call, an async send
+    /// across its awaits.
+    writing: WriteLock,
+    /// Set when an async send was dropped mid-message: the stream is off a message boundary,
+    /// so this end sends no more.
+    send_broken: AtomicBool,
     /// Cleared when a too-long message leaves the stream off a message boundary.
     readable: AtomicBool,
     writable: bool,
@@ -193,7 +216,8 @@ impl Connection {
             stream: Some(stream),
             buffered: AtomicBool::new(inbox.has_bytes()),
             reading: Mutex::new(inbox),
-            writing: Mutex::new(()),
+            writing: WriteLock::default(),
+            send_broken: AtomicBool::new(false),
             readable: AtomicBool::new(readable),
             writable,
         }
@@ -209,6 +233,12 @@ impl Connection {
         };
         let mut inbox = lock(&self.reading);
         let result = f(&mut inbox, &link);
+        self.settle(&inbox, result)
+    }
+
+    /// Records what a receive left: whether bytes wait, and whether the stream is still on a
+    /// message boundary.
+    fn settle<R>(&self, inbox: &Inbox, result: Result<R>) -> Result<R> {
         self.buffered.store(inbox.has_bytes(), Ordering::Relaxed);
         if let Err(Error::Io { source, .. }) = &result {
             if source.kind() == io::ErrorKind::InvalidData {
@@ -283,6 +313,11 @@ impl Connection {
         if !reading && !self.writable {
             return Err(Error::state("connection is read-only"));
         }
+        if !reading && self.send_broken.load(Ordering::Relaxed) {
+            return Err(Error::state(
+                "an async send was cancelled mid-message: this end cannot send any more",
+            ));
+        }
         Ok(stream)
     }
 
@@ -301,7 +336,7 @@ impl Connection {
                     .into(),
             ));
         }
-        let _w = lock(&self.writing);
+        let _w = self.writing.hold();
         self.write_message(stream, &message)?;
         if !handles.is_empty() {
             sys::send_handles_on(stream, handles)
@@ -337,7 +372,7 @@ impl Connection {
     /// [`Error::State`] if this end is closed or receive-only; [`Error::Io`] if the peer is gone.
     pub fn send_bytes(&self, buf: &[u8]) -> Result<()> {
         let stream = self.stream(false)?;
-        let _w = lock(&self.writing);
+        let _w = self.writing.hold();
         self.write_message(stream, buf)
     }
 
@@ -413,6 +448,60 @@ impl Connection {
         let ready = sys::wait_readable(&[sys::stream_handle(stream)], timeout)
             .map_err(|e| Error::io("polling a connection", e))?;
         Ok(ready[0])
+    }
+}
+
+/// The right to write one message. Unlike a `Mutex<()>`, its guard can be held by a future
+/// across awaits (and sent between threads): it is a flag, and the mutex only guards the flag.
+#[derive(Debug, Default)]
+struct WriteLock {
+    state: Mutex<WriteState>,
+    free: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct WriteState {
+    busy: bool,
+    /// Blocking senders asleep on `free` (woken only if there are any: no system call on the
+    /// uncontended path).
+    waiting: u32,
+}
+
+impl WriteLock {
+    /// Waits for the right, blocking the thread.
+    fn hold(&self) -> WriteGuard<'_> {
+        let mut state = lock(&self.state);
+        while state.busy {
+            state.waiting += 1;
+            state = self.free.wait(state).unwrap_or_else(|e| e.into_inner());
+            state.waiting -= 1;
+        }
+        state.busy = true;
+        WriteGuard(self)
+    }
+
+    /// The right if nobody holds it.
+    #[cfg(feature = "tokio")]
+    fn try_hold(&self) -> Option<WriteGuard<'_>> {
+        let mut state = lock(&self.state);
+        if state.busy {
+            return None;
+        }
+        state.busy = true;
+        Some(WriteGuard(self))
+    }
+}
+
+/// Gives the right back on drop.
+struct WriteGuard<'a>(&'a WriteLock);
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        let mut state = lock(&self.0.state);
+        state.busy = false;
+        if state.waiting > 0 {
+            self.0.free.notify_one();
+        }
     }
 }
 

@@ -48,6 +48,7 @@
 mod backend;
 mod chunk;
 mod driver;
+mod future;
 mod progress;
 mod protocol;
 mod remote;
@@ -63,6 +64,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use future::ResultFuture;
 pub use result::{AsyncResult, IMap};
 
 use crate::context::{Context, StartMethod, get_context};

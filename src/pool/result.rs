@@ -3,6 +3,7 @@
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
@@ -113,6 +114,8 @@ struct JobState {
     eager: bool,
     /// Run once the job is done, after its waiters are woken (see [`JobCore::when_done`]).
     after: Vec<Box<dyn FnOnce() + Send>>,
+    /// Futures awaiting the job (`future.rs`), woken with the waiters when it is done.
+    wakers: Vec<Waker>,
 }
 
 use crate::sys::lock;
@@ -140,6 +143,7 @@ impl JobCore {
                 progressive: total.is_none(),
                 eager: false,
                 after: Vec::new(),
+                wakers: Vec::new(),
             }),
             cond: Condvar::new(),
             progress,
@@ -221,8 +225,10 @@ impl JobCore {
         }
         st.done = true;
         let after = std::mem::take(&mut st.after);
+        let wakers = std::mem::take(&mut st.wakers);
         drop(st);
         self.cond.notify_all();
+        wakers.into_iter().for_each(Waker::wake);
         for f in after {
             if let Err(message) = crate::panics::catch_quietly(f) {
                 use std::io::Write as _;
@@ -241,6 +247,15 @@ impl JobCore {
         }
         drop(st);
         f();
+    }
+
+    /// Whether the job is done; if not, `waker` is woken when it is.
+    pub(crate) fn poll_done(&self, waker: &Waker) -> bool {
+        let mut st = lock(&self.state);
+        if !st.done && !st.wakers.iter().any(|w| w.will_wake(waker)) {
+            st.wakers.push(waker.clone());
+        }
+        st.done
     }
 
     /// Records the order in which tasks finish (and wakes waiters at each), for

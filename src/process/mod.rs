@@ -1,6 +1,8 @@
 //! `Process` and the process-wide state around it: `active_children`, `cpu_count`, and the exit
 //! policy (Python's `_exit_function`). This process's own identity lives in `current`.
 
+#[cfg(feature = "tokio")]
+mod aio;
 pub(crate) mod child;
 mod current;
 mod exit;
@@ -73,6 +75,12 @@ pub(crate) struct Shared {
     creator: u32,
     result: ResultType,
     state: Mutex<State>,
+}
+
+/// What one look at a child found: its exitcode, or what to wait on.
+enum Look {
+    Ended(i32),
+    Running(Arc<sys::OwnedWaitHandle>, Option<Arc<sys::Channel>>),
 }
 
 enum State {
@@ -384,7 +392,7 @@ impl Process {
                 handles,
             }) => {
                 let out = match &args {
-                    Ok(a) => clone_handles(&handles)
+                    Ok(a) => start::clone_handles(&handles)
                         .map(|copies| crate::wire::with_handles(copies, || trampoline(a)))
                         .and_then(|r| r),
                     Err(e) => Err(Error::Codec(e.clone())),
@@ -645,36 +653,9 @@ impl Shared {
     fn poll_exit(&self, timeout: Option<Duration>) -> Result<Option<i32>> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
-            let (sentinel, channel) = {
-                let mut state = lock(&self.state);
-                let child = match &mut *state {
-                    State::Initial => return Err(Error::state(NOT_STARTED)),
-                    State::Closed => return Err(Error::state(CLOSED)),
-                    State::Started(c) => c,
-                };
-                child.absorb();
-                let pid = child.handle.pid();
-                let reap = |c: &mut Child| {
-                    c.handle
-                        .try_wait()
-                        .map_err(|e| Error::io(format!("waiting for pid {pid}"), e))
-                };
-                let mut exited = reap(child)?;
-                if exited.is_none() && child.report.is_some() {
-                    // It has said how its target ended and is exiting: look again for a
-                    // moment (yielding) rather than sleep until woken, which costs more
-                    // than the exit itself here (W1: fork start + join 183 → 152 µs).
-                    let since = Instant::now();
-                    while exited.is_none() && since.elapsed() < EXIT_SPIN {
-                        std::thread::yield_now();
-                        exited = reap(child)?;
-                    }
-                }
-                if let Some(code) = exited {
-                    child.absorb();
-                    return Ok(Some(code));
-                }
-                (child.handle.sentinel(), child.channel.clone())
+            let (sentinel, channel) = match self.look()? {
+                Look::Ended(code) => return Ok(Some(code)),
+                Look::Running(sentinel, channel) => (sentinel, channel),
             };
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             if left == Some(Duration::ZERO) {
@@ -686,6 +667,43 @@ impl Shared {
             }
             sys::wait_readable(&handles, left).map_err(|e| Error::io("waiting for a child", e))?;
         }
+    }
+
+    /// Makes progress without waiting (reads reports, reaps): the exitcode once ended, else
+    /// what to wait on (the sentinel, and the channel while the child may still report).
+    fn look(&self) -> Result<Look> {
+        let mut state = lock(&self.state);
+        let child = match &mut *state {
+            State::Initial => return Err(Error::state(NOT_STARTED)),
+            State::Closed => return Err(Error::state(CLOSED)),
+            State::Started(c) => c,
+        };
+        child.absorb();
+        let pid = child.handle.pid();
+        let reap = |c: &mut Child| {
+            c.handle
+                .try_wait()
+                .map_err(|e| Error::io(format!("waiting for pid {pid}"), e))
+        };
+        let mut exited = reap(child)?;
+        if exited.is_none() && child.report.is_some() {
+            // It has said how its target ended and is exiting: look again for a moment
+            // (yielding) rather than sleep until woken, which costs more than the exit itself
+            // here (W1: fork start + join 183 → 152 µs).
+            let since = Instant::now();
+            while exited.is_none() && since.elapsed() < EXIT_SPIN {
+                std::thread::yield_now();
+                exited = reap(child)?;
+            }
+        }
+        if let Some(code) = exited {
+            child.absorb();
+            return Ok(Look::Ended(code));
+        }
+        Ok(Look::Running(
+            child.handle.sentinel(),
+            child.channel.clone(),
+        ))
     }
 
     fn join(self: &Arc<Self>, timeout: Option<Duration>) -> Result<()> {
@@ -713,17 +731,6 @@ impl Shared {
                 .map_err(|e| Error::io(format!("signalling pid {}", c.handle.pid()), e)),
         }
     }
-}
-
-/// Copies of the OS handles inside a job's arguments (the job keeps its own).
-pub(crate) fn clone_handles(handles: &[sys::OwnedHandle]) -> Result<Vec<sys::OwnedHandle>> {
-    handles
-        .iter()
-        .map(|h| {
-            h.try_clone()
-                .map_err(|e| Error::io("duplicating a handle", e))
-        })
-        .collect()
 }
 
 /// Set in a manager's process, which is daemonic: it may start daemonic children (its pools'

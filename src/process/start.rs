@@ -106,7 +106,7 @@ pub(crate) fn spawn(
         handles: handles.len() as u32,
         log_level: crate::log::inherited_level(),
     };
-    let handles = super::clone_handles(handles)?;
+    let handles = clone_handles(handles)?;
     let payload = wire::encode(&boot)?;
     let mut message = Vec::new();
     wire::write_frame(&mut message, &image::identity().to_le_bytes())
@@ -231,4 +231,15 @@ pub(crate) fn start_failure(
         Some(Ok(_)) => None,
         None | Some(Err(_)) => Some(never_started(who, code)),
     }
+}
+
+/// Copies of the OS handles inside a job's arguments (the job keeps its own).
+pub(super) fn clone_handles(handles: &[sys::OwnedHandle]) -> Result<Vec<sys::OwnedHandle>> {
+    handles
+        .iter()
+        .map(|h| {
+            h.try_clone()
+                .map_err(|e| Error::io("duplicating a handle", e))
+        })
+        .collect()
 }

@@ -4,7 +4,7 @@
 use super::*;
 
 /// The header for a payload of `len` bytes: 4 bytes, or 12 above `i32::MAX`.
-pub(super) fn header(len: usize) -> ([u8; 12], usize) {
+pub(crate) fn header(len: usize) -> ([u8; 12], usize) {
     let mut h = [0u8; 12];
     if len > i32::MAX as usize {
         h[..4].copy_from_slice(&(-1i32).to_be_bytes());

@@ -128,7 +128,7 @@ pub(crate) fn recv_some(
     use std::io::Read;
     loop {
         let got = if socket {
-            recv_with_fds(stream.as_fd(), buf, arrived)
+            recv_with_fds(stream.as_fd(), buf, arrived, 0)
         } else {
             (&*stream).read(buf)
         };
@@ -139,15 +139,17 @@ pub(crate) fn recv_some(
     }
 }
 
-/// One `recvmsg` into `buf`, with room for a batch of descriptors.
+/// One `recvmsg` into `buf`, with room for a batch of descriptors; `flags` are added to the
+/// call's (`MSG_DONTWAIT` for a read that must not block).
 pub(super) fn recv_with_fds(
     socket: BorrowedFd<'_>,
     buf: &mut [u8],
     arrived: &mut VecDeque<OwnedFd>,
+    flags: i32,
 ) -> io::Result<usize> {
     with_fd_message(buf, FDS_PER_MESSAGE, |msg| {
         // SAFETY: `msg` points at live buffers of the sizes given.
-        let r = unsafe { libc::recvmsg(socket.as_raw_fd(), msg, cloexec_flag()) };
+        let r = unsafe { libc::recvmsg(socket.as_raw_fd(), msg, cloexec_flag() | flags) };
         if r < 0 {
             return Err(io::Error::last_os_error());
         }

@@ -13,10 +13,14 @@ use std::time::{Duration, Instant};
 
 use super::{Address, os};
 
+#[cfg(feature = "tokio")]
+mod aio;
 mod fds;
 mod region;
 mod shm;
 mod socket;
+#[cfg(feature = "tokio")]
+pub(crate) use aio::*;
 pub(crate) use fds::*;
 pub(crate) use region::*;
 #[allow(unused_imports)]

@@ -22,6 +22,8 @@
 //!   return from `main` and on `ExitProcess` (`std::process::exit`), checked under Wine.
 //! - **fork** does not exist.
 
+#[cfg(feature = "tokio")]
+mod aio;
 mod handles;
 mod image;
 mod pipe;
@@ -57,6 +59,8 @@ use windows_sys::Win32::System::Threading::{
     TerminateProcess, UpdateProcThreadAttribute, WaitForMultipleObjects, WaitForSingleObject,
 };
 
+#[cfg(feature = "tokio")]
+pub(crate) use aio::*;
 pub(crate) use handles::*;
 pub(super) use image::{build_id, exe_path, in_main_image};
 pub(crate) use pipe::{Channel, channel_pair};

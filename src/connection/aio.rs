@@ -1,0 +1,322 @@
+//! The async forms of sending and receiving (cargo feature `tokio`).
+//!
+//! The stream stays blocking, for the blocking methods; the async ones never block on it.
+//! A receive gathers bytes into the connection's read-ahead buffer with reads that return at
+//! once (`MSG_DONTWAIT` on a socket, a read after a zero-timeout `poll` on a pipe), waiting
+//! between them on the reactor (tokio's `AsyncFd` over a duplicate of the descriptor), and
+//! takes the message only once it is whole. A send writes what the stream takes at once and
+//! waits for room on the reactor the same way.
+//!
+//! **Locks.** The read lock is held only while reading what is there, never across an await.
+//! While a blocking `recv` in another thread holds it (until a message arrives), an async
+//! receive cannot tell whether the stream has news: it retries with a timer (1 ms, doubling
+//! to 20 ms) rather than block the runtime thread; the blocking `recv` takes the next
+//! message, the async one the one after. The write side is a flag: an async send holds it
+//! across its awaits (other senders, blocking or async, wait for the message to be written
+//! whole); an async send that finds it held retries with the same timer.
+//!
+//! **Large messages.** An async send always frames its message into the stream (never the
+//! cross-process copy of `send_bytes`, which would block while the receiver copies); an async
+//! receive declines such a copy when offered one, so the payload follows in the stream.
+//!
+//! **Windows** (this first slice): waits look at the pipe with a zero timeout between timer
+//! sleeps (1 to 20 ms), reads take only what has arrived, and writes are the blocking ones (a
+//! full pipe blocks the runtime thread until the reader takes bytes).
+
+use std::future::Future;
+use std::io;
+use std::sync::TryLockError;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::inbox::{Inbox, Link};
+use super::{Connection, WriteGuard};
+use crate::error::{Error, Result};
+use crate::sys;
+use crate::wire;
+
+/// Messages up to this long are framed in one buffer (one write); longer ones are written
+/// header first, then straight from the caller's buffer.
+const COALESCE: usize = 64 * 1024;
+
+/// Sleeps for the retry after a lock held elsewhere: 1 ms, doubling to 20 ms.
+async fn back_off(pause: &mut Duration) {
+    tokio::time::sleep(*pause).await;
+    *pause = (*pause * 2).min(Duration::from_millis(20));
+}
+
+impl Connection {
+    /// [`recv_bytes`](Connection::recv_bytes) as a future (cargo feature `tokio`; beyond
+    /// Python): one whole message, waiting on tokio's reactor, never blocking the runtime
+    /// thread on the stream. Bytes this end has read ahead count first (a message already
+    /// read arrives without waiting). Needs a tokio runtime with I/O and the timer enabled.
+    ///
+    /// **Cancel safe**: dropped before it resolves, it loses nothing. Bytes of a message it
+    /// had begun to gather stay in this end's buffer, and the next receive (async or
+    /// blocking) returns that message whole.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let (a, b) = multiprocess::pipe(true)?;
+    /// a.send_bytes_async(b"ping").await?;
+    /// assert_eq!(b.recv_bytes_async(None).await?, b"ping");
+    /// # Ok::<(), multiprocess::Error>(()) }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// As [`recv_bytes`](Connection::recv_bytes); [`Error::Io`] outside a tokio runtime.
+    pub async fn recv_bytes_async(&self, maxlength: Option<usize>) -> Result<Vec<u8>> {
+        let limit = maxlength.map_or(wire::DEFAULT_LIMIT, |m| m as u64);
+        self.receive_async(limit, false, |inbox, link| inbox.read_frame(link, limit))
+            .await
+    }
+
+    /// [`recv`](Connection::recv) as a future (cargo feature `tokio`): one message sent with
+    /// [`send`](Connection::send) or [`send_async`](Connection::send_async), decoded; OS
+    /// handles inside it arrive with it. Otherwise as
+    /// [`recv_bytes_async`](Connection::recv_bytes_async), cancel safety included.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let (a, b) = multiprocess::pipe(true)?;
+    /// a.send_async(&(1u8, "one")).await?;
+    /// assert_eq!(b.recv_async::<(u8, String)>().await?, (1, "one".to_string()));
+    /// # Ok::<(), multiprocess::Error>(()) }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// As [`recv`](Connection::recv); [`Error::Io`] outside a tokio runtime.
+    pub async fn recv_async<T: DeserializeOwned>(&self) -> Result<T> {
+        let limit = wire::DEFAULT_LIMIT;
+        let (message, handles) = self
+            .receive_async(limit, true, |inbox, link| {
+                let message = inbox.read_frame(link, limit)?;
+                let handles = match wire::split_message(&message)?.0 {
+                    0 => Vec::new(),
+                    n => inbox.read_handles(link, n as usize)?,
+                };
+                Ok((message, handles))
+            })
+            .await?;
+        let (_, body) = wire::split_message(&message)?;
+        wire::with_handles(handles, || wire::decode(body))
+    }
+
+    /// Gathers a whole message into the inbox without blocking, then runs `take` on it (which
+    /// then reads nothing from the stream, or only the end of file that is there).
+    async fn receive_async<R>(
+        &self,
+        limit: u64,
+        handles: bool,
+        take: impl Fn(&mut Inbox, &Link<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match self.gather(limit, handles, &take)? {
+                Step::Done(result) => return result,
+                Step::Busy => back_off(&mut pause).await,
+                Step::Wait => sys::readable_async(&[sys::stream_handle(self.stream(true)?)])
+                    .await
+                    .map_err(|e| Error::io("waiting for a message", e))?,
+            }
+        }
+    }
+
+    /// One step of [`receive_async`](Self::receive_async), under the read lock if it is free.
+    fn gather<R>(
+        &self,
+        limit: u64,
+        handles: bool,
+        take: impl Fn(&mut Inbox, &Link<'_>) -> Result<R>,
+    ) -> Result<Step<R>> {
+        let link = Link {
+            stream: self.stream(true)?,
+            socket: self.socket,
+            bulk: self.bulk.as_ref(),
+        };
+        let mut inbox = match self.reading.try_lock() {
+            Ok(inbox) => inbox,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return Ok(Step::Busy),
+        };
+        let whole = loop {
+            let Some(want) = inbox.missing(&link, limit, handles) else {
+                break Ok(true);
+            };
+            match inbox.fill_now(&link, want) {
+                // End of file: `take` reports it (before or inside a message).
+                Ok(0) => break Ok(true),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
+                Err(e) => break Err(Error::io("reading a message", e)),
+            }
+        };
+        let step = match whole {
+            Ok(true) => {
+                let result = take(&mut inbox, &link);
+                inbox.shrink();
+                Step::Done(self.settle(&inbox, result))
+            }
+            Ok(false) => Step::Wait,
+            Err(e) => Step::Done(Err(e)),
+        };
+        self.settle(&inbox, Ok(()))?;
+        Ok(step)
+    }
+
+    /// [`send_bytes`](Connection::send_bytes) as a future (cargo feature `tokio`; beyond
+    /// Python): writes the message as one frame, waiting on tokio's reactor while the stream
+    /// is full (a message larger than the stream's buffer is written as the receiver reads).
+    /// Messages from other senders on this end never interleave with it. Needs a tokio
+    /// runtime with I/O and the timer enabled.
+    ///
+    /// **Cancel safety**: dropped before its first byte is written, nothing is sent. Dropped
+    /// after, part of a frame is in the stream and the peer would read garbage after it: so
+    /// this end then refuses to send ([`Error::State`], `an async send was cancelled
+    /// mid-message`); receiving is unaffected. A message that fits the stream's free space is
+    /// written by the future's first poll, so it is never cut.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let (a, b) = multiprocess::pipe(false)?;
+    /// b.send_bytes_async(&[7u8; 100]).await?;
+    /// assert_eq!(a.recv_bytes_async(None).await?, vec![7u8; 100]);
+    /// # Ok::<(), multiprocess::Error>(()) }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// As [`send_bytes`](Connection::send_bytes); [`Error::Io`] outside a tokio runtime.
+    pub async fn send_bytes_async(&self, buf: &[u8]) -> Result<()> {
+        self.write_async(buf, Vec::new()).await
+    }
+
+    /// [`send`](Connection::send) as a future (cargo feature `tokio`): the value is encoded at
+    /// the call (the future does not borrow it), then written as
+    /// [`send_bytes_async`](Connection::send_bytes_async) writes, cancel safety included. OS
+    /// handles inside it follow in a frame of their own (a few bytes, written once the
+    /// stream has room).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let (a, b) = multiprocess::pipe(true)?;
+    /// a.send_async(&vec![1u32, 2, 3]).await?;
+    /// assert_eq!(b.recv::<Vec<u32>>()?, [1, 2, 3]);
+    /// # Ok::<(), multiprocess::Error>(()) }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// As [`send`](Connection::send); [`Error::Io`] outside a tokio runtime.
+    pub fn send_async<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+    ) -> impl Future<Output = Result<()>> + Send + '_ {
+        let encoded = wire::encode_message(value);
+        async move {
+            let (message, handles) = encoded?;
+            self.write_async(&message, handles).await
+        }
+    }
+
+    /// Writes one frame (and the handles that go with it) without blocking on the stream.
+    async fn write_async(&self, message: &[u8], handles: Vec<sys::OwnedHandle>) -> Result<()> {
+        let stream = self.stream(false)?;
+        if !handles.is_empty() && !self.socket {
+            return Err(Error::Codec(
+                "this Connection cannot carry a Connection (only duplex connections on Unix \
+                 can); pass it as a Process argument instead"
+                    .into(),
+            ));
+        }
+        let mut pause = Duration::from_millis(1);
+        let guard = loop {
+            match self.writing.try_hold() {
+                Some(guard) => break guard,
+                None => back_off(&mut pause).await,
+            }
+        };
+        // Checked again under the right: a send cancelled while this one waited.
+        self.stream(false)?;
+        let mut writing = Writing {
+            connection: self,
+            _guard: guard,
+            cut: false,
+        };
+        let (header, n) = wire::header(message.len());
+        if message.len() <= COALESCE {
+            let mut frame = Vec::with_capacity(n + message.len());
+            frame.extend_from_slice(&header[..n]);
+            frame.extend_from_slice(message);
+            writing.all(stream, &frame).await?;
+        } else {
+            writing.all(stream, &header[..n]).await?;
+            writing.all(stream, message).await?;
+        }
+        if !handles.is_empty() {
+            writing.wait(stream).await?;
+            sys::send_handles_on(stream, handles)
+                .map_err(|e| Error::io("sending handles with a message", e))?;
+        }
+        writing.cut = false;
+        Ok(())
+    }
+}
+
+/// What one look at the stream found.
+enum Step<R> {
+    /// A message (or why there is none).
+    Done(Result<R>),
+    /// Nothing more is there: wait for the stream.
+    Wait,
+    /// A blocking receive holds the read lock: retry later.
+    Busy,
+}
+
+/// An async send in progress: holds the write side, and marks the connection unable to send
+/// if dropped with part of its frame written.
+struct Writing<'a> {
+    connection: &'a Connection,
+    _guard: WriteGuard<'a>,
+    /// Part of the frame is in the stream and the rest is not.
+    cut: bool,
+}
+
+impl Writing<'_> {
+    /// Writes all of `bytes`, waiting on the reactor while the stream is full.
+    async fn all(&mut self, stream: &sys::Stream, mut bytes: &[u8]) -> Result<()> {
+        while !bytes.is_empty() {
+            match sys::send_now(stream, self.connection.socket, bytes) {
+                Ok(0) => {
+                    return Err(Error::io(
+                        "sending a message",
+                        io::ErrorKind::WriteZero.into(),
+                    ));
+                }
+                Ok(k) => {
+                    self.cut = true;
+                    bytes = &bytes[k..];
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(stream).await?,
+                Err(e) => return Err(Error::io("sending a message", e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait(&self, stream: &sys::Stream) -> Result<()> {
+        sys::writable_async(sys::stream_handle(stream))
+            .await
+            .map_err(|e| Error::io("waiting to send a message", e))
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        if self.cut {
+            self.connection
+                .send_broken
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}

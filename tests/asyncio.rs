@@ -1,0 +1,563 @@
+//! The `tokio` feature's async forms, with real processes: `Process::join_async`,
+//! `Connection::{send,recv,send_bytes,recv_bytes}_async`, `AsyncResult` as a future. Every
+//! await runs under a hard time limit (`tokio::time::timeout`), and every test under the leak
+//! guard (the runtime is made after the guard and dropped before it, so its own descriptors
+//! are not counted).
+#![cfg(feature = "tokio")]
+
+mod common;
+
+use std::future::IntoFuture;
+use std::time::{Duration, Instant};
+
+use multiprocess::{Process, Result};
+
+/// The hard limit on any one await in these tests.
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A single-threaded runtime: it proves that nothing here needs a second thread.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// Awaits `f` under [`LIMIT`], failing the test past it.
+async fn limited<T>(f: impl IntoFuture<Output = T>) -> T {
+    tokio::time::timeout(LIMIT, f)
+        .await
+        .expect("an await went past the test's time limit")
+}
+
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+fn exit_with(code: i32) {
+    multiprocess::exit(code);
+}
+
+/// This process's resident memory in bytes (Linux; 0 elsewhere, where it is not checked).
+#[cfg(unix)]
+fn resident_bytes() -> usize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<usize>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// The number of threads of this process (Linux; 0 elsewhere, where it is not checked).
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
+}
+
+#[test]
+fn join_async_waits_for_a_child_that_exits() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let mut p = Process::new(exit_with, (7,));
+    p.start()?;
+    rt.block_on(limited(p.join_async(None)))?;
+    assert_eq!(p.exitcode()?, Some(7));
+    assert!(!p.is_alive()?);
+    Ok(())
+}
+
+#[test]
+fn join_async_of_a_killed_child_and_its_timeout() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let mut p = Process::new(sleep_ms, (60_000,));
+    p.start()?;
+    rt.block_on(async {
+        // The timeout passes without error, the child still running.
+        let t = Instant::now();
+        limited(p.join_async(Some(Duration::from_millis(100)))).await?;
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        assert_eq!(p.exitcode()?, None);
+        // A cancelled join (dropped mid-wait) leaves the child alone.
+        let cancelled = tokio::time::timeout(Duration::from_millis(50), p.join_async(None)).await;
+        assert!(cancelled.is_err());
+        assert!(p.is_alive()?);
+        p.kill()?;
+        limited(p.join_async(None)).await
+    })?;
+    #[cfg(unix)]
+    assert_eq!(p.exitcode()?, Some(-9));
+    #[cfg(windows)]
+    assert_eq!(p.exitcode()?, Some(-15));
+    Ok(())
+}
+
+/// Many joins at once on one thread: each is a registration with the reactor, not a thread
+/// (counted on Linux through /proc/self/task).
+#[test]
+fn many_concurrent_joins_on_one_thread() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let mut children = Vec::new();
+    for i in 0..16u64 {
+        let mut p = Process::new(sleep_ms, (200 + 10 * i,));
+        p.start()?;
+        children.push(p);
+    }
+    let before = threads();
+    let peak = rt.block_on(async {
+        let joins: Vec<_> = children.iter().map(|p| p.join_async(None)).collect();
+        let local = tokio::task::LocalSet::new();
+        let handles: Vec<_> = joins.into_iter().map(|j| local.spawn_local(j)).collect();
+        let mut peak = 0;
+        local
+            .run_until(async {
+                // Let every join start waiting, then look at the threads.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                peak = threads();
+                for h in handles {
+                    limited(h).await.expect("join task")?;
+                }
+                Ok::<_, multiprocess::Error>(())
+            })
+            .await?;
+        Ok::<_, multiprocess::Error>(peak)
+    })?;
+    assert_eq!(peak, before, "a join used a thread");
+    for p in &children {
+        assert_eq!(p.exitcode()?, Some(0));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections
+
+use multiprocess::{Connection, Error, pipe};
+
+/// Echoes every message back until end of file; the number echoed.
+fn echo(conn: Connection) -> u32 {
+    let mut n = 0;
+    while let Ok(m) = conn.recv_bytes(None) {
+        if conn.send_bytes(&m).is_err() {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// A message of `len` bytes, different at every offset that matters.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i % 251) as u8 ^ seed ^ (i >> 16) as u8)
+        .collect()
+}
+
+#[test]
+fn async_send_and_recv_with_a_child_small_and_large() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let (ours, theirs) = pipe(true)?;
+    let mut p = Process::new(echo, (theirs,));
+    p.start()?;
+    rt.block_on(async {
+        for i in 0..100u32 {
+            limited(ours.send_bytes_async(&i.to_le_bytes())).await?;
+            assert_eq!(limited(ours.recv_bytes_async(None)).await?, i.to_le_bytes());
+        }
+        // Serde values, both ways through the echo.
+        limited(ours.send_async(&("hello", 42u64))).await?;
+        assert_eq!(
+            limited(ours.recv_async::<(String, u64)>()).await?,
+            ("hello".to_string(), 42)
+        );
+        // 16 MiB, larger than the socket's buffer, each way: the async send waits for room,
+        // the child's blocking send offers a copy between processes, which the async receive
+        // declines (the payload follows in the stream).
+        for seed in [1u8, 2] {
+            let big = pattern(16 << 20, seed);
+            limited(ours.send_bytes_async(&big)).await?;
+            let back = limited(ours.recv_bytes_async(None)).await?;
+            assert!(back == big, "16 MiB came back changed");
+        }
+        Ok::<_, Error>(())
+    })?;
+    drop(ours);
+    drop(rt);
+    p.join(Some(LIMIT))?;
+    assert_eq!(p.result_timeout::<u32>(LIMIT)?, 103);
+    Ok(())
+}
+
+/// Sends two messages at once, then ends.
+fn two_at_once(conn: Connection) {
+    conn.send_bytes(b"first").unwrap();
+    conn.send_bytes(b"second").unwrap();
+}
+
+/// Two messages that arrive together: the first receive reads both (read-ahead), and the
+/// second is taken from the buffer, though the descriptor announces nothing any more.
+#[test]
+fn read_ahead_messages_are_not_waited_for() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let (ours, theirs) = pipe(true)?;
+    let mut p = Process::new(two_at_once, (theirs,));
+    p.start()?;
+    p.join(Some(LIMIT))?;
+    assert_eq!(p.exitcode()?, Some(0));
+    rt.block_on(async {
+        assert_eq!(limited(ours.recv_bytes_async(None)).await?, b"first");
+        // Both are in the read-ahead buffer now; the stream holds only the end of file.
+        assert!(ours.poll(Some(Duration::ZERO))?);
+        assert_eq!(limited(ours.recv_bytes_async(None)).await?, b"second");
+        assert!(matches!(
+            limited(ours.recv_bytes_async(None)).await,
+            Err(Error::Eof)
+        ));
+        Ok::<_, Error>(())
+    })?;
+    Ok(())
+}
+
+/// A receive dropped while half a message has arrived loses nothing: the next receive
+/// returns the whole message (and the stream stays on its message boundaries).
+#[cfg(unix)]
+#[test]
+fn a_cancelled_recv_loses_nothing() -> Result<()> {
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let (ours, theirs) = pipe(true)?;
+    // Write a frame by hand, half now and half later, through a duplicate of the descriptor.
+    let mut raw = std::fs::File::from(theirs.as_fd().try_clone_to_owned().unwrap());
+    let message = pattern(300_000, 9);
+    let mut frame = (message.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&message);
+    let (half, rest) = frame.split_at(frame.len() / 2);
+    raw.write_all(half).unwrap();
+    rt.block_on(async {
+        let cancelled =
+            tokio::time::timeout(Duration::from_millis(100), ours.recv_bytes_async(None)).await;
+        assert!(cancelled.is_err(), "half a message was returned");
+        raw.write_all(rest).unwrap();
+        theirs.send_bytes(b"after")?;
+        assert!(limited(ours.recv_bytes_async(None)).await? == message);
+        assert_eq!(limited(ours.recv_bytes_async(None)).await?, b"after");
+        // And a cancelled receive that had nothing leaves nothing to lose either.
+        let idle =
+            tokio::time::timeout(Duration::from_millis(20), ours.recv_bytes_async(None)).await;
+        assert!(idle.is_err());
+        theirs.send_bytes(b"last")?;
+        assert_eq!(ours.recv_bytes(None)?, b"last");
+        Ok::<_, Error>(())
+    })?;
+    Ok(())
+}
+
+/// A send dropped with part of its frame written leaves the stream off a message boundary:
+/// the end refuses further sends, clearly; receiving on it still works.
+#[test]
+fn a_send_cancelled_mid_message_refuses_further_sends() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let (ours, theirs) = pipe(true)?;
+    let big = pattern(16 << 20, 3);
+    rt.block_on(async {
+        // Nobody reads: 16 MiB cannot fit the socket's buffer.
+        let cut = tokio::time::timeout(Duration::from_millis(100), ours.send_bytes_async(&big));
+        assert!(cut.await.is_err());
+        Ok::<_, Error>(())
+    })?;
+    match ours.send_bytes(b"more") {
+        Err(Error::State(m)) => assert!(m.contains("cancelled mid-message"), "{m}"),
+        other => panic!("a send after a cut one: {other:?}"),
+    }
+    theirs.send_bytes(b"still receiving")?;
+    assert_eq!(ours.recv_bytes(None)?, b"still receiving");
+    Ok(())
+}
+
+/// The futures are `Send`: spawned on a multi-threaded runtime, with a blocking peer thread.
+#[test]
+fn futures_can_be_spawned() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (ours, theirs) = pipe(true)?;
+    let ours = std::sync::Arc::new(ours);
+    let peer = std::thread::spawn(move || echo(theirs));
+    let task = {
+        let ours = ours.clone();
+        rt.spawn(async move {
+            ours.send_async(&7u16).await?;
+            ours.recv_async::<u16>().await
+        })
+    };
+    let got = rt.block_on(limited(task)).expect("task")?;
+    assert_eq!(got, 7);
+    drop(ours);
+    assert_eq!(peer.join().unwrap(), 1);
+    drop(rt);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// AsyncResult
+
+use multiprocess::Pool;
+
+fn square_after(x: u64) -> u64 {
+    sleep_ms(20 * (x % 4));
+    x * x
+}
+
+fn panics(_: u8) -> u8 {
+    panic!("as asked")
+}
+
+/// `AsyncResult`s awaited, many at once on one thread: the job wakes each future (no thread
+/// waits), errors arrive as `get` gives them, and `map_async` resolves to the whole list.
+#[test]
+fn async_results_are_awaited() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let pool = Pool::new(2)?;
+    let rt = runtime();
+    let results = (0..12u64)
+        .map(|x| pool.apply_async(square_after, (x,)))
+        .collect::<Result<Vec<_>>>()?;
+    let failing = pool.apply_async(panics, (0,))?;
+    let mapped = pool.map_async(square_after, 0..40u64, Some(3))?;
+    let before = threads();
+    rt.block_on(async {
+        let local = tokio::task::LocalSet::new();
+        let tasks: Vec<_> = results
+            .into_iter()
+            .map(|r| local.spawn_local(r.into_future()))
+            .collect();
+        local
+            .run_until(async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                assert_eq!(threads(), before, "an await used a thread");
+                for (x, t) in tasks.into_iter().enumerate() {
+                    assert_eq!(limited(t).await.expect("task")?, (x * x) as u64);
+                }
+                match limited(failing).await {
+                    Err(Error::Panicked { message, .. }) => assert!(message.contains("as asked")),
+                    other => panic!("a panicking task gave {other:?}"),
+                }
+                let squares: Vec<u64> = (0..40).map(|x| x * x).collect();
+                assert_eq!(limited(mapped).await?, squares);
+                Ok::<_, Error>(())
+            })
+            .await
+    })?;
+    drop(rt);
+    pool.close();
+    pool.join()?;
+    Ok(())
+}
+
+/// Two receives waiting on one connection at once (the second waits through a duplicate
+/// descriptor, as the reactor refuses one twice): each gets one message, whole.
+#[test]
+fn two_receives_wait_on_one_connection() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let (ours, theirs) = pipe(true)?;
+    let ours = std::rc::Rc::new(ours);
+    rt.block_on(async {
+        let local = tokio::task::LocalSet::new();
+        let tasks: Vec<_> = (0..2)
+            .map(|_| {
+                let ours = ours.clone();
+                local.spawn_local(async move { ours.recv_bytes_async(None).await })
+            })
+            .collect();
+        local
+            .run_until(async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                theirs.send_bytes(&pattern(100_000, 1))?;
+                theirs.send_bytes(&pattern(100_000, 2))?;
+                let mut got = Vec::new();
+                for t in tasks {
+                    got.push(limited(t).await.expect("task")?);
+                }
+                got.sort();
+                let mut want = vec![pattern(100_000, 1), pattern(100_000, 2)];
+                want.sort();
+                assert!(got == want);
+                Ok::<_, Error>(())
+            })
+            .await
+    })?;
+    Ok(())
+}
+
+/// Sums what arrives on the first end, then sends the sum on the second.
+fn sum_simplex(ends: (Connection, Connection)) {
+    let (input, output) = ends;
+    let mut sum = 0u64;
+    while let Ok(m) = input.recv_bytes(None) {
+        sum += m.iter().map(|&b| u64::from(b)).sum::<u64>();
+        sum += m.len() as u64;
+    }
+    output.send(&sum).unwrap();
+}
+
+/// Simplex connections (OS pipes, which have no `MSG_DONTWAIT`): async sends, small and
+/// larger than the pipe's buffer, and an async receive of the reply.
+#[test]
+fn async_over_simplex_pipes() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let (their_in, our_out) = pipe(false)?;
+    let (our_in, their_out) = pipe(false)?;
+    let mut p = Process::new(sum_simplex, ((their_in, their_out),));
+    p.start()?;
+    let big = pattern(4 << 20, 5);
+    let want: u64 = big.iter().map(|&b| u64::from(b)).sum::<u64>() + big.len() as u64 + 4;
+    rt.block_on(async {
+        limited(our_out.send_bytes_async(&[1, 1])).await?;
+        limited(our_out.send_bytes_async(&big)).await?;
+        limited(our_out.send_bytes_async(&[])).await?;
+        Ok::<_, Error>(())
+    })?;
+    drop(our_out);
+    let sum = rt.block_on(limited(our_in.recv_async::<u64>()))?;
+    assert_eq!(sum, want);
+    p.join(Some(LIMIT))?;
+    assert_eq!(p.exitcode()?, Some(0));
+    Ok(())
+}
+
+/// Receives a connection, and answers through it.
+#[cfg(unix)]
+fn answer_through(control: Connection) {
+    let (target, word): (Connection, String) = control.recv().unwrap();
+    target.send(&format!("{word} back")).unwrap();
+}
+
+/// A `Connection` inside a value sent with `send_async` travels with it (Unix, duplex).
+#[cfg(unix)]
+#[test]
+fn connections_travel_inside_async_messages() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let (control, theirs) = pipe(true)?;
+    let (reply_here, reply_there) = pipe(true)?;
+    let mut p = Process::new(answer_through, (theirs,));
+    p.start()?;
+    rt.block_on(async {
+        limited(control.send_async(&(reply_there, "hello".to_string()))).await?;
+        assert_eq!(
+            limited(reply_here.recv_async::<String>()).await?,
+            "hello back"
+        );
+        Ok::<_, Error>(())
+    })?;
+    p.join(Some(LIMIT))?;
+    assert_eq!(p.exitcode()?, Some(0));
+    // And the other way: a value carrying a connection, received with recv_async.
+    let (a, b) = pipe(true)?;
+    let (x, y) = pipe(true)?;
+    b.send(&(y, 5u8))?;
+    let (y, five): (Connection, u8) = rt.block_on(limited(a.recv_async()))?;
+    assert_eq!(five, 5);
+    y.send_bytes(b"through y")?;
+    assert_eq!(x.recv_bytes(None)?, b"through y");
+    Ok(())
+}
+
+/// A message over `maxlength` is refused as `recv_bytes` refuses it, and the end then stops
+/// receiving; a blocking `recv` holding the read lock makes an async receive wait its turn.
+#[test]
+fn maxlength_and_a_blocking_receiver_alongside() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let (ours, theirs) = pipe(true)?;
+    theirs.send_bytes(&[0u8; 100])?;
+    assert!(
+        rt.block_on(limited(ours.recv_bytes_async(Some(10))))
+            .is_err()
+    );
+    assert!(matches!(ours.recv_bytes(None), Err(Error::State(_))));
+
+    let (ours, theirs) = pipe(true)?;
+    std::thread::scope(|s| {
+        // The blocking receive takes the read lock first and holds it until a message comes.
+        let blocking = s.spawn(|| ours.recv_bytes(None));
+        sleep_ms(50);
+        let got = rt.block_on(async {
+            let later = async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                theirs.send_bytes(b"one")?;
+                theirs.send_bytes(b"two")
+            };
+            let (got, sent) = tokio::join!(limited(ours.recv_bytes_async(None)), later);
+            sent?;
+            got
+        })?;
+        let first = blocking.join().expect("blocking receiver")?;
+        let mut both = vec![first, got];
+        both.sort();
+        assert_eq!(both, [b"one".to_vec(), b"two".to_vec()]);
+        Ok::<_, Error>(())
+    })?;
+    Ok(())
+}
+
+/// A peer that announces a huge frame and sends little of it: the async receive waits
+/// without reserving the announced length (memory follows the bytes), and end of file inside
+/// the frame is the error `recv_bytes` gives.
+#[cfg(unix)]
+#[test]
+fn an_announced_length_is_not_trusted() -> Result<()> {
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let (ours, mut theirs) = pipe(true)?;
+    let mut raw = std::fs::File::from(theirs.as_fd().try_clone_to_owned().unwrap());
+    raw.write_all(&(1i32 << 30).to_be_bytes()).unwrap();
+    raw.write_all(&[7u8; 1000]).unwrap();
+    let before = resident_bytes();
+    rt.block_on(async {
+        let waiting =
+            tokio::time::timeout(Duration::from_millis(50), ours.recv_bytes_async(None)).await;
+        assert!(waiting.is_err());
+    });
+    assert!(
+        resident_bytes().saturating_sub(before) < 256 << 20,
+        "an announced 1 GiB frame took memory before its bytes came"
+    );
+    drop(raw);
+    theirs.close();
+    match rt.block_on(limited(ours.recv_bytes_async(None))) {
+        Err(Error::Io { source, .. }) => {
+            assert_eq!(source.kind(), std::io::ErrorKind::UnexpectedEof)
+        }
+        other => panic!(
+            "end of file inside a frame gave {:?}",
+            other.map(|m| m.len())
+        ),
+    }
+    Ok(())
+}
