@@ -78,9 +78,14 @@ impl Event {
 }
 
 impl std::fmt::Debug for Event {
-    /// Python's repr: `<Event set>` / `<Event unset>`.
+    /// Python's repr: `<multiprocess.Event at 0x7f3a1c000000 set>` (the address is where the
+    /// shared flag is mapped in this process, as Python's is its object's), or `unset`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = if self.is_set() { "set" } else { "unset" };
-        write!(f, "<Event {state}>")
+        write!(
+            f,
+            "<multiprocess.Event at {:p} {state}>",
+            self.region.base()
+        )
     }
 }
