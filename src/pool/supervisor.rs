@@ -185,6 +185,9 @@ pub(crate) struct Supervisor {
     /// The initializer failed (or no worker can start): the pool runs no task; each fails
     /// with this.
     broken: Option<Failure>,
+    /// A worker of this pool has taken its bootstrap and said how its start went: the
+    /// program can start workers, so one that ends before its bootstrap was killed.
+    any_started: bool,
 }
 
 impl Supervisor {
@@ -198,6 +201,7 @@ impl Supervisor {
             next_task: 0,
             next_worker: 0,
             broken: None,
+            any_started: false,
         }
     }
 
@@ -268,9 +272,14 @@ impl Supervisor {
     /// Worker `n` ended without ever taking its bootstrap (`why` names the fix: its program
     /// lacks `init()`): no replacement would either, so the pool is broken. Report its end
     /// with [`ended`](Supervisor::ended) next.
+    /// (Only if no worker of this pool ever started: where some did, the program has its
+    /// `init()`, and this one was ended from outside before it got that far — on Windows a
+    /// killed process's exit code is not negative, so its code alone cannot tell.)
     pub(crate) fn never_started(&mut self, _n: u64, why: Error) -> Effects {
         let mut fx = Effects::default();
-        self.break_pool(Failure::from_error(why), &mut fx);
+        if !self.any_started {
+            self.break_pool(Failure::from_error(why), &mut fx);
+        }
         fx
     }
 
@@ -326,6 +335,7 @@ impl Supervisor {
             match message {
                 Incoming::Bye => w.leaving = true,
                 Incoming::Reply { id: INIT, outcome } => {
+                    self.any_started = true;
                     if let Err(failure) = outcome {
                         // A worker that refused to start (another build, on an MPI rank) says
                         // so with `Other`; the initializer's own failures are the others.

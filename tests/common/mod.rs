@@ -102,10 +102,11 @@ impl Drop for Guard {
             left.is_empty(),
             "processes left behind (pid, state): {left:?}"
         );
-        // Give handles that are being closed a moment (Wine closes some asynchronously); a real
-        // leak stays.
+        // Give handles that are being closed a moment (Wine closes some asynchronously, and a
+        // pool's reader thread may still be dropping a replaced worker's channel on a loaded
+        // machine); a real leak stays.
         let mut leaked = leaked_now(&self.resources);
-        let deadline = Instant::now() + Duration::from_secs(1);
+        let deadline = Instant::now() + Duration::from_secs(5);
         while !leaked.is_empty() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
             leaked = leaked_now(&self.resources);
