@@ -7,7 +7,7 @@ use super::*;
 
 /// A shared dict held by a [`Manager`] (Python's `DictProxy`), in insertion order as Python's.
 ///
-/// ```
+/// ```standalone_crate
 /// # fn main() -> multiprocess::Result<()> {
 /// # multiprocess::init_test();
 /// use std::collections::HashMap;
@@ -199,7 +199,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
 /// A shared list held by a [`Manager`] (Python's `ListProxy`). Indices follow Python: a
 /// negative one counts from the end; a slice's ends are clamped to the list.
 ///
-/// ```
+/// ```standalone_crate
 /// # fn main() -> multiprocess::Result<()> {
 /// # multiprocess::init_test();
 /// let manager = multiprocess::Manager::start()?;
@@ -500,7 +500,7 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
 /// starting with `_` left out), with `{}` and `{:?}` alike: each value's Python repr is kept
 /// with it when it is set.
 ///
-/// ```
+/// ```standalone_crate
 /// # fn main() -> multiprocess::Result<()> {
 /// # multiprocess::init_test();
 /// let manager = multiprocess::Manager::start()?;

@@ -31,7 +31,7 @@ use crate::wire::{self, Bytes};
 /// same build of the program as the client (it is this program, unless it was started by
 /// another one and reached with `connect`; then creating the object is refused).
 ///
-/// ```
+/// ```standalone_crate
 /// # fn main() -> multiprocess::Result<()> {
 /// # multiprocess::init_test();
 /// use multiprocess::managers::Managed;

@@ -1,7 +1,7 @@
 //! Python's `multiprocessing.managers`: a [`Manager`] process holds shared objects (dicts,
 //! lists, values, queues), and proxies in any process operate on them by messages.
 //!
-//! ```
+//! ```standalone_crate
 //! # fn main() -> multiprocess::Result<()> {
 //! # multiprocess::init_test();
 //! let manager = multiprocess::Manager::start()?;
@@ -150,7 +150,7 @@ impl Manager {
     /// How to start a manager: its address, key and initializer (Python's
     /// `BaseManager(address, authkey)` + `start(initializer, initargs)`).
     ///
-    /// ```
+    /// ```standalone_crate
     /// # fn main() -> multiprocess::Result<()> {
     /// # multiprocess::init_test();
     /// use multiprocess::Queue;
@@ -413,7 +413,7 @@ impl Manager {
     /// for: how clients of a manager find the same object (Python registers a function such
     /// as `get_queue` for this).
     ///
-    /// ```
+    /// ```standalone_crate
     /// # fn main() -> multiprocess::Result<()> {
     /// # multiprocess::init_test();
     /// use multiprocess::managers::QueueProxy;

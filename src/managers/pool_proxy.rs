@@ -155,7 +155,7 @@ impl PoolProxy {
     /// each step gives a result of the next chunk to finish (`chunksize` as
     /// [`imap`](PoolProxy::imap)'s), so a slow item holds up only its own chunk.
     ///
-    /// ```
+    /// ```standalone_crate
     /// # fn main() -> multiprocess::Result<()> {
     /// # multiprocess::init_test();
     /// fn square(x: u64) -> u64 {

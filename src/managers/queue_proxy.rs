@@ -8,7 +8,7 @@ use super::*;
 /// `get` waits in the manager for an item, a `put` for room; `task_done`/`join` count the
 /// items processed.
 ///
-/// ```
+/// ```standalone_crate
 /// # fn main() -> multiprocess::Result<()> {
 /// # multiprocess::init_test();
 /// use std::time::Duration;
