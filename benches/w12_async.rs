@@ -37,7 +37,7 @@ mod w12 {
 
     /// Echoes every message until end of file.
     fn echo(conn: Connection) {
-        while let Ok(m) = conn.recv_bytes(None) {
+        while let Ok(m) = conn.recv_bytes() {
             if conn.send_bytes(&m).is_err() {
                 break;
             }
@@ -53,7 +53,7 @@ mod w12 {
     pub fn main() {
         let batches = env("W12_BATCHES", 20);
         let size = env("W12_BATCH_SIZE", 2000);
-        let (ours, theirs) = pipe(true).expect("pipe");
+        let (ours, theirs) = pipe().expect("pipe");
         let mut child = Process::new(echo, (theirs,));
         child.start().expect("start the echo child");
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -64,7 +64,7 @@ mod w12 {
         // Warm-up of both paths.
         for _ in 0..size / 4 {
             ours.send_bytes(&msg).unwrap();
-            ours.recv_bytes(None).unwrap();
+            ours.recv_bytes().unwrap();
         }
         rt.block_on(async {
             for _ in 0..size / 4 {
@@ -77,7 +77,7 @@ mod w12 {
             let t = Instant::now();
             for _ in 0..size {
                 ours.send_bytes(&msg).unwrap();
-                assert_eq!(ours.recv_bytes(None).unwrap(), msg);
+                assert_eq!(ours.recv_bytes().unwrap(), msg);
             }
             blocking.push(t.elapsed().as_secs_f64() * 1e6 / size as f64);
             let t = Instant::now();
@@ -90,7 +90,7 @@ mod w12 {
             asynchronous.push(t.elapsed().as_secs_f64() * 1e6 / size as f64);
         }
         drop(ours);
-        child.join(None).expect("join the echo child");
+        child.join().expect("join the echo child");
         let (b, a) = (stats(blocking), stats(asynchronous));
         println!("W12: 8-byte round trip with a spawned echo child, {batches} batches x {size}");
         println!("| row | median µs | p10 | p90 |");

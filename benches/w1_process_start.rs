@@ -4,7 +4,7 @@
 //! One run measures, side by side and interleaved in rounds (so drift hits every row alike):
 //!
 //! - `multiprocess` spawn (`Process::new(empty, ())`, the default context) and fork
-//!   (`get_context("fork")?.process(empty, ())` and `.process_closure(|| ())`);
+//!   (`get_context(multiprocess::StartMethod::Fork)?.process(empty, ())` and `.process_closure(|| ())`);
 //! - the OS floors: raw `fork` + `_exit(0)` + `waitpid`, and `posix_spawn` + `waitpid` of this
 //!   very binary in a mode that exits right after `multiprocess::init()` (the floor for spawn),
 //!   plus `posix_spawn` of `/bin/true` for reference;
@@ -279,7 +279,7 @@ mod w1 {
             let t = Instant::now();
             let mut p = multiprocess::Process::new(empty, ());
             p.start().map_err(|e| e.to_string())?;
-            p.join(None).map_err(|e| e.to_string())?;
+            p.join().map_err(|e| e.to_string())?;
             let d = t.elapsed();
             match p.exitcode() {
                 Ok(Some(0)) => Ok(d),
@@ -290,12 +290,13 @@ mod w1 {
 
     /// A served child (the server is started before the samples, by the warm-up).
     fn mp_forkserver() -> Result<Probe, String> {
-        let ctx = multiprocess::get_context("forkserver").map_err(|e| e.to_string())?;
+        let ctx = multiprocess::get_context(multiprocess::StartMethod::Forkserver)
+            .map_err(|e| e.to_string())?;
         Ok(Box::new(move || {
             let t = Instant::now();
             let mut p = ctx.process(empty, ());
             p.start().map_err(|e| e.to_string())?;
-            p.join(None).map_err(|e| e.to_string())?;
+            p.join().map_err(|e| e.to_string())?;
             let d = t.elapsed();
             match p.exitcode() {
                 Ok(Some(0)) => Ok(d),
@@ -305,7 +306,8 @@ mod w1 {
     }
 
     fn mp_fork(closure: bool) -> Result<Probe, String> {
-        let ctx = multiprocess::get_context("fork").map_err(|e| e.to_string())?;
+        let ctx = multiprocess::get_context(multiprocess::StartMethod::Fork)
+            .map_err(|e| e.to_string())?;
         Ok(Box::new(move || {
             let t = Instant::now();
             let mut p = if closure {
@@ -314,7 +316,7 @@ mod w1 {
                 ctx.process(empty, ())
             };
             p.start().map_err(|e| e.to_string())?;
-            p.join(None).map_err(|e| e.to_string())?;
+            p.join().map_err(|e| e.to_string())?;
             let d = t.elapsed();
             match p.exitcode() {
                 Ok(Some(0)) => Ok(d),

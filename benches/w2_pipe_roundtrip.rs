@@ -11,12 +11,12 @@
 //! on CPU 1 ("CPUs 0 / 1", skipped on a one-CPU machine), and unpinned (the scheduler's choice,
 //! which may change from batch to batch). The kinds:
 //!
-//! - `multiprocess::pipe(true)` with `send_bytes` / `recv_bytes(None)`, the child started with
+//! - `multiprocess::pipe()` with `send_bytes` / `recv_bytes(None)`, the child started with
 //!   spawn and given its `Connection` as the argument; the same with `send(&u64)` /
 //!   `recv::<u64>()`; the same with a forked child (`ctx.process_closure`); and two
-//!   `pipe(false)` (simplex, OS pipes) with a spawned child;
+//!   `pipe_one_way()` (simplex, OS pipes) with a spawned child;
 //! - the OS floors, with a child made by raw `fork`: `write` / `read` of 8 bytes on a
-//!   socketpair (what `pipe(true)` uses), and on a pair of pipes (what `pipe(false)` uses);
+//!   socketpair (what `pipe()` uses), and on a pair of pipes (what `pipe_one_way()` uses);
 //! - a `multiprocess` connection from `connection::Listener` / `connection::client` over TCP
 //!   (127.0.0.1) and over a Unix socket, the spawned child connecting; and the OS floor for TCP:
 //!   raw `write` / `read` of 8 bytes over a loopback TCP connection with `TCP_NODELAY`, child by
@@ -89,7 +89,7 @@ mod w2 {
     /// Echo child: returns each byte message until [`STOP`] (or end of file).
     fn echo_bytes(conn: Connection) -> u64 {
         let mut n = 0;
-        while let Ok(m) = conn.recv_bytes(None) {
+        while let Ok(m) = conn.recv_bytes() {
             if m == STOP || conn.send_bytes(&m).is_err() {
                 break;
             }
@@ -558,17 +558,17 @@ mod w2 {
         Ok((batch, Box::new(|| Ok(()))))
     }
 
-    /// One thread does both ends of a `multiprocess::pipe(true)`.
+    /// One thread does both ends of a `multiprocess::pipe()`.
     fn mp_inprocess(_: Pins) -> Result<(Batch, Finish), String> {
-        let (a, b) = multiprocess::pipe(true).map_err(|e| e.to_string())?;
+        let (a, b) = multiprocess::pipe().map_err(|e| e.to_string())?;
         let batch: Batch = Box::new(move |n| {
             let t = Instant::now();
             let mut last = Vec::new();
             for _ in 0..n {
                 a.send_bytes(&MESSAGE).map_err(|e| e.to_string())?;
-                let m = b.recv_bytes(None).map_err(|e| e.to_string())?;
+                let m = b.recv_bytes().map_err(|e| e.to_string())?;
                 b.send_bytes(&m).map_err(|e| e.to_string())?;
-                last = a.recv_bytes(None).map_err(|e| e.to_string())?;
+                last = a.recv_bytes().map_err(|e| e.to_string())?;
             }
             let d = t.elapsed();
             if last != MESSAGE {
@@ -582,7 +582,7 @@ mod w2 {
     /// Echo child over two simplex pipes: returns each message from `rx` on `tx` until [`STOP`].
     fn echo_simplex(rx: Connection, tx: Connection) -> u64 {
         let mut n = 0;
-        while let Ok(m) = rx.recv_bytes(None) {
+        while let Ok(m) = rx.recv_bytes() {
             if m == STOP || tx.send_bytes(&m).is_err() {
                 break;
             }
@@ -595,7 +595,7 @@ mod w2 {
     enum Mode {
         Bytes,
         U64,
-        /// Bytes over two `pipe(false)`s.
+        /// Bytes over two `pipe_one_way()`s.
         Simplex,
         /// Bytes over a `Listener` / `client` connection (the child connects; no authkey, as
         /// the pipes have none): over TCP, or else a Unix socket.
@@ -626,7 +626,7 @@ mod w2 {
     /// a closure capturing them), and the parent's ends.
     fn mp_row(method: &'static str, mode: Mode, pins: Pins) -> Result<(Batch, Finish), String> {
         let e = |e: multiprocess::Error| e.to_string();
-        let ctx = multiprocess::get_context(method).map_err(e)?;
+        let ctx = multiprocess::get_context(method.parse().map_err(e)?).map_err(e)?;
         let fork = method == "fork";
         let (rx, tx, mut p) = if let Mode::Listener { tcp } = mode {
             let listener =
@@ -641,8 +641,8 @@ mod w2 {
             }
             (conn, None, p)
         } else if mode == Mode::Simplex {
-            let (child_rx, parent_tx) = multiprocess::pipe(false).map_err(e)?;
-            let (parent_rx, child_tx) = multiprocess::pipe(false).map_err(e)?;
+            let (child_rx, parent_tx) = multiprocess::pipe_one_way().map_err(e)?;
+            let (parent_rx, child_tx) = multiprocess::pipe_one_way().map_err(e)?;
             let p = if fork {
                 ctx.process_closure(move || echo_simplex(child_rx, child_tx))
             } else {
@@ -650,7 +650,7 @@ mod w2 {
             };
             (parent_rx, Some(parent_tx), p)
         } else {
-            let (ours, theirs) = multiprocess::pipe(true).map_err(e)?;
+            let (ours, theirs) = multiprocess::pipe().map_err(e)?;
             let p = match (fork, mode) {
                 (true, Mode::U64) => ctx.process_closure(move || echo_u64(theirs)),
                 (true, _) => ctx.process_closure(move || echo_bytes(theirs)),
@@ -685,7 +685,7 @@ mod w2 {
                 let mut last = Vec::new();
                 for _ in 0..n {
                     tx.send_bytes(&MESSAGE).map_err(e)?;
-                    last = rx.recv_bytes(None).map_err(e)?;
+                    last = rx.recv_bytes().map_err(e)?;
                 }
                 let d = t.elapsed();
                 if last != MESSAGE {
@@ -703,7 +703,7 @@ mod w2 {
                     tx.send_bytes(&STOP).map_err(e)?;
                 }
             }
-            p.join(None).map_err(e)?;
+            p.join().map_err(e)?;
             match p.exitcode().map_err(e)? {
                 Some(0) => Ok(()),
                 other => Err(format!("echo child exitcode {other:?}")),
@@ -728,7 +728,7 @@ mod w2 {
     /// as arguments.
     fn queue_row(pins: Pins) -> Result<(Batch, Finish), String> {
         let e = |e: multiprocess::Error| e.to_string();
-        let ctx = multiprocess::get_context("spawn").map_err(e)?;
+        let ctx = multiprocess::get_context(multiprocess::StartMethod::Spawn).map_err(e)?;
         let down = multiprocess::Queue::<u64>::new().map_err(e)?;
         let up = multiprocess::Queue::<u64>::new().map_err(e)?;
         let mut p = ctx.process(echo_queue, (down.clone(), up.clone()));
@@ -750,7 +750,7 @@ mod w2 {
         });
         let finish: Finish = Box::new(move || {
             stop.put(&STOP_U64).map_err(e)?;
-            p.join(None).map_err(e)?;
+            p.join().map_err(e)?;
             match p.exitcode().map_err(e)? {
                 Some(0) => Ok(()),
                 other => Err(format!("echo child exitcode {other:?}")),
@@ -882,24 +882,24 @@ mod w2 {
         );
         for placement in [Placement::Same, Placement::Split, Placement::Free] {
             let m = |k| median_of(rows, k, placement);
-            // Each Pipe against the OS object it is made of: `pipe(true)` a socketpair,
-            // `pipe(false)` a pipe.
+            // Each Pipe against the OS object it is made of: `pipe()` a socketpair,
+            // `pipe_one_way()` a pipe.
             for (key, what, floor_key, floor) in [
                 (
                     Key::MpBytes,
-                    "`pipe(true)`, `send_bytes`/`recv_bytes`",
+                    "`pipe()`, `send_bytes`/`recv_bytes`",
                     Key::RawSocket,
                     "socketpair",
                 ),
                 (
                     Key::MpU64,
-                    "`pipe(true)`, `send`/`recv` of a u64",
+                    "`pipe()`, `send`/`recv` of a u64",
                     Key::RawSocket,
                     "socketpair",
                 ),
                 (
                     Key::MpSimplex,
-                    "two `pipe(false)`, `send_bytes`/`recv_bytes`",
+                    "two `pipe_one_way()`, `send_bytes`/`recv_bytes`",
                     Key::RawPipe,
                     "pipes",
                 ),
@@ -954,22 +954,22 @@ mod w2 {
         let kinds: Vec<(Key, &str, Setup)> = vec![
             (
                 Key::MpBytes,
-                "multiprocess `pipe(true)`, `send_bytes`/`recv_bytes`, child by spawn (Connection as argument)",
+                "multiprocess `pipe()`, `send_bytes`/`recv_bytes`, child by spawn (Connection as argument)",
                 |p| mp_row("spawn", Mode::Bytes, p),
             ),
             (
                 Key::MpU64,
-                "multiprocess `pipe(true)`, `send(&u64)`/`recv::<u64>()`, child by spawn",
+                "multiprocess `pipe()`, `send(&u64)`/`recv::<u64>()`, child by spawn",
                 |p| mp_row("spawn", Mode::U64, p),
             ),
             (
                 Key::Other,
-                "multiprocess `pipe(true)`, `send_bytes`/`recv_bytes`, child by fork (`process_closure`)",
+                "multiprocess `pipe()`, `send_bytes`/`recv_bytes`, child by fork (`process_closure`)",
                 |p| mp_row("fork", Mode::Bytes, p),
             ),
             (
                 Key::MpSimplex,
-                "multiprocess two `pipe(false)`, `send_bytes`/`recv_bytes`, child by spawn",
+                "multiprocess two `pipe_one_way()`, `send_bytes`/`recv_bytes`, child by spawn",
                 |p| mp_row("spawn", Mode::Simplex, p),
             ),
             (

@@ -13,7 +13,7 @@
 //! "stop". The rows:
 //!
 //! - `multiprocess::Queue<Vec<u8>>` and `SimpleQueue<Vec<u8>>` (`put(&v)` / `get()`),
-//!   `pipe(true)` and `pipe(false)` with `send_bytes` / `recv_bytes(None)` (one frame per
+//!   `pipe()` and `pipe_one_way()` with `send_bytes` / `recv_bytes(None)` (one frame per
 //!   message); the consumer is a forked child (`ctx.process_closure`) holding the other end;
 //! - raw floors, consumer by `fork`: one `write` of 64 bytes per message on a socketpair (the
 //!   consumer reads up to 64 KiB at a time), 64 messages per `write` (4 KiB writes), and an SPSC
@@ -270,7 +270,7 @@ mod w3 {
 
     fn mp_row(kind: Mp, pins: Option<(usize, usize)>) -> Result<(Batch, Finish), String> {
         let e = |e: multiprocess::Error| e.to_string();
-        let ctx = multiprocess::get_context("fork").map_err(e)?;
+        let ctx = multiprocess::get_context(multiprocess::StartMethod::Fork).map_err(e)?;
         let (ack_r, ack_w) = ack_pipe()?;
         let mut c = Counter {
             count: 0,
@@ -351,9 +351,14 @@ mod w3 {
                 (p, Box::new(move |m| q.put(m).map_err(e)))
             }
             Mp::Duplex | Mp::Simplex => {
-                let (rx, tx) = multiprocess::pipe(kind == Mp::Duplex).map_err(e)?;
+                let (rx, tx) = if kind == Mp::Duplex {
+                    multiprocess::pipe()
+                } else {
+                    multiprocess::pipe_one_way()
+                }
+                .map_err(e)?;
                 let p = ctx.process_closure(move || {
-                    while let Ok(m) = rx.recv_bytes(None) {
+                    while let Ok(m) = rx.recv_bytes() {
                         if !c.on(m[0]) {
                             break;
                         }
@@ -379,7 +384,7 @@ mod w3 {
             let mut m = vec![0u8; MSG];
             m[0] = STOP;
             (*put2.borrow_mut())(&m)?;
-            p.join(None).map_err(e)?;
+            p.join().map_err(e)?;
             match p.exitcode().map_err(e)? {
                 Some(0) => Ok(()),
                 other => Err(format!("consumer exitcode {other:?}")),
@@ -774,13 +779,13 @@ mod w3 {
             ),
             (
                 Key::Other,
-                "multiprocess `pipe(true)`, `send_bytes`/`recv_bytes`, one frame per message",
+                "multiprocess `pipe()`, `send_bytes`/`recv_bytes`, one frame per message",
                 0,
                 |p| mp_row(Mp::Duplex, p),
             ),
             (
                 Key::Other,
-                "multiprocess `pipe(false)`, `send_bytes`/`recv_bytes`, one frame per message",
+                "multiprocess `pipe_one_way()`, `send_bytes`/`recv_bytes`, one frame per message",
                 0,
                 |p| mp_row(Mp::Simplex, p),
             ),

@@ -6,11 +6,11 @@
 //! its value is (2 × 64 MiB) / (mean round-trip time), in GB/s (10^9 bytes per second). The
 //! rows' batches are interleaved in rounds, after one warmup batch per row. The rows:
 //!
-//! - `multiprocess::pipe(true)` with `send_bytes` and `recv_bytes_into` into buffers allocated
+//! - `multiprocess::pipe()` with `send_bytes` and `recv_bytes_into` into buffers allocated
 //!   once (both sides), the efficient path;
 //! - the same with `send_bytes` and `recv_bytes(None)` (a fresh `Vec` per message, both sides);
 //! - the OS floor: a raw `socketpair(AF_UNIX, SOCK_STREAM)` with the 4 MiB `SO_SNDBUF` /
-//!   `SO_RCVBUF` that `pipe(true)` asks for, `write`/`read` loops on buffers allocated once (no
+//!   `SO_RCVBUF` that `pipe()` asks for, `write`/`read` loops on buffers allocated once (no
 //!   framing: both sides know the length);
 //! - two allocating floors on the same socketpair: each side reads every message into a fresh
 //!   `Vec::with_capacity(64 MiB)` (the least an allocating receive costs: the new pages'
@@ -60,7 +60,7 @@ mod w4 {
 
     /// The message: 64 MiB.
     const SIZE: usize = 64 << 20;
-    /// What `pipe(true)` asks for (src/sys/unix/mod.rs, `enlarge_buffers`).
+    /// What `pipe()` asks for (src/sys/unix/mod.rs, `enlarge_buffers`).
     const SOCKET_BUFFER: libc::c_int = 4 << 20;
 
     pub(crate) fn main() {
@@ -165,8 +165,8 @@ mod w4 {
 
     fn mp_row(reuse: bool) -> Result<(Batch, Finish), String> {
         let e = |e: multiprocess::Error| e.to_string();
-        let ctx = multiprocess::get_context("fork").map_err(e)?;
-        let (ours, theirs) = multiprocess::pipe(true).map_err(e)?;
+        let ctx = multiprocess::get_context(multiprocess::StartMethod::Fork).map_err(e)?;
+        let (ours, theirs) = multiprocess::pipe().map_err(e)?;
         // A 1-byte message stops the child.
         let mut p = if reuse {
             ctx.process_closure(move || {
@@ -179,7 +179,7 @@ mod w4 {
             })
         } else {
             ctx.process_closure(move || {
-                while let Ok(m) = theirs.recv_bytes(None) {
+                while let Ok(m) = theirs.recv_bytes() {
                     if m.len() != SIZE || theirs.send_bytes(&m).is_err() {
                         break;
                     }
@@ -206,7 +206,7 @@ mod w4 {
                     let len = ours.recv_bytes_into(&mut back, 0).map_err(e)?;
                     check(&back, len, m)?;
                 } else {
-                    let got = ours.recv_bytes(None).map_err(e)?;
+                    let got = ours.recv_bytes().map_err(e)?;
                     check(&got, got.len(), m)?;
                 }
             }
@@ -214,7 +214,7 @@ mod w4 {
         });
         let finish: Finish = Box::new(move || {
             ours2.send_bytes(&[0]).map_err(e)?;
-            p.join(None).map_err(e)?;
+            p.join().map_err(e)?;
             match p.exitcode().map_err(e)? {
                 Some(0) => Ok(()),
                 other => Err(format!("echo child exitcode {other:?}")),
@@ -485,12 +485,12 @@ mod w4 {
         let kinds: Vec<(Key, &str, Setup)> = vec![
             (
                 Key::Into,
-                "multiprocess `pipe(true)`, `send_bytes` + `recv_bytes_into` (buffers allocated once)",
+                "multiprocess `pipe()`, `send_bytes` + `recv_bytes_into` (buffers allocated once)",
                 || mp_row(true),
             ),
             (
                 Key::Alloc,
-                "multiprocess `pipe(true)`, `send_bytes` + `recv_bytes` (a new `Vec` per message)",
+                "multiprocess `pipe()`, `send_bytes` + `recv_bytes` (a new `Vec` per message)",
                 || mp_row(false),
             ),
             (

@@ -714,10 +714,15 @@ mod w5 {
         let pool = pool.clone();
         let sample: Sample = match line {
             Line::Default | Line::Chunk1 => {
-                let chunksize = (line == Line::Chunk1).then_some(1);
+                let chunk1 = line == Line::Chunk1;
                 Box::new(move || {
                     let t = Instant::now();
-                    let out = pool.map(square, 0..items as u64, chunksize).map_err(e)?;
+                    let out = if chunk1 {
+                        pool.map_chunked(square, 0..items as u64, 1)
+                    } else {
+                        pool.map(square, 0..items as u64)
+                    }
+                    .map_err(e)?;
                     let d = t.elapsed();
                     check_squares(&out, items)?;
                     Ok((d, items))
@@ -731,7 +736,7 @@ mod w5 {
                     .map_err(e)?;
                 let out = pending
                     .iter()
-                    .map(|p| p.get(None))
+                    .map(|p| p.get())
                     .collect::<Result<Vec<u64>, _>>()
                     .map_err(e)?;
                 let d = t.elapsed();
@@ -748,7 +753,7 @@ mod w5 {
                         .collect::<Result<Vec<_>, _>>()
                         .map_err(e)?;
                     for (k, p) in pending.into_iter().enumerate() {
-                        let r: Bytes = p.get(None).map_err(e)?;
+                        let r: Bytes = p.get().map_err(e)?;
                         let j = k * 7919 % (4 * W5C_ARG);
                         if r.len() != 4 * W5C_ARG || r[j] != b[j % W5C_ARG] {
                             return Err(format!("result {k} is wrong ({} bytes)", r.len()));
@@ -968,12 +973,12 @@ mod w5 {
             (
                 Line::W7(1),
                 Who::Ours,
-                "multiprocess `Pool::new(1).map(burn, tasks, None)`".into(),
+                "multiprocess `Pool::new(1).map(burn, tasks)`".into(),
             ),
             (
                 Line::W7(2),
                 Who::Ours,
-                "multiprocess `Pool::new(2).map(burn, tasks, None)`".into(),
+                "multiprocess `Pool::new(2).map(burn, tasks)`".into(),
             ),
             (
                 Line::W7(1),
@@ -1008,7 +1013,7 @@ mod w5 {
                         let sample: Sample = Box::new(move || {
                             let tasks = (0..W7_TASKS).map(|i| (i, iters));
                             let t = Instant::now();
-                            let out = pool.map(burn, tasks, None).map_err(e)?;
+                            let out = pool.map(burn, tasks).map_err(e)?;
                             let d = t.elapsed();
                             if out.len() != W7_TASKS as usize || out[7] != burn((7, iters)) {
                                 return Err("wrong W7 results".into());

@@ -2,7 +2,7 @@
 //!
 //! **(a) Uncontended acquire + release, one process.** A sample is one batch of acquire +
 //! release pairs (1,000,000 by default) in the bench process; its value is pairs per second.
-//! Rows: `multiprocess::Lock` (`acquire(true, None)` + `release()`, and `drop(lock.guard())`);
+//! Rows: `multiprocess::Lock` (`acquire()` + `release()`, and `drop(lock.guard())`);
 //! a raw futex word in shared memory (compare-and-swap 0 → 1, then swap to 0 and `FUTEX_WAKE`
 //! only if the old value says someone sleeps: Drepper's three-state mutex); a process-shared
 //! `pthread_mutex_t` in shared memory; and CPython's `multiprocessing.Lock` (`acquire()` +
@@ -220,7 +220,7 @@ mod w6 {
                 })
             } else {
                 timed(n, || {
-                    if !matches!(lock.acquire(true, None), Ok(true)) || lock.release().is_err() {
+                    if lock.acquire().is_err() || lock.release().is_err() {
                         failed = true;
                     }
                 })
@@ -401,7 +401,7 @@ mod w6 {
 
     fn ours_contended(placement: Placement) -> Result<Sample, String> {
         let e = |e: multiprocess::Error| e.to_string();
-        let ctx = multiprocess::get_context("fork").map_err(e)?;
+        let ctx = multiprocess::get_context(multiprocess::StartMethod::Fork).map_err(e)?;
         let run = Run {
             base: shared_pages(4096)?,
         };
@@ -435,7 +435,7 @@ mod w6 {
                 },
                 |procs| {
                     for p in procs {
-                        p.join(None).map_err(e)?;
+                        p.join().map_err(e)?;
                         if p.exitcode().map_err(e)? != Some(0) {
                             return Err(format!("child exitcode {:?}", p.exitcode()));
                         }
@@ -602,7 +602,7 @@ mod w6 {
                 Part::Uncontended,
                 Key::Ours,
                 Placement::One,
-                "multiprocess `Lock`: `acquire(true, None)` + `release()`",
+                "multiprocess `Lock`: `acquire()` + `release()`",
                 Box::new(|_| ours_uncontended(false)),
             ),
             (

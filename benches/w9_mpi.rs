@@ -76,7 +76,7 @@ mod w9 {
         let want_last = square(ITEMS - 1);
         let map_rate = |pool: &Pool| -> Result<f64, String> {
             let t = Instant::now();
-            let out: Vec<u64> = pool.map(square, 0..ITEMS, None).map_err(e)?;
+            let out: Vec<u64> = pool.map(square, 0..ITEMS).map_err(e)?;
             let d = t.elapsed();
             if out.len() != ITEMS as usize || out[out.len() - 1] != want_last {
                 return Err("wrong results".into());
@@ -100,7 +100,7 @@ mod w9 {
         let one = Pool::builder().mpi().processes(1).build().map_err(e)?;
         let burn_time = |pool: &Pool| -> Result<f64, String> {
             let t = Instant::now();
-            let out: Vec<u64> = pool.map(burn, tasks.iter().copied(), None).map_err(e)?;
+            let out: Vec<u64> = pool.map(burn, tasks.iter().copied()).map_err(e)?;
             if out.len() != tasks.len() {
                 return Err("wrong results".into());
             }

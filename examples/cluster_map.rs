@@ -39,7 +39,7 @@ fn main() -> multiprocess::Result<()> {
     let ms = args.next().unwrap_or(0);
     let chunk = if ms > 0 { 1 } else { n.div_ceil(10) };
     let started = std::time::Instant::now();
-    let results = pool.starmap(square_where, (0..n).map(|x| (x, ms)), Some(chunk as usize))?;
+    let results = pool.starmap_chunked(square_where, (0..n).map(|x| (x, ms)), chunk as usize)?;
     let mut served: BTreeMap<String, usize> = BTreeMap::new();
     for (x, (square, by)) in (0..n).zip(&results) {
         assert_eq!(*square, x * x, "a wrong square for {x}");

@@ -25,16 +25,16 @@ use multiprocess::Queue;
 
 /// The child's work (a failure in a child is a panic: exit code 1 in the parent).
 fn foo(q: Queue<String>) {
-    q.put(&"hello".to_string()).expect("put on the queue");
+    q.put("hello").expect("put on the queue");
 }
 
 fn main() -> multiprocess::Result<()> {
     multiprocess::init(); // `if __name__ == '__main__':` — the first line of main
-    let ctx = multiprocess::get_context("spawn")?;
+    let ctx = multiprocess::get_context(multiprocess::StartMethod::Spawn)?;
     let q = Queue::new()?;
     let mut p = ctx.process(foo, (q.clone(),));
     p.start()?;
     println!("{}", q.get()?);
-    p.join(None)?;
+    p.join()?;
     Ok(())
 }

@@ -57,6 +57,6 @@ fn main() -> multiprocess::Result<()> {
     info("main line");
     let mut p = Process::new(f, ("bob".to_string(),));
     p.start()?;
-    p.join(None)?;
+    p.join()?;
     Ok(())
 }

@@ -84,7 +84,7 @@ fn client_side(address: Address) {
     // => [2.25, None, 'junk', <class 'float'>]
     println!("{}", show(&conn.recv::<Vec<Obj>>().expect("recv")));
 
-    let hello = conn.recv_bytes(None).expect("recv_bytes"); // no size limit
+    let hello = conn.recv_bytes().expect("recv_bytes"); // no size limit
     println!("b'{}'", hello.escape_ascii()); // => b'hello', as Python prints bytes
 
     let mut arr = [0i32; 5]; // array('i', [0, 0, 0, 0, 0])
@@ -119,6 +119,6 @@ fn main() -> multiprocess::Result<()> {
 
         conn.send_bytes(bytemuck::cast_slice(&[42i32, 1729]))?; // array('i', [42, 1729])
     }
-    p.join(None)?;
+    p.join()?;
     Ok(())
 }

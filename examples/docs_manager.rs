@@ -81,7 +81,7 @@ fn main() -> multiprocess::Result<()> {
 
     let mut p = Process::new(f, (d.clone(), l.clone())); // clones: proxies of the same objects
     p.start()?;
-    p.join(None)?;
+    p.join()?;
 
     // `print(d)`: the entries in insertion order, as a Python dict prints them.
     let entries: Vec<String> = d

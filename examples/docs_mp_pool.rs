@@ -96,12 +96,12 @@ fn test() -> multiprocess::Result<()> {
         .iter()
         .map(|&(func, args)| pool.apply_async(calculate, (func, args)))
         .collect::<multiprocess::Result<Vec<_>>>()?;
-    let imap_it = pool.imap(calculatestar, tasks.clone(), 1)?;
-    let imap_unordered_it = pool.imap_unordered(calculatestar, tasks.clone(), 1)?;
+    let imap_it = pool.imap(calculatestar, tasks.clone())?;
+    let imap_unordered_it = pool.imap_unordered(calculatestar, tasks.clone())?;
 
     println!("Ordered results using pool.apply_async():");
     for r in results {
-        println!("\t {}", r.get(None)?); // print('\t', x): a tab, then print's space
+        println!("\t {}", r.get()?); // print('\t', x): a tab, then print's space
     }
     println!();
 
@@ -118,7 +118,7 @@ fn test() -> multiprocess::Result<()> {
     println!();
 
     println!("Ordered results using pool.map() --- will block till complete:");
-    for x in pool.map(calculatestar, tasks.clone(), None)? {
+    for x in pool.map(calculatestar, tasks.clone())? {
         println!("\t {x}");
     }
     println!();
@@ -133,18 +133,18 @@ fn test() -> multiprocess::Result<()> {
     assert!(is_zero_division(&result), "expected ZeroDivisionError");
     println!("\tGot ZeroDivisionError as expected from pool.apply()");
 
-    let result = pool.map(f, 0..10, None);
+    let result = pool.map(f, 0..10);
     assert!(is_zero_division(&result), "expected ZeroDivisionError");
     println!("\tGot ZeroDivisionError as expected from pool.map()");
 
     // `list(pool.imap(...))`: collecting into a `Result` stops at the first error.
-    let result: multiprocess::Result<Vec<f64>> = pool.imap(f, 0..10, 1)?.collect();
+    let result: multiprocess::Result<Vec<f64>> = pool.imap(f, 0..10)?.collect();
     assert!(is_zero_division(&result), "expected ZeroDivisionError");
     println!("\tGot ZeroDivisionError as expected from list(pool.imap())");
 
     // Item by item, only the sixth fails; the others come as usual.
     let mut count = 0;
-    for (i, x) in pool.imap(f, 0..10, 1)?.enumerate() {
+    for (i, x) in pool.imap(f, 0..10)?.enumerate() {
         assert_eq!(is_zero_division(&x), i == 5, "item {i}: {x:?}");
         count += 1;
     }
@@ -156,13 +156,13 @@ fn test() -> multiprocess::Result<()> {
     // Testing timeouts
     //
 
-    let a_little = Some(Duration::from_millis(20));
+    let a_little = Duration::from_millis(20);
     print!("Testing ApplyResult.get() with timeout: ");
     let (func, args) = tasks[0];
     let res = pool.apply_async(calculate, (func, args))?;
     loop {
         std::io::stdout().flush()?;
-        match res.get(a_little) {
+        match res.get_timeout(a_little) {
             Ok(x) => {
                 print!("\n\t{x}");
                 break;
@@ -175,7 +175,7 @@ fn test() -> multiprocess::Result<()> {
     println!();
 
     print!("Testing IMapIterator.next() with timeout: ");
-    let mut it = pool.imap(calculatestar, tasks.clone(), 1)?;
+    let mut it = pool.imap(calculatestar, tasks.clone())?;
     loop {
         std::io::stdout().flush()?;
         match it.next_timeout(a_little) {

@@ -60,10 +60,10 @@ fn f(mut conn: Connection) {
 
 fn main() -> multiprocess::Result<()> {
     multiprocess::init(); // `if __name__ == '__main__':` — the first line of main
-    let (parent_conn, child_conn) = multiprocess::pipe(true)?; // duplex, Python's default
+    let (parent_conn, child_conn) = multiprocess::pipe()?; // duplex, Python's default
     let mut p = Process::new(f, (child_conn,));
     p.start()?;
     println!("{}", show(&parent_conn.recv::<Vec<Obj>>()?)); // prints "[42, None, 'hello']"
-    p.join(None)?;
+    p.join()?;
     Ok(())
 }

@@ -67,27 +67,27 @@ fn sleep(secs: u64) {
 
 fn main() -> multiprocess::Result<()> {
     multiprocess::init(); // `if __name__ == '__main__':` — the first line of main
-    let one_second = Some(Duration::from_secs(1));
+    let one_second = Duration::from_secs(1);
     {
         // start 4 worker processes
         let pool = Pool::new(4)?;
 
         // print "[0, 1, 4,..., 81]" (`None`: the default chunk size)
-        println!("{:?}", pool.map(f, 0..10, None)?);
+        println!("{:?}", pool.map(f, 0..10)?);
 
         // print same numbers in arbitrary order (chunks of 1, Python's default for imap);
         // each item is a `Result`: a task can fail on its own
-        for i in pool.imap_unordered(f, 0..10, 1)? {
+        for i in pool.imap_unordered(f, 0..10)? {
             println!("{}", i?);
         }
 
         // evaluate "f(20)" asynchronously
         let res = pool.apply_async(f, (20,))?; // runs in *only* one process
-        println!("{}", res.get(one_second)?); // prints "400"
+        println!("{}", res.get_timeout(one_second)?); // prints "400"
 
         // evaluate "getpid()" asynchronously
         let res = pool.apply_async(getpid, ())?; // runs in *only* one process
-        println!("{}", res.get(one_second)?); // prints the PID of that process
+        println!("{}", res.get_timeout(one_second)?); // prints the PID of that process
 
         // launching multiple evaluations asynchronously *may* use more processes
         let multiple_results = (0..4)
@@ -95,13 +95,13 @@ fn main() -> multiprocess::Result<()> {
             .collect::<multiprocess::Result<Vec<_>>>()?;
         let pids = multiple_results
             .iter()
-            .map(|res| res.get(one_second))
+            .map(|res| res.get_timeout(one_second))
             .collect::<multiprocess::Result<Vec<_>>>()?;
         println!("{pids:?}");
 
         // make a single worker sleep for 10 secs
         let res = pool.apply_async(sleep, (10,))?;
-        match res.get(one_second) {
+        match res.get_timeout(one_second) {
             Ok(()) => println!("None"),
             Err(Error::Timeout) => {
                 println!("We lacked patience and got a multiprocessing.TimeoutError")

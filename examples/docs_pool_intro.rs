@@ -26,6 +26,6 @@ fn main() -> multiprocess::Result<()> {
     multiprocess::init(); // `if __name__ == '__main__':` — the first line of main
     let p = Pool::new(5)?;
     // `None`: Python's default chunk size. Prints `[1, 4, 9]`.
-    println!("{:?}", p.map(f, [1, 2, 3], None)?);
+    println!("{:?}", p.map(f, [1, 2, 3])?);
     Ok(()) // `p` is dropped here: the pool is terminated, as at the end of Python's `with`
 }

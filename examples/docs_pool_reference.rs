@@ -45,22 +45,22 @@ fn sleep(secs: u64) {
 
 fn main() -> multiprocess::Result<()> {
     multiprocess::init(); // `if __name__ == '__main__':` — the first line of main
-    let one_second = Some(Duration::from_secs(1));
+    let one_second = Duration::from_secs(1);
     let pool = Pool::new(4)?; // start 4 worker processes; dropped (terminated) when main returns
     let result = pool.apply_async(f, (10,))?; // evaluate "f(10)" asynchronously in a single process
-    println!("{}", result.get(one_second)?); // prints "100" unless your computer is *very* slow
+    println!("{}", result.get_timeout(one_second)?); // prints "100" unless your computer is *very* slow
 
-    println!("{:?}", pool.map(f, 0..10, None)?); // prints "[0, 1, 4,..., 81]"
+    println!("{:?}", pool.map(f, 0..10)?); // prints "[0, 1, 4,..., 81]"
 
     // imap gives `Option<Result<_>>`: `None` past the end (Python's StopIteration), an `Err`
     // for a task that failed. Ten items, so the first three are there.
-    let mut it = pool.imap(f, 0..10, 1)?;
+    let mut it = pool.imap(f, 0..10)?;
     println!("{}", it.next().expect("ten items")?); // prints "0"
     println!("{}", it.next().expect("ten items")?); // prints "1"
     // prints "4" unless your computer is *very* slow
     println!("{}", it.next_timeout(one_second).expect("ten items")?);
 
     let result = pool.apply_async(sleep, (10,))?;
-    println!("{:?}", result.get(one_second)?); // fails with Error::Timeout
+    println!("{:?}", result.get_timeout(one_second)?); // fails with Error::Timeout
     Ok(())
 }

@@ -26,6 +26,6 @@ fn main() -> multiprocess::Result<()> {
     multiprocess::init(); // `if __name__ == '__main__':` — the first line of main
     let mut p = Process::new(f, ("bob".to_string(),)); // args: a tuple, `(x,)` for one
     p.start()?;
-    p.join(None)?; // no timeout
+    p.join()?; // no timeout
     Ok(())
 }

@@ -62,6 +62,6 @@ fn main() -> multiprocess::Result<()> {
     let mut p = Process::new(f, (q.clone(),)); // a clone is another handle on the same queue
     p.start()?;
     println!("{}", show(&q.get()?)); // prints "[42, None, 'hello']"
-    p.join(None)?;
+    p.join()?;
     Ok(())
 }

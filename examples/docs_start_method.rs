@@ -25,16 +25,16 @@ use multiprocess::{Process, Queue};
 /// The child's work. A target returns a value, not a `Result`: a failure in a child is a
 /// panic, which the parent sees as exit code 1 and `Error::Panicked` from `result()`.
 fn foo(q: Queue<String>) {
-    q.put(&"hello".to_string()).expect("put on the queue");
+    q.put("hello").expect("put on the queue");
 }
 
 fn main() -> multiprocess::Result<()> {
     multiprocess::init(); // `if __name__ == '__main__':` — the first line of main
-    multiprocess::set_start_method("spawn", false)?; // force=False, as Python's default
+    multiprocess::set_start_method(multiprocess::StartMethod::Spawn)?; // force=False, as Python's default
     let q = Queue::new()?;
     let mut p = Process::new(foo, (q.clone(),)); // a clone is another handle on the same queue
     p.start()?;
     println!("{}", q.get()?);
-    p.join(None)?;
+    p.join()?;
     Ok(())
 }

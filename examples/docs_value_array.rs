@@ -47,7 +47,7 @@ fn main() -> multiprocess::Result<()> {
 
     let mut p = Process::new(f, (num.clone(), arr.clone())); // clones: handles on the same memory
     p.start()?;
-    p.join(None)?;
+    p.join()?;
 
     println!("{}", num.get()?);
     println!("{:?}", arr.to_vec()?);

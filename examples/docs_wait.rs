@@ -57,7 +57,7 @@ fn main() -> multiprocess::Result<()> {
     let mut readers = Vec::new();
 
     for _ in 0..4 {
-        let (r, w) = multiprocess::pipe(false)?; // (read end, write end)
+        let (r, w) = multiprocess::pipe_one_way()?; // (read end, write end)
         readers.push(r);
         // The write end moves into the Process: once the child has started, the parent's
         // copy is closed (Python's `w.close()` here), so that when the child closes its end,

@@ -19,7 +19,7 @@ fn main() -> multiprocess::Result<()> {
     multiprocess::init(); // Rust's `if __name__ == "__main__":` — always the first line
     let mut p = Process::new(test, ()); // create the child (a Process object, not yet a process)
     p.start()?; // run it
-    p.join(None)?; // wait for it to end (and reap it)
+    p.join()?; // wait for it to end (and reap it)
     println!("{p:?}");
     println!("exitcode = {:?}", p.exitcode()?);
     Ok(())

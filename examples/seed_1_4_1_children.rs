@@ -69,7 +69,7 @@ fn main() -> multiprocess::Result<()> {
     // Python's main process waits for its children at exit without a join; so would this
     // program (the exit policy), but joining keeps the order of events explicit.
     for p in &children {
-        p.join(None)?;
+        p.join()?;
     }
     Ok(())
 }

@@ -54,14 +54,14 @@ fn worker(sec: u64) {
 fn main() -> multiprocess::Result<()> {
     multiprocess::init();
     // args=(5,): a one-element tuple needs the trailing comma in Rust too.
-    let mut p = Process::new(worker, (5,)).name("child");
+    let mut p = Process::new(worker, (5,)).with_name("child");
     // p = p.daemon(true); // would not matter here: the join below waits anyway
     p.start()?;
     println!("{}", p.pid().expect("started"));
-    println!("{}", p.get_name());
+    println!("{}", p.name());
     println!("{}", p.is_alive()?);
     A.store(100_000, Ordering::Relaxed); // a = 100000: the parent's copy only
-    p.join(None)?;
+    p.join()?;
     println!("************main****************");
     worker(1);
     Ok(())

@@ -76,7 +76,7 @@ fn main() -> multiprocess::Result<()> {
             sec: 2,
             msg: "child process".into(),
         };
-        let mut p = Process::new(worker, (kwargs,)).name(format!("Child{i}"));
+        let mut p = Process::new(worker, (kwargs,)).with_name(format!("Child{i}"));
         p.start()?;
         sleep(1);
         last = Some(p);
@@ -85,7 +85,7 @@ fn main() -> multiprocess::Result<()> {
     // As in the seed, only the last child is joined; the exit policy joins the others when
     // main returns (Python's rule: the main process waits for its non-daemonic children).
     if let Some(p) = last {
-        p.join(None)?;
+        p.join()?;
     }
     Ok(())
 }

@@ -50,9 +50,9 @@ fn main() -> multiprocess::Result<()> {
     println!("main process {}: starting two children", std::process::id());
     let mut first = Process::new(test, ("nmask".to_string(),));
     first.start()?;
-    first.join(None)?;
+    first.join()?;
     let mut second = Process::new(test, ("second".to_string(),));
     second.start()?;
-    second.join(None)?;
+    second.join()?;
     Ok(())
 }

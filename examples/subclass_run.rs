@@ -52,9 +52,9 @@ fn main() -> multiprocess::Result<()> {
         words: "hello from a child".into(),
         times: 3,
     })
-    .name("Shouter-1");
+    .with_name("Shouter-1");
     p.start()?;
-    p.join(None)?;
+    p.join()?;
     let (loud, letters) = p.result::<(String, usize)>()?;
     println!(
         "parent {}: exitcode {:?}",

@@ -202,8 +202,8 @@ fn read_a_142() -> u64 {
 /// child's target returns, the exit policy terminates the grandchild.
 fn start_daemon_grandchild() -> u32 {
     let mut g = Process::new(nap, (60_000,))
-        .name("sleepy-daemon")
-        .daemon(true);
+        .with_name("sleepy-daemon")
+        .with_daemon(true);
     g.start().expect("starting the grandchild");
     g.pid().expect("started")
 }
@@ -213,7 +213,7 @@ fn start_daemon_grandchild() -> u32 {
 fn start_grandchild(ms: u64) -> String {
     let mut g = Process::new(nap, (ms,));
     g.start().expect("starting the grandchild");
-    g.get_name()
+    g.name()
 }
 
 /// Tries to start a child (from a daemonic process, where Python forbids it).
@@ -243,12 +243,12 @@ fn squarer(conn: Connection) -> u32 {
 fn pipes_and_listeners() -> multiprocess::Result<()> {
     section(
         "Pipe and Connection",
-        "pipe(true) gives two connected ends. An end passed as a Process argument arrives working\n\
+        "pipe() gives two connected ends. An end passed as a Process argument arrives working\n\
          in the child: its OS handle travels beside the arguments (SCM_RIGHTS on Unix,\n\
          DuplicateHandle on Windows). Messages are framed exactly as CPython frames them.",
     );
-    let (ours, theirs) = multiprocess::pipe(true)?;
-    let mut p = Process::new(squarer, (theirs,)).name("squarer");
+    let (ours, theirs) = multiprocess::pipe()?;
+    let mut p = Process::new(squarer, (theirs,)).with_name("squarer");
     p.start()?;
     for n in [3u64, 12, 99] {
         ours.send(&n)?;
@@ -257,7 +257,7 @@ fn pipes_and_listeners() -> multiprocess::Result<()> {
     ours.send(&0u64)?;
     println!("  the child answered {} questions", p.result::<u32>()?);
 
-    let (a, b) = multiprocess::pipe(true)?;
+    let (a, b) = multiprocess::pipe()?;
     let t = Instant::now();
     let ready = multiprocess::wait(&[&a, &b], Some(Duration::from_millis(50)))?;
     println!("  wait() on two quiet ends: {ready:?} after {} ms", ms(t));
@@ -266,10 +266,7 @@ fn pipes_and_listeners() -> multiprocess::Result<()> {
         "  after a send: ready = {:?}",
         multiprocess::wait(&[&a, &b], None)?
     );
-    println!(
-        "  received {:?}",
-        String::from_utf8_lossy(&a.recv_bytes(None)?)
-    );
+    println!("  received {:?}", String::from_utf8_lossy(&a.recv_bytes()?));
 
     section(
         "Large messages",
@@ -277,8 +274,8 @@ fn pipes_and_listeners() -> multiprocess::Result<()> {
          the sender's memory into the receiver's buffer, by both processes at once (Linux:\n\
          process_vm_readv/writev); a late receiver gets it through the stream as before.",
     );
-    let (ours, theirs) = multiprocess::pipe(true)?;
-    let mut p = Process::new(echo_large, (theirs,)).name("echo");
+    let (ours, theirs) = multiprocess::pipe()?;
+    let mut p = Process::new(echo_large, (theirs,)).with_name("echo");
     p.start()?;
     let message = vec![0x5au8; 32 << 20];
     let mut back = vec![0u8; message.len()];
@@ -291,7 +288,7 @@ fn pipes_and_listeners() -> multiprocess::Result<()> {
         best = best.min(t.elapsed().as_secs_f64());
     }
     ours.send_bytes(b"")?;
-    p.join(None)?;
+    p.join()?;
     println!(
         "  32 MiB there and back: {:.1} ms at best of 5 ({:.1} GB/s counting both ways)",
         best * 1e3,
@@ -358,7 +355,7 @@ fn add_under_lock(counter: multiprocess::Value<u64>, times: u32) {
 }
 
 fn hold_and_die(lock: multiprocess::Lock, held: multiprocess::Event) {
-    lock.acquire(true, None).expect("acquire");
+    lock.acquire().expect("acquire");
     held.set();
     std::thread::sleep(Duration::from_secs(60));
 }
@@ -381,7 +378,7 @@ fn shared_state() -> multiprocess::Result<()> {
         .collect();
     for p in &mut producers {
         p.start()?;
-        p.join(None)?; // joined before anything is read: no deadlock
+        p.join()?; // joined before anything is read: no deadlock
     }
     println!(
         "  both producers exited; {} items wait in the queue",
@@ -405,7 +402,7 @@ fn shared_state() -> multiprocess::Result<()> {
         p.start()?;
     }
     for p in &mut adders {
-        p.join(None)?;
+        p.join()?;
     }
     println!("  counter = {} after {} ms", counter.get()?, ms(t));
 
@@ -416,16 +413,17 @@ fn shared_state() -> multiprocess::Result<()> {
     );
     let lock = multiprocess::Lock::new()?;
     let held = multiprocess::Event::new()?;
-    let mut p = Process::new(hold_and_die, (lock.clone(), held.clone())).name("holder");
+    let mut p = Process::new(hold_and_die, (lock.clone(), held.clone())).with_name("holder");
     p.start()?;
-    held.wait(None);
+    held.wait();
     p.kill()?;
-    p.join(None)?;
-    match lock.acquire(true, Some(Duration::from_secs(10))) {
+    p.join()?;
+    match lock.acquire_timeout(Duration::from_secs(10)) {
         Err(e) => println!("  acquire: {e}"),
         Ok(got) => println!("  acquire returned {got}"),
     }
-    println!("  and again: {}", lock.acquire(true, None)?);
+    lock.acquire()?;
+    println!("  and again: acquired");
     lock.release()?;
 
     section(
@@ -436,7 +434,7 @@ fn shared_state() -> multiprocess::Result<()> {
     let shm = multiprocess::SharedMemory::create(None, 64)?;
     let mut p = Process::new(write_greeting, (shm.name().to_string(),));
     p.start()?;
-    p.join(None)?;
+    p.join()?;
     println!(
         "  {} ({} bytes) now starts with {:?}",
         shm.name(),
@@ -466,9 +464,9 @@ fn pool_section() -> multiprocess::Result<()> {
          a new worker takes its place.",
     );
     let pool = multiprocess::Pool::new(2)?;
-    println!("  map(cube, 0..8) = {:?}", pool.map(cube, 0..8u64, None)?);
+    println!("  map(cube, 0..8) = {:?}", pool.map(cube, 0..8u64)?);
     let firsts: Vec<u64> = pool
-        .imap(cube, 1u64.., 4)?
+        .imap_chunked(cube, 1u64.., 4)?
         .take(5)
         .collect::<multiprocess::Result<_>>()?;
     println!("  imap over an endless input, first five: {firsts:?}");
@@ -476,7 +474,7 @@ fn pool_section() -> multiprocess::Result<()> {
         .map(|i| pool.apply_async(crash_on, (i,)))
         .collect::<multiprocess::Result<_>>()?;
     for (i, r) in results.iter().enumerate() {
-        match r.get(None) {
+        match r.get() {
             Ok(v) => println!("  task {i}: {v}"),
             Err(e) => println!("  task {i}: {e}"),
         }
@@ -489,19 +487,19 @@ fn pool_section() -> multiprocess::Result<()> {
     queued.cancel();
     println!(
         "  a 10 s task with a 200 ms limit: {}",
-        slow.get(None).unwrap_err()
+        slow.get().unwrap_err()
     );
     println!(
         "  a queued task, cancelled: {} (it never ran)",
-        queued.get(None).unwrap_err()
+        queued.get().unwrap_err()
     );
-    println!("  the task before it: {} ms", running.get(None)?);
+    println!("  the task before it: {} ms", running.get()?);
     let t = Instant::now();
     let sizes: Vec<usize> = (0..8u32)
         .map(|_| pool.apply_async(grown, (multiprocess::Bytes(vec![1; 1 << 20]), 12)))
         .collect::<multiprocess::Result<Vec<_>>>()?
         .iter()
-        .map(|r| r.get(None).map(|b| b.0.len()))
+        .map(|r| r.get().map(|b| b.0.len()))
         .collect::<multiprocess::Result<_>>()?;
     println!(
         "  8 tasks of 1 MiB returning {} MiB each (more than a worker's 8 MiB channel): {:.0} ms",
@@ -610,13 +608,13 @@ fn manager_section() -> multiprocess::Result<()> {
         p.start()?;
     }
     for p in &players {
-        p.join(None)?;
+        p.join()?;
     }
     println!("  top two: {:?}", board.call(&BoardCall::Top(2))?);
     let pool = manager.pool(Some(2))?;
     println!(
         "  a pool run by the manager (Python's manager.Pool): squares {:?}",
-        pool.map(square, 0..8u64, None)?
+        pool.map(square, 0..8u64)?
     );
     drop(pool);
     let before = manager.number_of_objects()?;
@@ -655,14 +653,14 @@ fn main() -> multiprocess::Result<()> {
     // The very last act: a daemonic child that would sleep a minute. Returning from main runs
     // the exit policy, which terminates it, so the tour ends now rather than in 60 s.
     let mut d = Process::new(nap, (60_000,))
-        .name("last-daemon")
-        .daemon(true);
+        .with_name("last-daemon")
+        .with_daemon(true);
     d.start()?;
     println!(
         "tour done in {} ms. main returns now with daemon {:?} (pid {}) still sleeping: the exit \
          policy terminates it, so the program ends at once.",
         ms(tour_start),
-        d.get_name(),
+        d.name(),
         d.pid().unwrap_or(0)
     );
     Ok(())
@@ -679,7 +677,7 @@ fn seed_examples() -> multiprocess::Result<()> {
     let mut p = Process::new(test_pass, ());
     println!("before start: {p:?}");
     p.start()?;
-    p.join(None)?;
+    p.join()?;
     println!("after join:   {p:?}  (exitcode {:?})", p.exitcode()?);
 
     section(
@@ -694,7 +692,7 @@ fn seed_examples() -> multiprocess::Result<()> {
         children.push(p);
     }
     for p in &children {
-        p.join(None)?;
+        p.join()?;
     }
 
     section(
@@ -703,13 +701,13 @@ fn seed_examples() -> multiprocess::Result<()> {
          The parent sets a = 100000 after starting the child: the child, a fresh run of the\n\
          program, still sees its own a = 10. Then the parent calls worker(1) itself.",
     );
-    let mut p = Process::new(worker_142, (5,)).name("child");
+    let mut p = Process::new(worker_142, (5,)).with_name("child");
     p.start()?;
     println!("{}", p.pid().expect("started"));
-    println!("{}", p.get_name());
+    println!("{}", p.name());
     println!("{}", p.is_alive()?);
     A_142.store(100_000, Ordering::Relaxed);
-    p.join(None)?;
+    p.join()?;
     println!("************main****************");
     worker_142(1);
 
@@ -725,7 +723,7 @@ fn seed_examples() -> multiprocess::Result<()> {
             sec: 2,
             msg: "child process".into(),
         };
-        let mut p = Process::new(worker_143, (kwargs,)).name(format!("Child{i}"));
+        let mut p = Process::new(worker_143, (kwargs,)).with_name(format!("Child{i}"));
         p.start()?;
         seed_sleep(1);
         last = Some(p);
@@ -734,7 +732,7 @@ fn seed_examples() -> multiprocess::Result<()> {
     // As in the seed, only the last is joined; starting a process reaps the finished ones, and
     // the exit policy would join any left.
     if let Some(p) = last {
-        p.join(None)?;
+        p.join()?;
     }
     println!(
         "(the parent's a is now {}; active children left: {})",
@@ -753,7 +751,7 @@ fn seed_examples() -> multiprocess::Result<()> {
     );
     let mut p = Process::new(test_guard, ("nmask".to_string(),));
     p.start()?;
-    p.join(None)?;
+    p.join()?;
 
     section(
         "Subclassing Process and overriding run()",
@@ -776,15 +774,15 @@ fn process_features() -> multiprocess::Result<()> {
          set them before start. The child sees them through current_process().",
     );
     let plain = Process::new(whoami, ());
-    println!("default name: {}", plain.get_name());
+    println!("default name: {}", plain.name());
     let mut p = Process::new(whoami, ())
-        .name("worker")
-        .daemon(true)
-        .authkey(b"secret key");
+        .with_name("worker")
+        .with_daemon(true)
+        .with_authkey(b"secret key");
     println!(
         "before start: {p:?}  is_daemon={} authkey={:?}",
-        p.is_daemon(),
-        p.get_authkey()
+        p.daemon(),
+        p.authkey()
     );
     p.start()?;
     let who = p.result::<Who>()?;
@@ -812,10 +810,10 @@ fn process_features() -> multiprocess::Result<()> {
         "join(Some(timeout)) returns when the time is up even if the child still runs.\n\
          terminate() sends SIGTERM (exitcode -15), kill() sends SIGKILL (exitcode -9).",
     );
-    let mut p = Process::new(nap, (60_000,)).name("sleeper");
+    let mut p = Process::new(nap, (60_000,)).with_name("sleeper");
     p.start()?;
     let t = Instant::now();
-    p.join(Some(Duration::from_millis(200)))?;
+    p.join_timeout(Duration::from_millis(200))?;
     println!(
         "join(200 ms) returned after {} ms: is_alive={} exitcode={:?}",
         ms(t),
@@ -823,16 +821,16 @@ fn process_features() -> multiprocess::Result<()> {
         p.exitcode()?
     );
     p.terminate()?;
-    p.join(None)?;
+    p.join()?;
     println!(
         "after terminate(): exitcode={:?}, result: {}",
         p.exitcode()?,
         p.result::<()>().unwrap_err()
     );
-    let mut p = Process::new(nap, (60_000,)).name("sleeper-2");
+    let mut p = Process::new(nap, (60_000,)).with_name("sleeper-2");
     p.start()?;
     p.kill()?;
-    p.join(None)?;
+    p.join()?;
     println!("after kill():      exitcode={:?}", p.exitcode()?);
     p.close()?;
     println!(
@@ -846,12 +844,12 @@ fn process_features() -> multiprocess::Result<()> {
     );
     let mut p = Process::new(test_pass, ());
     p.start()?;
-    p.join(None)?;
+    p.join()?;
     println!("target returned   -> exitcode {:?}", p.exitcode()?);
     for code in [3, 255, 256] {
         let mut p = Process::new(exit_with, (code,));
         p.start()?;
-        p.join(None)?;
+        p.join()?;
         println!(
             "exit({code:<3})         -> exitcode {:?}; result(): {}",
             p.exitcode()?,
@@ -864,9 +862,9 @@ fn process_features() -> multiprocess::Result<()> {
         "The child prints `Process <name>:` and the panic message on stderr (Python prints the\n\
          traceback), exits with code 1, and result() gives Error::Panicked with the message.",
     );
-    let mut p = Process::new(boom, ("something went wrong".to_string(),)).name("doomed");
+    let mut p = Process::new(boom, ("something went wrong".to_string(),)).with_name("doomed");
     p.start()?;
-    p.join(None)?;
+    p.join()?;
     println!("exitcode {:?}", p.exitcode()?);
     match p.result::<u64>() {
         Err(Error::Panicked { message }) => println!("result(): Error::Panicked {{ {message:?} }}"),
@@ -878,10 +876,10 @@ fn process_features() -> multiprocess::Result<()> {
         "Misuse gets Python's message as Error::State.",
     );
     let mut p = Process::new(test_pass, ());
-    println!("join before start: {}", p.join(None).unwrap_err());
+    println!("join before start: {}", p.join().unwrap_err());
     p.start()?;
     println!("start twice:       {}", p.start().unwrap_err());
-    p.join(None)?;
+    p.join()?;
     Ok(())
 }
 
@@ -933,23 +931,23 @@ fn results_and_identity() -> multiprocess::Result<()> {
     );
     let mut sleepers = Vec::new();
     for i in 0..3 {
-        let mut p = Process::new(nap, (300,)).name(format!("napper-{i}"));
+        let mut p = Process::new(nap, (300,)).with_name(format!("napper-{i}"));
         p.start()?;
         sleepers.push(p);
     }
     let names: Vec<String> = multiprocess::active_children()
         .iter()
-        .map(Process::get_name)
+        .map(Process::name)
         .collect();
     println!("active while napping: {names:?}");
     for p in &sleepers {
-        p.join(None)?;
+        p.join()?;
     }
     println!(
         "active after join:    {:?}",
         multiprocess::active_children()
             .iter()
-            .map(Process::get_name)
+            .map(Process::name)
             .collect::<Vec<_>>()
     );
     println!("cpu_count() = {}", multiprocess::cpu_count());
@@ -970,14 +968,14 @@ fn start_methods_and_waiting() -> multiprocess::Result<()> {
     );
     println!(
         "get_start_method()      = {:?}",
-        multiprocess::get_start_method(false)
+        multiprocess::get_start_method()
     );
-    match multiprocess::get_context("forkserver") {
+    match multiprocess::get_context(multiprocess::StartMethod::Forkserver) {
         Ok(ctx) => {
             let time_one = |p: &mut Process| -> multiprocess::Result<u128> {
                 let t = Instant::now();
                 p.start()?;
-                p.join(None)?;
+                p.join()?;
                 Ok(t.elapsed().as_micros())
             };
             let mut first = ctx.process(square, (4u64,));
@@ -991,7 +989,7 @@ fn start_methods_and_waiting() -> multiprocess::Result<()> {
                 "forkserver: {} returned {} (server pid {:?}); start + join took {with_server} µs \
                  the first time (the server starts), then {served_us} µs (best of 5); spawn \
                  {spawned_us} µs",
-                first.get_name(),
+                first.name(),
                 first.result::<u64>()?,
                 multiprocess::forkserver::server_pid(),
             );
@@ -1005,7 +1003,7 @@ fn start_methods_and_waiting() -> multiprocess::Result<()> {
          and sees the parent's memory as it was at the fork (a = 100000, where a spawned child\n\
          sees 10). Spawn cannot send captured state, and says so.",
     );
-    match multiprocess::get_context("fork") {
+    match multiprocess::get_context(multiprocess::StartMethod::Fork) {
         Ok(ctx) => {
             let words = ["captured", "by", "the", "closure"];
             let base = 1000u64;
@@ -1016,7 +1014,7 @@ fn start_methods_and_waiting() -> multiprocess::Result<()> {
                     A_142.load(Ordering::Relaxed)
                 )
             });
-            println!("made through the fork context: {}", p.get_name());
+            println!("made through the fork context: {}", p.name());
             p.start()?;
             println!("fork child returned: {:?}", p.result::<String>()?);
             let mut fork_read = ctx.process(read_a_142, ());
@@ -1045,7 +1043,7 @@ fn start_methods_and_waiting() -> multiprocess::Result<()> {
     let t = Instant::now();
     let mut procs = Vec::new();
     for nap_ms in [300u64, 100, 200] {
-        let mut p = Process::new(nap_and_return, (nap_ms,)).name(format!("nap-{nap_ms}"));
+        let mut p = Process::new(nap_and_return, (nap_ms,)).with_name(format!("nap-{nap_ms}"));
         p.start()?;
         procs.push(p);
     }
@@ -1066,7 +1064,7 @@ fn start_methods_and_waiting() -> multiprocess::Result<()> {
             println!(
                 "  after {:>3} ms: {} ended, returning {}",
                 ms(t),
-                procs[i].get_name(),
+                procs[i].name(),
                 procs[i].result::<u64>()?
             );
         }
@@ -1080,7 +1078,7 @@ fn start_methods_and_waiting() -> multiprocess::Result<()> {
         ms(t)
     );
     p.kill()?;
-    p.join(None)?;
+    p.join()?;
     Ok(())
 }
 
@@ -1092,7 +1090,7 @@ fn exit_policy() -> multiprocess::Result<()> {
          (Python's rule). Each child below starts a grandchild and returns at once.",
     );
     let t = Instant::now();
-    let mut p = Process::new(start_daemon_grandchild, ()).name("parent-of-daemon");
+    let mut p = Process::new(start_daemon_grandchild, ()).with_name("parent-of-daemon");
     p.start()?;
     let grandchild = p.result::<u32>()?;
     println!(
@@ -1110,14 +1108,14 @@ fn exit_policy() -> multiprocess::Result<()> {
         );
     }
     let t = Instant::now();
-    let mut p = Process::new(start_grandchild, (500,)).name("parent-of-napper");
+    let mut p = Process::new(start_grandchild, (500,)).with_name("parent-of-napper");
     p.start()?;
     let name = p.result::<String>()?;
     println!(
         "non-daemonic grandchild {name} napping 500 ms: its parent ended after {} ms (it waited)",
         ms(t)
     );
-    let mut p = Process::new(try_to_start_child, ()).daemon(true);
+    let mut p = Process::new(try_to_start_child, ()).with_daemon(true);
     p.start()?;
     println!(
         "a daemonic process trying to start a child: {}",

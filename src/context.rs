@@ -77,6 +77,15 @@ impl StartMethod {
     }
 }
 
+impl std::str::FromStr for StartMethod {
+    type Err = Error;
+
+    /// As [`StartMethod::from_name`].
+    fn from_str(name: &str) -> Result<Self> {
+        StartMethod::from_name(name)
+    }
+}
+
 impl fmt::Display for StartMethod {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -123,35 +132,45 @@ impl Context {
     }
 }
 
-/// `multiprocessing.get_context(method)`: a context for `"spawn"`, or `"fork"` and
-/// `"forkserver"` (Unix).
+/// `multiprocessing.get_context(method)`: a context for [`StartMethod::Spawn`], or
+/// [`StartMethod::Fork`] and [`StartMethod::Forkserver`] (Unix). A name from a
+/// configuration file parses with `"spawn".parse::<StartMethod>()`.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] (`cannot find context for 'bogus'`) for an unknown name.
+/// [`Error::InvalidArgument`] (`cannot find context for 'fork'`) for a method this platform
+/// does not have.
 ///
 /// ```
-/// let ctx = multiprocess::get_context("spawn").unwrap();
-/// assert_eq!(ctx.start_method(), multiprocess::StartMethod::Spawn);
-/// assert!(multiprocess::get_context("bogus").is_err());
+/// use multiprocess::StartMethod;
+/// let ctx = multiprocess::get_context(StartMethod::Spawn)?;
+/// assert_eq!(ctx.start_method(), StartMethod::Spawn);
+/// assert!("bogus".parse::<StartMethod>().is_err());
+/// # Ok::<(), multiprocess::Error>(())
 /// ```
-pub fn get_context(method: &str) -> Result<Context> {
+pub fn get_context(method: StartMethod) -> Result<Context> {
     Ok(Context {
-        method: StartMethod::from_name(method)?,
+        method: StartMethod::from_name(method.name())?,
     })
 }
 
-/// `multiprocessing.set_start_method(method, force)`: sets the process-wide default. Once the
-/// default has been used (a process started with it, or [`get_start_method`] asked), changing it
-/// fails unless `force` is true; `set_start_method(None, true)` resets it to unset.
+/// `multiprocessing.get_context()` without a method: a context for the process-wide default
+/// (fixing it, as Python does).
+pub fn default_context() -> Context {
+    Context {
+        method: default_method(),
+    }
+}
+
+/// `multiprocessing.set_start_method(method)`: sets the process-wide default. Once the default
+/// has been used (a process started with it, or [`get_start_method`] asked), changing it fails;
+/// [`set_start_method_force`] is Python's `force=True`.
 ///
 /// # Errors
-/// [`Error::State`] (`context has already been set`), or [`Error::InvalidArgument`] for an
-/// unknown name.
-pub fn set_start_method<'a>(method: impl Into<Option<&'a str>>, force: bool) -> Result<()> {
-    let new = code(method.into().map(StartMethod::from_name).transpose()?);
-    if force {
-        DEFAULT.store(new, Ordering::SeqCst);
-    } else if DEFAULT
+/// [`Error::State`] (`context has already been set`), or [`Error::InvalidArgument`] for a
+/// method this platform does not have.
+pub fn set_start_method(method: StartMethod) -> Result<()> {
+    let new = code(Some(StartMethod::from_name(method.name())?));
+    if DEFAULT
         .compare_exchange(0, new, Ordering::SeqCst, Ordering::SeqCst)
         .is_err()
     {
@@ -160,17 +179,30 @@ pub fn set_start_method<'a>(method: impl Into<Option<&'a str>>, force: bool) -> 
     Ok(())
 }
 
-/// `multiprocessing.get_start_method(allow_none)`: the default start method, fixing it if it was
-/// not yet (unless `allow_none`, which then returns `None` for an unset default).
-pub fn get_start_method(allow_none: bool) -> Option<StartMethod> {
-    if !allow_none {
-        let _ = DEFAULT.compare_exchange(
-            0,
-            code(Some(INITIAL_DEFAULT)),
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-        );
-    }
+/// `multiprocessing.set_start_method(method, force=True)`: sets the process-wide default even
+/// if it was used already; `None` resets it to unset.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] for a method this platform does not have.
+pub fn set_start_method_force(method: Option<StartMethod>) -> Result<()> {
+    let new = code(
+        method
+            .map(|m| StartMethod::from_name(m.name()))
+            .transpose()?,
+    );
+    DEFAULT.store(new, Ordering::SeqCst);
+    Ok(())
+}
+
+/// `multiprocessing.get_start_method()`: the default start method, fixing it if it was not
+/// yet.
+pub fn get_start_method() -> StartMethod {
+    default_method()
+}
+
+/// `multiprocessing.get_start_method(allow_none=True)`: the default start method, or `None`
+/// while unset (without fixing it).
+pub fn get_start_method_allow_none() -> Option<StartMethod> {
     method(DEFAULT.load(Ordering::SeqCst))
 }
 
@@ -190,7 +222,13 @@ pub fn get_all_start_methods() -> Vec<StartMethod> {
 
 /// The method a process started without a context uses (fixes the default).
 pub(crate) fn default_method() -> StartMethod {
-    get_start_method(false).unwrap_or(INITIAL_DEFAULT)
+    let _ = DEFAULT.compare_exchange(
+        0,
+        code(Some(INITIAL_DEFAULT)),
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    method(DEFAULT.load(Ordering::SeqCst)).unwrap_or(INITIAL_DEFAULT)
 }
 
 /// In a child: adopt the parent's method as the fixed default.

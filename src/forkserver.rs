@@ -174,7 +174,7 @@ fn start_server() -> Result<Server> {
     AT_EXIT.call_once(|| crate::process::on_exit(stop));
     // The server and its children use this process's shared-memory tracker.
     sys::ensure_tracker().map_err(|e| Error::io("starting the resource tracker", e))?;
-    let (requests, theirs) = pipe(true)?;
+    let (requests, theirs) = pipe()?;
     let job = job(serve, &(theirs,));
     let me = current_process();
     let id = Identity {

@@ -14,10 +14,10 @@
 //!
 //! # fn main() -> multiprocess::Result<()> {
 //! multiprocess::init_test(); // in a program: multiprocess::init(), first line of main
-//! let mut p = Process::new(worker, (5,)).name("child");
+//! let mut p = Process::new(worker, (5,)).with_name("child");
 //! p.start()?;
-//! println!("{:?} {} {}", p.pid(), p.get_name(), p.is_alive()?);
-//! p.join(None)?;
+//! println!("{:?} {} {}", p.pid(), p.name(), p.is_alive()?);
+//! p.join()?;
 //! assert_eq!(p.exitcode()?, Some(0));
 //! assert_eq!(p.result::<u64>()?, 10);
 //! # Ok(()) }
@@ -38,22 +38,22 @@
 //! | `Process(target=f, kwargs={...})` | a struct parameter: `Process::new(f, (Kwargs { .. },))` |
 //! | subclass `Process`, override `run` | a serde type implementing [`Run`]; [`Process::from_run`] |
 //! | `name=`, `daemon=` | builder [`Process::name`], [`Process::daemon`], [`Process::authkey`] |
-//! | `p.start()`, `p.join(timeout)` | [`start`](Process::start), [`join(Option<Duration>)`](Process::join) |
+//! | `p.start()`, `p.join()`, `p.join(timeout)` | [`start`](Process::start), [`join()`](Process::join), [`join_timeout(d)`](Process::join_timeout) |
 //! | `p.is_alive()`, `p.exitcode`, `p.pid` | [`is_alive`](Process::is_alive), [`exitcode`](Process::exitcode), [`pid`](Process::pid) |
-//! | `p.name`, `p.daemon`, `p.authkey` | [`get_name`](Process::get_name)/[`set_name`](Process::set_name), [`is_daemon`](Process::is_daemon)/[`set_daemon`](Process::set_daemon), [`get_authkey`](Process::get_authkey) |
+//! | `p.name`, `p.daemon`, `p.authkey` | [`name`](Process::name)/[`set_name`](Process::set_name), [`daemon`](Process::daemon)/[`set_daemon`](Process::set_daemon), [`authkey`](Process::authkey) (the same names as on [`current_process()`](current_process)); builder forms [`with_name`](Process::with_name), [`with_daemon`](Process::with_daemon), [`with_authkey`](Process::with_authkey), [`with_context`](Process::with_context) |
 //! | `p.terminate()`, `p.kill()`, `p.close()` | [`terminate`](Process::terminate), [`kill`](Process::kill), [`close`](Process::close) |
 //! | `p.sentinel` | [`sentinel`](Process::sentinel), waitable with [`wait`] |
 //! | `p.run()` | [`run`](Process::run) (returns the value) |
 //! | — | [`result`](Process::result): the target's return value, or why there is none |
 //! | `current_process()`, `parent_process()` | [`current_process`], [`parent_process`] |
 //! | `active_children()`, `cpu_count()` | [`active_children`], [`cpu_count`] (honours affinity) |
-//! | `get_context(m)`, `set_start_method(m, force)` | [`get_context`], [`set_start_method`] |
+//! | `get_context(m)`, `get_context()`, `set_start_method(m)`, `set_start_method(m, force=True)` | [`get_context(StartMethod::Fork)`](get_context), [`default_context`], [`set_start_method`], [`set_start_method_force`] (names parse with `"fork".parse::<StartMethod>()`) |
 //! | `multiprocessing.forkserver.ensure_running()` | [`forkserver::ensure_running`] |
-//! | `get_start_method()`, `get_all_start_methods()` | [`get_start_method`], [`get_all_start_methods`] |
+//! | `get_start_method()`, `get_start_method(allow_none=True)`, `get_all_start_methods()` | [`get_start_method`], [`get_start_method_allow_none`], [`get_all_start_methods`] |
 //! | `ctx.Process(...)` | [`Context::process`], or [`Process::context`] |
-//! | `Pipe(duplex)` | [`pipe(duplex)`](pipe) → two [`Connection`]s |
+//! | `Pipe(duplex)` | [`if duplex { pipe() } else { pipe_one_way() }`](pipe) → two [`Connection`]s |
 //! | `c.send(obj)`, `c.recv()` | [`send`](Connection::send), [`recv`](Connection::recv) (serde values) |
-//! | `c.send_bytes`, `c.recv_bytes`, `c.recv_bytes_into`, `c.poll` | [`send_bytes`](Connection::send_bytes)/[`send_bytes_range`](Connection::send_bytes_range), [`recv_bytes`](Connection::recv_bytes), [`recv_bytes_into`](Connection::recv_bytes_into), [`poll`](Connection::poll) |
+//! | `c.send_bytes`, `c.recv_bytes`, `c.recv_bytes_into`, `c.poll` | [`send_bytes`](Connection::send_bytes)/[`send_bytes_range`](Connection::send_bytes_range), [`recv_bytes`](Connection::recv_bytes)/[`recv_bytes_max`](Connection::recv_bytes_max), [`recv_bytes_into`](Connection::recv_bytes_into), [`poll`](Connection::poll) |
 //! | `Listener(address, authkey=k)`, `Client(address, authkey=k)` | [`connection::Listener::bind`], [`connection::client`] |
 //! | `multiprocessing.connection.wait` | [`wait`] |
 //! | `Queue(maxsize)`, `SimpleQueue`, `JoinableQueue` | [`Queue::bounded`]/[`Queue::new`], [`SimpleQueue`], [`JoinableQueue`] |
@@ -63,6 +63,8 @@
 //! | `bytes` in messages | [`Bytes`] (serde bytes, one block; a `Vec<u8>` goes byte by byte) |
 //! | `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore` | [`Lock`], [`RLock`], [`Semaphore`], [`Semaphore::bounded`] |
 //! | `Event`, `Condition`, `Barrier` | [`Event`], [`Condition`], [`Barrier`] |
+//! | `l.acquire()`, `l.acquire(False)`, `l.acquire(timeout=t)`, `l.acquire(block, timeout)` | [`acquire`](Lock::acquire), [`try_acquire`](Lock::try_acquire), [`acquire_timeout`](Lock::acquire_timeout), [`acquire_with`](Lock::acquire_with) (the same on [`RLock`], [`Semaphore`], [`Condition`] and the manager's proxies) |
+//! | `e.wait()`, `e.wait(timeout)` | [`wait`](Event::wait), [`wait_timeout`](Event::wait_timeout) (the same on [`Condition`], [`Barrier`], [`Sentinel`](process::Sentinel), [`AsyncResult`]) |
 //! | `with lock:` | [`Lock::guard`] (RAII) |
 //! | `Value`, `Array`, `RawValue`, `RawArray` | [`Value`], [`Array`], [`RawValue`], [`RawArray`] |
 //! | `shared_memory.SharedMemory` | [`SharedMemory`] |
@@ -78,7 +80,7 @@
 //! | `threading.BrokenBarrierError` | [`Error::BrokenBarrier`] |
 //! | — (Python deadlocks) | [`Error::OwnerDied`], [`Error::WorkerLost`] |
 //! | — (beyond Python) | `result.await` ([`AsyncResult`] is `IntoFuture`); with the cargo feature `tokio`: `Process::join_async`, `Connection::{send,recv,send_bytes,recv_bytes}_async` |
-//! | `AsyncResult.get(timeout)` raising `TimeoutError` | [`Error::Timeout`] (the task goes on); a task past its own limit (beyond Python): [`Error::TaskTimeout`] |
+//! | `AsyncResult.get()`, `get(timeout)` raising `TimeoutError` | [`get()`](AsyncResult::get), [`get_timeout(d)`](AsyncResult::get_timeout): [`Error::Timeout`] (the task goes on); a task past its own limit (beyond Python): [`Error::TaskTimeout`] |
 //! | `sys.exit(n)` in a child | [`exit`] or `std::process::exit` |
 //! | exceptions (`ValueError`, `AssertionError`, `TimeoutError`, `BufferTooShort`, ...) | [`Error`] variants |
 //! | `Manager()`, `manager.dict()`, `.list()`, `.Value(t, v)`, `.Queue(maxsize)` | [`Manager::start`], [`Manager::dict`], [`Manager::list`], [`Manager::value`], [`Manager::queue`], [`Manager::bounded_queue`] (typed proxies in [`managers`]) |
@@ -147,9 +149,10 @@ mod sys;
 mod wire;
 
 pub use bootstrap::{exit, init, init_test};
-pub use connection::{Connection, Waitable, pipe, wait};
+pub use connection::{Connection, Waitable, pipe, pipe_one_way, wait};
 pub use context::{
-    Context, StartMethod, get_all_start_methods, get_context, get_start_method, set_start_method,
+    Context, StartMethod, default_context, get_all_start_methods, get_context, get_start_method,
+    get_start_method_allow_none, set_start_method, set_start_method_force,
 };
 pub use error::{Error, Result};
 pub use managers::Manager;

@@ -346,7 +346,7 @@ impl<T: Pod + std::fmt::Debug> std::fmt::Debug for RawArray<T> {
 ///     p.start()?;
 /// }
 /// for p in &mut children {
-///     p.join(None)?;
+///     p.join()?;
 /// }
 /// assert_eq!(total.get()?, 1000);
 /// # Ok(()) }
@@ -462,7 +462,7 @@ impl<T> std::ops::DerefMut for ValueGuard<'_, T> {
 /// }
 /// let mut p = Process::new(negate, (a.clone(),));
 /// p.start()?;
-/// p.join(None)?;
+/// p.join()?;
 /// assert_eq!(a.to_vec()?, [0, -1, -2, -3]);
 /// # Ok(()) }
 /// ```

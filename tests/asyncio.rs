@@ -139,7 +139,7 @@ use multiprocess::{Connection, Error, pipe};
 /// Echoes every message back until end of file; the number echoed.
 fn echo(conn: Connection) -> u32 {
     let mut n = 0;
-    while let Ok(m) = conn.recv_bytes(None) {
+    while let Ok(m) = conn.recv_bytes() {
         if conn.send_bytes(&m).is_err() {
             break;
         }
@@ -160,7 +160,7 @@ fn async_send_and_recv_with_a_child_small_and_large() -> Result<()> {
     multiprocess::init_test();
     let _g = common::start();
     let rt = runtime();
-    let (ours, theirs) = pipe(true)?;
+    let (ours, theirs) = pipe()?;
     let mut p = Process::new(echo, (theirs,));
     p.start()?;
     rt.block_on(async {
@@ -187,7 +187,7 @@ fn async_send_and_recv_with_a_child_small_and_large() -> Result<()> {
     })?;
     drop(ours);
     drop(rt);
-    p.join(Some(LIMIT))?;
+    p.join_timeout(LIMIT)?;
     assert_eq!(p.result_timeout::<u32>(LIMIT)?, 103);
     Ok(())
 }
@@ -205,10 +205,10 @@ fn read_ahead_messages_are_not_waited_for() -> Result<()> {
     multiprocess::init_test();
     let _g = common::start();
     let rt = runtime();
-    let (ours, theirs) = pipe(true)?;
+    let (ours, theirs) = pipe()?;
     let mut p = Process::new(two_at_once, (theirs,));
     p.start()?;
-    p.join(Some(LIMIT))?;
+    p.join_timeout(LIMIT)?;
     assert_eq!(p.exitcode()?, Some(0));
     rt.block_on(async {
         assert_eq!(limited(ours.recv_bytes_async(None)).await?, b"first");
@@ -234,7 +234,7 @@ fn a_cancelled_recv_loses_nothing() -> Result<()> {
     multiprocess::init_test();
     let _g = common::start();
     let rt = runtime();
-    let (ours, theirs) = pipe(true)?;
+    let (ours, theirs) = pipe()?;
     // Write a frame by hand, half now and half later, through a duplicate of the descriptor.
     let mut raw = std::fs::File::from(theirs.as_fd().try_clone_to_owned().unwrap());
     let message = pattern(300_000, 9);
@@ -255,7 +255,7 @@ fn a_cancelled_recv_loses_nothing() -> Result<()> {
             tokio::time::timeout(Duration::from_millis(20), ours.recv_bytes_async(None)).await;
         assert!(idle.is_err());
         theirs.send_bytes(b"last")?;
-        assert_eq!(ours.recv_bytes(None)?, b"last");
+        assert_eq!(ours.recv_bytes()?, b"last");
         Ok::<_, Error>(())
     })?;
     Ok(())
@@ -268,7 +268,7 @@ fn a_send_cancelled_mid_message_refuses_further_sends() -> Result<()> {
     multiprocess::init_test();
     let _g = common::start();
     let rt = runtime();
-    let (ours, theirs) = pipe(true)?;
+    let (ours, theirs) = pipe()?;
     let big = pattern(16 << 20, 3);
     rt.block_on(async {
         // Nobody reads: 16 MiB cannot fit the socket's buffer.
@@ -281,7 +281,7 @@ fn a_send_cancelled_mid_message_refuses_further_sends() -> Result<()> {
         other => panic!("a send after a cut one: {other:?}"),
     }
     theirs.send_bytes(b"still receiving")?;
-    assert_eq!(ours.recv_bytes(None)?, b"still receiving");
+    assert_eq!(ours.recv_bytes()?, b"still receiving");
     Ok(())
 }
 
@@ -295,7 +295,7 @@ fn futures_can_be_spawned() -> Result<()> {
         .enable_all()
         .build()
         .expect("runtime");
-    let (ours, theirs) = pipe(true)?;
+    let (ours, theirs) = pipe()?;
     let ours = std::sync::Arc::new(ours);
     let peer = std::thread::spawn(move || echo(theirs));
     let task = {
@@ -339,7 +339,11 @@ fn async_results_are_awaited() -> Result<()> {
         .map(|x| pool.apply_async(square_after, (x,)))
         .collect::<Result<Vec<_>>>()?;
     let failing = pool.apply_async(panics, (0,))?;
-    let mapped = pool.map_async(square_after, 0..40u64, Some(3))?;
+    let mapped = pool.map_async_with(
+        square_after,
+        0..40u64,
+        multiprocess::TaskOptions::new().chunksize(3),
+    )?;
     let before = threads();
     rt.block_on(async {
         let local = tokio::task::LocalSet::new();
@@ -377,7 +381,7 @@ fn two_receives_wait_on_one_connection() -> Result<()> {
     multiprocess::init_test();
     let _g = common::start();
     let rt = runtime();
-    let (ours, theirs) = pipe(true)?;
+    let (ours, theirs) = pipe()?;
     let ours = std::rc::Rc::new(ours);
     rt.block_on(async {
         let local = tokio::task::LocalSet::new();
@@ -411,7 +415,7 @@ fn two_receives_wait_on_one_connection() -> Result<()> {
 fn sum_simplex(ends: (Connection, Connection)) {
     let (input, output) = ends;
     let mut sum = 0u64;
-    while let Ok(m) = input.recv_bytes(None) {
+    while let Ok(m) = input.recv_bytes() {
         sum += m.iter().map(|&b| u64::from(b)).sum::<u64>();
         sum += m.len() as u64;
     }
@@ -425,8 +429,8 @@ fn async_over_simplex_pipes() -> Result<()> {
     multiprocess::init_test();
     let _g = common::start();
     let rt = runtime();
-    let (their_in, our_out) = pipe(false)?;
-    let (our_in, their_out) = pipe(false)?;
+    let (their_in, our_out) = multiprocess::pipe_one_way()?;
+    let (our_in, their_out) = multiprocess::pipe_one_way()?;
     let mut p = Process::new(sum_simplex, ((their_in, their_out),));
     p.start()?;
     let big = pattern(4 << 20, 5);
@@ -440,7 +444,7 @@ fn async_over_simplex_pipes() -> Result<()> {
     drop(our_out);
     let sum = rt.block_on(limited(our_in.recv_async::<u64>()))?;
     assert_eq!(sum, want);
-    p.join(Some(LIMIT))?;
+    p.join_timeout(LIMIT)?;
     assert_eq!(p.exitcode()?, Some(0));
     Ok(())
 }
@@ -459,8 +463,8 @@ fn connections_travel_inside_async_messages() -> Result<()> {
     multiprocess::init_test();
     let _g = common::start();
     let rt = runtime();
-    let (control, theirs) = pipe(true)?;
-    let (reply_here, reply_there) = pipe(true)?;
+    let (control, theirs) = pipe()?;
+    let (reply_here, reply_there) = pipe()?;
     let mut p = Process::new(answer_through, (theirs,));
     p.start()?;
     rt.block_on(async {
@@ -471,16 +475,16 @@ fn connections_travel_inside_async_messages() -> Result<()> {
         );
         Ok::<_, Error>(())
     })?;
-    p.join(Some(LIMIT))?;
+    p.join_timeout(LIMIT)?;
     assert_eq!(p.exitcode()?, Some(0));
     // And the other way: a value carrying a connection, received with recv_async.
-    let (a, b) = pipe(true)?;
-    let (x, y) = pipe(true)?;
+    let (a, b) = pipe()?;
+    let (x, y) = pipe()?;
     b.send(&(y, 5u8))?;
     let (y, five): (Connection, u8) = rt.block_on(limited(a.recv_async()))?;
     assert_eq!(five, 5);
     y.send_bytes(b"through y")?;
-    assert_eq!(x.recv_bytes(None)?, b"through y");
+    assert_eq!(x.recv_bytes()?, b"through y");
     Ok(())
 }
 
@@ -491,18 +495,18 @@ fn maxlength_and_a_blocking_receiver_alongside() -> Result<()> {
     multiprocess::init_test();
     let _g = common::start();
     let rt = runtime();
-    let (ours, theirs) = pipe(true)?;
+    let (ours, theirs) = pipe()?;
     theirs.send_bytes(&[0u8; 100])?;
     assert!(
         rt.block_on(limited(ours.recv_bytes_async(Some(10))))
             .is_err()
     );
-    assert!(matches!(ours.recv_bytes(None), Err(Error::State(_))));
+    assert!(matches!(ours.recv_bytes(), Err(Error::State(_))));
 
-    let (ours, theirs) = pipe(true)?;
+    let (ours, theirs) = pipe()?;
     std::thread::scope(|s| {
         // The blocking receive takes the read lock first and holds it until a message comes.
-        let blocking = s.spawn(|| ours.recv_bytes(None));
+        let blocking = s.spawn(|| ours.recv_bytes());
         sleep_ms(50);
         let got = rt.block_on(async {
             let later = async {
@@ -534,7 +538,7 @@ fn an_announced_length_is_not_trusted() -> Result<()> {
     multiprocess::init_test();
     let _g = common::start();
     let rt = runtime();
-    let (ours, mut theirs) = pipe(true)?;
+    let (ours, mut theirs) = pipe()?;
     let mut raw = std::fs::File::from(theirs.as_fd().try_clone_to_owned().unwrap());
     raw.write_all(&(1i32 << 30).to_be_bytes()).unwrap();
     raw.write_all(&[7u8; 1000]).unwrap();

@@ -76,14 +76,16 @@ fn scenario_no_init_helper() {
     }
     let outcome = match helper.as_str() {
         #[cfg(unix)]
-        "forkserver" => multiprocess::get_context("forkserver").and_then(|ctx| {
-            let mut p = ctx.process(nothing, ());
-            p.start().and_then(|()| p.result::<()>())
-        }),
+        "forkserver" => {
+            multiprocess::get_context(multiprocess::StartMethod::Forkserver).and_then(|ctx| {
+                let mut p = ctx.process(nothing, ());
+                p.start().and_then(|()| p.result::<()>())
+            })
+        }
         "manager" => multiprocess::Manager::start().map(|_| ()),
         "pool" => multiprocess::Pool::new(2).and_then(|pool| pool.apply(square, (3,)).map(|_| ())),
         "pool_map" => multiprocess::Pool::new(2)
-            .and_then(|pool| pool.map(square, 0..10u64, None).map(|_: Vec<u64>| ())),
+            .and_then(|pool| pool.map(square, 0..10u64).map(|_: Vec<u64>| ())),
         "process" => {
             let mut p = Process::new(nothing, ());
             p.start().and_then(|()| p.result::<()>())
@@ -150,7 +152,7 @@ fn checked(what: u32) -> multiprocess::Result<u32> {
         2 => Ok(std::fs::metadata("/no/such/file/here")?.len() as u32),
         // A crate call's own error, through `?`.
         3 => {
-            let (a, b) = multiprocess::pipe(true)?;
+            let (a, b) = multiprocess::pipe()?;
             drop(b);
             a.recv::<u32>()
         }
@@ -339,7 +341,7 @@ fn values_that_do_not_round_trip_are_errors() {
     let _g = common::start();
     let mut p = Process::new(returns_unencodable, ());
     p.start().unwrap();
-    p.join(None).unwrap();
+    p.join().unwrap();
     assert_eq!(p.exitcode().unwrap(), Some(1));
     let r = p.result::<Unencodable>();
     assert!(
@@ -399,7 +401,7 @@ fn run_trait_closures_and_large_values() {
     #[cfg(unix)]
     {
         let captured: Vec<u32> = (1..=3).collect();
-        let mut f = multiprocess::get_context("fork")
+        let mut f = multiprocess::get_context(multiprocess::StartMethod::Fork)
             .unwrap()
             .process_closure(move || captured.iter().sum::<u32>());
         f.start().unwrap();
@@ -431,8 +433,8 @@ fn scenario_closed_stdio() {
     let mut b = Process::new(nothing, ());
     a.start().unwrap();
     b.start().unwrap();
-    a.join(None).unwrap();
-    b.join(None).unwrap();
+    a.join().unwrap();
+    b.join().unwrap();
     let code = |p: &Process| p.exitcode().unwrap().unwrap_or(99);
     // Report through the exit status: the scenario's output goes nowhere.
     std::process::exit(10 * code(&a) + code(&b));
@@ -492,7 +494,7 @@ fn scenario_forgot_init_test() {
         .spawn(|| {
             let mut q = Process::new(nothing, ());
             q.start().unwrap();
-            q.join(None).unwrap();
+            q.join().unwrap();
             q.exitcode().unwrap()
         })
         .unwrap();

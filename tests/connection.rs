@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use multiprocess::{Connection, Error, pipe, wait};
+use multiprocess::{Connection, Error, pipe, pipe_one_way, wait};
 
 fn secs(s: f64) -> Option<Duration> {
     Some(Duration::from_secs_f64(s))
@@ -73,11 +73,11 @@ fn k01_interop_with_cpython() {
         conn.send_bytes(m).unwrap();
         let mut want = b"py:".to_vec();
         want.extend_from_slice(m);
-        assert_eq!(conn.recv_bytes(None).unwrap(), want);
+        assert_eq!(conn.recv_bytes().unwrap(), want);
     }
-    assert_eq!(conn.recv_bytes(None).unwrap(), vec![b'x'; 70000]);
+    assert_eq!(conn.recv_bytes().unwrap(), vec![b'x'; 70000]);
     assert!(child.wait().unwrap().success());
-    assert!(matches!(conn.recv_bytes(None), Err(Error::Eof)));
+    assert!(matches!(conn.recv_bytes(), Err(Error::Eof)));
 }
 
 /// K02: Python's offset/size rules for send_bytes.
@@ -85,7 +85,7 @@ fn k01_interop_with_cpython() {
 fn k02_send_bytes_bounds() {
     multiprocess::init_test();
     let _g = common::start();
-    let (r, w) = pipe(false).unwrap();
+    let (r, w) = pipe_one_way().unwrap();
     let buf: Vec<u8> = (b'a'..=b'z').collect();
     assert_eq!(buf.len(), 26);
     for (offset, size) in [(27, None), (22, Some(5)), (26, Some(1))] {
@@ -98,10 +98,10 @@ fn k02_send_bytes_bounds() {
     w.send_bytes_range(&buf, 26, Some(0)).unwrap();
     w.send_bytes_range(&buf, 5, None).unwrap();
     w.send_bytes_range(&buf, 7, Some(8)).unwrap();
-    assert_eq!(r.recv_bytes(None).unwrap(), b"");
-    assert_eq!(r.recv_bytes(None).unwrap(), b"");
-    assert_eq!(r.recv_bytes(None).unwrap(), &buf[5..]);
-    assert_eq!(r.recv_bytes(None).unwrap(), &buf[7..15]);
+    assert_eq!(r.recv_bytes().unwrap(), b"");
+    assert_eq!(r.recv_bytes().unwrap(), b"");
+    assert_eq!(r.recv_bytes().unwrap(), &buf[5..]);
+    assert_eq!(r.recv_bytes().unwrap(), &buf[7..15]);
 }
 
 /// K03: a message over `maxlength` is refused and the end can no longer receive; a buffer that
@@ -110,27 +110,24 @@ fn k02_send_bytes_bounds() {
 fn k03_receive_limits() {
     multiprocess::init_test();
     let _g = common::start();
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     b.send_bytes(&[1u8; 10]).unwrap();
-    let e = a.recv_bytes(Some(5)).unwrap_err();
+    let e = a.recv_bytes_max(5).unwrap_err();
     assert!(e.to_string().contains("bad message length"), "{e}");
     assert!(!a.readable());
     assert_eq!(
-        a.recv_bytes(None).unwrap_err().to_string(),
+        a.recv_bytes().unwrap_err().to_string(),
         "connection is write-only"
     );
     a.send_bytes(b"still writable").unwrap();
-    assert_eq!(b.recv_bytes(None).unwrap(), b"still writable");
+    assert_eq!(b.recv_bytes().unwrap(), b"still writable");
 
-    let (r, w) = pipe(false).unwrap();
+    let (r, w) = pipe_one_way().unwrap();
     w.send_bytes(&[1u8; 10]).unwrap();
-    assert!(r.recv_bytes(Some(5)).is_err());
-    assert_eq!(
-        r.recv_bytes(None).unwrap_err().to_string(),
-        "handle is closed"
-    );
+    assert!(r.recv_bytes_max(5).is_err());
+    assert_eq!(r.recv_bytes().unwrap_err().to_string(), "handle is closed");
 
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     let message: Vec<u8> = (0..110u8).collect();
     b.send_bytes(&message).unwrap();
     let mut buf = [0u8; 40];
@@ -148,7 +145,7 @@ fn k03_receive_limits() {
 fn k04_eof_direction_closed() {
     multiprocess::init_test();
     let _g = common::start();
-    let (a, mut b) = pipe(true).unwrap();
+    let (a, mut b) = pipe().unwrap();
     b.close();
     b.close(); // again: nothing
     assert!(b.closed());
@@ -164,17 +161,17 @@ fn k04_eof_direction_closed() {
         a.poll(Some(Duration::ZERO)).unwrap(),
         "end of file makes poll true"
     );
-    assert!(matches!(a.recv_bytes(None), Err(Error::Eof)));
+    assert!(matches!(a.recv_bytes(), Err(Error::Eof)));
     assert!(wait(&[&b], Some(Duration::ZERO)).is_err());
 
-    let (r, w) = pipe(false).unwrap();
+    let (r, w) = pipe_one_way().unwrap();
     assert!(r.readable() && !r.writable() && w.writable() && !w.readable());
     assert_eq!(
         r.send_bytes(b"x").unwrap_err().to_string(),
         "connection is read-only"
     );
     assert_eq!(
-        w.recv_bytes(None).unwrap_err().to_string(),
+        w.recv_bytes().unwrap_err().to_string(),
         "connection is write-only"
     );
 }
@@ -188,15 +185,15 @@ fn k04_eof_inside_a_message() {
     multiprocess::init_test();
     let _g = common::start();
     let (ours, theirs) = UnixStream::pair().unwrap();
-    let mut p = multiprocess::get_context("fork")
+    let mut p = multiprocess::get_context(multiprocess::StartMethod::Fork)
         .unwrap()
         .process_closure(move || {
             let _ = (&theirs).write_all(&[0, 0, 0, 10, 1, 2, 3]);
         });
     p.start().unwrap();
-    p.join(None).unwrap();
+    p.join().unwrap();
     let conn = Connection::from(std::os::fd::OwnedFd::from(ours));
-    let e = conn.recv_bytes(None).unwrap_err();
+    let e = conn.recv_bytes().unwrap_err();
     assert!(
         e.to_string().contains("got end of file during message"),
         "{e}"
@@ -209,8 +206,8 @@ fn k04_eof_inside_a_message() {
 fn k05_message_boundaries_across_processes() {
     multiprocess::init_test();
     let _g = common::start();
-    let (r, w) = pipe(false).unwrap();
-    let mut p = multiprocess::get_context("fork")
+    let (r, w) = pipe_one_way().unwrap();
+    let mut p = multiprocess::get_context(multiprocess::StartMethod::Fork)
         .unwrap()
         .process_closure(move || {
             for m in [&b"a"[..], b"b", b"cd", b""] {
@@ -218,20 +215,20 @@ fn k05_message_boundaries_across_processes() {
             }
         });
     p.start().unwrap();
-    p.join(None).unwrap();
+    p.join().unwrap();
     for _ in 0..3 {
         assert!(r.poll(Some(Duration::ZERO)).unwrap());
     }
     for m in [&b"a"[..], b"b", b"cd"] {
         assert!(r.poll(Some(Duration::ZERO)).unwrap());
-        assert_eq!(r.recv_bytes(None).unwrap(), m);
+        assert_eq!(r.recv_bytes().unwrap(), m);
     }
     assert!(
         r.poll(Some(Duration::ZERO)).unwrap(),
         "an empty message makes poll true"
     );
-    assert_eq!(r.recv_bytes(None).unwrap(), b"");
-    assert!(matches!(r.recv_bytes(None), Err(Error::Eof)));
+    assert_eq!(r.recv_bytes().unwrap(), b"");
+    assert!(matches!(r.recv_bytes(), Err(Error::Eof)));
 }
 
 /// K05 within one process (threads), on every platform; serde values too.
@@ -239,7 +236,7 @@ fn k05_message_boundaries_across_processes() {
 fn k05_message_boundaries_threads() {
     multiprocess::init_test();
     let _g = common::start();
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     let sender = std::thread::spawn(move || {
         for i in 0..1000u32 {
             b.send(&(i, format!("n{i}"))).unwrap();
@@ -255,7 +252,7 @@ fn k05_message_boundaries_threads() {
         b.send_bytes(&[9u8; 300_000]).unwrap();
         b
     });
-    assert_eq!(a.recv_bytes(None).unwrap().len(), 300_000);
+    assert_eq!(a.recv_bytes().unwrap().len(), 300_000);
     let b = big.join().unwrap();
     // A value that does not decode as asked is an error, not a panic.
     b.send(&"text").unwrap();
@@ -271,8 +268,8 @@ fn slow_exit(ms: u64) {
 fn k06_wait() {
     multiprocess::init_test();
     let _g = common::start();
-    let (a1, b1) = pipe(true).unwrap();
-    let (a2, b2) = pipe(true).unwrap();
+    let (a1, b1) = pipe().unwrap();
+    let (a2, b2) = pipe().unwrap();
     let mut p = multiprocess::Process::new(slow_exit, (30_000,));
     p.start().unwrap();
     let s = p.sentinel().unwrap();
@@ -291,7 +288,7 @@ fn k06_wait() {
     p.kill().unwrap();
     assert!(wait(&[&s], secs(10.0)).unwrap() == vec![0]);
     assert_eq!(wait(&[&a1, &a2, &s], None).unwrap(), vec![1, 2]);
-    p.join(None).unwrap();
+    p.join().unwrap();
     drop((b1, a2));
 }
 
@@ -321,8 +318,8 @@ fn connection_as_process_argument() {
         &["spawn"]
     };
     for method in methods {
-        let (ours, theirs) = pipe(true).unwrap();
-        let mut p = multiprocess::get_context(method)
+        let (ours, theirs) = pipe().unwrap();
+        let mut p = multiprocess::get_context(method.parse().unwrap())
             .unwrap()
             .process(echo_upper, (theirs,));
         p.start().unwrap();
@@ -351,7 +348,7 @@ fn many_connections_to_a_child() {
     let mut readers = Vec::new();
     let mut writers = Vec::new();
     for _ in 0..300 {
-        let (r, w) = pipe(false).unwrap();
+        let (r, w) = pipe_one_way().unwrap();
         readers.push(r);
         writers.push(w);
     }
@@ -369,10 +366,10 @@ fn many_connections_to_a_child() {
 fn connection_over_a_pipe_is_refused() {
     multiprocess::init_test();
     let _g = common::start();
-    let (c, _d) = pipe(true).unwrap();
+    let (c, _d) = pipe().unwrap();
     #[cfg(unix)]
     {
-        let (r, w) = pipe(false).unwrap();
+        let (r, w) = pipe_one_way().unwrap();
         match w.send(&c) {
             Err(Error::Codec(m)) => assert!(m.contains("cannot carry a Connection"), "{m}"),
             other => panic!("{other:?}"),
@@ -396,10 +393,10 @@ fn hello_through_received(control: Connection) -> bool {
 fn connection_sent_over_a_connection() {
     multiprocess::init_test();
     let _g = common::start();
-    let (control_parent, control_child) = pipe(true).unwrap();
+    let (control_parent, control_child) = pipe().unwrap();
     let mut p = multiprocess::Process::new(hello_through_received, (control_child,));
     p.start().unwrap();
-    let (reader, writer) = pipe(false).unwrap();
+    let (reader, writer) = pipe_one_way().unwrap();
     control_parent
         .send(&(writer, String::from("a sent pipe end")))
         .unwrap();
@@ -415,7 +412,7 @@ fn connection_sent_over_a_connection() {
 fn send_burst(control: Connection) -> bool {
     let mut ends = Vec::new();
     for i in 0..261u32 {
-        let (r, w) = pipe(false).unwrap();
+        let (r, w) = pipe_one_way().unwrap();
         w.send(&i).unwrap();
         ends.push(r);
     }
@@ -435,7 +432,7 @@ fn send_burst(control: Connection) -> bool {
 fn read_ahead_keeps_each_message_its_handles() {
     multiprocess::init_test();
     let _g = common::start();
-    let (ours, theirs) = pipe(true).unwrap();
+    let (ours, theirs) = pipe().unwrap();
     let mut p = multiprocess::Process::new(send_burst, (theirs,));
     p.start().unwrap();
     // Let the burst arrive whole, so that the first recv reads it all.
@@ -465,14 +462,14 @@ fn sum_two(control: Connection) -> u32 {
 fn unread_bytes_move_with_the_connection() {
     multiprocess::init_test();
     let _g = common::start();
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     for v in [1u32, 2, 3] {
         a.send(&v).unwrap();
     }
     assert_eq!(b.recv::<u32>().unwrap(), 1);
     assert!(b.poll(Some(Duration::ZERO)).unwrap());
     assert_eq!(wait(&[&a, &b], Some(Duration::ZERO)).unwrap(), vec![1]);
-    let (control, control_child) = pipe(true).unwrap();
+    let (control, control_child) = pipe().unwrap();
     let mut p = multiprocess::Process::new(sum_two, (control_child,));
     p.start().unwrap();
     control.send(&b).unwrap();
@@ -486,7 +483,7 @@ fn unread_bytes_move_with_the_connection() {
 fn echo_bytes(conn: Connection) -> usize {
     let mut n = 0;
     loop {
-        let m = conn.recv_bytes(None).unwrap();
+        let m = conn.recv_bytes().unwrap();
         if m.is_empty() {
             return n;
         }
@@ -509,7 +506,7 @@ fn large_messages_between_our_own_ends() {
     multiprocess::init_test();
     let _g = common::start();
     let mb = 1 << 20;
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     let (one, two, three) = (
         pattern(2 * mb, 1),
         pattern(3 * mb, 2),
@@ -523,8 +520,8 @@ fn large_messages_between_our_own_ends() {
                 a.send_bytes(m).unwrap();
             }
         });
-        assert!(b.recv_bytes(None).unwrap() == one);
-        assert!(b.recv_bytes(None).unwrap() == two);
+        assert!(b.recv_bytes().unwrap() == one);
+        assert!(b.recv_bytes().unwrap() == two);
         let n = b.recv_bytes_into(&mut buf, mb).map_err(|e| e.to_string());
         assert_eq!(n, Ok(three.len()));
         assert!(buf[mb..mb + three.len()] == three[..]);
@@ -545,16 +542,16 @@ fn large_messages_between_our_own_ends() {
     p.start().unwrap();
     for m in [&one, &three, &two, &one] {
         a.send_bytes(m).unwrap();
-        assert!(a.recv_bytes(None).unwrap() == *m);
+        assert!(a.recv_bytes().unwrap() == *m);
     }
     a.send_bytes(b"").unwrap();
     assert_eq!(p.result::<usize>().unwrap(), 4);
 
-    let (c, mut d) = pipe(true).unwrap();
+    let (c, mut d) = pipe().unwrap();
     std::thread::scope(|s| {
         // Fails once `d` is closed, if the socket's buffers do not hold the message.
         s.spawn(|| c.send_bytes(&two).is_ok());
-        let e = d.recv_bytes(Some(1000)).unwrap_err().to_string();
+        let e = d.recv_bytes_max(1000).unwrap_err().to_string();
         assert!(e.contains("bad message length"), "{e}");
         d.close();
     });
@@ -563,7 +560,7 @@ fn large_messages_between_our_own_ends() {
 /// Receives one message after a pause, and returns its length and a checksum.
 fn late_receiver(conn: Connection) -> (usize, u64) {
     std::thread::sleep(Duration::from_millis(300));
-    let m = conn.recv_bytes(None).unwrap();
+    let m = conn.recv_bytes().unwrap();
     (m.len(), checksum(&m))
 }
 
@@ -581,7 +578,7 @@ fn large_message_to_a_late_receiver() {
     multiprocess::init_test();
     let _g = common::start();
     for duplex in [true, false] {
-        let (r, w) = pipe(duplex).unwrap();
+        let (r, w) = if duplex { pipe() } else { pipe_one_way() }.unwrap();
         let m = pattern(6 << 20, 9);
         let mut p = multiprocess::Process::new(late_receiver, (r,));
         p.start().unwrap();
@@ -613,7 +610,7 @@ fn large_messages_survive_a_killed_peer() {
     let expected = pattern(16 << 20, 4);
     for (round, delay) in [(0, 30), (1, 75), (2, 150)] {
         // The child sends; we receive.
-        let (a, b) = pipe(true).unwrap();
+        let (a, b) = pipe().unwrap();
         let mut p = multiprocess::Process::new(large_sender, (b,));
         p.start().unwrap();
         let start = Instant::now();
@@ -630,10 +627,10 @@ fn large_messages_survive_a_killed_peer() {
             }
         };
         assert!(killed, "round {round}: {error}");
-        p.join(None).unwrap();
+        p.join().unwrap();
 
         // The child receives; we send.
-        let (a, b) = pipe(true).unwrap();
+        let (a, b) = pipe().unwrap();
         let mut p = multiprocess::Process::new(large_receiver, (b,));
         p.start().unwrap();
         let start = Instant::now();
@@ -648,7 +645,7 @@ fn large_messages_survive_a_killed_peer() {
             }
         }
         assert!(killed, "round {round}");
-        p.join(None).unwrap();
+        p.join().unwrap();
     }
 }
 
@@ -659,15 +656,15 @@ fn large_messages_survive_a_killed_peer() {
 fn large_typed_message_carrying_a_connection() {
     multiprocess::init_test();
     let _g = common::start();
-    let (a, b) = pipe(true).unwrap();
-    let (c, d) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
+    let (c, d) = pipe().unwrap();
     let big = multiprocess::Bytes(pattern(3 << 20, 5));
     std::thread::scope(|s| {
         s.spawn(|| a.send(&(big.clone(), c)).unwrap());
         let (got, c) = b.recv::<(multiprocess::Bytes, Connection)>().unwrap();
         assert!(got.0 == big.0);
         c.send_bytes(b"through the passed end").unwrap();
-        assert_eq!(d.recv_bytes(None).unwrap(), b"through the passed end");
+        assert_eq!(d.recv_bytes().unwrap(), b"through the passed end");
     });
 }
 
@@ -691,7 +688,7 @@ fn shared_sender(conn: std::sync::Arc<Connection>, seed: u8, count: usize) -> bo
 fn two_processes_share_a_sending_end() {
     multiprocess::init_test();
     let _g = common::start();
-    let (r, w) = pipe(true).unwrap();
+    let (r, w) = pipe().unwrap();
     let w = std::sync::Arc::new(w);
     let mut a = multiprocess::Process::new(shared_sender, (w.clone(), 10u8, 6usize));
     let mut b = multiprocess::Process::new(shared_sender, (w, 100u8, 6usize));
@@ -699,7 +696,7 @@ fn two_processes_share_a_sending_end() {
     b.start().unwrap();
     let mut seen = Vec::new();
     for _ in 0..12 {
-        let m = r.recv_bytes(None).unwrap();
+        let m = r.recv_bytes().unwrap();
         let first = m[0];
         assert!(
             m.iter().all(|&x| x == first),
@@ -727,7 +724,7 @@ fn typed_recv_of_foreign_bytes_is_an_error_not_a_hang() {
     multiprocess::init_test();
     let _g = common::start();
     for duplex in [true, false] {
-        let (a, b) = pipe(duplex).unwrap();
+        let (a, b) = if duplex { pipe() } else { pipe_one_way() }.unwrap();
         let (reader, writer) = if duplex { (b, a) } else { (a, b) };
         let pickle = b"\x80\x04\x95\t\x00\x00\x00\x00\x00\x00\x00\x8c\x05hello\x94.";
         writer.send_bytes(b"hello").unwrap();
@@ -784,7 +781,7 @@ fn os_handles_for_reactors() {
     use std::os::fd::{AsFd, AsRawFd};
     multiprocess::init_test();
     let _g = common::start();
-    let (a, mut b) = pipe(true).unwrap();
+    let (a, mut b) = pipe().unwrap();
     assert_eq!(a.fileno().unwrap(), i64::from(a.as_raw_fd()));
     assert_eq!(a.as_fd().as_raw_fd(), a.as_raw_fd());
     assert!(!poll_readable(a.as_raw_fd(), 0), "nothing sent yet");
@@ -800,7 +797,7 @@ fn os_handles_for_reactors() {
     let sentinel = p.sentinel().unwrap();
     assert!(!poll_readable(sentinel.as_raw_fd(), 0), "still running");
     assert!(poll_readable(sentinel.as_fd().as_raw_fd(), 10_000), "ended");
-    p.join(secs(10.0)).unwrap();
+    p.join_timeout(Duration::from_secs_f64(10.0)).unwrap();
     assert_eq!(p.exitcode().unwrap(), Some(0));
 }
 
@@ -814,7 +811,7 @@ fn os_handles_for_reactors() {
     use windows_sys::Win32::System::Threading::WaitForSingleObject;
     multiprocess::init_test();
     let _g = common::start();
-    let (a, mut b) = pipe(true).unwrap();
+    let (a, mut b) = pipe().unwrap();
     assert!(!a.as_raw_handle().is_null());
     assert_eq!(a.fileno().unwrap(), a.as_raw_handle() as i64);
     assert_eq!(a.as_handle().as_raw_handle(), a.as_raw_handle());
@@ -828,7 +825,7 @@ fn os_handles_for_reactors() {
     // SAFETY: a valid process handle, borrowed from the sentinel that outlives the wait.
     let waited = unsafe { WaitForSingleObject(sentinel.as_raw_handle(), 10_000) };
     assert_eq!(waited, WAIT_OBJECT_0, "ended");
-    p.join(secs(10.0)).unwrap();
+    p.join_timeout(Duration::from_secs_f64(10.0)).unwrap();
     assert_eq!(p.exitcode().unwrap(), Some(0));
 }
 
@@ -849,12 +846,12 @@ fn any_handle_travels_in_a_message() {
     let _g = common::start();
     let path = common::scratch("sent-handle");
     let file = std::fs::File::create(&path).unwrap();
-    let (ours, theirs) = pipe(true).unwrap();
+    let (ours, theirs) = pipe().unwrap();
     let mut p = multiprocess::Process::new(write_through_received, (theirs,));
     p.start().unwrap();
     let handle = multiprocess::Handle::from(file);
     ours.send(&handle).unwrap();
-    p.join(secs(30.0)).unwrap();
+    p.join_timeout(Duration::from_secs_f64(30.0)).unwrap();
     assert_eq!(p.result::<u32>().unwrap(), 7);
     assert_eq!(
         std::fs::read_to_string(&path).unwrap(),

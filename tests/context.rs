@@ -5,11 +5,11 @@ mod common;
 
 use multiprocess::{
     Error, Process, StartMethod, get_all_start_methods, get_context, get_start_method,
-    set_start_method,
+    get_start_method_allow_none, set_start_method, set_start_method_force,
 };
 
 fn method_seen_by_child() -> Option<StartMethod> {
-    get_start_method(true)
+    get_start_method_allow_none()
 }
 
 #[cfg(unix)]
@@ -35,24 +35,28 @@ fn c01_start_methods() {
             ]
         );
         assert_eq!(
-            get_context("fork").unwrap().start_method(),
+            get_context(multiprocess::StartMethod::Fork)
+                .unwrap()
+                .start_method(),
             StartMethod::Fork
         );
         assert_eq!(
-            get_context("forkserver").unwrap().start_method(),
+            get_context(multiprocess::StartMethod::Forkserver)
+                .unwrap()
+                .start_method(),
             StartMethod::Forkserver
         );
     } else {
         assert_eq!(get_all_start_methods(), vec![StartMethod::Spawn]);
-        match get_context("fork") {
+        match get_context(multiprocess::StartMethod::Fork) {
             Err(Error::InvalidArgument(m)) => assert_eq!(m, "cannot find context for \"fork\""),
             other => panic!("{other:?}"),
         }
-        assert!(set_start_method("fork", true).is_err());
-        assert!(get_context("forkserver").is_err());
+        assert!(set_start_method_force(Some(multiprocess::StartMethod::Fork)).is_err());
+        assert!(get_context(multiprocess::StartMethod::Forkserver).is_err());
         assert!(multiprocess::forkserver::ensure_running().is_err());
     }
-    match get_context("bogus") {
+    match "bogus".parse::<StartMethod>() {
         Err(Error::InvalidArgument(m)) => assert_eq!(m, "cannot find context for \"bogus\""),
         other => panic!("{other:?}"),
     }
@@ -64,9 +68,9 @@ fn c01_start_methods() {
 fn c02_method_fixed_once_and_inherited() {
     multiprocess::init_test();
     let _g = common::start();
-    set_start_method(None, true).unwrap();
-    assert_eq!(get_start_method(true), None);
-    set_start_method("spawn", false).unwrap();
+    set_start_method_force(None).unwrap();
+    assert_eq!(get_start_method_allow_none(), None);
+    set_start_method(multiprocess::StartMethod::Spawn).unwrap();
     let mut p = Process::new(method_seen_by_child, ());
     p.start().unwrap();
     assert_eq!(
@@ -74,22 +78,27 @@ fn c02_method_fixed_once_and_inherited() {
         Some(StartMethod::Spawn)
     );
     // Another method where there is one (fork on Unix), else the same one: refused either way.
-    let other = if cfg!(unix) { "fork" } else { "spawn" };
+    let other = if cfg!(unix) {
+        StartMethod::Fork
+    } else {
+        StartMethod::Spawn
+    };
     assert_eq!(
-        set_start_method(other, false).unwrap_err().to_string(),
+        set_start_method(other).unwrap_err().to_string(),
         "context has already been set"
     );
-    assert!(set_start_method("bogus", true).is_err());
     assert_eq!(
-        get_start_method(false),
-        Some(StartMethod::Spawn),
+        get_start_method(),
+        StartMethod::Spawn,
         "a failed set changes nothing"
     );
     #[cfg(unix)]
     fork_default_is_inherited();
-    set_start_method(None, true).unwrap();
+    set_start_method_force(None).unwrap();
     // A closure needs fork: with spawn it is refused at start, not in the child.
-    let mut c = get_context("spawn").unwrap().process_closure(|| 1u8);
+    let mut c = get_context(multiprocess::StartMethod::Spawn)
+        .unwrap()
+        .process_closure(|| 1u8);
     assert!(matches!(c.start(), Err(Error::InvalidArgument(_))));
 }
 
@@ -97,7 +106,7 @@ fn c02_method_fixed_once_and_inherited() {
 /// too.
 #[cfg(unix)]
 fn fork_default_is_inherited() {
-    set_start_method("fork", true).unwrap();
+    set_start_method_force(Some(multiprocess::StartMethod::Fork)).unwrap();
     let mut f = Process::new(grandchild_method, ());
     f.start().unwrap();
     assert_eq!(
@@ -105,7 +114,9 @@ fn fork_default_is_inherited() {
         Some(StartMethod::Fork)
     );
     // A spawn context inside a fork default: its child, and that child's children, use spawn.
-    let mut s = get_context("spawn").unwrap().process(grandchild_method, ());
+    let mut s = get_context(multiprocess::StartMethod::Spawn)
+        .unwrap()
+        .process(grandchild_method, ());
     s.start().unwrap();
     assert_eq!(
         s.result::<Option<StartMethod>>().unwrap(),

@@ -19,7 +19,8 @@ use multiprocess::executor::{
     AnyFuture, Future, ProcessPoolExecutor, ReturnWhen, as_completed, wait,
 };
 
-const LONG: Option<Duration> = Some(Duration::from_secs(30));
+const TIMEOUT: Duration = Duration::from_secs(30);
+const LONG: Option<Duration> = Some(TIMEOUT);
 
 /// Runs `test` on a thread of its own; fails if it takes longer than `limit`.
 fn within<T: Send + 'static>(limit: Duration, test: impl FnOnce() -> T + Send + 'static) -> T {
@@ -155,18 +156,18 @@ fn results_and_errors() {
         let executor = ProcessPoolExecutor::new(2).unwrap();
         let good = executor.submit(divide, (84, 2)).unwrap();
         let bad = executor.submit(divide, (1, 0)).unwrap();
-        assert_eq!(good.result(LONG).unwrap(), 42);
+        assert_eq!(good.result_timeout(TIMEOUT).unwrap(), 42);
         assert_eq!(
-            good.result(LONG).unwrap(),
+            good.result_timeout(TIMEOUT).unwrap(),
             42,
             "a second result is the same"
         );
-        assert!(good.exception(LONG).unwrap().is_none());
-        match bad.result(LONG) {
+        assert!(good.exception_timeout(TIMEOUT).unwrap().is_none());
+        match bad.result_timeout(TIMEOUT) {
             Err(Error::Panicked { message }) => assert!(message.contains("divide"), "{message}"),
             other => panic!("{other:?}"),
         }
-        match bad.exception(LONG) {
+        match bad.exception_timeout(TIMEOUT) {
             Ok(Some(Error::Panicked { message })) => assert!(message.contains("zero")),
             other => panic!("{other:?}"),
         }
@@ -176,24 +177,24 @@ fn results_and_errors() {
         let slow = executor.submit(sleep_ms, (400,)).unwrap();
         let t = Instant::now();
         assert!(matches!(
-            slow.result(Some(Duration::from_millis(50))),
+            slow.result_timeout(Duration::from_millis(50)),
             Err(Error::Timeout)
         ));
         assert!(matches!(
-            slow.exception(Some(Duration::from_millis(1))),
+            slow.exception_timeout(Duration::from_millis(1)),
             Err(Error::Timeout)
         ));
         assert!(t.elapsed() < Duration::from_millis(390));
-        assert_eq!(slow.result(LONG).unwrap(), 400);
+        assert_eq!(slow.result_timeout(TIMEOUT).unwrap(), 400);
 
         executor.shutdown(true, false);
         executor.shutdown(true, false); // again: harmless
         let e = executor.submit(square, (1,)).unwrap_err();
         assert_eq!(e.to_string(), "cannot schedule new futures after shutdown");
-        let e = executor.map(square, [1u64], None, 1).unwrap_err();
+        let e = executor.map(square, [1u64]).unwrap_err();
         assert_eq!(e.to_string(), "cannot schedule new futures after shutdown");
         // Results stay readable after shutdown.
-        assert_eq!(good.result(None).unwrap(), 42);
+        assert_eq!(good.result().unwrap(), 42);
     });
 }
 
@@ -235,15 +236,15 @@ fn cancel_and_states() {
             assert!(f.cancel(), "a task no worker started cancels");
             assert!(f.cancelled() && f.done() && !f.running());
             assert!(f.cancel(), "cancelling again says true");
-            assert!(matches!(f.result(None), Err(Error::Cancelled)));
-            assert!(matches!(f.exception(None), Err(Error::Cancelled)));
+            assert!(matches!(f.result(), Err(Error::Cancelled)));
+            assert!(matches!(f.exception(), Err(Error::Cancelled)));
             assert_eq!(format!("{f:?}"), "<Future state=cancelled>");
         }
         assert_eq!(called.load(Ordering::SeqCst), 2, "callbacks ran in cancel");
 
         assert!(running.running(), "still running");
         open(&a);
-        assert_eq!(running.result(LONG).unwrap(), a);
+        assert_eq!(running.result_timeout(TIMEOUT).unwrap(), a);
         assert!(!running.running() && running.done());
         assert!(!running.cancel(), "a finished task does not cancel");
         assert!(!running.cancelled());
@@ -252,7 +253,11 @@ fn cancel_and_states() {
             if i == 0 || i == 39 {
                 continue;
             }
-            assert_eq!(f.result(LONG).unwrap(), (i * i) as u64, "task {i}");
+            assert_eq!(
+                f.result_timeout(TIMEOUT).unwrap(),
+                (i * i) as u64,
+                "task {i}"
+            );
             assert!(!f.cancelled());
         }
         assert_eq!(called.load(Ordering::SeqCst), 2, "each callback ran once");
@@ -274,7 +279,9 @@ fn done_callbacks() {
         for n in 0..3 {
             let seen = seen.clone();
             future.add_done_callback(move |f| {
-                let value = f.result(Some(Duration::ZERO)).expect("done in a callback");
+                let value = f
+                    .result_timeout(Duration::ZERO)
+                    .expect("done in a callback");
                 seen.lock()
                     .unwrap()
                     .push((n, value, std::thread::current().id()));
@@ -306,7 +313,11 @@ fn done_callbacks() {
         future.add_done_callback(move |_| *h.lock().unwrap() = Some(std::thread::current().id()));
         assert_eq!(*here.lock().unwrap(), Some(me));
         assert_eq!(
-            executor.submit(square, (3,)).unwrap().result(LONG).unwrap(),
+            executor
+                .submit(square, (3,))
+                .unwrap()
+                .result_timeout(TIMEOUT)
+                .unwrap(),
             9
         );
         executor.shutdown(true, false);
@@ -325,24 +336,24 @@ fn map_order_errors_and_timeout() {
         let executor = ProcessPoolExecutor::new(3).unwrap();
         let durations = [300u64, 200, 100, 0, 50];
         let got: Vec<u64> = executor
-            .map(sleep_ms, durations, None, 1)
+            .map(sleep_ms, durations)
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(got, durations);
         let squares: Vec<u64> = executor
-            .map(square, 0..100u64, LONG, 7)
+            .map_with(square, 0..100u64, LONG, 7)
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(squares, (0..100).map(|x| x * x).collect::<Vec<_>>());
         assert!(matches!(
-            executor.map(square, [1u64], None, 0),
+            executor.map_with(square, [1u64], None, 0),
             Err(Error::InvalidArgument(_))
         ));
 
         let divided: Vec<_> = executor
-            .map(sleep_then_divide, [4u64, 2, 0, 1], None, 1)
+            .map(sleep_then_divide, [4u64, 2, 0, 1])
             .unwrap()
             .collect();
         assert_eq!(divided.len(), 3, "{divided:?}");
@@ -356,7 +367,7 @@ fn map_order_errors_and_timeout() {
         let slow = new_gate("map-slow");
         let call = Instant::now();
         let mut results = executor
-            .map(
+            .map_with(
                 gate,
                 [fast.clone(), slow.clone()],
                 Some(Duration::from_millis(500)),
@@ -409,25 +420,19 @@ fn as_completed_order_and_timeout() {
         let all: Vec<&Future<String>> = futures.iter().chain([&done_before]).collect();
         let mut order = as_completed(all.iter().copied().chain([&futures[0]]), LONG);
         let first: Vec<String> = (0..2)
-            .map(|_| order.next().unwrap().unwrap().result(None).unwrap())
+            .map(|_| order.next().unwrap().unwrap().result().unwrap())
             .collect();
         assert_eq!(first, [gates[1].clone(), gates[1].clone()]);
         open(&gates[2]);
-        assert_eq!(
-            order.next().unwrap().unwrap().result(None).unwrap(),
-            gates[2]
-        );
+        assert_eq!(order.next().unwrap().unwrap().result().unwrap(), gates[2]);
         open(&gates[0]);
-        assert_eq!(
-            order.next().unwrap().unwrap().result(None).unwrap(),
-            gates[0]
-        );
+        assert_eq!(order.next().unwrap().unwrap().result().unwrap(), gates[0]);
         assert!(order.next().is_none(), "each future once");
 
         let held = new_gate("asc-held");
         let waiting = executor.submit(gate, (held.clone(),)).unwrap();
         let done = executor.submit(square, (5,)).unwrap();
-        done.result(LONG).unwrap();
+        done.result_timeout(TIMEOUT).unwrap();
         let t = Instant::now();
         let got: Vec<_> = as_completed(
             [&waiting as &dyn AnyFuture, &done],
@@ -444,7 +449,7 @@ fn as_completed_order_and_timeout() {
         assert!(matches!(got[0], Ok(true)));
         assert!(matches!(got[1], Err(Error::Timeout)));
         open(&held);
-        waiting.result(LONG).unwrap();
+        waiting.result_timeout(TIMEOUT).unwrap();
     });
 }
 
@@ -473,7 +478,7 @@ fn wait_return_when() {
         open(&a);
         let (done, not_done) = wait(&both, LONG, ReturnWhen::FirstCompleted);
         assert_eq!(done.len(), 1);
-        assert_eq!(done[0].result(None).unwrap(), a);
+        assert_eq!(done[0].result().unwrap(), a);
         assert_eq!(not_done.len(), 1);
         assert!(!not_done[0].done());
 
@@ -485,7 +490,7 @@ fn wait_return_when() {
             ReturnWhen::FirstException,
         );
         assert_eq!((done.len(), not_done.len()), (1, 1));
-        assert!(done[0].exception(None).unwrap().is_some());
+        assert!(done[0].exception().unwrap().is_some());
         assert!(!not_done[0].done());
         // No error: it waits for all (here, until the timeout).
         let (done, not_done) = wait(
@@ -559,7 +564,7 @@ fn shutdown_cancel_futures() {
         assert!(executor.submit(square, (1,)).is_err());
         open(&a);
         drop(executor);
-        assert_eq!(running.result(Some(Duration::ZERO)).unwrap(), a);
+        assert_eq!(running.result_timeout(Duration::ZERO).unwrap(), a);
 
         // Without cancel_futures, shutdown(wait) runs everything.
         let executor = ProcessPoolExecutor::new(2).unwrap();
@@ -569,14 +574,14 @@ fn shutdown_cancel_futures() {
         executor.shutdown(true, false);
         assert!(executor.worker_pids().is_empty());
         for (i, f) in all.iter().enumerate() {
-            assert_eq!(f.result(Some(Duration::ZERO)).unwrap(), i as u64);
+            assert_eq!(f.result_timeout(Duration::ZERO).unwrap(), i as u64);
         }
 
         // Dropping waits for the work, as Python's `with` block.
         let executor = ProcessPoolExecutor::new(1).unwrap();
         let slow = executor.submit(sleep_ms, (200,)).unwrap();
         drop(executor);
-        assert_eq!(slow.result(Some(Duration::ZERO)).unwrap(), 200);
+        assert_eq!(slow.result_timeout(Duration::ZERO).unwrap(), 200);
     });
 }
 
@@ -595,21 +600,21 @@ fn a_lost_worker_fails_only_its_task() {
             .map(|i| executor.submit(sleep_ms, (i % 3,)).unwrap())
             .collect();
         common::kill_pid(pid);
-        match victim.result(LONG) {
+        match victim.result_timeout(TIMEOUT) {
             Err(Error::WorkerLost { .. }) => {}
             other => panic!("{other:?}"),
         }
-        assert!(victim.exception(None).unwrap().is_some());
+        assert!(victim.exception().unwrap().is_some());
         for (i, f) in others.iter().enumerate() {
-            assert_eq!(f.result(LONG).unwrap(), (i % 3) as u64);
+            assert_eq!(f.result_timeout(TIMEOUT).unwrap(), (i % 3) as u64);
         }
         let exits = executor.submit(die, (7,)).unwrap();
-        match exits.result(LONG) {
+        match exits.result_timeout(TIMEOUT) {
             Err(Error::WorkerLost { exitcode }) => assert_eq!(exitcode, 7),
             other => panic!("{other:?}"),
         }
         let squares: Vec<u64> = executor
-            .map(square, 0..10u64, LONG, 1)
+            .map_with(square, 0..10u64, LONG, 1)
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
@@ -631,7 +636,7 @@ fn initializer() {
             .build()
             .unwrap();
         let seeds: Vec<u32> = executor
-            .map(read_seed, 0..20u32, LONG, 1)
+            .map_with(read_seed, 0..20u32, LONG, 1)
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
@@ -643,7 +648,9 @@ fn initializer() {
             .initializer(bad_init, ())
             .build()
             .unwrap();
-        let e = executor.submit(square, (2,)).and_then(|f| f.result(LONG));
+        let e = executor
+            .submit(square, (2,))
+            .and_then(|f| f.result_timeout(TIMEOUT));
         let e = e.unwrap_err();
         assert!(e.to_string().contains("initializer failed"), "{e}");
     });
@@ -662,7 +669,13 @@ fn max_tasks_per_child() {
             .unwrap();
         let mut pids = Vec::new();
         for i in 0..12 {
-            pids.push(executor.submit(my_pid, (i,)).unwrap().result(LONG).unwrap());
+            pids.push(
+                executor
+                    .submit(my_pid, (i,))
+                    .unwrap()
+                    .result_timeout(TIMEOUT)
+                    .unwrap(),
+            );
         }
         let distinct: HashSet<u32> = pids.iter().copied().collect();
         assert!(

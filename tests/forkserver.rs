@@ -9,7 +9,7 @@ use std::time::Duration;
 use multiprocess::{Connection, Error, current_process, get_context, parent_process, pipe};
 
 fn ctx() -> multiprocess::Context {
-    get_context("forkserver").unwrap()
+    get_context(multiprocess::StartMethod::Forkserver).unwrap()
 }
 
 /// Tests start the server before the guard counts descriptors (it lives as long as the test
@@ -27,7 +27,7 @@ fn whoami() -> (String, Option<u32>, u32, Option<String>) {
         current_process().name(),
         parent_process().map(|p| p.pid()),
         std::process::id(),
-        multiprocess::get_start_method(true).map(|m| m.name().to_owned()),
+        multiprocess::get_start_method_allow_none().map(|m| m.name().to_owned()),
     )
 }
 
@@ -45,7 +45,7 @@ fn sleeper(ms: u64) {
 
 fn echo(conn: Connection) -> usize {
     let mut n = 0;
-    while let Ok(m) = conn.recv_bytes(None) {
+    while let Ok(m) = conn.recv_bytes() {
         if m.is_empty() {
             break;
         }
@@ -81,7 +81,7 @@ fn served_children_are_spawned_children_without_exec() {
         .result::<(String, Option<u32>, u32, Option<String>)>()
         .unwrap();
     assert!(name.starts_with("ForkServerProcess-"), "{name}");
-    assert_eq!(name, p.get_name());
+    assert_eq!(name, p.name());
     assert_eq!(parent, Some(std::process::id()));
     assert_eq!(Some(pid), p.pid());
     assert_ne!(pid, server);
@@ -89,7 +89,7 @@ fn served_children_are_spawned_children_without_exec() {
 
     let mut p = ctx().process(exits, (3,));
     p.start().unwrap();
-    p.join(None).unwrap();
+    p.join().unwrap();
     assert_eq!(p.exitcode().unwrap(), Some(3));
 
     let mut p = ctx().process(panics, ());
@@ -103,7 +103,7 @@ fn served_children_are_spawned_children_without_exec() {
     for (signal, code) in [("kill", -9), ("terminate", -15)] {
         let mut p = ctx().process(sleeper, (30_000u64,));
         p.start().unwrap();
-        p.join(Some(Duration::from_millis(50))).unwrap();
+        p.join_timeout(Duration::from_millis(50)).unwrap();
         assert!(p.is_alive().unwrap());
         assert_eq!(p.exitcode().unwrap(), None);
         if signal == "kill" {
@@ -111,19 +111,19 @@ fn served_children_are_spawned_children_without_exec() {
         } else {
             p.terminate().unwrap();
         }
-        p.join(None).unwrap();
+        p.join().unwrap();
         assert_eq!(p.exitcode().unwrap(), Some(code), "{signal}");
         assert!(!p.is_alive().unwrap());
         // Signalling an ended process does nothing.
         p.kill().unwrap();
     }
 
-    let (a, b) = pipe(true).unwrap();
+    let (a, b) = pipe().unwrap();
     let mut p = ctx().process(echo, (b,));
     p.start().unwrap();
     for m in [&b"one"[..], b"two"] {
         a.send_bytes(m).unwrap();
-        assert_eq!(a.recv_bytes(None).unwrap(), m);
+        assert_eq!(a.recv_bytes().unwrap(), m);
     }
     a.send_bytes(b"").unwrap();
     assert_eq!(p.result::<usize>().unwrap(), 2);
@@ -185,7 +185,7 @@ fn pool_with_forkserver_workers() {
         .context(ctx())
         .build()
         .unwrap();
-    let squares: Vec<u64> = pool.map(square, 0..100u64, None).unwrap();
+    let squares: Vec<u64> = pool.map(square, 0..100u64).unwrap();
     assert_eq!(squares, (0..100u64).map(|x| x * x).collect::<Vec<_>>());
     pool.close();
     pool.join().unwrap();
@@ -208,7 +208,7 @@ fn scenario_server_killed() {
     running.start().unwrap();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(first as i32, libc::SIGKILL) };
-    running.join(Some(Duration::from_secs(10))).unwrap();
+    running.join_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(running.exitcode().unwrap(), Some(255));
     let mut p = ctx().process(square, (4u64,));
     p.start().unwrap();
@@ -274,7 +274,9 @@ fn served_children_hold_only_their_own_channel() {
     multiprocess::init_test();
     let _g = start();
     for method in ["spawn", "forkserver"] {
-        let mut p = get_context(method).unwrap().process(open_sockets, ());
+        let mut p = get_context(method.parse().unwrap())
+            .unwrap()
+            .process(open_sockets, ());
         p.start().unwrap();
         assert_eq!(p.result::<usize>().unwrap(), 1, "{method}");
     }
@@ -294,11 +296,11 @@ fn open_fds() -> usize {
 fn served_children_hold_no_siblings_descriptors() {
     multiprocess::init_test();
     let _g = start();
-    let spawned = get_context("spawn").unwrap();
+    let spawned = get_context(multiprocess::StartMethod::Spawn).unwrap();
     let mut alone = spawned.process(open_fds, ());
     alone.start().unwrap();
     let want = alone.result::<usize>().unwrap();
-    alone.join(None).unwrap();
+    alone.join().unwrap();
     let mut sleepers: Vec<_> = (0..5)
         .map(|_| {
             let mut p = ctx().process(sleeper, (3_000,));
@@ -309,10 +311,10 @@ fn served_children_hold_no_siblings_descriptors() {
     let mut served = ctx().process(open_fds, ());
     served.start().unwrap();
     let got = served.result::<usize>().unwrap();
-    served.join(None).unwrap();
+    served.join().unwrap();
     for p in &mut sleepers {
         p.kill().unwrap();
-        p.join(None).unwrap();
+        p.join().unwrap();
     }
     assert_eq!(
         got, want,

@@ -144,7 +144,7 @@ fn k07_cpython_client_to_our_listener() {
         let accepted = listener.accept();
         if ok {
             let conn = accepted.unwrap();
-            assert_eq!(conn.recv_bytes(None).unwrap(), b"from python");
+            assert_eq!(conn.recv_bytes().unwrap(), b"from python");
             conn.send_bytes(b"from rust").unwrap();
         } else {
             match accepted {
@@ -199,7 +199,7 @@ fn k07_our_client_to_cpython_listener() {
         if ok {
             let conn = result.unwrap();
             conn.send_bytes(b"shout").unwrap();
-            assert_eq!(conn.recv_bytes(None).unwrap(), b"SHOUT");
+            assert_eq!(conn.recv_bytes().unwrap(), b"SHOUT");
         } else {
             match result {
                 Err(Error::Authentication(m)) => assert_eq!(m, "digest sent was rejected"),
@@ -422,7 +422,7 @@ fn cpython_clients_do_not_wait_for_a_delayed_ack() {
     let t = std::time::Instant::now();
     for _ in 0..50 {
         let c = listener.accept().unwrap();
-        assert_eq!(c.recv_bytes(None).unwrap(), b"x");
+        assert_eq!(c.recv_bytes().unwrap(), b"x");
         c.send_bytes(b"y").unwrap();
     }
     let took = t.elapsed();

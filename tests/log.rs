@@ -26,14 +26,14 @@ fn scenario_log_to_stderr() {
         return;
     }
     log_to_stderr(Some(Level::Debug));
-    let mut p = Process::new(quick, ()).name("Worker-A");
+    let mut p = Process::new(quick, ()).with_name("Worker-A");
     p.start().unwrap();
-    p.join(Some(Duration::from_secs(30))).unwrap();
+    p.join_timeout(Duration::from_secs(30)).unwrap();
     println!("exitcode={:?}", p.exitcode().unwrap());
     get_logger().set_level(Some(Level::Warning));
-    let mut q = Process::new(quick, ()).name("Worker-B");
+    let mut q = Process::new(quick, ()).with_name("Worker-B");
     q.start().unwrap();
-    q.join(Some(Duration::from_secs(30))).unwrap();
+    q.join_timeout(Duration::from_secs(30)).unwrap();
 }
 
 /// `log_to_stderr(DEBUG)` prints Python's `[LEVEL/ProcessName] message` lines: the parent's
@@ -112,16 +112,16 @@ fn tracing_events_with_fields() {
     // scenarios run in processes of their own.)
     tracing::subscriber::set_global_default(seen).unwrap();
     {
-        let mut p = Process::new(quick, ()).name("traced");
+        let mut p = Process::new(quick, ()).with_name("traced");
         p.start().unwrap();
-        p.join(Some(Duration::from_secs(30))).unwrap();
+        p.join_timeout(Duration::from_secs(30)).unwrap();
         let pool = Pool::builder()
             .processes(1)
             .task_timeout(Duration::from_millis(200))
             .build()
             .unwrap();
         let r = pool.apply_async(sleeper, (5_000,)).unwrap();
-        assert!(r.get(Some(Duration::from_secs(30))).is_err());
+        assert!(r.get_timeout(Duration::from_secs(30)).is_err());
         drop(pool);
     }
     let events = events.lock().unwrap().clone();

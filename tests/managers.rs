@@ -121,7 +121,7 @@ fn s06_killed_manager_fails_the_next_call() {
     d.set(&1, &1).unwrap();
     let process = manager.process().unwrap();
     process.kill().unwrap();
-    process.join(None).unwrap();
+    process.join().unwrap();
     let t = Instant::now();
     assert!(d.get(&1).is_err());
     assert!(t.elapsed() < Duration::from_secs(1));
@@ -174,12 +174,12 @@ fn s07_remote_manager() {
 /// Adds 1 to `total` 200 times, each under `lock`; then waits for `go` and reports it.
 fn locked_increments(lock: LockProxy, total: ValueProxy<u32>, go: EventProxy) -> bool {
     for _ in 0..200 {
-        assert!(lock.acquire(true, None).unwrap());
+        lock.acquire().unwrap();
         let v = total.get().unwrap();
         total.set(&(v + 1)).unwrap();
         lock.release().unwrap();
     }
-    go.wait(Some(Duration::from_secs(10))).unwrap()
+    go.wait_timeout(Duration::from_secs(10)).unwrap()
 }
 
 /// S06: a Lock proxy keeps read-modify-write increments of two processes whole; an Event
@@ -192,7 +192,7 @@ fn s06_lock_and_event_proxies() {
     let lock = manager.lock().unwrap();
     let total = manager.value(&0u32).unwrap();
     let go = manager.event().unwrap();
-    assert!(!go.wait(Some(Duration::from_millis(50))).unwrap());
+    assert!(!go.wait_timeout(Duration::from_millis(50)).unwrap());
     let mut children: Vec<Process> = (0..2)
         .map(|_| Process::new(locked_increments, (lock.clone(), total.clone(), go.clone())))
         .collect();
@@ -205,8 +205,8 @@ fn s06_lock_and_event_proxies() {
         assert!(c.result::<bool>().unwrap());
     }
     assert_eq!(total.get().unwrap(), 400);
-    assert!(lock.acquire(false, None).unwrap());
-    assert!(!lock.acquire(false, None).unwrap());
+    assert!(lock.try_acquire().unwrap());
+    assert!(!lock.try_acquire().unwrap());
     assert!(lock.locked().unwrap());
     lock.release().unwrap();
     match lock.release() {
@@ -222,7 +222,7 @@ fn s06_lock_and_event_proxies() {
 
 /// Takes `lock` and keeps it until killed.
 fn hold_forever(lock: LockProxy) {
-    assert!(lock.acquire(true, None).unwrap());
+    lock.acquire().unwrap();
     std::thread::sleep(Duration::from_secs(60));
 }
 
@@ -242,8 +242,8 @@ fn killed_holder_releases_a_manager_lock() {
         std::thread::sleep(Duration::from_millis(10));
     }
     p.kill().unwrap();
-    p.join(None).unwrap();
-    assert!(lock.acquire(true, Some(Duration::from_secs(5))).unwrap());
+    p.join().unwrap();
+    assert!(lock.acquire_timeout(Duration::from_secs(5)).unwrap());
 }
 
 /// Waits for an item of `q` for ever.
@@ -263,7 +263,7 @@ fn killed_waiter_takes_nothing() {
     p.start().unwrap();
     std::thread::sleep(Duration::from_millis(300)); // let its `get` reach the manager
     p.kill().unwrap();
-    p.join(None).unwrap();
+    p.join().unwrap();
     q.put(&7).unwrap();
     assert_eq!(q.get_timeout(Some(Duration::from_secs(2))).unwrap(), 7);
 }
@@ -283,8 +283,8 @@ fn s06_rlock_semaphore_namespace() {
     let _g = common::start();
     let manager = Manager::start().unwrap();
     let r = manager.rlock().unwrap();
-    assert!(r.acquire(true, None).unwrap());
-    assert!(r.acquire(false, None).unwrap());
+    r.acquire().unwrap();
+    assert!(r.try_acquire().unwrap());
     let ns = manager.namespace().unwrap();
     let mut p = Process::new(namespace_child, (ns.clone(), r.clone()));
     p.start().unwrap();
@@ -303,15 +303,15 @@ fn s06_rlock_semaphore_namespace() {
     assert!(r.release().is_err());
 
     let s = manager.semaphore(2).unwrap();
-    assert!(s.acquire(false, None).unwrap());
-    assert!(s.acquire(false, None).unwrap());
-    assert!(!s.acquire(true, Some(Duration::from_millis(50))).unwrap());
+    assert!(s.try_acquire().unwrap());
+    assert!(s.try_acquire().unwrap());
+    assert!(!s.acquire_timeout(Duration::from_millis(50)).unwrap());
     s.release().unwrap();
     s.release().unwrap();
     s.release().unwrap(); // unbounded: fine
     assert_eq!(s.get_value().unwrap(), 3);
     let b = manager.bounded_semaphore(1).unwrap();
-    assert!(b.acquire(true, None).unwrap());
+    b.acquire().unwrap();
     b.release().unwrap();
     match b.release() {
         Err(Error::Remote { kind, message }) => assert_eq!(
@@ -340,14 +340,14 @@ fn s06_queue_join() {
     let _g = common::start();
     let manager = Manager::start().unwrap();
     let q = manager.queue::<u32>().unwrap();
-    assert!(q.join(Some(Duration::ZERO)).unwrap());
+    assert!(q.join_timeout(Duration::ZERO).unwrap());
     for i in 1..=5 {
         q.put(&i).unwrap();
     }
-    assert!(!q.join(Some(Duration::from_millis(50))).unwrap());
+    assert!(!q.join_timeout(Duration::from_millis(50)).unwrap());
     let mut p = Process::new(process_items, (q.clone(), 5));
     p.start().unwrap();
-    assert!(q.join(Some(Duration::from_secs(10))).unwrap());
+    assert!(q.join_timeout(Duration::from_secs(10)).unwrap());
     assert_eq!(p.result::<u32>().unwrap(), 15);
     match q.task_done() {
         Err(Error::Remote { kind, message }) => assert_eq!(
@@ -361,7 +361,7 @@ fn s06_queue_join() {
 /// Waits at `b` five times; returns its arrival index each time.
 fn five_passes(b: BarrierProxy) -> Vec<u32> {
     (0..5)
-        .map(|_| b.wait(Some(Duration::from_secs(10))).unwrap())
+        .map(|_| b.wait_timeout(Duration::from_secs(10)).unwrap())
         .collect()
 }
 
@@ -387,25 +387,25 @@ fn s06_barrier_proxy() {
         assert_eq!(got, vec![0, 1, 2], "pass {pass}");
     }
     assert!(matches!(
-        b.wait(Some(Duration::from_millis(100))),
+        b.wait_timeout(Duration::from_millis(100)),
         Err(Error::BrokenBarrier)
     ));
     assert!(b.broken().unwrap());
-    assert!(matches!(b.wait(None), Err(Error::BrokenBarrier)));
+    assert!(matches!(b.wait(), Err(Error::BrokenBarrier)));
     b.reset().unwrap();
     assert!(!b.broken().unwrap());
     assert_eq!(b.n_waiting().unwrap(), 0);
     b.abort().unwrap();
-    assert!(matches!(b.wait(None), Err(Error::BrokenBarrier)));
+    assert!(matches!(b.wait(), Err(Error::BrokenBarrier)));
     assert!(manager.barrier(0).is_err());
 }
 
 /// Waits on `cond` until `ready` holds true, then reports how many waits it took.
 fn wait_until_ready(cond: ConditionProxy, ready: ValueProxy<bool>) -> u32 {
-    assert!(cond.acquire(true, None).unwrap());
+    cond.acquire().unwrap();
     let mut waits = 0;
     while !ready.get().unwrap() {
-        cond.wait(Some(Duration::from_secs(10))).unwrap();
+        cond.wait_timeout(Duration::from_secs(10)).unwrap();
         waits += 1;
     }
     cond.release().unwrap();
@@ -425,15 +425,15 @@ fn s06_condition_proxy() {
         Err(Error::Remote { kind, .. }) => assert_eq!(kind, "RuntimeError"),
         other => panic!("{other:?}"),
     }
-    assert!(matches!(cond.wait(None), Err(Error::Remote { .. })));
-    assert!(cond.acquire(true, None).unwrap());
-    assert!(!cond.wait(Some(Duration::from_millis(50))).unwrap());
+    assert!(matches!(cond.wait(), Err(Error::Remote { .. })));
+    cond.acquire().unwrap();
+    assert!(!cond.wait_timeout(Duration::from_millis(50)).unwrap());
     cond.release().unwrap();
 
     let mut p = Process::new(wait_until_ready, (cond.clone(), ready.clone()));
     p.start().unwrap();
     std::thread::sleep(Duration::from_millis(200));
-    assert!(cond.acquire(true, None).unwrap());
+    cond.acquire().unwrap();
     ready.set(&true).unwrap();
     cond.notify_all().unwrap();
     cond.release().unwrap();
@@ -474,7 +474,7 @@ fn forked_child_uses_its_own_connections() {
     let d = manager.dict::<u32, u32>().unwrap();
     d.set(&0, &0).unwrap();
     let child_d = d.clone();
-    let mut p = multiprocess::get_context("fork")
+    let mut p = multiprocess::get_context(multiprocess::StartMethod::Fork)
         .unwrap()
         .process_closure(move || {
             for i in 0..2_000u32 {
@@ -624,7 +624,7 @@ fn objects_go_when_no_process_refers_to_them() {
         let d = manager.dict::<u32, u32>().unwrap();
         d.set(&5, &50).unwrap();
         let theirs = d.clone();
-        let mut p = multiprocess::get_context("fork")
+        let mut p = multiprocess::get_context(multiprocess::StartMethod::Fork)
             .unwrap()
             .process_closure(move || {
                 std::thread::sleep(Duration::from_millis(100));
@@ -657,7 +657,7 @@ fn nap_then(ms: u64) -> u64 {
 
 /// Work from a child through its copy of the proxy.
 fn child_uses_pool(pool: multiprocess::managers::PoolProxy) -> Vec<u64> {
-    pool.map(cube, 0..10u64, None).unwrap()
+    pool.map(cube, 0..10u64).unwrap()
 }
 
 /// Python's `manager.Pool()`: workers run by the manager, used from here and from a child;
@@ -671,36 +671,36 @@ fn pool_run_by_a_manager() {
     assert_eq!(pool.processes(), 2);
     assert_eq!(pool.apply(cube, (3u64,)).unwrap(), 27);
     let want: Vec<u64> = (0..1000u64).map(cube).collect();
-    assert_eq!(pool.map(cube, 0..1000u64, None).unwrap(), want);
-    assert_eq!(pool.map(cube, 0..1000u64, Some(7)).unwrap(), want);
+    assert_eq!(pool.map(cube, 0..1000u64).unwrap(), want);
+    assert_eq!(pool.map_chunked(cube, 0..1000u64, 7).unwrap(), want);
     assert_eq!(
-        pool.starmap(add, vec![(1u64, 2u64), (3, 4)], None).unwrap(),
+        pool.starmap(add, vec![(1u64, 2u64), (3, 4)]).unwrap(),
         vec![3, 7]
     );
-    assert!(pool.map(cube, Vec::<u64>::new(), None).unwrap().is_empty());
-    match pool.map(fails_on_three, 0..5u64, Some(1)) {
+    assert!(pool.map(cube, Vec::<u64>::new()).unwrap().is_empty());
+    match pool.map_chunked(fails_on_three, 0..5u64, 1) {
         Err(Error::Panicked { message }) => assert!(message.contains("three is not allowed")),
         other => panic!("{other:?}"),
     }
     let slow = pool.apply_async(nap_then, (300u64,)).unwrap();
     assert!(matches!(
-        slow.get(Some(Duration::from_millis(10))),
+        slow.get_timeout(Duration::from_millis(10)),
         Err(Error::Timeout)
     ));
     assert!(!slow.ready().unwrap());
-    let squares = pool.map_async(cube, 0..100u64, None).unwrap();
-    assert_eq!(squares.get(None).unwrap(), want[..100].to_vec());
-    assert!(slow.wait(None).unwrap());
-    assert_eq!(slow.get(None).unwrap(), 300);
-    let sums = pool.starmap_async(add, vec![(5u64, 6u64)], None).unwrap();
-    assert_eq!(sums.get(None).unwrap(), vec![11]);
+    let squares = pool.map_async(cube, 0..100u64).unwrap();
+    assert_eq!(squares.get().unwrap(), want[..100].to_vec());
+    slow.wait().unwrap();
+    assert_eq!(slow.get().unwrap(), 300);
+    let sums = pool.starmap_async(add, vec![(5u64, 6u64)]).unwrap();
+    assert_eq!(sums.get().unwrap(), vec![11]);
     let steps: Vec<u64> = pool
-        .imap(cube, 0..50u64, Some(7))
+        .imap_chunked(cube, 0..50u64, 7)
         .unwrap()
         .map(|r| r.unwrap())
         .collect();
     assert_eq!(steps, want[..50].to_vec());
-    let mut failing = pool.imap(fails_on_three, 0..6u64, None).unwrap();
+    let mut failing = pool.imap(fails_on_three, 0..6u64).unwrap();
     for x in 0..3u64 {
         assert_eq!(failing.next().unwrap().unwrap(), x);
     }
@@ -769,7 +769,7 @@ fn manager_server_program(tell: multiprocess::Connection, key: Vec<u8>) {
 fn put_through(address: multiprocess::connection::Address, key: Vec<u8>) -> bool {
     let m = Manager::connect(&address, &key).unwrap();
     let q: QueueProxy<String> = m.named("inbox").unwrap();
-    q.put(&"from another client".to_string()).unwrap();
+    q.put("from another client").unwrap();
     true
 }
 
@@ -780,7 +780,7 @@ fn a_program_serving_a_manager() {
     multiprocess::init_test();
     let _g = common::start_with_sockets();
     let key = b"serve-forever key".to_vec();
-    let (ours, theirs) = multiprocess::pipe(true).unwrap();
+    let (ours, theirs) = multiprocess::pipe().unwrap();
     let mut server = Process::new(manager_server_program, (theirs, key.clone()));
     server.start().unwrap();
     let address: multiprocess::connection::Address = ours.recv().unwrap();
@@ -793,7 +793,7 @@ fn a_program_serving_a_manager() {
     assert!(Manager::connect(&address, b"wrong").is_err());
     drop((q, m));
     server.terminate().unwrap();
-    server.join(None).unwrap();
+    server.join().unwrap();
 }
 
 /// Issue 14, item 2: 1,000 connections that say nothing hold up neither a new client with the
@@ -998,7 +998,7 @@ fn the_manager_takes_any_request_bytes() {
                 }
                 // An answer, or the connection closed: either is fine; waiting forever is not.
                 if conn.poll(Some(Duration::from_secs(10))).unwrap_or(true) {
-                    if conn.recv_bytes(None).is_err() {
+                    if conn.recv_bytes().is_err() {
                         break;
                     }
                 } else {
@@ -1050,14 +1050,14 @@ fn fork_while_other_threads_call_the_manager() {
             })
         })
         .collect();
-    let fork = multiprocess::get_context("fork").unwrap();
+    let fork = multiprocess::get_context(multiprocess::StartMethod::Fork).unwrap();
     for i in 0..40 {
         let mut p = fork.process(bump, (counts.clone(),));
         p.start().unwrap();
-        p.join(Some(Duration::from_secs(20))).unwrap();
+        p.join_timeout(Duration::from_secs(20)).unwrap();
         if p.exitcode().unwrap().is_none() {
             p.kill().unwrap();
-            p.join(None).unwrap();
+            p.join().unwrap();
             panic!("forked child {i} hung on a lock of the manager's client");
         }
         assert_eq!(p.exitcode().unwrap(), Some(0), "child {i}");
@@ -1252,7 +1252,7 @@ fn list_slices_follow_python() {
 
 /// Appends `n` items (from -1 down) to `l`, one call each, after `go` is set.
 fn append_while_sorting(l: ListProxy<i64>, go: EventProxy, n: i64) -> bool {
-    assert!(go.wait(Some(Duration::from_secs(20))).unwrap());
+    assert!(go.wait_timeout(Duration::from_secs(20)).unwrap());
     for i in 1..=n {
         l.append(&-i).unwrap();
     }
@@ -1330,7 +1330,7 @@ fn a_held_list_is_let_go() {
         let holding = manager.event().unwrap();
         let mut child = Process::new(sort_forever, (l.clone(), holding.clone()));
         child.start().unwrap();
-        assert!(holding.wait(Some(Duration::from_secs(20))).unwrap());
+        assert!(holding.wait_timeout(Duration::from_secs(20)).unwrap());
         let (tx, rx) = std::sync::mpsc::channel();
         let waiting = l.clone();
         let appender = std::thread::spawn(move || {
@@ -1342,7 +1342,7 @@ fn a_held_list_is_let_go() {
             "an append went through a held list"
         );
         child.kill().unwrap();
-        child.join(None).unwrap();
+        child.join().unwrap();
         rx.recv_timeout(Duration::from_secs(10))
             .expect("the list stayed held after its holder died");
         appender.join().unwrap();
@@ -1594,7 +1594,7 @@ fn pool_proxy_imap_unordered() {
         let pool = manager.pool(Some(2)).unwrap();
         let naps = [600u64, 0, 0, 0, 0, 0];
         let got: Vec<u64> = pool
-            .imap_unordered(nap_then, naps, None)
+            .imap_unordered(nap_then, naps)
             .unwrap()
             .map(|r| r.unwrap())
             .collect();
@@ -1602,20 +1602,20 @@ fn pool_proxy_imap_unordered() {
         assert_eq!(got[0], 0, "the slow item came first: {got:?}");
         assert_eq!(got.iter().sum::<u64>(), 600, "{got:?}");
         let mut cubes: Vec<u64> = pool
-            .imap_unordered(cube, 0..100u64, Some(7))
+            .imap_unordered_chunked(cube, 0..100u64, 7)
             .unwrap()
             .map(|r| r.unwrap())
             .collect();
         cubes.sort();
         assert_eq!(cubes, (0..100u64).map(cube).collect::<Vec<_>>());
         assert_eq!(
-            pool.imap_unordered(cube, Vec::<u64>::new(), None)
+            pool.imap_unordered(cube, Vec::<u64>::new())
                 .unwrap()
                 .count(),
             0
         );
         let steps: Vec<_> = pool
-            .imap_unordered(fails_on_three, 0..5u64, Some(1))
+            .imap_unordered_chunked(fails_on_three, 0..5u64, 1)
             .unwrap()
             .collect();
         assert!(

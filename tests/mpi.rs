@@ -100,7 +100,7 @@ fn a_task_past_its_limit(pool: &Pool) {
         )
         .unwrap();
     assert!(matches!(
-        slow.get(Some(Duration::from_secs(30))),
+        slow.get_timeout(Duration::from_secs(30)),
         Err(Error::TaskTimeout { .. })
     ));
 }
@@ -113,16 +113,16 @@ fn the_mapping_methods(pool: &Pool) {
         assert_eq!(pool.map(square, 0..10_000u64, chunksize).unwrap(), want);
     }
     let pairs: Vec<(u64, u64)> = (0..500).map(|i| (i, 2 * i)).collect();
-    let sums: Vec<u64> = pool.starmap(add, pairs.clone(), None).unwrap();
+    let sums: Vec<u64> = pool.starmap(add, pairs.clone()).unwrap();
     assert_eq!(sums, pairs.iter().map(|(a, b)| a + b).collect::<Vec<_>>());
     let ordered: Vec<u64> = pool
-        .imap(square, 0..300u64, 7)
+        .imap_chunked(square, 0..300u64, 7)
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(ordered, (0..300u64).map(square).collect::<Vec<_>>());
     let mut unordered: Vec<u64> = pool
-        .imap_unordered(square, 0..300u64, 7)
+        .imap_unordered_chunked(square, 0..300u64, 7)
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
@@ -149,7 +149,7 @@ fn pool_over_mpi_ranks() {
 
     // Both worker ranks take part.
     let ranks: std::collections::BTreeSet<String> = pool
-        .map(my_rank, 0..64u64, Some(1))
+        .map_chunked(my_rank, 0..64u64, 1)
         .unwrap()
         .into_iter()
         .collect();
@@ -166,7 +166,7 @@ fn pool_over_mpi_ranks() {
             TaskOptions::new().error_callback(move |e| *s.lock().unwrap() = Some(e.to_string())),
         )
         .unwrap();
-    match r.get(Some(Duration::from_secs(30))) {
+    match r.get_timeout(Duration::from_secs(30)) {
         Err(Error::Panicked { message }) => assert!(message.contains("seven"), "{message}"),
         other => panic!("{other:?}"),
     }
@@ -185,11 +185,11 @@ fn pool_over_mpi_ranks() {
     let queued = pool.apply_async(square, (5u64,)).unwrap();
     queued.cancel();
     assert!(matches!(
-        queued.get(Some(Duration::from_secs(30))),
+        queued.get_timeout(Duration::from_secs(30)),
         Err(Error::Cancelled)
     ));
     for b in busy {
-        assert_eq!(b.get(Some(Duration::from_secs(30))).unwrap(), 300);
+        assert_eq!(b.get_timeout(Duration::from_secs(30)).unwrap(), 300);
     }
     pool.close();
     pool.join().unwrap();
@@ -202,14 +202,14 @@ fn pool_over_mpi_ranks() {
         .maxtasksperchild(1)
         .build()
         .unwrap();
-    let greetings: Vec<u64> = pool.map(greeting, 0..6u64, Some(1)).unwrap();
+    let greetings: Vec<u64> = pool.map_chunked(greeting, 0..6u64, 1).unwrap();
     assert_eq!(greetings, vec![41; 6]);
 
     // A task past its time limit fails with TaskTimeout; its rank is given up and the pool
     // goes on with the other.
     a_task_past_its_limit(&pool);
     assert_eq!(
-        pool.map(square, 0..100u64, Some(10)).unwrap(),
+        pool.map_chunked(square, 0..100u64, 10).unwrap(),
         (0..100u64).map(square).collect::<Vec<_>>()
     );
     pool.close();
@@ -250,19 +250,21 @@ fn a_rank_killed_mid_map() {
         .build()
         .expect("a pool over the ranks");
     let pids: std::collections::BTreeSet<u32> = pool
-        .map(pid_of, 0..32u64, Some(1))
+        .map_chunked(pid_of, 0..32u64, 1)
         .unwrap()
         .into_iter()
         .collect();
     assert_eq!(pids.len(), 2, "{pids:?}");
     let victim = *pids.iter().next().unwrap();
     let started = Instant::now();
-    let squares = pool.map_async(slow_square, 0..200u64, Some(1)).unwrap();
+    let squares = pool
+        .map_async_with(slow_square, 0..200u64, TaskOptions::new().chunksize(1))
+        .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     // SAFETY: kill(2) on a pid that a worker rank of this job reported.
     assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
     let got = squares
-        .get(Some(Duration::from_secs(60)))
+        .get_timeout(Duration::from_secs(60))
         .expect("the map completes on the other rank");
     for (x, (square, _)) in (0..200u64).zip(&got) {
         assert_eq!(*square, x * x);
@@ -299,7 +301,7 @@ fn pool_over_spawned_ranks() {
         other => panic!("{other:?}"),
     }
     let pids: std::collections::BTreeSet<u32> = pool
-        .map(pid_of, 0..64u64, Some(1))
+        .map_chunked(pid_of, 0..64u64, 1)
         .unwrap()
         .into_iter()
         .collect();
@@ -316,9 +318,9 @@ fn pool_over_spawned_ranks() {
         .maxtasksperchild(1)
         .build()
         .unwrap();
-    assert_eq!(pool.map(greeting, 0..6u64, Some(1)).unwrap(), vec![41; 6]);
+    assert_eq!(pool.map_chunked(greeting, 0..6u64, 1).unwrap(), vec![41; 6]);
     let again: std::collections::BTreeSet<u32> = pool
-        .map(pid_of, 0..8u64, Some(1))
+        .map_chunked(pid_of, 0..8u64, 1)
         .unwrap()
         .into_iter()
         .collect();
@@ -327,7 +329,7 @@ fn pool_over_spawned_ranks() {
     // A task past its time limit: its rank is given up and a new one spawned in its place.
     a_task_past_its_limit(&pool);
     let after: std::collections::BTreeSet<u32> = pool
-        .map(pid_of, 0..64u64, Some(1))
+        .map_chunked(pid_of, 0..64u64, 1)
         .unwrap()
         .into_iter()
         .collect();

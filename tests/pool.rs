@@ -10,10 +10,6 @@ use std::time::{Duration, Instant};
 
 use multiprocess::{Error, Pool, TaskOptions};
 
-fn secs(s: f64) -> Option<Duration> {
-    Some(Duration::from_secs_f64(s))
-}
-
 fn square(x: u64) -> u64 {
     x * x
 }
@@ -38,12 +34,12 @@ fn pl01_ordered_map() {
     let _g = common::start();
     let pool = Pool::new(4).unwrap();
     let want: Vec<u64> = (0..100).map(|x| x * x).collect();
-    assert_eq!(pool.map(square, 0..100u64, Some(20)).unwrap(), want);
-    assert_eq!(pool.map(square, 0..100u64, None).unwrap(), want);
-    assert_eq!(pool.map(square, 0..100u64, Some(1)).unwrap(), want);
+    assert_eq!(pool.map_chunked(square, 0..100u64, 20).unwrap(), want);
+    assert_eq!(pool.map(square, 0..100u64).unwrap(), want);
+    assert_eq!(pool.map_chunked(square, 0..100u64, 1).unwrap(), want);
     let pairs: Vec<(u64, u64)> = (0..50).map(|i| (i, 2 * i)).collect();
     let sums: Vec<u64> = (0..50).map(|i| 3 * i).collect();
-    assert_eq!(pool.starmap(add, pairs, None).unwrap(), sums);
+    assert_eq!(pool.starmap(add, pairs).unwrap(), sums);
     assert_eq!(pool.apply(add, (2, 3)).unwrap(), 5);
 }
 
@@ -54,13 +50,9 @@ fn pl02_empty_input() {
     let _g = common::start();
     let pool = Pool::new(2).unwrap();
     let t = Instant::now();
-    assert!(
-        pool.map(square, Vec::<u64>::new(), None)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(pool.map(square, Vec::<u64>::new()).unwrap().is_empty());
     assert!(t.elapsed() < Duration::from_secs(1));
-    assert_eq!(pool.imap(square, Vec::<u64>::new(), 1).unwrap().count(), 0);
+    assert_eq!(pool.imap(square, Vec::<u64>::new()).unwrap().count(), 0);
 }
 
 /// PL03: imap yields input order, imap_unordered completion order; next with a timeout.
@@ -71,21 +63,21 @@ fn pl03_imap_order() {
     let pool = Pool::new(4).unwrap();
     let durations = [400u64, 300, 200, 100];
     let ordered: Vec<u64> = pool
-        .imap(sleep_ms, durations, 1)
+        .imap(sleep_ms, durations)
         .unwrap()
         .map(|r| r.unwrap())
         .collect();
     assert_eq!(ordered, durations);
     let unordered: Vec<u64> = pool
-        .imap_unordered(sleep_ms, durations, 1)
+        .imap_unordered(sleep_ms, durations)
         .unwrap()
         .map(|r| r.unwrap())
         .collect();
     assert_eq!(unordered, [100, 200, 300, 400]);
-    let mut slow = pool.imap(sleep_ms, [1000u64], 1).unwrap();
+    let mut slow = pool.imap(sleep_ms, [1000u64]).unwrap();
     let t = Instant::now();
     assert!(matches!(
-        slow.next_timeout(secs(0.1)),
+        slow.next_timeout(Duration::from_secs_f64(0.1)),
         Some(Err(Error::Timeout))
     ));
     assert!(t.elapsed() < Duration::from_millis(900));
@@ -100,7 +92,7 @@ fn imap_reads_an_endless_input_lazily() {
     let _g = common::start();
     let pool = Pool::new(2).unwrap();
     let first: Vec<u64> = pool
-        .imap(square, 0u64.., 3)
+        .imap_chunked(square, 0u64.., 3)
         .unwrap()
         .take(50)
         .map(|r| r.unwrap())
@@ -147,25 +139,23 @@ fn pl05_callbacks() {
         .map_async_with(
             parse,
             ["1".to_string()],
-            None,
             TaskOptions::new()
                 .callback(move |v: Vec<i32>| tx1.send(format!("ok {v:?}")).unwrap())
                 .error_callback(move |e| tx2.send(format!("err {e}")).unwrap()),
         )
         .unwrap();
-    assert_eq!(ok.get(None).unwrap(), [1]);
+    assert_eq!(ok.get().unwrap(), [1]);
     let (tx3, tx4) = (tx.clone(), tx.clone());
     let bad = pool
         .map_async_with(
             parse,
             ["a".to_string()],
-            None,
             TaskOptions::new()
                 .callback(move |v: Vec<i32>| tx3.send(format!("ok {v:?}")).unwrap())
                 .error_callback(move |e| tx4.send(format!("err {e}")).unwrap()),
         )
         .unwrap();
-    assert!(bad.get(None).is_err());
+    assert!(bad.get().is_err());
     assert!(!bad.successful().unwrap());
     drop(tx);
     let mut got: Vec<String> = rx.iter().collect();
@@ -204,7 +194,7 @@ fn pl07_unencodable_arguments_and_results() {
     let pool = Pool::new(2).unwrap();
     let mut workers = pool.worker_pids();
     workers.sort();
-    let e = pool.map(take_unencodable, [Unencodable], None).unwrap_err();
+    let e = pool.map(take_unencodable, [Unencodable]).unwrap_err();
     assert!(matches!(e, Error::Codec(_)), "{e}");
     for _ in 0..20 {
         match pool.apply(make_unencodable, (1,)) {
@@ -225,12 +215,15 @@ fn pl08_async_timeout() {
     let pool = Pool::new(1).unwrap();
     let r = pool.apply_async(sleep_ms, (1000,)).unwrap();
     let t = Instant::now();
-    assert!(matches!(r.get(secs(0.2)), Err(Error::Timeout)));
+    assert!(matches!(
+        r.get_timeout(Duration::from_secs_f64(0.2)),
+        Err(Error::Timeout)
+    ));
     let waited = t.elapsed();
     assert!(waited >= Duration::from_millis(200) && waited < Duration::from_millis(900));
     assert!(!r.ready());
     assert!(r.successful().is_err());
-    assert_eq!(r.get(None).unwrap(), 1000);
+    assert_eq!(r.get().unwrap(), 1000);
     assert!(r.successful().unwrap());
 }
 
@@ -245,7 +238,7 @@ fn pl09_worker_lifetime() {
         .build()
         .unwrap();
     let pids: HashSet<u32> = pool
-        .map(my_pid, 0..100u32, Some(1))
+        .map_chunked(my_pid, 0..100u32, 1)
         .unwrap()
         .into_iter()
         .collect();
@@ -261,7 +254,7 @@ fn pl09_worker_lifetime() {
         .collect();
     pool.close();
     pool.join().unwrap();
-    let values: Vec<u64> = results.iter().map(|r| r.get(None).unwrap()).collect();
+    let values: Vec<u64> = results.iter().map(|r| r.get().unwrap()).collect();
     assert_eq!(values, [0, 1, 4, 9, 16, 25]);
 }
 
@@ -297,7 +290,7 @@ fn pl10_configuration_and_initializer() {
         .initializer(init_seed, (5,))
         .build()
         .unwrap();
-    let seeds = pool.map(read_seed, 0..20u32, Some(1)).unwrap();
+    let seeds = pool.map_chunked(read_seed, 0..20u32, 1).unwrap();
     assert!(seeds.iter().all(|&s| s == 5), "{seeds:?}");
     drop(pool);
     // A failing initializer breaks the pool instead of restarting workers forever.
@@ -330,7 +323,7 @@ fn pl11_states() {
     );
     pool.join().unwrap();
     for r in &queued {
-        assert_eq!(r.get(secs(0.0)).unwrap(), 50);
+        assert_eq!(r.get_timeout(Duration::from_secs_f64(0.0)).unwrap(), 50);
     }
     assert!(pool.worker_pids().is_empty());
 }
@@ -350,11 +343,10 @@ fn pl12_terminate_under_load() {
     pool.terminate();
     pool.join().unwrap();
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
-    assert!(
-        results
-            .iter()
-            .all(|r| matches!(r.get(secs(0.0)), Err(Error::Cancelled)))
-    );
+    assert!(results.iter().all(|r| matches!(
+        r.get_timeout(Duration::from_secs_f64(0.0)),
+        Err(Error::Cancelled)
+    )));
 }
 
 #[cfg(unix)]
@@ -402,7 +394,7 @@ fn pl13_pl14_worker_lost_mid_task() {
         let _ = f;
         for (i, r) in results.iter().enumerate() {
             let t = Instant::now();
-            match (i, r.get(secs(10.0))) {
+            match (i, r.get_timeout(Duration::from_secs_f64(10.0))) {
                 (3, Err(Error::WorkerLost { exitcode })) => assert_eq!(exitcode, code),
                 (3, other) => panic!("expected WorkerLost, got {other:?}"),
                 (i, Ok(v)) => assert_eq!(v, i as u64),
@@ -435,8 +427,8 @@ fn pl15_callback_panics() {
             TaskOptions::new().callback(panicking_callback),
         )
         .unwrap();
-    assert_eq!(r.get(None).unwrap(), 4);
-    assert_eq!(pool.map(square, 0..10u64, None).unwrap().len(), 10);
+    assert_eq!(r.get().unwrap(), 4);
+    assert_eq!(pool.map(square, 0..10u64).unwrap().len(), 10);
     pool.terminate();
     pool.join().unwrap();
 }
@@ -451,7 +443,7 @@ fn pl16_no_fail_fast_deadlock() {
     multiprocess::init_test();
     let _g = common::start();
     let pool = Pool::new(2).unwrap();
-    let e = pool.map(fail_big, [1u32, 2], Some(1)).unwrap_err();
+    let e = pool.map_chunked(fail_big, [1u32, 2], 1).unwrap_err();
     assert!(matches!(e, Error::Panicked { ref message } if message.len() == 1 << 20));
     pool.close();
     pool.join().unwrap();
@@ -472,7 +464,7 @@ fn task_timeout_kills_and_replaces_the_worker() {
             TaskOptions::new().timeout(Duration::from_millis(300)),
         )
         .unwrap();
-    match r.get(secs(20.0)) {
+    match r.get_timeout(Duration::from_secs_f64(20.0)) {
         Err(Error::TaskTimeout { limit }) => assert_eq!(limit, Duration::from_millis(300)),
         other => panic!("{other:?}"),
     }
@@ -505,9 +497,18 @@ fn cancel_queued_and_running_tasks() {
     std::thread::sleep(Duration::from_millis(200));
     queued.cancel();
     running.cancel();
-    assert!(matches!(running.get(secs(10.0)), Err(Error::Cancelled)));
-    assert!(matches!(queued.get(secs(10.0)), Err(Error::Cancelled)));
-    assert_eq!(third.get(secs(20.0)).unwrap(), 16);
+    assert!(matches!(
+        running.get_timeout(Duration::from_secs_f64(10.0)),
+        Err(Error::Cancelled)
+    ));
+    assert!(matches!(
+        queued.get_timeout(Duration::from_secs_f64(10.0)),
+        Err(Error::Cancelled)
+    ));
+    assert_eq!(
+        third.get_timeout(Duration::from_secs_f64(20.0)).unwrap(),
+        16
+    );
 }
 
 fn tiny(x: u32) -> u32 {
@@ -548,7 +549,7 @@ fn chaos_workers_killed_at_random() {
     let mut values = HashSet::new();
     let mut lost = 0;
     for (i, r) in results.iter().enumerate() {
-        match r.get(secs(120.0)) {
+        match r.get_timeout(Duration::from_secs_f64(120.0)) {
             Ok(v) => {
                 assert_eq!(v as usize, i);
                 assert!(values.insert(v), "duplicate {v}");
@@ -572,6 +573,9 @@ fn progress_bar_does_not_change_results() {
     multiprocess::init_test();
     let _g = common::start();
     let pool = Pool::builder().processes(2).progress(true).build().unwrap();
-    assert_eq!(pool.map(square, 0..1000u64, None).unwrap().len(), 1000);
-    assert_eq!(pool.imap(square, 0..100u64, 7).unwrap().count(), 100);
+    assert_eq!(pool.map(square, 0..1000u64).unwrap().len(), 1000);
+    assert_eq!(
+        pool.imap_chunked(square, 0..100u64, 7).unwrap().count(),
+        100
+    );
 }

@@ -258,7 +258,7 @@ fn big_results(w: &Watch, workers: usize, tasks: usize) {
         .collect();
     for (i, r) in results.iter().enumerate() {
         w.step(format!("get of task {i} (of {tasks})"));
-        let value = r.get(None).unwrap_or_else(|e| panic!("task {i}: {e}"));
+        let value = r.get().unwrap_or_else(|e| panic!("task {i}: {e}"));
         assert_eq!(value.len(), BIG_RESULT, "task {i}: length");
         assert_eq!(value[0], 7, "task {i}: first byte");
         assert_eq!(value[BIG_RESULT - 1], 7, "task {i}: last byte");
@@ -314,7 +314,7 @@ fn arguments_larger_than_the_ring() {
         for (i, r) in results.iter().enumerate() {
             w.step(format!("get of task {i}"));
             let len = if i % 2 == 0 { BIG_RESULT } else { 3 };
-            let value = r.get(None).unwrap_or_else(|e| panic!("task {i}: {e}"));
+            let value = r.get().unwrap_or_else(|e| panic!("task {i}: {e}"));
             assert_eq!(value, (len, i as u8, i as u8), "task {i}");
         }
         w.step("dropping the pool");
@@ -363,7 +363,7 @@ fn one_sigkill_under_load() {
             let mut by_others = 0;
             for (i, r) in results.iter().enumerate() {
                 w.step(format!("get of task {i}"));
-                match r.get(None) {
+                match r.get() {
                     Ok((pid, len)) => {
                         assert_eq!(len, BIG_ARG, "task {i}: argument length");
                         if pid != killed {
@@ -415,12 +415,12 @@ fn cancel_of_a_queued_task() {
             let queued = pool.apply_async(touch, (path,)).expect("submit");
             queued.cancel();
             w.step("get of the cancelled task");
-            match queued.get(Some(Duration::from_secs(10))) {
+            match queued.get_timeout(Duration::from_secs(10)) {
                 Err(Error::Cancelled) => {}
                 other => problems.push(format!("the cancelled task's get gave {other:?}")),
             }
             w.step("get of the 1 s task");
-            match first.get(None) {
+            match first.get() {
                 Ok(1000) => {}
                 other => problems.push(format!("the 1 s task gave {other:?}")),
             }
@@ -470,7 +470,7 @@ fn dropping_an_idle_pool_is_fast() {
         for i in 0..5 {
             w.step(format!("pool {i} of 5: create and map"));
             let pool = w.pool(Pool::new(2).expect("pool"));
-            assert_eq!(pool.map(square, 0..10u64, None).expect("map").len(), 10);
+            assert_eq!(pool.map(square, 0..10u64).expect("map").len(), 10);
             w.step(format!("pool {i} of 5: drop"));
             let t = Instant::now();
             drop(pool);
@@ -481,7 +481,7 @@ fn dropping_an_idle_pool_is_fast() {
         for i in 0..20 {
             w.step(format!("cycle {i} of 20"));
             let pool = w.pool(Pool::new(2).expect("pool"));
-            assert_eq!(pool.map(square, 0..10u64, None).expect("map").len(), 10);
+            assert_eq!(pool.map(square, 0..10u64).expect("map").len(), 10);
             let d = Instant::now();
             drop(pool);
             dropping += d.elapsed();
@@ -606,7 +606,7 @@ fn worker_pids_never_lists_a_reaped_worker() {
             let mut lost = 0;
             for (i, r) in results.iter().enumerate() {
                 w.step(format!("get of task {i} of 2000"));
-                match r.get(None) {
+                match r.get() {
                     Ok(v) => assert_eq!(v as usize, i),
                     Err(Error::WorkerLost { .. }) => lost += 1,
                     Err(e) => panic!("task {i}: {e}"),
@@ -681,7 +681,6 @@ fn callbacks_run_before_wait_returns() {
                 .map_async_with(
                     square,
                     0..100u64,
-                    None,
                     TaskOptions::new().callback(move |_: Vec<u64>| set()),
                 )
                 .expect("submit");
@@ -689,8 +688,11 @@ fn callbacks_run_before_wait_returns() {
                 "map_async_with callback",
                 rep,
                 &flag,
-                &|| r.wait(None),
-                &|| r.get(None).is_ok_and(|v| v == want),
+                &|| {
+                    r.wait();
+                    true
+                },
+                &|| r.get().is_ok_and(|v| v == want),
             );
 
             w.step(format!("map_async_with error_callback, repetition {rep}"));
@@ -700,7 +702,6 @@ fn callbacks_run_before_wait_returns() {
                 .map_async_with(
                     square_unless_37,
                     0..100u64,
-                    None,
                     TaskOptions::new().error_callback(move |_| set()),
                 )
                 .expect("submit");
@@ -708,8 +709,11 @@ fn callbacks_run_before_wait_returns() {
                 "map_async_with error_callback",
                 rep,
                 &flag,
-                &|| r.wait(None),
-                &|| matches!(r.get(None), Err(Error::Panicked { .. })),
+                &|| {
+                    r.wait();
+                    true
+                },
+                &|| matches!(r.get(), Err(Error::Panicked { .. })),
             );
 
             w.step(format!("apply_async_with callback, repetition {rep}"));
@@ -726,8 +730,11 @@ fn callbacks_run_before_wait_returns() {
                 "apply_async_with callback",
                 rep,
                 &flag,
-                &|| r.wait(None),
-                &|| r.get(None).is_ok_and(|v| v == 49),
+                &|| {
+                    r.wait();
+                    true
+                },
+                &|| r.get().is_ok_and(|v| v == 49),
             );
 
             w.step(format!("apply_async_with error_callback, repetition {rep}"));
@@ -744,8 +751,11 @@ fn callbacks_run_before_wait_returns() {
                 "apply_async_with error_callback",
                 rep,
                 &flag,
-                &|| r.wait(None),
-                &|| matches!(r.get(None), Err(Error::Panicked { .. })),
+                &|| {
+                    r.wait();
+                    true
+                },
+                &|| matches!(r.get(), Err(Error::Panicked { .. })),
             );
         }
         w.step("dropping the pool");
@@ -790,9 +800,9 @@ fn imap_with_a_failing_input() {
             let take = |ordered: bool| {
                 let input = (0..6u64).map(Flaky);
                 let it = if ordered {
-                    pool.imap(square_flaky, input, 1)
+                    pool.imap(square_flaky, input)
                 } else {
-                    pool.imap_unordered(square_flaky, input, 1)
+                    pool.imap_unordered(square_flaky, input)
                 };
                 let mut seq = Vec::new();
                 // At most 10 items: the input has 6.
@@ -844,20 +854,20 @@ fn the_two_timeouts_are_distinct() {
             )
             .expect("submit");
         w.step("get with a 50 ms timeout");
-        match running.get(Some(Duration::from_millis(50))) {
+        match running.get_timeout(Duration::from_millis(50)) {
             Err(Error::Timeout) => {}
             other => panic!("get(50 ms) on a 2 s task gave {other:?}"),
         }
         assert!(!running.ready(), "the 2 s task is not done after 50 ms");
         w.step("get of the task with its own 300 ms limit");
-        match limited.get(None) {
+        match limited.get() {
             Err(Error::TaskTimeout { limit }) => {
                 assert_eq!(limit, Duration::from_millis(300));
             }
             other => panic!("a task past its 300 ms limit gave {other:?}"),
         }
         w.step("get of the 2 s task");
-        match running.get(None) {
+        match running.get() {
             Ok(2000) => {}
             other => panic!("the 2 s task, after a get that timed out, gave {other:?}"),
         }

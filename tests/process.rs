@@ -10,7 +10,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use multiprocess::{
-    Error, Process, active_children, current_process, get_all_start_methods, get_context, wait,
+    Error, Process, StartMethod, active_children, current_process, get_all_start_methods,
+    get_context, wait,
 };
 
 /// The exitcode of a child ended by `terminate()`: -SIGTERM. Windows has no signals; there both
@@ -23,8 +24,8 @@ const KILLED: i32 = -libc::SIGKILL;
 const KILLED: i32 = TERMINATED;
 
 /// The start methods of this platform, by name: spawn and fork on Unix, spawn on Windows.
-fn methods() -> Vec<&'static str> {
-    get_all_start_methods().iter().map(|m| m.name()).collect()
+fn methods() -> Vec<StartMethod> {
+    get_all_start_methods()
 }
 
 /// The guard for a test over every method: the fork server (where there is one) is started
@@ -67,20 +68,18 @@ fn p02_automatic_names() {
     let b = Process::new(nothing, ());
     let mut c = Process::new(nothing, ());
     let n = a.ident()[0];
-    assert_eq!(a.get_name(), format!("Process-{n}"));
-    assert_eq!(b.get_name(), format!("Process-{}", n + 1));
-    assert_eq!(c.get_name(), format!("Process-{}", n + 2));
+    assert_eq!(a.name(), format!("Process-{n}"));
+    assert_eq!(b.name(), format!("Process-{}", n + 1));
+    assert_eq!(c.name(), format!("Process-{}", n + 2));
     c.start().unwrap();
-    c.join(None).unwrap();
+    c.join().unwrap();
     assert_eq!(c.exitcode().unwrap(), Some(0));
-    let named = Process::new(nothing, ()).name("explicit");
-    assert_eq!(named.get_name(), "explicit");
-    let ctx = get_context("spawn").unwrap().process(nothing, ());
-    assert!(
-        ctx.get_name().starts_with("SpawnProcess-"),
-        "{}",
-        ctx.get_name()
-    );
+    let named = Process::new(nothing, ()).with_name("explicit");
+    assert_eq!(named.name(), "explicit");
+    let ctx = get_context(multiprocess::StartMethod::Spawn)
+        .unwrap()
+        .process(nothing, ());
+    assert!(ctx.name().starts_with("SpawnProcess-"), "{}", ctx.name());
 }
 
 fn grandchild_report() -> (String, String, u32) {
@@ -103,7 +102,7 @@ fn p03_nested_names_and_parent() {
     multiprocess::init_test();
     let _g = common::start();
     let mut child = Process::new(start_grandchild, ());
-    let name = child.get_name();
+    let name = child.name();
     child.start().unwrap();
     let (child_pid, (gc_name, gc_parent, gc_parent_pid)): (u32, (String, String, u32)) =
         child.result().unwrap();
@@ -119,7 +118,7 @@ fn p04_normal_exit() {
     let _g = common::start();
     let mut p = Process::new(nothing, ());
     p.start().unwrap();
-    p.join(None).unwrap();
+    p.join().unwrap();
     assert_eq!(p.exitcode().unwrap(), Some(0));
     assert!(!p.is_alive().unwrap());
     assert!(active_children().iter().all(|c| c.pid() != p.pid()));
@@ -137,9 +136,9 @@ fn scenario_p05() {
     if !common::in_scenario() {
         return;
     }
-    let mut p = Process::new(fails, ()).name("failing-child");
+    let mut p = Process::new(fails, ()).with_name("failing-child");
     p.start().unwrap();
-    p.join(None).unwrap();
+    p.join().unwrap();
     println!("exitcode={:?}", p.exitcode().unwrap());
     match p.result::<u32>() {
         Err(Error::Panicked { message }) => println!("panicked={message}"),
@@ -182,11 +181,11 @@ fn p06_explicit_exit_codes() {
     for (code, expected) in [(0, 0), (3, 3), (255, 255), (256, 0), (-1, 255)] {
         let mut p = Process::new(exits_with, (code,));
         p.start().unwrap();
-        p.join(None).unwrap();
+        p.join().unwrap();
         assert_eq!(p.exitcode().unwrap(), Some(expected), "exit({code})");
         let mut q = Process::new(std_exits_with, (code,));
         q.start().unwrap();
-        q.join(None).unwrap();
+        q.join().unwrap();
         assert_eq!(
             q.exitcode().unwrap(),
             Some(expected),
@@ -215,7 +214,7 @@ fn ended_by(signal: &str) {
     } else {
         p.kill().unwrap()
     }
-    p.join(None).unwrap();
+    p.join().unwrap();
     assert!(
         t.elapsed() < Duration::from_secs(5),
         "join took {:?}",
@@ -265,7 +264,7 @@ fn p09_external_signal() {
             .args([format!("-{sig}"), pid.to_string()])
             .status()
             .unwrap();
-        p.join(secs(10.0)).unwrap();
+        p.join_timeout(Duration::from_secs_f64(10.0)).unwrap();
         assert_eq!(p.exitcode().unwrap(), Some(-sig));
     }
 }
@@ -280,7 +279,7 @@ fn p09_external_termination() {
     let mut p = Process::new(sleeper, (30_000,));
     p.start().unwrap();
     common::kill_and_reap(p.pid().unwrap());
-    p.join(secs(10.0)).unwrap();
+    p.join_timeout(Duration::from_secs_f64(10.0)).unwrap();
     assert_eq!(p.exitcode().unwrap(), Some(1));
 }
 
@@ -298,24 +297,24 @@ fn p10_join_timeout() {
         Err(Error::Timeout)
     ));
     let t = Instant::now();
-    p.join(secs(0.2)).unwrap();
+    p.join_timeout(Duration::from_secs_f64(0.2)).unwrap();
     let waited = t.elapsed();
     assert!(
         waited >= Duration::from_millis(200) && waited < Duration::from_secs(3),
         "{waited:?}"
     );
     let t = Instant::now();
-    p.join(Some(Duration::ZERO)).unwrap();
+    p.join_timeout(Duration::ZERO).unwrap();
     assert!(t.elapsed() < Duration::from_secs(1));
     assert!(p.is_alive().unwrap());
     assert_eq!(p.exitcode().unwrap(), None);
     p.terminate().unwrap();
-    p.join(None).unwrap();
+    p.join().unwrap();
 }
 
 #[cfg(unix)]
 fn try_join(mut p: Process) -> String {
-    match p.join(None) {
+    match p.join() {
         Err(e) => {
             let join = e.to_string();
             let start = p
@@ -328,7 +327,7 @@ fn try_join(mut p: Process) -> String {
 }
 
 fn default_daemon_flag() -> bool {
-    Process::new(nothing, ()).is_daemon()
+    Process::new(nothing, ()).daemon()
 }
 
 #[test]
@@ -337,7 +336,7 @@ fn p11_misuse_errors() {
     let _g = common::start();
     let mut p = Process::new(nothing, ());
     assert_eq!(
-        p.join(None).unwrap_err().to_string(),
+        p.join().unwrap_err().to_string(),
         "can only join a started process"
     );
     p.start().unwrap();
@@ -349,15 +348,15 @@ fn p11_misuse_errors() {
         p.set_daemon(true).unwrap_err().to_string(),
         "process has already started"
     );
-    p.join(None).unwrap();
+    p.join().unwrap();
     // A process object used by a process other than its creator: only a forked child can hold
     // one (a spawned child cannot receive a Process), and Windows has no fork.
     #[cfg(unix)]
     used_by_another_process();
     // The constructor's daemon flag is honoured; the default is the creator's flag.
-    assert!(!Process::new(nothing, ()).is_daemon());
-    assert!(Process::new(nothing, ()).daemon(true).is_daemon());
-    let mut d = Process::new(default_daemon_flag, ()).daemon(true);
+    assert!(!Process::new(nothing, ()).daemon());
+    assert!(Process::new(nothing, ()).with_daemon(true).daemon());
+    let mut d = Process::new(default_daemon_flag, ()).with_daemon(true);
     d.start().unwrap();
     assert!(
         d.result::<bool>().unwrap(),
@@ -370,7 +369,7 @@ fn used_by_another_process() {
     let mut sleeping = Process::new(sleeper, (200,));
     sleeping.start().unwrap();
     let shared = Process::new(nothing, ());
-    let mut fork = get_context("fork")
+    let mut fork = get_context(multiprocess::StartMethod::Fork)
         .unwrap()
         .process_closure(move || try_join(shared));
     fork.start().unwrap();
@@ -378,7 +377,7 @@ fn used_by_another_process() {
         fork.result::<String>().unwrap(),
         "can only join a child process / can only start a process object created by current process"
     );
-    sleeping.join(None).unwrap();
+    sleeping.join().unwrap();
 }
 
 fn start_from_daemon() {
@@ -390,9 +389,9 @@ fn start_from_daemon() {
 fn p12_daemonic_children_forbidden() {
     multiprocess::init_test();
     let _g = common::start();
-    let mut p = Process::new(start_from_daemon, ()).daemon(true);
+    let mut p = Process::new(start_from_daemon, ()).with_daemon(true);
     p.start().unwrap();
-    p.join(None).unwrap();
+    p.join().unwrap();
     assert_eq!(p.exitcode().unwrap(), Some(1));
     match p.result::<()>() {
         Err(Error::Panicked { message }) => {
@@ -417,10 +416,12 @@ fn scenario_p13() {
 /// The start method comes from `SCENARIO_METHOD` (default: the default method).
 fn daemon_and_worker(daemon_ms: u64, worker_ms: u64, linger_ms: u64) {
     let make = |ms: u64| match std::env::var("SCENARIO_METHOD") {
-        Ok(method) => get_context(&method).unwrap().process(sleeper, (ms,)),
+        Ok(method) => get_context(method.parse().unwrap())
+            .unwrap()
+            .process(sleeper, (ms,)),
         Err(_) => Process::new(sleeper, (ms,)),
     };
-    let mut daemon = make(daemon_ms).daemon(true);
+    let mut daemon = make(daemon_ms).with_daemon(true);
     let mut worker = make(worker_ms);
     daemon.start().unwrap();
     worker.start().unwrap();
@@ -480,11 +481,11 @@ fn p14_close_rules() {
             .to_string()
             .starts_with("Cannot close a process while it is still running")
     );
-    p.join(None).unwrap();
+    p.join().unwrap();
     p.close().unwrap();
     let closed = "process object is closed";
     assert_eq!(p.is_alive().unwrap_err().to_string(), closed);
-    assert_eq!(p.join(None).unwrap_err().to_string(), closed);
+    assert_eq!(p.join().unwrap_err().to_string(), closed);
     assert_eq!(p.terminate().unwrap_err().to_string(), closed);
     assert_eq!(p.exitcode().unwrap_err().to_string(), closed);
     assert_eq!(p.sentinel().unwrap_err().to_string(), closed);
@@ -508,7 +509,7 @@ fn p15_sentinel() {
     let (qs, ss) = (quick.sentinel().unwrap(), slow.sentinel().unwrap());
     assert!(wait(&[&qs, &ss], Some(Duration::ZERO)).unwrap().is_empty());
     assert_eq!(wait(&[&qs, &ss], secs(10.0)).unwrap(), vec![0]);
-    assert!(qs.wait(Some(Duration::ZERO)).unwrap());
+    assert!(qs.wait_timeout(Duration::ZERO).unwrap());
     // The same handle twice (Windows' WaitForMultipleObjects refuses duplicates by itself).
     let again = qs.clone();
     assert_eq!(wait(&[&qs, &again], secs(1.0)).unwrap(), vec![0, 1]);
@@ -518,8 +519,8 @@ fn p15_sentinel() {
     slow.kill().unwrap();
     assert_eq!(wait(&[&ss], secs(10.0)).unwrap(), vec![0]);
     assert_eq!(wait(&[&qs, &ss], Some(Duration::ZERO)).unwrap(), vec![0, 1]);
-    quick.join(None).unwrap();
-    slow.join(None).unwrap();
+    quick.join().unwrap();
+    slow.join().unwrap();
 }
 
 /// Forks a grandchild that sleeps `ms` and exits; returns its pid at once.
@@ -570,8 +571,12 @@ fn p16_sentinel_not_held_by_descendants() {
         p.start().unwrap();
         let sentinel = p.sentinel().unwrap();
         let t = Instant::now();
-        assert!(sentinel.wait(secs(10.0)).unwrap());
-        p.join(secs(10.0)).unwrap();
+        assert!(
+            sentinel
+                .wait_timeout(Duration::from_secs_f64(10.0))
+                .unwrap()
+        );
+        p.join_timeout(Duration::from_secs_f64(10.0)).unwrap();
         assert!(
             t.elapsed() < Duration::from_millis(1_500),
             "{ctx}: {:?}",
@@ -613,7 +618,7 @@ fn p17_reaping() {
     #[cfg(unix)]
     assert!(common::stat(qpid).is_none(), "zombie left after start()");
     assert_eq!(q.exitcode().unwrap(), Some(0));
-    r.join(None).unwrap();
+    r.join().unwrap();
     drop(p);
 }
 
@@ -630,7 +635,7 @@ fn p18_authkey_inheritance() {
     let mut p = Process::new(my_authkey, ());
     p.start().unwrap();
     assert_eq!(p.result::<Vec<u8>>().unwrap(), key.to_vec());
-    let mut q = Process::new(my_authkey, ()).authkey(b"secret");
+    let mut q = Process::new(my_authkey, ()).with_authkey(b"secret");
     q.start().unwrap();
     assert_eq!(q.result::<Vec<u8>>().unwrap(), b"secret".to_vec());
     assert_eq!(format!("{key:?}"), "AuthKey(<32 bytes>)");
@@ -669,7 +674,7 @@ fn p19_parent_death_seen_by_grandchild() {
         .find_map(|l| l.parse().ok())
         .expect("grandchild pid");
     child.kill().unwrap();
-    child.join(None).unwrap();
+    child.join().unwrap();
     assert_eq!(child.exitcode().unwrap(), Some(KILLED));
     let lines = common::read_lines(&path, 3, Duration::from_secs(20));
     assert!(lines.contains(&"after false true".to_owned()), "{lines:?}");
@@ -779,7 +784,7 @@ fn p21_child_threads_and_stdin() {
         let mut p = get_context(ctx).unwrap().process(threads_and_stdin, ());
         let t = Instant::now();
         p.start().unwrap();
-        p.join(secs(15.0)).unwrap();
+        p.join_timeout(Duration::from_secs_f64(15.0)).unwrap();
         assert!(t.elapsed() >= Duration::from_millis(500));
         assert!(
             t.elapsed() < Duration::from_secs(10),
@@ -826,11 +831,11 @@ fn fork_while_other_threads_hold_the_library_locks() {
     let served = {
         let stop = stop.clone();
         std::thread::spawn(move || {
-            let ctx = get_context("forkserver").unwrap();
+            let ctx = get_context(multiprocess::StartMethod::Forkserver).unwrap();
             while !stop.load(Ordering::Relaxed) {
                 let mut p = ctx.process(nothing, ());
                 p.start().unwrap();
-                p.join(Some(Duration::from_secs(20))).unwrap();
+                p.join_timeout(Duration::from_secs(20)).unwrap();
                 assert_eq!(p.exitcode().unwrap(), Some(0), "a served child");
             }
         })
@@ -851,7 +856,7 @@ fn fork_while_other_threads_hold_the_library_locks() {
                 while !stop.load(Ordering::Relaxed) {
                     let me = current_process();
                     std::hint::black_box((me.name(), me.authkey(), me.daemon()));
-                    std::hint::black_box(multiprocess::get_start_method(true));
+                    std::hint::black_box(multiprocess::get_start_method_allow_none());
                     // The shared-memory tracker's link.
                     let shm = multiprocess::SharedMemory::create(None, 64).unwrap();
                     shm.unlink().unwrap();
@@ -859,22 +864,22 @@ fn fork_while_other_threads_hold_the_library_locks() {
             })
         })
         .collect();
-    for method in ["fork", "forkserver"] {
+    for method in [StartMethod::Fork, StartMethod::Forkserver] {
         let ctx = get_context(method).unwrap();
         for i in 0..60 {
             // Served children use shared memory too: with this process's tracker, which the
             // fork server inherited.
-            let mut p = if method == "fork" && i % 2 == 1 {
+            let mut p = if method == StartMethod::Fork && i % 2 == 1 {
                 // The fork server's slot: the child starts a served child of its own.
                 ctx.process(served_child, ())
             } else {
                 ctx.process(shared_memory_round, ())
             };
             p.start().unwrap();
-            p.join(Some(Duration::from_secs(20))).unwrap();
+            p.join_timeout(Duration::from_secs(20)).unwrap();
             if p.exitcode().unwrap().is_none() {
                 p.kill().unwrap();
-                p.join(None).unwrap();
+                p.join().unwrap();
                 panic!("{method} child {i} hung: a library lock stayed held after the fork");
             }
             assert_eq!(p.exitcode().unwrap(), Some(0), "{method} child {i}");
@@ -885,8 +890,14 @@ fn fork_while_other_threads_hold_the_library_locks() {
             .context(ctx)
             .build()
             .unwrap();
-        let squares = pool.map_async(square_u64, 0..40u64, Some(1)).unwrap();
-        let got = squares.get(Some(Duration::from_secs(60)));
+        let squares = pool
+            .map_async_with(
+                square_u64,
+                0..40u64,
+                multiprocess::TaskOptions::new().chunksize(1),
+            )
+            .unwrap();
+        let got = squares.get_timeout(Duration::from_secs(60));
         assert_eq!(got.unwrap().len(), 40, "{method} pool");
     }
     stop.store(true, Ordering::Relaxed);
@@ -901,9 +912,11 @@ fn fork_while_other_threads_hold_the_library_locks() {
 /// is not inherited) and waits for it.
 #[cfg(unix)]
 fn served_child() {
-    let mut p = get_context("forkserver").unwrap().process(nothing, ());
+    let mut p = get_context(multiprocess::StartMethod::Forkserver)
+        .unwrap()
+        .process(nothing, ());
     p.start().unwrap();
-    p.join(Some(Duration::from_secs(20))).unwrap();
+    p.join_timeout(Duration::from_secs(20)).unwrap();
     assert_eq!(p.exitcode().unwrap(), Some(0));
 }
 

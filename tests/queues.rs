@@ -50,7 +50,7 @@ fn q01_multi_producer_delivery() {
     }
     let got = consume(q.clone(), 2000);
     for p in &mut producers {
-        p.join(None).unwrap();
+        p.join().unwrap();
         assert_eq!(p.exitcode().unwrap(), Some(0));
     }
     assert_eq!(got.len(), 2000);
@@ -86,7 +86,7 @@ fn q01_many_producers_many_consumers_small_ring() {
         all.extend(got);
     }
     for p in &mut producers {
-        p.join(None).unwrap();
+        p.join().unwrap();
     }
     all.sort();
     let before = all.len();
@@ -161,9 +161,9 @@ fn q03_size_accounting() {
     let _g = common::start();
     let q = Queue::<String>::new().unwrap();
     assert!(q.empty());
-    q.put(&"a".into()).unwrap();
+    q.put("a").unwrap();
     assert_eq!(q.qsize(), 1);
-    q.put(&"b".into()).unwrap();
+    q.put("b").unwrap();
     assert_eq!(q.qsize(), 2);
     q.get().unwrap();
     assert_eq!(q.qsize(), 1);
@@ -224,8 +224,8 @@ fn q04_unencodable_item_fails_at_put() {
 #[cfg(unix)]
 fn put_a_lock_and_exit(q: Queue<(multiprocess::Lock, multiprocess::Connection)>) {
     let lock = multiprocess::Lock::new().unwrap();
-    lock.acquire(true, None).unwrap();
-    let (ours, theirs) = multiprocess::pipe(true).unwrap();
+    lock.acquire().unwrap();
+    let (ours, theirs) = multiprocess::pipe().unwrap();
     ours.send(&"through the queue").unwrap();
     q.put(&(lock, theirs)).unwrap();
 }
@@ -240,7 +240,7 @@ fn values_with_handles_through_a_queue() {
     let q = Queue::new().unwrap();
     let mut p = Process::new(put_a_lock_and_exit, (q.clone(),));
     p.start().unwrap();
-    p.join(None).unwrap();
+    p.join().unwrap();
     assert_eq!(
         p.exitcode().unwrap(),
         Some(0),
@@ -248,17 +248,14 @@ fn values_with_handles_through_a_queue() {
     );
     q.put(&(
         multiprocess::Lock::new().unwrap(),
-        multiprocess::pipe(true).unwrap().0,
+        multiprocess::pipe().unwrap().0,
     ))
     .unwrap();
     let (lock, conn): (multiprocess::Lock, multiprocess::Connection) =
         q.get_timeout(true, secs(30.0)).unwrap();
     assert!(lock.is_locked(), "the child's lock arrived, held");
     // ... by a process that has exited since: the lock is recovered.
-    assert!(matches!(
-        lock.acquire(false, None),
-        Err(Error::OwnerDied { .. })
-    ));
+    assert!(matches!(lock.try_acquire(), Err(Error::OwnerDied { .. })));
     assert_eq!(conn.recv::<String>().unwrap(), "through the queue");
     let (second, _) = q.get_timeout(true, secs(30.0)).unwrap();
     assert!(!second.is_locked());
@@ -304,7 +301,7 @@ fn q06_exit_with_unread_data_never_hangs() {
     let q = Queue::<Vec<u8>>::new().unwrap();
     let mut p = Process::new(put_ten_megabytes, (q.clone(),));
     p.start().unwrap();
-    p.join(secs(30.0)).unwrap();
+    p.join_timeout(Duration::from_secs_f64(30.0)).unwrap();
     assert_eq!(
         p.exitcode().unwrap(),
         Some(0),
@@ -340,7 +337,7 @@ fn messages_longer_than_the_ring() {
         there.put(&m).unwrap();
         assert_eq!(back.get_timeout(true, secs(60.0)).unwrap(), m, "size {n}");
     }
-    p.join(None).unwrap();
+    p.join().unwrap();
     assert_eq!(p.exitcode().unwrap(), Some(0));
 }
 
@@ -361,14 +358,14 @@ fn q07_joinable_queue() {
     for i in 0..10 {
         q.put(&i).unwrap();
     }
-    assert!(!q.join_timeout(secs(0.05)).unwrap());
+    assert!(!q.join_timeout(Duration::from_secs_f64(0.05)).unwrap());
     let mut workers: Vec<Process> = (0..4)
         .map(|_| Process::new(work_through, (q.clone(), done.clone())))
         .collect();
     for w in &mut workers {
         w.start().unwrap();
     }
-    assert!(q.join_timeout(secs(60.0)).unwrap());
+    assert!(q.join_timeout(Duration::from_secs_f64(60.0)).unwrap());
     assert_eq!(done.qsize(), 10);
     let mut items: Vec<u32> = (0..10).map(|_| done.get().unwrap()).collect();
     items.sort();
@@ -376,7 +373,7 @@ fn q07_joinable_queue() {
     let e = q.task_done().unwrap_err();
     assert_eq!(e.to_string(), "task_done() called too many times");
     for w in &mut workers {
-        w.join(None).unwrap();
+        w.join().unwrap();
     }
 }
 
@@ -387,7 +384,7 @@ fn fork_children_share_a_captured_queue() {
     multiprocess::init_test();
     let _g = common::start();
     let q = Queue::<(u32, u32)>::new().unwrap();
-    let ctx = multiprocess::get_context("fork").unwrap();
+    let ctx = multiprocess::get_context(multiprocess::StartMethod::Fork).unwrap();
     let mut ps: Vec<Process> = (0..2)
         .map(|id| {
             let q = q.clone();
@@ -400,7 +397,7 @@ fn fork_children_share_a_captured_queue() {
     let got = consume(q, 1000);
     assert_per_producer_order(&got);
     for p in &mut ps {
-        p.join(None).unwrap();
+        p.join().unwrap();
     }
 }
 
@@ -414,7 +411,7 @@ fn drain_received(conn: multiprocess::Connection) -> Vec<u32> {
 fn a_queue_sent_over_a_connection() {
     multiprocess::init_test();
     let _g = common::start();
-    let (ours, theirs) = multiprocess::pipe(true).unwrap();
+    let (ours, theirs) = multiprocess::pipe().unwrap();
     let mut p = Process::new(drain_received, (theirs,));
     p.start().unwrap();
     let q = Queue::<u32>::new().unwrap();
@@ -451,7 +448,7 @@ fn put_many_delivers_items_in_order() {
     assert_eq!(got.len(), 4000);
     assert_per_producer_order(&got);
     for p in &mut ps {
-        p.join(None).unwrap();
+        p.join().unwrap();
     }
     assert!(q.empty());
     assert!(matches!(q.get_many(10, secs(0.05)), Err(Error::Empty)));

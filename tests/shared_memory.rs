@@ -86,7 +86,7 @@ fn s05_spawned_child_writes() {
 
     let mut p = Process::new(write_by_name, (name.clone(), 1u8));
     p.start().unwrap();
-    p.join(None).unwrap();
+    p.join().unwrap();
     let child_tracker = p.result::<Option<u32>>().unwrap();
     assert_eq!(&shm.buf()[..512], &pattern(1)[..]);
     assert_eq!(
@@ -99,7 +99,7 @@ fn s05_spawned_child_writes() {
     // Windows keeps the segment alive).
     let mut p = Process::new(write_by_object, (SharedMemory::attach(&name).unwrap(), 2u8));
     p.start().unwrap();
-    p.join(None).unwrap();
+    p.join().unwrap();
     assert_eq!(p.result::<(String, bool)>().unwrap(), (name.clone(), true));
     assert_eq!(&shm.buf()[..512], &pattern(2)[..]);
     shm.unlink().unwrap();
@@ -117,11 +117,11 @@ fn s05_forked_child_writes() {
     let shm = SharedMemory::create(None, 512).unwrap();
     let name = shm.name().to_owned();
     let child_name = name.clone();
-    let mut p = multiprocess::get_context("fork")
+    let mut p = multiprocess::get_context(multiprocess::StartMethod::Fork)
         .unwrap()
         .process_closure(move || write_by_name(child_name, 3));
     p.start().unwrap();
-    p.join(None).unwrap();
+    p.join().unwrap();
     assert_eq!(
         p.result::<Option<u32>>().unwrap(),
         resource_tracker_process().map(|(pid, _)| pid),
@@ -528,11 +528,11 @@ fn shareable_list_changed_by_a_spawned_child() {
         None,
     )
     .unwrap();
-    let mut p = multiprocess::get_context("spawn")
+    let mut p = multiprocess::get_context(multiprocess::StartMethod::Spawn)
         .unwrap()
         .process(change_list, (list.name().to_owned(),));
     p.start().unwrap();
-    p.join(Some(Duration::from_secs(60))).unwrap();
+    p.join_timeout(Duration::from_secs(60)).unwrap();
     assert_eq!(
         p.result::<Vec<String>>().unwrap(),
         ["Int(42)", "Str(\"a room of 16....\")", "Int(1)"]
@@ -542,7 +542,7 @@ fn shareable_list_changed_by_a_spawned_child() {
 
     let mut p = Process::new(bump_list, (ShareableList::attach(list.name()).unwrap(),));
     p.start().unwrap();
-    p.join(Some(Duration::from_secs(60))).unwrap();
+    p.join_timeout(Duration::from_secs(60)).unwrap();
     assert_eq!(p.result::<usize>().unwrap(), 3);
     assert_eq!(list.get(2).unwrap(), Item::Int(2));
     drop(p);

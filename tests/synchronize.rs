@@ -25,9 +25,9 @@ fn s01_locks() {
     multiprocess::init_test();
     let _g = common::start();
     let lock = Lock::new().unwrap();
-    assert!(lock.acquire(true, None).unwrap());
-    assert!(!lock.acquire(false, None).unwrap());
-    assert!(!lock.acquire(true, secs(0.05)).unwrap());
+    lock.acquire().unwrap();
+    assert!(!lock.try_acquire().unwrap());
+    assert!(!lock.acquire_timeout(Duration::from_secs_f64(0.05)).unwrap());
     assert_eq!(
         format!("{lock:?}"),
         format!("<Lock(owner=pid {})>", std::process::id())
@@ -47,12 +47,12 @@ fn s01_locks() {
 
     let rlock = RLock::new().unwrap();
     for _ in 0..3 {
-        assert!(rlock.acquire(true, None).unwrap());
+        rlock.acquire().unwrap();
     }
     // Another thread neither takes it nor may release it.
     std::thread::scope(|s| {
         s.spawn(|| {
-            assert!(!rlock.acquire(false, None).unwrap());
+            assert!(!rlock.try_acquire().unwrap());
             let e = rlock.release().unwrap_err();
             assert_eq!(e.to_string(), "cannot release un-acquired lock");
         });
@@ -64,7 +64,7 @@ fn s01_locks() {
     assert!(!rlock.is_mine());
     assert!(rlock.release().is_err());
     std::thread::scope(|s| {
-        s.spawn(|| assert!(rlock.acquire(false, None).unwrap()));
+        s.spawn(|| assert!(rlock.try_acquire().unwrap()));
     });
 }
 
@@ -80,16 +80,16 @@ fn s02_timeouts() {
     let _g = common::start();
     let sem = Semaphore::new(0).unwrap();
     let t = Instant::now();
-    assert!(!sem.acquire(true, secs(0.2)).unwrap());
+    assert!(!sem.acquire_timeout(Duration::from_secs_f64(0.2)).unwrap());
     let waited = t.elapsed();
     assert!(waited >= Duration::from_millis(200), "{waited:?}");
     assert!(waited < Duration::from_secs(2), "{waited:?}");
     sem.release().unwrap();
     assert_eq!(sem.get_value(), 1);
-    assert!(sem.acquire(false, None).unwrap());
+    assert!(sem.try_acquire().unwrap());
 
     let bounded = Semaphore::bounded(2).unwrap();
-    assert!(bounded.acquire(true, None).unwrap());
+    bounded.acquire().unwrap();
     bounded.release().unwrap();
     let e = bounded.release().unwrap_err();
     assert_eq!(e.to_string(), "semaphore or lock released too many times");
@@ -99,7 +99,7 @@ fn s02_timeouts() {
     );
 
     let cond = Condition::new().unwrap();
-    let e = cond.wait(secs(0.1)).unwrap_err();
+    let e = cond.wait_timeout(Duration::from_secs_f64(0.1)).unwrap_err();
     assert_eq!(
         e.to_string(),
         "must acquire() condition before using wait()"
@@ -107,7 +107,7 @@ fn s02_timeouts() {
     {
         let g = cond.guard().unwrap();
         let t = Instant::now();
-        assert!(!g.wait(secs(0.1)).unwrap());
+        assert!(!g.wait_timeout(Duration::from_secs_f64(0.1)).unwrap());
         assert!(t.elapsed() >= Duration::from_millis(100));
         // The lock is held again after the wait.
         assert!(matches!(cond.get_lock(), multiprocess::ConditionLock::RLock(l) if l.is_mine()));
@@ -115,13 +115,16 @@ fn s02_timeouts() {
 
     let event = Event::new().unwrap();
     let t = Instant::now();
-    assert!(!event.wait(secs(0.1)));
+    assert!(!event.wait_timeout(Duration::from_secs_f64(0.1)));
     assert!(t.elapsed() >= Duration::from_millis(100));
     let mut p = Process::new(set_after, (event.clone(), 100u64));
     p.start().unwrap();
-    assert!(event.wait(secs(30.0)), "the child's set did not wake us");
+    assert!(
+        event.wait_timeout(Duration::from_secs_f64(30.0)),
+        "the child's set did not wake us"
+    );
     assert!(event.is_set());
-    p.join(None).unwrap();
+    p.join().unwrap();
     event.clear();
     // Python's `<multiprocessing.synchronize.Event at 0x7f... unset>`.
     let shown = format!("{event:?}");
@@ -167,7 +170,7 @@ fn condition_between_processes() {
 }
 
 fn pass_barrier(barrier: Barrier, passes: u32) -> Vec<u32> {
-    (0..passes).map(|_| barrier.wait(None).unwrap()).collect()
+    (0..passes).map(|_| barrier.wait().unwrap()).collect()
 }
 
 static ACTIONS: AtomicU32 = AtomicU32::new(0);
@@ -198,7 +201,7 @@ fn s03_barrier() {
     // Abort: the waiter gets BrokenBarrier, so do later callers, until reset.
     let b = Barrier::new(2).unwrap();
     std::thread::scope(|s| {
-        let waiter = s.spawn(|| b.wait(secs(30.0)));
+        let waiter = s.spawn(|| b.wait_timeout(Duration::from_secs_f64(30.0)));
         while b.n_waiting() == 0 {
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -206,20 +209,23 @@ fn s03_barrier() {
         assert!(matches!(waiter.join().unwrap(), Err(Error::BrokenBarrier)));
     });
     assert!(b.broken());
-    assert!(matches!(b.wait(None), Err(Error::BrokenBarrier)));
+    assert!(matches!(b.wait(), Err(Error::BrokenBarrier)));
     b.reset();
     assert!(!b.broken());
 
     // A timed-out wait breaks it for everyone.
     let t = Instant::now();
-    assert!(matches!(b.wait(secs(0.5)), Err(Error::BrokenBarrier)));
+    assert!(matches!(
+        b.wait_timeout(Duration::from_secs_f64(0.5)),
+        Err(Error::BrokenBarrier)
+    ));
     assert!(t.elapsed() >= Duration::from_millis(500));
     assert!(b.broken());
 
     // Reset while a party waits: that party gets BrokenBarrier; the barrier is usable after.
     b.reset();
     std::thread::scope(|s| {
-        let waiter = s.spawn(|| b.wait(secs(30.0)));
+        let waiter = s.spawn(|| b.wait_timeout(Duration::from_secs_f64(30.0)));
         while b.n_waiting() == 0 {
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -227,8 +233,8 @@ fn s03_barrier() {
         assert!(matches!(waiter.join().unwrap(), Err(Error::BrokenBarrier)));
     });
     std::thread::scope(|s| {
-        let other = s.spawn(|| b.wait(secs(30.0)).unwrap());
-        let mine = b.wait(secs(30.0)).unwrap();
+        let other = s.spawn(|| b.wait_timeout(Duration::from_secs_f64(30.0)).unwrap());
+        let mine = b.wait_timeout(Duration::from_secs_f64(30.0)).unwrap();
         let mut both = [mine, other.join().unwrap()];
         both.sort();
         assert_eq!(both, [0, 1]);
@@ -240,7 +246,7 @@ fn s03_barrier() {
         for _ in 0..3 {
             s.spawn(|| {
                 for _ in 0..4 {
-                    b.wait(secs(30.0)).unwrap();
+                    b.wait_timeout(Duration::from_secs_f64(30.0)).unwrap();
                 }
             });
         }
@@ -274,7 +280,7 @@ fn s04_shared_values() {
     let raw = RawArray::<f64>::new(4).unwrap();
     let mut p = Process::new(add_to_shared, (value.clone(), array.clone(), raw.clone()));
     p.start().unwrap();
-    p.join(None).unwrap();
+    p.join().unwrap();
     assert_eq!(p.exitcode().unwrap(), Some(0));
     assert_eq!(value.get().unwrap(), 15);
     assert_eq!(
@@ -296,7 +302,7 @@ fn s04_shared_values() {
         p.start().unwrap();
     }
     for p in &mut ps {
-        p.join(None).unwrap();
+        p.join().unwrap();
         assert_eq!(p.exitcode().unwrap(), Some(0));
     }
     assert_eq!(counter.get().unwrap(), 40_000);
@@ -309,7 +315,7 @@ fn s04_fork_shares_captured_objects() {
     multiprocess::init_test();
     let _g = common::start();
     let counter = Value::new(0u64).unwrap();
-    let ctx = multiprocess::get_context("fork").unwrap();
+    let ctx = multiprocess::get_context(multiprocess::StartMethod::Fork).unwrap();
     let mut ps: Vec<Process> = (0..4)
         .map(|_| {
             let c = counter.clone();
@@ -320,18 +326,18 @@ fn s04_fork_shares_captured_objects() {
         p.start().unwrap();
     }
     for p in &mut ps {
-        p.join(None).unwrap();
+        p.join().unwrap();
         assert_eq!(p.exitcode().unwrap(), Some(0));
     }
     assert_eq!(counter.get().unwrap(), 40_000);
 }
 
 fn hold_forever(lock: Lock, rlock: RLock, slots: Semaphore, held: Event) {
-    assert!(slots.acquire(true, None).unwrap());
-    assert!(slots.acquire(true, None).unwrap());
-    lock.acquire(true, None).unwrap();
-    rlock.acquire(true, None).unwrap();
-    rlock.acquire(true, None).unwrap();
+    slots.acquire().unwrap();
+    slots.acquire().unwrap();
+    lock.acquire().unwrap();
+    rlock.acquire().unwrap();
+    rlock.acquire().unwrap();
     held.set();
     std::thread::sleep(Duration::from_secs(60));
 }
@@ -352,39 +358,40 @@ fn owner_died_locks_recover() {
         (lock.clone(), rlock.clone(), slots.clone(), held.clone()),
     );
     p.start().unwrap();
-    assert!(held.wait(secs(30.0)));
+    assert!(held.wait_timeout(Duration::from_secs_f64(30.0)));
     let pid = p.pid().unwrap();
     assert!(
-        !lock.acquire(true, secs(0.1)).unwrap(),
+        !lock.acquire_timeout(Duration::from_secs_f64(0.1)).unwrap(),
         "held by a live process"
     );
     p.kill().unwrap();
-    p.join(None).unwrap();
+    p.join().unwrap();
     let t = Instant::now();
-    match lock.acquire(true, secs(30.0)) {
+    match lock.acquire_timeout(Duration::from_secs_f64(30.0)) {
         Err(Error::OwnerDied { pid: dead }) => assert_eq!(dead, pid),
         other => panic!("expected OwnerDied, got {other:?}"),
     }
     assert!(t.elapsed() < Duration::from_secs(5));
-    assert!(lock.acquire(true, secs(30.0)).unwrap());
+    assert!(lock.acquire_timeout(Duration::from_secs_f64(30.0)).unwrap());
     lock.release().unwrap();
-    assert!(matches!(
-        rlock.acquire(false, None),
-        Err(Error::OwnerDied { .. })
-    ));
-    assert!(rlock.acquire(true, secs(30.0)).unwrap());
+    assert!(matches!(rlock.try_acquire(), Err(Error::OwnerDied { .. })));
+    assert!(
+        rlock
+            .acquire_timeout(Duration::from_secs_f64(30.0))
+            .unwrap()
+    );
     rlock.release().unwrap();
     assert!(!rlock.is_mine());
     // One slot is free; waiting for a second finds the dead holder's two.
     assert_eq!(slots.get_value(), 1);
-    assert!(slots.acquire(true, None).unwrap());
-    match slots.acquire(true, secs(30.0)) {
+    slots.acquire().unwrap();
+    match slots.acquire_timeout(Duration::from_secs_f64(30.0)) {
         Err(Error::OwnerDied { pid: dead }) => assert_eq!(dead, pid),
         other => panic!("expected OwnerDied, got {other:?}"),
     }
     assert_eq!(slots.get_value(), 2);
-    assert!(slots.acquire(false, None).unwrap());
-    assert!(slots.acquire(false, None).unwrap());
+    assert!(slots.try_acquire().unwrap());
+    assert!(slots.try_acquire().unwrap());
     for _ in 0..3 {
         slots.release().unwrap();
     }
@@ -405,7 +412,7 @@ fn contended_lock_across_threads_and_processes() {
             s.spawn(move || increment(c, 20_000));
         }
     });
-    p.join(None).unwrap();
+    p.join().unwrap();
     assert_eq!(counter.get().unwrap(), 80_000);
 }
 
@@ -422,11 +429,11 @@ fn receive_and_use(conn: multiprocess::Connection) -> u64 {
 fn objects_sent_over_a_connection() {
     multiprocess::init_test();
     let _g = common::start();
-    let (ours, theirs) = multiprocess::pipe(true).unwrap();
+    let (ours, theirs) = multiprocess::pipe().unwrap();
     let mut p = Process::new(receive_and_use, (theirs,));
     p.start().unwrap();
     let lock = Lock::new().unwrap();
-    lock.acquire(true, None).unwrap();
+    lock.acquire().unwrap();
     let counter = Value::new(1u64).unwrap();
     ours.send(&(lock.clone(), counter.clone())).unwrap();
     assert_eq!(p.result::<u64>().unwrap(), 42);
@@ -486,14 +493,14 @@ fn value_accessors_under_their_own_guard_are_errors() {
         drop(elements);
         assert_eq!(a.to_vec().unwrap(), [9, 2, 3]);
 
-        assert!(lock.acquire(true, None).unwrap());
+        lock.acquire().unwrap();
         assert!(is_reentry(w.set(3)));
         lock.release().unwrap();
         w.set(3).unwrap();
         assert_eq!(w.get().unwrap(), 3);
         // The Lock itself keeps Python's semantics: not re-entrant, a second acquire waits.
         let _held = lock.guard().unwrap();
-        assert!(!lock.acquire(true, secs(0.05)).unwrap());
+        assert!(!lock.acquire_timeout(Duration::from_secs_f64(0.05)).unwrap());
     });
 
     // Held by another thread: waited for, not an error.
@@ -527,7 +534,7 @@ fn value_accessors_under_their_own_guard_are_errors() {
     }
     let got = within_10s(move || v.get());
     assert_eq!(got.unwrap(), 0);
-    p.join(secs(30.0)).unwrap();
+    p.join_timeout(Duration::from_secs_f64(30.0)).unwrap();
     assert_eq!(p.exitcode().unwrap(), Some(0));
 }
 
@@ -563,7 +570,7 @@ fn array_slices() {
     let a = multiprocess::Array::<i32>::new(6).unwrap();
     let mut p = Process::new(write_slice, (a.clone(), 2, vec![7, 8, 9]));
     p.start().unwrap();
-    p.join(Some(Duration::from_secs(30))).unwrap();
+    p.join_timeout(Duration::from_secs(30)).unwrap();
     assert_eq!(p.exitcode().unwrap(), Some(0));
     assert_eq!(a.get_slice(1..=4).unwrap(), [0, 7, 8, 9]);
     assert!(matches!(

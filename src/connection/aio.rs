@@ -59,7 +59,7 @@ impl Connection {
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-    /// let (a, b) = multiprocess::pipe(true)?;
+    /// let (a, b) = multiprocess::pipe()?;
     /// a.send_bytes_async(b"ping").await?;
     /// assert_eq!(b.recv_bytes_async(None).await?, b"ping");
     /// # Ok::<(), multiprocess::Error>(()) }).unwrap();
@@ -80,7 +80,7 @@ impl Connection {
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-    /// let (a, b) = multiprocess::pipe(true)?;
+    /// let (a, b) = multiprocess::pipe()?;
     /// a.send_async(&(1u8, "one")).await?;
     /// assert_eq!(b.recv_async::<(u8, String)>().await?, (1, "one".to_string()));
     /// # Ok::<(), multiprocess::Error>(()) }).unwrap();
@@ -180,7 +180,7 @@ impl Connection {
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-    /// let (a, b) = multiprocess::pipe(false)?;
+    /// let (a, b) = multiprocess::pipe_one_way()?;
     /// b.send_bytes_async(&[7u8; 100]).await?;
     /// assert_eq!(a.recv_bytes_async(None).await?, vec![7u8; 100]);
     /// # Ok::<(), multiprocess::Error>(()) }).unwrap();
@@ -200,7 +200,7 @@ impl Connection {
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-    /// let (a, b) = multiprocess::pipe(true)?;
+    /// let (a, b) = multiprocess::pipe()?;
     /// a.send_async(&vec![1u32, 2, 3]).await?;
     /// assert_eq!(b.recv::<Vec<u32>>()?, [1, 2, 3]);
     /// # Ok::<(), multiprocess::Error>(()) }).unwrap();

@@ -31,7 +31,7 @@ pub(crate) fn deliver_challenge(conn: &Connection, key: &[u8]) -> Result<()> {
     let mut challenge = CHALLENGE.to_vec();
     challenge.extend_from_slice(&message);
     conn.send_bytes(&challenge)?;
-    let response = conn.recv_bytes(Some(HANDSHAKE_LIMIT))?;
+    let response = conn.recv_bytes_max(HANDSHAKE_LIMIT)?;
     if verify(key, &message, &response) {
         conn.send_bytes(WELCOME)
     } else {
@@ -42,7 +42,7 @@ pub(crate) fn deliver_challenge(conn: &Connection, key: &[u8]) -> Result<()> {
 
 /// Python's `answer_challenge`: we answer the peer's challenge and expect a welcome.
 pub(crate) fn answer_challenge(conn: &Connection, key: &[u8]) -> Result<()> {
-    let message = conn.recv_bytes(Some(HANDSHAKE_LIMIT))?;
+    let message = conn.recv_bytes_max(HANDSHAKE_LIMIT)?;
     let Some(message) = message.strip_prefix(CHALLENGE) else {
         return Err(Error::Authentication(format!(
             "Protocol error, expected challenge: message={}",
@@ -56,7 +56,7 @@ pub(crate) fn answer_challenge(conn: &Connection, key: &[u8]) -> Result<()> {
         )));
     }
     conn.send_bytes(&respond(key, message)?)?;
-    let reply = conn.recv_bytes(Some(HANDSHAKE_LIMIT))?;
+    let reply = conn.recv_bytes_max(HANDSHAKE_LIMIT)?;
     if reply != WELCOME {
         return Err(Error::Authentication("digest sent was rejected".into()));
     }
@@ -124,7 +124,7 @@ mod tests {
     fn handshake_survives_garbage_peers() {
         let mut rng = Rng(0x51_7cc1_b727_220a);
         for round in 0..300 {
-            let (ours, theirs) = crate::pipe(true).unwrap();
+            let (ours, theirs) = crate::pipe().unwrap();
             let frames: Vec<Vec<u8>> = (0..rng.next() % 4)
                 .map(|i| {
                     let mut f = rng.bytes(300);
@@ -144,7 +144,7 @@ mod tests {
                     .poll(Some(std::time::Duration::from_millis(20)))
                     .unwrap_or(false)
                 {
-                    if theirs.recv_bytes(Some(1024)).is_err() {
+                    if theirs.recv_bytes_max(1024).is_err() {
                         break;
                     }
                 }

@@ -102,7 +102,7 @@ impl Waitable for ParentProcess {
 ///
 /// ```
 /// use std::time::Duration;
-/// let (a, b) = multiprocess::pipe(true)?;
+/// let (a, b) = multiprocess::pipe()?;
 /// assert!(multiprocess::wait(&[&a, &b], Some(Duration::ZERO))?.is_empty());
 /// b.send(&"hello")?;
 /// assert_eq!(multiprocess::wait(&[&a, &b], None)?, vec![0]);
@@ -130,22 +130,42 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<
         .collect())
 }
 
-/// `multiprocessing.Pipe(duplex)`: two connected [`Connection`]s. Duplex ends both send and
-/// receive (a socket pair); with `duplex == false` the first end only receives and the second
-/// only sends (a pipe), as in Python.
+/// `multiprocessing.Pipe()`: two connected [`Connection`]s that both send and receive (a
+/// socket pair). [`pipe_one_way`] is Python's `Pipe(duplex=False)`.
 ///
 /// # Errors
 /// [`Error::Io`] if the OS cannot make the pair.
 ///
 /// ```
-/// let (parent_end, child_end) = multiprocess::pipe(true)?;
+/// let (parent_end, child_end) = multiprocess::pipe()?;
 /// child_end.send(&(1u32, String::from("one")))?;
 /// assert_eq!(parent_end.recv::<(u32, String)>()?, (1, "one".to_string()));
 /// parent_end.send_bytes(b"raw")?;
-/// assert_eq!(child_end.recv_bytes(None)?, b"raw");
+/// assert_eq!(child_end.recv_bytes()?, b"raw");
 /// # Ok::<(), multiprocess::Error>(())
 /// ```
-pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
+pub fn pipe() -> Result<(Connection, Connection)> {
+    pipe_with(true)
+}
+
+/// A one-way pipe (Python's `Pipe(duplex=False)`): the first end only receives, the second
+/// only sends.
+///
+/// ```
+/// let (reader, writer) = multiprocess::pipe_one_way()?;
+/// writer.send(&7u8)?;
+/// assert_eq!(reader.recv::<u8>()?, 7);
+/// assert!(reader.send(&1u8).is_err());
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+///
+/// # Errors
+/// As [`pipe`].
+pub fn pipe_one_way() -> Result<(Connection, Connection)> {
+    pipe_with(false)
+}
+
+fn pipe_with(duplex: bool) -> Result<(Connection, Connection)> {
     let (a, b) = sys::stream_pair(duplex).map_err(|e| Error::io("creating a pipe", e))?;
     let (mut a, mut b) = if duplex {
         (
@@ -283,7 +303,7 @@ impl Connection {
     /// handle's value on Windows. See also the `AsFd`/`AsHandle` implementations.
     ///
     /// ```
-    /// let (a, _b) = multiprocess::pipe(true)?;
+    /// let (a, _b) = multiprocess::pipe()?;
     /// assert!(a.fileno()? >= 0);
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
@@ -405,17 +425,26 @@ impl Connection {
         self.send_bytes(&buf[offset..offset + size])
     }
 
-    /// Receives one message as bytes. With `maxlength`, a longer message is refused with `bad
-    /// message length` and, as in Python, this end can no longer receive (its payload was not
-    /// read, so the stream is off a message boundary; a receive-only end is closed).
+    /// Receives one message as bytes (Python's `recv_bytes()`).
     ///
     /// # Errors
     /// [`Error::Eof`] if the peer closed before a message; [`Error::Io`] for end of file inside
-    /// a message (`got end of file during message`) or a message over the limit;
+    /// a message (`got end of file during message`) or a message over the limit (see
+    /// [`recv_bytes_max`](Self::recv_bytes_max): its payload was not read, so the stream is
+    /// off a message boundary and this end can no longer receive; a receive-only end is closed);
     /// [`Error::State`] if this end is closed or send-only.
-    pub fn recv_bytes(&self, maxlength: Option<usize>) -> Result<Vec<u8>> {
-        let limit = maxlength.map_or(wire::DEFAULT_LIMIT, |m| m as u64);
-        self.receive(|inbox, link| inbox.read_frame(link, limit))
+    pub fn recv_bytes(&self) -> Result<Vec<u8>> {
+        self.receive(|inbox, link| inbox.read_frame(link, wire::DEFAULT_LIMIT))
+    }
+
+    /// [`recv_bytes`](Self::recv_bytes) refusing a message longer than `maxlength` (Python's
+    /// `recv_bytes(maxlength)`): the message is then refused with `bad message length` and, as
+    /// in Python, this end can no longer receive.
+    ///
+    /// # Errors
+    /// As [`recv_bytes`](Self::recv_bytes).
+    pub fn recv_bytes_max(&self, maxlength: usize) -> Result<Vec<u8>> {
+        self.receive(|inbox, link| inbox.read_frame(link, maxlength as u64))
     }
 
     /// Receives one message into `buf[offset..]`, returning its length.

@@ -35,12 +35,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// let executor = ProcessPoolExecutor::new(2)?;
 /// let good = executor.submit(divide, (84, 2))?;
 /// let bad = executor.submit(divide, (1, 0))?;
-/// assert_eq!(good.result(Some(Duration::from_secs(30)))?, 42);
+/// assert_eq!(good.result_timeout(Duration::from_secs(30))?, 42);
 /// assert!(good.done() && !good.running() && !good.cancelled());
 /// // A panic in the task is its error: from `result`, and from `exception`.
-/// assert!(matches!(bad.result(None), Err(multiprocess::Error::Panicked { .. })));
-/// assert!(bad.exception(None)?.is_some());
-/// assert!(good.exception(None)?.is_none());
+/// assert!(matches!(bad.result(), Err(multiprocess::Error::Panicked { .. })));
+/// assert!(bad.exception()?.is_some());
+/// assert!(good.exception()?.is_none());
 /// # Ok(()) }
 /// ```
 pub struct Future<R> {
@@ -215,8 +215,8 @@ impl<R> Future<R> {
     /// let second = executor.submit(nap, (1,))?; // waits for the only worker
     /// assert!(second.cancel());
     /// assert!(second.cancelled() && second.done());
-    /// assert!(matches!(second.result(None), Err(multiprocess::Error::Cancelled)));
-    /// assert_eq!(first.result(None)?, 300);
+    /// assert!(matches!(second.result(), Err(multiprocess::Error::Cancelled)));
+    /// assert_eq!(first.result()?, 300);
     /// assert!(!first.cancel()); // finished: too late
     /// # Ok(()) }
     /// ```
@@ -241,7 +241,7 @@ impl<R> Future<R> {
 
     /// Waits up to `timeout` (`None`: as long as it takes) until it is done; true if it is.
     fn wait(&self, timeout: Option<Duration>) -> Result<()> {
-        if self.inner.result.wait(timeout) {
+        if self.inner.result.wait_until(timeout) {
             Ok(())
         } else {
             Err(Error::Timeout)
@@ -266,7 +266,7 @@ impl<R> Future<R> {
     /// let executor = ProcessPoolExecutor::new(2)?;
     /// let (tx, rx) = mpsc::channel();
     /// let future = executor.submit(square, (9,))?;
-    /// future.add_done_callback(move |f| tx.send(f.result(None).ok()).unwrap());
+    /// future.add_done_callback(move |f| tx.send(f.result().ok()).unwrap());
     /// assert_eq!(rx.recv().unwrap(), Some(81));
     /// # Ok(()) }
     /// ```
@@ -292,32 +292,57 @@ impl<R> Future<R> {
 }
 
 impl<R> Future<R> {
-    /// Waits up to `timeout` (`None`: as long as it takes) and returns the task's value
-    /// (Python's `result`). It can be called again (the value is decoded each time).
+    /// Waits as long as it takes and returns the task's value (Python's `result()`). It can
+    /// be called again (the value is decoded each time).
     ///
     /// # Errors
-    /// [`Error::Timeout`] if it is not done in time (the task goes on: call again);
     /// [`Error::Cancelled`] if it was cancelled; otherwise the task's own error:
     /// [`Error::Panicked`], [`Error::WorkerLost`] (its worker died while running it),
     /// [`Error::TaskTimeout`] (past the executor's time limit per task), [`Error::Codec`].
-    pub fn result(&self, timeout: Option<Duration>) -> Result<R> {
-        self.wait(timeout)?;
-        self.inner.result.get(None)
+    pub fn result(&self) -> Result<R> {
+        self.result_until(None)
     }
 
-    /// Waits up to `timeout` and returns the task's error, `None` if it succeeded (Python's
-    /// `exception`).
+    /// [`result`](Self::result), waiting at most `timeout` (Python's `result(timeout)`).
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if it is not done in time (the task goes on: call again); otherwise
+    /// as [`result`](Self::result).
+    pub fn result_timeout(&self, timeout: Duration) -> Result<R> {
+        self.result_until(Some(timeout))
+    }
+
+    pub(crate) fn result_until(&self, timeout: Option<Duration>) -> Result<R> {
+        self.wait(timeout)?;
+        self.inner.result.get()
+    }
+
+    /// Waits as long as it takes and returns the task's error, `None` if it succeeded
+    /// (Python's `exception()`).
+    ///
+    /// # Errors
+    /// [`Error::Cancelled`] if it was cancelled.
+    pub fn exception(&self) -> Result<Option<Error>> {
+        self.exception_until(None)
+    }
+
+    /// [`exception`](Self::exception), waiting at most `timeout` (Python's
+    /// `exception(timeout)`).
     ///
     /// # Errors
     /// [`Error::Timeout`] if it is not done in time; [`Error::Cancelled`] if it was cancelled.
-    pub fn exception(&self, timeout: Option<Duration>) -> Result<Option<Error>> {
+    pub fn exception_timeout(&self, timeout: Duration) -> Result<Option<Error>> {
+        self.exception_until(Some(timeout))
+    }
+
+    fn exception_until(&self, timeout: Option<Duration>) -> Result<Option<Error>> {
         self.wait(timeout)?;
         if self.cancelled() {
             return Err(Error::Cancelled);
         }
         match self.inner.result.successful() {
             Ok(true) => Ok(None),
-            _ => Ok(self.inner.result.get(None).err()),
+            _ => Ok(self.inner.result.get().err()),
         }
     }
 }
@@ -391,8 +416,8 @@ impl<R> sealed::Watch for Future<R> {
 /// let text = executor.submit(greet, ("world".to_string(),))?;
 /// let (done, not_done) = wait([&number as &dyn AnyFuture, &text], None, ReturnWhen::AllCompleted);
 /// assert_eq!((done.len(), not_done.len()), (2, 0));
-/// assert!(done.iter().all(|f| f.exception(None).is_ok_and(|e| e.is_none())));
-/// assert_eq!(number.result(None)?, 16);
+/// assert!(done.iter().all(|f| f.exception().is_ok_and(|e| e.is_none())));
+/// assert_eq!(number.result()?, 16);
 /// # Ok(()) }
 /// ```
 pub trait AnyFuture: sealed::Watch {
@@ -407,8 +432,13 @@ pub trait AnyFuture: sealed::Watch {
     /// See [`Future::exception`].
     ///
     /// # Errors
+    /// [`Error::Cancelled`].
+    fn exception(&self) -> Result<Option<Error>>;
+    /// See [`Future::exception_timeout`].
+    ///
+    /// # Errors
     /// [`Error::Timeout`], [`Error::Cancelled`].
-    fn exception(&self, timeout: Option<Duration>) -> Result<Option<Error>>;
+    fn exception_timeout(&self, timeout: Duration) -> Result<Option<Error>>;
 }
 
 impl<R> AnyFuture for Future<R> {
@@ -424,7 +454,10 @@ impl<R> AnyFuture for Future<R> {
     fn done(&self) -> bool {
         Future::done(self)
     }
-    fn exception(&self, timeout: Option<Duration>) -> Result<Option<Error>> {
-        Future::exception(self, timeout)
+    fn exception(&self) -> Result<Option<Error>> {
+        Future::exception(self)
+    }
+    fn exception_timeout(&self, timeout: Duration) -> Result<Option<Error>> {
+        Future::exception_timeout(self, timeout)
     }
 }

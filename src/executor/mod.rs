@@ -28,16 +28,16 @@
 //! multiprocess::init_test(); // in a program: multiprocess::init(), first line of main
 //! let executor = ProcessPoolExecutor::new(2)?;
 //! let future = executor.submit(is_prime, (1_000_000_007,))?;
-//! assert!(future.result(Some(Duration::from_secs(60)))?);
+//! assert!(future.result_timeout(Duration::from_secs(60))?);
 //!
 //! let primes: Vec<bool> = executor
-//!     .map(is_prime, [2, 15, 17, 21], None, 1)?
+//!     .map(is_prime, [2, 15, 17, 21])?
 //!     .collect::<Result<_, _>>()?;
 //! assert_eq!(primes, [true, false, true, false]);
 //!
 //! let futures = vec![executor.submit(is_prime, (97,))?, executor.submit(is_prime, (99,))?];
 //! for future in as_completed(&futures, None) {
-//!     future?.result(None)?;
+//!     future?.result()?;
 //! }
 //! executor.shutdown(true, false); // or drop it: Python's `with` block
 //! # Ok(()) }
@@ -236,14 +236,32 @@ impl ProcessPoolExecutor {
     /// # fn main() -> multiprocess::Result<()> {
     /// multiprocess::init_test(); // in a program: multiprocess::init(), first line of main
     /// let executor = ProcessPoolExecutor::new(2)?;
-    /// let cubes: Vec<i64> = executor.map(cube, -2..3, None, 2)?.collect::<Result<_, _>>()?;
+    /// let cubes: Vec<i64> = executor.map(cube, -2..3)?.collect::<Result<_, _>>()?;
     /// assert_eq!(cubes, [-8, -1, 0, 1, 8]);
     /// # Ok(()) }
     /// ```
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for `chunksize` 0; [`Error::State`] after `shutdown`.
+    /// [`Error::State`] after `shutdown`.
     pub fn map<'a, F, X, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = X> + 'a,
+    ) -> Result<Map<'a, R>>
+    where
+        F: Target<(X,), R>,
+        X: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        self.map_with(f, items, None, 1)
+    }
+
+    /// [`map`](Self::map) with Python's other arguments: a `timeout` for the whole map (an
+    /// item not ready in time is [`Error::Timeout`]) and `chunksize` items per task.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for `chunksize` 0; [`Error::State`] after `shutdown`.
+    pub fn map_with<'a, F, X, R>(
         &self,
         f: F,
         items: impl IntoIterator<Item = X> + 'a,
@@ -262,7 +280,7 @@ impl ProcessPoolExecutor {
         self.check_running()?;
         let mut results = self
             .pool
-            .imap(f, items, chunksize)
+            .imap_chunked(f, items, chunksize)
             .map_err(after_shutdown)?;
         results.prime().map_err(after_shutdown)?;
         Ok(Map {
@@ -343,7 +361,7 @@ impl<R: DeserializeOwned> Iterator for Map<'_, R> {
         let left = self
             .deadline
             .map(|d| d.saturating_duration_since(Instant::now()));
-        let next = results.next_timeout(left);
+        let next = results.next_until(left);
         if !matches!(next, Some(Ok(_))) {
             self.results = None;
         }

@@ -47,7 +47,7 @@ fn unique<'a, F: AnyFuture + ?Sized>(fs: impl IntoIterator<Item = &'a F>) -> Vec
 /// let futures = vec![executor.submit(nap, (10,))?, executor.submit(nap, (1500,))?];
 /// let (done, not_done) = wait(&futures, None, ReturnWhen::FirstCompleted);
 /// assert_eq!(done.len(), 1);
-/// assert_eq!(done[0].result(None)?, 10);
+/// assert_eq!(done[0].result()?, 10);
 /// assert_eq!(not_done.len(), 1);
 /// let (done, not_done) = wait(&futures, None, ReturnWhen::AllCompleted);
 /// assert_eq!((done.len(), not_done.len()), (2, 0));
@@ -105,7 +105,7 @@ pub fn wait<'a, F: AnyFuture + ?Sized>(
 ///     .collect::<Result<_, _>>()?;
 /// let mut order = Vec::new();
 /// for future in as_completed(&futures, Some(Duration::from_secs(60))) {
-///     order.push(future?.result(None)?);
+///     order.push(future?.result()?);
 /// }
 /// assert_eq!(order, [10, 700, 1500]);
 /// # Ok(()) }

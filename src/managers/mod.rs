@@ -107,7 +107,7 @@ pub use sync::{BarrierProxy, ConditionProxy, EventProxy, LockProxy, RLockProxy, 
 /// let l = manager.list_from([1u32, 2])?;
 /// let mut p = Process::new(update, (d.clone(), l.clone()));
 /// p.start()?;
-/// p.join(None)?;
+/// p.join()?;
 /// assert_eq!(d.get(&"answer".to_string())?, Some(42));
 /// assert_eq!(l.to_vec()?, [1, 2, 7]);
 /// # Ok(()) } // dropping the manager shuts its server down
@@ -176,10 +176,10 @@ impl Manager {
             Ok(Ok(address)) => address,
             Ok(Err(e)) => {
                 // It ends by itself once it has said why.
-                let _ = process.join(Some(Duration::from_secs(5)));
+                let _ = process.join_timeout(Duration::from_secs(5));
                 if process.is_alive().unwrap_or(false) {
                     let _ = process.kill();
-                    let _ = process.join(None);
+                    let _ = process.join();
                 }
                 return Err(Error::state(format!("the manager could not start: {e}")));
             }
@@ -187,7 +187,7 @@ impl Manager {
                 // A server that never ran (its program lacks `init()`) says why.
                 let why = process.start_failure(Duration::from_secs(5));
                 let _ = process.kill();
-                let _ = process.join(None);
+                let _ = process.join();
                 return Err(why.unwrap_or(e));
             }
         };
@@ -450,10 +450,10 @@ impl Manager {
             return Ok(());
         };
         let _ = self.client.call(&Request::Shutdown);
-        process.join(Some(Duration::from_secs(1)))?;
+        process.join_timeout(Duration::from_secs(1))?;
         if process.is_alive()? {
             process.terminate()?;
-            process.join(None)?;
+            process.join()?;
         }
         Ok(())
     }
@@ -525,14 +525,14 @@ impl ManagerBuilder {
         let authkey = self
             .authkey
             .unwrap_or_else(|| current_process().authkey().to_vec());
-        let (ours, theirs) = crate::pipe(true)?;
+        let (ours, theirs) = crate::pipe()?;
         let address = self.address;
         let process = match self.process {
             Some(make) => make(theirs, address, authkey.clone()),
             None => Process::new(server::serve, (theirs, address, authkey.clone())),
         }
-        .name("Manager")
-        .daemon(true);
+        .with_name("Manager")
+        .with_daemon(true);
         Manager::started(process, ours, authkey)
     }
 }

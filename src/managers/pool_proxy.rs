@@ -36,47 +36,67 @@ impl PoolProxy {
         crate::pool::decode_remote_one(self.run(job)?)
     }
 
-    /// `f(x)` for every item, in order (Python's `map`); `chunksize` as
-    /// [`Pool::map`](crate::Pool::map)'s.
+    /// `f(x)` for every item, in order (Python's `map`), in chunks of
+    /// [`Pool::map`](crate::Pool::map)'s default size.
     ///
     /// # Errors
     /// As [`Pool::map`](crate::Pool::map).
-    pub fn map<F, X, R>(
+    pub fn map<F, X, R>(&self, f: F, items: impl IntoIterator<Item = X>) -> Result<Vec<R>>
+    where
+        F: Target<(X,), R>,
+        X: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        self.map_async(f, items)?.get()
+    }
+
+    /// [`map`](PoolProxy::map) with `chunksize` items per task.
+    ///
+    /// # Errors
+    /// As [`Pool::map`](crate::Pool::map).
+    pub fn map_chunked<F, X, R>(
         &self,
         f: F,
         items: impl IntoIterator<Item = X>,
-        chunksize: Option<usize>,
+        chunksize: usize,
     ) -> Result<Vec<R>>
     where
         F: Target<(X,), R>,
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let _ = f; // F names the code: the manager's workers find it by its type
-        let items: Vec<X> = items.into_iter().collect();
-        let job = crate::pool::RemoteJob::map::<F, X, R>(items, chunksize, self.1)?;
-        crate::pool::decode_remote_chunks(self.run(job)?)
+        self.map_async_chunked(f, items, chunksize)?.get()
     }
 
     /// `f(*a)` for every tuple, in order (Python's `starmap`).
     ///
     /// # Errors
     /// As [`Pool::starmap`](crate::Pool::starmap).
-    pub fn starmap<F, A, R>(
+    pub fn starmap<F, A, R>(&self, f: F, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        self.starmap_async(f, items)?.get()
+    }
+
+    /// [`starmap`](PoolProxy::starmap) with `chunksize` tuples per task.
+    ///
+    /// # Errors
+    /// As [`Pool::starmap`](crate::Pool::starmap).
+    pub fn starmap_chunked<F, A, R>(
         &self,
         f: F,
         items: impl IntoIterator<Item = A>,
-        chunksize: Option<usize>,
+        chunksize: usize,
     ) -> Result<Vec<R>>
     where
         F: Target<A, R>,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let _ = f; // F names the code: the manager's workers find it by its type
-        let items: Vec<A> = items.into_iter().collect();
-        let job = crate::pool::RemoteJob::starmap::<F, A, R>(items, chunksize, self.1)?;
-        crate::pool::decode_remote_chunks(self.run(job)?)
+        self.starmap_async_chunked(f, items, chunksize)?.get()
     }
 
     fn start<R>(
@@ -117,7 +137,6 @@ impl PoolProxy {
         &self,
         f: F,
         items: impl IntoIterator<Item = X>,
-        chunksize: Option<usize>,
     ) -> Result<AsyncResultProxy<Vec<R>>>
     where
         F: Target<(X,), R>,
@@ -126,22 +145,55 @@ impl PoolProxy {
     {
         let _ = f; // F names the code: the manager's workers find it by its type
         let items: Vec<X> = items.into_iter().collect();
-        let job = crate::pool::RemoteJob::map::<F, X, R>(items, chunksize, self.1)?;
+        let job = crate::pool::RemoteJob::map::<F, X, R>(items, None, self.1)?;
+        self.start(job, crate::pool::decode_remote_chunks::<R>)
+    }
+
+    /// [`map_async`](PoolProxy::map_async) with `chunksize` items per task.
+    ///
+    /// # Errors
+    /// As [`apply_async`](PoolProxy::apply_async).
+    pub fn map_async_chunked<F, X, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = X>,
+        chunksize: usize,
+    ) -> Result<AsyncResultProxy<Vec<R>>>
+    where
+        F: Target<(X,), R>,
+        X: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let _ = f; // F names the code: the manager's workers find it by its type
+        let items: Vec<X> = items.into_iter().collect();
+        let job = crate::pool::RemoteJob::map::<F, X, R>(items, Some(chunksize), self.1)?;
         self.start(job, crate::pool::decode_remote_chunks::<R>)
     }
 
     /// `f(x)` for every item, in order, as the results come (Python's `imap`): each step gives
-    /// the next item's result, waiting for its chunk (`chunksize` as Python's `imap`: 1 when
-    /// `None`).
+    /// the next item's result, waiting for its chunk (one item per task, as Python's `imap`).
     ///
     /// # Errors
     /// As [`apply_async`](PoolProxy::apply_async); each step's result as
     /// [`Pool::imap`](crate::Pool::imap)'s.
-    pub fn imap<F, X, R>(
+    pub fn imap<F, X, R>(&self, f: F, items: impl IntoIterator<Item = X>) -> Result<RemoteIMap<R>>
+    where
+        F: Target<(X,), R>,
+        X: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        self.imap_with(f, items, 1, true)
+    }
+
+    /// [`imap`](PoolProxy::imap) with `chunksize` items per task.
+    ///
+    /// # Errors
+    /// As [`imap`](PoolProxy::imap).
+    pub fn imap_chunked<F, X, R>(
         &self,
         f: F,
         items: impl IntoIterator<Item = X>,
-        chunksize: Option<usize>,
+        chunksize: usize,
     ) -> Result<RemoteIMap<R>>
     where
         F: Target<(X,), R>,
@@ -152,8 +204,8 @@ impl PoolProxy {
     }
 
     /// `f(x)` for every item, in the order the results come (Python's `imap_unordered`):
-    /// each step gives a result of the next chunk to finish (`chunksize` as
-    /// [`imap`](PoolProxy::imap)'s), so a slow item holds up only its own chunk.
+    /// each step gives a result of the next chunk to finish, so a slow item holds up only its own
+    /// chunk.
     ///
     /// ```standalone_crate
     /// # fn main() -> multiprocess::Result<()> {
@@ -164,7 +216,7 @@ impl PoolProxy {
     /// let manager = multiprocess::Manager::start()?;
     /// let pool = manager.pool(Some(2))?;
     /// let mut squares = pool
-    ///     .imap_unordered(square, 0..10u64, None)?
+    ///     .imap_unordered(square, 0..10u64)?
     ///     .collect::<multiprocess::Result<Vec<u64>>>()?;
     /// squares.sort();
     /// assert_eq!(squares, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
@@ -177,7 +229,24 @@ impl PoolProxy {
         &self,
         f: F,
         items: impl IntoIterator<Item = X>,
-        chunksize: Option<usize>,
+    ) -> Result<RemoteIMap<R>>
+    where
+        F: Target<(X,), R>,
+        X: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        self.imap_with(f, items, 1, false)
+    }
+
+    /// [`imap_unordered`](PoolProxy::imap_unordered) with `chunksize` items per task.
+    ///
+    /// # Errors
+    /// As [`imap`](PoolProxy::imap).
+    pub fn imap_unordered_chunked<F, X, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = X>,
+        chunksize: usize,
     ) -> Result<RemoteIMap<R>>
     where
         F: Target<(X,), R>,
@@ -191,7 +260,7 @@ impl PoolProxy {
         &self,
         f: F,
         items: impl IntoIterator<Item = X>,
-        chunksize: Option<usize>,
+        chunksize: usize,
         ordered: bool,
     ) -> Result<RemoteIMap<R>>
     where
@@ -201,8 +270,7 @@ impl PoolProxy {
     {
         let _ = f; // F names the code: the manager's workers find it by its type
         let items: Vec<X> = items.into_iter().collect();
-        let job =
-            crate::pool::RemoteJob::map::<F, X, R>(items, Some(chunksize.unwrap_or(1)), self.1)?;
+        let job = crate::pool::RemoteJob::map::<F, X, R>(items, Some(chunksize), self.1)?;
         let chunks = job.tasks();
         let result = self.start(job, crate::pool::decode_remote_chunks::<R>)?;
         Ok(RemoteIMap {
@@ -223,7 +291,6 @@ impl PoolProxy {
         &self,
         f: F,
         items: impl IntoIterator<Item = A>,
-        chunksize: Option<usize>,
     ) -> Result<AsyncResultProxy<Vec<R>>>
     where
         F: Target<A, R>,
@@ -232,7 +299,28 @@ impl PoolProxy {
     {
         let _ = f; // F names the code: the manager's workers find it by its type
         let items: Vec<A> = items.into_iter().collect();
-        let job = crate::pool::RemoteJob::starmap::<F, A, R>(items, chunksize, self.1)?;
+        let job = crate::pool::RemoteJob::starmap::<F, A, R>(items, None, self.1)?;
+        self.start(job, crate::pool::decode_remote_chunks::<R>)
+    }
+
+    /// [`starmap_async`](PoolProxy::starmap_async) with `chunksize` tuples per task.
+    ///
+    /// # Errors
+    /// As [`apply_async`](PoolProxy::apply_async).
+    pub fn starmap_async_chunked<F, A, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = A>,
+        chunksize: usize,
+    ) -> Result<AsyncResultProxy<Vec<R>>>
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let _ = f; // F names the code: the manager's workers find it by its type
+        let items: Vec<A> = items.into_iter().collect();
+        let job = crate::pool::RemoteJob::starmap::<F, A, R>(items, Some(chunksize), self.1)?;
         self.start(job, crate::pool::decode_remote_chunks::<R>)
     }
 
@@ -272,12 +360,24 @@ impl<R> std::fmt::Debug for AsyncResultProxy<R> {
 }
 
 impl<R> AsyncResultProxy<R> {
-    /// Waits for the value: `timeout` `None` waits as long as it takes.
+    /// Waits for the value, as long as it takes.
     ///
     /// # Errors
-    /// [`Error::Timeout`] if not ready in time (call again); otherwise the job's own error,
-    /// as [`AsyncResult::get`](crate::AsyncResult::get).
-    pub fn get(&self, timeout: Option<Duration>) -> Result<R> {
+    /// The job's own error, as [`AsyncResult::get`](crate::AsyncResult::get).
+    pub fn get(&self) -> Result<R> {
+        self.get_until(None)
+    }
+
+    /// Waits for the value at most `timeout`.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if not ready in time (call again); otherwise as
+    /// [`get`](Self::get).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<R> {
+        self.get_until(Some(timeout))
+    }
+
+    fn get_until(&self, timeout: Option<Duration>) -> Result<R> {
         match self.handle.call(Op::ResultGet(secs(timeout))) {
             Ok(Reply::Outcomes(o)) => (self.decode)(o),
             Ok(other) => Err(unexpected(other)),
@@ -286,12 +386,20 @@ impl<R> AsyncResultProxy<R> {
         }
     }
 
-    /// Waits until the job has finished or `timeout` passes; true if it has.
+    /// Waits until the job has finished.
     ///
     /// # Errors
     /// As other proxies' calls (the manager is gone).
-    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
-        self.handle.flag(Op::ResultWait(secs(timeout)))
+    pub fn wait(&self) -> Result<()> {
+        self.handle.flag(Op::ResultWait(secs(None))).map(|_| ())
+    }
+
+    /// Waits until the job has finished or `timeout` passes; true if it has.
+    ///
+    /// # Errors
+    /// As [`wait`](Self::wait).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.handle.flag(Op::ResultWait(secs(Some(timeout))))
     }
 
     /// Whether the job has finished.
@@ -299,7 +407,7 @@ impl<R> AsyncResultProxy<R> {
     /// # Errors
     /// As [`wait`](AsyncResultProxy::wait).
     pub fn ready(&self) -> Result<bool> {
-        self.wait(Some(Duration::ZERO))
+        self.wait_timeout(Duration::ZERO)
     }
 }
 

@@ -28,7 +28,11 @@ proxy_impls!(QueueProxy<T>);
 
 impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// Puts `value` at the back, waiting as long as the queue is full.
-    pub fn put(&self, value: &T) -> Result<()> {
+    pub fn put<Q>(&self, value: &Q) -> Result<()>
+    where
+        T: std::borrow::Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         self.0.done(Op::QueuePut(encode(value)?, None))
     }
 
@@ -37,7 +41,11 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     ///
     /// # Errors
     /// [`Error::Full`] when no room came in time.
-    pub fn put_timeout(&self, value: &T, timeout: Option<Duration>) -> Result<()> {
+    pub fn put_timeout<Q>(&self, value: &Q, timeout: Option<Duration>) -> Result<()>
+    where
+        T: std::borrow::Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         match self.0.done(Op::QueuePut(encode(value)?, secs(timeout))) {
             Err(Error::Remote { kind, .. }) if kind == "Full" => Err(Error::Full),
             other => other,
@@ -48,7 +56,11 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     ///
     /// # Errors
     /// [`Error::Full`] if the queue is full.
-    pub fn put_nowait(&self, value: &T) -> Result<()> {
+    pub fn put_nowait<Q>(&self, value: &Q) -> Result<()>
+    where
+        T: std::borrow::Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         self.put_timeout(value, Some(Duration::ZERO))
     }
 
@@ -105,9 +117,16 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
         self.0.done(Op::TaskDone)
     }
 
-    /// Waits until every item put has been marked processed (Python's `join()`), up to
-    /// `timeout` (`None`: no limit); true if they all were.
-    pub fn join(&self, timeout: Option<Duration>) -> Result<bool> {
-        self.0.flag(Op::Join(secs(timeout)))
+    /// Waits until every item put has been marked processed (Python's `join()`).
+    ///
+    /// # Errors
+    /// As any proxy call: [`Error::Remote`], or the connection's errors.
+    pub fn join(&self) -> Result<()> {
+        self.0.flag(Op::Join(secs(None))).map(|_| ())
+    }
+
+    /// [`join`](Self::join) for at most `timeout`: true if every item was processed.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.0.flag(Op::Join(secs(Some(timeout))))
     }
 }

@@ -40,7 +40,7 @@ use crate::shared_memory::{self, Item, ShareableList, SharedMemory};
 /// let list = smm.shareable_list([1, 2, 3])?;
 /// let mut p = Process::new(child, (ShareableList::attach(list.name())?,));
 /// p.start()?;
-/// p.join(None)?;
+/// p.join()?;
 /// assert_eq!(list.get(0)?, true.into());
 /// let names = [shm.name().to_owned(), list.name().to_owned()];
 /// drop((shm, list));
@@ -92,10 +92,10 @@ impl SharedMemoryManager {
         // The manager's process must share this process's resource tracker (it unregisters
         // what it unlinks): start the tracker first, for the child to inherit.
         crate::sys::ensure_tracker().map_err(|e| Error::io("starting the resource tracker", e))?;
-        let (ours, theirs) = crate::pipe(true)?;
+        let (ours, theirs) = crate::pipe()?;
         let mut process = Process::new(keep_segments, (theirs,))
-            .name("SharedMemoryManager")
-            .daemon(true);
+            .with_name("SharedMemoryManager")
+            .with_daemon(true);
         process.start()?;
         match ours.recv::<Answer>() {
             Ok(Answer::Ready) => Ok(SharedMemoryManager {
@@ -105,7 +105,7 @@ impl SharedMemoryManager {
             }),
             other => {
                 let _ = process.kill();
-                let _ = process.join(None);
+                let _ = process.join();
                 Err(match other {
                     Err(e) => e,
                     Ok(_) => Error::Codec("the SharedMemoryManager answered out of turn".into()),
@@ -191,10 +191,10 @@ impl SharedMemoryManager {
                 let _ = control.recv::<Answer>();
             }
         }
-        process.join(Some(SHUTDOWN_WAIT))?;
+        process.join_timeout(SHUTDOWN_WAIT)?;
         if process.is_alive()? {
             process.terminate()?;
-            process.join(None)?;
+            process.join()?;
         }
         Ok(())
     }

@@ -16,9 +16,14 @@ pub struct LockProxy(pub(super) Handle);
 impl LockProxy {
     /// Takes the lock: with `block`, waits up to `timeout` (`None`: no limit); without, tries
     /// once. True if taken (Python's `acquire(block, timeout)`).
-    pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
+    ///
+    /// # Errors
+    /// As any proxy call: [`Error::Remote`], or the connection's errors.
+    pub fn acquire_with(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
         self.0.acquire(block, timeout)
     }
+
+    crate::synchronize::acquire_forms!();
 
     /// Releases the lock.
     ///
@@ -54,9 +59,20 @@ impl EventProxy {
         self.0.flag(Op::Locked)
     }
 
-    /// Waits until the event is set, up to `timeout` (`None`: no limit); true if it is.
-    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
-        self.0.flag(Op::Wait(secs(timeout)))
+    /// Waits until the event is set.
+    ///
+    /// # Errors
+    /// As any proxy call: [`Error::Remote`], or the connection's errors.
+    pub fn wait(&self) -> Result<()> {
+        self.0.flag(Op::Wait(None)).map(|_| ())
+    }
+
+    /// Waits until the event is set, at most `timeout`; true if it is.
+    ///
+    /// # Errors
+    /// As [`wait`](Self::wait).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.0.flag(Op::Wait(secs(Some(timeout))))
     }
 }
 
@@ -69,9 +85,14 @@ pub struct RLockProxy(pub(super) Handle);
 impl RLockProxy {
     /// Takes the lock (again, if this thread holds it): with `block`, waits up to `timeout`
     /// (`None`: no limit); without, tries once. True if taken.
-    pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
+    ///
+    /// # Errors
+    /// As any proxy call: [`Error::Remote`], or the connection's errors.
+    pub fn acquire_with(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
         self.0.acquire(block, timeout)
     }
+
+    crate::synchronize::acquire_forms!();
 
     /// Releases one level.
     ///
@@ -91,9 +112,14 @@ pub struct SemaphoreProxy(pub(super) Handle);
 impl SemaphoreProxy {
     /// Takes one unit: with `block`, waits up to `timeout` (`None`: no limit); without, tries
     /// once. True if taken.
-    pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
+    ///
+    /// # Errors
+    /// As any proxy call: [`Error::Remote`], or the connection's errors.
+    pub fn acquire_with(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
         self.0.acquire(block, timeout)
     }
+
+    crate::synchronize::acquire_forms!();
 
     /// Gives one unit back.
     ///
@@ -117,13 +143,25 @@ impl SemaphoreProxy {
 pub struct BarrierProxy(pub(super) Handle);
 
 impl BarrierProxy {
-    /// Waits until all parties have called `wait`, up to `timeout` (`None`: no limit); returns
-    /// this party's arrival index (0 for the first), as Python's.
+    /// Waits until all parties have called `wait`; returns this party's arrival index (0 for
+    /// the first), as Python's.
     ///
     /// # Errors
     /// [`Error::BrokenBarrier`] if the barrier is or becomes broken (a timeout, `abort`,
     /// `reset`, or a party that died).
-    pub fn wait(&self, timeout: Option<Duration>) -> Result<u32> {
+    pub fn wait(&self) -> Result<u32> {
+        self.wait_until(None)
+    }
+
+    /// [`wait`](Self::wait) for at most `timeout` (a timeout breaks the barrier).
+    ///
+    /// # Errors
+    /// As [`wait`](Self::wait).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<u32> {
+        self.wait_until(Some(timeout))
+    }
+
+    fn wait_until(&self, timeout: Option<Duration>) -> Result<u32> {
         match self.0.call(Op::BarrierWait(secs(timeout))) {
             Ok(Reply::Len(i)) => Ok(i as u32),
             Ok(other) => Err(unexpected(other)),
@@ -172,9 +210,14 @@ pub struct ConditionProxy(pub(super) Handle);
 impl ConditionProxy {
     /// Takes the lock (again, if this thread holds it): with `block`, waits up to
     /// `timeout`; without, tries once. True if taken.
-    pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
+    ///
+    /// # Errors
+    /// As any proxy call: [`Error::Remote`], or the connection's errors.
+    pub fn acquire_with(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
         self.0.acquire(block, timeout)
     }
+
+    crate::synchronize::acquire_forms!();
 
     /// Releases one level of the lock.
     ///
@@ -184,13 +227,21 @@ impl ConditionProxy {
         self.0.done(Op::Release)
     }
 
-    /// Releases the lock, waits to be notified (up to `timeout`; `None`: no limit), takes
-    /// the lock back; true if notified (Python's `wait(timeout)`).
+    /// Releases the lock, waits to be notified, takes the lock back (Python's `wait()`).
     ///
     /// # Errors
     /// [`Error::Remote`] `RuntimeError` unless this thread holds the lock.
-    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
-        self.0.flag(Op::Wait(secs(timeout)))
+    pub fn wait(&self) -> Result<()> {
+        self.0.flag(Op::Wait(None)).map(|_| ())
+    }
+
+    /// [`wait`](Self::wait) for at most `timeout`; true if notified (Python's
+    /// `wait(timeout)`).
+    ///
+    /// # Errors
+    /// As [`wait`](Self::wait).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.0.flag(Op::Wait(secs(Some(timeout))))
     }
 
     /// Wakes up to `n` waiters (Python's `notify(n)`); the lock must be held.

@@ -44,7 +44,7 @@ impl<R> Future for ResultFuture<R> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<R>> {
         if self.0.job.poll_done(cx.waker()) {
             // Done: `get` returns at once.
-            Poll::Ready(self.0.get(Some(Duration::ZERO)))
+            Poll::Ready(self.0.get_timeout(Duration::ZERO))
         } else {
             Poll::Pending
         }

@@ -36,10 +36,10 @@
 //! # fn main() -> multiprocess::Result<()> {
 //! multiprocess::init_test(); // in a program: multiprocess::init(), first line of main
 //! let pool = Pool::new(2)?;
-//! assert_eq!(pool.map(square, 0..10u64, None)?, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+//! assert_eq!(pool.map(square, 0..10u64)?, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
 //! assert_eq!(pool.apply(square, (7,))?, 49);
 //! let pending = pool.apply_async(square, (8,))?;
-//! assert_eq!(pending.get(None)?, 64);
+//! assert_eq!(pending.get()?, 64);
 //! pool.close();
 //! pool.join()?;
 //! # Ok(()) }
@@ -49,6 +49,7 @@ mod backend;
 mod chunk;
 mod driver;
 mod future;
+mod options;
 mod progress;
 mod protocol;
 mod remote;
@@ -65,9 +66,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use future::ResultFuture;
+pub use options::TaskOptions;
 pub use result::{AsyncResult, IMap};
 
-use crate::context::{Context, StartMethod, get_context};
+use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::registry::{Target, call_target};
 use crate::sys::image;
@@ -80,7 +82,7 @@ use protocol::{Args, Code, Setup};
 pub(crate) use remote::{
     RemoteJob, RemoteOutcomes, decode_remote_chunks, decode_remote_one, remote_outcome,
 };
-use result::{Done, JobCore, Outcome, collect_chunks, decode_chunks, decode_one};
+use result::{JobCore, Outcome, collect_chunks, decode_chunks, decode_one};
 use supervisor::{Config, Phase, Supervisor};
 
 /// The most tasks a worker holds at once (one running, the rest waiting in its channel); a
@@ -159,7 +161,7 @@ impl PoolBuilder {
     /// # fn square(x: u64) -> u64 { x * x }
     /// multiprocess::init();
     /// let pool = multiprocess::Pool::builder().processes(2).retries(2).build()?;
-    /// let squares: Vec<u64> = pool.map(square, 0..100u64, None)?;
+    /// let squares: Vec<u64> = pool.map(square, 0..100u64)?;
     /// # Ok::<(), multiprocess::Error>(())
     /// ```
     pub fn retries(mut self, n: u32) -> Self {
@@ -198,7 +200,7 @@ impl PoolBuilder {
     /// multiprocess::init(); // first in main: ranks other than 0 serve from here
     /// # fn square(x: u64) -> u64 { x * x }
     /// let pool = multiprocess::Pool::builder().mpi().build()?;
-    /// let squares: Vec<u64> = pool.map(square, 0..1000u64, None)?;
+    /// let squares: Vec<u64> = pool.map(square, 0..1000u64)?;
     /// pool.close();
     /// pool.join()?;
     /// # Ok::<(), multiprocess::Error>(())
@@ -248,11 +250,10 @@ impl PoolBuilder {
                 .retries(retries)
                 .build_on(Backend::Mpi(ranks), CHANNEL_BYTES);
         }
-        let method = match &self.context {
-            Some(c) => c.start_method(),
-            None => crate::get_start_method(false).unwrap_or(StartMethod::Spawn),
+        let context = match self.context {
+            Some(c) => c,
+            None => crate::default_context(),
         };
-        let context = get_context(method.name())?;
         self.build_on(
             Backend::Local(backend::local::Local::new(context)),
             CHANNEL_BYTES,
@@ -364,12 +365,12 @@ where
 /// # fn main() -> multiprocess::Result<()> {
 /// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
 /// let pool = Pool::new(2)?;
-/// assert_eq!(pool.map(square, 1..=4u64, None)?, [1, 4, 9, 16]);
-/// assert_eq!(pool.starmap(add, [(1, 2), (3, 4)], None)?, [3, 7]);
+/// assert_eq!(pool.map(square, 1..=4u64)?, [1, 4, 9, 16]);
+/// assert_eq!(pool.starmap(add, [(1, 2), (3, 4)])?, [3, 7]);
 /// let pending = pool.apply_async(square, (7,))?; // runs in a worker meanwhile
-/// assert_eq!(pending.get(None)?, 49);
+/// assert_eq!(pending.get()?, 49);
 /// let mut any_order: Vec<u64> = pool
-///     .imap_unordered(square, 0..5u64, 1)?
+///     .imap_unordered(square, 0..5u64)?
 ///     .collect::<multiprocess::Result<_>>()?;
 /// any_order.sort();
 /// assert_eq!(any_order, [0, 1, 4, 9, 16]);
@@ -391,83 +392,6 @@ impl std::fmt::Debug for Pool {
             "<multiprocess.pool.Pool state={state} pool_size={}>",
             self.shared.pool_size()
         )
-    }
-}
-
-/// Options of one submission: callbacks and a time limit.
-pub struct TaskOptions<R> {
-    timeout: Option<Duration>,
-    callback: Option<Box<dyn FnOnce(R) + Send>>,
-    error_callback: Option<Box<dyn FnOnce(Error) + Send>>,
-}
-
-impl<R> Default for TaskOptions<R> {
-    fn default() -> Self {
-        TaskOptions {
-            timeout: None,
-            callback: None,
-            error_callback: None,
-        }
-    }
-}
-
-impl<R> std::fmt::Debug for TaskOptions<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskOptions")
-            .field("timeout", &self.timeout)
-            .field("callback", &self.callback.is_some())
-            .field("error_callback", &self.error_callback.is_some())
-            .finish()
-    }
-}
-
-impl<R> TaskOptions<R> {
-    /// No callbacks, the pool's time limit.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// A time limit for each task of this submission (overrides the pool's).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-
-    /// Called with the value once the job succeeds, on a pool thread (Python's `callback`).
-    /// A panic in it is reported on stderr and contained.
-    pub fn callback(mut self, f: impl FnOnce(R) + Send + 'static) -> Self {
-        self.callback = Some(Box::new(f));
-        self
-    }
-
-    /// Called with the error once the job fails (Python's `error_callback`).
-    pub fn error_callback(mut self, f: impl FnOnce(Error) + Send + 'static) -> Self {
-        self.error_callback = Some(Box::new(f));
-        self
-    }
-}
-
-impl<R: 'static> TaskOptions<R> {
-    /// The job's completion hook: decodes the outcomes and calls exactly one callback.
-    fn into_done(self, decode: fn(&[&Outcome]) -> Result<R>) -> Option<Done> {
-        if self.callback.is_none() && self.error_callback.is_none() {
-            return None;
-        }
-        let (callback, error_callback) = (self.callback, self.error_callback);
-        Some(Box::new(move |outcomes: &[&Outcome]| {
-            match decode(outcomes) {
-                Ok(v) => {
-                    if let Some(cb) = callback {
-                        cb(v)
-                    }
-                }
-                Err(e) => {
-                    if let Some(cb) = error_callback {
-                        cb(e)
-                    }
-                }
-            }
-        }))
     }
 }
 
@@ -513,7 +437,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        self.apply_async(f, args)?.get(None)
+        self.apply_async(f, args)?.get()
     }
 
     /// Starts `f(args...)` in a worker (Python's `apply_async`).
@@ -551,20 +475,31 @@ impl Pool {
         Ok(self.result(job, decode_one::<R>))
     }
 
-    /// `f(x)` for every item, in order, waiting for all (Python's `map`). `chunksize` `None`
-    /// is Python's default, ceil(n / (4 × workers)).
-    pub fn map<F, X, R>(
+    /// `f(x)` for every item, in order, waiting for all (Python's `map(f, items)`), in chunks
+    /// of Python's default size, ceil(n / (4 × workers)).
+    pub fn map<F, X, R>(&self, f: F, items: impl IntoIterator<Item = X>) -> Result<Vec<R>>
+    where
+        F: Target<(X,), R>,
+        X: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        self.map_async(f, items)?.get()
+    }
+
+    /// [`map`](Pool::map) with `chunksize` items per task (Python's `map(f, items, chunksize)`).
+    pub fn map_chunked<F, X, R>(
         &self,
         f: F,
         items: impl IntoIterator<Item = X>,
-        chunksize: Option<usize>,
+        chunksize: usize,
     ) -> Result<Vec<R>>
     where
         F: Target<(X,), R>,
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        self.map_async(f, items, chunksize)?.get(None)
+        self.map_async_with(f, items, TaskOptions::new().chunksize(chunksize))?
+            .get()
     }
 
     /// Starts a [`map`](Pool::map) (Python's `map_async`).
@@ -572,23 +507,21 @@ impl Pool {
         &self,
         f: F,
         items: impl IntoIterator<Item = X>,
-        chunksize: Option<usize>,
     ) -> Result<AsyncResult<Vec<R>>>
     where
         F: Target<(X,), R>,
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        self.map_async_with(f, items, chunksize, TaskOptions::new())
+        self.map_async_with(f, items, TaskOptions::new())
     }
 
-    /// [`map_async`](Pool::map_async) with callbacks (called once, with the whole list) and a
-    /// time limit per chunk.
+    /// [`map_async`](Pool::map_async) with a chunk size, callbacks (called once, with the
+    /// whole list) and a time limit per chunk.
     pub fn map_async_with<F, X, R>(
         &self,
         f: F,
         items: impl IntoIterator<Item = X>,
-        chunksize: Option<usize>,
         options: TaskOptions<Vec<R>>,
     ) -> Result<AsyncResult<Vec<R>>>
     where
@@ -598,22 +531,33 @@ impl Pool {
     {
         let _ = f; // the target is its type (a function item): nothing to send
         let code = Code::of(call_chunk::<F, X, R>)?;
-        self.map_like(code, items, chunksize, options)
+        self.map_like(code, items, options)
     }
 
-    /// `f(*args)` for every tuple, in order (Python's `starmap`).
-    pub fn starmap<F, A, R>(
+    /// `f(*args)` for every tuple, in order (Python's `starmap(f, items)`).
+    pub fn starmap<F, A, R>(&self, f: F, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        self.starmap_async(f, items)?.get()
+    }
+
+    /// [`starmap`](Pool::starmap) with `chunksize` tuples per task.
+    pub fn starmap_chunked<F, A, R>(
         &self,
         f: F,
         items: impl IntoIterator<Item = A>,
-        chunksize: Option<usize>,
+        chunksize: usize,
     ) -> Result<Vec<R>>
     where
         F: Target<A, R>,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        self.starmap_async(f, items, chunksize)?.get(None)
+        self.starmap_async_with(f, items, TaskOptions::new().chunksize(chunksize))?
+            .get()
     }
 
     /// Starts a [`starmap`](Pool::starmap) (Python's `starmap_async`).
@@ -621,7 +565,22 @@ impl Pool {
         &self,
         f: F,
         items: impl IntoIterator<Item = A>,
-        chunksize: Option<usize>,
+    ) -> Result<AsyncResult<Vec<R>>>
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        self.starmap_async_with(f, items, TaskOptions::new())
+    }
+
+    /// [`starmap_async`](Pool::starmap_async) with a chunk size, callbacks and a time limit
+    /// per chunk.
+    pub fn starmap_async_with<F, A, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = A>,
+        options: TaskOptions<Vec<R>>,
     ) -> Result<AsyncResult<Vec<R>>>
     where
         F: Target<A, R>,
@@ -630,19 +589,16 @@ impl Pool {
     {
         let _ = f; // the target is its type (a function item): nothing to send
         let code = Code::of(call_star_chunk::<F, A, R>)?;
-        self.map_like(code, items, chunksize, TaskOptions::new())
+        self.map_like(code, items, options)
     }
 
-    /// Hands out a map's input in chunks. An input whose length is known up front (its size
-    /// hint is exact, as for ranges and vectors) is encoded straight from the iterator; any
-    /// other is collected first, as Python's `map` does with inputs that have no `len()`.
     fn map_like<X: Serialize, R: DeserializeOwned + 'static>(
         &self,
         code: Code,
         items: impl IntoIterator<Item = X>,
-        chunksize: Option<usize>,
         options: TaskOptions<Vec<R>>,
     ) -> Result<AsyncResult<Vec<R>>> {
+        let chunksize = options.chunksize;
         let items = items.into_iter();
         match items.size_hint() {
             (low, Some(high)) if low == high => {
@@ -702,9 +658,24 @@ impl Pool {
         Ok(result)
     }
 
-    /// `f(x)` for every item, yielded in input order as they complete (Python's `imap`). The
-    /// input is read lazily with bounded look-ahead. `chunksize` items travel per task.
+    /// `f(x)` for every item, yielded in input order as they complete (Python's
+    /// `imap(f, items)`): one item per task. The input is read lazily with bounded look-ahead.
     pub fn imap<'a, F, X, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = X> + 'a,
+    ) -> Result<IMap<'a, R>>
+    where
+        F: Target<(X,), R>,
+        X: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        self.imap_impl(f, items, 1, true)
+    }
+
+    /// [`imap`](Pool::imap) with `chunksize` items per task (Python's `imap(f, items,
+    /// chunksize)`).
+    pub fn imap_chunked<'a, F, X, R>(
         &self,
         f: F,
         items: impl IntoIterator<Item = X> + 'a,
@@ -721,6 +692,20 @@ impl Pool {
     /// Like [`imap`](Pool::imap), yielding results in completion order (Python's
     /// `imap_unordered`).
     pub fn imap_unordered<'a, F, X, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = X> + 'a,
+    ) -> Result<IMap<'a, R>>
+    where
+        F: Target<(X,), R>,
+        X: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        self.imap_impl(f, items, 1, false)
+    }
+
+    /// [`imap_unordered`](Pool::imap_unordered) with `chunksize` items per task.
+    pub fn imap_unordered_chunked<'a, F, X, R>(
         &self,
         f: F,
         items: impl IntoIterator<Item = X> + 'a,

@@ -328,13 +328,26 @@ impl<R> std::fmt::Debug for AsyncResult<R> {
 }
 
 impl<R> AsyncResult<R> {
-    /// Waits for the value: `timeout` `None` waits as long as it takes.
+    /// Waits for the value, as long as it takes (Python's `get()`).
     ///
     /// # Errors
-    /// [`Error::Timeout`] if not ready in time (the job goes on; call again); otherwise the
-    /// task's own error: [`Error::Panicked`], [`Error::WorkerLost`], [`Error::TaskTimeout`]
-    /// (the task's own time limit), [`Error::Cancelled`], [`Error::Codec`].
-    pub fn get(&self, timeout: Option<Duration>) -> Result<R> {
+    /// The task's own error: [`Error::Panicked`], [`Error::WorkerLost`],
+    /// [`Error::TaskTimeout`] (the task's own time limit), [`Error::Cancelled`],
+    /// [`Error::Codec`].
+    pub fn get(&self) -> Result<R> {
+        self.get_until(None)
+    }
+
+    /// Waits for the value at most `timeout` (Python's `get(timeout)`).
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if not ready in time (the job goes on; call again); otherwise as
+    /// [`get`](Self::get).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<R> {
+        self.get_until(Some(timeout))
+    }
+
+    pub(crate) fn get_until(&self, timeout: Option<Duration>) -> Result<R> {
         if let Some(collect) = self.collect {
             return collect(&self.job, timeout);
         }
@@ -346,8 +359,17 @@ impl<R> AsyncResult<R> {
         (self.decode)(&outcomes)
     }
 
-    /// Waits until ready or `timeout` passes; true if ready.
-    pub fn wait(&self, timeout: Option<Duration>) -> bool {
+    /// Waits until ready (Python's `wait()`).
+    pub fn wait(&self) {
+        self.wait_until(None);
+    }
+
+    /// Waits until ready or `timeout` passes (Python's `wait(timeout)`); true if ready.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.wait_until(Some(timeout))
+    }
+
+    pub(crate) fn wait_until(&self, timeout: Option<Duration>) -> bool {
         self.job.wait_until(timeout, JobCore::ready).1
     }
 
@@ -587,9 +609,14 @@ impl<R: DeserializeOwned> IMap<'_, R> {
         Ok(())
     }
 
-    /// The next result, waiting at most `timeout` (`None`: as long as it takes). `None` at the
-    /// end; `Some(Err(Error::Timeout))` when nothing came in time (call again).
-    pub fn next_timeout(&mut self, timeout: Option<Duration>) -> Option<Result<R>> {
+    /// The next result, waiting at most `timeout` (Python's `next(timeout)`; the iterator's
+    /// `next` waits as long as it takes). `None` at the end; `Some(Err(Error::Timeout))` when
+    /// nothing came in time (call again).
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
+        self.next_until(Some(timeout))
+    }
+
+    pub(crate) fn next_until(&mut self, timeout: Option<Duration>) -> Option<Result<R>> {
         loop {
             if let Some(item) = self.buffer.pop_front() {
                 return Some(item);
@@ -645,7 +672,7 @@ impl<R: DeserializeOwned> Iterator for IMap<'_, R> {
     type Item = Result<R>;
 
     fn next(&mut self) -> Option<Result<R>> {
-        self.next_timeout(None)
+        self.next_until(None)
     }
 }
 

@@ -60,7 +60,7 @@ fn messages_larger_than_the_channel_each_way() {
         })
         .collect();
     for (i, r) in pending.iter().enumerate() {
-        let v = r.get(some(20_000)).expect("a value");
+        let v = r.get_until(some(20_000)).expect("a value");
         assert_eq!(v.0.len(), 20_000 * (1 + i % 10));
     }
     // An argument larger than the whole channel goes to an idle worker.
@@ -88,11 +88,11 @@ fn a_worker_killed_with_its_channel_full() {
     let core = pool.shared.workers_for_tests();
     core[0].kill();
     assert!(matches!(
-        first.get(some(10_000)),
+        first.get_until(some(10_000)),
         Err(Error::WorkerLost { exitcode: -9 })
     ));
     for r in rest {
-        assert_eq!(r.get(some(10_000)).expect("requeued").0.len(), 20_000);
+        assert_eq!(r.get_until(some(10_000)).expect("requeued").0.len(), 20_000);
     }
 }
 
@@ -102,20 +102,23 @@ fn a_worker_killed_with_its_channel_full() {
 fn cancel_queued_running_and_finished() {
     let pool = pool(1);
     let done = pool.apply_async(sleep_ms, (1,)).expect("submits");
-    assert_eq!(done.get(some(5_000)).expect("finished"), 1);
+    assert_eq!(done.get_until(some(5_000)).expect("finished"), 1);
     let running = pool.apply_async(sleep_ms, (300,)).expect("submits");
     let before = RUNS.load(Ordering::SeqCst);
     let queued = pool.apply_async(counted, (7,)).expect("submits");
     queued.cancel();
     done.cancel();
-    assert!(matches!(queued.get(some(5_000)), Err(Error::Cancelled)));
-    assert_eq!(done.get(some(5_000)).expect("still its value"), 1);
-    assert_eq!(running.get(some(5_000)).expect("ran"), 300);
+    assert!(matches!(
+        queued.get_until(some(5_000)),
+        Err(Error::Cancelled)
+    ));
+    assert_eq!(done.get_until(some(5_000)).expect("still its value"), 1);
+    assert_eq!(running.get_until(some(5_000)).expect("ran"), 300);
     assert_eq!(RUNS.load(Ordering::SeqCst), before, "a cancelled task ran");
     let long = pool.apply_async(sleep_ms, (200,)).expect("submits");
     std::thread::sleep(Duration::from_millis(20));
     long.cancel();
-    assert!(matches!(long.get(some(5_000)), Err(Error::Cancelled)));
+    assert!(matches!(long.get_until(some(5_000)), Err(Error::Cancelled)));
     assert_eq!(pool.apply(counted, (3,)).expect("a new worker"), 3);
 }
 
@@ -128,7 +131,7 @@ fn a_time_limit_racing_a_completion() {
         let r = pool
             .apply_async_with(sleep_ms, (ms,), TaskOptions::new().timeout(from_ms(20)))
             .expect("submits");
-        match r.get(some(5_000)) {
+        match r.get_until(some(5_000)) {
             Ok(v) => assert_eq!(v, ms),
             Err(Error::TaskTimeout { limit }) => assert_eq!(limit, from_ms(20)),
             Err(e) => panic!("{e}"),
@@ -153,7 +156,10 @@ fn close_and_terminate_with_work_in_every_state() {
     assert!(pool.apply_async(sleep_ms, (1,)).is_err());
     pool.join().expect("joins");
     for r in rs {
-        assert_eq!(r.get(some(0)).expect("ran before the workers left"), 2);
+        assert_eq!(
+            r.get_until(some(0)).expect("ran before the workers left"),
+            2
+        );
     }
     let pool = self::pool(2);
     let rs: Vec<_> = (0..20)
@@ -163,7 +169,7 @@ fn close_and_terminate_with_work_in_every_state() {
     pool.terminate();
     pool.join().expect("joins");
     for r in rs {
-        match r.get(some(1_000)) {
+        match r.get_until(some(1_000)) {
             Ok(5) | Err(Error::Cancelled) => {}
             other => panic!("{other:?}"),
         }
@@ -196,7 +202,7 @@ fn maxtasksperchild_with_faults() {
     }
     let mut ended = 0;
     for r in &rs {
-        match r.get(some(10_000)) {
+        match r.get_until(some(10_000)) {
             Ok(_)
             | Err(Error::WorkerLost { .. })
             | Err(Error::Cancelled)
@@ -231,7 +237,7 @@ fn kills_during_many_tasks() {
         })
     };
     for (i, r) in rs.iter().enumerate() {
-        match r.get(some(20_000)) {
+        match r.get_until(some(20_000)) {
             Ok(v) => assert_eq!(v, i as u64),
             Err(Error::WorkerLost { .. }) => {}
             Err(e) => panic!("task {i}: {e}"),

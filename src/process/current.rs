@@ -235,12 +235,21 @@ impl ParentProcess {
 
     /// True until the parent process ends.
     pub fn is_alive(&self) -> bool {
-        !self.join(Some(Duration::ZERO))
+        !self.join_timeout(Duration::ZERO)
     }
 
-    /// Waits until the parent ends or `timeout` passes; true if it ended. To wait for it
-    /// together with other objects, pass it to [`wait`](crate::wait).
-    pub fn join(&self, timeout: Option<Duration>) -> bool {
+    /// Waits until the parent ends. To wait for it together with other objects, pass it to
+    /// [`wait`](crate::wait).
+    pub fn join(&self) {
+        self.join_until(None);
+    }
+
+    /// Waits until the parent ends or `timeout` passes; true if it ended.
+    pub fn join_timeout(&self, timeout: Duration) -> bool {
+        self.join_until(Some(timeout))
+    }
+
+    fn join_until(&self, timeout: Option<Duration>) -> bool {
         let h = self.handle();
         // A poll error means the descriptor is unusable: treat the parent as gone.
         sys::wait_readable(&[h], timeout).map_or(true, |r| r[0])

@@ -7,6 +7,7 @@ pub(crate) mod child;
 mod current;
 mod exit;
 pub(crate) mod handshake;
+mod repr;
 mod sentinel;
 pub(crate) mod start;
 
@@ -16,7 +17,6 @@ use current::{COUNTER, me};
 pub(crate) use current::{Identity, become_child, cut_parent_channel};
 pub use sentinel::Sentinel;
 
-use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -53,9 +53,9 @@ static CHILDREN: Mutex<Vec<Arc<Shared>>> = Mutex::new(Vec::new());
 /// fn square(x: u64) -> u64 { x * x }
 ///
 /// multiprocess::init_test(); // `multiprocess::init()` as the first line of `main` in a program
-/// let mut p = multiprocess::Process::new(square, (7,)).name("squarer");
+/// let mut p = multiprocess::Process::new(square, (7,)).with_name("squarer");
 /// p.start()?;
-/// p.join(None)?;
+/// p.join()?;
 /// assert_eq!(p.exitcode()?, Some(0));
 /// assert_eq!(p.result::<u64>()?, 49);
 /// # Ok::<(), multiprocess::Error>(())
@@ -238,7 +238,7 @@ impl Process {
 
     /// Binds the process to a context's start method (`ctx.Process(...)` in Python); its default
     /// name becomes `SpawnProcess-N` or `ForkProcess-N`.
-    pub fn context(mut self, ctx: Context) -> Process {
+    pub fn with_context(mut self, ctx: Context) -> Process {
         let method = ctx.start_method();
         let name = format!(
             "{}-{}",
@@ -251,25 +251,26 @@ impl Process {
     }
 
     /// Sets the name (builder form of [`set_name`](Process::set_name)).
-    pub fn name(self, name: impl Into<String>) -> Process {
+    pub fn with_name(self, name: impl Into<String>) -> Process {
         self.set_name(name);
         self
     }
 
     /// Sets the daemon flag before start (builder form; the default is the creator's flag).
-    pub fn daemon(self, daemon: bool) -> Process {
+    pub fn with_daemon(self, daemon: bool) -> Process {
         self.shared.daemon.store(daemon, Ordering::Relaxed);
         self
     }
 
     /// Sets the authentication key the child will have (builder form).
-    pub fn authkey(self, key: impl Into<AuthKey>) -> Process {
+    pub fn with_authkey(self, key: impl Into<AuthKey>) -> Process {
         *lock(&self.shared.authkey) = key.into();
         self
     }
 
-    /// The process's name.
-    pub fn get_name(&self) -> String {
+    /// The process's name (Python's `name` attribute; the same call as
+    /// [`CurrentProcess::name`](crate::CurrentProcess::name)).
+    pub fn name(&self) -> String {
         lock(&self.shared.name).clone()
     }
 
@@ -279,8 +280,8 @@ impl Process {
         *lock(&self.shared.name) = name.into();
     }
 
-    /// The daemon flag.
-    pub fn is_daemon(&self) -> bool {
+    /// The daemon flag (Python's `daemon` attribute).
+    pub fn daemon(&self) -> bool {
         self.shared.daemon.load(Ordering::Relaxed)
     }
 
@@ -297,7 +298,7 @@ impl Process {
     }
 
     /// The authentication key the child has (or will have).
-    pub fn get_authkey(&self) -> AuthKey {
+    pub fn authkey(&self) -> AuthKey {
         lock(&self.shared.authkey).clone()
     }
 
@@ -334,7 +335,7 @@ impl Process {
             ));
         }
         if current_process().daemon()
-            && !(self.is_daemon() && DAEMONIC_WORKERS.load(Ordering::Relaxed))
+            && !(self.daemon() && DAEMONIC_WORKERS.load(Ordering::Relaxed))
         {
             return Err(Error::state(
                 "daemonic processes are not allowed to have children",
@@ -363,10 +364,10 @@ impl Process {
     fn identity(&self) -> Identity {
         let me = lock(me());
         Identity {
-            name: self.get_name(),
+            name: self.name(),
             ident: self.shared.ident.clone(),
-            authkey: self.get_authkey().0,
-            daemon: self.is_daemon(),
+            authkey: self.authkey().0,
+            daemon: self.daemon(),
             parent_pid: sys::pid(),
             parent_name: me.name.clone(),
         }
@@ -409,13 +410,26 @@ impl Process {
         wire::decode(&bytes)
     }
 
-    /// Waits for the child to end, or for `timeout` (`None`: no limit). Returns without error on
-    /// timeout: check [`exitcode`](Process::exitcode) or [`is_alive`](Process::is_alive).
+    /// Waits for the child to end (Python's `join()`).
     ///
     /// # Errors
     /// [`Error::State`]: `can only join a started process`, `can only join a child process`,
     /// or `process object is closed`.
-    pub fn join(&self, timeout: Option<Duration>) -> Result<()> {
+    pub fn join(&self) -> Result<()> {
+        self.join_until(None)
+    }
+
+    /// Waits for the child to end, at most `timeout` (Python's `join(timeout)`). Returns without
+    /// error on timeout, as Python does: check [`exitcode`](Process::exitcode) or
+    /// [`is_alive`](Process::is_alive).
+    ///
+    /// # Errors
+    /// As [`join`](Process::join).
+    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
+        self.join_until(Some(timeout))
+    }
+
+    fn join_until(&self, timeout: Option<Duration>) -> Result<()> {
         if self.shared.creator != sys::pid() {
             self.shared.check_open()?;
             return Err(Error::state("can only join a child process"));
@@ -530,7 +544,7 @@ impl Process {
 
     fn result_within<R: DeserializeOwned + 'static>(&self, timeout: Option<Duration>) -> Result<R> {
         self.shared.check_type::<R>()?;
-        match self.join(timeout) {
+        match self.join_until(timeout) {
             // Python has no `result()`: say what is wrong here, not in `join`'s words.
             Err(Error::State(m)) if m == NOT_STARTED => {
                 return Err(Error::state(
@@ -574,7 +588,7 @@ impl Process {
     /// (a manager's server, a pool's worker) gone silent, after waiting up to `wait` for its
     /// end. `None` while it runs, when it ran its target, or when it was killed.
     pub(crate) fn start_failure(&self, wait: Duration) -> Option<Error> {
-        let _ = self.join(Some(wait));
+        let _ = self.join_timeout(wait);
         let state = lock(&self.shared.state);
         let State::Started(child) = &*state else {
             return None;
@@ -588,34 +602,6 @@ impl Process {
             )),
             _ => None,
         }
-    }
-}
-
-impl fmt::Debug for Process {
-    /// Python's repr: `<Process name='Process-1' pid=7569 parent=7527 stopped exitcode=0>`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (status, pid, code) = match &*lock(&self.shared.state) {
-            State::Initial => ("initial", None, None),
-            State::Closed => ("closed", None, None),
-            State::Started(c) => match c.handle.exitcode() {
-                None => ("started", Some(c.handle.pid()), None),
-                Some(code) => ("stopped", Some(c.handle.pid()), Some(code)),
-            },
-        };
-        write!(f, "<Process name={:?}", self.get_name())?;
-        if let Some(pid) = pid {
-            write!(f, " pid={pid} parent={}", self.shared.creator)?;
-        }
-        write!(f, " {status}")?;
-        match code.map(|c| (c, sys::signal_name(-c))) {
-            Some((_, Some(signal))) => write!(f, " exitcode=-{signal}")?,
-            Some((c, None)) => write!(f, " exitcode={c}")?,
-            None => {}
-        }
-        if self.is_daemon() {
-            write!(f, " daemon")?;
-        }
-        write!(f, ">")
     }
 }
 
@@ -803,13 +789,13 @@ impl Context {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        Process::new(target, args).context(*self)
+        Process::new(target, args).with_context(*self)
     }
 
     /// A process that runs [`Run::run`] of `obj` (Python's subclass overriding `run`), started
     /// with this context's method.
     pub fn process_run<T: Run>(&self, obj: T) -> Process {
-        Process::from_run(obj).context(*self)
+        Process::from_run(obj).with_context(*self)
     }
 
     /// A process that runs a closure; needs the fork method (see [`Process::from_closure`]).
@@ -818,6 +804,6 @@ impl Context {
         F: FnOnce() -> R + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        Process::from_closure(f).context(*self)
+        Process::from_closure(f).with_context(*self)
     }
 }

@@ -11,11 +11,23 @@ use crate::sys;
 pub struct Sentinel(pub(super) Arc<sys::OwnedWaitHandle>);
 
 impl Sentinel {
+    /// Waits until the process ends.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the OS wait fails.
+    pub fn wait(&self) -> Result<()> {
+        self.wait_until(None).map(|_| ())
+    }
+
     /// Waits until the process ends or `timeout` passes; true if it ended.
     ///
     /// # Errors
     /// [`Error::Io`] if the OS wait fails.
-    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.wait_until(Some(timeout))
+    }
+
+    fn wait_until(&self, timeout: Option<Duration>) -> Result<bool> {
         let r = sys::wait_readable(&[sys::borrow_handle(&self.0)], timeout)
             .map_err(|e| Error::io("waiting on a sentinel", e))?;
         Ok(r[0])

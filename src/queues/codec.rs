@@ -191,7 +191,7 @@ thread_local! {
 
 /// Encodes `value` into this thread's scratch buffer and runs `f` on the bytes and the OS
 /// handles found inside.
-pub(super) fn with_encoded<T: Serialize, R>(
+pub(super) fn with_encoded<T: Serialize + ?Sized, R>(
     value: &T,
     f: impl FnOnce(&[u8], Vec<sys::OwnedHandle>) -> Result<R>,
 ) -> Result<R> {

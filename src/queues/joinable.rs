@@ -46,7 +46,7 @@ use super::ring::*;
 /// let mut doubled: Vec<u32> = (0..3).map(|_| results.get()).collect::<Result<_, _>>()?;
 /// doubled.sort();
 /// assert_eq!(doubled, [2, 4, 6]);
-/// p.join(None)?;
+/// p.join()?;
 /// # Ok(()) }
 /// ```
 #[derive(Serialize, Deserialize)]
@@ -92,12 +92,20 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     }
 
     /// Puts `value` and counts a task (see [`Queue::put`]).
-    pub fn put(&self, value: &T) -> Result<()> {
+    pub fn put<Q>(&self, value: &Q) -> Result<()>
+    where
+        T: std::borrow::Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         self.put_timeout(value, true, None)
     }
 
     /// [`Queue::put_timeout`], counting a task when it succeeds.
-    pub fn put_timeout(&self, value: &T, block: bool, timeout: Option<Duration>) -> Result<()> {
+    pub fn put_timeout<Q>(&self, value: &Q, block: bool, timeout: Option<Duration>) -> Result<()>
+    where
+        T: std::borrow::Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         // Count first, so that a fast consumer's task_done never sees zero.
         self.unfinished().fetch_add(1, Ordering::SeqCst);
         let put = self.queue.put_timeout(value, block, timeout);
@@ -108,7 +116,11 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     }
 
     /// Puts without waiting.
-    pub fn put_nowait(&self, value: &T) -> Result<()> {
+    pub fn put_nowait<Q>(&self, value: &Q) -> Result<()>
+    where
+        T: std::borrow::Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         self.put_timeout(value, false, None)
     }
 
@@ -157,18 +169,23 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
 
     /// Waits until every task put has been marked done.
     pub fn join(&self) -> Result<()> {
-        self.join_timeout(None)
-            .and_then(|done| if done { Ok(()) } else { Err(Error::Timeout) })
+        if self.join_until(None) {
+            Ok(())
+        } else {
+            Err(Error::Timeout)
+        }
     }
 
     /// [`join`](JoinableQueue::join) for at most `timeout`: `Ok(false)` if tasks remain.
-    pub fn join_timeout(&self, timeout: Option<Duration>) -> Result<bool> {
+    pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
+        Ok(self.join_until(Some(timeout)))
+    }
+
+    fn join_until(&self, timeout: Option<Duration>) -> bool {
         let ring = &self.queue.ring;
-        Ok(
-            ring.wait_for(UNFINISHED, JOINERS_ASLEEP, Deadline::after(timeout), || {
-                self.unfinished().load(Ordering::SeqCst) == 0
-            }),
-        )
+        ring.wait_for(UNFINISHED, JOINERS_ASLEEP, Deadline::after(timeout), || {
+            self.unfinished().load(Ordering::SeqCst) == 0
+        })
     }
 
     /// Closes this handle (see [`Queue::close`]).

@@ -70,7 +70,7 @@ fn closed() -> Error {
 /// # fn main() -> multiprocess::Result<()> {
 /// # multiprocess::init_test();
 /// let q = multiprocess::Queue::<String>::new()?;
-/// q.put(&"hello".to_string())?;
+/// q.put("hello")?;
 /// assert_eq!(q.qsize(), 1);
 /// assert_eq!(q.get()?, "hello");
 /// assert!(matches!(q.get_nowait(), Err(multiprocess::Error::Empty)));
@@ -95,7 +95,7 @@ fn closed() -> Error {
 /// p.start()?;
 /// let got: Vec<(u32, String)> = (0..3).map(|_| q.get()).collect::<Result<_, _>>()?;
 /// assert_eq!(got[2], (2, "item 2".to_string())); // one producer's items stay in order
-/// p.join(None)?;
+/// p.join()?;
 /// # Ok(()) }
 /// ```
 #[derive(Serialize, Deserialize)]
@@ -155,10 +155,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 
     /// Puts `value`, waiting as long as the queue is full.
     ///
+    /// `value` is a `T` or anything `T` borrows as, as for `HashMap::get`: a `Queue<String>`
+    /// takes `q.put("text")`, a `Queue<Vec<u8>>` a slice. (Such a pair must encode the same,
+    /// as `str`/`String`, `[T]`/`Vec<T>` and `Box<T>`/`T` do in serde.)
+    ///
     /// # Errors
     /// [`Error::Codec`] if `value` cannot be encoded (nothing is put); [`Error::State`] after
     /// [`close`](Queue::close).
-    pub fn put(&self, value: &T) -> Result<()> {
+    pub fn put<Q>(&self, value: &Q) -> Result<()>
+    where
+        T: std::borrow::Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         self.put_timeout(value, true, None)
     }
 
@@ -167,7 +175,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// # Errors
     /// [`Error::Full`] when no room came in time; as [`put`](Queue::put).
-    pub fn put_timeout(&self, value: &T, block: bool, timeout: Option<Duration>) -> Result<()> {
+    pub fn put_timeout<Q>(&self, value: &Q, block: bool, timeout: Option<Duration>) -> Result<()>
+    where
+        T: std::borrow::Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         if self.closed {
             return Err(closed());
         }
@@ -186,7 +198,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     /// Puts without waiting: [`Error::Full`] if full.
-    pub fn put_nowait(&self, value: &T) -> Result<()> {
+    pub fn put_nowait<Q>(&self, value: &Q) -> Result<()>
+    where
+        T: std::borrow::Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         self.put_timeout(value, false, None)
     }
 

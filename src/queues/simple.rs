@@ -15,7 +15,7 @@ use crate::error::Result;
 /// use multiprocess::{Process, SimpleQueue};
 ///
 /// fn greet(q: SimpleQueue<String>) {
-///     q.put(&"hello from the child".to_string()).unwrap();
+///     q.put("hello from the child").unwrap();
 /// }
 ///
 /// # fn main() -> multiprocess::Result<()> {
@@ -24,7 +24,7 @@ use crate::error::Result;
 /// let mut p = Process::new(greet, (q.clone(),));
 /// p.start()?;
 /// assert_eq!(q.get()?, "hello from the child");
-/// p.join(None)?;
+/// p.join()?;
 /// assert!(q.empty());
 /// # Ok(()) }
 /// ```
@@ -57,7 +57,11 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     }
 
     /// Puts `value` (see [`Queue::put`]).
-    pub fn put(&self, value: &T) -> Result<()> {
+    pub fn put<Q>(&self, value: &Q) -> Result<()>
+    where
+        T: std::borrow::Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         self.queue.put(value)
     }
 

@@ -205,7 +205,7 @@ const MINE: [u64; 3] = [200, 201, 202];
 #[test]
 fn a_process_killed_at_each_step_leaves_the_queue_consistent() {
     crate::init_test();
-    let spawn = crate::get_context("spawn").expect("spawn");
+    let spawn = crate::get_context(crate::StartMethod::Spawn).expect("spawn");
     let mut hit = BTreeSet::new();
     let ops = [
         Op::Put,
@@ -228,7 +228,7 @@ fn a_process_killed_at_each_step_leaves_the_queue_consistent() {
                 let mine = MINE;
                 let mut p = spawn.process(die_inside, (op, step, nth, q.clone()));
                 p.start().expect("starts");
-                p.join(Some(Duration::from_secs(20))).expect("joins");
+                p.join_timeout(Duration::from_secs(20)).expect("joins");
                 let code = p.exitcode().expect("exitcode");
                 let case = format!("{op:?}, step {step}, hit {nth}: exit code {code:?}");
                 match code {

@@ -18,7 +18,7 @@
 //! let shm = SharedMemory::create(None, 512)?;
 //! let mut p = Process::new(child, (shm.name().to_owned(),));
 //! p.start()?;
-//! p.join(None)?;
+//! p.join()?;
 //! assert_eq!(&shm.buf()[..5], b"hello");
 //! shm.unlink()?;
 //! # Ok(()) }
@@ -100,7 +100,7 @@ pub use shareable_list::{Item, Iter, ShareableList};
 /// let shm = SharedMemory::create(None, 4096)?;
 /// let mut p = Process::new(fill, (shm.name().to_string(),));
 /// p.start()?;
-/// p.join(None)?;
+/// p.join()?;
 /// assert_eq!(&shm.buf()[..3], &[1, 2, 3]);
 /// shm.unlink()?; // the creator removes the name when done
 /// # Ok(()) }

@@ -249,7 +249,7 @@ impl Layout {
 /// assert_eq!(list.format()?, "q16sdxxxxxxx?"); // "original": 8 bytes and a NUL, in 16
 /// let mut p = Process::new(child, (list.name().to_owned(),));
 /// p.start()?;
-/// p.join(None)?;
+/// p.join()?;
 /// assert_eq!(list.get(1)?, Item::from("changed"));
 /// assert_eq!(list.get(2)?, Item::None);
 /// assert_eq!(list.to_vec()?.len(), 4);

@@ -38,7 +38,7 @@ impl<'de> Deserialize<'de> for Action {
 ///
 /// /// Meets the others at the barrier; returns its place in the arrival order.
 /// fn meet(barrier: Barrier) -> u32 {
-///     barrier.wait(None).unwrap()
+///     barrier.wait().unwrap()
 /// }
 ///
 /// # fn main() -> multiprocess::Result<()> {
@@ -48,9 +48,9 @@ impl<'de> Deserialize<'de> for Action {
 /// for p in &mut children {
 ///     p.start()?;
 /// }
-/// let mut places = vec![barrier.wait(None)?]; // the third party: all three go on together
+/// let mut places = vec![barrier.wait()?]; // the third party: all three go on together
 /// for p in &mut children {
-///     p.join(None)?;
+///     p.join()?;
 ///     places.push(p.result::<u32>()?);
 /// }
 /// places.sort();
@@ -127,14 +127,27 @@ impl Barrier {
         self.region.wake(self.word(B_GENERATION), u32::MAX);
     }
 
-    /// Waits until all parties have called `wait`; `timeout` (else the barrier's default)
-    /// bounds the wait. Returns this caller's index.
+    /// Waits until all parties have called `wait` (Python's `wait()`), at most the barrier's
+    /// own [`timeout`](Barrier::timeout) if it has one. Returns this caller's index.
     ///
     /// # Errors
     /// [`Error::BrokenBarrier`] if the barrier is or becomes broken (aborted, reset while
     /// waiting, or a timed-out wait, which breaks it for everyone); [`Error::Panicked`] for the
     /// caller whose action panicked.
-    pub fn wait(&self, timeout: Option<Duration>) -> Result<u32> {
+    pub fn wait(&self) -> Result<u32> {
+        self.wait_until(None)
+    }
+
+    /// [`wait`](Self::wait) bounded by `timeout` instead of the barrier's own (Python's
+    /// `wait(timeout)`).
+    ///
+    /// # Errors
+    /// As [`wait`](Self::wait).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<u32> {
+        self.wait_until(Some(timeout))
+    }
+
+    fn wait_until(&self, timeout: Option<Duration>) -> Result<u32> {
         let deadline = Deadline::after(timeout.or(self.timeout));
         self.lock();
         if self.word(B_BROKEN).load(Ordering::Relaxed) != 0 {

@@ -48,10 +48,10 @@ impl From<RLock> for ConditionLock {
 ///     p.start()?;
 ///     // Waits (releasing the lock meanwhile) until the child has set the flag.
 ///     while ready.get()? == 0 {
-///         cond.wait(Some(std::time::Duration::from_secs(10)))?;
+///         cond.wait_timeout(std::time::Duration::from_secs(10))?;
 ///     }
 /// }
-/// p.join(None)?;
+/// p.join()?;
 /// assert_eq!(ready.get()?, 1);
 /// # Ok(()) }
 /// ```
@@ -81,13 +81,18 @@ impl Condition {
         &self.lock
     }
 
-    /// Acquires the underlying lock.
-    pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
+    /// Acquires the underlying lock (Python's `acquire(block, timeout)`).
+    ///
+    /// # Errors
+    /// As the lock's.
+    pub fn acquire_with(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
         match &self.lock {
-            ConditionLock::Lock(l) => l.acquire(block, timeout),
-            ConditionLock::RLock(l) => l.acquire(block, timeout),
+            ConditionLock::Lock(l) => l.acquire_with(block, timeout),
+            ConditionLock::RLock(l) => l.acquire_with(block, timeout),
         }
     }
+
+    super::acquire_forms!();
 
     /// Releases the underlying lock.
     pub fn release(&self) -> Result<()> {
@@ -99,7 +104,7 @@ impl Condition {
 
     /// Acquires the lock and releases it when the guard drops.
     pub fn guard(&self) -> Result<ConditionGuard<'_>> {
-        self.acquire(true, None)?;
+        self.acquire()?;
         Ok(ConditionGuard { condition: self })
     }
 
@@ -122,12 +127,25 @@ impl Condition {
         (&w[0], &w[1])
     }
 
-    /// Releases the lock, sleeps until notified or `timeout` passes, and re-acquires the lock
-    /// (at its previous depth for an `RLock`). `Ok(false)` when the timeout passed.
+    /// Releases the lock, sleeps until notified, and re-acquires the lock (at its previous
+    /// depth for an `RLock`): Python's `wait()`.
     ///
     /// # Errors
     /// [`Error::State`] ("must acquire() condition before using wait()") without the lock.
-    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
+    pub fn wait(&self) -> Result<()> {
+        self.wait_until(None).map(|_| ())
+    }
+
+    /// [`wait`](Self::wait) for at most `timeout` (Python's `wait(timeout)`): `Ok(false)` when
+    /// the timeout passed.
+    ///
+    /// # Errors
+    /// As [`wait`](Self::wait).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.wait_until(Some(timeout))
+    }
+
+    fn wait_until(&self, timeout: Option<Duration>) -> Result<bool> {
         self.check_owned("wait")?;
         let (seq, sleepers) = self.words();
         let ticket = seq.load(Ordering::SeqCst);
@@ -148,7 +166,7 @@ impl Condition {
             };
         sleepers.fetch_sub(1, Ordering::SeqCst);
         match (&self.lock, depth?) {
-            (ConditionLock::Lock(l), _) => l.acquire(true, None).map(|_| ())?,
+            (ConditionLock::Lock(l), _) => l.acquire()?,
             (ConditionLock::RLock(l), n) => l.acquire_restore(n)?,
         }
         Ok(notified)
@@ -169,7 +187,7 @@ impl Condition {
             if deadline.passed() {
                 return Ok(false);
             }
-            self.wait(deadline.remaining())?;
+            self.wait_until(deadline.remaining())?;
         }
     }
 
@@ -202,8 +220,19 @@ pub struct ConditionGuard<'a> {
 
 impl ConditionGuard<'_> {
     /// [`Condition::wait`] while holding this guard.
-    pub fn wait(&self, timeout: Option<Duration>) -> Result<bool> {
-        self.condition.wait(timeout)
+    ///
+    /// # Errors
+    /// As [`Condition::wait`].
+    pub fn wait(&self) -> Result<()> {
+        self.condition.wait()
+    }
+
+    /// [`Condition::wait_timeout`] while holding this guard.
+    ///
+    /// # Errors
+    /// As [`Condition::wait`].
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.condition.wait_timeout(timeout)
     }
 }
 

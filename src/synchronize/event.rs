@@ -17,8 +17,8 @@ use super::*;
 /// let started = Event::new()?;
 /// let mut p = Process::new(signal, (started.clone(),));
 /// p.start()?;
-/// assert!(started.wait(Some(Duration::from_secs(10)))); // set by the child
-/// p.join(None)?;
+/// assert!(started.wait_timeout(Duration::from_secs(10))); // set by the child
+/// p.join()?;
 /// started.clear();
 /// assert!(!started.is_set());
 /// # Ok(()) }
@@ -59,8 +59,18 @@ impl Event {
         self.words().0.store(0, Ordering::SeqCst);
     }
 
-    /// Waits until the flag is set or `timeout` passes; returns the flag.
-    pub fn wait(&self, timeout: Option<Duration>) -> bool {
+    /// Waits until the flag is set (Python's `wait()`).
+    pub fn wait(&self) {
+        self.wait_until(None);
+    }
+
+    /// Waits until the flag is set or `timeout` passes (Python's `wait(timeout)`); returns the
+    /// flag.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.wait_until(Some(timeout))
+    }
+
+    pub(crate) fn wait_until(&self, timeout: Option<Duration>) -> bool {
         let (flag, sleepers) = self.words();
         let deadline = Deadline::after(timeout);
         loop {

@@ -8,8 +8,8 @@ use super::*;
 /// # fn main() -> multiprocess::Result<()> {
 /// # multiprocess::init_test();
 /// let lock = multiprocess::Lock::new()?;
-/// assert!(lock.acquire(true, None)?);
-/// assert!(!lock.acquire(false, None)?); // held: a non-blocking attempt fails
+/// lock.acquire()?;
+/// assert!(!lock.try_acquire()?); // held: a non-blocking attempt fails
 /// lock.release()?;
 /// {
 ///     let _held = lock.guard()?; // released at the end of the scope
@@ -36,7 +36,7 @@ use super::*;
 ///     p.start()?;
 /// }
 /// for p in &mut children {
-///     p.join(None)?;
+///     p.join()?;
 ///     assert_eq!(p.exitcode()?, Some(0));
 /// }
 /// # Ok(()) }
@@ -62,18 +62,22 @@ impl Lock {
         &self.region.words()[1]
     }
 
-    /// Acquires the lock: with `block`, waits until it is free or `timeout` (`None`: forever)
-    /// passes; without, returns at once. `Ok(true)` when acquired, `Ok(false)` otherwise.
+    /// Python's `acquire(block, timeout)`: with `block`, waits until the lock is free or
+    /// `timeout` (`None`: forever) passes; without, returns at once. `Ok(true)` when acquired.
+    /// The short forms are [`acquire`](Self::acquire), [`try_acquire`](Self::try_acquire) and
+    /// [`acquire_timeout`](Self::acquire_timeout).
     ///
     /// # Errors
     /// [`Error::OwnerDied`] when the holder died holding it; the lock is free again.
-    pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
+    pub fn acquire_with(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
         let acquired = lock_word(&self.region, self.word(), block, timeout)?;
         if acquired {
             self.holder().store(thread_id(), Ordering::Relaxed);
         }
         Ok(acquired)
     }
+
+    super::acquire_forms!();
 
     /// Releases the lock; any process may release it, as in Python.
     ///
@@ -87,7 +91,7 @@ impl Lock {
     /// Acquires the lock (waiting as long as it takes) and releases it when the guard drops:
     /// Python's `with lock:`.
     pub fn guard(&self) -> Result<LockGuard<'_>> {
-        self.acquire(true, None)?;
+        self.acquire()?;
         Ok(LockGuard { lock: self })
     }
 
@@ -106,7 +110,7 @@ impl Lock {
     /// (Python's default lock there is an `RLock`, which lets the call through). `what` names
     /// the object for the message.
     pub(crate) fn guard_for(&self, what: &str) -> Result<LockGuard<'_>> {
-        if !self.acquire(false, None)? {
+        if !self.try_acquire()? {
             if self.held_by_me() && self.holder().load(Ordering::Relaxed) == thread_id() {
                 return Err(Error::state(format!(
                     "this thread already holds the lock of this {what} (a guard from lock(), \
@@ -114,7 +118,7 @@ impl Lock {
                      through the guard, or drop it first"
                 )));
             }
-            self.acquire(true, None)?;
+            self.acquire()?;
         }
         Ok(LockGuard { lock: self })
     }
@@ -164,9 +168,9 @@ impl Drop for LockGuard<'_> {
 /// let lock = RLock::new()?;
 /// let mut p = Process::new(nested, (lock.clone(),));
 /// p.start()?;
-/// p.join(None)?;
+/// p.join()?;
 /// assert!(p.result::<bool>()?);
-/// assert!(lock.acquire(false, None)?); // free again after the child's two releases
+/// assert!(lock.try_acquire()?); // free again after the child's two releases
 /// lock.release()?;
 /// # Ok(()) }
 /// ```
@@ -202,11 +206,11 @@ impl RLock {
         owned_by_me(word) && owner.load(Ordering::Relaxed) == thread_id()
     }
 
-    /// Acquires the lock (again, if this thread holds it); see [`Lock::acquire`].
+    /// Acquires the lock (again, if this thread holds it); see [`Lock::acquire_with`].
     ///
     /// # Errors
     /// [`Error::OwnerDied`] when the holder died holding it; the lock is free again.
-    pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
+    pub fn acquire_with(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
         let (word, owner, depth) = self.words();
         if self.is_mine() {
             depth.fetch_add(1, Ordering::Relaxed);
@@ -219,6 +223,8 @@ impl RLock {
         depth.store(1, Ordering::Relaxed);
         Ok(true)
     }
+
+    super::acquire_forms!();
 
     /// Releases one level.
     ///
@@ -238,7 +244,7 @@ impl RLock {
 
     /// Acquires the lock and releases one level when the guard drops.
     pub fn guard(&self) -> Result<RLockGuard<'_>> {
-        self.acquire(true, None)?;
+        self.acquire()?;
         Ok(RLockGuard { lock: self })
     }
 
@@ -256,7 +262,7 @@ impl RLock {
 
     /// Re-acquires after [`RLock::release_all`] at depth `n`.
     pub(super) fn acquire_restore(&self, n: u32) -> Result<()> {
-        let recovered = self.acquire(true, None);
+        let recovered = self.acquire();
         let (_, _, depth) = self.words();
         depth.store(n, Ordering::Relaxed);
         recovered.map(|_| ())

@@ -176,6 +176,39 @@ fn owned_by_me(word: &AtomicU32) -> bool {
     word.load(Ordering::Relaxed) & PID_MASK == sys::current_pid()
 }
 
+/// The short forms of Python's `acquire(block=True, timeout=None)` on a type whose
+/// `acquire_with(block, timeout) -> Result<bool>` is the full one: `acquire()`,
+/// `try_acquire()` (Python's `acquire(False)`) and `acquire_timeout(d)`.
+macro_rules! acquire_forms {
+    () => {
+        /// Acquires, waiting as long as it takes (Python's `acquire()`).
+        ///
+        /// # Errors
+        /// As [`acquire_with`](Self::acquire_with).
+        pub fn acquire(&self) -> Result<()> {
+            self.acquire_with(true, None).map(|_| ())
+        }
+
+        /// Acquires only if that needs no wait (Python's `acquire(False)`): true if acquired.
+        ///
+        /// # Errors
+        /// As [`acquire_with`](Self::acquire_with).
+        pub fn try_acquire(&self) -> Result<bool> {
+            self.acquire_with(false, None)
+        }
+
+        /// Acquires, waiting at most `timeout` (Python's `acquire(timeout=t)`): true if
+        /// acquired.
+        ///
+        /// # Errors
+        /// As [`acquire_with`](Self::acquire_with).
+        pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
+            self.acquire_with(true, Some(timeout))
+        }
+    };
+}
+pub(crate) use acquire_forms;
+
 mod barrier;
 mod condition;
 mod event;

@@ -28,7 +28,7 @@ use super::*;
 ///     p.start()?;
 /// }
 /// for p in &mut workers {
-///     p.join(None)?;
+///     p.join()?;
 /// }
 /// assert_eq!(slots.get_value(), 2); // every slot given back
 /// # Ok(()) }
@@ -160,19 +160,21 @@ impl Semaphore {
         }
     }
 
-    /// Takes a slot: with `block`, waits until one is free or `timeout` passes. `Ok(true)` when
-    /// a slot was taken.
+    /// Python's `acquire(block, timeout)`: takes a slot; with `block`, waits until one is free
+    /// or `timeout` passes. `Ok(true)` when a slot was taken.
     ///
     /// # Errors
     /// [`Error::OwnerDied`] (bounded semaphores) when slots of a dead process were recovered
     /// while waiting; they are free again and no slot was taken.
-    pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
+    pub fn acquire_with(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
         let taken = self.take(block, Deadline::after(timeout))?;
         if taken && self.bound() != 0 {
             self.record_taken();
         }
         Ok(taken)
     }
+
+    super::acquire_forms!();
 
     fn take(&self, block: bool, deadline: Deadline) -> Result<bool> {
         let (count, sleepers, _) = self.words();
@@ -242,7 +244,7 @@ impl Semaphore {
 
     /// Takes a slot and frees it when the guard drops.
     pub fn guard(&self) -> Result<SemaphoreGuard<'_>> {
-        self.acquire(true, None)?;
+        self.acquire()?;
         Ok(SemaphoreGuard { semaphore: self })
     }
 

@@ -219,7 +219,7 @@ impl<'de> serde::Deserialize<'de> for sys::Region {
 /// let file = std::fs::File::create(&path)?;
 /// let mut p = Process::new(write_into, (Handle::from(file),));
 /// p.start()?;
-/// p.join(None)?;
+/// p.join()?;
 /// let text = std::fs::read_to_string(&path)?;
 /// assert_eq!(text, "written by the child\n");
 /// let _ = std::fs::remove_file(&path);

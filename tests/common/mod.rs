@@ -33,9 +33,9 @@ pub fn warm_sockets() {
             let c = client(l.address(), None)?;
             let s = l.accept()?;
             c.send_bytes(b"ping")?;
-            s.recv_bytes(None)?;
+            s.recv_bytes()?;
             s.send_bytes(b"pong")?;
-            c.recv_bytes(None).map(drop)
+            c.recv_bytes().map(drop)
         };
         let _ = warm();
     }

@@ -328,7 +328,7 @@ impl State {
                 drop(objects);
                 let limit = |s: Option<f64>| s.map(|s| Duration::from_secs_f64(s.max(0.0)));
                 return Some(match op {
-                    Op::ResultWait(s) => Reply::Bool(result.wait(limit(s))),
+                    Op::ResultWait(s) => Reply::Bool(result.wait_until(limit(s))),
                     Op::ResultChunk(i, s) => match result.outcome(i as usize, limit(s)) {
                         Some(o) => Reply::Outcomes(vec![crate::pool::remote_outcome(&o)]),
                         None => remote("TimeoutError", "the result is not ready"),
@@ -338,7 +338,7 @@ impl State {
                         Ok(None) => Reply::Done,
                         Err(()) => remote("TimeoutError", "no result is ready"),
                     },
-                    Op::ResultGet(s) => match result.get(limit(s)) {
+                    Op::ResultGet(s) => match result.get_until(limit(s)) {
                         Ok(outcomes) => Reply::Outcomes(outcomes),
                         Err(Error::Timeout) => remote("TimeoutError", "the result is not ready"),
                         Err(e) => remote("ValueError", e.to_string()),

@@ -187,7 +187,7 @@ impl Object {
 pub(super) fn pool_call(pool: &crate::Pool, op: Op) -> Reply {
     let result = match op {
         Op::PoolRun(job) => {
-            return match pool.start_remote(job).and_then(|r| r.get(None)) {
+            return match pool.start_remote(job).and_then(|r| r.get()) {
                 Ok(outcomes) => Reply::Outcomes(outcomes),
                 Err(e) => remote("ValueError", e.to_string()),
             };

@@ -39,8 +39,8 @@ impl Local {
         let mut process = self
             .context
             .process(worker_main, (link.clone(), setup.clone()))
-            .daemon(true)
-            .name(self.name(n));
+            .with_daemon(true)
+            .with_name(self.name(n));
         process.start()?;
         Ok(LocalWorker {
             process: Mutex::new(process),
@@ -70,12 +70,12 @@ impl LocalWorker {
         // In short waits, so that a `kill` meanwhile is not held up by the lock.
         let until = std::time::Instant::now() + grace;
         while self.alive() && std::time::Instant::now() < until {
-            let _ = self.process().join(Some(Duration::from_millis(5)));
+            let _ = self.process().join_timeout(Duration::from_millis(5));
         }
         // SIGKILL ends any process, so the last join returns.
         let process = self.process();
         let _ = process.kill();
-        let _ = process.join(None);
+        let _ = process.join();
         process.exitcode().ok().flatten().unwrap_or(-1)
     }
 
