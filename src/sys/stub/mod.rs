@@ -549,16 +549,9 @@ pub(crate) async fn writable_async(handle: WaitHandle<'_>) -> io::Result<()> {
     match handle.0 {}
 }
 
-/// Reads what has arrived without blocking.
+/// Reads what has arrived without blocking (as [`recv_some`]: no stream exists).
 #[cfg(feature = "tokio")]
-pub(crate) fn recv_now(
-    stream: &Stream,
-    _socket: bool,
-    _buf: &mut [u8],
-    _arrived: &mut VecDeque<OwnedHandle>,
-) -> io::Result<usize> {
-    match stream.0 {}
-}
+pub(crate) use self::recv_some as recv_now;
 
 /// Writes what fits without blocking.
 #[cfg(feature = "tokio")]
