@@ -24,6 +24,10 @@ const READ_AHEAD: usize = 64 * 1024;
 /// How far the buffer grows ahead of the bytes in it, toward a frame's known length.
 const GROW_AHEAD: usize = 4 << 20;
 
+/// A read from a stream into a buffer, with the handles that came along: `sys::recv_some`
+/// (blocking) or `sys::recv_now`.
+type Recv = fn(&sys::Stream, bool, &mut [u8], &mut VecDeque<sys::OwnedHandle>) -> io::Result<usize>;
+
 /// What an inbox reads from: the stream, whether it is a socket (handles may arrive with its
 /// bytes), and the pair's control for large messages, if it has one.
 #[derive(Clone, Copy)]
@@ -79,8 +83,14 @@ impl Inbox {
 
     /// Reads once from the stream after the buffered bytes; `Ok(0)` is end of file.
     fn fill(&mut self, link: &Link<'_>) -> io::Result<usize> {
-        self.make_room(0);
-        let n = sys::recv_some(
+        self.fill_with(link, 0, sys::recv_some)
+    }
+
+    /// Reads once with `recv` (blocking or not) after the buffered bytes, with room for `want`
+    /// buffered bytes (see [`make_room`](Inbox::make_room)).
+    fn fill_with(&mut self, link: &Link<'_>, want: usize, recv: Recv) -> io::Result<usize> {
+        self.make_room(want);
+        let n = recv(
             link.stream,
             link.socket,
             &mut self.buf[self.end..],
@@ -317,15 +327,7 @@ impl Inbox {
     /// Reads what the stream holds now (`WouldBlock` if nothing), with room for `want`
     /// buffered bytes; `Ok(0)` is end of file.
     pub(crate) fn fill_now(&mut self, link: &Link<'_>, want: usize) -> io::Result<usize> {
-        self.make_room(want);
-        let n = sys::recv_now(
-            link.stream,
-            link.socket,
-            &mut self.buf[self.end..],
-            &mut self.arrived,
-        )?;
-        self.end += n;
-        Ok(n)
+        self.fill_with(link, want, sys::recv_now)
     }
 
     /// Drops a large buffer once it is empty (a big message gathered whole leaves one).

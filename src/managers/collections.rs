@@ -5,6 +5,24 @@ use std::ops::{Bound, RangeBounds};
 
 use super::*;
 
+/// `len` and `is_empty` for the proxy of a collection, `what` its elements (a macro: the same
+/// methods on several types).
+macro_rules! len_methods {
+    ($name:ident < $($t:ident),* >, $what:literal, $python:literal) => {
+        impl<$($t),*> $name<$($t),*> {
+            #[doc = concat!("The number of ", $what, " (Python's ", $python, ").")]
+            pub fn len(&self) -> Result<usize> {
+                self.0.len()
+            }
+
+            #[doc = concat!("True if there are no ", $what, ".")]
+            pub fn is_empty(&self) -> Result<bool> {
+                Ok(self.len()? == 0)
+            }
+        }
+    };
+}
+
 /// A shared dict held by a [`Manager`] (Python's `DictProxy`), in insertion order as Python's.
 ///
 /// ```standalone_crate
@@ -34,6 +52,7 @@ use super::*;
 /// one call per key).
 pub struct DictProxy<K, V>(pub(super) Handle, pub(super) PhantomData<fn() -> (K, V)>);
 proxy_impls!(DictProxy<K, V>);
+len_methods!(DictProxy<K, V>, "entries", "`len(d)`");
 
 /// A `KeyError` from the manager, with Python's message: the key's repr.
 fn key_error<T, K: Serialize>(result: Result<T>, key: &K) -> Result<T> {
@@ -95,16 +114,6 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
     /// Whether `key` is present (Python's `key in d`).
     pub fn contains_key(&self, key: &K) -> Result<bool> {
         self.0.flag(Op::Contains(encode(key)?))
-    }
-
-    /// The number of entries (Python's `len(d)`).
-    pub fn len(&self) -> Result<usize> {
-        self.0.len()
-    }
-
-    /// True if there are no entries.
-    pub fn is_empty(&self) -> Result<bool> {
-        Ok(self.len()? == 0)
     }
 
     /// The keys, in insertion order (Python's `list(d.keys())`).
@@ -228,6 +237,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
 /// own methods.
 pub struct ListProxy<T>(pub(super) Handle, pub(super) PhantomData<fn() -> T>);
 proxy_impls!(ListProxy<T>);
+len_methods!(ListProxy<T>, "items", "`len(l)`");
 
 /// A range of a list as its ends (Python's `a:b`, with Rust's inclusive end too).
 fn bounds(range: impl RangeBounds<i64>) -> (Bound<i64>, Bound<i64>) {
@@ -418,16 +428,6 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
         self.0.done(Op::Repeat(n))
     }
 
-    /// The number of items (Python's `len(l)`).
-    pub fn len(&self) -> Result<usize> {
-        self.0.len()
-    }
-
-    /// True if there are no items.
-    pub fn is_empty(&self) -> Result<bool> {
-        Ok(self.len()? == 0)
-    }
-
     /// A copy of the items (Python's `l[:]`, `list(l)`).
     pub fn to_vec(&self) -> Result<Vec<T>> {
         self.0.list(Op::Items)
@@ -443,6 +443,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
 /// Python: a negative one counts from the end.
 pub struct ArrayProxy<T>(pub(super) Handle, pub(super) PhantomData<fn() -> T>);
 proxy_impls!(ArrayProxy<T>);
+len_methods!(ArrayProxy<T>, "items", "`len(a)`, fixed at creation");
 
 impl<T: Serialize + DeserializeOwned> ArrayProxy<T> {
     /// The item at `index` (Python's `a[index]`).
@@ -459,16 +460,6 @@ impl<T: Serialize + DeserializeOwned> ArrayProxy<T> {
     /// [`Error::Remote`] `IndexError` when out of range.
     pub fn set(&self, index: i64, value: &T) -> Result<()> {
         self.0.done(Op::SetIndex(index, encode(value)?))
-    }
-
-    /// The number of items (fixed at creation).
-    pub fn len(&self) -> Result<usize> {
-        self.0.len()
-    }
-
-    /// True for an array of no items.
-    pub fn is_empty(&self) -> Result<bool> {
-        Ok(self.len()? == 0)
     }
 
     /// A copy of the items (Python's `a[:]`).

@@ -1,6 +1,7 @@
 //! A pool run by a manager, and its results.
 
 use super::*;
+use crate::pool::{RemoteJob, decode_remote_chunks};
 
 /// A pool run by a [`Manager`] (Python's `manager.Pool()`): every process holding a copy of
 /// the proxy submits work to the same workers. Targets and arguments follow
@@ -14,11 +15,42 @@ impl PoolProxy {
         self.1
     }
 
-    fn run(&self, job: crate::pool::RemoteJob) -> Result<crate::pool::RemoteOutcomes> {
+    fn run(&self, job: RemoteJob) -> Result<crate::pool::RemoteOutcomes> {
         match self.0.call(Op::PoolRun(job))? {
             Reply::Outcomes(o) => Ok(o),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// The job of a `map` of `f` (the `map*` and `imap*` methods): `F` names the code, which
+    /// the manager's workers find by its type.
+    fn map_job<F, X, R>(
+        &self,
+        _f: F,
+        items: impl IntoIterator<Item = X>,
+        chunks: Option<usize>,
+    ) -> Result<RemoteJob>
+    where
+        F: Target<(X,), R>,
+        X: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        RemoteJob::map::<F, X, R>(items.into_iter().collect(), chunks, self.1)
+    }
+
+    /// The job of a `starmap` of `f`, as [`map_job`](PoolProxy::map_job).
+    fn starmap_job<F, A, R>(
+        &self,
+        _f: F,
+        items: impl IntoIterator<Item = A>,
+        chunks: Option<usize>,
+    ) -> Result<RemoteJob>
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        RemoteJob::starmap::<F, A, R>(items.into_iter().collect(), chunks, self.1)
     }
 
     /// `f(args...)` in a worker, waiting for its value (Python's `apply`).
@@ -32,7 +64,7 @@ impl PoolProxy {
         R: Serialize + DeserializeOwned + 'static,
     {
         let _ = f; // F names the code: the manager's workers find it by its type
-        let job = crate::pool::RemoteJob::apply::<F, A, R>(&args)?;
+        let job = RemoteJob::apply::<F, A, R>(&args)?;
         crate::pool::decode_remote_one(self.run(job)?)
     }
 
@@ -101,7 +133,7 @@ impl PoolProxy {
 
     fn start<R>(
         &self,
-        job: crate::pool::RemoteJob,
+        job: RemoteJob,
         decode: fn(crate::pool::RemoteOutcomes) -> Result<R>,
     ) -> Result<AsyncResultProxy<R>> {
         match self.0.call(Op::PoolStart(job))? {
@@ -125,7 +157,7 @@ impl PoolProxy {
         R: Serialize + DeserializeOwned + 'static,
     {
         let _ = f; // F names the code: the manager's workers find it by its type
-        let job = crate::pool::RemoteJob::apply::<F, A, R>(&args)?;
+        let job = RemoteJob::apply::<F, A, R>(&args)?;
         self.start(job, crate::pool::decode_remote_one::<R>)
     }
 
@@ -143,10 +175,7 @@ impl PoolProxy {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let _ = f; // F names the code: the manager's workers find it by its type
-        let items: Vec<X> = items.into_iter().collect();
-        let job = crate::pool::RemoteJob::map::<F, X, R>(items, None, self.1)?;
-        self.start(job, crate::pool::decode_remote_chunks::<R>)
+        self.start(self.map_job(f, items, None)?, decode_remote_chunks::<R>)
     }
 
     /// [`map_async`](PoolProxy::map_async) with `chunksize` items per task.
@@ -164,10 +193,10 @@ impl PoolProxy {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let _ = f; // F names the code: the manager's workers find it by its type
-        let items: Vec<X> = items.into_iter().collect();
-        let job = crate::pool::RemoteJob::map::<F, X, R>(items, Some(chunksize), self.1)?;
-        self.start(job, crate::pool::decode_remote_chunks::<R>)
+        self.start(
+            self.map_job(f, items, Some(chunksize))?,
+            decode_remote_chunks::<R>,
+        )
     }
 
     /// `f(x)` for every item, in order, as the results come (Python's `imap`): each step gives
@@ -268,11 +297,9 @@ impl PoolProxy {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let _ = f; // F names the code: the manager's workers find it by its type
-        let items: Vec<X> = items.into_iter().collect();
-        let job = crate::pool::RemoteJob::map::<F, X, R>(items, Some(chunksize), self.1)?;
+        let job = self.map_job(f, items, Some(chunksize))?;
         let chunks = job.tasks();
-        let result = self.start(job, crate::pool::decode_remote_chunks::<R>)?;
+        let result = self.start(job, decode_remote_chunks::<R>)?;
         Ok(RemoteIMap {
             result,
             next_chunk: 0,
@@ -297,10 +324,7 @@ impl PoolProxy {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let _ = f; // F names the code: the manager's workers find it by its type
-        let items: Vec<A> = items.into_iter().collect();
-        let job = crate::pool::RemoteJob::starmap::<F, A, R>(items, None, self.1)?;
-        self.start(job, crate::pool::decode_remote_chunks::<R>)
+        self.start(self.starmap_job(f, items, None)?, decode_remote_chunks::<R>)
     }
 
     /// [`starmap_async`](PoolProxy::starmap_async) with `chunksize` tuples per task.
@@ -318,10 +342,10 @@ impl PoolProxy {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let _ = f; // F names the code: the manager's workers find it by its type
-        let items: Vec<A> = items.into_iter().collect();
-        let job = crate::pool::RemoteJob::starmap::<F, A, R>(items, Some(chunksize), self.1)?;
-        self.start(job, crate::pool::decode_remote_chunks::<R>)
+        self.start(
+            self.starmap_job(f, items, Some(chunksize))?,
+            decode_remote_chunks::<R>,
+        )
     }
 
     /// No more work (Python's `close()`): calls after it fail; [`join`](PoolProxy::join) then

@@ -152,6 +152,9 @@ impl ser::Error for NoRepr {
 
 type R = std::result::Result<(), NoRepr>;
 
+/// What opening a compound value gives.
+type Open<'a> = std::result::Result<Seq<'a>, NoRepr>;
+
 /// A compound value being written: its closing text, and whether an item was written yet.
 struct Seq<'a> {
     out: &'a mut Repr,
@@ -210,6 +213,16 @@ impl<'a> Repr {
     }
 }
 
+/// The `Serializer` methods for integers, which Python writes as Rust does (a macro: trait
+/// methods, one per type).
+macro_rules! integers {
+    ($($method:ident: $ty:ty),*) => {$(
+        fn $method(self, v: $ty) -> R {
+            self.text(v.to_string())
+        }
+    )*};
+}
+
 impl<'a> ser::Serializer for &'a mut Repr {
     type Ok = ();
     type Error = NoRepr;
@@ -224,36 +237,18 @@ impl<'a> ser::Serializer for &'a mut Repr {
     fn serialize_bool(self, v: bool) -> R {
         self.text(if v { "True" } else { "False" })
     }
-    fn serialize_i8(self, v: i8) -> R {
-        self.text(v.to_string())
-    }
-    fn serialize_i16(self, v: i16) -> R {
-        self.text(v.to_string())
-    }
-    fn serialize_i32(self, v: i32) -> R {
-        self.text(v.to_string())
-    }
-    fn serialize_i64(self, v: i64) -> R {
-        self.text(v.to_string())
-    }
-    fn serialize_i128(self, v: i128) -> R {
-        self.text(v.to_string())
-    }
-    fn serialize_u8(self, v: u8) -> R {
-        self.text(v.to_string())
-    }
-    fn serialize_u16(self, v: u16) -> R {
-        self.text(v.to_string())
-    }
-    fn serialize_u32(self, v: u32) -> R {
-        self.text(v.to_string())
-    }
-    fn serialize_u64(self, v: u64) -> R {
-        self.text(v.to_string())
-    }
-    fn serialize_u128(self, v: u128) -> R {
-        self.text(v.to_string())
-    }
+    integers!(
+        serialize_i8: i8,
+        serialize_i16: i16,
+        serialize_i32: i32,
+        serialize_i64: i64,
+        serialize_i128: i128,
+        serialize_u8: u8,
+        serialize_u16: u16,
+        serialize_u32: u32,
+        serialize_u64: u64,
+        serialize_u128: u128
+    );
     fn serialize_f32(self, v: f32) -> R {
         // The f32's own shortest digits, not those of its f64 widening.
         let shortest: f64 = v.to_string().parse().unwrap_or(f64::from(v));
@@ -301,46 +296,32 @@ impl<'a> ser::Serializer for &'a mut Repr {
     ) -> R {
         self.serialize_newtype_struct(variant, value)
     }
-    fn serialize_seq(self, _: Option<usize>) -> std::result::Result<Seq<'a>, NoRepr> {
+    fn serialize_seq(self, _: Option<usize>) -> Open<'a> {
         Ok(self.open("[", "]", false))
     }
-    fn serialize_tuple(self, _: usize) -> std::result::Result<Seq<'a>, NoRepr> {
+    fn serialize_tuple(self, _: usize) -> Open<'a> {
         Ok(self.open("(", ")", true))
     }
-    fn serialize_tuple_struct(
-        self,
-        name: &'static str,
-        _: usize,
-    ) -> std::result::Result<Seq<'a>, NoRepr> {
+    fn serialize_tuple_struct(self, name: &'static str, _: usize) -> Open<'a> {
         Ok(self.open(&format!("{name}("), ")", false))
     }
-    fn serialize_tuple_variant(
-        self,
-        _: &'static str,
-        _: u32,
-        variant: &'static str,
-        _: usize,
-    ) -> std::result::Result<Seq<'a>, NoRepr> {
+    fn serialize_tuple_variant(self, _: &str, _: u32, variant: &'static str, _: usize) -> Open<'a> {
         Ok(self.open(&format!("{variant}("), ")", false))
     }
-    fn serialize_map(self, _: Option<usize>) -> std::result::Result<Seq<'a>, NoRepr> {
+    fn serialize_map(self, _: Option<usize>) -> Open<'a> {
         Ok(self.open("{", "}", false))
     }
-    fn serialize_struct(
-        self,
-        name: &'static str,
-        _: usize,
-    ) -> std::result::Result<Seq<'a>, NoRepr> {
-        Ok(self.open(&format!("{name}("), ")", false))
+    fn serialize_struct(self, name: &'static str, len: usize) -> Open<'a> {
+        self.serialize_tuple_struct(name, len)
     }
     fn serialize_struct_variant(
         self,
-        _: &'static str,
-        _: u32,
+        name: &'static str,
+        index: u32,
         variant: &'static str,
-        _: usize,
-    ) -> std::result::Result<Seq<'a>, NoRepr> {
-        Ok(self.open(&format!("{variant}("), ")", false))
+        len: usize,
+    ) -> Open<'a> {
+        self.serialize_tuple_variant(name, index, variant, len)
     }
 }
 

@@ -12,10 +12,51 @@ use super::ring::*;
 /// Where [`Ring::put_value`] encodes: the free bytes `at..end` of a ring, in one stretch. (The
 /// queues' hot path keeps this writer of its own: [`RingWriter`] limited to one stretch made a
 /// 64-byte `put`/`get` 10-25% slower on one CPU and up to 2x slower across CPUs in W3, measured
-/// old against new binary, interleaved.)
+/// old against new binary, interleaved.) Also the stretch a [`RingWriter`] is writing.
+///
+/// Whoever makes one owns `at..end`: free space of the ring that only the holder of the
+/// producers' lock writes (see `Ring::encode_at` and [`RingWriter::new`]).
 pub(super) struct Stretch {
     pub(super) at: *mut u8,
     pub(super) end: *mut u8,
+}
+
+impl Stretch {
+    /// The bytes left.
+    #[inline(always)]
+    fn room(&self) -> usize {
+        self.end as usize - self.at as usize
+    }
+
+    /// Writes `byte` if it fits; false if the stretch is full.
+    #[inline(always)]
+    fn push(&mut self, byte: u8) -> bool {
+        if self.at == self.end {
+            return false;
+        }
+        // SAFETY: `at < end`, inside the stretch this writer owns (see the type's docs).
+        unsafe {
+            self.at.write(byte);
+            self.at = self.at.add(1);
+        }
+        true
+    }
+
+    /// Copies `bytes` if they fit; false (nothing written) if they do not.
+    #[inline(always)]
+    fn copy(&mut self, bytes: &[u8]) -> bool {
+        if self.room() < bytes.len() {
+            return false;
+        }
+        // SAFETY: `bytes.len()` bytes fit between `at` and `end`, inside the stretch this
+        // writer owns (see the type's docs); `bytes` is the serializer's own data, not ring
+        // memory.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.at, bytes.len());
+            self.at = self.at.add(bytes.len());
+        }
+        true
+    }
 }
 
 impl postcard::ser_flavors::Flavor for Stretch {
@@ -24,30 +65,18 @@ impl postcard::ser_flavors::Flavor for Stretch {
 
     #[inline]
     fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
-        if self.at == self.end {
-            return Err(postcard::Error::SerializeBufferFull);
+        match self.push(byte) {
+            true => Ok(()),
+            false => Err(postcard::Error::SerializeBufferFull),
         }
-        // SAFETY: `at < end`, and `at..end` is free space of the ring that only this writer
-        // (under the producers' lock) writes (see `Ring::encode_at`).
-        unsafe {
-            self.at.write(byte);
-            self.at = self.at.add(1);
-        }
-        Ok(())
     }
 
     #[inline]
     fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
-        if (self.end as usize - self.at as usize) < bytes.len() {
-            return Err(postcard::Error::SerializeBufferFull);
+        match self.copy(bytes) {
+            true => Ok(()),
+            false => Err(postcard::Error::SerializeBufferFull),
         }
-        // SAFETY: as in `try_push`: `bytes.len()` bytes fit between `at` and `end`; `bytes` is
-        // the serializer's own data, not ring memory.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.at, bytes.len());
-            self.at = self.at.add(bytes.len());
-        }
-        Ok(())
     }
 
     fn finalize(self) -> postcard::Result<*mut u8> {
@@ -60,9 +89,8 @@ impl postcard::ser_flavors::Flavor for Stretch {
 /// ring's start, when the free space wraps around its end). Each byte is a pointer compare and
 /// store; only the end of a stretch takes a branch out of line.
 pub(super) struct RingWriter {
-    pub(super) at: *mut u8,
-    /// The end of the stretch being written.
-    pub(super) end: *mut u8,
+    /// The stretch being written.
+    pub(super) cur: Stretch,
     /// Where it began, and the bytes written before it.
     pub(super) begin: *mut u8,
     pub(super) before: usize,
@@ -83,8 +111,7 @@ impl RingWriter {
         // the end of) the ring's data.
         let (at, end) = unsafe { (ring.data().add(start), ring.data().add(start + first)) };
         RingWriter {
-            at,
-            end,
+            cur: Stretch { at, end },
             begin: at,
             before: 0,
             next: ring.data(),
@@ -98,38 +125,27 @@ impl RingWriter {
         if self.next_len == 0 {
             return Err(postcard::Error::SerializeBufferFull);
         }
-        self.before += self.end as usize - self.begin as usize;
-        self.at = self.next;
+        self.before += self.cur.end as usize - self.begin as usize;
         self.begin = self.next;
         // SAFETY: the second stretch is `next_len` bytes from the ring's start (see `new`).
-        self.end = unsafe { self.next.add(self.next_len) };
+        self.cur = Stretch {
+            at: self.next,
+            end: unsafe { self.next.add(self.next_len) },
+        };
         self.next_len = 0;
         Ok(())
     }
 
     #[cold]
     pub(super) fn extend_across(&mut self, bytes: &[u8]) -> postcard::Result<()> {
-        let here = self.end as usize - self.at as usize;
-        let (first, rest) = bytes.split_at(here.min(bytes.len()));
+        let (first, rest) = bytes.split_at(self.cur.room().min(bytes.len()));
         if rest.len() > self.next_len {
             return Err(postcard::Error::SerializeBufferFull);
         }
-        self.copy(first);
+        self.cur.copy(first);
         self.next_stretch()?;
-        self.copy(rest);
+        self.cur.copy(rest);
         Ok(())
-    }
-
-    /// Copies `bytes`, which fit the stretch.
-    #[inline]
-    pub(super) fn copy(&mut self, bytes: &[u8]) {
-        // SAFETY: `bytes.len() <= end - at` (checked by the callers); the bytes between are
-        // free space of the ring that only this writer writes (see `new`); `bytes` is the
-        // serializer's own data, not ring memory.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.at, bytes.len());
-            self.at = self.at.add(bytes.len());
-        }
     }
 }
 
@@ -139,28 +155,23 @@ impl postcard::ser_flavors::Flavor for RingWriter {
 
     #[inline]
     fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
-        if self.at == self.end {
+        if !self.cur.push(byte) {
             self.next_stretch()?;
-        }
-        // SAFETY: `at < end`, inside the stretch being written (see `RingWriter::new`).
-        unsafe {
-            self.at.write(byte);
-            self.at = self.at.add(1);
+            self.cur.push(byte); // the next stretch is not empty (`next_stretch`)
         }
         Ok(())
     }
 
     #[inline]
     fn try_extend(&mut self, bytes: &[u8]) -> postcard::Result<()> {
-        if (self.end as usize - self.at as usize) < bytes.len() {
+        if !self.cur.copy(bytes) {
             return self.extend_across(bytes);
         }
-        self.copy(bytes);
         Ok(())
     }
 
     fn finalize(self) -> postcard::Result<usize> {
-        Ok(self.before + (self.at as usize - self.begin as usize))
+        Ok(self.before + (self.cur.at as usize - self.begin as usize))
     }
 }
 

@@ -24,6 +24,13 @@ unsafe impl Sync for ShmMapping {}
 impl ShmMapping {
     /// Takes over the mapping of `len` bytes at `ptr` (dangling but non-null for an empty
     /// segment), which only this value will unmap, with what must stay open as long.
+    #[cfg_attr(
+        any(
+            multiprocess_stub_platform,
+            not(any(target_os = "linux", target_os = "macos", windows))
+        ),
+        allow(dead_code, reason = "the stub platform maps no segment")
+    )]
     pub(crate) fn new(ptr: NonNull<u8>, len: usize, keep: ShmKeep) -> ShmMapping {
         ShmMapping {
             ptr,

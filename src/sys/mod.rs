@@ -10,40 +10,53 @@
 //! - `linux` / `macos`: what differs between Unixes (process sentinels, the main image, build ids).
 //! - `windows`: spawn with `CreateProcessW` and an explicit handle list, process handles as
 //!   sentinels, overlapped named pipes as channels, the main module from the loader.
+//! - `stub`: every other target (mio's `sys/shell`): the same names, and every operation fails
+//!   at run time with an `io::Error` of kind `Unsupported` naming the supported systems (the
+//!   public calls return it as `Error::Io`).
 //!
 //! # What a platform provides
 //!
-//! `unix` and `windows` each define every name below, with the same signatures; the crate uses
-//! nothing else of theirs (`pub(crate) use unix::*` / `windows::*` re-export exactly these, and
-//! helpers stay private). A new platform implements this list; an operation it cannot do
-//! returns an `io::Error` of kind `Unsupported` that says so (as Windows does for `fork`), and
-//! other targets stop at a `compile_error!` naming the supported ones.
+//! `unix`, `windows` and `stub` each define every name below, with the same signatures; the
+//! crate uses nothing else of theirs (`pub(crate) use unix::*` / `windows::*` / `stub::*`
+//! re-export exactly these, and helpers stay private). A new platform implements this list; an
+//! operation it cannot do returns an `io::Error` of kind `Unsupported` that says so (as Windows
+//! does for `fork`). `stub/mod.rs` is the shortest statement of the list with its signatures:
+//! start a new platform from a copy of it.
+//!
+//! Which one is built: `unix` with `linux` or `macos`, `windows`, or else `stub`. Building with
+//! `RUSTFLAGS="--cfg multiprocess_stub_platform"` takes the stub on any target, so that
+//! `cargo check` on Linux proves it still provides every name (.ci/run also type-checks a real
+//! other target, `x86_64-unknown-freebsd`).
 //!
 //! - **Processes.** `ProcHandle` (a child: pid, wait with or without a deadline, signal,
-//!   sentinel), `spawn` (this executable again, with a channel), `fork` (Unix), `pid`,
-//!   `current_pid`, `process_alive`, `exit_now`, `at_exit`, `signal_name`, `SIGTERM`, `SIGKILL`,
-//!   `stdin_from_null`.
-//! - **A child's start.** `Channel` and `channel_pair`, `channel_handle`,
-//!   `channel_into_handle`/`channel_from_handle`, `take_child_channel`,
-//!   `child_marker_present`, `cut_channel`, `read_available`; the handles a child gets at its
-//!   start: `Transfer`, `transfer_handles`, `send_transfer`, `recv_handles`.
+//!   sentinel; `served` for a fork server's child), `spawn` (this executable again, with a
+//!   channel), `fork` (Unix), `pid`, `current_pid`, `process_alive`, `exit_now`, `at_exit`,
+//!   `signal_name`, `SIGTERM`, `SIGKILL`, `stdin_from_null`.
+//! - **A child's start.** `Channel` (with `try_clone`, and `Read`/`Write` on `&Channel`) and
+//!   `channel_pair`, `channel_handle`, `channel_into_handle`/`channel_from_handle`,
+//!   `take_child_channel`, `child_marker_present`, `cut_channel`, `read_available`; the handles
+//!   a child gets at its start: `Transfer`, `transfer_handles`, `send_transfer`,
+//!   `recv_handles`.
 //! - **Connections.** `Stream`, `stream_pair`, `stream_handle`,
 //!   `stream_to_handle`/`stream_from_handle`, `set_read_timeout`, `ack_now`, `recv_some`; handles
 //!   with a message: `stream_carries_handles`, `send_handles_on`, `claim_handles`,
 //!   `handles_frame_len`; listeners: `SocketListener`, `listen`, `connect`,
 //!   `default_listener_address`.
-//! - **Waiting.** `OwnedHandle`, `WaitHandle`/`OwnedWaitHandle`, `borrow_handle`,
-//!   `wait_readable` (any of several handles, with a deadline).
+//! - **Waiting.** `OwnedHandle` (with `try_clone`), `WaitHandle`/`OwnedWaitHandle`,
+//!   `borrow_handle`, `handle_number` (Python's `fileno()`), `impl_os_handle!` (std's handle
+//!   traits for a public type), `wait_readable` (any of several handles, with a deadline); with
+//!   the `tokio` feature `readable_async`, `writable_async`, `recv_now`, `send_now`.
 //! - **Shared memory.** `Region` (anonymous shared words that processes wait and wake on),
 //!   named segments (`shm_create`, `shm_attach`, `shm_unlink`, `SHM_NAME_PREFIX`, `ShmKeep`,
-//!   `shm_unmap`) and their resource tracker (`ensure_tracker`, `hold_tracker`,
+//!   `shm_unmap`) and their resource tracker (`ensure_tracker`, `hold_tracker`/`TrackerHeld`,
 //!   `tracker_process`, `shm_track`, `shm_untrack`); the OS handles a queue's values carry
 //!   (`HANDLES_PER_DATAGRAM`, `handle_channel`, `send_handles_datagram`,
 //!   `recv_handles_datagram`).
 //! - **Memory and copies.** `advise_huge_pages`, `copy_to_process`,
 //!   `copy_from_process`, `CROSS_PROCESS_COPY`.
 //! - From `linux`/`macos` (through `os`): the executable's path, its image and build id, process
-//!   sentinels and liveness.
+//!   sentinels and liveness. What `image` asks of every platform's `os`: `in_main_image`,
+//!   `build_id`.
 
 pub(crate) mod address;
 pub(crate) mod fork_lock;
@@ -55,30 +68,50 @@ pub(crate) mod mpi;
 pub use address::Address;
 pub(crate) use mapping::ShmMapping;
 
-#[cfg(unix)]
+// `--cfg multiprocess_stub_platform` selects the stub on any target (see the docs above).
+#[cfg(all(
+    any(target_os = "linux", target_os = "macos"),
+    not(multiprocess_stub_platform)
+))]
 mod unix;
-#[cfg(unix)]
+#[cfg(all(
+    any(target_os = "linux", target_os = "macos"),
+    not(multiprocess_stub_platform)
+))]
 pub(crate) use unix::*;
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(multiprocess_stub_platform)))]
 mod linux;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", not(multiprocess_stub_platform)))]
 use linux as os;
 
-#[cfg(target_os = "macos")]
+#[cfg(all(target_os = "macos", not(multiprocess_stub_platform)))]
 mod macos;
-#[cfg(target_os = "macos")]
+#[cfg(all(target_os = "macos", not(multiprocess_stub_platform)))]
 use macos as os;
 
-#[cfg(windows)]
+#[cfg(all(windows, not(multiprocess_stub_platform)))]
 mod windows;
-#[cfg(windows)]
+#[cfg(all(windows, not(multiprocess_stub_platform)))]
 use windows as os;
-#[cfg(windows)]
+#[cfg(all(windows, not(multiprocess_stub_platform)))]
 pub(crate) use windows::*;
 
-#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
-compile_error!("multiprocess supports Linux, macOS and Windows");
+#[cfg(any(
+    multiprocess_stub_platform,
+    not(any(target_os = "linux", target_os = "macos", windows))
+))]
+mod stub;
+#[cfg(any(
+    multiprocess_stub_platform,
+    not(any(target_os = "linux", target_os = "macos", windows))
+))]
+use stub as os;
+#[cfg(any(
+    multiprocess_stub_platform,
+    not(any(target_os = "linux", target_os = "macos", windows))
+))]
+pub(crate) use stub::*;
 
 /// A shared region seen as 32-bit atomic words, and how it travels inside messages.
 impl Region {

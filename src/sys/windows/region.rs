@@ -9,10 +9,9 @@ use std::os::windows::io::{AsRawHandle, OwnedHandle};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use windows_sys::Win32::Foundation::{CloseHandle, INVALID_HANDLE_VALUE, WAIT_TIMEOUT};
+use windows_sys::Win32::Foundation::{CloseHandle, WAIT_TIMEOUT};
 use windows_sys::Win32::System::Memory::{
-    CreateFileMappingW, FILE_MAP_ALL_ACCESS, MEMORY_MAPPED_VIEW_ADDRESS, MapViewOfFile,
-    PAGE_READWRITE, UnmapViewOfFile,
+    FILE_MAP_ALL_ACCESS, MEMORY_MAPPED_VIEW_ADDRESS, MapViewOfFile, UnmapViewOfFile,
 };
 use windows_sys::Win32::System::Threading::{
     CreateSemaphoreW, OpenProcess, PROCESS_SYNCHRONIZE, ReleaseSemaphore, WaitForSingleObject,
@@ -43,17 +42,7 @@ impl Region {
     /// A new region of `len` bytes.
     pub(crate) fn new(len: usize) -> io::Result<Region> {
         let total = (HEADER + len.max(1)) as u64;
-        // SAFETY: an unnamed, pagefile-backed mapping of `total` bytes; no security attributes.
-        let mapping = owned(unsafe {
-            CreateFileMappingW(
-                INVALID_HANDLE_VALUE,
-                std::ptr::null(),
-                PAGE_READWRITE,
-                (total >> 32) as u32,
-                total as u32,
-                std::ptr::null(),
-            )
-        })?;
+        let mapping = OwnedHandle::from(super::shm::create_mapping(total, None)?.0);
         // SAFETY: an unnamed semaphore, initially 0, no security attributes.
         let wakeup =
             owned(unsafe { CreateSemaphoreW(std::ptr::null(), 0, i32::MAX, std::ptr::null()) })?;

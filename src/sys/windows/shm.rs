@@ -45,6 +45,16 @@ fn wide(name: &str) -> Vec<u16> {
 #[derive(Debug)]
 pub(crate) struct Handle(HANDLE);
 
+impl From<Handle> for std::os::windows::io::OwnedHandle {
+    fn from(h: Handle) -> Self {
+        let raw = h.0;
+        std::mem::forget(h);
+        // SAFETY: `raw` is a handle we own (a `Handle`'s), handed over whole: the `Handle` was
+        // forgotten, so nothing else closes it.
+        unsafe { std::os::windows::io::FromRawHandle::from_raw_handle(raw) }
+    }
+}
+
 impl Drop for Handle {
     fn drop(&mut self) {
         // SAFETY: a handle we opened and own.
@@ -82,19 +92,21 @@ fn map_view(mapping: Handle, len: Option<usize>) -> io::Result<ShmMapping> {
     Ok(mapped.with_len(len))
 }
 
-/// Creates mapping `name` (it must not exist) of `size` bytes, zero-filled, and maps it.
-pub(crate) fn shm_create(name: &str, size: usize) -> io::Result<ShmMapping> {
-    let w = wide(name);
-    let size64 = size as u64;
-    // SAFETY: a paging-file-backed mapping with a NUL-terminated name.
+/// A new zero-filled mapping of `size` bytes backed by the paging file, unnamed (`None`) or
+/// named; with a name, whether a mapping of that name existed already (the handle is then to
+/// it). Also `Region`'s memory.
+pub(super) fn create_mapping(size: u64, name: Option<&str>) -> io::Result<(Handle, bool)> {
+    let w = name.map(wide);
+    // SAFETY: a paging-file-backed mapping, no security attributes, with no name or a
+    // NUL-terminated one that lives across the call.
     let h = unsafe {
         CreateFileMappingW(
             INVALID_HANDLE_VALUE,
             std::ptr::null(),
             PAGE_READWRITE,
-            (size64 >> 32) as u32,
-            size64 as u32,
-            w.as_ptr(),
+            (size >> 32) as u32,
+            size as u32,
+            w.as_ref().map_or(std::ptr::null(), |w| w.as_ptr()),
         )
     };
     if h.is_null() {
@@ -102,7 +114,12 @@ pub(crate) fn shm_create(name: &str, size: usize) -> io::Result<ShmMapping> {
     }
     // SAFETY: reading the calling thread's last error right after the call.
     let existed = unsafe { GetLastError() } == ERROR_ALREADY_EXISTS;
-    let h = Handle(h);
+    Ok((Handle(h), existed))
+}
+
+/// Creates mapping `name` (it must not exist) of `size` bytes, zero-filled, and maps it.
+pub(crate) fn shm_create(name: &str, size: usize) -> io::Result<ShmMapping> {
+    let (h, existed) = create_mapping(size as u64, Some(name))?;
     if existed {
         return Err(io::Error::from_raw_os_error(ERROR_ALREADY_EXISTS as i32));
     }
