@@ -271,6 +271,8 @@ mod w10 {
             out["workers"] = ms.len().into();
             out["workers_uss"] = ms.iter().map(|m| m.uss).sum::<f64>().into();
             out["workers_pss"] = ms.iter().map(|m| m.pss).sum::<f64>().into();
+            // In the order the pool lists them (for a reading by hand; not in the table).
+            out["workers_uss_each"] = ms.iter().map(|m| m.uss).collect::<Vec<f64>>().into();
         }
         drop(dicts);
         for mut m in managers {
