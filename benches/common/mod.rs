@@ -479,3 +479,65 @@ pub(crate) fn calibrate(task: std::time::Duration) -> u64 {
         .unwrap_or(std::time::Duration::from_millis(1));
     (probe as f64 * task.as_secs_f64() / best.as_secs_f64().max(1e-9)) as u64
 }
+
+// ---------------------------------------------------------------------------------------------
+// Added for W10 and W11: memory and descriptors of a process, and running a CPython script.
+
+/// What `/proc/PID/smaps_rollup` says about a process, in KiB: resident, proportional (shared
+/// pages divided among their sharers) and unique (`Private_Clean + Private_Dirty`) set sizes.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ProcMem {
+    pub(crate) rss: f64,
+    pub(crate) pss: f64,
+    pub(crate) uss: f64,
+}
+
+/// Reads `/proc/<pid>/smaps_rollup` (`pid` is a number or `self`).
+pub(crate) fn proc_mem(pid: &str) -> Result<ProcMem, String> {
+    let path = format!("/proc/{pid}/smaps_rollup");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
+    let mut m = ProcMem::default();
+    for line in text.lines() {
+        let mut it = line.split_whitespace();
+        let (Some(key), Some(kib)) = (it.next(), it.next().and_then(|v| v.parse::<f64>().ok()))
+        else {
+            continue;
+        };
+        match key {
+            "Rss:" => m.rss = kib,
+            "Pss:" => m.pss = kib,
+            "Private_Clean:" | "Private_Dirty:" => m.uss += kib,
+            _ => {}
+        }
+    }
+    Ok(m)
+}
+
+/// The number of entries of a directory such as `/proc/self/fd` or `/proc/self/task` (0 when
+/// it cannot be read).
+pub(crate) fn count_entries(dir: &str) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| d.count())
+}
+
+/// Runs `bench/python/<script>` with `args` under `python3` and reads the one JSON object it
+/// prints on stdout.
+pub(crate) fn python_json(script: &str, args: &[String]) -> Result<serde_json::Value, String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("bench/python")
+        .join(script);
+    let out = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .map_err(|e| format!("python3 did not run: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed ({}): {}",
+            path.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("the output of {script} is not JSON: {e}"))
+}
