@@ -63,7 +63,7 @@ mod w10 {
     /// The idle child: says it is up, then waits.
     fn idle(ready: Event, stop: Event) {
         ready.set();
-        stop.wait(None);
+        stop.wait();
     }
 
     /// A pool task that keeps its worker busy long enough for the other worker to take the next.
@@ -73,7 +73,12 @@ mod w10 {
     }
 
     fn ctx(method: &str) -> Result<Context, String> {
-        multiprocess::get_context(method).map_err(|e| e.to_string())
+        multiprocess::get_context(
+            method
+                .parse()
+                .map_err(|e: multiprocess::Error| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())
     }
 
     fn mem(pid: Option<u32>) -> Result<ProcMem, String> {
@@ -89,7 +94,7 @@ mod w10 {
         let stop = Event::new().map_err(e)?;
         let mut p = ctx(method)?.process(idle, (ready.clone(), stop.clone()));
         p.start().map_err(e)?;
-        if !ready.wait(Some(LIMIT)) {
+        if !ready.wait_timeout(LIMIT) {
             let _ = p.kill();
             return Err(format!("the {method} child did not start"));
         }
@@ -107,7 +112,7 @@ mod w10 {
             None
         };
         stop.set();
-        p.join(Some(LIMIT)).map_err(e)?;
+        p.join_timeout(LIMIT).map_err(e)?;
         match p.exitcode() {
             Ok(Some(0)) => {}
             other => return Err(format!("the {method} child ended with {other:?}")),
@@ -174,7 +179,7 @@ mod w10 {
             .context(ctx(method)?)
             .build()
             .map_err(e)?;
-        let naps: Vec<u64> = pool.map(nap, vec![50u64; n], Some(1)).map_err(e)?;
+        let naps: Vec<u64> = pool.map_chunked(nap, vec![50u64; n], 1).map_err(e)?;
         if naps.len() != n {
             return Err(format!("map gave {} results for {n}", naps.len()));
         }

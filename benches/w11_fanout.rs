@@ -99,7 +99,7 @@ mod w11 {
                 }
             }
             for p in &ps {
-                p.join(Some(LIMIT)).map_err(err)?;
+                p.join_timeout(LIMIT).map_err(err)?;
             }
             let d = t.elapsed();
             for p in &ps {
@@ -281,7 +281,7 @@ mod w11 {
                 }
             );
         }
-        let ctx = |m: &str| multiprocess::get_context(m).map_err(err);
+        let ctx = |m: &str| multiprocess::get_context(m.parse().map_err(err)?).map_err(err);
         let mut rows = vec![
             Row::new(
                 "floor_spawn",

@@ -32,7 +32,7 @@ fn every_entry_point_fails_with_the_stubs_error() {
     multiprocess::init_test();
     let _g = common::start();
     unsupported(multiprocess::Process::new(double, (1,)).start());
-    unsupported(multiprocess::pipe(true));
+    unsupported(multiprocess::pipe());
     unsupported(multiprocess::Lock::new());
     unsupported(multiprocess::Queue::<u32>::new());
     unsupported(multiprocess::SharedMemory::create(None, 64));
