@@ -1,5 +1,6 @@
 //! The `tokio` feature's async forms, with real processes: `Process::join_async`,
-//! `Connection::{send,recv,send_bytes,recv_bytes}_async`, `AsyncResult` as a future. Every
+//! `Connection::{send,recv,send_bytes,recv_bytes}_async`, `AsyncResult` as a future,
+//! `Listener::accept_async`, `wait_async`, `imap` as a `Stream`. Every
 //! await runs under a hard time limit (`tokio::time::timeout`), and every test under the leak
 //! guard (the runtime is made after the guard and dropped before it, so its own descriptors
 //! are not counted).
@@ -7,7 +8,7 @@
 
 mod common;
 
-use std::future::IntoFuture;
+use std::future::{Future, IntoFuture};
 use std::time::{Duration, Instant};
 
 use multiprocess::{Process, Result};
@@ -559,5 +560,343 @@ fn an_announced_length_is_not_trusted() -> Result<()> {
             other.map(|m| m.len())
         ),
     }
+    Ok(())
+}
+
+// --- Listener::accept_async, wait_async, imap as a Stream -----------------------------------
+
+use multiprocess::connection::{Address, Listener, client};
+
+/// A client in a child: connects with `key`, sends its number, and waits for the reply.
+fn dial(address: Address, key: Vec<u8>, n: u32) -> u32 {
+    let conn = client(&address, Some(&key)).expect("connects");
+    conn.send(&n).expect("sends");
+    conn.recv::<u32>().expect("a reply")
+}
+
+/// A client in a child with the wrong key: true if the listener refused it.
+fn dial_refused(address: Address, key: Vec<u8>) -> bool {
+    matches!(
+        client(&address, Some(&key)),
+        Err(multiprocess::Error::Authentication(_))
+    )
+}
+
+/// A client in a child that connects and then says nothing for `ms` milliseconds.
+fn dial_silently(address: Address, ms: u64) {
+    let _stream = multiprocess::connection::client(&address, None);
+    sleep_ms(ms);
+}
+
+#[test]
+fn accept_async_serves_clients_in_children() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let listener = Listener::bind(None, Some(b"secret"))?;
+    let mut children = Vec::new();
+    for n in 0..3u32 {
+        let mut p = Process::new(dial, (listener.address().clone(), b"secret".to_vec(), n));
+        p.start()?;
+        children.push(p);
+    }
+    rt.block_on(async {
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let conn = limited(listener.accept_async()).await?;
+            let n: u32 = limited(conn.recv_async()).await?;
+            limited(conn.send_async(&(n * 10))).await?;
+            seen.push(n);
+        }
+        seen.sort();
+        assert_eq!(seen, [0, 1, 2]);
+        Ok::<(), multiprocess::Error>(())
+    })?;
+    for p in children {
+        p.join(Some(LIMIT))?;
+        assert_eq!(p.exitcode()?, Some(0));
+    }
+    assert!(listener.last_accepted().is_some());
+    Ok(())
+}
+
+#[test]
+fn accept_async_refuses_a_wrong_key_and_times_out_a_silent_client() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let mut listener = Listener::bind(None, Some(b"right"))?;
+    listener.set_handshake_timeout(Some(Duration::from_millis(300)));
+    // A wrong key: the child's client fails, and so does our accept.
+    let mut wrong = Process::new(
+        dial_refused,
+        (listener.address().clone(), b"wrong".to_vec()),
+    );
+    wrong.start()?;
+    let got = rt.block_on(limited(listener.accept_async()));
+    assert!(
+        matches!(got, Err(multiprocess::Error::Authentication(_))),
+        "{got:?}"
+    );
+    wrong.join(Some(LIMIT))?;
+    assert!(
+        wrong.result::<bool>()?,
+        "the child's client was refused too"
+    );
+    // A client that says nothing: the handshake timeout ends the accept, and the runtime
+    // thread was free meanwhile (a timer ticks during it).
+    let mut silent = Process::new(dial_silently, (listener.address().clone(), 5_000));
+    silent.start()?;
+    rt.block_on(async {
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let ticker = {
+            let ticks = ticks.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        };
+        let t = Instant::now();
+        let got = limited(listener.accept_async()).await;
+        assert!(matches!(got, Err(multiprocess::Error::Timeout)), "{got:?}");
+        assert!(t.elapsed() >= Duration::from_millis(300));
+        assert!(
+            ticks.load(std::sync::atomic::Ordering::Relaxed) >= 5,
+            "the runtime thread was blocked during the handshake"
+        );
+        ticker.abort();
+    });
+    silent.terminate()?;
+    silent.join(Some(LIMIT))?;
+    Ok(())
+}
+
+#[test]
+fn a_cancelled_accept_loses_no_client() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let listener = Listener::bind(None, Some(b"k"))?;
+    rt.block_on(async {
+        // No client yet: the accept is cut short by a timeout (dropped).
+        let cut = tokio::time::timeout(Duration::from_millis(50), listener.accept_async()).await;
+        assert!(cut.is_err(), "no client, no connection");
+        Ok::<(), multiprocess::Error>(())
+    })?;
+    let mut p = Process::new(dial, (listener.address().clone(), b"k".to_vec(), 5));
+    p.start()?;
+    rt.block_on(async {
+        let conn = limited(listener.accept_async()).await?;
+        assert_eq!(limited(conn.recv_async::<u32>()).await?, 5);
+        limited(conn.send_async(&0u32)).await
+    })?;
+    p.join(Some(LIMIT))?;
+    assert_eq!(p.exitcode()?, Some(0));
+    Ok(())
+}
+
+#[test]
+fn accept_async_alongside_a_blocking_accept() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let listener = std::sync::Arc::new(Listener::bind(None, Some(b"k"))?);
+    // A thread blocks in accept (holding the accept side) while the async one retries.
+    let blocking = {
+        let listener = listener.clone();
+        std::thread::spawn(move || {
+            let conn = listener.accept().expect("accepts");
+            let n: u32 = conn.recv().expect("a number");
+            conn.send(&n).expect("replies");
+            n
+        })
+    };
+    sleep_ms(50);
+    let mut children = Vec::new();
+    for n in [1u32, 2] {
+        let mut p = Process::new(dial, (listener.address().clone(), b"k".to_vec(), n));
+        p.start()?;
+        children.push(p);
+    }
+    let n = rt.block_on(async {
+        let conn = limited(listener.accept_async()).await?;
+        let n: u32 = limited(conn.recv_async()).await?;
+        limited(conn.send_async(&n)).await?;
+        Ok::<u32, multiprocess::Error>(n)
+    })?;
+    let m = blocking.join().expect("the blocking accept");
+    assert_eq!(n + m, 3, "each accept took one client");
+    for p in children {
+        p.join(Some(LIMIT))?;
+        assert_eq!(p.exitcode()?, Some(0));
+    }
+    Ok(())
+}
+
+fn send_after(conn: Connection, ms: u64) {
+    sleep_ms(ms);
+    conn.send(&"late").expect("sends");
+}
+
+#[test]
+fn wait_async_on_connections_and_sentinels() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let (a, b) = multiprocess::pipe(true)?;
+    let (c, d) = multiprocess::pipe(true)?;
+    let mut sender = Process::new(send_after, (d, 100));
+    sender.start()?;
+    let mut sleeper = Process::new(sleep_ms, (300,));
+    sleeper.start()?;
+    let (s1, s2) = (sender.sentinel()?, sleeper.sentinel()?);
+    rt.block_on(async {
+        // Nothing ready: a zero timeout only looks, a short one passes.
+        assert!(
+            multiprocess::wait_async(&[&a, &c, &s1, &s2], Some(Duration::ZERO))
+                .await?
+                .is_empty()
+        );
+        let t = Instant::now();
+        let none = limited(multiprocess::wait_async(
+            &[&a, &c, &s2],
+            Some(Duration::from_millis(30)),
+        ))
+        .await?;
+        assert!(none.is_empty() && t.elapsed() >= Duration::from_millis(30));
+        // The child's message arrives first.
+        let first = limited(multiprocess::wait_async(&[&a, &c, &s2], None)).await?;
+        assert_eq!(first, [1]);
+        assert_eq!(limited(c.recv_async::<String>()).await?, "late");
+        // Then the sleeper ends.
+        let ended = limited(multiprocess::wait_async(&[&a, &s2], None)).await?;
+        assert_eq!(ended, [1]);
+        // A message already read ahead counts as ready at once.
+        b.send(&1u8)?;
+        b.send(&2u8)?;
+        assert_eq!(limited(a.recv_async::<u8>()).await?, 1);
+        assert_eq!(limited(multiprocess::wait_async(&[&a], None)).await?, [0]);
+        assert_eq!(a.recv::<u8>()?, 2);
+        Ok::<(), multiprocess::Error>(())
+    })?;
+    sender.join(Some(LIMIT))?;
+    sleeper.join(Some(LIMIT))?;
+    // Many waits at once on one thread, each on its own pipe, polled together.
+    let pairs: Vec<_> = (0..8)
+        .map(|_| multiprocess::pipe(true))
+        .collect::<Result<_>>()?;
+    let lists: Vec<[&(dyn multiprocess::Waitable + Sync); 1]> =
+        pairs.iter().map(|(r, _)| [r as _]).collect();
+    rt.block_on(async {
+        let mut waits: Vec<_> = lists
+            .iter()
+            .map(|l| Some(Box::pin(multiprocess::wait_async(l, None))))
+            .collect();
+        let writer = async {
+            for (_, w) in pairs.iter().rev() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                w.send(&0u8)?;
+            }
+            Ok::<(), multiprocess::Error>(())
+        };
+        let all = std::future::poll_fn(|cx| {
+            let mut pending = false;
+            for slot in waits.iter_mut() {
+                if let Some(w) = slot {
+                    match w.as_mut().poll(cx) {
+                        std::task::Poll::Ready(r) => {
+                            assert_eq!(r.expect("waits"), [0]);
+                            *slot = None;
+                        }
+                        std::task::Poll::Pending => pending = true,
+                    }
+                }
+            }
+            if pending {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        });
+        let (_, written) = limited(async { tokio::join!(all, writer) }).await;
+        written
+    })?;
+    // A closed connection is an error, as for `wait`.
+    let (mut e, _f) = multiprocess::pipe(true)?;
+    e.close();
+    assert!(rt.block_on(multiprocess::wait_async(&[&e], None)).is_err());
+    Ok(())
+}
+
+fn cube(x: u64) -> u64 {
+    if x == 13 {
+        panic!("thirteen");
+    }
+    sleep_ms(x % 3);
+    x * x * x
+}
+
+/// The next item of a stream (what `StreamExt::next` does).
+async fn next<S: futures_core::Stream + Unpin>(s: &mut S) -> Option<S::Item> {
+    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *s).poll_next(cx)).await
+}
+
+#[test]
+fn imap_is_a_stream() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let pool = multiprocess::Pool::new(3)?;
+    rt.block_on(async {
+        // In order, a failing item in place, and the end.
+        let mut ordered = pool.imap(cube, 0..40u64, 3)?;
+        let mut got = Vec::new();
+        while let Some(item) = limited(next(&mut ordered)).await {
+            got.push(item.map_err(|e| e.to_string()));
+        }
+        // The same items as the iterator: chunk [12, 13, 14] fails whole, as in Python.
+        let blocking: Vec<_> = pool
+            .imap(cube, 0..40u64, 3)?
+            .map(|item| item.map_err(|e| e.to_string()))
+            .collect();
+        assert_eq!(got, blocking);
+        assert_eq!(got.len(), 38);
+        assert!(got[12].as_ref().is_err_and(|e| e.contains("thirteen")));
+        // Unordered: every result once.
+        let mut unordered = pool.imap_unordered(cube, 100..160u64, 1)?;
+        let mut all = Vec::new();
+        while let Some(item) = limited(next(&mut unordered)).await {
+            all.push(item?);
+        }
+        all.sort();
+        assert_eq!(all, (100..160u64).map(|x| x.pow(3)).collect::<Vec<_>>());
+        // A cancelled `next` loses nothing: the stream goes on with every item.
+        let mut s = pool.imap(cube, 0..6u64, 1)?;
+        let mut rest = Vec::new();
+        // (Resolved at the first poll if the worker was quick: then it is the first item.)
+        if let Ok(Some(first)) = tokio::time::timeout(Duration::ZERO, next(&mut s)).await {
+            rest.push(first?);
+        }
+        while let Some(item) = limited(next(&mut s)).await {
+            rest.push(item?);
+        }
+        assert_eq!(rest, [0, 1, 8, 27, 64, 125]);
+        Ok::<(), multiprocess::Error>(())
+    })?;
+    // An endless input, read lazily; dropping the stream cancels what is queued.
+    rt.block_on(async {
+        let mut endless = pool.imap(cube, 20u64.., 1)?;
+        for x in 20..30u64 {
+            assert_eq!(
+                limited(next(&mut endless)).await.expect("an item")?,
+                x.pow(3)
+            );
+        }
+        Ok::<(), multiprocess::Error>(())
+    })?;
+    pool.close();
+    pool.join()?;
     Ok(())
 }

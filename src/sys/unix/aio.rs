@@ -189,3 +189,15 @@ pub(crate) fn send_now(stream: &Stream, socket: bool, buf: &[u8]) -> io::Result<
         }
     }
 }
+
+/// Waits until a client waits at `listener` (its socket is readable). `_pause` is the
+/// Windows timer's.
+///
+/// # Errors
+/// As [`readable_async`].
+pub(crate) async fn acceptable_async(
+    listener: &super::SocketListener,
+    _pause: &mut std::time::Duration,
+) -> io::Result<()> {
+    readable_async(&[listener.handle()]).await
+}

@@ -35,6 +35,25 @@ pub(crate) async fn readable_async(handles: &[WaitHandle<'_>]) -> io::Result<()>
     }
 }
 
+/// Windows: a listener's readiness is no handle to wait on without an offer in flight, so
+/// this sleeps `pause` on tokio's timer (doubling it, up to 20 ms) between looks.
+///
+/// # Errors
+/// Outside a tokio runtime.
+pub(crate) async fn acceptable_async(
+    _listener: &super::SocketListener,
+    pause: &mut Duration,
+) -> io::Result<()> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(io::Error::other(
+            "an async wait needs a tokio runtime with its timer enabled",
+        ));
+    }
+    tokio::time::sleep(*pause).await;
+    *pause = (*pause * 2).min(Duration::from_millis(20));
+    Ok(())
+}
+
 /// Writes block on Windows (see the module docs): always "writable".
 pub(crate) async fn writable_async(_handle: WaitHandle<'_>) -> io::Result<()> {
     Ok(())
