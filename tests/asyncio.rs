@@ -900,3 +900,199 @@ fn imap_is_a_stream() -> Result<()> {
     pool.join()?;
     Ok(())
 }
+
+// --- Queue::get_async, Queue::put_async ------------------------------------------------------
+
+use multiprocess::Queue;
+
+/// Puts `n` numbers, each after `gap_ms`.
+fn put_numbers(q: Queue<u64>, n: u64, gap_ms: u64) {
+    for i in 0..n {
+        if gap_ms > 0 {
+            sleep_ms(gap_ms);
+        }
+        q.put(&i).expect("puts");
+    }
+}
+
+/// Takes `n` numbers with the blocking `get` and returns their sum.
+fn get_numbers(q: Queue<u64>, n: u64) -> u64 {
+    (0..n).map(|_| q.get().expect("gets")).sum()
+}
+
+#[test]
+fn get_async_waits_for_a_child_and_frees_the_runtime_thread() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let q = Queue::<u64>::new()?;
+    let mut p = Process::new(put_numbers, (q.clone(), 20, 5));
+    p.start()?;
+    let before = threads();
+    rt.block_on(async {
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let ticker = {
+            let ticks = ticks.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        };
+        for i in 0..20u64 {
+            assert_eq!(limited(q.get_async()).await?, i);
+        }
+        assert!(
+            ticks.load(std::sync::atomic::Ordering::Relaxed) >= 5,
+            "the runtime thread was blocked while the queue was empty"
+        );
+        ticker.abort();
+        Ok::<(), multiprocess::Error>(())
+    })?;
+    assert!(threads() <= before, "no thread waits for the queue");
+    p.join(Some(LIMIT))?;
+    assert_eq!(p.exitcode()?, Some(0));
+    Ok(())
+}
+
+#[test]
+fn put_async_waits_for_room_made_by_a_child() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let q = Queue::<u64>::bounded(2)?;
+    rt.block_on(async {
+        limited(q.put_async(&100)).await?;
+        limited(q.put_async(&200)).await?;
+        // Full: a put waits, cut by a timeout, and has put nothing.
+        let cut = tokio::time::timeout(Duration::from_millis(30), q.put_async(&999)).await;
+        assert!(cut.is_err(), "a full queue took a value");
+        assert_eq!(q.qsize(), 2);
+        Ok::<(), multiprocess::Error>(())
+    })?;
+    // A child takes 102 items, slowly at first; our puts wait for room each time.
+    let mut p = Process::new(get_numbers, (q.clone(), 102));
+    p.start()?;
+    rt.block_on(async {
+        for i in 0..100u64 {
+            limited(q.put_async(&i)).await?;
+        }
+        Ok::<(), multiprocess::Error>(())
+    })?;
+    p.join(Some(LIMIT))?;
+    assert_eq!(p.result::<u64>()?, 300 + (0..100).sum::<u64>());
+    assert!(q.empty());
+    Ok(())
+}
+
+#[test]
+fn a_cancelled_get_async_takes_nothing() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let q = Queue::<String>::new()?;
+    rt.block_on(async {
+        for _ in 0..3 {
+            let cut = tokio::time::timeout(Duration::from_millis(20), q.get_async()).await;
+            assert!(cut.is_err());
+        }
+        Ok::<(), multiprocess::Error>(())
+    })?;
+    q.put(&"kept".to_string())?;
+    assert_eq!(q.qsize(), 1, "the cancelled gets took nothing");
+    assert_eq!(q.get_timeout(true, Some(LIMIT))?, "kept");
+    rt.block_on(async {
+        q.put(&"again".to_string())?;
+        assert_eq!(limited(q.get_async()).await?, "again");
+        Ok::<(), multiprocess::Error>(())
+    })
+}
+
+#[test]
+fn many_async_getters_and_blocking_ones_share_a_queue() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let q = Queue::<u64>::new()?;
+    // Two children take with the blocking get, 8 async getters here, and a child puts.
+    let mut takers: Vec<Process> = (0..2)
+        .map(|_| Process::new(get_numbers, (q.clone(), 50)))
+        .collect();
+    for t in &mut takers {
+        t.start()?;
+    }
+    let mut producer = Process::new(put_numbers, (q.clone(), 500, 0));
+    producer.start()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let async_sum = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let q = q.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut sum = 0;
+                for _ in 0..50 {
+                    sum += limited(q.get_async()).await?;
+                }
+                Ok::<u64, multiprocess::Error>(sum)
+            }));
+        }
+        let mut sum = 0;
+        for t in tasks {
+            sum += t.await.expect("a task")?;
+        }
+        Ok::<u64, multiprocess::Error>(sum)
+    })?;
+    drop(rt);
+    producer.join(Some(LIMIT))?;
+    let mut blocking_sum = 0;
+    for t in takers {
+        t.join(Some(LIMIT))?;
+        blocking_sum += t.result::<u64>()?;
+    }
+    assert_eq!(async_sum + blocking_sum, (0..500u64).sum::<u64>());
+    assert!(q.empty());
+    Ok(())
+}
+
+#[test]
+fn queue_async_values_with_handles_and_large_ones() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    // A value carrying an OS handle (Unix: Windows refuses them in queues).
+    if cfg!(unix) {
+        let q = Queue::<Connection>::new()?;
+        let (a, b) = pipe(true)?;
+        rt.block_on(async {
+            limited(q.put_async(&a)).await?;
+            let a2 = limited(q.get_async()).await?;
+            a2.send(&"through the queue")?;
+            assert_eq!(
+                limited(b.recv_async::<String>()).await?,
+                "through the queue"
+            );
+            Ok::<(), multiprocess::Error>(())
+        })?;
+    }
+    // Larger than the ring: streamed (the runtime thread blocks while it streams).
+    let q = Queue::<Vec<u8>>::with_capacity(0, 4096)?;
+    let big = pattern(64 * 1024, 3);
+    let mut p = Process::new(echo_queue, (q.clone(), 1));
+    p.start()?;
+    rt.block_on(async {
+        limited(q.put_async(&big)).await?;
+        Ok::<(), multiprocess::Error>(())
+    })?;
+    p.join(Some(LIMIT))?;
+    assert_eq!(p.result::<usize>()?, big.len());
+    Ok(())
+}
+
+/// Takes `n` byte vectors with the blocking get and returns their total length.
+fn echo_queue(q: Queue<Vec<u8>>, n: usize) -> usize {
+    (0..n).map(|_| q.get().expect("gets").len()).sum()
+}

@@ -74,3 +74,53 @@ pub(crate) fn recv_now(
 pub(crate) fn send_now(stream: &Stream, _socket: bool, buf: &[u8]) -> io::Result<usize> {
     (&*stream).write(buf)
 }
+
+/// No wake-up channel on Windows in this version: async waits on shared words look between
+/// timer sleeps ([`Watch`] without a handle).
+///
+/// # Errors
+/// Always (`Unsupported`).
+pub(crate) fn wakeup_pair() -> io::Result<(OwnedHandle, OwnedHandle)> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "no async wake-up channel on Windows",
+    ))
+}
+
+/// Nothing to signal (see [`wakeup_pair`]).
+pub(crate) fn wakeup_signal(_signal: &OwnedHandle, _watched: &OwnedHandle) {}
+
+/// Waits for the next look: sleeps on tokio's timer, 1 ms doubling to 20 ms (Windows has no
+/// wake-up channel in this version, see [`wakeup_pair`]).
+pub(crate) struct Watch<'a> {
+    pause: Duration,
+    _handle: std::marker::PhantomData<WaitHandle<'a>>,
+}
+
+impl<'a> Watch<'a> {
+    /// A timer watch (`_watched` is always `None` here).
+    ///
+    /// # Errors
+    /// Outside a tokio runtime.
+    pub(crate) fn new(_watched: Option<WaitHandle<'a>>) -> io::Result<Watch<'a>> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(io::Error::other(
+                "an async wait needs a tokio runtime with its timer enabled",
+            ));
+        }
+        Ok(Watch {
+            pause: Duration::from_millis(1),
+            _handle: std::marker::PhantomData,
+        })
+    }
+
+    /// Sleeps until the next look.
+    ///
+    /// # Errors
+    /// Never.
+    pub(crate) async fn changed(&mut self) -> io::Result<()> {
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(Duration::from_millis(20));
+        Ok(())
+    }
+}
