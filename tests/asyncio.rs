@@ -1096,3 +1096,14 @@ fn queue_async_values_with_handles_and_large_ones() -> Result<()> {
 fn echo_queue(q: Queue<Vec<u8>>, n: usize) -> usize {
     (0..n).map(|_| q.get().expect("gets").len()).sum()
 }
+
+/// The futures of this feature are `Send` (a multi-threaded runtime can spawn them): checked
+/// when this file compiles.
+#[allow(dead_code)]
+fn the_futures_are_send(l: &Listener, q: &Queue<u64>, c: &Connection) {
+    fn send<T: Send>(_: T) {}
+    send(l.accept_async());
+    send(q.put_async(&1));
+    send(q.get_async());
+    send(multiprocess::wait_async(&[c], None));
+}

@@ -182,6 +182,20 @@ impl Listener {
         Ok(conn)
     }
 
+    /// A client if one waits, under the accept lock; `None` if another accept holds it.
+    #[cfg(feature = "tokio")]
+    fn accept_now(
+        &self,
+        socket: &sys::SocketListener,
+    ) -> Option<std::io::Result<Option<(sys::Stream, String)>>> {
+        let _accepting = match self.accepting.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(socket.accept_now())
+    }
+
     /// The next client, before the handshake, waiting on the reactor.
     #[cfg(feature = "tokio")]
     async fn next_client_async(&self) -> Result<Connection> {
@@ -191,19 +205,13 @@ impl Listener {
                 .socket
                 .as_ref()
                 .ok_or_else(|| Error::state("listener is closed"))?;
-            let got = match self.accepting.try_lock() {
-                Ok(_accepting) => socket.accept_now(),
-                Err(std::sync::TryLockError::Poisoned(e)) => {
-                    let _accepting = e.into_inner();
-                    socket.accept_now()
-                }
-                Err(std::sync::TryLockError::WouldBlock) => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(20));
-                    continue;
-                }
-            }
-            .map_err(|e| Error::io("accepting a connection", e))?;
+            let Some(got) = self.accept_now(socket) else {
+                // A blocking accept holds the accept side.
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(20));
+                continue;
+            };
+            let got = got.map_err(|e| Error::io("accepting a connection", e))?;
             if let Some((stream, peer)) = got {
                 *lock(&self.last_accepted) = Some(peer);
                 return Ok(Connection::new(stream, true, true));
