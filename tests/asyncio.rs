@@ -1107,3 +1107,60 @@ fn the_futures_are_send(l: &Listener, q: &Queue<u64>, c: &Connection) {
     send(q.get_async());
     send(multiprocess::wait_async(&[c], None));
 }
+
+/// Takes `n` items with the blocking get, marking each done; returns their sum.
+fn work_joinable(q: multiprocess::JoinableQueue<u64>, n: u64) -> u64 {
+    let mut sum = 0;
+    for _ in 0..n {
+        sum += q.get().expect("gets");
+        q.task_done().expect("task_done");
+    }
+    sum
+}
+
+#[test]
+fn simple_and_joinable_queues_have_the_async_forms() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    // SimpleQueue: a child puts, we get.
+    let s = multiprocess::SimpleQueue::<u64>::new()?;
+    let mut p = Process::new(put_simple, (s.clone(), 10));
+    p.start()?;
+    let sum = rt.block_on(async {
+        let mut sum = 0;
+        for _ in 0..10 {
+            sum += limited(s.get_async()).await?;
+        }
+        Ok::<u64, multiprocess::Error>(sum)
+    })?;
+    assert_eq!(sum, 45);
+    p.join(Some(LIMIT))?;
+    // JoinableQueue (bounded): our puts count tasks; a cancelled put counts none.
+    let q = multiprocess::JoinableQueue::<u64>::bounded(1)?;
+    rt.block_on(async {
+        limited(q.put_async(&1)).await?;
+        let cut = tokio::time::timeout(Duration::from_millis(20), q.put_async(&2)).await;
+        assert!(cut.is_err(), "the queue was full");
+        Ok::<(), multiprocess::Error>(())
+    })?;
+    let mut worker = Process::new(work_joinable, (q.clone(), 5));
+    worker.start()?;
+    rt.block_on(async {
+        for x in 2..6u64 {
+            limited(q.put_async(&x)).await?;
+        }
+        Ok::<(), multiprocess::Error>(())
+    })?;
+    // Five tasks counted (the cancelled put none): join returns once the worker did five.
+    assert!(q.join_timeout(Some(LIMIT))?, "every task done");
+    worker.join(Some(LIMIT))?;
+    assert_eq!(worker.result::<u64>()?, 1 + 2 + 3 + 4 + 5);
+    Ok(())
+}
+
+fn put_simple(q: multiprocess::SimpleQueue<u64>, n: u64) {
+    for i in 0..n {
+        q.put(&i).expect("puts");
+    }
+}

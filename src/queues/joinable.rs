@@ -127,6 +127,51 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         self.queue.get_timeout(block, timeout)
     }
 
+    /// [`put`](JoinableQueue::put) as a future (cargo feature `tokio`): as
+    /// [`Queue::put_async`], counting a task when the value is put. **Cancel safe**: dropped
+    /// before the value is put, it has put nothing and counts no task.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let q = multiprocess::JoinableQueue::<u8>::new()?;
+    /// q.put_async(&5).await?;
+    /// assert_eq!(q.get_async().await?, 5);
+    /// q.task_done()?;
+    /// q.join()?; // nothing unfinished: returns at once
+    /// # Ok::<(), multiprocess::Error>(()) }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Queue::put_async`].
+    #[cfg(feature = "tokio")]
+    pub async fn put_async(&self, value: &T) -> Result<()> {
+        /// Uncounts the task unless the put succeeded (also when the future is dropped).
+        struct Counted<'a, T>(&'a JoinableQueue<T>, bool);
+        impl<T> Drop for Counted<'_, T> {
+            fn drop(&mut self) {
+                let ring = &self.0.queue.ring;
+                if !self.1 && ring.word(UNFINISHED).fetch_sub(1, Ordering::SeqCst) == 1 {
+                    ring.wake(UNFINISHED, JOINERS_ASLEEP);
+                }
+            }
+        }
+        // Count first, as `put` does, so that a fast consumer's task_done never sees zero.
+        self.unfinished().fetch_add(1, Ordering::SeqCst);
+        let mut counted = Counted(self, false);
+        self.queue.put_async(value).await?;
+        counted.1 = true;
+        Ok(())
+    }
+
+    /// [`Queue::get_async`] (cargo feature `tokio`), cancel safety included.
+    ///
+    /// # Errors
+    /// As [`Queue::get_async`].
+    #[cfg(feature = "tokio")]
+    pub async fn get_async(&self) -> Result<T> {
+        self.queue.get_async().await
+    }
+
     /// Marks one task done.
     ///
     /// # Errors
