@@ -1164,3 +1164,43 @@ fn put_simple(q: multiprocess::SimpleQueue<u64>, n: u64) {
         q.put(&i).expect("puts");
     }
 }
+
+/// Takes `n` items slowly with the blocking get, marking each done.
+fn work_slowly(q: multiprocess::JoinableQueue<u64>, n: u64) {
+    for _ in 0..n {
+        q.get().expect("gets");
+        sleep_ms(10);
+        q.task_done().expect("task_done");
+    }
+}
+
+#[test]
+fn join_async_of_a_joinable_queue_waits_for_a_child_s_task_done() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let q = multiprocess::JoinableQueue::<u64>::new()?;
+    // Nothing unfinished: at once.
+    rt.block_on(limited(q.join_async()))?;
+    for x in 0..5u64 {
+        q.put(&x)?;
+    }
+    rt.block_on(async {
+        // Cancelled while tasks are unfinished: nothing changes.
+        let cut = tokio::time::timeout(Duration::from_millis(10), q.join_async()).await;
+        assert!(cut.is_err());
+        Ok::<(), multiprocess::Error>(())
+    })?;
+    let mut worker = Process::new(work_slowly, (q.clone(), 5));
+    worker.start()?;
+    let t = Instant::now();
+    rt.block_on(limited(q.join_async()))?;
+    assert!(
+        t.elapsed() >= Duration::from_millis(40),
+        "joined before the tasks were done"
+    );
+    assert!(q.queue().empty());
+    worker.join(Some(LIMIT))?;
+    assert_eq!(worker.exitcode()?, Some(0));
+    Ok(())
+}

@@ -86,34 +86,45 @@ impl Ring {
 }
 
 /// An async waiter counted in the ring's header while it lives (dropped: counted out, so a
-/// cancelled wait leaves nothing behind in this process's count).
-struct Counted<'a>(&'a Ring);
+/// cancelled wait leaves nothing behind in this process's count): in [`ASYNC_WAITERS`] and in
+/// the sleeper counts of the wakes it must hear.
+struct Counted<'a>(&'a Ring, &'static [usize]);
 
 impl<'a> Counted<'a> {
-    fn new(ring: &'a Ring) -> Counted<'a> {
+    fn new(ring: &'a Ring, asleep: &'static [usize]) -> Counted<'a> {
         // The async count first: a side that sees this waiter in a sleeper count sees it here.
         ring.word(ASYNC_WAITERS).fetch_add(1, Ordering::SeqCst);
-        ring.word(CONSUMERS_ASLEEP).fetch_add(1, Ordering::SeqCst);
-        ring.word(PRODUCERS_ASLEEP).fetch_add(1, Ordering::SeqCst);
-        Counted(ring)
+        for &word in asleep {
+            ring.word(word).fetch_add(1, Ordering::SeqCst);
+        }
+        Counted(ring, asleep)
     }
 }
 
 impl Drop for Counted<'_> {
     fn drop(&mut self) {
-        self.0.word(PRODUCERS_ASLEEP).fetch_sub(1, Ordering::SeqCst);
-        self.0.word(CONSUMERS_ASLEEP).fetch_sub(1, Ordering::SeqCst);
+        for &word in self.1 {
+            self.0.word(word).fetch_sub(1, Ordering::SeqCst);
+        }
         self.0.word(ASYNC_WAITERS).fetch_sub(1, Ordering::SeqCst);
     }
 }
 
+/// The wakes a `get` or `put` must hear: both sides', so that a lock released by either
+/// reaches it too.
+const BOTH_SIDES: &[usize] = &[CONSUMERS_ASLEEP, PRODUCERS_ASLEEP];
+
 /// Runs `attempt` (which never sleeps: `None` when it must wait) until it gives a value,
-/// waiting for the queue's wake-ups in between.
-async fn until<R>(ring: &Ring, mut attempt: impl FnMut() -> Result<Option<R>>) -> Result<R> {
+/// waiting for the queue's wake-ups (those counted in `asleep`) in between.
+pub(super) async fn until<R>(
+    ring: &Ring,
+    asleep: &'static [usize],
+    mut attempt: impl FnMut() -> Result<Option<R>>,
+) -> Result<R> {
     if let Some(r) = attempt()? {
         return Ok(r);
     }
-    let _counted = Counted::new(ring);
+    let _counted = Counted::new(ring, asleep);
     let watched = ring.wakeup.as_ref().map(|w| sys::borrow_handle(&w.watched));
     let mut watch = sys::Watch::new(watched).map_err(|e| Error::io("waiting on a queue", e))?;
     loop {
@@ -173,7 +184,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         if self.closed {
             return Err(closed());
         }
-        until(&self.ring, || {
+        until(&self.ring, BOTH_SIDES, || {
             if self.ring.items() == 0 {
                 return Ok(None);
             }
@@ -214,10 +225,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// # Errors
     /// As [`put`](Queue::put); [`Error::Io`] outside a tokio runtime.
     pub async fn put_async(&self, value: &T) -> Result<()> {
-        until(&self.ring, || match self.put_timeout(value, false, None) {
-            Ok(()) => Ok(Some(())),
-            Err(Error::Full) => Ok(None),
-            Err(e) => Err(e),
+        until(&self.ring, BOTH_SIDES, || {
+            match self.put_timeout(value, false, None) {
+                Ok(()) => Ok(Some(())),
+                Err(Error::Full) => Ok(None),
+                Err(e) => Err(e),
+            }
         })
         .await
     }

@@ -172,6 +172,36 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         self.queue.get_async().await
     }
 
+    /// [`join`](JoinableQueue::join) as a future (cargo feature `tokio`; beyond Python):
+    /// resolves once every task put has been marked done, waiting on the queue's wake-up
+    /// channel (which `task_done` signals when the count reaches zero and an async waiter is
+    /// counted; Windows: timer looks, 1 to 20 ms). **Cancel safe**: it only waits.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let q = multiprocess::JoinableQueue::<u8>::new()?;
+    /// q.put(&1)?;
+    /// let (joined, done) = tokio::join!(q.join_async(), async {
+    ///     let x = q.get_async().await?;
+    ///     q.task_done()?;
+    ///     Ok::<u8, multiprocess::Error>(x)
+    /// });
+    /// joined?;
+    /// assert_eq!(done?, 1);
+    /// # Ok::<(), multiprocess::Error>(()) }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Io`] outside a tokio runtime.
+    #[cfg(feature = "tokio")]
+    pub async fn join_async(&self) -> Result<()> {
+        let ring = &self.queue.ring;
+        super::aio::until(ring, &[JOINERS_ASLEEP], || {
+            Ok((ring.word(UNFINISHED).load(Ordering::SeqCst) == 0).then_some(()))
+        })
+        .await
+    }
+
     /// Marks one task done.
     ///
     /// # Errors
