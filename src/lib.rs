@@ -79,7 +79,7 @@
 //! | `mpi4py.futures.MPIPoolExecutor(max_workers)` (spawn mode) | `PoolBuilder::mpi` in a program run alone or by `mpirun -n 1`: the pool spawns its ranks |
 //! | `threading.BrokenBarrierError` | [`Error::BrokenBarrier`] |
 //! | — (Python deadlocks) | [`Error::OwnerDied`], [`Error::WorkerLost`] |
-//! | — (beyond Python) | `result.await` ([`AsyncResult`] is `IntoFuture`); with the cargo feature `tokio`: `Process::join_async`, `Connection::{send,recv,send_bytes,recv_bytes}_async` |
+//! | — (beyond Python) | `result.await` ([`AsyncResult`] is `IntoFuture`); with the cargo feature `tokio`: `Process::join_async`, `Connection::{send,recv,send_bytes,recv_bytes}_async`, `connection::Listener::accept_async`, `wait_async`, [`IMap`] as a `futures_core::Stream`, `Queue::{get,put}_async`, `JoinableQueue::join_async` |
 //! | `AsyncResult.get()`, `get(timeout)` raising `TimeoutError` | [`get()`](AsyncResult::get), [`get_timeout(d)`](AsyncResult::get_timeout): [`Error::Timeout`] (the task goes on); a task past its own limit (beyond Python): [`Error::TaskTimeout`] |
 //! | `sys.exit(n)` in a child | [`exit`] or `std::process::exit` |
 //! | exceptions (`ValueError`, `AssertionError`, `TimeoutError`, `BufferTooShort`, ...) | [`Error`] variants |
@@ -149,6 +149,8 @@ mod sys;
 mod wire;
 
 pub use bootstrap::{exit, init, init_test};
+#[cfg(feature = "tokio")]
+pub use connection::wait_async;
 pub use connection::{Connection, Waitable, pipe, pipe_one_way, wait};
 pub use context::{
     Context, StartMethod, default_context, get_all_start_methods, get_context, get_start_method,

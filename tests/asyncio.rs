@@ -1,5 +1,6 @@
 //! The `tokio` feature's async forms, with real processes: `Process::join_async`,
-//! `Connection::{send,recv,send_bytes,recv_bytes}_async`, `AsyncResult` as a future. Every
+//! `Connection::{send,recv,send_bytes,recv_bytes}_async`, `AsyncResult` as a future,
+//! `Listener::accept_async`, `wait_async`, `imap` as a `Stream`. Every
 //! await runs under a hard time limit (`tokio::time::timeout`), and every test under the leak
 //! guard (the runtime is made after the guard and dropped before it, so its own descriptors
 //! are not counted).
@@ -7,7 +8,7 @@
 
 mod common;
 
-use std::future::IntoFuture;
+use std::future::{Future, IntoFuture};
 use std::time::{Duration, Instant};
 
 use multiprocess::{Process, Result};
@@ -166,7 +167,7 @@ fn async_send_and_recv_with_a_child_small_and_large() -> Result<()> {
     rt.block_on(async {
         for i in 0..100u32 {
             limited(ours.send_bytes_async(&i.to_le_bytes())).await?;
-            assert_eq!(limited(ours.recv_bytes_async(None)).await?, i.to_le_bytes());
+            assert_eq!(limited(ours.recv_bytes_async()).await?, i.to_le_bytes());
         }
         // Serde values, both ways through the echo.
         limited(ours.send_async(&("hello", 42u64))).await?;
@@ -180,7 +181,7 @@ fn async_send_and_recv_with_a_child_small_and_large() -> Result<()> {
         for seed in [1u8, 2] {
             let big = pattern(16 << 20, seed);
             limited(ours.send_bytes_async(&big)).await?;
-            let back = limited(ours.recv_bytes_async(None)).await?;
+            let back = limited(ours.recv_bytes_async()).await?;
             assert!(back == big, "16 MiB came back changed");
         }
         Ok::<_, Error>(())
@@ -211,12 +212,12 @@ fn read_ahead_messages_are_not_waited_for() -> Result<()> {
     p.join_timeout(LIMIT)?;
     assert_eq!(p.exitcode()?, Some(0));
     rt.block_on(async {
-        assert_eq!(limited(ours.recv_bytes_async(None)).await?, b"first");
+        assert_eq!(limited(ours.recv_bytes_async()).await?, b"first");
         // Both are in the read-ahead buffer now; the stream holds only the end of file.
         assert!(ours.poll(Some(Duration::ZERO))?);
-        assert_eq!(limited(ours.recv_bytes_async(None)).await?, b"second");
+        assert_eq!(limited(ours.recv_bytes_async()).await?, b"second");
         assert!(matches!(
-            limited(ours.recv_bytes_async(None)).await,
+            limited(ours.recv_bytes_async()).await,
             Err(Error::Eof)
         ));
         Ok::<_, Error>(())
@@ -244,15 +245,14 @@ fn a_cancelled_recv_loses_nothing() -> Result<()> {
     raw.write_all(half).unwrap();
     rt.block_on(async {
         let cancelled =
-            tokio::time::timeout(Duration::from_millis(100), ours.recv_bytes_async(None)).await;
+            tokio::time::timeout(Duration::from_millis(100), ours.recv_bytes_async()).await;
         assert!(cancelled.is_err(), "half a message was returned");
         raw.write_all(rest).unwrap();
         theirs.send_bytes(b"after")?;
-        assert!(limited(ours.recv_bytes_async(None)).await? == message);
-        assert_eq!(limited(ours.recv_bytes_async(None)).await?, b"after");
+        assert!(limited(ours.recv_bytes_async()).await? == message);
+        assert_eq!(limited(ours.recv_bytes_async()).await?, b"after");
         // And a cancelled receive that had nothing leaves nothing to lose either.
-        let idle =
-            tokio::time::timeout(Duration::from_millis(20), ours.recv_bytes_async(None)).await;
+        let idle = tokio::time::timeout(Duration::from_millis(20), ours.recv_bytes_async()).await;
         assert!(idle.is_err());
         theirs.send_bytes(b"last")?;
         assert_eq!(ours.recv_bytes()?, b"last");
@@ -388,7 +388,7 @@ fn two_receives_wait_on_one_connection() -> Result<()> {
         let tasks: Vec<_> = (0..2)
             .map(|_| {
                 let ours = ours.clone();
-                local.spawn_local(async move { ours.recv_bytes_async(None).await })
+                local.spawn_local(async move { ours.recv_bytes_async().await })
             })
             .collect();
         local
@@ -497,10 +497,7 @@ fn maxlength_and_a_blocking_receiver_alongside() -> Result<()> {
     let rt = runtime();
     let (ours, theirs) = pipe()?;
     theirs.send_bytes(&[0u8; 100])?;
-    assert!(
-        rt.block_on(limited(ours.recv_bytes_async(Some(10))))
-            .is_err()
-    );
+    assert!(rt.block_on(limited(ours.recv_bytes_max_async(10))).is_err());
     assert!(matches!(ours.recv_bytes(), Err(Error::State(_))));
 
     let (ours, theirs) = pipe()?;
@@ -514,7 +511,7 @@ fn maxlength_and_a_blocking_receiver_alongside() -> Result<()> {
                 theirs.send_bytes(b"one")?;
                 theirs.send_bytes(b"two")
             };
-            let (got, sent) = tokio::join!(limited(ours.recv_bytes_async(None)), later);
+            let (got, sent) = tokio::join!(limited(ours.recv_bytes_async()), later);
             sent?;
             got
         })?;
@@ -545,7 +542,7 @@ fn an_announced_length_is_not_trusted() -> Result<()> {
     let before = resident_bytes();
     rt.block_on(async {
         let waiting =
-            tokio::time::timeout(Duration::from_millis(50), ours.recv_bytes_async(None)).await;
+            tokio::time::timeout(Duration::from_millis(50), ours.recv_bytes_async()).await;
         assert!(waiting.is_err());
     });
     assert!(
@@ -554,7 +551,7 @@ fn an_announced_length_is_not_trusted() -> Result<()> {
     );
     drop(raw);
     theirs.close();
-    match rt.block_on(limited(ours.recv_bytes_async(None))) {
+    match rt.block_on(limited(ours.recv_bytes_async())) {
         Err(Error::Io { source, .. }) => {
             assert_eq!(source.kind(), std::io::ErrorKind::UnexpectedEof)
         }
@@ -563,5 +560,654 @@ fn an_announced_length_is_not_trusted() -> Result<()> {
             other.map(|m| m.len())
         ),
     }
+    Ok(())
+}
+
+// --- Listener::accept_async, wait_async, imap as a Stream -----------------------------------
+
+use multiprocess::connection::{Address, Listener, client};
+
+/// A client in a child: connects with `key`, sends its number, and waits for the reply.
+fn dial(address: Address, key: Vec<u8>, n: u32) -> u32 {
+    let conn = client(&address, Some(&key)).expect("connects");
+    conn.send(&n).expect("sends");
+    conn.recv::<u32>().expect("a reply")
+}
+
+/// A client in a child with the wrong key: true if the listener refused it.
+fn dial_refused(address: Address, key: Vec<u8>) -> bool {
+    matches!(
+        client(&address, Some(&key)),
+        Err(multiprocess::Error::Authentication(_))
+    )
+}
+
+/// A client in a child that connects and then says nothing for `ms` milliseconds.
+fn dial_silently(address: Address, ms: u64) {
+    let _stream = multiprocess::connection::client(&address, None);
+    sleep_ms(ms);
+}
+
+#[test]
+fn accept_async_serves_clients_in_children() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let listener = Listener::bind(None, Some(b"secret"))?;
+    let mut children = Vec::new();
+    for n in 0..3u32 {
+        let mut p = Process::new(dial, (listener.address().clone(), b"secret".to_vec(), n));
+        p.start()?;
+        children.push(p);
+    }
+    rt.block_on(async {
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let conn = limited(listener.accept_async()).await?;
+            let n: u32 = limited(conn.recv_async()).await?;
+            limited(conn.send_async(&(n * 10))).await?;
+            seen.push(n);
+        }
+        seen.sort();
+        assert_eq!(seen, [0, 1, 2]);
+        Ok::<(), multiprocess::Error>(())
+    })?;
+    for p in children {
+        p.join_timeout(LIMIT)?;
+        assert_eq!(p.exitcode()?, Some(0));
+    }
+    assert!(listener.last_accepted().is_some());
+    Ok(())
+}
+
+#[test]
+fn accept_async_refuses_a_wrong_key_and_times_out_a_silent_client() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let mut listener = Listener::bind(None, Some(b"right"))?;
+    listener.set_handshake_timeout(Some(Duration::from_millis(300)));
+    // A wrong key: the child's client fails, and so does our accept.
+    let mut wrong = Process::new(
+        dial_refused,
+        (listener.address().clone(), b"wrong".to_vec()),
+    );
+    wrong.start()?;
+    let got = rt.block_on(limited(listener.accept_async()));
+    assert!(
+        matches!(got, Err(multiprocess::Error::Authentication(_))),
+        "{got:?}"
+    );
+    wrong.join_timeout(LIMIT)?;
+    assert!(
+        wrong.result::<bool>()?,
+        "the child's client was refused too"
+    );
+    // A client that says nothing: the handshake timeout ends the accept, and the runtime
+    // thread was free meanwhile (a timer ticks during it).
+    let mut silent = Process::new(dial_silently, (listener.address().clone(), 5_000));
+    silent.start()?;
+    rt.block_on(async {
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let ticker = {
+            let ticks = ticks.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        };
+        let t = Instant::now();
+        let got = limited(listener.accept_async()).await;
+        assert!(matches!(got, Err(multiprocess::Error::Timeout)), "{got:?}");
+        assert!(t.elapsed() >= Duration::from_millis(300));
+        assert!(
+            ticks.load(std::sync::atomic::Ordering::Relaxed) >= 5,
+            "the runtime thread was blocked during the handshake"
+        );
+        ticker.abort();
+    });
+    silent.terminate()?;
+    silent.join_timeout(LIMIT)?;
+    Ok(())
+}
+
+#[test]
+fn a_cancelled_accept_loses_no_client() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let listener = Listener::bind(None, Some(b"k"))?;
+    rt.block_on(async {
+        // No client yet: the accept is cut short by a timeout (dropped).
+        let cut = tokio::time::timeout(Duration::from_millis(50), listener.accept_async()).await;
+        assert!(cut.is_err(), "no client, no connection");
+        Ok::<(), multiprocess::Error>(())
+    })?;
+    let mut p = Process::new(dial, (listener.address().clone(), b"k".to_vec(), 5));
+    p.start()?;
+    rt.block_on(async {
+        let conn = limited(listener.accept_async()).await?;
+        assert_eq!(limited(conn.recv_async::<u32>()).await?, 5);
+        limited(conn.send_async(&0u32)).await
+    })?;
+    p.join_timeout(LIMIT)?;
+    assert_eq!(p.exitcode()?, Some(0));
+    Ok(())
+}
+
+#[test]
+fn accept_async_alongside_a_blocking_accept() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let listener = std::sync::Arc::new(Listener::bind(None, Some(b"k"))?);
+    // A thread blocks in accept (holding the accept side) while the async one retries.
+    let blocking = {
+        let listener = listener.clone();
+        std::thread::spawn(move || {
+            let conn = listener.accept().expect("accepts");
+            let n: u32 = conn.recv().expect("a number");
+            conn.send(&n).expect("replies");
+            n
+        })
+    };
+    sleep_ms(50);
+    let mut children = Vec::new();
+    for n in [1u32, 2] {
+        let mut p = Process::new(dial, (listener.address().clone(), b"k".to_vec(), n));
+        p.start()?;
+        children.push(p);
+    }
+    let n = rt.block_on(async {
+        let conn = limited(listener.accept_async()).await?;
+        let n: u32 = limited(conn.recv_async()).await?;
+        limited(conn.send_async(&n)).await?;
+        Ok::<u32, multiprocess::Error>(n)
+    })?;
+    let m = blocking.join().expect("the blocking accept");
+    assert_eq!(n + m, 3, "each accept took one client");
+    for p in children {
+        p.join_timeout(LIMIT)?;
+        assert_eq!(p.exitcode()?, Some(0));
+    }
+    Ok(())
+}
+
+fn send_after(conn: Connection, ms: u64) {
+    sleep_ms(ms);
+    conn.send(&"late").expect("sends");
+}
+
+#[test]
+fn wait_async_on_connections_and_sentinels() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let (a, b) = multiprocess::pipe()?;
+    let (c, d) = multiprocess::pipe()?;
+    let mut sender = Process::new(send_after, (d, 100));
+    sender.start()?;
+    let mut sleeper = Process::new(sleep_ms, (300,));
+    sleeper.start()?;
+    let (s1, s2) = (sender.sentinel()?, sleeper.sentinel()?);
+    rt.block_on(async {
+        // Nothing ready: a zero timeout only looks, a short one passes.
+        assert!(
+            multiprocess::wait_async(&[&a, &c, &s1, &s2], Some(Duration::ZERO))
+                .await?
+                .is_empty()
+        );
+        let t = Instant::now();
+        let none = limited(multiprocess::wait_async(
+            &[&a, &c, &s2],
+            Some(Duration::from_millis(30)),
+        ))
+        .await?;
+        assert!(none.is_empty() && t.elapsed() >= Duration::from_millis(30));
+        // The child's message arrives first.
+        let first = limited(multiprocess::wait_async(&[&a, &c, &s2], None)).await?;
+        assert_eq!(first, [1]);
+        assert_eq!(limited(c.recv_async::<String>()).await?, "late");
+        // Then the sleeper ends.
+        let ended = limited(multiprocess::wait_async(&[&a, &s2], None)).await?;
+        assert_eq!(ended, [1]);
+        // A message already read ahead counts as ready at once.
+        b.send(&1u8)?;
+        b.send(&2u8)?;
+        assert_eq!(limited(a.recv_async::<u8>()).await?, 1);
+        assert_eq!(limited(multiprocess::wait_async(&[&a], None)).await?, [0]);
+        assert_eq!(a.recv::<u8>()?, 2);
+        Ok::<(), multiprocess::Error>(())
+    })?;
+    sender.join_timeout(LIMIT)?;
+    sleeper.join_timeout(LIMIT)?;
+    // Many waits at once on one thread, each on its own pipe, polled together.
+    let pairs: Vec<_> = (0..8)
+        .map(|_| multiprocess::pipe())
+        .collect::<Result<_>>()?;
+    let lists: Vec<[&(dyn multiprocess::Waitable + Sync); 1]> =
+        pairs.iter().map(|(r, _)| [r as _]).collect();
+    rt.block_on(async {
+        let mut waits: Vec<_> = lists
+            .iter()
+            .map(|l| Some(Box::pin(multiprocess::wait_async(l, None))))
+            .collect();
+        let writer = async {
+            for (_, w) in pairs.iter().rev() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                w.send(&0u8)?;
+            }
+            Ok::<(), multiprocess::Error>(())
+        };
+        let all = std::future::poll_fn(|cx| {
+            let mut pending = false;
+            for slot in waits.iter_mut() {
+                if let Some(w) = slot {
+                    match w.as_mut().poll(cx) {
+                        std::task::Poll::Ready(r) => {
+                            assert_eq!(r.expect("waits"), [0]);
+                            *slot = None;
+                        }
+                        std::task::Poll::Pending => pending = true,
+                    }
+                }
+            }
+            if pending {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        });
+        let (_, written) = limited(async { tokio::join!(all, writer) }).await;
+        written
+    })?;
+    // A closed connection is an error, as for `wait`.
+    let (mut e, _f) = multiprocess::pipe()?;
+    e.close();
+    assert!(rt.block_on(multiprocess::wait_async(&[&e], None)).is_err());
+    Ok(())
+}
+
+fn cube(x: u64) -> u64 {
+    if x == 13 {
+        panic!("thirteen");
+    }
+    sleep_ms(x % 3);
+    x * x * x
+}
+
+/// The next item of a stream (what `StreamExt::next` does).
+async fn next<S: futures_core::Stream + Unpin>(s: &mut S) -> Option<S::Item> {
+    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *s).poll_next(cx)).await
+}
+
+#[test]
+fn imap_is_a_stream() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let pool = multiprocess::Pool::new(3)?;
+    rt.block_on(async {
+        // In order, a failing item in place, and the end.
+        let mut ordered = pool.imap_chunked(cube, 0..40u64, 3)?;
+        let mut got = Vec::new();
+        while let Some(item) = limited(next(&mut ordered)).await {
+            got.push(item.map_err(|e| e.to_string()));
+        }
+        // The same items as the iterator: chunk [12, 13, 14] fails whole, as in Python.
+        let blocking: Vec<_> = pool
+            .imap_chunked(cube, 0..40u64, 3)?
+            .map(|item| item.map_err(|e| e.to_string()))
+            .collect();
+        assert_eq!(got, blocking);
+        assert_eq!(got.len(), 38);
+        assert!(got[12].as_ref().is_err_and(|e| e.contains("thirteen")));
+        // Unordered: every result once.
+        let mut unordered = pool.imap_unordered(cube, 100..160u64)?;
+        let mut all = Vec::new();
+        while let Some(item) = limited(next(&mut unordered)).await {
+            all.push(item?);
+        }
+        all.sort();
+        assert_eq!(all, (100..160u64).map(|x| x.pow(3)).collect::<Vec<_>>());
+        // A cancelled `next` loses nothing: the stream goes on with every item.
+        let mut s = pool.imap(cube, 0..6u64)?;
+        let mut rest = Vec::new();
+        // (Resolved at the first poll if the worker was quick: then it is the first item.)
+        if let Ok(Some(first)) = tokio::time::timeout(Duration::ZERO, next(&mut s)).await {
+            rest.push(first?);
+        }
+        while let Some(item) = limited(next(&mut s)).await {
+            rest.push(item?);
+        }
+        assert_eq!(rest, [0, 1, 8, 27, 64, 125]);
+        Ok::<(), multiprocess::Error>(())
+    })?;
+    // An endless input, read lazily; dropping the stream cancels what is queued.
+    rt.block_on(async {
+        let mut endless = pool.imap(cube, 20u64..)?;
+        for x in 20..30u64 {
+            assert_eq!(
+                limited(next(&mut endless)).await.expect("an item")?,
+                x.pow(3)
+            );
+        }
+        Ok::<(), multiprocess::Error>(())
+    })?;
+    pool.close();
+    pool.join()?;
+    Ok(())
+}
+
+// --- Queue::get_async, Queue::put_async ------------------------------------------------------
+
+use multiprocess::Queue;
+
+/// Puts `n` numbers, each after `gap_ms`.
+fn put_numbers(q: Queue<u64>, n: u64, gap_ms: u64) {
+    for i in 0..n {
+        if gap_ms > 0 {
+            sleep_ms(gap_ms);
+        }
+        q.put(&i).expect("puts");
+    }
+}
+
+/// Takes `n` numbers with the blocking `get` and returns their sum.
+fn get_numbers(q: Queue<u64>, n: u64) -> u64 {
+    (0..n).map(|_| q.get().expect("gets")).sum()
+}
+
+#[test]
+fn get_async_waits_for_a_child_and_frees_the_runtime_thread() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let q = Queue::<u64>::new()?;
+    let mut p = Process::new(put_numbers, (q.clone(), 20, 5));
+    p.start()?;
+    let before = threads();
+    rt.block_on(async {
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let ticker = {
+            let ticks = ticks.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        };
+        for i in 0..20u64 {
+            assert_eq!(limited(q.get_async()).await?, i);
+        }
+        assert!(
+            ticks.load(std::sync::atomic::Ordering::Relaxed) >= 5,
+            "the runtime thread was blocked while the queue was empty"
+        );
+        ticker.abort();
+        Ok::<(), multiprocess::Error>(())
+    })?;
+    // A thread of this process that was already ending (a start's helper thread) may take a
+    // moment to go; a thread parked for the queue (tokio's blocking pool keeps them 10 s)
+    // would stay.
+    let settle = std::time::Instant::now() + Duration::from_secs(2);
+    while threads() > before && std::time::Instant::now() < settle {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(threads() <= before, "no thread waits for the queue");
+    p.join_timeout(LIMIT)?;
+    assert_eq!(p.exitcode()?, Some(0));
+    Ok(())
+}
+
+#[test]
+fn put_async_waits_for_room_made_by_a_child() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let q = Queue::<u64>::bounded(2)?;
+    rt.block_on(async {
+        limited(q.put_async(&100)).await?;
+        limited(q.put_async(&200)).await?;
+        // Full: a put waits, cut by a timeout, and has put nothing.
+        let cut = tokio::time::timeout(Duration::from_millis(30), q.put_async(&999)).await;
+        assert!(cut.is_err(), "a full queue took a value");
+        assert_eq!(q.qsize(), 2);
+        Ok::<(), multiprocess::Error>(())
+    })?;
+    // A child takes 102 items, slowly at first; our puts wait for room each time.
+    let mut p = Process::new(get_numbers, (q.clone(), 102));
+    p.start()?;
+    rt.block_on(async {
+        for i in 0..100u64 {
+            limited(q.put_async(&i)).await?;
+        }
+        Ok::<(), multiprocess::Error>(())
+    })?;
+    p.join_timeout(LIMIT)?;
+    assert_eq!(p.result::<u64>()?, 300 + (0..100).sum::<u64>());
+    assert!(q.empty());
+    Ok(())
+}
+
+#[test]
+fn a_cancelled_get_async_takes_nothing() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let q = Queue::<String>::new()?;
+    rt.block_on(async {
+        for _ in 0..3 {
+            let cut = tokio::time::timeout(Duration::from_millis(20), q.get_async()).await;
+            assert!(cut.is_err());
+        }
+        Ok::<(), multiprocess::Error>(())
+    })?;
+    q.put(&"kept".to_string())?;
+    assert_eq!(q.qsize(), 1, "the cancelled gets took nothing");
+    assert_eq!(q.get_timeout(true, Some(LIMIT))?, "kept");
+    rt.block_on(async {
+        q.put(&"again".to_string())?;
+        assert_eq!(limited(q.get_async()).await?, "again");
+        Ok::<(), multiprocess::Error>(())
+    })
+}
+
+#[test]
+fn many_async_getters_and_blocking_ones_share_a_queue() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let q = Queue::<u64>::new()?;
+    // Two children take with the blocking get, 8 async getters here, and a child puts.
+    let mut takers: Vec<Process> = (0..2)
+        .map(|_| Process::new(get_numbers, (q.clone(), 50)))
+        .collect();
+    for t in &mut takers {
+        t.start()?;
+    }
+    let mut producer = Process::new(put_numbers, (q.clone(), 500, 0));
+    producer.start()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let async_sum = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let q = q.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut sum = 0;
+                for _ in 0..50 {
+                    sum += limited(q.get_async()).await?;
+                }
+                Ok::<u64, multiprocess::Error>(sum)
+            }));
+        }
+        let mut sum = 0;
+        for t in tasks {
+            sum += t.await.expect("a task")?;
+        }
+        Ok::<u64, multiprocess::Error>(sum)
+    })?;
+    drop(rt);
+    producer.join_timeout(LIMIT)?;
+    let mut blocking_sum = 0;
+    for t in takers {
+        t.join_timeout(LIMIT)?;
+        blocking_sum += t.result::<u64>()?;
+    }
+    assert_eq!(async_sum + blocking_sum, (0..500u64).sum::<u64>());
+    assert!(q.empty());
+    Ok(())
+}
+
+#[test]
+fn queue_async_values_with_handles_and_large_ones() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    // A value carrying an OS handle (Unix: Windows refuses them in queues).
+    if cfg!(unix) {
+        let q = Queue::<Connection>::new()?;
+        let (a, b) = pipe()?;
+        rt.block_on(async {
+            limited(q.put_async(&a)).await?;
+            let a2 = limited(q.get_async()).await?;
+            a2.send(&"through the queue")?;
+            assert_eq!(
+                limited(b.recv_async::<String>()).await?,
+                "through the queue"
+            );
+            Ok::<(), multiprocess::Error>(())
+        })?;
+    }
+    // Larger than the ring: streamed (the runtime thread blocks while it streams).
+    let q = Queue::<Vec<u8>>::with_capacity(0, 4096)?;
+    let big = pattern(64 * 1024, 3);
+    let mut p = Process::new(echo_queue, (q.clone(), 1));
+    p.start()?;
+    rt.block_on(async {
+        limited(q.put_async(&big)).await?;
+        Ok::<(), multiprocess::Error>(())
+    })?;
+    p.join_timeout(LIMIT)?;
+    assert_eq!(p.result::<usize>()?, big.len());
+    Ok(())
+}
+
+/// Takes `n` byte vectors with the blocking get and returns their total length.
+fn echo_queue(q: Queue<Vec<u8>>, n: usize) -> usize {
+    (0..n).map(|_| q.get().expect("gets").len()).sum()
+}
+
+/// The futures of this feature are `Send` (a multi-threaded runtime can spawn them): checked
+/// when this file compiles.
+#[allow(dead_code)]
+fn the_futures_are_send(l: &Listener, q: &Queue<u64>, c: &Connection) {
+    fn send<T: Send>(_: T) {}
+    send(l.accept_async());
+    send(q.put_async(&1));
+    send(q.get_async());
+    send(multiprocess::wait_async(&[c], None));
+}
+
+/// Takes `n` items with the blocking get, marking each done; returns their sum.
+fn work_joinable(q: multiprocess::JoinableQueue<u64>, n: u64) -> u64 {
+    let mut sum = 0;
+    for _ in 0..n {
+        sum += q.get().expect("gets");
+        q.task_done().expect("task_done");
+    }
+    sum
+}
+
+#[test]
+fn simple_and_joinable_queues_have_the_async_forms() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    // SimpleQueue: a child puts, we get.
+    let s = multiprocess::SimpleQueue::<u64>::new()?;
+    let mut p = Process::new(put_simple, (s.clone(), 10));
+    p.start()?;
+    let sum = rt.block_on(async {
+        let mut sum = 0;
+        for _ in 0..10 {
+            sum += limited(s.get_async()).await?;
+        }
+        Ok::<u64, multiprocess::Error>(sum)
+    })?;
+    assert_eq!(sum, 45);
+    p.join_timeout(LIMIT)?;
+    // JoinableQueue (bounded): our puts count tasks; a cancelled put counts none.
+    let q = multiprocess::JoinableQueue::<u64>::bounded(1)?;
+    rt.block_on(async {
+        limited(q.put_async(&1)).await?;
+        let cut = tokio::time::timeout(Duration::from_millis(20), q.put_async(&2)).await;
+        assert!(cut.is_err(), "the queue was full");
+        Ok::<(), multiprocess::Error>(())
+    })?;
+    let mut worker = Process::new(work_joinable, (q.clone(), 5));
+    worker.start()?;
+    rt.block_on(async {
+        for x in 2..6u64 {
+            limited(q.put_async(&x)).await?;
+        }
+        Ok::<(), multiprocess::Error>(())
+    })?;
+    // Five tasks counted (the cancelled put none): join returns once the worker did five.
+    assert!(q.join_timeout(LIMIT)?, "every task done");
+    worker.join_timeout(LIMIT)?;
+    assert_eq!(worker.result::<u64>()?, 1 + 2 + 3 + 4 + 5);
+    Ok(())
+}
+
+fn put_simple(q: multiprocess::SimpleQueue<u64>, n: u64) {
+    for i in 0..n {
+        q.put(&i).expect("puts");
+    }
+}
+
+/// Takes `n` items slowly with the blocking get, marking each done.
+fn work_slowly(q: multiprocess::JoinableQueue<u64>, n: u64) {
+    for _ in 0..n {
+        q.get().expect("gets");
+        sleep_ms(10);
+        q.task_done().expect("task_done");
+    }
+}
+
+#[test]
+fn join_async_of_a_joinable_queue_waits_for_a_child_s_task_done() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let q = multiprocess::JoinableQueue::<u64>::new()?;
+    // Nothing unfinished: at once.
+    rt.block_on(limited(q.join_async()))?;
+    for x in 0..5u64 {
+        q.put(&x)?;
+    }
+    rt.block_on(async {
+        // Cancelled while tasks are unfinished: nothing changes.
+        let cut = tokio::time::timeout(Duration::from_millis(10), q.join_async()).await;
+        assert!(cut.is_err());
+        Ok::<(), multiprocess::Error>(())
+    })?;
+    let mut worker = Process::new(work_slowly, (q.clone(), 5));
+    worker.start()?;
+    let t = Instant::now();
+    rt.block_on(limited(q.join_async()))?;
+    assert!(
+        t.elapsed() >= Duration::from_millis(40),
+        "joined before the tasks were done"
+    );
+    assert!(q.queue().empty());
+    worker.join_timeout(LIMIT)?;
+    assert_eq!(worker.exitcode()?, Some(0));
     Ok(())
 }

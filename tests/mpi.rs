@@ -109,8 +109,12 @@ fn a_task_past_its_limit(pool: &Pool) {
 fn the_mapping_methods(pool: &Pool) {
     assert_eq!(pool.apply(square, (12u64,)).unwrap(), 144);
     let want: Vec<u64> = (0..10_000u64).map(square).collect();
-    for chunksize in [None, Some(1), Some(777)] {
-        assert_eq!(pool.map(square, 0..10_000u64, chunksize).unwrap(), want);
+    assert_eq!(pool.map(square, 0..10_000u64).unwrap(), want);
+    for chunksize in [1, 777] {
+        assert_eq!(
+            pool.map_chunked(square, 0..10_000u64, chunksize).unwrap(),
+            want
+        );
     }
     let pairs: Vec<(u64, u64)> = (0..500).map(|i| (i, 2 * i)).collect();
     let sums: Vec<u64> = pool.starmap(add, pairs.clone()).unwrap();

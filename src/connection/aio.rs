@@ -32,7 +32,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::inbox::{Inbox, Link};
-use super::{Connection, WriteGuard};
+use super::{Connection, Waitable, WriteGuard, wait};
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::wire;
@@ -45,6 +45,71 @@ const COALESCE: usize = 64 * 1024;
 async fn back_off(pause: &mut Duration) {
     tokio::time::sleep(*pause).await;
     *pause = (*pause * 2).min(Duration::from_millis(20));
+}
+
+/// [`wait`] as a future (cargo feature `tokio`; beyond Python): resolves with the indices of
+/// the objects ready (connections with a message or end of file to read, sentinels of ended
+/// processes), or an empty list once `timeout` passes (`None`: no limit). The objects' handles
+/// are registered with tokio's reactor for the wait (Windows, in this version, looks between
+/// timer sleeps of 1 to 20 ms); no thread waits. Needs a tokio runtime with I/O and the timer
+/// enabled.
+///
+/// **Cancel safe**: it only looks; dropping it changes nothing.
+///
+/// ```standalone_crate
+/// use std::time::Duration;
+/// fn nap(ms: u64) { std::thread::sleep(Duration::from_millis(ms)) }
+///
+/// multiprocess::init_test(); // `multiprocess::init()` as the first line of `main`
+/// let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+/// let (a, b) = multiprocess::pipe()?;
+/// let mut p = multiprocess::Process::new(nap, (50,));
+/// p.start()?;
+/// let sentinel = p.sentinel()?;
+/// rt.block_on(async {
+///     // Nothing is ready yet: the timeout passes.
+///     let none = multiprocess::wait_async(&[&a, &sentinel], Some(Duration::ZERO)).await?;
+///     assert!(none.is_empty());
+///     // The child ends: its sentinel is ready.
+///     assert_eq!(multiprocess::wait_async(&[&a, &sentinel], None).await?, [1]);
+///     b.send(&1u8)?;
+///     assert_eq!(multiprocess::wait_async(&[&a, &sentinel], None).await?, [0, 1]);
+///     Ok::<(), multiprocess::Error>(())
+/// })?;
+/// p.join()?;
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+///
+/// # Errors
+/// As [`wait`]; [`Error::Io`] outside a tokio runtime.
+pub async fn wait_async(
+    objects: &[&(dyn Waitable + Sync)],
+    timeout: Option<Duration>,
+) -> Result<Vec<usize>> {
+    let look = || {
+        let plain: Vec<&dyn Waitable> = objects.iter().map(|&o| o as &dyn Waitable).collect();
+        wait(&plain, Some(Duration::ZERO))
+    };
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    loop {
+        let ready = look()?;
+        if !ready.is_empty() || deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            return Ok(ready);
+        }
+        let handles = objects
+            .iter()
+            .map(|o| o.wait_handle())
+            .collect::<Result<Vec<_>>>()?;
+        let waiting = sys::readable_async(&handles);
+        let waited = match deadline {
+            None => waiting.await,
+            Some(d) => match tokio::time::timeout_at(d, waiting).await {
+                Ok(waited) => waited,
+                Err(_) => return look(),
+            },
+        };
+        waited.map_err(|e| Error::io("wait_async()", e))?;
+    }
 }
 
 impl Connection {
@@ -61,14 +126,29 @@ impl Connection {
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// let (a, b) = multiprocess::pipe()?;
     /// a.send_bytes_async(b"ping").await?;
-    /// assert_eq!(b.recv_bytes_async(None).await?, b"ping");
+    /// assert_eq!(b.recv_bytes_async().await?, b"ping");
     /// # Ok::<(), multiprocess::Error>(()) }).unwrap();
     /// ```
     ///
     /// # Errors
     /// As [`recv_bytes`](Connection::recv_bytes); [`Error::Io`] outside a tokio runtime.
-    pub async fn recv_bytes_async(&self, maxlength: Option<usize>) -> Result<Vec<u8>> {
-        let limit = maxlength.map_or(wire::DEFAULT_LIMIT, |m| m as u64);
+    pub async fn recv_bytes_async(&self) -> Result<Vec<u8>> {
+        self.recv_bytes_until_async(wire::DEFAULT_LIMIT).await
+    }
+
+    /// [`recv_bytes_async`](Connection::recv_bytes_async) refusing a message longer than
+    /// `maxlength`, as [`recv_bytes_max`](Connection::recv_bytes_max).
+    ///
+    /// **Cancel safe**, as [`recv_bytes_async`](Connection::recv_bytes_async).
+    ///
+    /// # Errors
+    /// As [`recv_bytes_max`](Connection::recv_bytes_max); [`Error::Io`] outside a tokio
+    /// runtime.
+    pub async fn recv_bytes_max_async(&self, maxlength: usize) -> Result<Vec<u8>> {
+        self.recv_bytes_until_async(maxlength as u64).await
+    }
+
+    async fn recv_bytes_until_async(&self, limit: u64) -> Result<Vec<u8>> {
         self.receive_async(limit, false, |inbox, link| inbox.read_frame(link, limit))
             .await
     }
@@ -182,7 +262,7 @@ impl Connection {
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
     /// let (a, b) = multiprocess::pipe_one_way()?;
     /// b.send_bytes_async(&[7u8; 100]).await?;
-    /// assert_eq!(a.recv_bytes_async(None).await?, vec![7u8; 100]);
+    /// assert_eq!(a.recv_bytes_async().await?, vec![7u8; 100]);
     /// # Ok::<(), multiprocess::Error>(()) }).unwrap();
     /// ```
     ///

@@ -23,6 +23,50 @@ const HANDSHAKE_LIMIT: usize = 256;
 
 /// Python's `deliver_challenge`: we send a challenge and check the answer.
 pub(crate) fn deliver_challenge(conn: &Connection, key: &[u8]) -> Result<()> {
+    let (message, challenge) = new_challenge()?;
+    conn.send_bytes(&challenge)?;
+    let response = conn.recv_bytes_max(HANDSHAKE_LIMIT)?;
+    if verify(key, &message, &response) {
+        conn.send_bytes(WELCOME)
+    } else {
+        let _ = conn.send_bytes(FAILURE);
+        Err(wrong_digest())
+    }
+}
+
+/// Python's `answer_challenge`: we answer the peer's challenge and expect a welcome.
+pub(crate) fn answer_challenge(conn: &Connection, key: &[u8]) -> Result<()> {
+    let message = conn.recv_bytes_max(HANDSHAKE_LIMIT)?;
+    conn.send_bytes(&answer(key, &message)?)?;
+    let reply = conn.recv_bytes_max(HANDSHAKE_LIMIT)?;
+    welcomed(&reply)
+}
+
+/// [`deliver_challenge`] over the async methods (cargo feature `tokio`).
+#[cfg(feature = "tokio")]
+pub(crate) async fn deliver_challenge_async(conn: &Connection, key: &[u8]) -> Result<()> {
+    let (message, challenge) = new_challenge()?;
+    conn.send_bytes_async(&challenge).await?;
+    let response = conn.recv_bytes_max_async(HANDSHAKE_LIMIT).await?;
+    if verify(key, &message, &response) {
+        conn.send_bytes_async(WELCOME).await
+    } else {
+        let _ = conn.send_bytes_async(FAILURE).await;
+        Err(wrong_digest())
+    }
+}
+
+/// [`answer_challenge`] over the async methods (cargo feature `tokio`).
+#[cfg(feature = "tokio")]
+pub(crate) async fn answer_challenge_async(conn: &Connection, key: &[u8]) -> Result<()> {
+    let message = conn.recv_bytes_max_async(HANDSHAKE_LIMIT).await?;
+    conn.send_bytes_async(&answer(key, &message)?).await?;
+    let reply = conn.recv_bytes_max_async(HANDSHAKE_LIMIT).await?;
+    welcomed(&reply)
+}
+
+/// A fresh challenge: the message to sign (digest prefix and nonce) and the frame to send.
+fn new_challenge() -> Result<(Vec<u8>, Vec<u8>)> {
     let mut nonce = [0u8; MESSAGE_LENGTH];
     getrandom::fill(&mut nonce)
         .map_err(|e| Error::Authentication(format!("no randomness: {e}")))?;
@@ -30,23 +74,19 @@ pub(crate) fn deliver_challenge(conn: &Connection, key: &[u8]) -> Result<()> {
     message.extend_from_slice(&nonce);
     let mut challenge = CHALLENGE.to_vec();
     challenge.extend_from_slice(&message);
-    conn.send_bytes(&challenge)?;
-    let response = conn.recv_bytes_max(HANDSHAKE_LIMIT)?;
-    if verify(key, &message, &response) {
-        conn.send_bytes(WELCOME)
-    } else {
-        let _ = conn.send_bytes(FAILURE);
-        Err(Error::Authentication("digest received was wrong".into()))
-    }
+    Ok((message, challenge))
 }
 
-/// Python's `answer_challenge`: we answer the peer's challenge and expect a welcome.
-pub(crate) fn answer_challenge(conn: &Connection, key: &[u8]) -> Result<()> {
-    let message = conn.recv_bytes_max(HANDSHAKE_LIMIT)?;
-    let Some(message) = message.strip_prefix(CHALLENGE) else {
+fn wrong_digest() -> Error {
+    Error::Authentication("digest received was wrong".into())
+}
+
+/// The answer to a received challenge frame.
+fn answer(key: &[u8], frame: &[u8]) -> Result<Vec<u8>> {
+    let Some(message) = frame.strip_prefix(CHALLENGE) else {
         return Err(Error::Authentication(format!(
             "Protocol error, expected challenge: message={}",
-            String::from_utf8_lossy(&message)
+            String::from_utf8_lossy(frame)
         )));
     };
     if message.len() < MD5_ONLY_LENGTHS[1] {
@@ -55,8 +95,11 @@ pub(crate) fn answer_challenge(conn: &Connection, key: &[u8]) -> Result<()> {
             message.len()
         )));
     }
-    conn.send_bytes(&respond(key, message)?)?;
-    let reply = conn.recv_bytes_max(HANDSHAKE_LIMIT)?;
+    respond(key, message)
+}
+
+/// Whether the peer's reply to our answer is the welcome.
+fn welcomed(reply: &[u8]) -> Result<()> {
     if reply != WELCOME {
         return Err(Error::Authentication("digest sent was rejected".into()));
     }

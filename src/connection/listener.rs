@@ -39,6 +39,9 @@ pub struct Listener {
     last_accepted: Mutex<Option<String>>,
     /// How long a client has to complete the handshake.
     handshake_timeout: Option<Duration>,
+    /// Held while taking a client from the socket, so that an async accept's look at the
+    /// socket and its accept are one step (see `accept_async`).
+    accepting: Mutex<()>,
 }
 
 /// How long a client has, by default, to complete the handshake with a [`Listener`] (and a
@@ -78,6 +81,7 @@ impl Listener {
             unlink,
             last_accepted: Mutex::new(None),
             handshake_timeout: Some(HANDSHAKE_TIMEOUT),
+            accepting: Mutex::new(()),
         })
     }
 
@@ -119,11 +123,103 @@ impl Listener {
             .socket
             .as_ref()
             .ok_or_else(|| Error::state("listener is closed"))?;
-        let (stream, peer) = socket
-            .accept()
-            .map_err(|e| Error::io("accepting a connection", e))?;
+        let (stream, peer) = {
+            let _accepting = lock(&self.accepting);
+            socket.accept()
+        }
+        .map_err(|e| Error::io("accepting a connection", e))?;
         *lock(&self.last_accepted) = Some(peer);
         Ok(Connection::new(stream, true, true))
+    }
+
+    /// [`accept`](Listener::accept) as a future (cargo feature `tokio`; beyond Python): waits
+    /// for a client on tokio's reactor (the listening socket is readable while one waits;
+    /// Windows, in this version, looks between timer sleeps of 1 to 20 ms), then runs the
+    /// handshake with the async methods of [`Connection`], within the handshake timeout. No
+    /// thread waits, and the runtime thread never blocks on a silent client. While a blocking
+    /// [`accept`](Listener::accept) in another thread waits for a client, this one retries on
+    /// a timer (1 to 20 ms), and the blocking one takes the next client.
+    ///
+    /// **Cancel safety**: dropped while it waits for a client, nothing is lost (the next
+    /// client waits for the next accept). Dropped during the handshake, the client it had
+    /// taken is disconnected (its handshake fails) and the listener goes on.
+    ///
+    /// ```
+    /// use multiprocess::connection::{Listener, client};
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let listener = Listener::bind(None, Some(b"key"))?;
+    /// let address = listener.address().clone();
+    /// let t = std::thread::spawn(move || {
+    ///     let conn = client(&address, Some(b"key")).unwrap();
+    ///     conn.send(&"hello").unwrap();
+    /// });
+    /// let conn = listener.accept_async().await?;
+    /// assert_eq!(conn.recv_async::<String>().await?, "hello");
+    /// t.join().unwrap();
+    /// # Ok::<(), multiprocess::Error>(()) }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// As [`accept`](Listener::accept); [`Error::Io`] outside a tokio runtime.
+    #[cfg(feature = "tokio")]
+    pub async fn accept_async(&self) -> Result<Connection> {
+        let conn = self.next_client_async().await?;
+        if let Some(key) = &self.authkey {
+            let steps = async {
+                auth::deliver_challenge_async(&conn, key).await?;
+                auth::answer_challenge_async(&conn, key).await
+            };
+            match self.handshake_timeout {
+                None => steps.await?,
+                Some(t) => tokio::time::timeout(t, steps)
+                    .await
+                    .map_err(|_| Error::Timeout)??,
+            }
+            if let Ok(stream) = conn.raw_stream() {
+                sys::ack_now(stream);
+            }
+        }
+        Ok(conn)
+    }
+
+    /// A client if one waits, under the accept lock; `None` if another accept holds it.
+    #[cfg(feature = "tokio")]
+    fn accept_now(
+        &self,
+        socket: &sys::SocketListener,
+    ) -> Option<std::io::Result<Option<(sys::Stream, String)>>> {
+        let _accepting = match self.accepting.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        Some(socket.accept_now())
+    }
+
+    /// The next client, before the handshake, waiting on the reactor.
+    #[cfg(feature = "tokio")]
+    async fn next_client_async(&self) -> Result<Connection> {
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let socket = self
+                .socket
+                .as_ref()
+                .ok_or_else(|| Error::state("listener is closed"))?;
+            let Some(got) = self.accept_now(socket) else {
+                // A blocking accept holds the accept side.
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(20));
+                continue;
+            };
+            let got = got.map_err(|e| Error::io("accepting a connection", e))?;
+            if let Some((stream, peer)) = got {
+                *lock(&self.last_accepted) = Some(peer);
+                return Ok(Connection::new(stream, true, true));
+            }
+            sys::acceptable_async(socket, &mut pause)
+                .await
+                .map_err(|e| Error::io("waiting for a client", e))?;
+        }
     }
 
     /// The second half of [`accept`](Listener::accept): the handshake with `conn`, if this

@@ -171,7 +171,14 @@ impl JobCore {
         }
         let complete = st.total == Some(st.filled);
         let wake = st.progressive || st.eager;
+        // A stream reading results as they come (imap's, `future.rs`) hears of each one.
+        let wakers = if wake && !complete {
+            std::mem::take(&mut st.wakers)
+        } else {
+            Vec::new()
+        };
         drop(st);
+        wakers.into_iter().for_each(Waker::wake);
         if let Some(bar) = &self.progress {
             bar.advance(index);
             if complete {
@@ -193,7 +200,9 @@ impl JobCore {
         let mut st = lock(&self.state);
         st.total = Some(total);
         let complete = st.filled == total;
+        let wakers = std::mem::take(&mut st.wakers);
         drop(st);
+        wakers.into_iter().for_each(Waker::wake);
         if complete {
             self.complete();
         } else {
@@ -646,6 +655,51 @@ impl<R: DeserializeOwned> IMap<'_, R> {
             };
             let outcome = st.slots.get(index).cloned().flatten();
             drop(st);
+            self.absorb(outcome);
+        }
+    }
+
+    /// The next result if one is there (`Pending` with `waker` kept to be woken when one
+    /// comes, or the input's end): [`next_timeout`](Self::next_timeout) without waiting, for
+    /// the `Stream` (`future.rs`).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn poll_next_result(&mut self, waker: &Waker) -> std::task::Poll<Option<Result<R>>> {
+        use std::task::Poll;
+        loop {
+            if let Some(item) = self.buffer.pop_front() {
+                return Poll::Ready(Some(item));
+            }
+            if let Err(e) = self.top_up() {
+                return Poll::Ready(Some(Err(e)));
+            }
+            if self.input_done && self.taken == self.submitted {
+                return Poll::Ready(self.input_error.take().map(Err));
+            }
+            let mut st = lock(&self.job.state);
+            let index = if self.ordered {
+                let want = self.taken;
+                st.slots
+                    .get(want)
+                    .is_some_and(|s| s.is_some())
+                    .then_some(want)
+            } else {
+                st.completed.pop_front()
+            };
+            let Some(index) = index else {
+                if !st.wakers.iter().any(|w| w.will_wake(waker)) {
+                    st.wakers.push(waker.clone());
+                }
+                return Poll::Pending;
+            };
+            let outcome = st.slots.get(index).cloned().flatten();
+            drop(st);
+            self.absorb(outcome);
+        }
+    }
+
+    /// Takes one task's outcome: its values (or its error) join the buffer.
+    fn absorb(&mut self, outcome: Option<Outcome>) {
+        {
             self.taken += 1;
             match outcome {
                 Some(Ok(bytes)) => match chunk::decode::<R>(&bytes) {

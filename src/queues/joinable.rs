@@ -139,6 +139,81 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         self.queue.get_timeout(block, timeout)
     }
 
+    /// [`put`](JoinableQueue::put) as a future (cargo feature `tokio`): as
+    /// [`Queue::put_async`], counting a task when the value is put. **Cancel safe**: dropped
+    /// before the value is put, it has put nothing and counts no task.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let q = multiprocess::JoinableQueue::<u8>::new()?;
+    /// q.put_async(&5).await?;
+    /// assert_eq!(q.get_async().await?, 5);
+    /// q.task_done()?;
+    /// q.join()?; // nothing unfinished: returns at once
+    /// # Ok::<(), multiprocess::Error>(()) }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Queue::put_async`].
+    #[cfg(feature = "tokio")]
+    pub async fn put_async(&self, value: &T) -> Result<()> {
+        /// Uncounts the task unless the put succeeded (also when the future is dropped).
+        struct Counted<'a, T>(&'a JoinableQueue<T>, bool);
+        impl<T> Drop for Counted<'_, T> {
+            fn drop(&mut self) {
+                let ring = &self.0.queue.ring;
+                if !self.1 && ring.word(UNFINISHED).fetch_sub(1, Ordering::SeqCst) == 1 {
+                    ring.wake(UNFINISHED, JOINERS_ASLEEP);
+                }
+            }
+        }
+        // Count first, as `put` does, so that a fast consumer's task_done never sees zero.
+        self.unfinished().fetch_add(1, Ordering::SeqCst);
+        let mut counted = Counted(self, false);
+        self.queue.put_async(value).await?;
+        counted.1 = true;
+        Ok(())
+    }
+
+    /// [`Queue::get_async`] (cargo feature `tokio`), cancel safety included.
+    ///
+    /// # Errors
+    /// As [`Queue::get_async`].
+    #[cfg(feature = "tokio")]
+    pub async fn get_async(&self) -> Result<T> {
+        self.queue.get_async().await
+    }
+
+    /// [`join`](JoinableQueue::join) as a future (cargo feature `tokio`; beyond Python):
+    /// resolves once every task put has been marked done, waiting on the queue's wake-up
+    /// channel (which `task_done` signals when the count reaches zero and an async waiter is
+    /// counted; Windows: timer looks, 1 to 20 ms). **Cancel safe**: it only waits.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let q = multiprocess::JoinableQueue::<u8>::new()?;
+    /// q.put(&1)?;
+    /// let (joined, done) = tokio::join!(q.join_async(), async {
+    ///     let x = q.get_async().await?;
+    ///     q.task_done()?;
+    ///     Ok::<u8, multiprocess::Error>(x)
+    /// });
+    /// joined?;
+    /// assert_eq!(done?, 1);
+    /// # Ok::<(), multiprocess::Error>(()) }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Io`] outside a tokio runtime.
+    #[cfg(feature = "tokio")]
+    pub async fn join_async(&self) -> Result<()> {
+        let ring = &self.queue.ring;
+        super::aio::until(ring, &[JOINERS_ASLEEP], || {
+            Ok((ring.word(UNFINISHED).load(Ordering::SeqCst) == 0).then_some(()))
+        })
+        .await
+    }
+
     /// Marks one task done.
     ///
     /// # Errors

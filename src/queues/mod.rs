@@ -26,6 +26,13 @@
 //!   exited. On Windows, and through `put_many`, such values are refused with a clear error.
 //! - A message longer than the capacity is streamed through the ring; once it has started,
 //!   its `put` (and the `get` reading it) wait for the other side beyond their timeouts.
+//!
+//! **Async (cargo feature `tokio`).** [`Queue::get_async`] and [`Queue::put_async`] wait on
+//! tokio's reactor: a queue then also holds a wake-up channel (an `eventfd` on Linux, a pipe
+//! on macOS) that a side waking sleepers signals while an async waiter is counted in the
+//! ring's header; without async waiters, `put` and `get` run exactly as before. Windows looks
+//! between timer sleeps (1 to 20 ms) in this version. Each method's docs give its cancel
+//! safety.
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,6 +45,8 @@ use crate::error::{Error, Result};
 use crate::synchronize::Deadline;
 use crate::wire;
 
+#[cfg(feature = "tokio")]
+mod aio;
 mod codec;
 mod get;
 mod joinable;

@@ -48,6 +48,7 @@ pub(super) const TAIL_SEEN: usize = 66; // TAIL as consumers last read it (never
 pub(super) const TAKEN: usize = 68;
 pub(super) const CONSUMERS_ASLEEP: usize = 80;
 pub(super) const PRODUCERS_ASLEEP: usize = 81;
+// Word 82: async waiters of either side (feature `tokio`; `ASYNC_WAITERS` in `aio.rs`).
 pub(super) const UNFINISHED: usize = 96; // JoinableQueue: put and not yet task_done
 pub(super) const JOINERS_ASLEEP: usize = 97;
 /// How long a waiting side spins before sleeping.
@@ -64,6 +65,10 @@ pub(crate) struct Ring {
     /// Where the OS handles inside messages travel (Unix; `None` for the pool's rings and on
     /// Windows).
     pub(super) side: Option<Arc<Side>>,
+    /// The channel that wakes async waiters (feature `tokio`; `None` for the pool's rings and
+    /// on Windows, where async waits look on a timer).
+    #[cfg(feature = "tokio")]
+    pub(super) wakeup: Option<Arc<super::aio::Wakeup>>,
 }
 
 /// A queue's side channel: a pair of datagram sockets every handle to the queue holds. A
@@ -146,6 +151,10 @@ impl Ring {
         ring.side = sys::handle_channel()
             .ok()
             .map(|(send, recv)| Arc::new(Side { send, recv }));
+        #[cfg(feature = "tokio")]
+        {
+            ring.wakeup = super::aio::Wakeup::new();
+        }
         Ok(ring)
     }
 
@@ -161,6 +170,8 @@ impl Ring {
         let ring = Ring {
             region: Arc::new(region),
             side: None,
+            #[cfg(feature = "tokio")]
+            wakeup: None,
         };
         ring.word(CAPACITY)
             .store(capacity as u32, Ordering::Relaxed);
@@ -569,6 +580,8 @@ impl Ring {
     pub(super) fn wake(&self, word: usize, asleep: usize) {
         if self.word(asleep).load(Ordering::SeqCst) > 0 {
             self.region.wake(self.word(word), u32::MAX);
+            #[cfg(feature = "tokio")]
+            self.wake_async();
         }
     }
 

@@ -70,6 +70,32 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
         self.queue.get()
     }
 
+    /// [`Queue::put_async`] (cargo feature `tokio`), cancel safety included.
+    ///
+    /// # Errors
+    /// As [`Queue::put_async`].
+    #[cfg(feature = "tokio")]
+    pub async fn put_async(&self, value: &T) -> Result<()> {
+        self.queue.put_async(value).await
+    }
+
+    /// [`Queue::get_async`] (cargo feature `tokio`), cancel safety included.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let q = multiprocess::SimpleQueue::<u8>::new()?;
+    /// q.put_async(&5).await?;
+    /// assert_eq!(q.get_async().await?, 5);
+    /// # Ok::<(), multiprocess::Error>(()) }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Queue::get_async`].
+    #[cfg(feature = "tokio")]
+    pub async fn get_async(&self) -> Result<T> {
+        self.queue.get_async().await
+    }
+
     /// [`get`](SimpleQueue::get) with a timeout, which Python's SimpleQueue lacks.
     pub fn get_timeout(&self, timeout: Option<Duration>) -> Result<T> {
         self.queue.get_timeout(true, timeout)

@@ -83,7 +83,7 @@ impl Registered {
         if cfg!(target_os = "linux") {
             // SAFETY: `fd` is open and names the same description for the borrow's life, and
             // the `AsyncFd` is dropped within it (it lives inside `wait_async`, which borrows
-            // `fd`).
+            // `fd`, or inside a `Watch<'a>`, which cannot outlive the borrow `'a`).
             match unsafe { AsyncFd::register_with_interest(Raw(fd.as_raw_fd()), interest) } {
                 Ok(registered) => return Ok(Registered::Borrowed(registered)),
                 Err(e) => {
@@ -100,6 +100,15 @@ impl Registered {
         Ok(Registered::Duplicate(unsafe {
             AsyncFd::register_with_interest(copy, interest)
         }?))
+    }
+
+    /// Readable since the last call: the readiness is taken (the next call waits for a new
+    /// event).
+    fn poll_and_clear(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Registered::Borrowed(fd) => fd.poll_read_ready(cx).map_ok(|mut g| g.clear_ready()),
+            Registered::Duplicate(fd) => fd.poll_read_ready(cx).map_ok(|mut g| g.clear_ready()),
+        }
     }
 
     fn poll(&self, cx: &mut Context<'_>, interest: Interest) -> Poll<io::Result<()>> {
@@ -186,6 +195,135 @@ pub(crate) fn send_now(stream: &Stream, socket: bool, buf: &[u8]) -> io::Result<
         match sent {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             other => return other,
+        }
+    }
+}
+
+/// Waits until a client waits at `listener` (its socket is readable). `_pause` is the
+/// Windows timer's.
+///
+/// # Errors
+/// As [`readable_async`].
+pub(crate) async fn acceptable_async(
+    listener: &super::SocketListener,
+    _pause: &mut std::time::Duration,
+) -> io::Result<()> {
+    readable_async(&[listener.handle()]).await
+}
+
+/// A wake-up channel for async waits on shared words (a queue's), as (the end to signal, the
+/// end to watch): an `eventfd` on Linux (both ends are one counter), a pipe on macOS. Both are
+/// non-blocking and close-on-exec. Nobody drains it: every signal is an edge that each
+/// registration of the watched end sees (tokio registers edge-triggered), and a watcher that
+/// registers later than a signal looks at the shared words after registering.
+///
+/// # Errors
+/// If the OS is out of descriptors.
+pub(crate) fn wakeup_pair() -> io::Result<(super::OwnedHandle, super::OwnedHandle)> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: eventfd creates a new descriptor; no pointers.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor that nobody else owns.
+        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let watched = fd.try_clone()?;
+        Ok((fd, watched))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let mut fds = [0; 2];
+        // SAFETY: pipe writes two new descriptors into `fds`.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors were just created and are owned by nobody else.
+        let (read, write) = unsafe {
+            use std::os::fd::FromRawFd;
+            (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+        };
+        for fd in [&read, &write] {
+            // SAFETY: fcntl on descriptors we own.
+            let ok = unsafe {
+                libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) >= 0
+                    && libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) >= 0
+            };
+            if !ok {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok((write, read))
+    }
+}
+
+/// Signals a [`wakeup_pair`]: every watcher's registration becomes ready. Never blocks; a
+/// failure is ignored (the watchers' timer-free waits then rely on the next signal).
+pub(crate) fn wakeup_signal(signal: &super::OwnedHandle, _watched: &super::OwnedHandle) {
+    #[cfg(target_os = "linux")]
+    {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: an 8-byte write from a live buffer to an eventfd we hold.
+        unsafe { libc::write(signal.as_raw_fd(), one.as_ptr().cast(), 8) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let byte = 1u8;
+        // SAFETY: a 1-byte write from a live buffer to a pipe we hold.
+        let r = unsafe { libc::write(signal.as_raw_fd(), (&raw const byte).cast(), 1) };
+        if r < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock {
+            // The pipe is full of past signals: empty it, then signal (a new edge for all).
+            let mut sink = [0u8; 4096];
+            // SAFETY: reads into a live buffer of its length from a pipe we hold.
+            while unsafe { libc::read(_watched.as_raw_fd(), sink.as_mut_ptr().cast(), 4096) } > 0 {}
+            // SAFETY: as above.
+            unsafe { libc::write(signal.as_raw_fd(), (&raw const byte).cast(), 1) };
+        }
+    }
+}
+
+/// Waits for signals of a [`wakeup_pair`] (its watched end registered with tokio's reactor
+/// for the `Watch`'s life), or, without one, for the next look on a timer (1 ms, doubling to
+/// 20 ms).
+pub(crate) struct Watch<'a> {
+    registered: Option<Registered>,
+    pause: std::time::Duration,
+    _fd: std::marker::PhantomData<BorrowedFd<'a>>,
+}
+
+impl<'a> Watch<'a> {
+    /// Registers `watched` (`None`: the timer).
+    ///
+    /// # Errors
+    /// As [`readable_async`].
+    pub(crate) fn new(watched: Option<WaitHandle<'a>>) -> io::Result<Watch<'a>> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(io::Error::other(
+                "an async wait needs a tokio runtime with I/O and the timer enabled",
+            ));
+        }
+        Ok(Watch {
+            registered: watched
+                .map(|fd| Registered::new(fd, Interest::READABLE))
+                .transpose()?,
+            pause: std::time::Duration::from_millis(1),
+            _fd: std::marker::PhantomData,
+        })
+    }
+
+    /// Waits for a signal since the last call (or since the registration, for the first).
+    ///
+    /// # Errors
+    /// If the reactor fails.
+    pub(crate) async fn changed(&mut self) -> io::Result<()> {
+        match &self.registered {
+            Some(registered) => poll_fn(|cx| registered.poll_and_clear(cx)).await,
+            None => {
+                tokio::time::sleep(self.pause).await;
+                self.pause = (self.pause * 2).min(std::time::Duration::from_millis(20));
+                Ok(())
+            }
         }
     }
 }

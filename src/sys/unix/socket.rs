@@ -26,6 +26,28 @@ impl SocketListener {
         }
     }
 
+    /// Accepts a client only if one is waiting (a zero-timeout `poll(2)` first, so the
+    /// listening socket stays blocking for [`accept`](Self::accept)): `None` if none is. The
+    /// caller keeps other accepts of this process out meanwhile (another process sharing the
+    /// socket could still take the client in between, and this accept would then block until
+    /// the next).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn accept_now(&self) -> io::Result<Option<(Stream, String)>> {
+        if !wait_readable(&[self.handle()], Some(Duration::ZERO))?[0] {
+            return Ok(None);
+        }
+        self.accept().map(Some)
+    }
+
+    /// The listening socket, which is readable while a client waits.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn handle(&self) -> WaitHandle<'_> {
+        match self {
+            SocketListener::Unix(l) => l.as_fd(),
+            SocketListener::Tcp(l) => l.as_fd(),
+        }
+    }
+
     /// The bound TCP address (to learn the port picked for port 0).
     pub(crate) fn local_tcp_address(&self) -> Option<std::net::SocketAddr> {
         match self {

@@ -35,6 +35,25 @@ pub(crate) async fn readable_async(handles: &[WaitHandle<'_>]) -> io::Result<()>
     }
 }
 
+/// Windows: a listener's readiness is no handle to wait on without an offer in flight, so
+/// this sleeps `pause` on tokio's timer (doubling it, up to 20 ms) between looks.
+///
+/// # Errors
+/// Outside a tokio runtime.
+pub(crate) async fn acceptable_async(
+    _listener: &super::SocketListener,
+    pause: &mut Duration,
+) -> io::Result<()> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(io::Error::other(
+            "an async wait needs a tokio runtime with its timer enabled",
+        ));
+    }
+    tokio::time::sleep(*pause).await;
+    *pause = (*pause * 2).min(Duration::from_millis(20));
+    Ok(())
+}
+
 /// Writes block on Windows (see the module docs): always "writable".
 pub(crate) async fn writable_async(_handle: WaitHandle<'_>) -> io::Result<()> {
     Ok(())
@@ -54,4 +73,54 @@ pub(crate) fn recv_now(
 /// A blocking write (see the module docs).
 pub(crate) fn send_now(stream: &Stream, _socket: bool, buf: &[u8]) -> io::Result<usize> {
     (&*stream).write(buf)
+}
+
+/// No wake-up channel on Windows in this version: async waits on shared words look between
+/// timer sleeps ([`Watch`] without a handle).
+///
+/// # Errors
+/// Always (`Unsupported`).
+pub(crate) fn wakeup_pair() -> io::Result<(OwnedHandle, OwnedHandle)> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "no async wake-up channel on Windows",
+    ))
+}
+
+/// Nothing to signal (see [`wakeup_pair`]).
+pub(crate) fn wakeup_signal(_signal: &OwnedHandle, _watched: &OwnedHandle) {}
+
+/// Waits for the next look: sleeps on tokio's timer, 1 ms doubling to 20 ms (Windows has no
+/// wake-up channel in this version, see [`wakeup_pair`]).
+pub(crate) struct Watch<'a> {
+    pause: Duration,
+    _handle: std::marker::PhantomData<WaitHandle<'a>>,
+}
+
+impl<'a> Watch<'a> {
+    /// A timer watch (`_watched` is always `None` here).
+    ///
+    /// # Errors
+    /// Outside a tokio runtime.
+    pub(crate) fn new(_watched: Option<WaitHandle<'a>>) -> io::Result<Watch<'a>> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(io::Error::other(
+                "an async wait needs a tokio runtime with its timer enabled",
+            ));
+        }
+        Ok(Watch {
+            pause: Duration::from_millis(1),
+            _handle: std::marker::PhantomData,
+        })
+    }
+
+    /// Sleeps until the next look.
+    ///
+    /// # Errors
+    /// Never.
+    pub(crate) async fn changed(&mut self) -> io::Result<()> {
+        tokio::time::sleep(self.pause).await;
+        self.pause = (self.pause * 2).min(Duration::from_millis(20));
+        Ok(())
+    }
 }

@@ -17,6 +17,8 @@ use windows_sys::Win32::Foundation::{
 use windows_sys::Win32::Storage::FileSystem::{
     FILE_FLAG_FIRST_PIPE_INSTANCE, FILE_FLAG_OVERLAPPED, PIPE_ACCESS_DUPLEX,
 };
+#[cfg(feature = "tokio")]
+use windows_sys::Win32::System::IO::CancelIoEx;
 use windows_sys::Win32::System::IO::{GetOverlappedResult, OVERLAPPED};
 use windows_sys::Win32::System::Pipes::{
     ConnectNamedPipe, CreateNamedPipeW, GetNamedPipeHandleStateW, PIPE_READMODE_BYTE,
@@ -225,6 +227,30 @@ impl SocketListener {
         }
     }
 
+    /// Accepts a client only if one is waiting: `None` if none is (the caller keeps other
+    /// accepts of this process out meanwhile). A TCP listener is made non-blocking for the
+    /// call; a pipe instance is offered to clients and the offer withdrawn if none came.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn accept_now(&self) -> io::Result<Option<(Stream, String)>> {
+        match self {
+            SocketListener::Pipe(p) => p.accept_now(),
+            SocketListener::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                let got = l.accept();
+                l.set_nonblocking(false)?;
+                match got {
+                    Ok((stream, peer)) => {
+                        // An accepted socket inherits the listener's mode.
+                        stream.set_nonblocking(false)?;
+                        Ok(Some((Channel::from_socket(stream)?, peer.to_string())))
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+        }
+    }
+
     /// The bound TCP address (with the port the OS chose), for TCP listeners.
     pub(crate) fn local_tcp_address(&self) -> Option<std::net::SocketAddr> {
         match self {
@@ -246,6 +272,57 @@ impl PipeListener {
         *next = new_instance(&self.name, false).ok();
         wait_for_client(&instance)?;
         Ok((Channel::new(instance)?, self.display.clone()))
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl PipeListener {
+    /// [`accept`](Self::accept) if a client has connected to the waiting instance, else
+    /// `None` with the instance kept for the next look.
+    fn accept_now(&self) -> io::Result<Option<(Stream, String)>> {
+        let mut next = lock(&self.next);
+        let instance = match next.take() {
+            Some(h) => h,
+            None => new_instance(&self.name, false)?,
+        };
+        if !client_connected(&instance)? {
+            *next = Some(instance);
+            return Ok(None);
+        }
+        *next = new_instance(&self.name, false).ok();
+        Ok(Some((Channel::new(instance)?, self.display.clone())))
+    }
+}
+
+/// Whether a client has connected to `instance`: offers it (`ConnectNamedPipe`, overlapped)
+/// and, if no client is there yet, withdraws the offer (`CancelIoEx`, then waits for the
+/// cancellation to complete, which is at once). A client that connects after that finds the
+/// instance waiting, and the next look reports it (`ERROR_PIPE_CONNECTED`).
+#[cfg(feature = "tokio")]
+fn client_connected(instance: &OwnedHandle) -> io::Result<bool> {
+    let event = new_event()?;
+    let mut block = OVERLAPPED {
+        hEvent: event.as_raw_handle(),
+        ..Default::default()
+    };
+    // SAFETY: `block` and `event` outlive the operation: if it is pending, it is cancelled and
+    // waited for below before returning.
+    let ok = unsafe { ConnectNamedPipe(instance.as_raw_handle(), &mut block) };
+    if ok != 0 {
+        return Ok(true);
+    }
+    match last_error() {
+        ERROR_PIPE_CONNECTED => Ok(true),
+        ERROR_IO_PENDING => {
+            // SAFETY: cancels the one operation started above on `block`, on our handle.
+            unsafe { CancelIoEx(instance.as_raw_handle(), &block) };
+            let mut n = 0u32;
+            // SAFETY: waits (bWait = TRUE) for that operation to end, cancelled or completed.
+            let done = unsafe { GetOverlappedResult(instance.as_raw_handle(), &block, &mut n, 1) };
+            // Completed before the cancellation took: a client came.
+            Ok(done != 0 || last_error() == ERROR_PIPE_CONNECTED)
+        }
+        code => Err(io::Error::from_raw_os_error(code as i32)),
     }
 }
 
