@@ -50,7 +50,7 @@
 //! | `get_context(m)`, `get_context()`, `set_start_method(m)`, `set_start_method(m, force=True)` | [`get_context(StartMethod::Fork)`](get_context), [`default_context`], [`set_start_method`], [`set_start_method_force`] (names parse with `"fork".parse::<StartMethod>()`) |
 //! | `multiprocessing.forkserver.ensure_running()` | [`forkserver::ensure_running`] |
 //! | `get_start_method()`, `get_start_method(allow_none=True)`, `get_all_start_methods()` | [`get_start_method`], [`get_start_method_allow_none`], [`get_all_start_methods`] |
-//! | `ctx.Process(...)` | [`Context::process`], or [`Process::context`] |
+//! | `ctx.Process(...)` | [`Context::process`], or [`Process::with_context`] |
 //! | `Pipe(duplex)` | [`if duplex { pipe() } else { pipe_one_way() }`](pipe) → two [`Connection`]s |
 //! | `c.send(obj)`, `c.recv()` | [`send`](Connection::send), [`recv`](Connection::recv) (serde values) |
 //! | `c.send_bytes`, `c.recv_bytes`, `c.recv_bytes_into`, `c.poll` | [`send_bytes`](Connection::send_bytes)/[`send_bytes_range`](Connection::send_bytes_range), [`recv_bytes`](Connection::recv_bytes)/[`recv_bytes_max`](Connection::recv_bytes_max), [`recv_bytes_into`](Connection::recv_bytes_into), [`poll`](Connection::poll) |
@@ -64,7 +64,7 @@
 //! | `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore` | [`Lock`], [`RLock`], [`Semaphore`], [`Semaphore::bounded`] |
 //! | `Event`, `Condition`, `Barrier` | [`Event`], [`Condition`], [`Barrier`] |
 //! | `l.acquire()`, `l.acquire(False)`, `l.acquire(timeout=t)`, `l.acquire(block, timeout)` | [`acquire`](Lock::acquire), [`try_acquire`](Lock::try_acquire), [`acquire_timeout`](Lock::acquire_timeout), [`acquire_with`](Lock::acquire_with) (the same on [`RLock`], [`Semaphore`], [`Condition`] and the manager's proxies) |
-//! | `e.wait()`, `e.wait(timeout)` | [`wait`](Event::wait), [`wait_timeout`](Event::wait_timeout) (the same on [`Condition`], [`Barrier`], [`Sentinel`](process::Sentinel), [`AsyncResult`]) |
+//! | `e.wait()`, `e.wait(timeout)` | [`wait`](Event::wait), [`wait_timeout`](Event::wait_timeout) (the same on [`Condition`], [`Barrier`], [`Sentinel`], [`AsyncResult`]) |
 //! | `with lock:` | [`Lock::guard`] (RAII) |
 //! | `Value`, `Array`, `RawValue`, `RawArray` | [`Value`], [`Array`], [`RawValue`], [`RawArray`] |
 //! | `shared_memory.SharedMemory` | [`SharedMemory`] |

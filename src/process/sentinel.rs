@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::sys;
 
-/// A waitable handle that becomes ready when a process ends (see [`Process::sentinel`]).
+/// A waitable handle that becomes ready when a process ends (see [`Process::sentinel`](crate::Process::sentinel)).
 #[derive(Debug, Clone)]
 pub struct Sentinel(pub(super) Arc<sys::OwnedWaitHandle>);
 
