@@ -45,7 +45,9 @@
 //! - **Waiting.** `OwnedHandle` (with `try_clone`), `WaitHandle`/`OwnedWaitHandle`,
 //!   `borrow_handle`, `handle_number` (Python's `fileno()`), `impl_os_handle!` (std's handle
 //!   traits for a public type), `wait_readable` (any of several handles, with a deadline); with
-//!   the `tokio` feature `readable_async`, `writable_async`, `recv_now`, `send_now`.
+//!   the `tokio` feature `readable_async`, `writable_async`, `recv_now`, `send_now`,
+//!   `acceptable_async` and `SocketListener::accept_now` (a listener's async accept), and a
+//!   queue's wake-up channel: `wakeup_pair`, `wakeup_signal`, `Watch`.
 //! - **Shared memory.** `Region` (anonymous shared words that processes wait and wake on),
 //!   named segments (`shm_create`, `shm_attach`, `shm_unlink`, `SHM_NAME_PREFIX`, `ShmKeep`,
 //!   `shm_unmap`) and their resource tracker (`ensure_tracker`, `hold_tracker`/`TrackerHeld`,

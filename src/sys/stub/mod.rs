@@ -363,6 +363,12 @@ impl SocketListener {
     pub(crate) fn local_tcp_address(&self) -> Option<std::net::SocketAddr> {
         match self.0 {}
     }
+
+    /// Accepts a client only if one is waiting.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn accept_now(&self) -> io::Result<Option<(Stream, String)>> {
+        match self.0 {}
+    }
 }
 
 /// Listens at `address`: unsupported.
@@ -557,4 +563,42 @@ pub(crate) use self::recv_some as recv_now;
 #[cfg(feature = "tokio")]
 pub(crate) fn send_now(stream: &Stream, _socket: bool, _buf: &[u8]) -> io::Result<usize> {
     match stream.0 {}
+}
+
+/// Waits until a client waits at `listener` (none can exist here).
+#[cfg(feature = "tokio")]
+pub(crate) async fn acceptable_async(
+    listener: &SocketListener,
+    _pause: &mut std::time::Duration,
+) -> io::Result<()> {
+    match listener.0 {}
+}
+
+/// A wake-up channel for a queue's async waits: unsupported (no queue can exist here).
+#[cfg(feature = "tokio")]
+pub(crate) fn wakeup_pair() -> io::Result<(OwnedHandle, OwnedHandle)> {
+    unsupported("an async wake-up channel")
+}
+
+/// Signals a wake-up channel (none can exist here).
+#[cfg(feature = "tokio")]
+pub(crate) fn wakeup_signal(signal: &OwnedHandle, _watched: &OwnedHandle) {
+    match signal.0 {}
+}
+
+/// Waits for signals of a wake-up channel: unsupported.
+#[cfg(feature = "tokio")]
+pub(crate) struct Watch<'a>(Never, std::marker::PhantomData<WaitHandle<'a>>);
+
+#[cfg(feature = "tokio")]
+impl<'a> Watch<'a> {
+    /// Registers `watched`: unsupported.
+    pub(crate) fn new(_watched: Option<WaitHandle<'a>>) -> io::Result<Watch<'a>> {
+        unsupported("waiting on a queue asynchronously")
+    }
+
+    /// Waits for a signal.
+    pub(crate) async fn changed(&mut self) -> io::Result<()> {
+        match self.0 {}
+    }
 }
