@@ -29,6 +29,34 @@ use crate::sys::{self, Address};
 /// t.join().unwrap();
 /// # Ok::<(), multiprocess::Error>(())
 /// ```
+///
+/// The client in another process, with the wrong key refused (Python's `AuthenticationError`):
+///
+/// ```standalone_crate
+/// use multiprocess::connection::{Address, Listener, client};
+/// use multiprocess::Process;
+///
+/// fn call(address: Address, key: Vec<u8>) -> bool {
+///     match client(&address, Some(&key)) {
+///         Ok(conn) => conn.send(&"from the child").is_ok(),
+///         Err(_) => false,
+///     }
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let listener = Listener::bind(None, Some(b"secret"))?;
+/// let mut wrong = Process::new(call, (listener.address().clone(), b"guess".to_vec()));
+/// wrong.start()?;
+/// assert!(matches!(listener.accept(), Err(multiprocess::Error::Authentication(_))));
+/// assert!(!wrong.result::<bool>()?);
+/// let mut right = Process::new(call, (listener.address().clone(), b"secret".to_vec()));
+/// right.start()?;
+/// let conn = listener.accept()?;
+/// assert_eq!(conn.recv::<String>()?, "from the child");
+/// assert!(right.result::<bool>()?);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Listener {
     socket: Option<sys::SocketListener>,

@@ -199,6 +199,31 @@ fn pipe_with(duplex: bool) -> Result<(Connection, Connection)> {
 /// `Connection` reads ahead, so a message it has already read is not announced by the handle:
 /// ask [`poll`](Connection::poll)`(Some(Duration::ZERO))` before waiting on it. With the cargo
 /// feature `tokio`, the `*_async` methods do this themselves (see the module docs).
+///
+/// Between processes: one end goes to the child as an argument, the parent keeps the other
+/// (Python's `parent_conn, child_conn = Pipe()`).
+///
+/// ```standalone_crate
+/// use multiprocess::{Connection, Process};
+///
+/// fn child(conn: Connection) {
+///     let n: u64 = conn.recv().unwrap();
+///     conn.send(&(n, n * n)).unwrap();
+///     conn.send_bytes(b"bye").unwrap();
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let (parent_end, child_end) = multiprocess::pipe()?;
+/// let mut p = Process::new(child, (child_end,));
+/// p.start()?;
+/// parent_end.send(&12u64)?;
+/// assert_eq!(parent_end.recv::<(u64, u64)>()?, (12, 144));
+/// assert_eq!(parent_end.recv_bytes()?, b"bye");
+/// p.join()?;
+/// assert!(matches!(parent_end.recv_bytes(), Err(multiprocess::Error::Eof)));
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct Connection {
     stream: Option<sys::Stream>,

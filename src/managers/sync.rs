@@ -10,6 +10,33 @@ pub(super) fn secs(timeout: Option<Duration>) -> Option<f64> {
 /// A lock held by a [`Manager`] (Python's `manager.Lock()`, a proxy of `threading.Lock`): any
 /// process may release it, as with `threading.Lock`. Beyond Python, a lock whose holder's
 /// connection closes (its process died) is released.
+///
+/// The manager's other synchronisation proxies ([`RLockProxy`], [`SemaphoreProxy`],
+/// [`EventProxy`], [`ConditionProxy`], [`BarrierProxy`]) travel and are used the same way.
+///
+/// ```standalone_crate
+/// use multiprocess::managers::{EventProxy, LockProxy};
+/// use multiprocess::{Manager, Process};
+///
+/// fn worker(lock: LockProxy, started: EventProxy) -> bool {
+///     started.set().unwrap();
+///     lock.acquire().unwrap(); // waits until the parent releases it
+///     lock.release().is_ok()
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let manager = Manager::start()?;
+/// let (lock, started) = (manager.lock()?, manager.event()?);
+/// lock.acquire()?;
+/// let mut p = Process::new(worker, (lock.clone(), started.clone()));
+/// p.start()?;
+/// started.wait()?;
+/// assert!(lock.locked()?); // still ours: the child waits
+/// lock.release()?;
+/// assert!(p.result::<bool>()?);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LockProxy(pub(super) Handle);
 

@@ -321,6 +321,28 @@ pub(crate) type Collect<R> = fn(&JobCore, Option<Duration>) -> Result<R>;
 
 /// The result of [`Pool::apply_async`](super::Pool::apply_async) or
 /// [`Pool::map_async`](super::Pool::map_async): Python's `AsyncResult`.
+///
+/// ```standalone_crate
+/// use std::time::Duration;
+/// use multiprocess::{Error, Pool};
+///
+/// fn slow_square(x: u64) -> u64 {
+///     std::thread::sleep(Duration::from_millis(200));
+///     x * x
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let pool = Pool::new(2)?;
+/// let one = pool.apply_async(slow_square, (7,))?;
+/// let many = pool.map_async(slow_square, 1..=4)?;
+/// assert!(matches!(one.get_timeout(Duration::from_millis(1)), Err(Error::Timeout)));
+/// assert_eq!(one.get()?, 49); // waits; the task went on meanwhile
+/// many.wait();
+/// assert!(many.ready() && many.successful()?);
+/// assert_eq!(many.get()?, [1, 4, 9, 16]);
+/// # Ok(()) }
+/// ```
 pub struct AsyncResult<R> {
     pub(crate) job: Arc<JobCore>,
     pub(crate) pool: Weak<Shared>,
