@@ -573,6 +573,65 @@ fn play(board: multiprocess::managers::Proxy<Leaderboard>, name: String) -> u32 
     score
 }
 
+fn executor_section() -> multiprocess::Result<()> {
+    use multiprocess::executor::{ProcessPoolExecutor, ReturnWhen, as_completed, wait};
+    section(
+        "ProcessPoolExecutor (concurrent.futures)",
+        "The same workers behind Python's concurrent.futures face: submit gives a Future with\n\
+         result, exception, cancel and done callbacks; as_completed and wait take them as they\n\
+         finish. A worker that dies fails only its own future (Python's BrokenProcessPool\n\
+         breaks the whole executor).",
+    );
+    let executor = ProcessPoolExecutor::new(2)?;
+    let futures: Vec<_> = (1..=4u64)
+        .map(|i| executor.submit(cube, (i,)))
+        .collect::<multiprocess::Result<_>>()?;
+    let mut done: Vec<u64> = as_completed(&futures, None)
+        .map(|f| f.and_then(|f| f.result()))
+        .collect::<multiprocess::Result<_>>()?;
+    done.sort();
+    println!("  submit(cube, i) for 1..=4, as completed (sorted): {done:?}");
+    let crash = executor.submit(crash_on, (3,))?;
+    let fine = executor.submit(crash_on, (1,))?;
+    let (finished, _) = wait(
+        [&crash as &dyn multiprocess::executor::AnyFuture, &fine],
+        None,
+        ReturnWhen::AllCompleted,
+    );
+    println!(
+        "  {} futures done; the crashed one: {:?}",
+        finished.len(),
+        crash.exception()?.map(|e| e.to_string())
+    );
+    println!("  the other: {}", fine.result()?);
+    let cubes: Vec<u64> = executor
+        .map(cube, 5..8u64)?
+        .collect::<multiprocess::Result<_>>()?;
+    println!("  map(cube, 5..8) = {cubes:?}");
+    executor.shutdown(true, false);
+    Ok(())
+}
+
+fn logging_section() -> multiprocess::Result<()> {
+    use multiprocess::log::{Level, log_to_stderr};
+    section(
+        "Logging (log_to_stderr)",
+        "The library reports what it does as tracing events; Python's log_to_stderr(level) prints\n\
+         them as [LEVEL/ProcessName] lines, and children started afterwards inherit the level.\n\
+         (Below, on stderr: a child's start and end at INFO.)",
+    );
+    let logger = log_to_stderr(Some(Level::Info));
+    let mut p = Process::new(nap, (10,)).with_name("logged-child");
+    p.start()?;
+    p.join()?;
+    logger.set_level(None);
+    println!(
+        "  logging off again; the child's exitcode: {:?}",
+        p.exitcode()?
+    );
+    Ok(())
+}
+
 fn manager_section() -> multiprocess::Result<()> {
     section(
         "Manager",
@@ -648,6 +707,8 @@ fn main() -> multiprocess::Result<()> {
     pipes_and_listeners()?;
     shared_state()?;
     pool_section()?;
+    executor_section()?;
+    logging_section()?;
     manager_section()?;
 
     // The very last act: a daemonic child that would sleep a minute. Returning from main runs
