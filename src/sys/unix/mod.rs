@@ -175,6 +175,11 @@ impl ProcHandle {
         self.pid
     }
 
+    /// A child of our fork server (not ours to wait for: [`no_child_ended`] says nothing of it).
+    pub(crate) fn is_served(&self) -> bool {
+        self.served
+    }
+
     /// The exitcode, once reaped.
     pub(crate) fn exitcode(&self) -> Option<i32> {
         self.exitcode
@@ -237,6 +242,13 @@ impl ProcHandle {
         }
         Ok(())
     }
+}
+
+/// True only when the OS says for certain that no child of this process has ended and waits
+/// to be reaped, so that a scan of our children for ended ones would find none (the fork
+/// server's children are not ours: see [`ProcHandle::is_served`]). False when one may have.
+pub(crate) fn no_child_ended() -> bool {
+    os::no_child_ended()
 }
 
 /// Starts this executable again as a child, with `args` after `argv[0]`, the marker in its
