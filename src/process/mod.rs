@@ -102,11 +102,20 @@ struct Child {
 }
 
 impl Child {
-    fn new(handle: sys::ProcHandle, channel: sys::Channel, method: StartMethod) -> Box<Child> {
+    /// Room for a small report and the end-of-file read after it (see `FrameReader::fill`),
+    /// allocated before the start (see [`FrameReader::with_capacity`]).
+    const INBOX: usize = 512;
+
+    fn new(
+        handle: sys::ProcHandle,
+        channel: sys::Channel,
+        method: StartMethod,
+        inbox: FrameReader,
+    ) -> Box<Child> {
         Box::new(Child {
             handle,
             channel: Some(Arc::new(channel)),
-            inbox: FrameReader::new(wire::DEFAULT_LIMIT),
+            inbox,
             // A forked child runs its target without a handshake.
             started: method.copies_memory(),
             report: None,
@@ -347,12 +356,13 @@ impl Process {
             .context
             .map_or_else(context::default_method, |c| c.start_method());
         let identity = self.identity();
+        let inbox = FrameReader::with_capacity(wire::DEFAULT_LIMIT, Child::INBOX);
         // Held across a fork so the child sees the list consistent, and releases it there.
         let mut children = Some(lock(&CHILDREN));
         let child = start::start(method, identity, &mut self.job, &mut children)?;
         self.job = None;
         let pid = child.0.pid();
-        *lock(&self.shared.state) = State::Started(Child::new(child.0, child.1, method));
+        *lock(&self.shared.state) = State::Started(Child::new(child.0, child.1, method, inbox));
         if let Some(mut children) = children {
             children.push(Arc::clone(&self.shared));
         }
