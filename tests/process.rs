@@ -622,6 +622,50 @@ fn p17_reaping() {
     drop(p);
 }
 
+/// The reaping scan skips our children when the OS says none has ended (issue 19): it must still
+/// find the one that has, beside a live one, for every method (the fork server's children are
+/// not ours to wait for: their exits come on status sockets).
+#[test]
+fn p17_reaping_beside_a_live_child() {
+    multiprocess::init_test();
+    let _g = start_all_methods();
+    for method in methods() {
+        let ctx = get_context(method).unwrap();
+        let mut live = ctx.process(sleeper, (20_000,));
+        live.start().unwrap();
+        let mut done = ctx.process(nothing, ());
+        done.start().unwrap();
+        let pid = done.pid();
+        assert!(
+            done.sentinel()
+                .unwrap()
+                .wait_timeout(Duration::from_secs(10))
+                .unwrap(),
+            "{method:?}: the child did not end"
+        );
+        let active = active_children();
+        assert!(
+            active.iter().all(|c| c.pid() != pid),
+            "{method:?}: an ended child is still listed"
+        );
+        assert!(
+            active.iter().any(|c| c.pid() == live.pid()),
+            "{method:?}: the live child is not listed"
+        );
+        #[cfg(unix)]
+        if method != StartMethod::Forkserver {
+            assert!(
+                common::stat(pid.unwrap()).is_none(),
+                "{method:?}: zombie left beside a live child"
+            );
+        }
+        assert_eq!(done.exitcode().unwrap(), Some(0));
+        live.kill().unwrap();
+        live.join_timeout(Duration::from_secs(10)).unwrap();
+        assert!(live.exitcode().unwrap().is_some(), "{method:?}: not killed");
+    }
+}
+
 fn my_authkey() -> Vec<u8> {
     current_process().authkey().to_vec()
 }

@@ -102,11 +102,20 @@ struct Child {
 }
 
 impl Child {
-    fn new(handle: sys::ProcHandle, channel: sys::Channel, method: StartMethod) -> Box<Child> {
+    /// Room for a small report and the end-of-file read after it (see `FrameReader::fill`),
+    /// allocated before the start (see [`FrameReader::with_capacity`]).
+    const INBOX: usize = 512;
+
+    fn new(
+        handle: sys::ProcHandle,
+        channel: sys::Channel,
+        method: StartMethod,
+        inbox: FrameReader,
+    ) -> Box<Child> {
         Box::new(Child {
             handle,
             channel: Some(Arc::new(channel)),
-            inbox: FrameReader::new(wire::DEFAULT_LIMIT),
+            inbox,
             // A forked child runs its target without a handshake.
             started: method.copies_memory(),
             report: None,
@@ -347,12 +356,13 @@ impl Process {
             .context
             .map_or_else(context::default_method, |c| c.start_method());
         let identity = self.identity();
+        let inbox = FrameReader::with_capacity(wire::DEFAULT_LIMIT, Child::INBOX);
         // Held across a fork so the child sees the list consistent, and releases it there.
         let mut children = Some(lock(&CHILDREN));
         let child = start::start(method, identity, &mut self.job, &mut children)?;
         self.job = None;
         let pid = child.0.pid();
-        *lock(&self.shared.state) = State::Started(Child::new(child.0, child.1, method));
+        *lock(&self.shared.state) = State::Started(Child::new(child.0, child.1, method, inbox));
         if let Some(mut children) = children {
             children.push(Arc::clone(&self.shared));
         }
@@ -634,12 +644,23 @@ impl Shared {
         Ok(())
     }
 
+    /// Whether this child's exit comes from the fork server rather than from our own wait (true
+    /// too while not started or once closed: such a child is looked at, not skipped).
+    fn is_served(&self) -> bool {
+        match &*lock(&self.state) {
+            State::Started(c) => c.handle.is_served(),
+            State::Initial | State::Closed => true,
+        }
+    }
+
     /// Makes progress (reads reports, reaps) until the child has ended or `timeout` passes;
     /// returns the exitcode once ended.
     fn poll_exit(&self, timeout: Option<Duration>) -> Result<Option<i32>> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        // Only a caller that would wait anyway looks again for a moment (see `look`).
+        let spin = timeout != Some(Duration::ZERO);
         loop {
-            let (sentinel, channel) = match self.look()? {
+            let (sentinel, channel) = match self.look(spin)? {
                 Look::Ended(code) => return Ok(Some(code)),
                 Look::Running(sentinel, channel) => (sentinel, channel),
             };
@@ -657,7 +678,9 @@ impl Shared {
 
     /// Makes progress without waiting (reads reports, reaps): the exitcode once ended, else
     /// what to wait on (the sentinel, and the channel while the child may still report).
-    fn look(&self) -> Result<Look> {
+    /// With `spin`, a child that has reported but not yet exited is looked at again for up to
+    /// [`EXIT_SPIN`]; a caller that does not wait (`is_alive`, the reaping scan) passes false.
+    fn look(&self, spin: bool) -> Result<Look> {
         let mut state = lock(&self.state);
         let child = match &mut *state {
             State::Initial => return Err(Error::state(NOT_STARTED)),
@@ -672,7 +695,7 @@ impl Shared {
                 .map_err(|e| Error::io(format!("waiting for pid {pid}"), e))
         };
         let mut exited = reap(child)?;
-        if exited.is_none() && child.report.is_some() {
+        if spin && exited.is_none() && child.report.is_some() {
             // It has said how its target ended and is exiting: look again for a moment
             // (yielding) rather than sleep until woken, which costs more than the exit itself
             // here (W1: fork start + join 183 → 152 µs).
@@ -734,9 +757,16 @@ fn forget_child(shared: &Arc<Shared>) {
     lock(&CHILDREN).retain(|c| !Arc::ptr_eq(c, shared));
 }
 
-/// Reaps every finished child (Python's `_cleanup`).
+/// Reaps every finished child (Python's `_cleanup`). When the OS says that none of our own
+/// children has ended, only the fork server's (whose exits come on their status sockets) are
+/// looked at: a pool's `start` of its k-th worker no longer makes 2k system calls.
 fn reap_finished() {
-    let children: Vec<_> = lock(&CHILDREN).clone();
+    let all = !sys::no_child_ended();
+    let children: Vec<_> = lock(&CHILDREN)
+        .iter()
+        .filter(|c| all || c.is_served())
+        .cloned()
+        .collect();
     for c in children {
         if matches!(c.poll_exit(Some(Duration::ZERO)), Ok(Some(_)) | Err(_)) {
             forget_child(&c);

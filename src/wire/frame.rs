@@ -104,6 +104,16 @@ impl FrameReader {
         }
     }
 
+    /// A parser accepting frames up to `limit` bytes, with room for `capacity` bytes already
+    /// allocated (a child's inbox is made before the fork, so that the parent's first reads
+    /// after it do not allocate while the pages are shared: issue 19).
+    pub(crate) fn with_capacity(limit: u64, capacity: usize) -> Self {
+        FrameReader {
+            buf: Vec::with_capacity(capacity),
+            limit,
+        }
+    }
+
     /// Appends bytes that arrived.
     #[cfg(test)]
     pub(crate) fn feed(&mut self, bytes: &[u8]) {

@@ -18,6 +18,36 @@ pub(super) fn open_sentinel(pid: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// True only when the kernel says that no child of this process has ended and waits to be
+/// reaped (`waitid(P_ALL, WEXITED | WNOHANG | WNOWAIT)`: it finds a zombie without reaping it).
+/// False when one has ended, when there is no child at all (`ECHILD`: who reaped ours is for
+/// the caller's scan to find out) and on any other error.
+pub(super) fn no_child_ended() -> bool {
+    loop {
+        // SAFETY: an all-zero `siginfo_t` is a valid value (plain integers and padding).
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid writes only into `info`, a valid out-pointer; with WNOWAIT it leaves
+        // any child it finds waitable, so nobody else's wait loses its status.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_ALL,
+                0,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if r < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return false;
+        }
+        // With WNOHANG and no waitable child, waitid returns 0 and leaves `si_pid` zero.
+        // SAFETY: `info` was zeroed, then filled in (or not) by waitid: reading it is defined.
+        return unsafe { info.si_pid() } == 0;
+    }
+}
+
 /// The executable to re-run: the running image itself, even if its file was replaced on disk.
 pub(super) fn exe_path() -> io::Result<PathBuf> {
     Ok(PathBuf::from("/proc/self/exe"))

@@ -98,6 +98,11 @@ pub(crate) const SIGTERM: i32 = 15;
 /// See [`SIGTERM`].
 pub(crate) const SIGKILL: i32 = 9;
 
+/// Whether no child has ended: this platform cannot tell (false: scan them).
+pub(crate) fn no_child_ended() -> bool {
+    false
+}
+
 /// A child process (none can be started here).
 #[derive(Debug)]
 pub(crate) struct ProcHandle(Never);
@@ -110,6 +115,11 @@ impl ProcHandle {
 
     /// The child's pid.
     pub(crate) fn pid(&self) -> u32 {
+        match self.0 {}
+    }
+
+    /// A child of the fork server.
+    pub(crate) fn is_served(&self) -> bool {
         match self.0 {}
     }
 

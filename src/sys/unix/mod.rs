@@ -175,6 +175,11 @@ impl ProcHandle {
         self.pid
     }
 
+    /// A child of our fork server (not ours to wait for: [`no_child_ended`] says nothing of it).
+    pub(crate) fn is_served(&self) -> bool {
+        self.served
+    }
+
     /// The exitcode, once reaped.
     pub(crate) fn exitcode(&self) -> Option<i32> {
         self.exitcode
@@ -237,6 +242,13 @@ impl ProcHandle {
         }
         Ok(())
     }
+}
+
+/// True only when the OS says for certain that no child of this process has ended and waits
+/// to be reaped, so that a scan of our children for ended ones would find none (the fork
+/// server's children are not ours: see [`ProcHandle::is_served`]). False when one may have.
+pub(crate) fn no_child_ended() -> bool {
+    os::no_child_ended()
 }
 
 /// Starts this executable again as a child, with `args` after `argv[0]`, the marker in its
@@ -356,13 +368,20 @@ pub(crate) fn cut_channel(channel: Arc<Channel>) -> io::Result<()> {
 }
 
 /// Reopens stdin on the null device (Python does this in every child).
+///
+/// Straight to libc rather than through `std::fs::File::open`: a forked child runs this, and
+/// each 64 KiB window of code a forked child runs costs it a page fault (issue 19).
 pub(crate) fn stdin_from_null() -> io::Result<()> {
-    let null = std::fs::File::open("/dev/null")?;
-    // SAFETY: dup2 of a valid descriptor onto fd 0.
-    if unsafe { libc::dup2(null.as_raw_fd(), 0) } < 0 {
+    // SAFETY: open with a NUL-terminated static path and plain flags.
+    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(())
+    // SAFETY: dup2 of the descriptor just opened onto fd 0.
+    let failed = (unsafe { libc::dup2(fd, 0) } < 0).then(io::Error::last_os_error);
+    // SAFETY: `fd` is ours (opened above) and nothing else refers to it.
+    unsafe { libc::close(fd) };
+    failed.map_or(Ok(()), Err)
 }
 
 /// Waits until at least one handle is readable (data, end of file, or process exit), or until

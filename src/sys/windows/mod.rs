@@ -118,6 +118,12 @@ pub(crate) fn pid() -> u32 {
     std::process::id()
 }
 
+/// Whether no child has ended: Windows cannot tell without looking at each child's handle, so
+/// always false (scan them).
+pub(crate) fn no_child_ended() -> bool {
+    false
+}
+
 /// A child process we started: its process handle (the sentinel) and, once ended, its exitcode.
 #[derive(Debug)]
 pub(crate) struct ProcHandle {
@@ -138,6 +144,11 @@ impl ProcHandle {
     /// The child's pid.
     pub(crate) fn pid(&self) -> u32 {
         self.pid
+    }
+
+    /// A child of a fork server: never on Windows.
+    pub(crate) fn is_served(&self) -> bool {
+        false
     }
 
     /// The exitcode, once ended.
