@@ -194,7 +194,8 @@ impl PoolBuilder {
     /// replaced, so the pool goes on with fewer. Close and join the pool to give its ranks back
     /// for another pool (dropping or terminating it gives them up). At its end the program
     /// waits up to 2 s for every rank to finish; if one was lost or did not, it ends the job
-    /// with `MPI_Abort(0)` (see the README's "Running on a cluster").
+    /// with `MPI_Abort(0)`, or, over several hosts under `mpirun`, by ending `mpirun` (which
+    /// exits with status 1; see the README's "Running on a cluster").
     ///
     /// ```no_run
     /// multiprocess::init(); // first in main: ranks other than 0 serve from here

@@ -6,6 +6,7 @@ use std::ops::Deref;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use mpi::ffi;
 use mpi::raw::AsRaw;
@@ -133,4 +134,61 @@ pub(crate) fn spawn(program: &Path, args: &[OsString], n: usize) -> Result<&'sta
     // merge).
     let inter = unsafe { InterCommunicator::try_from_raw(inter) }.ok_or_else(failure)?;
     Ok(leak(inter.merge(MergeOrder::Low)))
+}
+
+/// Ends this job's launcher when it would otherwise never exit: Open MPI 4's `mpirun`, after a
+/// host of the job was lost (its daemon killed or silent), waits for that daemon forever, even
+/// after `MPI_Abort`. Called by rank 0 at the very end, when ranks were lost and everything was
+/// delivered and flushed. Acts only when the job spans several hosts (Open MPI's
+/// `OMPI_COMM_WORLD_LOCAL_SIZE` below `OMPI_COMM_WORLD_SIZE`; on one host `MPI_Abort` ends
+/// `mpirun` with status 0) and this process's parent is `mpirun` (`mpiexec`, `orterun`): sends it
+/// SIGINT twice, 100 ms apart, which is `mpirun`'s "abort, then forcibly terminate" (a second
+/// Ctrl-C): it kills its local processes and exits with status 1, and the daemons on the other
+/// hosts end their ranks when they lose it. Returns whether the launcher is gone (within 3 s).
+pub(crate) fn end_launcher() -> bool {
+    let count = |name: &str| std::env::var(name).ok()?.parse::<u32>().ok();
+    match (
+        count("OMPI_COMM_WORLD_SIZE"),
+        count("OMPI_COMM_WORLD_LOCAL_SIZE"),
+    ) {
+        (Some(size), Some(local)) if local < size => {}
+        _ => return false,
+    }
+    let launcher = std::os::unix::process::parent_id();
+    let Ok(name) = std::fs::read_to_string(format!("/proc/{launcher}/comm")) else {
+        return false;
+    };
+    if !matches!(name.trim(), "mpirun" | "mpiexec" | "orterun") {
+        return false;
+    }
+    let Ok(pid) = libc::pid_t::try_from(launcher) else {
+        return false;
+    };
+    // Let the launcher forward what this process last wrote before it is told to go.
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: setting a signal's disposition to "ignore" has no memory effects; `mpirun`'s
+    // first SIGINT makes it send SIGTERM to this process, which must outlive it to send the
+    // second one (it is set back below).
+    let before = unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+    for _ in 0..2 {
+        // SAFETY: `kill` only sends a signal; `pid` is this process's parent, checked above to
+        // be the launcher.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let until = Instant::now() + Duration::from_secs(3);
+    let gone = loop {
+        if std::os::unix::process::parent_id() != launcher {
+            break true;
+        }
+        if Instant::now() >= until {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    if before != libc::SIG_ERR {
+        // SAFETY: as above; `before` is the disposition this process had.
+        unsafe { libc::signal(libc::SIGTERM, before) };
+    }
+    gone
 }

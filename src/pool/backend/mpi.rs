@@ -22,7 +22,7 @@
 //! silence; MPI errors return instead of aborting the job (`sys::mpi::errors_return`), and the
 //! job must be started so that it survives a dead rank (`mpirun --mca orte_enable_recovery 1`).
 //! Open MPI 4 cannot finalise a job that lost a rank, so rank 0 then ends it with
-//! `MPI_Abort(0)` (see [`finish`]).
+//! `MPI_Abort(0)`, or ends `mpirun` itself when a host was lost (see [`finish`]).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -261,7 +261,9 @@ pub(crate) fn workers(wanted: Option<usize>) -> Result<usize> {
 /// notification; a rank finalising after this process ended waits for it in vain): the ranks
 /// that answered are told to exit without it, and the job ends with `MPI_Abort`, code 0, after
 /// everything was delivered and printed (the MPI runtime kills the ranks left; one it misses
-/// exits by itself after [`DECISION_WAIT`]).
+/// exits by itself after [`DECISION_WAIT`]). In a job over several hosts started by Open MPI 4's
+/// `mpirun`, which after losing a host waits for its daemon forever even past `MPI_Abort`, rank 0
+/// first ends `mpirun` itself (`sys::mpi::end_launcher`: it then exits with status 1).
 fn finish() {
     let Some(universe) = lock(&UNIVERSE).take() else {
         return;
@@ -316,10 +318,11 @@ fn finish() {
                 ranks(&waiting)
             ),
         };
-        let _ = writeln!(
-            std::io::stderr(),
-            "multiprocess: {why}; ending the job with MPI_Abort(0)"
-        );
+        let _ = writeln!(std::io::stderr(), "multiprocess: {why}; ending the job");
+        if crate::sys::mpi::end_launcher() {
+            // The launcher (`mpirun`, which waited for a lost host) is gone with the job.
+            std::process::exit(0);
+        }
         universe.world().abort(0);
     }
     drop(universe);
