@@ -83,6 +83,25 @@ pub enum WaitHandle<'a> {
 /// An owned waitable handle (a process sentinel).
 pub(crate) type OwnedWaitHandle = OwnedHandle;
 
+/// A socket of std's that `wait()` would wait on. On Windows a socket is no waitable kernel
+/// object (it would take `WSAPoll`, or `WSAEventSelect`, which makes the socket non-blocking
+/// for good), so this first version refuses it: `wait()` fails with an `Unsupported` error.
+/// (`pub` because the crate's blanket `Waitable` impl names it; it is not reachable from
+/// outside the crate.)
+pub trait WaitSocket {
+    /// The socket as a waitable handle: an `Unsupported` error here.
+    fn socket_handle(&self) -> io::Result<WaitHandle<'_>> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "waiting on a socket with wait() is not supported on Windows yet \
+             (wait on a Connection, a sentinel or a pipe instead)",
+        ))
+    }
+}
+impl WaitSocket for std::net::TcpStream {}
+impl WaitSocket for std::net::TcpListener {}
+impl WaitSocket for std::net::UdpSocket {}
+
 /// Borrows an owned waitable handle.
 pub(crate) fn borrow_handle(h: &OwnedHandle) -> WaitHandle<'_> {
     // SAFETY: the borrow lives no longer than `h`.
