@@ -97,6 +97,7 @@
 //! | `SharedMemoryManager()`: `SharedMemory(size)`, `ShareableList(seq)`, `shutdown()` | [`managers::SharedMemoryManager`]: [`shared_memory`](managers::SharedMemoryManager::shared_memory), [`shareable_list`](managers::SharedMemoryManager::shareable_list), [`shutdown`](managers::SharedMemoryManager::shutdown) |
 //! | `m.Pool(n)`, its `imap`/`imap_unordered`, its `apply_async`/`map_async` results | [`Manager::pool`] → [`managers::PoolProxy`], [`managers::AsyncResultProxy`] |
 //! | `log_to_stderr(level)`, `get_logger()` | [`log::log_to_stderr`], [`log::get_logger`]; the same events through `tracing` |
+//! | `util.Finalize(None, cb, exitpriority=p)` | [`util::Finalize::new(cb, Some(p))`](util::Finalize): `call()`, `cancel()`, `still_active()`; run at exit by priority |
 //! | `reduction.send_handle`, `recv_handle` | [`Handle`] (sent inside any message) |
 //! | a remote exception re-raised by a proxy | [`Error::Remote`] (`kind` is Python's exception name) |
 //!
@@ -171,6 +172,11 @@ pub use synchronize::{
     RLock, RLockGuard, Semaphore, SemaphoreGuard,
 };
 pub use wire::{Bytes, Handle};
+
+/// Python's `multiprocessing.util`: what of it a program uses.
+pub mod util {
+    pub use crate::process::Finalize;
+}
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[cfg(doctest)]
