@@ -69,6 +69,7 @@
 //! | `with lock:` | [`Lock::guard`] (RAII) |
 //! | `Value`, `Array`, `RawValue`, `RawArray` | [`Value`], [`Array`], [`RawValue`], [`RawArray`] |
 //! | `shared_memory.SharedMemory` | [`SharedMemory`] |
+//! | `resource_tracker.ensure_running()`, `register(name, 'shared_memory')`, `unregister`, `getfd()` | [`resource_tracker::ensure_running`], [`register`](resource_tracker::register), [`unregister`](resource_tracker::unregister), [`getfd`](resource_tracker::getfd), [`pid`](resource_tracker::pid) |
 //! | `shared_memory.ShareableList` | [`ShareableList`] (items: [`shared_memory::Item`]; CPython's layout) |
 //! | `Pool`, `AsyncResult` | [`Pool`], [`AsyncResult`] |
 //! | `concurrent.futures.ProcessPoolExecutor(max_workers, ...)` | [`executor::ProcessPoolExecutor::new`], [`executor::ProcessPoolExecutor::builder`] |
@@ -165,7 +166,7 @@ pub use process::{
 };
 pub use queues::{JoinableQueue, Queue, SimpleQueue};
 pub use registry::{Run, Target};
-pub use shared_memory::{ShareableList, SharedMemory};
+pub use shared_memory::{ShareableList, SharedMemory, resource_tracker};
 pub use sharedctypes::{Array, ArrayGuard, Pod, RawArray, RawValue, Value, ValueGuard, Zeroable};
 pub use synchronize::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, ConditionLock, Event, Lock, LockGuard,
