@@ -98,6 +98,7 @@
 //! | `SharedMemoryManager()`: `SharedMemory(size)`, `ShareableList(seq)`, `shutdown()` | [`managers::SharedMemoryManager`]: [`shared_memory`](managers::SharedMemoryManager::shared_memory), [`shareable_list`](managers::SharedMemoryManager::shareable_list), [`shutdown`](managers::SharedMemoryManager::shutdown) |
 //! | `m.Pool(n)`, its `imap`/`imap_unordered`, its `apply_async`/`map_async` results | [`Manager::pool`] → [`managers::PoolProxy`], [`managers::AsyncResultProxy`] |
 //! | `log_to_stderr(level)`, `get_logger()` | [`log::log_to_stderr`], [`log::get_logger`]; the same events through `tracing` |
+//! | a task's remote traceback (`RemoteTraceback`, the `__cause__`) | with `RUST_BACKTRACE=1`, the child's backtrace after the message of [`Error::Panicked`] |
 //! | `util.Finalize(None, cb, exitpriority=p)` | [`util::Finalize::new(cb, Some(p))`](util::Finalize): `call()`, `cancel()`, `still_active()`; run at exit by priority |
 //! | `reduction.send_handle`, `recv_handle` | [`Handle`] (sent inside any message) |
 //! | a remote exception re-raised by a proxy | [`Error::Remote`] (`kind` is Python's exception name) |

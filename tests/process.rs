@@ -1029,3 +1029,77 @@ fn finalizers_run_at_exit_by_priority() {
     assert!(at("main: zero first") < at("late child done"), "{stdout}");
     assert!(at("late child done") < at("main: low -5"), "{stdout}");
 }
+
+fn panics_in_target() -> u32 {
+    panic!("deliberate panic in a target")
+}
+
+fn panics_in_task(x: u32) -> u32 {
+    panic!("deliberate panic in task {x}")
+}
+
+#[test]
+#[ignore = "scenario: run by panics_carry_the_remote_backtrace"]
+fn scenario_remote_backtrace() {
+    multiprocess::init_test();
+    if !common::in_scenario() {
+        return;
+    }
+    let mut p = Process::new(panics_in_target, ());
+    p.start().unwrap();
+    match p.result::<u32>() {
+        Err(Error::Panicked { message }) => println!("target={message:?}"),
+        other => println!("target unexpected {other:?}"),
+    }
+    let pool = multiprocess::Pool::new(1).unwrap();
+    match pool.apply(panics_in_task, (7,)) {
+        Err(Error::Panicked { message }) => println!("task={message:?}"),
+        other => println!("task unexpected {other:?}"),
+    }
+    pool.close();
+    pool.join().unwrap();
+}
+
+/// Python's remote traceback: with `RUST_BACKTRACE=1` a target's and a pool task's panic
+/// come back with the child's backtrace after the message (naming the panicking function);
+/// with `RUST_BACKTRACE=0`, the message alone.
+#[test]
+fn panics_carry_the_remote_backtrace() {
+    multiprocess::init_test();
+    let _g = common::start();
+    for setting in ["1", "0"] {
+        let out = common::scenario_with(
+            "scenario_remote_backtrace",
+            Some(("RUST_BACKTRACE", setting)),
+        )
+        .wait_with_output()
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for (key, text, function) in [
+            (
+                "target=",
+                "deliberate panic in a target",
+                "panics_in_target",
+            ),
+            ("task=", "deliberate panic in task 7", "panics_in_task"),
+        ] {
+            let line = stdout
+                .lines()
+                .find(|l| l.starts_with(key))
+                .unwrap_or_else(|| panic!("no {key} line: {stdout}"));
+            let heading = "\\n\\nRemote backtrace:\\n";
+            if setting == "1" {
+                let expected = format!("{key}\"{text}{heading}");
+                assert!(line.starts_with(&expected), "{line}");
+                assert!(line.contains(function), "{line}");
+            } else {
+                assert_eq!(line, format!("{key}\"{text}\""));
+            }
+        }
+    }
+}
