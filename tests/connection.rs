@@ -321,6 +321,7 @@ fn wait_on_sockets() {
             }
             other => panic!("expected Unsupported, got {other:?}"),
         }
+        drop((a, b));
         return;
     }
     assert!(
