@@ -56,7 +56,7 @@
 //! | `c.send_bytes`, `c.recv_bytes`, `c.recv_bytes_into`, `c.poll` | [`send_bytes`](Connection::send_bytes)/[`send_bytes_range`](Connection::send_bytes_range), [`recv_bytes`](Connection::recv_bytes)/[`recv_bytes_max`](Connection::recv_bytes_max), [`recv_bytes_into`](Connection::recv_bytes_into), [`poll`](Connection::poll) |
 //! | `Listener(address, authkey=k)`, `Client(address, authkey=k)` | [`connection::Listener::bind`], [`connection::client`] |
 //! | `multiprocessing.connection.wait` | [`wait`] |
-//! | `wait([sock, ...])` (sockets) | [`wait`] on `&TcpStream`, `&TcpListener`, `&UnixStream`, ... (Unix; Windows: `Unsupported`) |
+//! | `wait([sock, ...])` (sockets) | [`wait`] on `&TcpStream`, `&TcpListener`, `&UdpSocket`, and on Unix `&UnixStream`, ... |
 //! | `Queue(maxsize)`, `SimpleQueue`, `JoinableQueue` | [`Queue::bounded`]/[`Queue::new`], [`SimpleQueue`], [`JoinableQueue`] |
 //! | `q.put(obj, block, timeout)`, `q.get(block, timeout)` | [`put`](Queue::put)/[`put_timeout`](Queue::put_timeout), [`get`](Queue::get)/[`get_timeout`](Queue::get_timeout) |
 //! | `queue.Full`, `queue.Empty` | [`Error::Full`], [`Error::Empty`] |

@@ -86,9 +86,9 @@ impl Waitable for Sentinel {
 
 /// Sockets of std's (Python's `wait` takes sockets too): `TcpStream`, `TcpListener`,
 /// `UdpSocket`, and on Unix `UnixStream`, `UnixListener`, `UnixDatagram`. A socket is ready
-/// when reading it would not block: data or end of file, or a connection to accept. On
-/// Windows [`wait`] fails with [`Error::Io`] of kind `Unsupported` for a socket (not yet
-/// implemented there).
+/// when reading it would not block: data or end of file, or a connection to accept. (On
+/// Windows, where a socket is no waitable kernel object, [`wait`] asks `WSAPoll` about its
+/// sockets every 5 ms while it waits.)
 impl<S: sys::WaitSocket> Waitable for S {
     fn wait_handle(&self) -> Result<sys::WaitHandle<'_>> {
         self.socket_handle()
@@ -110,8 +110,8 @@ impl Waitable for ParentProcess {
 /// `TcpListener`, `UnixStream`, ...) when reading it, or accepting on it, would not block.
 ///
 /// # Errors
-/// [`Error::Io`] if the OS wait fails, or (kind `Unsupported`) for a socket on Windows;
-/// [`Error::State`] (`handle is closed`) for a closed connection.
+/// [`Error::Io`] if the OS wait fails; [`Error::State`] (`handle is closed`) for a closed
+/// connection.
 ///
 /// ```
 /// use std::time::Duration;
