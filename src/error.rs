@@ -76,7 +76,9 @@ pub enum Error {
     /// An argument was invalid (Python's `ValueError`/`TypeError`), e.g. an unknown start method.
     #[error("{0}")]
     InvalidArgument(String),
-    /// The target panicked in the child; `message` is the panic payload.
+    /// The target (or a pool task) panicked in the child; `message` is the panic payload,
+    /// followed, when `RUST_BACKTRACE` (or `RUST_LIB_BACKTRACE`) made the child capture one, by
+    /// `"\n\nRemote backtrace:\n"` and the panic's backtrace (Python's remote traceback).
     #[error("the target panicked: {message}")]
     Panicked {
         /// The panic message.

@@ -56,6 +56,7 @@
 //! | `c.send_bytes`, `c.recv_bytes`, `c.recv_bytes_into`, `c.poll` | [`send_bytes`](Connection::send_bytes)/[`send_bytes_range`](Connection::send_bytes_range), [`recv_bytes`](Connection::recv_bytes)/[`recv_bytes_max`](Connection::recv_bytes_max), [`recv_bytes_into`](Connection::recv_bytes_into), [`poll`](Connection::poll) |
 //! | `Listener(address, authkey=k)`, `Client(address, authkey=k)` | [`connection::Listener::bind`], [`connection::client`] |
 //! | `multiprocessing.connection.wait` | [`wait`] |
+//! | `wait([sock, ...])` (sockets) | [`wait`] on `&TcpStream`, `&TcpListener`, `&UdpSocket`, and on Unix `&UnixStream`, ... |
 //! | `Queue(maxsize)`, `SimpleQueue`, `JoinableQueue` | [`Queue::bounded`]/[`Queue::new`], [`SimpleQueue`], [`JoinableQueue`] |
 //! | `q.put(obj, block, timeout)`, `q.get(block, timeout)` | [`put`](Queue::put)/[`put_timeout`](Queue::put_timeout), [`get`](Queue::get)/[`get_timeout`](Queue::get_timeout) |
 //! | `queue.Full`, `queue.Empty` | [`Error::Full`], [`Error::Empty`] |
@@ -68,6 +69,7 @@
 //! | `with lock:` | [`Lock::guard`] (RAII) |
 //! | `Value`, `Array`, `RawValue`, `RawArray` | [`Value`], [`Array`], [`RawValue`], [`RawArray`] |
 //! | `shared_memory.SharedMemory` | [`SharedMemory`] |
+//! | `resource_tracker.ensure_running()`, `register(name, 'shared_memory')`, `unregister`, `getfd()` | [`resource_tracker::ensure_running`], [`register`](resource_tracker::register), [`unregister`](resource_tracker::unregister), [`getfd`](resource_tracker::getfd), [`pid`](resource_tracker::pid) |
 //! | `shared_memory.ShareableList` | [`ShareableList`] (items: [`shared_memory::Item`]; CPython's layout) |
 //! | `Pool`, `AsyncResult` | [`Pool`], [`AsyncResult`] |
 //! | `concurrent.futures.ProcessPoolExecutor(max_workers, ...)` | [`executor::ProcessPoolExecutor::new`], [`executor::ProcessPoolExecutor::builder`] |
@@ -96,6 +98,8 @@
 //! | `SharedMemoryManager()`: `SharedMemory(size)`, `ShareableList(seq)`, `shutdown()` | [`managers::SharedMemoryManager`]: [`shared_memory`](managers::SharedMemoryManager::shared_memory), [`shareable_list`](managers::SharedMemoryManager::shareable_list), [`shutdown`](managers::SharedMemoryManager::shutdown) |
 //! | `m.Pool(n)`, its `imap`/`imap_unordered`, its `apply_async`/`map_async` results | [`Manager::pool`] → [`managers::PoolProxy`], [`managers::AsyncResultProxy`] |
 //! | `log_to_stderr(level)`, `get_logger()` | [`log::log_to_stderr`], [`log::get_logger`]; the same events through `tracing` |
+//! | a task's remote traceback (`RemoteTraceback`, the `__cause__`) | with `RUST_BACKTRACE=1`, the child's backtrace after the message of [`Error::Panicked`] |
+//! | `util.Finalize(None, cb, exitpriority=p)` | [`util::Finalize::new(cb, Some(p))`](util::Finalize): `call()`, `cancel()`, `still_active()`; run at exit by priority |
 //! | `reduction.send_handle`, `recv_handle` | [`Handle`] (sent inside any message) |
 //! | a remote exception re-raised by a proxy | [`Error::Remote`] (`kind` is Python's exception name) |
 //!
@@ -165,13 +169,18 @@ pub use process::{
 };
 pub use queues::{JoinableQueue, Queue, SimpleQueue};
 pub use registry::{Run, Target};
-pub use shared_memory::{ShareableList, SharedMemory};
+pub use shared_memory::{ShareableList, SharedMemory, resource_tracker};
 pub use sharedctypes::{Array, ArrayGuard, Pod, RawArray, RawValue, Value, ValueGuard, Zeroable};
 pub use synchronize::{
     Barrier, BoundedSemaphore, Condition, ConditionGuard, ConditionLock, Event, Lock, LockGuard,
     RLock, RLockGuard, Semaphore, SemaphoreGuard,
 };
 pub use wire::{Bytes, Handle};
+
+/// Python's `multiprocessing.util`: what of it a program uses.
+pub mod util {
+    pub use crate::process::Finalize;
+}
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[cfg(doctest)]

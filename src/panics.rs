@@ -1,7 +1,8 @@
 //! Panics turned into messages: a target's or a pool task's panic is reported to whoever waits
 //! for it (as Python sends back the exception), and printed only where Python prints it.
 
-use std::cell::Cell;
+use std::backtrace::{Backtrace, BacktraceStatus};
+use std::cell::{Cell, RefCell};
 use std::io::Write as _;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Once;
@@ -23,6 +24,9 @@ thread_local! {
     /// Set while a pool task (or a manager call, or a callback) runs: its panic is returned to
     /// the caller, not printed.
     static QUIET: Cell<bool> = const { Cell::new(false) };
+    /// The backtrace of the last panic caught on this thread, when `RUST_BACKTRACE` (or
+    /// `RUST_LIB_BACKTRACE`) asked for one.
+    static LAST_TRACE: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
 /// A panic's payload as text.
@@ -45,14 +49,34 @@ pub(crate) fn catch_quietly<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     outcome.map_err(|payload| message(payload.as_ref()))
 }
 
+/// A pool task: [`catch_quietly`], and the panic's backtrace, where one was captured, follows
+/// the message (Python's remote traceback).
+pub(crate) fn catch_task<R>(f: impl FnOnce() -> R) -> Result<R, String> {
+    LAST_TRACE.with(|t| t.take());
+    catch_quietly(f).map_err(with_trace)
+}
+
 /// Runs a process's target, catching a panic, which is printed after `Process <name>:` (the
-/// name as `name` gives it when the panic happens).
+/// name as `name` gives it when the panic happens). The message returned carries the panic's
+/// backtrace, where one was captured (Python's remote traceback).
 pub(crate) fn catch_in_target<R>(name: fn() -> String, f: impl FnOnce() -> R) -> Result<R, String> {
     install_hook();
+    LAST_TRACE.with(|t| t.take());
     let was = TARGET_OF.with(|t| t.replace(Some(name)));
     let outcome = panic::catch_unwind(AssertUnwindSafe(f));
     TARGET_OF.with(|t| t.set(was));
-    outcome.map_err(|payload| message(payload.as_ref()))
+    outcome.map_err(|payload| with_trace(message(payload.as_ref())))
+}
+
+/// What separates a panic's message from its backtrace in `Error::Panicked`.
+const TRACE_HEADING: &str = "\n\nRemote backtrace:\n";
+
+/// `message`, followed by the backtrace of this thread's last caught panic if one was captured.
+fn with_trace(message: String) -> String {
+    match LAST_TRACE.with(|t| t.take()) {
+        Some(trace) => format!("{message}{TRACE_HEADING}{trace}"),
+        None => message,
+    }
 }
 
 /// Wraps the standard panic hook, once per process tree (a forked child inherits it): quiet
@@ -62,6 +86,15 @@ pub(crate) fn install_hook() {
     ONCE.call_once(|| {
         let standard = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
+            let caught = QUIET.with(|q| q.get()) || TARGET_OF.with(|t| t.get()).is_some();
+            if caught {
+                // Only when `RUST_BACKTRACE`/`RUST_LIB_BACKTRACE` ask for it (else it costs
+                // nothing).
+                let trace = Backtrace::capture();
+                if trace.status() == BacktraceStatus::Captured {
+                    LAST_TRACE.with(|t| *t.borrow_mut() = Some(trace.to_string()));
+                }
+            }
             if QUIET.with(|q| q.get()) {
                 return;
             }

@@ -292,6 +292,67 @@ fn k06_wait() {
     drop((b1, a2));
 }
 
+/// Connects to `port` on the loopback, waits `ms`, then writes one line and waits for the
+/// parent to close.
+fn connect_write_later(port: u16, ms: u64) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::thread::sleep(Duration::from_millis(ms));
+    s.write_all(b"late hello\n").unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+}
+
+/// Python's `wait` takes sockets: a listener is ready when a child connects, and the accepted
+/// stream when the child writes after a delay; `wait` returns that socket's index among pipes.
+#[test]
+fn wait_on_sockets() {
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+    multiprocess::init_test();
+    let _g = common::start();
+    let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let (a, b) = pipe().unwrap();
+    assert!(
+        wait(&[&a, &listener], Some(Duration::ZERO))
+            .unwrap()
+            .is_empty()
+    );
+    let port = listener.local_addr().unwrap().port();
+    let mut p = multiprocess::Process::new(connect_write_later, (port, 300u64));
+    p.start().unwrap();
+    assert_eq!(wait(&[&a, &listener], secs(10.0)).unwrap(), vec![1]);
+    let (stream, _) = listener.accept().unwrap();
+    let t = Instant::now();
+    assert!(
+        wait(&[&a, &stream], Some(Duration::ZERO))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(wait(&[&a, &stream], secs(10.0)).unwrap(), vec![1]);
+    assert!(
+        t.elapsed() >= Duration::from_millis(100),
+        "ready before the child wrote"
+    );
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line).unwrap();
+    assert_eq!(line, "late hello\n");
+    drop(stream);
+    p.join_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(p.exitcode().unwrap(), Some(0));
+    // A Unix stream pair takes part too.
+    #[cfg(not(unix))]
+    drop(b);
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        let (x, mut y) = std::os::unix::net::UnixStream::pair().unwrap();
+        assert!(wait(&[&x], Some(Duration::ZERO)).unwrap().is_empty());
+        y.write_all(b"!").unwrap();
+        assert_eq!(wait(&[&a, &x, &b], secs(10.0)).unwrap(), vec![1]);
+    }
+}
+
 /// Echoes messages back, upper-cased, until `bye`. (Not until end of file: a forked child
 /// inherits the parent's end too, as with Python's fork, so it would never see one.)
 fn echo_upper(conn: multiprocess::Connection) -> u32 {

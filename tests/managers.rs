@@ -246,6 +246,46 @@ fn killed_holder_releases_a_manager_lock() {
     assert!(lock.acquire_timeout(Duration::from_secs(5)).unwrap());
 }
 
+/// Takes `lock` and `rlock`, and ends without releasing them: returning (`how` 0), panicking
+/// (1), or through `multiprocess::exit` with the proxies still alive (2).
+fn take_and_end(lock: LockProxy, rlock: RLockProxy, how: u8) {
+    lock.acquire().unwrap();
+    rlock.acquire().unwrap();
+    match how {
+        1 => panic!("failing while holding the locks"),
+        2 => multiprocess::exit(3),
+        _ => {}
+    }
+}
+
+/// As Python: a lock whose holder's process exits normally without releasing it (its target
+/// returned or panicked, or it called `exit` with its proxies alive) stays held; a `Lock` can
+/// still be released by another process, an `RLock` by nobody. (A killed holder's lock is
+/// released: the test above.)
+#[test]
+fn normally_exiting_holder_keeps_a_manager_lock() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let manager = Manager::start().unwrap();
+    for (how, code) in [(0u8, 0), (1, 1), (2, 3)] {
+        let lock = manager.lock().unwrap();
+        let rlock = manager.rlock().unwrap();
+        let mut p = Process::new(take_and_end, (lock.clone(), rlock.clone(), how));
+        p.start().unwrap();
+        p.join_timeout(Duration::from_secs(30)).unwrap();
+        assert_eq!(p.exitcode().unwrap(), Some(code));
+        // The child's connections are closed by now; give the manager a moment to see it.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(lock.locked().unwrap(), "how={how}");
+        assert!(!lock.acquire_timeout(Duration::from_millis(300)).unwrap());
+        assert!(!rlock.try_acquire().unwrap(), "how={how}");
+        assert!(matches!(rlock.release(), Err(Error::Remote { .. })));
+        lock.release().unwrap();
+        assert!(lock.try_acquire().unwrap());
+        lock.release().unwrap();
+    }
+}
+
 /// Waits for an item of `q` for ever.
 fn take_one(q: QueueProxy<u32>) -> u32 {
     q.get().unwrap()

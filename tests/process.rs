@@ -975,3 +975,175 @@ fn result_before_start_says_so() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Registers finalizers that print `tag: ...` lines: two of priority 0, one of 10, one of -5,
+/// one cancelled, one without a priority, and one called at once.
+fn register_finalizers(tag: String) {
+    use multiprocess::util::Finalize;
+    let line = |what: &'static str| {
+        let tag = tag.clone();
+        move || println!("{tag}: {what}")
+    };
+    Finalize::new(line("low -5"), Some(-5));
+    Finalize::new(line("zero first"), Some(0));
+    Finalize::new(line("high 10"), Some(10));
+    Finalize::new(line("zero second"), Some(0));
+    let cancelled = Finalize::new(line("cancelled"), Some(100));
+    cancelled.cancel();
+    assert!(!cancelled.still_active());
+    let no_priority = Finalize::new(line("no priority"), None);
+    assert!(no_priority.still_active());
+    let once = Finalize::new(line("called once"), Some(50));
+    assert!(once.call());
+    assert!(!once.call());
+    println!("{tag}: body done");
+}
+
+fn finalize_methods() -> Vec<StartMethod> {
+    methods()
+        .into_iter()
+        .filter(|m| *m != StartMethod::Forkserver)
+        .collect()
+}
+
+fn print_later(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+    println!("late child done");
+}
+
+#[test]
+#[ignore = "scenario: run by finalizers_run_at_exit_by_priority"]
+fn scenario_finalize() {
+    multiprocess::init_test();
+    if !common::in_scenario() {
+        return;
+    }
+    register_finalizers("main".into());
+    // Not the fork server here: it outlives this program a moment, and the test's guard
+    // would find it unreaped.
+    for method in finalize_methods() {
+        let mut p = get_context(method)
+            .unwrap()
+            .process(register_finalizers, (method.to_string(),));
+        p.start().unwrap();
+        p.join_timeout(Duration::from_secs(60)).unwrap();
+        assert_eq!(p.exitcode().unwrap(), Some(0));
+    }
+    // Still running at exit: joined between the finalizers of priority >= 0 and the others.
+    Process::new(print_later, (300u64,)).start().unwrap();
+}
+
+/// Python's `util.Finalize`: at exit, the finalizers with a priority run once each, highest
+/// first (later first among equals), those below 0 only after the children are joined; in
+/// children too, and a forked child runs none of its parent's.
+#[test]
+fn finalizers_run_at_exit_by_priority() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let child = common::scenario("scenario_finalize");
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains(": ") || l.starts_with("late"))
+        .collect();
+    let mut tags: Vec<String> = vec!["main".into()];
+    tags.extend(finalize_methods().iter().map(|m| m.to_string()));
+    for tag in &tags {
+        let mine: Vec<&str> = lines
+            .iter()
+            .filter_map(|l| l.strip_prefix(&format!("{tag}: ")))
+            .collect();
+        assert_eq!(
+            mine,
+            [
+                "called once",
+                "body done",
+                "high 10",
+                "zero second",
+                "zero first",
+                "low -5"
+            ],
+            "{tag}:\n{stdout}"
+        );
+    }
+    let at = |l: &str| lines.iter().position(|x| *x == l).expect(l);
+    assert!(at("main: zero first") < at("late child done"), "{stdout}");
+    assert!(at("late child done") < at("main: low -5"), "{stdout}");
+}
+
+fn panics_in_target() -> u32 {
+    panic!("deliberate panic in a target")
+}
+
+fn panics_in_task(x: u32) -> u32 {
+    panic!("deliberate panic in task {x}")
+}
+
+#[test]
+#[ignore = "scenario: run by panics_carry_the_remote_backtrace"]
+fn scenario_remote_backtrace() {
+    multiprocess::init_test();
+    if !common::in_scenario() {
+        return;
+    }
+    let mut p = Process::new(panics_in_target, ());
+    p.start().unwrap();
+    match p.result::<u32>() {
+        Err(Error::Panicked { message }) => println!("target={message:?}"),
+        other => println!("target unexpected {other:?}"),
+    }
+    let pool = multiprocess::Pool::new(1).unwrap();
+    match pool.apply(panics_in_task, (7,)) {
+        Err(Error::Panicked { message }) => println!("task={message:?}"),
+        other => println!("task unexpected {other:?}"),
+    }
+    pool.close();
+    pool.join().unwrap();
+}
+
+/// Python's remote traceback: with `RUST_BACKTRACE=1` a target's and a pool task's panic
+/// come back with the child's backtrace after the message (naming the panicking function);
+/// with `RUST_BACKTRACE=0`, the message alone.
+#[test]
+fn panics_carry_the_remote_backtrace() {
+    multiprocess::init_test();
+    let _g = common::start();
+    for setting in ["1", "0"] {
+        let out = common::scenario_with(
+            "scenario_remote_backtrace",
+            Some(("RUST_BACKTRACE", setting)),
+        )
+        .wait_with_output()
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for (key, text, function) in [
+            (
+                "target=",
+                "deliberate panic in a target",
+                "panics_in_target",
+            ),
+            ("task=", "deliberate panic in task 7", "panics_in_task"),
+        ] {
+            let line = stdout
+                .lines()
+                .find(|l| l.starts_with(key))
+                .unwrap_or_else(|| panic!("no {key} line: {stdout}"));
+            let heading = "\\n\\nRemote backtrace:\\n";
+            if setting == "1" {
+                let expected = format!("{key}\"{text}{heading}");
+                assert!(line.starts_with(&expected), "{line}");
+                assert!(line.contains(function), "{line}");
+            } else {
+                assert_eq!(line, format!("{key}\"{text}\""));
+            }
+        }
+    }
+}

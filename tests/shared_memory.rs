@@ -279,6 +279,93 @@ fn s05_tracker_cleans_up_after_sigkill() {
     assert_gone(&untracked);
 }
 
+#[cfg(unix)]
+#[test]
+#[ignore = "scenario: run by public_resource_tracker_unlinks_what_was_registered"]
+fn scenario_tracker_register() {
+    use multiprocess::resource_tracker;
+    use std::io::Write;
+    multiprocess::init_test();
+    if !common::in_scenario() {
+        return;
+    }
+    assert_eq!(resource_tracker::pid(), None);
+    resource_tracker::ensure_running().unwrap();
+    let tracker = resource_tracker::pid().expect("a tracker");
+    assert_eq!(
+        resource_tracker_process(),
+        Some((tracker, resource_tracker::getfd().unwrap()))
+    );
+    let registered = SharedMemory::create_untracked(None, 512).unwrap();
+    let unregistered = SharedMemory::create_untracked(None, 512).unwrap();
+    // CPython's form of the name, with the slash, and ours.
+    resource_tracker::register(&format!("/{}", registered.name()), "shared_memory").unwrap();
+    resource_tracker::register(unregistered.name(), "shared_memory").unwrap();
+    resource_tracker::unregister(unregistered.name(), "shared_memory").unwrap();
+    assert!(matches!(
+        resource_tracker::register(registered.name(), "semaphore"),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert_eq!(resource_tracker::pid(), Some(tracker));
+    println!(
+        "names {} {} {tracker}",
+        registered.name(),
+        unregistered.name()
+    );
+    let _ = std::io::stdout().flush();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// `multiprocess::resource_tracker` (Python's): a program registers an untracked segment and
+/// is SIGKILLed; its tracker unlinks that segment, and not the one it registered and then
+/// unregistered.
+#[cfg(unix)]
+#[test]
+fn public_resource_tracker_unlinks_what_was_registered() {
+    use std::io::BufRead;
+    multiprocess::init_test();
+    let _g = start();
+    let mut owner = common::scenario_with(
+        "scenario_tracker_register",
+        Some(("MULTIPROCESS_RESOURCE_TRACKER", "")),
+    );
+    let mut out = std::io::BufReader::new(owner.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("names ") {
+        line.clear();
+        if out.read_line(&mut line).unwrap() == 0 {
+            let _ = owner.kill();
+            let out = owner.wait_with_output().unwrap();
+            panic!(
+                "the owner printed no names: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let fields: Vec<String> = line.split_whitespace().map(str::to_owned).collect();
+    let (registered, unregistered) = (fields[1].clone(), fields[2].clone());
+    let tracker: u32 = fields[3].parse().unwrap();
+    assert!(exists(&registered) && exists(&unregistered));
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while exists(&registered) {
+        assert!(
+            Instant::now() < deadline,
+            "the tracker did not remove {registered}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    common::reap_orphan(tracker, Duration::from_secs(10));
+    assert!(exists(&unregistered), "an unregistered segment survives");
+    SharedMemory::attach_untracked(&unregistered)
+        .unwrap()
+        .unlink()
+        .unwrap();
+    assert_gone(&registered);
+    assert_gone(&unregistered);
+}
+
 /// Interop: CPython attaches to our segment by name and writes; we attach to CPython's.
 #[cfg(target_os = "linux")]
 #[test]

@@ -87,6 +87,18 @@ impl Waitable for Sentinel {
     }
 }
 
+/// Sockets of std's (Python's `wait` takes sockets too): `TcpStream`, `TcpListener`,
+/// `UdpSocket`, and on Unix `UnixStream`, `UnixListener`, `UnixDatagram`. A socket is ready
+/// when reading it would not block: data or end of file, or a connection to accept. (On
+/// Windows, where a socket is no waitable kernel object, [`wait`] asks `WSAPoll` about its
+/// sockets every 5 ms while it waits.)
+impl<S: sys::WaitSocket> Waitable for S {
+    fn wait_handle(&self) -> Result<sys::WaitHandle<'_>> {
+        self.socket_handle()
+            .map_err(|e| Error::io("wait() on a socket", e))
+    }
+}
+
 /// Ready when the parent has ended (Python's `parent_process().sentinel`).
 impl Waitable for ParentProcess {
     fn wait_handle(&self) -> Result<sys::WaitHandle<'_>> {
@@ -97,7 +109,8 @@ impl Waitable for ParentProcess {
 /// `multiprocessing.connection.wait(object_list, timeout)`: waits until at least one object is
 /// ready or `timeout` passes (`None`: no limit; zero: just look), and returns the indices of the
 /// ready ones (empty on timeout). A [`Connection`] is ready when a message or end of file can
-/// be read; a sentinel when its process has ended.
+/// be read; a sentinel when its process has ended; a socket of std's (`TcpStream`,
+/// `TcpListener`, `UnixStream`, ...) when reading it, or accepting on it, would not block.
 ///
 /// # Errors
 /// [`Error::Io`] if the OS wait fails; [`Error::State`] (`handle is closed`) for a closed

@@ -224,6 +224,16 @@ pub(super) enum Request {
     Named(String, Kind),
     Call(u64, Op),
     Shutdown,
+    /// The first request on a connection: the token of the client's process (one per process,
+    /// shared by its connections), so that [`Request::Leaving`] covers all of them.
+    Hello(u64),
+    /// The client's process exits normally (its exit hooks run): the locks its connections
+    /// hold stay held when they close, as Python's do; a process that dies without saying so
+    /// has its locks released.
+    Leaving,
+    /// This connection is closed in order (its client's last proxy in this process went): the
+    /// locks it holds stay held. No reply.
+    Closing,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -255,6 +265,22 @@ pub(super) struct Client {
     pub(super) conns: ForkLock<HashMap<(u32, ThreadId), Arc<Connection>>>,
 }
 
+/// The last proxy of this client in this process went: its connections close in order, so
+/// the locks they hold stay held, as Python's do (a connection that closes without a word is
+/// a holder that died: its locks are released). No proxy of it is left, so no other thread
+/// is using these connections.
+impl Drop for Client {
+    fn drop(&mut self) {
+        let me = crate::sys::current_pid();
+        let conns = std::mem::take(&mut *lock(self.conns.get()));
+        for ((pid, _), c) in conns {
+            if pid == me {
+                let _ = c.send(&Request::Closing);
+            }
+        }
+    }
+}
+
 impl Client {
     pub(super) fn new(address: Address, authkey: Vec<u8>) -> Arc<Client> {
         Arc::new(Client {
@@ -276,6 +302,11 @@ impl Client {
             }
         }
         let c = Arc::new(client(&self.address, Some(&self.authkey))?);
+        c.send(&Request::Hello(process_token()))?;
+        match recv_soon::<Reply>(&c)? {
+            Reply::Done => {}
+            other => return Err(unexpected(other)),
+        }
         lock(self.conns.get()).insert(me, Arc::clone(&c));
         Ok(c)
     }
@@ -296,6 +327,24 @@ impl Client {
             other => Ok(other),
         }
     }
+}
+
+/// This process's token for [`Request::Hello`]: random per process tree, mixed with the pid so
+/// that a forked child (which opens connections of its own) has its own.
+fn process_token() -> u64 {
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        // Without randomness: the time, which differs between the processes that matter.
+        if getrandom::fill(&mut bytes).is_err() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            bytes = now.to_le_bytes();
+        }
+        u64::from_le_bytes(bytes)
+    });
+    base ^ u64::from(crate::sys::current_pid()).rotate_left(32)
 }
 
 /// How long a side of a manager call looks for the other's next message before sleeping: a

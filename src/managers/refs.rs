@@ -96,9 +96,11 @@ pub(super) fn by_manager(
     groups
 }
 
-/// At exit (Python's finalizers): gives back every reference this process holds.
+/// At exit (Python's finalizers): tells each manager this process exits normally (so that the
+/// locks it holds stay held, as Python's do), then gives back every reference it holds.
 pub(super) fn release_all() {
     for (client, refs) in held_here() {
+        let _ = client.call(&Request::Leaving);
         let ids: Vec<u64> = refs
             .iter()
             .filter(|r| !r.released.swap(true, Ordering::Relaxed))

@@ -8,8 +8,23 @@ pub(super) fn secs(timeout: Option<Duration>) -> Option<f64> {
 }
 
 /// A lock held by a [`Manager`] (Python's `manager.Lock()`, a proxy of `threading.Lock`): any
-/// process may release it, as with `threading.Lock`. Beyond Python, a lock whose holder's
-/// connection closes (its process died) is released.
+/// process may release it, as with `threading.Lock`.
+///
+/// **When its holder goes.** The manager sees a holder go when the holder's connection closes;
+/// what tells the two ends apart is whether the holder's process ran its exit hooks first:
+/// - The holder's process exits normally (returns from `main`, calls [`crate::exit`], or is a
+///   child whose target returned or panicked): its exit hooks (or the drop of its last proxy)
+///   tell the manager, and the lock **stays held**, as in Python. Any process may still
+///   `release` it.
+/// - The holder's process dies without its exit hooks (killed, `SIGKILL`/`TerminateProcess`,
+///   an abort, a `fork`ed child ending with `_exit` before its hooks): the lock is
+///   **released**. Beyond Python, whose lock stays held for ever.
+/// - The holder's process drops its last proxy of the lock (its connections then close in
+///   order): the lock stays held, as in Python.
+///
+/// The same holds for [`RLockProxy`] and [`ConditionProxy`], except that a lock kept after its
+/// holder's normal exit can never be released (only its holder may release those), as in
+/// Python.
 ///
 /// The manager's other synchronisation proxies ([`RLockProxy`], [`SemaphoreProxy`],
 /// [`EventProxy`], [`ConditionProxy`], [`BarrierProxy`]) travel and are used the same way.
@@ -104,8 +119,9 @@ impl EventProxy {
 }
 
 /// A re-entrant lock held by a [`Manager`] (Python's `manager.RLock()`): acquired again by the
-/// thread that holds it (through this proxy or a clone), released as many times; a holder
-/// whose process dies releases it.
+/// thread that holds it (through this proxy or a clone), released as many times. A holder
+/// whose process dies releases it; one whose process exits normally keeps it held for ever, as
+/// Python's does (see [`LockProxy`] for how the two are told apart).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RLockProxy(pub(super) Handle);
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::protocol::{BYE, Code, Failure, INIT, Order, Reply, Setup, head, split};
 use super::supervisor::REVOKE_SLOTS;
 use crate::error::{Error, Result};
-use crate::panics::catch_quietly;
+use crate::panics::catch_task;
 use crate::queues::Ring;
 use crate::registry;
 use crate::synchronize::Deadline;
@@ -94,7 +94,7 @@ impl Link {
 
 pub(crate) fn run(code: Code, args: &[u8]) -> std::result::Result<Vec<u8>, Failure> {
     let trampoline = code.resolve().map_err(Failure::from_error)?;
-    settle(catch_quietly(|| trampoline(args)))
+    settle(catch_task(|| trampoline(args)))
 }
 
 fn settle(
@@ -126,7 +126,7 @@ fn run_task(
     ) {
         (None, Ok(trampoline), Ok(h)) => {
             let (called, sent) =
-                registry::replying_into(&link.replies, h, || catch_quietly(|| trampoline(args)));
+                registry::replying_into(&link.replies, h, || catch_task(|| trampoline(args)));
             if sent {
                 return Some(true);
             }

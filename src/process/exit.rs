@@ -10,10 +10,12 @@ use super::{CHILDREN, lock};
 use crate::log::{self, Level};
 use crate::sys;
 
-/// Python's `_exit_function`: terminate daemonic children, then join every child. Runs when the
+/// Python's `_exit_function`: the finalizers of priority 0 and more, then terminate daemonic
+/// children and join every child, then the remaining finalizers with a priority. Runs when the
 /// program exits (through `exit` or by returning from `main`) and at the end of every child.
 pub(crate) fn exit_function() {
     log::event!(Level::Debug, {}, "process shutting down");
+    super::finalize::run_finalizers(Some(0));
     let children: Vec<_> = lock(&CHILDREN).clone();
     for c in &children {
         if c.daemon.load(Ordering::Relaxed) && matches!(c.poll_exit(Some(Duration::ZERO)), Ok(None))
@@ -38,6 +40,7 @@ pub(crate) fn exit_function() {
         }
         let _ = c.join(None);
     }
+    super::finalize::run_finalizers(None);
     // Then what features asked for (each once, even if this runs twice). The list is locked
     // only for a push: one still locked after a few tries was copied locked by a fork (its
     // holder is not in this process), and waiting would hang the exit.

@@ -6,6 +6,7 @@ mod aio;
 pub(crate) mod child;
 mod current;
 mod exit;
+mod finalize;
 pub(crate) mod handshake;
 mod repr;
 mod sentinel;
@@ -15,6 +16,7 @@ pub(crate) use child::on_parent_gone;
 pub use current::{AuthKey, CurrentProcess, ParentProcess, current_process, parent_process};
 use current::{COUNTER, me};
 pub(crate) use current::{Identity, become_child, cut_parent_channel};
+pub use finalize::Finalize;
 pub use sentinel::Sentinel;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -76,6 +76,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::sys;
 
+pub mod resource_tracker;
 mod shareable_list;
 
 pub use shareable_list::{Item, Iter, ShareableList};

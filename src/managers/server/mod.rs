@@ -5,9 +5,12 @@
 //! encoded keys to encoded values, in insertion order as Python's does; a list and a queue hold
 //! encoded items. One lock guards them all, with one condition variable for whoever waits
 //! (a queue reader, a lock acquirer, an event waiter). A lock held by a client that hangs up
-//! (its process died) is released: Python's stays locked forever.
+//! is kept held, as Python keeps it, if the client said it closes in order
+//! ([`Request::Closing`]: its last proxy went) or its process said it exits normally
+//! ([`Request::Leaving`], from its exit hooks); otherwise (its process died) it is released,
+//! where Python's stays locked forever.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -133,9 +136,34 @@ fn answer(conn: &Connection, state: &State, client: u64) {
             }
             Err(_) => return,
         };
-        if let Request::Shutdown = request {
-            let _ = conn.send(&Reply::Done);
-            crate::exit(0);
+        match request {
+            Request::Shutdown => {
+                let _ = conn.send(&Reply::Done);
+                crate::exit(0);
+            }
+            Request::Hello(token) => {
+                lock(&state.sessions).of_client.insert(client, token);
+                if conn.send(&Reply::Done).is_err() {
+                    return;
+                }
+                continue;
+            }
+            Request::Closing => {
+                lock(&state.sessions).closing.insert(client);
+                continue;
+            }
+            Request::Leaving => {
+                let mut sessions = lock(&state.sessions);
+                if let Some(&token) = sessions.of_client.get(&client) {
+                    sessions.left.insert(token);
+                }
+                drop(sessions);
+                if conn.send(&Reply::Done).is_err() {
+                    return;
+                }
+                continue;
+            }
+            _ => {}
         }
         // A client that hangs up while its call waits (its process died) must not take an
         // item or a lock that nobody will ever see.
@@ -152,9 +180,28 @@ fn answer(conn: &Connection, state: &State, client: u64) {
 /// How often a waiting call looks whether its client hung up.
 const CLIENT_CHECK: Duration = Duration::from_millis(100);
 
+/// Which process each client connection belongs to, and which processes said they exit
+/// normally.
+#[derive(Default)]
+struct Sessions {
+    /// Client number → its process's token ([`Request::Hello`]).
+    of_client: HashMap<u64, u64>,
+    /// The tokens of processes that exit normally ([`Request::Leaving`]), until their last
+    /// connection closes.
+    left: HashSet<u64>,
+    /// Clients that said their connection closes in order ([`Request::Closing`]).
+    closing: HashSet<u64>,
+}
+
+/// The holder of a lock kept held after its holder's process exited normally: no client (they
+/// are numbered from 1), so no hang-up releases it; a `Lock` is still released by anyone's
+/// `release`, an `RLock` or `Condition` never again (as Python's).
+const EXITED_HOLDER: u64 = 0;
+
 #[derive(Default)]
 struct State {
     pub(super) objects: Mutex<Objects>,
+    sessions: Mutex<Sessions>,
     /// Signalled whenever something a waiter may wait for happens (an item put on a queue, a
     /// lock released, an event set).
     pub(super) changed: Condvar,
@@ -188,19 +235,37 @@ impl State {
             .0
     }
 
-    /// Releases the locks that `client` held (it hung up).
+    /// `client` hung up: the locks it held are released, or kept held (by
+    /// [`EXITED_HOLDER`]) if its process said it exits normally.
     fn forget(&self, client: u64) {
+        let exited_normally = {
+            let mut sessions = lock(&self.sessions);
+            let token = sessions.of_client.remove(&client);
+            let left = sessions.closing.remove(&client)
+                || token.is_some_and(|t| sessions.left.contains(&t));
+            if let Some(t) = token {
+                if !sessions.of_client.values().any(|&other| other == t) {
+                    sessions.left.remove(&t);
+                }
+            }
+            left
+        };
+        let after = exited_normally.then_some(EXITED_HOLDER);
         let mut objects = lock(&self.objects);
         for object in objects.table.values_mut() {
             match object {
                 Object::Condition(c) if c.holder == Some(client) => {
-                    c.holder = None;
-                    c.depth = 0;
+                    c.holder = after;
+                    if after.is_none() {
+                        c.depth = 0;
+                    }
                 }
-                Object::Lock(holder) if *holder == Some(client) => *holder = None,
+                Object::Lock(holder) if *holder == Some(client) => *holder = after,
                 Object::RLock(holder, count) if *holder == Some(client) => {
-                    *holder = None;
-                    *count = 0;
+                    *holder = after;
+                    if after.is_none() {
+                        *count = 0;
+                    }
                 }
                 // A sort that will never finish.
                 Object::List(l) if l.held == Some(client) => l.held = None,
@@ -407,7 +472,9 @@ impl State {
                     }
                 }
             }
-            Request::Shutdown => Reply::Done,
+            Request::Shutdown | Request::Hello(_) | Request::Leaving | Request::Closing => {
+                Reply::Done
+            }
         })
     }
 }

@@ -78,10 +78,59 @@ pub enum WaitHandle<'a> {
     Object(BorrowedHandle<'a>),
     /// A channel, ready when reading it would not block.
     Channel(&'a Channel),
+    /// A socket of std's, ready when reading it (or accepting on it) would not block.
+    Socket(std::os::windows::io::BorrowedSocket<'a>),
 }
 
 /// An owned waitable handle (a process sentinel).
 pub(crate) type OwnedWaitHandle = OwnedHandle;
+
+/// A socket of std's that `wait()` can wait on: ready when reading would not block (data, end
+/// of file, or for a listener a connection to accept). A socket is no waitable kernel object
+/// (`WSAEventSelect` would make it non-blocking for good), so [`wait_readable`] asks `WSAPoll`
+/// about it, every few milliseconds while it waits. (`pub` because the crate's blanket
+/// `Waitable` impl names it; it is not reachable from outside the crate.)
+pub trait WaitSocket {
+    /// The socket as a waitable handle.
+    fn socket_handle(&self) -> io::Result<WaitHandle<'_>>;
+}
+
+/// Implements [`WaitSocket`] for std's socket types.
+macro_rules! wait_socket {
+    ($($ty:ty),*) => {$(
+        impl WaitSocket for $ty {
+            fn socket_handle(&self) -> io::Result<WaitHandle<'_>> {
+                Ok(WaitHandle::Socket(std::os::windows::io::AsSocket::as_socket(self)))
+            }
+        }
+    )*};
+}
+wait_socket!(
+    std::net::TcpStream,
+    std::net::TcpListener,
+    std::net::UdpSocket
+);
+
+/// How long [`wait_readable`] waits between two looks at its sockets.
+const SOCKET_POLL_MS: u32 = 5;
+
+/// True if reading `socket` would not block (data, end of file, an error, or a connection to
+/// accept), asked of `WSAPoll` without waiting.
+fn socket_ready(socket: std::os::windows::io::BorrowedSocket<'_>) -> io::Result<bool> {
+    use std::os::windows::io::AsRawSocket;
+    use windows_sys::Win32::Networking::WinSock::{POLLRDNORM, SOCKET_ERROR, WSAPOLLFD, WSAPoll};
+    let mut fd = WSAPOLLFD {
+        fd: socket.as_raw_socket() as usize,
+        events: POLLRDNORM,
+        revents: 0,
+    };
+    // SAFETY: one valid WSAPOLLFD for a socket the caller keeps open; zero timeout.
+    let r = unsafe { WSAPoll(&mut fd, 1, 0) };
+    if r == SOCKET_ERROR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r > 0 && fd.revents != 0)
+}
 
 /// Borrows an owned waitable handle.
 pub(crate) fn borrow_handle(h: &OwnedHandle) -> WaitHandle<'_> {
@@ -548,6 +597,7 @@ pub(crate) fn wait_readable(
     loop {
         let mut ready = vec![false; handles.len()];
         let mut objects: Vec<HANDLE> = Vec::with_capacity(handles.len());
+        let mut sockets = false;
         for (i, h) in handles.iter().enumerate() {
             match h {
                 WaitHandle::Object(o) => {
@@ -559,6 +609,10 @@ pub(crate) fn wait_readable(
                 WaitHandle::Channel(c) => {
                     ready[i] = c.poll()?;
                     objects.push(c.event());
+                }
+                WaitHandle::Socket(sock) => {
+                    ready[i] = socket_ready(*sock)?;
+                    sockets = true;
                 }
             }
         }
@@ -578,10 +632,14 @@ pub(crate) fn wait_readable(
                     .min(u128::from(INFINITE_MS - 1)) as u32
             }
         };
+        // Sockets are asked again after a short wait.
+        let ms = if sockets { ms.min(SOCKET_POLL_MS) } else { ms };
         // WaitForMultipleObjects refuses an array holding the same handle twice.
         objects.sort_unstable();
         objects.dedup();
-        if objects.len() <= MAX_WAIT_OBJECTS {
+        if objects.is_empty() {
+            std::thread::sleep(Duration::from_millis(u64::from(ms)));
+        } else if objects.len() <= MAX_WAIT_OBJECTS {
             wait_any(&objects, ms)?;
         } else {
             // More objects than one wait takes: look at each batch without blocking, then
@@ -703,6 +761,11 @@ pub(crate) fn kernel_handle(h: WaitHandle<'_>) -> BorrowedHandle<'_> {
         WaitHandle::Object(o) => o,
         // SAFETY: the pipe handle lives as long as the channel it is borrowed from.
         WaitHandle::Channel(c) => unsafe { BorrowedHandle::borrow_raw(c.raw()) },
+        // SAFETY: a socket is a kernel handle, and lives as long as the socket it is borrowed
+        // from. (Only `wait()` makes this variant; no type gets handle traits from it.)
+        WaitHandle::Socket(s) => unsafe {
+            BorrowedHandle::borrow_raw(std::os::windows::io::AsRawSocket::as_raw_socket(&s) as _)
+        },
     }
 }
 
@@ -774,6 +837,34 @@ mod tests {
             [true]
         );
         assert_eq!(read_available(&a, &mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn waits_on_sockets_with_wsapoll() {
+        use std::net::{TcpListener, TcpStream};
+        // Only the OS wait: the crate's `wait()` is tested in tests/connection.rs.
+        let listener = TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let (a, _b) = channel_pair().unwrap();
+        let handles = [channel_handle(&a), listener.socket_handle().unwrap()];
+        let r = wait_readable(&handles, Some(Duration::from_millis(50))).unwrap();
+        assert_eq!(r, [false, false]);
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let r = wait_readable(&handles, Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(r, [false, true]);
+        let (server, _) = listener.accept().unwrap();
+        let t = Instant::now();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            client.write_all(b"x").unwrap();
+            client
+        });
+        let only = [server.socket_handle().unwrap()];
+        assert_eq!(
+            wait_readable(&only, Some(Duration::from_secs(10))).unwrap(),
+            [true]
+        );
+        assert!(t.elapsed() >= Duration::from_millis(90));
+        drop(writer.join().unwrap());
     }
 
     #[test]
