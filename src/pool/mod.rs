@@ -97,7 +97,7 @@ const EAGER_CHUNKS: usize = 64;
 #[derive(Debug, Default)]
 pub struct PoolBuilder {
     processes: Option<usize>,
-    initializer: Option<std::result::Result<(Code, Vec<u8>), Error>>,
+    initializer: Option<Result<EncodedInit>>,
     maxtasksperchild: Option<u64>,
     context: Option<Context>,
     task_timeout: Option<Duration>,
@@ -109,6 +109,10 @@ pub struct PoolBuilder {
     #[cfg(all(feature = "mpi", unix))]
     silence: Option<Duration>,
 }
+
+/// An initializer as the builder holds it: its code, its encoded arguments and the OS handles
+/// inside them.
+type EncodedInit = (Code, Vec<u8>, Vec<wire::Handle>);
 
 impl PoolBuilder {
     /// The number of workers (default: [`cpu_count`](crate::cpu_count)).
@@ -126,8 +130,12 @@ impl PoolBuilder {
         A: Serialize + DeserializeOwned + 'static,
     {
         let _ = f;
-        let init = encode_args(&args)
-            .and_then(|bytes| Code::of(call_target::<F, A, ()>).map(|code| (code, bytes)));
+        // Sent once to each worker as it starts, inside its `Process` arguments: so, unlike a
+        // task's, these arguments may carry OS handles (a Queue, as Python's `initargs=(q,)`).
+        let init = wire::encode_with_handles(&args).and_then(|(bytes, handles)| {
+            let handles = handles.into_iter().map(wire::Handle::from).collect();
+            Code::of(call_target::<F, A, ()>).map(|code| (code, bytes, handles))
+        });
         self.initializer = Some(init);
         self
     }
@@ -280,7 +288,10 @@ impl PoolBuilder {
                 "maxtasksperchild must be a positive int or None".into(),
             ));
         }
-        let initializer = self.initializer.transpose()?;
+        let (initializer, init_handles) = match self.initializer.transpose()? {
+            Some((code, bytes, handles)) => (Some((code, bytes)), handles),
+            None => (None, Vec::new()),
+        };
         let config = Config {
             processes,
             maxtasks: self.maxtasksperchild,
@@ -290,6 +301,7 @@ impl PoolBuilder {
         };
         let setup = Setup {
             initializer,
+            init_handles: Arc::new(init_handles),
             maxtasks: self.maxtasksperchild,
         };
         let shared = Shared::start(
