@@ -129,6 +129,7 @@ impl PoolBuilder {
         F: Target<A, ()>,
         A: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         let _ = f;
         // Sent once to each worker as it starts, inside its `Process` arguments: so, unlike a
         // task's, these arguments may carry OS handles (a Queue, as Python's `initargs=(q,)`).
@@ -449,6 +450,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.apply_async(f, args)?.get()
     }
 
@@ -463,6 +465,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.apply_async_with(f, args, TaskOptions::new())
     }
 
@@ -478,6 +481,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         let _ = f; // the target is its type (a function item): nothing to send
         let args = Args::value(args)?;
         let code = Code::of(call_target::<F, A, R>)?;
@@ -495,6 +499,7 @@ impl Pool {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.map_async(f, items)?.get()
     }
 
@@ -510,6 +515,7 @@ impl Pool {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.map_async_with(f, items, TaskOptions::new().chunksize(chunksize))?
             .get()
     }
@@ -525,6 +531,7 @@ impl Pool {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.map_async_with(f, items, TaskOptions::new())
     }
 
@@ -541,6 +548,7 @@ impl Pool {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         let _ = f; // the target is its type (a function item): nothing to send
         let code = Code::of(call_chunk::<F, X, R>)?;
         self.map_like(code, items, options)
@@ -553,6 +561,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.starmap_async(f, items)?.get()
     }
 
@@ -568,6 +577,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.starmap_async_with(f, items, TaskOptions::new().chunksize(chunksize))?
             .get()
     }
@@ -583,6 +593,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.starmap_async_with(f, items, TaskOptions::new())
     }
 
@@ -599,6 +610,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         let _ = f; // the target is its type (a function item): nothing to send
         let code = Code::of(call_star_chunk::<F, A, R>)?;
         self.map_like(code, items, options)
@@ -682,6 +694,7 @@ impl Pool {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.imap_impl(f, items, 1, true)
     }
 
@@ -698,6 +711,7 @@ impl Pool {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.imap_impl(f, items, chunksize, true)
     }
 
@@ -713,6 +727,7 @@ impl Pool {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.imap_impl(f, items, 1, false)
     }
 
@@ -728,6 +743,7 @@ impl Pool {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.imap_impl(f, items, chunksize, false)
     }
 
