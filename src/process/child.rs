@@ -41,7 +41,7 @@ pub(crate) fn run_spawned(channel: sys::Channel) -> ! {
         };
         Ok((boot, trampoline, handles))
     })();
-    let (boot, trampoline, handles) = match accepted {
+    let (boot, trampoline, mut handles) = match accepted {
         Ok(x) => x,
         Err(e) => {
             report_error!("multiprocess: {e}");
@@ -49,6 +49,13 @@ pub(crate) fn run_spawned(channel: sys::Channel) -> ! {
             sys::exit_now(1);
         }
     };
+    if boot.stdout {
+        // Our stdout is the null device until now (see `Bootstrap::stdout`).
+        if let Some(stdout) = handles.pop() {
+            let _ = sys::restore_stdout(stdout);
+        }
+    }
+    handshake::set_harness(boot.stdout);
     handshake::set_reentry(boot.reentry, false);
     log::inherit_level(boot.log_level);
     let id = Identity {

@@ -30,7 +30,8 @@
 //!
 //! - **Processes.** `ProcHandle` (a child: pid, wait with or without a deadline, signal,
 //!   sentinel; `served` for a fork server's child), `spawn` (this executable again, with a
-//!   channel), `fork` (Unix), `pid`, `current_pid`, `process_alive`, `exit_now`, `at_exit`,
+//!   channel; with `QUIET_SPAWN`, its stdout silenced until it calls `restore_stdout` with
+//!   what `stdout_handle` gave), `fork` (Unix), `pid`, `current_pid`, `process_alive`, `exit_now`, `at_exit`,
 //!   `signal_name`, `SIGTERM`, `SIGKILL`, `stdin_from_null`.
 //! - **A child's start.** `Channel` (with `try_clone`, and `Read`/`Write` on `&Channel`) and
 //!   `channel_pair`, `channel_handle`, `channel_into_handle`/`channel_from_handle`,
