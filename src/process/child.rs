@@ -55,7 +55,11 @@ pub(crate) fn run_spawned(channel: sys::Channel) -> ! {
             let _ = sys::restore_stdout(stdout);
         }
     }
-    handshake::set_harness(boot.stdout);
+    if boot.stdout {
+        // Our children re-run the harness too. (A fork server's child keeps what the server
+        // had: it re-runs nothing itself, but its spawned children do.)
+        handshake::set_harness(true);
+    }
     handshake::set_reentry(boot.reentry, false);
     log::inherit_level(boot.log_level);
     let id = Identity {

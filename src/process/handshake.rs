@@ -89,7 +89,7 @@ pub(crate) fn runs_harness() -> bool {
     HARNESS.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// In a child: whether its parent's children (its own) re-run a test binary's harness.
+/// In a child of a test binary: its own children re-run the harness too.
 pub(super) fn set_harness(on: bool) {
     HARNESS.store(on, std::sync::atomic::Ordering::Relaxed);
 }
