@@ -32,6 +32,24 @@ pub(crate) use crate::sys::image::Code;
 /// parameter fails to compile with "`Deserialize` is not general enough"), and `Vec<T>`, not
 /// `&[T]`. A closure that captures variables is not a target: pass the values as arguments, or
 /// use [`Process::from_closure`](crate::Process::from_closure) with the fork start method.
+///
+/// What the compiler says to these mistakes (README, "Common mistakes"): a closure that moves a
+/// `String` (any non-`Copy` value) in is "not a function ... that a child can call", with the
+/// fix, at `cargo check`; one that captures only `Copy` values or references fails at
+/// `cargo build` (rustc cannot tell a type's size earlier) with "a spawn target cannot capture
+/// variables ... pass the values as args, or use Process::from_closure with the fork start
+/// method", pointing at the call:
+///
+/// ```compile_fail,E0080
+/// fn main() {
+///     multiprocess::init();
+///     let k = 3u64;
+///     let _p = multiprocess::Process::new(move |x: u64| x * k, (2,)); // captures `k`
+/// }
+/// ```
+///
+/// A `&str` parameter fails with "implementation of `Deserialize` is not general enough":
+/// take `String`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a target taking the arguments `{Args}`",
     label = "not a function of `{Args}` that a child can call",
@@ -47,6 +65,9 @@ pub trait Target<Args, R>: Copy + Send + 'static {
 
 macro_rules! impl_target {
     ($($a:ident),*) => {
+        // Reported as "not a target" (the trait's message) rather than as the failing bound
+        // inside (`String: Copy` for a closure that captures a `String`).
+        #[diagnostic::do_not_recommend]
         impl<Func, Ret, $($a,)*> Target<($($a,)*), Ret> for Func
         where
             Func: Fn($($a),*) -> Ret + Copy + Send + 'static,
@@ -67,6 +88,17 @@ impl_target!(A1, A2, A3, A4, A5);
 impl_target!(A1, A2, A3, A4, A5, A6);
 impl_target!(A1, A2, A3, A4, A5, A6, A7);
 impl_target!(A1, A2, A3, A4, A5, A6, A7, A8);
+
+/// Fails the build when the target type `$f` captures variables, with a message that says what
+/// to do. Every public function taking a target starts with it: rustc then names the user's
+/// call as the place of the error (it points at the first instance that names the check).
+macro_rules! no_capture {
+    ($f:ty) => {
+        #[allow(clippy::let_unit_value)]
+        let () = $crate::sys::image::NoCapture::<$f>::CHECK;
+    };
+}
+pub(crate) use no_capture;
 
 /// Python's "subclass `Process` and override `run()`": a serialisable value whose `run` is the
 /// child's work. Start it with [`Process::from_run`](crate::Process::from_run).

@@ -309,6 +309,50 @@ fn pl10_configuration_and_initializer() {
     assert!(e.to_string().contains("initializer failed"), "{e}");
 }
 
+thread_local! {
+    /// The queue a worker's initializer was given (Python's `global q` set in the initializer).
+    static RESULTS: std::cell::RefCell<Option<multiprocess::Queue<u64>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn keep_queue(q: multiprocess::Queue<u64>) {
+    RESULTS.with(|r| *r.borrow_mut() = Some(q));
+}
+
+fn square_into_queue(x: u64) -> bool {
+    RESULTS.with(|r| match r.borrow().as_ref() {
+        Some(q) => q.put(&(x * x)).is_ok(),
+        None => false,
+    })
+}
+
+/// Python's `Pool(initializer=f, initargs=(q,))`: an initializer's arguments may carry OS
+/// handles (a Queue), unlike a task's; each worker keeps the queue and its tasks put into it,
+/// and the parent reads every result. With `maxtasksperchild`, replaced workers get it too.
+#[test]
+fn initializer_takes_a_queue() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let q = multiprocess::Queue::<u64>::new().unwrap();
+    let pool = Pool::builder()
+        .processes(2)
+        .maxtasksperchild(3)
+        .initializer(keep_queue, (q.clone(),))
+        .build()
+        .unwrap();
+    let put = pool.map_chunked(square_into_queue, 0..10u64, 1).unwrap();
+    assert!(put.iter().all(|&ok| ok), "{put:?}");
+    let mut got: Vec<u64> = (0..10)
+        .map(|_| q.get_timeout(true, Some(Duration::from_secs(20))).unwrap())
+        .collect();
+    got.sort_unstable();
+    assert_eq!(got, (0..10u64).map(|x| x * x).collect::<Vec<_>>());
+    // A task's arguments still cannot carry one (they are not sent as Process arguments).
+    let e = pool.apply(keep_queue, (q.clone(),)).unwrap_err();
+    assert!(matches!(e, Error::Codec(_)), "{e}");
+    drop(pool);
+}
+
 /// PL11: states.
 #[test]
 fn pl11_states() {

@@ -166,6 +166,57 @@ fn p05_uncaught_panic() {
     assert!(banner < message, "{stderr}");
 }
 
+fn print_line(text: String) {
+    println!("{text}");
+}
+
+fn print_and_start_grandchild() {
+    println!("from the child");
+    let mut p = Process::new(print_line, ("from the grandchild".to_string(),));
+    p.start().unwrap();
+    p.join_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(p.exitcode().unwrap(), Some(0));
+}
+
+#[test]
+#[ignore = "scenario: run by test_children_print_no_harness_lines"]
+fn scenario_child_stdout() {
+    multiprocess::init_test();
+    if !common::in_scenario() {
+        return;
+    }
+    let mut p = Process::new(print_and_start_grandchild, ());
+    p.start().unwrap();
+    p.join_timeout(Duration::from_secs(30)).unwrap();
+    println!("child exitcode={:?}", p.exitcode().unwrap());
+}
+
+/// A test binary's children (and theirs) re-run its harness, but libtest's `running 1 test`
+/// lines stay out of the output (issue 17, item 1); what the children print still shows.
+#[test]
+fn test_children_print_no_harness_lines() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let mut child = common::scenario("scenario_child_stdout");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the scenario hangs");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("from the child\n"), "{stdout}");
+    assert!(stdout.contains("from the grandchild\n"), "{stdout}");
+    assert!(stdout.contains("child exitcode=Some(0)"), "{stdout}");
+    // Only the scenario's own harness speaks (under `-q`: its header and summary).
+    assert_eq!(stdout.matches("running 1 test").count(), 1, "{stdout}");
+}
+
 fn exits_with(code: i32) {
     multiprocess::exit(code)
 }

@@ -87,6 +87,7 @@ impl ExecutorBuilder {
         F: Target<A, ()>,
         A: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.pool = self.pool.initializer(f, args);
         self
     }
@@ -205,6 +206,7 @@ impl ProcessPoolExecutor {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.check_running()?;
         let result = self.pool.apply_async(f, args).map_err(after_shutdown)?;
         let future = Future::new(result);
@@ -253,6 +255,7 @@ impl ProcessPoolExecutor {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.map_with(f, items, None, 1)
     }
 
@@ -273,6 +276,7 @@ impl ProcessPoolExecutor {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         let deadline = timeout.map(|t| Instant::now() + t);
         if chunksize < 1 {
             return Err(Error::InvalidArgument("chunksize must be >= 1.".into()));

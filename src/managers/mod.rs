@@ -508,6 +508,7 @@ impl ManagerBuilder {
         F: Target<A, ()>,
         A: Serialize + DeserializeOwned + Send + 'static,
     {
+        crate::registry::no_capture!(F);
         let _ = f; // F names the code: the manager's process finds it by its type
         self.process = Some(Box::new(move |ready, address, authkey| {
             Process::new(server::serve_with::<F, A>, (ready, address, authkey, args))

@@ -63,6 +63,7 @@ impl PoolProxy {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         let _ = f; // F names the code: the manager's workers find it by its type
         let job = RemoteJob::apply::<F, A, R>(&args)?;
         crate::pool::decode_remote_one(self.run(job)?)
@@ -79,6 +80,7 @@ impl PoolProxy {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.map_async(f, items)?.get()
     }
 
@@ -97,6 +99,7 @@ impl PoolProxy {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.map_async_chunked(f, items, chunksize)?.get()
     }
 
@@ -110,6 +113,7 @@ impl PoolProxy {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.starmap_async(f, items)?.get()
     }
 
@@ -128,6 +132,7 @@ impl PoolProxy {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.starmap_async_chunked(f, items, chunksize)?.get()
     }
 
@@ -156,6 +161,7 @@ impl PoolProxy {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         let _ = f; // F names the code: the manager's workers find it by its type
         let job = RemoteJob::apply::<F, A, R>(&args)?;
         self.start(job, crate::pool::decode_remote_one::<R>)
@@ -175,6 +181,7 @@ impl PoolProxy {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.start(self.map_job(f, items, None)?, decode_remote_chunks::<R>)
     }
 
@@ -193,6 +200,7 @@ impl PoolProxy {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.start(
             self.map_job(f, items, Some(chunksize))?,
             decode_remote_chunks::<R>,
@@ -211,6 +219,7 @@ impl PoolProxy {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.imap_with(f, items, 1, true)
     }
 
@@ -229,6 +238,7 @@ impl PoolProxy {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.imap_with(f, items, chunksize, true)
     }
 
@@ -264,6 +274,7 @@ impl PoolProxy {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.imap_with(f, items, 1, false)
     }
 
@@ -282,6 +293,7 @@ impl PoolProxy {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.imap_with(f, items, chunksize, false)
     }
 
@@ -324,6 +336,7 @@ impl PoolProxy {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.start(self.starmap_job(f, items, None)?, decode_remote_chunks::<R>)
     }
 
@@ -342,6 +355,7 @@ impl PoolProxy {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.start(
             self.starmap_job(f, items, Some(chunksize))?,
             decode_remote_chunks::<R>,

@@ -97,7 +97,7 @@ const EAGER_CHUNKS: usize = 64;
 #[derive(Debug, Default)]
 pub struct PoolBuilder {
     processes: Option<usize>,
-    initializer: Option<std::result::Result<(Code, Vec<u8>), Error>>,
+    initializer: Option<Result<EncodedInit>>,
     maxtasksperchild: Option<u64>,
     context: Option<Context>,
     task_timeout: Option<Duration>,
@@ -109,6 +109,10 @@ pub struct PoolBuilder {
     #[cfg(all(feature = "mpi", unix))]
     silence: Option<Duration>,
 }
+
+/// An initializer as the builder holds it: its code, its encoded arguments and the OS handles
+/// inside them.
+type EncodedInit = (Code, Vec<u8>, Vec<wire::Handle>);
 
 impl PoolBuilder {
     /// The number of workers (default: [`cpu_count`](crate::cpu_count)).
@@ -125,9 +129,14 @@ impl PoolBuilder {
         F: Target<A, ()>,
         A: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         let _ = f;
-        let init = encode_args(&args)
-            .and_then(|bytes| Code::of(call_target::<F, A, ()>).map(|code| (code, bytes)));
+        // Sent once to each worker as it starts, inside its `Process` arguments: so, unlike a
+        // task's, these arguments may carry OS handles (a Queue, as Python's `initargs=(q,)`).
+        let init = wire::encode_with_handles(&args).and_then(|(bytes, handles)| {
+            let handles = handles.into_iter().map(wire::Handle::from).collect();
+            Code::of(call_target::<F, A, ()>).map(|code| (code, bytes, handles))
+        });
         self.initializer = Some(init);
         self
     }
@@ -281,7 +290,10 @@ impl PoolBuilder {
                 "maxtasksperchild must be a positive int or None".into(),
             ));
         }
-        let initializer = self.initializer.transpose()?;
+        let (initializer, init_handles) = match self.initializer.transpose()? {
+            Some((code, bytes, handles)) => (Some((code, bytes)), handles),
+            None => (None, Vec::new()),
+        };
         let config = Config {
             processes,
             maxtasks: self.maxtasksperchild,
@@ -291,6 +303,7 @@ impl PoolBuilder {
         };
         let setup = Setup {
             initializer,
+            init_handles: Arc::new(init_handles),
             maxtasks: self.maxtasksperchild,
         };
         let shared = Shared::start(
@@ -438,6 +451,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.apply_async(f, args)?.get()
     }
 
@@ -452,6 +466,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.apply_async_with(f, args, TaskOptions::new())
     }
 
@@ -467,6 +482,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         let _ = f; // the target is its type (a function item): nothing to send
         let args = Args::value(args)?;
         let code = Code::of(call_target::<F, A, R>)?;
@@ -484,6 +500,7 @@ impl Pool {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.map_async(f, items)?.get()
     }
 
@@ -499,6 +516,7 @@ impl Pool {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.map_async_with(f, items, TaskOptions::new().chunksize(chunksize))?
             .get()
     }
@@ -514,6 +532,7 @@ impl Pool {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.map_async_with(f, items, TaskOptions::new())
     }
 
@@ -530,6 +549,7 @@ impl Pool {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         let _ = f; // the target is its type (a function item): nothing to send
         let code = Code::of(call_chunk::<F, X, R>)?;
         self.map_like(code, items, options)
@@ -542,6 +562,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.starmap_async(f, items)?.get()
     }
 
@@ -557,6 +578,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.starmap_async_with(f, items, TaskOptions::new().chunksize(chunksize))?
             .get()
     }
@@ -572,6 +594,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.starmap_async_with(f, items, TaskOptions::new())
     }
 
@@ -588,6 +611,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         let _ = f; // the target is its type (a function item): nothing to send
         let code = Code::of(call_star_chunk::<F, A, R>)?;
         self.map_like(code, items, options)
@@ -671,6 +695,7 @@ impl Pool {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.imap_impl(f, items, 1, true)
     }
 
@@ -687,6 +712,7 @@ impl Pool {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.imap_impl(f, items, chunksize, true)
     }
 
@@ -702,6 +728,7 @@ impl Pool {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.imap_impl(f, items, 1, false)
     }
 
@@ -717,6 +744,7 @@ impl Pool {
         X: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         self.imap_impl(f, items, chunksize, false)
     }
 

@@ -89,7 +89,30 @@ pub(crate) struct Reply {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub(crate) struct Setup {
     pub(crate) initializer: Option<(Code, Vec<u8>)>,
+    /// The OS handles inside the initializer's arguments (a `Queue`'s, a `Connection`'s): they
+    /// travel with the `Setup` as a worker's `Process` argument, a duplicate to each worker.
+    pub(crate) init_handles: Arc<Vec<wire::Handle>>,
     pub(crate) maxtasks: Option<u64>,
+}
+
+impl Setup {
+    /// Runs the initializer, if there is one, with its arguments' OS handles as the table they
+    /// are decoded from.
+    pub(crate) fn run_initializer(
+        &self,
+        run: impl FnOnce(Code, &[u8]) -> std::result::Result<Vec<u8>, Failure>,
+    ) -> std::result::Result<Vec<u8>, Failure> {
+        let Some((code, args)) = &self.initializer else {
+            return Ok(Vec::new());
+        };
+        let handles = self
+            .init_handles
+            .iter()
+            .map(|h| h.try_clone().map(wire::Handle::into_inner))
+            .collect::<Result<Vec<_>>>()
+            .map_err(Failure::from_error)?;
+        wire::with_handles(handles, || run(*code, args)).map(|_| Vec::new())
+    }
 }
 
 /// A task's arguments as the pool holds them until the task is written to a worker: bytes

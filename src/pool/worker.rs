@@ -171,10 +171,7 @@ const KILL_CHECK: std::time::Duration = std::time::Duration::from_millis(20);
 /// (a thread): once it says so, the worker ends at its next step without another word, as a
 /// killed process would.
 pub(crate) fn work(link: &Link, setup: &Setup, killed: Option<&dyn Fn() -> bool>) {
-    let init = match &setup.initializer {
-        Some((code, args)) => run(*code, args).map(|_| Vec::new()),
-        None => Ok(Vec::new()),
-    };
+    let init = setup.run_initializer(run);
     let init_failed = init.is_err();
     if reply(&link.replies, INIT, init) && !init_failed {
         serve(link, setup.maxtasks, killed);

@@ -41,7 +41,7 @@ pub(crate) fn run_spawned(channel: sys::Channel) -> ! {
         };
         Ok((boot, trampoline, handles))
     })();
-    let (boot, trampoline, handles) = match accepted {
+    let (boot, trampoline, mut handles) = match accepted {
         Ok(x) => x,
         Err(e) => {
             report_error!("multiprocess: {e}");
@@ -49,6 +49,17 @@ pub(crate) fn run_spawned(channel: sys::Channel) -> ! {
             sys::exit_now(1);
         }
     };
+    if boot.stdout {
+        // Our stdout is the null device until now (see `Bootstrap::stdout`).
+        if let Some(stdout) = handles.pop() {
+            let _ = sys::restore_stdout(stdout);
+        }
+    }
+    if boot.stdout {
+        // Our children re-run the harness too. (A fork server's child keeps what the server
+        // had: it re-runs nothing itself, but its spawned children do.)
+        handshake::set_harness(true);
+    }
     handshake::set_reentry(boot.reentry, false);
     log::inherit_level(boot.log_level);
     let id = Identity {

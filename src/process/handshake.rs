@@ -27,6 +27,10 @@ pub(super) struct Bootstrap {
     pub(super) handles: u32,
     /// The parent's stderr log level (`log::log_to_stderr`; 0: off), which a child inherits.
     pub(super) log_level: u8,
+    /// The child re-runs a test binary's harness, so it was started with its stdout on the null
+    /// device (libtest's `running 1 test` header goes there); the last of the handles is the
+    /// parent's stdout, to take back before the target runs.
+    pub(super) stdout: bool,
 }
 
 /// What a child tells its parent.
@@ -68,11 +72,26 @@ pub(crate) fn reentry_args() -> Vec<OsString> {
 pub(crate) fn set_reentry(args: Vec<OsString>, this_thread_only_first: bool) {
     if this_thread_only_first {
         TEST_MODE.store(true, std::sync::atomic::Ordering::Relaxed);
+        HARNESS.store(true, std::sync::atomic::Ordering::Relaxed);
         TEST_REENTRY.with(|t| *t.borrow_mut() = Some(args.clone()));
         lock(&REENTRY).get_or_insert(args);
     } else {
         *lock(&REENTRY) = Some(args);
     }
+}
+
+/// Set when children started from this process re-run a test binary's harness: a test called
+/// `init_test` here, or this process is such a child (see [`Bootstrap::stdout`]).
+static HARNESS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether children started from this process re-run a test binary's harness.
+pub(crate) fn runs_harness() -> bool {
+    HARNESS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// In a child of a test binary: its own children re-run the harness too.
+pub(super) fn set_harness(on: bool) {
+    HARNESS.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Set once a test of this binary called `init_test` (never in the children it starts).

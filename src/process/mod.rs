@@ -224,6 +224,7 @@ impl Process {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         let _ = target;
         Process::with_job(Job::target::<F, A, R>(&args), ResultType::of::<R>(), None)
     }
@@ -821,6 +822,7 @@ impl Context {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
+        crate::registry::no_capture!(F);
         Process::new(target, args).with_context(*self)
     }
 

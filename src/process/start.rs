@@ -92,6 +92,10 @@ pub(crate) fn spawn(
     super::handshake::check_test_thread()?;
     let code = Code::of(*trampoline)?;
     let reentry = reentry_args();
+    // A test binary's child runs libtest's harness before our code: its stdout is the null
+    // device until it takes ours back (sent as the last handle), so libtest's lines stay out.
+    let quiet =
+        sys::QUIET_SPAWN && method != StartMethod::Forkserver && super::handshake::runs_harness();
     let boot = Bootstrap {
         code,
         args: args.clone(),
@@ -103,10 +107,14 @@ pub(crate) fn spawn(
         parent_name: id.parent_name,
         method,
         reentry: reentry.clone(),
-        handles: handles.len() as u32,
+        handles: handles.len() as u32 + u32::from(quiet),
         log_level: crate::log::inherited_level(),
+        stdout: quiet,
     };
-    let handles = clone_handles(handles)?;
+    let mut handles = clone_handles(handles)?;
+    if quiet {
+        handles.push(sys::stdout_handle().map_err(|e| Error::io("duplicating stdout", e))?);
+    }
     let payload = wire::encode(&boot)?;
     let mut message = Vec::new();
     wire::write_frame(&mut message, &image::identity().to_le_bytes())
@@ -120,7 +128,8 @@ pub(crate) fn spawn(
             })?;
             launch(theirs)?
         }
-        _ => sys::spawn(&reentry, theirs).map_err(|e| Error::io("spawning a child process", e))?,
+        _ => sys::spawn(&reentry, theirs, quiet)
+            .map_err(|e| Error::io("spawning a child process", e))?,
     };
     let transfer = match sys::transfer_handles(&handle, handles) {
         Ok(t) => t,

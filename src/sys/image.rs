@@ -96,16 +96,28 @@ pub(crate) fn trampoline_at(offset: i64, check: u64) -> Result<Trampoline> {
     Ok(unsafe { std::mem::transmute::<usize, Trampoline>(addr) })
 }
 
+/// The compile-time check that a target type `F` captures nothing (is zero-sized): naming
+/// `NoCapture::<F>::CHECK` fails the build of the instance that names it first, with a message
+/// saying what to do. Each public function taking a target names it (see
+/// `registry::no_capture!`), so that rustc's note "the above error was encountered while
+/// instantiating" points at the user's call, not into this crate.
+pub(crate) struct NoCapture<F>(std::marker::PhantomData<F>);
+
+impl<F> NoCapture<F> {
+    /// Evaluates to `()` for a zero-sized `F`, fails the build otherwise.
+    pub(crate) const CHECK: () = assert!(
+        std::mem::size_of::<F>() == 0,
+        "a spawn target cannot capture variables (a spawned child re-creates it from its type \
+         alone): pass the values as args, or use Process::from_closure with the fork start \
+         method"
+    );
+}
+
 /// Produces the value of a zero-sized callable type: a function item or a closure that captures
 /// nothing. Such types have a single value, so no information is lost when a child re-creates it.
 pub(crate) fn conjure<F: Copy>() -> F {
-    const {
-        assert!(
-            std::mem::size_of::<F>() == 0,
-            "a target must capture nothing (a spawned child re-creates it from its type alone): \
-             pass the values as arguments, or use Process::from_closure with the fork start method"
-        )
-    };
+    #[allow(clippy::let_unit_value)]
+    let () = NoCapture::<F>::CHECK;
     // SAFETY: `F` is zero-sized (checked at compile time), so it has no bytes to initialise.
     // Callers only use it with `F: Fn*` types, which on stable Rust are function items and
     // closures; for those with no captures there is exactly one value and no invariant to break.

@@ -30,9 +30,10 @@
 //!
 //! - **Processes.** `ProcHandle` (a child: pid, wait with or without a deadline, signal,
 //!   sentinel; `served`/`is_served` for a fork server's child), `spawn` (this executable again, with a
-//!   channel), `fork` (Unix), `pid`, `current_pid`, `process_alive`, `exit_now`, `at_exit`,
-//!   `signal_name`, `SIGTERM`, `SIGKILL`, `stdin_from_null`, `no_child_ended` (whether a scan
-//!   for ended children can be skipped).
+//!   channel; with `QUIET_SPAWN`, its stdout silenced until it calls `restore_stdout` with
+//!   what `stdout_handle` gave), `fork` (Unix), `pid`, `current_pid`, `process_alive`,
+//!   `exit_now`, `at_exit`, `signal_name`, `SIGTERM`, `SIGKILL`, `stdin_from_null`,
+//!   `no_child_ended` (whether a scan for ended children can be skipped).
 //! - **A child's start.** `Channel` (with `try_clone`, and `Read`/`Write` on `&Channel`) and
 //!   `channel_pair`, `channel_handle`, `channel_into_handle`/`channel_from_handle`,
 //!   `take_child_channel`, `child_marker_present`, `cut_channel`, `read_available`; the handles

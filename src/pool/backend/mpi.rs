@@ -649,10 +649,7 @@ fn work(comm: &'static Comm, setup: &[u8]) -> bool {
             return false;
         }
     };
-    let init = match &setup.initializer {
-        Some((code, args)) => run(*code, args).map(|_| Vec::new()),
-        None => Ok(Vec::new()),
-    };
+    let init = setup.run_initializer(run);
     let init_failed = init.is_err();
     reply(INIT, init);
     if !init_failed {

@@ -156,8 +156,21 @@ impl ProcHandle {
     }
 }
 
+/// No spawn to silence (see the Unix `QUIET_SPAWN`).
+pub(crate) const QUIET_SPAWN: bool = false;
+
+/// Never called (see [`QUIET_SPAWN`]).
+pub(crate) fn stdout_handle() -> io::Result<OwnedHandle> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
+/// Never called (see [`QUIET_SPAWN`]).
+pub(crate) fn restore_stdout(handle: OwnedHandle) -> io::Result<()> {
+    match handle.0 {}
+}
+
 /// Starting a process: unsupported.
-pub(crate) fn spawn(_args: &[OsString], channel: Channel) -> io::Result<ProcHandle> {
+pub(crate) fn spawn(_args: &[OsString], channel: Channel, _quiet: bool) -> io::Result<ProcHandle> {
     match channel.0 {}
 }
 

@@ -278,12 +278,21 @@ pub(crate) fn no_child_ended() -> bool {
     os::no_child_ended()
 }
 
+/// Whether [`spawn`] can start a child with its stdout on the null device, for the child to
+/// take its real stdout back with [`restore_stdout`] (a test binary's child: libtest's header
+/// is not ours to print).
+pub(crate) const QUIET_SPAWN: bool = true;
+
 /// Starts this executable again as a child, with `args` after `argv[0]`, the marker in its
-/// environment and `channel` as its stdin. stdout and stderr are inherited.
-pub(crate) fn spawn(args: &[OsString], channel: Channel) -> io::Result<ProcHandle> {
+/// environment and `channel` as its stdin. stderr is inherited, and stdout too unless `quiet`
+/// (then it is the null device until the child calls [`restore_stdout`]).
+pub(crate) fn spawn(args: &[OsString], channel: Channel, quiet: bool) -> io::Result<ProcHandle> {
     let mut cmd = Command::new(os::exe_path()?);
     if let Some(argv0) = std::env::args_os().next() {
         cmd.arg0(argv0);
+    }
+    if quiet {
+        cmd.stdout(Stdio::null());
     }
     let child = cmd
         .args(args)
@@ -409,6 +418,21 @@ pub(crate) fn stdin_from_null() -> io::Result<()> {
     // SAFETY: `fd` is ours (opened above) and nothing else refers to it.
     unsafe { libc::close(fd) };
     failed.map_or(Ok(()), Err)
+}
+
+/// A duplicate of this process's stdout, to give a child started with [`spawn`]`(.., true)`.
+pub(crate) fn stdout_handle() -> io::Result<OwnedFd> {
+    io::stdout().as_fd().try_clone_to_owned()
+}
+
+/// Makes `handle` this process's stdout (after [`spawn`]`(.., true)`, the parent's stdout).
+pub(crate) fn restore_stdout(handle: OwnedFd) -> io::Result<()> {
+    let _ = io::stdout().flush();
+    // SAFETY: dup2 of a valid descriptor (we own it) onto fd 1.
+    if unsafe { libc::dup2(handle.as_raw_fd(), 1) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Waits until at least one handle is readable (data, end of file, or process exit), or until
