@@ -281,6 +281,54 @@ fn s05_tracker_cleans_up_after_sigkill() {
 
 #[cfg(unix)]
 #[test]
+#[ignore = "scenario: run by a_program_started_with_command_has_its_own_tracker"]
+fn scenario_leak_and_exit() {
+    use std::io::Write;
+    multiprocess::init_test();
+    if !common::in_scenario() {
+        return;
+    }
+    let leaked = SharedMemory::create(None, 512).unwrap();
+    let (tracker, _) = resource_tracker_process().expect("a tracker");
+    println!("names {} {tracker}", leaked.name());
+    let _ = std::io::stdout().flush();
+    // Neither closed nor unlinked: the program ends normally with the segment leaked.
+    std::mem::forget(leaked);
+}
+
+/// A program started with `std::process::Command` (not spawned by us) has a tracker of its
+/// own, as in CPython, even when its parent has one: the segment it leaks is unlinked when it
+/// ends (not when the parent's whole tree does), with CPython's warning, and its tracker is
+/// gone by the time it has exited (no orphan).
+#[cfg(unix)]
+#[test]
+fn a_program_started_with_command_has_its_own_tracker() {
+    multiprocess::init_test();
+    let _g = start();
+    multiprocess::resource_tracker::ensure_running().unwrap();
+    let ours = multiprocess::resource_tracker::pid().expect("our tracker");
+    let out = common::scenario("scenario_leak_and_exit")
+        .wait_with_output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("names "))
+        .unwrap_or_else(|| panic!("{stdout}\n{stderr}"));
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (name, theirs): (&str, u32) = (fields[1], fields[2].parse().unwrap());
+    assert_ne!(theirs, ours, "the program used its parent's tracker");
+    assert!(!exists(name), "{name} outlived the program that leaked it");
+    assert!(
+        stderr.contains("leaked shared_memory objects to clean up at shutdown"),
+        "{stderr}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
 #[ignore = "scenario: run by public_resource_tracker_unlinks_what_was_registered"]
 fn scenario_tracker_register() {
     use multiprocess::resource_tracker;

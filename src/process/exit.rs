@@ -63,6 +63,8 @@ pub(crate) fn exit_function() {
     for hook in hooks.iter().rev() {
         hook();
     }
+    // Last: the resource tracker this process started, now that nothing here uses it.
+    sys::stop_tracker();
 }
 
 /// Registers the exit policy with the C runtime, once per process tree (a forked child inherits

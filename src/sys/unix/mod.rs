@@ -294,6 +294,28 @@ pub(crate) fn spawn(args: &[OsString], channel: Channel, quiet: bool) -> io::Res
     if quiet {
         cmd.stdout(Stdio::null());
     }
+    // The resource tracker, to this child only (see `shm::tracker_for_child`), started first if
+    // this process has none yet, so that a whole tree of processes shares one, as CPython's
+    // spawn does (if it cannot start, the child starts its own when it needs one).
+    let _ = shm::ensure_tracker();
+    match shm::tracker_for_child() {
+        Some((fd, key, value)) => {
+            cmd.env(key, value);
+            // SAFETY: runs in the forked child before exec; fcntl is async-signal-safe and
+            // touches only the child's copy of a descriptor the parent keeps open meanwhile.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        None => {
+            cmd.env_remove("MULTIPROCESS_RESOURCE_TRACKER");
+        }
+    }
     let child = cmd
         .args(args)
         .env(CHILD_MARKER, "1")
@@ -344,6 +366,7 @@ pub(crate) fn take_child_channel() -> io::Result<Option<Channel>> {
     // SAFETY: `fd` is a fresh descriptor we own.
     let channel = unsafe { OwnedFd::from_raw_fd(fd) };
     stdin_from_null()?;
+    shm::adopt_tracker();
     Ok(Some(UnixStream::from(channel)))
 }
 

@@ -163,6 +163,34 @@ struct Link {
     ours: bool,
 }
 
+impl Link {
+    /// What a spawned child finds in `MULTIPROCESS_RESOURCE_TRACKER`: `fd,dev,ino,pid`.
+    fn describe(&self) -> Option<String> {
+        let (dev, ino) = identity(self.fd.as_raw_fd())?;
+        Some(format!("{},{dev},{ino},{}", self.fd.as_raw_fd(), self.pid))
+    }
+}
+
+/// For [`spawn`](super::spawn): the tracker's descriptor and the environment entry that names
+/// it, if this process has a tracker. Only children we spawn get it (the descriptor is
+/// close-on-exec, and `spawn` clears that in the child alone); a program started any other way
+/// (`std::process::Command`) starts a tracker of its own when it needs one, as in CPython.
+pub(crate) fn tracker_for_child() -> Option<(RawFd, &'static str, String)> {
+    let guard = link();
+    let current = guard.as_ref()?;
+    Some((current.fd.as_raw_fd(), TRACKER_ENV, current.describe()?))
+}
+
+/// In a child we spawned, first thing in `main`: takes the tracker its parent handed over (the
+/// descriptor becomes close-on-exec again, so that programs this child starts otherwise do not
+/// hold it).
+pub(crate) fn adopt_tracker() {
+    let mut guard = link();
+    if guard.is_none() {
+        *guard = inherited();
+    }
+}
+
 static LINK: Mutex<Option<Link>> = Mutex::new(None);
 
 fn link() -> MutexGuard<'static, Option<Link>> {
@@ -275,8 +303,12 @@ fn inherited() -> Option<Link> {
         return None;
     }
     // SAFETY: the descriptor is open, is the tracker's pipe (device and inode match), and was
-    // inherited for exactly this use; from now on this process owns it (for its lifetime).
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // inherited for exactly this use; from now on this process owns it (for its lifetime), and
+    // keeps it from programs it starts other than through `spawn`.
+    let fd = unsafe {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        OwnedFd::from_raw_fd(fd)
+    };
     Some(Link {
         fd,
         pid,
@@ -345,23 +377,43 @@ fn launch() -> io::Result<Link> {
             "it runs the program instead (is this a multiprocess program?)".into(),
         ));
     }
-    // From here descendants inherit the write end.
-    // SAFETY: clearing close-on-exec on a descriptor we own.
-    if unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETFD, 0) } < 0 {
-        return Err(fail(io::Error::last_os_error().to_string()));
-    }
-    let (dev, ino) = identity(write.as_raw_fd()).ok_or_else(|| fail("fstat failed".into()))?;
-    let value = format!("{},{dev},{ino},{pid}", write.as_raw_fd());
-    // SAFETY: std serialises this with its own environment readers (including `Command::spawn`,
-    // which copies the environment for children); the crate reads the environment only through
-    // std. A foreign library calling libc `getenv` on another thread at this moment is the
-    // residual risk, as with any `set_var` in a threaded program.
-    unsafe { std::env::set_var(TRACKER_ENV, value) };
+    // The write end stays close-on-exec: forked children keep it, spawned ones are handed it
+    // by `spawn` (see `tracker_for_child`), and no other program holds it.
+    identity(write.as_raw_fd()).ok_or_else(|| fail("fstat failed".into()))?;
     Ok(Link {
         fd: OwnedFd::from(write),
         pid,
         ours: true,
     })
+}
+
+/// How long a program's exit waits for the tracker it started to clean up and end.
+const STOP_WAIT: Duration = Duration::from_secs(2);
+
+/// At the exit of a program that started its tracker (the last step of the exit policy, after
+/// its children are joined): lets go of the pipe and waits (at most [`STOP_WAIT`]) for the
+/// tracker to unlink what leaked and end, then reaps it, so that no tracker outlives its
+/// program. (A descendant still holding the pipe keeps it running: it then ends on its own
+/// when they do.) Does nothing in a process that did not start its tracker.
+pub(crate) fn stop_tracker() {
+    // `try_lock`: a lock held across a fork by a thread that is gone must not stop the exit.
+    let Ok(mut guard) = LINK.try_lock() else {
+        return;
+    };
+    let Some(current) = guard.take().filter(|l| l.ours) else {
+        return;
+    };
+    let pid = current.pid as libc::pid_t;
+    drop(current);
+    let deadline = std::time::Instant::now() + STOP_WAIT;
+    loop {
+        // SAFETY: reaping our own child without blocking.
+        let r = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        if r != 0 || std::time::Instant::now() >= deadline {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// Writes one message with a single `write`, with SIGPIPE blocked on this thread so that a dead
@@ -509,13 +561,13 @@ fn serve() -> ! {
         };
         // SAFETY: `c` is NUL-terminated.
         if unsafe { libc::shm_unlink(c.as_ptr()) } < 0 {
+            // One line per name that could not be unlinked, already gone included, as CPython's
+            // tracker warns.
             let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::NotFound {
-                warn(&format!(
-                    "resource_tracker: '{}': {e}",
-                    String::from_utf8_lossy(&name)
-                ));
-            }
+            warn(&format!(
+                "resource_tracker: '{}': {e}",
+                String::from_utf8_lossy(&name)
+            ));
         }
     }
     super::exit_now(0)

@@ -165,6 +165,9 @@ pub(crate) fn tracker_process() -> Option<(u32, i32)> {
     None
 }
 
+/// No resource tracker on Windows: nothing to stop at exit.
+pub(crate) fn stop_tracker() {}
+
 /// No resource tracker on Windows: nothing to start.
 pub(crate) fn ensure_tracker() -> io::Result<()> {
     Ok(())
