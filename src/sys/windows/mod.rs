@@ -40,9 +40,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{
-    DUPLICATE_SAME_ACCESS, DuplicateHandle, ERROR_ACCESS_DENIED, GENERIC_READ, HANDLE,
-    HANDLE_FLAG_INHERIT, INVALID_HANDLE_VALUE, SetHandleInformation, WAIT_FAILED, WAIT_OBJECT_0,
-    WAIT_TIMEOUT,
+    DUPLICATE_SAME_ACCESS, DuplicateHandle, ERROR_ACCESS_DENIED, GENERIC_READ, GENERIC_WRITE,
+    HANDLE, HANDLE_FLAG_INHERIT, INVALID_HANDLE_VALUE, SetHandleInformation, WAIT_FAILED,
+    WAIT_OBJECT_0, WAIT_TIMEOUT,
 };
 use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
 use windows_sys::Win32::Storage::FileSystem::{
@@ -268,6 +268,11 @@ pub(super) fn owned(h: HANDLE) -> io::Result<OwnedHandle> {
 
 /// The null device, opened for reading; `inherit` makes the handle inheritable.
 fn open_null(inherit: bool) -> io::Result<OwnedHandle> {
+    open_null_for(GENERIC_READ, inherit)
+}
+
+/// The null device opened for `access` (`GENERIC_READ` or `GENERIC_WRITE`).
+fn open_null_for(access: u32, inherit: bool) -> io::Result<OwnedHandle> {
     let sa = SECURITY_ATTRIBUTES {
         nLength: size_of::<SECURITY_ATTRIBUTES>() as u32,
         lpSecurityDescriptor: std::ptr::null_mut(),
@@ -278,7 +283,7 @@ fn open_null(inherit: bool) -> io::Result<OwnedHandle> {
     owned(unsafe {
         CreateFileW(
             name.as_ptr(),
-            GENERIC_READ,
+            access,
             FILE_SHARE_READ | FILE_SHARE_WRITE,
             &sa,
             OPEN_EXISTING,
@@ -424,22 +429,33 @@ impl Drop for HandleList {
 
 /// Whether [`spawn`] can silence a child's stdout until it takes it back: not here (a test
 /// binary's children print libtest's header).
-pub(crate) const QUIET_SPAWN: bool = false;
+pub(crate) const QUIET_SPAWN: bool = true;
 
-/// Never called (see [`QUIET_SPAWN`]).
+/// A copy of this process's stdout, for a child started with [`spawn`]`(.., true)` to take
+/// back with [`restore_stdout`].
 pub(crate) fn stdout_handle() -> io::Result<OwnedHandle> {
-    Err(io::Error::from(io::ErrorKind::Unsupported))
+    inheritable_std(STD_OUTPUT_HANDLE)?
+        .ok_or_else(|| io::Error::other("this process has no standard output"))
 }
 
-/// Never called (see [`QUIET_SPAWN`]).
-pub(crate) fn restore_stdout(_handle: OwnedHandle) -> io::Result<()> {
-    Err(io::Error::from(io::ErrorKind::Unsupported))
+/// Makes `handle` this process's stdout (after [`spawn`]`(.., true)`, the parent's stdout).
+/// std looks the handle up for every write, so `print!` goes there from now on.
+pub(crate) fn restore_stdout(handle: OwnedHandle) -> io::Result<()> {
+    use std::io::Write as _;
+    use std::os::windows::io::IntoRawHandle;
+    let _ = io::stdout().flush();
+    // SAFETY: a valid handle of ours becomes the process's standard output; it is never closed
+    // (given away with `into_raw_handle`), as a standard handle must stay open.
+    if unsafe { SetStdHandle(STD_OUTPUT_HANDLE, handle.into_raw_handle()) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Starts this executable again as a child, with `args` after `argv[0]`, the marker (the
 /// channel's handle value) in its environment, the null device as stdin, and our stdout and
 /// stderr. Only those handles are inherited.
-pub(crate) fn spawn(args: &[OsString], channel: Channel, _quiet: bool) -> io::Result<ProcHandle> {
+pub(crate) fn spawn(args: &[OsString], channel: Channel, quiet: bool) -> io::Result<ProcHandle> {
     let exe = exe_path()?;
     let mut cmdline = Vec::new();
     let argv0 = std::env::args_os()
@@ -453,7 +469,11 @@ pub(crate) fn spawn(args: &[OsString], channel: Channel, _quiet: bool) -> io::Re
     let exe_w: Vec<u16> = exe.as_os_str().encode_wide().chain(Some(0)).collect();
 
     let stdin = open_null(true)?;
-    let stdout = inheritable_std(STD_OUTPUT_HANDLE)?;
+    let stdout = if quiet {
+        Some(open_null_for(GENERIC_WRITE, true)?)
+    } else {
+        inheritable_std(STD_OUTPUT_HANDLE)?
+    };
     let stderr = inheritable_std(STD_ERROR_HANDLE)?;
     let theirs = channel.raw();
     let mut env = child_environment(&(theirs as usize).to_string());
