@@ -54,6 +54,16 @@ pub fn start() -> Guard {
 /// run one at a time from here on) and before the resources it leaves are counted.
 pub fn start_with(prepare: impl FnOnce()) -> Guard {
     let lock = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // std symbolises a backtrace (a panic's, with RUST_BACKTRACE set) once per process and
+    // keeps the files it read open from then on (on Windows they are counted as handles): do
+    // it before counting, so that a test whose code panics on purpose is not blamed for them.
+    #[cfg(windows)]
+    {
+        static SYMBOLISED: std::sync::Once = std::sync::Once::new();
+        SYMBOLISED.call_once(|| {
+            let _ = std::backtrace::Backtrace::force_capture().to_string();
+        });
+    }
     prepare();
     os::adopt_orphans();
     Guard {
