@@ -28,8 +28,11 @@
 //! **W5c: large arguments and results through `apply_async`**, on the same `Pool::new(2)`, after
 //! the W5 / W5b rounds: `apply_async(grow, (b.clone(),))` for each of 10,000 tasks, where `b` is
 //! a 256 KiB [`Bytes`](multiprocess::Bytes) (0, 1, …, 250, 0, 1, …) and `grow` returns it 4 times
-//! over (1 MiB), then `get(None)` of each in order, checking its length and one byte and dropping
-//! it. A sample's value is tasks per second; a task moves 1.25 MiB (≈ 13.1 GB a sample), and the
+//! over (1 MiB), then `get()` of each in order, checking its length and one byte and dropping
+//! it. Two rows: `b` an `Arc<Bytes>` (the task's argument shared, as CPython's `bytes` object is
+//! between its tasks: `clone` counts a reference; every task still encodes and sends all 256 KiB)
+//! — the row the target is read from — and `b` a plain `Bytes`, cloned (256 KiB copied in the
+//! caller) for each task. A sample's value is tasks per second; a task moves 1.25 MiB (≈ 13.1 GB a sample), and the
 //! targets line also gives MB/s. A quarter of `--batches` samples (at least 3). CPython:
 //! `Pool(2).apply_async(grow, (b,))` with `grow(b) = b * 4`, half as many samples (at least 3),
 //! after a warmup of a tenth of the tasks (a whole sample takes ~25 s there). No floor.
@@ -74,6 +77,12 @@ pub fn grow(b: multiprocess::Bytes) -> multiprocess::Bytes {
     multiprocess::Bytes(b.repeat(4))
 }
 
+/// The W5c work on a shared argument (the bytes travel the same way: an `Arc` encodes as what
+/// it holds).
+pub fn grow_shared(b: std::sync::Arc<multiprocess::Bytes>) -> multiprocess::Bytes {
+    multiprocess::Bytes(b.repeat(4))
+}
+
 #[cfg(target_os = "linux")]
 mod common;
 
@@ -84,7 +93,7 @@ mod w5 {
         machine, os_err, ratio, read_all, wait_child, write_all, write_md,
     };
     use super::common::{burn, calibrate};
-    use super::{grow, square};
+    use super::{grow, grow_shared, square};
     use multiprocess::{Bytes, Pool};
     use std::hint::black_box;
     use std::os::fd::RawFd;
@@ -706,10 +715,14 @@ mod w5 {
         }
     }
 
+    /// The W5c row whose argument is shared (`Arc<Bytes>`); the target is read from it.
+    const W5C_SHARED: &str = "`b`: `Arc<Bytes>`";
+
     fn pool_row(
         pool: &std::rc::Rc<Pool>,
         line: Line,
         items: usize,
+        shared: bool,
     ) -> Result<(Sample, Finish), String> {
         let pool = pool.clone();
         let sample: Sample = match line {
@@ -744,6 +757,24 @@ mod w5 {
                 Ok((d, items))
             }),
             // Each result is checked and dropped as it is taken: all of them would be 10 GiB.
+            Line::Big if shared => {
+                let b = std::sync::Arc::new(Bytes((0..W5C_ARG).map(|i| (i % 251) as u8).collect()));
+                Box::new(move || {
+                    let t = Instant::now();
+                    let pending = (0..items)
+                        .map(|_| pool.apply_async(grow_shared, (b.clone(),)))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(e)?;
+                    for (k, p) in pending.into_iter().enumerate() {
+                        let r: Bytes = p.get().map_err(e)?;
+                        let j = k * 7919 % (4 * W5C_ARG);
+                        if r.len() != 4 * W5C_ARG || r[j] != b[j % W5C_ARG] {
+                            return Err(format!("result {k} is wrong ({} bytes)", r.len()));
+                        }
+                    }
+                    Ok((t.elapsed(), items))
+                })
+            }
             Line::Big => {
                 let b = Bytes((0..W5C_ARG).map(|i| (i % 251) as u8).collect());
                 Box::new(move || {
@@ -840,7 +871,15 @@ mod w5 {
                 Line::Big,
                 Who::Ours,
                 format!(
-                    "multiprocess `Pool::new(2)`, `apply_async(grow, (b.clone(),))` × {}, `b`: 256 KiB `Bytes`, `grow(b)`: `b` 4 times (1 MiB), then `get(None)` each",
+                    "multiprocess `Pool::new(2)`, `apply_async(grow, (b.clone(),))` × {}, {W5C_SHARED} of 256 KiB (shared as CPython's `bytes`; each task still sends all of it), `grow(b)`: `b` 4 times (1 MiB), then `get()` each",
+                    fmt_count(w5c_tasks)
+                ),
+            ),
+            (
+                Line::Big,
+                Who::Ours,
+                format!(
+                    "multiprocess `Pool::new(2)`, `apply_async(grow, (b.clone(),))` × {}, `b`: 256 KiB `Bytes` (copied in the caller for each task), `grow(b)`: `b` 4 times (1 MiB), then `get()` each",
                     fmt_count(w5c_tasks)
                 ),
             ),
@@ -915,7 +954,7 @@ mod w5 {
                         Line::Big => w5c_tasks,
                         _ => small,
                     };
-                    match pool_row(pool, *line, items) {
+                    match pool_row(pool, *line, items, label.contains(W5C_SHARED)) {
                         Ok((s, f)) => {
                             r.sample = Some(s);
                             r.finish = Some(f);
