@@ -319,15 +319,7 @@ impl PoolBuilder {
 }
 
 fn encode_args<A: Serialize + ?Sized>(args: &A) -> Result<Vec<u8>> {
-    let (bytes, handles) = wire::encode_with_handles(args)?;
-    if !handles.is_empty() {
-        return Err(Error::Codec(
-            "pool task arguments cannot carry OS handles (a Connection, Lock or Queue); pass \
-             those to Process arguments instead"
-                .into(),
-        ));
-    }
-    Ok(bytes)
+    wire::refusing_handles(protocol::NO_HANDLES, || wire::encode(args))
 }
 
 /// Runs `f` over one chunk of items and encodes the results (into a reused buffer).
@@ -665,7 +657,9 @@ impl Pool {
         let mut first = 0;
         for i in 0..count {
             let n = chunksize.min(len - i * chunksize);
-            let encoded = chunk::encode_into(&mut items, n, Vec::new())?;
+            let encoded = wire::refusing_handles(protocol::NO_HANDLES, || {
+                chunk::encode_into(&mut items, n, Vec::new())
+            })?;
             batch_bytes += encoded.len();
             batch.push(encoded);
             if batch_bytes >= 64 << 10 || batch.len() >= 256 || i + 1 == count {
@@ -768,8 +762,11 @@ impl Pool {
         let mut input = items.into_iter();
         let chunker = Box::new(move || {
             let items: Vec<X> = input.by_ref().take(chunksize).collect();
-            (!items.is_empty())
-                .then(|| chunk::encode_into(&mut items.iter(), items.len(), Vec::new()))
+            (!items.is_empty()).then(|| {
+                wire::refusing_handles(protocol::NO_HANDLES, || {
+                    chunk::encode_into(&mut items.iter(), items.len(), Vec::new())
+                })
+            })
         });
         Ok(IMap {
             pool: self.shared.clone(),

@@ -130,7 +130,7 @@ impl Args {
     /// A value to encode when sent; its encoded length is taken now (one counting pass, which
     /// also finds a value that cannot be encoded, or one that carries OS handles).
     pub(crate) fn value<A: Serialize + Send + 'static>(value: A) -> Result<Args> {
-        let len = wire::encoded_len(&value)?;
+        let len = wire::refusing_handles(NO_HANDLES, || wire::encoded_len(&value))?;
         Ok(Args::Value(Arc::new(Lazy {
             value: Mutex::new(value),
             len,
@@ -151,6 +151,11 @@ impl From<Vec<u8>> for Args {
         Args::Encoded(Arc::new(bytes))
     }
 }
+
+/// Why a task's arguments that carry OS handles are refused (they would need a channel that
+/// passes handles, which a worker's ring is not).
+pub(crate) const NO_HANDLES: &str = "pool task arguments cannot carry OS handles (a Connection, \
+     Lock or Queue); pass them as pool initializer arguments or Process arguments instead";
 
 /// A value that encodes itself on demand (the arguments of [`Args::Value`]).
 pub(crate) trait Encode: Send + Sync {

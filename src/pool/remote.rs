@@ -104,7 +104,10 @@ impl RemoteJob {
         let mut tasks = Vec::with_capacity(len.div_ceil(chunksize));
         for i in 0..len.div_ceil(chunksize) {
             let n = chunksize.min(len - i * chunksize);
-            tasks.push(Bytes(chunk::encode_into(&mut items, n, Vec::new())?));
+            tasks.push(Bytes(crate::wire::refusing_handles(
+                super::protocol::NO_HANDLES,
+                || chunk::encode_into(&mut items, n, Vec::new()),
+            )?));
         }
         Ok(RemoteJob { code, tasks })
     }

@@ -14,6 +14,18 @@ thread_local! {
     /// Our own (de)serialisation errors' text, which postcard would otherwise replace with a
     /// generic message.
     pub(super) static LAST_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// What a value carrying OS handles is told where none may travel (see [`refusing_handles`]).
+    static REFUSAL: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `encode` (an encoding without a side table) with `why` as the error a value carrying
+/// OS handles meets in it: the words of the place that refuses them (a pool task, say) rather
+/// than the codec's general ones.
+pub(crate) fn refusing_handles<T>(why: &'static str, encode: impl FnOnce() -> T) -> T {
+    let previous = REFUSAL.replace(Some(why));
+    let out = encode();
+    REFUSAL.set(previous);
+    out
 }
 
 /// Encodes `value` into a postcard `flavor` (e.g. straight into shared memory). A value that
@@ -134,9 +146,14 @@ pub(crate) fn push_handle<E: serde::ser::Error>(
             table.push(handle);
             Ok(table.len() as u32 - 1)
         }
-        None => Err(custom_ser(format!(
-            "a {what} can only travel to another process as a Process argument or in a message \
-             sent with Connection::send"
+        None => Err(custom_ser(REFUSAL.get().map_or_else(
+            || {
+                format!(
+                    "a {what} can only travel to another process as a Process argument or in a \
+                     message sent with Connection::send"
+                )
+            },
+            str::to_owned,
         ))),
     })
 }
