@@ -110,8 +110,24 @@ impl<T: Serialize + DeserializeOwned + 'static> Data for T {}
 /// are written once: `items` as an iterator (living for `'a` where the method names `'a`),
 /// the bounds (`F` a target of the items, items and results serde values) and the
 /// [`no_capture`] check. Each method is given as its signature without those parts, then its
-/// body.
+/// body. A builder's `initializer` (a target of `args`, run once per worker) has a form of its
+/// own.
 macro_rules! target_methods {
+    (
+        $(#[$doc:meta])*
+        pub fn initializer<F, A>(mut $self:ident, $f:ident, $args:ident) -> Self
+            where F: Target<A, ()> $body:block
+    ) => {
+        $(#[$doc])*
+        pub fn initializer<F, A>(mut $self, $f: F, $args: A) -> Self
+        where
+            F: $crate::registry::Target<A, ()>,
+            A: ::serde::Serialize + ::serde::de::DeserializeOwned + 'static,
+        {
+            $crate::registry::no_capture!(F);
+            $body
+        }
+    };
     ($(
         $(#[$doc:meta])*
         pub fn $name:ident<$($lt:lifetime,)? F, $item:ident, R>

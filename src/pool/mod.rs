@@ -121,24 +121,22 @@ impl PoolBuilder {
         self
     }
 
-    /// A function each worker runs once, with `args`, before its first task. If it panics, the
-    /// pool is broken: every task fails with that message (Python restarts such workers in an
-    /// endless loop).
-    pub fn initializer<F, A>(mut self, f: F, args: A) -> Self
-    where
-        F: Target<A, ()>,
-        A: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        let _ = f;
-        // Sent once to each worker as it starts, inside its `Process` arguments: so, unlike a
-        // task's, these arguments may carry OS handles (a Queue, as Python's `initargs=(q,)`).
-        let init = wire::encode_with_handles(&args).and_then(|(bytes, handles)| {
-            let handles = handles.into_iter().map(wire::Handle::from).collect();
-            Code::of(call_target::<F, A, ()>).map(|code| (code, bytes, handles))
-        });
-        self.initializer = Some(init);
-        self
+    target_methods! {
+        /// A function each worker runs once, with `args`, before its first task. If it panics,
+        /// the pool is broken: every task fails with that message (Python restarts such workers
+        /// in an endless loop).
+        pub fn initializer<F, A>(mut self, f, args) -> Self
+        where F: Target<A, ()> {
+            let _ = f;
+            // Sent once to each worker as it starts, inside its `Process` arguments: so, unlike a
+            // task's, these arguments may carry OS handles (a Queue, as Python's `initargs=(q,)`).
+            let init = wire::encode_with_handles(&args).and_then(|(bytes, handles)| {
+                let handles = handles.into_iter().map(wire::Handle::from).collect();
+                Code::of(call_target::<F, A, ()>).map(|code| (code, bytes, handles))
+            });
+            self.initializer = Some(init);
+            self
+        }
     }
 
     /// Workers exit after this many tasks and are replaced (Python's `maxtasksperchild`).
