@@ -91,13 +91,11 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         self.queue.ring.word(UNFINISHED)
     }
 
-    /// Puts `value` and counts a task (see [`Queue::put`]).
-    pub fn put<Q>(&self, value: &Q) -> Result<()>
-    where
-        T: std::borrow::Borrow<Q>,
-        Q: Serialize + ?Sized,
-    {
-        self.put_timeout(value, true, None)
+    put_forms! {
+        /// Puts `value` and counts a task (see [`Queue::put`]).
+        put(true);
+        /// Puts without waiting.
+        put_nowait(false);
     }
 
     /// [`Queue::put_timeout`], counting a task when it succeeds.
@@ -113,15 +111,6 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
             self.task_done_unchecked();
         }
         put
-    }
-
-    /// Puts without waiting.
-    pub fn put_nowait<Q>(&self, value: &Q) -> Result<()>
-    where
-        T: std::borrow::Borrow<Q>,
-        Q: Serialize + ?Sized,
-    {
-        self.put_timeout(value, false, None)
     }
 
     /// The queue's other operations: [`Queue::get`], [`Queue::qsize`], and so on.

@@ -45,6 +45,21 @@ use crate::error::{Error, Result};
 use crate::synchronize::Deadline;
 use crate::wire;
 
+/// A queue's `put(value)` (`put(true)`) and `put_nowait(value)` (`put_nowait(false)`), each
+/// with its docs: the short forms of its `put_timeout(value, block, timeout)`.
+macro_rules! put_forms {
+    ($($(#[$doc:meta])* $name:ident($block:literal);)*) => {$(
+        $(#[$doc])*
+        pub fn $name<Q>(&self, value: &Q) -> Result<()>
+        where
+            T: std::borrow::Borrow<Q>,
+            Q: Serialize + ?Sized,
+        {
+            self.put_timeout(value, $block, None)
+        }
+    )*};
+}
+
 #[cfg(feature = "tokio")]
 mod aio;
 mod codec;
@@ -162,21 +177,17 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         })
     }
 
-    /// Puts `value`, waiting as long as the queue is full.
-    ///
-    /// `value` is a `T` or anything `T` borrows as, as for `HashMap::get`: a `Queue<String>`
-    /// takes `q.put("text")`, a `Queue<Vec<u8>>` a slice. (Such a pair must encode the same,
-    /// as `str`/`String`, `[T]`/`Vec<T>` and `Box<T>`/`T` do in serde.)
-    ///
-    /// # Errors
-    /// [`Error::Codec`] if `value` cannot be encoded (nothing is put); [`Error::State`] after
-    /// [`close`](Queue::close).
-    pub fn put<Q>(&self, value: &Q) -> Result<()>
-    where
-        T: std::borrow::Borrow<Q>,
-        Q: Serialize + ?Sized,
-    {
-        self.put_timeout(value, true, None)
+    put_forms! {
+        /// Puts `value`, waiting as long as the queue is full.
+        ///
+        /// `value` is a `T` or anything `T` borrows as, as for `HashMap::get`: a `Queue<String>`
+        /// takes `q.put("text")`, a `Queue<Vec<u8>>` a slice. (Such a pair must encode the same,
+        /// as `str`/`String`, `[T]`/`Vec<T>` and `Box<T>`/`T` do in serde.)
+        ///
+        /// # Errors
+        /// [`Error::Codec`] if `value` cannot be encoded (nothing is put); [`Error::State`] after
+        /// [`close`](Queue::close).
+        put(true);
     }
 
     /// Puts `value`: with `block`, waits up to `timeout` (`None`: forever) while the queue is
@@ -206,13 +217,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         if put { Ok(()) } else { Err(Error::Full) }
     }
 
-    /// Puts without waiting: [`Error::Full`] if full.
-    pub fn put_nowait<Q>(&self, value: &Q) -> Result<()>
-    where
-        T: std::borrow::Borrow<Q>,
-        Q: Serialize + ?Sized,
-    {
-        self.put_timeout(value, false, None)
+    put_forms! {
+        /// Puts without waiting: [`Error::Full`] if full.
+        put_nowait(false);
     }
 
     /// Puts every value, in order, taking the producers' lock once (beyond Python: for many
