@@ -37,21 +37,6 @@ impl PoolProxy {
         decode_remote_one(self.run(RemoteJob::apply(f, &args)?)?)
     }
 
-    /// Starts `f(args...)` in a worker (Python's `apply_async`).
-    ///
-    /// # Errors
-    /// [`Error::Codec`] if the arguments cannot be encoded; [`Error::Remote`] if the pool was
-    /// closed.
-    pub fn apply_async<F, A, R>(&self, f: F, args: A) -> Result<AsyncResultProxy<R>>
-    where
-        F: Target<A, R>,
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        self.start(RemoteJob::apply(f, &args)?, decode_remote_one::<R>)
-    }
-
     fn start<R>(
         &self,
         job: RemoteJob,
@@ -106,7 +91,24 @@ impl PoolProxy {
         /// As [`Pool::starmap`](crate::Pool::starmap).
         pub fn starmap_chunked<F, A, R>(&self, f, items, chunksize: usize) -> Result<Vec<R>>
         where F: Target<A, R> { self.starmap_async_chunked(f, items, chunksize)?.get() }
+    }
 
+    /// Starts `f(args...)` in a worker (Python's `apply_async`).
+    ///
+    /// # Errors
+    /// [`Error::Codec`] if the arguments cannot be encoded; [`Error::Remote`] if the pool was
+    /// closed.
+    pub fn apply_async<F, A, R>(&self, f: F, args: A) -> Result<AsyncResultProxy<R>>
+    where
+        F: Target<A, R>,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        crate::registry::no_capture!(F);
+        self.start(RemoteJob::apply(f, &args)?, decode_remote_one::<R>)
+    }
+
+    target_methods! {
         /// Starts a [`map`](PoolProxy::map) (Python's `map_async`).
         ///
         /// # Errors

@@ -94,8 +94,6 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     put_forms! {
         /// Puts `value` and counts a task (see [`Queue::put`]).
         put(true);
-        /// Puts without waiting.
-        put_nowait(false);
     }
 
     /// [`Queue::put_timeout`], counting a task when it succeeds.
@@ -111,6 +109,11 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
             self.task_done_unchecked();
         }
         put
+    }
+
+    put_forms! {
+        /// Puts without waiting.
+        put_nowait(false);
     }
 
     /// The queue's other operations: [`Queue::get`], [`Queue::qsize`], and so on.
