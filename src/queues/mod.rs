@@ -70,6 +70,8 @@ mod ring;
 mod simple;
 #[cfg(test)]
 mod tests;
+#[cfg(feature = "tokio")]
+mod wakeup;
 
 use codec::*;
 pub use joinable::JoinableQueue;
