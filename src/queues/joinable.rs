@@ -93,27 +93,21 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
 
     put_forms! {
         /// Puts `value` and counts a task (see [`Queue::put`]).
-        put(true);
-    }
+        put;
 
-    /// [`Queue::put_timeout`], counting a task when it succeeds.
-    pub fn put_timeout<Q>(&self, value: &Q, block: bool, timeout: Option<Duration>) -> Result<()>
-    where
-        T: std::borrow::Borrow<Q>,
-        Q: Serialize + ?Sized,
-    {
-        // Count first, so that a fast consumer's task_done never sees zero.
-        self.unfinished().fetch_add(1, Ordering::SeqCst);
-        let put = self.queue.put_timeout(value, block, timeout);
-        if put.is_err() {
-            self.task_done_unchecked();
+        /// [`Queue::put_timeout`], counting a task when it succeeds.
+        put_timeout(&self, value, block, timeout) {
+            // Count first, so that a fast consumer's task_done never sees zero.
+            self.unfinished().fetch_add(1, Ordering::SeqCst);
+            let put = self.queue.put_timeout(value, block, timeout);
+            if put.is_err() {
+                self.task_done_unchecked();
+            }
+            put
         }
-        put
-    }
 
-    put_forms! {
         /// Puts without waiting.
-        put_nowait(false);
+        put_nowait;
     }
 
     /// The queue's other operations: [`Queue::get`], [`Queue::qsize`], and so on.

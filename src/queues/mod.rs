@@ -45,19 +45,29 @@ use crate::error::{Error, Result};
 use crate::synchronize::Deadline;
 use crate::wire;
 
-/// A queue's `put(value)` (`put(true)`) and `put_nowait(value)` (`put_nowait(false)`), each
-/// with its docs: the short forms of its `put_timeout(value, block, timeout)`.
+/// A queue's `put(value)`, `put_timeout(value, block, timeout)` and `put_nowait(value)`, in
+/// that order, each with its docs: the signatures and bounds written once, the short forms'
+/// bodies too (they call `put_timeout`); `put_timeout`'s body is the type's own.
 macro_rules! put_forms {
-    ($($(#[$doc:meta])* $name:ident($block:literal);)*) => {$(
+    (
+        $(#[$put:meta])* put;
+        $(#[$timeout:meta])* put_timeout(&$s:ident, $value:ident, $block:ident, $limit:ident)
+            $body:block
+        $(#[$nowait:meta])* put_nowait;
+    ) => {
+        put_forms!(@ $(#[$put])* put(&self, value) { self.put_timeout(value, true, None) });
+        put_forms!(@ $(#[$timeout])* put_timeout(&$s, $value, $block: bool, $limit: Option<Duration>)
+            $body);
+        put_forms!(@ $(#[$nowait])* put_nowait(&self, value) { self.put_timeout(value, false, None) });
+    };
+    (@ $(#[$doc:meta])* $name:ident(&$s:ident, $value:ident $(, $p:ident: $t:ty)*) $body:block) => {
         $(#[$doc])*
-        pub fn $name<Q>(&self, value: &Q) -> Result<()>
+        pub fn $name<Q>(&$s, $value: &Q $(, $p: $t)*) -> Result<()>
         where
             T: std::borrow::Borrow<Q>,
             Q: Serialize + ?Sized,
-        {
-            self.put_timeout(value, $block, None)
-        }
-    )*};
+        $body
+    };
 }
 
 #[cfg(feature = "tokio")]
@@ -189,39 +199,33 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         /// # Errors
         /// [`Error::Codec`] if `value` cannot be encoded (nothing is put); [`Error::State`] after
         /// [`close`](Queue::close).
-        put(true);
-    }
+        put;
 
-    /// Puts `value`: with `block`, waits up to `timeout` (`None`: forever) while the queue is
-    /// full; without, fails at once. Python's `put(obj, block, timeout)`.
-    ///
-    /// # Errors
-    /// [`Error::Full`] when no room came in time; as [`put`](Queue::put).
-    pub fn put_timeout<Q>(&self, value: &Q, block: bool, timeout: Option<Duration>) -> Result<()>
-    where
-        T: std::borrow::Borrow<Q>,
-        Q: Serialize + ?Sized,
-    {
-        if self.closed {
-            return Err(closed());
+        /// Puts `value`: with `block`, waits up to `timeout` (`None`: forever) while the queue is
+        /// full; without, fails at once. Python's `put(obj, block, timeout)`.
+        ///
+        /// # Errors
+        /// [`Error::Full`] when no room came in time; as [`put`](Queue::put).
+        put_timeout(&self, value, block, timeout) {
+            if self.closed {
+                return Err(closed());
+            }
+            let deadline = Deadline::after(if block { timeout } else { Some(Duration::ZERO) });
+            let put = match self.ring.put_value(value, deadline)? {
+                Some(put) => put,
+                None => with_encoded(value, |message, handles| {
+                    if handles.is_empty() {
+                        self.ring.put(message, deadline)
+                    } else {
+                        self.ring.put_with_handles(message, handles, deadline)
+                    }
+                })?,
+            };
+            if put { Ok(()) } else { Err(Error::Full) }
         }
-        let deadline = Deadline::after(if block { timeout } else { Some(Duration::ZERO) });
-        let put = match self.ring.put_value(value, deadline)? {
-            Some(put) => put,
-            None => with_encoded(value, |message, handles| {
-                if handles.is_empty() {
-                    self.ring.put(message, deadline)
-                } else {
-                    self.ring.put_with_handles(message, handles, deadline)
-                }
-            })?,
-        };
-        if put { Ok(()) } else { Err(Error::Full) }
-    }
 
-    put_forms! {
         /// Puts without waiting: [`Error::Full`] if full.
-        put_nowait(false);
+        put_nowait;
     }
 
     /// Puts every value, in order, taking the producers' lock once (beyond Python: for many
