@@ -64,8 +64,7 @@ mod w12 {
     use multiprocess::{Connection, Process, Queue, pipe};
 
     use super::common::{
-        BenchOptions, CpuUse, Stats, command_line, disturbance_line, env_usize, interleave,
-        machine, report_rust_rows, write_md,
+        BenchOptions, CpuUse, Stats, env_usize, interleave, report_head, report_rust_rows, write_md,
     };
 
     const BEGIN: &str = "<!-- w12:begin -->";
@@ -283,20 +282,13 @@ mod w12 {
             eprintln!("w12: CPython row took {:.1} s", t.elapsed().as_secs_f64());
         }
 
-        let date =
-            command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_else(|| "?".into());
-        let mut block = String::new();
-        block += "## W12: async forms (cargo feature `tokio`) against the blocking ones; the executor against CPython's\n\n";
-        block += &format!("- Command: `{}`\n", o.command);
-        block += &format!("- Machine: {}\n", machine());
-        if let Some((v, py_others, n)) = &python {
-            block += &format!(
-                "- CPython: {v} (`bench/python/w12_executor.py`, run by the bench after the Rust rows, 1 warmup + {n} samples; other programs' CPU use meanwhile: {:.0}% of one CPU)\n",
-                py_others * 100.0
-            );
-        }
-        block += &format!("- Date: {date}\n");
-        block += &disturbance_line(others);
+        let cpython = python.as_ref().map(|(v, py_others, n)| format!("{v} (`bench/python/w12_executor.py`, run by the bench after the Rust rows, 1 warmup + {n} samples; other programs' CPU use meanwhile: {:.0}% of one CPU)", py_others * 100.0));
+        let mut block = report_head(
+            "W12: async forms (cargo feature `tokio`) against the blocking ones; the executor against CPython's",
+            &o.command,
+            cpython,
+            others,
+        );
         block += &format!(
             "- Round-trip rows: one spawned echo child per line for the whole run (blocking on its side); 1 warmup batch + {} batches of {} round trips, interleaved in rounds with the other rows; a sample is a batch's mean time per round trip. Executor row: 1 warmup + {} samples of {tasks} tasks, interleaved likewise. Unpinned\n\n",
             o.batches, size, o.batches

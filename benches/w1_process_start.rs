@@ -52,7 +52,7 @@ mod common;
 
 #[cfg(target_os = "linux")]
 mod w1 {
-    use super::common::{CpuUse, command_line, env_usize, machine, percentile, ratio, write_md};
+    use super::common::{CpuUse, env_usize, percentile, ratio, report_head, write_md};
     use std::ffi::{CString, OsStr};
     use std::os::unix::ffi::OsStrExt;
     use std::path::{Path, PathBuf};
@@ -730,25 +730,14 @@ mod w1 {
             rows.extend(py.rows);
         }
 
-        let date =
-            command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_else(|| "?".into());
-        let mut block = String::new();
-        block += "## W1: start + join of a process running an empty function\n\n";
-        block += &format!("- Command: `{}`\n", o.command);
-        block += &format!("- Machine: {}\n", machine());
-        if let Some(v) = &python_version {
-            block +=
-                &format!("- CPython: {v} (`bench/python/w1_process_start.py`, run by the bench)\n");
-        }
-        block += &format!("- Date: {date}\n");
-        block += &format!(
-            "- Other programs' CPU use during the Rust rows: {:.0}% of one CPU{}\n",
-            others * 100.0,
-            if others > 0.1 {
-                " — **the machine was busy: these numbers are disturbed; rerun on a quiet machine**"
-            } else {
-                ""
-            }
+        let cpython = python_version
+            .as_ref()
+            .map(|v| format!("{v} (`bench/python/w1_process_start.py`, run by the bench)"));
+        let mut block = report_head(
+            "W1: start + join of a process running an empty function",
+            &o.command,
+            cpython,
+            others,
         );
         block += &format!(
             "- Rust rows: {} warmup + {} samples each, interleaved in {} rounds; CPython rows: the \

@@ -68,9 +68,7 @@ mod common;
 
 #[cfg(target_os = "linux")]
 mod w2 {
-    use super::common::{
-        CpuUse, command_line, env_usize, machine, percentile, ratio, write_all, write_md,
-    };
+    use super::common::{CpuUse, env_usize, percentile, ratio, report_head, write_all, write_md};
     use std::os::fd::{AsRawFd, OwnedFd, RawFd};
     use std::path::{Path, PathBuf};
     use std::process::Command;
@@ -1096,26 +1094,16 @@ mod w2 {
             eprintln!("w2: CPython rows took {:.1} s", t.elapsed().as_secs_f64());
         }
 
-        let date =
-            command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_else(|| "?".into());
-        let mut block = String::new();
-        block += "## W2: round trip of an 8-byte message between two processes\n\n";
-        block += &format!("- Command: `{}`\n", o.command);
-        block += &format!("- Machine: {}\n", machine());
-        if let Some(v) = &python_version {
-            block += &format!(
-                "- CPython: {v} (`bench/python/w2_pipe_roundtrip.py`, run by the bench after the Rust rows)\n"
-            );
-        }
-        block += &format!("- Date: {date}\n");
-        block += &format!(
-            "- Other programs' CPU use during the Rust rows: {:.0}% of one CPU{}\n",
-            others * 100.0,
-            if others > 0.1 {
-                " — **the machine was busy: these numbers are disturbed; rerun on a quiet machine**"
-            } else {
-                ""
-            }
+        let cpython = python_version.as_ref().map(|v| {
+            format!(
+                "{v} (`bench/python/w2_pipe_roundtrip.py`, run by the bench after the Rust rows)"
+            )
+        });
+        let mut block = report_head(
+            "W2: round trip of an 8-byte message between two processes",
+            &o.command,
+            cpython,
+            others,
         );
         block += &format!(
             "- Each row: one echo child for the whole run; 1 warmup batch + {} batches of {} round \

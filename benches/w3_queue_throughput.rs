@@ -52,8 +52,8 @@ mod common;
 #[cfg(target_os = "linux")]
 mod w3 {
     use super::common::{
-        BenchOptions, CpuUse, Stats, command_line, disturbance_line, fork_child, futex_wake,
-        machine, pin, ratio, shared_pages, wait_child, write_all, write_md,
+        BenchOptions, CpuUse, Stats, fork_child, futex_wake, pin, ratio, report_head, shared_pages,
+        wait_child, write_all, write_md,
     };
     use std::io::{Read, Write};
     use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -893,19 +893,13 @@ mod w3 {
             eprintln!("w3: CPython rows took {:.1} s", t.elapsed().as_secs_f64());
         }
 
-        let date =
-            command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_else(|| "?".into());
-        let mut block = String::new();
-        block += "## W3: one-way throughput of 64-byte messages, one producer and one consumer process\n\n";
-        block += &format!("- Command: `{}`\n", o.command);
-        block += &format!("- Machine: {}\n", machine());
-        if let Some(v) = &python_version {
-            block += &format!(
-                "- CPython: {v} (`bench/python/w3_queue_throughput.py`, run by the bench after the Rust rows; its own batch size)\n"
-            );
-        }
-        block += &format!("- Date: {date}\n");
-        block += &disturbance_line(others);
+        let cpython = python_version.as_ref().map(|v| format!("{v} (`bench/python/w3_queue_throughput.py`, run by the bench after the Rust rows; its own batch size)"));
+        let mut block = report_head(
+            "W3: one-way throughput of 64-byte messages, one producer and one consumer process",
+            &o.command,
+            cpython,
+            others,
+        );
         block += &format!(
             "- Each row: one consumer child for the whole run; 1 warmup batch (queue rows: {QUEUE_WARMUP} \
              messages, once around the ring) + {} batches of {} messages, the rows' batches \

@@ -50,8 +50,8 @@ mod common;
 #[cfg(target_os = "linux")]
 mod w4 {
     use super::common::{
-        BenchOptions, CpuUse, Stats, command_line, disturbance_line, fork_child, machine, os_err,
-        ratio, read_all, wait_child, write_all, write_md,
+        BenchOptions, CpuUse, Stats, fork_child, os_err, ratio, read_all, report_head, wait_child,
+        write_all, write_md,
     };
     use std::os::fd::RawFd;
     use std::path::Path;
@@ -579,19 +579,13 @@ mod w4 {
             eprintln!("w4: CPython rows took {:.1} s", t.elapsed().as_secs_f64());
         }
 
-        let date =
-            command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_else(|| "?".into());
-        let mut block = String::new();
-        block += "## W4: round trip of a 64 MiB message through a duplex connection between two processes\n\n";
-        block += &format!("- Command: `{}`\n", o.command);
-        block += &format!("- Machine: {}\n", machine());
-        if let Some(v) = &python_version {
-            block += &format!(
-                "- CPython: {v} (`bench/python/w4_bulk.py`, run by the bench after the Rust rows, same batches)\n"
-            );
-        }
-        block += &format!("- Date: {date}\n");
-        block += &disturbance_line(others);
+        let cpython = python_version.as_ref().map(|v| format!("{v} (`bench/python/w4_bulk.py`, run by the bench after the Rust rows, same batches)"));
+        let mut block = report_head(
+            "W4: round trip of a 64 MiB message through a duplex connection between two processes",
+            &o.command,
+            cpython,
+            others,
+        );
         if let Some(p) = py_others {
             block += &format!(
                 "- Other programs' CPU use during the CPython rows: {:.0}% of one CPU\n",

@@ -47,8 +47,8 @@ mod common;
 #[cfg(target_os = "linux")]
 mod w6 {
     use super::common::{
-        BenchOptions, CpuUse, Stats, command_line, disturbance_line, fork_child, futex_wait,
-        futex_wake, machine, monotonic_ns, pin, ratio, shared_pages, wait_child, write_md,
+        BenchOptions, CpuUse, Stats, fork_child, futex_wait, futex_wake, monotonic_ns, pin, ratio,
+        report_head, shared_pages, wait_child, write_md,
     };
     use std::path::Path;
     use std::process::Command;
@@ -731,19 +731,15 @@ mod w6 {
             eprintln!("w6: CPython rows took {:.1} s", t.elapsed().as_secs_f64());
         }
 
-        let date =
-            command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_else(|| "?".into());
-        let mut block = String::new();
-        block += "## W6: locks, uncontended and contended\n\n";
-        block += &format!("- Command: `{}`\n", o.command);
-        block += &format!("- Machine: {}\n", machine());
-        if let Some(v) = &python_version {
-            block += &format!(
-                "- CPython: {v} (`bench/python/w6_locks.py`, run by the bench after the Rust rows)\n"
-            );
-        }
-        block += &format!("- Date: {date}\n");
-        block += &disturbance_line(others);
+        let cpython = python_version.as_ref().map(|v| {
+            format!("{v} (`bench/python/w6_locks.py`, run by the bench after the Rust rows)")
+        });
+        let mut block = report_head(
+            "W6: locks, uncontended and contended",
+            &o.command,
+            cpython,
+            others,
+        );
         block += &format!(
             "- (a) uncontended, one process: 1 warmup + {} batches of {} acquire + release pairs \
              each, rows interleaved; median, p10, p90 of the per-batch rate\n",

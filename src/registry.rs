@@ -100,6 +100,59 @@ macro_rules! no_capture {
 }
 pub(crate) use no_capture;
 
+/// A value that travels to a worker and back: what every item, argument and result of the
+/// pool's methods is (a short name for the bounds they repeat).
+pub(crate) trait Data: Serialize + DeserializeOwned + 'static {}
+impl<T: Serialize + DeserializeOwned + 'static> Data for T {}
+
+/// Writes public methods that take a target `f` and its `items` (a pool's `map`, `starmap` and
+/// `imap` with their `_chunked`, `_async` and `_with` forms), so that the parts they all share
+/// are written once: `items` as an iterator (living for `'a` where the method names `'a`),
+/// the bounds (`F` a target of the items, items and results serde values) and the
+/// [`no_capture`] check. Each method is given as its signature without those parts, then its
+/// body. A builder's `initializer` (a target of `args`, run once per worker) has a form of its
+/// own.
+macro_rules! target_methods {
+    (
+        $(#[$doc:meta])*
+        pub fn initializer<F, A>(mut $self:ident, $f:ident, $args:ident) -> Self
+            where F: Target<A, ()> $body:block
+    ) => {
+        $(#[$doc])*
+        pub fn initializer<F, A>(mut $self, $f: F, $args: A) -> Self
+        where
+            F: $crate::registry::Target<A, ()>,
+            A: ::serde::Serialize + ::serde::de::DeserializeOwned + 'static,
+        {
+            $crate::registry::no_capture!(F);
+            $body
+        }
+    };
+    ($(
+        $(#[$doc:meta])*
+        pub fn $name:ident<$($lt:lifetime,)? F, $item:ident, R>
+            (&$self:ident, $f:ident, $items:ident $(, $p:ident: $pt:ty)*) -> $ret:ty
+            where F: Target<$args:ty, R> $body:block
+    )*) => {$(
+        $(#[$doc])*
+        pub fn $name<$($lt,)? F, $item, R>(
+            &$self,
+            $f: F,
+            $items: impl IntoIterator<Item = $item> $(+ $lt)?,
+            $($p: $pt),*
+        ) -> $ret
+        where
+            F: $crate::registry::Target<$args, R>,
+            $item: ::serde::Serialize + ::serde::de::DeserializeOwned + 'static,
+            R: ::serde::Serialize + ::serde::de::DeserializeOwned + 'static,
+        {
+            $crate::registry::no_capture!(F);
+            $body
+        }
+    )*};
+}
+pub(crate) use target_methods;
+
 /// Python's "subclass `Process` and override `run()`": a serialisable value whose `run` is the
 /// child's work. Start it with [`Process::from_run`](crate::Process::from_run).
 ///

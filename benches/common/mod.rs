@@ -438,6 +438,28 @@ pub(crate) fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// The head of a bench's report block: its `title`, then the lines every report has: the
+/// command, the machine, CPython's (`cpython`: what follows "CPython: ", when its rows ran),
+/// the date, and other programs' CPU use during the Rust rows (`others`, see
+/// [`disturbance_line`]).
+pub(crate) fn report_head(
+    title: &str,
+    command: &str,
+    cpython: Option<String>,
+    others: f64,
+) -> String {
+    let date = command_line("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_else(|| "?".into());
+    let mut block = format!("## {title}\n\n");
+    block += &format!("- Command: `{command}`\n");
+    block += &format!("- Machine: {}\n", machine());
+    if let Some(c) = cpython {
+        block += &format!("- CPython: {c}\n");
+    }
+    block += &format!("- Date: {date}\n");
+    block += &disturbance_line(others);
+    block
+}
+
 /// The report line about other programs' CPU use, flagging a busy machine.
 pub(crate) fn disturbance_line(others: f64) -> String {
     format!(

@@ -59,7 +59,7 @@ pub use wait::{AsCompleted, ReturnWhen, as_completed, wait};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::pool::{IMap, Pool, PoolBuilder};
-use crate::registry::Target;
+use crate::registry::{Target, target_methods};
 use future::Tracked;
 
 /// Python's text for work submitted after `shutdown`.
@@ -79,17 +79,15 @@ impl ExecutorBuilder {
         self
     }
 
-    /// A function each worker runs once, with `args`, before its first task (Python's
-    /// `initializer` and `initargs`). If it panics, every task fails with that message (Python
-    /// breaks the executor too).
-    pub fn initializer<F, A>(mut self, f: F, args: A) -> Self
-    where
-        F: Target<A, ()>,
-        A: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        self.pool = self.pool.initializer(f, args);
-        self
+    target_methods! {
+        /// A function each worker runs once, with `args`, before its first task (Python's
+        /// `initializer` and `initargs`). If it panics, every task fails with that message
+        /// (Python breaks the executor too).
+        pub fn initializer<F, A>(mut self, f, args) -> Self
+        where F: Target<A, ()> {
+            self.pool = self.pool.initializer(f, args);
+            self
+        }
     }
 
     /// Workers exit after this many tasks and are replaced (Python's `max_tasks_per_child`).
@@ -219,78 +217,60 @@ impl ProcessPoolExecutor {
         Ok(future)
     }
 
-    /// `f(x)` for every item, as an iterator of the results in input order (Python's `map`).
-    /// With a `timeout`, measured from this call: a result not there in time is
-    /// `Err(`[`Error::Timeout`]`)`. The iterator ends after its first error (as Python's
-    /// generator does once it raises), and the items not started then are cancelled.
-    /// `chunksize` items travel to a worker together (Python's default is 1).
-    ///
-    /// Beyond Python: the input is read lazily, a few chunks per worker ahead of the results
-    /// taken, so an endless iterator is fine.
-    ///
-    /// ```standalone_crate
-    /// use multiprocess::executor::ProcessPoolExecutor;
-    ///
-    /// fn cube(x: i64) -> i64 {
-    ///     x * x * x
-    /// }
-    ///
-    /// # fn main() -> multiprocess::Result<()> {
-    /// multiprocess::init_test(); // in a program: multiprocess::init(), first line of main
-    /// let executor = ProcessPoolExecutor::new(2)?;
-    /// let cubes: Vec<i64> = executor.map(cube, -2..3)?.collect::<Result<_, _>>()?;
-    /// assert_eq!(cubes, [-8, -1, 0, 1, 8]);
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    /// [`Error::State`] after `shutdown`.
-    pub fn map<'a, F, X, R>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = X> + 'a,
-    ) -> Result<Map<'a, R>>
-    where
-        F: Target<(X,), R>,
-        X: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        self.map_with(f, items, None, 1)
-    }
+    target_methods! {
+        /// `f(x)` for every item, as an iterator of the results in input order (Python's `map`).
+        /// With a `timeout`, measured from this call: a result not there in time is
+        /// `Err(`[`Error::Timeout`]`)`. The iterator ends after its first error (as Python's
+        /// generator does once it raises), and the items not started then are cancelled.
+        /// `chunksize` items travel to a worker together (Python's default is 1).
+        ///
+        /// Beyond Python: the input is read lazily, a few chunks per worker ahead of the results
+        /// taken, so an endless iterator is fine.
+        ///
+        /// ```standalone_crate
+        /// use multiprocess::executor::ProcessPoolExecutor;
+        ///
+        /// fn cube(x: i64) -> i64 {
+        ///     x * x * x
+        /// }
+        ///
+        /// # fn main() -> multiprocess::Result<()> {
+        /// multiprocess::init_test(); // in a program: multiprocess::init(), first line of main
+        /// let executor = ProcessPoolExecutor::new(2)?;
+        /// let cubes: Vec<i64> = executor.map(cube, -2..3)?.collect::<Result<_, _>>()?;
+        /// assert_eq!(cubes, [-8, -1, 0, 1, 8]);
+        /// # Ok(()) }
+        /// ```
+        ///
+        /// # Errors
+        /// [`Error::State`] after `shutdown`.
+        pub fn map<'a, F, X, R>(&self, f, items) -> Result<Map<'a, R>>
+        where F: Target<(X,), R> { self.map_with(f, items, None, 1) }
 
-    /// [`map`](Self::map) with Python's other arguments: a `timeout` for the whole map (an
-    /// item not ready in time is [`Error::Timeout`]) and `chunksize` items per task.
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] for `chunksize` 0; [`Error::State`] after `shutdown`.
-    pub fn map_with<'a, F, X, R>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = X> + 'a,
-        timeout: Option<Duration>,
-        chunksize: usize,
-    ) -> Result<Map<'a, R>>
-    where
-        F: Target<(X,), R>,
-        X: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        let deadline = timeout.map(|t| Instant::now() + t);
-        if chunksize < 1 {
-            return Err(Error::InvalidArgument("chunksize must be >= 1.".into()));
+        /// [`map`](Self::map) with Python's other arguments: a `timeout` for the whole map (an
+        /// item not ready in time is [`Error::Timeout`]) and `chunksize` items per task.
+        ///
+        /// # Errors
+        /// [`Error::InvalidArgument`] for `chunksize` 0; [`Error::State`] after `shutdown`.
+        pub fn map_with<'a, F, X, R>(
+            &self, f, items, timeout: Option<Duration>, chunksize: usize
+        ) -> Result<Map<'a, R>>
+        where F: Target<(X,), R> {
+            let deadline = timeout.map(|t| Instant::now() + t);
+            if chunksize < 1 {
+                return Err(Error::InvalidArgument("chunksize must be >= 1.".into()));
+            }
+            self.check_running()?;
+            let mut results = self
+                .pool
+                .imap_chunked(f, items, chunksize)
+                .map_err(after_shutdown)?;
+            results.prime().map_err(after_shutdown)?;
+            Ok(Map {
+                results: Some(results),
+                deadline,
+            })
         }
-        self.check_running()?;
-        let mut results = self
-            .pool
-            .imap_chunked(f, items, chunksize)
-            .map_err(after_shutdown)?;
-        results.prime().map_err(after_shutdown)?;
-        Ok(Map {
-            results: Some(results),
-            deadline,
-        })
     }
 
     /// Takes no more work, and frees the workers once the work submitted is done (Python's

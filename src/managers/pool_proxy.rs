@@ -1,7 +1,8 @@
 //! A pool run by a manager, and its results.
 
 use super::*;
-use crate::pool::{RemoteJob, decode_remote_chunks};
+use crate::pool::{RemoteJob, decode_remote_chunks, decode_remote_one, map_code, starmap_code};
+use crate::registry::{Code, Data, target_methods};
 
 /// A pool run by a [`Manager`] (Python's `manager.Pool()`): every process holding a copy of
 /// the proxy submits work to the same workers. Targets and arguments follow
@@ -22,37 +23,6 @@ impl PoolProxy {
         }
     }
 
-    /// The job of a `map` of `f` (the `map*` and `imap*` methods): `F` names the code, which
-    /// the manager's workers find by its type.
-    fn map_job<F, X, R>(
-        &self,
-        _f: F,
-        items: impl IntoIterator<Item = X>,
-        chunks: Option<usize>,
-    ) -> Result<RemoteJob>
-    where
-        F: Target<(X,), R>,
-        X: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        RemoteJob::map::<F, X, R>(items.into_iter().collect(), chunks, self.1)
-    }
-
-    /// The job of a `starmap` of `f`, as [`map_job`](PoolProxy::map_job).
-    fn starmap_job<F, A, R>(
-        &self,
-        _f: F,
-        items: impl IntoIterator<Item = A>,
-        chunks: Option<usize>,
-    ) -> Result<RemoteJob>
-    where
-        F: Target<A, R>,
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        RemoteJob::starmap::<F, A, R>(items.into_iter().collect(), chunks, self.1)
-    }
-
     /// `f(args...)` in a worker, waiting for its value (Python's `apply`).
     ///
     /// # Errors
@@ -64,76 +34,7 @@ impl PoolProxy {
         R: Serialize + DeserializeOwned + 'static,
     {
         crate::registry::no_capture!(F);
-        let _ = f; // F names the code: the manager's workers find it by its type
-        let job = RemoteJob::apply::<F, A, R>(&args)?;
-        crate::pool::decode_remote_one(self.run(job)?)
-    }
-
-    /// `f(x)` for every item, in order (Python's `map`), in chunks of
-    /// [`Pool::map`](crate::Pool::map)'s default size.
-    ///
-    /// # Errors
-    /// As [`Pool::map`](crate::Pool::map).
-    pub fn map<F, X, R>(&self, f: F, items: impl IntoIterator<Item = X>) -> Result<Vec<R>>
-    where
-        F: Target<(X,), R>,
-        X: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        self.map_async(f, items)?.get()
-    }
-
-    /// [`map`](PoolProxy::map) with `chunksize` items per task.
-    ///
-    /// # Errors
-    /// As [`Pool::map`](crate::Pool::map).
-    pub fn map_chunked<F, X, R>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = X>,
-        chunksize: usize,
-    ) -> Result<Vec<R>>
-    where
-        F: Target<(X,), R>,
-        X: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        self.map_async_chunked(f, items, chunksize)?.get()
-    }
-
-    /// `f(*a)` for every tuple, in order (Python's `starmap`).
-    ///
-    /// # Errors
-    /// As [`Pool::starmap`](crate::Pool::starmap).
-    pub fn starmap<F, A, R>(&self, f: F, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
-    where
-        F: Target<A, R>,
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        self.starmap_async(f, items)?.get()
-    }
-
-    /// [`starmap`](PoolProxy::starmap) with `chunksize` tuples per task.
-    ///
-    /// # Errors
-    /// As [`Pool::starmap`](crate::Pool::starmap).
-    pub fn starmap_chunked<F, A, R>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = A>,
-        chunksize: usize,
-    ) -> Result<Vec<R>>
-    where
-        F: Target<A, R>,
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        self.starmap_async_chunked(f, items, chunksize)?.get()
+        decode_remote_one(self.run(RemoteJob::apply(f, &args)?)?)
     }
 
     fn start<R>(
@@ -150,6 +51,48 @@ impl PoolProxy {
         }
     }
 
+    /// Starts the job of a `map` or `starmap`: the chunks of `items` run by `code`.
+    fn start_chunks<X: Serialize, R: DeserializeOwned>(
+        &self,
+        code: Result<Code>,
+        items: impl IntoIterator<Item = X>,
+        chunksize: Option<usize>,
+    ) -> Result<AsyncResultProxy<Vec<R>>> {
+        let job = RemoteJob::chunked(code?, items, chunksize, self.1)?;
+        self.start(job, decode_remote_chunks::<R>)
+    }
+
+    target_methods! {
+        /// `f(x)` for every item, in order (Python's `map`), in chunks of
+        /// [`Pool::map`](crate::Pool::map)'s default size.
+        ///
+        /// # Errors
+        /// As [`Pool::map`](crate::Pool::map).
+        pub fn map<F, X, R>(&self, f, items) -> Result<Vec<R>>
+        where F: Target<(X,), R> { self.map_async(f, items)?.get() }
+
+        /// [`map`](PoolProxy::map) with `chunksize` items per task.
+        ///
+        /// # Errors
+        /// As [`Pool::map`](crate::Pool::map).
+        pub fn map_chunked<F, X, R>(&self, f, items, chunksize: usize) -> Result<Vec<R>>
+        where F: Target<(X,), R> { self.map_async_chunked(f, items, chunksize)?.get() }
+
+        /// `f(*a)` for every tuple, in order (Python's `starmap`).
+        ///
+        /// # Errors
+        /// As [`Pool::starmap`](crate::Pool::starmap).
+        pub fn starmap<F, A, R>(&self, f, items) -> Result<Vec<R>>
+        where F: Target<A, R> { self.starmap_async(f, items)?.get() }
+
+        /// [`starmap`](PoolProxy::starmap) with `chunksize` tuples per task.
+        ///
+        /// # Errors
+        /// As [`Pool::starmap`](crate::Pool::starmap).
+        pub fn starmap_chunked<F, A, R>(&self, f, items, chunksize: usize) -> Result<Vec<R>>
+        where F: Target<A, R> { self.starmap_async_chunked(f, items, chunksize)?.get() }
+    }
+
     /// Starts `f(args...)` in a worker (Python's `apply_async`).
     ///
     /// # Errors
@@ -162,154 +105,99 @@ impl PoolProxy {
         R: Serialize + DeserializeOwned + 'static,
     {
         crate::registry::no_capture!(F);
-        let _ = f; // F names the code: the manager's workers find it by its type
-        let job = RemoteJob::apply::<F, A, R>(&args)?;
-        self.start(job, crate::pool::decode_remote_one::<R>)
+        self.start(RemoteJob::apply(f, &args)?, decode_remote_one::<R>)
     }
 
-    /// Starts a [`map`](PoolProxy::map) (Python's `map_async`).
-    ///
-    /// # Errors
-    /// As [`apply_async`](PoolProxy::apply_async).
-    pub fn map_async<F, X, R>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = X>,
-    ) -> Result<AsyncResultProxy<Vec<R>>>
-    where
-        F: Target<(X,), R>,
-        X: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        self.start(self.map_job(f, items, None)?, decode_remote_chunks::<R>)
+    target_methods! {
+        /// Starts a [`map`](PoolProxy::map) (Python's `map_async`).
+        ///
+        /// # Errors
+        /// As [`apply_async`](PoolProxy::apply_async).
+        pub fn map_async<F, X, R>(&self, f, items) -> Result<AsyncResultProxy<Vec<R>>>
+        where F: Target<(X,), R> { self.start_chunks(map_code(f), items, None) }
+
+        /// [`map_async`](PoolProxy::map_async) with `chunksize` items per task.
+        ///
+        /// # Errors
+        /// As [`apply_async`](PoolProxy::apply_async).
+        pub fn map_async_chunked<F, X, R>(&self, f, items, chunksize: usize)
+            -> Result<AsyncResultProxy<Vec<R>>>
+        where F: Target<(X,), R> { self.start_chunks(map_code(f), items, Some(chunksize)) }
+
+        /// `f(x)` for every item, in order, as the results come (Python's `imap`): each step
+        /// gives the next item's result, waiting for its chunk (one item per task, as Python's
+        /// `imap`).
+        ///
+        /// # Errors
+        /// As [`apply_async`](PoolProxy::apply_async); each step's result as
+        /// [`Pool::imap`](crate::Pool::imap)'s.
+        pub fn imap<F, X, R>(&self, f, items) -> Result<RemoteIMap<R>>
+        where F: Target<(X,), R> { self.imap_with(f, items, 1, true) }
+
+        /// [`imap`](PoolProxy::imap) with `chunksize` items per task.
+        ///
+        /// # Errors
+        /// As [`imap`](PoolProxy::imap).
+        pub fn imap_chunked<F, X, R>(&self, f, items, chunksize: usize) -> Result<RemoteIMap<R>>
+        where F: Target<(X,), R> { self.imap_with(f, items, chunksize, true) }
+
+        /// `f(x)` for every item, in the order the results come (Python's `imap_unordered`):
+        /// each step gives a result of the next chunk to finish, so a slow item holds up only its
+        /// own chunk.
+        ///
+        /// ```standalone_crate
+        /// # fn main() -> multiprocess::Result<()> {
+        /// # multiprocess::init_test();
+        /// fn square(x: u64) -> u64 {
+        ///     x * x
+        /// }
+        /// let manager = multiprocess::Manager::start()?;
+        /// let pool = manager.pool(Some(2))?;
+        /// let mut squares = pool
+        ///     .imap_unordered(square, 0..10u64)?
+        ///     .collect::<multiprocess::Result<Vec<u64>>>()?;
+        /// squares.sort();
+        /// assert_eq!(squares, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+        /// # Ok(()) }
+        /// ```
+        ///
+        /// # Errors
+        /// As [`imap`](PoolProxy::imap).
+        pub fn imap_unordered<F, X, R>(&self, f, items) -> Result<RemoteIMap<R>>
+        where F: Target<(X,), R> { self.imap_with(f, items, 1, false) }
+
+        /// [`imap_unordered`](PoolProxy::imap_unordered) with `chunksize` items per task.
+        ///
+        /// # Errors
+        /// As [`imap`](PoolProxy::imap).
+        pub fn imap_unordered_chunked<F, X, R>(&self, f, items, chunksize: usize)
+            -> Result<RemoteIMap<R>>
+        where F: Target<(X,), R> { self.imap_with(f, items, chunksize, false) }
+
+        /// Starts a [`starmap`](PoolProxy::starmap) (Python's `starmap_async`).
+        ///
+        /// # Errors
+        /// As [`apply_async`](PoolProxy::apply_async).
+        pub fn starmap_async<F, A, R>(&self, f, items) -> Result<AsyncResultProxy<Vec<R>>>
+        where F: Target<A, R> { self.start_chunks(starmap_code(f), items, None) }
+
+        /// [`starmap_async`](PoolProxy::starmap_async) with `chunksize` tuples per task.
+        ///
+        /// # Errors
+        /// As [`apply_async`](PoolProxy::apply_async).
+        pub fn starmap_async_chunked<F, A, R>(&self, f, items, chunksize: usize)
+            -> Result<AsyncResultProxy<Vec<R>>>
+        where F: Target<A, R> { self.start_chunks(starmap_code(f), items, Some(chunksize)) }
     }
 
-    /// [`map_async`](PoolProxy::map_async) with `chunksize` items per task.
-    ///
-    /// # Errors
-    /// As [`apply_async`](PoolProxy::apply_async).
-    pub fn map_async_chunked<F, X, R>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = X>,
-        chunksize: usize,
-    ) -> Result<AsyncResultProxy<Vec<R>>>
-    where
-        F: Target<(X,), R>,
-        X: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        self.start(
-            self.map_job(f, items, Some(chunksize))?,
-            decode_remote_chunks::<R>,
-        )
-    }
-
-    /// `f(x)` for every item, in order, as the results come (Python's `imap`): each step gives
-    /// the next item's result, waiting for its chunk (one item per task, as Python's `imap`).
-    ///
-    /// # Errors
-    /// As [`apply_async`](PoolProxy::apply_async); each step's result as
-    /// [`Pool::imap`](crate::Pool::imap)'s.
-    pub fn imap<F, X, R>(&self, f: F, items: impl IntoIterator<Item = X>) -> Result<RemoteIMap<R>>
-    where
-        F: Target<(X,), R>,
-        X: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        self.imap_with(f, items, 1, true)
-    }
-
-    /// [`imap`](PoolProxy::imap) with `chunksize` items per task.
-    ///
-    /// # Errors
-    /// As [`imap`](PoolProxy::imap).
-    pub fn imap_chunked<F, X, R>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = X>,
-        chunksize: usize,
-    ) -> Result<RemoteIMap<R>>
-    where
-        F: Target<(X,), R>,
-        X: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        self.imap_with(f, items, chunksize, true)
-    }
-
-    /// `f(x)` for every item, in the order the results come (Python's `imap_unordered`):
-    /// each step gives a result of the next chunk to finish, so a slow item holds up only its own
-    /// chunk.
-    ///
-    /// ```standalone_crate
-    /// # fn main() -> multiprocess::Result<()> {
-    /// # multiprocess::init_test();
-    /// fn square(x: u64) -> u64 {
-    ///     x * x
-    /// }
-    /// let manager = multiprocess::Manager::start()?;
-    /// let pool = manager.pool(Some(2))?;
-    /// let mut squares = pool
-    ///     .imap_unordered(square, 0..10u64)?
-    ///     .collect::<multiprocess::Result<Vec<u64>>>()?;
-    /// squares.sort();
-    /// assert_eq!(squares, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
-    /// # Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    /// As [`imap`](PoolProxy::imap).
-    pub fn imap_unordered<F, X, R>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = X>,
-    ) -> Result<RemoteIMap<R>>
-    where
-        F: Target<(X,), R>,
-        X: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        self.imap_with(f, items, 1, false)
-    }
-
-    /// [`imap_unordered`](PoolProxy::imap_unordered) with `chunksize` items per task.
-    ///
-    /// # Errors
-    /// As [`imap`](PoolProxy::imap).
-    pub fn imap_unordered_chunked<F, X, R>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = X>,
-        chunksize: usize,
-    ) -> Result<RemoteIMap<R>>
-    where
-        F: Target<(X,), R>,
-        X: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        self.imap_with(f, items, chunksize, false)
-    }
-
-    fn imap_with<F, X, R>(
+    fn imap_with<F: Target<(X,), R>, X: Data, R: Data>(
         &self,
         f: F,
         items: impl IntoIterator<Item = X>,
         chunksize: usize,
         ordered: bool,
-    ) -> Result<RemoteIMap<R>>
-    where
-        F: Target<(X,), R>,
-        X: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        let job = self.map_job(f, items, Some(chunksize))?;
+    ) -> Result<RemoteIMap<R>> {
+        let job = RemoteJob::chunked(map_code(f)?, items, Some(chunksize), self.1)?;
         let chunks = job.tasks();
         let result = self.start(job, decode_remote_chunks::<R>)?;
         Ok(RemoteIMap {
@@ -320,46 +208,6 @@ impl PoolProxy {
             failed: false,
             ordered,
         })
-    }
-
-    /// Starts a [`starmap`](PoolProxy::starmap) (Python's `starmap_async`).
-    ///
-    /// # Errors
-    /// As [`apply_async`](PoolProxy::apply_async).
-    pub fn starmap_async<F, A, R>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = A>,
-    ) -> Result<AsyncResultProxy<Vec<R>>>
-    where
-        F: Target<A, R>,
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        self.start(self.starmap_job(f, items, None)?, decode_remote_chunks::<R>)
-    }
-
-    /// [`starmap_async`](PoolProxy::starmap_async) with `chunksize` tuples per task.
-    ///
-    /// # Errors
-    /// As [`apply_async`](PoolProxy::apply_async).
-    pub fn starmap_async_chunked<F, A, R>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = A>,
-        chunksize: usize,
-    ) -> Result<AsyncResultProxy<Vec<R>>>
-    where
-        F: Target<A, R>,
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        self.start(
-            self.starmap_job(f, items, Some(chunksize))?,
-            decode_remote_chunks::<R>,
-        )
     }
 
     /// No more work (Python's `close()`): calls after it fail; [`join`](PoolProxy::join) then

@@ -362,37 +362,37 @@ pub(crate) fn count(chunk: &[u8]) -> usize {
     }
 }
 
+/// Runs `$call` for the fixed-width kind whose tag is `$tag` (the tags of [`Prim::tag`]), with
+/// the const `$w` its width in bytes and `$read` the closure that reads one value of it from
+/// its little-endian bytes; `$other` for a tag of no such kind. One arm per kind, so that the
+/// kind is known inside each.
+macro_rules! on_fixed_tag {
+    ($tag:expr, $other:expr, |$w:ident, $read:ident| $call:expr) => {
+        on_fixed_tag!(@ $tag, $other, $w, $read, $call;
+            1 => u8, U8; 2 => u16, U16; 3 => u32, U32; 4 => u64, U64; 5 => i8, I8;
+            6 => i16, I16; 7 => i32, I32; 8 => i64, I64; 9 => f32, F32; 10 => f64, F64)
+    };
+    (@ $tag:expr, $other:expr, $w:ident, $read:ident, $call:expr;
+        $($t:literal => $ty:ty, $variant:ident);*) => {
+        match $tag {
+            $($t => {
+                const $w: usize = std::mem::size_of::<$ty>();
+                let $read = |b: [u8; $w]| Prim::$variant(<$ty>::from_le_bytes(b));
+                $call
+            })*
+            _ => $other,
+        }
+    };
+}
+
 /// Decodes a chunk onto the end of `out`.
 pub(crate) fn decode_append<T: DeserializeOwned>(chunk: &[u8], out: &mut Vec<T>) -> Result<()> {
     match chunk.split_last() {
         Some((&POSTCARD, body)) => wire::decode_append(body, out),
-        Some((&tag, body)) => {
-            // One loop per kind, so that the kind is known inside it.
-            macro_rules! fixed {
-                ($($tag:literal => $ty:ty, $variant:ident);* $(;)?) => {
-                    match tag {
-                        $($tag => decode_fixed::<T, { std::mem::size_of::<$ty>() }>(
-                            body,
-                            |b| Prim::$variant(<$ty>::from_le_bytes(b)),
-                            out,
-                        ),)*
-                        _ => Err(malformed(chunk.len())),
-                    }
-                };
-            }
-            fixed! {
-                1 => u8, U8;
-                2 => u16, U16;
-                3 => u32, U32;
-                4 => u64, U64;
-                5 => i8, I8;
-                6 => i16, I16;
-                7 => i32, I32;
-                8 => i64, I64;
-                9 => f32, F32;
-                10 => f64, F64;
-            }
-        }
+        // One loop per kind, so that the kind is known inside it.
+        Some((&tag, body)) => on_fixed_tag!(tag, Err(malformed(chunk.len())), |W, read| {
+            decode_fixed::<T, W>(body, read, out)
+        }),
         None => Err(malformed(0)),
     }
 }
@@ -407,31 +407,9 @@ pub(crate) fn map_into<I: DeserializeOwned, R: Serialize>(
 ) -> Result<Vec<u8>> {
     match chunk.split_last() {
         Some((&tag, body)) if tag != POSTCARD => {
-            macro_rules! fixed {
-                ($($tag:literal => $ty:ty, $variant:ident);* $(;)?) => {
-                    match tag {
-                        $($tag => map_fixed::<I, R, { std::mem::size_of::<$ty>() }>(
-                            body,
-                            |b| Prim::$variant(<$ty>::from_le_bytes(b)),
-                            &mut f,
-                            out,
-                        ),)*
-                        _ => Err(malformed(chunk.len())),
-                    }
-                };
-            }
-            fixed! {
-                1 => u8, U8;
-                2 => u16, U16;
-                3 => u32, U32;
-                4 => u64, U64;
-                5 => i8, I8;
-                6 => i16, I16;
-                7 => i32, I32;
-                8 => i64, I64;
-                9 => f32, F32;
-                10 => f64, F64;
-            }
+            on_fixed_tag!(tag, Err(malformed(chunk.len())), |W, read| {
+                map_fixed::<I, R, W>(body, read, &mut f, out)
+            })
         }
         _ => {
             let items: Vec<I> = decode(chunk)?;

@@ -71,7 +71,7 @@ pub use result::{AsyncResult, IMap};
 
 use crate::context::Context;
 use crate::error::{Error, Result};
-use crate::registry::{Target, call_target};
+use crate::registry::{Data, Target, call_target, target_methods};
 use crate::sys::image;
 use crate::wire;
 #[cfg(all(feature = "mpi", unix))]
@@ -121,24 +121,22 @@ impl PoolBuilder {
         self
     }
 
-    /// A function each worker runs once, with `args`, before its first task. If it panics, the
-    /// pool is broken: every task fails with that message (Python restarts such workers in an
-    /// endless loop).
-    pub fn initializer<F, A>(mut self, f: F, args: A) -> Self
-    where
-        F: Target<A, ()>,
-        A: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        let _ = f;
-        // Sent once to each worker as it starts, inside its `Process` arguments: so, unlike a
-        // task's, these arguments may carry OS handles (a Queue, as Python's `initargs=(q,)`).
-        let init = wire::encode_with_handles(&args).and_then(|(bytes, handles)| {
-            let handles = handles.into_iter().map(wire::Handle::from).collect();
-            Code::of(call_target::<F, A, ()>).map(|code| (code, bytes, handles))
-        });
-        self.initializer = Some(init);
-        self
+    target_methods! {
+        /// A function each worker runs once, with `args`, before its first task. If it panics,
+        /// the pool is broken: every task fails with that message (Python restarts such workers
+        /// in an endless loop).
+        pub fn initializer<F, A>(mut self, f, args) -> Self
+        where F: Target<A, ()> {
+            let _ = f;
+            // Sent once to each worker as it starts, inside its `Process` arguments: so, unlike a
+            // task's, these arguments may carry OS handles (a Queue, as Python's `initargs=(q,)`).
+            let init = wire::encode_with_handles(&args).and_then(|(bytes, handles)| {
+                let handles = handles.into_iter().map(wire::Handle::from).collect();
+                Code::of(call_target::<F, A, ()>).map(|code| (code, bytes, handles))
+            });
+            self.initializer = Some(init);
+            self
+        }
     }
 
     /// Workers exit after this many tasks and are replaced (Python's `maxtasksperchild`).
@@ -330,25 +328,33 @@ fn run_chunk<I: DeserializeOwned, R: Serialize>(
     chunk::map_into(args, f, wire::spare_buffer())
 }
 
+/// The code of a `map` chunk of `f`'s type (nothing of `f` itself travels: it is its type).
+pub(crate) fn map_code<F: Target<(X,), R>, X: DeserializeOwned, R: Serialize>(
+    _f: F,
+) -> Result<Code> {
+    Code::of(call_chunk::<F, X, R>)
+}
+
+/// The code of a `starmap` chunk of `f`'s type, as [`map_code`].
+pub(crate) fn starmap_code<F: Target<A, R>, A: DeserializeOwned, R: Serialize>(
+    _f: F,
+) -> Result<Code> {
+    Code::of(call_star_chunk::<F, A, R>)
+}
+
 /// One `map` chunk: `f(x)` for each `x`. (Decoding the items as one-field tuples for
 /// [`call_star_chunk`] would be correct too, but measured 25% slower.)
-fn call_chunk<F, X, R>(args: &[u8]) -> Result<Vec<u8>>
-where
-    F: Target<(X,), R>,
-    X: DeserializeOwned,
-    R: Serialize,
-{
+fn call_chunk<F: Target<(X,), R>, X: DeserializeOwned, R: Serialize>(
+    args: &[u8],
+) -> Result<Vec<u8>> {
     let f = image::conjure::<F>();
     run_chunk(args, |x: X| f.call((x,)))
 }
 
 /// One `starmap` chunk: `f(*a)` for each tuple `a`.
-fn call_star_chunk<F, A, R>(args: &[u8]) -> Result<Vec<u8>>
-where
-    F: Target<A, R>,
-    A: DeserializeOwned,
-    R: Serialize,
-{
+fn call_star_chunk<F: Target<A, R>, A: DeserializeOwned, R: Serialize>(
+    args: &[u8],
+) -> Result<Vec<u8>> {
     let f = image::conjure::<F>();
     run_chunk(args, |a: A| f.call(a))
 }
@@ -484,129 +490,71 @@ impl Pool {
         Ok(self.result(job, decode_one::<R>))
     }
 
-    /// `f(x)` for every item, in order, waiting for all (Python's `map(f, items)`), in chunks
-    /// of Python's default size, ceil(n / (4 × workers)).
-    pub fn map<F, X, R>(&self, f: F, items: impl IntoIterator<Item = X>) -> Result<Vec<R>>
-    where
-        F: Target<(X,), R>,
-        X: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        self.map_async(f, items)?.get()
-    }
+    target_methods! {
+        /// `f(x)` for every item, in order, waiting for all (Python's `map(f, items)`), in
+        /// chunks of Python's default size, ceil(n / (4 × workers)).
+        pub fn map<F, X, R>(&self, f, items) -> Result<Vec<R>>
+        where F: Target<(X,), R> { self.map_async(f, items)?.get() }
 
-    /// [`map`](Pool::map) with `chunksize` items per task (Python's `map(f, items, chunksize)`).
-    pub fn map_chunked<F, X, R>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = X>,
-        chunksize: usize,
-    ) -> Result<Vec<R>>
-    where
-        F: Target<(X,), R>,
-        X: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        self.map_async_with(f, items, TaskOptions::new().chunksize(chunksize))?
-            .get()
-    }
+        /// [`map`](Pool::map) with `chunksize` items per task (Python's `map(f, items, chunksize)`).
+        pub fn map_chunked<F, X, R>(&self, f, items, chunksize: usize) -> Result<Vec<R>>
+        where F: Target<(X,), R> {
+            self.map_async_with(f, items, TaskOptions::new().chunksize(chunksize))?.get()
+        }
 
-    /// Starts a [`map`](Pool::map) (Python's `map_async`).
-    pub fn map_async<F, X, R>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = X>,
-    ) -> Result<AsyncResult<Vec<R>>>
-    where
-        F: Target<(X,), R>,
-        X: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        self.map_async_with(f, items, TaskOptions::new())
-    }
+        /// Starts a [`map`](Pool::map) (Python's `map_async`).
+        pub fn map_async<F, X, R>(&self, f, items) -> Result<AsyncResult<Vec<R>>>
+        where F: Target<(X,), R> { self.map_async_with(f, items, TaskOptions::new()) }
 
-    /// [`map_async`](Pool::map_async) with a chunk size, callbacks (called once, with the
-    /// whole list) and a time limit per chunk.
-    pub fn map_async_with<F, X, R>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = X>,
-        options: TaskOptions<Vec<R>>,
-    ) -> Result<AsyncResult<Vec<R>>>
-    where
-        F: Target<(X,), R>,
-        X: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        let _ = f; // the target is its type (a function item): nothing to send
-        let code = Code::of(call_chunk::<F, X, R>)?;
-        self.map_like(code, items, options)
-    }
+        /// [`map_async`](Pool::map_async) with a chunk size, callbacks (called once, with the
+        /// whole list) and a time limit per chunk.
+        pub fn map_async_with<F, X, R>(&self, f, items, options: TaskOptions<Vec<R>>)
+            -> Result<AsyncResult<Vec<R>>>
+        where F: Target<(X,), R> {
+            self.map_like(map_code(f)?, items, options)
+        }
 
-    /// `f(*args)` for every tuple, in order (Python's `starmap(f, items)`).
-    pub fn starmap<F, A, R>(&self, f: F, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
-    where
-        F: Target<A, R>,
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        self.starmap_async(f, items)?.get()
-    }
+        /// `f(*args)` for every tuple, in order (Python's `starmap(f, items)`).
+        pub fn starmap<F, A, R>(&self, f, items) -> Result<Vec<R>>
+        where F: Target<A, R> { self.starmap_async(f, items)?.get() }
 
-    /// [`starmap`](Pool::starmap) with `chunksize` tuples per task.
-    pub fn starmap_chunked<F, A, R>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = A>,
-        chunksize: usize,
-    ) -> Result<Vec<R>>
-    where
-        F: Target<A, R>,
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        self.starmap_async_with(f, items, TaskOptions::new().chunksize(chunksize))?
-            .get()
-    }
+        /// [`starmap`](Pool::starmap) with `chunksize` tuples per task.
+        pub fn starmap_chunked<F, A, R>(&self, f, items, chunksize: usize) -> Result<Vec<R>>
+        where F: Target<A, R> {
+            self.starmap_async_with(f, items, TaskOptions::new().chunksize(chunksize))?.get()
+        }
 
-    /// Starts a [`starmap`](Pool::starmap) (Python's `starmap_async`).
-    pub fn starmap_async<F, A, R>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = A>,
-    ) -> Result<AsyncResult<Vec<R>>>
-    where
-        F: Target<A, R>,
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        self.starmap_async_with(f, items, TaskOptions::new())
-    }
+        /// Starts a [`starmap`](Pool::starmap) (Python's `starmap_async`).
+        pub fn starmap_async<F, A, R>(&self, f, items) -> Result<AsyncResult<Vec<R>>>
+        where F: Target<A, R> { self.starmap_async_with(f, items, TaskOptions::new()) }
 
-    /// [`starmap_async`](Pool::starmap_async) with a chunk size, callbacks and a time limit
-    /// per chunk.
-    pub fn starmap_async_with<F, A, R>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = A>,
-        options: TaskOptions<Vec<R>>,
-    ) -> Result<AsyncResult<Vec<R>>>
-    where
-        F: Target<A, R>,
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        let _ = f; // the target is its type (a function item): nothing to send
-        let code = Code::of(call_star_chunk::<F, A, R>)?;
-        self.map_like(code, items, options)
+        /// [`starmap_async`](Pool::starmap_async) with a chunk size, callbacks and a time limit
+        /// per chunk.
+        pub fn starmap_async_with<F, A, R>(&self, f, items, options: TaskOptions<Vec<R>>)
+            -> Result<AsyncResult<Vec<R>>>
+        where F: Target<A, R> {
+            self.map_like(starmap_code(f)?, items, options)
+        }
+
+        /// `f(x)` for every item, yielded in input order as they complete (Python's
+        /// `imap(f, items)`): one item per task. The input is read lazily with bounded look-ahead.
+        pub fn imap<'a, F, X, R>(&self, f, items) -> Result<IMap<'a, R>>
+        where F: Target<(X,), R> { self.imap_impl(f, items, 1, true) }
+
+        /// [`imap`](Pool::imap) with `chunksize` items per task (Python's `imap(f, items,
+        /// chunksize)`).
+        pub fn imap_chunked<'a, F, X, R>(&self, f, items, chunksize: usize) -> Result<IMap<'a, R>>
+        where F: Target<(X,), R> { self.imap_impl(f, items, chunksize, true) }
+
+        /// Like [`imap`](Pool::imap), yielding results in completion order (Python's
+        /// `imap_unordered`).
+        pub fn imap_unordered<'a, F, X, R>(&self, f, items) -> Result<IMap<'a, R>>
+        where F: Target<(X,), R> { self.imap_impl(f, items, 1, false) }
+
+        /// [`imap_unordered`](Pool::imap_unordered) with `chunksize` items per task.
+        pub fn imap_unordered_chunked<'a, F, X, R>(&self, f, items, chunksize: usize)
+            -> Result<IMap<'a, R>>
+        where F: Target<(X,), R> { self.imap_impl(f, items, chunksize, false) }
     }
 
     fn map_like<X: Serialize, R: DeserializeOwned + 'static>(
@@ -677,84 +625,13 @@ impl Pool {
         Ok(result)
     }
 
-    /// `f(x)` for every item, yielded in input order as they complete (Python's
-    /// `imap(f, items)`): one item per task. The input is read lazily with bounded look-ahead.
-    pub fn imap<'a, F, X, R>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = X> + 'a,
-    ) -> Result<IMap<'a, R>>
-    where
-        F: Target<(X,), R>,
-        X: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        self.imap_impl(f, items, 1, true)
-    }
-
-    /// [`imap`](Pool::imap) with `chunksize` items per task (Python's `imap(f, items,
-    /// chunksize)`).
-    pub fn imap_chunked<'a, F, X, R>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = X> + 'a,
-        chunksize: usize,
-    ) -> Result<IMap<'a, R>>
-    where
-        F: Target<(X,), R>,
-        X: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        self.imap_impl(f, items, chunksize, true)
-    }
-
-    /// Like [`imap`](Pool::imap), yielding results in completion order (Python's
-    /// `imap_unordered`).
-    pub fn imap_unordered<'a, F, X, R>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = X> + 'a,
-    ) -> Result<IMap<'a, R>>
-    where
-        F: Target<(X,), R>,
-        X: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        self.imap_impl(f, items, 1, false)
-    }
-
-    /// [`imap_unordered`](Pool::imap_unordered) with `chunksize` items per task.
-    pub fn imap_unordered_chunked<'a, F, X, R>(
-        &self,
-        f: F,
-        items: impl IntoIterator<Item = X> + 'a,
-        chunksize: usize,
-    ) -> Result<IMap<'a, R>>
-    where
-        F: Target<(X,), R>,
-        X: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        crate::registry::no_capture!(F);
-        self.imap_impl(f, items, chunksize, false)
-    }
-
-    fn imap_impl<'a, F, X, R>(
+    fn imap_impl<'a, F: Target<(X,), R>, X: Data, R: Data>(
         &self,
         f: F,
         items: impl IntoIterator<Item = X> + 'a,
         chunksize: usize,
         ordered: bool,
-    ) -> Result<IMap<'a, R>>
-    where
-        F: Target<(X,), R>,
-        X: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        let _ = f; // the target is its type (a function item): nothing to send
+    ) -> Result<IMap<'a, R>> {
         if self.shared.phase() != Phase::Running {
             return Err(Error::state("Pool not running"));
         }
@@ -778,7 +655,7 @@ impl Pool {
                     .then(|| progress::Bar::new(None, chunksize)),
             ),
             chunker,
-            code: Code::of(call_chunk::<F, X, R>)?,
+            code: map_code(f)?,
             submitted: 0,
             taken: 0,
             lookahead: 2 * self.shared.processes,

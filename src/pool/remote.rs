@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::protocol::{Code, Failure};
 use super::result::{AsyncResult, Outcome, Payload, decode_chunks, decode_one};
-use super::{Pool, call_chunk, call_star_chunk, chunk, default_chunksize, encode_args};
+use super::{Pool, chunk, default_chunksize, encode_args};
 use crate::error::Result;
-use crate::registry::{Target, call_target};
+use crate::registry::{Data, Target, call_target};
 use crate::wire::Bytes;
 
 use super::result::JobCore;
@@ -40,62 +40,23 @@ impl RemoteJob {
     }
 
     /// `f(args...)` as one task (`apply`).
-    pub(crate) fn apply<F, A, R>(args: &A) -> Result<RemoteJob>
-    where
-        F: Target<A, R>,
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
+    pub(crate) fn apply<F: Target<A, R>, A: Data, R: Data>(_f: F, args: &A) -> Result<RemoteJob> {
+        let code = Code::of(call_target::<F, A, R>)?;
         Ok(RemoteJob {
-            code: Code::of(call_target::<F, A, R>)?,
+            code,
             tasks: vec![Bytes(encode_args(args)?)],
         })
     }
 
-    /// `f(x)` for each item, in chunks (`map`); `processes` sets the default chunk size.
-    pub(crate) fn map<F, X, R>(
-        items: Vec<X>,
-        chunksize: Option<usize>,
-        processes: usize,
-    ) -> Result<RemoteJob>
-    where
-        F: Target<(X,), R>,
-        X: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        Self::chunked(
-            Code::of(call_chunk::<F, X, R>)?,
-            items,
-            chunksize,
-            processes,
-        )
-    }
-
-    /// `f(*a)` for each tuple, in chunks (`starmap`).
-    pub(crate) fn starmap<F, A, R>(
-        items: Vec<A>,
-        chunksize: Option<usize>,
-        processes: usize,
-    ) -> Result<RemoteJob>
-    where
-        F: Target<A, R>,
-        A: Serialize + DeserializeOwned + 'static,
-        R: Serialize + DeserializeOwned + 'static,
-    {
-        Self::chunked(
-            Code::of(call_star_chunk::<F, A, R>)?,
-            items,
-            chunksize,
-            processes,
-        )
-    }
-
-    fn chunked<X: Serialize>(
+    /// A `map` or `starmap` in chunks: `code` (see [`map_code`](super::map_code)) runs each
+    /// chunk; `processes` sets the default chunk size.
+    pub(crate) fn chunked<X: Serialize>(
         code: Code,
-        items: Vec<X>,
+        items: impl IntoIterator<Item = X>,
         chunksize: Option<usize>,
         processes: usize,
     ) -> Result<RemoteJob> {
+        let items: Vec<X> = items.into_iter().collect();
         let len = items.len();
         let chunksize = chunksize
             .unwrap_or_else(|| default_chunksize(len, processes))

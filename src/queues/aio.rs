@@ -17,73 +17,15 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 
 use super::ring::*;
 
-/// Header word: async waiters of either side, also counted in both sides' sleeper counts
-/// (`CONSUMERS_ASLEEP`, `PRODUCERS_ASLEEP`): a wake with one of these counted signals the
-/// queue's wake-up channel too.
-const ASYNC_WAITERS: usize = 82;
 use super::{Queue, closed};
 use crate::error::{Error, Result};
 use crate::synchronize::Deadline;
 use crate::sys;
-use crate::wire;
-
-/// A queue's wake-up channel (see the module docs): the end producers and consumers signal,
-/// and the end async waiters watch (one `eventfd` twice on Linux; a pipe's ends on macOS).
-pub(crate) struct Wakeup {
-    signal: sys::OwnedHandle,
-    watched: sys::OwnedHandle,
-}
-
-impl Wakeup {
-    /// A new channel, or `None` where the platform has none (Windows) or it cannot be made
-    /// (async waits then look on a timer).
-    pub(super) fn new() -> Option<std::sync::Arc<Wakeup>> {
-        let (signal, watched) = sys::wakeup_pair().ok()?;
-        Some(std::sync::Arc::new(Wakeup { signal, watched }))
-    }
-}
-
-impl Serialize for Wakeup {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::Error as _;
-        let signal = self.signal.try_clone().map_err(S::Error::custom)?;
-        let watched = self.watched.try_clone().map_err(S::Error::custom)?;
-        (
-            wire::push_handle::<S::Error>("queue", signal)?,
-            wire::push_handle::<S::Error>("queue", watched)?,
-        )
-            .serialize(serializer)
-    }
-}
-
-impl<'de> Deserialize<'de> for Wakeup {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (signal, watched) = <(u32, u32)>::deserialize(deserializer)?;
-        Ok(Wakeup {
-            signal: wire::take_handle::<D::Error>("queue", signal)?,
-            watched: wire::take_handle::<D::Error>("queue", watched)?,
-        })
-    }
-}
-
-impl Ring {
-    /// The part of [`Ring::wake`] for async waiters: signals the wake-up channel if one is
-    /// counted.
-    #[cold]
-    #[inline(never)]
-    pub(super) fn wake_async(&self) {
-        if self.word(ASYNC_WAITERS).load(Ordering::SeqCst) > 0 {
-            if let Some(w) = &self.wakeup {
-                sys::wakeup_signal(&w.signal, &w.watched);
-            }
-        }
-    }
-}
 
 /// An async waiter counted in the ring's header while it lives (dropped: counted out, so a
 /// cancelled wait leaves nothing behind in this process's count): in [`ASYNC_WAITERS`] and in

@@ -91,37 +91,23 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
         self.queue.ring.word(UNFINISHED)
     }
 
-    /// Puts `value` and counts a task (see [`Queue::put`]).
-    pub fn put<Q>(&self, value: &Q) -> Result<()>
-    where
-        T: std::borrow::Borrow<Q>,
-        Q: Serialize + ?Sized,
-    {
-        self.put_timeout(value, true, None)
-    }
+    put_forms! {
+        /// Puts `value` and counts a task (see [`Queue::put`]).
+        put;
 
-    /// [`Queue::put_timeout`], counting a task when it succeeds.
-    pub fn put_timeout<Q>(&self, value: &Q, block: bool, timeout: Option<Duration>) -> Result<()>
-    where
-        T: std::borrow::Borrow<Q>,
-        Q: Serialize + ?Sized,
-    {
-        // Count first, so that a fast consumer's task_done never sees zero.
-        self.unfinished().fetch_add(1, Ordering::SeqCst);
-        let put = self.queue.put_timeout(value, block, timeout);
-        if put.is_err() {
-            self.task_done_unchecked();
+        /// [`Queue::put_timeout`], counting a task when it succeeds.
+        put_timeout(&self, value, block, timeout) {
+            // Count first, so that a fast consumer's task_done never sees zero.
+            self.unfinished().fetch_add(1, Ordering::SeqCst);
+            let put = self.queue.put_timeout(value, block, timeout);
+            if put.is_err() {
+                self.task_done_unchecked();
+            }
+            put
         }
-        put
-    }
 
-    /// Puts without waiting.
-    pub fn put_nowait<Q>(&self, value: &Q) -> Result<()>
-    where
-        T: std::borrow::Borrow<Q>,
-        Q: Serialize + ?Sized,
-    {
-        self.put_timeout(value, false, None)
+        /// Puts without waiting.
+        put_nowait;
     }
 
     /// The queue's other operations: [`Queue::get`], [`Queue::qsize`], and so on.

@@ -45,6 +45,31 @@ use crate::error::{Error, Result};
 use crate::synchronize::Deadline;
 use crate::wire;
 
+/// A queue's `put(value)`, `put_timeout(value, block, timeout)` and `put_nowait(value)`, in
+/// that order, each with its docs: the signatures and bounds written once, the short forms'
+/// bodies too (they call `put_timeout`); `put_timeout`'s body is the type's own.
+macro_rules! put_forms {
+    (
+        $(#[$put:meta])* put;
+        $(#[$timeout:meta])* put_timeout(&$s:ident, $value:ident, $block:ident, $limit:ident)
+            $body:block
+        $(#[$nowait:meta])* put_nowait;
+    ) => {
+        put_forms!(@ $(#[$put])* put(&self, value) { self.put_timeout(value, true, None) });
+        put_forms!(@ $(#[$timeout])* put_timeout(&$s, $value, $block: bool, $limit: Option<Duration>)
+            $body);
+        put_forms!(@ $(#[$nowait])* put_nowait(&self, value) { self.put_timeout(value, false, None) });
+    };
+    (@ $(#[$doc:meta])* $name:ident(&$s:ident, $value:ident $(, $p:ident: $t:ty)*) $body:block) => {
+        $(#[$doc])*
+        pub fn $name<Q>(&$s, $value: &Q $(, $p: $t)*) -> Result<()>
+        where
+            T: std::borrow::Borrow<Q>,
+            Q: Serialize + ?Sized,
+        $body
+    };
+}
+
 #[cfg(feature = "tokio")]
 mod aio;
 mod codec;
@@ -55,6 +80,8 @@ mod ring;
 mod simple;
 #[cfg(test)]
 mod tests;
+#[cfg(feature = "tokio")]
+mod wakeup;
 
 use codec::*;
 pub use joinable::JoinableQueue;
@@ -162,57 +189,43 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         })
     }
 
-    /// Puts `value`, waiting as long as the queue is full.
-    ///
-    /// `value` is a `T` or anything `T` borrows as, as for `HashMap::get`: a `Queue<String>`
-    /// takes `q.put("text")`, a `Queue<Vec<u8>>` a slice. (Such a pair must encode the same,
-    /// as `str`/`String`, `[T]`/`Vec<T>` and `Box<T>`/`T` do in serde.)
-    ///
-    /// # Errors
-    /// [`Error::Codec`] if `value` cannot be encoded (nothing is put); [`Error::State`] after
-    /// [`close`](Queue::close).
-    pub fn put<Q>(&self, value: &Q) -> Result<()>
-    where
-        T: std::borrow::Borrow<Q>,
-        Q: Serialize + ?Sized,
-    {
-        self.put_timeout(value, true, None)
-    }
+    put_forms! {
+        /// Puts `value`, waiting as long as the queue is full.
+        ///
+        /// `value` is a `T` or anything `T` borrows as, as for `HashMap::get`: a `Queue<String>`
+        /// takes `q.put("text")`, a `Queue<Vec<u8>>` a slice. (Such a pair must encode the same,
+        /// as `str`/`String`, `[T]`/`Vec<T>` and `Box<T>`/`T` do in serde.)
+        ///
+        /// # Errors
+        /// [`Error::Codec`] if `value` cannot be encoded (nothing is put); [`Error::State`] after
+        /// [`close`](Queue::close).
+        put;
 
-    /// Puts `value`: with `block`, waits up to `timeout` (`None`: forever) while the queue is
-    /// full; without, fails at once. Python's `put(obj, block, timeout)`.
-    ///
-    /// # Errors
-    /// [`Error::Full`] when no room came in time; as [`put`](Queue::put).
-    pub fn put_timeout<Q>(&self, value: &Q, block: bool, timeout: Option<Duration>) -> Result<()>
-    where
-        T: std::borrow::Borrow<Q>,
-        Q: Serialize + ?Sized,
-    {
-        if self.closed {
-            return Err(closed());
+        /// Puts `value`: with `block`, waits up to `timeout` (`None`: forever) while the queue is
+        /// full; without, fails at once. Python's `put(obj, block, timeout)`.
+        ///
+        /// # Errors
+        /// [`Error::Full`] when no room came in time; as [`put`](Queue::put).
+        put_timeout(&self, value, block, timeout) {
+            if self.closed {
+                return Err(closed());
+            }
+            let deadline = Deadline::after(if block { timeout } else { Some(Duration::ZERO) });
+            let put = match self.ring.put_value(value, deadline)? {
+                Some(put) => put,
+                None => with_encoded(value, |message, handles| {
+                    if handles.is_empty() {
+                        self.ring.put(message, deadline)
+                    } else {
+                        self.ring.put_with_handles(message, handles, deadline)
+                    }
+                })?,
+            };
+            if put { Ok(()) } else { Err(Error::Full) }
         }
-        let deadline = Deadline::after(if block { timeout } else { Some(Duration::ZERO) });
-        let put = match self.ring.put_value(value, deadline)? {
-            Some(put) => put,
-            None => with_encoded(value, |message, handles| {
-                if handles.is_empty() {
-                    self.ring.put(message, deadline)
-                } else {
-                    self.ring.put_with_handles(message, handles, deadline)
-                }
-            })?,
-        };
-        if put { Ok(()) } else { Err(Error::Full) }
-    }
 
-    /// Puts without waiting: [`Error::Full`] if full.
-    pub fn put_nowait<Q>(&self, value: &Q) -> Result<()>
-    where
-        T: std::borrow::Borrow<Q>,
-        Q: Serialize + ?Sized,
-    {
-        self.put_timeout(value, false, None)
+        /// Puts without waiting: [`Error::Full`] if full.
+        put_nowait;
     }
 
     /// Puts every value, in order, taking the producers' lock once (beyond Python: for many

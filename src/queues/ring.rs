@@ -48,7 +48,11 @@ pub(super) const TAIL_SEEN: usize = 66; // TAIL as consumers last read it (never
 pub(super) const TAKEN: usize = 68;
 pub(super) const CONSUMERS_ASLEEP: usize = 80;
 pub(super) const PRODUCERS_ASLEEP: usize = 81;
-// Word 82: async waiters of either side (feature `tokio`; `ASYNC_WAITERS` in `aio.rs`).
+/// Header word 82: async waiters of either side (feature `tokio`, see `aio`), also counted in
+/// both sides' sleeper counts (`CONSUMERS_ASLEEP`, `PRODUCERS_ASLEEP`): a wake with one of
+/// these counted signals the queue's wake-up channel too.
+#[cfg(feature = "tokio")]
+pub(super) const ASYNC_WAITERS: usize = 82;
 pub(super) const UNFINISHED: usize = 96; // JoinableQueue: put and not yet task_done
 pub(super) const JOINERS_ASLEEP: usize = 97;
 /// How long a waiting side spins before sleeping.
@@ -68,7 +72,7 @@ pub(crate) struct Ring {
     /// The channel that wakes async waiters (feature `tokio`; `None` for the pool's rings and
     /// on Windows, where async waits look on a timer).
     #[cfg(feature = "tokio")]
-    pub(super) wakeup: Option<Arc<super::aio::Wakeup>>,
+    pub(super) wakeup: Option<Arc<super::wakeup::Wakeup>>,
 }
 
 /// A queue's side channel: a pair of datagram sockets every handle to the queue holds. A
@@ -153,7 +157,7 @@ impl Ring {
             .map(|(send, recv)| Arc::new(Side { send, recv }));
         #[cfg(feature = "tokio")]
         {
-            ring.wakeup = super::aio::Wakeup::new();
+            ring.wakeup = super::wakeup::Wakeup::new();
         }
         Ok(ring)
     }
@@ -589,6 +593,19 @@ impl Ring {
     pub(super) fn wake_locked(&self, word: usize, asleep: usize) {
         std::sync::atomic::fence(Ordering::SeqCst);
         self.wake(word, asleep);
+    }
+
+    /// The part of [`Ring::wake`] for async waiters: signals the wake-up channel if one is
+    /// counted.
+    #[cfg(feature = "tokio")]
+    #[cold]
+    #[inline(never)]
+    fn wake_async(&self) {
+        if self.word(ASYNC_WAITERS).load(Ordering::SeqCst) > 0 {
+            if let Some(w) = &self.wakeup {
+                sys::wakeup_signal(&w.signal, &w.watched);
+            }
+        }
     }
 }
 

@@ -45,8 +45,9 @@
 //!   `handles_frame_len`; listeners: `SocketListener`, `listen`, `connect`,
 //!   `default_listener_address`.
 //! - **Waiting.** `OwnedHandle` (with `try_clone`), `WaitHandle`/`OwnedWaitHandle`,
-//!   `borrow_handle`, `handle_number` (Python's `fileno()`), `impl_os_handle!` (std's handle
-//!   traits for a public type), `wait_readable` (any of several handles, with a deadline); with
+//!   `borrow_handle`, `socket_wait_handle` (std's sockets, for `WaitSocket`), `handle_number`
+//!   (Python's `fileno()`), `impl_os_handle!` (std's handle traits for a public type),
+//!   `wait_readable` (any of several handles, with a deadline); with
 //!   the `tokio` feature `readable_async`, `writable_async`, `recv_now`, `send_now`,
 //!   `acceptable_async` and `SocketListener::accept_now` (a listener's async accept), and a
 //!   queue's wake-up channel: `wakeup_pair`, `wakeup_signal`, `Watch`.
@@ -117,6 +118,40 @@ use stub as os;
     not(any(target_os = "linux", target_os = "macos", windows))
 ))]
 pub(crate) use stub::*;
+
+/// A socket of std's that `wait()` can wait on: ready when reading would not block (data, end
+/// of file, or for a listener a connection to accept); each platform's `socket_wait_handle`
+/// says how. (`pub` because the crate's blanket `Waitable` impl names it; it is not reachable
+/// from outside the crate.)
+pub trait WaitSocket {
+    /// The socket as a waitable handle.
+    fn socket_handle(&self) -> std::io::Result<WaitHandle<'_>>;
+}
+
+/// Implements [`WaitSocket`] for std's socket types.
+macro_rules! wait_socket {
+    ($($ty:ty),*) => {$(
+        impl WaitSocket for $ty {
+            fn socket_handle(&self) -> std::io::Result<WaitHandle<'_>> {
+                socket_wait_handle(self)
+            }
+        }
+    )*};
+}
+wait_socket!(
+    std::net::TcpStream,
+    std::net::TcpListener,
+    std::net::UdpSocket
+);
+#[cfg(all(
+    any(target_os = "linux", target_os = "macos"),
+    not(multiprocess_stub_platform)
+))]
+wait_socket!(
+    std::os::unix::net::UnixStream,
+    std::os::unix::net::UnixListener,
+    std::os::unix::net::UnixDatagram
+);
 
 /// A shared region seen as 32-bit atomic words, and how it travels inside messages.
 impl Region {

@@ -69,17 +69,10 @@ pub(crate) fn borrow_handle(h: &OwnedHandle) -> WaitHandle<'_> {
     match h.0 {}
 }
 
-/// A socket of std's that `wait()` would wait on: there is no waiting here. (`pub` because the
-/// crate's blanket `Waitable` impl names it; it is not reachable from outside the crate.)
-pub trait WaitSocket {
-    /// The socket as a waitable handle: an `Unsupported` error here.
-    fn socket_handle(&self) -> io::Result<WaitHandle<'_>> {
-        unsupported("waiting on a socket")
-    }
+/// A socket as a waitable handle: there is no waiting here, so an `Unsupported` error.
+pub(crate) fn socket_wait_handle<S>(_socket: &S) -> io::Result<WaitHandle<'_>> {
+    unsupported("waiting on a socket")
 }
-impl WaitSocket for std::net::TcpStream {}
-impl WaitSocket for std::net::TcpListener {}
-impl WaitSocket for std::net::UdpSocket {}
 
 /// An OS handle's number as Python's `fileno()` gives it.
 pub(crate) fn handle_number(h: WaitHandle<'_>) -> i64 {

@@ -36,32 +36,10 @@ pub(crate) type WaitHandle<'a> = BorrowedFd<'a>;
 /// An owned waitable handle (a process sentinel).
 pub(crate) type OwnedWaitHandle = OwnedFd;
 
-/// A socket of std's that `wait()` can wait on: ready when reading would not block (data, end
-/// of file, or for a listener a connection to accept). (`pub` because the crate's blanket
-/// `Waitable` impl names it; it is not reachable from outside the crate.)
-pub trait WaitSocket {
-    /// The socket as a waitable handle.
-    fn socket_handle(&self) -> io::Result<WaitHandle<'_>>;
+/// A socket as a handle `poll` waits on: its descriptor (see [`WaitSocket`](super::WaitSocket)).
+pub(crate) fn socket_wait_handle(socket: &impl AsFd) -> io::Result<WaitHandle<'_>> {
+    Ok(socket.as_fd())
 }
-
-/// Implements [`WaitSocket`] for socket types whose descriptor `poll` waits on.
-macro_rules! wait_socket {
-    ($($ty:ty),*) => {$(
-        impl WaitSocket for $ty {
-            fn socket_handle(&self) -> io::Result<WaitHandle<'_>> {
-                Ok(self.as_fd())
-            }
-        }
-    )*};
-}
-wait_socket!(
-    std::net::TcpStream,
-    std::net::TcpListener,
-    std::net::UdpSocket,
-    UnixStream,
-    std::os::unix::net::UnixListener,
-    std::os::unix::net::UnixDatagram
-);
 
 /// Borrows an owned waitable handle.
 pub(crate) fn borrow_handle(h: &OwnedFd) -> BorrowedFd<'_> {

@@ -85,31 +85,14 @@ pub enum WaitHandle<'a> {
 /// An owned waitable handle (a process sentinel).
 pub(crate) type OwnedWaitHandle = OwnedHandle;
 
-/// A socket of std's that `wait()` can wait on: ready when reading would not block (data, end
-/// of file, or for a listener a connection to accept). A socket is no waitable kernel object
-/// (`WSAEventSelect` would make it non-blocking for good), so [`wait_readable`] asks `WSAPoll`
-/// about it, every few milliseconds while it waits. (`pub` because the crate's blanket
-/// `Waitable` impl names it; it is not reachable from outside the crate.)
-pub trait WaitSocket {
-    /// The socket as a waitable handle.
-    fn socket_handle(&self) -> io::Result<WaitHandle<'_>>;
+/// A socket as a waitable handle (see [`WaitSocket`](super::WaitSocket)). A socket is no
+/// waitable kernel object (`WSAEventSelect` would make it non-blocking for good), so
+/// [`wait_readable`] asks `WSAPoll` about it, every few milliseconds while it waits.
+pub(crate) fn socket_wait_handle(
+    socket: &impl std::os::windows::io::AsSocket,
+) -> io::Result<WaitHandle<'_>> {
+    Ok(WaitHandle::Socket(socket.as_socket()))
 }
-
-/// Implements [`WaitSocket`] for std's socket types.
-macro_rules! wait_socket {
-    ($($ty:ty),*) => {$(
-        impl WaitSocket for $ty {
-            fn socket_handle(&self) -> io::Result<WaitHandle<'_>> {
-                Ok(WaitHandle::Socket(std::os::windows::io::AsSocket::as_socket(self)))
-            }
-        }
-    )*};
-}
-wait_socket!(
-    std::net::TcpStream,
-    std::net::TcpListener,
-    std::net::UdpSocket
-);
 
 /// How long [`wait_readable`] waits between two looks at its sockets.
 const SOCKET_POLL_MS: u32 = 5;
@@ -840,6 +823,7 @@ pub(crate) fn handle_number(h: WaitHandle<'_>) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::WaitSocket;
     use std::io::Write;
 
     #[test]

@@ -17,9 +17,7 @@ use windows_sys::Win32::Foundation::{
 use windows_sys::Win32::Storage::FileSystem::{
     FILE_FLAG_FIRST_PIPE_INSTANCE, FILE_FLAG_OVERLAPPED, PIPE_ACCESS_DUPLEX,
 };
-#[cfg(feature = "tokio")]
-use windows_sys::Win32::System::IO::CancelIoEx;
-use windows_sys::Win32::System::IO::{GetOverlappedResult, OVERLAPPED};
+use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
 use windows_sys::Win32::System::Pipes::{
     ConnectNamedPipe, CreateNamedPipeW, GetNamedPipeHandleStateW, PIPE_READMODE_BYTE,
     PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES, PIPE_WAIT, WaitNamedPipeW,
@@ -185,31 +183,47 @@ fn new_event() -> io::Result<OwnedHandle> {
 
 /// Waits until a client has connected to `instance` (one that already has counts).
 fn wait_for_client(instance: &OwnedHandle) -> io::Result<()> {
+    offer(instance, false).map(|_| ())
+}
+
+/// Offers `instance` to clients (`ConnectNamedPipe`, overlapped) and waits for the offer to
+/// end: true if a client has connected. Without `withdraw`, the offer stands until a client
+/// comes; with it, if no client is there yet, it is withdrawn at once (`CancelIoEx`, whose
+/// cancellation completes at once) and the answer is false. A client that connects after that
+/// finds the instance waiting, and the next offer reports it (`ERROR_PIPE_CONNECTED`).
+fn offer(instance: &OwnedHandle, withdraw: bool) -> io::Result<bool> {
     let event = new_event()?;
     let mut block = OVERLAPPED {
         hEvent: event.as_raw_handle(),
         ..Default::default()
     };
     // SAFETY: `block` and `event` outlive the operation: if it is pending, we wait for it to
-    // complete below before returning.
+    // end (complete, or cancelled) below before returning.
     let ok = unsafe { ConnectNamedPipe(instance.as_raw_handle(), &mut block) };
     if ok != 0 {
-        return Ok(());
+        return Ok(true);
     }
     match last_error() {
         // The client came between CreateNamedPipeW and now.
-        ERROR_PIPE_CONNECTED => Ok(()),
+        ERROR_PIPE_CONNECTED => Ok(true),
         ERROR_IO_PENDING => {
-            let mut n = 0u32;
-            // SAFETY: waits (bWait = TRUE) for the operation started above on `block`.
-            if unsafe { GetOverlappedResult(instance.as_raw_handle(), &block, &mut n, 1) } == 0 {
-                let code = last_error();
-                if code == ERROR_PIPE_CONNECTED {
-                    return Ok(());
-                }
-                return Err(io::Error::from_raw_os_error(code as i32));
+            if withdraw {
+                // SAFETY: cancels the one operation started above on `block`, on our handle.
+                unsafe { CancelIoEx(instance.as_raw_handle(), &block) };
             }
-            Ok(())
+            let mut n = 0u32;
+            // SAFETY: waits (bWait = TRUE) for the operation started above on `block` to end,
+            // completed or cancelled.
+            if unsafe { GetOverlappedResult(instance.as_raw_handle(), &block, &mut n, 1) } != 0 {
+                return Ok(true);
+            }
+            match last_error() {
+                // Completed (before the cancellation took, if withdrawn): a client came.
+                ERROR_PIPE_CONNECTED => Ok(true),
+                // Withdrawn: no client.
+                _ if withdraw => Ok(false),
+                code => Err(io::Error::from_raw_os_error(code as i32)),
+            }
         }
         code => Err(io::Error::from_raw_os_error(code as i32)),
     }
@@ -285,44 +299,12 @@ impl PipeListener {
             Some(h) => h,
             None => new_instance(&self.name, false)?,
         };
-        if !client_connected(&instance)? {
+        if !offer(&instance, true)? {
             *next = Some(instance);
             return Ok(None);
         }
         *next = new_instance(&self.name, false).ok();
         Ok(Some((Channel::new(instance)?, self.display.clone())))
-    }
-}
-
-/// Whether a client has connected to `instance`: offers it (`ConnectNamedPipe`, overlapped)
-/// and, if no client is there yet, withdraws the offer (`CancelIoEx`, then waits for the
-/// cancellation to complete, which is at once). A client that connects after that finds the
-/// instance waiting, and the next look reports it (`ERROR_PIPE_CONNECTED`).
-#[cfg(feature = "tokio")]
-fn client_connected(instance: &OwnedHandle) -> io::Result<bool> {
-    let event = new_event()?;
-    let mut block = OVERLAPPED {
-        hEvent: event.as_raw_handle(),
-        ..Default::default()
-    };
-    // SAFETY: `block` and `event` outlive the operation: if it is pending, it is cancelled and
-    // waited for below before returning.
-    let ok = unsafe { ConnectNamedPipe(instance.as_raw_handle(), &mut block) };
-    if ok != 0 {
-        return Ok(true);
-    }
-    match last_error() {
-        ERROR_PIPE_CONNECTED => Ok(true),
-        ERROR_IO_PENDING => {
-            // SAFETY: cancels the one operation started above on `block`, on our handle.
-            unsafe { CancelIoEx(instance.as_raw_handle(), &block) };
-            let mut n = 0u32;
-            // SAFETY: waits (bWait = TRUE) for that operation to end, cancelled or completed.
-            let done = unsafe { GetOverlappedResult(instance.as_raw_handle(), &block, &mut n, 1) };
-            // Completed before the cancellation took: a client came.
-            Ok(done != 0 || last_error() == ERROR_PIPE_CONNECTED)
-        }
-        code => Err(io::Error::from_raw_os_error(code as i32)),
     }
 }
 
