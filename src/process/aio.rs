@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{CHILDREN, Look, Process, Shared, lock};
+use super::{Look, Process, Shared};
 use crate::error::{Error, Result};
 use crate::sys;
 
@@ -58,7 +58,7 @@ impl Process {
                 },
             };
             if ended {
-                lock(&CHILDREN).retain(|c| !Arc::ptr_eq(c, &shared));
+                super::forget_child(&shared);
             }
             Ok(())
         }

@@ -4,6 +4,7 @@
 #[cfg(feature = "tokio")]
 mod aio;
 pub(crate) mod child;
+mod children;
 mod current;
 mod exit;
 mod finalize;
@@ -13,6 +14,9 @@ mod sentinel;
 pub(crate) mod start;
 
 pub(crate) use child::on_parent_gone;
+pub use children::active_children;
+use children::{CHILDREN, forget_child, reap_finished};
+pub(crate) use children::{ChildrenGuard, forget_inherited_children};
 pub use current::{AuthKey, CurrentProcess, ParentProcess, current_process, parent_process};
 use current::{COUNTER, me};
 pub(crate) use current::{Identity, become_child, cut_parent_channel};
@@ -20,7 +24,7 @@ pub use finalize::Finalize;
 pub use sentinel::Sentinel;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -38,9 +42,6 @@ pub(crate) use exit::{ensure_exit_hook, exit_function, flush_stdio, mark_initial
 use handshake::Report;
 
 pub(crate) use crate::sys::lock;
-
-/// Started children not yet reaped (Python's `_children`).
-static CHILDREN: Mutex<Vec<Arc<Shared>>> = Mutex::new(Vec::new());
 
 // ---------------------------------------------------------------------------------------------
 // Process
@@ -763,80 +764,11 @@ pub(crate) fn allow_daemonic_workers() {
     DAEMONIC_WORKERS.store(true, Ordering::Relaxed);
 }
 
-/// Drops `shared` from the children list.
-fn forget_child(shared: &Arc<Shared>) {
-    lock(&CHILDREN).retain(|c| !Arc::ptr_eq(c, shared));
-}
-
-/// Reaps every finished child (Python's `_cleanup`). When the OS says that none of our own
-/// children has ended, only the fork server's (whose exits come on their status sockets) are
-/// looked at: a pool's `start` of its k-th worker no longer makes 2k system calls.
-///
-/// The candidates' sentinels are looked at in one wait (one `poll` on Unix) and only the
-/// ready ones are polled: a child reaped elsewhere or ended shows as ready, a running one costs
-/// nothing more (a fork server's k served children used to cost 2k system calls a `start`).
-fn reap_finished() {
-    let all = !sys::no_child_ended();
-    let children: Vec<_> = lock(&CHILDREN)
-        .iter()
-        .filter(|c| all || c.is_served())
-        .cloned()
-        .collect();
-    if children.is_empty() {
-        return;
-    }
-    let sentinels: Vec<_> = children.iter().map(|c| c.sentinel_now()).collect();
-    let handles: Vec<_> = sentinels
-        .iter()
-        .flatten()
-        .map(|s| sys::borrow_handle(s))
-        .collect();
-    // If the look itself fails, fall back to polling every child.
-    let ready = sys::wait_readable(&handles, Some(Duration::ZERO)).ok();
-    let mut ready = ready.into_iter().flatten();
-    for (c, sentinel) in children.iter().zip(&sentinels) {
-        // A child with no sentinel (not started, closed) is looked at as before.
-        let look = sentinel.is_none() || ready.next().unwrap_or(true);
-        if look && matches!(c.poll_exit(Some(Duration::ZERO)), Ok(Some(_)) | Err(_)) {
-            forget_child(c);
-        }
-    }
-}
-
-/// `multiprocessing.active_children()`: the started children that have not ended, after reaping
-/// those that have.
-pub fn active_children() -> Vec<Process> {
-    reap_finished();
-    lock(&CHILDREN)
-        .iter()
-        .map(|s| Process {
-            shared: Arc::clone(s),
-            job: None,
-            context: None,
-        })
-        .collect()
-}
-
 /// The number of CPUs this process may use: the affinity mask and cgroup CPU quota are honoured
 /// (Python's `cpu_count()` ignores both; this is its `process_cpu_count()` of 3.13).
 pub fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
-
-/// In a forked child: let go of the parent's children (their descriptors must not keep the
-/// parent's channels open) and forget them.
-pub(crate) fn forget_inherited_children(children: &mut Option<ChildrenGuard>) {
-    if let Some(mut list) = children.take().filter(|list| !list.is_empty()) {
-        for c in list.drain(..) {
-            if let Ok(mut state) = c.state.try_lock() {
-                *state = State::Closed;
-            }
-        }
-    }
-}
-
-/// The locked list of children.
-pub(crate) type ChildrenGuard = MutexGuard<'static, Vec<Arc<Shared>>>;
 
 /// The constructors of a context's processes (here, with `Process`, so that `context` needs
 /// nothing of `process`).

@@ -1,0 +1,80 @@
+//! The list of started children not yet reaped (Python's `_children`), and its reaping
+//! (`_cleanup`, `active_children`).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::{Process, Shared, State, lock};
+use crate::sys;
+
+/// Started children not yet reaped (Python's `_children`).
+pub(super) static CHILDREN: Mutex<Vec<Arc<Shared>>> = Mutex::new(Vec::new());
+
+/// The locked list of children.
+pub(crate) type ChildrenGuard = MutexGuard<'static, Vec<Arc<Shared>>>;
+
+/// Drops `shared` from the children list.
+pub(super) fn forget_child(shared: &Arc<Shared>) {
+    lock(&CHILDREN).retain(|c| !Arc::ptr_eq(c, shared));
+}
+
+/// Reaps every finished child (Python's `_cleanup`). When the OS says that none of our own
+/// children has ended, only the fork server's (whose exits come on their status sockets) are
+/// looked at: a pool's `start` of its k-th worker no longer makes 2k system calls.
+///
+/// The candidates' sentinels are looked at in one wait (one `poll` on Unix) and only the
+/// ready ones are polled: a child reaped elsewhere or ended shows as ready, a running one costs
+/// nothing more (a fork server's k served children used to cost 2k system calls a `start`).
+pub(super) fn reap_finished() {
+    let all = !sys::no_child_ended();
+    let children: Vec<_> = lock(&CHILDREN)
+        .iter()
+        .filter(|c| all || c.is_served())
+        .cloned()
+        .collect();
+    if children.is_empty() {
+        return;
+    }
+    let sentinels: Vec<_> = children.iter().map(|c| c.sentinel_now()).collect();
+    let handles: Vec<_> = sentinels
+        .iter()
+        .flatten()
+        .map(|s| sys::borrow_handle(s))
+        .collect();
+    // If the look itself fails, fall back to polling every child.
+    let ready = sys::wait_readable(&handles, Some(Duration::ZERO)).ok();
+    let mut ready = ready.into_iter().flatten();
+    for (c, sentinel) in children.iter().zip(&sentinels) {
+        // A child with no sentinel (not started, closed) is looked at as before.
+        let look = sentinel.is_none() || ready.next().unwrap_or(true);
+        if look && matches!(c.poll_exit(Some(Duration::ZERO)), Ok(Some(_)) | Err(_)) {
+            forget_child(c);
+        }
+    }
+}
+
+/// `multiprocessing.active_children()`: the started children that have not ended, after reaping
+/// those that have.
+pub fn active_children() -> Vec<Process> {
+    reap_finished();
+    lock(&CHILDREN)
+        .iter()
+        .map(|s| Process {
+            shared: Arc::clone(s),
+            job: None,
+            context: None,
+        })
+        .collect()
+}
+
+/// In a forked child: let go of the parent's children (their descriptors must not keep the
+/// parent's channels open) and forget them.
+pub(crate) fn forget_inherited_children(children: &mut Option<ChildrenGuard>) {
+    if let Some(mut list) = children.take().filter(|list| !list.is_empty()) {
+        for c in list.drain(..) {
+            if let Ok(mut state) = c.state.try_lock() {
+                *state = State::Closed;
+            }
+        }
+    }
+}
