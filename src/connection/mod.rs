@@ -36,9 +36,9 @@
 //! receive retries on a timer, 1 to 20 ms, instead of blocking), and an async send holds the
 //! write side across its awaits. An async send frames everything in the stream (no copy
 //! between processes), and an async receive declines such a copy when offered. Windows, in
-//! this first version, polls with a timer and writes block. [`Listener::accept_async`] waits for
-//! a client on the reactor and runs the handshake with these methods; [`wait_async`] is the
-//! async [`wait`]. Each method's docs give its cancel safety.
+//! this first version, polls with a timer and writes block. `Listener::accept_async` waits for
+//! a client on the reactor and runs the handshake with these methods; `wait_async` is the
+//! async [`wait`] (both with the `tokio` feature too). Each method's docs give its cancel safety.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
