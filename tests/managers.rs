@@ -1733,6 +1733,7 @@ fn ring_maps(pid: u32) -> usize {
 }
 
 /// Polls `cond` every 10 ms for up to `limit`; whether it became true.
+#[cfg(unix)]
 fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let until = Instant::now() + limit;
     while !cond() {
@@ -1745,6 +1746,7 @@ fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// Takes the lock, then calls in a loop (sets and gets) until killed.
+#[cfg(unix)]
 fn lock_and_call_forever(lock: LockProxy, d: DictProxy<u32, Vec<u8>>) {
     lock.acquire().unwrap();
     let big = vec![7u8; 200_000];
@@ -1823,10 +1825,17 @@ fn rings_manager_killed_while_a_client_waits() {
             "127.0.0.1:0".parse().unwrap(),
         )),
     ] {
+        let local = address.is_none();
         let manager = Manager::start_at(address, &key).unwrap();
         let q = manager.queue::<u32>().unwrap();
         q.put(&1).unwrap();
         assert_eq!(q.get().unwrap(), 1);
+        #[cfg(target_os = "linux")]
+        {
+            let maps = ring_maps(manager.process().unwrap().pid().unwrap());
+            assert_eq!(maps >= 2, local, "rings: {maps} maps");
+        }
+        let _ = local;
         let waiter = std::thread::spawn(move || {
             let t = Instant::now();
             (q.get(), t.elapsed())
@@ -1859,6 +1868,8 @@ fn rings_carry_values_larger_than_the_ring() {
         let d = manager.dict::<u32, Vec<u8>>().unwrap();
         let l = manager.list::<String>().unwrap();
         let q = manager.queue::<Vec<u64>>().unwrap();
+        #[cfg(target_os = "linux")]
+        assert!(ring_maps(manager.process().unwrap().pid().unwrap()) >= 2);
         let mut p = Process::new(lock_and_call_forever, (manager.lock().unwrap(), d.clone()));
         p.start().unwrap();
         for n in [65_536usize, 1 << 20, 3 << 20] {
