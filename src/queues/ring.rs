@@ -359,6 +359,12 @@ impl Ring {
         self.items()
     }
 
+    /// Whether a message seems to be there (a hint, read without the consumers' lock: a
+    /// producer counts a message just before it publishes it).
+    pub(crate) fn has_messages(&self) -> bool {
+        self.items() > 0
+    }
+
     pub(super) fn items(&self) -> u32 {
         // Taken first: every message counted there was counted in PUTS before it was
         // published, so PUTS read afterwards is never behind.
