@@ -226,6 +226,9 @@ struct State {
     /// Signalled whenever something a waiter may wait for happens (an item put on a queue, a
     /// lock released, an event set).
     pub(super) changed: Condvar,
+    /// Calls asleep on `changed` (counted under the objects' lock): a change with nobody
+    /// waiting makes no system call.
+    sleepers: AtomicU64,
 }
 
 fn remote(kind: &str, message: impl Into<String>) -> Reply {
@@ -250,10 +253,22 @@ impl State {
         let slice = left.map_or(CLIENT_CHECK, |l| {
             l.clamp(Duration::from_millis(1), CLIENT_CHECK)
         });
-        self.changed
+        self.sleepers.fetch_add(1, Ordering::Relaxed);
+        let objects = self
+            .changed
             .wait_timeout(objects, slice)
             .unwrap_or_else(|e| e.into_inner())
-            .0
+            .0;
+        self.sleepers.fetch_sub(1, Ordering::Relaxed);
+        objects
+    }
+
+    /// Wakes the calls waiting for a change, if any; only with the objects' lock held (which
+    /// orders the count).
+    pub(super) fn notify(&self) {
+        if self.sleepers.load(Ordering::Relaxed) > 0 {
+            self.changed.notify_all();
+        }
     }
 
     /// `client` hung up: the locks it held are released, or kept held (by
@@ -293,7 +308,7 @@ impl State {
                 _ => {}
             }
         }
-        self.changed.notify_all();
+        self.notify();
     }
 
     /// The reply to `request` from `client`; `None` if the client hung up (`gone()`) while
@@ -470,7 +485,7 @@ impl State {
                                     | Op::Reset
                                     | Op::Notify(_)
                             ) {
-                                self.changed.notify_all();
+                                self.notify();
                             }
                             return Some(reply);
                         }
