@@ -1732,6 +1732,17 @@ fn ring_maps(pid: u32) -> usize {
         .count()
 }
 
+/// How many descriptors of process `pid` are this crate's shared memory (memfd
+/// `multiprocess`): rings keep none open once handed over.
+#[cfg(target_os = "linux")]
+fn memfd_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().contains("memfd:multiprocess"))
+        .count()
+}
+
 /// Polls `cond` every 10 ms for up to `limit`; whether it became true.
 #[cfg(unix)]
 fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
@@ -1788,10 +1799,14 @@ fn rings_client_killed_mid_call() {
             "the child never called"
         );
         #[cfg(target_os = "linux")]
-        assert!(
-            ring_maps(pid) >= ours + 2,
-            "the child's connections have no rings"
-        );
+        {
+            assert!(
+                ring_maps(pid) >= ours + 2,
+                "the child's connections have no rings"
+            );
+            // Mapped, but no descriptor kept: a connection costs the manager one (its socket).
+            assert_eq!(memfd_descriptors(pid), 0);
+        }
         p.kill().unwrap();
         p.join().unwrap();
         // Its lock is released, and the rings of its connections are unmapped.

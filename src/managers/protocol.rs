@@ -343,13 +343,16 @@ impl Client {
         let mut channel = Channel { conn, rings: None };
         if Rings::usable(&self.address) && !self.no_rings.load(Ordering::Relaxed) {
             // Without shared memory to spare, the calls stay on the socket.
-            if let Ok(rings) = Rings::new() {
+            if let Ok(mut rings) = Rings::new() {
                 let accepted = channel
                     .conn
                     .send(&Request::Rings(rings.clone()))
                     .and_then(|()| recv_soon::<Reply>(&channel.conn));
                 match accepted {
-                    Ok(Reply::Done) => channel.rings = Some(rings),
+                    Ok(Reply::Done) => {
+                        rings.close_handles();
+                        channel.rings = Some(rings);
+                    }
                     Ok(other) => return Err(unexpected(other)),
                     // A manager of another build hangs up on a request it does not know.
                     Err(_) => {

@@ -63,6 +63,13 @@ impl Rings {
         })
     }
 
+    /// Closes the rings' descriptors once they have travelled (their memory stays mapped): a
+    /// connection then holds one descriptor on each side, its socket, as without rings.
+    pub(super) fn close_handles(&mut self) {
+        self.requests.close_handles();
+        self.replies.close_handles();
+    }
+
     /// Whether a client of a manager at `address` offers it rings: a local socket, on Unix
     /// (elsewhere, and over TCP, calls stay on the socket).
     pub(super) fn usable(address: &Address) -> bool {

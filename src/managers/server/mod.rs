@@ -149,11 +149,12 @@ fn answer(conn: &Connection, state: &State, client: u64) {
             None => conn.send(reply).is_ok(),
         };
         match request {
-            Request::Rings(offered) => {
+            Request::Rings(mut offered) => {
                 // Once per connection; the reply goes on the socket, where it was asked.
                 if rings.is_some() || conn.send(&Reply::Done).is_err() {
                     return;
                 }
+                offered.close_handles();
                 rings = Some(offered);
                 continue;
             }
