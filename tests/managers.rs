@@ -1716,3 +1716,196 @@ fn remote_manager_proxies() {
         assert_eq!(l.get_slice(-2..).unwrap(), [5, 8]);
     });
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 19 (W8): a client on this machine calls through shared-memory rings; death on either
+// side, and values larger than a ring (64 KiB), must work as on the socket path.
+
+/// How many shared-memory mappings of this crate (memfd `multiprocess`) process `pid` has: a
+/// connection with rings maps two in the manager.
+#[cfg(target_os = "linux")]
+fn ring_maps(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("memfd:multiprocess"))
+        .count()
+}
+
+/// How many descriptors of process `pid` are this crate's shared memory (memfd
+/// `multiprocess`): rings keep none open once handed over.
+#[cfg(target_os = "linux")]
+fn memfd_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().contains("memfd:multiprocess"))
+        .count()
+}
+
+/// Polls `cond` every 10 ms for up to `limit`; whether it became true.
+#[cfg(unix)]
+fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while !cond() {
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// Takes the lock, then calls in a loop (sets and gets) until killed.
+#[cfg(unix)]
+fn lock_and_call_forever(lock: LockProxy, d: DictProxy<u32, Vec<u8>>) {
+    lock.acquire().unwrap();
+    let big = vec![7u8; 200_000];
+    for i in 0.. {
+        let value = if i % 2 == 0 {
+            vec![i as u8]
+        } else {
+            big.clone()
+        };
+        d.set(&(i % 4), &value).unwrap();
+        d.get(&(i % 4)).unwrap();
+    }
+}
+
+/// A client killed in the middle of its calls through rings (small ones in the ring, large
+/// ones on the socket): the manager forgets it (its lock is released, its rings unmapped) and
+/// goes on serving the others.
+#[cfg(unix)]
+#[test]
+fn rings_client_killed_mid_call() {
+    multiprocess::init_test();
+    let _g = common::start();
+    within(Duration::from_secs(60), "client killed mid-call", || {
+        let manager = Manager::start().unwrap();
+        let pid = manager.process().unwrap().pid().unwrap();
+        let lock = manager.lock().unwrap();
+        let d = manager.dict::<u32, Vec<u8>>().unwrap();
+        #[cfg(target_os = "linux")]
+        let ours = ring_maps(pid);
+        #[cfg(target_os = "linux")]
+        assert!(
+            ours >= 2,
+            "the parent's connection has no rings ({ours} maps)"
+        );
+        let mut p = Process::new(lock_and_call_forever, (lock.clone(), d.clone()));
+        p.start().unwrap();
+        assert!(
+            eventually(Duration::from_secs(20), || d.len().unwrap() == 4),
+            "the child never called"
+        );
+        #[cfg(target_os = "linux")]
+        {
+            assert!(
+                ring_maps(pid) >= ours + 2,
+                "the child's connections have no rings"
+            );
+            // Mapped, but no descriptor kept: a connection costs the manager one (its socket).
+            assert_eq!(memfd_descriptors(pid), 0);
+        }
+        p.kill().unwrap();
+        p.join().unwrap();
+        // Its lock is released, and the rings of its connections are unmapped.
+        assert!(lock.acquire_timeout(Duration::from_secs(5)).unwrap());
+        lock.release().unwrap();
+        #[cfg(target_os = "linux")]
+        assert!(
+            eventually(Duration::from_secs(5), || ring_maps(pid) == ours),
+            "the dead client's rings stay mapped in the manager: {} maps, {ours} before",
+            ring_maps(pid)
+        );
+        d.set(&9, &vec![1, 2, 3]).unwrap();
+        assert_eq!(d.get(&9).unwrap(), Some(vec![1, 2, 3]));
+        let _ = pid;
+    });
+}
+
+/// A manager killed while a client waits in a call through rings (a `get` on an empty queue)
+/// fails the call soon, with the error the socket path gives (checked on a TCP manager, whose
+/// calls stay on the socket).
+#[cfg(unix)]
+#[test]
+fn rings_manager_killed_while_a_client_waits() {
+    multiprocess::init_test();
+    let _g = common::start_with_sockets();
+    let key = b"rings".to_vec();
+    let mut errors = Vec::new();
+    for address in [
+        None,
+        Some(multiprocess::connection::Address::Tcp(
+            "127.0.0.1:0".parse().unwrap(),
+        )),
+    ] {
+        let local = address.is_none();
+        let manager = Manager::start_at(address, &key).unwrap();
+        let q = manager.queue::<u32>().unwrap();
+        q.put(&1).unwrap();
+        assert_eq!(q.get().unwrap(), 1);
+        #[cfg(target_os = "linux")]
+        {
+            let maps = ring_maps(manager.process().unwrap().pid().unwrap());
+            assert_eq!(maps >= 2, local, "rings: {maps} maps");
+        }
+        let _ = local;
+        let waiter = std::thread::spawn(move || {
+            let t = Instant::now();
+            (q.get(), t.elapsed())
+        });
+        std::thread::sleep(Duration::from_millis(300)); // let its `get` reach the manager
+        let process = manager.process().unwrap();
+        process.kill().unwrap();
+        process.join().unwrap();
+        let killed = Instant::now();
+        let (got, _) = within(Duration::from_secs(10), "the waiting call", move || {
+            waiter.join().unwrap()
+        });
+        assert!(killed.elapsed() < Duration::from_secs(2), "noticed late");
+        let e = got.expect_err("a call to a killed manager succeeded");
+        errors.push(format!("{e:?}"));
+        drop(manager);
+    }
+    assert_eq!(errors[0], errors[1], "rings and socket fail differently");
+}
+
+/// Values larger than a ring go and come back whole (dict, list, queue, own type), in the
+/// parent and in a child at once, and small calls go on through the rings after them.
+#[cfg(unix)]
+#[test]
+fn rings_carry_values_larger_than_the_ring() {
+    multiprocess::init_test();
+    let _g = common::start();
+    within(Duration::from_secs(60), "large values", || {
+        let manager = Manager::start().unwrap();
+        let d = manager.dict::<u32, Vec<u8>>().unwrap();
+        let l = manager.list::<String>().unwrap();
+        let q = manager.queue::<Vec<u64>>().unwrap();
+        #[cfg(target_os = "linux")]
+        assert!(ring_maps(manager.process().unwrap().pid().unwrap()) >= 2);
+        let mut p = Process::new(lock_and_call_forever, (manager.lock().unwrap(), d.clone()));
+        p.start().unwrap();
+        for n in [65_536usize, 1 << 20, 3 << 20] {
+            let value: Vec<u8> = (0..n).map(|i| (i * 31 % 251) as u8).collect();
+            d.set(&100, &value).unwrap();
+            assert_eq!(d.get(&100).unwrap().as_ref(), Some(&value));
+            let text = "x".repeat(n);
+            l.append(&text).unwrap();
+            assert_eq!(l.get(-1).unwrap(), text);
+            let numbers: Vec<u64> = (0..n as u64 / 8).collect();
+            q.put(&numbers).unwrap();
+            assert_eq!(q.get().unwrap(), numbers);
+            d.set(&101, &vec![1]).unwrap();
+            assert_eq!(d.get(&101).unwrap(), Some(vec![1]));
+        }
+        // A reply made of many small items, larger than the ring in all.
+        let many: Vec<String> = (0..50_000).map(|i| i.to_string()).collect();
+        l.extend(&many).unwrap();
+        assert_eq!(l.len().unwrap(), 3 + many.len());
+        assert_eq!(l.to_vec().unwrap()[3..], many[..]);
+        p.kill().unwrap();
+        p.join().unwrap();
+    });
+}

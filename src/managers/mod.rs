@@ -19,7 +19,12 @@
 //! arguments, over a `Connection`, inside a queue, or as values inside another managed object,
 //! which gives Python's nested proxies); each copy opens its own connection to the manager the
 //! first time it is used, authenticated with the process's `authkey` (inherited from the
-//! parent, as in Python). A failed call comes back as [`Error::Remote`] with Python's exception
+//! parent, as in Python). When the manager listens on a local socket (the default), that
+//! connection then carries its calls through two rings in shared memory, as a [`Queue`]'s
+//! (the socket stays open to tell either side when the other is gone); over TCP they stay on
+//! the socket.
+//!
+//! [`Queue`]: crate::Queue A failed call comes back as [`Error::Remote`] with Python's exception
 //! name (`KeyError`, `IndexError`...). When the manager is gone, every call fails at once with
 //! an I/O error instead of hanging.
 //!
@@ -68,6 +73,7 @@ mod protocol;
 mod queue_proxy;
 mod refs;
 mod repr;
+mod rings;
 mod segments;
 mod server;
 mod sync;
@@ -80,6 +86,7 @@ pub use protocol::Kind;
 use protocol::*;
 pub use queue_proxy::QueueProxy;
 use refs::*;
+use rings::Rings;
 pub use segments::SharedMemoryManager;
 use sync::secs;
 pub use sync::{BarrierProxy, ConditionProxy, EventProxy, LockProxy, RLockProxy, SemaphoreProxy};

@@ -234,6 +234,10 @@ pub(super) enum Request {
     /// This connection is closed in order (its client's last proxy in this process went): the
     /// locks it holds stay held. No reply.
     Closing,
+    /// From now on this connection's messages go through these rings (a client on this
+    /// machine: see `rings.rs`); the socket stays open as the liveness channel. Replied to on
+    /// the socket.
+    Rings(Rings),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -256,13 +260,40 @@ pub(super) enum Reply {
 /// the thread's first call, as Python's proxies keep one per (process, thread). So a call that
 /// waits in the manager (a `get` on an empty queue) never holds up another thread's call on a
 /// clone, and a lock belongs to the thread that took it. A forked child inherits its parent's
-/// connections and must not use them (their replies are the parent's): it opens its own.
+/// connections and must not use them (their replies are the parent's): it opens its own, with
+/// rings of its own.
 #[derive(Debug)]
 pub(super) struct Client {
     pub(super) address: Address,
     pub(super) authkey: Vec<u8>,
     /// Per process: a forked child starts with none, whoever held the lock at the fork.
-    pub(super) conns: ForkLock<HashMap<(u32, ThreadId), Arc<Connection>>>,
+    pub(super) conns: ForkLock<HashMap<(u32, ThreadId), Arc<Channel>>>,
+    /// The manager refused rings once (another build): this client's calls stay on sockets.
+    no_rings: AtomicBool,
+}
+
+/// One thread's connection to the manager, and the rings its calls go through when the
+/// manager runs on this machine (see `rings.rs`).
+#[derive(Debug)]
+pub(super) struct Channel {
+    conn: Connection,
+    rings: Option<Rings>,
+}
+
+impl Channel {
+    fn send(&self, request: &Request) -> Result<()> {
+        match &self.rings {
+            Some(rings) => rings.client(&self.conn).send(request),
+            None => self.conn.send(request),
+        }
+    }
+
+    fn recv(&self) -> Result<Reply> {
+        match &self.rings {
+            Some(rings) => rings.client(&self.conn).recv(),
+            None => recv_soon(&self.conn),
+        }
+    }
 }
 
 /// The last proxy of this client in this process went: its connections close in order, so
@@ -289,11 +320,13 @@ impl Client {
             // A forked child closes its copies of its parent's connections (when no thread
             // of the parent held the table at the fork).
             conns: ForkLock::per_process(HashMap::new, HashMap::clear),
+            no_rings: AtomicBool::new(false),
         })
     }
 
-    /// This thread's connection, opened if needed.
-    pub(super) fn connection(&self) -> Result<Arc<Connection>> {
+    /// This thread's connection, opened if needed: authenticated, introduced, and given rings
+    /// when the manager is on this machine.
+    pub(super) fn connection(&self) -> Result<Arc<Channel>> {
         let me = Self::me();
         {
             let conns = lock(self.conns.get());
@@ -301,12 +334,35 @@ impl Client {
                 return Ok(Arc::clone(c));
             }
         }
-        let c = Arc::new(client(&self.address, Some(&self.authkey))?);
-        c.send(&Request::Hello(process_token()))?;
-        match recv_soon::<Reply>(&c)? {
+        let conn = client(&self.address, Some(&self.authkey))?;
+        conn.send(&Request::Hello(process_token()))?;
+        match recv_soon::<Reply>(&conn)? {
             Reply::Done => {}
             other => return Err(unexpected(other)),
         }
+        let mut channel = Channel { conn, rings: None };
+        if Rings::usable(&self.address) && !self.no_rings.load(Ordering::Relaxed) {
+            // Without shared memory to spare, the calls stay on the socket.
+            if let Ok(mut rings) = Rings::new() {
+                let accepted = channel
+                    .conn
+                    .send(&Request::Rings(rings.clone()))
+                    .and_then(|()| recv_soon::<Reply>(&channel.conn));
+                match accepted {
+                    Ok(Reply::Done) => {
+                        rings.close_handles();
+                        channel.rings = Some(rings);
+                    }
+                    Ok(other) => return Err(unexpected(other)),
+                    // A manager of another build hangs up on a request it does not know.
+                    Err(_) => {
+                        self.no_rings.store(true, Ordering::Relaxed);
+                        return self.connection();
+                    }
+                }
+            }
+        }
+        let c = Arc::new(channel);
         lock(self.conns.get()).insert(me, Arc::clone(&c));
         Ok(c)
     }
@@ -317,7 +373,7 @@ impl Client {
 
     pub(super) fn call(&self, request: &Request) -> Result<Reply> {
         let c = self.connection()?;
-        let reply = c.send(request).and_then(|()| recv_soon::<Reply>(&c));
+        let reply = c.send(request).and_then(|()| c.recv());
         if reply.is_err() {
             // The stream may be off a message boundary now: never reuse it.
             lock(self.conns.get()).remove(&Self::me());

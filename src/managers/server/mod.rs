@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Kind, Op, Reply, Request};
+use super::{Kind, Op, Reply, Request, Rings};
 use crate::connection::{Address, Connection, Listener};
 use crate::error::Error;
 use crate::log::{self, Level};
@@ -120,30 +120,51 @@ const HALF_OPEN: u64 = 4096;
 
 /// Answers one client's requests in order until it hangs up, or sends what is not a request.
 /// A CPython manager client (it pickles its requests) is told, in a reply it can read, that
-/// this is not a CPython manager.
+/// this is not a CPython manager. A client on this machine hands over rings
+/// ([`Request::Rings`]): its later requests, and their replies, go through them.
 fn answer(conn: &Connection, state: &State, client: u64) {
+    let mut rings: Option<Rings> = None;
     loop {
-        let request = match super::recv_soon::<Request>(conn) {
-            Ok(request) => request,
-            Err(Error::Codec(why)) if why.contains(crate::wire::LOOKS_LIKE_PICKLE) => {
-                let refusal = crate::wire::pickled_pair(
-                    "#TRACEBACK",
-                    "this server is a multiprocess (Rust) manager: it speaks its own protocol, \
-                     not CPython's; connect with multiprocess::Manager::connect",
-                );
-                let _ = conn.send_bytes(&refusal);
-                return;
-            }
-            Err(_) => return,
+        let request = match &rings {
+            Some(r) => match r.server(conn).recv::<Request>() {
+                Ok(request) => request,
+                Err(_) => return,
+            },
+            None => match super::recv_soon::<Request>(conn) {
+                Ok(request) => request,
+                Err(Error::Codec(why)) if why.contains(crate::wire::LOOKS_LIKE_PICKLE) => {
+                    let refusal = crate::wire::pickled_pair(
+                        "#TRACEBACK",
+                        "this server is a multiprocess (Rust) manager: it speaks its own \
+                         protocol, not CPython's; connect with multiprocess::Manager::connect",
+                    );
+                    let _ = conn.send_bytes(&refusal);
+                    return;
+                }
+                Err(_) => return,
+            },
+        };
+        let send = |reply: &Reply| match &rings {
+            Some(r) => r.server(conn).send(reply).is_ok(),
+            None => conn.send(reply).is_ok(),
         };
         match request {
+            Request::Rings(mut offered) => {
+                // Once per connection; the reply goes on the socket, where it was asked.
+                if rings.is_some() || conn.send(&Reply::Done).is_err() {
+                    return;
+                }
+                offered.close_handles();
+                rings = Some(offered);
+                continue;
+            }
             Request::Shutdown => {
-                let _ = conn.send(&Reply::Done);
+                send(&Reply::Done);
                 crate::exit(0);
             }
             Request::Hello(token) => {
                 lock(&state.sessions).of_client.insert(client, token);
-                if conn.send(&Reply::Done).is_err() {
+                if !send(&Reply::Done) {
                     return;
                 }
                 continue;
@@ -158,7 +179,7 @@ fn answer(conn: &Connection, state: &State, client: u64) {
                     sessions.left.insert(token);
                 }
                 drop(sessions);
-                if conn.send(&Reply::Done).is_err() {
+                if !send(&Reply::Done) {
                     return;
                 }
                 continue;
@@ -166,12 +187,13 @@ fn answer(conn: &Connection, state: &State, client: u64) {
             _ => {}
         }
         // A client that hangs up while its call waits (its process died) must not take an
-        // item or a lock that nobody will ever see.
+        // item or a lock that nobody will ever see. (With rings too, the socket is where a
+        // client's death shows: it sends nothing there while it waits for a reply.)
         let gone = || conn.poll(Some(Duration::ZERO)).unwrap_or(true);
         let Some(reply) = state.apply(request, client, &gone) else {
             return;
         };
-        if conn.send(&reply).is_err() {
+        if !send(&reply) {
             return;
         }
     }
@@ -205,6 +227,9 @@ struct State {
     /// Signalled whenever something a waiter may wait for happens (an item put on a queue, a
     /// lock released, an event set).
     pub(super) changed: Condvar,
+    /// Calls asleep on `changed` (counted under the objects' lock): a change with nobody
+    /// waiting makes no system call.
+    sleepers: AtomicU64,
 }
 
 fn remote(kind: &str, message: impl Into<String>) -> Reply {
@@ -229,10 +254,22 @@ impl State {
         let slice = left.map_or(CLIENT_CHECK, |l| {
             l.clamp(Duration::from_millis(1), CLIENT_CHECK)
         });
-        self.changed
+        self.sleepers.fetch_add(1, Ordering::Relaxed);
+        let objects = self
+            .changed
             .wait_timeout(objects, slice)
             .unwrap_or_else(|e| e.into_inner())
-            .0
+            .0;
+        self.sleepers.fetch_sub(1, Ordering::Relaxed);
+        objects
+    }
+
+    /// Wakes the calls waiting for a change, if any; only with the objects' lock held (which
+    /// orders the count).
+    pub(super) fn notify(&self) {
+        if self.sleepers.load(Ordering::Relaxed) > 0 {
+            self.changed.notify_all();
+        }
     }
 
     /// `client` hung up: the locks it held are released, or kept held (by
@@ -272,7 +309,7 @@ impl State {
                 _ => {}
             }
         }
-        self.changed.notify_all();
+        self.notify();
     }
 
     /// The reply to `request` from `client`; `None` if the client hung up (`gone()`) while
@@ -449,7 +486,7 @@ impl State {
                                     | Op::Reset
                                     | Op::Notify(_)
                             ) {
-                                self.changed.notify_all();
+                                self.notify();
                             }
                             return Some(reply);
                         }
@@ -472,9 +509,11 @@ impl State {
                     }
                 }
             }
-            Request::Shutdown | Request::Hello(_) | Request::Leaving | Request::Closing => {
-                Reply::Done
-            }
+            Request::Shutdown
+            | Request::Hello(_)
+            | Request::Leaving
+            | Request::Closing
+            | Request::Rings(_) => Reply::Done,
         })
     }
 }

@@ -29,7 +29,7 @@ impl State {
         if b.waiting == b.parties {
             b.waiting = 0;
             b.generation += 1;
-            self.changed.notify_all();
+            self.notify();
             return Some(Reply::Len(u64::from(index)));
         }
         loop {
@@ -48,7 +48,7 @@ impl State {
             if timed_out || hung_up {
                 b.broken = true;
                 b.waiting = 0;
-                self.changed.notify_all();
+                self.notify();
                 return (!hung_up).then(broken_barrier);
             }
         }
@@ -82,7 +82,7 @@ impl State {
         c.next_ticket += 1;
         let ticket = c.next_ticket;
         c.waiting.push_back(ticket);
-        self.changed.notify_all();
+        self.notify();
         let mut notified = false;
         loop {
             let Some(Object::Condition(c)) = objects.table.get_mut(&id) else {

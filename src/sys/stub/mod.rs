@@ -441,6 +441,11 @@ impl Region {
         match self.0 {}
     }
 
+    /// Lets go of its handles, keeping the memory.
+    pub(crate) fn close_handles(&mut self) {
+        match self.0 {}
+    }
+
     /// The region from handles made by [`Region::handles`].
     pub(crate) fn from_handles(handles: Vec<OwnedHandle>) -> io::Result<Region> {
         match handles.into_iter().next() {

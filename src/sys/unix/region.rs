@@ -14,7 +14,8 @@ use super::os;
 #[derive(Debug)]
 pub(crate) struct Region {
     map: memmap2::MmapRaw,
-    file: File,
+    /// `None` once [`Region::close_handles`] let it go (the mapping stays).
+    file: Option<File>,
 }
 
 impl Region {
@@ -27,7 +28,10 @@ impl Region {
 
     fn map(file: File) -> io::Result<Region> {
         let map = memmap2::MmapOptions::new().map_raw(&file)?;
-        Ok(Region { map, file })
+        Ok(Region {
+            map,
+            file: Some(file),
+        })
     }
 
     /// The region's first byte.
@@ -42,7 +46,16 @@ impl Region {
 
     /// Copies of the handles that let another process map the same memory.
     pub(crate) fn handles(&self) -> io::Result<Vec<OwnedHandle>> {
-        Ok(vec![OwnedFd::from(self.file.try_clone()?)])
+        let file = self.file.as_ref().ok_or_else(|| {
+            io::Error::other("this shared region's descriptor was closed: it cannot travel")
+        })?;
+        Ok(vec![OwnedFd::from(file.try_clone()?)])
+    }
+
+    /// Closes the region's descriptor, keeping the memory mapped: a region that will never
+    /// travel again then costs no descriptor.
+    pub(crate) fn close_handles(&mut self) {
+        self.file = None;
     }
 
     /// Maps a region from handles made by [`Region::handles`] in another process.

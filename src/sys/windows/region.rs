@@ -95,6 +95,10 @@ impl Region {
         self.len
     }
 
+    /// Keeps its handles: the wake-up semaphore is needed by every wait (Unix closes its
+    /// descriptor here).
+    pub(crate) fn close_handles(&mut self) {}
+
     /// Copies of the handles that let another process map the same memory.
     pub(crate) fn handles(&self) -> io::Result<Vec<OwnedHandle>> {
         Ok(vec![self.mapping.try_clone()?, self.wakeup.try_clone()?])

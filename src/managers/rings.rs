@@ -1,0 +1,198 @@
+//! Manager calls between processes of one machine over shared memory (issue 19, W8).
+//!
+//! A client that reached its manager through a local socket (a Unix socket, named or abstract)
+//! makes two rings — the queues' ring, with its spin-then-sleep waits — and hands them to the
+//! manager over that socket once, right after the handshake. From then on that connection's
+//! requests go into one ring and the replies come back in the other; the socket stays open as
+//! the liveness channel: each side waits on its ring in slices and looks at the socket between
+//! them, and a socket that turns readable (end of file) is a peer that is gone. A manager
+//! killed while a client waits therefore fails the call with the socket's own error, and a
+//! client killed mid-call is forgotten as on the socket path.
+//!
+//! A message that carries OS handles, or is longer than half a ring, goes on the socket: its
+//! sender first puts an empty message in the ring (which tells the receiver to read the
+//! socket), then sends it there. So rings never stream, and a message is published whole or
+//! not at all.
+//!
+//! Rings belong to one connection, which belongs to one thread of one process (the client's
+//! table of connections is per process: a forked child opens its own). Their memory is
+//! anonymous (a memfd on Linux, an unlinked object on macOS): nothing named is left behind, and
+//! each side's mapping goes with its connection.
+
+use std::borrow::Cow;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::connection::{Address, Connection};
+use crate::error::{Error, Result};
+use crate::queues::Ring;
+use crate::synchronize::Deadline;
+use crate::wire;
+
+/// Bytes of each ring.
+const RING_BYTES: usize = 64 << 10;
+/// The longest message put in a ring (longer ones go on the socket).
+const WHOLE: usize = RING_BYTES / 2;
+/// How long a side waits on its ring, at most, before it looks at the socket.
+const CHECK: Duration = Duration::from_millis(100);
+/// The first such wait of a call is short, so that a peer already gone is noticed at once.
+const FIRST_CHECK: Duration = Duration::from_millis(2);
+/// How long a side looks for the next message before the ring's wait.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// A connection's two rings: requests (client → manager) and replies.
+#[derive(Clone, Serialize, Deserialize)]
+pub(super) struct Rings {
+    requests: Ring,
+    replies: Ring,
+}
+
+impl std::fmt::Debug for Rings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Rings")
+    }
+}
+
+impl Rings {
+    pub(super) fn new() -> Result<Rings> {
+        Ok(Rings {
+            requests: Ring::new(RING_BYTES, 0)?,
+            replies: Ring::new(RING_BYTES, 0)?,
+        })
+    }
+
+    /// Closes the rings' descriptors once they have travelled (their memory stays mapped): a
+    /// connection then holds one descriptor on each side, its socket, as without rings.
+    pub(super) fn close_handles(&mut self) {
+        self.requests.close_handles();
+        self.replies.close_handles();
+    }
+
+    /// Whether a client of a manager at `address` offers it rings: a local socket, on Unix
+    /// (elsewhere, and over TCP, calls stay on the socket).
+    pub(super) fn usable(address: &Address) -> bool {
+        cfg!(unix) && matches!(address, Address::Unix(_) | Address::Abstract(_))
+    }
+
+    /// The client's end, over its connection `conn`.
+    pub(super) fn client<'a>(&'a self, conn: &'a Connection) -> End<'a> {
+        End {
+            out: &self.requests,
+            input: &self.replies,
+            conn,
+        }
+    }
+
+    /// The manager's end, over the client's connection `conn`.
+    pub(super) fn server<'a>(&'a self, conn: &'a Connection) -> End<'a> {
+        End {
+            out: &self.replies,
+            input: &self.requests,
+            conn,
+        }
+    }
+}
+
+/// One side of a connection with rings: the ring it writes, the one it reads, the socket.
+pub(super) struct End<'a> {
+    out: &'a Ring,
+    input: &'a Ring,
+    conn: &'a Connection,
+}
+
+/// What the ring held: a value, or the word that the next one is on the socket.
+enum Got<T> {
+    Value(Result<T>),
+    OnSocket,
+}
+
+impl End<'_> {
+    /// Sends one message: in the ring, or on the socket (announced in the ring first).
+    pub(super) fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+        let (message, handles) = wire::encode_message(value)?;
+        if handles.is_empty() && message.len() <= WHOLE {
+            return self.put(&message);
+        }
+        drop(handles);
+        self.put(&[])?;
+        self.conn.send(value)
+    }
+
+    /// Puts one message in the ring (it holds at most the one before, already taken or being
+    /// taken, so this waits only if the peer is slow), looking between waits whether the peer
+    /// is gone.
+    fn put(&self, message: &[u8]) -> Result<()> {
+        loop {
+            if self.out.put(message, Deadline::after(Some(CHECK)))? {
+                return Ok(());
+            }
+            if self.conn.poll(Some(Duration::ZERO))? {
+                return Err(Error::Eof);
+            }
+        }
+    }
+
+    /// Receives the next message, from the ring or the socket. A socket that turns readable
+    /// while the ring is empty is a peer that hung up (or one that breaks the protocol): its
+    /// error, or its message, is what the socket gives.
+    pub(super) fn recv<T: DeserializeOwned>(&self) -> Result<T> {
+        self.look_for_a_message();
+        let mut slice = FIRST_CHECK;
+        loop {
+            if let Some(got) = self.take::<T>(slice)? {
+                return self.open(got);
+            }
+            if self.conn.poll(Some(Duration::ZERO))? {
+                // What the peer put before it went is still taken first.
+                return match self.take::<T>(Duration::ZERO)? {
+                    Some(got) => self.open(got),
+                    None => self.conn.recv(),
+                };
+            }
+            slice = CHECK;
+        }
+    }
+
+    /// Looks for the peer's next message for up to [`SPIN`], yielding the CPU between rounds
+    /// of looks (the peer may run on this one), before the ring's own wait (which spins less,
+    /// then sleeps): a call answered by a manager that is awake costs a few µs, a side asleep
+    /// and woken from another CPU tens of µs.
+    fn look_for_a_message(&self) {
+        let start = Instant::now();
+        while !self.input.has_messages() && start.elapsed() < SPIN {
+            for _ in 0..32 {
+                std::hint::spin_loop();
+            }
+            if self.input.has_messages() {
+                return;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    fn take<T: DeserializeOwned>(&self, wait: Duration) -> Result<Option<Got<T>>> {
+        self.input
+            .get_with(Deadline::after(Some(wait)), |bytes: Cow<'_, [u8]>| {
+                if bytes.is_empty() {
+                    return Got::OnSocket;
+                }
+                Got::Value(
+                    wire::split_message(&bytes).and_then(|(handles, body)| match handles {
+                        0 => wire::decode(body),
+                        n => Err(Error::Codec(format!(
+                            "a manager message in shared memory announces {n} OS handles"
+                        ))),
+                    }),
+                )
+            })
+    }
+
+    fn open<T: DeserializeOwned>(&self, got: Got<T>) -> Result<T> {
+        match got {
+            Got::Value(value) => value,
+            Got::OnSocket => self.conn.recv(),
+        }
+    }
+}
