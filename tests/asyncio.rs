@@ -302,11 +302,6 @@ fn a_cancelled_recv_loses_nothing() -> Result<()> {
 /// A send dropped with part of its frame written leaves the stream off a message boundary:
 /// the end refuses further sends, clearly; receiving on it still works.
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "on Windows an async send still blocks until written (README, feature table): \
-              there is no send to cancel mid-message"
-)]
 fn a_send_cancelled_mid_message_refuses_further_sends() -> Result<()> {
     multiprocess::init_test();
     let _g = common::start();
@@ -325,6 +320,53 @@ fn a_send_cancelled_mid_message_refuses_further_sends() -> Result<()> {
     }
     theirs.send_bytes(b"still receiving")?;
     assert_eq!(ours.recv_bytes()?, b"still receiving");
+    Ok(())
+}
+
+/// Reads one message once told to on `go` (or after 5 s: without the word, as when the
+/// sender's thread is stuck in a blocking write, the sender is then freed and the test fails
+/// on the order rather than hang), and answers with its length.
+fn read_when_told(conn: Connection, go: Connection) {
+    let _ = go.poll(Some(Duration::from_secs(5)));
+    let m = conn.recv_bytes().expect("a message");
+    conn.send(&(m.len() as u64)).expect("an answer");
+}
+
+/// An async send of more than the stream holds leaves the runtime thread free while it waits
+/// for the reader (on Windows, where async writes used to be the blocking ones, too): another
+/// task on the one thread runs meanwhile, and it is that task that tells the reader to read.
+/// Checked by order, not by time.
+#[test]
+fn a_large_send_leaves_the_runtime_thread_free() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let (ours, theirs) = pipe()?;
+    let (go_rx, go_tx) = multiprocess::pipe_one_way()?;
+    let mut p = Process::new(read_when_told, (theirs, go_rx));
+    p.start()?;
+    let big = pattern(16 << 20, 5);
+    let order = std::sync::Mutex::new(Vec::new());
+    rt.block_on(async {
+        let send = async {
+            limited(ours.send_bytes_async(&big)).await?;
+            order.lock().unwrap().push("sent");
+            Ok::<_, Error>(())
+        };
+        let tell = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            order.lock().unwrap().push("told");
+            go_tx.send(&())
+        };
+        let (sent, told) = tokio::join!(send, tell);
+        sent?;
+        told?;
+        assert_eq!(limited(ours.recv_async::<u64>()).await?, 16 << 20);
+        Ok::<_, Error>(())
+    })?;
+    assert_eq!(*order.lock().unwrap(), ["told", "sent"]);
+    p.join_timeout(LIMIT)?;
+    assert_eq!(p.exitcode()?, Some(0));
     Ok(())
 }
 
@@ -485,7 +527,7 @@ fn async_over_simplex_pipes() -> Result<()> {
     let (our_in, their_out) = multiprocess::pipe_one_way()?;
     let mut p = Process::new(sum_simplex, ((their_in, their_out),));
     p.start()?;
-    let big = pattern(4 << 20, 5);
+    let big = pattern(16 << 20, 5);
     let want: u64 = big.iter().map(|&b| u64::from(b)).sum::<u64>() + big.len() as u64 + 4;
     rt.block_on(async {
         limited(our_out.send_bytes_async(&[1, 1])).await?;
@@ -787,9 +829,12 @@ fn accept_async_alongside_a_blocking_accept() -> Result<()> {
     Ok(())
 }
 
-fn send_after(conn: Connection, ms: u64) {
-    sleep_ms(ms);
-    conn.send(&"late").expect("sends");
+/// Waits (up to [`LIMIT`]) for a word on `go`, then sends `"late"` on `conn` (if any).
+fn send_when_told(go: Connection, conn: Option<Connection>) {
+    let _ = go.poll(Some(LIMIT));
+    if let Some(conn) = conn {
+        conn.send(&"late").expect("sends");
+    }
 }
 
 #[test]
@@ -799,18 +844,19 @@ fn wait_async_on_connections_and_sentinels() -> Result<()> {
     let rt = runtime();
     let (a, b) = multiprocess::pipe()?;
     let (c, d) = multiprocess::pipe()?;
-    let mut sender = Process::new(send_after, (d, 100));
+    // Told when to send and when to end (no timing: starting a child under Wine can take
+    // longer than a sleep would).
+    let (go_send, tell_send) = multiprocess::pipe_one_way()?;
+    let (go_end, tell_end) = multiprocess::pipe_one_way()?;
+    let mut sender = Process::new(send_when_told, (go_send, Some(d)));
     sender.start()?;
-    let mut sleeper = Process::new(sleep_ms, (300,));
+    let mut sleeper = Process::new(send_when_told, (go_end, None));
     sleeper.start()?;
     let (s1, s2) = (sender.sentinel()?, sleeper.sentinel()?);
     rt.block_on(async {
         // Nothing ready: a zero timeout only looks, a short one passes.
-        assert!(
-            multiprocess::wait_async(&[&a, &c, &s1, &s2], Some(Duration::ZERO))
-                .await?
-                .is_empty()
-        );
+        let ready = multiprocess::wait_async(&[&a, &c, &s1, &s2], Some(Duration::ZERO)).await?;
+        assert!(ready.is_empty(), "ready at once: {ready:?}");
         let t = Instant::now();
         let none = limited(multiprocess::wait_async(
             &[&a, &c, &s2],
@@ -819,10 +865,12 @@ fn wait_async_on_connections_and_sentinels() -> Result<()> {
         .await?;
         assert!(none.is_empty() && t.elapsed() >= Duration::from_millis(30));
         // The child's message arrives first.
+        tell_send.send(&())?;
         let first = limited(multiprocess::wait_async(&[&a, &c, &s2], None)).await?;
         assert_eq!(first, [1]);
         assert_eq!(limited(c.recv_async::<String>()).await?, "late");
         // Then the sleeper ends.
+        tell_end.send(&())?;
         let ended = limited(multiprocess::wait_async(&[&a, &s2], None)).await?;
         assert_eq!(ended, [1]);
         // A message already read ahead counts as ready at once.

@@ -162,7 +162,8 @@ impl Listener {
 
     /// [`accept`](Listener::accept) as a future (cargo feature `tokio`; beyond Python): waits
     /// for a client on tokio's reactor (the listening socket is readable while one waits;
-    /// Windows, in this version, looks between timer sleeps of 1 to 20 ms), then runs the
+    /// Windows, which has no handle to wait on here, looks between timer sleeps of 1 to
+    /// 20 ms), then runs the
     /// handshake with the async methods of [`Connection`], within the handshake timeout. No
     /// thread waits, and the runtime thread never blocks on a silent client. While a blocking
     /// [`accept`](Listener::accept) in another thread waits for a client, this one retries on
