@@ -1369,3 +1369,82 @@ fn join_async_of_a_joinable_queue_waits_for_a_child_s_task_done() -> Result<()> 
     assert_eq!(worker.exitcode()?, Some(0));
     Ok(())
 }
+
+/// After `ms` milliseconds: sends on `conn`, puts on `q`, and ends.
+fn act_late(conn: Connection, q: Queue<u64>, ms: u64) {
+    sleep_ms(ms);
+    conn.send(&1u8).expect("sends");
+    q.put(&2).expect("puts");
+}
+
+/// A waker that counts its wakes, then passes them on.
+struct CountingWaker {
+    inner: std::task::Waker,
+    wakes: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.wakes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.wake_by_ref();
+    }
+}
+
+/// Awaits `f`, counting how often it wakes its task (not how often it is polled: `join!`
+/// polls every branch when any one wakes).
+async fn count_wakes<F: Future>(f: F) -> (F::Output, u32) {
+    let mut f = std::pin::pin!(f);
+    let wakes = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let out = std::future::poll_fn(|cx| {
+        let waker = std::task::Waker::from(std::sync::Arc::new(CountingWaker {
+            inner: cx.waker().clone(),
+            wakes: wakes.clone(),
+        }));
+        f.as_mut().poll(&mut std::task::Context::from_waker(&waker))
+    })
+    .await;
+    (out, wakes.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// The waits are woken by what they wait for, not by a timer: a receive, a queue's `get` and a
+/// join, waiting together for a second, each wake their task a few times (a timer looking
+/// every 20 ms at most would wake each 50 times; Windows' queue wait also looks every 250 ms).
+#[test]
+fn waits_are_woken_by_events_not_timers() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let (ours, theirs) = pipe()?;
+    let q = Queue::<u64>::new()?;
+    let p = {
+        let mut p = Process::new(act_late, (theirs, q.clone(), 1000));
+        p.start()?;
+        p
+    };
+    let ((got, recv_wakes), (item, get_wakes), (joined, join_wakes)) = rt.block_on(async {
+        tokio::join!(
+            count_wakes(limited(ours.recv_async::<u8>())),
+            count_wakes(limited(q.get_async())),
+            count_wakes(limited(p.join_async(None))),
+        )
+    });
+    assert_eq!((got?, item?), (1, 2));
+    joined?;
+    assert_eq!(p.exitcode()?, Some(0));
+    for (what, wakes) in [
+        ("recv", recv_wakes),
+        ("get", get_wakes),
+        ("join", join_wakes),
+    ] {
+        assert!(
+            wakes <= 12,
+            "{what}_async woke its task {wakes} times in a second"
+        );
+    }
+    Ok(())
+}
