@@ -1370,11 +1370,12 @@ fn join_async_of_a_joinable_queue_waits_for_a_child_s_task_done() -> Result<()> 
     Ok(())
 }
 
-/// After `ms` milliseconds: sends on `conn`, puts on `q`, and ends.
-fn act_late(conn: Connection, q: Queue<u64>, ms: u64) {
+/// After `ms` milliseconds: sends on `conn`, puts on `q`, connects to `address`, and ends.
+fn act_late(conn: Connection, q: Queue<u64>, address: Address, ms: u64) {
     sleep_ms(ms);
     conn.send(&1u8).expect("sends");
     q.put(&2).expect("puts");
+    let _client = client(&address, None).expect("connects");
 }
 
 /// A waker that counts its wakes, then passes them on.
@@ -1411,8 +1412,8 @@ async fn count_wakes<F: Future>(f: F) -> (F::Output, u32) {
     (out, wakes.load(std::sync::atomic::Ordering::Relaxed))
 }
 
-/// The waits are woken by what they wait for, not by a timer: a receive, a queue's `get` and a
-/// join, waiting together for a second, each wake their task a few times (a timer looking
+/// The waits are woken by what they wait for, not by a timer: a receive, a queue's `get`, an
+/// accept and a join, waiting together for a second, each wake their task a few times (a timer looking
 /// every 20 ms at most would wake each 50 times; Windows' queue wait also looks every 250 ms).
 #[test]
 fn waits_are_woken_by_events_not_timers() -> Result<()> {
@@ -1421,24 +1422,31 @@ fn waits_are_woken_by_events_not_timers() -> Result<()> {
     let rt = runtime();
     let (ours, theirs) = pipe()?;
     let q = Queue::<u64>::new()?;
+    let listener = Listener::bind(None, None)?;
     let p = {
-        let mut p = Process::new(act_late, (theirs, q.clone(), 1000));
+        let address = listener.address().clone();
+        let mut p = Process::new(act_late, (theirs, q.clone(), address, 1000));
         p.start()?;
         p
     };
-    let ((got, recv_wakes), (item, get_wakes), (joined, join_wakes)) = rt.block_on(async {
+    let waits = rt.block_on(async {
         tokio::join!(
             count_wakes(limited(ours.recv_async::<u8>())),
             count_wakes(limited(q.get_async())),
+            count_wakes(limited(listener.accept_async())),
             count_wakes(limited(p.join_async(None))),
         )
     });
+    let ((got, recv_wakes), (item, get_wakes), (accepted, accept_wakes), (joined, join_wakes)) =
+        waits;
     assert_eq!((got?, item?), (1, 2));
+    drop(accepted?);
     joined?;
     assert_eq!(p.exitcode()?, Some(0));
     for (what, wakes) in [
         ("recv", recv_wakes),
         ("get", get_wakes),
+        ("accept", accept_wakes),
         ("join", join_wakes),
     ] {
         assert!(

@@ -25,11 +25,13 @@
 //!   is armed a little after it is registered, another watcher's reset could in theory fall
 //!   between a set and the arming of a wait registered just before that set; each
 //!   [`Watch::changed`] therefore also ends after [`WATCH_GUARD`] (a look, not a busy poll).
+//! - **A pipe listener** (`accept_async`) keeps an overlapped `ConnectNamedPipe` in flight
+//!   on its waiting instance between looks (cancelled and awaited when the listener is
+//!   dropped; a blocking `accept` waits on it); its event is registered like any other.
 //! - **Fallbacks on a timer** (1 ms, doubling to 20 ms between looks), only where there is no
-//!   handle to wait on: std sockets in `wait_async` (a socket is a waitable object only after
-//!   `WSAEventSelect`, which would make it non-blocking for good), and `accept_async` on a
-//!   listener (a pipe listener's readiness is a `ConnectNamedPipe` in flight that would have
-//!   to outlive the future; a TCP listener is a socket).
+//!   handle to wait on: std sockets in `wait_async` and a TCP listener's `accept_async` (a
+//!   socket is a waitable object only after `WSAEventSelect`, which would make it
+//!   non-blocking for good).
 
 use std::collections::VecDeque;
 use std::ffi::c_void;
@@ -204,18 +206,26 @@ pub(crate) async fn readable_async(handles: &[WaitHandle<'_>]) -> io::Result<()>
     }
 }
 
-/// Windows: a listener's readiness is no handle to wait on without an offer in flight (see
-/// the module docs), so this sleeps `pause` on tokio's timer (doubling it, up to 20 ms)
-/// between looks.
+/// Waits until a client connects to a pipe listener: on the event of the offer to clients
+/// that [`accept_now`](super::SocketListener::accept_now) left in flight. A TCP listener is a
+/// socket, no handle to wait on (see the module docs): there this sleeps `pause` on tokio's
+/// timer (doubling it, up to 20 ms) between looks.
 ///
 /// # Errors
-/// Outside a tokio runtime.
+/// Outside a tokio runtime, or if the OS refuses the wait.
 pub(crate) async fn acceptable_async(
-    _listener: &super::SocketListener,
+    listener: &super::SocketListener,
     pause: &mut Duration,
 ) -> io::Result<()> {
     if tokio::runtime::Handle::try_current().is_err() {
         return Err(no_runtime());
+    }
+    if let Some(event) = listener.offer_event() {
+        // The event stays open while `event` (an Arc) lives, across the wait.
+        let registration =
+            Registration::new(std::os::windows::io::AsHandle::as_handle(&*event), None)?;
+        any_fired(std::slice::from_ref(&registration)).await;
+        return Ok(());
     }
     tokio::time::sleep(*pause).await;
     *pause = (*pause * 2).min(Duration::from_millis(20));
