@@ -302,11 +302,6 @@ fn a_cancelled_recv_loses_nothing() -> Result<()> {
 /// A send dropped with part of its frame written leaves the stream off a message boundary:
 /// the end refuses further sends, clearly; receiving on it still works.
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "on Windows an async send still blocks until written (README, feature table): \
-              there is no send to cancel mid-message"
-)]
 fn a_send_cancelled_mid_message_refuses_further_sends() -> Result<()> {
     multiprocess::init_test();
     let _g = common::start();
@@ -325,6 +320,107 @@ fn a_send_cancelled_mid_message_refuses_further_sends() -> Result<()> {
     }
     theirs.send_bytes(b"still receiving")?;
     assert_eq!(ours.recv_bytes()?, b"still receiving");
+    Ok(())
+}
+
+/// Sends of whole small messages into a stream nobody reads, each cancelled once it has to
+/// wait, leave a defined state: every message the reader then gets is whole and in order, and
+/// a later send either arrives whole after them or is refused clearly (`cancelled
+/// mid-message`). (On Windows the last send's write may be in flight when it is dropped: it is
+/// cancelled then, and refused only if some of its bytes went into the pipe.)
+#[test]
+fn sends_cancelled_while_waiting_leave_a_defined_state() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let (ours, theirs) = pipe()?;
+    let message = |i: u32| {
+        let mut m = pattern(60_000, i as u8);
+        m[..4].copy_from_slice(&i.to_le_bytes());
+        m
+    };
+    let sent = rt.block_on(async {
+        for i in 0..2_000u32 {
+            let m = message(i);
+            let send = ours.send_bytes_async(&m);
+            if tokio::time::timeout(Duration::from_millis(50), send)
+                .await
+                .is_err()
+            {
+                return Ok::<u32, Error>(i);
+            }
+        }
+        panic!("2000 messages of 60 kB fit in the stream");
+    })?;
+    assert!(sent > 0, "not even one message fitted");
+    // The one cancelled may or may not have arrived (whole); the next send tells the state.
+    let after = ours.send_bytes(b"after");
+    let mut got = 0u32;
+    loop {
+        assert!(theirs.poll(Some(LIMIT))?, "a message went missing");
+        let m = theirs.recv_bytes()?;
+        if m == b"after" {
+            assert!(after.is_ok());
+            break;
+        }
+        assert!(m == message(got), "message {got} came changed");
+        got += 1;
+        if after.is_err() && got == sent {
+            break;
+        }
+    }
+    assert!(got == sent || got == sent + 1, "{got} of {sent}");
+    if let Err(e) = after {
+        // (Part of the cancelled message follows in the stream: that is why.)
+        assert!(e.to_string().contains("cancelled mid-message"), "{e}");
+    }
+    Ok(())
+}
+
+/// Reads one message once told to on `go` (or after 5 s: without the word, as when the
+/// sender's thread is stuck in a blocking write, the sender is then freed and the test fails
+/// on the order rather than hang), and answers with its length.
+fn read_when_told(conn: Connection, go: Connection) {
+    let _ = go.poll(Some(Duration::from_secs(5)));
+    let m = conn.recv_bytes().expect("a message");
+    conn.send(&(m.len() as u64)).expect("an answer");
+}
+
+/// An async send of more than the stream holds leaves the runtime thread free while it waits
+/// for the reader (on Windows, where async writes used to be the blocking ones, too): another
+/// task on the one thread runs meanwhile, and it is that task that tells the reader to read.
+/// Checked by order, not by time.
+#[test]
+fn a_large_send_leaves_the_runtime_thread_free() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let (ours, theirs) = pipe()?;
+    let (go_rx, go_tx) = multiprocess::pipe_one_way()?;
+    let mut p = Process::new(read_when_told, (theirs, go_rx));
+    p.start()?;
+    let big = pattern(16 << 20, 5);
+    let order = std::sync::Mutex::new(Vec::new());
+    rt.block_on(async {
+        let send = async {
+            limited(ours.send_bytes_async(&big)).await?;
+            order.lock().unwrap().push("sent");
+            Ok::<_, Error>(())
+        };
+        let tell = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            order.lock().unwrap().push("told");
+            go_tx.send(&())
+        };
+        let (sent, told) = tokio::join!(send, tell);
+        sent?;
+        told?;
+        assert_eq!(limited(ours.recv_async::<u64>()).await?, 16 << 20);
+        Ok::<_, Error>(())
+    })?;
+    assert_eq!(*order.lock().unwrap(), ["told", "sent"]);
+    p.join_timeout(LIMIT)?;
+    assert_eq!(p.exitcode()?, Some(0));
     Ok(())
 }
 
@@ -485,7 +581,7 @@ fn async_over_simplex_pipes() -> Result<()> {
     let (our_in, their_out) = multiprocess::pipe_one_way()?;
     let mut p = Process::new(sum_simplex, ((their_in, their_out),));
     p.start()?;
-    let big = pattern(4 << 20, 5);
+    let big = pattern(16 << 20, 5);
     let want: u64 = big.iter().map(|&b| u64::from(b)).sum::<u64>() + big.len() as u64 + 4;
     rt.block_on(async {
         limited(our_out.send_bytes_async(&[1, 1])).await?;
@@ -787,9 +883,12 @@ fn accept_async_alongside_a_blocking_accept() -> Result<()> {
     Ok(())
 }
 
-fn send_after(conn: Connection, ms: u64) {
-    sleep_ms(ms);
-    conn.send(&"late").expect("sends");
+/// Waits (up to [`LIMIT`]) for a word on `go`, then sends `"late"` on `conn` (if any).
+fn send_when_told(go: Connection, conn: Option<Connection>) {
+    let _ = go.poll(Some(LIMIT));
+    if let Some(conn) = conn {
+        conn.send(&"late").expect("sends");
+    }
 }
 
 #[test]
@@ -799,18 +898,19 @@ fn wait_async_on_connections_and_sentinels() -> Result<()> {
     let rt = runtime();
     let (a, b) = multiprocess::pipe()?;
     let (c, d) = multiprocess::pipe()?;
-    let mut sender = Process::new(send_after, (d, 100));
+    // Told when to send and when to end (no timing: starting a child under Wine can take
+    // longer than a sleep would).
+    let (go_send, tell_send) = multiprocess::pipe_one_way()?;
+    let (go_end, tell_end) = multiprocess::pipe_one_way()?;
+    let mut sender = Process::new(send_when_told, (go_send, Some(d)));
     sender.start()?;
-    let mut sleeper = Process::new(sleep_ms, (300,));
+    let mut sleeper = Process::new(send_when_told, (go_end, None));
     sleeper.start()?;
     let (s1, s2) = (sender.sentinel()?, sleeper.sentinel()?);
     rt.block_on(async {
         // Nothing ready: a zero timeout only looks, a short one passes.
-        assert!(
-            multiprocess::wait_async(&[&a, &c, &s1, &s2], Some(Duration::ZERO))
-                .await?
-                .is_empty()
-        );
+        let ready = multiprocess::wait_async(&[&a, &c, &s1, &s2], Some(Duration::ZERO)).await?;
+        assert!(ready.is_empty(), "ready at once: {ready:?}");
         let t = Instant::now();
         let none = limited(multiprocess::wait_async(
             &[&a, &c, &s2],
@@ -819,10 +919,12 @@ fn wait_async_on_connections_and_sentinels() -> Result<()> {
         .await?;
         assert!(none.is_empty() && t.elapsed() >= Duration::from_millis(30));
         // The child's message arrives first.
+        tell_send.send(&())?;
         let first = limited(multiprocess::wait_async(&[&a, &c, &s2], None)).await?;
         assert_eq!(first, [1]);
         assert_eq!(limited(c.recv_async::<String>()).await?, "late");
         // Then the sleeper ends.
+        tell_end.send(&())?;
         let ended = limited(multiprocess::wait_async(&[&a, &s2], None)).await?;
         assert_eq!(ended, [1]);
         // A message already read ahead counts as ready at once.
@@ -1265,5 +1367,92 @@ fn join_async_of_a_joinable_queue_waits_for_a_child_s_task_done() -> Result<()> 
     assert!(q.queue().empty());
     worker.join_timeout(LIMIT)?;
     assert_eq!(worker.exitcode()?, Some(0));
+    Ok(())
+}
+
+/// After `ms` milliseconds: sends on `conn`, puts on `q`, connects to `address`, and ends.
+fn act_late(conn: Connection, q: Queue<u64>, address: Address, ms: u64) {
+    sleep_ms(ms);
+    conn.send(&1u8).expect("sends");
+    q.put(&2).expect("puts");
+    let _client = client(&address, None).expect("connects");
+}
+
+/// A waker that counts its wakes, then passes them on.
+struct CountingWaker {
+    inner: std::task::Waker,
+    wakes: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &std::sync::Arc<Self>) {
+        self.wakes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.wake_by_ref();
+    }
+}
+
+/// Awaits `f`, counting how often it wakes its task (not how often it is polled: `join!`
+/// polls every branch when any one wakes).
+async fn count_wakes<F: Future>(f: F) -> (F::Output, u32) {
+    let mut f = std::pin::pin!(f);
+    let wakes = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let out = std::future::poll_fn(|cx| {
+        let waker = std::task::Waker::from(std::sync::Arc::new(CountingWaker {
+            inner: cx.waker().clone(),
+            wakes: wakes.clone(),
+        }));
+        f.as_mut().poll(&mut std::task::Context::from_waker(&waker))
+    })
+    .await;
+    (out, wakes.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// The waits are woken by what they wait for, not by a timer: a receive, a queue's `get`, an
+/// accept and a join, waiting together for a second, each wake their task a few times (a timer looking
+/// every 20 ms at most would wake each 50 times; Windows' queue wait also looks every 250 ms).
+#[test]
+fn waits_are_woken_by_events_not_timers() -> Result<()> {
+    multiprocess::init_test();
+    let _g = common::start();
+    let rt = runtime();
+    let (ours, theirs) = pipe()?;
+    let q = Queue::<u64>::new()?;
+    let listener = Listener::bind(None, None)?;
+    let p = {
+        let address = listener.address().clone();
+        let mut p = Process::new(act_late, (theirs, q.clone(), address, 1000));
+        p.start()?;
+        p
+    };
+    let waits = rt.block_on(async {
+        tokio::join!(
+            count_wakes(limited(ours.recv_async::<u8>())),
+            count_wakes(limited(q.get_async())),
+            count_wakes(limited(listener.accept_async())),
+            count_wakes(limited(p.join_async(None))),
+        )
+    });
+    let ((got, recv_wakes), (item, get_wakes), (accepted, accept_wakes), (joined, join_wakes)) =
+        waits;
+    assert_eq!((got?, item?), (1, 2));
+    drop(accepted?);
+    joined?;
+    assert_eq!(p.exitcode()?, Some(0));
+    for (what, wakes) in [
+        ("recv", recv_wakes),
+        ("get", get_wakes),
+        ("accept", accept_wakes),
+        ("join", join_wakes),
+    ] {
+        assert!(
+            wakes <= 12,
+            "{what}_async woke its task {wakes} times in a second"
+        );
+    }
     Ok(())
 }

@@ -19,9 +19,10 @@
 //! cross-process copy of `send_bytes`, which would block while the receiver copies); an async
 //! receive declines such a copy when offered one, so the payload follows in the stream.
 //!
-//! **Windows** (this first slice): waits look at the pipe with a zero timeout between timer
-//! sleeps (1 to 20 ms), reads take only what has arrived, and writes are the blocking ones (a
-//! full pipe blocks the runtime thread until the reader takes bytes).
+//! **Windows**: a wait registers the pipe's pending-read event (or the process handle) with
+//! the OS thread pool, reads take only what has arrived, and each write is an overlapped
+//! `WriteFile` of a copy that the send awaits (see `sys::windows::aio`, also for a send
+//! dropped while its write is in flight).
 
 use std::future::Future;
 use std::io;
@@ -50,8 +51,8 @@ async fn back_off(pause: &mut Duration) {
 /// [`wait`] as a future (cargo feature `tokio`; beyond Python): resolves with the indices of
 /// the objects ready (connections with a message or end of file to read, sentinels of ended
 /// processes), or an empty list once `timeout` passes (`None`: no limit). The objects' handles
-/// are registered with tokio's reactor for the wait (Windows, in this version, looks between
-/// timer sleeps of 1 to 20 ms); no thread waits. Needs a tokio runtime with I/O and the timer
+/// are registered with tokio's reactor for the wait (on Windows with the OS thread pool's
+/// shared wait threads; std sockets there are looked at every 1 to 20 ms); no thread waits. Needs a tokio runtime with I/O and the timer
 /// enabled.
 ///
 /// **Cancel safe**: it only looks; dropping it changes nothing.

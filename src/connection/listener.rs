@@ -161,8 +161,9 @@ impl Listener {
     }
 
     /// [`accept`](Listener::accept) as a future (cargo feature `tokio`; beyond Python): waits
-    /// for a client on tokio's reactor (the listening socket is readable while one waits;
-    /// Windows, in this version, looks between timer sleeps of 1 to 20 ms), then runs the
+    /// for a client on tokio's reactor (the listening socket is readable while one waits; on
+    /// Windows a named pipe's offer to clients is kept in flight and waited on, and a TCP
+    /// listener, no handle to wait on there, is looked at every 1 to 20 ms), then runs the
     /// handshake with the async methods of [`Connection`], within the handshake timeout. No
     /// thread waits, and the runtime thread never blocks on a silent client. While a blocking
     /// [`accept`](Listener::accept) in another thread waits for a client, this one retries on

@@ -35,10 +35,11 @@
 //! while reading what is there (while a blocking `recv` in another thread holds it, an async
 //! receive retries on a timer, 1 to 20 ms, instead of blocking), and an async send holds the
 //! write side across its awaits. An async send frames everything in the stream (no copy
-//! between processes), and an async receive declines such a copy when offered. Windows, in
-//! this first version, polls with a timer and writes block. `Listener::accept_async` waits for
-//! a client on the reactor and runs the handshake with these methods; `wait_async` is the
-//! async [`wait`] (both with the `tokio` feature too). Each method's docs give its cancel safety.
+//! between processes), and an async receive declines such a copy when offered. On Windows
+//! the waits go through the OS thread pool and writes are overlapped. `Listener::accept_async`
+//! waits for a client on the reactor and runs the handshake with these methods; `wait_async` is
+//! the async [`wait`] (both with the `tokio` feature too). Each method's docs give its cancel
+//! safety.
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};

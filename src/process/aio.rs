@@ -16,8 +16,9 @@ impl Process {
     /// No thread waits: the future registers the child's sentinel with tokio's reactor (a
     /// pidfd on Linux, a kqueue watching the pid on macOS, both readable when the child
     /// ends), and the channel on which the child reports how its target ended, then reaps the
-    /// child as `join` does. On Windows this first version looks at the process handle with a
-    /// zero timeout between timer sleeps of 1 to 20 ms (no thread either). It needs a tokio
+    /// child as `join` does. On Windows the process handle and the channel's read event are
+    /// waited on by the OS thread pool's shared wait threads (`RegisterWaitForSingleObject`),
+    /// which wake the future at the child's exit. It needs a tokio
     /// runtime with I/O and the timer enabled (`Builder::enable_all`). The future owns what it
     /// needs (`'static`, `Send`): it can be spawned.
     ///

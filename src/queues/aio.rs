@@ -2,17 +2,19 @@
 //! channel they wait on.
 //!
 //! A blocking `get` or `put` sleeps on a shared word (a futex on Linux, `__ulock_wait` on
-//! macOS, the region's semaphore on Windows): nothing a reactor can poll. So a queue also holds a
-//! wake-up channel, an `eventfd` on Linux and a pipe on macOS, that every process with the
-//! queue holds. An async waiter counts itself in the ring's header ([`ASYNC_WAITERS`], and in
-//! both sides' sleeper counts, so that every wake of either side reaches it), registers the
-//! channel with tokio's reactor, and looks at the ring again before it waits. The side that
-//! wakes sleepers signals the channel too, only while an async waiter is counted: the
-//! blocking fast path (no sleeper) is unchanged, and with no async waiter a wake costs one
-//! more load. The channel is never drained: each signal is an edge every registration sees.
+//! macOS, the region's semaphore on Windows): nothing a reactor can poll. So a queue also
+//! holds a wake-up channel, an `eventfd` on Linux, a pipe on macOS, a manual-reset event on
+//! Windows, that every process with the queue holds. An async waiter counts itself in the
+//! ring's header ([`ASYNC_WAITERS`], and in both sides' sleeper counts, so that every wake of
+//! either side reaches it), registers the channel with tokio's reactor, and looks at the ring
+//! again before it waits. The side that wakes sleepers signals the channel too, only while an
+//! async waiter is counted: the blocking fast path (no sleeper) is unchanged, and with no
+//! async waiter a wake costs one more load. The channel is never drained: each signal is an
+//! edge every registration sees.
 //!
-//! On Windows, in this version, there is no channel: async waits look between timer sleeps
-//! (1 ms, doubling to 20 ms).
+//! On Windows the event is waited on through the OS thread pool; a watcher unsets it after
+//! each wake, before it looks again (see `sys::windows::aio` for why each wait there is also
+//! bounded, at 250 ms).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -95,8 +97,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// An item already there is taken at once (no reactor involved). Otherwise the future
     /// waits on the queue's wake-up channel, which producers signal, only while async waiters
-    /// are counted, when they publish (see the `queues` module docs); on Windows it looks
-    /// between timer sleeps of 1 to 20 ms in this version. While a blocking `get` in another
+    /// are counted, when they publish (see the `queues` module docs; an event on Windows).
+    /// While a blocking `get` in another
     /// thread or process holds the consumers' side (it holds it while it waits), this one
     /// takes the items after it. A message longer than the queue's capacity, streamed
     /// through the ring, is read with the runtime thread blocked until it is whole.
@@ -142,7 +144,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     ///
     /// A queue with room takes the value at the first poll, as `put` would. Otherwise the
     /// future waits on the queue's wake-up channel, which consumers signal as they free room
-    /// (Windows: timer looks, as for [`get_async`](Queue::get_async)); each try encodes the
+    /// (as for [`get_async`](Queue::get_async)); each try encodes the
     /// value again. A value longer than the queue's capacity is streamed through the ring
     /// with the runtime thread blocked until a reader has taken it.
     ///

@@ -173,7 +173,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// [`join`](JoinableQueue::join) as a future (cargo feature `tokio`; beyond Python):
     /// resolves once every task put has been marked done, waiting on the queue's wake-up
     /// channel (which `task_done` signals when the count reaches zero and an async waiter is
-    /// counted; Windows: timer looks, 1 to 20 ms). **Cancel safe**: it only waits.
+    /// counted; an event on Windows). **Cancel safe**: it only waits.
     ///
     /// ```
     /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {

@@ -30,8 +30,8 @@
 //! **Async (cargo feature `tokio`).** [`Queue::get_async`] and [`Queue::put_async`] wait on
 //! tokio's reactor: a queue then also holds a wake-up channel (an `eventfd` on Linux, a pipe
 //! on macOS) that a side waking sleepers signals while an async waiter is counted in the
-//! ring's header; without async waiters, `put` and `get` run exactly as before. Windows looks
-//! between timer sleeps (1 to 20 ms) in this version. Each method's docs give its cancel
+//! ring's header; without async waiters, `put` and `get` run exactly as before. On Windows the
+//! channel is an event, waited on by the OS thread pool. Each method's docs give its cancel
 //! safety.
 
 use std::marker::PhantomData;

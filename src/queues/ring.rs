@@ -69,8 +69,8 @@ pub(crate) struct Ring {
     /// Where the OS handles inside messages travel (Unix; `None` for the pool's rings and on
     /// Windows).
     pub(super) side: Option<Arc<Side>>,
-    /// The channel that wakes async waiters (feature `tokio`; `None` for the pool's rings and
-    /// on Windows, where async waits look on a timer).
+    /// The channel that wakes async waiters (feature `tokio`; `None` for the pool's rings,
+    /// where async waits look on a timer).
     #[cfg(feature = "tokio")]
     pub(super) wakeup: Option<Arc<super::wakeup::Wakeup>>,
 }

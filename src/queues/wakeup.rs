@@ -16,7 +16,7 @@ pub(crate) struct Wakeup {
 }
 
 impl Wakeup {
-    /// A new channel, or `None` where the platform has none (Windows) or it cannot be made
+    /// A new channel, or `None` where the platform has none or it cannot be made
     /// (async waits then look on a timer).
     pub(super) fn new() -> Option<std::sync::Arc<Wakeup>> {
         let (signal, watched) = sys::wakeup_pair().ok()?;

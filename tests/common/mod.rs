@@ -63,6 +63,7 @@ pub fn start_with(prepare: impl FnOnce()) -> Guard {
         SYMBOLISED.call_once(|| {
             let _ = std::backtrace::Backtrace::force_capture().to_string();
         });
+        keep_a_pool_wait_thread();
     }
     prepare();
     os::adopt_orphans();
@@ -70,6 +71,36 @@ pub fn start_with(prepare: impl FnOnce()) -> Guard {
         resources: os::Resources::now(),
         _lock: lock,
     }
+}
+
+/// Registers, once per process, a wait that never ends with the OS thread pool. The async
+/// waits (feature `tokio`) go through the pool's wait threads, which the pool starts with
+/// handles of their own at the first wait and ends (Wine: some 5 s) after the last: without
+/// this, a test's async waits would leave those handles behind until then, and the leak check
+/// would wait for them. With it, one wait thread lives for the process, made before counting.
+#[cfg(windows)]
+fn keep_a_pool_wait_thread() {
+    use windows_sys::Win32::System::Threading::{
+        CreateEventW, INFINITE, RegisterWaitForSingleObject,
+    };
+    static KEPT: std::sync::Once = std::sync::Once::new();
+    unsafe extern "system" fn never(_: *mut std::ffi::c_void, _: bool) {}
+    KEPT.call_once(|| {
+        // SAFETY: a new unnamed, unsignalled manual-reset event, and a wait on it, both kept
+        // for the process's life (never closed nor unregistered).
+        unsafe {
+            let event = CreateEventW(std::ptr::null(), 1, 0, std::ptr::null());
+            let mut wait = std::ptr::null_mut();
+            RegisterWaitForSingleObject(
+                &mut wait,
+                event,
+                Some(never),
+                std::ptr::null(),
+                INFINITE,
+                0,
+            );
+        }
+    });
 }
 
 impl Drop for Guard {

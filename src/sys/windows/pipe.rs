@@ -44,8 +44,8 @@ pub struct Channel {
     /// Manual-reset event of the pending read; signalled when it completes.
     read_event: OwnedHandle,
     read: Mutex<ReadSide>,
-    /// Manual-reset event for writes (one write at a time, under the lock).
-    write: Mutex<OwnedHandle>,
+    /// The write side: its event and the async write in flight, if any.
+    write: Mutex<WriteSide>,
     /// How long a blocking read may wait (`None`: as long as it takes).
     read_timeout: Mutex<Option<std::time::Duration>>,
 }
@@ -56,6 +56,32 @@ struct PendingBlock(OVERLAPPED);
 // SAFETY: the only pointer inside is the event handle, a process-wide value usable from any
 // thread; the block is only touched under the `read` mutex.
 unsafe impl Send for PendingBlock {}
+
+/// One write at a time, under the `write` lock: a blocking one (started and waited for at
+/// once) or an async send's, which stays in flight ([`Flight`]) while the send waits for it.
+struct WriteSide {
+    /// Manual-reset event of the write under way.
+    event: OwnedHandle,
+    /// An async send's write the kernel has not finished (see [`Channel::write_now`]).
+    flight: Option<Flight>,
+    /// A dropped async send left bytes of its write in the pipe: no message boundary is known
+    /// any more, so every later write fails.
+    cut: bool,
+}
+
+/// An overlapped write in flight: the kernel reads `bytes` (a copy of the sender's) and
+/// writes to `block` until it completes or is cancelled and awaited.
+struct Flight {
+    block: Box<PendingBlock>,
+    /// Kept alive for the kernel; read only by `write_now` (feature `tokio`).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    bytes: Vec<u8>,
+}
+
+/// The most one async write copies and hands to the kernel: a frame of up to 64 KiB plus its
+/// header goes in one write.
+#[cfg(feature = "tokio")]
+const WRITE_CHUNK: usize = CHUNK + 1024;
 
 struct ReadSide {
     /// Boxed so its address stays fixed while the kernel holds it.
@@ -216,6 +242,7 @@ impl Channel {
 
     fn wrap(pipe: OwnedHandle, socket: bool) -> io::Result<Channel> {
         let read_event = new_event()?;
+        let write_event = new_event()?;
         let block = Box::new(PendingBlock(OVERLAPPED {
             hEvent: read_event.as_raw_handle(),
             ..Default::default()
@@ -232,7 +259,11 @@ impl Channel {
                 end: 0,
                 eof: false,
             }),
-            write: Mutex::new(new_event()?),
+            write: Mutex::new(WriteSide {
+                event: write_event,
+                flight: None,
+                cut: false,
+            }),
             read_timeout: Mutex::new(None),
         })
     }
@@ -408,10 +439,11 @@ impl Channel {
     }
 
     fn write_blocking(&self, data: &[u8]) -> io::Result<usize> {
-        let event = lock(&self.write);
+        let mut side = lock(&self.write);
+        self.settle_flight(&mut side)?;
         let len = data.len().min(u32::MAX as usize) as u32;
         let mut block = OVERLAPPED {
-            hEvent: event.as_raw_handle(),
+            hEvent: side.event.as_raw_handle(),
             ..Default::default()
         };
         let mut n = 0u32;
@@ -426,6 +458,106 @@ impl Channel {
             return Err(io::Error::last_os_error());
         }
         Ok(n as usize)
+    }
+
+    /// Before a write that is not the in-flight one's continuation: a write left in flight by
+    /// a dropped async send is cancelled and awaited. If none of its bytes went into the pipe,
+    /// nothing happened; if some did, the stream is off its message boundaries and this end
+    /// refuses to write from then on.
+    fn settle_flight(&self, side: &mut WriteSide) -> io::Result<()> {
+        if let Some(flight) = side.flight.take() {
+            let mut n = 0u32;
+            // SAFETY: cancels our own write on `flight.block` and waits (bWait = TRUE) until
+            // the kernel has let go of the block and the bytes, which live until then.
+            unsafe {
+                CancelIoEx(self.raw(), &flight.block.0);
+                GetOverlappedResult(self.raw(), &flight.block.0, &mut n, 1);
+            }
+            side.cut |= n > 0;
+        }
+        if side.cut {
+            return Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "an async send was cancelled mid-message: its bytes are in the pipe, so this \
+                 end cannot send any more",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes without blocking (an async send's step): `Ok(n)` once the first `n` bytes of
+    /// `data` are in the pipe, `WouldBlock` while a write of them is in flight (wait on
+    /// [`write_event`](Channel::write_event), then call again with the same bytes). A call with
+    /// other bytes than the flight's is a new send after a dropped one: see `settle_flight`.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn write_now(&self, data: &[u8]) -> io::Result<usize> {
+        let mut side = lock(&self.write);
+        let continued = side.flight.as_ref().map(|f| data.starts_with(&f.bytes));
+        if continued == Some(false) {
+            self.settle_flight(&mut side)?;
+        }
+        if let Some(flight) = &side.flight {
+            let mut n = 0u32;
+            // SAFETY: the block belongs to our write in flight; bWait = FALSE.
+            let ok = unsafe { GetOverlappedResult(self.raw(), &flight.block.0, &mut n, 0) };
+            let code = if ok == 0 { last_error() } else { 0 };
+            if code == ERROR_IO_INCOMPLETE {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            side.flight = None;
+            match code {
+                0 => return Ok(n as usize),
+                // The thread that started the write ended (Windows cancels a thread's I/O
+                // then): what went through counts, the rest is written again below.
+                ERROR_OPERATION_ABORTED if n > 0 => return Ok(n as usize),
+                ERROR_OPERATION_ABORTED => {}
+                code => return Err(io::Error::from_raw_os_error(code as i32)),
+            }
+        }
+        // Refuses if cut (nothing is in flight here).
+        self.settle_flight(&mut side)?;
+        if data.is_empty() {
+            return Ok(0);
+        }
+        let bytes = data[..data.len().min(WRITE_CHUNK)].to_vec();
+        let mut block = Box::new(PendingBlock(OVERLAPPED {
+            hEvent: side.event.as_raw_handle(),
+            ..Default::default()
+        }));
+        let mut n = 0u32;
+        // SAFETY: `bytes` and `block` are heap allocations that stay in place, owned by the
+        // flight, until the write completes or is cancelled and awaited (`settle_flight`, Drop).
+        let ok = unsafe {
+            WriteFile(
+                self.raw(),
+                bytes.as_ptr(),
+                bytes.len() as u32,
+                &mut n,
+                &mut block.0,
+            )
+        };
+        if ok != 0 {
+            return Ok(n as usize);
+        }
+        match last_error() {
+            ERROR_IO_PENDING => {
+                side.flight = Some(Flight { block, bytes });
+                Err(io::ErrorKind::WouldBlock.into())
+            }
+            code => Err(io::Error::from_raw_os_error(code as i32)),
+        }
+    }
+
+    /// The write side's event: signalled when the async write in flight completes.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn write_event(&self) -> HANDLE {
+        lock(&self.write).event.as_raw_handle()
+    }
+
+    /// True while an async write is in flight.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn write_in_flight(&self) -> bool {
+        lock(&self.write).flight.is_some()
     }
 }
 
@@ -447,6 +579,16 @@ impl Write for &Channel {
 
 impl Drop for Channel {
     fn drop(&mut self) {
+        let writes = self.write.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(flight) = writes.flight.take() {
+            let mut n = 0;
+            // SAFETY: cancels the write left in flight by a dropped async send and waits until
+            // the kernel has let go of its block and bytes, before they are freed.
+            unsafe {
+                CancelIoEx(self.pipe.as_raw_handle(), &flight.block.0);
+                GetOverlappedResult(self.pipe.as_raw_handle(), &flight.block.0, &mut n, 1);
+            }
+        }
         let side = self.read.get_mut().unwrap_or_else(|e| e.into_inner());
         if side.pending {
             let mut n = 0;

@@ -10,9 +10,12 @@ use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "tokio")]
+use windows_sys::Win32::Foundation::ERROR_IO_INCOMPLETE;
 use windows_sys::Win32::Foundation::{
-    ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_IO_PENDING, ERROR_PIPE_BUSY,
-    ERROR_PIPE_CONNECTED, ERROR_SEM_TIMEOUT, GetLastError, INVALID_HANDLE_VALUE,
+    ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_IO_PENDING, ERROR_OPERATION_ABORTED,
+    ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED, ERROR_SEM_TIMEOUT, GetLastError, HANDLE,
+    INVALID_HANDLE_VALUE,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     FILE_FLAG_FIRST_PIPE_INSTANCE, FILE_FLAG_OVERLAPPED, PIPE_ACCESS_DUPLEX,
@@ -51,7 +54,79 @@ pub(crate) struct PipeListener {
     /// The pipe's name as given.
     display: String,
     /// The instance the next client connects to (`None` only if making one failed).
-    next: Mutex<Option<OwnedHandle>>,
+    next: Mutex<Option<Waiting>>,
+}
+
+/// A pipe instance waiting for a client, with the offer an async accept left in flight on
+/// it, if any (kept across looks, so that its event can be waited on).
+struct Waiting {
+    /// Declared first: dropped (cancelled and awaited) while the instance is still open.
+    offer: Option<Offer>,
+    instance: OwnedHandle,
+}
+
+/// A `ConnectNamedPipe` in flight: the kernel writes to `block` until it completes or is
+/// cancelled and awaited (Drop). The event is shared with async waiters, who keep it open.
+struct Offer {
+    block: Box<OfferBlock>,
+    /// Kept open for the kernel; read by async waiters (feature `tokio`).
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    event: std::sync::Arc<OwnedHandle>,
+    /// The instance's handle (open while the offer lives: see [`Waiting`]).
+    instance: usize,
+}
+
+struct OfferBlock(OVERLAPPED);
+
+// SAFETY: the only pointer inside is the event handle, a process-wide value usable from any
+// thread; the block is only touched under the listener's `next` lock.
+unsafe impl Send for OfferBlock {}
+
+impl Drop for Offer {
+    fn drop(&mut self) {
+        let instance = self.instance as HANDLE;
+        let mut n = 0u32;
+        // SAFETY: cancels our own operation on `block` and waits (bWait = TRUE) until the
+        // kernel has let go of it, before it is freed; the instance is still open.
+        unsafe {
+            CancelIoEx(instance, &self.block.0);
+            GetOverlappedResult(instance, &self.block.0, &mut n, 1);
+        }
+    }
+}
+
+impl Waiting {
+    fn new(instance: OwnedHandle) -> Waiting {
+        Waiting {
+            offer: None,
+            instance,
+        }
+    }
+
+    /// Waits until a client has connected: through the offer in flight, if any.
+    fn wait_for_client(mut self) -> io::Result<OwnedHandle> {
+        while let Some(offer) = self.offer.take() {
+            let mut n = 0u32;
+            // SAFETY: waits (bWait = TRUE) for our own operation on the offer's block.
+            let ok = unsafe {
+                GetOverlappedResult(self.instance.as_raw_handle(), &offer.block.0, &mut n, 1)
+            };
+            // Completed: its Drop finds nothing to cancel and nothing to wait for.
+            drop(offer);
+            if ok != 0 {
+                return Ok(self.instance);
+            }
+            match last_error() {
+                ERROR_PIPE_CONNECTED => return Ok(self.instance),
+                // The thread that made the offer ended: offer again below.
+                ERROR_OPERATION_ABORTED => {}
+                code => return Err(io::Error::from_raw_os_error(code as i32)),
+            }
+        }
+        wait_for_client(&self.instance)?;
+        let Waiting { offer: _, instance } = self;
+        Ok(instance)
+    }
 }
 
 impl fmt::Debug for PipeListener {
@@ -183,47 +258,31 @@ fn new_event() -> io::Result<OwnedHandle> {
 
 /// Waits until a client has connected to `instance` (one that already has counts).
 fn wait_for_client(instance: &OwnedHandle) -> io::Result<()> {
-    offer(instance, false).map(|_| ())
-}
-
-/// Offers `instance` to clients (`ConnectNamedPipe`, overlapped) and waits for the offer to
-/// end: true if a client has connected. Without `withdraw`, the offer stands until a client
-/// comes; with it, if no client is there yet, it is withdrawn at once (`CancelIoEx`, whose
-/// cancellation completes at once) and the answer is false. A client that connects after that
-/// finds the instance waiting, and the next offer reports it (`ERROR_PIPE_CONNECTED`).
-fn offer(instance: &OwnedHandle, withdraw: bool) -> io::Result<bool> {
     let event = new_event()?;
     let mut block = OVERLAPPED {
         hEvent: event.as_raw_handle(),
         ..Default::default()
     };
     // SAFETY: `block` and `event` outlive the operation: if it is pending, we wait for it to
-    // end (complete, or cancelled) below before returning.
+    // complete below before returning.
     let ok = unsafe { ConnectNamedPipe(instance.as_raw_handle(), &mut block) };
     if ok != 0 {
-        return Ok(true);
+        return Ok(());
     }
     match last_error() {
         // The client came between CreateNamedPipeW and now.
-        ERROR_PIPE_CONNECTED => Ok(true),
+        ERROR_PIPE_CONNECTED => Ok(()),
         ERROR_IO_PENDING => {
-            if withdraw {
-                // SAFETY: cancels the one operation started above on `block`, on our handle.
-                unsafe { CancelIoEx(instance.as_raw_handle(), &block) };
-            }
             let mut n = 0u32;
-            // SAFETY: waits (bWait = TRUE) for the operation started above on `block` to end,
-            // completed or cancelled.
-            if unsafe { GetOverlappedResult(instance.as_raw_handle(), &block, &mut n, 1) } != 0 {
-                return Ok(true);
+            // SAFETY: waits (bWait = TRUE) for the operation started above on `block`.
+            if unsafe { GetOverlappedResult(instance.as_raw_handle(), &block, &mut n, 1) } == 0 {
+                let code = last_error();
+                if code == ERROR_PIPE_CONNECTED {
+                    return Ok(());
+                }
+                return Err(io::Error::from_raw_os_error(code as i32));
             }
-            match last_error() {
-                // Completed (before the cancellation took, if withdrawn): a client came.
-                ERROR_PIPE_CONNECTED => Ok(true),
-                // Withdrawn: no client.
-                _ if withdraw => Ok(false),
-                code => Err(io::Error::from_raw_os_error(code as i32)),
-            }
+            Ok(())
         }
         code => Err(io::Error::from_raw_os_error(code as i32)),
     }
@@ -265,6 +324,17 @@ impl SocketListener {
         }
     }
 
+    /// The event of a pipe listener's offer to clients in flight (see
+    /// [`accept_now`](Self::accept_now)), signalled when a client connects; `None` for TCP or
+    /// when no offer is in flight.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn offer_event(&self) -> Option<std::sync::Arc<OwnedHandle>> {
+        match self {
+            SocketListener::Pipe(p) => p.offer_event(),
+            SocketListener::Tcp(_) => None,
+        }
+    }
+
     /// The bound TCP address (with the port the OS chose), for TCP listeners.
     pub(crate) fn local_tcp_address(&self) -> Option<std::net::SocketAddr> {
         match self {
@@ -279,12 +349,12 @@ impl PipeListener {
         let mut next = lock(&self.next);
         // Make the following instance first, as CPython does: the name never goes missing
         // while we wait, and no other server can take it over.
-        let instance = match next.take() {
-            Some(h) => h,
-            None => new_instance(&self.name, false)?,
+        let waiting = match next.take() {
+            Some(w) => w,
+            None => Waiting::new(new_instance(&self.name, false)?),
         };
-        *next = new_instance(&self.name, false).ok();
-        wait_for_client(&instance)?;
+        *next = new_instance(&self.name, false).ok().map(Waiting::new);
+        let instance = waiting.wait_for_client()?;
         Ok((Channel::new(instance)?, self.display.clone()))
     }
 }
@@ -292,19 +362,78 @@ impl PipeListener {
 #[cfg(feature = "tokio")]
 impl PipeListener {
     /// [`accept`](Self::accept) if a client has connected to the waiting instance, else
-    /// `None` with the instance kept for the next look.
+    /// `None`, with an offer to clients left in flight on the instance (its event is
+    /// [`offer_event`](Self::offer_event)).
     fn accept_now(&self) -> io::Result<Option<(Stream, String)>> {
         let mut next = lock(&self.next);
-        let instance = match next.take() {
-            Some(h) => h,
-            None => new_instance(&self.name, false)?,
+        let mut waiting = match next.take() {
+            Some(w) => w,
+            None => Waiting::new(new_instance(&self.name, false)?),
         };
-        if !offer(&instance, true)? {
-            *next = Some(instance);
+        if !waiting.offered_and_taken()? {
+            *next = Some(waiting);
             return Ok(None);
         }
-        *next = new_instance(&self.name, false).ok();
+        *next = new_instance(&self.name, false).ok().map(Waiting::new);
+        let Waiting { offer: _, instance } = waiting;
         Ok(Some((Channel::new(instance)?, self.display.clone())))
+    }
+
+    /// The event of the offer in flight (signalled when a client connects), if any.
+    fn offer_event(&self) -> Option<std::sync::Arc<OwnedHandle>> {
+        let next = lock(&self.next);
+        next.as_ref()?.offer.as_ref().map(|o| o.event.clone())
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl Waiting {
+    /// Whether a client has connected: looks at the offer in flight, or makes one
+    /// (`ConnectNamedPipe`, overlapped), which stays in flight if no client is there yet.
+    fn offered_and_taken(&mut self) -> io::Result<bool> {
+        let raw = self.instance.as_raw_handle();
+        loop {
+            if let Some(offer) = &self.offer {
+                let mut n = 0u32;
+                // SAFETY: looks (bWait = FALSE) at our own operation on the offer's block.
+                let ok = unsafe { GetOverlappedResult(raw, &offer.block.0, &mut n, 0) };
+                let code = if ok == 0 { last_error() } else { 0 };
+                if code == ERROR_IO_INCOMPLETE {
+                    return Ok(false);
+                }
+                // Completed: its Drop finds nothing to cancel and nothing to wait for.
+                self.offer = None;
+                match code {
+                    0 | ERROR_PIPE_CONNECTED => return Ok(true),
+                    // The thread that made the offer ended: offer again.
+                    ERROR_OPERATION_ABORTED => continue,
+                    code => return Err(io::Error::from_raw_os_error(code as i32)),
+                }
+            }
+            let event = std::sync::Arc::new(new_event()?);
+            let mut block = Box::new(OfferBlock(OVERLAPPED {
+                hEvent: event.as_raw_handle(),
+                ..Default::default()
+            }));
+            // SAFETY: `block` is a heap allocation the offer keeps in place until the
+            // operation completes or is cancelled and awaited (Offer's Drop).
+            let ok = unsafe { ConnectNamedPipe(raw, &mut block.0) };
+            if ok != 0 {
+                return Ok(true);
+            }
+            return match last_error() {
+                ERROR_PIPE_CONNECTED => Ok(true),
+                ERROR_IO_PENDING => {
+                    self.offer = Some(Offer {
+                        block,
+                        event,
+                        instance: raw as usize,
+                    });
+                    Ok(false)
+                }
+                code => Err(io::Error::from_raw_os_error(code as i32)),
+            };
+        }
     }
 }
 
@@ -319,7 +448,7 @@ pub(crate) fn listen(address: &Address) -> io::Result<SocketListener> {
     Ok(SocketListener::Pipe(PipeListener {
         name,
         display,
-        next: Mutex::new(Some(first)),
+        next: Mutex::new(Some(Waiting::new(first))),
     }))
 }
 
