@@ -169,7 +169,7 @@ impl Connection {
     ///
     /// # Errors
     /// As [`recv`](Connection::recv); [`Error::Io`] outside a tokio runtime.
-    pub async fn recv_async<T: DeserializeOwned>(&self) -> Result<T> {
+    pub async fn recv_async<T: DeserializeOwned + 'static>(&self) -> Result<T> {
         let limit = wire::DEFAULT_LIMIT;
         let (message, handles) = self
             .receive_async(limit, true, |inbox, link| {
@@ -181,8 +181,7 @@ impl Connection {
                 Ok((message, handles))
             })
             .await?;
-        let (_, body) = wire::split_message(&message)?;
-        wire::with_handles(handles, || wire::decode(body))
+        wire::decode_message(&message, handles)
     }
 
     /// Gathers a whole message into the inbox without blocking, then runs `take` on it (which

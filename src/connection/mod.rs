@@ -412,7 +412,7 @@ impl Connection {
     /// # Errors
     /// As [`recv_bytes`](Connection::recv_bytes), and [`Error::Codec`] if the message does not
     /// decode as `T`.
-    pub fn recv<T: DeserializeOwned>(&self) -> Result<T> {
+    pub fn recv<T: DeserializeOwned + 'static>(&self) -> Result<T> {
         let (message, handles) = self.receive(|inbox, link| {
             let message = inbox.read_frame(link, wire::DEFAULT_LIMIT)?;
             let handles = match wire::split_message(&message)?.0 {
@@ -421,8 +421,7 @@ impl Connection {
             };
             Ok((message, handles))
         })?;
-        let (_, body) = wire::split_message(&message)?;
-        wire::with_handles(handles, || wire::decode(body))
+        wire::decode_message(&message, handles)
     }
 
     /// Sends `buf` as one message (Python's `send_bytes(buf)`). A message of 1 MiB or more to

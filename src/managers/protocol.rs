@@ -410,7 +410,7 @@ pub(super) const SPIN: Duration = Duration::from_micros(50);
 
 /// Receives the next message, first looking for it (yielding the CPU between looks, in case
 /// the other side runs on this one) for up to [`SPIN`], then sleeping.
-pub(super) fn recv_soon<T: DeserializeOwned>(conn: &Connection) -> Result<T> {
+pub(super) fn recv_soon<T: DeserializeOwned + 'static>(conn: &Connection) -> Result<T> {
     let start = std::time::Instant::now();
     while !conn.poll(Some(Duration::ZERO))? && start.elapsed() < SPIN {
         std::thread::yield_now();

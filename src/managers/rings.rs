@@ -137,7 +137,7 @@ impl End<'_> {
     /// Receives the next message, from the ring or the socket. A socket that turns readable
     /// while the ring is empty is a peer that hung up (or one that breaks the protocol): its
     /// error, or its message, is what the socket gives.
-    pub(super) fn recv<T: DeserializeOwned>(&self) -> Result<T> {
+    pub(super) fn recv<T: DeserializeOwned + 'static>(&self) -> Result<T> {
         self.look_for_a_message();
         let mut slice = FIRST_CHECK;
         loop {
@@ -172,7 +172,7 @@ impl End<'_> {
         }
     }
 
-    fn take<T: DeserializeOwned>(&self, wait: Duration) -> Result<Option<Got<T>>> {
+    fn take<T: DeserializeOwned + 'static>(&self, wait: Duration) -> Result<Option<Got<T>>> {
         self.input
             .get_with(Deadline::after(Some(wait)), |bytes: Cow<'_, [u8]>| {
                 if bytes.is_empty() {
@@ -189,7 +189,7 @@ impl End<'_> {
             })
     }
 
-    fn open<T: DeserializeOwned>(&self, got: Got<T>) -> Result<T> {
+    fn open<T: DeserializeOwned + 'static>(&self, got: Got<T>) -> Result<T> {
         match got {
             Got::Value(value) => value,
             Got::OnSocket => self.conn.recv(),

@@ -89,7 +89,7 @@ fn now() -> Deadline {
     Deadline::after(Some(Duration::ZERO))
 }
 
-impl<T: Serialize + DeserializeOwned> Queue<T> {
+impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     /// [`get`](Queue::get) as a future (cargo feature `tokio`; beyond Python): the next item,
     /// waiting on tokio's reactor while the queue is empty, never blocking the runtime thread
     /// on it. Bound it with `tokio::time::timeout`. Needs a tokio runtime with I/O and the

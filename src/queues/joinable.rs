@@ -74,7 +74,7 @@ impl<T> std::fmt::Debug for JoinableQueue<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
+impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
     /// An unbounded joinable queue.
     pub fn new() -> Result<Self> {
         Self::bounded(0)

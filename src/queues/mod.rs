@@ -166,7 +166,7 @@ impl<T> std::fmt::Debug for Queue<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> Queue<T> {
+impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     /// An unbounded queue (Python's `Queue()`).
     pub fn new() -> Result<Self> {
         Self::bounded(0)
@@ -292,6 +292,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Decodes a message as a `T`: as a plain sequence of bytes first (see [`ByteSeq`]) unless
     /// a message of this queue did not decode that way, else with the crate's codec.
     fn decode(&self, message: &[u8]) -> Result<T> {
+        if let Some(value) = wire::byte_vec(message) {
+            return Ok(value);
+        }
         if !self.not_byte_seq.load(Ordering::Relaxed) {
             match T::deserialize(ByteSeq(message)) {
                 Ok(value) => return Ok(value),

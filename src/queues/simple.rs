@@ -48,7 +48,7 @@ impl<T> std::fmt::Debug for SimpleQueue<T> {
     }
 }
 
-impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
+impl<T: Serialize + DeserializeOwned + 'static> SimpleQueue<T> {
     /// A new, empty queue.
     pub fn new() -> Result<Self> {
         Ok(SimpleQueue {

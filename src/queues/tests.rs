@@ -47,6 +47,26 @@ fn byte_seq_agrees_with_the_codec() {
     assert!(fast::<Vec<u8>>(&[0xff; 11]).is_none());
 }
 
+#[test]
+fn byte_vec_agrees_with_the_codec() {
+    for len in [0, 1, 64, 127, 128, 300, 20_000] {
+        let v: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+        let bytes = wire::encode(&v).unwrap();
+        assert_eq!(wire::byte_vec::<Vec<u8>>(&bytes), Some(v.clone()));
+        // Another type, or a message that is not exactly one sequence of bytes: not taken.
+        assert_eq!(wire::byte_vec::<Bytes>(&bytes), None);
+        assert_eq!(wire::byte_vec::<VecDeque<u8>>(&bytes), None);
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(wire::byte_vec::<Vec<u8>>(&longer), None);
+        if len > 0 {
+            assert_eq!(wire::byte_vec::<Vec<u8>>(&bytes[..bytes.len() - 1]), None);
+        }
+    }
+    assert_eq!(wire::byte_vec::<Vec<u8>>(&[0xff; 11]), None);
+    assert_eq!(wire::byte_vec::<Vec<u8>>(&[]), None);
+}
+
 /// One process, a 4 KiB ring: messages of many sizes up to the largest that is not
 /// streamed (4088 bytes encoded; streaming needs a reader in another process or thread),
 /// wrapping around the ring's end or not, one by one and in batches, come back whole and in

@@ -74,6 +74,19 @@ pub(crate) fn encode_message<T: Serialize + ?Sized>(
     Ok((message, handles))
 }
 
+/// Decodes a message from [`encode_message`] whose handles have been received (`handles`); a
+/// `Vec<u8>` is copied out at once (see [`byte_vec`]).
+pub(crate) fn decode_message<T: serde::de::DeserializeOwned + 'static>(
+    message: &[u8],
+    handles: Vec<sys::OwnedHandle>,
+) -> Result<T> {
+    let (_, body) = split_message(message)?;
+    if let Some(value) = byte_vec(body) {
+        return Ok(value);
+    }
+    with_handles(handles, || decode(body))
+}
+
 /// Splits a message from [`encode_message`] into its handle count and value bytes; any other
 /// message is a codec error that says how to receive it.
 pub(crate) fn split_message(message: &[u8]) -> Result<(u32, &[u8])> {
