@@ -4,9 +4,9 @@
 //! **W5 / W5b: pool throughput on trivial work** (x → x·x over `u64`), with 2 workers (this
 //! machine has 2 vCPUs). Lines:
 //!
-//! - "default chunks": `Pool::map(square, 0..1_000_000, None)` (Python's default chunksize,
+//! - "default chunks": `Pool::map(square, 0..1_000_000)` (Python's default chunksize,
 //!   ceil(n / (4 × workers)) = 125,000);
-//! - "chunksize 1": `Pool::map(square, 0..100_000, Some(1))`;
+//! - "chunksize 1": `Pool::map_chunked(square, 0..100_000, 1)`;
 //! - "apply_async" (W5b): `Pool::apply_async(square, (x,))` for each of 100,000 items, then
 //!   `get` of every result in order.
 //!
@@ -822,7 +822,7 @@ mod w5 {
                 Line::Default,
                 Who::Ours,
                 format!(
-                    "multiprocess `Pool::new(2)`, `map(square, 0..{}, None)` (chunksize {})",
+                    "multiprocess `Pool::new(2)`, `map(square, 0..{})` (chunksize {})",
                     fmt_count(big),
                     fmt_count(big.div_ceil(4 * WORKERS))
                 ),
@@ -847,7 +847,7 @@ mod w5 {
                 Line::Chunk1,
                 Who::Ours,
                 format!(
-                    "multiprocess `Pool::new(2)`, `map(square, 0..{}, Some(1))`",
+                    "multiprocess `Pool::new(2)`, `map_chunked(square, 0..{}, 1)`",
                     fmt_count(small)
                 ),
             ),
@@ -863,7 +863,7 @@ mod w5 {
                 Line::Apply,
                 Who::Ours,
                 format!(
-                    "multiprocess `Pool::new(2)`, `apply_async(square, (x,))` × {}, then `get(None)` each",
+                    "multiprocess `Pool::new(2)`, `apply_async(square, (x,))` × {}, then `get()` each",
                     fmt_count(small)
                 ),
             ),

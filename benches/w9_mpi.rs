@@ -228,7 +228,7 @@ mod w9 {
         md += "| row | median k items/s | p10 | p90 | samples | × mpi4py.futures | ÷ local Pool |\n|---|---:|---:|---:|---:|---:|---:|\n";
         let py_median = py.as_ref().map(|s| s.median);
         md += &format!(
-            "| multiprocess `Pool::builder().mpi().processes(2)`, `map(square, 0..1,000,000, None)` | {} | {} | {} | {} | {} | {} |\n",
+            "| multiprocess `Pool::builder().mpi().processes(2)`, `map(square, 0..1,000,000)` | {} | {} | {} | {} | {} | {} |\n",
             k(mpi.median),
             k(mpi.p10),
             k(mpi.p90),
