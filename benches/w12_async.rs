@@ -16,7 +16,7 @@
 //!
 //! - **Executor submit + result**: `ProcessPoolExecutor::new(2)` (made once; workers started
 //!   by the default start method), a sample submits `W12_TASKS` tasks `square(x)` one by one,
-//!   then calls `result(None)` on each future in order (checked); its value is tasks per
+//!   then calls `result()` on each future in order (checked); its value is tasks per
 //!   second. CPython's row: `bench/python/w12_executor.py`, the same with
 //!   `ProcessPoolExecutor(2)` (fork context), run after the Rust rows.
 //!
@@ -169,7 +169,7 @@ mod w12 {
                 Kind::Executor,
                 "Executor submit + result",
                 &format!(
-                    "multiprocess `ProcessPoolExecutor::new(2)`, `submit(square, (x,))` × {tasks}, then `result(None)` each"
+                    "multiprocess `ProcessPoolExecutor::new(2)`, `submit(square, (x,))` × {tasks}, then `result()` each"
                 ),
                 "k tasks/s",
             ),

@@ -11,7 +11,7 @@
 //! on CPU 1 ("CPUs 0 / 1", skipped on a one-CPU machine), and unpinned (the scheduler's choice,
 //! which may change from batch to batch). The kinds:
 //!
-//! - `multiprocess::pipe()` with `send_bytes` / `recv_bytes(None)`, the child started with
+//! - `multiprocess::pipe()` with `send_bytes` / `recv_bytes()`, the child started with
 //!   spawn and given its `Connection` as the argument; the same with `send(&u64)` /
 //!   `recv::<u64>()`; the same with a forked child (`ctx.process_closure`); and two
 //!   `pipe_one_way()` (simplex, OS pipes) with a spawned child;

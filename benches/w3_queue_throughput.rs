@@ -13,7 +13,7 @@
 //! "stop". The rows:
 //!
 //! - `multiprocess::Queue<Vec<u8>>` and `SimpleQueue<Vec<u8>>` (`put(&v)` / `get()`),
-//!   `pipe()` and `pipe_one_way()` with `send_bytes` / `recv_bytes(None)` (one frame per
+//!   `pipe()` and `pipe_one_way()` with `send_bytes` / `recv_bytes()` (one frame per
 //!   message); the consumer is a forked child (`ctx.process_closure`) holding the other end;
 //! - raw floors, consumer by `fork`: one `write` of 64 bytes per message on a socketpair (the
 //!   consumer reads up to 64 KiB at a time), 64 messages per `write` (4 KiB writes), and an SPSC

@@ -8,7 +8,7 @@
 //!
 //! - `multiprocess::pipe()` with `send_bytes` and `recv_bytes_into` into buffers allocated
 //!   once (both sides), the efficient path;
-//! - the same with `send_bytes` and `recv_bytes(None)` (a fresh `Vec` per message, both sides);
+//! - the same with `send_bytes` and `recv_bytes()` (a fresh `Vec` per message, both sides);
 //! - the OS floor: a raw `socketpair(AF_UNIX, SOCK_STREAM)` with the 4 MiB `SO_SNDBUF` /
 //!   `SO_RCVBUF` that `pipe()` asks for, `write`/`read` loops on buffers allocated once (no
 //!   framing: both sides know the length);
