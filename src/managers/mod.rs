@@ -20,11 +20,11 @@
 //! which gives Python's nested proxies); each copy opens its own connection to the manager the
 //! first time it is used, authenticated with the process's `authkey` (inherited from the
 //! parent, as in Python). When the manager listens on a local socket (the default), that
-//! connection then carries its calls through two rings in shared memory, as a [`Queue`]'s
-//! (the socket stays open to tell either side when the other is gone); over TCP they stay on
-//! the socket.
+//! connection then carries its calls through two rings in shared memory, as a
+//! [`Queue`](crate::Queue)'s (the socket stays open to tell either side when the other is
+//! gone); over TCP they stay on the socket.
 //!
-//! [`Queue`]: crate::Queue A failed call comes back as [`Error::Remote`] with Python's exception
+//! A failed call comes back as [`Error::Remote`] with Python's exception
 //! name (`KeyError`, `IndexError`...). When the manager is gone, every call fails at once with
 //! an I/O error instead of hanging.
 //!
