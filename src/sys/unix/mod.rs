@@ -272,33 +272,20 @@ pub(crate) fn spawn(args: &[OsString], channel: Channel, quiet: bool) -> io::Res
     if quiet {
         cmd.stdout(Stdio::null());
     }
-    // The resource tracker, to this child only (see `shm::tracker_for_child`), started first if
-    // this process has none yet, so that a whole tree of processes shares one, as CPython's
-    // spawn does (if it cannot start, the child starts its own when it needs one).
+    // The resource tracker, to this child only (see `shm::with_tracker_inherited`), started
+    // first if this process has none yet, so that a whole tree of processes shares one, as
+    // CPython's spawn does (if it cannot start, the child starts its own when it needs one).
     let _ = shm::ensure_tracker();
-    match shm::tracker_for_child() {
-        Some((fd, key, value)) => {
-            cmd.env(key, value);
-            // SAFETY: runs in the forked child before exec; fcntl is async-signal-safe and
-            // touches only the child's copy of a descriptor the parent keeps open meanwhile.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        None => {
-            cmd.env_remove("MULTIPROCESS_RESOURCE_TRACKER");
-        }
-    }
-    let child = cmd
-        .args(args)
-        .env(CHILD_MARKER, "1")
-        .stdin(Stdio::from(OwnedFd::from(channel)))
-        .spawn()?;
+    let child = shm::with_tracker_inherited(|tracker| {
+        match tracker {
+            Some((key, value)) => cmd.env(key, value),
+            None => cmd.env_remove("MULTIPROCESS_RESOURCE_TRACKER"),
+        };
+        cmd.args(args)
+            .env(CHILD_MARKER, "1")
+            .stdin(Stdio::from(OwnedFd::from(channel)))
+            .spawn()
+    })?;
     // `std::process::Child` neither waits nor kills on drop; from here `ProcHandle` owns it.
     ProcHandle::new(child.id())
 }

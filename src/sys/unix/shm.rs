@@ -171,14 +171,31 @@ impl Link {
     }
 }
 
-/// For [`spawn`](super::spawn): the tracker's descriptor and the environment entry that names
-/// it, if this process has a tracker. Only children we spawn get it (the descriptor is
-/// close-on-exec, and `spawn` clears that in the child alone); a program started any other way
-/// (`std::process::Command`) starts a tracker of its own when it needs one, as in CPython.
-pub(crate) fn tracker_for_child() -> Option<(RawFd, &'static str, String)> {
+/// Runs `spawn` (a start of a child we spawn) with the tracker's descriptor inheritable and
+/// the environment entry that names it (`None` if this process has no tracker), and makes the
+/// descriptor close-on-exec again after. The tracker's lock is held meanwhile, so no other
+/// start of ours overlaps; a program another thread starts with `std::process::Command` in
+/// that window would hold the descriptor too (the tracker then outlives the tree until that
+/// program ends: nothing is lost). A `pre_exec` hook would avoid that window but makes std
+/// `fork` the parent instead of `posix_spawn`: W11's spawn `Pool` of 256 took 5× the spawn
+/// floor with it.
+pub(crate) fn with_tracker_inherited<R>(
+    spawn: impl FnOnce(Option<(&'static str, String)>) -> R,
+) -> R {
     let guard = link();
-    let current = guard.as_ref()?;
-    Some((current.fd.as_raw_fd(), TRACKER_ENV, current.describe()?))
+    let Some((fd, env)) = guard
+        .as_ref()
+        .and_then(|l| Some((l.fd.as_raw_fd(), l.describe()?)))
+    else {
+        return spawn(None);
+    };
+    // SAFETY: fcntl on a descriptor this process owns (the tracker's, kept open by `guard`).
+    let inheritable = unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } >= 0;
+    let out = spawn(inheritable.then_some((TRACKER_ENV, env)));
+    // SAFETY: as above.
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    drop(guard);
+    out
 }
 
 /// In a child we spawned, first thing in `main`: takes the tracker its parent handed over (the
@@ -378,7 +395,7 @@ fn launch() -> io::Result<Link> {
         ));
     }
     // The write end stays close-on-exec: forked children keep it, spawned ones are handed it
-    // by `spawn` (see `tracker_for_child`), and no other program holds it.
+    // by `spawn` (see `with_tracker_inherited`), and no other program holds it.
     identity(write.as_raw_fd()).ok_or_else(|| fail("fstat failed".into()))?;
     Ok(Link {
         fd: OwnedFd::from(write),
