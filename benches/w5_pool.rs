@@ -715,6 +715,35 @@ mod w5 {
         }
     }
 
+    /// W5c's argument: 256 KiB of 0, 1, …, 250, 0, 1, …
+    fn w5c_arg() -> Bytes {
+        Bytes((0..W5C_ARG).map(|i| (i % 251) as u8).collect())
+    }
+
+    /// A W5c sample: `items` tasks submitted by `submit`, then each result taken in order,
+    /// its length and one byte checked, and dropped.
+    fn big_sample(
+        pool: std::rc::Rc<Pool>,
+        items: usize,
+        submit: impl Fn(&Pool) -> multiprocess::Result<multiprocess::AsyncResult<Bytes>> + 'static,
+    ) -> Sample {
+        Box::new(move || {
+            let t = Instant::now();
+            let pending = (0..items)
+                .map(|_| submit(&pool))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(e)?;
+            for (k, p) in pending.into_iter().enumerate() {
+                let r = p.get().map_err(e)?;
+                let j = k * 7919 % (4 * W5C_ARG);
+                if r.len() != 4 * W5C_ARG || r[j] != (j % W5C_ARG % 251) as u8 {
+                    return Err(format!("result {k} is wrong ({} bytes)", r.len()));
+                }
+            }
+            Ok((t.elapsed(), items))
+        })
+    }
+
     /// The W5c row whose argument is shared (`Arc<Bytes>`); the target is read from it.
     const W5C_SHARED: &str = "`b`: `Arc<Bytes>`";
 
@@ -758,40 +787,14 @@ mod w5 {
             }),
             // Each result is checked and dropped as it is taken: all of them would be 10 GiB.
             Line::Big if shared => {
-                let b = std::sync::Arc::new(Bytes((0..W5C_ARG).map(|i| (i % 251) as u8).collect()));
-                Box::new(move || {
-                    let t = Instant::now();
-                    let pending = (0..items)
-                        .map(|_| pool.apply_async(grow_shared, (b.clone(),)))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(e)?;
-                    for (k, p) in pending.into_iter().enumerate() {
-                        let r: Bytes = p.get().map_err(e)?;
-                        let j = k * 7919 % (4 * W5C_ARG);
-                        if r.len() != 4 * W5C_ARG || r[j] != b[j % W5C_ARG] {
-                            return Err(format!("result {k} is wrong ({} bytes)", r.len()));
-                        }
-                    }
-                    Ok((t.elapsed(), items))
+                let b = std::sync::Arc::new(w5c_arg());
+                big_sample(pool, items, move |p| {
+                    p.apply_async(grow_shared, (b.clone(),))
                 })
             }
             Line::Big => {
-                let b = Bytes((0..W5C_ARG).map(|i| (i % 251) as u8).collect());
-                Box::new(move || {
-                    let t = Instant::now();
-                    let pending = (0..items)
-                        .map(|_| pool.apply_async(grow, (b.clone(),)))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(e)?;
-                    for (k, p) in pending.into_iter().enumerate() {
-                        let r: Bytes = p.get().map_err(e)?;
-                        let j = k * 7919 % (4 * W5C_ARG);
-                        if r.len() != 4 * W5C_ARG || r[j] != b[j % W5C_ARG] {
-                            return Err(format!("result {k} is wrong ({} bytes)", r.len()));
-                        }
-                    }
-                    Ok((t.elapsed(), items))
-                })
+                let b = w5c_arg();
+                big_sample(pool, items, move |p| p.apply_async(grow, (b.clone(),)))
             }
             Line::W7(_) => return Err("not a W5 line".into()),
         };
