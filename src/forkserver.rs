@@ -15,6 +15,7 @@
 //! executable of its first use, and its children inherit those, not later changes (as in
 //! Python).
 
+use std::cell::RefCell;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -140,16 +141,19 @@ fn retire(server: Server, grace: Duration) {
 /// parent's server is not ours (dropping our copies of its channels does not end it): the slot
 /// is emptied. (`init()` registers this hook.)
 pub(crate) static FORK_HOOK: ForkHook = ForkHook {
-    before: || Box::new(Held(lock(&SERVER))),
-    in_child: |held| {
-        if let Ok(mut held) = held.downcast::<Held>() {
-            held.0.take();
+    before: || HELD.with(|held| *held.borrow_mut() = Some(lock(&SERVER))),
+    in_child: || {
+        if let Some(mut slot) = HELD.with(|held| held.borrow_mut().take()) {
+            slot.take();
         }
     },
-    in_parent: |held, _| drop(held),
+    in_parent: |_| drop(HELD.with(|held| held.borrow_mut().take())),
 };
 
-struct Held(MutexGuard<'static, Option<Server>>);
+thread_local! {
+    /// The slot, held by the thread that forks, from [`FORK_HOOK`]'s `before` to its end.
+    static HELD: RefCell<Option<MutexGuard<'static, Option<Server>>>> = const { RefCell::new(None) };
+}
 
 fn running(slot: &mut Option<Server>) -> Result<&Server> {
     if let Some(server) = slot {

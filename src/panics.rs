@@ -27,6 +27,18 @@ thread_local! {
     /// The backtrace of the last panic caught on this thread, when `RUST_BACKTRACE` (or
     /// `RUST_LIB_BACKTRACE`) asked for one.
     static LAST_TRACE: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// Whether `LAST_TRACE` may hold a trace. `LAST_TRACE` needs a destructor, and a
+    /// thread's first use of it registers one (an allocation): this flag, which needs none,
+    /// keeps a forked child that never panics from paying for that (issue 19: every heap page
+    /// a forked child touches is a copy-on-write fault).
+    static HAS_TRACE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Forgets this thread's last caught backtrace, if any.
+fn clear_trace() {
+    if HAS_TRACE.with(|h| h.replace(false)) {
+        LAST_TRACE.with(|t| t.take());
+    }
 }
 
 /// A panic's payload as text.
@@ -52,7 +64,7 @@ pub(crate) fn catch_quietly<R>(f: impl FnOnce() -> R) -> Result<R, String> {
 /// A pool task: [`catch_quietly`], and the panic's backtrace, where one was captured, follows
 /// the message (Python's remote traceback).
 pub(crate) fn catch_task<R>(f: impl FnOnce() -> R) -> Result<R, String> {
-    LAST_TRACE.with(|t| t.take());
+    clear_trace();
     catch_quietly(f).map_err(with_trace)
 }
 
@@ -61,7 +73,7 @@ pub(crate) fn catch_task<R>(f: impl FnOnce() -> R) -> Result<R, String> {
 /// backtrace, where one was captured (Python's remote traceback).
 pub(crate) fn catch_in_target<R>(name: fn() -> String, f: impl FnOnce() -> R) -> Result<R, String> {
     install_hook();
-    LAST_TRACE.with(|t| t.take());
+    clear_trace();
     let was = TARGET_OF.with(|t| t.replace(Some(name)));
     let outcome = panic::catch_unwind(AssertUnwindSafe(f));
     TARGET_OF.with(|t| t.set(was));
@@ -73,7 +85,11 @@ const TRACE_HEADING: &str = "\n\nRemote backtrace:\n";
 
 /// `message`, followed by the backtrace of this thread's last caught panic if one was captured.
 fn with_trace(message: String) -> String {
-    match LAST_TRACE.with(|t| t.take()) {
+    let trace = HAS_TRACE
+        .with(|h| h.replace(false))
+        .then(|| LAST_TRACE.with(|t| t.take()))
+        .flatten();
+    match trace {
         Some(trace) => format!("{message}{TRACE_HEADING}{trace}"),
         None => message,
     }
@@ -93,6 +109,7 @@ pub(crate) fn install_hook() {
                 let trace = Backtrace::capture();
                 if trace.status() == BacktraceStatus::Captured {
                     LAST_TRACE.with(|t| *t.borrow_mut() = Some(trace.to_string()));
+                    HAS_TRACE.with(|h| h.set(true));
                 }
             }
             if QUIET.with(|q| q.get()) {

@@ -293,6 +293,13 @@ where
         .map_err(|e| context::<R>("encoding the returned value", e))
 }
 
+/// Makes this thread's thread-locals for running a target ready (see
+/// [`wire::ready_thread_locals`]): before a fork, so the child registers no destructor.
+pub(crate) fn ready_thread_locals() {
+    IN_PLACE.with(|_| ());
+    wire::ready_thread_locals();
+}
+
 thread_local! {
     /// Where a pool worker wants the value of the task it runs now: a ring, after a head.
     static IN_PLACE: std::cell::Cell<Option<(Ring, Vec<u8>)>> = const { std::cell::Cell::new(None) };

@@ -114,18 +114,23 @@ pub(super) fn release_all() {
 
 /// Around a fork: the child's references (see [`hold_for_child`], [`adopt`], [`give_back`]).
 pub(super) static FORK_HOOK: crate::process::start::ForkHook = crate::process::start::ForkHook {
-    before: || Box::new(hold_for_child()),
-    in_child: |held| {
-        if let Ok(held) = held.downcast::<Vec<Arc<Ref>>>() {
-            adopt(&held);
-        }
+    before: || {
+        let held = hold_for_child();
+        HELD.with(|h| *h.borrow_mut() = held);
     },
-    in_parent: |held, forked| {
-        if let (false, Ok(held)) = (forked, held.downcast::<Vec<Arc<Ref>>>()) {
-            give_back(*held);
+    in_child: || adopt(&HELD.with(|h| std::mem::take(&mut *h.borrow_mut()))),
+    in_parent: |forked| {
+        let held = HELD.with(|h| std::mem::take(&mut *h.borrow_mut()));
+        if !forked {
+            give_back(held);
         }
     },
 };
+
+thread_local! {
+    /// What [`FORK_HOOK`]'s `before` took for the child, on the thread that forks.
+    static HELD: std::cell::RefCell<Vec<Arc<Ref>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// Before a fork: takes one more reference to every object this process refers to, for the
 /// child, which [`adopt`]s its copies (Python increfs after a fork). Returns them, for

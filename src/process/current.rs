@@ -132,9 +132,9 @@ pub(crate) fn become_child(id: Identity, channel: Arc<sys::Channel>) {
         daemon: id.daemon,
         parent: Some(parent),
     };
-    // A forked child's copy of its parent's identity (and of its lock, which another thread
-    // may have held at the fork) is left behind.
-    ME.reset(new);
+    // A forked child's copy of its parent's identity is left behind, unfreed (and so is its
+    // lock if another thread held it at the fork).
+    ME.replace_in_child(new);
     COUNTER.store(1, Ordering::Relaxed);
 }
 

@@ -7,7 +7,6 @@
 //! identity, finds the trampoline, answers `Report::Started`, runs the target and sends one
 //! final report. A forked child skips the handshake: it already has everything in memory.
 
-use std::any::Any;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -25,21 +24,37 @@ const INLINE_BOOTSTRAP: usize = 64 * 1024;
 
 /// What a feature does around a fork (Python's `util.register_after_fork`, with the parent's
 /// side too): `before` runs in the parent just before the fork, with the children list locked,
-/// and returns what the feature holds across it (locks the child must find free, references
-/// the child must own); the child gets it in `in_child`, the parent in `in_parent` (with whether
-/// the fork happened). Managers and the fork server register one.
+/// and takes what the feature holds across it (locks the child must find free, references
+/// the child must own), keeping it in a thread-local of its own; the child lets go of it in
+/// `in_child`, the parent in `in_parent` (with whether the fork happened). Managers and the
+/// fork server register one.
+///
+/// No `Box` passes between them: every heap page a forked child touches is a copy-on-write
+/// fault, so the fork path allocates nothing for the child to free (issue 19).
 pub(crate) struct ForkHook {
-    pub(crate) before: fn() -> Box<dyn Any>,
-    pub(crate) in_child: fn(Box<dyn Any>),
-    pub(crate) in_parent: fn(Box<dyn Any>, bool),
+    pub(crate) before: fn(),
+    pub(crate) in_child: fn(),
+    pub(crate) in_parent: fn(bool),
 }
 
-/// The fork hooks, in the order registered (each feature registers once).
-static FORK_HOOKS: Mutex<Vec<&'static ForkHook>> = Mutex::new(Vec::new());
+/// How many fork hooks there can be (one per feature that registers one).
+const FORK_HOOK_SLOTS: usize = 4;
+
+/// The fork hooks, in the order registered (each feature registers once); a fixed array, so
+/// the fork path copies it onto its stack instead of allocating.
+static FORK_HOOKS: Mutex<[Option<&'static ForkHook>; FORK_HOOK_SLOTS]> =
+    Mutex::new([None; FORK_HOOK_SLOTS]);
 
 /// Registers `hook` (see [`ForkHook`]); call it once per hook.
+///
+/// # Panics
+/// If more features register than [`FORK_HOOK_SLOTS`] (a bug of this crate).
 pub(crate) fn on_fork(hook: &'static ForkHook) {
-    lock(&FORK_HOOKS).push(hook);
+    let mut hooks = lock(&FORK_HOOKS);
+    match hooks.iter_mut().find(|slot| slot.is_none()) {
+        Some(slot) => *slot = Some(hook),
+        None => panic!("multiprocess: more fork hooks than FORK_HOOK_SLOTS"),
+    }
 }
 
 /// How the fork server starts a child whose bootstrap comes over a channel: registered by
@@ -169,26 +184,30 @@ fn fork(
 ) -> Result<(sys::ProcHandle, sys::Channel)> {
     let (ours, theirs) = sys::channel_pair().map_err(|e| Error::io("creating a channel", e))?;
     let mut ours = Some(ours);
-    let mut theirs = Some(theirs);
     // What features hold across the fork (after the children list, in the order they
     // registered), so that the child finds it free and whole; the list itself too (a thread
     // registering at that moment would leave it locked in the child).
     let mut hooks = Some(lock(&FORK_HOOKS));
-    let list: Vec<&ForkHook> = hooks.as_deref().cloned().unwrap_or_default();
-    let mut held: Vec<Option<Box<dyn Any>>> = list.iter().map(|h| Some((h.before)())).collect();
+    let list = hooks.as_deref().copied().unwrap_or_default();
+    for hook in list.iter().flatten() {
+        (hook.before)();
+    }
+    crate::registry::ready_thread_locals();
+    sys::prepare_null();
     let mut tracker = Some(sys::hold_tracker());
+    // The channel's `Arc` is made here and moved into the child: the child allocates nothing
+    // for it and writes no count in it.
+    let mut channel = Some(Arc::new(theirs));
     let forked = sys::fork(|| {
         let _ = tracker.take(); // let go in the child
-        drop(hooks.take());
-        for (hook, held) in list.iter().zip(held.iter_mut()) {
-            if let Some(held) = held.take() {
-                (hook.in_child)(held);
-            }
+        for hook in list.iter().flatten() {
+            (hook.in_child)();
         }
+        drop(hooks.take());
         drop(ours.take());
         super::forget_inherited_children(children);
-        let channel = Arc::new(theirs.take().expect("present until forked"));
         let job = job.take();
+        let channel = channel.take().expect("present until forked");
         child::run_child(id, channel, StartMethod::Fork, |channel| {
             let _ = sys::stdin_from_null();
             match job {
@@ -198,14 +217,12 @@ fn fork(
         })
     });
     let _ = tracker.take(); // let go in the parent
-    drop(hooks.take());
-    for (hook, held) in list.iter().zip(held.iter_mut()).rev() {
-        if let Some(held) = held.take() {
-            (hook.in_parent)(held, forked.is_ok());
-        }
+    for hook in list.iter().flatten().rev() {
+        (hook.in_parent)(forked.is_ok());
     }
+    drop(hooks.take());
+    drop(channel.take());
     let handle = forked.map_err(|e| Error::io("forking a child process", e))?;
-    drop(theirs);
     Ok((handle, ours.take().expect("kept by the parent")))
 }
 

@@ -95,6 +95,26 @@ impl<T> ForkLock<T> {
     }
 }
 
+impl<T> ForkLock<T> {
+    /// In a child just forked: puts `value` in the lock it inherited if no thread held that
+    /// at the fork, leaving the old value behind unfreed (a forked child that frees, or
+    /// allocates, dirties heap pages: each is a copy-on-write fault); else as [`reset`].
+    ///
+    /// [`reset`]: ForkLock::reset
+    pub(crate) fn replace_in_child(&self, value: T) {
+        let p = self.current.load(Ordering::Acquire);
+        if !p.is_null() {
+            // SAFETY: as in `get`: the slot is valid while `self` is borrowed.
+            let slot = unsafe { &*p };
+            if let Ok(mut held) = slot.lock.try_lock() {
+                std::mem::forget(std::mem::replace(&mut *held, value));
+                return;
+            }
+        }
+        self.reset(value);
+    }
+}
+
 impl<T> Drop for ForkLock<T> {
     fn drop(&mut self) {
         let p = *self.current.get_mut();

@@ -32,7 +32,7 @@
 //!   sentinel; `served`/`is_served` for a fork server's child), `spawn` (this executable again, with a
 //!   channel; with `QUIET_SPAWN`, its stdout silenced until it calls `restore_stdout` with
 //!   what `stdout_handle` gave), `fork` (Unix), `pid`, `current_pid`, `process_alive`,
-//!   `exit_now`, `at_exit`, `signal_name`, `SIGTERM`, `SIGKILL`, `stdin_from_null`,
+//!   `exit_now`, `at_exit`, `signal_name`, `SIGTERM`, `SIGKILL`, `stdin_from_null`, `prepare_null`,
 //!   `no_child_ended` (whether a scan for ended children can be skipped).
 //! - **A child's start.** `Channel` (with `try_clone`, and `Read`/`Write` on `&Channel`) and
 //!   `channel_pair`, `channel_handle`, `channel_into_handle`/`channel_from_handle`,

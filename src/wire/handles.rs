@@ -139,6 +139,11 @@ pub(crate) fn pickled_pair(kind: &str, text: &str) -> Vec<u8> {
     out
 }
 
+/// See [`super::ready_thread_locals`].
+pub(super) fn ready_thread_locals() {
+    INCOMING.with(|_| ());
+}
+
 /// Runs `f` (which decodes) with `handles` as the table that handles inside messages are taken
 /// from; those not taken are closed afterwards.
 pub(crate) fn with_handles<R>(handles: Vec<sys::OwnedHandle>, f: impl FnOnce() -> R) -> R {

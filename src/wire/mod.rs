@@ -68,6 +68,15 @@ thread_local! {
     static SPARE: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
+/// Makes this thread's wire thread-locals ready (each registers its destructor at its first
+/// use): called before a fork, so that the forked child, which runs a target on a copy of this
+/// thread, allocates nothing for them (issue 19: each heap page a forked child touches is a
+/// copy-on-write fault).
+pub(crate) fn ready_thread_locals() {
+    SPARE.with(|_| ());
+    handles::ready_thread_locals();
+}
+
 /// An empty buffer, reusing one given back with [`recycle`] if there is one.
 pub(crate) fn spare_buffer() -> Vec<u8> {
     let mut b = SPARE.take();

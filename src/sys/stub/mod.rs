@@ -167,6 +167,9 @@ pub(crate) fn spawn(_args: &[OsString], channel: Channel, _quiet: bool) -> io::R
     match channel.0 {}
 }
 
+/// Forking: unsupported, so nothing to prepare.
+pub(crate) fn prepare_null() {}
+
 /// Forking: unsupported.
 pub(crate) fn fork(_child: impl FnOnce()) -> io::Result<ProcHandle> {
     unsupported("the fork start method")

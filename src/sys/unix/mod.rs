@@ -9,6 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{Address, os};
@@ -93,9 +94,9 @@ pub(crate) fn channel_from_handle(handle: OwnedHandle) -> io::Result<Channel> {
     Ok(UnixStream::from(handle))
 }
 
-/// This process's id.
+/// This process's id (cached: see [`current_pid`](region::current_pid)).
 pub(crate) fn pid() -> u32 {
-    std::process::id()
+    region::current_pid()
 }
 
 /// A child process we started and have not yet reaped. Its pid cannot be reused before we reap
@@ -394,8 +395,14 @@ pub(crate) fn cut_channel(channel: Arc<Channel>) -> io::Result<()> {
 /// Reopens stdin on the null device (Python does this in every child).
 ///
 /// Straight to libc rather than through `std::fs::File::open`: a forked child runs this, and
-/// each 64 KiB window of code a forked child runs costs it a page fault (issue 19).
+/// each 64 KiB window of code a forked child runs costs it a page fault (issue 19). A forked
+/// child finds the descriptor [`prepare_null`] left it and only `dup2`s it (no path lookup).
 pub(crate) fn stdin_from_null() -> io::Result<()> {
+    let kept = NULL.load(Ordering::Relaxed);
+    // SAFETY: dup2 of a descriptor `prepare_null` checked just before the fork onto fd 0.
+    if kept >= 0 && unsafe { libc::dup2(kept, 0) } == 0 {
+        return Ok(());
+    }
     // SAFETY: open with a NUL-terminated static path and plain flags.
     let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if fd < 0 {
@@ -406,6 +413,50 @@ pub(crate) fn stdin_from_null() -> io::Result<()> {
     // SAFETY: `fd` is ours (opened above) and nothing else refers to it.
     unsafe { libc::close(fd) };
     failed.map_or(Ok(()), Err)
+}
+
+/// A descriptor of the null device this process keeps (close-on-exec) for the stdin of the
+/// children it forks; -1 until the first fork.
+static NULL: AtomicI32 = AtomicI32::new(-1);
+
+/// Before a fork whose child will call [`stdin_from_null`] (the fork start method's; not the
+/// fork server's, whose children hold only what a spawned child holds): makes sure [`NULL`] is an open descriptor of the null device (opening it the
+/// first time, and again if something closed it and the number now names another file), so
+/// that the child's [`stdin_from_null`] is one `dup2`.
+pub(crate) fn prepare_null() {
+    let kept = NULL.load(Ordering::Relaxed);
+    if kept >= 0 && is_null_device(kept) {
+        return;
+    }
+    // SAFETY: open with a NUL-terminated static path and plain flags.
+    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if fd >= 0
+        && NULL
+            .compare_exchange(kept, fd, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+    {
+        // Another thread kept one first.
+        // SAFETY: `fd` was opened above and is known to nobody else.
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Whether descriptor `fd` is open on the null device (a character device, 1:3 on Linux; its
+/// numbers are compared with those of a fresh `stat` of `/dev/null` on other systems).
+fn is_null_device(fd: i32) -> bool {
+    // SAFETY: fstat/stat into zeroed stat buffers of ours.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut st) != 0 || st.st_mode & libc::S_IFMT != libc::S_IFCHR {
+            return false;
+        }
+        static RDEV: std::sync::OnceLock<Option<libc::dev_t>> = std::sync::OnceLock::new();
+        let null = RDEV.get_or_init(|| {
+            let mut n: libc::stat = std::mem::zeroed();
+            (libc::stat(c"/dev/null".as_ptr(), &mut n) == 0).then_some(n.st_rdev)
+        });
+        *null == Some(st.st_rdev)
+    }
 }
 
 /// A duplicate of this process's stdout, to give a child started with [`spawn`]`(.., true)`.

@@ -549,6 +549,9 @@ pub(crate) fn cut_channel(_channel: std::sync::Arc<Channel>) -> io::Result<()> {
     Ok(())
 }
 
+/// There is no fork on Windows: nothing to prepare.
+pub(crate) fn prepare_null() {}
+
 /// There is no fork on Windows.
 pub(crate) fn fork(_child: impl FnOnce()) -> io::Result<ProcHandle> {
     Err(io::Error::new(
