@@ -49,6 +49,17 @@ impl Link {
         })
     }
 
+    /// Lets go of the link's OS handles once its worker has them (the memory stays mapped): a
+    /// pool of N workers then holds 2N descriptors, not 5N, and every later spawn, whose exec
+    /// closes each descriptor a parent holds, costs less (issue 19, W11).
+    pub(crate) fn close_handles(&mut self) {
+        self.tasks.close_handles();
+        self.replies.close_handles();
+        if let Some(control) = Arc::get_mut(&mut self.control) {
+            control.close_handles();
+        }
+    }
+
     fn word(&self, i: usize) -> &AtomicU32 {
         &self.control.words()[i]
     }

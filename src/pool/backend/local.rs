@@ -35,12 +35,14 @@ impl Local {
     }
 
     pub(crate) fn start(&self, n: u64, setup: &Setup) -> Result<LocalWorker> {
-        let link = Link::new(CHANNEL_BYTES)?;
+        let mut link = Link::new(CHANNEL_BYTES)?;
         let mut process = self
             .context
             .process(worker_main, (link.clone(), setup.clone()))
             .with_daemon(true)
             .with_name(self.name(n));
+        // The job holds copies of the link's handles for the child.
+        link.close_handles();
         process.start()?;
         Ok(LocalWorker {
             process: Mutex::new(process),
