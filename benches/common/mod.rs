@@ -111,8 +111,11 @@ pub(crate) fn write_md(path: &Path, begin: &str, end: &str, block: &str) -> Resu
     std::fs::write(path, new).map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
-/// CPU seconds spent by the whole machine (busy time over all CPUs) and by this process with its
-/// reaped children, so that the difference is what other programs took during the run.
+/// CPU seconds spent by the whole machine (busy time over all CPUs) and by this process's
+/// tree: itself, its reaped children, and every live descendant with what it reaped (a fork
+/// server, its served children, a resource tracker: processes we do not reap until the end, whose
+/// CPU `RUSAGE_CHILDREN` does not hold yet), so that the difference is what other programs took
+/// during the run.
 pub(crate) struct CpuUse {
     machine: f64,
     ours: f64,
@@ -145,6 +148,7 @@ impl CpuUse {
                 ours += tv(ru.ru_utime) + tv(ru.ru_stime);
             }
         }
+        ours += descendants_cpu(hz);
         CpuUse {
             machine,
             ours,
@@ -158,6 +162,51 @@ impl CpuUse {
         let wall = now.at.duration_since(self.at).as_secs_f64().max(1e-9);
         ((now.machine - self.machine) - (now.ours - self.ours)).max(0.0) / wall
     }
+}
+
+/// CPU seconds of this process's live descendants, each with the children it reaped
+/// (`utime + stime + cutime + cstime` from `/proc/PID/stat`).
+fn descendants_cpu(hz: f64) -> f64 {
+    let me = std::process::id();
+    let mut procs: Vec<(u32, u32, f64)> = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The fields after the command (which may hold spaces and parentheses).
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // state ppid ... utime(14) stime(15) cutime(16) cstime(17), counted from 3.
+        let num = |i: usize| {
+            f.get(i - 3)
+                .and_then(|x| x.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let ppid = num(4) as u32;
+        procs.push((pid, ppid, (num(14) + num(15) + num(16) + num(17)) / hz));
+    }
+    let mut tree = vec![me];
+    let mut total = 0.0;
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        for &(pid, ppid, cpu) in &procs {
+            if ppid == parent && pid != me {
+                tree.push(pid);
+                total += cpu;
+            }
+        }
+        i += 1;
+    }
+    total
 }
 
 // ---------------------------------------------------------------------------------------------
