@@ -87,7 +87,7 @@ pub(super) fn run_child(
     body: impl FnOnce(&sys::Channel) -> i32,
 ) -> ! {
     let daemon = id.daemon;
-    super::become_child(id, Arc::clone(&channel));
+    super::become_child(id, Arc::clone(&channel), method.copies_memory());
     context::inherit(method);
     if !method.copies_memory() {
         // A forked child needs no handshake: its parent knows it runs the target.

@@ -118,8 +118,9 @@ pub(crate) fn cut_parent_channel() {
 }
 
 /// In a new child: become the process described by `id`, whose parent holds the other end of
-/// `channel`.
-pub(crate) fn become_child(id: Identity, channel: Arc<sys::Channel>) {
+/// `channel`. A `forked` child leaves its parent's identity behind unfreed (see
+/// [`ForkLock::replace`]).
+pub(crate) fn become_child(id: Identity, channel: Arc<sys::Channel>, forked: bool) {
     let parent = ParentProcess {
         name: id.parent_name,
         pid: id.parent_pid,
@@ -132,9 +133,10 @@ pub(crate) fn become_child(id: Identity, channel: Arc<sys::Channel>) {
         daemon: id.daemon,
         parent: Some(parent),
     };
-    // A forked child's copy of its parent's identity is left behind, unfreed (and so is its
-    // lock if another thread held it at the fork).
-    ME.replace_in_child(new);
+    let old = ME.replace(new);
+    if forked {
+        std::mem::forget(old);
+    }
     COUNTER.store(1, Ordering::Relaxed);
 }
 

@@ -96,22 +96,24 @@ impl<T> ForkLock<T> {
 }
 
 impl<T> ForkLock<T> {
-    /// In a child just forked: puts `value` in the lock it inherited if no thread held that
-    /// at the fork, leaving the old value behind unfreed (a forked child that frees, or
-    /// allocates, dirties heap pages: each is a copy-on-write fault); else as [`reset`].
+    /// Puts `value` in the current lock if no thread holds it, and returns the value it
+    /// replaces; else (a forked child whose lock another thread of the parent held at the
+    /// fork) as [`reset`], returning `None`. A forked child leaves the old value unfreed
+    /// (`mem::forget`): freeing, or allocating a new lock, dirties heap pages, each a
+    /// copy-on-write fault.
     ///
     /// [`reset`]: ForkLock::reset
-    pub(crate) fn replace_in_child(&self, value: T) {
+    pub(crate) fn replace(&self, value: T) -> Option<T> {
         let p = self.current.load(Ordering::Acquire);
         if !p.is_null() {
             // SAFETY: as in `get`: the slot is valid while `self` is borrowed.
             let slot = unsafe { &*p };
             if let Ok(mut held) = slot.lock.try_lock() {
-                std::mem::forget(std::mem::replace(&mut *held, value));
-                return;
+                return Some(std::mem::replace(&mut *held, value));
             }
         }
         self.reset(value);
+        None
     }
 }
 
