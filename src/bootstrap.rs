@@ -51,9 +51,8 @@ pub fn init() {
 /// Test binaries have no `main` of ours, so a spawned child re-runs the test binary filtered to
 /// the test that started it (`<test> --exact --include-ignored --nocapture --test-threads=1`), where this call
 /// turns it into the child. It relies on libtest naming each test's thread after the test,
-/// which it does for every thread count. On Unix the child's stdout is the null device until it takes
-/// over, so libtest's `running 1 test` lines stay out of the output (on Windows each child still
-/// prints them).
+/// which it does for every thread count. The child's stdout is the null device until it takes
+/// over (Unix and Windows), so libtest's `running 1 test` lines stay out of the output.
 ///
 /// ```text
 /// #[test]

@@ -68,6 +68,7 @@
 //! | `e.wait()`, `e.wait(timeout)` | [`wait`](Event::wait), [`wait_timeout`](Event::wait_timeout) (the same on [`Condition`], [`Barrier`], [`Sentinel`], [`AsyncResult`]) |
 //! | `with lock:` | [`Lock::guard`] (RAII) |
 //! | `Value`, `Array`, `RawValue`, `RawArray` | [`Value`], [`Array`], [`RawValue`], [`RawArray`] |
+//! | `v.get_lock()`; `with v.get_lock(): v.get_obj().value += 1`; `a[i:j]`, `a[i:j] = xs` | [`get_lock`](Value::get_lock); `*v.lock()? += 1` (the guard is the locked object: `get_obj` is not given, as an unlocked view beside the guard's `&mut T` would let safe code race with it); [`get_slice`](Array::get_slice), [`set_slice`](Array::set_slice) (also on [`RawArray`]) |
 //! | `shared_memory.SharedMemory` | [`SharedMemory`] |
 //! | `resource_tracker.ensure_running()`, `register(name, 'shared_memory')`, `unregister`, `getfd()` | [`resource_tracker::ensure_running`], [`register`](resource_tracker::register), [`unregister`](resource_tracker::unregister), [`getfd`](resource_tracker::getfd), [`pid`](resource_tracker::pid) |
 //! | `shared_memory.ShareableList` | [`ShareableList`] (items: [`shared_memory::Item`]; CPython's layout) |

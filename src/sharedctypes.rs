@@ -166,6 +166,27 @@ impl<'de, T: Pod> Deserialize<'de> for Cells<T> {
 // ---------------------------------------------------------------------------------------------
 
 /// A `T` in shared memory without a lock: Python's `RawValue`.
+///
+/// Each `get` and `set` copies the whole value; nothing orders them between processes, so use
+/// it for a value one process writes and others read, or guard it with a [`Lock`] of your own
+/// (or take a [`Value`]).
+///
+/// ```standalone_crate
+/// use multiprocess::{Process, RawValue};
+///
+/// fn answer(v: RawValue<f64>) {
+///     v.set(42.5);
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let v = RawValue::new(0.0f64)?; // Python: RawValue('d', 0.0)
+/// let mut p = Process::new(answer, (v.clone(),));
+/// p.start()?;
+/// p.join()?;
+/// assert_eq!(v.get(), 42.5);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(bound = "T: Pod")]
 pub struct RawValue<T: Pod> {
@@ -198,6 +219,35 @@ impl<T: Pod + std::fmt::Debug> std::fmt::Debug for RawValue<T> {
 }
 
 /// `len` `T`s in shared memory without a lock: Python's `RawArray`.
+///
+/// Children given clones of it write disjoint parts; the parent reads them after joining:
+///
+/// ```standalone_crate
+/// use multiprocess::{Process, RawArray};
+///
+/// /// Fills `a[start..start + n]` with squares of the indices.
+/// fn squares(a: RawArray<u64>, start: usize, n: usize) {
+///     let values: Vec<u64> = (start..start + n).map(|i| (i * i) as u64).collect();
+///     a.set_slice(start, &values).unwrap();
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let a = RawArray::<u64>::new(8)?; // Python: RawArray('Q', 8)
+/// let mut children = [
+///     Process::new(squares, (a.clone(), 0, 4)),
+///     Process::new(squares, (a.clone(), 4, 4)),
+/// ];
+/// for p in &mut children {
+///     p.start()?;
+/// }
+/// for p in &mut children {
+///     p.join()?;
+/// }
+/// assert_eq!(a.to_vec(), [0, 1, 4, 9, 16, 25, 36, 49]);
+/// assert_eq!(a.get_slice(2..4)?, [4, 9]); // a[2:4]
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(bound = "T: Pod")]
 pub struct RawArray<T: Pod> {

@@ -3,8 +3,9 @@
 //! `.stderr` file. After changing a message (or the lines of a signature it quotes), regenerate
 //! them with `TRYBUILD=overwrite cargo test --test compile_fail` and read the diff.
 //!
-//! (A closure capturing only `Copy` values fails later, at `cargo build`, which trybuild does
-//! not run: the `compile_fail` example in the docs of `Target` covers it.)
+//! A closure capturing only `Copy` values fails later, at `cargo build` (rustc cannot tell a
+//! closure's size at `cargo check`): trybuild builds the cases rather than checks them because
+//! the batch has a `pass` case, so `capture_copy` sees that error too.
 //!
 //! Linux only: the messages quote paths and lines as rustc prints them there, and CI runs the
 //! Windows tests under Wine, where building a crate again would take long for nothing.
@@ -19,4 +20,8 @@ fn target_mistakes_say_what_to_do() {
     t.compile_fail("tests/compile_fail/borrowed_str.rs");
     // Arguments that do not fit the parameters.
     t.compile_fail("tests/compile_fail/wrong_args.rs");
+    // Captures a `Copy` value: refused at `cargo build`, pointing at the call, with the fix.
+    t.compile_fail("tests/compile_fail/capture_copy.rs");
+    // The right way builds and runs (and makes trybuild build every case, not only check it).
+    t.pass("tests/compile_fail/target_ok.rs");
 }

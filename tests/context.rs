@@ -4,8 +4,8 @@
 mod common;
 
 use multiprocess::{
-    Error, Process, StartMethod, get_all_start_methods, get_context, get_start_method,
-    get_start_method_allow_none, set_start_method, set_start_method_force,
+    Error, Process, StartMethod, default_context, get_all_start_methods, get_context,
+    get_start_method, get_start_method_allow_none, set_start_method, set_start_method_force,
 };
 
 fn method_seen_by_child() -> Option<StartMethod> {
@@ -100,6 +100,19 @@ fn c02_method_fixed_once_and_inherited() {
         .unwrap()
         .process_closure(|| 1u8);
     assert!(matches!(c.start(), Err(Error::InvalidArgument(_))));
+    // Python's get_context() without a method (issue 17, item 13): the default's context,
+    // which fixes the default as a first use does.
+    set_start_method_force(None).unwrap();
+    let ctx = default_context();
+    assert_eq!(ctx.start_method(), StartMethod::Spawn);
+    assert_eq!(get_start_method_allow_none(), Some(StartMethod::Spawn));
+    let mut d = ctx.process(method_seen_by_child, ());
+    d.start().unwrap();
+    assert_eq!(
+        d.result::<Option<StartMethod>>().unwrap(),
+        Some(StartMethod::Spawn)
+    );
+    set_start_method_force(None).unwrap();
 }
 
 /// Forced to fork: processes made without a context now fork, and a forked child's children

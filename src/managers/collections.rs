@@ -441,6 +441,29 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
 
 /// A shared fixed-length array held by a [`Manager`] (Python's `ArrayProxy`). Indices follow
 /// Python: a negative one counts from the end.
+///
+/// ```standalone_crate
+/// use multiprocess::managers::ArrayProxy;
+/// use multiprocess::{Manager, Process};
+///
+/// /// Negates every item (Python's docs: `for i in range(len(a)): a[i] = -a[i]`).
+/// fn negate(a: ArrayProxy<i32>) {
+///     for (i, x) in a.to_vec().unwrap().into_iter().enumerate() {
+///         a.set(i as i64, &-x).unwrap();
+///     }
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let manager = Manager::start()?;
+/// let a = manager.array(&[1, 2, 3])?; // Python: manager.Array('i', [1, 2, 3])
+/// let mut p = Process::new(negate, (a.clone(),));
+/// p.start()?;
+/// p.join()?;
+/// assert_eq!(a.to_vec()?, [-1, -2, -3]);
+/// assert_eq!(a.get(-1)?, -3);
+/// # Ok(()) }
+/// ```
 pub struct ArrayProxy<T>(pub(super) Handle, pub(super) PhantomData<fn() -> T>);
 proxy_impls!(ArrayProxy<T>);
 len_methods!(ArrayProxy<T>, "items", "`len(a)`, fixed at creation");
@@ -469,6 +492,40 @@ impl<T: Serialize + DeserializeOwned> ArrayProxy<T> {
 }
 
 /// A shared value held by a [`Manager`] (Python's `ValueProxy`, its `.value`).
+///
+/// Each `get` and `set` is one call to the manager; a read-modify-write from several processes
+/// needs a lock around it (a [`LockProxy`](super::LockProxy) from the same manager):
+///
+/// ```standalone_crate
+/// use multiprocess::managers::{LockProxy, ValueProxy};
+/// use multiprocess::{Manager, Process};
+///
+/// /// Adds `n` to the shared value, one under the lock at a time.
+/// fn add(total: ValueProxy<u64>, lock: LockProxy, n: u64) {
+///     for _ in 0..n {
+///         lock.acquire().unwrap();
+///         let v = total.get().unwrap();
+///         total.set(&(v + 1)).unwrap();
+///         lock.release().unwrap();
+///     }
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let manager = Manager::start()?;
+/// let (total, lock) = (manager.value(&0u64)?, manager.lock()?); // Python: manager.Value('Q', 0)
+/// let mut children: Vec<Process> = (0..2)
+///     .map(|_| Process::new(add, (total.clone(), lock.clone(), 50)))
+///     .collect();
+/// for p in &mut children {
+///     p.start()?;
+/// }
+/// for p in &mut children {
+///     p.join()?;
+/// }
+/// assert_eq!(total.get()?, 100);
+/// # Ok(()) }
+/// ```
 pub struct ValueProxy<T>(pub(super) Handle, pub(super) PhantomData<fn() -> T>);
 proxy_impls!(ValueProxy<T>);
 
@@ -492,12 +549,22 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
 /// with it when it is set.
 ///
 /// ```standalone_crate
+/// use multiprocess::managers::NamespaceProxy;
+/// use multiprocess::{Manager, Process};
+///
+/// /// Sets an attribute from another process (Python: `ns.name = 'Bob'`).
+/// fn name_it(ns: NamespaceProxy) {
+///     ns.set("name", &"Bob".to_string()).unwrap();
+/// }
+///
 /// # fn main() -> multiprocess::Result<()> {
-/// # multiprocess::init_test();
-/// let manager = multiprocess::Manager::start()?;
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let manager = Manager::start()?;
 /// let ns = manager.namespace()?;
-/// ns.set("name", &"Bob".to_string())?;
 /// ns.set("x", &1)?;
+/// let mut p = Process::new(name_it, (ns.clone(),));
+/// p.start()?;
+/// p.join()?;
 /// assert_eq!(ns.get::<String>("name")?, "Bob");
 /// assert_eq!(format!("{ns:?}"), "Namespace(name='Bob', x=1)");
 /// # Ok(()) }

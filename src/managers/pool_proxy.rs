@@ -7,6 +7,31 @@ use crate::registry::{Code, Data, target_methods};
 /// A pool run by a [`Manager`] (Python's `manager.Pool()`): every process holding a copy of
 /// the proxy submits work to the same workers. Targets and arguments follow
 /// [`Pool`](crate::Pool)'s rules.
+///
+/// ```standalone_crate
+/// use multiprocess::managers::PoolProxy;
+/// use multiprocess::{Manager, Process};
+///
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// /// Another process submits to the same workers.
+/// fn submit(pool: PoolProxy) -> Vec<u64> {
+///     pool.map(square, 0..4u64).unwrap()
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let manager = Manager::start()?;
+/// let pool = manager.pool(Some(2))?; // Python: manager.Pool(2)
+/// let pending = pool.apply_async(square, (12,))?; // an AsyncResultProxy
+/// let mut p = Process::new(submit, (pool.clone(),));
+/// p.start()?;
+/// assert_eq!(p.result::<Vec<u64>>()?, [0, 1, 4, 9]);
+/// assert_eq!(pending.get()?, 144);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PoolProxy(pub(super) Handle, pub(super) usize);
 
@@ -230,7 +255,7 @@ impl PoolProxy {
 
 /// The result of a job started on a manager's pool ([`PoolProxy::apply_async`],
 /// [`PoolProxy::map_async`]): Python's `AsyncResult` proxy. The job runs whether or not
-/// anyone waits for it; its result goes when this proxy is dropped.
+/// anyone waits for it; its result goes when this proxy is dropped. Example: [`PoolProxy`].
 pub struct AsyncResultProxy<R> {
     pub(super) handle: Handle,
     pub(super) decode: fn(crate::pool::RemoteOutcomes) -> Result<R>,

@@ -23,6 +23,37 @@ use super::*;
 /// q.put_timeout(&3, Some(Duration::from_secs(1)))?;
 /// # Ok(()) }
 /// ```
+///
+/// Across processes (the proxy is a `Process` argument; Python's `Queue()` from a `Manager`):
+///
+/// ```standalone_crate
+/// use multiprocess::managers::QueueProxy;
+/// use multiprocess::{Manager, Process};
+///
+/// /// Puts three words, then waits until the parent marked each one done.
+/// fn producer(q: QueueProxy<String>) {
+///     for word in ["spam", "ham", "eggs"] {
+///         q.put(word).unwrap();
+///     }
+///     q.join().unwrap();
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let manager = Manager::start()?;
+/// let q = manager.queue::<String>()?;
+/// let mut p = Process::new(producer, (q.clone(),));
+/// p.start()?;
+/// let mut words = Vec::new();
+/// for _ in 0..3 {
+///     words.push(q.get()?);
+///     q.task_done()?;
+/// }
+/// p.join()?;
+/// assert_eq!(words, ["spam", "ham", "eggs"]);
+/// assert_eq!(p.exitcode()?, Some(0));
+/// # Ok(()) }
+/// ```
 pub struct QueueProxy<T>(pub(super) Handle, pub(super) PhantomData<fn() -> T>);
 proxy_impls!(QueueProxy<T>);
 

@@ -81,7 +81,8 @@ impl LockProxy {
     }
 }
 
-/// An event held by a [`Manager`] (Python's `manager.Event()`).
+/// An event held by a [`Manager`] (Python's `manager.Event()`). Example: a child sets one in
+/// [`LockProxy`]'s.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventProxy(pub(super) Handle);
 
@@ -122,6 +123,29 @@ impl EventProxy {
 /// thread that holds it (through this proxy or a clone), released as many times. A holder
 /// whose process dies releases it; one whose process exits normally keeps it held for ever, as
 /// Python's does (see [`LockProxy`] for how the two are told apart).
+///
+/// ```standalone_crate
+/// use multiprocess::managers::RLockProxy;
+/// use multiprocess::{Manager, Process};
+///
+/// /// Another process cannot take a lock this one holds, however many times it holds it.
+/// fn try_take(r: RLockProxy) -> bool {
+///     r.try_acquire().unwrap()
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let manager = Manager::start()?;
+/// let r = manager.rlock()?;
+/// r.acquire()?;
+/// r.acquire()?; // again: re-entrant for its holder
+/// let mut p = Process::new(try_take, (r.clone(),));
+/// p.start()?;
+/// assert!(!p.result::<bool>()?);
+/// r.release()?;
+/// r.release()?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RLockProxy(pub(super) Handle);
 
@@ -149,6 +173,35 @@ impl RLockProxy {
 
 /// A semaphore held by a [`Manager`] (Python's `manager.Semaphore()` and
 /// `manager.BoundedSemaphore()`).
+///
+/// ```standalone_crate
+/// use multiprocess::managers::SemaphoreProxy;
+/// use multiprocess::{Manager, Process};
+///
+/// /// Takes a slot if one is free at once, and gives it back.
+/// fn use_a_slot(s: SemaphoreProxy) -> bool {
+///     let took = s.try_acquire().unwrap();
+///     if took {
+///         s.release().unwrap();
+///     }
+///     took
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let manager = Manager::start()?;
+/// let s = manager.semaphore(2)?; // Python: manager.Semaphore(2)
+/// s.acquire()?;
+/// let mut p = Process::new(use_a_slot, (s.clone(),));
+/// p.start()?;
+/// assert!(p.result::<bool>()?); // one of the two slots was free
+/// s.acquire()?; // both taken now
+/// let mut q = Process::new(use_a_slot, (s.clone(),));
+/// q.start()?;
+/// assert!(!q.result::<bool>()?);
+/// assert_eq!(s.get_value()?, 0);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SemaphoreProxy(pub(super) Handle);
 
@@ -182,6 +235,32 @@ impl SemaphoreProxy {
 /// A barrier held by a [`Manager`] (Python's `manager.Barrier(parties)`). Beyond Python, a
 /// waiting party whose process dies breaks the barrier for the others instead of leaving them
 /// waiting for ever.
+///
+/// ```standalone_crate
+/// use multiprocess::managers::BarrierProxy;
+/// use multiprocess::{Manager, Process};
+///
+/// fn meet(b: BarrierProxy) -> u32 {
+///     b.wait().unwrap()
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let manager = Manager::start()?;
+/// let b = manager.barrier(3)?; // Python: manager.Barrier(3)
+/// assert_eq!(b.parties()?, 3);
+/// let mut children: Vec<Process> = (0..2).map(|_| Process::new(meet, (b.clone(),))).collect();
+/// for p in &mut children {
+///     p.start()?;
+/// }
+/// let mut places = vec![b.wait()?]; // the third party: all three go on together
+/// for p in &mut children {
+///     places.push(p.result::<u32>()?);
+/// }
+/// places.sort();
+/// assert_eq!(places, [0, 1, 2]);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BarrierProxy(pub(super) Handle);
 
@@ -247,6 +326,36 @@ impl BarrierProxy {
 /// A condition variable held by a [`Manager`] (Python's `manager.Condition()`), over its own
 /// re-entrant lock, which belongs to the thread that acquired it (through this proxy or a
 /// clone).
+///
+/// ```standalone_crate
+/// use multiprocess::managers::{ConditionProxy, ValueProxy};
+/// use multiprocess::{Manager, Process};
+///
+/// /// Waits under the condition until the parent says go, then reads the value.
+/// fn consumer(c: ConditionProxy, ready: ValueProxy<bool>, data: ValueProxy<u32>) -> u32 {
+///     c.acquire().unwrap();
+///     while !ready.get().unwrap() {
+///         c.wait().unwrap();
+///     }
+///     let v = data.get().unwrap();
+///     c.release().unwrap();
+///     v
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let manager = Manager::start()?;
+/// let (c, ready, data) = (manager.condition()?, manager.value(&false)?, manager.value(&0u32)?);
+/// let mut p = Process::new(consumer, (c.clone(), ready.clone(), data.clone()));
+/// p.start()?;
+/// c.acquire()?;
+/// data.set(&7)?;
+/// ready.set(&true)?;
+/// c.notify_all()?;
+/// c.release()?;
+/// assert_eq!(p.result::<u32>()?, 7);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConditionProxy(pub(super) Handle);
 

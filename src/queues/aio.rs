@@ -163,12 +163,20 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     /// put?;
     /// assert_eq!(got?, 1);
     /// assert_eq!(q.get_async().await?, 2);
+    /// // As `put`, it takes what the item type borrows as: a `&str` for a `Queue<String>`.
+    /// let words = multiprocess::Queue::<String>::new()?;
+    /// words.put_async("text").await?;
+    /// assert_eq!(words.get_async().await?, "text");
     /// # Ok::<(), multiprocess::Error>(()) }).unwrap();
     /// ```
     ///
     /// # Errors
     /// As [`put`](Queue::put); [`Error::Io`] outside a tokio runtime.
-    pub async fn put_async(&self, value: &T) -> Result<()> {
+    pub async fn put_async<Q>(&self, value: &Q) -> Result<()>
+    where
+        T: std::borrow::Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         until(&self.ring, BOTH_SIDES, || {
             match self.put_timeout(value, false, None) {
                 Ok(()) => Ok(Some(())),

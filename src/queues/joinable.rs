@@ -142,7 +142,11 @@ impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
     /// # Errors
     /// As [`Queue::put_async`].
     #[cfg(feature = "tokio")]
-    pub async fn put_async(&self, value: &T) -> Result<()> {
+    pub async fn put_async<Q>(&self, value: &Q) -> Result<()>
+    where
+        T: std::borrow::Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         /// Uncounts the task unless the put succeeded (also when the future is dropped).
         struct Counted<'a, T>(&'a JoinableQueue<T>, bool);
         impl<T> Drop for Counted<'_, T> {

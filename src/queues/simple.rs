@@ -75,7 +75,11 @@ impl<T: Serialize + DeserializeOwned + 'static> SimpleQueue<T> {
     /// # Errors
     /// As [`Queue::put_async`].
     #[cfg(feature = "tokio")]
-    pub async fn put_async(&self, value: &T) -> Result<()> {
+    pub async fn put_async<Q>(&self, value: &Q) -> Result<()>
+    where
+        T: std::borrow::Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
         self.queue.put_async(value).await
     }
 

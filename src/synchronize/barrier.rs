@@ -91,9 +91,26 @@ impl Barrier {
 
     /// Sets the action run by the last party to arrive, before the others are released: a
     /// function item or non-capturing closure (so every process can find it). If it panics,
-    /// the barrier breaks and that caller gets [`Error::Panicked`].
+    /// the barrier breaks and that caller gets [`Error::Panicked`]. Python's
+    /// `Barrier(parties, action, timeout)`:
+    ///
+    /// ```
+    /// # fn main() -> multiprocess::Result<()> {
+    /// use std::time::Duration;
+    /// fn announce() {
+    ///     println!("all here");
+    /// }
+    /// let barrier = multiprocess::Barrier::new(1)?
+    ///     .action(announce)
+    ///     .timeout(Some(Duration::from_secs(5)));
+    /// assert_eq!(barrier.wait()?, 0); // the only party: runs the action, goes on
+    /// # Ok(()) }
+    /// ```
     pub fn action<F: Fn() + Copy + 'static>(mut self, action: F) -> Barrier {
         let _ = action; // F names the code: every process finds it by its type
+        // A capturing closure fails the build here, at the caller's instance, with the fix.
+        #[allow(clippy::let_unit_value)]
+        let () = sys::image::NoCapture::<F>::CHECK;
         self.action = Some(Action(call_action::<F>));
         self
     }
