@@ -22,6 +22,9 @@ fn target_mistakes_say_what_to_do() {
     t.compile_fail("tests/compile_fail/wrong_args.rs");
     // Captures a `Copy` value: refused at `cargo build`, pointing at the call, with the fix.
     t.compile_fail("tests/compile_fail/capture_copy.rs");
+    // The progress bar without its cargo feature: says to turn the feature on.
+    #[cfg(not(feature = "progress"))]
+    t.compile_fail("tests/compile_fail/progress_without_feature.rs");
     // The right way builds and runs (and makes trybuild build every case, not only check it).
     t.pass("tests/compile_fail/target_ok.rs");
 }

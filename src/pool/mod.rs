@@ -114,6 +114,17 @@ pub struct PoolBuilder {
 /// inside them.
 type EncodedInit = (Code, Vec<u8>, Vec<wire::Handle>);
 
+/// Implemented by nothing: the bound of [`PoolBuilder::progress`] in a build without the cargo
+/// feature `progress`, so that a call says what to do.
+#[cfg(not(feature = "progress"))]
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`PoolBuilder::progress` needs the cargo feature `progress` of `multiprocess`",
+    label = "the progress bar is not built in",
+    note = "turn the feature on: `multiprocess = {{ ..., features = [\"progress\"] }}` in Cargo.toml"
+)]
+pub trait NeedsFeatureProgress {}
+
 impl PoolBuilder {
     /// The number of workers (default: [`cpu_count`](crate::cpu_count)).
     pub fn processes(mut self, n: usize) -> Self {
@@ -181,6 +192,14 @@ impl PoolBuilder {
     #[cfg(feature = "progress")]
     pub fn progress(mut self, on: bool) -> Self {
         self.progress = on;
+        self
+    }
+
+    /// Without the cargo feature `progress` a call fails to compile, saying to turn the
+    /// feature on (rather than rustc's "private field, not a method").
+    #[cfg(not(feature = "progress"))]
+    pub fn progress<B: NeedsFeatureProgress>(self, on: B) -> Self {
+        let _ = on;
         self
     }
 

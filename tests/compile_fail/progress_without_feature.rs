@@ -1,0 +1,4 @@
+fn main() {
+    multiprocess::init();
+    let _builder = multiprocess::Pool::builder().progress(true);
+}
