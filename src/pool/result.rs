@@ -589,6 +589,30 @@ pub(crate) type Chunker<'a> = Box<dyn FnMut() -> Option<Result<Vec<u8>>> + 'a>;
 ///
 /// It reads its input lazily, keeping at most a bounded number of chunks in flight (twice the
 /// number of workers), so an endless input iterator is fine.
+///
+/// ```standalone_crate
+/// use std::time::Duration;
+/// use multiprocess::Pool;
+///
+/// fn square(x: u64) -> u64 {
+///     x * x
+/// }
+///
+/// # fn main() -> multiprocess::Result<()> {
+/// multiprocess::init_test(); // in a program: multiprocess::init(), first in main
+/// let pool = Pool::new(2)?;
+/// // An endless input: the workers square ahead of the reader only a few chunks at a time.
+/// let mut squares = pool.imap(square, 1u64..)?;
+/// let first: Vec<u64> = squares.by_ref().take(4).collect::<multiprocess::Result<_>>()?;
+/// assert_eq!(first, [1, 4, 9, 16]);
+/// // Python's `it.next(timeout)`: `None` only at the end, else the result or a timeout error.
+/// let fifth = squares.next_timeout(Duration::from_secs(60));
+/// assert_eq!(fifth.transpose()?, Some(25));
+/// drop(squares); // what was not read is given up
+/// pool.close();
+/// pool.join()?;
+/// # Ok(()) }
+/// ```
 pub struct IMap<'a, R> {
     pub(crate) pool: Arc<Shared>,
     pub(crate) job: Arc<JobCore>,
