@@ -12,7 +12,8 @@
 //! no fixed-size array of 64 bytes); its first byte says "ordinary", "last of the batch" or
 //! "stop". The rows:
 //!
-//! - `multiprocess::Queue<Vec<u8>>` and `SimpleQueue<Vec<u8>>` (`put(&v)` / `get()`),
+//! - `multiprocess::Queue<Vec<u8>>` and `SimpleQueue<Vec<u8>>` (`put(&v)` / `get()`), and
+//!   `Queue<String>` with 64-byte strings (the same first byte, as a character),
 //!   `pipe()` and `pipe_one_way()` with `send_bytes` / `recv_bytes()` (one frame per
 //!   message); the consumer is a forked child (`ctx.process_closure`) holding the other end;
 //! - raw floors, consumer by `fork`: one `write` of 64 bytes per message on a socketpair (the
@@ -263,6 +264,7 @@ mod w3 {
         Queue,
         QueueMany,
         QueueBytes,
+        QueueString,
         Simple,
         Duplex,
         Simplex,
@@ -336,6 +338,28 @@ mod w3 {
                         b.copy_from_slice(m);
                         q.put(&b).map_err(e)
                     }),
+                )
+            }
+            Mp::QueueString => {
+                let q = multiprocess::Queue::<String>::new().map_err(e)?;
+                let theirs = q.clone();
+                let p = ctx.process_closure(move || {
+                    while let Ok(m) = theirs.get() {
+                        if !c.on(m.as_bytes()[0]) {
+                            break;
+                        }
+                    }
+                });
+                // The control byte (ORDINARY, LAST or STOP: ASCII) first, then 63 letters: one
+                // string made beforehand for each (no work per message on our side).
+                let made = [ORDINARY, LAST, STOP].map(|b| {
+                    std::iter::once(char::from(b))
+                        .chain(std::iter::repeat_n('x', MSG - 1))
+                        .collect::<String>()
+                });
+                (
+                    p,
+                    Box::new(move |m: &Vec<u8>| q.put(&made[usize::from(m[0])]).map_err(e)),
                 )
             }
             Mp::Simple => {
@@ -770,6 +794,12 @@ mod w3 {
                 "multiprocess `Queue<Bytes>`, `put`/`get` of 64 bytes (serde bytes, not a sequence)",
                 QUEUE_WARMUP,
                 |p| mp_row(Mp::QueueBytes, p),
+            ),
+            (
+                Key::Other,
+                "multiprocess `Queue<String>`, `put`/`get` of a 64-byte `String`",
+                QUEUE_WARMUP,
+                |p| mp_row(Mp::QueueString, p),
             ),
             (
                 Key::Simple,
