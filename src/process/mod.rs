@@ -186,13 +186,10 @@ impl Process {
         let me = lock(me());
         let mut ident = me.ident.clone();
         ident.push(count);
-        let name = prefix.map_or_else(|| "Process".to_owned(), str::to_owned)
-            + "-"
-            + &ident
-                .iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(":");
+        let mut name = String::with_capacity(32);
+        name.push_str(prefix.unwrap_or("Process"));
+        name.push('-');
+        push_ident(&mut name, &ident);
         Process {
             shared: Arc::new(Shared {
                 name: Mutex::new(name),
@@ -622,11 +619,18 @@ impl Process {
 const NOT_STARTED: &str = "can only join a started process";
 
 fn ident_string(ident: &[u64]) -> String {
-    ident
-        .iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(":")
+    let mut s = String::new();
+    push_ident(&mut s, ident);
+    s
+}
+
+/// Appends `ident` as Python writes it (`1:2:3`), in place: a process's name is made at each
+/// start, and every allocation then is a page the next fork shares (issue 19).
+fn push_ident(s: &mut String, ident: &[u64]) {
+    use std::fmt::Write as _;
+    for (i, n) in ident.iter().enumerate() {
+        let _ = write!(s, "{}{n}", if i == 0 { "" } else { ":" });
+    }
 }
 
 impl Shared {
@@ -680,11 +684,14 @@ impl Shared {
             if left == Some(Duration::ZERO) {
                 return Ok(None);
             }
-            let mut handles = vec![sys::borrow_handle(&sentinel)];
-            if let Some(c) = &channel {
-                handles.push(sys::channel_handle(c));
-            }
-            sys::wait_readable(&handles, left).map_err(|e| Error::io("waiting for a child", e))?;
+            let sentinel = sys::borrow_handle(&sentinel);
+            let handles = match &channel {
+                Some(c) => [sentinel, sys::channel_handle(c)],
+                None => [sentinel, sentinel],
+            };
+            let n = if channel.is_some() { 2 } else { 1 };
+            sys::wait_readable(&handles[..n], left)
+                .map_err(|e| Error::io("waiting for a child", e))?;
         }
     }
 
@@ -734,7 +741,7 @@ impl Shared {
             children.retain(|c| !Arc::ptr_eq(c, self));
             let first = children.len() < before;
             drop(children);
-            if first {
+            if first && log::enabled(Level::Debug) {
                 let name = lock(&self.name).clone();
                 log::event!(Level::Debug, { name = name, exitcode = code }, "{name} ended with exitcode {code}");
             }
