@@ -283,6 +283,62 @@ fn a_rank_killed_mid_map() {
     pool.join().unwrap();
 }
 
+fn len_of(bytes: Vec<u8>) -> (usize, u32) {
+    std::thread::sleep(Duration::from_millis(20));
+    (bytes.len(), std::process::id())
+}
+
+/// A worker rank that stops answering without dying (SIGSTOP: its link is up, its socket
+/// accepts, nothing reads it) while rank 0 sends it orders too large to be sent eagerly
+/// (1 MiB each: an MPI send of that size waits for the receiver): rank 0 gives the rank up at
+/// its silence limit (3 s) instead of waiting in the send forever, the map completes on the
+/// other rank, and the program ends by itself. Run as `a_rank_killed_mid_map` (it loses a rank).
+#[test]
+fn a_rank_stopped_mid_map() {
+    multiprocess::init_test();
+    if !(launched() || spawn_mode()) || std::env::var_os("MULTIPROCESS_MPI_KILL_TEST").is_none() {
+        eprintln!(
+            "runs only alone under mpirun, with MULTIPROCESS_MPI_KILL_TEST (see the file's docs)"
+        );
+        return;
+    }
+    let pool = Pool::builder()
+        .mpi()
+        .processes(2)
+        .silence(Duration::from_secs(3))
+        .build()
+        .expect("a pool over the ranks");
+    let pids: std::collections::BTreeSet<u32> = pool
+        .map_chunked(pid_of, 0..32u64, 1)
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    let victim = *pids.iter().next().unwrap();
+    // SAFETY: kill(2) on a pid that a worker rank of this job reported.
+    assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGSTOP) }, 0);
+    let started = Instant::now();
+    let got = pool
+        .map_async_with(
+            len_of,
+            (0..40).map(|_| vec![7u8; 1 << 20]),
+            TaskOptions::new().chunksize(1),
+        )
+        .unwrap()
+        .get_timeout(Duration::from_secs(60));
+    let took = started.elapsed();
+    // SAFETY: as above; the rank is stopped and given up: it is ended here, not left stopped.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    let got = got.expect("the map completes on the other rank");
+    assert!(
+        got.iter()
+            .all(|&(len, pid)| len == 1 << 20 && pid != victim)
+    );
+    eprintln!("map of 40 × 1 MiB with rank pid {victim} stopped: done in {took:?}");
+    pool.close();
+    pool.join().unwrap();
+}
+
 /// Spawn mode: a program alone (or under `mpirun -n 1`) spawns its worker ranks; every method
 /// works; ranks serve the next pool; a rank given up (a task past its time limit) is replaced
 /// by one spawned for it.
