@@ -8,9 +8,9 @@
 //!
 //! Run any other way (no launcher), the test says so and checks nothing.
 //!
-//! `a_rank_killed_mid_map` kills a worker rank, so it runs alone, in a job that survives a
-//! dead rank (`--mca orte_enable_recovery 1`), and only when `MULTIPROCESS_MPI_KILL_TEST` is
-//! set:
+//! `a_rank_killed_mid_map` kills a worker rank (and `a_rank_stopped_mid_map` stops one), so it
+//! runs alone, in a job that survives a dead rank (`--mca orte_enable_recovery 1`), and only
+//! when `MULTIPROCESS_MPI_KILL_TEST` is set:
 //!
 //! ```text
 //! MULTIPROCESS_MPI_KILL_TEST=1 \
@@ -321,7 +321,7 @@ fn a_rank_stopped_mid_map() {
     let got = pool
         .map_async_with(
             len_of,
-            (0..40).map(|_| vec![7u8; 1 << 20]),
+            (0..16).map(|_| vec![7u8; 1 << 20]),
             TaskOptions::new().chunksize(1),
         )
         .unwrap()
@@ -334,7 +334,7 @@ fn a_rank_stopped_mid_map() {
         got.iter()
             .all(|&(len, pid)| len == 1 << 20 && pid != victim)
     );
-    eprintln!("map of 40 × 1 MiB with rank pid {victim} stopped: done in {took:?}");
+    eprintln!("map of 16 × 1 MiB with rank pid {victim} stopped: done in {took:?}");
     pool.close();
     pool.join().unwrap();
 }
