@@ -33,6 +33,9 @@
 //! MULTIPROCESS_MPI_SPAWN_TEST=1 MULTIPROCESS_MPI_KILL_TEST=1 \
 //!     cargo test --features mpi --test mpi -- --exact a_rank_killed_mid_map
 //! ```
+//!
+//! `a_spawn_that_never_returns` (about 65 s, the program alone, by hand: see its docs) stops the
+//! MPI runtime's daemon so that `MPI_Comm_spawn` never returns, and checks the pool's limit.
 #![cfg(all(feature = "mpi", unix))]
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -337,6 +340,59 @@ fn a_rank_stopped_mid_map() {
     eprintln!("map of 16 × 1 MiB with rank pid {victim} stopped: done in {took:?}");
     pool.close();
     pool.join().unwrap();
+}
+
+/// The MPI runtime's daemon of a program alone: Open MPI's `orted`, this process's child.
+fn runtime_daemon() -> Option<i32> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // pid (comm) state ppid ...
+            let (comm, rest) = stat.split_once(") ")?;
+            let ppid = rest.split_whitespace().nth(1)?;
+            (comm.ends_with("(orted") && ppid == me)
+                .then(|| entry.file_name().to_str()?.parse().ok())?
+        })
+}
+
+/// Spawn mode, the program alone, run by hand (it takes about 65 s):
+/// `MULTIPROCESS_MPI_SPAWN_TEST=1 MULTIPROCESS_MPI_SPAWN_STALL_TEST=1 <test binary> --exact
+/// a_spawn_that_never_returns`. With the MPI runtime's daemon stopped (SIGSTOP),
+/// `MPI_Comm_spawn` never returns: the pool gives it up after 60 s with a clear error (no
+/// hang), and the program then ends by itself (`MPI_Abort(0)` at its end).
+#[test]
+fn a_spawn_that_never_returns() {
+    multiprocess::init_test();
+    if !spawn_mode()
+        || launched()
+        || std::env::var_os("MULTIPROCESS_MPI_SPAWN_STALL_TEST").is_none()
+    {
+        eprintln!("runs only alone, by hand (see its docs)");
+        return;
+    }
+    let pool = Pool::builder().mpi().processes(1).build().unwrap();
+    assert_eq!(pool.apply(square, (3u64,)).unwrap(), 9);
+    pool.close();
+    pool.join().unwrap();
+    let daemon = runtime_daemon().expect("Open MPI's orted, a child of this process");
+    // SAFETY: kill(2) on this process's own child, Open MPI's daemon.
+    assert_eq!(unsafe { libc::kill(daemon, libc::SIGSTOP) }, 0);
+    let started = Instant::now();
+    // One rank is free; the second must be spawned.
+    let outcome = Pool::builder().mpi().processes(2).build();
+    let took = started.elapsed();
+    // SAFETY: as above.
+    unsafe { libc::kill(daemon, libc::SIGCONT) };
+    match outcome {
+        Err(Error::State(m)) => assert!(m.contains("did not return within 60s"), "{m}"),
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("the spawn returned with its daemon stopped"),
+    }
+    assert!(took < Duration::from_secs(70), "{took:?}");
+    eprintln!("spawn given up in {took:?}");
 }
 
 /// Spawn mode: a program alone (or under `mpirun -n 1`) spawns its worker ranks; every method
