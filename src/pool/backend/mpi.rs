@@ -78,6 +78,9 @@ const FINISH_GRACE: Duration = Duration::from_secs(2);
 /// How long a rank that said it is ready to finish waits for [`DECIDED`]; past it (rank 0
 /// ended the job without telling it) it exits without finishing MPI.
 const DECISION_WAIT: Duration = Duration::from_secs(10);
+/// How long rank 0 waits for a send it starts, moving it along, before it leaves it to MPI (see
+/// `RankWorker::post`): a megabyte takes well under a millisecond to a rank that takes it.
+const SEND_WAIT: Duration = Duration::from_millis(20);
 /// How long `MPI_Comm_spawn` may take before the pool gives it up (see [`spawn`]); a spawn took
 /// 0.3 s here.
 const SPAWN_LIMIT: Duration = Duration::from_secs(60);
@@ -470,11 +473,20 @@ impl RankWorker {
     /// a blocking send to a rank that cannot be reached (dead, stopped, or one Open MPI's TCP
     /// transport failed to connect to) never returns; a send not done within the silence limit
     /// gives the rank up instead (see [`alive`](RankWorker::alive)).
-    fn post(&self, tag: Tag, bytes: Vec<u8>) {
-        let pending = self.comm.start_send(self.rank, tag, bytes);
+    ///
+    /// It does wait up to [`SEND_WAIT`] for this send (Open MPI moves a large message's parts
+    /// only while it is called), and gives the buffer back if MPI is done with it by then.
+    fn post(&self, tag: Tag, bytes: Vec<u8>) -> Option<Vec<u8>> {
+        let started = Instant::now();
+        let mut pending = self.comm.start_send(self.rank, tag, bytes);
+        let sent = pending.wait_until(started + SEND_WAIT);
         let mut sending = lock(&self.sending);
-        sending.push((pending, Instant::now()));
         sending.retain_mut(|(p, _)| !p.done());
+        if sent {
+            return pending.into_buffer();
+        }
+        sending.push((pending, started));
+        None
     }
 
     /// Whether a message to it has waited longer than the silence limit to be sent.
@@ -513,6 +525,19 @@ impl RankWorker {
         self.post(ORDER, head.to_vec());
         self.post(ORDER_BODY, body.into_owned());
         Ok(())
+    }
+
+    /// Sends one order: `head`, then `body`, given (no copy; see [`send`](RankWorker::send)).
+    /// The body comes back when MPI is done with it at once (to be used again), else `None`.
+    pub(crate) fn send_owned(&self, head: &[u8], body: Vec<u8>) -> Result<Option<Vec<u8>>> {
+        if self.given_up.load(Ordering::SeqCst) {
+            return Err(Error::state("the pool worker is gone"));
+        }
+        if matches!(split::<Order>(head), Ok((Order::Task { .. }, _))) {
+            self.sent.fetch_add(1, Ordering::SeqCst);
+        }
+        self.post(ORDER, head.to_vec());
+        Ok(self.post(ORDER_BODY, body))
     }
 
     /// Takes one message from the rank if one is there: a reply, or `None` (an "alive" is
