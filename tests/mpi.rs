@@ -8,9 +8,9 @@
 //!
 //! Run any other way (no launcher), the test says so and checks nothing.
 //!
-//! `a_rank_killed_mid_map` kills a worker rank, so it runs alone, in a job that survives a
-//! dead rank (`--mca orte_enable_recovery 1`), and only when `MULTIPROCESS_MPI_KILL_TEST` is
-//! set:
+//! `a_rank_killed_mid_map` kills a worker rank (and `a_rank_stopped_mid_map` stops one), so it
+//! runs alone, in a job that survives a dead rank (`--mca orte_enable_recovery 1`), and only
+//! when `MULTIPROCESS_MPI_KILL_TEST` is set:
 //!
 //! ```text
 //! MULTIPROCESS_MPI_KILL_TEST=1 \
@@ -33,6 +33,9 @@
 //! MULTIPROCESS_MPI_SPAWN_TEST=1 MULTIPROCESS_MPI_KILL_TEST=1 \
 //!     cargo test --features mpi --test mpi -- --exact a_rank_killed_mid_map
 //! ```
+//!
+//! `a_spawn_that_never_returns` (about 65 s, the program alone, by hand: see its docs) stops the
+//! MPI runtime's daemon so that `MPI_Comm_spawn` never returns, and checks the pool's limit.
 #![cfg(all(feature = "mpi", unix))]
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -281,6 +284,115 @@ fn a_rank_killed_mid_map() {
     );
     pool.close();
     pool.join().unwrap();
+}
+
+fn len_of(bytes: Vec<u8>) -> (usize, u32) {
+    std::thread::sleep(Duration::from_millis(20));
+    (bytes.len(), std::process::id())
+}
+
+/// A worker rank that stops answering without dying (SIGSTOP: its link is up, its socket
+/// accepts, nothing reads it) while rank 0 sends it orders too large to be sent eagerly
+/// (1 MiB each: an MPI send of that size waits for the receiver): rank 0 gives the rank up at
+/// its silence limit (3 s) instead of waiting in the send forever, the map completes on the
+/// other rank, and the program ends by itself. Run as `a_rank_killed_mid_map` (it loses a rank).
+#[test]
+fn a_rank_stopped_mid_map() {
+    multiprocess::init_test();
+    if !(launched() || spawn_mode()) || std::env::var_os("MULTIPROCESS_MPI_KILL_TEST").is_none() {
+        eprintln!(
+            "runs only alone under mpirun, with MULTIPROCESS_MPI_KILL_TEST (see the file's docs)"
+        );
+        return;
+    }
+    let pool = Pool::builder()
+        .mpi()
+        .processes(2)
+        .silence(Duration::from_secs(3))
+        .build()
+        .expect("a pool over the ranks");
+    let pids: std::collections::BTreeSet<u32> = pool
+        .map_chunked(pid_of, 0..32u64, 1)
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    let victim = *pids.iter().next().unwrap();
+    // SAFETY: kill(2) on a pid that a worker rank of this job reported.
+    assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGSTOP) }, 0);
+    let started = Instant::now();
+    let got = pool
+        .map_async_with(
+            len_of,
+            (0..16).map(|_| vec![7u8; 1 << 20]),
+            TaskOptions::new().chunksize(1),
+        )
+        .unwrap()
+        .get_timeout(Duration::from_secs(60));
+    let took = started.elapsed();
+    // SAFETY: as above; the rank is stopped and given up: it is ended here, not left stopped.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    let got = got.expect("the map completes on the other rank");
+    assert!(
+        got.iter()
+            .all(|&(len, pid)| len == 1 << 20 && pid != victim)
+    );
+    eprintln!("map of 16 × 1 MiB with rank pid {victim} stopped: done in {took:?}");
+    pool.close();
+    pool.join().unwrap();
+}
+
+/// The MPI runtime's daemon of a program alone: Open MPI's `orted`, this process's child.
+fn runtime_daemon() -> Option<i32> {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // pid (comm) state ppid ...
+            let (comm, rest) = stat.split_once(") ")?;
+            let ppid = rest.split_whitespace().nth(1)?;
+            (comm.ends_with("(orted") && ppid == me)
+                .then(|| entry.file_name().to_str()?.parse().ok())?
+        })
+}
+
+/// Spawn mode, the program alone, run by hand (it takes about 65 s):
+/// `MULTIPROCESS_MPI_SPAWN_TEST=1 MULTIPROCESS_MPI_SPAWN_STALL_TEST=1 <test binary> --exact
+/// a_spawn_that_never_returns`. With the MPI runtime's daemon stopped (SIGSTOP),
+/// `MPI_Comm_spawn` never returns: the pool gives it up after 60 s with a clear error (no
+/// hang), and the program then ends by itself (`MPI_Abort(0)` at its end).
+#[test]
+fn a_spawn_that_never_returns() {
+    multiprocess::init_test();
+    if !spawn_mode()
+        || launched()
+        || std::env::var_os("MULTIPROCESS_MPI_SPAWN_STALL_TEST").is_none()
+    {
+        eprintln!("runs only alone, by hand (see its docs)");
+        return;
+    }
+    let pool = Pool::builder().mpi().processes(1).build().unwrap();
+    assert_eq!(pool.apply(square, (3u64,)).unwrap(), 9);
+    pool.close();
+    pool.join().unwrap();
+    let daemon = runtime_daemon().expect("Open MPI's orted, a child of this process");
+    // SAFETY: kill(2) on this process's own child, Open MPI's daemon.
+    assert_eq!(unsafe { libc::kill(daemon, libc::SIGSTOP) }, 0);
+    let started = Instant::now();
+    // One rank is free; the second must be spawned.
+    let outcome = Pool::builder().mpi().processes(2).build();
+    let took = started.elapsed();
+    // SAFETY: as above.
+    unsafe { libc::kill(daemon, libc::SIGCONT) };
+    match outcome {
+        Err(Error::State(m)) => assert!(m.contains("did not return within 60s"), "{m}"),
+        Err(e) => panic!("{e:?}"),
+        Ok(_) => panic!("the spawn returned with its daemon stopped"),
+    }
+    assert!(took < Duration::from_secs(70), "{took:?}");
+    eprintln!("spawn given up in {took:?}");
 }
 
 /// Spawn mode: a program alone (or under `mpirun -n 1`) spawns its worker ranks; every method

@@ -216,8 +216,10 @@ impl PoolBuilder {
     ///
     /// Every method works as with local workers. Every rank must run the same build (a
     /// different one breaks the pool with a clear error). In SPMD mode a worker given up (a
-    /// task past its time limit, a cancelled running task, or a rank silent for 10 s) is not
-    /// replaced, so the pool goes on with fewer. Close and join the pool to give its ranks back
+    /// task past its time limit, a cancelled running task, a rank silent for 10 s, or one a
+    /// message could not be sent to within those 10 s) is not replaced, so the pool goes on
+    /// with fewer. A spawn that has not returned within 60 s fails the worker's start and ends
+    /// the job at the program's end. Close and join the pool to give its ranks back
     /// for another pool (dropping or terminating it gives them up). At its end the program
     /// waits up to 2 s for every rank to finish; if one was lost or did not, it ends the job
     /// with `MPI_Abort(0)`, or, over several hosts under `mpirun`, by ending `mpirun` (which

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use mpi::ffi;
-use mpi::raw::AsRaw;
+use mpi::raw::{AsRaw, AsRawMut};
 use mpi::topology::{Communicator, InterCommunicator, MergeOrder, SimpleCommunicator};
 
 /// A communicator that any thread may use, for as long as the program runs (the pool's threads
@@ -191,4 +191,155 @@ pub(crate) fn end_launcher() -> bool {
         unsafe { libc::signal(libc::SIGTERM, before) };
     }
     gone
+}
+
+/// A non-blocking MPI operation under way (a send, or the receive of a probed message) and the
+/// buffer it reads or fills, kept together until MPI is done with them. Every wait of rank 0 on
+/// a rank has a deadline kept by the caller ([`Pending::done`] never blocks): a blocking send
+/// to a rank that died, stopped, or that Open MPI's TCP transport failed to connect to
+/// ("connect() … failed") never returns, and neither does a blocking receive of a message
+/// whose sender died mid-way.
+///
+/// Dropped before it is done, it is abandoned: the request and the buffer are leaked (MPI may
+/// still touch the buffer; nothing can reclaim it safely), which happens only for a rank given
+/// up.
+pub(crate) struct Pending {
+    request: ffi::MPI_Request,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+// SAFETY: the request handle is used only through MPI calls, thread-safe at
+// `MPI_THREAD_MULTIPLE` (see `Comm`); the buffer is owned.
+unsafe impl Send for Pending {}
+
+impl Pending {
+    fn new(buf: Vec<u8>) -> Pending {
+        Pending {
+            // SAFETY: reading MPI's constant for "no request" (set when the library loads).
+            request: unsafe { ffi::RSMPI_REQUEST_NULL },
+            buf,
+            done: false,
+        }
+    }
+
+    /// Whether MPI is done with it (`MPI_Test`; an operation that failed is done too: the rank
+    /// is then noticed by its silence).
+    pub(crate) fn done(&mut self) -> bool {
+        if !self.done {
+            let mut flag = 0;
+            // SAFETY: `request` came from `MPI_Isend`/`MPI_Imrecv` and is not complete (MPI sets
+            // it to `MPI_REQUEST_NULL` when it is, and `done` is set then); `MPI_STATUS_IGNORE`
+            // is MPI's own null status.
+            let code =
+                unsafe { ffi::MPI_Test(&mut self.request, &mut flag, ffi::RSMPI_STATUS_IGNORE) };
+            self.done = flag != 0 || code != ffi::MPI_SUCCESS as i32;
+        }
+        self.done
+    }
+
+    /// Polls until done or `until`; whether it is done. For its first 5 ms it only yields the
+    /// CPU between two polls (a message of a megabyte takes well under that, and Open MPI moves
+    /// its parts only while someone calls it), then sleeps, 50 µs doubling to 1 ms.
+    pub(crate) fn wait_until(&mut self, until: Instant) -> bool {
+        const SPIN: Duration = Duration::from_millis(5);
+        let spin_until = Instant::now() + SPIN;
+        let mut pause = Duration::from_micros(50);
+        loop {
+            if self.done() {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return false;
+            }
+            if now < spin_until {
+                std::thread::yield_now();
+            } else {
+                std::thread::sleep(pause.min(until - now));
+                pause = (pause * 2).min(Duration::from_millis(1));
+            }
+        }
+    }
+
+    /// The buffer, once done (`None` before: it is abandoned then, see the type's docs).
+    pub(crate) fn into_buffer(mut self) -> Option<Vec<u8>> {
+        if self.done() {
+            Some(std::mem::take(&mut self.buf))
+        } else {
+            None
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let mut finalized = 0;
+        // SAFETY: `MPI_Finalized` may be called at any time, even after `MPI_Finalize`.
+        unsafe { ffi::MPI_Finalized(&mut finalized) };
+        let done = if finalized == 0 {
+            self.done()
+        } else {
+            self.done
+        };
+        if !done {
+            std::mem::forget(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
+impl Comm {
+    /// Starts sending `buf` to `rank` with `tag` (`MPI_Isend`); MPI keeps the messages of one
+    /// sender to one receiver in the order they were started.
+    pub(crate) fn start_send(&self, rank: i32, tag: i32, buf: Vec<u8>) -> Pending {
+        let mut pending = Pending::new(buf);
+        let count = i32::try_from(pending.buf.len()).unwrap_or(i32::MAX);
+        // SAFETY: the buffer is owned by `pending`, which keeps it (or leaks it) until MPI is
+        // done with it; `count` bytes of it are valid; the communicator is valid for the
+        // program (see `leak`); `request` is written by MPI.
+        let code = unsafe {
+            ffi::MPI_Isend(
+                pending.buf.as_ptr().cast(),
+                count,
+                ffi::RSMPI_UINT8_T,
+                rank,
+                tag,
+                self.0.as_raw(),
+                &mut pending.request,
+            )
+        };
+        pending.done = code != ffi::MPI_SUCCESS as i32;
+        pending
+    }
+}
+
+/// Starts receiving a probed `message` of `len` bytes into `buf` after its first `at` bytes
+/// (`MPI_Imrecv`; `buf` is resized to `at + len`).
+pub(crate) fn start_receive(
+    mut message: mpi::point_to_point::Message,
+    mut buf: Vec<u8>,
+    at: usize,
+    len: usize,
+) -> Pending {
+    buf.resize(at + len, 0);
+    let mut pending = Pending::new(buf);
+    let count = i32::try_from(len).unwrap_or(i32::MAX);
+    // SAFETY: `buf[at..]` has `len` bytes and is kept by `pending` (or leaked) until MPI is done
+    // with it; `message` is a matched message not yet received, which `MPI_Imrecv` consumes
+    // (setting the handle to `MPI_MESSAGE_NULL`, as its `Drop` expects).
+    let code = unsafe {
+        ffi::MPI_Imrecv(
+            pending.buf.as_mut_ptr().add(at).cast(),
+            count,
+            ffi::RSMPI_UINT8_T,
+            message.as_raw_mut(),
+            &mut pending.request,
+        )
+    };
+    pending.done = code != ffi::MPI_SUCCESS as i32;
+    if pending.done {
+        // Not consumed: its `Drop` would panic on a message never received.
+        std::mem::forget(message);
+    }
+    pending
 }

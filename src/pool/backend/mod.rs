@@ -99,6 +99,14 @@ impl Worker {
             }
         }
         let buf = value.encode_into(crate::wire::spare_buffer())?;
+        // An MPI send keeps its buffer until it is done (given back at once, mostly).
+        #[cfg(all(feature = "mpi", unix))]
+        if let Worker::Mpi(w) = self {
+            if let Some(buf) = w.send_owned(head, buf)? {
+                crate::wire::recycle(buf);
+            }
+            return Ok(());
+        }
         let sent = self.send(&[head, &buf]);
         crate::wire::recycle(buf);
         sent

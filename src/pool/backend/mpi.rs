@@ -14,7 +14,13 @@
 //! pool's own (the orders and replies the local workers read from their rings), tagged by kind.
 //! Rank 0 polls (an immediate matched probe with a backoff, as mpi4py does: see [`next_pause`]) so that every
 //! wait has a deadline; a rank has a second thread that takes its orders at once (so a send from
-//! rank 0 never waits for a task to end) and says it is alive every [`BEAT`].
+//! rank 0 never waits for a task to end) and says it is alive every [`BEAT`]. Rank 0 never makes
+//! a blocking MPI call on a rank: it sends and receives without blocking, by deadlines of its
+//! own (see `RankWorker::post`), since a blocking send to a rank that died, stopped, or that
+//! Open MPI's TCP transport failed to connect to never returns (issue 15: seen once in six
+//! runs with both CPUs busy). `MPI_Comm_spawn` itself, which cannot be, runs under a time limit
+//! on a thread of its own ([`SPAWN_LIMIT`]), and the end of rank 0 under another
+//! ([`END_LIMIT`]).
 //!
 //! What a rank cannot do is be killed from here: a worker given up (a time limit, a cancel, a
 //! silence longer than the pool's limit, [`SILENCE`] by default) is never given work again; the pool goes on with the
@@ -24,23 +30,24 @@
 //! Open MPI 4 cannot finalise a job that lost a rank, so rank 0 then ends it with
 //! `MPI_Abort(0)`, or ends `mpirun` itself when a host was lost (see [`finish`]).
 
-use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use mpi::Tag;
 use mpi::point_to_point::MatchedReceiveVec;
 use mpi::topology::Communicator;
-use mpi::traits::{Destination, Equivalence, Source};
+use mpi::traits::{Equivalence, Source};
 
-use super::super::protocol::{BYE, INIT, NUDGE, Order, Reply, Setup, head, split};
+use super::super::protocol::{BYE, INIT, NUDGE, Order, Reply, Setup, split};
 use super::super::result::reply_buffer;
-use super::super::worker::run;
 use crate::error::{Error, Result};
 use crate::sys::image;
-use crate::sys::mpi::Comm;
+use crate::sys::mpi::{Comm, Pending, start_receive};
 use crate::wire;
+
+mod serve;
+use serve::serve_rank;
 
 /// Rank 0 → rank: start a pool worker (the build's identity, then the [`Setup`]).
 const SETUP: Tag = 1;
@@ -71,6 +78,15 @@ const FINISH_GRACE: Duration = Duration::from_secs(2);
 /// How long a rank that said it is ready to finish waits for [`DECIDED`]; past it (rank 0
 /// ended the job without telling it) it exits without finishing MPI.
 const DECISION_WAIT: Duration = Duration::from_secs(10);
+/// How long rank 0 waits for a send it starts, moving it along, before it leaves it to MPI (see
+/// `RankWorker::post`): a megabyte takes well under a millisecond to a rank that takes it.
+const SEND_WAIT: Duration = Duration::from_millis(20);
+/// How long `MPI_Comm_spawn` may take before the pool gives it up (see [`spawn`]); a spawn took
+/// 0.3 s here.
+const SPAWN_LIMIT: Duration = Duration::from_secs(60);
+/// How long the end of rank 0 (see [`finish`]: waits of 2 s each, then `MPI_Finalize` or
+/// `MPI_Abort`) may take before the process exits without MPI (see [`arm_watchdog`]).
+const END_LIMIT: Duration = Duration::from_secs(20);
 /// How often a serving rank says it is alive.
 const BEAT: Duration = Duration::from_secs(1);
 /// A worker rank not heard from for this long is given up.
@@ -116,6 +132,12 @@ static SPAWNS: AtomicBool = AtomicBool::new(false);
 static FREE: Mutex<Vec<Place>> = Mutex::new(Vec::new());
 /// Ranks given up for silence: dead, or cut off.
 static LOST: Mutex<Vec<Place>> = Mutex::new(Vec::new());
+
+/// Set when an `MPI_Comm_spawn` did not return in time (see [`spawn`]).
+static STRANDED: AtomicBool = AtomicBool::new(false);
+
+/// Set when [`finish`] has returned (MPI finished with every rank).
+static FINISHED_MPI: AtomicBool = AtomicBool::new(false);
 
 /// The process that initialised MPI, and finishes it at its exit.
 static FINISHER: AtomicU32 = AtomicU32::new(0);
@@ -226,11 +248,40 @@ fn ensure_started() -> Result<()> {
 }
 
 /// Spawns `n` more worker ranks (spawn mode) and counts them free.
+///
+/// `MPI_Comm_spawn` blocks until the new ranks have joined, which takes Open MPI's TCP
+/// connections between this process and them; one that never completes ("connect() …
+/// failed", seen with both CPUs busy) would make it wait forever, where no deadline of ours
+/// reaches. So it runs on a thread of its own, and a spawn that has not returned within
+/// [`SPAWN_LIMIT`] fails the pool's start of a worker with a clear error; the thread is left
+/// in MPI, no rank is spawned again, and the job ends with `MPI_Abort` (see [`finish`]).
 fn spawn(n: usize) -> Result<()> {
+    if STRANDED.load(Ordering::SeqCst) {
+        return Err(Error::state(format!(
+            "an earlier MPI_Comm_spawn did not return within {SPAWN_LIMIT:?}: no MPI rank is \
+             spawned any more"
+        )));
+    }
     let program = std::env::current_exe()
         .map_err(|e| Error::io("finding this program's executable to spawn MPI ranks", e))?;
     let args = crate::process::handshake::reentry_args();
-    let comm = crate::sys::mpi::spawn(&program, &args, n).map_err(Error::state)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("mpi-spawn".into())
+        .spawn(move || {
+            let _ = tx.send(crate::sys::mpi::spawn(&program, &args, n));
+        })
+        .map_err(|e| Error::io("starting a thread to spawn MPI ranks", e))?;
+    let comm = match rx.recv_timeout(SPAWN_LIMIT) {
+        Ok(spawned) => spawned.map_err(Error::state)?,
+        Err(_) => {
+            STRANDED.store(true, Ordering::SeqCst);
+            return Err(Error::state(format!(
+                "MPI_Comm_spawn of {n} ranks did not return within {SPAWN_LIMIT:?} (Open MPI \
+                 could not start or reach them); the job will end with MPI_Abort"
+            )));
+        }
+    };
     lock(&GROUPS).push(comm);
     lock(&FREE).extend((1..comm.size()).rev().map(|r| Place(comm, r)));
     Ok(())
@@ -254,6 +305,26 @@ pub(crate) fn workers(wanted: Option<usize>) -> Result<usize> {
     Ok(n)
 }
 
+/// Ends this process, with status 1 and a message, if [`finish`] has not returned
+/// [`END_LIMIT`] from now: the last bound on the end of rank 0, for an MPI call there that never
+/// returns (`MPI_Finalize`, `MPI_Abort`, waiting on a peer Open MPI cannot reach).
+fn arm_watchdog() {
+    let _ = std::thread::Builder::new()
+        .name("mpi-end".into())
+        .spawn(|| {
+            std::thread::sleep(END_LIMIT);
+            if FINISHED_MPI.load(Ordering::SeqCst) {
+                return;
+            }
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "multiprocess: MPI did not end within {END_LIMIT:?}; exiting without it"
+            );
+            crate::sys::exit_now(1);
+        });
+}
+
 /// Called at the end of rank 0: tells every other rank to finish, and waits up to
 /// [`FINISH_GRACE`] for each to say it is ready (one still running a task finishes it first).
 /// If all did, tells them so and finishes MPI, which all of them do together. If one was lost
@@ -268,11 +339,15 @@ fn finish() {
     let Some(universe) = lock(&UNIVERSE).take() else {
         return;
     };
+    // Whatever happens below (an MPI call that never returns included), the program ends.
+    arm_watchdog();
     let lost = lock(&LOST).clone();
     let mut waiting = Vec::new();
+    // Messages are sent without blocking, by the same deadline (see `RankWorker::post`).
+    let mut sending = Vec::new();
     for &comm in lock(&GROUPS).iter() {
         for rank in (1..comm.size()).filter(|&r| !lost.contains(&Place(comm, r))) {
-            comm.process_at_rank(rank).send_with_tag(&[0u8][..], FINISH);
+            sending.push(comm.start_send(rank, FINISH, vec![0u8]));
             waiting.push(Place(comm, rank));
         }
     }
@@ -291,18 +366,19 @@ fn finish() {
         });
         std::thread::sleep(Duration::from_micros(200));
     }
-    let together = lost.is_empty() && waiting.is_empty();
+    let stranded = STRANDED.load(Ordering::SeqCst);
+    let together = lost.is_empty() && waiting.is_empty() && !stranded;
     for &comm in lock(&GROUPS).iter() {
         for rank in 1..comm.size() {
             let place = Place(comm, rank);
             if !lost.contains(&place) && !waiting.contains(&place) {
-                let decision = [u8::from(!together)];
-                comm.process_at_rank(rank)
-                    .send_with_tag(&decision[..], DECIDED);
+                sending.push(comm.start_send(rank, DECIDED, vec![u8::from(!together)]));
             }
         }
     }
-    if !together {
+    let until = Instant::now() + FINISH_GRACE;
+    let sent = sending.iter_mut().all(|p| p.wait_until(until));
+    if !(together && sent) {
         use std::io::Write as _;
         let _ = std::io::stdout().flush();
         let ranks = |places: &[Place]| places.iter().map(|p| p.1).collect::<Vec<i32>>();
@@ -312,11 +388,16 @@ fn finish() {
                 "MPI ranks {:?} did not finish within {FINISH_GRACE:?}",
                 ranks(&waiting)
             ),
-            _ => format!(
+            (false, false) => format!(
                 "MPI ranks {:?} were lost and {:?} did not finish within {FINISH_GRACE:?}",
                 ranks(&lost),
                 ranks(&waiting)
             ),
+            (true, true) if stranded => format!(
+                "an MPI_Comm_spawn did not return within {SPAWN_LIMIT:?} (its ranks never \
+                 joined)"
+            ),
+            (true, true) => format!("messages to MPI ranks were not sent within {FINISH_GRACE:?}"),
         };
         let _ = writeln!(std::io::stderr(), "multiprocess: {why}; ending the job");
         if crate::sys::mpi::end_launcher() {
@@ -326,6 +407,7 @@ fn finish() {
         universe.world().abort(0);
     }
     drop(universe);
+    FINISHED_MPI.store(true, Ordering::SeqCst);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -350,6 +432,9 @@ pub(crate) struct RankWorker {
     /// Tasks sent, and tasks answered (each counted once).
     sent: AtomicU32,
     answered: AtomicU32,
+    /// Messages to it that MPI has not sent yet, each with when it was started: one not sent
+    /// within the silence limit gives the rank up (see [`Pending`]).
+    sending: Mutex<Vec<(Pending, Instant)>>,
 }
 
 impl Ranks {
@@ -367,9 +452,7 @@ impl Ranks {
             )
         })?;
         let message = wire::encode(&(image::identity(), setup))?;
-        comm.process_at_rank(rank)
-            .send_with_tag(&message[..], SETUP);
-        Ok(RankWorker {
+        let worker = RankWorker {
             comm,
             rank,
             silence,
@@ -378,11 +461,50 @@ impl Ranks {
             heard: Mutex::new(Instant::now()),
             sent: AtomicU32::new(0),
             answered: AtomicU32::new(0),
-        })
+            sending: Mutex::new(Vec::new()),
+        };
+        worker.post(SETUP, message);
+        Ok(worker)
     }
 }
 
 impl RankWorker {
+    /// Starts sending `bytes` with `tag`, and forgets the sends that MPI has done. Never waits:
+    /// a blocking send to a rank that cannot be reached (dead, stopped, or one Open MPI's TCP
+    /// transport failed to connect to) never returns; a send not done within the silence limit
+    /// gives the rank up instead (see [`alive`](RankWorker::alive)).
+    ///
+    /// It does wait up to [`SEND_WAIT`] for this send (Open MPI moves a large message's parts
+    /// only while it is called), and gives the buffer back if MPI is done with it by then.
+    fn post(&self, tag: Tag, bytes: Vec<u8>) -> Option<Vec<u8>> {
+        let started = Instant::now();
+        let mut pending = self.comm.start_send(self.rank, tag, bytes);
+        let sent = pending.wait_until(started + SEND_WAIT);
+        let mut sending = lock(&self.sending);
+        sending.retain_mut(|(p, _)| !p.done());
+        if sent {
+            return pending.into_buffer();
+        }
+        sending.push((pending, started));
+        None
+    }
+
+    /// Whether a message to it has waited longer than the silence limit to be sent.
+    fn stuck(&self) -> bool {
+        let mut sending = lock(&self.sending);
+        sending.retain_mut(|(p, _)| !p.done());
+        sending
+            .first()
+            .is_some_and(|(_, started)| started.elapsed() >= self.silence)
+    }
+
+    /// Gives it up for good, counted lost (see [`finish`]).
+    fn lose(&self) {
+        if !self.given_up.swap(true, Ordering::SeqCst) {
+            lock(&LOST).push(Place(self.comm, self.rank));
+        }
+    }
+
     /// Sends one order made of `parts` (the rank takes it at once: see the module docs).
     pub(crate) fn send(&self, parts: &[&[u8]]) -> Result<()> {
         if self.given_up.load(Ordering::SeqCst) {
@@ -398,11 +520,24 @@ impl RankWorker {
             self.sent.fetch_add(1, Ordering::SeqCst);
         }
         // One writer a worker at a time (the supervisor's rule), so each body follows its
-        // header in this rank's stream of ORDER_BODY messages.
-        let rank = self.comm.process_at_rank(self.rank);
-        rank.send_with_tag(head, ORDER);
-        rank.send_with_tag(&body[..], ORDER_BODY);
+        // header in this rank's stream of ORDER_BODY messages (MPI keeps the order in which
+        // sends start).
+        self.post(ORDER, head.to_vec());
+        self.post(ORDER_BODY, body.into_owned());
         Ok(())
+    }
+
+    /// Sends one order: `head`, then `body`, given (no copy; see [`send`](RankWorker::send)).
+    /// The body comes back when MPI is done with it at once (to be used again), else `None`.
+    pub(crate) fn send_owned(&self, head: &[u8], body: Vec<u8>) -> Result<Option<Vec<u8>>> {
+        if self.given_up.load(Ordering::SeqCst) {
+            return Err(Error::state("the pool worker is gone"));
+        }
+        if matches!(split::<Order>(head), Ok((Order::Task { .. }, _))) {
+            self.sent.fetch_add(1, Ordering::SeqCst);
+        }
+        self.post(ORDER, head.to_vec());
+        Ok(self.post(ORDER_BODY, body))
     }
 
     /// Takes one message from the rank if one is there: a reply, or `None` (an "alive" is
@@ -418,14 +553,15 @@ impl RankWorker {
             // The value follows (sent right after by the same thread of the rank): received
             // after the header in a buffer given back by a dropped result (no join, no fresh
             // pages each time).
+            // It is received without blocking (a large one comes in parts, and its sender may
+            // die in between), by the same deadline.
             let until = Instant::now() + self.silence;
             let (message, probed) = loop {
                 if let Some(body) = rank.immediate_matched_probe_with_tag(REPLY_BODY) {
                     break body;
                 }
                 if Instant::now() >= until {
-                    self.given_up.store(true, Ordering::SeqCst);
-                    lock(&LOST).push(Place(self.comm, self.rank));
+                    self.lose();
                     return None;
                 }
                 std::thread::yield_now();
@@ -433,7 +569,12 @@ impl RankWorker {
             let len = usize::try_from(probed.count(u8::equivalent_datatype())).unwrap_or(0);
             let mut bytes = reply_buffer(header.len() + len);
             bytes[..header.len()].copy_from_slice(&header);
-            message.matched_receive_into(&mut bytes[header.len()..]);
+            let mut receiving = start_receive(message, bytes, header.len(), len);
+            if !receiving.wait_until(until) {
+                self.lose();
+                return None;
+            }
+            let bytes = receiving.into_buffer()?;
             if let Ok((reply, _)) = split::<Reply>(&bytes) {
                 match reply.id {
                     BYE => self.bye.store(true, Ordering::SeqCst),
@@ -486,12 +627,10 @@ impl RankWorker {
         if self.given_up.load(Ordering::SeqCst) {
             return false;
         }
-        if lock(&self.heard).elapsed() < self.silence {
+        if lock(&self.heard).elapsed() < self.silence && !self.stuck() {
             return true;
         }
-        if !self.given_up.swap(true, Ordering::SeqCst) {
-            lock(&LOST).push(Place(self.comm, self.rank));
-        }
+        self.lose();
         false
     }
 
@@ -500,18 +639,14 @@ impl RankWorker {
     pub(crate) fn kill(&self) {
         if !self.given_up.swap(true, Ordering::SeqCst) {
             if let Ok(stop) = super::super::protocol::OrderHead::new(&Order::Stop) {
-                self.comm
-                    .process_at_rank(self.rank)
-                    .send_with_tag(stop.as_bytes(), STOP);
+                self.post(STOP, stop.as_bytes().to_vec());
             }
         }
     }
 
     pub(crate) fn revoke(&self, seq: u64) {
         if !self.given_up.load(Ordering::SeqCst) {
-            self.comm
-                .process_at_rank(self.rank)
-                .send_with_tag(&seq.to_le_bytes()[..], REVOKE);
+            self.post(REVOKE, seq.to_le_bytes().to_vec());
         }
     }
 
@@ -540,224 +675,5 @@ impl RankWorker {
             self.given_up.store(true, Ordering::SeqCst);
             -9
         }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// A serving rank's side
-
-/// A rank other than 0: serves one pool worker after another until rank 0 says it ends. It
-/// waits by polling with a backoff to 1 ms, not in a blocking probe: Open MPI's blocking calls
-/// spin, and an idle rank would take a CPU from the ranks that work.
-///
-/// At the end, says it is ready to finish and waits for rank 0's decision: true to finish MPI
-/// with every rank, false to exit without (see [`finish`]).
-fn serve_rank(comm: &'static Comm) -> bool {
-    let mut poll = Poll::new();
-    loop {
-        let Some((bytes, tag)) = poll.next(comm) else {
-            continue;
-        };
-        match tag {
-            SETUP if work(comm, &bytes) => break,
-            FINISH => break,
-            _ => {} // a worker done, or left over from a worker given up
-        }
-    }
-    comm.process_at_rank(0).send_with_tag(&[0u8][..], FINISHED);
-    let until = Instant::now() + DECISION_WAIT;
-    while Instant::now() < until {
-        if let Some((bytes, DECIDED)) = poll.next(comm) {
-            return bytes == [0];
-        }
-    }
-    false
-}
-
-/// A serving rank's wait for rank 0's next message: one probe a call, pausing as
-/// [`next_pause`] says when there is none.
-struct Poll {
-    pause: Duration,
-    last: Instant,
-}
-
-impl Poll {
-    fn new() -> Poll {
-        Poll {
-            pause: FIRST_BACKOFF,
-            last: Instant::now(),
-        }
-    }
-
-    /// Rank 0's next message and its tag, if one is there (else after a pause: `None`).
-    fn next(&mut self, comm: &Comm) -> Option<(Vec<u8>, Tag)> {
-        let Some(probed) = comm.process_at_rank(0).immediate_matched_probe() else {
-            wait_a_little(self.pause, self.last);
-            self.pause = next_pause(self.pause, self.last);
-            return None;
-        };
-        (self.pause, self.last) = (FIRST_BACKOFF, Instant::now());
-        let (bytes, status) = probed.matched_receive_vec::<u8>();
-        Some((bytes, status.tag()))
-    }
-}
-
-/// What a worker rank's two threads share.
-#[derive(Default)]
-struct Inbox {
-    state: Mutex<InboxState>,
-    cond: Condvar,
-}
-
-#[derive(Default)]
-struct InboxState {
-    /// Each order's header and body.
-    orders: VecDeque<(Vec<u8>, Vec<u8>)>,
-    revoked: HashSet<u64>,
-    finish: bool,
-}
-
-/// One pool worker on this rank: checks the build, runs the initializer, then the tasks, as a
-/// local worker does (see `worker`), until `Stop` (or rank 0 ending: then true).
-fn work(comm: &'static Comm, setup: &[u8]) -> bool {
-    let reply =
-        |id: u64, outcome: std::result::Result<Vec<u8>, super::super::protocol::Failure>| {
-            let (failure, payload) = match outcome {
-                Ok(v) => (None, v),
-                Err(f) => (Some(f), Vec::new()),
-            };
-            if let Ok(h) = head(&Reply { id, failure }) {
-                let root = comm.process_at_rank(0);
-                root.send_with_tag(&h[..], REPLY);
-                root.send_with_tag(&payload[..], REPLY_BODY);
-            }
-        };
-    let setup = match wire::decode::<(u64, Setup)>(setup) {
-        Ok((identity, _)) if identity != image::identity() => Err(format!(
-            "MPI rank {} runs a different build of the program than rank 0: every rank must run \
-             the same executable",
-            comm.rank()
-        )),
-        Ok((_, setup)) => Ok(setup),
-        Err(e) => Err(e.to_string()),
-    };
-    let setup = match setup {
-        Ok(s) => s,
-        Err(why) => {
-            reply(INIT, Err(super::super::protocol::Failure::Other(why)));
-            reply(BYE, Ok(Vec::new()));
-            return false;
-        }
-    };
-    let init = setup.run_initializer(run);
-    let init_failed = init.is_err();
-    reply(INIT, init);
-    if !init_failed {
-        let inbox = Arc::new(Inbox::default());
-        let done = Arc::new(AtomicBool::new(false));
-        let io = {
-            let (inbox, done) = (inbox.clone(), done.clone());
-            std::thread::spawn(move || take_orders(comm, &inbox, &done))
-        };
-        run_tasks(&inbox, setup.maxtasks, &reply);
-        done.store(true, Ordering::SeqCst);
-        let _ = io.join();
-        if lock(&inbox.state).finish {
-            return true;
-        }
-    }
-    reply(BYE, Ok(Vec::new()));
-    false
-}
-
-/// The worker's tasks, in order, until `Stop`, `maxtasks` or rank 0 ending.
-fn run_tasks(
-    inbox: &Inbox,
-    maxtasks: Option<u64>,
-    reply: &dyn Fn(u64, std::result::Result<Vec<u8>, super::super::protocol::Failure>),
-) {
-    let mut seq = 0u64;
-    loop {
-        let (header, args) = {
-            let mut st = lock(&inbox.state);
-            loop {
-                if let Some(m) = st.orders.pop_front() {
-                    break m;
-                }
-                if st.finish {
-                    return;
-                }
-                st = inbox.cond.wait(st).unwrap_or_else(|e| e.into_inner());
-            }
-        };
-        let Ok((Order::Task { id, code }, _)) = split::<Order>(&header) else {
-            return; // Stop, or garbage
-        };
-        let revoked = lock(&inbox.state).revoked.remove(&seq);
-        seq += 1;
-        let outcome = if revoked {
-            Err(super::super::protocol::Failure::Cancelled)
-        } else {
-            run(code, &args)
-        };
-        reply(id, outcome);
-        if maxtasks == Some(seq) {
-            return;
-        }
-    }
-}
-
-/// The body that follows an order's header (see [`ORDER`]); `None` if it does not come within
-/// a minute (rank 0 died between the two).
-fn take_body(comm: &Comm) -> Option<Vec<u8>> {
-    let root = comm.process_at_rank(0);
-    let until = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(body) = root.immediate_matched_probe_with_tag(ORDER_BODY) {
-            return Some(body.matched_receive_vec::<u8>().0);
-        }
-        if Instant::now() >= until {
-            return None;
-        }
-        std::thread::yield_now();
-    }
-}
-
-/// The worker's second thread: takes every message from rank 0 as it comes, and says it is
-/// alive every [`BEAT`].
-fn take_orders(comm: &Comm, inbox: &Inbox, done: &AtomicBool) {
-    let root = comm.process_at_rank(0);
-    let mut last_beat = Instant::now();
-    let mut poll = Poll::new();
-    while !done.load(Ordering::SeqCst) {
-        if last_beat.elapsed() >= BEAT {
-            root.send_with_tag(&[0u8][..], ALIVE);
-            last_beat = Instant::now();
-        }
-        let Some((bytes, tag)) = poll.next(comm) else {
-            continue;
-        };
-        // An order's body follows its header (rank 0 sends them one after the other).
-        let body = match tag {
-            ORDER => match take_body(comm) {
-                Some(body) => Some(body),
-                None => return, // rank 0 is gone
-            },
-            _ => None,
-        };
-        let mut st = lock(&inbox.state);
-        match tag {
-            ORDER => st.orders.push_back((bytes, body.unwrap_or_default())),
-            STOP => st.orders.push_back((bytes, Vec::new())),
-            REVOKE => {
-                if let Ok(b) = <[u8; 8]>::try_from(&bytes[..]) {
-                    st.revoked.insert(u64::from_le_bytes(b));
-                }
-            }
-            FINISH => st.finish = true,
-            _ => {}
-        }
-        drop(st);
-        inbox.cond.notify_all();
     }
 }
