@@ -40,9 +40,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{
-    DUPLICATE_SAME_ACCESS, DuplicateHandle, ERROR_ACCESS_DENIED, GENERIC_READ, GENERIC_WRITE,
-    HANDLE, HANDLE_FLAG_INHERIT, INVALID_HANDLE_VALUE, SetHandleInformation, WAIT_FAILED,
-    WAIT_OBJECT_0, WAIT_TIMEOUT,
+    DUPLICATE_SAME_ACCESS, DuplicateHandle, ERROR_ACCESS_DENIED, ERROR_INTERNAL_ERROR,
+    GENERIC_READ, GENERIC_WRITE, HANDLE, HANDLE_FLAG_INHERIT, INVALID_HANDLE_VALUE,
+    SetHandleInformation, WAIT_FAILED, WAIT_OBJECT_0, WAIT_TIMEOUT,
 };
 use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
 use windows_sys::Win32::Storage::FileSystem::{
@@ -482,23 +482,38 @@ pub(crate) fn spawn(args: &[OsString], channel: Channel, quiet: bool) -> io::Res
     if unsafe { SetHandleInformation(theirs, HANDLE_FLAG_INHERIT, HANDLE_FLAG_INHERIT) } == 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: every pointer refers to a live, NUL-terminated buffer or an initialised
-    // structure that outlives the call; inheritance is limited by the handle list.
-    let ok = unsafe {
-        CreateProcessW(
-            exe_w.as_ptr(),
-            cmdline.as_mut_ptr(),
-            std::ptr::null(),
-            std::ptr::null(),
-            1,
-            EXTENDED_STARTUPINFO_PRESENT | CREATE_UNICODE_ENVIRONMENT,
-            env.as_mut_ptr().cast(),
-            std::ptr::null(),
-            &info.StartupInfo,
-            &mut pi,
-        )
+    // Wine's `CreateProcess` has failed, rarely, with ERROR_INTERNAL_ERROR while many
+    // processes started at once (once in CI's example tests, not reproduced in 12 runs of
+    // them); no process exists after a failed call, so that error is tried twice more.
+    let mut attempt = 0;
+    let spawn_error = loop {
+        let mut line = cmdline.clone();
+        // SAFETY: every pointer refers to a live, NUL-terminated buffer or an initialised
+        // structure that outlives the call; inheritance is limited by the handle list.
+        let ok = unsafe {
+            CreateProcessW(
+                exe_w.as_ptr(),
+                line.as_mut_ptr(),
+                std::ptr::null(),
+                std::ptr::null(),
+                1,
+                EXTENDED_STARTUPINFO_PRESENT | CREATE_UNICODE_ENVIRONMENT,
+                env.as_mut_ptr().cast(),
+                std::ptr::null(),
+                &info.StartupInfo,
+                &mut pi,
+            )
+        };
+        if ok != 0 {
+            break None;
+        }
+        let e = io::Error::last_os_error();
+        attempt += 1;
+        if e.raw_os_error() != Some(ERROR_INTERNAL_ERROR as i32) || attempt == 3 {
+            break Some(e);
+        }
+        std::thread::sleep(Duration::from_millis(10 * attempt));
     };
-    let spawn_error = (ok == 0).then(io::Error::last_os_error);
     drop(list);
     // `channel`, `stdin`, `stdout`, `stderr` (our copies of the child's handles) close here.
     drop(channel);
