@@ -26,6 +26,9 @@ pub enum StartMethod {
     /// Forking a process that runs other threads is unsafe in general: a lock held by another
     /// thread at the moment of the fork stays locked forever in the child (including the
     /// allocator's). Use it from single-threaded programs, as CPython's docs also warn.
+    ///
+    /// A forked child's stdin is the null device, as in Python; for it, a process that forks
+    /// keeps one close-on-exec descriptor of the null device from its first fork on.
     Fork,
     /// Ask this process's fork server (Unix), started on first use, to `fork` a child, which
     /// then bootstraps as a spawned one: the same targets, arguments and rules as
