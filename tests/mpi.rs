@@ -237,18 +237,16 @@ fn slow_square(x: u64) -> (u64, u32) {
     (x * x, std::process::id())
 }
 
-/// A worker rank (of `mpirun -n 3`, or spawned) killed (SIGKILL) in the middle of a map: rank 0 notices its silence (3 s,
-/// `PoolBuilder::silence`), the task it was running runs again on the other rank (`retries`: 1 by default over MPI), and
-/// the map completes with every result right. The job then ends with `MPI_Abort(0)` (see
-/// `PoolBuilder::mpi`).
-#[test]
-fn a_rank_killed_mid_map() {
+/// For the tests that lose a rank: a pool over two worker ranks (3 s silence limit) and the pid
+/// of one of them, or `None` (said on stderr) unless the test runs alone under mpirun (or in
+/// spawn mode) with `MULTIPROCESS_MPI_KILL_TEST`.
+fn pool_and_a_victim() -> Option<(Pool, u32)> {
     multiprocess::init_test();
     if !(launched() || spawn_mode()) || std::env::var_os("MULTIPROCESS_MPI_KILL_TEST").is_none() {
         eprintln!(
             "runs only alone under mpirun, with MULTIPROCESS_MPI_KILL_TEST (see the file's docs)"
         );
-        return;
+        return None;
     }
     let pool = Pool::builder()
         .mpi()
@@ -263,6 +261,18 @@ fn a_rank_killed_mid_map() {
         .collect();
     assert_eq!(pids.len(), 2, "{pids:?}");
     let victim = *pids.iter().next().unwrap();
+    Some((pool, victim))
+}
+
+/// A worker rank (of `mpirun -n 3`, or spawned) killed (SIGKILL) in the middle of a map: rank 0 notices its silence (3 s,
+/// `PoolBuilder::silence`), the task it was running runs again on the other rank (`retries`: 1 by default over MPI), and
+/// the map completes with every result right. The job then ends with `MPI_Abort(0)` (see
+/// `PoolBuilder::mpi`).
+#[test]
+fn a_rank_killed_mid_map() {
+    let Some((pool, victim)) = pool_and_a_victim() else {
+        return;
+    };
     let started = Instant::now();
     let squares = pool
         .map_async_with(slow_square, 0..200u64, TaskOptions::new().chunksize(1))
@@ -298,26 +308,9 @@ fn len_of(bytes: Vec<u8>) -> (usize, u32) {
 /// other rank, and the program ends by itself. Run as `a_rank_killed_mid_map` (it loses a rank).
 #[test]
 fn a_rank_stopped_mid_map() {
-    multiprocess::init_test();
-    if !(launched() || spawn_mode()) || std::env::var_os("MULTIPROCESS_MPI_KILL_TEST").is_none() {
-        eprintln!(
-            "runs only alone under mpirun, with MULTIPROCESS_MPI_KILL_TEST (see the file's docs)"
-        );
+    let Some((pool, victim)) = pool_and_a_victim() else {
         return;
-    }
-    let pool = Pool::builder()
-        .mpi()
-        .processes(2)
-        .silence(Duration::from_secs(3))
-        .build()
-        .expect("a pool over the ranks");
-    let pids: std::collections::BTreeSet<u32> = pool
-        .map_chunked(pid_of, 0..32u64, 1)
-        .unwrap()
-        .into_iter()
-        .collect();
-    assert_eq!(pids.len(), 2, "{pids:?}");
-    let victim = *pids.iter().next().unwrap();
+    };
     // SAFETY: kill(2) on a pid that a worker rank of this job reported.
     assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGSTOP) }, 0);
     let started = Instant::now();
