@@ -815,6 +815,31 @@ fn p20_orphan_policy_forkserver() {
     orphan_policy(Some("forkserver"));
 }
 
+fn large_value(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
+/// A daemonic child's final report, larger than its channel's buffer: the child waits until the
+/// parent reads it (300 ms later) and is not taken for an orphan meanwhile. (On Linux the OS
+/// ends a daemonic child when its channel turns readable; kernels that also signal a writer
+/// when room appears after it waited would end this one, had it not disarmed first.)
+#[test]
+fn daemon_reports_more_than_its_channel_holds() {
+    multiprocess::init_test();
+    let _g = start_all_methods();
+    for m in methods() {
+        let ctx = get_context(m).unwrap();
+        let mut p = ctx.process(large_value, (4 << 20,)).with_daemon(true);
+        p.start().unwrap();
+        sleep_ms(300);
+        assert!(
+            p.result::<Vec<u8>>().unwrap() == large_value(4 << 20),
+            "{m:?}"
+        );
+        assert_eq!(p.exitcode().unwrap(), Some(0), "{m:?}");
+    }
+}
+
 fn orphan_policy(method: Option<&str>) {
     use std::io::BufRead;
     let mut owner = common::scenario_with("scenario_p20", method.map(|m| ("SCENARIO_METHOD", m)));

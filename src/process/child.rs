@@ -1,7 +1,7 @@
 //! The child's half of a start: the handshake of a spawned child, becoming the child, running
 //! the target, reporting how it ended, the exit policy and exit code.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::Identity;
@@ -142,36 +142,93 @@ fn send(channel: &sys::Channel, report: &Report) {
     if let Ok(payload) = postcard::to_slice(report, &mut small) {
         let _ = wire::write_frame(&mut &*channel, payload);
     } else if let Ok(bytes) = wire::encode(report) {
+        if bytes.len() > ARMED_REPORT_LIMIT {
+            // It may have to wait for the parent to read (see `ARMED_REPORT_LIMIT`).
+            disarm();
+        }
         let _ = wire::write_frame(&mut &*channel, &bytes);
     }
 }
 
 /// What a daemonic child does before it ends because its parent is gone, in the order
 /// registered (a `SharedMemoryManager`'s process unlinks its segments).
-static PARENT_GONE_HOOKS: std::sync::Mutex<Vec<fn()>> = std::sync::Mutex::new(Vec::new());
+static PARENT_GONE_HOOKS: Mutex<Vec<fn()>> = Mutex::new(Vec::new());
+
+/// Where the OS itself ends this daemonic child when its parent's end of the channel closes
+/// (see [`watch_parent`]): the channel, and the pid of the process that armed it (a forked
+/// child inherits this static but is not the process the OS would end).
+static ARMED: Mutex<Option<(u32, Arc<sys::Channel>)>> = Mutex::new(None);
+
+/// How large a report may be while the OS's watch is armed: a write that has to wait for room
+/// in the channel's buffer arms its wake-up too (see `sys::kill_on_readable`), and the
+/// channel's buffer (about 200 KiB for a Unix socket) always has room for this much.
+const ARMED_REPORT_LIMIT: usize = 64 * 1024;
 
 /// Registers `hook` to run when this daemonic child ends because its parent is gone (see
 /// [`watch_parent`]); once per hook.
 pub(crate) fn on_parent_gone(hook: fn()) {
     super::lock(&PARENT_GONE_HOOKS).push(hook);
+    // The OS's watch can only kill: a thread runs the hooks instead. Disarmed first, so that
+    // a parent that ends meanwhile is found by the thread (the channel stays readable).
+    if let Some(channel) = disarm() {
+        watch_with_thread(channel);
+    }
 }
 
-/// A daemonic child dies with its parent: a thread waits for the parent's end of the channel to
-/// close (the parent sends nothing after the bootstrap), runs the hooks registered with
-/// [`on_parent_gone`] and ends the process.
+/// A daemonic child dies with its parent. The parent sends nothing on the channel after the
+/// bootstrap, so the channel turning readable means the parent's end closed: the parent is
+/// gone. Where the OS can end the process itself on that event (Linux), no thread is needed
+/// (a pool of 256 workers had 256 of them); else, or once hooks are registered, a thread
+/// waits for it, runs the hooks registered with [`on_parent_gone`] and ends the process.
 fn watch_parent(channel: Arc<sys::Channel>) {
+    if super::lock(&PARENT_GONE_HOOKS).is_empty()
+        && sys::kill_on_readable(&channel, true).unwrap_or(false)
+    {
+        let previous = super::lock(&ARMED).replace((sys::pid(), Arc::clone(&channel)));
+        // Inherited through a fork: another process's to let go of.
+        std::mem::forget(previous);
+        // A parent gone before the watch was armed raised no event.
+        if matches!(sys::wait_readable(&[sys::channel_handle(&channel)], Some(Duration::ZERO)), Ok(r) if r[0])
+        {
+            parent_gone();
+        }
+        return;
+    }
+    watch_with_thread(channel);
+}
+
+/// Stops the OS's watch, if this process armed one; returns its channel.
+fn disarm() -> Option<Arc<sys::Channel>> {
+    let mut armed = super::lock(&ARMED);
+    match armed.take() {
+        Some((pid, channel)) if pid == sys::pid() => {
+            let _ = sys::kill_on_readable(&channel, false);
+            Some(channel)
+        }
+        inherited => {
+            std::mem::forget(inherited);
+            None
+        }
+    }
+}
+
+/// Runs the hooks registered with [`on_parent_gone`] and ends the process.
+fn parent_gone() -> ! {
+    let hooks = super::lock(&PARENT_GONE_HOOKS).clone();
+    for hook in hooks {
+        let _ = std::panic::catch_unwind(hook);
+    }
+    sys::exit_now(1)
+}
+
+/// The thread of [`watch_parent`]: waits for the channel to turn readable.
+fn watch_with_thread(channel: Arc<sys::Channel>) {
     let spawned = std::thread::Builder::new()
         .name("multiprocess-parent-watch".into())
         .spawn(move || {
             loop {
                 match sys::wait_readable(&[sys::channel_handle(&channel)], None) {
-                    Ok(ready) if ready[0] => {
-                        let hooks = super::lock(&PARENT_GONE_HOOKS).clone();
-                        for hook in hooks {
-                            let _ = std::panic::catch_unwind(hook);
-                        }
-                        sys::exit_now(1)
-                    }
+                    Ok(ready) if ready[0] => parent_gone(),
                     Ok(_) => {}
                     Err(_) => std::thread::sleep(Duration::from_millis(100)),
                 }

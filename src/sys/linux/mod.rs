@@ -2,7 +2,7 @@
 
 use std::ffi::c_void;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -185,6 +185,39 @@ pub(super) fn futex_wake(word: &std::sync::atomic::AtomicU32, n: u32) {
             n.min(i32::MAX as u32) as i32,
         );
     }
+}
+
+/// Arms (or, with `on` false, disarms) the kernel to end this process with SIGKILL as soon as
+/// the socket `fd` has an event for a reader: data, or its peer's end closed. `F_SETOWN` names
+/// this process, `F_SETSIG` the signal, `O_ASYNC` turns it on. The socket also signals when
+/// room to write appears after a write had to wait, so a caller disarms it before a write that
+/// may not fit in the socket's buffer. Returns true once armed.
+pub(super) fn kill_on_readable(fd: RawFd, on: bool) -> io::Result<bool> {
+    // `asm-generic/fcntl.h` (the `libc` crate does not export it), the same on every
+    // architecture Rust builds for.
+    const F_SETSIG: libc::c_int = 10;
+    // SAFETY: fcntl on a descriptor the caller owns, with integer arguments only.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if on
+            && (libc::fcntl(fd, libc::F_SETOWN, libc::getpid()) < 0
+                || libc::fcntl(fd, F_SETSIG, libc::SIGKILL) < 0)
+        {
+            return Err(io::Error::last_os_error());
+        }
+        let flags = if on {
+            flags | libc::O_ASYNC
+        } else {
+            flags & !libc::O_ASYNC
+        };
+        if libc::fcntl(fd, libc::F_SETFL, flags) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(on)
 }
 
 /// Whether process `pid` is running: it exists and is not a zombie waiting to be reaped.

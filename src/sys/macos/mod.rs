@@ -161,6 +161,12 @@ pub(super) fn futex_wake(word: &std::sync::atomic::AtomicU32, n: u32) {
     };
 }
 
+/// macOS has no `F_SETSIG`: a socket's events can only raise SIGIO, which a process may
+/// handle or ignore; the caller watches with a thread instead.
+pub(super) fn kill_on_readable(_fd: std::os::fd::RawFd, _on: bool) -> io::Result<bool> {
+    Ok(false)
+}
+
 /// Whether process `pid` exists (a zombie counts as alive until reaped).
 pub(super) fn process_alive(pid: u32) -> bool {
     // SAFETY: signal 0 only checks for existence and permission.

@@ -273,6 +273,11 @@ pub(crate) fn child_marker_present() -> bool {
     false
 }
 
+/// No OS to ask: the caller watches with a thread.
+pub(crate) fn kill_on_readable(_channel: &Channel, _on: bool) -> io::Result<bool> {
+    Ok(false)
+}
+
 /// Closes an inherited channel.
 pub(crate) fn cut_channel(channel: Arc<Channel>) -> io::Result<()> {
     match channel.0 {}

@@ -377,6 +377,14 @@ pub(crate) fn ack_now(stream: &Stream) {
     os::tcp_ack_now(stream.as_raw_fd());
 }
 
+/// Has the OS end this process with SIGKILL as soon as `channel` turns readable (its peer
+/// wrote to it or closed it), or with `on` false stops that. True once armed; false where the
+/// OS cannot do it (the caller then watches with a thread). While armed, a write on `channel`
+/// that does not fit in its buffer must not be made (see `os::kill_on_readable`).
+pub(crate) fn kill_on_readable(channel: &Channel, on: bool) -> io::Result<bool> {
+    os::kill_on_readable(channel.as_raw_fd(), on)
+}
+
 /// Closes an inherited channel that a process must not keep, for good: `channel` is never
 /// dropped (its descriptor number may be reused at once, and nothing may close it again). For
 /// a child just forked (one thread) whose other holders of the channel are frames the fork

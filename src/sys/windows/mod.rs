@@ -559,6 +559,11 @@ pub(crate) fn set_read_timeout(stream: &Stream, timeout: Option<Duration>) -> io
 /// Windows' delayed acknowledgements are left as they are (no `TCP_QUICKACK`).
 pub(crate) fn ack_now(_stream: &Stream) {}
 
+/// Windows cannot end a process when a pipe turns readable: the caller watches with a thread.
+pub(crate) fn kill_on_readable(_channel: &Channel, _on: bool) -> io::Result<bool> {
+    Ok(false)
+}
+
 /// Only a child of a fork server cuts an inherited channel; Windows has none.
 pub(crate) fn cut_channel(_channel: std::sync::Arc<Channel>) -> io::Result<()> {
     Ok(())
