@@ -367,8 +367,10 @@ impl Process {
         if let Some(mut children) = children {
             children.push(Arc::clone(&self.shared));
         }
-        let name = lock(&self.shared.name).clone();
-        log::event!(Level::Debug, { name = name, pid = pid }, "started {name} (pid {pid}) by {}", method.name());
+        if log::enabled(Level::Debug) {
+            let name = lock(&self.shared.name).clone();
+            log::event!(Level::Debug, { name = name, pid = pid }, "started {name} (pid {pid}) by {}", method.name());
+        }
         Ok(())
     }
 
