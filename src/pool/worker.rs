@@ -29,39 +29,62 @@ const REVOKED: usize = 1;
 
 /// How a worker and the parent talk: a ring of orders, a ring of replies, and a control block
 /// (the count of tasks the worker has started, so the parent knows exactly which task a dead
-/// worker held; and marks of tasks to skip).
-#[derive(Clone, Serialize, Deserialize)]
+/// worker held; and marks of tasks to skip). All three in one shared region: one descriptor to
+/// create, pass and close, one mapping on each side (a pool of 256 made and unmapped 768).
+#[derive(Clone)]
 pub(crate) struct Link {
     pub(crate) tasks: Ring,
     pub(crate) replies: Ring,
-    control: Arc<Region>,
+    /// The region; the control block is its first page, the rings follow.
+    region: Arc<Region>,
 }
+
+/// The control block's size in the region: a page, so that the rings start page-aligned.
+const CONTROL_BYTES: usize = 4096;
 
 impl Link {
     /// A new link whose order ring holds `bytes` (the replies' ring the same).
     pub(crate) fn new(bytes: usize) -> Result<Link> {
-        let control = Region::new((REVOKED + REVOKE_SLOTS) * 4)
+        const _: () = assert!((REVOKED + REVOKE_SLOTS) * 4 <= CONTROL_BYTES);
+        let capacity = bytes.next_power_of_two();
+        let region = Region::new(Link::len(capacity))
             .map_err(|e| Error::io("creating a pool worker's shared memory", e))?;
+        Link::within(Arc::new(region), capacity, true)
+    }
+
+    /// The region's length for rings of `capacity` bytes.
+    fn len(capacity: usize) -> usize {
+        CONTROL_BYTES + 2 * Link::ring_span(capacity)
+    }
+
+    /// What a ring of `capacity` takes, rounded up to pages.
+    fn ring_span(capacity: usize) -> usize {
+        Ring::span(capacity).next_multiple_of(4096)
+    }
+
+    /// The link laid out in `region`: set up anew (`fresh`), or as set up by another process.
+    fn within(region: Arc<Region>, capacity: usize, fresh: bool) -> Result<Link> {
+        let maxsize = fresh.then_some(0);
+        let span = Link::ring_span(capacity);
         Ok(Link {
-            tasks: Ring::new(bytes, 0)?,
-            replies: Ring::new(bytes, 0)?,
-            control: Arc::new(control),
+            tasks: Ring::within(Arc::clone(&region), CONTROL_BYTES, capacity, maxsize)?,
+            replies: Ring::within(Arc::clone(&region), CONTROL_BYTES + span, capacity, maxsize)?,
+            region,
         })
     }
 
-    /// Lets go of the link's OS handles once its worker has them (the memory stays mapped): a
-    /// pool of N workers then holds 2N descriptors, not 5N, and every later spawn, whose exec
-    /// closes each descriptor a parent holds, costs less (issue 19, W11).
+    /// Lets go of the link's OS handle once its worker has it (the memory stays mapped): a
+    /// pool of N workers then holds fewer descriptors, and every later spawn, whose exec closes
+    /// each descriptor a parent holds, costs less (issue 19, W11). Only when no other copy of
+    /// this link is in this process (the rings and the link itself hold the region).
     pub(crate) fn close_handles(&mut self) {
-        self.tasks.close_handles();
-        self.replies.close_handles();
-        if let Some(control) = Arc::get_mut(&mut self.control) {
-            control.close_handles();
+        if Arc::strong_count(&self.region) == 3 {
+            self.region.close_handles();
         }
     }
 
     fn word(&self, i: usize) -> &AtomicU32 {
-        &self.control.words()[i]
+        &self.region.words()[i]
     }
 
     /// The tasks the worker has started (wrapping).
@@ -100,6 +123,34 @@ impl Link {
             .word(REVOKED + seq as usize % REVOKE_SLOTS)
             .swap(0, Ordering::SeqCst);
         mark == seq.wrapping_add(1)
+    }
+}
+
+/// A link travels as its region and its rings' capacity; the receiver maps the region once and
+/// finds the rings where the sender laid them out.
+impl Serialize for Link {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        (&*self.region, self.tasks.capacity()).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Link {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let (region, capacity) = <(Region, u32)>::deserialize(deserializer)?;
+        let capacity = capacity as usize;
+        if region.len() < Link::len(capacity) {
+            return Err(D::Error::custom(format!(
+                "a pool link of {} bytes cannot hold two rings of {capacity}",
+                region.len()
+            )));
+        }
+        Link::within(Arc::new(region), capacity, false).map_err(D::Error::custom)
     }
 }
 

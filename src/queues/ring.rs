@@ -66,6 +66,9 @@ pub(super) const LIMIT: usize = wire::DEFAULT_LIMIT as usize;
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct Ring {
     pub(super) region: Arc<Region>,
+    /// Where the ring's header starts in `region` (a multiple of the page size; 0 but for rings
+    /// that share a region, see [`Ring::within`]).
+    at: usize,
     /// Where the OS handles inside messages travel (Unix; `None` for the pool's rings and on
     /// Windows).
     pub(super) side: Option<Arc<Side>>,
@@ -169,36 +172,86 @@ impl Ring {
             )));
         }
         let capacity = capacity.next_power_of_two();
-        let region = Region::new(HEADER_WORDS * 4 + capacity)
+        let region = Region::new(Ring::span(capacity))
             .map_err(|e| Error::io("creating a queue's shared memory", e))?;
+        Ring::within(Arc::new(region), 0, capacity, Some(maxsize))
+    }
+
+    /// The bytes a ring of `capacity` (a power of two) takes in a region: its header and its
+    /// ring.
+    pub(crate) fn span(capacity: usize) -> usize {
+        HEADER_WORDS * 4 + capacity
+    }
+
+    /// The ring of `capacity` bytes (a power of two) whose header starts `at` bytes into
+    /// `region` (a multiple of 4096; `at + span(capacity)` within the region), so that several
+    /// rings share one region: one descriptor and one mapping for a pool worker's two rings.
+    /// `Some(maxsize)` sets up a new ring in zeroed memory; `None` takes one set up already.
+    pub(crate) fn within(
+        region: Arc<Region>,
+        at: usize,
+        capacity: usize,
+        maxsize: Option<u32>,
+    ) -> Result<Ring> {
+        if !at.is_multiple_of(4096)
+            || !capacity.is_power_of_two()
+            || at
+                .checked_add(Ring::span(capacity))
+                .is_none_or(|end| end > region.len())
+        {
+            return Err(Error::InvalidArgument(format!(
+                "a ring of {capacity} bytes at {at} does not fit a region of {} bytes",
+                region.len()
+            )));
+        }
         let ring = Ring {
-            region: Arc::new(region),
+            region,
+            at,
             side: None,
             #[cfg(feature = "tokio")]
             wakeup: None,
         };
-        ring.word(CAPACITY)
-            .store(capacity as u32, Ordering::Relaxed);
-        ring.word(MAXSIZE).store(maxsize, Ordering::Relaxed);
+        match maxsize {
+            Some(maxsize) => {
+                ring.word(CAPACITY)
+                    .store(capacity as u32, Ordering::Relaxed);
+                ring.word(MAXSIZE).store(maxsize, Ordering::Relaxed);
+            }
+            None if ring.capacity() as usize != capacity => {
+                return Err(Error::InvalidArgument(format!(
+                    "the ring at {at} holds {} bytes, not {capacity}",
+                    ring.capacity()
+                )));
+            }
+            None => {}
+        }
         Ok(ring)
+    }
+
+    /// The ring's first header word.
+    #[inline]
+    fn base(&self) -> *mut u8 {
+        // SAFETY: `at` is inside the region (checked in `within`), which lives as long as
+        // `self`.
+        unsafe { self.region.base().add(self.at) }
     }
 
     #[inline]
     pub(super) fn word(&self, i: usize) -> &AtomicU32 {
         assert!(i < HEADER_WORDS);
-        // SAFETY: the region (page-aligned, so 4-byte aligned) starts with HEADER_WORDS words
+        // SAFETY: the ring (page-aligned, so 4-byte aligned) starts with HEADER_WORDS words
         // and lives as long as `self`; `i` is one of the constants above (the assertion folds
         // away).
-        unsafe { &*(self.region.base() as *const AtomicU32).add(i) }
+        unsafe { &*(self.base() as *const AtomicU32).add(i) }
     }
 
-    pub(super) fn capacity(&self) -> u32 {
+    pub(crate) fn capacity(&self) -> u32 {
         self.word(CAPACITY).load(Ordering::Relaxed)
     }
 
     pub(super) fn data(&self) -> *mut u8 {
-        // SAFETY: the region is HEADER_WORDS * 4 + capacity bytes long.
-        unsafe { self.region.base().add(HEADER_WORDS * 4) }
+        // SAFETY: the ring is HEADER_WORDS * 4 + capacity bytes long.
+        unsafe { self.base().add(HEADER_WORDS * 4) }
     }
 
     /// The header word of the message at position `at` (a multiple of 4): 0 until a producer
@@ -507,7 +560,7 @@ impl Ring {
         // SAFETY: `at` is even and inside the header, which starts page-aligned, so the 8 bytes
         // are aligned and mapped as long as `self`; the two words at `at` are accessed only
         // through this (never as 32-bit words).
-        unsafe { &*(self.region.base().add(at * 4) as *const AtomicU64) }
+        unsafe { &*(self.base().add(at * 4) as *const AtomicU64) }
     }
 
     /// Producers' side: moves TAIL to `tail` (just past published messages, all counted in

@@ -450,7 +450,7 @@ impl Region {
     }
 
     /// Lets go of its handles, keeping the memory.
-    pub(crate) fn close_handles(&mut self) {
+    pub(crate) fn close_handles(&self) {
         match self.0 {}
     }
 

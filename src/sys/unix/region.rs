@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use super::os;
 pub(crate) struct Region {
     map: memmap2::MmapRaw,
     /// `None` once [`Region::close_handles`] let it go (the mapping stays).
-    file: Option<File>,
+    file: Mutex<Option<File>>,
 }
 
 impl Region {
@@ -30,7 +31,7 @@ impl Region {
         let map = memmap2::MmapOptions::new().map_raw(&file)?;
         Ok(Region {
             map,
-            file: Some(file),
+            file: Mutex::new(Some(file)),
         })
     }
 
@@ -46,7 +47,8 @@ impl Region {
 
     /// Copies of the handles that let another process map the same memory.
     pub(crate) fn handles(&self) -> io::Result<Vec<OwnedHandle>> {
-        let file = self.file.as_ref().ok_or_else(|| {
+        let file = super::super::lock(&self.file);
+        let file = file.as_ref().ok_or_else(|| {
             io::Error::other("this shared region's descriptor was closed: it cannot travel")
         })?;
         Ok(vec![OwnedFd::from(file.try_clone()?)])
@@ -54,8 +56,8 @@ impl Region {
 
     /// Closes the region's descriptor, keeping the memory mapped: a region that will never
     /// travel again then costs no descriptor.
-    pub(crate) fn close_handles(&mut self) {
-        self.file = None;
+    pub(crate) fn close_handles(&self) {
+        *super::super::lock(&self.file) = None;
     }
 
     /// Maps a region from handles made by [`Region::handles`] in another process.

@@ -97,7 +97,7 @@ impl Region {
 
     /// Keeps its handles: the wake-up semaphore is needed by every wait (Unix closes its
     /// descriptor here).
-    pub(crate) fn close_handles(&mut self) {}
+    pub(crate) fn close_handles(&self) {}
 
     /// Copies of the handles that let another process map the same memory.
     pub(crate) fn handles(&self) -> io::Result<Vec<OwnedHandle>> {
