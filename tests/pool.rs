@@ -639,3 +639,73 @@ fn progress_bar_does_not_change_results() {
         100
     );
 }
+
+#[test]
+#[ignore = "scenario: run by workers_die_with_a_killed_owner"]
+fn scenario_pool_owner() {
+    multiprocess::init_test();
+    if !common::in_scenario() {
+        return;
+    }
+    let mut builder = Pool::builder().processes(2);
+    if let Ok(method) = std::env::var("SCENARIO_METHOD") {
+        builder = builder.context(multiprocess::get_context(method.parse().unwrap()).unwrap());
+    }
+    let pool = builder.build().unwrap();
+    // One worker busy in a long task, the other idle.
+    let busy = pool.apply_async(sleep_ms, (60_000,)).unwrap();
+    let pids = pool.worker_pids();
+    let tracker = common::own_tracker().map_or(String::new(), |t| format!(" {t}"));
+    println!("pids {} {}{tracker}", pids[0], pids[1]);
+    drop(busy);
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// A pool's owner is SIGKILLed while one worker runs a task and the other waits for one: both
+/// die with it within a second (they are daemonic: on Linux the kernel ends each when the
+/// owner's end of its channel closes; elsewhere a thread of the worker sees it close).
+#[test]
+fn workers_die_with_a_killed_owner() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let mut methods = vec![None];
+    if cfg!(unix) {
+        methods.push(Some("fork"));
+    }
+    for method in methods {
+        use std::io::BufRead;
+        let mut owner = common::scenario_with(
+            "scenario_pool_owner",
+            method.map(|m| ("SCENARIO_METHOD", m)),
+        );
+        let mut out = std::io::BufReader::new(owner.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.starts_with("pids ") {
+            line.clear();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "the owner printed no pids"
+            );
+        }
+        let pids: Vec<u32> = line
+            .trim()
+            .strip_prefix("pids ")
+            .unwrap()
+            .split(' ')
+            .map(|p| p.parse().unwrap())
+            .collect();
+        // Let the busy worker get into its task.
+        std::thread::sleep(Duration::from_millis(200));
+        owner.kill().unwrap();
+        owner.wait().unwrap();
+        for &worker in &pids[..2] {
+            assert!(
+                common::wait_gone(worker, Duration::from_secs(1)),
+                "worker {worker} outlived its pool's owner ({method:?})"
+            );
+        }
+        for &pid in &pids {
+            common::reap_orphan(pid, Duration::from_secs(5));
+        }
+    }
+}
