@@ -1722,7 +1722,7 @@ fn remote_manager_proxies() {
 // side, and values larger than a ring (64 KiB), must work as on the socket path.
 
 /// How many shared-memory mappings of this crate (memfd `multiprocess`) process `pid` has: a
-/// connection with rings maps two in the manager.
+/// connection with rings maps one in the manager (its two rings share a region).
 #[cfg(target_os = "linux")]
 fn ring_maps(pid: u32) -> usize {
     std::fs::read_to_string(format!("/proc/{pid}/maps"))
@@ -1789,7 +1789,7 @@ fn rings_client_killed_mid_call() {
         let ours = ring_maps(pid);
         #[cfg(target_os = "linux")]
         assert!(
-            ours >= 2,
+            ours >= 1,
             "the parent's connection has no rings ({ours} maps)"
         );
         let mut p = Process::new(lock_and_call_forever, (lock.clone(), d.clone()));
@@ -1801,7 +1801,7 @@ fn rings_client_killed_mid_call() {
         #[cfg(target_os = "linux")]
         {
             assert!(
-                ring_maps(pid) >= ours + 2,
+                ring_maps(pid) > ours,
                 "the child's connections have no rings"
             );
             // Mapped, but no descriptor kept: a connection costs the manager one (its socket).
@@ -1848,7 +1848,7 @@ fn rings_manager_killed_while_a_client_waits() {
         #[cfg(target_os = "linux")]
         {
             let maps = ring_maps(manager.process().unwrap().pid().unwrap());
-            assert_eq!(maps >= 2, local, "rings: {maps} maps");
+            assert_eq!(maps >= 1, local, "rings: {maps} maps");
         }
         let _ = local;
         let waiter = std::thread::spawn(move || {
@@ -1884,7 +1884,7 @@ fn rings_carry_values_larger_than_the_ring() {
         let l = manager.list::<String>().unwrap();
         let q = manager.queue::<Vec<u64>>().unwrap();
         #[cfg(target_os = "linux")]
-        assert!(ring_maps(manager.process().unwrap().pid().unwrap()) >= 2);
+        assert!(ring_maps(manager.process().unwrap().pid().unwrap()) >= 1);
         let mut p = Process::new(lock_and_call_forever, (manager.lock().unwrap(), d.clone()));
         p.start().unwrap();
         for n in [65_536usize, 1 << 20, 3 << 20] {

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::connection::{Address, Connection};
 use crate::error::{Error, Result};
-use crate::queues::Ring;
+use crate::queues::{Ring, RingPair};
 use crate::synchronize::Deadline;
 use crate::wire;
 
@@ -42,12 +42,9 @@ const FIRST_CHECK: Duration = Duration::from_millis(2);
 /// How long a side looks for the next message before the ring's wait.
 const SPIN: Duration = Duration::from_micros(50);
 
-/// A connection's two rings: requests (client → manager) and replies.
+/// A connection's two rings, in one region: requests (client → manager) and replies.
 #[derive(Clone, Serialize, Deserialize)]
-pub(super) struct Rings {
-    requests: Ring,
-    replies: Ring,
-}
+pub(super) struct Rings(RingPair);
 
 impl std::fmt::Debug for Rings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -57,17 +54,13 @@ impl std::fmt::Debug for Rings {
 
 impl Rings {
     pub(super) fn new() -> Result<Rings> {
-        Ok(Rings {
-            requests: Ring::new(RING_BYTES, 0)?,
-            replies: Ring::new(RING_BYTES, 0)?,
-        })
+        RingPair::new(RING_BYTES, 0).map(Rings)
     }
 
-    /// Closes the rings' descriptors once they have travelled (their memory stays mapped): a
+    /// Closes the rings' descriptor once they have travelled (their memory stays mapped): a
     /// connection then holds one descriptor on each side, its socket, as without rings.
     pub(super) fn close_handles(&mut self) {
-        self.requests.close_handles();
-        self.replies.close_handles();
+        self.0.close_handles();
     }
 
     /// Whether a client of a manager at `address` offers it rings: a local socket, on Unix
@@ -79,8 +72,8 @@ impl Rings {
     /// The client's end, over its connection `conn`.
     pub(super) fn client<'a>(&'a self, conn: &'a Connection) -> End<'a> {
         End {
-            out: &self.requests,
-            input: &self.replies,
+            out: &self.0.first,
+            input: &self.0.second,
             conn,
         }
     }
@@ -88,8 +81,8 @@ impl Rings {
     /// The manager's end, over the client's connection `conn`.
     pub(super) fn server<'a>(&'a self, conn: &'a Connection) -> End<'a> {
         End {
-            out: &self.replies,
-            input: &self.requests,
+            out: &self.0.second,
+            input: &self.0.first,
             conn,
         }
     }

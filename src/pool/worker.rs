@@ -6,19 +6,17 @@
 //! the task's bytes are free, or are freed by the worker's very next step (the one wait of the
 //! parent's writes on a worker, bounded by the liveness check: see `supervisor`).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde::{Deserialize, Serialize};
 
 use super::protocol::{BYE, Code, Failure, INIT, Order, Reply, Setup, head, split};
 use super::supervisor::REVOKE_SLOTS;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::panics::catch_task;
-use crate::queues::Ring;
+use crate::queues::{Ring, RingPair};
 use crate::registry;
 use crate::synchronize::Deadline;
-use crate::sys::Region;
 use crate::wire;
 
 /// The control block's word counting the tasks a worker has started.
@@ -28,63 +26,36 @@ const STARTED: usize = 0;
 const REVOKED: usize = 1;
 
 /// How a worker and the parent talk: a ring of orders, a ring of replies, and a control block
-/// (the count of tasks the worker has started, so the parent knows exactly which task a dead
-/// worker held; and marks of tasks to skip). All three in one shared region: one descriptor to
-/// create, pass and close, one mapping on each side (a pool of 256 made and unmapped 768).
-#[derive(Clone)]
-pub(crate) struct Link {
-    pub(crate) tasks: Ring,
-    pub(crate) replies: Ring,
-    /// The region; the control block is its first page, the rings follow.
-    region: Arc<Region>,
-}
-
-/// The control block's size in the region: a page, so that the rings start page-aligned.
-const CONTROL_BYTES: usize = 4096;
+/// in front of them (the count of tasks the worker has started, so the parent knows exactly
+/// which task a dead worker held; and marks of tasks to skip), all in one region.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct Link(RingPair);
 
 impl Link {
     /// A new link whose order ring holds `bytes` (the replies' ring the same).
     pub(crate) fn new(bytes: usize) -> Result<Link> {
-        const _: () = assert!((REVOKED + REVOKE_SLOTS) * 4 <= CONTROL_BYTES);
-        let capacity = bytes.next_power_of_two();
-        let region = Region::new(Link::len(capacity))
-            .map_err(|e| Error::io("creating a pool worker's shared memory", e))?;
-        Link::within(Arc::new(region), capacity, true)
+        RingPair::new(bytes, REVOKED + REVOKE_SLOTS).map(Link)
     }
 
-    /// The region's length for rings of `capacity` bytes.
-    fn len(capacity: usize) -> usize {
-        CONTROL_BYTES + 2 * Link::ring_span(capacity)
+    /// The orders' ring.
+    pub(crate) fn tasks(&self) -> &Ring {
+        &self.0.first
     }
 
-    /// What a ring of `capacity` takes, rounded up to pages.
-    fn ring_span(capacity: usize) -> usize {
-        Ring::span(capacity).next_multiple_of(4096)
-    }
-
-    /// The link laid out in `region`: set up anew (`fresh`), or as set up by another process.
-    fn within(region: Arc<Region>, capacity: usize, fresh: bool) -> Result<Link> {
-        let maxsize = fresh.then_some(0);
-        let span = Link::ring_span(capacity);
-        Ok(Link {
-            tasks: Ring::within(Arc::clone(&region), CONTROL_BYTES, capacity, maxsize)?,
-            replies: Ring::within(Arc::clone(&region), CONTROL_BYTES + span, capacity, maxsize)?,
-            region,
-        })
+    /// The replies' ring.
+    pub(crate) fn replies(&self) -> &Ring {
+        &self.0.second
     }
 
     /// Lets go of the link's OS handle once its worker has it (the memory stays mapped): a
     /// pool of N workers then holds fewer descriptors, and every later spawn, whose exec closes
-    /// each descriptor a parent holds, costs less (issue 19, W11). Only when no other copy of
-    /// this link is in this process (the rings and the link itself hold the region).
+    /// each descriptor a parent holds, costs less (issue 19, W11).
     pub(crate) fn close_handles(&mut self) {
-        if Arc::strong_count(&self.region) == 3 {
-            self.region.close_handles();
-        }
+        self.0.close_handles();
     }
 
     fn word(&self, i: usize) -> &AtomicU32 {
-        &self.region.words()[i]
+        &self.0.front()[i]
     }
 
     /// The tasks the worker has started (wrapping).
@@ -126,34 +97,6 @@ impl Link {
     }
 }
 
-/// A link travels as its region and its rings' capacity; the receiver maps the region once and
-/// finds the rings where the sender laid them out.
-impl Serialize for Link {
-    fn serialize<S: serde::Serializer>(
-        &self,
-        serializer: S,
-    ) -> std::result::Result<S::Ok, S::Error> {
-        (&*self.region, self.tasks.capacity()).serialize(serializer)
-    }
-}
-
-impl<'de> Deserialize<'de> for Link {
-    fn deserialize<D: serde::Deserializer<'de>>(
-        deserializer: D,
-    ) -> std::result::Result<Self, D::Error> {
-        use serde::de::Error as _;
-        let (region, capacity) = <(Region, u32)>::deserialize(deserializer)?;
-        let capacity = capacity as usize;
-        if region.len() < Link::len(capacity) {
-            return Err(D::Error::custom(format!(
-                "a pool link of {} bytes cannot hold two rings of {capacity}",
-                region.len()
-            )));
-        }
-        Link::within(Arc::new(region), capacity, false).map_err(D::Error::custom)
-    }
-}
-
 pub(crate) fn run(code: Code, args: &[u8]) -> std::result::Result<Vec<u8>, Failure> {
     let trampoline = code.resolve().map_err(Failure::from_error)?;
     settle(catch_task(|| trampoline(args)))
@@ -188,7 +131,7 @@ fn run_task(
     ) {
         (None, Ok(trampoline), Ok(h)) => {
             let (called, sent) =
-                registry::replying_into(&link.replies, h, || catch_task(|| trampoline(args)));
+                registry::replying_into(link.replies(), h, || catch_task(|| trampoline(args)));
             if sent {
                 return Some(true);
             }
@@ -199,7 +142,7 @@ fn run_task(
     if kill_flag.is_some_and(|k| k()) {
         return None;
     }
-    Some(reply(&link.replies, id, outcome))
+    Some(reply(link.replies(), id, outcome))
 }
 
 /// Sends a reply. It waits for room as long as it takes: the parent has a thread that does
@@ -235,11 +178,11 @@ const KILL_CHECK: std::time::Duration = std::time::Duration::from_millis(20);
 pub(crate) fn work(link: &Link, setup: &Setup, killed: Option<&dyn Fn() -> bool>) {
     let init = setup.run_initializer(run);
     let init_failed = init.is_err();
-    if reply(&link.replies, INIT, init) && !init_failed {
+    if reply(link.replies(), INIT, init) && !init_failed {
         serve(link, setup.maxtasks, killed);
     }
     if !killed.is_some_and(|k| k()) {
-        reply(&link.replies, BYE, Ok(Vec::new()));
+        reply(link.replies(), BYE, Ok(Vec::new()));
     }
 }
 
@@ -259,13 +202,13 @@ fn serve(link: &Link, maxtasks: Option<u64>, kill_flag: Option<&dyn Fn() -> bool
             return Some(false); // Stop
         };
         if link.start() {
-            return (!killed()).then(|| reply(&link.replies, id, Err(Failure::Cancelled)));
+            return (!killed()).then(|| reply(link.replies(), id, Err(Failure::Cancelled)));
         }
         run_task(link, id, code, args, kill_flag)
     };
     loop {
         let wait = Deadline::after(killable.then_some(KILL_CHECK));
-        match link.tasks.get_with(wait, handle) {
+        match link.tasks().get_with(wait, handle) {
             Ok(Some(Some(true))) => {
                 done += 1;
                 if maxtasks == Some(done) {

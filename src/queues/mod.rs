@@ -75,6 +75,7 @@ mod aio;
 mod codec;
 mod get;
 mod joinable;
+mod pair;
 mod put;
 mod ring;
 mod simple;
@@ -85,6 +86,7 @@ mod wakeup;
 
 use codec::*;
 pub use joinable::JoinableQueue;
+pub(crate) use pair::RingPair;
 pub(crate) use ring::Ring;
 use ring::*;
 pub use simple::SimpleQueue;

@@ -416,19 +416,6 @@ impl Ring {
         self.items()
     }
 
-    /// Lets go of the ring's OS handles, keeping its memory mapped, when no other copy of
-    /// this ring is in this process (a ring that will not travel again then costs no
-    /// descriptor); false if a copy holds them.
-    pub(crate) fn close_handles(&mut self) -> bool {
-        match Arc::get_mut(&mut self.region) {
-            Some(region) => {
-                region.close_handles();
-                true
-            }
-            None => false,
-        }
-    }
-
     /// Whether a message seems to be there (a hint, read without the consumers' lock: a
     /// producer counts a message just before it publishes it).
     pub(crate) fn has_messages(&self) -> bool {

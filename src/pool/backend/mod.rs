@@ -76,7 +76,10 @@ impl Worker {
         };
         let gone = || !self.alive();
         loop {
-            match link.tasks.put_parts(parts, deadline(LIVENESS_CHECK), &gone) {
+            match link
+                .tasks()
+                .put_parts(parts, deadline(LIVENESS_CHECK), &gone)
+            {
                 Ok(true) => return Ok(()),
                 Ok(false) if !gone() => {}
                 Ok(false) => return Err(Error::state("the pool worker is gone")),
@@ -94,7 +97,7 @@ impl Worker {
             Args::Value(value) => value,
         };
         if let Some(link) = self.link() {
-            if value.put_into(&link.tasks, head)? {
+            if value.put_into(link.tasks(), head)? {
                 return Ok(());
             }
         }
@@ -128,7 +131,7 @@ impl Worker {
             #[cfg(all(feature = "mpi", unix))]
             Worker::Mpi(w) => w.recv(wait),
             _ => match self.link() {
-                Some(link) => link.replies.get_with(deadline(wait), |m| copy_reply(&m)),
+                Some(link) => link.replies().get_with(deadline(wait), |m| copy_reply(&m)),
                 None => Ok(None),
             },
         }
@@ -142,7 +145,7 @@ impl Worker {
             _ => self
                 .link()
                 .and_then(|link| {
-                    link.replies
+                    link.replies()
                         .get_many_with(max, deadline(Duration::ZERO), |m| copy_reply(&m))
                         .ok()
                 })
@@ -178,7 +181,7 @@ impl Worker {
             self.link(),
         ) {
             let _ = link
-                .replies
+                .replies()
                 .put(&nudge, deadline(Duration::from_millis(10)));
         }
     }
