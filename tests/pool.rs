@@ -673,27 +673,10 @@ fn workers_die_with_a_killed_owner() {
         methods.push(Some("fork"));
     }
     for method in methods {
-        use std::io::BufRead;
-        let mut owner = common::scenario_with(
+        let (mut owner, pids) = common::scenario_pids(
             "scenario_pool_owner",
             method.map(|m| ("SCENARIO_METHOD", m)),
         );
-        let mut out = std::io::BufReader::new(owner.stdout.take().unwrap());
-        let mut line = String::new();
-        while !line.starts_with("pids ") {
-            line.clear();
-            assert!(
-                out.read_line(&mut line).unwrap() > 0,
-                "the owner printed no pids"
-            );
-        }
-        let pids: Vec<u32> = line
-            .trim()
-            .strip_prefix("pids ")
-            .unwrap()
-            .split(' ')
-            .map(|p| p.parse().unwrap())
-            .collect();
         // Let the busy worker get into its task.
         std::thread::sleep(Duration::from_millis(200));
         owner.kill().unwrap();

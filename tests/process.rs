@@ -841,24 +841,8 @@ fn daemon_reports_more_than_its_channel_holds() {
 }
 
 fn orphan_policy(method: Option<&str>) {
-    use std::io::BufRead;
-    let mut owner = common::scenario_with("scenario_p20", method.map(|m| ("SCENARIO_METHOD", m)));
-    let mut line = String::new();
-    let mut out = std::io::BufReader::new(owner.stdout.take().unwrap());
-    while !line.starts_with("pids ") {
-        line.clear();
-        assert!(
-            out.read_line(&mut line).unwrap() > 0,
-            "the owner printed no pids"
-        );
-    }
-    let pids: Vec<u32> = line
-        .trim()
-        .strip_prefix("pids ")
-        .expect(&line)
-        .split(' ')
-        .map(|p| p.parse().unwrap())
-        .collect();
+    let (mut owner, pids) =
+        common::scenario_pids("scenario_p20", method.map(|m| ("SCENARIO_METHOD", m)));
     owner.kill().unwrap();
     owner.wait().unwrap();
     let (daemon, worker) = (pids[0], pids[1]);

@@ -599,6 +599,29 @@ pub fn scenario_with(name: &str, env: Option<(&str, &str)>) -> std::process::Chi
         .expect("run scenario")
 }
 
+/// Runs scenario `name` (with one more environment variable) and reads its stdout up to the
+/// line `pids A B …` it prints: the running scenario and those pids.
+pub fn scenario_pids(name: &str, env: Option<(&str, &str)>) -> (std::process::Child, Vec<u32>) {
+    use std::io::BufRead;
+    let mut owner = scenario_with(name, env);
+    let mut out = std::io::BufReader::new(owner.stdout.take().expect("piped stdout"));
+    let mut line = String::new();
+    while !line.starts_with("pids ") {
+        line.clear();
+        assert!(
+            out.read_line(&mut line)
+                .expect("read the scenario's stdout")
+                > 0,
+            "scenario {name} printed no pids"
+        );
+    }
+    let pids = line["pids ".len()..]
+        .split_whitespace()
+        .map(|p| p.parse().expect("a pid"))
+        .collect();
+    (owner, pids)
+}
+
 /// The command that runs scenario `name` (stdin null; stdout and stderr inherited until set).
 pub fn scenario_command(name: &str) -> std::process::Command {
     let mut cmd = std::process::Command::new(std::env::current_exe().expect("current_exe"));
