@@ -1,32 +1,47 @@
-//! The threads that carry out the supervisor's decisions over a backend: one reader per worker
-//! (the only thread that reads its replies), and whichever thread has something to report
-//! (a caller submitting, a reader that received replies) carrying out the [`Effects`].
+//! The threads that carry out the supervisor's decisions over a backend: the readers (the only
+//! threads that read workers' replies: for workers that ring the pool's doorbell, which is
+//! every worker on this machine, one a CPU, each for a share of them; for workers that are
+//! polled, MPI ranks, one a worker), and whichever thread has something to report (a caller
+//! submitting, a reader that received replies) carrying out the [`Effects`].
+//!
+//! A reader per CPU, not per worker: a pool of 256 workers spent a sixth of its CPU in its 256
+//! readers, starting and ending them and waking each for its one worker's replies (issue 19,
+//! W11); and not one for all: copying large replies out is most of a reader's work, which one
+//! thread would do alone (W5c). A reader takes the replies of every worker of its share that
+//! rang, under one acquisition of the pool's lock.
 //!
 //! The supervisor is told what happened under the pool's lock; what it asks for is done after
 //! the lock is let go. The waits here, and why each ends:
-//! - a reader waits for replies in slices of at most [`LIVENESS_CHECK`], checking its worker
-//!   is alive and its running task's time limit between them; a kill wakes it at once;
+//! - a reader sleeps until a worker rings (or, polled, its worker's next reply), the earliest
+//!   time limit of a running task, the next liveness check ([`LIVENESS_CHECK`]), or, while a
+//!   worker is ending, the next look at it ([`REAP_POLL`]); a kill rings the killed worker's
+//!   bell, so its reader looks at it at once;
 //! - writing orders: see `supervisor` (within credit, or streaming to an idle worker, with a
 //!   liveness check);
-//! - reaping: a worker that said goodbye, or was killed, or was found dead, ends; one that is
-//!   not is killed after a grace period;
-//! - `join` waits for the readers, each of which ends with its worker.
+//! - reaping never waits: a worker that said goodbye, or was killed, or was found dead, is
+//!   looked at every [`REAP_POLL`] until it has ended; one that has not after [`GRACE`] is
+//!   killed;
+//! - `join` waits for the readers, each of which ends when it has no worker left.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::backend::{Backend, Worker};
-use super::protocol::{Args, BYE, Code, Failure, NUDGE, Reply, Setup, split};
+use super::doorbell::Rung;
+use super::protocol::{Args, BYE, Code, Failure, Reply, Setup, split};
 use super::result::{JobCore, Outcome, Payload};
 use super::supervisor::{Effects, Incoming, Phase, Place, Supervisor};
 use crate::error::{Error, Result};
 use crate::log::{self, Level};
 
-/// How often a waiting reader checks that its worker is alive.
+/// How often a reader checks that its workers are alive.
 const LIVENESS_CHECK: Duration = Duration::from_millis(100);
-/// Replies a reader takes at once.
+/// How often a reader looks whether a worker that is ending has ended.
+const REAP_POLL: Duration = Duration::from_millis(1);
+/// Replies a reader takes from one worker at once.
 const REPLY_BATCH: usize = 64;
 /// How long a worker that ends on its own (or was killed) may take before it is killed.
 const GRACE: Duration = Duration::from_millis(500);
@@ -41,6 +56,8 @@ pub(crate) struct Shared {
     core: Mutex<Core>,
     /// `join` waits here for workers to end.
     changed: Condvar,
+    /// A task with a time limit was submitted: the readers watch deadlines.
+    timed: AtomicBool,
 }
 
 /// What the pool's lock guards.
@@ -48,7 +65,41 @@ struct Core {
     sup: Supervisor,
     /// Workers started and not yet found ended.
     workers: HashMap<u64, Arc<Worker>>,
+    /// For each reader of the doorbell: the workers started and not yet taken by it, and
+    /// whether it runs.
+    readers: Vec<Readers>,
     threads: Vec<JoinHandle<()>>,
+}
+
+/// A reader of the doorbell, as the pool's lock holds it.
+#[derive(Default)]
+struct Readers {
+    recruits: Vec<(u64, Arc<Worker>)>,
+    running: bool,
+}
+
+/// A worker as its reader sees it.
+struct Watched {
+    n: u64,
+    worker: Arc<Worker>,
+    /// Replies taken while waiting for it (a polled worker), not yet handed on.
+    early: Vec<Vec<u8>>,
+    /// Look at it in the next round whether it rang or not (new, or its last batch was full).
+    look: bool,
+    /// Since when it has been ending (it said goodbye, was killed, or was found dead).
+    ending: Option<Instant>,
+}
+
+impl Watched {
+    fn new((n, worker): (u64, Arc<Worker>)) -> Watched {
+        Watched {
+            n,
+            worker,
+            early: Vec::new(),
+            look: true,
+            ending: None,
+        }
+    }
 }
 
 use crate::sys::lock;
@@ -59,7 +110,7 @@ fn has_started(started: u32, seq: u64) -> bool {
     started.wrapping_sub(seq as u32) as i32 > 0
 }
 
-/// Decodes replies (a nudge of our own only woke the reader: it is dropped).
+/// Decodes replies.
 fn incoming(messages: Vec<Vec<u8>>) -> Vec<Incoming> {
     let mut out = Vec::with_capacity(messages.len());
     for m in messages {
@@ -69,7 +120,6 @@ fn incoming(messages: Vec<Vec<u8>>) -> Vec<Incoming> {
         };
         let start = m.len() - payload.len();
         match reply.id {
-            NUDGE => {}
             BYE => out.push(Incoming::Bye),
             id => out.push(Incoming::Reply {
                 id,
@@ -93,6 +143,7 @@ impl Shared {
         task_timeout: Option<Duration>,
         progress: bool,
     ) -> Result<Arc<Shared>> {
+        let readers = backend.doorbell().map_or(0, |b| b.readers());
         let shared = Arc::new(Shared {
             processes,
             task_timeout,
@@ -102,9 +153,11 @@ impl Shared {
             core: Mutex::new(Core {
                 sup,
                 workers: HashMap::new(),
+                readers: (0..readers).map(|_| Readers::default()).collect(),
                 threads: Vec::new(),
             }),
             changed: Condvar::new(),
+            timed: AtomicBool::new(task_timeout.is_some()),
         });
         let fx = lock(&shared.core).sup.start_all();
         // The first workers: a failure to start one is the pool's failure.
@@ -132,7 +185,8 @@ impl Shared {
         lock(&self.core).sup.workers()
     }
 
-    /// Starts worker `n` and its reader.
+    /// Starts worker `n`, and a reader for it unless its reader of the doorbell runs (that
+    /// takes the worker in its next round: the worker's first reply rings).
     fn start_worker(self: &Arc<Self>, n: u64) -> Result<()> {
         let worker = Arc::new(self.backend.start(n, &self.setup)?);
         let pid = worker
@@ -142,24 +196,53 @@ impl Shared {
         let mut core = lock(&self.core);
         core.workers.insert(n, worker.clone());
         let fx = core.sup.started(n, Instant::now());
-        let shared = self.clone();
-        let reader = std::thread::Builder::new()
-            .name(format!("pool-worker-{n}"))
-            .spawn(move || shared.read(n, worker));
-        match reader {
-            Ok(handle) => core.threads.push(handle),
-            Err(e) => {
-                drop(core);
-                // Nobody would read it: end it here.
-                if let Some(w) = lock(&self.core).workers.remove(&n) {
-                    w.kill();
-                    let exitcode = w.reap(GRACE);
-                    let fx = lock(&self.core)
-                        .sup
-                        .ended(n, exitcode, w.started(), Instant::now());
-                    self.execute(fx);
+        let new_reader = match self.backend.doorbell().map(|b| b.reader_of(n)) {
+            Some(r) => {
+                let reader = &mut core.readers[r];
+                reader.recruits.push((n, worker));
+                (!reader.running).then(|| {
+                    reader.running = true;
+                    (format!("pool-reader-{r}"), Some(r), Vec::new())
+                })
+            }
+            None => Some((
+                format!("pool-worker-{n}"),
+                None,
+                vec![Watched::new((n, worker))],
+            )),
+        };
+        if let Some((name, r, watched)) = new_reader {
+            let shared = self.clone();
+            let reader = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || shared.read(r, watched));
+            match reader {
+                Ok(handle) => core.threads.push(handle),
+                Err(e) => {
+                    // Nobody would read them: end them here.
+                    let orphans: Vec<u64> = match r {
+                        Some(r) => {
+                            core.readers[r].running = false;
+                            core.readers[r].recruits.drain(..).map(|(n, _)| n).collect()
+                        }
+                        None => vec![n],
+                    };
+                    drop(core);
+                    for n in orphans {
+                        if let Some(w) = lock(&self.core).workers.remove(&n) {
+                            w.kill();
+                            let exitcode = w.reap_now();
+                            let fx = lock(&self.core).sup.ended(
+                                n,
+                                exitcode,
+                                w.started(),
+                                Instant::now(),
+                            );
+                            self.execute(fx);
+                        }
+                    }
+                    return Err(Error::io("starting a pool thread", e));
                 }
-                return Err(Error::io("starting a pool thread", e));
             }
         }
         drop(core);
@@ -219,52 +302,179 @@ impl Shared {
         }
     }
 
-    /// The reader of worker `n`: takes its replies, enforces its time limits, notices its end.
-    fn read(self: Arc<Self>, n: u64, worker: Arc<Worker>) {
+    /// A reader: takes the replies of the workers it watches (`watched`, and for reader `r` of
+    /// the doorbell its workers started later), enforces their time limits, notices their
+    /// ends. Ends when it watches no worker.
+    fn read(self: Arc<Self>, r: Option<usize>, mut watched: Vec<Watched>) {
+        let bell = self.backend.doorbell().zip(r);
+        let mut rung = Rung::default();
+        let mut next_check = Instant::now() + LIVENESS_CHECK;
         loop {
-            let deadline = lock(&self.core).sup.deadline(n);
-            let slice = deadline.map_or(LIVENESS_CHECK, |d| {
-                d.saturating_duration_since(Instant::now())
-                    .min(LIVENESS_CHECK)
-            });
-            match worker.recv(slice) {
-                Ok(Some(first)) => {
-                    let mut batch = vec![first];
-                    batch.extend(worker.recv_ready(REPLY_BATCH));
-                    let replies = incoming(batch);
-                    let bye = replies.iter().any(|r| matches!(r, Incoming::Bye));
-                    let (fx, over) = {
-                        let mut core = lock(&self.core);
-                        let fx = core.sup.replies(n, replies, Instant::now());
-                        (fx, bye || core.sup.killed(n))
-                    };
-                    self.execute(fx);
-                    if over {
-                        break;
-                    }
+            self.recruit(r, &mut watched);
+            if watched.is_empty() && self.reader_may_end(r) {
+                break;
+            }
+            // Wait for a reply, a deadline, the next liveness check or look at an ending worker.
+            let now = Instant::now();
+            let mut until = next_check;
+            if watched.iter().any(|w| w.ending.is_some()) {
+                until = until.min(now + REAP_POLL);
+            }
+            if let Some(d) = self.earliest_deadline(&watched) {
+                until = until.min(d);
+            }
+            let wait = until.saturating_duration_since(now);
+            let look_now = watched.iter().any(|w| w.look);
+            match bell {
+                Some((bell, r)) => bell.take(r, &mut rung, !look_now, Some(wait)),
+                None => wait_polled(&mut watched, if look_now { Duration::ZERO } else { wait }),
+            }
+            self.recruit(r, &mut watched);
+            let now = Instant::now();
+            self.take_replies(&mut watched, |w| bell.is_none() || rung.has(w.n), now);
+            let check = now >= next_check;
+            if check {
+                next_check = now + LIVENESS_CHECK;
+            }
+            self.watch_ends(&mut watched, check, now);
+        }
+    }
+
+    /// Takes the workers started since the last round (reader `r` of the doorbell).
+    fn recruit(&self, r: Option<usize>, watched: &mut Vec<Watched>) {
+        if let Some(r) = r {
+            let mut core = lock(&self.core);
+            watched.extend(core.readers[r].recruits.drain(..).map(Watched::new));
+        }
+    }
+
+    /// Whether a reader with no worker left may end: reader `r` of the doorbell only when no
+    /// worker of its share was started meanwhile (one started later starts it again).
+    fn reader_may_end(&self, r: Option<usize>) -> bool {
+        let Some(r) = r else {
+            return true;
+        };
+        let mut core = lock(&self.core);
+        let reader = &mut core.readers[r];
+        if reader.recruits.is_empty() {
+            reader.running = false;
+        }
+        !reader.running
+    }
+
+    /// The earliest time limit of a task running on one of `watched`, if any task has one.
+    fn earliest_deadline(&self, watched: &[Watched]) -> Option<Instant> {
+        if !self.timed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let core = lock(&self.core);
+        watched
+            .iter()
+            .filter(|w| w.ending.is_none())
+            .filter_map(|w| core.sup.deadline(w.n))
+            .min()
+    }
+
+    /// Takes the replies of the workers that rang (`rang`) or are to be looked at, and tells the
+    /// supervisor under one acquisition of the lock; a worker that said goodbye, was killed, or
+    /// whose ring broke (it died inside a message) starts ending.
+    fn take_replies(
+        self: &Arc<Self>,
+        watched: &mut [Watched],
+        rang: impl Fn(&Watched) -> bool,
+        now: Instant,
+    ) {
+        let mut taken = Vec::new();
+        for (i, w) in watched.iter_mut().enumerate() {
+            if w.ending.is_some() || !(w.look || !w.early.is_empty() || rang(w)) {
+                continue;
+            }
+            let mut batch = std::mem::take(&mut w.early);
+            let broken = match w.worker.recv_ready(REPLY_BATCH) {
+                Ok(more) => {
+                    w.look = more.len() == REPLY_BATCH;
+                    batch.extend(more);
+                    false
                 }
-                Ok(None) => {
-                    if !worker.alive() {
-                        break;
-                    }
-                    let fx = lock(&self.core).sup.expire(n, Instant::now());
-                    self.execute(fx);
-                    if lock(&self.core).sup.killed(n) {
-                        break;
-                    }
+                Err(_) => {
+                    w.look = false;
+                    true
                 }
-                // The ring is broken: the worker died inside a message.
-                Err(_) => break,
+            };
+            taken.push((i, incoming(batch), broken));
+        }
+        if taken.is_empty() {
+            return;
+        }
+        let mut fx = Effects::default();
+        let mut core = lock(&self.core);
+        for (i, replies, broken) in taken {
+            let n = watched[i].n;
+            let bye = replies.iter().any(|r| matches!(r, Incoming::Bye));
+            if !replies.is_empty() {
+                fx.append(core.sup.replies(n, replies, now));
+            }
+            if bye || broken || core.sup.killed(n) {
+                watched[i].ending = Some(now);
+                core.workers.remove(&n);
             }
         }
-        // It is ending: it is no longer listed, then it is reaped, then what it sent before
-        // it ended is read (nothing more can come).
-        lock(&self.core).workers.remove(&n);
-        let exitcode = worker.reap(GRACE);
-        let never_started = worker.start_failure();
-        let mut last = Vec::new();
-        loop {
-            let more = worker.recv_ready(REPLY_BATCH);
+        drop(core);
+        self.execute(fx);
+    }
+
+    /// Enforces time limits; with `check`, finds workers that died; ends the workers that are
+    /// ending and have ended (or kills them past the grace period).
+    fn watch_ends(self: &Arc<Self>, watched: &mut Vec<Watched>, check: bool, now: Instant) {
+        if self.timed.load(Ordering::Relaxed) {
+            let mut fx = Effects::default();
+            let mut core = lock(&self.core);
+            for w in watched.iter().filter(|w| w.ending.is_none()) {
+                fx.append(core.sup.expire(w.n, now));
+            }
+            drop(core);
+            // The kills ring the killed workers' bells: they are looked at in the next round.
+            self.execute(fx);
+        }
+        if check {
+            let dead: Vec<u64> = watched
+                .iter_mut()
+                .filter(|w| w.ending.is_none() && !w.worker.alive())
+                .map(|w| {
+                    w.ending = Some(now);
+                    w.n
+                })
+                .collect();
+            if !dead.is_empty() {
+                let mut core = lock(&self.core);
+                for n in dead {
+                    core.workers.remove(&n);
+                }
+            }
+        }
+        let mut i = 0;
+        while i < watched.len() {
+            let w = &watched[i];
+            let code = match w.ending {
+                Some(since) => w.worker.ended().or_else(|| {
+                    (now.saturating_duration_since(since) >= GRACE).then(|| w.worker.reap_now())
+                }),
+                None => None,
+            };
+            match code {
+                Some(code) => self.ended(watched.swap_remove(i), code),
+                None => i += 1,
+            }
+        }
+    }
+
+    /// Worker `w` has ended with `exitcode` (it is no longer listed, and was reaped): what it
+    /// sent before it ended is read (nothing more can come), and the supervisor told.
+    fn ended(self: &Arc<Self>, mut w: Watched, exitcode: i32) {
+        let n = w.n;
+        let never_started = w.worker.start_failure();
+        let mut last = incoming(std::mem::take(&mut w.early));
+        while let Ok(more) = w.worker.recv_ready(REPLY_BATCH) {
             if more.is_empty() {
                 break;
             }
@@ -279,7 +489,7 @@ impl Shared {
             }
             fx.append(
                 core.sup
-                    .ended(n, exitcode, worker.started(), Instant::now()),
+                    .ended(n, exitcode, w.worker.started(), Instant::now()),
             );
             fx
         };
@@ -297,6 +507,9 @@ impl Shared {
         timeout: Option<Duration>,
     ) -> Result<()> {
         let timeout = timeout.or(self.task_timeout);
+        if timeout.is_some() {
+            self.timed.store(true, Ordering::Relaxed);
+        }
         let fx = lock(&self.core)
             .sup
             .submit(code, chunks, job, first, timeout, Instant::now())?;
@@ -397,6 +610,12 @@ impl Shared {
         }
     }
 
+    /// How many readers were started.
+    #[cfg(test)]
+    pub(crate) fn readers_for_tests(&self) -> usize {
+        lock(&self.core).threads.len()
+    }
+
     /// The workers, in the order they started.
     #[cfg(test)]
     pub(crate) fn workers_for_tests(&self) -> Vec<Arc<Worker>> {
@@ -438,5 +657,20 @@ fn tell_failure(id: u64, outcome: &Outcome) {
         ),
         Err(Failure::Cancelled) => log::event!(Level::Debug, { task = id }, "task {id} cancelled"),
         _ => {}
+    }
+}
+
+/// Waits up to `wait` for the next reply of the first polled worker that is not ending (a
+/// polled reader has one worker), keeping it for the next round; sleeps if all are ending.
+fn wait_polled(watched: &mut [Watched], wait: Duration) {
+    let Some(w) = watched.iter_mut().find(|w| w.ending.is_none()) else {
+        std::thread::sleep(wait);
+        return;
+    };
+    match w.worker.recv(wait) {
+        Ok(Some(reply)) => w.early.push(reply),
+        Ok(None) => {}
+        // Its next look finds the ring broken.
+        Err(_) => w.look = true,
     }
 }

@@ -4,7 +4,8 @@
 //! Layout: this file is the public API and its builder; `supervisor` makes every decision
 //! (which worker gets which task; what a reply, a death, a time limit, a cancel, `close` or
 //! `terminate` does) without an OS call, so that schedules can be played against it in tests;
-//! `driver` carries its decisions out with a reader thread per worker; `backend` is where
+//! `driver` carries its decisions out with a reader thread per CPU (at most one a worker),
+//! each reading the replies of a share of the workers; `backend` is where
 //! workers live (processes on this machine; threads, for tests), behind one seam; `protocol`
 //! is what they say; `worker` is the worker's loop.
 //!
@@ -47,6 +48,7 @@
 
 mod backend;
 mod chunk;
+mod doorbell;
 mod driver;
 mod future;
 mod options;
@@ -283,18 +285,24 @@ impl PoolBuilder {
             Some(c) => c,
             None => crate::default_context(),
         };
-        self.build_on(
-            Backend::Local(backend::local::Local::new(context)),
-            CHANNEL_BYTES,
-        )
+        let local = backend::local::Local::new(context, self.readers())?;
+        self.build_on(Backend::Local(local), CHANNEL_BYTES)
     }
 
     /// The pool with workers that are threads of this process, over channels of
     /// `channel_bytes` (for tests of the supervision: no process starts).
     #[cfg(test)]
     pub(crate) fn build_threads(self, channel_bytes: usize) -> Result<Pool> {
-        let threads = backend::threads::Threads::new(channel_bytes);
+        let threads = backend::threads::Threads::new(channel_bytes, self.readers())?;
         self.build_on(Backend::Threads(threads), channel_bytes)
+    }
+
+    /// How many threads read the replies of the workers on this machine: one a worker up to
+    /// one a CPU (copying replies out is most of a reader's work; more readers than CPUs only
+    /// cost threads: issue 19, W11).
+    fn readers(&self) -> usize {
+        let cpus = crate::cpu_count();
+        self.processes.unwrap_or(cpus).clamp(1, cpus)
     }
 
     fn build_on(self, backend: Backend, channel_bytes: usize) -> Result<Pool> {

@@ -20,9 +20,6 @@ pub(crate) const INIT: u64 = u64::MAX;
 /// The id of a worker's last reply, sent as it leaves on its own (told to stop, or at
 /// `maxtasksperchild`): its end can be reaped at once instead of found by a liveness check.
 pub(crate) const BYE: u64 = u64::MAX - 1;
-/// The id of a reply the parent puts in a worker's reply channel itself, to wake the thread
-/// reading it (after killing the worker).
-pub(crate) const NUDGE: u64 = u64::MAX - 2;
 
 pub(crate) use crate::registry::Code;
 

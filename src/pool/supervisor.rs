@@ -10,10 +10,12 @@
 //! releases a task's bytes when it has sent its reply, so a write of the parent never waits
 //! for a worker. The one exception is an order larger than the whole channel: it goes only to
 //! an idle worker (nothing unanswered), which is reading its channel and nothing else, so it
-//! drains while the parent streams it. Replies have a reader thread per worker that does
-//! nothing but read (and hand out work within credit), so a worker's reply path always drains
-//! too. Hence no cycle of waits: parent writes wait on nothing (or on an idle worker), workers
-//! wait on their own reader.
+//! drains while the parent streams it. Replies have reader threads (one per CPU, each for a
+//! share of the workers: see `driver`) that do nothing but read (and hand out work within
+//! credit, or stream an order to an idle worker, which drains it), so a worker's reply path
+//! always drains too. Hence no cycle of waits: parent writes wait on nothing (or on an idle
+//! worker, or on a worker's very next step, which releases the task just answered), workers
+//! wait on their reader.
 //!
 //! **Every task ends exactly once**: with its value or error (a reply), `WorkerLost` (its
 //! worker died while running it), `TaskTimeout` (past its time limit: the worker is killed),

@@ -71,6 +71,31 @@ fn messages_larger_than_the_channel_each_way() {
     );
 }
 
+/// Sixteen workers have a reader per CPU (at most one a worker), not one each; each reader
+/// takes the replies of its share as they come: replies twice the channel's size (streamed
+/// through it) from every worker at once all arrive.
+#[test]
+fn a_reader_per_cpu_reads_many_workers() {
+    let pool = pool(16);
+    let arg = Bytes(vec![7; 1024]);
+    let times = (2 * CHANNEL / 1024) as u32;
+    let pending: Vec<_> = (0..64)
+        .map(|_| {
+            pool.apply_async(echo_grown, (arg.clone(), times))
+                .expect("submits")
+        })
+        .collect();
+    for r in &pending {
+        let v = r.get_until(some(30_000)).expect("a value");
+        assert_eq!(v.0.len(), 2 * CHANNEL);
+    }
+    assert_eq!(
+        pool.shared.readers_for_tests(),
+        16.min(crate::cpu_count()),
+        "readers started for 16 workers"
+    );
+}
+
 /// A worker killed with its channel full: the task it ran fails with `WorkerLost`, the others
 /// run on its replacement, each exactly once.
 #[test]

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+use super::doorbell::Doorbell;
 use super::protocol::{BYE, Code, Failure, INIT, Order, Reply, Setup, head, split};
 use super::supervisor::REVOKE_SLOTS;
 use crate::error::Result;
@@ -27,35 +28,60 @@ const REVOKED: usize = 1;
 
 /// How a worker and the parent talk: a ring of orders, a ring of replies, and a control block
 /// in front of them (the count of tasks the worker has started, so the parent knows exactly
-/// which task a dead worker held; and marks of tasks to skip), all in one region.
-#[derive(Clone, Serialize, Deserialize)]
-pub(crate) struct Link(RingPair);
+/// which task a dead worker held; and marks of tasks to skip), all in one region; and the
+/// pool's doorbell, rung after each reply (where the parent's readers, a few for all its
+/// workers, sleep).
+#[derive(Clone)]
+pub(crate) struct Link {
+    rings: RingPair,
+    bell: Doorbell,
+    /// The worker's number (its bit in the doorbell).
+    n: u64,
+}
 
 impl Link {
-    /// A new link whose order ring holds `bytes` (the replies' ring the same).
-    pub(crate) fn new(bytes: usize) -> Result<Link> {
-        RingPair::new(bytes, REVOKED + REVOKE_SLOTS).map(Link)
+    /// A new link for worker `n` whose order ring holds `bytes` (the replies' ring the same),
+    /// ringing `bell`.
+    pub(crate) fn new(bytes: usize, bell: &Doorbell, n: u64) -> Result<Link> {
+        let rings = RingPair::new(bytes, REVOKED + REVOKE_SLOTS)?;
+        Ok(Link::assemble(rings, bell.clone(), n))
+    }
+
+    /// The link of worker `n` over `rings`: every publication in its replies' ring (a whole
+    /// reply, or each part of one streamed through) rings its bell.
+    fn assemble(mut rings: RingPair, bell: Doorbell, n: u64) -> Link {
+        let ringing = bell.clone();
+        rings
+            .second
+            .on_publish(std::sync::Arc::new(move || ringing.ring(n)));
+        Link { rings, bell, n }
     }
 
     /// The orders' ring.
     pub(crate) fn tasks(&self) -> &Ring {
-        &self.0.first
+        &self.rings.first
     }
 
     /// The replies' ring.
     pub(crate) fn replies(&self) -> &Ring {
-        &self.0.second
+        &self.rings.second
+    }
+
+    /// Rings the worker's bell from the parent: the reader should look at this worker (it was
+    /// killed). (Its replies ring it themselves: see [`Link::assemble`].)
+    pub(crate) fn ring(&self) {
+        self.bell.ring(self.n);
     }
 
     /// Lets go of the link's OS handle once its worker has it (the memory stays mapped): a
     /// pool of N workers then holds fewer descriptors, and every later spawn, whose exec closes
     /// each descriptor a parent holds, costs less (issue 19, W11).
     pub(crate) fn close_handles(&mut self) {
-        self.0.close_handles();
+        self.rings.close_handles();
     }
 
     fn word(&self, i: usize) -> &AtomicU32 {
-        &self.0.front()[i]
+        &self.rings.front()[i]
     }
 
     /// The tasks the worker has started (wrapping).
@@ -94,6 +120,25 @@ impl Link {
             .word(REVOKED + seq as usize % REVOKE_SLOTS)
             .swap(0, Ordering::SeqCst);
         mark == seq.wrapping_add(1)
+    }
+}
+
+/// A link travels as its rings, its doorbell and its worker's number.
+impl Serialize for Link {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        (&self.rings, &self.bell, self.n).serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Link {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let (rings, bell, n) = <(RingPair, Doorbell, u64)>::deserialize(deserializer)?;
+        Ok(Link::assemble(rings, bell, n))
     }
 }
 
@@ -142,19 +187,20 @@ fn run_task(
     if kill_flag.is_some_and(|k| k()) {
         return None;
     }
-    Some(reply(link.replies(), id, outcome))
+    Some(reply(link, id, outcome))
 }
 
-/// Sends a reply. It waits for room as long as it takes: the parent has a thread that does
-/// nothing but read this ring (and a worker dies with its parent).
-fn reply(ring: &Ring, id: u64, outcome: std::result::Result<Vec<u8>, Failure>) -> bool {
+/// Sends a reply (which rings the bell). It waits for room as long as it takes: the parent has a
+/// thread that reads every worker's replies as they come (and a worker dies with its parent).
+fn reply(link: &Link, id: u64, outcome: std::result::Result<Vec<u8>, Failure>) -> bool {
     let (failure, payload) = match outcome {
         Ok(value) => (None, value),
         Err(f) => (Some(f), Vec::new()),
     };
     let sent = match head(&Reply { id, failure }) {
         Ok(h) => matches!(
-            ring.put_parts(&[&h, &payload], Deadline::after(None), &|| false),
+            link.replies()
+                .put_parts(&[&h, &payload], Deadline::after(None), &|| false),
             Ok(true)
         ),
         Err(_) => false,
@@ -178,11 +224,11 @@ const KILL_CHECK: std::time::Duration = std::time::Duration::from_millis(20);
 pub(crate) fn work(link: &Link, setup: &Setup, killed: Option<&dyn Fn() -> bool>) {
     let init = setup.run_initializer(run);
     let init_failed = init.is_err();
-    if reply(link.replies(), INIT, init) && !init_failed {
+    if reply(link, INIT, init) && !init_failed {
         serve(link, setup.maxtasks, killed);
     }
     if !killed.is_some_and(|k| k()) {
-        reply(link.replies(), BYE, Ok(Vec::new()));
+        reply(link, BYE, Ok(Vec::new()));
     }
 }
 
@@ -202,7 +248,7 @@ fn serve(link: &Link, maxtasks: Option<u64>, kill_flag: Option<&dyn Fn() -> bool
             return Some(false); // Stop
         };
         if link.start() {
-            return (!killed()).then(|| reply(link.replies(), id, Err(Failure::Cancelled)));
+            return (!killed()).then(|| reply(link, id, Err(Failure::Cancelled)));
         }
         run_task(link, id, code, args, kill_flag)
     };
@@ -230,7 +276,8 @@ mod tests {
     /// (the task after it is not skipped by mistake either).
     #[test]
     fn revoke_unstarted_agrees_with_the_worker() {
-        let link = Link::new(4096).expect("link");
+        let bell = super::Doorbell::new(1).expect("doorbell");
+        let link = Link::new(4096, &bell, 0).expect("link");
         assert!(link.revoke_unstarted(0), "not started: revoked");
         assert!(link.start(), "the worker skips task 0");
         assert!(!link.start(), "the worker runs task 1");

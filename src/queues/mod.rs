@@ -87,8 +87,8 @@ mod wakeup;
 use codec::*;
 pub use joinable::JoinableQueue;
 pub(crate) use pair::RingPair;
-pub(crate) use ring::Ring;
 use ring::*;
+pub(crate) use ring::{Ring, spin_until};
 pub use simple::SimpleQueue;
 
 fn closed() -> Error {

@@ -76,6 +76,9 @@ pub(crate) struct Ring {
     /// where async waits look on a timer).
     #[cfg(feature = "tokio")]
     pub(super) wakeup: Option<Arc<super::wakeup::Wakeup>>,
+    /// Called in this process after each publication to consumers (see [`Ring::on_publish`]).
+    #[serde(skip)]
+    published: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// A queue's side channel: a pair of datagram sockets every handle to the queue holds. A
@@ -114,7 +117,7 @@ impl<'de> Deserialize<'de> for Side {
 ///
 /// Between rounds it yields the CPU: when the other side runs on this same CPU, spinning
 /// cannot help it, and yielding lets it run at once.
-pub(super) fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
+pub(crate) fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
     if ready() {
         return true;
     }
@@ -210,6 +213,7 @@ impl Ring {
             side: None,
             #[cfg(feature = "tokio")]
             wakeup: None,
+            published: None,
         };
         match maxsize {
             Some(maxsize) => {
@@ -226,6 +230,13 @@ impl Ring {
             None => {}
         }
         Ok(ring)
+    }
+
+    /// Has `published` called after each publication to consumers by this handle (and its
+    /// clones), as its sleepers are woken: a pool worker's replies ring the pool's doorbell,
+    /// where the one reader of all its workers sleeps (not on any ring).
+    pub(crate) fn on_publish(&mut self, published: Arc<dyn Fn() + Send + Sync>) {
+        self.published = Some(published);
     }
 
     /// The ring's first header word.
@@ -641,6 +652,11 @@ impl Ring {
     /// before sleeping.
     #[inline]
     pub(super) fn wake(&self, word: usize, asleep: usize) {
+        if word == TAIL {
+            if let Some(published) = &self.published {
+                published();
+            }
+        }
         if self.word(asleep).load(Ordering::SeqCst) > 0 {
             self.region.wake(self.word(word), u32::MAX);
             #[cfg(feature = "tokio")]

@@ -4,6 +4,7 @@
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use super::super::doorbell::Doorbell;
 use super::super::protocol::Setup;
 use super::super::worker::{Link, worker_main};
 use super::CHANNEL_BYTES;
@@ -14,6 +15,8 @@ use crate::process::Process;
 /// Workers started with one start method.
 pub(crate) struct Local {
     context: Context,
+    /// What the workers ring after each reply.
+    pub(super) bell: Doorbell,
 }
 
 /// One worker process.
@@ -24,8 +27,12 @@ pub(crate) struct LocalWorker {
 }
 
 impl Local {
-    pub(crate) fn new(context: Context) -> Local {
-        Local { context }
+    /// Workers started in `context`, whose replies `readers` threads read.
+    pub(crate) fn new(context: Context, readers: usize) -> Result<Local> {
+        Ok(Local {
+            context,
+            bell: Doorbell::new(readers)?,
+        })
     }
 
     fn name(&self, n: u64) -> String {
@@ -35,7 +42,7 @@ impl Local {
     }
 
     pub(crate) fn start(&self, n: u64, setup: &Setup) -> Result<LocalWorker> {
-        let mut link = Link::new(CHANNEL_BYTES)?;
+        let mut link = Link::new(CHANNEL_BYTES, &self.bell, n)?;
         let mut process = self
             .context
             .process(worker_main, (link.clone(), setup.clone()))
@@ -68,13 +75,18 @@ impl LocalWorker {
         let _ = self.process().kill();
     }
 
-    pub(crate) fn reap(&self, grace: Duration) -> i32 {
-        // In short waits, so that a `kill` meanwhile is not held up by the lock.
-        let until = std::time::Instant::now() + grace;
-        while self.alive() && std::time::Instant::now() < until {
-            let _ = self.process().join_timeout(Duration::from_millis(5));
+    /// Its exit code once it has ended (reaped); `None` while it runs. Never waits.
+    pub(crate) fn ended(&self) -> Option<i32> {
+        let process = self.process();
+        match process.is_alive() {
+            Ok(true) => None,
+            Ok(false) => Some(process.exitcode().ok().flatten().unwrap_or(-1)),
+            Err(_) => Some(-1),
         }
-        // SIGKILL ends any process, so the last join returns.
+    }
+
+    /// Kills it and waits for its end (SIGKILL ends any process, so the join returns).
+    pub(crate) fn reap_now(&self) -> i32 {
         let process = self.process();
         let _ = process.kill();
         let _ = process.join();

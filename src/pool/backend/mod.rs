@@ -4,7 +4,8 @@
 //! Static dispatch (an enum, as crossbeam-channel's flavours): a call costs a match, not a
 //! virtual call, and the hot paths inline.
 //!
-//! - [`local`]: worker processes on this machine, each with a pair of rings in shared memory.
+//! - [`local`]: worker processes on this machine, each with a pair of rings in shared memory,
+//!   ringing the pool's doorbell after each reply.
 //! - [`threads`]: workers as threads of this process over the same rings (for tests: no
 //!   process starts, and a "kill" is a flag the worker obeys between tasks).
 //! - `mpi` (cargo feature `mpi`): workers that are the ranks of an MPI job, over MPI messages.
@@ -20,7 +21,8 @@ pub(crate) mod threads;
 
 use std::time::Duration;
 
-use super::protocol::{Args, NUDGE, Reply, Setup, head};
+use super::doorbell::Doorbell;
+use super::protocol::{Args, Setup};
 use super::result::copy_reply;
 use super::worker::Link;
 use crate::error::{Error, Result};
@@ -57,6 +59,17 @@ impl Backend {
             Backend::Threads(b) => b.start(n, setup).map(Worker::Threads),
             #[cfg(all(feature = "mpi", unix))]
             Backend::Mpi(b) => b.start(n, setup).map(Worker::Mpi),
+        }
+    }
+
+    /// The doorbell its workers ring after each reply (`None`: its workers are polled, each
+    /// by a reader of its own).
+    pub(crate) fn doorbell(&self) -> Option<&Doorbell> {
+        match self {
+            Backend::Local(b) => Some(&b.bell),
+            Backend::Threads(b) => Some(&b.bell),
+            #[cfg(all(feature = "mpi", unix))]
+            Backend::Mpi(_) => None,
         }
     }
 }
@@ -137,19 +150,18 @@ impl Worker {
         }
     }
 
-    /// Up to `max` replies already there.
-    pub(crate) fn recv_ready(&self, max: usize) -> Vec<Vec<u8>> {
+    /// Up to `max` replies already there; an error if its ring is broken (it died inside a
+    /// message).
+    pub(crate) fn recv_ready(&self, max: usize) -> Result<Vec<Vec<u8>>> {
         match self {
             #[cfg(all(feature = "mpi", unix))]
-            Worker::Mpi(w) => w.recv_ready(max),
-            _ => self
-                .link()
-                .and_then(|link| {
-                    link.replies()
-                        .get_many_with(max, deadline(Duration::ZERO), |m| copy_reply(&m))
-                        .ok()
-                })
-                .unwrap_or_default(),
+            Worker::Mpi(w) => Ok(w.recv_ready(max)),
+            _ => match self.link() {
+                Some(link) => link
+                    .replies()
+                    .get_many_with(max, deadline(Duration::ZERO), |m| copy_reply(&m)),
+                None => Ok(Vec::new()),
+            },
         }
     }
 
@@ -163,26 +175,16 @@ impl Worker {
         }
     }
 
-    /// Kills it, and wakes the thread reading its replies.
+    /// Kills it, and rings its bell: the pool's reader looks at it at once.
     pub(crate) fn kill(&self) {
         match self {
             Worker::Local(w) => w.kill(),
             Worker::Threads(w) => w.kill(),
             #[cfg(all(feature = "mpi", unix))]
-            Worker::Mpi(w) => return w.kill(), // its reader polls: no nudge needed
+            Worker::Mpi(w) => w.kill(), // its reader polls
         }
-        // A reply of our own wakes the reader. (If the ring is full, the reader is not asleep;
-        // if the dead worker held the ring's lock, the reader's liveness check finds it.)
-        if let (Ok(nudge), Some(link)) = (
-            head(&Reply {
-                id: NUDGE,
-                failure: None,
-            }),
-            self.link(),
-        ) {
-            let _ = link
-                .replies()
-                .put(&nudge, deadline(Duration::from_millis(10)));
+        if let Some(link) = self.link() {
+            link.ring();
         }
     }
 
@@ -218,13 +220,24 @@ impl Worker {
         }
     }
 
-    /// Waits for its end (at most `grace`, then kills it) and returns its exit code.
-    pub(crate) fn reap(&self, grace: Duration) -> i32 {
+    /// Its exit code once it has ended (and was reaped); `None` while it runs. Never waits.
+    pub(crate) fn ended(&self) -> Option<i32> {
         match self {
-            Worker::Local(w) => w.reap(grace),
-            Worker::Threads(w) => w.reap(grace),
+            Worker::Local(w) => w.ended(),
+            Worker::Threads(w) => w.ended(),
             #[cfg(all(feature = "mpi", unix))]
-            Worker::Mpi(w) => w.reap(grace),
+            Worker::Mpi(w) => w.ended(),
+        }
+    }
+
+    /// Kills it and returns its exit code, waiting only for the kill to take effect (a thread
+    /// or a rank, which cannot be killed, counts as killed at once).
+    pub(crate) fn reap_now(&self) -> i32 {
+        match self {
+            Worker::Local(w) => w.reap_now(),
+            Worker::Threads(w) => w.reap_now(),
+            #[cfg(all(feature = "mpi", unix))]
+            Worker::Mpi(w) => w.reap_now(),
         }
     }
 

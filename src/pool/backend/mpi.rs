@@ -39,7 +39,7 @@ use mpi::point_to_point::MatchedReceiveVec;
 use mpi::topology::Communicator;
 use mpi::traits::{Equivalence, Source};
 
-use super::super::protocol::{BYE, INIT, NUDGE, Order, Reply, Setup, split};
+use super::super::protocol::{BYE, INIT, Order, Reply, Setup, split};
 use super::super::result::reply_buffer;
 use crate::error::{Error, Result};
 use crate::sys::image;
@@ -428,6 +428,8 @@ pub(crate) struct RankWorker {
     given_up: AtomicBool,
     /// It said goodbye: free for another pool.
     bye: AtomicBool,
+    /// Listed free again (once).
+    freed: AtomicBool,
     heard: Mutex<Instant>,
     /// Tasks sent, and tasks answered (each counted once).
     sent: AtomicU32,
@@ -458,6 +460,7 @@ impl Ranks {
             silence,
             given_up: AtomicBool::new(false),
             bye: AtomicBool::new(false),
+            freed: AtomicBool::new(false),
             heard: Mutex::new(Instant::now()),
             sent: AtomicU32::new(0),
             answered: AtomicU32::new(0),
@@ -578,7 +581,7 @@ impl RankWorker {
             if let Ok((reply, _)) = split::<Reply>(&bytes) {
                 match reply.id {
                     BYE => self.bye.store(true, Ordering::SeqCst),
-                    INIT | NUDGE => {}
+                    INIT => {}
                     _ => {
                         self.answered.fetch_add(1, Ordering::SeqCst);
                     }
@@ -658,22 +661,29 @@ impl RankWorker {
         answered + u32::from(sent > answered)
     }
 
-    /// Waits up to `grace` for its goodbye; a rank that said it is free for another pool (exit
-    /// code 0); one given up or silent is not (-9, as a killed worker).
-    pub(crate) fn reap(&self, grace: Duration) -> i32 {
-        let until = Instant::now() + grace;
-        while !self.bye.load(Ordering::SeqCst)
-            && !self.given_up.load(Ordering::SeqCst)
-            && Instant::now() < until
-        {
-            let _ = self.recv(Duration::from_millis(10));
+    /// Once it said goodbye or was given up: 0 for a rank that is free for another pool, -9
+    /// (as a killed worker) for one given up or silent; `None` before. Never waits (its reader
+    /// takes its goodbye).
+    pub(crate) fn ended(&self) -> Option<i32> {
+        if self.given_up.load(Ordering::SeqCst) {
+            return Some(-9);
         }
-        if self.bye.load(Ordering::SeqCst) && !self.given_up.load(Ordering::SeqCst) {
-            lock(&FREE).push(Place(self.comm, self.rank));
-            0
-        } else {
+        if !self.bye.load(Ordering::SeqCst) {
+            return None;
+        }
+        // Only one call sees it free: a rank is listed free once.
+        if self.freed.swap(true, Ordering::SeqCst) {
+            return Some(0);
+        }
+        lock(&FREE).push(Place(self.comm, self.rank));
+        Some(0)
+    }
+
+    /// Gives it up now unless it said goodbye (see [`ended`](RankWorker::ended)).
+    pub(crate) fn reap_now(&self) -> i32 {
+        if !self.bye.load(Ordering::SeqCst) {
             self.given_up.store(true, Ordering::SeqCst);
-            -9
         }
+        self.ended().unwrap_or(-9)
     }
 }

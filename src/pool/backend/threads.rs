@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
+use super::super::doorbell::Doorbell;
 use super::super::protocol::Setup;
 use super::super::worker::{Link, work};
 use crate::error::{Error, Result};
@@ -17,6 +17,8 @@ const KILLED: i32 = -9;
 /// Thread workers whose task channels hold `channel_bytes` each.
 pub(crate) struct Threads {
     channel_bytes: usize,
+    /// What the workers ring after each reply.
+    pub(super) bell: Doorbell,
 }
 
 /// One worker thread.
@@ -28,12 +30,15 @@ pub(crate) struct ThreadWorker {
 
 impl Threads {
     #[cfg_attr(not(test), allow(dead_code))] // built only by the crate's tests
-    pub(crate) fn new(channel_bytes: usize) -> Threads {
-        Threads { channel_bytes }
+    pub(crate) fn new(channel_bytes: usize, readers: usize) -> Result<Threads> {
+        Ok(Threads {
+            channel_bytes,
+            bell: Doorbell::new(readers)?,
+        })
     }
 
     pub(crate) fn start(&self, n: u64, setup: &Setup) -> Result<ThreadWorker> {
-        let link = Link::new(self.channel_bytes)?;
+        let link = Link::new(self.channel_bytes, &self.bell, n)?;
         let killed = Arc::new(AtomicBool::new(false));
         let ended = Arc::new(AtomicBool::new(false));
         let (l, s, k, e) = (link.clone(), setup.clone(), killed.clone(), ended.clone());
@@ -65,16 +70,19 @@ impl ThreadWorker {
         self.killed.store(true, Ordering::SeqCst);
     }
 
-    /// Waits up to `grace` for the thread to end (a thread stuck in a long task is left to
-    /// end on its own: it replies nothing more once killed).
-    pub(crate) fn reap(&self, grace: Duration) -> i32 {
-        let until = Instant::now() + grace;
-        while self.alive() && Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        if self.alive() {
-            self.killed.store(true, Ordering::SeqCst);
-        }
+    /// Its exit code once the thread has ended; `None` while it runs.
+    pub(crate) fn ended(&self) -> Option<i32> {
+        (!self.alive()).then(|| self.exitcode())
+    }
+
+    /// Counts it killed at once: a thread stuck in a long task is left to end on its own (it
+    /// replies nothing more once killed).
+    pub(crate) fn reap_now(&self) -> i32 {
+        self.killed.store(true, Ordering::SeqCst);
+        self.exitcode()
+    }
+
+    fn exitcode(&self) -> i32 {
         if self.killed.load(Ordering::SeqCst) {
             KILLED
         } else {
