@@ -615,7 +615,9 @@ impl Ring {
         self.word(HEAD).store(head, Ordering::Release);
     }
 
-    /// Sleeps on `word` (counted in `asleep`) until `ready()` or the deadline; spins first.
+    /// Sleeps on `word` (counted in `asleep`) until `ready()` or the deadline; spins first,
+    /// unless the deadline has passed already (a look without a wait, as `get_nowait` or a
+    /// pool reader's look at a worker that rang, costs no spin).
     pub(super) fn wait_for(
         &self,
         word: usize,
@@ -623,6 +625,9 @@ impl Ring {
         deadline: Deadline,
         mut ready: impl FnMut() -> bool,
     ) -> bool {
+        if deadline.passed() {
+            return ready();
+        }
         if spin_until(&mut ready) {
             return true;
         }
