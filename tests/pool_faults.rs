@@ -391,6 +391,58 @@ fn one_sigkill_under_load() {
     );
 }
 
+/// Proves the same for workers that share a reader (the parent reads replies with a thread per
+/// CPU, each for a share of the workers): three workers a CPU (at most 12) stream 9 MiB results
+/// (more than their rings hold) at once, and one of them is SIGKILLed midway. Every result
+/// comes back, each the whole value or `WorkerLost`, at most one `WorkerLost`; the pool goes on
+/// with a replacement (as many workers listed after as before, the killed pid not among them).
+#[test]
+fn workers_sharing_a_reader_stream_results_and_one_dies() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let workers = (3 * multiprocess::cpu_count()).min(12);
+    let tasks = 4 * workers;
+    within(
+        HEAVY,
+        &format!("{tasks} tasks with 9 MiB results on {workers} workers, one killed"),
+        move |w| {
+            let pool = w.pool(Pool::new(workers).expect("pool"));
+            let results: Vec<_> = (0..tasks)
+                .map(|i| {
+                    w.step(format!("apply_async of task {i}"));
+                    pool.apply_async(big, (Bytes(vec![7u8; BIG_ARG]),))
+                        .expect("submit")
+                })
+                .collect();
+            w.step("waiting for the first result");
+            let first = results[0].get().expect("the first result");
+            assert_eq!(first.len(), BIG_RESULT);
+            let victim = *pool.worker_pids().last().expect("a worker to kill");
+            common::kill_pid(victim);
+            let mut lost = Vec::new();
+            for (i, r) in results.iter().enumerate().skip(1) {
+                w.step(format!("get of task {i} (of {tasks})"));
+                match r.get() {
+                    Ok(value) => {
+                        assert_eq!(value.len(), BIG_RESULT, "task {i}: length");
+                        assert_eq!(value[BIG_RESULT - 1], 7, "task {i}: last byte");
+                    }
+                    Err(Error::WorkerLost { .. }) => lost.push(i),
+                    Err(e) => panic!("task {i}: {e}"),
+                }
+            }
+            assert!(lost.len() <= 1, "tasks lost for one kill: {lost:?}");
+            let after = pool.worker_pids();
+            assert_eq!(after.len(), workers, "workers after the kill: {after:?}");
+            assert!(
+                !after.contains(&victim),
+                "the killed pid {victim} is listed"
+            );
+            w.step("dropping the pool");
+        },
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. Cancelling a queued task.
 
