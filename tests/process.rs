@@ -717,6 +717,49 @@ fn p17_reaping_beside_a_live_child() {
     }
 }
 
+/// Where the OS names the child that ended (Linux), `start()` reaps the ones it names; a
+/// child it names that is not ours (a `std::process::Command` child nobody waited for yet)
+/// sends it to the scan of every child, which still reaps ours that ended.
+#[cfg(unix)]
+#[test]
+fn p17_reaping_beside_a_foreign_zombie() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let mut foreign = std::process::Command::new("true")
+        .spawn()
+        .expect("run `true`");
+    let foreign_pid = foreign.id();
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while common::stat(foreign_pid).is_some_and(|(_, state)| state != 'Z') {
+        assert!(std::time::Instant::now() < until, "`true` did not end");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let mut done = Process::new(nothing, ());
+    done.start().unwrap();
+    let pid = done.pid().unwrap();
+    assert!(
+        done.sentinel()
+            .unwrap()
+            .wait_timeout(Duration::from_secs(10))
+            .unwrap(),
+        "the child did not end"
+    );
+    let mut next = Process::new(nothing, ());
+    next.start().unwrap();
+    assert!(
+        common::stat(pid).is_none(),
+        "our ended child is still a zombie after start() beside a foreign one"
+    );
+    assert_eq!(
+        common::stat(foreign_pid).map(|(_, state)| state),
+        Some('Z'),
+        "the foreign child was reaped by start(), not by its owner"
+    );
+    assert!(foreign.wait().expect("wait for `true`").success());
+    next.join().unwrap();
+    assert_eq!(done.exitcode().unwrap(), Some(0));
+}
+
 fn my_authkey() -> Vec<u8> {
     current_process().authkey().to_vec()
 }

@@ -1,6 +1,7 @@
 //! The list of started children not yet reaped (Python's `_children`), and its reaping
 //! (`_cleanup`, `active_children`).
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -18,15 +19,36 @@ pub(super) fn forget_child(shared: &Arc<Shared>) {
     lock(&CHILDREN).retain(|c| !Arc::ptr_eq(c, shared));
 }
 
-/// Reaps every finished child (Python's `_cleanup`). When the OS says that none of our own
-/// children has ended, only the fork server's (whose exits come on their status sockets) are
-/// looked at: a pool's `start` of its k-th worker no longer makes 2k system calls.
+/// Reaps every finished child (Python's `_cleanup`). Where the OS names the children that
+/// ended (Linux), those are reaped one by one and the others are not looked at; then only the
+/// fork server's children (whose exits come on their status sockets) are: a fan-out's start
+/// of its k-th child no longer looks at k children while the earlier ones end (issue 19, W11
+/// fork). A child the OS names that is not in our list (another part of the program's, or one
+/// named twice) sends us to the scan of every child, as where the OS cannot say.
 ///
 /// The candidates' sentinels are looked at in one wait (one `poll` on Unix) and only the
 /// ready ones are polled: a child reaped elsewhere or ended shows as ready, a running one costs
 /// nothing more (a fork server's k served children used to cost 2k system calls a `start`).
 pub(super) fn reap_finished() {
-    let all = !sys::no_child_ended();
+    let mut reaped = Vec::new();
+    let all = loop {
+        let pid = match sys::ended_child() {
+            sys::Ended::None => break false,
+            sys::Ended::Unknown => break true,
+            sys::Ended::Pid(pid) => pid,
+        };
+        let named = lock(&CHILDREN)
+            .iter()
+            .find(|c| c.pid.load(Ordering::Relaxed) == pid)
+            .cloned();
+        let Some(child) = named.filter(|_| !reaped.contains(&pid)) else {
+            break true;
+        };
+        reaped.push(pid);
+        if matches!(child.poll_exit(Some(Duration::ZERO)), Ok(Some(_)) | Err(_)) {
+            forget_child(&child);
+        }
+    };
     let children: Vec<_> = lock(&CHILDREN)
         .iter()
         .filter(|c| all || c.is_served())

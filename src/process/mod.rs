@@ -23,7 +23,7 @@ pub(crate) use current::{Identity, become_child, cut_parent_channel};
 pub use finalize::Finalize;
 pub use sentinel::Sentinel;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -78,6 +78,9 @@ pub(crate) struct Shared {
     creator: u32,
     result: ResultType,
     state: Mutex<State>,
+    /// The child's pid once started (0 before): found without the state's lock when the OS
+    /// names a child that ended (see `children::reap_finished`).
+    pid: AtomicU32,
 }
 
 /// What one look at a child found: its exitcode, or what to wait on.
@@ -199,6 +202,7 @@ impl Process {
                 creator: sys::pid(),
                 result,
                 state: Mutex::new(State::Initial),
+                pid: AtomicU32::new(0),
             }),
             job: Some(job),
             context: None,
@@ -363,6 +367,7 @@ impl Process {
         let child = start::start(method, identity, &mut self.job, &mut children)?;
         self.job = None;
         let pid = child.0.pid();
+        self.shared.pid.store(pid, Ordering::Relaxed);
         *lock(&self.shared.state) = State::Started(Child::new(child.0, child.1, method, inbox));
         if let Some(mut children) = children {
             children.push(Arc::clone(&self.shared));

@@ -33,7 +33,7 @@
 //!   channel; with `QUIET_SPAWN`, its stdout silenced until it calls `restore_stdout` with
 //!   what `stdout_handle` gave), `fork` (Unix), `pid`, `current_pid`, `process_alive`,
 //!   `exit_now`, `at_exit`, `signal_name`, `SIGTERM`, `SIGKILL`, `stdin_from_null`, `prepare_null`,
-//!   `no_child_ended` (whether a scan for ended children can be skipped).
+//!   `ended_child` (which child ended, if the OS can say: [`Ended`]).
 //! - **A child's start.** `Channel` (with `try_clone`, and `Read`/`Write` on `&Channel`) and
 //!   `channel_pair`, `channel_handle`, `channel_into_handle`/`channel_from_handle`,
 //!   `take_child_channel`, `child_marker_present`, `cut_channel`, `read_available`; the handles
@@ -63,6 +63,21 @@
 //! - From `linux`/`macos` (through `os`): the executable's path, its image and build id, process
 //!   sentinels and liveness. What `image` asks of every platform's `os`: `in_main_image`,
 //!   `build_id`.
+
+/// What the OS says of this process's children that have ended and wait to be reaped
+/// (`ended_child`). Only Linux names them; elsewhere it is always `Unknown`.
+#[cfg_attr(
+    any(not(target_os = "linux"), multiprocess_stub_platform),
+    allow(dead_code)
+)]
+pub(crate) enum Ended {
+    /// None has (the fork server's children are not ours: see `ProcHandle::is_served`).
+    None,
+    /// This one has (there may be more).
+    Pid(u32),
+    /// The OS cannot tell without looking at each child.
+    Unknown,
+}
 
 pub(crate) mod address;
 pub(crate) mod fork_lock;

@@ -18,11 +18,11 @@ pub(super) fn open_sentinel(pid: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// True only when the kernel says that no child of this process has ended and waits to be
-/// reaped (`waitid(P_ALL, WEXITED | WNOHANG | WNOWAIT)`: it finds a zombie without reaping it).
-/// False when one has ended, when there is no child at all (`ECHILD`: who reaped ours is for
-/// the caller's scan to find out) and on any other error.
-pub(super) fn no_child_ended() -> bool {
+/// Which child of this process has ended and waits to be reaped, as the kernel names one
+/// (`waitid(P_ALL, WEXITED | WNOHANG | WNOWAIT)`: it finds a zombie without reaping it).
+/// `Unknown` when there is no child at all (`ECHILD`: who reaped ours is for the caller's scan
+/// to find out) and on any other error.
+pub(super) fn ended_child() -> super::Ended {
     loop {
         // SAFETY: an all-zero `siginfo_t` is a valid value (plain integers and padding).
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -40,11 +40,16 @@ pub(super) fn no_child_ended() -> bool {
             if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
                 continue;
             }
-            return false;
+            return super::Ended::Unknown;
         }
         // With WNOHANG and no waitable child, waitid returns 0 and leaves `si_pid` zero.
         // SAFETY: `info` was zeroed, then filled in (or not) by waitid: reading it is defined.
-        return unsafe { info.si_pid() } == 0;
+        let pid = unsafe { info.si_pid() };
+        return match u32::try_from(pid) {
+            Ok(0) => super::Ended::None,
+            Ok(pid) => super::Ended::Pid(pid),
+            Err(_) => super::Ended::Unknown,
+        };
     }
 }
 

@@ -49,10 +49,10 @@ pub(super) fn open_sentinel(pid: u32) -> io::Result<OwnedFd> {
     Ok(kq)
 }
 
-/// Always false ("cannot tell, look at each child"): macOS's `waitid` has been unreliable
-/// with `WNOHANG` (CPython leaves `os.waitid` out there), and this path is not run in CI.
-pub(super) fn no_child_ended() -> bool {
-    false
+/// Always "cannot tell, look at each child": macOS's `waitid` has been unreliable with
+/// `WNOHANG` (CPython leaves `os.waitid` out there), and this path is not run in CI.
+pub(super) fn ended_child() -> super::Ended {
+    super::Ended::Unknown
 }
 
 /// The executable to re-run.

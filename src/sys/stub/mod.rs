@@ -103,9 +103,9 @@ pub(crate) const SIGTERM: i32 = 15;
 /// See [`SIGTERM`].
 pub(crate) const SIGKILL: i32 = 9;
 
-/// Whether no child has ended: this platform cannot tell (false: scan them).
-pub(crate) fn no_child_ended() -> bool {
-    false
+/// Which child has ended: this platform cannot tell.
+pub(crate) fn ended_child() -> super::Ended {
+    super::Ended::Unknown
 }
 
 /// A child process (none can be started here).

@@ -181,7 +181,7 @@ impl ProcHandle {
         self.pid
     }
 
-    /// A child of our fork server (not ours to wait for: [`no_child_ended`] says nothing of it).
+    /// A child of our fork server (not ours to wait for: [`ended_child`] says nothing of it).
     pub(crate) fn is_served(&self) -> bool {
         self.served
     }
@@ -250,11 +250,10 @@ impl ProcHandle {
     }
 }
 
-/// True only when the OS says for certain that no child of this process has ended and waits
-/// to be reaped, so that a scan of our children for ended ones would find none (the fork
-/// server's children are not ours: see [`ProcHandle::is_served`]). False when one may have.
-pub(crate) fn no_child_ended() -> bool {
-    os::no_child_ended()
+/// Which child of this process has ended and waits to be reaped, if the OS can say (the fork
+/// server's children are not ours: see [`ProcHandle::is_served`]).
+pub(crate) fn ended_child() -> super::Ended {
+    os::ended_child()
 }
 
 /// Whether [`spawn`] can start a child with its stdout on the null device, for the child to

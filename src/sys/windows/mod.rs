@@ -150,10 +150,9 @@ pub(crate) fn pid() -> u32 {
     std::process::id()
 }
 
-/// Whether no child has ended: Windows cannot tell without looking at each child's handle, so
-/// always false (scan them).
-pub(crate) fn no_child_ended() -> bool {
-    false
+/// Which child has ended: Windows cannot tell without looking at each child's handle.
+pub(crate) fn ended_child() -> super::Ended {
+    super::Ended::Unknown
 }
 
 /// A child process we started: its process handle (the sentinel) and, once ended, its exitcode.
