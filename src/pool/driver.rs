@@ -310,8 +310,7 @@ impl Shared {
         let mut rung = Rung::default();
         let mut next_check = Instant::now() + LIVENESS_CHECK;
         loop {
-            self.recruit(r, &mut watched);
-            if watched.is_empty() && self.reader_may_end(r) {
+            if watched.is_empty() && self.reader_may_end(r, &mut watched) {
                 break;
             }
             // Wait for a reply, a deadline, the next liveness check or look at an ending worker.
@@ -348,9 +347,10 @@ impl Shared {
         }
     }
 
-    /// Whether a reader with no worker left may end: reader `r` of the doorbell only when no
-    /// worker of its share was started meanwhile (one started later starts it again).
-    fn reader_may_end(&self, r: Option<usize>) -> bool {
+    /// Whether a reader with no worker left (`watched` empty) may end: reader `r` of the
+    /// doorbell only when no worker of its share was started meanwhile, else it takes them
+    /// into `watched` (one started later starts it again).
+    fn reader_may_end(&self, r: Option<usize>, watched: &mut Vec<Watched>) -> bool {
         let Some(r) = r else {
             return true;
         };
@@ -358,8 +358,10 @@ impl Shared {
         let reader = &mut core.readers[r];
         if reader.recruits.is_empty() {
             reader.running = false;
+            return true;
         }
-        !reader.running
+        watched.extend(reader.recruits.drain(..).map(Watched::new));
+        false
     }
 
     /// The earliest time limit of a task running on one of `watched`, if any task has one.

@@ -234,7 +234,7 @@ impl Ring {
 
     /// Has `published` called after each publication to consumers by this handle (and its
     /// clones), as its sleepers are woken: a pool worker's replies ring the pool's doorbell,
-    /// where the one reader of all its workers sleeps (not on any ring).
+    /// where the parent's readers sleep (not on any ring).
     pub(crate) fn on_publish(&mut self, published: Arc<dyn Fn() + Send + Sync>) {
         self.published = Some(published);
     }
