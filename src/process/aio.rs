@@ -55,7 +55,7 @@ impl Process {
                 Some(t) => match tokio::time::timeout(t, wait_exit(&shared)).await {
                     Ok(ended) => ended?,
                     // One last look, as `join` takes at its deadline.
-                    Err(_) => matches!(shared.look(false)?, Look::Ended(_)),
+                    Err(_) => matches!(shared.look()?, Look::Ended(_)),
                 },
             };
             if ended {
@@ -69,7 +69,7 @@ impl Process {
 /// Waits, through the reactor, until the child has ended and is reaped (always `true`).
 async fn wait_exit(shared: &Shared) -> Result<bool> {
     loop {
-        let (sentinel, channel) = match shared.look(true)? {
+        let (sentinel, channel) = match shared.look()? {
             Look::Ended(_) => return Ok(true),
             Look::Running(sentinel, channel) => (sentinel, channel),
         };
