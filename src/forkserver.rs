@@ -251,6 +251,8 @@ fn ask(server: &Server, channel: sys::OwnedHandle) -> Result<sys::ProcHandle> {
     server.requests.send(&Request {
         channel: Handle(channel),
     })?;
+    // The reply comes as soon as the server has forked: look for it before sleeping.
+    server.requests.poll_soon(None)?;
     match server.requests.recv::<Reply>()? {
         Reply::Started { pid, status } => sys::ProcHandle::served(pid, status.0)
             .map_err(|e| Error::io("starting a process through the fork server", e)),
@@ -285,7 +287,9 @@ fn serve(requests: Connection) {
             };
             let mut handles = vec![own];
             handles.extend(sentinels.iter().map(|s| sys::borrow_handle(s)));
-            if sys::wait_readable(&handles, None).is_err() {
+            // A fan-out's next request follows the reply within microseconds: look for it
+            // (and for children's ends) before sleeping.
+            if sys::wait_readable_soon(&handles, None).is_err() {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }

@@ -511,11 +511,25 @@ impl Connection {
     /// # Errors
     /// [`Error::State`] if this end is closed or send-only; [`Error::Io`] if the wait fails.
     pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
+        self.poll_with(timeout, sys::wait_readable)
+    }
+
+    /// [`poll`](Connection::poll) for an answer expected within microseconds: it looks for a
+    /// moment before it sleeps (see `sys::LOOK`).
+    pub(crate) fn poll_soon(&self, timeout: Option<Duration>) -> Result<bool> {
+        self.poll_with(timeout, sys::wait_readable_soon)
+    }
+
+    fn poll_with(
+        &self,
+        timeout: Option<Duration>,
+        wait: fn(&[sys::WaitHandle<'_>], Option<Duration>) -> std::io::Result<Vec<bool>>,
+    ) -> Result<bool> {
         let stream = self.stream(true)?;
         if self.buffered.load(Ordering::Relaxed) {
             return Ok(true);
         }
-        let ready = sys::wait_readable(&[sys::stream_handle(stream)], timeout)
+        let ready = wait(&[sys::stream_handle(stream)], timeout)
             .map_err(|e| Error::io("polling a connection", e))?;
         Ok(ready[0])
     }

@@ -179,14 +179,6 @@ impl Child {
 
 const CLOSED: &str = "process object is closed";
 
-/// How long a join keeps looking at its child (yielding the CPU between looks) after the last
-/// event (its start, a report, the channel's end) before it sleeps until woken. A short
-/// target's events follow each other within tens of microseconds, and sleeping until woken
-/// costs more than that here (a halted virtual CPU to wake): with this look before the first
-/// sleep as well as after the report, W1's fork start + join read 228.7 → 214.2 µs and
-/// forkserver 354.4 → 287.1 µs (medians of ten and eight alternated runs; issue 19).
-const JOIN_SPIN: Duration = Duration::from_micros(100);
-
 impl Process {
     fn with_job(job: Job, result: ResultType, prefix: Option<&str>) -> Process {
         let count = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -684,7 +676,9 @@ impl Shared {
     /// returns the exitcode once ended.
     fn poll_exit(&self, timeout: Option<Duration>) -> Result<Option<i32>> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        // Only a caller that would wait anyway looks again for a moment (see `JOIN_SPIN`).
+        // Only a caller that would wait anyway looks again for a moment (`sys::LOOK`) after
+        // each event (the join's start, a report, the channel's end) before it sleeps: a short
+        // target's events follow each other within microseconds.
         let spin = timeout != Some(Duration::ZERO);
         let mut last_event = Instant::now();
         loop {
@@ -702,7 +696,7 @@ impl Shared {
                 None => [sentinel, sentinel],
             };
             let n = if channel.is_some() { 2 } else { 1 };
-            if spin && last_event.elapsed() < JOIN_SPIN {
+            if spin && last_event.elapsed() < sys::LOOK {
                 std::thread::yield_now();
                 let now = sys::wait_readable(&handles[..n], Some(Duration::ZERO));
                 if matches!(now, Ok(ready) if ready.contains(&true)) {
