@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::{Process, Shared, State, lock};
+use super::{Process, Shared, lock};
 use crate::sys;
 
 /// Started children not yet reaped (Python's `_children`).
@@ -89,14 +89,19 @@ pub fn active_children() -> Vec<Process> {
         .collect()
 }
 
-/// In a forked child: let go of the parent's children (their descriptors must not keep the
-/// parent's channels open) and forget them.
+/// In a forked child: let go of the parent's channels to its children (a copy here would keep
+/// each open after the parent's end: its child's `parent_process()` and the watch that ends a
+/// daemonic child with its parent would not see it go) and forget the children. Their objects
+/// are read, never written: every page a forked child writes is copied, and a fan-out's
+/// k-th child would copy the pages of k siblings (issue 19, W11 fork). Each descriptor's
+/// number stays taken by the null device (`sys::release_inherited`), so that the object
+/// which owns it, closing it here later, closes nothing else; the objects act as closed here
+/// (`Shared::look`, `Shared::signal`: another process's children).
 pub(crate) fn forget_inherited_children(children: &mut Option<ChildrenGuard>) {
     if let Some(mut list) = children.take().filter(|list| !list.is_empty()) {
-        for c in list.drain(..) {
-            if let Ok(mut state) = c.state.try_lock() {
-                *state = State::Closed;
-            }
+        for c in list.iter() {
+            sys::release_inherited(c.channel.load(Ordering::Relaxed));
         }
+        std::mem::forget(std::mem::take(&mut *list));
     }
 }

@@ -23,7 +23,7 @@ pub(crate) use current::{Identity, become_child, cut_parent_channel};
 pub use finalize::Finalize;
 pub use sentinel::Sentinel;
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,11 @@ pub(crate) struct Shared {
     /// The child's pid once started (0 before): found without the state's lock when the OS
     /// names a child that ended (see `children::reap_finished`).
     pid: AtomicU32,
+    /// The number of our end of the child's channel while the `Child` holds it open (-1
+    /// before and after): a child we fork lets go of its copy without touching the `Child`
+    /// (see `children::forget_inherited_children`). Cleared before the channel can close, so
+    /// that it never names a descriptor opened since.
+    channel: AtomicI32,
 }
 
 /// What one look at a child found: its exitcode, or what to wait on.
@@ -128,21 +133,23 @@ impl Child {
         })
     }
 
-    /// Reads whatever the child has sent, without blocking.
-    fn absorb(&mut self) {
-        let Some(channel) = self.channel.clone() else {
-            return;
-        };
+    /// Reads whatever the child has sent, without blocking. Returns the channel if it ended
+    /// here (the end of file, a failure, a malformed report): the caller clears
+    /// [`Shared::channel`] before dropping it.
+    #[must_use]
+    fn absorb(&mut self) -> Option<Arc<sys::Channel>> {
+        let channel = self.channel.clone()?;
+        let mut ended = None;
         loop {
             match self.inbox.fill(|buf| sys::read_available(&channel, buf)) {
                 Ok(0) => {
-                    self.channel = None;
+                    ended = self.channel.take();
                     break;
                 }
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(_) => {
-                    self.channel = None;
+                    ended = self.channel.take();
                     break;
                 }
             }
@@ -169,11 +176,12 @@ impl Child {
                     self.report.get_or_insert(Report::Failed(format!(
                         "the child sent a malformed report: {e}"
                     )));
-                    self.channel = None;
+                    ended = ended.or(self.channel.take());
                     break;
                 }
             }
         }
+        ended
     }
 }
 
@@ -199,6 +207,7 @@ impl Process {
                 result,
                 state: Mutex::new(State::Initial),
                 pid: AtomicU32::new(0),
+                channel: AtomicI32::new(-1),
             }),
             job: Some(job),
             context: None,
@@ -364,7 +373,9 @@ impl Process {
         self.job = None;
         let pid = child.0.pid();
         self.shared.pid.store(pid, Ordering::Relaxed);
+        let channel = sys::channel_number(&child.1);
         *lock(&self.shared.state) = State::Started(Child::new(child.0, child.1, method, inbox));
+        self.shared.channel.store(channel, Ordering::Relaxed);
         if let Some(mut children) = children {
             children.push(Arc::clone(&self.shared));
         }
@@ -517,7 +528,10 @@ impl Process {
                  or terminate().",
             ));
         }
-        *lock(&self.shared.state) = State::Closed;
+        let mut state = lock(&self.shared.state);
+        self.shared.channel.store(-1, Ordering::Relaxed);
+        *state = State::Closed;
+        drop(state);
         forget_child(&self.shared);
         Ok(())
     }
@@ -717,16 +731,25 @@ impl Shared {
         let child = match &mut *state {
             State::Initial => return Err(Error::state(NOT_STARTED)),
             State::Closed => return Err(Error::state(CLOSED)),
+            // Inherited through a fork: another process's child (see `forget_inherited_children`).
+            State::Started(_) if self.creator != sys::pid() => return Err(Error::state(CLOSED)),
             State::Started(c) => c,
         };
-        child.absorb();
+        let ended = child.absorb();
         let pid = child.handle.pid();
         let exited = child
             .handle
             .try_wait()
-            .map_err(|e| Error::io(format!("waiting for pid {pid}"), e))?;
-        if let Some(code) = exited {
-            child.absorb();
+            .map_err(|e| Error::io(format!("waiting for pid {pid}"), e));
+        let ended = ended.or_else(|| match exited {
+            Ok(Some(_)) => child.absorb(),
+            _ => None,
+        });
+        if ended.is_some() {
+            self.channel.store(-1, Ordering::Relaxed);
+        }
+        drop(ended);
+        if let Some(code) = exited? {
             return Ok(Look::Ended(code));
         }
         Ok(Look::Running(
@@ -754,6 +777,8 @@ impl Shared {
         match &mut *lock(&self.state) {
             State::Initial => Err(Error::state("process not started")),
             State::Closed => Err(Error::state(CLOSED)),
+            // Inherited through a fork: another process's child.
+            State::Started(_) if self.creator != sys::pid() => Err(Error::state(CLOSED)),
             State::Started(c) => c
                 .handle
                 .signal(signal)

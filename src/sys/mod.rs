@@ -36,7 +36,9 @@
 //!   `ended_child` (which child ended, if the OS can say: [`Ended`]).
 //! - **A child's start.** `Channel` (with `try_clone`, and `Read`/`Write` on `&Channel`) and
 //!   `channel_pair`, `channel_handle`, `channel_into_handle`/`channel_from_handle`,
-//!   `take_child_channel`, `child_marker_present`, `cut_channel`, `read_available`; the handles
+//!   `take_child_channel`, `child_marker_present`, `cut_channel`, `read_available`,
+//!   `channel_number`/`release_inherited` (a forked child lets go of its copies of the
+//!   parent's channels); the handles
 //!   a child gets at its start: `Transfer`, `transfer_handles`, `send_transfer`,
 //!   `recv_handles`.
 //! - **Connections.** `Stream`, `stream_pair`, `stream_handle`,
@@ -47,7 +49,8 @@
 //! - **Waiting.** `OwnedHandle` (with `try_clone`), `WaitHandle`/`OwnedWaitHandle`,
 //!   `borrow_handle`, `socket_wait_handle` (std's sockets, for `WaitSocket`), `handle_number`
 //!   (Python's `fileno()`), `impl_os_handle!` (std's handle traits for a public type),
-//!   `wait_readable` (any of several handles, with a deadline); with
+//!   `wait_readable` (any of several handles, with a deadline; `wait_readable_soon`, defined
+//!   here for every platform, looks for [`LOOK`] first); with
 //!   the `tokio` feature `readable_async`, `writable_async`, `recv_now`, `send_now`,
 //!   `acceptable_async` and `SocketListener::accept_now` (a listener's async accept), and a
 //!   queue's wake-up channel: `wakeup_pair`, `wakeup_signal`, `Watch`.

@@ -18,6 +18,12 @@ pub(super) fn open_sentinel(pid: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+/// Makes descriptor `to` a close-on-exec copy of `from` (closing what `to` was), in one call.
+pub(super) fn dup_cloexec(from: RawFd, to: RawFd) {
+    // SAFETY: dup3 takes two descriptor numbers and a flag; the caller owns both numbers.
+    unsafe { libc::dup3(from, to, libc::O_CLOEXEC) };
+}
+
 /// Which child of this process has ended and waits to be reaped, as the kernel names one
 /// (`waitid(P_ALL, WEXITED | WNOHANG | WNOWAIT)`: it finds a zombie without reaping it).
 /// `Unknown` when there is no child at all (`ECHILD`: who reaped ours is for the caller's scan

@@ -49,6 +49,17 @@ pub(super) fn open_sentinel(pid: u32) -> io::Result<OwnedFd> {
     Ok(kq)
 }
 
+/// Makes descriptor `to` a close-on-exec copy of `from` (closing what `to` was): `dup2`, then
+/// the flag (macOS has no `dup3`).
+pub(super) fn dup_cloexec(from: std::os::fd::RawFd, to: std::os::fd::RawFd) {
+    // SAFETY: dup2 and fcntl on two descriptor numbers the caller owns.
+    unsafe {
+        if libc::dup2(from, to) == to {
+            libc::fcntl(to, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+}
+
 /// Always "cannot tell, look at each child": macOS's `waitid` has been unreliable with
 /// `WNOHANG` (CPython leaves `os.waitid` out there), and this path is not run in CI.
 pub(super) fn ended_child() -> super::Ended {

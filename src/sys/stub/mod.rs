@@ -167,6 +167,14 @@ pub(crate) fn spawn(_args: &[OsString], channel: Channel, _quiet: bool) -> io::R
     match channel.0 {}
 }
 
+/// A channel's number for a forked child to let go of: none (no fork here).
+pub(crate) fn channel_number(_channel: &Channel) -> i32 {
+    -1
+}
+
+/// Never called with a number (no fork here).
+pub(crate) fn release_inherited(_number: i32) {}
+
 /// Forking: unsupported, so nothing to prepare.
 pub(crate) fn prepare_null() {}
 

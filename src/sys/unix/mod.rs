@@ -538,6 +538,23 @@ pub(crate) fn channel_handle(channel: &Channel) -> BorrowedFd<'_> {
     channel.as_fd()
 }
 
+/// The number of `channel`'s descriptor: what a child we fork lets go of with
+/// [`release_inherited`].
+pub(crate) fn channel_number(channel: &Channel) -> i32 {
+    channel.as_raw_fd()
+}
+
+/// In a child just forked: lets go of its copy of descriptor `number` (-1: none), which an
+/// object of the parent's owns and this child never drops, by putting the null device kept
+/// for forks in its place (see [`prepare_null`]): the number stays taken, so that the object
+/// closing it later closes nothing else. Nothing if no null device is kept.
+pub(crate) fn release_inherited(number: i32) {
+    let kept = NULL.load(Ordering::Relaxed);
+    if number >= 0 && kept >= 0 && number != kept {
+        os::dup_cloexec(kept, number);
+    }
+}
+
 /// Runs before `main` in every program that links this crate (an ELF `.init_array` or Mach-O
 /// `__mod_init_func` entry). In a process spawned by us it arranges that, if `main` never calls
 /// `init()`, the process fails at exit with a message naming the fix instead of exiting 0.

@@ -26,6 +26,7 @@
 mod aio;
 mod handles;
 mod image;
+mod no_fork;
 mod pipe;
 mod pipe_listener;
 mod region;
@@ -63,6 +64,7 @@ use windows_sys::Win32::System::Threading::{
 pub(crate) use aio::*;
 pub(crate) use handles::*;
 pub(super) use image::{build_id, exe_path, in_main_image};
+pub(crate) use no_fork::*;
 pub(crate) use pipe::{Channel, channel_pair};
 pub(crate) use pipe_listener::{SocketListener, connect, default_listener_address, listen};
 pub(crate) use region::*;
@@ -566,17 +568,6 @@ pub(crate) fn kill_on_readable(_channel: &Channel, _on: bool) -> io::Result<bool
 /// Only a child of a fork server cuts an inherited channel; Windows has none.
 pub(crate) fn cut_channel(_channel: std::sync::Arc<Channel>) -> io::Result<()> {
     Ok(())
-}
-
-/// There is no fork on Windows: nothing to prepare.
-pub(crate) fn prepare_null() {}
-
-/// There is no fork on Windows.
-pub(crate) fn fork(_child: impl FnOnce()) -> io::Result<ProcHandle> {
-    Err(io::Error::new(
-        io::ErrorKind::Unsupported,
-        "the fork start method does not exist on Windows; use spawn",
-    ))
 }
 
 /// In a spawned child: removes the marker and returns the bootstrap channel, whose handle value
