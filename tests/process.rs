@@ -1250,3 +1250,35 @@ fn panics_carry_the_remote_backtrace() {
         }
     }
 }
+
+/// In a forked child, the parent's other children are another process's: their objects (here
+/// one the closure captured) act as closed, and the child lets go of its copy of the parent's
+/// channel to them without touching them (the parent still sees that child run and joins it).
+#[cfg(unix)]
+#[test]
+fn forked_child_sees_its_siblings_closed() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let ctx = get_context(StartMethod::Fork).unwrap();
+    let mut sibling = ctx.process(sleeper, (30_000,));
+    sibling.start().unwrap();
+    let sibling = std::sync::Arc::new(std::sync::Mutex::new(sibling));
+    let seen = std::sync::Arc::clone(&sibling);
+    let mut p = ctx.process_closure(move || {
+        let seen = seen.lock().unwrap();
+        let code = seen.exitcode().map_err(|e| e.to_string());
+        let ended = seen.terminate().map_err(|e| e.to_string());
+        format!("{code:?} {ended:?}")
+    });
+    p.start().unwrap();
+    let said: String = p.result().unwrap();
+    assert_eq!(
+        said,
+        "Err(\"process object is closed\") Err(\"process object is closed\")"
+    );
+    let sibling = sibling.lock().unwrap();
+    assert!(sibling.is_alive().unwrap());
+    sibling.terminate().unwrap();
+    sibling.join().unwrap();
+    assert_eq!(sibling.exitcode().unwrap(), Some(TERMINATED));
+}
