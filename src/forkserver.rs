@@ -138,13 +138,21 @@ fn retire(server: Server, grace: Duration) {
 /// The fork server's slot, held across our fork (taken after the children list, the order
 /// every path takes the two in: `Process::start` holds the list while it asks the server), so
 /// that the child finds it free, whatever other threads were doing. In the forked child the
-/// parent's server is not ours (dropping our copies of its channels does not end it): the slot
-/// is emptied. (`init()` registers this hook.)
+/// parent's server is not ours: the slot is emptied, and the child lets go of its copies of
+/// the two channels whose closing tells the server that its starting process is gone, by
+/// number, without dropping the `Server` (every page a forked child writes is a copy: W1's
+/// fork row, run after its forkserver row, paid for this server in every child). (`init()`
+/// registers this hook.)
 pub(crate) static FORK_HOOK: ForkHook = ForkHook {
     before: || HELD.with(|held| *held.borrow_mut() = Some(lock(&SERVER))),
     in_child: || {
         if let Some(mut slot) = HELD.with(|held| held.borrow_mut().take()) {
-            slot.take();
+            if let Some(server) = slot.take() {
+                let requests = server.requests.fileno().ok();
+                sys::release_inherited(requests.and_then(|n| i32::try_from(n).ok()).unwrap_or(-1));
+                sys::release_inherited(sys::channel_number(&server._channel));
+                std::mem::forget(server);
+            }
         }
     },
     in_parent: |_| drop(HELD.with(|held| held.borrow_mut().take())),

@@ -257,6 +257,45 @@ fn a_killed_server_is_replaced() {
     }
 }
 
+#[test]
+#[ignore = "scenario: run by the_server_ends_with_its_process_not_with_a_forked_child"]
+fn scenario_server_and_forked_child() {
+    multiprocess::init_test();
+    if !common::in_scenario() {
+        return;
+    }
+    multiprocess::forkserver::ensure_running().unwrap();
+    let server = multiprocess::forkserver::server_pid().unwrap();
+    let mut forked = get_context(multiprocess::StartMethod::Fork)
+        .unwrap()
+        .process(sleeper, (30_000u64,));
+    forked.start().unwrap();
+    let tracker = common::own_tracker().map_or(String::new(), |t| format!(" {t}"));
+    println!("pids {} {server}{tracker}", forked.pid().unwrap());
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+/// The fork server ends when the process that started it dies, even while a child that
+/// process forked runs on: the child lets go of its copies of the server's channels.
+#[test]
+fn the_server_ends_with_its_process_not_with_a_forked_child() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let (mut owner, pids) = common::scenario_pids("scenario_server_and_forked_child", None);
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    let (forked, server) = (pids[0], pids[1]);
+    assert!(
+        common::wait_gone(server, Duration::from_secs(5)),
+        "the fork server outlived the process that started it"
+    );
+    assert!(common::running(forked), "the forked child should survive");
+    common::kill_and_reap(forked);
+    for &pid in &pids[1..] {
+        common::reap_orphan(pid, Duration::from_secs(5));
+    }
+}
+
 /// The sockets a child holds (Linux, from /proc).
 #[cfg(target_os = "linux")]
 fn open_sockets() -> usize {
