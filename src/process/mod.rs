@@ -690,11 +690,6 @@ impl Shared {
     /// returns the exitcode once ended.
     fn poll_exit(&self, timeout: Option<Duration>) -> Result<Option<i32>> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        // Only a caller that would wait anyway looks again for a moment (`sys::LOOK`) after
-        // each event (the join's start, a report, the channel's end) before it sleeps: a short
-        // target's events follow each other within microseconds.
-        let spin = timeout != Some(Duration::ZERO);
-        let mut last_event = Instant::now();
         loop {
             let (sentinel, channel) = match self.look()? {
                 Look::Ended(code) => return Ok(Some(code)),
@@ -710,17 +705,11 @@ impl Shared {
                 None => [sentinel, sentinel],
             };
             let n = if channel.is_some() { 2 } else { 1 };
-            if spin && last_event.elapsed() < sys::LOOK {
-                std::thread::yield_now();
-                let now = sys::wait_readable(&handles[..n], Some(Duration::ZERO));
-                if matches!(now, Ok(ready) if ready.contains(&true)) {
-                    last_event = Instant::now();
-                }
-                continue;
-            }
-            sys::wait_readable(&handles[..n], left)
+            // After each event (the join's start, a report, the channel's end) it looks again
+            // for a moment (`sys::LOOK`) before it sleeps: a short target's events follow each
+            // other within microseconds.
+            sys::wait_readable_soon(&handles[..n], left)
                 .map_err(|e| Error::io("waiting for a child", e))?;
-            last_event = Instant::now();
         }
     }
 
