@@ -21,7 +21,8 @@ pub enum StartMethod {
     /// arguments travel serialised.
     Spawn,
     /// `fork()` the calling process (Unix). The child continues with a copy of the parent's
-    /// memory and can run any `FnOnce() -> R + Send + 'static` closure.
+    /// memory and can run any `FnOnce() -> R + Send + 'static` closure; a target gets its
+    /// arguments as they are (not encoded and decoded, as Python's fork does not pickle them).
     ///
     /// Forking a process that runs other threads is unsafe in general: a lock held by another
     /// thread at the moment of the fork stays locked forever in the child (including the

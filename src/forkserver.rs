@@ -187,7 +187,7 @@ fn start_server() -> Result<Server> {
     // The server and its children use this process's shared-memory tracker.
     sys::ensure_tracker().map_err(|e| Error::io("starting the resource tracker", e))?;
     let (requests, theirs) = pipe()?;
-    let job = job(serve, &(theirs,));
+    let job = job(serve, (theirs,));
     let me = current_process();
     let id = Identity {
         name: "ForkServer".into(),
@@ -206,10 +206,10 @@ fn start_server() -> Result<Server> {
 }
 
 /// The job of running `target` with `args` (a helper to name the target's type).
-fn job<F, A>(_target: F, args: &A) -> Job
+fn job<F, A>(_target: F, args: A) -> Job
 where
     F: crate::registry::Target<A, ()>,
-    A: Serialize + serde::de::DeserializeOwned + 'static,
+    A: Serialize + serde::de::DeserializeOwned + Send + 'static,
 {
     Job::target::<F, A, ()>(args)
 }

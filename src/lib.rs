@@ -111,7 +111,9 @@
 //!   non-capturing closure (found in the child's copy of the executable by its offset, after an
 //!   executable-identity check), or a [`Run`] value; arguments and results are serde types.
 //! - **fork** (Unix): any `FnOnce() -> R + Send + 'static` closure via
-//!   [`Process::from_closure`]. Unsafe to combine with threads, as in C and Python.
+//!   [`Process::from_closure`]; a target's arguments (or a [`Run`] value) reach the child as
+//!   they are, neither encoded nor decoded, as Python's fork passes them unpickled. Unsafe to
+//!   combine with threads, as in C and Python.
 //! - **forkserver** (Unix): a server process, started on first use, forks each child, which
 //!   then takes its target and arguments as a spawned one does: spawn's rules, without
 //!   re-running the program (3.5× faster to start than spawn here: W1), and safe from a

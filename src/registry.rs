@@ -28,7 +28,7 @@ pub(crate) use crate::sys::image::Code;
 /// Use a struct as the single parameter where Python passes keyword arguments (and pass it as
 /// the one-element tuple `(Kwargs { .. },)`).
 ///
-/// Parameters are owned values, decoded in the child: take `String`, not `&str` (a borrowed
+/// Parameters are owned values, decoded in a spawned child: take `String`, not `&str` (a borrowed
 /// parameter fails to compile with "`Deserialize` is not general enough"), and `Vec<T>`, not
 /// `&[T]`. A closure that captures variables is not a target: pass the values as arguments, or
 /// use [`Process::from_closure`](crate::Process::from_closure) with the fork start method.
@@ -167,7 +167,7 @@ pub(crate) use target_methods;
 ///     fn run(self) -> String { format!("hello, {}", self.name) }
 /// }
 /// ```
-pub trait Run: Serialize + DeserializeOwned + 'static {
+pub trait Run: Serialize + DeserializeOwned + Send + 'static {
     /// What `run` returns to the parent (through [`Process::result`](crate::Process::result)).
     type Output: Serialize + DeserializeOwned + 'static;
     /// The child's work.
@@ -190,57 +190,35 @@ impl ResultType {
     }
 }
 
-/// What a process runs.
-pub(crate) enum Job {
-    /// A trampoline in the executable image and its encoded arguments, with the OS handles
-    /// inside them: works with every method.
-    Image {
-        trampoline: Trampoline,
-        args: std::result::Result<Vec<u8>, String>,
-        handles: Vec<sys::OwnedHandle>,
-    },
-    /// A closure: fork only.
-    Closure(Box<dyn FnOnce() -> Result<Vec<u8>> + Send>),
-}
+/// What a process runs: a target with its arguments, a [`Run`] value, or a closure, kept as
+/// values. A forked child calls it with them as they are (Python's fork pickles nothing: no
+/// encoding, no copies of the OS handles inside, nothing to decode in the child); any other
+/// start sends its [`Image`] (a closure has none: fork only).
+pub(crate) struct Job(Box<dyn Pending>);
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Job::Image { .. } => f.write_str("Job::Image"),
-            Job::Closure(_) => f.write_str("Job::Closure"),
-        }
+        f.write_str("Job")
     }
 }
 
 impl Job {
     /// A job calling `target(args...)`.
-    pub(crate) fn target<F, A, R>(args: &A) -> Job
+    pub(crate) fn target<F, A, R>(args: A) -> Job
     where
         F: Target<A, R>,
-        A: Serialize + DeserializeOwned + 'static,
+        A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + 'static,
     {
-        Job::image(call_target::<F, A, R>, args)
+        Job(Box::new(TargetCall::<F, A, R> {
+            args: Some(args),
+            types: std::marker::PhantomData,
+        }))
     }
 
     /// A job calling `obj.run()`.
-    pub(crate) fn run<T: Run>(obj: &T) -> Job {
-        Job::image(call_run::<T>, obj)
-    }
-
-    fn image<A: Serialize + ?Sized>(trampoline: Trampoline, args: &A) -> Job {
-        match wire::encode_with_handles(args) {
-            Ok((bytes, handles)) => Job::Image {
-                trampoline,
-                args: Ok(bytes),
-                handles,
-            },
-            Err(e) => Job::Image {
-                trampoline,
-                args: Err(reason(e)),
-                handles: Vec::new(),
-            },
-        }
+    pub(crate) fn run<T: Run>(obj: T) -> Job {
+        Job(Box::new(RunCall { obj: Some(obj) }))
     }
 
     /// A job calling a closure (fork only).
@@ -249,24 +227,131 @@ impl Job {
         F: FnOnce() -> R + Send + 'static,
         R: Serialize,
     {
-        Job::Closure(Box::new(move || {
-            wire::encode(&f()).map_err(|e| context::<R>("encoding the returned value", e))
-        }))
+        Job(Box::new(ClosureCall { f: Some(f) }))
     }
 
-    /// Runs the job in the calling process, returning the encoded value.
-    pub(crate) fn call(self) -> Result<Vec<u8>> {
-        match self {
-            Job::Image {
+    /// What a child started from the executable image runs: the trampoline with the arguments
+    /// encoded now. `None` for a closure, which only a forked child can run.
+    pub(crate) fn image(&self) -> Option<Image> {
+        self.0.image()
+    }
+
+    /// Runs the job in the calling process (a forked child, or `Process::run` for a closure)
+    /// with the values as they are, taking them (a second call fails); the value encoded.
+    /// (`&mut`, not `self`: a forked child keeps the job rather than free it, see
+    /// [`Pending::call`].)
+    pub(crate) fn call(&mut self) -> Result<Vec<u8>> {
+        self.0.call()
+    }
+}
+
+/// What a [`Job`] holds.
+trait Pending: Send {
+    /// The trampoline with the values encoded, for a child that starts from the image.
+    fn image(&self) -> Option<Image>;
+    /// Calls the target with the values as they are, returning the encoded value. Takes them:
+    /// a second call fails. (Not `self: Box<Self>`: a forked child would free the box, and
+    /// every heap page a forked child writes is a copy-on-write fault, issue 19.)
+    fn call(&mut self) -> Result<Vec<u8>>;
+}
+
+/// [`Pending`] for `target(args...)`.
+struct TargetCall<F, A, R> {
+    args: Option<A>,
+    types: std::marker::PhantomData<fn() -> (F, R)>,
+}
+
+impl<F, A, R> Pending for TargetCall<F, A, R>
+where
+    F: Target<A, R>,
+    A: Serialize + DeserializeOwned + Send + 'static,
+    R: Serialize + 'static,
+{
+    fn image(&self) -> Option<Image> {
+        Some(Image::encode(call_target::<F, A, R>, self.args.as_ref()))
+    }
+
+    fn call(&mut self) -> Result<Vec<u8>> {
+        let place = IN_PLACE.take();
+        let args = self.args.take().ok_or_else(called_twice)?;
+        reply(place, image::conjure::<F>().call(args))
+    }
+}
+
+/// [`Pending`] for `obj.run()`.
+struct RunCall<T> {
+    obj: Option<T>,
+}
+
+impl<T: Run> Pending for RunCall<T> {
+    fn image(&self) -> Option<Image> {
+        Some(Image::encode(call_run::<T>, self.obj.as_ref()))
+    }
+
+    fn call(&mut self) -> Result<Vec<u8>> {
+        let obj = self.obj.take().ok_or_else(called_twice)?;
+        wire::encode(&obj.run()).map_err(|e| context::<T::Output>("encoding the returned value", e))
+    }
+}
+
+/// [`Pending`] for a closure.
+struct ClosureCall<F> {
+    f: Option<F>,
+}
+
+impl<F, R> Pending for ClosureCall<F>
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Serialize,
+{
+    fn image(&self) -> Option<Image> {
+        None
+    }
+
+    fn call(&mut self) -> Result<Vec<u8>> {
+        let f = self.f.take().ok_or_else(called_twice)?;
+        wire::encode(&f()).map_err(|e| context::<R>("encoding the returned value", e))
+    }
+}
+
+fn called_twice() -> Error {
+    Error::state("the target was handed to the child at start()")
+}
+
+/// A trampoline in the executable image and its encoded arguments, with the OS handles inside
+/// them (copies, the values keep theirs): what a spawned child (or the fork server's) runs.
+pub(crate) struct Image {
+    pub(crate) trampoline: Trampoline,
+    /// The arguments, or why they could not be encoded (reported by `start()`).
+    pub(crate) args: std::result::Result<Vec<u8>, String>,
+    pub(crate) handles: Vec<sys::OwnedHandle>,
+}
+
+impl Image {
+    /// Encodes `args` (`None`: already handed to a child) for `trampoline`.
+    fn encode<A: Serialize>(trampoline: Trampoline, args: Option<&A>) -> Image {
+        let encoded = match args {
+            Some(args) => wire::encode_with_handles(args).map_err(reason),
+            None => Err(called_twice().to_string()),
+        };
+        match encoded {
+            Ok((bytes, handles)) => Image {
                 trampoline,
-                args,
+                args: Ok(bytes),
                 handles,
-            } => {
-                let args = args.map_err(Error::Codec)?;
-                wire::with_handles(handles, || trampoline(&args))
-            }
-            Job::Closure(f) => f(),
+            },
+            Err(e) => Image {
+                trampoline,
+                args: Err(e),
+                handles: Vec::new(),
+            },
         }
+    }
+
+    /// Runs the trampoline here (`Process::run`), returning the encoded value.
+    pub(crate) fn call(self) -> Result<Vec<u8>> {
+        let args = self.args.map_err(Error::Codec)?;
+        wire::with_handles(self.handles, || (self.trampoline)(&args))
     }
 }
 
@@ -276,19 +361,22 @@ where
     A: DeserializeOwned,
     R: Serialize,
 {
-    let f = image::conjure::<F>();
     // Taken before the call: a child the target forks must not find it.
     let place = IN_PLACE.take();
     let args = wire::decode(args).map_err(|e| context::<A>("decoding the arguments", e))?;
-    let value = f.call(args);
+    reply(place, image::conjure::<F>().call(args))
+}
+
+/// Encodes a target's `value`: into the ring a pool worker named (`place`, taken before the
+/// call) if it fits there, else into a buffer the caller may give back (a pool worker does,
+/// after its reply: a large value then costs no fresh pages each time).
+fn reply<R: Serialize>(place: Option<(Ring, Vec<u8>)>, value: R) -> Result<Vec<u8>> {
     if let Some((ring, head)) = place {
         if matches!(ring.put_encoded(&head, &value), Ok(true)) {
             SENT.set(true);
             return Ok(Vec::new());
         }
     }
-    // Into a buffer the caller may give back (a pool worker does, after its reply): a large
-    // value then costs no fresh pages each time.
     wire::encode_into(&value, wire::spare_buffer())
         .map_err(|e| context::<R>("encoding the returned value", e))
 }

@@ -366,6 +366,53 @@ fn values_that_do_not_round_trip_are_errors() {
     assert!(matches!(s.result::<u32>(), Err(Error::State(m)) if m.contains("Undecodable")));
 }
 
+#[cfg(unix)]
+fn takes_undecodable(v: Undecodable) -> u8 {
+    let _ = v;
+    7
+}
+
+/// Sends one message on `w` and returns; the parent's copy of `w` must be gone after `start()`.
+#[cfg(unix)]
+fn send_one(w: multiprocess::Connection) {
+    w.send_bytes(b"from the child").unwrap();
+}
+
+/// A forked child gets its target's arguments as they are, as Python's fork passes them
+/// unpickled: values that cannot travel encoded work, and the parent's copies of the OS
+/// handles inside go with `start()` (else the reader below would never see the end of the
+/// pipe). The other methods still encode them at `start()`.
+#[cfg(unix)]
+#[test]
+fn a_forked_child_gets_its_arguments_as_they_are() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let fork = multiprocess::get_context(multiprocess::StartMethod::Fork).unwrap();
+
+    let mut p = fork.process(takes_unencodable, (Unencodable,));
+    p.start().unwrap();
+    p.join().unwrap();
+    assert_eq!(p.exitcode().unwrap(), Some(0));
+
+    let mut q = fork.process(takes_undecodable, (Undecodable,));
+    q.start().unwrap();
+    assert_eq!(q.result::<u8>().unwrap(), 7);
+
+    let (r, w) = multiprocess::pipe_one_way().unwrap();
+    let mut s = fork.process(send_one, (w,));
+    s.start().unwrap();
+    let within = Some(std::time::Duration::from_secs(60));
+    assert!(r.poll(within).unwrap());
+    assert_eq!(r.recv_bytes().unwrap(), b"from the child");
+    assert!(r.poll(within).unwrap(), "the end of the pipe never came");
+    assert!(matches!(r.recv_bytes(), Err(Error::Eof)));
+    s.join().unwrap();
+
+    // Spawned: encoded at start(), as before.
+    let mut t = Process::new(takes_unencodable, (Unencodable,));
+    assert!(matches!(t.start(), Err(Error::Codec(m)) if m.contains("Serialization")));
+}
+
 #[derive(Serialize, Deserialize)]
 struct Upper {
     text: String,

@@ -220,7 +220,10 @@ impl Process {
     ///
     /// The target must be a function item or a closure that captures nothing (the spawned child
     /// finds it in its own copy of the executable); arguments and the return value are serde
-    /// types. Its name is `Process-N`, N counting processes constructed in this process.
+    /// types. A forked child gets the arguments as they are, as Python's fork does (nothing is
+    /// encoded or decoded, the OS handles inside are the inherited ones); any other start
+    /// method encodes them at `start()`. Its name is `Process-N`, N counting processes
+    /// constructed in this process.
     ///
     /// # Panics
     /// As [`current_process`], if the OS random source fails when the main process's authkey is
@@ -228,17 +231,17 @@ impl Process {
     pub fn new<F, A, R>(target: F, args: A) -> Process
     where
         F: Target<A, R>,
-        A: Serialize + DeserializeOwned + 'static,
+        A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
         crate::registry::no_capture!(F);
         let _ = target;
-        Process::with_job(Job::target::<F, A, R>(&args), ResultType::of::<R>(), None)
+        Process::with_job(Job::target::<F, A, R>(args), ResultType::of::<R>(), None)
     }
 
     /// A process whose work is `obj.run()`: Python's "subclass `Process` and override `run`".
     pub fn from_run<T: Run>(obj: T) -> Process {
-        Process::with_job(Job::run(&obj), ResultType::of::<T::Output>(), None)
+        Process::with_job(Job::run(obj), ResultType::of::<T::Output>(), None)
     }
 
     /// A process that runs a closure, which may capture anything `Send + 'static`. Only the fork
@@ -412,25 +415,15 @@ impl Process {
                     "the target was handed to the child at start()",
                 ));
             }
-            Some(Job::Image {
-                trampoline,
-                args,
-                handles,
-            }) => {
-                let out = match &args {
-                    Ok(a) => start::clone_handles(&handles)
-                        .map(|copies| crate::wire::with_handles(copies, || trampoline(a)))
-                        .and_then(|r| r),
-                    Err(e) => Err(Error::Codec(e.clone())),
-                };
-                self.job = Some(Job::Image {
-                    trampoline,
-                    args,
-                    handles,
-                });
-                out?
-            }
-            Some(closure) => closure.call()?,
+            // Encoded and decoded, as a spawned child would get them (and kept for the next
+            // `run` or `start`); a closure runs once.
+            Some(mut job) => match job.image() {
+                Some(image) => {
+                    self.job = Some(job);
+                    image.call()?
+                }
+                None => job.call()?,
+            },
         };
         wire::decode(&bytes)
     }
@@ -799,7 +792,7 @@ impl Context {
     pub fn process<F, A, R>(&self, target: F, args: A) -> Process
     where
         F: Target<A, R>,
-        A: Serialize + DeserializeOwned + 'static,
+        A: Serialize + DeserializeOwned + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
         crate::registry::no_capture!(F);

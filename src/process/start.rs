@@ -14,7 +14,7 @@ use super::handshake::{Bootstrap, reentry_args};
 use super::{ChildrenGuard, Identity, child, lock};
 use crate::context::StartMethod;
 use crate::error::{Error, Result};
-use crate::registry::{Code, Job};
+use crate::registry::{Code, Image, Job};
 use crate::sys::{self, image};
 use crate::wire;
 
@@ -89,11 +89,11 @@ pub(crate) fn spawn(
     job: Option<&Job>,
     method: StartMethod,
 ) -> Result<(sys::ProcHandle, sys::Channel)> {
-    let Some(Job::Image {
+    let Some(Image {
         trampoline,
         args,
         handles,
-    }) = job
+    }) = job.and_then(Job::image)
     else {
         return Err(Error::InvalidArgument(
             "a closure can only be started with the fork start method; with spawn, pass a \
@@ -101,11 +101,9 @@ pub(crate) fn spawn(
                 .into(),
         ));
     };
-    let args = args
-        .as_ref()
-        .map_err(|e| Error::Codec(format!("encoding the arguments: {e}")))?;
+    let args = args.map_err(|e| Error::Codec(format!("encoding the arguments: {e}")))?;
     super::handshake::check_test_thread()?;
-    let code = Code::of(*trampoline)?;
+    let code = Code::of(trampoline)?;
     let reentry = reentry_args();
     // A test binary's child runs libtest's harness before our code: its stdout is the null
     // device until it takes ours back (sent as the last handle), so libtest's lines stay out.
@@ -113,7 +111,7 @@ pub(crate) fn spawn(
         sys::QUIET_SPAWN && method != StartMethod::Forkserver && super::handshake::runs_harness();
     let boot = Bootstrap {
         code,
-        args: args.clone(),
+        args,
         name: id.name,
         ident: id.ident,
         authkey: id.authkey,
@@ -126,7 +124,7 @@ pub(crate) fn spawn(
         log_level: crate::log::inherited_level(),
         stdout: quiet,
     };
-    let mut handles = clone_handles(handles)?;
+    let mut handles = handles;
     if quiet {
         handles.push(sys::stdout_handle().map_err(|e| Error::io("duplicating stdout", e))?);
     }
@@ -206,11 +204,12 @@ fn fork(
         drop(hooks.take());
         drop(ours.take());
         super::forget_inherited_children(children);
-        let job = job.take();
         let channel = channel.take().expect("present until forked");
         child::run_child(id, channel, StartMethod::Fork, |channel| {
             let _ = sys::stdin_from_null();
-            match job {
+            // Called in place, neither taken nor dropped: the child writes and frees as little
+            // of its parent's memory as it can (each page written is a copy).
+            match job.as_mut() {
                 Some(job) => child::run_target(channel, || job.call()),
                 None => 1,
             }
@@ -257,15 +256,4 @@ pub(crate) fn start_failure(
         Some(Ok(_)) => None,
         None | Some(Err(_)) => Some(never_started(who, code)),
     }
-}
-
-/// Copies of the OS handles inside a job's arguments (the job keeps its own).
-pub(super) fn clone_handles(handles: &[sys::OwnedHandle]) -> Result<Vec<sys::OwnedHandle>> {
-    handles
-        .iter()
-        .map(|h| {
-            h.try_clone()
-                .map_err(|e| Error::io("duplicating a handle", e))
-        })
-        .collect()
 }
