@@ -197,7 +197,7 @@ fn start_server() -> Result<Server> {
         parent_pid: sys::pid(),
         parent_name: me.name(),
     };
-    let (handle, channel) = crate::process::start::spawn(id, Some(&job), StartMethod::Spawn)?;
+    let (handle, channel) = crate::process::start::spawn(id, job.image(), StartMethod::Spawn)?;
     Ok(Server {
         requests,
         handle,

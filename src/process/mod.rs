@@ -370,9 +370,15 @@ impl Process {
             .map_or_else(context::default_method, |c| c.start_method());
         let identity = self.identity();
         let inbox = FrameReader::with_capacity(wire::DEFAULT_LIMIT, Child::INBOX);
+        // Encoded before the children list is locked (a proxy's encoding may call its
+        // manager); a forked child takes the values as they are.
+        let image = match method {
+            StartMethod::Fork => None,
+            _ => self.job.as_ref().and_then(Job::image),
+        };
         // Held across a fork so the child sees the list consistent, and releases it there.
         let mut children = Some(lock(&CHILDREN));
-        let child = start::start(method, identity, &mut self.job, &mut children)?;
+        let child = start::start(method, identity, &mut self.job, image, &mut children)?;
         self.job = None;
         let pid = child.0.pid();
         self.shared.pid.store(pid, Ordering::Relaxed);

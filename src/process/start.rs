@@ -67,33 +67,35 @@ pub(crate) fn serve_forks_with(launch: fn(sys::Channel) -> Result<sys::ProcHandl
 }
 
 /// Starts a child for `job` with `method`; returns its handle and our end of its channel. The
-/// one place that knows how each start method makes a child (`children` is the locked
-/// children list, held across a fork).
+/// one place that knows how each start method makes a child (`image` is the job's, made by
+/// the caller for a method that sends it; `children` is the locked children list, held across
+/// a fork).
 pub(crate) fn start(
     method: StartMethod,
     id: Identity,
     job: &mut Option<Job>,
+    image: Option<Image>,
     children: &mut Option<ChildrenGuard>,
 ) -> Result<(sys::ProcHandle, sys::Channel)> {
     match method {
-        StartMethod::Spawn | StartMethod::Forkserver => spawn(id, job.as_ref(), method),
+        StartMethod::Spawn | StartMethod::Forkserver => spawn(id, image, method),
         StartMethod::Fork => fork(id, job, children),
     }
 }
 
-/// Starts a child for `job` that takes its bootstrap over a channel: spawned (the program run
-/// again), or forked by the fork server (`method` [`StartMethod::Forkserver`]); returns its
-/// handle and our end of its channel.
+/// Starts a child running `image` (`None`: a closure's job, which has none) that takes its
+/// bootstrap over a channel: spawned (the program run again), or forked by the fork server
+/// (`method` [`StartMethod::Forkserver`]); returns its handle and our end of its channel.
 pub(crate) fn spawn(
     id: Identity,
-    job: Option<&Job>,
+    image: Option<Image>,
     method: StartMethod,
 ) -> Result<(sys::ProcHandle, sys::Channel)> {
     let Some(Image {
         trampoline,
         args,
         handles,
-    }) = job.and_then(Job::image)
+    }) = image
     else {
         return Err(Error::InvalidArgument(
             "a closure can only be started with the fork start method; with spawn, pass a \
