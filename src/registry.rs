@@ -243,6 +243,11 @@ impl Job {
     pub(crate) fn call(&mut self) -> Result<Vec<u8>> {
         self.0.call()
     }
+
+    /// Drops the values (they went to a child), keeping the rest for the caller to free later.
+    pub(crate) fn discard(&mut self) {
+        self.0.discard();
+    }
 }
 
 /// What a [`Job`] holds.
@@ -253,6 +258,8 @@ trait Pending: Send {
     /// a second call fails. (Not `self: Box<Self>`: a forked child would free the box, and
     /// every heap page a forked child writes is a copy-on-write fault, issue 19.)
     fn call(&mut self) -> Result<Vec<u8>>;
+    /// Drops the values, as [`Job::discard`].
+    fn discard(&mut self);
 }
 
 /// [`Pending`] for `target(args...)`.
@@ -276,6 +283,10 @@ where
         let args = self.args.take().ok_or_else(called_twice)?;
         reply(place, image::conjure::<F>().call(args))
     }
+
+    fn discard(&mut self) {
+        self.args = None;
+    }
 }
 
 /// [`Pending`] for `obj.run()`.
@@ -291,6 +302,10 @@ impl<T: Run> Pending for RunCall<T> {
     fn call(&mut self) -> Result<Vec<u8>> {
         let obj = self.obj.take().ok_or_else(called_twice)?;
         wire::encode(&obj.run()).map_err(|e| context::<T::Output>("encoding the returned value", e))
+    }
+
+    fn discard(&mut self) {
+        self.obj = None;
     }
 }
 
@@ -311,6 +326,10 @@ where
     fn call(&mut self) -> Result<Vec<u8>> {
         let f = self.f.take().ok_or_else(called_twice)?;
         wire::encode(&f()).map_err(|e| context::<R>("encoding the returned value", e))
+    }
+
+    fn discard(&mut self) {
+        self.f = None;
     }
 }
 

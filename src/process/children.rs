@@ -84,6 +84,7 @@ pub fn active_children() -> Vec<Process> {
         .map(|s| Process {
             shared: Arc::clone(s),
             job: None,
+            inbox: None,
             context: None,
         })
         .collect()

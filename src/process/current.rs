@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -95,6 +95,10 @@ pub(super) fn me() -> &'static Mutex<Me> {
     ME.get()
 }
 
+/// This process's daemon flag, as in [`ME`], read without its lock: every `start` asks, and a
+/// lock taken between two forks is a page written, hence copied (issue 19).
+static DAEMONIC: AtomicBool = AtomicBool::new(false);
+
 /// Counts processes constructed here (Python's `_process_counter`); reset in every child.
 pub(super) static COUNTER: AtomicU64 = AtomicU64::new(1);
 
@@ -133,6 +137,7 @@ pub(crate) fn become_child(id: Identity, channel: Arc<sys::Channel>, forked: boo
         daemon: id.daemon,
         parent: Some(parent),
     };
+    DAEMONIC.store(new.daemon, Ordering::Relaxed);
     let old = ME.replace(new);
     if forked {
         std::mem::forget(old);
@@ -185,7 +190,7 @@ impl CurrentProcess {
 
     /// Whether this process is daemonic (then it may not start children).
     pub fn daemon(&self) -> bool {
-        lock(me()).daemon
+        DAEMONIC.load(Ordering::Relaxed)
     }
 
     /// This process's authentication key.

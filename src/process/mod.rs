@@ -66,6 +66,9 @@ pub(crate) use crate::sys::lock;
 pub struct Process {
     shared: Arc<Shared>,
     job: Option<Job>,
+    /// Where the child's reports will land, made here rather than by `start` (see
+    /// [`Process::start`] on what a start allocates).
+    inbox: Option<FrameReader>,
     context: Option<Context>,
 }
 
@@ -75,7 +78,10 @@ pub(crate) struct Shared {
     daemon: AtomicBool,
     authkey: Mutex<AuthKey>,
     ident: Vec<u64>,
+    /// Who made it (the child's parent): pid and name, taken at construction, as Python's
+    /// `_parent_pid` and `_parent_name`.
     creator: u32,
+    parent_name: String,
     result: ResultType,
     state: Mutex<State>,
     /// The child's pid once started (0 before): found without the state's lock when the OS
@@ -86,6 +92,22 @@ pub(crate) struct Shared {
     /// (see `children::forget_inherited_children`). Cleared before the channel can close, so
     /// that it never names a descriptor opened since.
     channel: AtomicI32,
+}
+
+impl Shared {
+    /// Who its child is. A forked child calls this itself, on its copy: nothing else reaches
+    /// a process's fields before its start puts it in the children list, so their locks are
+    /// free in the child.
+    fn identity(&self) -> Identity {
+        Identity {
+            name: lock(&self.name).clone(),
+            ident: self.ident.clone(),
+            authkey: lock(&self.authkey).0.clone(),
+            daemon: self.daemon.load(Ordering::Relaxed),
+            parent_pid: self.creator,
+            parent_name: self.parent_name.clone(),
+        }
+    }
 }
 
 /// What one look at a child found: its exitcode, or what to wait on.
@@ -110,6 +132,8 @@ struct Child {
     started: bool,
     /// How the target ended, if the child said so.
     report: Option<Report>,
+    /// The job, its values dropped at the start: freed with this, after the child's end.
+    _spent: Option<Job>,
 }
 
 impl Child {
@@ -122,6 +146,7 @@ impl Child {
         channel: sys::Channel,
         method: StartMethod,
         inbox: FrameReader,
+        spent: Option<Job>,
     ) -> Box<Child> {
         Box::new(Child {
             handle,
@@ -130,6 +155,7 @@ impl Child {
             // A forked child runs its target without a handshake.
             started: method.copies_memory(),
             report: None,
+            _spent: spent,
         })
     }
 
@@ -204,12 +230,17 @@ impl Process {
                 authkey: Mutex::new(me.authkey.clone()),
                 ident,
                 creator: sys::pid(),
+                parent_name: me.name.clone(),
                 result,
                 state: Mutex::new(State::Initial),
                 pid: AtomicU32::new(0),
                 channel: AtomicI32::new(-1),
             }),
             job: Some(job),
+            inbox: Some(FrameReader::with_capacity(
+                wire::DEFAULT_LIMIT,
+                Child::INBOX,
+            )),
             context: None,
         }
     }
@@ -368,22 +399,35 @@ impl Process {
         let method = self
             .context
             .map_or_else(context::default_method, |c| c.start_method());
-        let identity = self.identity();
-        let inbox = FrameReader::with_capacity(wire::DEFAULT_LIMIT, Child::INBOX);
+        // Between its fork and the next one's, a start allocates and frees as little as it
+        // can (in a fan-out each heap page written there is copied, the children alive
+        // holding it): the inbox comes from `new`, a forked child makes its own identity,
+        // and the spent job (its values dropped now) is freed with the `Child`, after the
+        // child's end. (The `Child` and the two `Arc`s of the handle and channel remain.)
+        let inbox = self
+            .inbox
+            .take()
+            .unwrap_or_else(|| FrameReader::with_capacity(wire::DEFAULT_LIMIT, Child::INBOX));
         // Encoded before the children list is locked (a proxy's encoding may call its
         // manager); a forked child takes the values as they are.
         let image = match method {
             StartMethod::Fork => None,
             _ => self.job.as_ref().and_then(Job::image),
         };
+        let shared = &self.shared;
+        let identity = || shared.identity();
         // Held across a fork so the child sees the list consistent, and releases it there.
         let mut children = Some(lock(&CHILDREN));
-        let child = start::start(method, identity, &mut self.job, image, &mut children)?;
-        self.job = None;
+        let child = start::start(method, &identity, &mut self.job, image, &mut children)?;
+        let mut spent = self.job.take();
+        if let Some(job) = spent.as_mut() {
+            job.discard();
+        }
         let pid = child.0.pid();
         self.shared.pid.store(pid, Ordering::Relaxed);
         let channel = sys::channel_number(&child.1);
-        *lock(&self.shared.state) = State::Started(Child::new(child.0, child.1, method, inbox));
+        *lock(&self.shared.state) =
+            State::Started(Child::new(child.0, child.1, method, inbox, spent));
         self.shared.channel.store(channel, Ordering::Relaxed);
         if let Some(mut children) = children {
             children.push(Arc::clone(&self.shared));
@@ -393,18 +437,6 @@ impl Process {
             log::event!(Level::Debug, { name = name, pid = pid }, "started {name} (pid {pid}) by {}", method.name());
         }
         Ok(())
-    }
-
-    fn identity(&self) -> Identity {
-        let me = lock(me());
-        Identity {
-            name: self.name(),
-            ident: self.shared.ident.clone(),
-            authkey: self.authkey().0,
-            daemon: self.daemon(),
-            parent_pid: sys::pid(),
-            parent_name: me.name.clone(),
-        }
     }
 
     /// Runs the target in the calling process and returns its value (Python's `run()`, which a

@@ -67,19 +67,20 @@ pub(crate) fn serve_forks_with(launch: fn(sys::Channel) -> Result<sys::ProcHandl
 }
 
 /// Starts a child for `job` with `method`; returns its handle and our end of its channel. The
-/// one place that knows how each start method makes a child (`image` is the job's, made by
+/// one place that knows how each start method makes a child (`identity` says who it is: asked
+/// here for a child that is sent it, by a forked child itself; `image` is the job's, made by
 /// the caller for a method that sends it; `children` is the locked children list, held across
 /// a fork).
 pub(crate) fn start(
     method: StartMethod,
-    id: Identity,
+    identity: &dyn Fn() -> Identity,
     job: &mut Option<Job>,
     image: Option<Image>,
     children: &mut Option<ChildrenGuard>,
 ) -> Result<(sys::ProcHandle, sys::Channel)> {
     match method {
-        StartMethod::Spawn | StartMethod::Forkserver => spawn(id, image, method),
-        StartMethod::Fork => fork(id, job, children),
+        StartMethod::Spawn | StartMethod::Forkserver => spawn(identity(), image, method),
+        StartMethod::Fork => fork(identity, job, children),
     }
 }
 
@@ -176,14 +177,18 @@ pub(crate) fn spawn(
 }
 
 /// Forks a child for `job`; returns its handle and our end of its channel. `children` is the
-/// locked children list, held across the fork so the child sees it in a consistent state.
+/// locked children list, held across the fork so the child sees it in a consistent state. The
+/// child makes what it needs of its own (its identity, from `identity`; the `Arc` of its
+/// channel): what the parent allocated for it, it would free after the fork, and in a fan-out
+/// each heap page written between two forks is copied (issue 19, W11).
 fn fork(
-    id: Identity,
+    identity: &dyn Fn() -> Identity,
     job: &mut Option<Job>,
     children: &mut Option<ChildrenGuard>,
 ) -> Result<(sys::ProcHandle, sys::Channel)> {
     let (ours, theirs) = sys::channel_pair().map_err(|e| Error::io("creating a channel", e))?;
     let mut ours = Some(ours);
+    let mut theirs = Some(theirs);
     // What features hold across the fork (after the children list, in the order they
     // registered), so that the child finds it free and whole; the list itself too (a thread
     // registering at that moment would leave it locked in the child).
@@ -195,9 +200,6 @@ fn fork(
     crate::registry::ready_thread_locals();
     sys::prepare_null();
     let mut tracker = Some(sys::hold_tracker());
-    // The channel's `Arc` is made here and moved into the child: the child allocates nothing
-    // for it and writes no count in it.
-    let mut channel = Some(Arc::new(theirs));
     let forked = sys::fork(|| {
         let _ = tracker.take(); // let go in the child
         for hook in list.iter().flatten() {
@@ -206,7 +208,8 @@ fn fork(
         drop(hooks.take());
         drop(ours.take());
         super::forget_inherited_children(children);
-        let channel = channel.take().expect("present until forked");
+        let id = identity();
+        let channel = Arc::new(theirs.take().expect("present until forked"));
         child::run_child(id, channel, StartMethod::Fork, |channel| {
             let _ = sys::stdin_from_null();
             // Called in place, neither taken nor dropped: the child writes and frees as little
@@ -222,7 +225,7 @@ fn fork(
         (hook.in_parent)(forked.is_ok());
     }
     drop(hooks.take());
-    drop(channel.take());
+    drop(theirs.take());
     let handle = forked.map_err(|e| Error::io("forking a child process", e))?;
     Ok((handle, ours.take().expect("kept by the parent")))
 }
