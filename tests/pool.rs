@@ -692,3 +692,36 @@ fn workers_die_with_a_killed_owner() {
         }
     }
 }
+
+/// The descriptors of this process, each as what it points at (Linux).
+#[cfg(target_os = "linux")]
+fn descriptors() -> Vec<String> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|p| p.display().to_string())
+        .collect()
+}
+
+/// A pool's owner lets go of each worker link's region handle once the worker has it (issue
+/// 19: every later spawn closes each descriptor its parent holds): a pool of 4 adds no
+/// shared-memory descriptor per worker.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_owner_keeps_no_region_handle_per_worker() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let is_region = |d: &String| d.contains("memfd:") || d.starts_with("/dev/shm/");
+    let before = descriptors().iter().filter(|d| is_region(d)).count();
+    let pool = Pool::new(4).unwrap();
+    assert_eq!(pool.map(square, 0..8u64).unwrap().len(), 8);
+    let regions: Vec<String> = descriptors().into_iter().filter(is_region).collect();
+    assert!(
+        regions.len() < before + 4,
+        "{} region descriptors for 4 workers (before: {before}): {regions:?}",
+        regions.len()
+    );
+    pool.close();
+    pool.join().unwrap();
+}

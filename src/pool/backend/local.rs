@@ -48,9 +48,10 @@ impl Local {
             .process(worker_main, (link.clone(), setup.clone()))
             .with_daemon(true)
             .with_name(self.name(n));
-        // The job holds copies of the link's handles for the child.
-        link.close_handles();
         process.start()?;
+        // The child has the link's handles now (sent, or inherited by a fork), and the job
+        // has dropped its clone of the link: ours can go.
+        link.close_handles();
         Ok(LocalWorker {
             process: Mutex::new(process),
             link,
