@@ -94,22 +94,6 @@ pub(crate) struct Shared {
     channel: AtomicI32,
 }
 
-impl Shared {
-    /// Who its child is. A forked child calls this itself, on its copy: nothing else reaches
-    /// a process's fields before its start puts it in the children list, so their locks are
-    /// free in the child.
-    fn identity(&self) -> Identity {
-        Identity {
-            name: lock(&self.name).clone(),
-            ident: self.ident.clone(),
-            authkey: lock(&self.authkey).0.clone(),
-            daemon: self.daemon.load(Ordering::Relaxed),
-            parent_pid: self.creator,
-            parent_name: self.parent_name.clone(),
-        }
-    }
-}
-
 /// What one look at a child found: its exitcode, or what to wait on.
 enum Look {
     Ended(i32),
@@ -682,6 +666,20 @@ fn push_ident(s: &mut String, ident: &[u64]) {
 }
 
 impl Shared {
+    /// Who its child is. A forked child calls this itself, on its copy: nothing else reaches
+    /// a process's fields before its start puts it in the children list, so their locks are
+    /// free in the child.
+    fn identity(&self) -> Identity {
+        Identity {
+            name: lock(&self.name).clone(),
+            ident: self.ident.clone(),
+            authkey: lock(&self.authkey).0.clone(),
+            daemon: self.daemon.load(Ordering::Relaxed),
+            parent_pid: self.creator,
+            parent_name: self.parent_name.clone(),
+        }
+    }
+
     fn check_open(&self) -> Result<()> {
         if matches!(*lock(&self.state), State::Closed) {
             return Err(Error::state(CLOSED));

@@ -95,7 +95,7 @@ pub(crate) fn spawn(
     let Some(Image {
         trampoline,
         args,
-        handles,
+        mut handles,
     }) = image
     else {
         return Err(Error::InvalidArgument(
@@ -127,7 +127,6 @@ pub(crate) fn spawn(
         log_level: crate::log::inherited_level(),
         stdout: quiet,
     };
-    let mut handles = handles;
     if quiet {
         handles.push(sys::stdout_handle().map_err(|e| Error::io("duplicating stdout", e))?);
     }
