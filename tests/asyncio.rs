@@ -892,96 +892,99 @@ fn send_when_told(go: Connection, conn: Option<Connection>) {
 }
 
 #[test]
-fn wait_async_on_connections_and_sentinels() -> Result<()> {
+fn wait_async_on_connections_and_sentinels() {
     multiprocess::init_test();
-    let _g = common::start();
-    let rt = runtime();
-    let (a, b) = multiprocess::pipe()?;
-    let (c, d) = multiprocess::pipe()?;
-    // Told when to send and when to end (no timing: starting a child under Wine can take
-    // longer than a sleep would).
-    let (go_send, tell_send) = multiprocess::pipe_one_way()?;
-    let (go_end, tell_end) = multiprocess::pipe_one_way()?;
-    let mut sender = Process::new(send_when_told, (go_send, Some(d)));
-    sender.start()?;
-    let mut sleeper = Process::new(send_when_told, (go_end, None));
-    sleeper.start()?;
-    let (s1, s2) = (sender.sentinel()?, sleeper.sentinel()?);
-    rt.block_on(async {
-        // Nothing ready: a zero timeout only looks, a short one passes.
-        let ready = multiprocess::wait_async(&[&a, &c, &s1, &s2], Some(Duration::ZERO)).await?;
-        assert!(ready.is_empty(), "ready at once: {ready:?}");
-        let t = Instant::now();
-        let none = limited(multiprocess::wait_async(
-            &[&a, &c, &s2],
-            Some(Duration::from_millis(30)),
-        ))
-        .await?;
-        assert!(none.is_empty() && t.elapsed() >= Duration::from_millis(30));
-        // The child's message arrives first.
-        tell_send.send(&())?;
-        let first = limited(multiprocess::wait_async(&[&a, &c, &s2], None)).await?;
-        assert_eq!(first, [1]);
-        assert_eq!(limited(c.recv_async::<String>()).await?, "late");
-        // Then the sleeper ends.
-        tell_end.send(&())?;
-        let ended = limited(multiprocess::wait_async(&[&a, &s2], None)).await?;
-        assert_eq!(ended, [1]);
-        // A message already read ahead counts as ready at once.
-        b.send(&1u8)?;
-        b.send(&2u8)?;
-        assert_eq!(limited(a.recv_async::<u8>()).await?, 1);
-        assert_eq!(limited(multiprocess::wait_async(&[&a], None)).await?, [0]);
-        assert_eq!(a.recv::<u8>()?, 2);
-        Ok::<(), multiprocess::Error>(())
-    })?;
-    sender.join_timeout(LIMIT)?;
-    sleeper.join_timeout(LIMIT)?;
-    // Many waits at once on one thread, each on its own pipe, polled together.
-    let pairs: Vec<_> = (0..8)
-        .map(|_| multiprocess::pipe())
-        .collect::<Result<_>>()?;
-    let lists: Vec<[&(dyn multiprocess::Waitable + Sync); 1]> =
-        pairs.iter().map(|(r, _)| [r as _]).collect();
-    rt.block_on(async {
-        let mut waits: Vec<_> = lists
-            .iter()
-            .map(|l| Some(Box::pin(multiprocess::wait_async(l, None))))
-            .collect();
-        let writer = async {
-            for (_, w) in pairs.iter().rev() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                w.send(&0u8)?;
-            }
+    // Under `run`: this test once failed in CI (under Wine) with only its children's
+    // descriptors to show, the error it returned early being hidden by the leak check.
+    common::run(|| {
+        let rt = runtime();
+        let (a, b) = multiprocess::pipe()?;
+        let (c, d) = multiprocess::pipe()?;
+        // Told when to send and when to end (no timing: starting a child under Wine can take
+        // longer than a sleep would).
+        let (go_send, tell_send) = multiprocess::pipe_one_way()?;
+        let (go_end, tell_end) = multiprocess::pipe_one_way()?;
+        let mut sender = Process::new(send_when_told, (go_send, Some(d)));
+        sender.start()?;
+        let mut sleeper = Process::new(send_when_told, (go_end, None));
+        sleeper.start()?;
+        let (s1, s2) = (sender.sentinel()?, sleeper.sentinel()?);
+        rt.block_on(async {
+            // Nothing ready: a zero timeout only looks, a short one passes.
+            let ready = multiprocess::wait_async(&[&a, &c, &s1, &s2], Some(Duration::ZERO)).await?;
+            assert!(ready.is_empty(), "ready at once: {ready:?}");
+            let t = Instant::now();
+            let none = limited(multiprocess::wait_async(
+                &[&a, &c, &s2],
+                Some(Duration::from_millis(30)),
+            ))
+            .await?;
+            assert!(none.is_empty() && t.elapsed() >= Duration::from_millis(30));
+            // The child's message arrives first.
+            tell_send.send(&())?;
+            let first = limited(multiprocess::wait_async(&[&a, &c, &s2], None)).await?;
+            assert_eq!(first, [1]);
+            assert_eq!(limited(c.recv_async::<String>()).await?, "late");
+            // Then the sleeper ends.
+            tell_end.send(&())?;
+            let ended = limited(multiprocess::wait_async(&[&a, &s2], None)).await?;
+            assert_eq!(ended, [1]);
+            // A message already read ahead counts as ready at once.
+            b.send(&1u8)?;
+            b.send(&2u8)?;
+            assert_eq!(limited(a.recv_async::<u8>()).await?, 1);
+            assert_eq!(limited(multiprocess::wait_async(&[&a], None)).await?, [0]);
+            assert_eq!(a.recv::<u8>()?, 2);
             Ok::<(), multiprocess::Error>(())
-        };
-        let all = std::future::poll_fn(|cx| {
-            let mut pending = false;
-            for slot in waits.iter_mut() {
-                if let Some(w) = slot {
-                    match w.as_mut().poll(cx) {
-                        std::task::Poll::Ready(r) => {
-                            assert_eq!(r.expect("waits"), [0]);
-                            *slot = None;
+        })?;
+        sender.join_timeout(LIMIT)?;
+        sleeper.join_timeout(LIMIT)?;
+        // Many waits at once on one thread, each on its own pipe, polled together.
+        let pairs: Vec<_> = (0..8)
+            .map(|_| multiprocess::pipe())
+            .collect::<Result<_>>()?;
+        let lists: Vec<[&(dyn multiprocess::Waitable + Sync); 1]> =
+            pairs.iter().map(|(r, _)| [r as _]).collect();
+        rt.block_on(async {
+            let mut waits: Vec<_> = lists
+                .iter()
+                .map(|l| Some(Box::pin(multiprocess::wait_async(l, None))))
+                .collect();
+            let writer = async {
+                for (_, w) in pairs.iter().rev() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    w.send(&0u8)?;
+                }
+                Ok::<(), multiprocess::Error>(())
+            };
+            let all = std::future::poll_fn(|cx| {
+                let mut pending = false;
+                for slot in waits.iter_mut() {
+                    if let Some(w) = slot {
+                        match w.as_mut().poll(cx) {
+                            std::task::Poll::Ready(r) => {
+                                assert_eq!(r.expect("waits"), [0]);
+                                *slot = None;
+                            }
+                            std::task::Poll::Pending => pending = true,
                         }
-                        std::task::Poll::Pending => pending = true,
                     }
                 }
-            }
-            if pending {
-                std::task::Poll::Pending
-            } else {
-                std::task::Poll::Ready(())
-            }
-        });
-        let (_, written) = limited(async { tokio::join!(all, writer) }).await;
-        written
-    })?;
-    // A closed connection is an error, as for `wait`.
-    let (mut e, _f) = multiprocess::pipe()?;
-    e.close();
-    assert!(rt.block_on(multiprocess::wait_async(&[&e], None)).is_err());
-    Ok(())
+                if pending {
+                    std::task::Poll::Pending
+                } else {
+                    std::task::Poll::Ready(())
+                }
+            });
+            let (_, written) = limited(async { tokio::join!(all, writer) }).await;
+            written
+        })?;
+        // A closed connection is an error, as for `wait`.
+        let (mut e, _f) = multiprocess::pipe()?;
+        e.close();
+        assert!(rt.block_on(multiprocess::wait_async(&[&e], None)).is_err());
+        Ok::<(), multiprocess::Error>(())
+    });
 }
 
 fn cube(x: u64) -> u64 {

@@ -50,6 +50,18 @@ pub fn start() -> Guard {
     start_with(|| {})
 }
 
+/// Runs a test's body under a leak-checked guard ([`start`]; call
+/// `multiprocess::init_test()` first). An error the body returns fails the test with that
+/// error *before* the leak check: with `let _g = common::start();` and `?`, an early error
+/// return drops the test's objects with their children still unjoined, the guard then fails on
+/// their descriptors, and the error itself is never printed.
+pub fn run<E: std::fmt::Debug>(body: impl FnOnce() -> Result<(), E>) {
+    let _g = start();
+    if let Err(e) = body() {
+        panic!("the test's body returned an error: {e:?}");
+    }
+}
+
 /// Like [`start`], running `prepare` first, once the test has the machine to itself (tests
 /// run one at a time from here on) and before the resources it leaves are counted.
 pub fn start_with(prepare: impl FnOnce()) -> Guard {
@@ -139,6 +151,12 @@ impl Drop for Guard {
             std::thread::sleep(Duration::from_millis(20));
             left = children();
         }
+        // Children that ended but were never joined (zombies on Unix; on Windows their
+        // handles stay open, see below): the usual cause is a test that returned an error
+        // early, which is then never printed (see `run`).
+        const EARLY: &str = " (children that ended unjoined: did the test return an error \
+                             early? common::run shows it)";
+        let unjoined = !left.is_empty() && left.iter().all(|&(_, s)| s == 'Z');
         for &(pid, _) in &left {
             kill_and_reap(pid);
         }
@@ -147,7 +165,8 @@ impl Drop for Guard {
         }
         assert!(
             left.is_empty(),
-            "processes left behind (pid, state): {left:?}"
+            "processes left behind (pid, state): {left:?}{}",
+            if unjoined { EARLY } else { "" }
         );
         // Give handles that are being closed a moment (Wine closes some asynchronously, and a
         // pool's reader thread may still be dropping a replaced worker's channel on a loaded
@@ -158,7 +177,22 @@ impl Drop for Guard {
             std::thread::sleep(Duration::from_millis(50));
             leaked = leaked_now(&self.resources);
         }
-        assert!(leaked.is_empty(), "descriptors leaked: {leaked:?}");
+        if !leaked.is_empty() {
+            // Children started and never joined hold their handles until the next start or
+            // `active_children()` reaps them.
+            let running: Vec<_> = multiprocess::active_children()
+                .iter()
+                .map(|p| format!("{} (pid {:?})", p.name(), p.pid()))
+                .collect();
+            let hint = if leaked_now(&self.resources).is_empty() {
+                EARLY.to_string()
+            } else if running.is_empty() {
+                String::new()
+            } else {
+                format!(" (children still running: {running:?})")
+            };
+            panic!("descriptors leaked: {leaked:?}{hint}");
+        }
     }
 }
 
