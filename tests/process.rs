@@ -764,6 +764,68 @@ fn my_authkey() -> Vec<u8> {
     current_process().authkey().to_vec()
 }
 
+/// What a child knows of itself and of its parent, and its name after it renames itself.
+type SelfView = (
+    String,
+    Vec<u64>,
+    bool,
+    Vec<u8>,
+    Option<(String, u32)>,
+    String,
+);
+
+fn who_am_i() -> SelfView {
+    let me = multiprocess::current_process();
+    let seen = (
+        me.name(),
+        me.ident(),
+        me.daemon(),
+        me.authkey().to_vec(),
+        multiprocess::parent_process().map(|p| (p.name().to_owned(), p.pid())),
+    );
+    me.set_name("renamed");
+    (seen.0, seen.1, seen.2, seen.3, seen.4, me.name())
+}
+
+/// Every start method gives the child the identity its parent's record holds at `start()`
+/// (name, ident, daemon flag and authkey set after `new`), and its parent's name and pid. A
+/// forked child takes its copy of that record as its own (Python's child becomes the
+/// `Process` object itself): renaming itself there changes nothing in the parent.
+#[test]
+fn a_child_knows_itself_and_its_parent_under_every_method() {
+    multiprocess::init_test();
+    let _g = start_all_methods();
+    let me = multiprocess::current_process();
+    me.set_name("Parent");
+    for method in multiprocess::get_all_start_methods() {
+        let ctx = multiprocess::get_context(method).unwrap();
+        let mut p = ctx
+            .process(who_am_i, ())
+            .with_name("given")
+            .with_daemon(true)
+            .with_authkey(b"child key");
+        p.set_name("given later");
+        let ident = p.ident().to_vec();
+        p.start().unwrap();
+        let seen: SelfView = p.result().unwrap();
+        assert_eq!(
+            seen,
+            (
+                "given later".to_owned(),
+                ident,
+                true,
+                b"child key".to_vec(),
+                Some(("Parent".to_owned(), std::process::id())),
+                "renamed".to_owned(),
+            ),
+            "{method:?}"
+        );
+        assert_eq!(p.name(), "given later", "{method:?}");
+    }
+    assert_eq!(me.name(), "Parent");
+    me.set_name("MainProcess");
+}
+
 #[test]
 fn p18_authkey_inheritance() {
     multiprocess::init_test();

@@ -4,7 +4,8 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Look, Process, Shared};
+use super::record::Look;
+use super::{Process, Shared};
 use crate::error::{Error, Result};
 use crate::sys;
 

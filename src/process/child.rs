@@ -1,11 +1,12 @@
 //! The child's half of a start: the handshake of a spawned child, becoming the child, running
 //! the target, reporting how it ended, the exit policy and exit code.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::Identity;
 use super::handshake::{self, Bootstrap, Report};
+use super::{Identity, ParentProcess, Shared};
 use crate::context::{self, StartMethod};
 use crate::error::{Error, Result};
 use crate::log::{self, Level};
@@ -16,9 +17,8 @@ use crate::wire;
 /// A spawned child (or one the fork server forked): checks the handshake, then runs the
 /// target. Never returns.
 pub(crate) fn run_spawned(channel: sys::Channel) -> ! {
-    let channel = Arc::new(channel);
     let accepted = (|| -> Result<(Bootstrap, image::Trampoline, Vec<sys::OwnedHandle>)> {
-        let mut reader = &*channel;
+        let mut reader = &channel;
         let theirs = wire::read_frame(&mut reader, 8)
             .map_err(|e| Error::Bootstrap(format!("reading the handshake: {e}")))?;
         let ours = image::identity().to_le_bytes();
@@ -71,33 +71,38 @@ pub(crate) fn run_spawned(channel: sys::Channel) -> ! {
         parent_name: boot.parent_name,
     };
     let args = boot.args;
-    run_child(id, channel, boot.method, move |channel| {
+    let record = Shared::of_spawned(id, channel);
+    run_child(record, boot.method, move |channel| {
         run_target(channel, || {
             wire::with_handles(handles, || trampoline(&args))
         })
     })
 }
 
-/// Common to spawned and forked children: become the child, run `body`, apply the exit policy,
-/// exit with the code `body` returns.
+/// Common to spawned and forked children: become the process `record` describes (its channel
+/// to the parent set), run `body`, apply the exit policy, exit with the code `body` returns.
 pub(super) fn run_child(
-    id: Identity,
-    channel: Arc<sys::Channel>,
+    record: Arc<Shared>,
     method: StartMethod,
     body: impl FnOnce(&sys::Channel) -> i32,
 ) -> ! {
-    let daemon = id.daemon;
-    super::become_child(id, Arc::clone(&channel), method.copies_memory());
+    let daemon = record.daemon.load(Ordering::Relaxed);
+    let Some(parent) = ParentProcess::of(Arc::clone(&record)) else {
+        // Never: both callers set the channel.
+        sys::exit_now(1)
+    };
+    super::become_child(record, method.copies_memory());
+    let channel = parent.channel();
     context::inherit(method);
     if !method.copies_memory() {
         // A forked child needs no handshake: its parent knows it runs the target.
-        send(&channel, &Report::Started);
+        send(channel, &Report::Started);
     }
     if daemon {
-        watch_parent(Arc::clone(&channel));
+        watch_parent(parent.clone());
     }
     log::event!(Level::Info, {}, "child process calling self.run()");
-    let code = body(&channel);
+    let code = body(channel);
     log::event!(
         Level::Info,
         { exitcode = code },
@@ -157,7 +162,7 @@ static PARENT_GONE_HOOKS: Mutex<Vec<fn()>> = Mutex::new(Vec::new());
 /// Where the OS itself ends this daemonic child when its parent's end of the channel closes
 /// (see [`watch_parent`]): the channel, and the pid of the process that armed it (a forked
 /// child inherits this static but is not the process the OS would end).
-static ARMED: Mutex<Option<(u32, Arc<sys::Channel>)>> = Mutex::new(None);
+static ARMED: Mutex<Option<(u32, ParentProcess)>> = Mutex::new(None);
 
 /// How large a report may be while the OS's watch is armed: a write that has to wait for room
 /// in the channel's buffer arms its wake-up too (see `sys::kill_on_readable`), and the
@@ -170,8 +175,8 @@ pub(crate) fn on_parent_gone(hook: fn()) {
     super::lock(&PARENT_GONE_HOOKS).push(hook);
     // The OS's watch can only kill: a thread runs the hooks instead. Disarmed first, so that
     // a parent that ends meanwhile is found by the thread (the channel stays readable).
-    if let Some(channel) = disarm() {
-        watch_with_thread(channel);
+    if let Some(parent) = disarm() {
+        watch_with_thread(parent);
     }
 }
 
@@ -180,30 +185,29 @@ pub(crate) fn on_parent_gone(hook: fn()) {
 /// gone. Where the OS can end the process itself on that event (Linux), no thread is needed
 /// (a pool of 256 workers had 256 of them); else, or once hooks are registered, a thread
 /// waits for it, runs the hooks registered with [`on_parent_gone`] and ends the process.
-fn watch_parent(channel: Arc<sys::Channel>) {
+fn watch_parent(parent: ParentProcess) {
     if super::lock(&PARENT_GONE_HOOKS).is_empty()
-        && sys::kill_on_readable(&channel, true).unwrap_or(false)
+        && sys::kill_on_readable(parent.channel(), true).unwrap_or(false)
     {
-        let previous = super::lock(&ARMED).replace((sys::pid(), Arc::clone(&channel)));
+        let previous = super::lock(&ARMED).replace((sys::pid(), parent.clone()));
         // Inherited through a fork: another process's to let go of.
         std::mem::forget(previous);
         // A parent gone before the watch was armed raised no event.
-        if matches!(sys::wait_readable(&[sys::channel_handle(&channel)], Some(Duration::ZERO)), Ok(r) if r[0])
-        {
+        if matches!(sys::wait_readable(&[parent.handle()], Some(Duration::ZERO)), Ok(r) if r[0]) {
             parent_gone();
         }
         return;
     }
-    watch_with_thread(channel);
+    watch_with_thread(parent);
 }
 
-/// Stops the OS's watch, if this process armed one; returns its channel.
-fn disarm() -> Option<Arc<sys::Channel>> {
+/// Stops the OS's watch, if this process armed one; returns the parent it watched.
+fn disarm() -> Option<ParentProcess> {
     let mut armed = super::lock(&ARMED);
     match armed.take() {
-        Some((pid, channel)) if pid == sys::pid() => {
-            let _ = sys::kill_on_readable(&channel, false);
-            Some(channel)
+        Some((pid, parent)) if pid == sys::pid() => {
+            let _ = sys::kill_on_readable(parent.channel(), false);
+            Some(parent)
         }
         inherited => {
             std::mem::forget(inherited);
@@ -222,12 +226,12 @@ fn parent_gone() -> ! {
 }
 
 /// The thread of [`watch_parent`]: waits for the channel to turn readable.
-fn watch_with_thread(channel: Arc<sys::Channel>) {
+fn watch_with_thread(parent: ParentProcess) {
     let spawned = std::thread::Builder::new()
         .name("multiprocess-parent-watch".into())
         .spawn(move || {
             loop {
-                match sys::wait_readable(&[sys::channel_handle(&channel)], None) {
+                match sys::wait_readable(&[parent.handle()], None) {
                     Ok(ready) if ready[0] => parent_gone(),
                     Ok(_) => {}
                     Err(_) => std::thread::sleep(Duration::from_millis(100)),

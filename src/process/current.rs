@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::lock;
+use super::{Shared, lock};
 use crate::sys;
 use crate::sys::fork_lock::ForkLock;
 
@@ -72,26 +72,16 @@ impl fmt::Debug for AuthKey {
 // ---------------------------------------------------------------------------------------------
 // This process
 
-/// What this process knows about itself.
-pub(super) struct Me {
-    pub(super) name: String,
-    pub(super) ident: Vec<u64>,
-    pub(super) authkey: AuthKey,
-    pub(super) daemon: bool,
-    parent: Option<ParentProcess>,
-}
+/// This process's record (Python's `_current_process`): a [`Shared`], as its parent keeps of
+/// it. The main process's is made on first use, a spawned child's from its bootstrap; a
+/// forked child's is its own copy of the record its parent made of it (Python's forked child
+/// likewise becomes the `Process` object itself), so becoming the child copies and allocates
+/// nothing (issue 19: after a fork, the child's first allocation alone cost some 10 µs).
+/// A forked child replaces it in place: another thread of the parent may have held it at the
+/// fork (see [`ForkLock::replace`]).
+static ME: ForkLock<Arc<Shared>> = ForkLock::new(Shared::main_process);
 
-/// This process's identity; set by `become_child` in a child, else made on first use. A
-/// forked child replaces it whole: another thread of the parent may have held it at the fork.
-static ME: ForkLock<Me> = ForkLock::new(|| Me {
-    name: "MainProcess".into(),
-    ident: Vec::new(),
-    authkey: AuthKey::random(),
-    daemon: false,
-    parent: None,
-});
-
-pub(super) fn me() -> &'static Mutex<Me> {
+pub(super) fn me() -> &'static Mutex<Arc<Shared>> {
     ME.get()
 }
 
@@ -102,7 +92,7 @@ static DAEMONIC: AtomicBool = AtomicBool::new(false);
 /// Counts processes constructed here (Python's `_process_counter`); reset in every child.
 pub(super) static COUNTER: AtomicU64 = AtomicU64::new(1);
 
-/// Who a new child is: sent to it at start.
+/// Who a new child is: sent to a spawned child at start, which makes its record of it.
 pub(crate) struct Identity {
     pub(crate) name: String,
     pub(crate) ident: Vec<u64>,
@@ -113,32 +103,23 @@ pub(crate) struct Identity {
 }
 
 /// In a child forked by a fork server: cuts the server's own channel to its parent, which the
-/// child inherited (only the channel it was given is its own, as in a spawned child).
+/// child inherited (only the channel it was given is its own, as in a spawned child). The
+/// server's record is never dropped here (one count of it is forgotten): the descriptor's
+/// number may be reused at once.
 pub(crate) fn cut_parent_channel() {
-    let parent = lock(me()).parent.take();
-    if let Some(parent) = parent {
-        let _ = sys::cut_channel(parent.channel);
+    let server = Arc::clone(&*lock(me()));
+    if let Some(channel) = server.to_parent.get() {
+        let _ = sys::cut_channel(channel);
     }
+    std::mem::forget(server);
 }
 
-/// In a new child: become the process described by `id`, whose parent holds the other end of
-/// `channel`. A `forked` child leaves its parent's identity behind unfreed (see
+/// In a new child: become the process `record` describes, whose `to_parent` holds our end of
+/// the channel to the parent. A `forked` child leaves its parent's record behind unfreed (see
 /// [`ForkLock::replace`]).
-pub(crate) fn become_child(id: Identity, channel: Arc<sys::Channel>, forked: bool) {
-    let parent = ParentProcess {
-        name: id.parent_name,
-        pid: id.parent_pid,
-        channel,
-    };
-    let new = Me {
-        name: id.name,
-        ident: id.ident,
-        authkey: AuthKey(id.authkey),
-        daemon: id.daemon,
-        parent: Some(parent),
-    };
-    DAEMONIC.store(new.daemon, Ordering::Relaxed);
-    let old = ME.replace(new);
+pub(crate) fn become_child(record: Arc<Shared>, forked: bool) {
+    DAEMONIC.store(record.daemon.load(Ordering::Relaxed), Ordering::Relaxed);
+    let old = ME.replace(record);
     if forked {
         std::mem::forget(old);
     }
@@ -168,13 +149,14 @@ pub struct CurrentProcess(());
 impl CurrentProcess {
     /// `MainProcess` in the main process; a child's name as its parent set it.
     pub fn name(&self) -> String {
-        lock(me()).name.clone()
+        lock(&lock(me()).name).clone()
     }
 
     /// Renames this process (affects the names of processes it creates afterwards only through
     /// their identity, as in Python).
     pub fn set_name(&self, name: impl Into<String>) {
-        lock(me()).name = name.into();
+        let name = name.into();
+        *lock(&lock(me()).name) = name;
     }
 
     /// The OS process id.
@@ -195,12 +177,13 @@ impl CurrentProcess {
 
     /// This process's authentication key.
     pub fn authkey(&self) -> AuthKey {
-        lock(me()).authkey.clone()
+        lock(&lock(me()).authkey).clone()
     }
 
     /// Replaces this process's authentication key (children started afterwards inherit it).
     pub fn set_authkey(&self, key: impl Into<AuthKey>) {
-        lock(me()).authkey = key.into();
+        let key = key.into();
+        *lock(&lock(me()).authkey) = key;
     }
 
     /// Always true: the calling process is running.
@@ -217,27 +200,36 @@ impl CurrentProcess {
 /// The process that started this one, as Python's `multiprocessing.parent_process()`: `None` in
 /// the main process.
 pub fn parent_process() -> Option<ParentProcess> {
-    lock(me()).parent.clone()
+    ParentProcess::of(Arc::clone(&*lock(me())))
 }
 
 /// The parent of the calling process (see [`parent_process`]). Its liveness comes from the
 /// channel whose other end only the parent holds: when the parent dies, it reads as closed.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ParentProcess {
-    name: String,
-    pid: u32,
-    channel: Arc<sys::Channel>,
+    /// This process's record: the parent's name and pid, and our end of the channel (set,
+    /// for good, before the record became this process's).
+    record: Arc<Shared>,
+}
+
+impl fmt::Debug for ParentProcess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ParentProcess")
+            .field("name", &self.name())
+            .field("pid", &self.pid())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ParentProcess {
     /// The parent's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.record.parent_name
     }
 
     /// The parent's pid (as it was when this process started).
     pub fn pid(&self) -> u32 {
-        self.pid
+        self.record.creator
     }
 
     /// True until the parent process ends.
@@ -264,9 +256,28 @@ impl ParentProcess {
 }
 
 impl ParentProcess {
-    /// The handle that becomes readable when the parent ends: our end of the channel whose other
-    /// end only the parent holds (it sends nothing after the bootstrap).
+    /// The parent of the process `record` describes, once its channel to it is set.
+    pub(super) fn of(record: Arc<Shared>) -> Option<ParentProcess> {
+        record
+            .to_parent
+            .get()
+            .is_some()
+            .then_some(ParentProcess { record })
+    }
+
+    /// Our end of the channel whose other end only the parent holds (it sends nothing after
+    /// the bootstrap).
+    pub(super) fn channel(&self) -> &sys::Channel {
+        match self.record.to_parent.get() {
+            Some(channel) => channel,
+            // Never: made only of a record whose channel is set (`of`), and a `OnceLock`
+            // stays set.
+            None => unreachable!("a parent process without its channel"),
+        }
+    }
+
+    /// The handle that becomes readable when the parent ends: our end of the channel.
     pub(crate) fn handle(&self) -> sys::WaitHandle<'_> {
-        sys::channel_handle(&self.channel)
+        sys::channel_handle(self.channel())
     }
 }

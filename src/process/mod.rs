@@ -9,6 +9,7 @@ mod current;
 mod exit;
 mod finalize;
 pub(crate) mod handshake;
+mod record;
 mod repr;
 mod sentinel;
 pub(crate) mod start;
@@ -21,11 +22,13 @@ pub use current::{AuthKey, CurrentProcess, ParentProcess, current_process, paren
 use current::{COUNTER, me};
 pub(crate) use current::{Identity, become_child, cut_parent_channel};
 pub use finalize::Finalize;
+pub(crate) use record::Shared;
+use record::{Child, NOT_STARTED, State};
 pub use sentinel::Sentinel;
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -72,129 +75,6 @@ pub struct Process {
     context: Option<Context>,
 }
 
-/// The part of a process that `active_children()` and the exit policy share with its owner.
-pub(crate) struct Shared {
-    name: Mutex<String>,
-    daemon: AtomicBool,
-    authkey: Mutex<AuthKey>,
-    ident: Vec<u64>,
-    /// Who made it (the child's parent): pid and name, taken at construction, as Python's
-    /// `_parent_pid` and `_parent_name`.
-    creator: u32,
-    parent_name: String,
-    result: ResultType,
-    state: Mutex<State>,
-    /// The child's pid once started (0 before): found without the state's lock when the OS
-    /// names a child that ended (see `children::reap_finished`).
-    pid: AtomicU32,
-    /// The number of our end of the child's channel while the `Child` holds it open (-1
-    /// before and after): a child we fork lets go of its copy without touching the `Child`
-    /// (see `children::forget_inherited_children`). Cleared before the channel can close, so
-    /// that it never names a descriptor opened since.
-    channel: AtomicI32,
-}
-
-/// What one look at a child found: its exitcode, or what to wait on.
-enum Look {
-    Ended(i32),
-    Running(Arc<sys::OwnedWaitHandle>, Option<Arc<sys::Channel>>),
-}
-
-enum State {
-    Initial,
-    Started(Box<Child>),
-    Closed,
-}
-
-/// A started child, seen from its parent.
-struct Child {
-    handle: sys::ProcHandle,
-    /// The parent's end of the channel, until the child closes it.
-    channel: Option<Arc<sys::Channel>>,
-    inbox: FrameReader,
-    /// The child reached `init()` and accepted its bootstrap.
-    started: bool,
-    /// How the target ended, if the child said so.
-    report: Option<Report>,
-    /// The job, its values dropped at the start: freed with this, after the child's end.
-    _spent: Option<Job>,
-}
-
-impl Child {
-    /// Room for a small report and the end-of-file read after it (see `FrameReader::fill`),
-    /// allocated before the start (see [`FrameReader::with_capacity`]).
-    const INBOX: usize = 512;
-
-    fn new(
-        handle: sys::ProcHandle,
-        channel: sys::Channel,
-        method: StartMethod,
-        inbox: FrameReader,
-        spent: Option<Job>,
-    ) -> Box<Child> {
-        Box::new(Child {
-            handle,
-            channel: Some(Arc::new(channel)),
-            inbox,
-            // A forked child runs its target without a handshake.
-            started: method.copies_memory(),
-            report: None,
-            _spent: spent,
-        })
-    }
-
-    /// Reads whatever the child has sent, without blocking. Returns the channel if it ended
-    /// here (the end of file, a failure, a malformed report): the caller clears
-    /// [`Shared::channel`] before dropping it.
-    #[must_use]
-    fn absorb(&mut self) -> Option<Arc<sys::Channel>> {
-        let channel = self.channel.clone()?;
-        let mut ended = None;
-        loop {
-            match self.inbox.fill(|buf| sys::read_available(&channel, buf)) {
-                Ok(0) => {
-                    ended = self.channel.take();
-                    break;
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    ended = self.channel.take();
-                    break;
-                }
-            }
-        }
-        loop {
-            match self
-                .inbox
-                .next_frame()
-                .and_then(|f| f.map(|f| wire::decode(&f)).transpose())
-            {
-                Ok(Some(Report::Started)) => self.started = true,
-                Ok(Some(report)) => {
-                    self.report.get_or_insert(report);
-                }
-                Ok(None) => {
-                    if self.channel.is_none() && self.inbox.is_partial() {
-                        self.report.get_or_insert(Report::Failed(
-                            "the child ended in the middle of a report".into(),
-                        ));
-                    }
-                    break;
-                }
-                Err(e) => {
-                    self.report.get_or_insert(Report::Failed(format!(
-                        "the child sent a malformed report: {e}"
-                    )));
-                    ended = ended.or(self.channel.take());
-                    break;
-                }
-            }
-        }
-        ended
-    }
-}
-
 const CLOSED: &str = "process object is closed";
 
 impl Process {
@@ -207,19 +87,20 @@ impl Process {
         name.push_str(prefix.unwrap_or("Process"));
         name.push('-');
         push_ident(&mut name, &ident);
-        Process {
-            shared: Arc::new(Shared {
-                name: Mutex::new(name),
-                daemon: AtomicBool::new(me.daemon),
-                authkey: Mutex::new(me.authkey.clone()),
+        let shared = Shared::new(
+            Identity {
+                name,
                 ident,
-                creator: sys::pid(),
-                parent_name: me.name.clone(),
-                result,
-                state: Mutex::new(State::Initial),
-                pid: AtomicU32::new(0),
-                channel: AtomicI32::new(-1),
-            }),
+                authkey: lock(&me.authkey).0.clone(),
+                daemon: me.daemon.load(Ordering::Relaxed),
+                parent_pid: sys::pid(),
+                parent_name: lock(&me.name).clone(),
+            },
+            result,
+        );
+        drop(me);
+        Process {
+            shared: Arc::new(shared),
             job: Some(job),
             inbox: Some(FrameReader::with_capacity(
                 wire::DEFAULT_LIMIT,
@@ -385,8 +266,8 @@ impl Process {
             .map_or_else(context::default_method, |c| c.start_method());
         // Between its fork and the next one's, a start allocates and frees as little as it
         // can (in a fan-out each heap page written there is copied, the children alive
-        // holding it): the inbox comes from `new`, a forked child makes its own identity,
-        // and the spent job (its values dropped now) is freed with the `Child`, after the
+        // holding it): the inbox comes from `new`, a forked child takes its copy of this
+        // record as its own (`current_process()`), and the spent job (its values dropped now) is freed with the `Child`, after the
         // child's end. (The `Child` and the two `Arc`s of the handle and channel remain.)
         let inbox = self
             .inbox
@@ -398,11 +279,9 @@ impl Process {
             StartMethod::Fork => None,
             _ => self.job.as_ref().and_then(Job::image),
         };
-        let shared = &self.shared;
-        let identity = || shared.identity();
         // Held across a fork so the child sees the list consistent, and releases it there.
         let mut children = Some(lock(&CHILDREN));
-        let child = start::start(method, &identity, &mut self.job, image, &mut children)?;
+        let child = start::start(method, &self.shared, &mut self.job, image, &mut children)?;
         let mut spent = self.job.take();
         if let Some(job) = spent.as_mut() {
             job.discard();
@@ -648,8 +527,6 @@ impl Process {
     }
 }
 
-const NOT_STARTED: &str = "can only join a started process";
-
 fn ident_string(ident: &[u64]) -> String {
     let mut s = String::new();
     push_ident(&mut s, ident);
@@ -662,146 +539,6 @@ fn push_ident(s: &mut String, ident: &[u64]) {
     use std::fmt::Write as _;
     for (i, n) in ident.iter().enumerate() {
         let _ = write!(s, "{}{n}", if i == 0 { "" } else { ":" });
-    }
-}
-
-impl Shared {
-    /// Who its child is. A forked child calls this itself, on its copy: nothing else reaches
-    /// a process's fields before its start puts it in the children list, so their locks are
-    /// free in the child.
-    fn identity(&self) -> Identity {
-        Identity {
-            name: lock(&self.name).clone(),
-            ident: self.ident.clone(),
-            authkey: lock(&self.authkey).0.clone(),
-            daemon: self.daemon.load(Ordering::Relaxed),
-            parent_pid: self.creator,
-            parent_name: self.parent_name.clone(),
-        }
-    }
-
-    fn check_open(&self) -> Result<()> {
-        if matches!(*lock(&self.state), State::Closed) {
-            return Err(Error::state(CLOSED));
-        }
-        Ok(())
-    }
-
-    fn check_type<R: 'static>(&self) -> Result<()> {
-        if std::any::TypeId::of::<R>() != self.result.id {
-            return Err(Error::state(format!(
-                "the target returns {}, not {}",
-                self.result.name,
-                std::any::type_name::<R>()
-            )));
-        }
-        Ok(())
-    }
-
-    /// Whether this child's exit comes from the fork server rather than from our own wait (true
-    /// too while not started or once closed: such a child is looked at, not skipped).
-    /// The child's sentinel while it is started (what becomes readable when it ends).
-    fn sentinel_now(&self) -> Option<Arc<sys::OwnedWaitHandle>> {
-        match &*lock(&self.state) {
-            State::Started(c) => Some(c.handle.sentinel()),
-            State::Initial | State::Closed => None,
-        }
-    }
-
-    fn is_served(&self) -> bool {
-        match &*lock(&self.state) {
-            State::Started(c) => c.handle.is_served(),
-            State::Initial | State::Closed => true,
-        }
-    }
-
-    /// Makes progress (reads reports, reaps) until the child has ended or `timeout` passes;
-    /// returns the exitcode once ended.
-    fn poll_exit(&self, timeout: Option<Duration>) -> Result<Option<i32>> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        loop {
-            let (sentinel, channel) = match self.look()? {
-                Look::Ended(code) => return Ok(Some(code)),
-                Look::Running(sentinel, channel) => (sentinel, channel),
-            };
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if left == Some(Duration::ZERO) {
-                return Ok(None);
-            }
-            let sentinel = sys::borrow_handle(&sentinel);
-            let handles = match &channel {
-                Some(c) => [sentinel, sys::channel_handle(c)],
-                None => [sentinel, sentinel],
-            };
-            let n = if channel.is_some() { 2 } else { 1 };
-            // After each event (the join's start, a report, the channel's end) it looks again
-            // for a moment (`sys::LOOK`) before it sleeps: a short target's events follow each
-            // other within microseconds.
-            sys::wait_readable_soon(&handles[..n], left)
-                .map_err(|e| Error::io("waiting for a child", e))?;
-        }
-    }
-
-    /// Makes progress without waiting (reads reports, reaps): the exitcode once ended, else
-    /// what to wait on (the sentinel, and the channel while the child may still report).
-    fn look(&self) -> Result<Look> {
-        let mut state = lock(&self.state);
-        let child = match &mut *state {
-            State::Initial => return Err(Error::state(NOT_STARTED)),
-            State::Closed => return Err(Error::state(CLOSED)),
-            // Inherited through a fork: another process's child (see `forget_inherited_children`).
-            State::Started(_) if self.creator != sys::pid() => return Err(Error::state(CLOSED)),
-            State::Started(c) => c,
-        };
-        let ended = child.absorb();
-        let pid = child.handle.pid();
-        let exited = child
-            .handle
-            .try_wait()
-            .map_err(|e| Error::io(format!("waiting for pid {pid}"), e));
-        let ended = ended.or_else(|| match exited {
-            Ok(Some(_)) => child.absorb(),
-            _ => None,
-        });
-        if ended.is_some() {
-            self.channel.store(-1, Ordering::Relaxed);
-        }
-        drop(ended);
-        if let Some(code) = exited? {
-            return Ok(Look::Ended(code));
-        }
-        Ok(Look::Running(
-            child.handle.sentinel(),
-            child.channel.clone(),
-        ))
-    }
-
-    fn join(self: &Arc<Self>, timeout: Option<Duration>) -> Result<()> {
-        if let Some(code) = self.poll_exit(timeout)? {
-            let mut children = lock(&CHILDREN);
-            let before = children.len();
-            children.retain(|c| !Arc::ptr_eq(c, self));
-            let first = children.len() < before;
-            drop(children);
-            if first && log::enabled(Level::Debug) {
-                let name = lock(&self.name).clone();
-                log::event!(Level::Debug, { name = name, exitcode = code }, "{name} ended with exitcode {code}");
-            }
-        }
-        Ok(())
-    }
-
-    fn signal(&self, signal: i32) -> Result<()> {
-        match &mut *lock(&self.state) {
-            State::Initial => Err(Error::state("process not started")),
-            State::Closed => Err(Error::state(CLOSED)),
-            // Inherited through a fork: another process's child.
-            State::Started(_) if self.creator != sys::pid() => Err(Error::state(CLOSED)),
-            State::Started(c) => c
-                .handle
-                .signal(signal)
-                .map_err(|e| Error::io(format!("signalling pid {}", c.handle.pid()), e)),
-        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::handshake::{Bootstrap, reentry_args};
-use super::{ChildrenGuard, Identity, child, lock};
+use super::{ChildrenGuard, Identity, Shared, child, lock};
 use crate::context::StartMethod;
 use crate::error::{Error, Result};
 use crate::registry::{Code, Image, Job};
@@ -67,20 +67,20 @@ pub(crate) fn serve_forks_with(launch: fn(sys::Channel) -> Result<sys::ProcHandl
 }
 
 /// Starts a child for `job` with `method`; returns its handle and our end of its channel. The
-/// one place that knows how each start method makes a child (`identity` says who it is: asked
-/// here for a child that is sent it, by a forked child itself; `image` is the job's, made by
-/// the caller for a method that sends it; `children` is the locked children list, held across
-/// a fork).
+/// one place that knows how each start method makes a child (`record` is the parent's record
+/// of the child: a child that is sent its identity gets it from there, a forked child takes
+/// its copy as its own; `image` is the job's, made by the caller for a method that sends it;
+/// `children` is the locked children list, held across a fork).
 pub(crate) fn start(
     method: StartMethod,
-    identity: &dyn Fn() -> Identity,
+    record: &Arc<Shared>,
     job: &mut Option<Job>,
     image: Option<Image>,
     children: &mut Option<ChildrenGuard>,
 ) -> Result<(sys::ProcHandle, sys::Channel)> {
     match method {
-        StartMethod::Spawn | StartMethod::Forkserver => spawn(identity(), image, method),
-        StartMethod::Fork => fork(identity, job, children),
+        StartMethod::Spawn | StartMethod::Forkserver => spawn(record.identity(), image, method),
+        StartMethod::Fork => fork(record, job, children),
     }
 }
 
@@ -177,11 +177,11 @@ pub(crate) fn spawn(
 
 /// Forks a child for `job`; returns its handle and our end of its channel. `children` is the
 /// locked children list, held across the fork so the child sees it in a consistent state. The
-/// child makes what it needs of its own (its identity, from `identity`; the `Arc` of its
-/// channel): what the parent allocated for it, it would free after the fork, and in a fan-out
-/// each heap page written between two forks is copied (issue 19, W11).
+/// parent allocates nothing for the child (it would free it after the fork, and in a fan-out
+/// each heap page written between two forks is copied: issue 19, W11), and the child nothing
+/// either: it takes its copy of `record` as its own, its channel inside.
 fn fork(
-    identity: &dyn Fn() -> Identity,
+    record: &Arc<Shared>,
     job: &mut Option<Job>,
     children: &mut Option<ChildrenGuard>,
 ) -> Result<(sys::ProcHandle, sys::Channel)> {
@@ -207,9 +207,10 @@ fn fork(
         drop(hooks.take());
         drop(ours.take());
         super::forget_inherited_children(children);
-        let id = identity();
-        let channel = Arc::new(theirs.take().expect("present until forked"));
-        child::run_child(id, channel, StartMethod::Fork, |channel| {
+        if let Some(theirs) = theirs.take() {
+            let _ = record.to_parent.set(theirs);
+        }
+        child::run_child(Arc::clone(record), StartMethod::Fork, |channel| {
             let _ = sys::stdin_from_null();
             // Called in place, neither taken nor dropped: the child writes and frees as little
             // of its parent's memory as it can (each page written is a copy).

@@ -287,7 +287,7 @@ pub(crate) fn kill_on_readable(_channel: &Channel, _on: bool) -> io::Result<bool
 }
 
 /// Closes an inherited channel.
-pub(crate) fn cut_channel(channel: Arc<Channel>) -> io::Result<()> {
+pub(crate) fn cut_channel(channel: &Channel) -> io::Result<()> {
     match channel.0 {}
 }
 

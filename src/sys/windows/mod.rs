@@ -566,7 +566,7 @@ pub(crate) fn kill_on_readable(_channel: &Channel, _on: bool) -> io::Result<bool
 }
 
 /// Only a child of a fork server cuts an inherited channel; Windows has none.
-pub(crate) fn cut_channel(_channel: std::sync::Arc<Channel>) -> io::Result<()> {
+pub(crate) fn cut_channel(_channel: &Channel) -> io::Result<()> {
     Ok(())
 }
 

@@ -1,0 +1,323 @@
+//! A process's record ([`Shared`]): what its owner, the children list and the exit policy
+//! share, and what the process itself holds as its `current_process()` (Python's
+//! `_current_process` is the `Process` object too); the parent's view of a started child
+//! ([`Child`]), and how the parent looks at it, waits for it and signals it.
+
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::handshake::Report;
+use super::{AuthKey, CHILDREN, CLOSED, Identity, lock};
+use crate::context::StartMethod;
+use crate::error::{Error, Result};
+use crate::log::{self, Level};
+use crate::registry::{Job, ResultType};
+use crate::sys;
+use crate::wire::{self, FrameReader};
+
+/// The part of a process that `active_children()` and the exit policy share with its owner.
+pub(crate) struct Shared {
+    pub(super) name: Mutex<String>,
+    pub(super) daemon: AtomicBool,
+    pub(super) authkey: Mutex<AuthKey>,
+    pub(super) ident: Vec<u64>,
+    /// Who made it (the child's parent): pid and name, taken at construction, as Python's
+    /// `_parent_pid` and `_parent_name`.
+    pub(super) creator: u32,
+    pub(super) parent_name: String,
+    pub(super) result: ResultType,
+    pub(super) state: Mutex<State>,
+    /// The child's pid once started (0 before): found without the state's lock when the OS
+    /// names a child that ended (see `children::reap_finished`).
+    pub(super) pid: AtomicU32,
+    /// The number of our end of the child's channel while the `Child` holds it open (-1
+    /// before and after): a child we fork lets go of its copy without touching the `Child`
+    /// (see `children::forget_inherited_children`). Cleared before the channel can close, so
+    /// that it never names a descriptor opened since.
+    pub(super) channel: AtomicI32,
+    /// In the process the record describes (its `current_process()`, see `current::ME`): its
+    /// end of the channel to its parent, set once it became that process. Empty in the
+    /// parent's record and in the main process.
+    pub(super) to_parent: OnceLock<sys::Channel>,
+}
+
+/// What one look at a child found: its exitcode, or what to wait on.
+pub(super) enum Look {
+    Ended(i32),
+    Running(Arc<sys::OwnedWaitHandle>, Option<Arc<sys::Channel>>),
+}
+
+pub(super) enum State {
+    Initial,
+    Started(Box<Child>),
+    Closed,
+}
+
+/// A started child, seen from its parent.
+pub(super) struct Child {
+    pub(super) handle: sys::ProcHandle,
+    /// The parent's end of the channel, until the child closes it.
+    pub(super) channel: Option<Arc<sys::Channel>>,
+    pub(super) inbox: FrameReader,
+    /// The child reached `init()` and accepted its bootstrap.
+    pub(super) started: bool,
+    /// How the target ended, if the child said so.
+    pub(super) report: Option<Report>,
+    /// The job, its values dropped at the start: freed with this, after the child's end.
+    pub(super) _spent: Option<Job>,
+}
+
+impl Child {
+    /// Room for a small report and the end-of-file read after it (see `FrameReader::fill`),
+    /// allocated before the start (see [`FrameReader::with_capacity`]).
+    pub(super) const INBOX: usize = 512;
+
+    pub(super) fn new(
+        handle: sys::ProcHandle,
+        channel: sys::Channel,
+        method: StartMethod,
+        inbox: FrameReader,
+        spent: Option<Job>,
+    ) -> Box<Child> {
+        Box::new(Child {
+            handle,
+            channel: Some(Arc::new(channel)),
+            inbox,
+            // A forked child runs its target without a handshake.
+            started: method.copies_memory(),
+            report: None,
+            _spent: spent,
+        })
+    }
+
+    /// Reads whatever the child has sent, without blocking. Returns the channel if it ended
+    /// here (the end of file, a failure, a malformed report): the caller clears
+    /// [`Shared::channel`] before dropping it.
+    #[must_use]
+    pub(super) fn absorb(&mut self) -> Option<Arc<sys::Channel>> {
+        let channel = self.channel.clone()?;
+        let mut ended = None;
+        loop {
+            match self.inbox.fill(|buf| sys::read_available(&channel, buf)) {
+                Ok(0) => {
+                    ended = self.channel.take();
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    ended = self.channel.take();
+                    break;
+                }
+            }
+        }
+        loop {
+            match self
+                .inbox
+                .next_frame()
+                .and_then(|f| f.map(|f| wire::decode(&f)).transpose())
+            {
+                Ok(Some(Report::Started)) => self.started = true,
+                Ok(Some(report)) => {
+                    self.report.get_or_insert(report);
+                }
+                Ok(None) => {
+                    if self.channel.is_none() && self.inbox.is_partial() {
+                        self.report.get_or_insert(Report::Failed(
+                            "the child ended in the middle of a report".into(),
+                        ));
+                    }
+                    break;
+                }
+                Err(e) => {
+                    self.report.get_or_insert(Report::Failed(format!(
+                        "the child sent a malformed report: {e}"
+                    )));
+                    ended = ended.or(self.channel.take());
+                    break;
+                }
+            }
+        }
+        ended
+    }
+}
+
+pub(super) const NOT_STARTED: &str = "can only join a started process";
+
+impl Shared {
+    /// The record of a process `id` describes (`id.parent_pid` made it), not started.
+    pub(super) fn new(id: Identity, result: ResultType) -> Shared {
+        Shared {
+            name: Mutex::new(id.name),
+            daemon: AtomicBool::new(id.daemon),
+            authkey: Mutex::new(AuthKey(id.authkey)),
+            ident: id.ident,
+            creator: id.parent_pid,
+            parent_name: id.parent_name,
+            result,
+            state: Mutex::new(State::Initial),
+            pid: AtomicU32::new(0),
+            channel: AtomicI32::new(-1),
+            to_parent: OnceLock::new(),
+        }
+    }
+
+    /// The main process's record of itself: `MainProcess`, with a new random authkey and no
+    /// parent (see `current::ME`).
+    pub(super) fn main_process() -> Arc<Shared> {
+        let id = Identity {
+            name: "MainProcess".into(),
+            ident: Vec::new(),
+            authkey: AuthKey::random().0,
+            daemon: false,
+            parent_pid: 0,
+            parent_name: String::new(),
+        };
+        Arc::new(Shared::new(id, ResultType::of::<()>()))
+    }
+
+    /// The record a spawned child makes of itself from its bootstrap's `id`, with its end of
+    /// the channel to its parent.
+    pub(crate) fn of_spawned(id: Identity, to_parent: sys::Channel) -> Arc<Shared> {
+        let record = Shared::new(id, ResultType::of::<()>());
+        let _ = record.to_parent.set(to_parent);
+        Arc::new(record)
+    }
+
+    /// Who its child is, for the bootstrap of a child that is sent it.
+    pub(super) fn identity(&self) -> Identity {
+        Identity {
+            name: lock(&self.name).clone(),
+            ident: self.ident.clone(),
+            authkey: lock(&self.authkey).0.clone(),
+            daemon: self.daemon.load(Ordering::Relaxed),
+            parent_pid: self.creator,
+            parent_name: self.parent_name.clone(),
+        }
+    }
+
+    pub(super) fn check_open(&self) -> Result<()> {
+        if matches!(*lock(&self.state), State::Closed) {
+            return Err(Error::state(CLOSED));
+        }
+        Ok(())
+    }
+
+    pub(super) fn check_type<R: 'static>(&self) -> Result<()> {
+        if std::any::TypeId::of::<R>() != self.result.id {
+            return Err(Error::state(format!(
+                "the target returns {}, not {}",
+                self.result.name,
+                std::any::type_name::<R>()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether this child's exit comes from the fork server rather than from our own wait (true
+    /// too while not started or once closed: such a child is looked at, not skipped).
+    /// The child's sentinel while it is started (what becomes readable when it ends).
+    pub(super) fn sentinel_now(&self) -> Option<Arc<sys::OwnedWaitHandle>> {
+        match &*lock(&self.state) {
+            State::Started(c) => Some(c.handle.sentinel()),
+            State::Initial | State::Closed => None,
+        }
+    }
+
+    pub(super) fn is_served(&self) -> bool {
+        match &*lock(&self.state) {
+            State::Started(c) => c.handle.is_served(),
+            State::Initial | State::Closed => true,
+        }
+    }
+
+    /// Makes progress (reads reports, reaps) until the child has ended or `timeout` passes;
+    /// returns the exitcode once ended.
+    pub(super) fn poll_exit(&self, timeout: Option<Duration>) -> Result<Option<i32>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            let (sentinel, channel) = match self.look()? {
+                Look::Ended(code) => return Ok(Some(code)),
+                Look::Running(sentinel, channel) => (sentinel, channel),
+            };
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return Ok(None);
+            }
+            let sentinel = sys::borrow_handle(&sentinel);
+            let handles = match &channel {
+                Some(c) => [sentinel, sys::channel_handle(c)],
+                None => [sentinel, sentinel],
+            };
+            let n = if channel.is_some() { 2 } else { 1 };
+            // After each event (the join's start, a report, the channel's end) it looks again
+            // for a moment (`sys::LOOK`) before it sleeps: a short target's events follow each
+            // other within microseconds.
+            sys::wait_readable_soon(&handles[..n], left)
+                .map_err(|e| Error::io("waiting for a child", e))?;
+        }
+    }
+
+    /// Makes progress without waiting (reads reports, reaps): the exitcode once ended, else
+    /// what to wait on (the sentinel, and the channel while the child may still report).
+    pub(super) fn look(&self) -> Result<Look> {
+        let mut state = lock(&self.state);
+        let child = match &mut *state {
+            State::Initial => return Err(Error::state(NOT_STARTED)),
+            State::Closed => return Err(Error::state(CLOSED)),
+            // Inherited through a fork: another process's child (see `forget_inherited_children`).
+            State::Started(_) if self.creator != sys::pid() => return Err(Error::state(CLOSED)),
+            State::Started(c) => c,
+        };
+        let ended = child.absorb();
+        let pid = child.handle.pid();
+        let exited = child
+            .handle
+            .try_wait()
+            .map_err(|e| Error::io(format!("waiting for pid {pid}"), e));
+        let ended = ended.or_else(|| match exited {
+            Ok(Some(_)) => child.absorb(),
+            _ => None,
+        });
+        if ended.is_some() {
+            self.channel.store(-1, Ordering::Relaxed);
+        }
+        drop(ended);
+        if let Some(code) = exited? {
+            return Ok(Look::Ended(code));
+        }
+        Ok(Look::Running(
+            child.handle.sentinel(),
+            child.channel.clone(),
+        ))
+    }
+
+    pub(super) fn join(self: &Arc<Self>, timeout: Option<Duration>) -> Result<()> {
+        if let Some(code) = self.poll_exit(timeout)? {
+            let mut children = lock(&CHILDREN);
+            let before = children.len();
+            children.retain(|c| !Arc::ptr_eq(c, self));
+            let first = children.len() < before;
+            drop(children);
+            if first && log::enabled(Level::Debug) {
+                let name = lock(&self.name).clone();
+                log::event!(Level::Debug, { name = name, exitcode = code }, "{name} ended with exitcode {code}");
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn signal(&self, signal: i32) -> Result<()> {
+        match &mut *lock(&self.state) {
+            State::Initial => Err(Error::state("process not started")),
+            State::Closed => Err(Error::state(CLOSED)),
+            // Inherited through a fork: another process's child.
+            State::Started(_) if self.creator != sys::pid() => Err(Error::state(CLOSED)),
+            State::Started(c) => c
+                .handle
+                .signal(signal)
+                .map_err(|e| Error::io(format!("signalling pid {}", c.handle.pid()), e)),
+        }
+    }
+}
