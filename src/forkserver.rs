@@ -15,8 +15,7 @@
 //! executable of its first use, and its children inherit those, not later changes (as in
 //! Python).
 
-use std::cell::RefCell;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +27,7 @@ use crate::process::start::ForkHook;
 use crate::process::{Identity, current_process, lock};
 use crate::registry::Job;
 use crate::sys;
+use crate::sys::fork_lock::ForkLock;
 use crate::wire;
 
 /// The running server, seen from the process that started it.
@@ -39,7 +39,45 @@ struct Server {
     _channel: sys::Channel,
 }
 
-static SERVER: Mutex<Option<Server>> = Mutex::new(None);
+/// This process's server. Per process: a forked child's first use finds its own slot, empty
+/// (its parent's server is not its own: the child forgets its copy, having let go of the
+/// descriptors that matter at its start, see [`FORK_HOOK`]). Nothing of it is held across
+/// a fork, whatever other threads are doing.
+static SERVER: ForkLock<Option<Server>> = ForkLock::per_process(
+    || None,
+    |parents| {
+        std::mem::forget(parents.take());
+    },
+);
+
+/// The numbers of the server's request channel and of our end of its bootstrap channel while
+/// it runs (-1 otherwise), for a forked child to let go of (see [`FORK_HOOK`]): set once the
+/// server runs, cleared before its channels close.
+static CHANNELS: [AtomicI32; 2] = [const { AtomicI32::new(-1) }; 2];
+
+/// What a forked child does with its parent's server: it lets go of its copies of the two
+/// channels whose closing tells the server that its starting process is gone, by number,
+/// without touching the `Server` (every page a forked child writes is a copy: W1's fork row,
+/// run after its forkserver row, paid for this server in every child); `SERVER` gives it a
+/// slot of its own. No function: the parent does nothing around the fork. (`init()`
+/// registers this hook.)
+pub(crate) static FORK_HOOK: ForkHook = ForkHook {
+    before: None,
+    in_child: None,
+    in_parent: None,
+    released: &CHANNELS,
+};
+
+/// Publishes `server`'s channels in [`CHANNELS`] (`None`: clears them, before they close).
+fn publish(server: Option<&Server>) {
+    let numbers = server.map_or([-1, -1], |s| {
+        let requests = s.requests.fileno().ok().and_then(|n| i32::try_from(n).ok());
+        [requests.unwrap_or(-1), sys::channel_number(&s._channel)]
+    });
+    for (slot, number) in CHANNELS.iter().zip(numbers) {
+        slot.store(number, Ordering::Relaxed);
+    }
+}
 
 /// An OS handle inside a request or a reply (it travels out of band).
 struct Handle(sys::OwnedHandle);
@@ -88,20 +126,20 @@ enum Reply {
 /// [`Error::InvalidArgument`] on Windows, which has no fork; [`Error::Io`] if the server cannot
 /// be started.
 pub fn ensure_running() -> Result<()> {
-    running(&mut lock(&SERVER)).map(|_| ())
+    running(&mut lock(SERVER.get())).map(|_| ())
 }
 
 /// The fork server's pid, if this process runs one: leak checks in tests count its children as
 /// ours, and not it. Not part of the API.
 #[doc(hidden)]
 pub fn server_pid() -> Option<u32> {
-    lock(&SERVER).as_ref().map(|s| s.handle.pid())
+    lock(SERVER.get()).as_ref().map(|s| s.handle.pid())
 }
 
 /// At this process's exit, after its children are joined: closes the request channel, which
 /// ends the server, and reaps it (killing it if it has not ended within two seconds).
 fn stop() {
-    let server = match SERVER.try_lock() {
+    let server = match SERVER.get().try_lock() {
         Ok(mut slot) => slot.take(),
         Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().take(),
         // Another thread is starting a child right now: leave the server to end by itself.
@@ -115,6 +153,7 @@ fn stop() {
 /// Ends a server and reaps it: closes its request channel (it stops when it sees that), and
 /// kills it if it is still there after `grace`.
 fn retire(server: Server, grace: Duration) {
+    publish(None);
     let Server {
         requests,
         mut handle,
@@ -135,43 +174,20 @@ fn retire(server: Server, grace: Duration) {
     }
 }
 
-/// The fork server's slot, held across our fork (taken after the children list, the order
-/// every path takes the two in: `Process::start` holds the list while it asks the server), so
-/// that the child finds it free, whatever other threads were doing. In the forked child the
-/// parent's server is not ours: the slot is emptied, and the child lets go of its copies of
-/// the two channels whose closing tells the server that its starting process is gone, by
-/// number, without dropping the `Server` (every page a forked child writes is a copy: W1's
-/// fork row, run after its forkserver row, paid for this server in every child). (`init()`
-/// registers this hook.)
-pub(crate) static FORK_HOOK: ForkHook = ForkHook {
-    before: || HELD.with(|held| *held.borrow_mut() = Some(lock(&SERVER))),
-    in_child: || {
-        if let Some(mut slot) = HELD.with(|held| held.borrow_mut().take()) {
-            if let Some(server) = slot.take() {
-                let requests = server.requests.fileno().ok();
-                sys::release_inherited(requests.and_then(|n| i32::try_from(n).ok()).unwrap_or(-1));
-                sys::release_inherited(sys::channel_number(&server._channel));
-                std::mem::forget(server);
-            }
-        }
-    },
-    in_parent: |_| drop(HELD.with(|held| held.borrow_mut().take())),
-};
-
-thread_local! {
-    /// The slot, held by the thread that forks, from [`FORK_HOOK`]'s `before` to its end.
-    static HELD: RefCell<Option<MutexGuard<'static, Option<Server>>>> = const { RefCell::new(None) };
-}
-
 fn running(slot: &mut Option<Server>) -> Result<&Server> {
     if let Some(server) = slot {
         if matches!(server.handle.try_wait(), Ok(Some(_)) | Err(_)) {
+            publish(None);
             *slot = None;
         }
     }
     match slot {
         Some(server) => Ok(server),
-        None => Ok(slot.insert(start_server()?)),
+        None => {
+            let server = slot.insert(start_server()?);
+            publish(Some(server));
+            Ok(server)
+        }
     }
 }
 
@@ -217,7 +233,7 @@ where
 /// Starts a child of the server that will take its bootstrap from `channel` (the other end is
 /// the caller's). A server that died is restarted once.
 pub(crate) fn start_child(channel: sys::Channel) -> Result<sys::ProcHandle> {
-    let mut slot = lock(&SERVER);
+    let mut slot = lock(SERVER.get());
     running(&mut slot)?;
     let channel =
         sys::channel_into_handle(channel).map_err(|e| Error::io("passing a channel", e))?;

@@ -114,17 +114,18 @@ pub(super) fn release_all() {
 
 /// Around a fork: the child's references (see [`hold_for_child`], [`adopt`], [`give_back`]).
 pub(super) static FORK_HOOK: crate::process::start::ForkHook = crate::process::start::ForkHook {
-    before: || {
+    before: Some(|| {
         let held = hold_for_child();
         HELD.with(|h| *h.borrow_mut() = held);
-    },
-    in_child: || adopt(&HELD.with(|h| std::mem::take(&mut *h.borrow_mut()))),
-    in_parent: |forked| {
+    }),
+    in_child: Some(|| adopt(&HELD.with(|h| std::mem::take(&mut *h.borrow_mut())))),
+    in_parent: Some(|forked| {
         let held = HELD.with(|h| std::mem::take(&mut *h.borrow_mut()));
         if !forked {
             give_back(held);
         }
-    },
+    }),
+    released: &[],
 };
 
 thread_local! {

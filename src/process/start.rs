@@ -8,6 +8,7 @@
 //! final report. A forked child skips the handshake: it already has everything in memory.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::handshake::{Bootstrap, reentry_args};
@@ -30,11 +31,20 @@ const INLINE_BOOTSTRAP: usize = 64 * 1024;
 /// fork server register one.
 ///
 /// No `Box` passes between them: every heap page a forked child touches is a copy-on-write
-/// fault, so the fork path allocates nothing for the child to free (issue 19).
+/// fault, so the fork path allocates nothing for the child to free (issue 19). For the same
+/// reason a feature that only has descriptors for the child to let go of names them in
+/// `released` and has no functions (each is a page of code the child would fault in, and a
+/// thread-local and a lock the parent would write between two forks).
 pub(crate) struct ForkHook {
-    pub(crate) before: fn(),
-    pub(crate) in_child: fn(),
-    pub(crate) in_parent: fn(bool),
+    pub(crate) before: Option<fn()>,
+    pub(crate) in_child: Option<fn()>,
+    pub(crate) in_parent: Option<fn(bool)>,
+    /// Descriptors a forked child lets go of first thing, whatever object owns them in its
+    /// copy of the parent's memory (`sys::release_inherited`): ones whose closing tells
+    /// another process that this one is gone. Each holds its descriptor's number while it is
+    /// open, -1 otherwise: the feature sets it after the descriptor is opened and clears it
+    /// before it is closed, so that it never names another.
+    pub(crate) released: &'static [AtomicI32],
 }
 
 /// How many fork hooks there can be (one per feature that registers one).
@@ -193,8 +203,8 @@ fn fork(
     // registering at that moment would leave it locked in the child).
     let mut hooks = Some(lock(&FORK_HOOKS));
     let list = hooks.as_deref().copied().unwrap_or_default();
-    for hook in list.iter().flatten() {
-        (hook.before)();
+    for before in list.iter().flatten().filter_map(|h| h.before) {
+        before();
     }
     crate::registry::ready_thread_locals();
     sys::prepare_null();
@@ -202,7 +212,12 @@ fn fork(
     let forked = sys::fork(|| {
         let _ = tracker.take(); // let go in the child
         for hook in list.iter().flatten() {
-            (hook.in_child)();
+            for number in hook.released {
+                sys::release_inherited(number.load(Ordering::Relaxed));
+            }
+            if let Some(in_child) = hook.in_child {
+                in_child();
+            }
         }
         drop(hooks.take());
         drop(ours.take());
@@ -221,8 +236,8 @@ fn fork(
         })
     });
     let _ = tracker.take(); // let go in the parent
-    for hook in list.iter().flatten().rev() {
-        (hook.in_parent)(forked.is_ok());
+    for in_parent in list.iter().flatten().rev().filter_map(|h| h.in_parent) {
+        in_parent(forked.is_ok());
     }
     drop(hooks.take());
     drop(theirs.take());
