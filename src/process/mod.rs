@@ -267,8 +267,9 @@ impl Process {
         // Between its fork and the next one's, a start allocates and frees as little as it
         // can (in a fan-out each heap page written there is copied, the children alive
         // holding it): the inbox comes from `new`, a forked child takes its copy of this
-        // record as its own (`current_process()`), and the spent job (its values dropped now) is freed with the `Child`, after the
-        // child's end. (The `Child` and the two `Arc`s of the handle and channel remain.)
+        // record as its own (`current_process()`), and the spent job (its values dropped
+        // now) is freed with the `Child`, after the child's end. (The `Child` and the two
+        // `Arc`s of the handle and channel remain.)
         let inbox = self
             .inbox
             .take()
