@@ -83,8 +83,6 @@ pub fn active_children() -> Vec<Process> {
         .iter()
         .map(|s| Process {
             shared: Arc::clone(s),
-            job: None,
-            inbox: None,
             context: None,
         })
         .collect()

@@ -67,11 +67,8 @@ pub(crate) use crate::sys::lock;
 /// # Ok::<(), multiprocess::Error>(())
 /// ```
 pub struct Process {
+    /// Its record: identity, state (the job until the start), what the child reported.
     shared: Arc<Shared>,
-    job: Option<Job>,
-    /// Where the child's reports will land, made here rather than by `start` (see
-    /// [`Process::start`] on what a start allocates).
-    inbox: Option<FrameReader>,
     context: Option<Context>,
 }
 
@@ -97,15 +94,11 @@ impl Process {
                 parent_name: lock(&me.name).clone(),
             },
             result,
+            Some(job),
         );
         drop(me);
         Process {
             shared: Arc::new(shared),
-            job: Some(job),
-            inbox: Some(FrameReader::with_capacity(
-                wire::DEFAULT_LIMIT,
-                Child::INBOX,
-            )),
             context: None,
         }
     }
@@ -208,7 +201,7 @@ impl Process {
     /// # Errors
     /// [`Error::State`] `process has already started` after [`start`](Process::start).
     pub fn set_daemon(&self, daemon: bool) -> Result<()> {
-        if !matches!(*lock(&self.shared.state), State::Initial) {
+        if !matches!(*lock(&self.shared.state), State::Initial { .. }) {
             return Err(Error::state("process has already started"));
         }
         self.shared.daemon.store(daemon, Ordering::Relaxed);
@@ -241,11 +234,10 @@ impl Process {
         }
         match *lock(&self.shared.state) {
             State::Closed => return Err(Error::state(CLOSED)),
-            State::Started(_) => return Err(Error::state("cannot start a process twice")),
-            State::Initial if self.job.is_none() => {
+            State::Started(_) | State::Initial { job: None, .. } => {
                 return Err(Error::state("cannot start a process twice"));
             }
-            State::Initial => {}
+            State::Initial { .. } => {}
         }
         if self.shared.creator != sys::pid() {
             return Err(Error::state(
@@ -270,20 +262,33 @@ impl Process {
         // record as its own (`current_process()`), and the spent job (its values dropped
         // now) is freed with the `Child`, after the child's end. (The `Child` and the two
         // `Arc`s of the handle and channel remain.)
-        let inbox = self
-            .inbox
-            .take()
-            .unwrap_or_else(|| FrameReader::with_capacity(wire::DEFAULT_LIMIT, Child::INBOX));
+        let (mut job, inbox) = match &mut *lock(&self.shared.state) {
+            State::Initial { job, inbox } => (job.take(), inbox.take()),
+            _ => (None, None),
+        };
+        let inbox =
+            inbox.unwrap_or_else(|| FrameReader::with_capacity(wire::DEFAULT_LIMIT, Child::INBOX));
         // Encoded before the children list is locked (a proxy's encoding may call its
         // manager); a forked child takes the values as they are.
         let image = match method {
             StartMethod::Fork => None,
-            _ => self.job.as_ref().and_then(Job::image),
+            _ => job.as_ref().and_then(Job::image),
         };
         // Held across a fork so the child sees the list consistent, and releases it there.
         let mut children = Some(lock(&CHILDREN));
-        let child = start::start(method, &self.shared, &mut self.job, image, &mut children)?;
-        let mut spent = self.job.take();
+        let started = start::start(method, &self.shared, &mut job, image, &mut children);
+        let child = match started {
+            Ok(child) => child,
+            Err(e) => {
+                // Not started: the job and the inbox stay for another try.
+                drop(children);
+                if let State::Initial { job: j, inbox: i } = &mut *lock(&self.shared.state) {
+                    (*j, *i) = (job, Some(inbox));
+                }
+                return Err(e);
+            }
+        };
+        let mut spent = job;
         if let Some(job) = spent.as_mut() {
             job.discard();
         }
@@ -311,7 +316,11 @@ impl Process {
     /// target's return type; [`Error::Codec`] if the arguments do not round-trip.
     pub fn run<R: DeserializeOwned + 'static>(&mut self) -> Result<R> {
         self.shared.check_type::<R>()?;
-        let bytes = match self.job.take() {
+        let taken = match &mut *lock(&self.shared.state) {
+            State::Initial { job, .. } => job.take(),
+            _ => None,
+        };
+        let bytes = match taken {
             None => {
                 return Err(Error::state(
                     "the target was handed to the child at start()",
@@ -321,7 +330,9 @@ impl Process {
             // `run` or `start`); a closure runs once.
             Some(mut job) => match job.image() {
                 Some(image) => {
-                    self.job = Some(job);
+                    if let State::Initial { job: slot, .. } = &mut *lock(&self.shared.state) {
+                        *slot = Some(job);
+                    }
                     image.call()?
                 }
                 None => job.call()?,
@@ -438,7 +449,7 @@ impl Process {
     /// [`Error::State`] `process not started`, or when closed.
     pub fn sentinel(&self) -> Result<Sentinel> {
         match &*lock(&self.shared.state) {
-            State::Initial => Err(Error::state("process not started")),
+            State::Initial { .. } => Err(Error::state("process not started")),
             State::Closed => Err(Error::state(CLOSED)),
             State::Started(c) => Ok(Sentinel(c.handle.sentinel())),
         }

@@ -49,7 +49,14 @@ pub(super) enum Look {
 }
 
 pub(super) enum State {
-    Initial,
+    /// Not started: the job (taken by `start`, or by `run` for a closure), and the inbox the
+    /// child's reports will land in, made with the record (see `Process::start` on what a
+    /// start allocates). Here, not in the `Process`, so that a start writes nothing of its
+    /// caller's (in a fan-out, the pages of the caller's `Vec<Process>` stay shared).
+    Initial {
+        job: Option<Job>,
+        inbox: Option<FrameReader>,
+    },
     Started(Box<Child>),
     Closed,
 }
@@ -146,8 +153,12 @@ impl Child {
 pub(super) const NOT_STARTED: &str = "can only join a started process";
 
 impl Shared {
-    /// The record of a process `id` describes (`id.parent_pid` made it), not started.
-    pub(super) fn new(id: Identity, result: ResultType) -> Shared {
+    /// The record of a process `id` describes (`id.parent_pid` made it), not started, that
+    /// will run `job` (`None`: a record of the calling process itself).
+    pub(super) fn new(id: Identity, result: ResultType, job: Option<Job>) -> Shared {
+        let inbox = job
+            .is_some()
+            .then(|| FrameReader::with_capacity(wire::DEFAULT_LIMIT, Child::INBOX));
         Shared {
             name: Mutex::new(id.name),
             daemon: AtomicBool::new(id.daemon),
@@ -156,7 +167,7 @@ impl Shared {
             creator: id.parent_pid,
             parent_name: id.parent_name,
             result,
-            state: Mutex::new(State::Initial),
+            state: Mutex::new(State::Initial { job, inbox }),
             pid: AtomicU32::new(0),
             channel: AtomicI32::new(-1),
             to_parent: OnceLock::new(),
@@ -174,13 +185,13 @@ impl Shared {
             parent_pid: 0,
             parent_name: String::new(),
         };
-        Arc::new(Shared::new(id, ResultType::of::<()>()))
+        Arc::new(Shared::new(id, ResultType::of::<()>(), None))
     }
 
     /// The record a spawned child makes of itself from its bootstrap's `id`, with its end of
     /// the channel to its parent.
     pub(crate) fn of_spawned(id: Identity, to_parent: sys::Channel) -> Arc<Shared> {
-        let record = Shared::new(id, ResultType::of::<()>());
+        let record = Shared::new(id, ResultType::of::<()>(), None);
         let _ = record.to_parent.set(to_parent);
         Arc::new(record)
     }
@@ -221,14 +232,14 @@ impl Shared {
     pub(super) fn sentinel_now(&self) -> Option<Arc<sys::OwnedWaitHandle>> {
         match &*lock(&self.state) {
             State::Started(c) => Some(c.handle.sentinel()),
-            State::Initial | State::Closed => None,
+            State::Initial { .. } | State::Closed => None,
         }
     }
 
     pub(super) fn is_served(&self) -> bool {
         match &*lock(&self.state) {
             State::Started(c) => c.handle.is_served(),
-            State::Initial | State::Closed => true,
+            State::Initial { .. } | State::Closed => true,
         }
     }
 
@@ -264,7 +275,7 @@ impl Shared {
     pub(super) fn look(&self) -> Result<Look> {
         let mut state = lock(&self.state);
         let child = match &mut *state {
-            State::Initial => return Err(Error::state(NOT_STARTED)),
+            State::Initial { .. } => return Err(Error::state(NOT_STARTED)),
             State::Closed => return Err(Error::state(CLOSED)),
             // Inherited through a fork: another process's child (see `forget_inherited_children`).
             State::Started(_) if self.creator != sys::pid() => return Err(Error::state(CLOSED)),
@@ -310,7 +321,7 @@ impl Shared {
 
     pub(super) fn signal(&self, signal: i32) -> Result<()> {
         match &mut *lock(&self.state) {
-            State::Initial => Err(Error::state("process not started")),
+            State::Initial { .. } => Err(Error::state("process not started")),
             State::Closed => Err(Error::state(CLOSED)),
             // Inherited through a fork: another process's child.
             State::Started(_) if self.creator != sys::pid() => Err(Error::state(CLOSED)),

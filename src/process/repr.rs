@@ -11,7 +11,7 @@ impl fmt::Debug for Process {
     /// Python's repr: `<Process name='Process-1' pid=7569 parent=7527 stopped exitcode=0>`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (status, pid, code) = match &*lock(&self.shared.state) {
-            State::Initial => ("initial", None, None),
+            State::Initial { .. } => ("initial", None, None),
             State::Closed => ("closed", None, None),
             State::Started(c) => match c.handle.exitcode() {
                 None => ("started", Some(c.handle.pid()), None),
