@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{Address, os};
@@ -94,9 +94,36 @@ pub(crate) fn channel_from_handle(handle: OwnedHandle) -> io::Result<Channel> {
     Ok(UnixStream::from(handle))
 }
 
-/// This process's id (cached: see [`current_pid`](region::current_pid)).
+/// This process's id (cached: see [`current_pid`]).
 pub(crate) fn pid() -> u32 {
-    region::current_pid()
+    current_pid()
+}
+
+static PID: AtomicUsize = AtomicUsize::new(0);
+
+/// The child handler of every `fork` (ours or anyone's): clears the cache. Next to the fork
+/// path's own code: a forked child runs it, and each 64 KiB window of code a forked child
+/// runs costs it a page fault (issue 19).
+extern "C" fn forget_pid() {
+    PID.store(0, Ordering::Relaxed);
+}
+
+/// This process's id, cached (glibc no longer caches `getpid`); the cache is cleared in the
+/// child of every `fork`, ours or anyone's.
+pub(crate) fn current_pid() -> u32 {
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            static AT_FORK: std::sync::Once = std::sync::Once::new();
+            // SAFETY: registering a child handler that only stores to an atomic.
+            AT_FORK.call_once(|| unsafe {
+                libc::pthread_atfork(None, None, Some(forget_pid));
+            });
+            let pid = std::process::id();
+            PID.store(pid as usize, Ordering::Relaxed);
+            pid
+        }
+        pid => pid as u32,
+    }
 }
 
 /// A child process we started and have not yet reaped. Its pid cannot be reused before we reap

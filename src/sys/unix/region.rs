@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use super::OwnedHandle;
@@ -102,28 +102,4 @@ pub(crate) fn copy_to_process(pid: u32, from: &[u8], to: usize) -> io::Result<()
 /// Whether process `pid` is running (a zombie is not).
 pub(crate) fn process_alive(pid: u32) -> bool {
     os::process_alive(pid)
-}
-
-static PID: AtomicUsize = AtomicUsize::new(0);
-
-extern "C" fn forget_pid() {
-    PID.store(0, Ordering::Relaxed);
-}
-
-/// This process's id, cached (glibc no longer caches `getpid`); the cache is cleared in the
-/// child of every `fork`, ours or anyone's.
-pub(crate) fn current_pid() -> u32 {
-    match PID.load(Ordering::Relaxed) {
-        0 => {
-            static AT_FORK: std::sync::Once = std::sync::Once::new();
-            // SAFETY: registering a child handler that only stores to an atomic.
-            AT_FORK.call_once(|| unsafe {
-                libc::pthread_atfork(None, None, Some(forget_pid));
-            });
-            let pid = std::process::id();
-            PID.store(pid as usize, Ordering::Relaxed);
-            pid
-        }
-        pid => pid as u32,
-    }
 }
