@@ -429,6 +429,11 @@ fn big(n: usize) -> Vec<u8> {
     vec![0xab; n]
 }
 
+/// `n` bytes that differ along the way (a piece sent twice or skipped shows).
+fn patterned(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i % 251) as u8).collect()
+}
+
 #[test]
 fn run_trait_closures_and_large_values() {
     multiprocess::init_test();
@@ -463,6 +468,16 @@ fn run_trait_closures_and_large_values() {
     let mut e = Process::new(|v: Vec<u8>| v.len(), (vec![7u8; 4 << 20],));
     e.start().unwrap();
     assert_eq!(e.result::<usize>().unwrap(), 4 << 20);
+    // A forked child's value goes out in pieces too (its report is written with `writev`,
+    // resumed after each short write).
+    #[cfg(unix)]
+    {
+        let fork = multiprocess::get_context(multiprocess::StartMethod::Fork).unwrap();
+        let mut f = fork.process(patterned, (8 << 20,));
+        f.start().unwrap();
+        let v = f.result::<Vec<u8>>().unwrap();
+        assert!(v == patterned(8 << 20), "the value came back altered");
+    }
 }
 
 fn panics() {

@@ -141,8 +141,21 @@ pub(super) fn run_target(channel: &sys::Channel, target: impl FnOnce() -> Result
 
 /// Sends a report to the parent; a parent that is gone cannot be told, so errors are ignored.
 fn send(channel: &sys::Channel, report: &Report) {
-    // Small reports are encoded on the stack: after a fork every heap page the child touches
-    // is a copy-on-write fault.
+    // The usual report, a value, goes as its encoding's prefix and the value itself, in one
+    // `writev` from our own code: no copy, no serde code or tables, no std socket code (each
+    // window of code a forked child runs, libc's `memcpy` included, is a fault: issue 19).
+    if let Report::Returned(value) = report {
+        let (prefix, p) = Report::returned_prefix(value.len());
+        let (head, h) = wire::header(p + value.len());
+        if p + value.len() > ARMED_REPORT_LIMIT {
+            // It may have to wait for the parent to read (see `ARMED_REPORT_LIMIT`).
+            disarm();
+        }
+        let _ = sys::write_all_vectored(channel, &[&head[..h], &prefix[..p], value]);
+        return;
+    }
+    // Other small reports are encoded on the stack: after a fork every heap page the child
+    // touches is a copy-on-write fault.
     let mut small = [0u8; 256];
     if let Ok(payload) = postcard::to_slice(report, &mut small) {
         let _ = wire::write_frame(&mut &*channel, payload);

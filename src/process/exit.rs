@@ -83,10 +83,12 @@ extern "C" fn exit_hook() {
     flush_stdio();
 }
 
+/// Flushes stdout, whose buffer a forked child's `_exit` would lose (as Python flushes
+/// `sys.stdout` at a child's end). Not stderr: std's is unbuffered, and its flush would only
+/// take its lock (a page of std's statics written, in a forked child a fault: issue 19).
 pub(crate) fn flush_stdio() {
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
 }
 
 /// Set by `init()`.

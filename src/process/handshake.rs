@@ -48,6 +48,27 @@ pub(crate) enum Report {
     Refused(String),
 }
 
+impl Report {
+    /// The encoding of `Report::Returned(value)` up to the value's own bytes, for a value of
+    /// `len` bytes: what `wire::encode` writes before them (the variant's index and the
+    /// length, as postcard's varints). A child sends its value after it as it is, neither
+    /// encoded nor copied again (`child::send`); the test below holds it to postcard's
+    /// encoding.
+    pub(super) fn returned_prefix(len: usize) -> ([u8; 11], usize) {
+        const RETURNED: u8 = 1;
+        let mut out = [0u8; 11];
+        out[0] = RETURNED;
+        let (mut n, mut rest) = (1, len as u64);
+        while rest >= 0x80 {
+            out[n] = (rest as u8 & 0x7f) | 0x80;
+            rest >>= 7;
+            n += 1;
+        }
+        out[n] = rest as u8;
+        (out, n + 1)
+    }
+}
+
 /// The arguments a spawned child is started with (after `argv[0]`): the parent's own arguments,
 /// as Python restores `sys.argv`, or in a test binary the filter that reaches a test calling
 /// `init_test`. A child passes on what it was given.
@@ -144,4 +165,22 @@ fn test_names() -> &'static std::collections::HashSet<String> {
             .map(str::to_owned)
             .collect()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Report;
+
+    /// `returned_prefix` is what postcard writes before a returned value's bytes, for values
+    /// whose lengths take one to four bytes of varint.
+    #[test]
+    fn returned_prefix_is_postcards() {
+        for len in [0usize, 1, 5, 127, 128, 300, 16_383, 16_384, 70_000, 1 << 21] {
+            let value = vec![7u8; len];
+            let encoded = crate::wire::encode(&Report::Returned(value.clone())).expect("encodes");
+            let (prefix, n) = Report::returned_prefix(len);
+            assert_eq!(&encoded[..n], &prefix[..n], "length {len}");
+            assert_eq!(&encoded[n..], &value[..], "length {len}");
+        }
+    }
 }

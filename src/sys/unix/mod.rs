@@ -47,6 +47,49 @@ pub(crate) fn borrow_handle(h: &OwnedFd) -> BorrowedFd<'_> {
     h.as_fd()
 }
 
+/// Writes all of `parts` on `channel`, in order, with `writev` straight from libc: a forked
+/// child's report goes this way, and std's socket code would be one more window of code for
+/// the child to fault in (issue 19). Short writes and interruptions are resumed.
+pub(crate) fn write_all_vectored(channel: &Channel, parts: &[&[u8]]) -> io::Result<()> {
+    /// The most parts one call takes (a frame's header, a prefix, a value).
+    const MOST: usize = 4;
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    let mut done = 0;
+    while done < total {
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MOST];
+        let (mut k, mut before) = (0, 0);
+        for part in parts {
+            let from = done.saturating_sub(before).min(part.len());
+            before += part.len();
+            if from < part.len() && k < MOST {
+                let rest = &part[from..];
+                iov[k] = libc::iovec {
+                    iov_base: rest.as_ptr().cast_mut().cast(),
+                    iov_len: rest.len(),
+                };
+                k += 1;
+            }
+        }
+        // SAFETY: the first `k` iovecs each point into a live slice of `parts`, for its
+        // length; writev only reads them.
+        let n = unsafe { libc::writev(channel.as_raw_fd(), iov.as_ptr(), k as libc::c_int) };
+        match n {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            1.. => done += n as usize,
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Reads whatever bytes are available without blocking: `Ok(0)` is end of file, `WouldBlock`
 /// means nothing is there yet.
 pub(crate) fn read_available(channel: &Channel, buf: &mut [u8]) -> io::Result<usize> {
