@@ -247,26 +247,51 @@ impl Shared {
     /// returns the exitcode once ended.
     pub(super) fn poll_exit(&self, timeout: Option<Duration>) -> Result<Option<i32>> {
         let deadline = timeout.map(|t| Instant::now() + t);
+        // A wait that may wait waits before its first look, which would mostly find nothing
+        // just after a start: a read that fails (`EAGAIN`) writes `errno`, a thread-local
+        // page, which a forked child alive shares and the write copies (issue 19). A child
+        // that has ended is found at once (its sentinel is ready).
+        let mut ready = match timeout {
+            Some(Duration::ZERO) => None,
+            _ => self.waitables(),
+        };
         loop {
-            let (sentinel, channel) = match self.look()? {
-                Look::Ended(code) => return Ok(Some(code)),
-                Look::Running(sentinel, channel) => (sentinel, channel),
-            };
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if left == Some(Duration::ZERO) {
-                return Ok(None);
+            if let Some((sentinel, channel)) = ready.take() {
+                let sentinel = sys::borrow_handle(&sentinel);
+                let handles = match &channel {
+                    Some(c) => [sentinel, sys::channel_handle(c)],
+                    None => [sentinel, sentinel],
+                };
+                let n = if channel.is_some() { 2 } else { 1 };
+                let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                // After each event (the join's start, a report, the channel's end) it looks
+                // again for a moment (`sys::LOOK`) before it sleeps: a short target's events
+                // follow each other within microseconds.
+                sys::wait_readable_soon(&handles[..n], left)
+                    .map_err(|e| Error::io("waiting for a child", e))?;
             }
-            let sentinel = sys::borrow_handle(&sentinel);
-            let handles = match &channel {
-                Some(c) => [sentinel, sys::channel_handle(c)],
-                None => [sentinel, sentinel],
-            };
-            let n = if channel.is_some() { 2 } else { 1 };
-            // After each event (the join's start, a report, the channel's end) it looks again
-            // for a moment (`sys::LOOK`) before it sleeps: a short target's events follow each
-            // other within microseconds.
-            sys::wait_readable_soon(&handles[..n], left)
-                .map_err(|e| Error::io("waiting for a child", e))?;
+            match self.look()? {
+                Look::Ended(code) => return Ok(Some(code)),
+                Look::Running(sentinel, channel) => {
+                    let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+                    if left == Some(Duration::ZERO) {
+                        return Ok(None);
+                    }
+                    ready = Some((sentinel, channel));
+                }
+            }
+        }
+    }
+
+    /// What a wait for the child waits on (the sentinel, and the channel while the child may
+    /// still report), without reading; `None` where [`look`](Shared::look) gives the answer
+    /// (not started, closed, another process's child).
+    fn waitables(&self) -> Option<(Arc<sys::OwnedWaitHandle>, Option<Arc<sys::Channel>>)> {
+        match &*lock(&self.state) {
+            State::Started(c) if self.creator == sys::pid() => {
+                Some((c.handle.sentinel(), c.channel.clone()))
+            }
+            _ => None,
         }
     }
 
