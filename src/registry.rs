@@ -378,7 +378,7 @@ pub(crate) fn call_target<F, A, R>(args: &[u8]) -> Result<Vec<u8>>
 where
     F: Target<A, R>,
     A: DeserializeOwned,
-    R: Serialize,
+    R: Serialize + 'static,
 {
     // Taken before the call: a child the target forks must not find it.
     let place = IN_PLACE.take();
@@ -389,12 +389,16 @@ where
 /// Encodes a target's `value`: into the ring a pool worker named (`place`, taken before the
 /// call) if it fits there, else into a buffer the caller may give back (a pool worker does,
 /// after its reply: a large value then costs no fresh pages each time).
-fn reply<R: Serialize>(place: Option<(Ring, Vec<u8>)>, value: R) -> Result<Vec<u8>> {
+fn reply<R: Serialize + 'static>(place: Option<(Ring, Vec<u8>)>, value: R) -> Result<Vec<u8>> {
     if let Some((ring, head)) = place {
         if matches!(ring.put_encoded(&head, &value), Ok(true)) {
             SENT.set(true);
             return Ok(Vec::new());
         }
+    } else if std::any::TypeId::of::<R>() == std::any::TypeId::of::<()>() {
+        // `()` encodes to nothing: no buffer, no encoder (in a forked child each would be a
+        // thread-local page and windows of code to fault in, issue 19).
+        return Ok(Vec::new());
     }
     wire::encode_into(&value, wire::spare_buffer())
         .map_err(|e| context::<R>("encoding the returned value", e))
