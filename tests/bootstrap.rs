@@ -430,6 +430,7 @@ fn big(n: usize) -> Vec<u8> {
 }
 
 /// `n` bytes that differ along the way (a piece sent twice or skipped shows).
+#[cfg(unix)]
 fn patterned(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
 }
