@@ -65,7 +65,7 @@ pub(crate) use aio::*;
 pub(crate) use handles::*;
 pub(super) use image::{build_id, exe_path, in_main_image};
 pub(crate) use no_fork::*;
-pub(crate) use pipe::{Channel, channel_pair};
+pub(crate) use pipe::{Channel, channel_pair, write_all_vectored};
 pub(crate) use pipe_listener::{SocketListener, connect, default_listener_address, listen};
 pub(crate) use region::*;
 #[allow(unused_imports)]
@@ -132,24 +132,6 @@ pub(crate) fn channel_handle(channel: &Channel) -> WaitHandle<'_> {
 /// means nothing is there yet.
 pub(crate) fn read_available(channel: &Channel, buf: &mut [u8]) -> io::Result<usize> {
     channel.read_available(buf)
-}
-
-/// Writes all of `parts` on `channel`, in order (up to 64 KiB of them joined into one
-/// `WriteFile`, see the channel's `write_vectored`).
-pub(crate) fn write_all_vectored(channel: &Channel, parts: &[&[u8]]) -> io::Result<()> {
-    use std::io::{IoSlice, Write as _};
-    let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
-    let mut bufs = &mut slices[..];
-    IoSlice::advance_slices(&mut bufs, 0);
-    while !bufs.is_empty() {
-        match (&*channel).write_vectored(bufs) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// The environment variable that marks a spawned child; its value is the child's channel

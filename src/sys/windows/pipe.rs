@@ -567,6 +567,23 @@ impl Read for &Channel {
     }
 }
 
+/// Writes all of `parts` on `channel`, in order (up to [`JOINED_WRITE`] bytes of them joined
+/// into one `WriteFile`, see the channel's `write_vectored`).
+pub(crate) fn write_all_vectored(channel: &Channel, parts: &[&[u8]]) -> io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+    let mut bufs = &mut slices[..];
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match (&*channel).write_vectored(bufs) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Up to this many bytes, the buffers of a vectored write are joined into one `WriteFile`.
 const JOINED_WRITE: usize = 64 * 1024;
 
