@@ -523,7 +523,7 @@ impl Connection {
     fn poll_with(
         &self,
         timeout: Option<Duration>,
-        wait: fn(&[sys::WaitHandle<'_>], Option<Duration>) -> std::io::Result<Vec<bool>>,
+        wait: fn(&[sys::WaitHandle<'_>], Option<Duration>) -> std::io::Result<sys::Ready>,
     ) -> Result<bool> {
         let stream = self.stream(true)?;
         if self.buffered.load(Ordering::Relaxed) {

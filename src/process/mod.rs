@@ -38,7 +38,7 @@ use crate::error::{Error, Result};
 use crate::log::{self, Level};
 use crate::registry::{Job, ResultType, Run, Target};
 use crate::sys;
-use crate::wire::{self, FrameReader};
+use crate::wire;
 #[cfg(all(feature = "mpi", unix))]
 pub(crate) use exit::initialised;
 pub(crate) use exit::{ensure_exit_hook, exit_function, flush_stdio, mark_initialised, on_exit};
@@ -258,16 +258,14 @@ impl Process {
             .map_or_else(context::default_method, |c| c.start_method());
         // Between its fork and the next one's, a start allocates and frees as little as it
         // can (in a fan-out each heap page written there is copied, the children alive
-        // holding it): the inbox comes from `new`, a forked child takes its copy of this
-        // record as its own (`current_process()`), and the spent job (its values dropped
-        // now) is freed with the `Child`, after the child's end. (The `Child` and the two
-        // `Arc`s of the handle and channel remain.)
-        let (mut job, inbox) = match &mut *lock(&self.shared.state) {
-            State::Initial { job, inbox } => (job.take(), inbox.take()),
-            _ => (None, None),
+        // holding it): the `Child` lives in the record and its inbox keeps small reports
+        // inline, a forked child takes its copy of this record as its own
+        // (`current_process()`), and the spent job (its values dropped now) is freed with the
+        // `Child`, after the child's end. (The two `Arc`s of the handle and channel remain.)
+        let mut job = match &mut *lock(&self.shared.state) {
+            State::Initial { job } => job.take(),
+            _ => None,
         };
-        let inbox =
-            inbox.unwrap_or_else(|| FrameReader::with_capacity(wire::DEFAULT_LIMIT, Child::INBOX));
         // Encoded before the children list is locked (a proxy's encoding may call its
         // manager); a forked child takes the values as they are.
         let image = match method {
@@ -280,10 +278,10 @@ impl Process {
         let child = match started {
             Ok(child) => child,
             Err(e) => {
-                // Not started: the job and the inbox stay for another try.
+                // Not started: the job stays for another try.
                 drop(children);
-                if let State::Initial { job: j, inbox: i } = &mut *lock(&self.shared.state) {
-                    (*j, *i) = (job, Some(inbox));
+                if let State::Initial { job: j } = &mut *lock(&self.shared.state) {
+                    *j = job;
                 }
                 return Err(e);
             }
@@ -295,8 +293,7 @@ impl Process {
         let pid = child.0.pid();
         self.shared.pid.store(pid, Ordering::Relaxed);
         let channel = sys::channel_number(&child.1);
-        *lock(&self.shared.state) =
-            State::Started(Child::new(child.0, child.1, method, inbox, spent));
+        *lock(&self.shared.state) = State::Started(Child::new(child.0, child.1, method, spent));
         self.shared.channel.store(channel, Ordering::Relaxed);
         if let Some(mut children) = children {
             children.push(Arc::clone(&self.shared));

@@ -145,12 +145,17 @@ pub(crate) use stub::*;
 /// µs and its W11 fan-out 61.0 → 50.5 ms (the fork server's and its client's looks).
 pub(crate) const LOOK: std::time::Duration = std::time::Duration::from_micros(100);
 
+/// Which of the handles a wait was given are ready, one flag per handle: on the stack for a
+/// few (a join waits on two; every allocation between two forks is a heap page the next fork
+/// shares, issue 19).
+pub(crate) type Ready = smallvec::SmallVec<[bool; 8]>;
+
 /// [`wait_readable`], after looking for up to [`LOOK`] (never past `timeout`), yielding the CPU
 /// between looks.
 pub(crate) fn wait_readable_soon(
     handles: &[WaitHandle<'_>],
     timeout: Option<std::time::Duration>,
-) -> std::io::Result<Vec<bool>> {
+) -> std::io::Result<Ready> {
     let start = std::time::Instant::now();
     loop {
         let ready = wait_readable(handles, Some(std::time::Duration::ZERO))?;

@@ -89,27 +89,23 @@ pub(super) fn read_payload(r: &mut impl Read, len: u64) -> Result<Vec<u8>> {
 }
 
 /// Incremental frame parser for non-blocking readers: feed it bytes, take whole frames out.
+/// Its first [`FrameReader::INLINE`] bytes are kept inline: a child's reports (a few bytes
+/// each, then the end of file) are read and parsed without an allocation (issue 19: each heap
+/// page written between two forks is shared by the next one).
 #[derive(Debug)]
 pub(crate) struct FrameReader {
-    buf: Vec<u8>,
+    buf: smallvec::SmallVec<[u8; FrameReader::INLINE]>,
     limit: u64,
 }
 
 impl FrameReader {
+    /// How many bytes are kept inline.
+    pub(crate) const INLINE: usize = 128;
+
     /// A parser accepting frames up to `limit` bytes.
     pub(crate) fn new(limit: u64) -> Self {
         FrameReader {
-            buf: Vec::new(),
-            limit,
-        }
-    }
-
-    /// A parser accepting frames up to `limit` bytes, with room for `capacity` bytes already
-    /// allocated (a child's inbox is made before the fork, so that the parent's first reads
-    /// after it do not allocate while the pages are shared: issue 19).
-    pub(crate) fn with_capacity(limit: u64, capacity: usize) -> Self {
-        FrameReader {
-            buf: Vec::with_capacity(capacity),
+            buf: smallvec::SmallVec::new(),
             limit,
         }
     }
@@ -121,14 +117,18 @@ impl FrameReader {
     }
 
     /// Reads once from `read` straight into the buffer (no intermediate copy; the space offered
-    /// starts at 256 bytes and doubles with what is buffered). Returns what `read` returned.
+    /// is the room left inline, else 256 bytes doubling with what is buffered, up to 64 KiB).
+    /// Returns what `read` returned.
     pub(crate) fn fill(
         &mut self,
         read: impl FnOnce(&mut [u8]) -> io::Result<usize>,
     ) -> io::Result<usize> {
         // Most messages are a few bytes: start small, then double.
         let len = self.buf.len();
-        let chunk = len.clamp(256, 64 * 1024);
+        let chunk = match Self::INLINE.saturating_sub(len) {
+            0 => len.clamp(256, 64 * 1024),
+            inline => inline,
+        };
         self.buf.resize(len + chunk, 0);
         let got = read(&mut self.buf[len..]);
         self.buf.truncate(len + *got.as_ref().unwrap_or(&0));
@@ -142,6 +142,12 @@ impl FrameReader {
 
     /// Takes the next whole frame, if one is buffered.
     pub(crate) fn next_frame(&mut self) -> Result<Option<Vec<u8>>> {
+        self.next_frame_with(<[u8]>::to_vec)
+    }
+
+    /// [`next_frame`](Self::next_frame), handing the payload to `f` where it lies instead of
+    /// copying it out (a child's report is decoded without an allocation of its own).
+    pub(crate) fn next_frame_with<T>(&mut self, f: impl FnOnce(&[u8]) -> T) -> Result<Option<T>> {
         let Some((len, start)) = parse_header(&self.buf, self.limit)? else {
             return Ok(None);
         };
@@ -149,9 +155,9 @@ impl FrameReader {
         if self.buf.len() < end {
             return Ok(None);
         }
-        let frame = self.buf[start..end].to_vec();
+        let value = f(&self.buf[start..end]);
         self.buf.drain(..end);
-        Ok(Some(frame))
+        Ok(Some(value))
     }
 }
 

@@ -92,7 +92,7 @@ pub(crate) use impl_os_handle;
 pub(crate) fn wait_readable(
     _handles: &[WaitHandle<'_>],
     _timeout: Option<Duration>,
-) -> io::Result<Vec<bool>> {
+) -> io::Result<super::Ready> {
     unsupported("waiting on OS handles")
 }
 

@@ -558,9 +558,9 @@ pub(crate) fn restore_stdout(handle: OwnedFd) -> io::Result<()> {
 pub(crate) fn wait_readable(
     handles: &[BorrowedFd<'_>],
     timeout: Option<Duration>,
-) -> io::Result<Vec<bool>> {
+) -> io::Result<super::Ready> {
     let deadline = timeout.map(|t| Instant::now() + t);
-    let mut fds: Vec<libc::pollfd> = handles
+    let mut fds: smallvec::SmallVec<[libc::pollfd; 8]> = handles
         .iter()
         .map(|h| libc::pollfd {
             fd: h.as_raw_fd(),

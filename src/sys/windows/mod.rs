@@ -622,11 +622,11 @@ pub(crate) fn stdin_from_null() -> io::Result<()> {
 pub(crate) fn wait_readable(
     handles: &[WaitHandle<'_>],
     timeout: Option<Duration>,
-) -> io::Result<Vec<bool>> {
+) -> io::Result<super::Ready> {
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
-        let mut ready = vec![false; handles.len()];
-        let mut objects: Vec<HANDLE> = Vec::with_capacity(handles.len());
+        let mut ready = super::Ready::from_elem(false, handles.len());
+        let mut objects: smallvec::SmallVec<[HANDLE; 8]> = smallvec::SmallVec::new();
         let mut sockets = false;
         for (i, h) in handles.iter().enumerate() {
             match h {
@@ -848,12 +848,19 @@ mod tests {
         let t = Instant::now();
         let timeout = Some(Duration::from_millis(100));
         assert_eq!(
-            wait_readable(&[channel_handle(&a)], timeout).unwrap(),
+            wait_readable(&[channel_handle(&a)], timeout)
+                .unwrap()
+                .as_slice(),
             [false]
         );
         assert!(t.elapsed() >= Duration::from_millis(100));
         (&b).write_all(b"hello").unwrap();
-        assert_eq!(wait_readable(&[channel_handle(&a)], None).unwrap(), [true]);
+        assert_eq!(
+            wait_readable(&[channel_handle(&a)], None)
+                .unwrap()
+                .as_slice(),
+            [true]
+        );
         assert_eq!(read_available(&a, &mut buf).unwrap(), 5);
         assert_eq!(&buf[..5], b"hello");
         // A clone writes to the same pipe; the peer's end closes only with its last handle.
@@ -864,7 +871,9 @@ mod tests {
         drop(c);
         let timeout = Some(Duration::from_secs(5));
         assert_eq!(
-            wait_readable(&[channel_handle(&a)], timeout).unwrap(),
+            wait_readable(&[channel_handle(&a)], timeout)
+                .unwrap()
+                .as_slice(),
             [true]
         );
         assert_eq!(read_available(&a, &mut buf).unwrap(), 0);
@@ -878,10 +887,10 @@ mod tests {
         let (a, _b) = channel_pair().unwrap();
         let handles = [channel_handle(&a), listener.socket_handle().unwrap()];
         let r = wait_readable(&handles, Some(Duration::from_millis(50))).unwrap();
-        assert_eq!(r, [false, false]);
+        assert_eq!(r.as_slice(), [false, false]);
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let r = wait_readable(&handles, Some(Duration::from_secs(10))).unwrap();
-        assert_eq!(r, [false, true]);
+        assert_eq!(r.as_slice(), [false, true]);
         let (server, _) = listener.accept().unwrap();
         let t = Instant::now();
         let writer = std::thread::spawn(move || {
@@ -891,7 +900,9 @@ mod tests {
         });
         let only = [server.socket_handle().unwrap()];
         assert_eq!(
-            wait_readable(&only, Some(Duration::from_secs(10))).unwrap(),
+            wait_readable(&only, Some(Duration::from_secs(10)))
+                .unwrap()
+                .as_slice(),
             [true]
         );
         assert!(t.elapsed() >= Duration::from_millis(90));
