@@ -139,7 +139,12 @@ pub fn server_pid() -> Option<u32> {
 /// At this process's exit, after its children are joined: closes the request channel, which
 /// ends the server, and reaps it (killing it if it has not ended within two seconds).
 fn stop() {
-    let server = match SERVER.get().try_lock() {
+    // A forked child's copy of the server is its parent's (and is not made here: no allocation
+    // at a forked child's end).
+    let Some(slot) = SERVER.mine() else {
+        return;
+    };
+    let server = match slot.try_lock() {
         Ok(mut slot) => slot.take(),
         Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().take(),
         // Another thread is starting a child right now: leave the server to end by itself.

@@ -44,15 +44,21 @@ pub(crate) fn exit_function() {
     // Then what features asked for (each once, even if this runs twice). The list is locked
     // only for a push: one still locked after a few tries was copied locked by a fork (its
     // holder is not in this process), and waiting would hang the exit.
-    let mut hooks = Vec::new();
+    // Copied out and the list emptied in place: a forked child frees nothing of its parent's
+    // (each heap page it writes is a copy, issue 19).
+    let mut hooks = smallvec::SmallVec::<[fn(); 8]>::new();
+    let mut take = |list: &mut Vec<fn()>| {
+        hooks.extend(list.iter().copied());
+        list.clear();
+    };
     for _ in 0..10 {
         match EXIT_HOOKS.try_lock() {
             Ok(mut list) => {
-                hooks = std::mem::take(&mut *list);
+                take(&mut list);
                 break;
             }
             Err(std::sync::TryLockError::Poisoned(p)) => {
-                hooks = std::mem::take(&mut *p.into_inner());
+                take(&mut p.into_inner());
                 break;
             }
             Err(std::sync::TryLockError::WouldBlock) => {

@@ -84,6 +84,17 @@ impl<T> ForkLock<T> {
         unsafe { &(*p).lock }
     }
 
+    /// The lock, if this process made it: `None` where [`get`](Self::get) would make one (a
+    /// per-process lock in a forked child, or one not used yet), without making it. For a
+    /// child's exit, which has nothing to do with its parent's value and should not allocate
+    /// (each heap page a forked child writes is a copy: issue 19).
+    pub(crate) fn mine(&self) -> Option<&Mutex<T>> {
+        let p = self.current.load(Ordering::Acquire);
+        // SAFETY: as in `get`: the slot is valid while `self` is borrowed.
+        let slot = unsafe { p.as_ref() }?;
+        (self.per_process.is_none() || slot.pid == super::current_pid()).then_some(&slot.lock)
+    }
+
     /// A new lock holding `value` replaces this process's, whoever held it (for a child just
     /// forked that wants a value of its own rather than `init`'s).
     pub(crate) fn reset(&self, value: T) {
@@ -161,5 +172,19 @@ mod tests {
         // SAFETY: the test owns `l`; the slot is valid (made by `get` above).
         unsafe { (*l.current.load(Ordering::Acquire)).pid ^= 1 };
         assert_eq!(*l.get().try_lock().expect("a fresh lock"), 3);
+    }
+
+    /// `mine` finds only this process's lock, and makes none.
+    #[test]
+    fn mine_is_only_this_process_lock() {
+        let l: ForkLock<u32> = ForkLock::per_process(|| 3, |_| {});
+        assert!(l.mine().is_none());
+        *l.get().lock().unwrap() = 5;
+        assert_eq!(*l.mine().expect("made above").lock().unwrap(), 5);
+        // SAFETY: as above.
+        unsafe { (*l.current.load(Ordering::Acquire)).pid ^= 1 };
+        assert!(l.mine().is_none());
+        assert_eq!(*l.get().lock().unwrap(), 3);
+        assert!(l.mine().is_some());
     }
 }

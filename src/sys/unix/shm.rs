@@ -159,11 +159,17 @@ const MAX_MESSAGE: usize = 512;
 struct Link {
     fd: OwnedFd,
     pid: u32,
-    /// Started by this process (so ours to reap if it dies).
-    ours: bool,
+    /// The pid of the process that started it (0: inherited through a spawn). A forked child
+    /// shares its parent's tracker, as in CPython, but neither stops nor reaps it.
+    started_by: u32,
 }
 
 impl Link {
+    /// Whether this process started it (so reaps it, if it dies, and stops it at its exit).
+    fn ours(&self) -> bool {
+        self.started_by == super::current_pid()
+    }
+
     /// What a spawned child finds in `MULTIPROCESS_RESOURCE_TRACKER`: `fd,dev,ino,pid`.
     fn describe(&self) -> Option<String> {
         let (dev, ino) = identity(self.fd.as_raw_fd())?;
@@ -271,7 +277,7 @@ fn tell_tracker(command: &str, name: &str) -> io::Result<()> {
                 "resource_tracker: process died unexpectedly, relaunching.  Some resources might leak.",
             );
             if let Some(old) = guard.take() {
-                if old.ours {
+                if old.ours() {
                     // SAFETY: reaping our own dead child (WNOHANG: never blocks).
                     unsafe { libc::waitpid(old.pid as i32, std::ptr::null_mut(), libc::WNOHANG) };
                 }
@@ -329,7 +335,7 @@ fn inherited() -> Option<Link> {
     Some(Link {
         fd,
         pid,
-        ours: false,
+        started_by: 0,
     })
 }
 
@@ -400,7 +406,7 @@ fn launch() -> io::Result<Link> {
     Ok(Link {
         fd: OwnedFd::from(write),
         pid,
-        ours: true,
+        started_by: super::current_pid(),
     })
 }
 
@@ -417,7 +423,8 @@ pub(crate) fn stop_tracker() {
     let Ok(mut guard) = LINK.try_lock() else {
         return;
     };
-    let Some(current) = guard.take().filter(|l| l.ours) else {
+    // A forked child leaves its parent's tracker alone (and its descriptor to its exit).
+    let Some(current) = guard.take_if(|l| l.ours()) else {
         return;
     };
     let pid = current.pid as libc::pid_t;
