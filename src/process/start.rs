@@ -9,10 +9,10 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use super::handshake::{Bootstrap, reentry_args};
-use super::{ChildrenGuard, Identity, Shared, child, lock};
+use super::{ChildrenGuard, Identity, Shared, child};
 use crate::context::StartMethod;
 use crate::error::{Error, Result};
 use crate::registry::{Code, Image, Job};
@@ -50,20 +50,20 @@ pub(crate) struct ForkHook {
 /// How many fork hooks there can be (one per feature that registers one).
 const FORK_HOOK_SLOTS: usize = 4;
 
-/// The fork hooks, in the order registered (each feature registers once); a fixed array, so
-/// the fork path copies it onto its stack instead of allocating.
-static FORK_HOOKS: Mutex<[Option<&'static ForkHook>; FORK_HOOK_SLOTS]> =
-    Mutex::new([None; FORK_HOOK_SLOTS]);
+/// The fork hooks, in the order registered (each feature registers once): a fixed array the
+/// fork path copies onto its stack instead of allocating, read without a lock (a lock's word,
+/// written around every fork, would be a page the parent copies each time: issue 19).
+static FORK_HOOKS: [OnceLock<&'static ForkHook>; FORK_HOOK_SLOTS] =
+    [const { OnceLock::new() }; FORK_HOOK_SLOTS];
 
 /// Registers `hook` (see [`ForkHook`]); call it once per hook.
 ///
 /// # Panics
 /// If more features register than [`FORK_HOOK_SLOTS`] (a bug of this crate).
 pub(crate) fn on_fork(hook: &'static ForkHook) {
-    let mut hooks = lock(&FORK_HOOKS);
-    match hooks.iter_mut().find(|slot| slot.is_none()) {
-        Some(slot) => *slot = Some(hook),
-        None => panic!("multiprocess: more fork hooks than FORK_HOOK_SLOTS"),
+    // The first free slot (one another thread fills meanwhile is skipped).
+    if !FORK_HOOKS.iter().any(|slot| slot.set(hook).is_ok()) {
+        panic!("multiprocess: more fork hooks than FORK_HOOK_SLOTS");
     }
 }
 
@@ -199,10 +199,8 @@ fn fork(
     let mut ours = Some(ours);
     let mut theirs = Some(theirs);
     // What features hold across the fork (after the children list, in the order they
-    // registered), so that the child finds it free and whole; the list itself too (a thread
-    // registering at that moment would leave it locked in the child).
-    let mut hooks = Some(lock(&FORK_HOOKS));
-    let list = hooks.as_deref().copied().unwrap_or_default();
+    // registered), so that the child finds it free and whole.
+    let list = FORK_HOOKS.each_ref().map(|slot| slot.get().copied());
     for before in list.iter().flatten().filter_map(|h| h.before) {
         before();
     }
@@ -219,7 +217,6 @@ fn fork(
                 in_child();
             }
         }
-        drop(hooks.take());
         drop(ours.take());
         super::forget_inherited_children(children);
         if let Some(theirs) = theirs.take() {
@@ -239,7 +236,6 @@ fn fork(
     for in_parent in list.iter().flatten().rev().filter_map(|h| h.in_parent) {
         in_parent(forked.is_ok());
     }
-    drop(hooks.take());
     drop(theirs.take());
     let handle = forked.map_err(|e| Error::io("forking a child process", e))?;
     Ok((handle, ours.take().expect("kept by the parent")))
