@@ -51,7 +51,7 @@ pub(super) fn reap_finished() {
     };
     let children: Vec<_> = lock(&CHILDREN)
         .iter()
-        .filter(|c| all || c.is_served())
+        .filter(|c| all || c.served.load(Ordering::Relaxed))
         .cloned()
         .collect();
     if children.is_empty() {

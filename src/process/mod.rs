@@ -292,6 +292,9 @@ impl Process {
         }
         let pid = child.0.pid();
         self.shared.pid.store(pid, Ordering::Relaxed);
+        self.shared
+            .served
+            .store(child.0.is_served(), Ordering::Relaxed);
         let channel = sys::channel_number(&child.1);
         *lock(&self.shared.state) = State::Started(Child::new(child.0, child.1, method, spent));
         self.shared.channel.store(channel, Ordering::Relaxed);

@@ -36,6 +36,11 @@ pub(crate) struct Shared {
     /// (see `children::forget_inherited_children`). Cleared before the channel can close, so
     /// that it never names a descriptor opened since.
     pub(super) channel: AtomicI32,
+    /// Started through the fork server, whose children's ends the OS does not name to us
+    /// (`sys::ended_child`), so that the children list's scan looks at it (see
+    /// `children::reap_finished`). Read without the state's lock: every start asks it of every
+    /// child, and a lock taken is a page written, in a fan-out one per sibling (issue 19).
+    pub(super) served: AtomicBool,
     /// In the process the record describes (its `current_process()`, see `current::ME`): its
     /// end of the channel to its parent, set once it became that process. Empty in the
     /// parent's record and in the main process.
@@ -163,6 +168,7 @@ impl Shared {
             state: Mutex::new(State::Initial { job }),
             pid: AtomicU32::new(0),
             channel: AtomicI32::new(-1),
+            served: AtomicBool::new(false),
             to_parent: OnceLock::new(),
         }
     }
@@ -219,20 +225,11 @@ impl Shared {
         Ok(())
     }
 
-    /// Whether this child's exit comes from the fork server rather than from our own wait (true
-    /// too while not started or once closed: such a child is looked at, not skipped).
     /// The child's sentinel while it is started (what becomes readable when it ends).
     pub(super) fn sentinel_now(&self) -> Option<Arc<sys::OwnedWaitHandle>> {
         match &*lock(&self.state) {
             State::Started(c) => Some(c.handle.sentinel()),
             State::Initial { .. } | State::Closed => None,
-        }
-    }
-
-    pub(super) fn is_served(&self) -> bool {
-        match &*lock(&self.state) {
-            State::Started(c) => c.handle.is_served(),
-            State::Initial { .. } | State::Closed => true,
         }
     }
 

@@ -9,7 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{Address, os};
@@ -409,8 +409,17 @@ pub(crate) fn take_child_channel() -> io::Result<Option<Channel>> {
 }
 
 /// True when this process was spawned as a child and `init()` has not yet taken the marker.
+/// Once gone it stays gone (only a parent puts it in its child's environment), which is
+/// remembered: every `start` asks, and reading the environment takes std's lock, a page of
+/// statics written between two forks (issue 19).
 pub(crate) fn child_marker_present() -> bool {
-    std::env::var_os(CHILD_MARKER).is_some()
+    static GONE: AtomicBool = AtomicBool::new(false);
+    if GONE.load(Ordering::Relaxed) {
+        return false;
+    }
+    let present = std::env::var_os(CHILD_MARKER).is_some();
+    GONE.store(!present, Ordering::Relaxed);
+    present
 }
 
 /// Bounds every later blocking read on the socket `stream` by `timeout` (`None`: no bound);
