@@ -274,7 +274,7 @@ impl Process {
         };
         // Held across a fork so the child sees the list consistent, and releases it there.
         let mut children = Some(lock(&CHILDREN));
-        let started = start::start(method, &self.shared, &mut job, image, &mut children);
+        let started = start::start(method, &mut self.shared, &mut job, image, &mut children);
         let child = match started {
             Ok(child) => child,
             Err(e) => {

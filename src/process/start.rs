@@ -83,7 +83,7 @@ pub(crate) fn serve_forks_with(launch: fn(sys::Channel) -> Result<sys::ProcHandl
 /// `children` is the locked children list, held across a fork).
 pub(crate) fn start(
     method: StartMethod,
-    record: &Arc<Shared>,
+    record: &mut Arc<Shared>,
     job: &mut Option<Job>,
     image: Option<Image>,
     children: &mut Option<ChildrenGuard>,
@@ -191,13 +191,24 @@ pub(crate) fn spawn(
 /// each heap page written between two forks is copied: issue 19, W11), and the child nothing
 /// either: it takes its copy of `record` as its own, its channel inside.
 fn fork(
-    record: &Arc<Shared>,
+    record: &mut Arc<Shared>,
     job: &mut Option<Job>,
     children: &mut Option<ChildrenGuard>,
 ) -> Result<(sys::ProcHandle, sys::Channel)> {
     let (ours, theirs) = sys::channel_pair().map_err(|e| Error::io("creating a channel", e))?;
     let mut ours = Some(ours);
-    let mut theirs = Some(theirs);
+    // The child's end goes into the record before the fork, so that the child finds it there
+    // without writing it (a page copied, and std's `Once` code, two windows of code faulted
+    // in: issue 19); the parent takes it out after. Nothing else holds the record before its
+    // start (it joins the children list after), so both `get_mut`s succeed; else the child
+    // sets it itself.
+    let mut theirs = match Arc::get_mut(record) {
+        Some(mine) => {
+            mine.to_parent = OnceLock::from(theirs);
+            None
+        }
+        None => Some(theirs),
+    };
     // What features hold across the fork (after the children list, in the order they
     // registered), so that the child finds it free and whole.
     let list = FORK_HOOKS.each_ref().map(|slot| slot.get().copied());
@@ -237,6 +248,9 @@ fn fork(
         in_parent(forked.is_ok());
     }
     drop(theirs.take());
+    if let Some(mine) = Arc::get_mut(record) {
+        drop(mine.to_parent.take());
+    }
     let handle = forked.map_err(|e| Error::io("forking a child process", e))?;
     Ok((handle, ours.take().expect("kept by the parent")))
 }
