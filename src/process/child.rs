@@ -110,13 +110,14 @@ pub(super) fn run_child(
     );
     super::exit_function();
     super::flush_stdio();
-    if method.copies_memory() {
-        // A forked child shares the parent's C runtime state: leave without running exit
-        // handlers twice (Python's os._exit).
+    if method != StartMethod::Spawn {
+        // Forked (by us or by the fork server): the C runtime's exit handlers and library
+        // destructors are the parent's (or the server's); leave without them, as Python's
+        // forked and fork-server children do (`os._exit` after `_bootstrap`). In a fork-server
+        // child they were a dozen windows of libc and the loader's code faulted in (issue 19).
         sys::exit_now(code)
     }
-    // Spawned, or forked by the fork server from a process that ran only `init()`: nothing of
-    // its state is anybody else's.
+    // Spawned: a program of its own, which ends as one (Python's spawned child `sys.exit`s).
     std::process::exit(code)
 }
 
