@@ -363,9 +363,19 @@ fn fork_child(
         .map_err(|e| Error::io("creating a status channel", e))?;
     let mut carried = Some((request.channel.0, status_ours, status_theirs));
     let handle = sys::fork(|| {
-        // The new child keeps nothing of the server's but the channel it was given.
-        requests.take();
-        children.clear();
+        // The new child keeps nothing of the server's but the channel it was given: the
+        // server's connection and its other children's handles are closed and the objects
+        // forgotten (dropping them would free the server's memory: pages written, each a
+        // copy, issue 19).
+        if let Some(conn) = requests.take() {
+            conn.abandon();
+        }
+        let siblings = std::mem::take(children);
+        for sibling in &siblings {
+            sys::close_abandoned(sibling.handle.sentinel_handle());
+            sys::close_abandoned(sys::channel_handle(&sibling.status));
+        }
+        std::mem::forget(siblings);
         crate::process::cut_parent_channel();
         let Some((channel, ours, theirs)) = carried.take() else {
             sys::exit_now(1)

@@ -101,6 +101,11 @@ pub(crate) struct Bulk {
 }
 
 impl Bulk {
+    /// Closes the region's handles (see [`Connection::abandon`](super::Connection::abandon)).
+    pub(crate) fn close_handles(&self) {
+        self.region.close_handles();
+    }
+
     /// Control for the two ends of a new pair, or `None` where the OS cannot copy between
     /// processes (large messages then stay in the stream).
     pub(crate) fn pair() -> Option<(Bulk, Bulk)> {

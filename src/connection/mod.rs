@@ -267,6 +267,19 @@ const CLOSED: &str = "handle is closed";
 sys::impl_os_handle!(Connection, os_handle);
 
 impl Connection {
+    /// In a child just forked (one thread) that must not keep this connection: closes its
+    /// descriptors and forgets it, freeing none of its memory, which is its parent's (each page
+    /// a forked child writes is a copy: issue 19).
+    pub(crate) fn abandon(self) {
+        if let Some(stream) = &self.stream {
+            sys::close_abandoned(sys::stream_handle(stream));
+        }
+        if let Some(bulk) = &self.bulk {
+            bulk.close_handles();
+        }
+        std::mem::forget(self);
+    }
+
     pub(crate) fn new(stream: sys::Stream, readable: bool, writable: bool) -> Connection {
         Connection::with_inbox(stream, readable, writable, Inbox::default())
     }

@@ -138,6 +138,11 @@ impl ProcHandle {
         match self.0 {}
     }
 
+    /// The sentinel, borrowed.
+    pub(crate) fn sentinel_handle(&self) -> WaitHandle<'_> {
+        match self.0 {}
+    }
+
     /// Reaps the child if it has ended.
     pub(crate) fn try_wait(&mut self) -> io::Result<Option<i32>> {
         match self.0 {}
@@ -275,6 +280,9 @@ pub(crate) fn channel_from_handle(handle: OwnedHandle) -> io::Result<Channel> {
 pub(crate) fn take_child_channel() -> io::Result<Option<Channel>> {
     Ok(None)
 }
+
+/// Never called (no fork here).
+pub(crate) fn close_abandoned(_handle: WaitHandle<'_>) {}
 
 /// Whether this process was spawned by us: never here.
 pub(crate) fn child_marker_present() -> bool {

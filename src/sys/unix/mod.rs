@@ -270,6 +270,11 @@ impl ProcHandle {
         Arc::clone(&self.sentinel)
     }
 
+    /// The sentinel, borrowed (see [`sentinel`](Self::sentinel)).
+    pub(crate) fn sentinel_handle(&self) -> WaitHandle<'_> {
+        self.sentinel.as_fd()
+    }
+
     /// Reaps the child if it has ended: its exitcode in Python's convention (n, or -signal).
     pub(crate) fn try_wait(&mut self) -> io::Result<Option<i32>> {
         if let Some(code) = self.exitcode {
@@ -623,6 +628,14 @@ pub(crate) fn channel_handle(channel: &Channel) -> BorrowedFd<'_> {
 /// [`release_inherited`].
 pub(crate) fn channel_number(channel: &Channel) -> i32 {
     channel.as_raw_fd()
+}
+
+/// In a child just forked (one thread): closes the descriptor `handle` borrows from an object
+/// of the parent's that this child abandons (forgets: never uses nor drops it), so that the
+/// object's memory stays unwritten (each page a forked child writes is a copy: issue 19).
+pub(crate) fn close_abandoned(handle: WaitHandle<'_>) {
+    // SAFETY: the caller's promise: nothing uses or closes this descriptor after this.
+    unsafe { libc::close(handle.as_raw_fd()) };
 }
 
 /// In a child just forked: lets go of its copy of descriptor `number` (-1: none), which an

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use super::{Channel, ProcHandle};
+use super::{Channel, ProcHandle, WaitHandle};
 
 /// A channel's number for a forked child to let go of: none (no fork here).
 pub(crate) fn channel_number(_channel: &Channel) -> i32 {
@@ -22,4 +22,14 @@ pub(crate) fn fork(_child: impl FnOnce()) -> io::Result<ProcHandle> {
         io::ErrorKind::Unsupported,
         "the fork start method does not exist on Windows; use spawn",
     ))
+}
+
+/// Never called (no fork here).
+pub(crate) fn close_abandoned(_handle: WaitHandle<'_>) {}
+
+impl ProcHandle {
+    /// The process handle, borrowed.
+    pub(crate) fn sentinel_handle(&self) -> WaitHandle<'_> {
+        super::borrow_handle(&self.process)
+    }
 }
