@@ -91,7 +91,7 @@ pub(super) fn run_child(
         // Never: both callers set the channel.
         sys::exit_now(1)
     };
-    super::become_child(record, method.copies_memory());
+    super::become_child(record);
     let channel = parent.channel();
     context::inherit(method);
     if !method.copies_memory() {

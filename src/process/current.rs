@@ -3,13 +3,13 @@
 
 use std::fmt;
 use std::ops::Deref;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{Shared, lock};
 use crate::sys;
-use crate::sys::fork_lock::ForkLock;
+use crate::sys::fork_lock::StaticArc;
 
 // ---------------------------------------------------------------------------------------------
 // Authentication keys
@@ -77,11 +77,12 @@ impl fmt::Debug for AuthKey {
 /// forked child's is its own copy of the record its parent made of it (Python's forked child
 /// likewise becomes the `Process` object itself), so becoming the child copies and allocates
 /// nothing (issue 19: after a fork, the child's first allocation alone cost some 10 µs).
-/// A forked child replaces it in place: another thread of the parent may have held it at the
-/// fork (see [`ForkLock::replace`]).
-static ME: ForkLock<Arc<Shared>> = ForkLock::new(Shared::main_process);
+/// Read without a lock and replaced whole (see [`StaticArc`]): becoming a forked child writes
+/// a static, not a heap page of the parent's, and a start reads it without writing a lock.
+static ME: StaticArc<Shared> = StaticArc::new(Shared::main_process);
 
-pub(super) fn me() -> &'static Mutex<Arc<Shared>> {
+/// This process's record.
+pub(super) fn me() -> Arc<Shared> {
     ME.get()
 }
 
@@ -107,7 +108,7 @@ pub(crate) struct Identity {
 /// server's record is never dropped here (one count of it is forgotten): the descriptor's
 /// number may be reused at once.
 pub(crate) fn cut_parent_channel() {
-    let server = Arc::clone(&*lock(me()));
+    let server = me();
     if let Some(channel) = server.to_parent.get() {
         let _ = sys::cut_channel(channel);
     }
@@ -115,14 +116,10 @@ pub(crate) fn cut_parent_channel() {
 }
 
 /// In a new child: become the process `record` describes, whose `to_parent` holds our end of
-/// the channel to the parent. A `forked` child leaves its parent's record behind unfreed (see
-/// [`ForkLock::replace`]).
-pub(crate) fn become_child(record: Arc<Shared>, forked: bool) {
+/// the channel to the parent (the parent's record is left behind unfreed, see [`StaticArc`]).
+pub(crate) fn become_child(record: Arc<Shared>) {
     DAEMONIC.store(record.daemon.load(Ordering::Relaxed), Ordering::Relaxed);
-    let old = ME.replace(record);
-    if forked {
-        std::mem::forget(old);
-    }
+    ME.set(record);
     COUNTER.store(1, Ordering::Relaxed);
 }
 
@@ -149,14 +146,14 @@ pub struct CurrentProcess(());
 impl CurrentProcess {
     /// `MainProcess` in the main process; a child's name as its parent set it.
     pub fn name(&self) -> String {
-        lock(&lock(me()).name).clone()
+        lock(&me().name).clone()
     }
 
     /// Renames this process (affects the names of processes it creates afterwards only through
     /// their identity, as in Python).
     pub fn set_name(&self, name: impl Into<String>) {
         let name = name.into();
-        *lock(&lock(me()).name) = name;
+        *lock(&me().name) = name;
     }
 
     /// The OS process id.
@@ -167,7 +164,7 @@ impl CurrentProcess {
     /// Python's `_identity`: empty in the main process, `[3]` in `Process-3`, `[3, 1]` in its
     /// first child.
     pub fn ident(&self) -> Vec<u64> {
-        lock(me()).ident.clone()
+        me().ident.clone()
     }
 
     /// Whether this process is daemonic (then it may not start children).
@@ -177,13 +174,13 @@ impl CurrentProcess {
 
     /// This process's authentication key.
     pub fn authkey(&self) -> AuthKey {
-        lock(&lock(me()).authkey).clone()
+        lock(&me().authkey).clone()
     }
 
     /// Replaces this process's authentication key (children started afterwards inherit it).
     pub fn set_authkey(&self, key: impl Into<AuthKey>) {
         let key = key.into();
-        *lock(&lock(me()).authkey) = key;
+        *lock(&me().authkey) = key;
     }
 
     /// Always true: the calling process is running.
@@ -200,7 +197,7 @@ impl CurrentProcess {
 /// The process that started this one, as Python's `multiprocessing.parent_process()`: `None` in
 /// the main process.
 pub fn parent_process() -> Option<ParentProcess> {
-    ParentProcess::of(Arc::clone(&*lock(me())))
+    ParentProcess::of(me())
 }
 
 /// The parent of the calling process (see [`parent_process`]). Its liveness comes from the

@@ -77,7 +77,7 @@ const CLOSED: &str = "process object is closed";
 impl Process {
     fn with_job(job: Job, result: ResultType, prefix: Option<&str>) -> Process {
         let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let me = lock(me());
+        let me = me();
         let mut ident = me.ident.clone();
         ident.push(count);
         let mut name = String::with_capacity(32);

@@ -6,9 +6,12 @@
 //! made by its `init` (or the child sets the value it wants with [`ForkLock::reset`]). The
 //! parent's copy is left behind, never freed: it may be held, and in a forked child freeing it
 //! would only dirty pages. Python does the same for its own locks after a fork.
+//!
+//! A [`StaticArc`] is a value a child replaces whole, read without a lock (this process's
+//! record).
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// The lock of one process.
 struct Slot<T> {
@@ -106,28 +109,6 @@ impl<T> ForkLock<T> {
     }
 }
 
-impl<T> ForkLock<T> {
-    /// Puts `value` in the current lock if no thread holds it, and returns the value it
-    /// replaces; else (a forked child whose lock another thread of the parent held at the
-    /// fork) as [`reset`], returning `None`. A forked child leaves the old value unfreed
-    /// (`mem::forget`): freeing, or allocating a new lock, dirties heap pages, each a
-    /// copy-on-write fault.
-    ///
-    /// [`reset`]: ForkLock::reset
-    pub(crate) fn replace(&self, value: T) -> Option<T> {
-        let p = self.current.load(Ordering::Acquire);
-        if !p.is_null() {
-            // SAFETY: as in `get`: the slot is valid while `self` is borrowed.
-            let slot = unsafe { &*p };
-            if let Ok(mut held) = slot.lock.try_lock() {
-                return Some(std::mem::replace(&mut *held, value));
-            }
-        }
-        self.reset(value);
-        None
-    }
-}
-
 impl<T> Drop for ForkLock<T> {
     fn drop(&mut self) {
         let p = *self.current.get_mut();
@@ -142,6 +123,63 @@ impl<T> Drop for ForkLock<T> {
 impl<T: std::fmt::Debug> std::fmt::Debug for ForkLock<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ForkLock").finish_non_exhaustive()
+    }
+}
+
+/// An `Arc<T>` in a static, made by `init` on first use and replaced whole by [`set`]
+/// (a child becoming the process it is); read without a lock, as a counted reference. A
+/// replaced value is left behind, never freed: a reader may still hold it, and in a forked
+/// child freeing it would write its parent's pages (each a copy: issue 19). A forked child
+/// sees its parent's value until it sets its own (Python's `_current_process` too).
+///
+/// [`set`]: StaticArc::set
+pub(crate) struct StaticArc<T> {
+    current: AtomicPtr<T>,
+    init: fn() -> Arc<T>,
+}
+
+impl<T> StaticArc<T> {
+    /// Empty until first used.
+    pub(crate) const fn new(init: fn() -> Arc<T>) -> Self {
+        StaticArc {
+            current: AtomicPtr::new(std::ptr::null_mut()),
+            init,
+        }
+    }
+
+    /// The current value (from `init` on first use).
+    pub(crate) fn get(&self) -> Arc<T> {
+        let mut p = self.current.load(Ordering::Acquire);
+        if p.is_null() {
+            let fresh = Arc::into_raw((self.init)()).cast_mut();
+            match self.current.compare_exchange(
+                std::ptr::null_mut(),
+                fresh,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => p = fresh,
+                Err(now) => {
+                    // SAFETY: `fresh` came from `Arc::into_raw` just above and was never
+                    // published: this gives its one count back.
+                    drop(unsafe { Arc::from_raw(fresh) });
+                    p = now;
+                }
+            }
+        }
+        // SAFETY: every pointer stored in `current` came from `Arc::into_raw`, whose count is
+        // never given back (a replaced value is left behind), so the value lives as long as
+        // the program; taking one more count and owning it is sound.
+        unsafe {
+            Arc::increment_strong_count(p);
+            Arc::from_raw(p)
+        }
+    }
+
+    /// Replaces the value (the old one is left behind, see above).
+    pub(crate) fn set(&self, value: Arc<T>) {
+        self.current
+            .store(Arc::into_raw(value).cast_mut(), Ordering::Release);
     }
 }
 
@@ -172,6 +210,18 @@ mod tests {
         // SAFETY: the test owns `l`; the slot is valid (made by `get` above).
         unsafe { (*l.current.load(Ordering::Acquire)).pid ^= 1 };
         assert_eq!(*l.get().try_lock().expect("a fresh lock"), 3);
+    }
+
+    /// A `StaticArc` is made on first use, hands out counted references, and a value set
+    /// replaces it for later readers while earlier ones keep theirs.
+    #[test]
+    fn a_static_arc_is_replaced_whole() {
+        static A: StaticArc<u32> = StaticArc::new(|| Arc::new(1));
+        let first = A.get();
+        assert_eq!(*first, 1);
+        assert!(Arc::ptr_eq(&first, &A.get()));
+        A.set(Arc::new(2));
+        assert_eq!((*first, *A.get()), (1, 2));
     }
 
     /// `mine` finds only this process's lock, and makes none.
