@@ -96,11 +96,9 @@ pub fn active_children() -> Vec<Process> {
 /// number stays taken by the null device (`sys::release_inherited`), so that the object
 /// which owns it, closing it here later, closes nothing else; the objects act as closed here
 /// (`Shared::look`, `Shared::signal`: another process's children).
-pub(crate) fn forget_inherited_children(children: &mut Option<ChildrenGuard>) {
-    if let Some(mut list) = children.take().filter(|list| !list.is_empty()) {
-        for c in list.iter() {
-            sys::release_inherited(c.channel.load(Ordering::Relaxed));
-        }
-        std::mem::forget(std::mem::take(&mut *list));
+pub(crate) fn forget_inherited_children(mut list: ChildrenGuard) {
+    for c in list.iter() {
+        sys::release_inherited(c.channel.load(Ordering::Relaxed));
     }
+    std::mem::forget(std::mem::take(&mut *list));
 }

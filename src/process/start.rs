@@ -229,7 +229,12 @@ fn fork(
             }
         }
         drop(ours.take());
-        super::forget_inherited_children(children);
+        // An empty list (a start's usual case) needs no call: each window of code a forked
+        // child runs is a fault (issue 19).
+        match children.take() {
+            Some(list) if !list.is_empty() => super::forget_inherited_children(list),
+            other => drop(other),
+        }
         if let Some(theirs) = theirs.take() {
             let _ = record.to_parent.set(theirs);
         }
