@@ -110,7 +110,7 @@ pub(crate) struct Identity {
 pub(crate) fn cut_parent_channel() {
     let server = me();
     if let Some(channel) = server.to_parent.get() {
-        let _ = sys::cut_channel(channel);
+        sys::close_abandoned(sys::channel_handle(channel));
     }
     std::mem::forget(server);
 }

@@ -42,8 +42,9 @@ pub(crate) struct Shared {
     /// child, and a lock taken is a page written, in a fan-out one per sibling (issue 19).
     pub(super) served: AtomicBool,
     /// In the process the record describes (its `current_process()`, see `current::ME`): its
-    /// end of the channel to its parent, set once it became that process. Empty in the
-    /// parent's record and in the main process.
+    /// end of the channel to its parent. A spawned child sets it as it becomes that process;
+    /// for a forked child the parent puts it in just before the fork and takes it out after
+    /// (see `start::fork`). Empty in the parent's record otherwise and in the main process.
     pub(super) to_parent: OnceLock<sys::Channel>,
 }
 

@@ -36,7 +36,7 @@
 //!   `ended_child` (which child ended, if the OS can say: [`Ended`]).
 //! - **A child's start.** `Channel` (with `try_clone`, and `Read`/`Write` on `&Channel`) and
 //!   `channel_pair`, `channel_handle`, `channel_into_handle`/`channel_from_handle`,
-//!   `take_child_channel`, `child_marker_present`, `cut_channel`, `read_available`,
+//!   `take_child_channel`, `child_marker_present`, `close_abandoned`, `read_available`,
 //!   `channel_number`/`release_inherited` (a forked child lets go of its copies of the
 //!   parent's channels); the handles
 //!   a child gets at its start: `Transfer`, `transfer_handles`, `send_transfer`,

@@ -294,11 +294,6 @@ pub(crate) fn kill_on_readable(_channel: &Channel, _on: bool) -> io::Result<bool
     Ok(false)
 }
 
-/// Closes an inherited channel.
-pub(crate) fn cut_channel(channel: &Channel) -> io::Result<()> {
-    match channel.0 {}
-}
-
 /// Reads what is available.
 pub(crate) fn read_available(channel: &Channel, _buf: &mut [u8]) -> io::Result<usize> {
     match channel.0 {}

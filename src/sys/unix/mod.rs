@@ -471,20 +471,6 @@ pub(crate) fn kill_on_readable(channel: &Channel, on: bool) -> io::Result<bool> 
     os::kill_on_readable(channel.as_raw_fd(), on)
 }
 
-/// Closes an inherited channel that a process must not keep, for good. The caller makes sure
-/// `channel` is never dropped nor used again (its descriptor number may be reused at once): for
-/// a child just forked (one thread) whose holders of the channel are a record it forgets and
-/// frames the fork left behind, which never run again.
-pub(crate) fn cut_channel(channel: &Channel) -> io::Result<()> {
-    let fd = channel.as_raw_fd();
-    // SAFETY: `fd` is the channel's own descriptor, which nothing uses or closes after this
-    // (the caller's promise, above).
-    if unsafe { libc::close(fd) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 /// Reopens stdin on the null device (Python does this in every child).
 ///
 /// Straight to libc rather than through `std::fs::File::open`: a forked child runs this, and

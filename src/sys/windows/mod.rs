@@ -565,11 +565,6 @@ pub(crate) fn kill_on_readable(_channel: &Channel, _on: bool) -> io::Result<bool
     Ok(false)
 }
 
-/// Only a child of a fork server cuts an inherited channel; Windows has none.
-pub(crate) fn cut_channel(_channel: &Channel) -> io::Result<()> {
-    Ok(())
-}
-
 /// In a spawned child: removes the marker and returns the bootstrap channel, whose handle value
 /// the marker holds, after making that handle non-inheritable (so processes this child starts,
 /// with any API, do not get it). stdin is the null device already. `None` in a process that was
