@@ -295,42 +295,43 @@ fn ask(server: &Server, channel: sys::OwnedHandle) -> Result<sys::ProcHandle> {
 // ---------------------------------------------------------------------------------------------
 // The server
 
-/// A child of the server: its handle, and the socket end its exit status goes to.
+/// A child of the server: its pid, and the socket end its exit status goes to.
 struct Served {
-    handle: sys::ProcHandle,
+    pid: u32,
     status: sys::Channel,
 }
 
 /// The server's target: answers requests until the starting process is gone, and reports each
-/// child's exit status when it ends.
+/// child's exit status when it ends (woken by `SIGCHLD`: see [`sys::Reaper`]).
 fn serve(requests: Connection) {
+    // The server prints nothing: what the program wrote before `init()` goes out now, and its
+    // forks skip the flush (it would write a page of std's, each fork a copy: issue 19).
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    let Ok(reaper) = sys::Reaper::install() else {
+        return;
+    };
     let mut requests = Some(requests);
     let mut children: Vec<Served> = Vec::new();
     while let Some(conn) = &requests {
-        {
-            // Copies of the children's sentinels, only for this wait: closed before the next
-            // fork, so that a child never holds its siblings'.
-            let sentinels: Vec<_> = children.iter().map(|c| c.handle.sentinel()).collect();
-            let Ok(own) = conn.wait_handle() else {
-                break;
-            };
-            let mut handles = vec![own];
-            handles.extend(sentinels.iter().map(|s| sys::borrow_handle(s)));
-            // A fan-out's next request follows the reply within microseconds: look for it
-            // (and for children's ends) before sleeping.
-            if sys::wait_readable_soon(&handles, None).is_err() {
+        let Ok(own) = conn.wait_handle() else {
+            break;
+        };
+        // A fan-out's next request follows the reply within microseconds: look for it (and for
+        // children's ends) before sleeping.
+        let ended = match sys::wait_readable_soon(&[own, reaper.handle()], None) {
+            Ok(ready) => ready.get(1) == Some(&true),
+            Err(_) => {
                 std::thread::sleep(Duration::from_millis(10));
+                true
+            }
+        };
+        // Children that ended: their statuses, as Python's exitcode.
+        while let Some((pid, code)) = ended.then(|| reaper.reap()).flatten() {
+            if let Some(i) = children.iter().position(|c| c.pid == pid) {
+                let child = children.swap_remove(i);
+                let _ = std::io::Write::write_all(&mut &child.status, &code.to_le_bytes());
             }
         }
-        // Children that ended: their statuses, as Python's exitcode.
-        children.retain_mut(|child| match child.handle.try_wait() {
-            Ok(None) => true,
-            Ok(Some(code)) => {
-                let _ = std::io::Write::write_all(&mut &child.status, &code.to_le_bytes());
-                false
-            }
-            Err(_) => false,
-        });
         if !conn.poll(Some(Duration::ZERO)).unwrap_or(true) {
             continue;
         }
@@ -339,8 +340,11 @@ fn serve(requests: Connection) {
             // The starting process is gone (or talks nonsense): stop.
             Err(_) => break,
         };
-        let reply = match fork_child(request, &mut requests, &mut children) {
-            Ok(reply) => reply,
+        let reply = match fork_child(request, &mut requests, &children, &reaper) {
+            Ok((pid, served, status)) => {
+                children.push(served);
+                Reply::Started { pid, status }
+            }
             Err(e) => Reply::Failed(e.to_string()),
         };
         if let Some(conn) = &requests {
@@ -351,31 +355,31 @@ fn serve(requests: Connection) {
     }
 }
 
-/// Forks a child that bootstraps on the request's channel, as a spawned child would.
+/// Forks a child that bootstraps on the request's channel, as a spawned child would: its pid,
+/// its record, and the status socket end for the starting process.
 fn fork_child(
     request: Request,
     requests: &mut Option<Connection>,
-    children: &mut Vec<Served>,
-) -> Result<Reply> {
+    children: &[Served],
+    reaper: &sys::Reaper,
+) -> Result<(u32, Served, Handle)> {
     let (status_ours, status_theirs) =
         sys::channel_pair().map_err(|e| Error::io("creating a status channel", e))?;
     let status_theirs = sys::channel_into_handle(status_theirs)
         .map_err(|e| Error::io("creating a status channel", e))?;
     let mut carried = Some((request.channel.0, status_ours, status_theirs));
-    let handle = sys::fork(|| {
+    let pid = sys::fork_unwatched(|| {
         // The new child keeps nothing of the server's but the channel it was given: the
-        // server's connection and its other children's handles are closed and the objects
-        // forgotten (dropping them would free the server's memory: pages written, each a
-        // copy, issue 19).
+        // server's connection, its wake-up pipe and its other children's status sockets are
+        // closed and the objects forgotten (dropping them would free the server's memory:
+        // pages written, each a copy, issue 19).
+        reaper.release_in_child();
         if let Some(conn) = requests.take() {
             conn.abandon();
         }
-        let siblings = std::mem::take(children);
-        for sibling in &siblings {
-            sys::close_abandoned(sibling.handle.sentinel_handle());
+        for sibling in children {
             sys::close_abandoned(sys::channel_handle(&sibling.status));
         }
-        std::mem::forget(siblings);
         crate::process::cut_parent_channel();
         let Some((channel, ours, theirs)) = carried.take() else {
             sys::exit_now(1)
@@ -391,13 +395,9 @@ fn fork_child(
         return Err(Error::state("the fork server lost a request"));
     };
     drop(channel);
-    let pid = handle.pid();
-    children.push(Served {
-        handle,
-        status: status_ours,
-    });
-    Ok(Reply::Started {
+    let served = Served {
         pid,
-        status: Handle(status_theirs),
-    })
+        status: status_ours,
+    };
+    Ok((pid, served, Handle(status_theirs)))
 }

@@ -39,6 +39,11 @@ fn exits(code: i32) {
     multiprocess::exit(code);
 }
 
+fn exits_after(code: i32, ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+    multiprocess::exit(code);
+}
+
 fn sleeper(ms: u64) {
     std::thread::sleep(Duration::from_millis(ms));
 }
@@ -153,6 +158,24 @@ fn served_children_from_many_threads() {
             });
         }
     });
+}
+
+/// Many served children ending together, in another order than they started: the server is
+/// woken once for several ends and reaps them all, and each status reaches its own `Process`.
+#[test]
+fn many_served_children_end_at_once() {
+    multiprocess::init_test();
+    let _g = start();
+    let mut ps: Vec<_> = (0..48u64)
+        .map(|i| ctx().process(exits_after, ((i % 7) as i32, (47 - i) % 5)))
+        .collect();
+    for p in ps.iter_mut() {
+        p.start().unwrap();
+    }
+    for (i, p) in ps.iter_mut().enumerate() {
+        p.join().unwrap();
+        assert_eq!(p.exitcode().unwrap(), Some((i % 7) as i32), "child {i}");
+    }
 }
 
 /// The resource tracker a process uses after creating and unlinking a segment.

@@ -404,7 +404,7 @@ impl Connection {
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         let (message, handles) = wire::encode_message(value)?;
         let stream = self.stream(false)?;
-        if !handles.is_empty() && !sys::stream_carries_handles(stream) {
+        if !handles.is_empty() && !self.socket {
             return Err(Error::Codec(
                 "this Connection cannot carry a Connection (only duplex connections on Unix \
                  can); pass it as a Process argument instead"
@@ -412,12 +412,17 @@ impl Connection {
             ));
         }
         let _w = self.writing.hold();
-        self.write_message(stream, &message)?;
-        if !handles.is_empty() {
-            sys::send_handles_on(stream, handles)
-                .map_err(|e| Error::io("sending handles with a message", e))?;
+        if handles.is_empty() {
+            return self.write_message(stream, &message);
         }
-        Ok(())
+        if self.bulk.is_some() && message.len() >= bulk::THRESHOLD {
+            self.write_message(stream, &message)?;
+            sys::send_handles_on(stream, handles)
+        } else {
+            let (header, n) = wire::header(message.len());
+            sys::send_with_handles(stream, [&header[..n], &message], handles)
+        }
+        .map_err(|e| Error::io("sending handles with a message", e))
     }
 
     /// Receives one message sent with [`send`](Connection::send) and decodes it.

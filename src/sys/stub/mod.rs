@@ -138,11 +138,6 @@ impl ProcHandle {
         match self.0 {}
     }
 
-    /// The sentinel, borrowed.
-    pub(crate) fn sentinel_handle(&self) -> WaitHandle<'_> {
-        match self.0 {}
-    }
-
     /// Reaps the child if it has ended.
     pub(crate) fn try_wait(&mut self) -> io::Result<Option<i32>> {
         match self.0 {}
@@ -186,6 +181,36 @@ pub(crate) fn prepare_null() {}
 /// Forking: unsupported.
 pub(crate) fn fork(_child: impl FnOnce()) -> io::Result<ProcHandle> {
     unsupported("the fork start method")
+}
+
+/// Forking: unsupported.
+pub(crate) fn fork_unwatched(_child: impl FnOnce()) -> io::Result<u32> {
+    unsupported("the fork start method")
+}
+
+/// The fork server's reaper: never made (there is no fork server here).
+pub(crate) enum Reaper {}
+
+impl Reaper {
+    /// Fails: there is no fork server here.
+    pub(crate) fn install() -> io::Result<Reaper> {
+        unsupported("the fork start method")
+    }
+
+    /// Never called (no reaper exists).
+    pub(crate) fn handle(&self) -> WaitHandle<'_> {
+        match *self {}
+    }
+
+    /// Never called (no reaper exists).
+    pub(crate) fn reap(&self) -> Option<(u32, i32)> {
+        match *self {}
+    }
+
+    /// Never called (no reaper exists).
+    pub(crate) fn release_in_child(&self) {
+        match *self {}
+    }
 }
 
 /// This process's id (std's; where std has none, it panics, as on `wasm32-unknown-unknown`).
@@ -378,6 +403,15 @@ pub(crate) fn stream_carries_handles(stream: &Stream) -> bool {
 
 /// Sends handles along a stream.
 pub(crate) fn send_handles_on(stream: &Stream, _handles: Vec<OwnedHandle>) -> io::Result<()> {
+    match stream.0 {}
+}
+
+/// Sends a message's frame and then its handles.
+pub(crate) fn send_with_handles(
+    stream: &Stream,
+    _frame: [&[u8]; 2],
+    _handles: Vec<OwnedHandle>,
+) -> io::Result<()> {
     match stream.0 {}
 }
 

@@ -95,6 +95,64 @@ pub(crate) fn send_handles_on(stream: &Stream, handles: Vec<OwnedHandle>) -> io:
     Ok(())
 }
 
+/// Sends a message's frame (`frame`: its header and payload) and then the handles it mentions,
+/// as [`send_handles_on`] does, the first batch of descriptors riding with the message's bytes:
+/// one `sendmsg` where the two took a write each, so one wake-up of the receiver (issue 19).
+pub(crate) fn send_with_handles(
+    stream: &Stream,
+    frame: [&[u8]; 2],
+    handles: Vec<OwnedHandle>,
+) -> io::Result<()> {
+    let batches = handles.len().div_ceil(FDS_PER_MESSAGE);
+    let mut announce = [0u8; 5];
+    announce[..4].copy_from_slice(&(batches as i32).to_be_bytes());
+    let parts = [frame[0], frame[1], &announce[..]];
+    let mut chunks = handles.chunks(FDS_PER_MESSAGE);
+    let first = chunks.next().unwrap_or_default();
+    let fds: Vec<i32> = first.iter().map(AsRawFd::as_raw_fd).collect();
+    let mut iov = parts.map(|p| libc::iovec {
+        iov_base: p.as_ptr().cast_mut().cast(),
+        iov_len: p.len(),
+    });
+    let sent = with_fd_message_iov(&mut iov, fds.len(), |msg| {
+        fill_rights(msg, &fds);
+        loop {
+            // SAFETY: `msg` is fully initialised; sendmsg only reads the buffers it points at.
+            let r = unsafe { libc::sendmsg(stream.as_raw_fd(), msg, libc::MSG_NOSIGNAL) };
+            if r >= 0 {
+                return Ok(r as usize);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    })?;
+    // The descriptors went with the first bytes; what a short send left goes plainly.
+    super::write_rest(stream.as_fd(), &parts, sent)?;
+    for chunk in chunks {
+        send_fds_with(stream.as_fd(), &mut [0u8], chunk)?;
+    }
+    Ok(())
+}
+
+/// Fills `msg`'s control buffer (sized for them by [`with_fd_message_iov`]) with one
+/// `SCM_RIGHTS` header carrying `fds`.
+fn fill_rights(msg: &mut libc::msghdr, fds: &[i32]) {
+    if fds.is_empty() {
+        return;
+    }
+    // SAFETY: the control buffer has room, aligned for cmsghdr, for exactly one header with
+    // `fds.len()` descriptors.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds) as u32) as _;
+        std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast(), fds.len());
+    }
+}
+
 /// The payload length of the frame [`send_handles_on`] sends for `count` handles.
 pub(crate) fn handles_frame_len(count: usize) -> u64 {
     count.div_ceil(FDS_PER_MESSAGE) as u64
@@ -156,8 +214,10 @@ pub(super) fn recv_with_fds(
         let before = arrived.len();
         // SAFETY: reads the control messages the kernel wrote into our buffer.
         unsafe { take_fds(msg, |fd| arrived.push_back(fd)) };
-        for fd in arrived.range(before..) {
-            set_cloexec(fd)?;
+        if cloexec_flag() == 0 {
+            for fd in arrived.range(before..) {
+                set_cloexec(fd)?;
+            }
         }
         if msg.msg_flags & libc::MSG_CTRUNC != 0 {
             return Err(io::Error::new(
@@ -200,6 +260,19 @@ pub(super) fn with_fd_message<R>(
     fd_count: usize,
     f: impl FnOnce(&mut libc::msghdr) -> R,
 ) -> R {
+    let mut iov = [libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    }];
+    with_fd_message_iov(&mut iov, fd_count, f)
+}
+
+/// [`with_fd_message`] over several buffers.
+fn with_fd_message_iov<R>(
+    iov: &mut [libc::iovec],
+    fd_count: usize,
+    f: impl FnOnce(&mut libc::msghdr) -> R,
+) -> R {
     let payload = fd_count * std::mem::size_of::<i32>();
     // SAFETY: CMSG_SPACE is a pure size computation.
     let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
@@ -211,16 +284,14 @@ pub(super) fn with_fd_message<R>(
         heap = vec![0u64; space.div_ceil(8)];
         &mut heap
     };
-    let mut iov = libc::iovec {
-        iov_base: data.as_mut_ptr().cast(),
-        iov_len: data.len(),
-    };
     // SAFETY: msghdr is plain data; every pointer set below outlives `f`.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
+    msg.msg_iov = iov.as_mut_ptr();
+    msg.msg_iovlen = iov.len() as _;
+    if fd_count > 0 {
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+    }
     f(&mut msg)
 }
 
@@ -240,15 +311,7 @@ pub(super) fn send_fds_with(
     let len = data.len();
     let fds: Vec<i32> = fds.iter().map(AsRawFd::as_raw_fd).collect();
     with_fd_message(data, fds.len(), |msg| {
-        // SAFETY: the control buffer has room, aligned for cmsghdr, for exactly one header
-        // with `fds.len()` descriptors.
-        unsafe {
-            let cmsg = libc::CMSG_FIRSTHDR(msg);
-            (*cmsg).cmsg_level = libc::SOL_SOCKET;
-            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
-            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of_val(fds.as_slice()) as u32) as _;
-            std::ptr::copy_nonoverlapping(fds.as_ptr(), libc::CMSG_DATA(cmsg).cast(), fds.len());
-        }
+        fill_rights(msg, &fds);
         loop {
             // SAFETY: `msg` is fully initialised.
             let r = unsafe { libc::sendmsg(socket.as_raw_fd(), msg, libc::MSG_NOSIGNAL) };
@@ -320,7 +383,7 @@ pub(super) fn cloexec_flag() -> i32 {
     return 0;
 }
 
-/// Sets close-on-exec (a no-op where `MSG_CMSG_CLOEXEC` already did).
+/// Sets close-on-exec (where `MSG_CMSG_CLOEXEC` cannot).
 pub(super) fn set_cloexec(fd: &OwnedFd) -> io::Result<()> {
     // SAFETY: fcntl on a descriptor we own.
     if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {

@@ -17,12 +17,14 @@ use super::{Address, os};
 #[cfg(feature = "tokio")]
 mod aio;
 mod fds;
+mod reaper;
 mod region;
 mod shm;
 mod socket;
 #[cfg(feature = "tokio")]
 pub(crate) use aio::*;
 pub(crate) use fds::*;
+pub(crate) use reaper::Reaper;
 pub(crate) use region::*;
 #[allow(unused_imports)]
 pub(crate) use shm::*;
@@ -51,10 +53,14 @@ pub(crate) fn borrow_handle(h: &OwnedFd) -> BorrowedFd<'_> {
 /// child's report goes this way, and std's socket code would be one more window of code for
 /// the child to fault in (issue 19). Short writes and interruptions are resumed.
 pub(crate) fn write_all_vectored(channel: &Channel, parts: &[&[u8]]) -> io::Result<()> {
+    write_rest(channel.as_fd(), parts, 0)
+}
+
+/// Writes what follows the first `done` bytes of `parts` on `fd` (see [`write_all_vectored`]).
+fn write_rest(fd: BorrowedFd<'_>, parts: &[&[u8]], mut done: usize) -> io::Result<()> {
     /// The most parts one call takes (a frame's header, a prefix, a value).
     const MOST: usize = 4;
     let total: usize = parts.iter().map(|p| p.len()).sum();
-    let mut done = 0;
     while done < total {
         let mut iov = [libc::iovec {
             iov_base: std::ptr::null_mut(),
@@ -75,7 +81,7 @@ pub(crate) fn write_all_vectored(channel: &Channel, parts: &[&[u8]]) -> io::Resu
         }
         // SAFETY: the first `k` iovecs each point into a live slice of `parts`, for its
         // length; writev only reads them.
-        let n = unsafe { libc::writev(channel.as_raw_fd(), iov.as_ptr(), k as libc::c_int) };
+        let n = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), k as libc::c_int) };
         match n {
             0 => return Err(io::ErrorKind::WriteZero.into()),
             1.. => done += n as usize,
@@ -270,11 +276,6 @@ impl ProcHandle {
         Arc::clone(&self.sentinel)
     }
 
-    /// The sentinel, borrowed (see [`sentinel`](Self::sentinel)).
-    pub(crate) fn sentinel_handle(&self) -> WaitHandle<'_> {
-        self.sentinel.as_fd()
-    }
-
     /// Reaps the child if it has ended: its exitcode in Python's convention (n, or -signal).
     pub(crate) fn try_wait(&mut self) -> io::Result<Option<i32>> {
         if let Some(code) = self.exitcode {
@@ -300,11 +301,7 @@ impl ProcHandle {
             }
             break;
         }
-        let code = if libc::WIFSIGNALED(status) {
-            -libc::WTERMSIG(status)
-        } else {
-            libc::WEXITSTATUS(status)
-        };
+        let code = exitcode(status);
         self.exitcode = Some(code);
         Ok(Some(code))
     }
@@ -325,6 +322,15 @@ impl ProcHandle {
             }
         }
         Ok(())
+    }
+}
+
+/// A `waitpid` status as Python's exitcode: n, or -signal.
+fn exitcode(status: libc::c_int) -> i32 {
+    if libc::WIFSIGNALED(status) {
+        -libc::WTERMSIG(status)
+    } else {
+        libc::WEXITSTATUS(status)
     }
 }
 
@@ -374,8 +380,14 @@ pub(crate) fn spawn(args: &[OsString], channel: Channel, quiet: bool) -> io::Res
 /// Forking a process that has other threads is unsafe in general (locks held by those threads
 /// stay locked in the child); the fork start method documents this.
 pub(crate) fn fork(child: impl FnOnce()) -> io::Result<ProcHandle> {
+    // What std's stdout holds would be written twice (std's stderr holds nothing).
     let _ = io::stdout().flush();
-    let _ = io::stderr().flush();
+    ProcHandle::new(fork_unwatched(child)?)
+}
+
+/// Forks as [`fork`] does, without flushing std's stdout first and without a sentinel: the
+/// fork server's way (it prints nothing, and reaps with a [`Reaper`]). Returns the pid.
+pub(crate) fn fork_unwatched(child: impl FnOnce()) -> io::Result<u32> {
     // SAFETY: fork has no memory-safety preconditions by itself; the child only runs `child`,
     // which ends with `_exit`, so it never returns into the parent's stack frames.
     let pid = unsafe { libc::fork() };
@@ -387,7 +399,7 @@ pub(crate) fn fork(child: impl FnOnce()) -> io::Result<ProcHandle> {
         // `child` is meant to end the process; never return into the parent's frames.
         exit_now(127);
     }
-    ProcHandle::new(pid as u32)
+    Ok(pid as u32)
 }
 
 /// In a spawned child: removes the marker and returns the bootstrap channel (our stdin), after

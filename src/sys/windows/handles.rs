@@ -106,11 +106,23 @@ pub(crate) fn stream_carries_handles(_stream: &Stream) -> bool {
 /// (`DUPLICATE_CLOSE_SOURCE`). Until it does, they stay open here; if we exit first, they are
 /// lost and the receiver says so.
 pub(crate) fn send_handles_on(stream: &Stream, handles: Vec<OwnedHandle>) -> io::Result<()> {
+    send_with_handles(stream, [&[], &[]], handles)
+}
+
+/// Sends a message's frame (`frame`: its header and payload) and then its handles (see
+/// [`send_handles_on`]), in one write.
+pub(crate) fn send_with_handles(
+    stream: &Stream,
+    frame: [&[u8]; 2],
+    handles: Vec<OwnedHandle>,
+) -> io::Result<()> {
     use std::os::windows::io::IntoRawHandle;
     // One frame of the connection's format (CPython's: a 4-byte big-endian length, then the
     // payload; see `wire::frame`), which the receiving `Connection` reads as such.
     let payload = handles_frame_len(handles.len());
-    let mut bytes = Vec::with_capacity(4 + payload as usize);
+    let mut bytes = Vec::with_capacity(frame[0].len() + frame[1].len() + 4 + payload as usize);
+    bytes.extend_from_slice(frame[0]);
+    bytes.extend_from_slice(frame[1]);
     bytes.extend_from_slice(&(payload as u32).to_be_bytes());
     bytes.extend_from_slice(&pid().to_le_bytes());
     for h in handles {

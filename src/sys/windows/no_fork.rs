@@ -16,20 +16,48 @@ pub(crate) fn release_inherited(_number: i32) {}
 /// There is no fork on Windows: nothing to prepare.
 pub(crate) fn prepare_null() {}
 
-/// There is no fork on Windows.
-pub(crate) fn fork(_child: impl FnOnce()) -> io::Result<ProcHandle> {
+/// Why nothing forks here.
+fn unsupported<T>() -> io::Result<T> {
     Err(io::Error::new(
         io::ErrorKind::Unsupported,
         "the fork start method does not exist on Windows; use spawn",
     ))
 }
 
-/// Never called (no fork here).
-pub(crate) fn close_abandoned(_handle: WaitHandle<'_>) {}
+/// There is no fork on Windows.
+pub(crate) fn fork(_child: impl FnOnce()) -> io::Result<ProcHandle> {
+    unsupported()
+}
 
-impl ProcHandle {
-    /// The process handle, borrowed.
-    pub(crate) fn sentinel_handle(&self) -> WaitHandle<'_> {
-        super::borrow_handle(&self.process)
+/// There is no fork here.
+pub(crate) fn fork_unwatched(_child: impl FnOnce()) -> io::Result<u32> {
+    unsupported()
+}
+
+/// The fork server's reaper: never made (there is no fork server here).
+pub(crate) enum Reaper {}
+
+impl Reaper {
+    /// Fails: there is no fork server here.
+    pub(crate) fn install() -> io::Result<Reaper> {
+        unsupported()
+    }
+
+    /// Never called (no reaper exists).
+    pub(crate) fn handle(&self) -> WaitHandle<'_> {
+        match *self {}
+    }
+
+    /// Never called (no reaper exists).
+    pub(crate) fn reap(&self) -> Option<(u32, i32)> {
+        match *self {}
+    }
+
+    /// Never called (no reaper exists).
+    pub(crate) fn release_in_child(&self) {
+        match *self {}
     }
 }
+
+/// Never called (no fork here).
+pub(crate) fn close_abandoned(_handle: WaitHandle<'_>) {}
