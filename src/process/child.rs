@@ -1,6 +1,7 @@
 //! The child's half of a start: the handshake of a spawned child, becoming the child, running
 //! the target, reporting how it ended, the exit policy and exit code.
 
+use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,25 +19,14 @@ use crate::wire;
 /// target. Never returns.
 pub(crate) fn run_spawned(channel: sys::Channel) -> ! {
     let accepted = (|| -> Result<(Bootstrap, image::Trampoline, Vec<sys::OwnedHandle>)> {
-        let mut reader = &channel;
-        let theirs = wire::read_frame(&mut reader, 8)
-            .map_err(|e| Error::Bootstrap(format!("reading the handshake: {e}")))?;
-        let ours = image::identity().to_le_bytes();
-        if theirs != ours {
-            return Err(Error::Bootstrap(format!(
-                "executable mismatch: the parent runs build {:02x?}, this child runs {:02x?}; \
-                 parent and child must run the same build of the program",
-                theirs, ours
-            )));
-        }
-        let frame = wire::read_frame(&mut reader, wire::DEFAULT_LIMIT)
-            .map_err(|e| Error::Bootstrap(format!("reading the bootstrap: {e}")))?;
-        let boot: Bootstrap = wire::decode(&frame)
+        let mut read = Handshake::read(&channel)?;
+        let boot: Bootstrap = wire::decode(read.bootstrap())
             .map_err(|e| Error::Bootstrap(format!("garbled bootstrap message: {e}")))?;
         let trampoline = boot.code.resolve()?;
         let handles = match boot.handles {
             0 => Vec::new(),
-            n => sys::recv_handles(&channel, n as usize)
+            n => read
+                .handles(&channel, n as usize)
                 .map_err(|e| Error::Bootstrap(format!("receiving {n} handles: {e}")))?,
         };
         Ok((boot, trampoline, handles))
@@ -77,6 +67,101 @@ pub(crate) fn run_spawned(channel: sys::Channel) -> ! {
             wire::with_handles(handles, || trampoline(&args))
         })
     })
+}
+
+/// A spawned child's handshake as it arrived: the executable's identity (checked as soon as it
+/// is in) and the bootstrap (two frames), what followed them, and the handles that came along. Read in as few reads as the
+/// parent's writes allow (one, for a bootstrap that fits the channel: the parent writes it
+/// before the child exists where it can).
+struct Handshake {
+    buf: Vec<u8>,
+    /// Where each frame's payload lies in `buf`, and where the rest begins.
+    frames: [std::ops::Range<usize>; 2],
+    arrived: std::collections::VecDeque<sys::OwnedHandle>,
+}
+
+impl Handshake {
+    /// What one read takes at first: a bootstrap of a few arguments and its handles.
+    const FIRST: usize = 4096;
+
+    fn read(channel: &sys::Channel) -> Result<Handshake> {
+        let broken = |e: Error| Error::Bootstrap(format!("reading the handshake: {e}"));
+        let mut buf = vec![0u8; Self::FIRST];
+        let mut have = 0;
+        let mut arrived = std::collections::VecDeque::new();
+        let mut frames: [std::ops::Range<usize>; 2] = [0..0, 0..0];
+        let mut done = 0;
+        let mut at = 0;
+        while done < 2 {
+            // Frames complete in what we have are taken; else read more (room for the frame
+            // being read, whose length its header gave, or twice what we have).
+            let limit = if done == 0 { 8 } else { wire::DEFAULT_LIMIT };
+            let need = match wire::parse_header(&buf[at..have], limit).map_err(broken)? {
+                Some((len, header)) => {
+                    let end = at + header + len as usize;
+                    if end <= have {
+                        frames[done] = at + header..end;
+                        if done == 0 {
+                            Self::check_identity(&buf[frames[0].clone()])?;
+                        }
+                        at = end;
+                        done += 1;
+                        continue;
+                    }
+                    end
+                }
+                None => have + 12,
+            };
+            if need > buf.len() {
+                // Doubling: a length read from the channel is not trusted with an allocation.
+                buf.resize(need.min(2 * buf.len()), 0);
+            }
+            let got = sys::recv_channel(channel, &mut buf[have..], &mut arrived)
+                .map_err(|e| broken(Error::io("reading the bootstrap", e)))?;
+            if got == 0 {
+                return Err(broken(if have == 0 {
+                    Error::Eof
+                } else {
+                    wire::eof_in_message()
+                }));
+            }
+            have += got;
+        }
+        buf.truncate(have);
+        Ok(Handshake {
+            buf,
+            frames,
+            arrived,
+        })
+    }
+
+    /// The parent's executable identity must be ours.
+    fn check_identity(theirs: &[u8]) -> Result<()> {
+        let ours = image::identity().to_le_bytes();
+        if theirs != ours {
+            return Err(Error::Bootstrap(format!(
+                "executable mismatch: the parent runs build {:02x?}, this child runs {:02x?}; \
+                 parent and child must run the same build of the program",
+                theirs, ours
+            )));
+        }
+        Ok(())
+    }
+
+    /// The bootstrap frame's payload.
+    fn bootstrap(&self) -> &[u8] {
+        &self.buf[self.frames[1].clone()]
+    }
+
+    /// The `count` handles the bootstrap announced: those that came along, and the rest read.
+    fn handles(
+        &mut self,
+        channel: &sys::Channel,
+        count: usize,
+    ) -> io::Result<Vec<sys::OwnedHandle>> {
+        let transfer = &self.buf[self.frames[1].end..];
+        sys::recv_handles(channel, count, transfer, &mut self.arrived)
+    }
 }
 
 /// Common to spawned and forked children: become the process `record` describes (its channel

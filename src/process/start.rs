@@ -146,6 +146,24 @@ pub(crate) fn spawn(
         .and_then(|()| wire::write_frame(&mut message, &payload))
         .map_err(|e| Error::io("encoding the bootstrap", e))?;
     let (ours, theirs) = sys::channel_pair().map_err(|e| Error::io("creating a channel", e))?;
+    let inline = message.len() <= INLINE_BOOTSTRAP;
+    // A child that dies before reading makes these writes fail; its exit code tells the story,
+    // so the error is not start()'s to report.
+    let send = move |channel: &sys::Channel, transfer| {
+        (&*channel).write_all(&message)?;
+        sys::send_transfer(channel, transfer)
+    };
+    // Where descriptors travel without the child's process (Unix), a bootstrap that fits the
+    // channel waits in it before the child exists: a child of the fork server finds it there
+    // at its start instead of sleeping until we have the server's reply (a wake-up less).
+    let mut send = if inline && !sys::HANDLES_NEED_CHILD {
+        let transfer = sys::transfer_handles(None, std::mem::take(&mut handles))
+            .map_err(|e| Error::io("passing handles to the child", e))?;
+        send(&ours, transfer).map_err(|e| Error::io("writing the bootstrap", e))?;
+        None
+    } else {
+        Some(send)
+    };
     let mut handle = match method {
         StartMethod::Forkserver => {
             let launch = FORK_SERVER.get().ok_or_else(|| {
@@ -156,7 +174,10 @@ pub(crate) fn spawn(
         _ => sys::spawn(&reentry, theirs, quiet)
             .map_err(|e| Error::io("spawning a child process", e))?,
     };
-    let transfer = match sys::transfer_handles(&handle, handles) {
+    let Some(send) = send.take() else {
+        return Ok((handle, ours));
+    };
+    let transfer = match sys::transfer_handles(Some(&handle), handles) {
         Ok(t) => t,
         Err(e) => {
             // The child would wait for its handles forever.
@@ -164,22 +185,15 @@ pub(crate) fn spawn(
             return Err(Error::io("passing handles to the child", e));
         }
     };
-    // A child that dies before reading makes these writes fail; its exit code tells the story,
-    // so the error is not start()'s to report.
-    let inline = message.len() <= INLINE_BOOTSTRAP;
-    let send = move |channel: &sys::Channel| {
-        (&*channel).write_all(&message)?;
-        sys::send_transfer(channel, transfer)
-    };
     if inline {
-        let _ = send(&ours);
+        let _ = send(&ours, transfer);
     } else {
         let writer = ours
             .try_clone()
             .map_err(|e| Error::io("duplicating a channel", e))?;
         std::thread::Builder::new()
             .name("multiprocess-bootstrap".into())
-            .spawn(move || send(&writer))
+            .spawn(move || send(&writer, transfer))
             .map_err(|e| Error::io("starting the bootstrap writer", e))?;
     }
     Ok((handle, ours))

@@ -31,7 +31,8 @@
 //! - **Processes.** `ProcHandle` (a child: pid, wait with or without a deadline, signal,
 //!   sentinel; `served`/`is_served` for a fork server's child), `spawn` (this executable again, with a
 //!   channel; with `QUIET_SPAWN`, its stdout silenced until it calls `restore_stdout` with
-//!   what `stdout_handle` gave), `fork` (Unix), `pid`, `current_pid`, `process_alive`,
+//!   what `stdout_handle` gave), `fork` (Unix; `fork_unwatched` and `Reaper` for the fork
+//!   server, which reaps on `SIGCHLD`), `pid`, `current_pid`, `process_alive`,
 //!   `exit_now`, `at_exit`, `signal_name`, `SIGTERM`, `SIGKILL`, `stdin_from_null`, `prepare_null`,
 //!   `ended_child` (which child ended, if the OS can say: [`Ended`]).
 //! - **A child's start.** `Channel` (with `try_clone`, and `Read`/`Write` on `&Channel`) and
@@ -39,11 +40,12 @@
 //!   `take_child_channel`, `child_marker_present`, `close_abandoned`, `read_available`,
 //!   `channel_number`/`release_inherited` (a forked child lets go of its copies of the
 //!   parent's channels); the handles
-//!   a child gets at its start: `Transfer`, `transfer_handles`, `send_transfer`,
-//!   `recv_handles`.
+//!   a child gets at its start: `Transfer`, `transfer_handles` (`HANDLES_NEED_CHILD`: before
+//!   the child exists, or only after), `send_transfer`, `recv_handles`.
 //! - **Connections.** `Stream`, `stream_pair`, `stream_handle`,
 //!   `stream_to_handle`/`stream_from_handle`, `set_read_timeout`, `ack_now`, `recv_some`; handles
-//!   with a message: `stream_carries_handles`, `send_handles_on`, `claim_handles`,
+//!   with a message: `stream_carries_handles`, `send_with_handles` (message and handles in one
+//!   go), `send_handles_on`, `claim_handles`,
 //!   `handles_frame_len`; listeners: `SocketListener`, `listen`, `connect`,
 //!   `default_listener_address`.
 //! - **Waiting.** `OwnedHandle` (with `try_clone`), `WaitHandle`/`OwnedWaitHandle`,

@@ -37,57 +37,6 @@ pub(crate) fn write_frame(w: &mut impl Write, payload: &[u8]) -> io::Result<()> 
     }
 }
 
-/// Reads one whole frame, blocking. EOF before the first byte is [`Error::Eof`]; EOF inside a
-/// frame, or a frame above `limit`, is an I/O error.
-pub(crate) fn read_frame(r: &mut impl Read, limit: u64) -> Result<Vec<u8>> {
-    let len = read_header(r, limit)?;
-    read_payload(r, len)
-}
-
-/// Reads a frame's header: the payload length, checked against `limit`.
-pub(super) fn read_header(r: &mut impl Read, limit: u64) -> Result<u64> {
-    let mut h = [0u8; 4];
-    match read_exact_or_eof(r, &mut h)? {
-        0 => return Err(Error::Eof),
-        4 => {}
-        _ => return Err(eof_in_message()),
-    }
-    let mut len = i32::from_be_bytes(h) as i64 as u64;
-    if i32::from_be_bytes(h) == -1 {
-        let mut l = [0u8; 8];
-        if read_exact_or_eof(r, &mut l)? != 8 {
-            return Err(eof_in_message());
-        }
-        len = u64::from_be_bytes(l);
-    } else if i32::from_be_bytes(h) < 0 {
-        return Err(bad_length(i32::from_be_bytes(h), limit));
-    }
-    if len > limit {
-        return Err(bad_length(len, limit));
-    }
-    Ok(len)
-}
-
-/// Reads a payload of `len` bytes.
-pub(super) fn read_payload(r: &mut impl Read, len: u64) -> Result<Vec<u8>> {
-    // Memory is committed only as bytes arrive. A large frame (accepted under the limit) gets
-    // its whole length reserved at once where the OS lends address space (not memory): no
-    // reallocation. (A `Connection`'s reads, which carry the large messages, also ask for huge
-    // pages: see `connection::inbox`.)
-    let mut payload = Vec::new();
-    if len < 4 << 20 || payload.try_reserve_exact(len as usize).is_err() {
-        payload.reserve(len.min(64 * 1024) as usize);
-    }
-    let got = r
-        .take(len)
-        .read_to_end(&mut payload)
-        .map_err(|e| Error::io("reading a message", e))?;
-    if (got as u64) < len {
-        return Err(eof_in_message());
-    }
-    Ok(payload)
-}
-
 /// Incremental frame parser for non-blocking readers: feed it bytes, take whole frames out.
 /// Its first [`FrameReader::INLINE`] bytes are kept inline: a child's reports (a few bytes
 /// each, then the end of file) are read and parsed without an allocation (issue 19: each heap
@@ -179,20 +128,6 @@ pub(crate) fn parse_header(bytes: &[u8], limit: u64) -> Result<Option<(u64, usiz
         return Err(bad_length(len, limit));
     }
     Ok(Some((len, start)))
-}
-
-/// Like `read_exact`, but returns how many bytes were read before EOF instead of failing.
-pub(super) fn read_exact_or_eof(r: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Error::io("reading a message", e)),
-        }
-    }
-    Ok(n)
 }
 
 pub(crate) fn eof_in_message() -> Error {

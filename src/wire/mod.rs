@@ -7,7 +7,7 @@
 //! and memory grows only as bytes actually arrive.
 
 use std::cell::RefCell;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Write};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -332,7 +332,9 @@ pub(crate) mod tests {
             let mut whole = Vec::new();
             write_frame(&mut whole, payload).unwrap();
             assert_eq!(w.0, whole);
-            assert_eq!(read_frame(&mut &w.0[..], 10_000).unwrap(), payload);
+            let mut fr = FrameReader::new(10_000);
+            fr.feed(&w.0);
+            assert_eq!(fr.next_frame().unwrap().unwrap(), payload);
         }
     }
 
@@ -368,35 +370,24 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn blocking_reader_round_trips_and_rejects() {
+    fn frames_over_the_limit_or_negative_are_refused() {
         let mut out = Vec::new();
-        write_frame(&mut out, b"hello").unwrap();
         write_frame(&mut out, &vec![7u8; 20_000]).unwrap();
-        let mut r = &out[..];
-        assert_eq!(read_frame(&mut r, 100_000).unwrap(), b"hello");
-        assert_eq!(read_frame(&mut r, 100_000).unwrap().len(), 20_000);
-        assert!(matches!(read_frame(&mut r, 100_000), Err(Error::Eof)));
-        // EOF inside a frame.
-        let mut r = &out[..6];
+        let mut fr = FrameReader::new(4);
+        fr.feed(&out);
         assert!(
-            read_frame(&mut r, 100)
-                .unwrap_err()
-                .to_string()
-                .contains("end of file during")
-        );
-        // Too long for the limit, and a negative length.
-        let mut r = &out[..];
-        assert!(
-            read_frame(&mut r, 4)
+            fr.next_frame()
                 .unwrap_err()
                 .to_string()
                 .contains("bad message length")
         );
-        let mut r: &[u8] = &[0xff, 0xff, 0xff, 0xfe];
-        assert!(read_frame(&mut r, 4).is_err());
-        // A lying 8-byte length does not allocate: it is refused against the limit.
-        let mut r: &[u8] = &[0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0];
-        assert!(read_frame(&mut r, DEFAULT_LIMIT).is_err());
+        let mut fr = FrameReader::new(4);
+        fr.feed(&[0xff, 0xff, 0xff, 0xfe]);
+        assert!(fr.next_frame().is_err());
+        // A lying 8-byte length is refused against the limit before anything is buffered.
+        let mut fr = FrameReader::new(DEFAULT_LIMIT);
+        fr.feed(&[0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(fr.next_frame().is_err());
     }
 
     #[test]
@@ -457,10 +448,6 @@ pub(crate) mod tests {
                         stream[i] = rng.next() as u8;
                     }
                 }
-            }
-            let mut r = &stream[..];
-            while let Ok(frame) = read_frame(&mut r, limit) {
-                assert!(frame.len() as u64 <= limit);
             }
             let mut fr = FrameReader::new(limit);
             let mut rest = &stream[..];

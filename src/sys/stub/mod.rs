@@ -333,12 +333,18 @@ pub(crate) fn write_all_vectored(channel: &Channel, _parts: &[&[u8]]) -> io::Res
 #[derive(Debug)]
 pub(crate) struct Transfer(Never);
 
+/// Whether [`transfer_handles`] needs the child's process.
+pub(crate) const HANDLES_NEED_CHILD: bool = true;
+
 /// Prepares handles for a child.
 pub(crate) fn transfer_handles(
-    child: &ProcHandle,
+    child: Option<&ProcHandle>,
     _handles: Vec<OwnedHandle>,
 ) -> io::Result<Transfer> {
-    match child.0 {}
+    match child {
+        Some(child) => match child.0 {},
+        None => unsupported("passing handles"),
+    }
 }
 
 /// Sends prepared handles to a child.
@@ -346,8 +352,22 @@ pub(crate) fn send_transfer(channel: &Channel, _transfer: Transfer) -> io::Resul
     match channel.0 {}
 }
 
+/// Reads what a channel has, with the handles that come with it.
+pub(crate) fn recv_channel(
+    channel: &Channel,
+    _buf: &mut [u8],
+    _arrived: &mut VecDeque<OwnedHandle>,
+) -> io::Result<usize> {
+    match channel.0 {}
+}
+
 /// Receives handles sent with [`send_transfer`].
-pub(crate) fn recv_handles(channel: &Channel, _count: usize) -> io::Result<Vec<OwnedHandle>> {
+pub(crate) fn recv_handles(
+    channel: &Channel,
+    _count: usize,
+    _read: &[u8],
+    _arrived: &mut VecDeque<OwnedHandle>,
+) -> io::Result<Vec<OwnedHandle>> {
     match channel.0 {}
 }
 

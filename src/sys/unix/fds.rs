@@ -6,9 +6,14 @@ use super::*;
 /// Handles on their way to one child, ready to send over its channel.
 pub(crate) struct Transfer(Vec<OwnedFd>);
 
-/// Prepares `handles` for `child` (on Unix they travel as they are, with `SCM_RIGHTS`).
+/// Whether [`transfer_handles`] needs the child's process: not on Unix, where descriptors
+/// travel by themselves (they wait in the channel until the child reads them).
+pub(crate) const HANDLES_NEED_CHILD: bool = false;
+
+/// Prepares `handles` for `child` (on Unix they travel as they are, with `SCM_RIGHTS`, before
+/// the child exists if need be).
 pub(crate) fn transfer_handles(
-    _child: &ProcHandle,
+    _child: Option<&ProcHandle>,
     handles: Vec<OwnedHandle>,
 ) -> io::Result<Transfer> {
     Ok(Transfer(handles))
@@ -65,9 +70,40 @@ pub(crate) fn recv_handles_datagram(
     recv_fds(socket.as_fd(), count)
 }
 
-/// Receives `count` handles sent with [`send_transfer`]; they arrive close-on-exec.
-pub(crate) fn recv_handles(channel: &Channel, count: usize) -> io::Result<Vec<OwnedHandle>> {
-    recv_fds(channel.as_fd(), count)
+/// Reads what `channel` has (blocking until something), up to `buf.len()` bytes, with the
+/// descriptors that come with them (appended to `arrived`, close-on-exec); `Ok(0)` is end of
+/// file. A child's first read takes its whole bootstrap this way, handles included.
+pub(crate) fn recv_channel(
+    channel: &Channel,
+    buf: &mut [u8],
+    arrived: &mut VecDeque<OwnedHandle>,
+) -> io::Result<usize> {
+    loop {
+        match recv_with_fds(channel.as_fd(), buf, arrived, 0) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+/// Receives the `count` handles sent with [`send_transfer`], of which `read` (its bytes, one a
+/// batch) and `arrived` (their descriptors) came with earlier reads ([`recv_channel`]); they
+/// arrive close-on-exec.
+pub(crate) fn recv_handles(
+    channel: &Channel,
+    count: usize,
+    read: &[u8],
+    arrived: &mut VecDeque<OwnedHandle>,
+) -> io::Result<Vec<OwnedHandle>> {
+    if read.len() > count.div_ceil(FDS_PER_MESSAGE) || arrived.len() > count {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "more handles than announced",
+        ));
+    }
+    let mut handles: Vec<OwnedHandle> = arrived.drain(..).collect();
+    handles.extend(recv_fds(channel.as_fd(), count - handles.len())?);
+    Ok(handles)
 }
 
 /// True if handles can travel over `stream` (it is a Unix socket).
@@ -362,8 +398,10 @@ pub(super) fn recv_fds(socket: BorrowedFd<'_>, count: usize) -> io::Result<Vec<O
             Ok(Some(msg.msg_flags & libc::MSG_CTRUNC != 0))
         })?;
         let Some(truncated) = received else { continue };
-        for fd in &out[before..] {
-            set_cloexec(fd)?;
+        if cloexec_flag() == 0 {
+            for fd in &out[before..] {
+                set_cloexec(fd)?;
+            }
         }
         if truncated || out.len() == before {
             return Err(io::Error::new(

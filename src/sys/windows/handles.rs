@@ -8,12 +8,24 @@ use super::*;
 /// Handles already duplicated into one child: their values there, to send over its channel.
 pub(crate) struct Transfer(Vec<u64>);
 
+/// Whether [`transfer_handles`] needs the child's process: on Windows it does.
+pub(crate) const HANDLES_NEED_CHILD: bool = true;
+
 /// Duplicates `handles` into `child` (the receiver must be known on Windows: `DuplicateHandle`
-/// writes into its handle table), closing ours.
+/// writes into its handle table; `None` fails unless there are none), closing ours.
 pub(crate) fn transfer_handles(
-    child: &ProcHandle,
+    child: Option<&ProcHandle>,
     handles: Vec<OwnedHandle>,
 ) -> io::Result<Transfer> {
+    if handles.is_empty() {
+        return Ok(Transfer(Vec::new()));
+    }
+    let Some(child) = child else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "handles for a child that does not exist yet",
+        ));
+    };
     let mut values = Vec::with_capacity(handles.len());
     for h in handles {
         let mut theirs: HANDLE = std::ptr::null_mut();
@@ -50,15 +62,40 @@ pub(crate) fn send_transfer(channel: &Channel, transfer: Transfer) -> io::Result
     (&*channel).write_all(&bytes)
 }
 
-/// Receives `count` handles sent with [`send_transfer`].
-pub(crate) fn recv_handles(channel: &Channel, count: usize) -> io::Result<Vec<OwnedHandle>> {
+/// Reads what `channel` has (blocking until something), up to `buf.len()` bytes; `Ok(0)` is
+/// end of file. Handles travel inside the stream here, so `arrived` stays empty.
+pub(crate) fn recv_channel(
+    channel: &Channel,
+    buf: &mut [u8],
+    _arrived: &mut std::collections::VecDeque<OwnedHandle>,
+) -> io::Result<usize> {
+    (&*channel).read(buf)
+}
+
+/// Receives the `count` handles sent with [`send_transfer`], of whose record `read` came with
+/// earlier reads ([`recv_channel`]).
+pub(crate) fn recv_handles(
+    channel: &Channel,
+    count: usize,
+    read: &[u8],
+    _arrived: &mut std::collections::VecDeque<OwnedHandle>,
+) -> io::Result<Vec<OwnedHandle>> {
     let mut frame = vec![0u8; 8 * count];
-    (&*channel).read_exact(&mut frame).map_err(|e| {
-        io::Error::new(
+    if read.len() > frame.len() {
+        return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!("handles were lost in transit: {e}"),
-        )
-    })?;
+            "more handles than announced",
+        ));
+    }
+    frame[..read.len()].copy_from_slice(read);
+    (&*channel)
+        .read_exact(&mut frame[read.len()..])
+        .map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("handles were lost in transit: {e}"),
+            )
+        })?;
     Ok(frame
         .chunks_exact(8)
         .map(|c| {
