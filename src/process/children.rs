@@ -30,6 +30,10 @@ pub(super) fn forget_child(shared: &Arc<Shared>) {
 /// ready ones are polled: a child reaped elsewhere or ended shows as ready, a running one costs
 /// nothing more (a fork server's k served children used to cost 2k system calls a `start`).
 pub(super) fn reap_finished() {
+    // No child of ours: none to reap (and no look at what the OS says, one system call).
+    if lock(&CHILDREN).is_empty() {
+        return;
+    }
     let mut reaped = Vec::new();
     let all = loop {
         let pid = match sys::ended_child() {

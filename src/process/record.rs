@@ -100,55 +100,54 @@ impl Child {
         }
     }
 
-    /// Reads whatever the child has sent, without blocking. Returns the channel if it ended
-    /// here (the end of file, a failure, a malformed report): the caller clears
-    /// [`Shared::channel`] before dropping it.
+    /// Reads whatever the child has sent, without blocking, until its final report is in: it
+    /// sends nothing after that, so our end closes then, without a read to the end of file (the
+    /// sentinel says when the child has ended), and no read after a whole report finds nothing.
+    /// Returns the channel if it ended here (the final report, the end of file, a failure, a
+    /// malformed report): the caller clears [`Shared::channel`] before dropping it.
     #[must_use]
     pub(super) fn absorb(&mut self) -> Option<Arc<sys::Channel>> {
-        let channel = self.channel.clone()?;
-        let mut ended = None;
         loop {
-            match self.inbox.fill(|buf| sys::read_available(&channel, buf)) {
-                Ok(0) => {
-                    ended = self.channel.take();
-                    break;
+            if let Err(e) = self.take_reports() {
+                self.report.get_or_insert(Report::Failed(format!(
+                    "the child sent a malformed report: {e}"
+                )));
+                return self.channel.take();
+            }
+            if self.report.is_some() {
+                return self.channel.take();
+            }
+            let channel = self.channel.as_ref()?;
+            match self.inbox.fill(|buf| sys::read_available(channel, buf)) {
+                Ok(1..) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return None,
+                // The end (or a failed read) inside a report.
+                Ok(0) | Err(_) if self.inbox.is_partial() => {
+                    self.report.get_or_insert(Report::Failed(
+                        "the child ended in the middle of a report".into(),
+                    ));
+                    return self.channel.take();
                 }
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    ended = self.channel.take();
-                    break;
-                }
+                Ok(0) | Err(_) => return self.channel.take(),
             }
         }
-        loop {
-            match self
-                .inbox
-                .next_frame_with(wire::decode)
-                .and_then(Option::transpose)
-            {
-                Ok(Some(Report::Started)) => self.started = true,
-                Ok(Some(report)) => {
+    }
+
+    /// Takes the whole reports the inbox holds.
+    fn take_reports(&mut self) -> Result<()> {
+        while let Some(report) = self
+            .inbox
+            .next_frame_with(wire::decode)
+            .and_then(Option::transpose)?
+        {
+            match report {
+                Report::Started => self.started = true,
+                report => {
                     self.report.get_or_insert(report);
                 }
-                Ok(None) => {
-                    if self.channel.is_none() && self.inbox.is_partial() {
-                        self.report.get_or_insert(Report::Failed(
-                            "the child ended in the middle of a report".into(),
-                        ));
-                    }
-                    break;
-                }
-                Err(e) => {
-                    self.report.get_or_insert(Report::Failed(format!(
-                        "the child sent a malformed report: {e}"
-                    )));
-                    ended = ended.or(self.channel.take());
-                    break;
-                }
             }
         }
-        ended
+        Ok(())
     }
 }
 
