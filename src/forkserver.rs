@@ -326,11 +326,13 @@ fn serve(requests: Connection) {
             }
         };
         // Children that ended: their statuses, as Python's exitcode.
-        while let Some((pid, code)) = ended.then(|| reaper.reap()).flatten() {
-            if let Some(i) = children.iter().position(|c| c.pid == pid) {
-                let child = children.swap_remove(i);
-                let _ = std::io::Write::write_all(&mut &child.status, &code.to_le_bytes());
-            }
+        if ended {
+            reaper.reap(|pid, code| {
+                if let Some(i) = children.iter().position(|c| c.pid == pid) {
+                    let child = children.swap_remove(i);
+                    let _ = std::io::Write::write_all(&mut &child.status, &code.to_le_bytes());
+                }
+            });
         }
         if !conn.poll(Some(Duration::ZERO)).unwrap_or(true) {
             continue;

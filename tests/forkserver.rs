@@ -160,6 +160,28 @@ fn served_children_from_many_threads() {
     });
 }
 
+fn sum_and_echo(bytes: Vec<u8>, conn: Connection) -> u64 {
+    conn.send_bytes(&bytes[..8]).unwrap();
+    bytes.iter().map(|&b| u64::from(b)).sum()
+}
+
+/// A bootstrap of each size a start sends its own way: a small one written before the child
+/// exists, a middle one after, a large one by a helper thread; each with a handle.
+#[test]
+fn bootstraps_of_every_size_with_handles() {
+    multiprocess::init_test();
+    let _g = start();
+    for len in [1000usize, 16 << 10, 200 << 10] {
+        let bytes: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let want: u64 = bytes.iter().map(|&b| u64::from(b)).sum();
+        let (a, b) = pipe().unwrap();
+        let mut p = ctx().process(sum_and_echo, (bytes.clone(), b));
+        p.start().unwrap();
+        assert_eq!(a.recv_bytes().unwrap(), &bytes[..8], "{len}");
+        assert_eq!(p.result::<u64>().unwrap(), want, "{len}");
+    }
+}
+
 /// Many served children ending together, in another order than they started: the server is
 /// woken once for several ends and reaps them all, and each status reaches its own `Process`.
 #[test]

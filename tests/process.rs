@@ -431,6 +431,27 @@ fn used_by_another_process() {
     sleeping.join().unwrap();
 }
 
+fn value_then_slow_exit() -> u32 {
+    // Runs at the exit, after the value is reported.
+    multiprocess::util::Finalize::new(|| std::thread::sleep(Duration::from_millis(150)), Some(0));
+    7
+}
+
+/// A daemonic child whose value is in keeps its channel until it has ended: the parent's end
+/// closing is what tells a daemonic child that its parent died.
+#[test]
+fn a_daemonic_child_lives_out_its_exit_after_its_value() {
+    multiprocess::init_test();
+    let _g = common::start();
+    for ctx in ["spawn", "fork"] {
+        let ctx = get_context(ctx.parse().unwrap()).unwrap();
+        let mut p = ctx.process(value_then_slow_exit, ()).with_daemon(true);
+        p.start().unwrap();
+        assert_eq!(p.result::<u32>().unwrap(), 7);
+        assert_eq!(p.exitcode().unwrap(), Some(0));
+    }
+}
+
 fn start_from_daemon() {
     let mut p = Process::new(nothing, ());
     p.start().unwrap();

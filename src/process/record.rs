@@ -101,12 +101,13 @@ impl Child {
     }
 
     /// Reads whatever the child has sent, without blocking, until its final report is in: it
-    /// sends nothing after that, so our end closes then, without a read to the end of file (the
-    /// sentinel says when the child has ended), and no read after a whole report finds nothing.
-    /// Returns the channel if it ended here (the final report, the end of file, a failure, a
-    /// malformed report): the caller clears [`Shared::channel`] before dropping it.
+    /// sends nothing after that, so no read follows it (none that finds nothing, none to the
+    /// end of file); our end stays open until the child has `exited` (a daemonic child takes
+    /// our end's closing for our death). Returns the channel if it ended here (the child
+    /// exited, the end of file, a failure, a malformed report): the caller clears
+    /// [`Shared::channel`] before dropping it.
     #[must_use]
-    pub(super) fn absorb(&mut self) -> Option<Arc<sys::Channel>> {
+    pub(super) fn absorb(&mut self, exited: bool) -> Option<Arc<sys::Channel>> {
         loop {
             if let Err(e) = self.take_reports() {
                 self.report.get_or_insert(Report::Failed(format!(
@@ -115,7 +116,7 @@ impl Child {
                 return self.channel.take();
             }
             if self.report.is_some() {
-                return self.channel.take();
+                return if exited { self.channel.take() } else { None };
             }
             let channel = self.channel.as_ref()?;
             match self.inbox.fill(|buf| sys::read_available(channel, buf)) {
@@ -131,6 +132,12 @@ impl Child {
                 Ok(0) | Err(_) => return self.channel.take(),
             }
         }
+    }
+
+    /// What a wait for the child waits on besides its sentinel: the channel, while a report
+    /// may still come.
+    pub(super) fn reporting(&self) -> Option<Arc<sys::Channel>> {
+        self.channel.clone().filter(|_| self.report.is_none())
     }
 
     /// Takes the whole reports the inbox holds.
@@ -279,7 +286,7 @@ impl Shared {
     fn waitables(&self) -> Option<(Arc<sys::OwnedWaitHandle>, Option<Arc<sys::Channel>>)> {
         match &*lock(&self.state) {
             State::Started(c) if self.creator == sys::pid() => {
-                Some((c.handle.sentinel(), c.channel.clone()))
+                Some((c.handle.sentinel(), c.reporting()))
             }
             _ => None,
         }
@@ -296,14 +303,14 @@ impl Shared {
             State::Started(_) if self.creator != sys::pid() => return Err(Error::state(CLOSED)),
             State::Started(c) => c,
         };
-        let ended = child.absorb();
+        let ended = child.absorb(false);
         let pid = child.handle.pid();
         let exited = child
             .handle
             .try_wait()
             .map_err(|e| Error::io(format!("waiting for pid {pid}"), e));
         let ended = ended.or_else(|| match exited {
-            Ok(Some(_)) => child.absorb(),
+            Ok(Some(_)) => child.absorb(true),
             _ => None,
         });
         if ended.is_some() {
@@ -313,10 +320,7 @@ impl Shared {
         if let Some(code) = exited? {
             return Ok(Look::Ended(code));
         }
-        Ok(Look::Running(
-            child.handle.sentinel(),
-            child.channel.clone(),
-        ))
+        Ok(Look::Running(child.handle.sentinel(), child.reporting()))
     }
 
     pub(super) fn join(self: &Arc<Self>, timeout: Option<Duration>) -> Result<()> {

@@ -23,6 +23,13 @@ use crate::wire;
 /// buffer, so the write cannot block); larger ones by a helper thread.
 const INLINE_BOOTSTRAP: usize = 64 * 1024;
 
+/// Bootstrap payloads up to this size are written before the child exists, where descriptors
+/// travel without it (Unix): nobody reads them until it does, so they must fit the channel's
+/// buffer whatever the system's settings. 2 KiB does: a Unix stream socket takes its first
+/// write whole and the next (the handles' byte) while less than its send buffer is in flight,
+/// whose smallest setting on Linux is about 4.5 KiB (macOS's default is 8 KiB).
+const EARLY_BOOTSTRAP: usize = 2 * 1024;
+
 /// What a feature does around a fork (Python's `util.register_after_fork`, with the parent's
 /// side too): `before` runs in the parent just before the fork, with the children list locked,
 /// and takes what the feature holds across it (locks the child must find free, references
@@ -147,16 +154,18 @@ pub(crate) fn spawn(
         .map_err(|e| Error::io("encoding the bootstrap", e))?;
     let (ours, theirs) = sys::channel_pair().map_err(|e| Error::io("creating a channel", e))?;
     let inline = message.len() <= INLINE_BOOTSTRAP;
+    let early = message.len() <= EARLY_BOOTSTRAP && !sys::HANDLES_NEED_CHILD;
     // A child that dies before reading makes these writes fail; its exit code tells the story,
     // so the error is not start()'s to report.
     let send = move |channel: &sys::Channel, transfer| {
         (&*channel).write_all(&message)?;
         sys::send_transfer(channel, transfer)
     };
-    // Where descriptors travel without the child's process (Unix), a bootstrap that fits the
-    // channel waits in it before the child exists: a child of the fork server finds it there
-    // at its start instead of sleeping until we have the server's reply (a wake-up less).
-    let mut send = if inline && !sys::HANDLES_NEED_CHILD {
+    // Where descriptors travel without the child's process (Unix), a small bootstrap (see
+    // `EARLY_BOOTSTRAP`) waits in the channel before the child exists: a child of the fork
+    // server finds it there at its start instead of sleeping until we have the server's reply
+    // (a wake-up less).
+    let mut send = if early {
         let transfer = sys::transfer_handles(None, std::mem::take(&mut handles))
             .map_err(|e| Error::io("passing handles to the child", e))?;
         send(&ours, transfer).map_err(|e| Error::io("writing the bootstrap", e))?;

@@ -64,10 +64,10 @@ impl Reaper {
         self.read.as_fd()
     }
 
-    /// Reaps one child that has ended, if any: its pid and exit code in Python's convention
-    /// (n, or -signal). Call until `None` after [`handle`](Self::handle) was readable (the
-    /// first call empties the pipe).
-    pub(crate) fn reap(&self) -> Option<(u32, i32)> {
+    /// Reaps every child that has ended, calling `each` with its pid and exit code in Python's
+    /// convention (n, or -signal). For when [`handle`](Self::handle) was readable: it empties
+    /// the pipe first, so that an end after the last `waitpid` wakes the next wait.
+    pub(crate) fn reap(&self, mut each: impl FnMut(u32, i32)) {
         PENDING.store(false, Ordering::Relaxed);
         let mut sink = [0u8; 8];
         // SAFETY: a non-blocking read into a buffer of ours, from our own pipe.
@@ -77,10 +77,9 @@ impl Reaper {
             // SAFETY: waitpid with a valid out-pointer; every child of this process is ours.
             let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
             if pid > 0 {
-                return Some((pid as u32, super::exitcode(status)));
-            }
-            if pid == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-                return None;
+                each(pid as u32, super::exitcode(status));
+            } else if pid == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                return;
             }
         }
     }

@@ -49,7 +49,7 @@ impl Reaper {
     }
 
     /// Never called (no reaper exists).
-    pub(crate) fn reap(&self) -> Option<(u32, i32)> {
+    pub(crate) fn reap(&self, _each: impl FnMut(u32, i32)) {
         match *self {}
     }
 
