@@ -99,8 +99,9 @@ struct WorkerState {
     completed: u64,
     /// Since when the first task of `in_flight` may have been running.
     head_since: Instant,
-    /// Why we killed it, if we did.
-    killed: Option<Failure>,
+    /// Why we killed it, if we did: what its running task ends with, or `None` when the task
+    /// is lost with it (its task channel broke: it died, or nothing can reach it any more).
+    killed: Option<Option<Failure>>,
     /// Someone is writing orders to it; it gets no others until [`Supervisor::delivered`].
     writing: bool,
     /// It was told to stop, or said it leaves: no more orders.
@@ -252,7 +253,7 @@ impl Supervisor {
         };
         if self.phase == Phase::Terminated {
             // Terminated while it started.
-            w.killed = Some(Failure::Cancelled);
+            w.killed = Some(Some(Failure::Cancelled));
             fx.kills.push(n);
         }
         self.workers.insert(n, w);
@@ -361,9 +362,9 @@ impl Supervisor {
                 }
                 // Out of order, or not our protocol: the worker cannot be trusted.
                 Incoming::Reply { .. } | Incoming::Garbled => {
-                    w.killed.get_or_insert(Failure::Other(
+                    w.killed.get_or_insert(Some(Failure::Other(
                         "a pool worker sent a malformed reply and was killed".into(),
-                    ));
+                    )));
                     fx.kills.push(n);
                     break;
                 }
@@ -380,9 +381,9 @@ impl Supervisor {
         if let Some(w) = self.workers.get_mut(&n) {
             w.writing = false;
             if !ok && w.killed.is_none() {
-                w.killed = Some(Failure::Other(
-                    "a pool worker's task channel failed; the worker was killed".into(),
-                ));
+                // Its task is lost with it (`WorkerLost`, or tried again), as when it dies: a
+                // worker killed by someone else while we wrote ends here first.
+                w.killed = Some(None);
                 fx.kills.push(n);
             }
         }
@@ -411,7 +412,7 @@ impl Supervisor {
         if self.deadline(n).is_some_and(|d| now >= d) {
             if let Some(w) = self.workers.get_mut(&n) {
                 let limit = w.in_flight.front().and_then(|a| a.task.timeout);
-                w.killed = Some(Failure::TimeLimit(limit.unwrap_or_default()));
+                w.killed = Some(Some(Failure::TimeLimit(limit.unwrap_or_default())));
                 fx.kills.push(n);
             }
         }
@@ -433,6 +434,7 @@ impl Supervisor {
                 let failure = w
                     .killed
                     .clone()
+                    .flatten()
                     .or_else(|| head.task.job.is_cancelled().then_some(Failure::Cancelled))
                     .or_else(|| self.broken.clone());
                 match failure {
@@ -543,7 +545,7 @@ impl Supervisor {
                 }
                 if i == 0 {
                     if w.killed.is_none() {
-                        w.killed = Some(Failure::Cancelled);
+                        w.killed = Some(Some(Failure::Cancelled));
                         fx.kills.push(n);
                     }
                 } else if !a.revoked {
@@ -574,7 +576,7 @@ impl Supervisor {
         }
         for (&n, w) in self.workers.iter_mut() {
             if w.killed.is_none() {
-                w.killed = Some(Failure::Cancelled);
+                w.killed = Some(Some(Failure::Cancelled));
                 fx.kills.push(n);
             }
         }

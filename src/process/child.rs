@@ -70,11 +70,13 @@ pub(crate) fn run_spawned(channel: sys::Channel) -> ! {
 }
 
 /// A spawned child's handshake as it arrived: the executable's identity (checked as soon as it
-/// is in) and the bootstrap (two frames), what followed them, and the handles that came along. Read in as few reads as the
-/// parent's writes allow (one, for a bootstrap that fits the channel: the parent writes it
-/// before the child exists where it can).
+/// is in) and the bootstrap (two frames), what followed them, and the handles that came along.
+/// Read in as few reads as the parent's writes allow (one, for a small bootstrap: the parent
+/// writes it before the child exists where it can).
 struct Handshake {
-    buf: Vec<u8>,
+    /// On the stack up to [`Handshake::FIRST`] bytes: a served child's heap pages are its
+    /// server's, each one written a copy (a 4 KiB buffer cost four page faults, issue 19).
+    buf: smallvec::SmallVec<[u8; Handshake::FIRST]>,
     /// Where each frame's payload lies in `buf`, and where the rest begins.
     frames: [std::ops::Range<usize>; 2],
     arrived: std::collections::VecDeque<sys::OwnedHandle>,
@@ -82,11 +84,11 @@ struct Handshake {
 
 impl Handshake {
     /// What one read takes at first: a bootstrap of a few arguments and its handles.
-    const FIRST: usize = 4096;
+    const FIRST: usize = 512;
 
     fn read(channel: &sys::Channel) -> Result<Handshake> {
         let broken = |e: Error| Error::Bootstrap(format!("reading the handshake: {e}"));
-        let mut buf = vec![0u8; Self::FIRST];
+        let mut buf = smallvec::SmallVec::from_buf([0u8; Self::FIRST]);
         let mut have = 0;
         let mut arrived = std::collections::VecDeque::new();
         let mut frames: [std::ops::Range<usize>; 2] = [0..0, 0..0];
