@@ -442,13 +442,13 @@ fn value_then_slow_exit() -> u32 {
 #[test]
 fn a_daemonic_child_lives_out_its_exit_after_its_value() {
     multiprocess::init_test();
-    let _g = common::start();
-    for ctx in ["spawn", "fork"] {
-        let ctx = get_context(ctx.parse().unwrap()).unwrap();
+    let _g = start_all_methods();
+    for method in methods() {
+        let ctx = get_context(method).unwrap();
         let mut p = ctx.process(value_then_slow_exit, ()).with_daemon(true);
         p.start().unwrap();
-        assert_eq!(p.result::<u32>().unwrap(), 7);
-        assert_eq!(p.exitcode().unwrap(), Some(0));
+        assert_eq!(p.result::<u32>().unwrap(), 7, "{method:?}");
+        assert_eq!(p.exitcode().unwrap(), Some(0), "{method:?}");
     }
 }
 
