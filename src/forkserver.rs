@@ -47,6 +47,7 @@ static SERVER: ForkLock<Option<Server>> = ForkLock::per_process(
     || None,
     |parents| {
         std::mem::forget(parents.take());
+        None
     },
 );
 

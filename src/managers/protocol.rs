@@ -319,7 +319,10 @@ impl Client {
             authkey,
             // A forked child closes its copies of its parent's connections (when no thread
             // of the parent held the table at the fork).
-            conns: ForkLock::per_process(HashMap::new, HashMap::clear),
+            conns: ForkLock::per_process(HashMap::new, |parents| {
+                parents.clear();
+                HashMap::new()
+            }),
             no_rings: AtomicBool::new(false),
         })
     }

@@ -62,7 +62,7 @@ pub(crate) fn run_spawned(channel: sys::Channel) -> ! {
     };
     let args = boot.args;
     let record = Shared::of_spawned(id, channel);
-    run_child(record, boot.method, move |channel| {
+    run_child(record, None, boot.method, move |channel| {
         run_target(channel, || {
             wire::with_handles(handles, || trampoline(&args))
         })
@@ -168,13 +168,17 @@ impl Handshake {
 
 /// Common to spawned and forked children: become the process `record` describes (its channel
 /// to the parent set), run `body`, apply the exit policy, exit with the code `body` returns.
+/// `parent` is the record's [`ParentProcess`], if the caller made it (a forked child's parent
+/// makes it before the fork: its reference count is a write to the record's page, in a child a
+/// copy, issue 19).
 pub(super) fn run_child(
     record: Arc<Shared>,
+    parent: Option<ParentProcess>,
     method: StartMethod,
     body: impl FnOnce(&sys::Channel) -> i32,
 ) -> ! {
     let daemon = record.daemon.load(Ordering::Relaxed);
-    let Some(parent) = ParentProcess::of(Arc::clone(&record)) else {
+    let Some(parent) = parent.or_else(|| ParentProcess::of(Arc::clone(&record))) else {
         // Never: both callers set the channel.
         sys::exit_now(1)
     };

@@ -143,7 +143,9 @@ pub(crate) fn check_test_thread() -> crate::error::Result<()> {
     )))
 }
 
-/// The tests of this binary, as libtest lists them (empty if it cannot be asked).
+/// The tests of this binary, as libtest lists them (empty if it cannot be asked). A listing
+/// that came back empty is asked again, twice at most: the test asking is in it, so empty
+/// means the listing process failed (under Wine, now and then, it does).
 fn test_names() -> &'static std::collections::HashSet<String> {
     static NAMES: std::sync::OnceLock<std::collections::HashSet<String>> =
         std::sync::OnceLock::new();
@@ -151,19 +153,27 @@ fn test_names() -> &'static std::collections::HashSet<String> {
         let Ok(exe) = std::env::current_exe() else {
             return Default::default();
         };
-        let listed = std::process::Command::new(exe)
-            .args(["--list", "--format", "terse"])
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .output();
-        let Ok(out) = listed else {
-            return Default::default();
+        let list = || {
+            let listed = std::process::Command::new(&exe)
+                .args(["--list", "--format", "terse"])
+                .stdin(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .output();
+            listed.map_or_else(
+                |_| Default::default(),
+                |out| {
+                    String::from_utf8_lossy(&out.stdout)
+                        .lines()
+                        .filter_map(|l| l.strip_suffix(": test"))
+                        .map(str::to_owned)
+                        .collect::<std::collections::HashSet<_>>()
+                },
+            )
         };
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.strip_suffix(": test"))
-            .map(str::to_owned)
-            .collect()
+        (0..3)
+            .map(|_| list())
+            .find(|names| !names.is_empty())
+            .unwrap_or_default()
     })
 }
 

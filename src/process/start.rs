@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use super::handshake::{Bootstrap, reentry_args};
-use super::{ChildrenGuard, Identity, Shared, child};
+use super::{ChildrenGuard, Identity, ParentProcess, Shared, child};
 use crate::context::StartMethod;
 use crate::error::{Error, Result};
 use crate::registry::{Code, Image, Job};
@@ -240,9 +240,12 @@ fn fork(
     }
     crate::registry::ready_thread_locals();
     sys::prepare_null();
-    let mut tracker = Some(sys::hold_tracker());
+    // The child's references to its record, made here: each is a write of the record's count,
+    // in the child a copy of its page (issue 19). None if the child sets its channel itself.
+    let mut own = theirs
+        .is_none()
+        .then(|| (Arc::clone(record), ParentProcess::of(Arc::clone(record))));
     let forked = sys::fork(|| {
-        let _ = tracker.take(); // let go in the child
         for hook in list.iter().flatten() {
             for number in hook.released {
                 sys::release_inherited(number.load(Ordering::Relaxed));
@@ -261,7 +264,8 @@ fn fork(
         if let Some(theirs) = theirs.take() {
             let _ = record.to_parent.set(theirs);
         }
-        child::run_child(Arc::clone(record), StartMethod::Fork, |channel| {
+        let (mine, parent) = own.take().unwrap_or_else(|| (Arc::clone(record), None));
+        child::run_child(mine, parent, StartMethod::Fork, |channel| {
             let _ = sys::stdin_from_null();
             // Called in place, neither taken nor dropped: the child writes and frees as little
             // of its parent's memory as it can (each page written is a copy).
@@ -271,11 +275,11 @@ fn fork(
             }
         })
     });
-    let _ = tracker.take(); // let go in the parent
     for in_parent in list.iter().flatten().rev().filter_map(|h| h.in_parent) {
         in_parent(forked.is_ok());
     }
     drop(theirs.take());
+    drop(own.take());
     if let Some(mine) = Arc::get_mut(record) {
         drop(mine.to_parent.take());
     }

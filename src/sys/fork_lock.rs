@@ -3,9 +3,11 @@
 //! `fork` copies only the calling thread: a lock another thread of the parent held at that
 //! moment stays held in the child forever. A [`ForkLock`] knows which process made its current
 //! lock; used in another process (a forked child), it replaces the whole lock with a new one
-//! made by its `init` (or the child sets the value it wants with [`ForkLock::reset`]). The
-//! parent's copy is left behind, never freed: it may be held, and in a forked child freeing it
-//! would only dirty pages. Python does the same for its own locks after a fork.
+//! (made from the parent's value if that lock is free, else by its `init`; or the child sets
+//! the value it wants with [`ForkLock::reset`]). The parent's copy is left behind, never
+//! freed: it may be held, and in a forked child freeing it would only dirty pages. Python does
+//! the same for its own locks after a fork. Nothing is held across a fork: no lock word is
+//! written around it (in the parent a page copied at each fork, issue 19).
 //!
 //! A [`StaticArc`] is a value a child replaces whole, read without a lock (this process's
 //! record).
@@ -24,9 +26,10 @@ struct Slot<T> {
 pub(crate) struct ForkLock<T> {
     current: AtomicPtr<Slot<T>>,
     init: fn() -> T,
-    /// Whether a child's first use replaces the lock by itself, and what it then does with
-    /// the parent's value if that lock is free (closing the child's copies of descriptors).
-    per_process: Option<fn(&mut T)>,
+    /// Whether a child's first use replaces the lock by itself, and what the child then
+    /// starts with, made from the parent's value if that lock is free (taking what it
+    /// inherits, or closing its copies of descriptors and starting empty).
+    per_process: Option<fn(&mut T) -> T>,
 }
 
 impl<T> ForkLock<T> {
@@ -40,14 +43,15 @@ impl<T> ForkLock<T> {
         }
     }
 
-    /// A lock each process starts from `init`: a forked child's first use replaces its
-    /// parent's copy (for state that belongs to one process, as its connections), after
-    /// passing the parent's value to `leave` if no thread held it at the fork.
-    pub(crate) const fn per_process(init: fn() -> T, leave: fn(&mut T)) -> Self {
+    /// A lock each process has its own of: a forked child's first use replaces its parent's
+    /// copy with a lock holding `inherit`'s value, made from the parent's (for state that
+    /// belongs to one process, as its connections), or `init`'s if a thread of the parent
+    /// held the lock at the fork (its value may be half made).
+    pub(crate) const fn per_process(init: fn() -> T, inherit: fn(&mut T) -> T) -> Self {
         ForkLock {
             current: AtomicPtr::new(std::ptr::null_mut()),
             init,
-            per_process: Some(leave),
+            per_process: Some(inherit),
         }
     }
 
@@ -60,15 +64,16 @@ impl<T> ForkLock<T> {
         // `Box::into_raw` and is freed only by `Drop`, when nothing borrows `self` any more
         // (a replaced one is left behind on purpose), so it is valid while `self` is borrowed.
         while p.is_null() || (self.per_process.is_some() && unsafe { (*p).pid } != me) {
-            if let (false, Some(leave)) = (p.is_null(), self.per_process) {
+            let mut inherited = None;
+            if let (false, Some(inherit)) = (p.is_null(), self.per_process) {
                 // SAFETY: as above; the parent's slot is never freed.
                 if let Ok(mut old) = unsafe { &(*p).lock }.try_lock() {
-                    leave(&mut old);
+                    inherited = Some(inherit(&mut old));
                 }
             }
             let fresh = Box::into_raw(Box::new(Slot {
                 pid: me,
-                lock: Mutex::new((self.init)()),
+                lock: Mutex::new(inherited.unwrap_or_else(self.init)),
             }));
             match self
                 .current
@@ -199,17 +204,22 @@ mod tests {
         assert_eq!(*L.get().try_lock().expect("free"), 9);
     }
 
-    /// A lock made by another process (as a forked child sees its parent's) is replaced by a
-    /// fresh one from `init` on first use.
+    /// A lock made by another process (as a forked child sees its parent's) is replaced on
+    /// first use: from `init` when it was held, else from the parent's value.
     #[test]
     fn another_process_lock_is_replaced_on_first_use() {
-        let l: ForkLock<u32> = ForkLock::per_process(|| 3, |old| *old = 0);
+        let l: ForkLock<u32> = ForkLock::per_process(|| 3, |old| *old + 1);
         *l.get().lock().unwrap() = 5;
         std::mem::forget(l.get().lock().unwrap());
         // Pretend the current lock was made by another process.
         // SAFETY: the test owns `l`; the slot is valid (made by `get` above).
         unsafe { (*l.current.load(Ordering::Acquire)).pid ^= 1 };
         assert_eq!(*l.get().try_lock().expect("a fresh lock"), 3);
+        // A free one passes its value on.
+        *l.get().lock().unwrap() = 5;
+        // SAFETY: as above.
+        unsafe { (*l.current.load(Ordering::Acquire)).pid ^= 1 };
+        assert_eq!(*l.get().try_lock().expect("a fresh lock"), 6);
     }
 
     /// A `StaticArc` is made on first use, hands out counted references, and a value set
@@ -227,7 +237,7 @@ mod tests {
     /// `mine` finds only this process's lock, and makes none.
     #[test]
     fn mine_is_only_this_process_lock() {
-        let l: ForkLock<u32> = ForkLock::per_process(|| 3, |_| {});
+        let l: ForkLock<u32> = ForkLock::per_process(|| 3, |_| 3);
         assert!(l.mine().is_none());
         *l.get().lock().unwrap() = 5;
         assert_eq!(*l.mine().expect("made above").lock().unwrap(), 5);

@@ -58,8 +58,8 @@
 //!   queue's wake-up channel: `wakeup_pair`, `wakeup_signal`, `Watch`.
 //! - **Shared memory.** `Region` (anonymous shared words that processes wait and wake on),
 //!   named segments (`shm_create`, `shm_attach`, `shm_unlink`, `SHM_NAME_PREFIX`, `ShmKeep`,
-//!   `shm_unmap`) and their resource tracker (`ensure_tracker`, `hold_tracker`/`TrackerHeld`,
-//!   `tracker_process`, `stop_tracker`, `shm_track`, `shm_untrack`; Unix also `with_tracker_inherited`,
+//!   `shm_unmap`) and their resource tracker (`ensure_tracker`, `tracker_process`,
+//!   `stop_tracker`, `shm_track`, `shm_untrack`; Unix also `with_tracker_inherited`,
 //!   `adopt_tracker`: only children we spawn share it); the OS handles a queue's values carry
 //!   (`HANDLES_PER_DATAGRAM`, `handle_channel`, `send_handles_datagram`,
 //!   `recv_handles_datagram`).

@@ -586,15 +586,6 @@ pub(crate) fn shm_unlink(_name: &str) -> io::Result<()> {
     unsupported("shared memory")
 }
 
-/// What [`hold_tracker`] returns.
-#[derive(Debug)]
-pub(crate) struct TrackerHeld;
-
-/// Holds the resource tracker's link while a child starts: nothing to hold.
-pub(crate) fn hold_tracker() -> TrackerHeld {
-    TrackerHeld
-}
-
 /// Starts the resource tracker: unsupported.
 pub(crate) fn ensure_tracker() -> io::Result<()> {
     unsupported("the resource tracker")

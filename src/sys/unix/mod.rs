@@ -53,7 +53,7 @@ pub(crate) fn borrow_handle(h: &OwnedFd) -> BorrowedFd<'_> {
 /// child's report goes this way, and std's socket code would be one more window of code for
 /// the child to fault in (issue 19). Short writes and interruptions are resumed.
 pub(crate) fn write_all_vectored(channel: &Channel, parts: &[&[u8]]) -> io::Result<()> {
-    write_rest(channel.as_fd(), parts, 0)
+    write_rest(channel_handle(channel), parts, 0)
 }
 
 /// Writes what follows the first `done` bytes of `parts` on `fd` (see [`write_all_vectored`]).
@@ -617,9 +617,12 @@ pub(crate) fn exit_now(code: i32) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-/// The channel as a waitable handle.
+/// The channel as a waitable handle. From its number, which std inlines: its `as_fd` for a
+/// socket is a function in std's code, a window of it a forked child would fault in to
+/// report (issue 19).
 pub(crate) fn channel_handle(channel: &Channel) -> BorrowedFd<'_> {
-    channel.as_fd()
+    // SAFETY: the descriptor is `channel`'s, open while the borrow of `channel` lasts.
+    unsafe { BorrowedFd::borrow_raw(channel.as_raw_fd()) }
 }
 
 /// The number of `channel`'s descriptor: what a child we fork lets go of with

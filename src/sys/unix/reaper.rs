@@ -11,9 +11,12 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 /// The pipe's write end while a [`Reaper`] exists (-1 otherwise): what the handler writes on.
 static WAKE: AtomicI32 = AtomicI32::new(-1);
 
-/// Set by the handler when it wrote a byte, cleared by [`Reaper::reap`] before it drains the
-/// pipe: at most two bytes are ever in the pipe, so the handler's `write` never fails (and never
-/// changes `errno` under the code it interrupted).
+/// Set by the handler when it wrote a byte, cleared by [`Reaper::reap`] after it drained the
+/// pipe and before it reaps: at most one byte is ever in the pipe, so the handler's `write`
+/// never fails (and never changes `errno` under the code it interrupted). Cleared before the
+/// drain, a byte written between the two would be drained with the flag left set, and no
+/// signal after would write again: the server slept with its children unreaped (seen once in
+/// `many_served_children_end_at_once`).
 static PENDING: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_child_signal(_signal: libc::c_int) {
@@ -66,12 +69,13 @@ impl Reaper {
 
     /// Reaps every child that has ended, calling `each` with its pid and exit code in Python's
     /// convention (n, or -signal). For when [`handle`](Self::handle) was readable: it empties
-    /// the pipe first, so that an end after the last `waitpid` wakes the next wait.
+    /// the pipe and then lets the handler write again, both before the first `waitpid`, so that
+    /// an end after the last `waitpid` wakes the next wait.
     pub(crate) fn reap(&self, mut each: impl FnMut(u32, i32)) {
-        PENDING.store(false, Ordering::Relaxed);
         let mut sink = [0u8; 8];
         // SAFETY: a non-blocking read into a buffer of ours, from our own pipe.
         while unsafe { libc::read(self.read.as_raw_fd(), sink.as_mut_ptr().cast(), 8) } > 0 {}
+        PENDING.store(false, Ordering::SeqCst);
         let mut status = 0;
         loop {
             // SAFETY: waitpid with a valid out-pointer; every child of this process is ours.

@@ -26,10 +26,11 @@ use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::{Command, Stdio};
 use std::ptr::NonNull;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::MutexGuard;
 use std::time::Duration;
 
 use crate::sys::ShmMapping;
+use crate::sys::fork_lock::ForkLock;
 
 /// The prefix of generated segment names (CPython's `/psm_`, without the slash).
 pub(crate) const SHM_NAME_PREFIX: &str = "psm_";
@@ -214,20 +215,15 @@ pub(crate) fn adopt_tracker() {
     }
 }
 
-static LINK: Mutex<Option<Link>> = Mutex::new(None);
+/// This process's link to its tracker. A forked child takes its parent's on first use (it
+/// shares the tracker, as in CPython), or, if a thread of the parent held it at the fork (in
+/// the middle of starting the tracker, say), starts without one and connects as a program of
+/// its own would. Nothing is held across a fork (issue 19: the lock's word, written around
+/// each fork, was a page the parent copied).
+static LINK: ForkLock<Option<Link>> = ForkLock::per_process(|| None, Option::take);
 
 fn link() -> MutexGuard<'static, Option<Link>> {
-    LINK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The tracker's link, held (across a fork, so that the child finds it free and whole).
-pub(crate) struct TrackerHeld(#[allow(dead_code)] MutexGuard<'static, Option<Link>>);
-
-/// Holds the tracker's link until the value returned is dropped: taken before a fork (after the
-/// children list: nothing holds the link and then wants that list), let go in both processes
-/// after it.
-pub(crate) fn hold_tracker() -> TrackerHeld {
-    TrackerHeld(link())
+    LINK.get().lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Makes sure this process has its tree's tracker (inherited, or started now). Called before
@@ -419,8 +415,9 @@ const STOP_WAIT: Duration = Duration::from_secs(2);
 /// program. (A descendant still holding the pipe keeps it running: it then ends on its own
 /// when they do.) Does nothing in a process that did not start its tracker.
 pub(crate) fn stop_tracker() {
-    // `try_lock`: a lock held across a fork by a thread that is gone must not stop the exit.
-    let Ok(mut guard) = LINK.try_lock() else {
+    // This process's link only (a forked child that never used its parent's makes none), and
+    // `try_lock`: a lock held by a thread stopped in the middle must not stop the exit.
+    let Some(Ok(mut guard)) = LINK.mine().map(|l| l.try_lock()) else {
         return;
     };
     // A forked child leaves its parent's tracker alone (and its descriptor to its exit).

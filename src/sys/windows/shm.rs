@@ -153,14 +153,6 @@ pub(crate) fn shm_untrack(_name: &str) -> io::Result<()> {
 }
 
 /// No resource tracker on Windows.
-/// Windows has no tracker (and no fork): nothing to hold.
-pub(crate) struct TrackerHeld;
-
-/// See the Unix version: nothing to hold here.
-pub(crate) fn hold_tracker() -> TrackerHeld {
-    TrackerHeld
-}
-
 pub(crate) fn tracker_process() -> Option<(u32, i32)> {
     None
 }
