@@ -368,6 +368,9 @@ fn fork_child(
 ) -> Result<(u32, Served, Handle)> {
     let (status_ours, status_theirs) =
         sys::channel_pair().map_err(|e| Error::io("creating a status channel", e))?;
+    // Kept while the child runs: with its siblings', above the server's other descriptors,
+    // so that each new child closes them all at once.
+    let status_ours = reaper.keep_high(status_ours);
     let status_theirs = sys::channel_into_handle(status_theirs)
         .map_err(|e| Error::io("creating a status channel", e))?;
     let mut carried = Some((request.channel.0, status_ours, status_theirs));
@@ -376,18 +379,21 @@ fn fork_child(
         // server's connection, its wake-up pipe and its other children's status sockets are
         // closed and the objects forgotten (dropping them would free the server's memory:
         // pages written, each a copy, issue 19).
-        reaper.release_in_child();
-        if let Some(conn) = requests.take() {
-            conn.abandon();
-        }
-        for sibling in children {
-            sys::close_abandoned(sys::channel_handle(&sibling.status));
-        }
-        crate::process::cut_parent_channel();
         let Some((channel, ours, theirs)) = carried.take() else {
             sys::exit_now(1)
         };
         drop((ours, theirs));
+        let swept = reaper.release_in_child(sys::borrow_handle(&channel));
+        if let Some(conn) = requests.take() {
+            conn.abandon();
+        }
+        for sibling in children {
+            let status = sys::channel_handle(&sibling.status);
+            if !(swept && reaper.kept_high(status)) {
+                sys::close_abandoned(status);
+            }
+        }
+        crate::process::cut_parent_channel();
         match sys::channel_from_handle(channel) {
             Ok(channel) => crate::process::child::run_spawned(channel),
             Err(_) => sys::exit_now(1),

@@ -24,6 +24,31 @@ pub(super) fn dup_cloexec(from: RawFd, to: RawFd) {
     unsafe { libc::dup3(from, to, libc::O_CLOEXEC) };
 }
 
+/// The highest descriptor number open in this process (`/proc/self/fd`); `None` if it cannot
+/// be read.
+pub(super) fn highest_open_fd() -> Option<RawFd> {
+    let dir = std::fs::read_dir("/proc/self/fd").ok()?;
+    // The listing's own descriptor is among them: it is closed, and below the result or the
+    // result itself, so counting it only raises the number.
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<RawFd>().ok())
+        .max()
+}
+
+/// Closes every descriptor numbered `first` and up in one call (`close_range`, Linux 5.9+);
+/// false if the kernel has no such call.
+pub(super) fn close_from(first: RawFd) -> bool {
+    // SAFETY: close_range takes two descriptor numbers and flags; the caller owns every
+    // descriptor in the range (and uses none of them after).
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            0,
+        ) == 0
+    }
+}
+
 /// Which child of this process has ended and waits to be reaped, as the kernel names one
 /// (`waitid(P_ALL, WEXITED | WNOHANG | WNOWAIT)`: it finds a zombie without reaping it).
 /// `Unknown` when there is no child at all (`ECHILD`: who reaped ours is for the caller's scan

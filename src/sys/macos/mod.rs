@@ -60,6 +60,16 @@ pub(super) fn dup_cloexec(from: std::os::fd::RawFd, to: std::os::fd::RawFd) {
     }
 }
 
+/// Not looked for: macOS has no `close_range`, so [`close_from`] would not use it.
+pub(super) fn highest_open_fd() -> Option<std::os::fd::RawFd> {
+    None
+}
+
+/// Always false: macOS has no `close_range` (its descriptors are closed one by one).
+pub(super) fn close_from(_first: std::os::fd::RawFd) -> bool {
+    false
+}
+
 /// Always "cannot tell, look at each child": macOS's `waitid` has been unreliable with
 /// `WNOHANG` (CPython leaves `os.waitid` out there), and this path is not run in CI.
 pub(super) fn ended_child() -> super::Ended {

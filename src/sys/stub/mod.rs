@@ -208,7 +208,17 @@ impl Reaper {
     }
 
     /// Never called (no reaper exists).
-    pub(crate) fn release_in_child(&self) {
+    pub(crate) fn keep_high(&self, _channel: Channel) -> Channel {
+        match *self {}
+    }
+
+    /// Never called (no reaper exists).
+    pub(crate) fn kept_high(&self, _fd: WaitHandle<'_>) -> bool {
+        match *self {}
+    }
+
+    /// Never called (no reaper exists).
+    pub(crate) fn release_in_child(&self, _keep: WaitHandle<'_>) -> bool {
         match *self {}
     }
 }
