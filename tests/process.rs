@@ -97,6 +97,37 @@ fn start_grandchild() -> (u32, (String, String, u32)) {
     (std::process::id(), p.result().unwrap())
 }
 
+/// Renames itself, then changes its authkey, creating a child before and after each: each
+/// child gets the name and key its parent had when it was created (a process copies its name
+/// and authkey into each child from a copy it keeps while they stay the same: issue 19).
+fn rename_between_children() -> (String, bool, bool) {
+    let first = Process::new(grandchild_report, ());
+    current_process().set_name("Renamed");
+    let mut renamed = Process::new(grandchild_report, ());
+    let same_key = renamed.authkey() == first.authkey();
+    current_process().set_authkey(&[7u8; 32]);
+    let rekeyed = Process::new(grandchild_report, ());
+    let new_key =
+        rekeyed.authkey() == current_process().authkey() && rekeyed.authkey() != first.authkey();
+    renamed.start().unwrap();
+    let (_, parent_name, _): (String, String, u32) = renamed.result().unwrap();
+    (parent_name, same_key, new_key)
+}
+
+#[test]
+fn a_child_made_after_a_rename_gets_the_new_name_and_authkey() {
+    multiprocess::init_test();
+    let _g = start_all_methods();
+    for method in methods() {
+        let ctx = get_context(method).unwrap();
+        let mut p = ctx.process(rename_between_children, ());
+        p.start().unwrap();
+        let (parent_name, same_key, new_key) = p.result::<(String, bool, bool)>().unwrap();
+        assert_eq!(parent_name, "Renamed", "{method:?}");
+        assert!(same_key && new_key, "{method:?}: {same_key} {new_key}");
+    }
+}
+
 #[test]
 fn p03_nested_names_and_parent() {
     multiprocess::init_test();

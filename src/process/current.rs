@@ -86,6 +86,52 @@ pub(super) fn me() -> Arc<Shared> {
     ME.get()
 }
 
+/// Calls `f` with this process's record, borrowed: no counted reference is taken (a write of
+/// the record's page, in a fan-out one copy per fork: issue 19).
+pub(super) fn with_me<R>(f: impl FnOnce(&Shared) -> R) -> R {
+    ME.with(f)
+}
+
+/// A thread's copy of this process's name and authkey (see [`name_and_authkey`]): from which
+/// record, at which count of its changes.
+struct Seen {
+    record: usize,
+    renamed: usize,
+    name: String,
+    authkey: Vec<u8>,
+}
+
+thread_local! {
+    /// This thread's [`Seen`].
+    static SEEN: std::cell::RefCell<Option<Seen>> = const { std::cell::RefCell::new(None) };
+}
+
+/// This process's name and authkey, as a new child copies them: from a copy this thread made
+/// while the record has not changed since (`Shared::renamed`), so that the record's locks are
+/// not taken (each a write of its page: in a fan-out, one copy per fork, issue 19).
+pub(super) fn name_and_authkey() -> (String, Vec<u8>) {
+    ME.with(|me| {
+        let record = std::ptr::from_ref(me) as usize;
+        let renamed = me.renamed.load(Ordering::Acquire);
+        SEEN.with_borrow_mut(|seen| match seen {
+            Some(s) if s.record == record && s.renamed == renamed => {
+                (s.name.clone(), s.authkey.clone())
+            }
+            _ => {
+                let name = lock(&me.name).clone();
+                let authkey = lock(&me.authkey).0.clone();
+                *seen = Some(Seen {
+                    record,
+                    renamed,
+                    name: name.clone(),
+                    authkey: authkey.clone(),
+                });
+                (name, authkey)
+            }
+        })
+    })
+}
+
 /// This process's daemon flag, as in [`ME`], read without its lock: every `start` asks, and a
 /// lock taken between two forks is a page written, hence copied (issue 19).
 static DAEMONIC: AtomicBool = AtomicBool::new(false);
@@ -153,7 +199,7 @@ impl CurrentProcess {
     /// their identity, as in Python).
     pub fn set_name(&self, name: impl Into<String>) {
         let name = name.into();
-        *lock(&me().name) = name;
+        me().set_name(name);
     }
 
     /// The OS process id.
@@ -180,7 +226,7 @@ impl CurrentProcess {
     /// Replaces this process's authentication key (children started afterwards inherit it).
     pub fn set_authkey(&self, key: impl Into<AuthKey>) {
         let key = key.into();
-        *lock(&me().authkey) = key;
+        me().set_authkey(key);
     }
 
     /// Always true: the calling process is running.

@@ -18,8 +18,8 @@ pub(crate) use child::on_parent_gone;
 pub use children::active_children;
 use children::{CHILDREN, forget_child, reap_finished};
 pub(crate) use children::{ChildrenGuard, forget_inherited_children};
+use current::COUNTER;
 pub use current::{AuthKey, CurrentProcess, ParentProcess, current_process, parent_process};
-use current::{COUNTER, me};
 pub(crate) use current::{Identity, become_child, cut_parent_channel};
 pub use finalize::Finalize;
 pub(crate) use record::Shared;
@@ -77,8 +77,10 @@ const CLOSED: &str = "process object is closed";
 impl Process {
     fn with_job(job: Job, result: ResultType, prefix: Option<&str>) -> Process {
         let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let me = me();
-        let mut ident = me.ident.clone();
+        // Read from this process's record without writing it (see `Shared::renamed`).
+        let (mut ident, daemon) =
+            current::with_me(|me| (me.ident.clone(), me.daemon.load(Ordering::Relaxed)));
+        let (parent_name, authkey) = current::name_and_authkey();
         ident.push(count);
         let mut name = String::with_capacity(32);
         name.push_str(prefix.unwrap_or("Process"));
@@ -88,15 +90,14 @@ impl Process {
             Identity {
                 name,
                 ident,
-                authkey: lock(&me.authkey).0.clone(),
-                daemon: me.daemon.load(Ordering::Relaxed),
+                authkey,
+                daemon,
                 parent_pid: sys::pid(),
-                parent_name: lock(&me.name).clone(),
+                parent_name,
             },
             result,
             Some(job),
         );
-        drop(me);
         Process {
             shared: Arc::new(shared),
             context: None,
@@ -156,7 +157,7 @@ impl Process {
             method.process_prefix(),
             ident_string(&self.shared.ident)
         );
-        *lock(&self.shared.name) = name;
+        self.shared.set_name(name);
         self.context = Some(ctx);
         self
     }
@@ -175,7 +176,7 @@ impl Process {
 
     /// Sets the authentication key the child will have (builder form).
     pub fn with_authkey(self, key: impl Into<AuthKey>) -> Process {
-        *lock(&self.shared.authkey) = key.into();
+        self.shared.set_authkey(key.into());
         self
     }
 
@@ -188,7 +189,7 @@ impl Process {
     /// Renames the process. Allowed at any time, as in Python; a started child keeps the name it
     /// was given.
     pub fn set_name(&self, name: impl Into<String>) {
-        *lock(&self.shared.name) = name.into();
+        self.shared.set_name(name.into());
     }
 
     /// The daemon flag (Python's `daemon` attribute).

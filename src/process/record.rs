@@ -3,7 +3,7 @@
 //! `_current_process` is the `Process` object too); the parent's view of a started child
 //! ([`Child`]), and how the parent looks at it, waits for it and signals it.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -18,9 +18,16 @@ use crate::wire::{self, FrameReader};
 
 /// The part of a process that `active_children()` and the exit policy share with its owner.
 pub(crate) struct Shared {
+    /// Changed only through [`Shared::set_name`] (which counts the change in `renamed`).
     pub(super) name: Mutex<String>,
     pub(super) daemon: AtomicBool,
+    /// Changed only through [`Shared::set_authkey`] (which counts the change in `renamed`).
     pub(super) authkey: Mutex<AuthKey>,
+    /// How many times `name` or `authkey` changed: a process that creates children copies its
+    /// own name and authkey into each, and keeps a copy it reuses while this stays the same
+    /// (see `current::name_and_authkey`), so that making a child writes nothing of its own
+    /// record (its locks' words: a page copied at each fork of a fan-out, issue 19).
+    pub(super) renamed: AtomicUsize,
     pub(super) ident: Vec<u64>,
     /// Who made it (the child's parent): pid and name, taken at construction, as Python's
     /// `_parent_pid` and `_parent_name`.
@@ -161,6 +168,18 @@ impl Child {
 pub(super) const NOT_STARTED: &str = "can only join a started process";
 
 impl Shared {
+    /// Renames the process this record describes.
+    pub(super) fn set_name(&self, name: String) {
+        *lock(&self.name) = name;
+        self.renamed.fetch_add(1, Ordering::Release);
+    }
+
+    /// Replaces the authkey of the process this record describes.
+    pub(super) fn set_authkey(&self, key: AuthKey) {
+        *lock(&self.authkey) = key;
+        self.renamed.fetch_add(1, Ordering::Release);
+    }
+
     /// The record of a process `id` describes (`id.parent_pid` made it), not started, that
     /// will run `job` (`None`: a record of the calling process itself).
     pub(super) fn new(id: Identity, result: ResultType, job: Option<Job>) -> Shared {
@@ -168,6 +187,7 @@ impl Shared {
             name: Mutex::new(id.name),
             daemon: AtomicBool::new(id.daemon),
             authkey: Mutex::new(AuthKey(id.authkey)),
+            renamed: AtomicUsize::new(0),
             ident: id.ident,
             creator: id.parent_pid,
             parent_name: id.parent_name,

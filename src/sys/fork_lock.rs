@@ -181,6 +181,20 @@ impl<T> StaticArc<T> {
         }
     }
 
+    /// Calls `f` with the current value (from `init` on first use), borrowed: no count is
+    /// taken, so nothing of the value is written.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        let mut p = self.current.load(Ordering::Acquire);
+        if p.is_null() {
+            drop(self.get());
+            p = self.current.load(Ordering::Acquire);
+        }
+        // SAFETY: non-null after `get`; every pointer stored in `current` came from
+        // `Arc::into_raw` and its count is never given back (a replaced value is left behind),
+        // so the value lives as long as the program.
+        f(unsafe { &*p })
+    }
+
     /// Replaces the value (the old one is left behind, see above).
     pub(crate) fn set(&self, value: Arc<T>) {
         self.current
