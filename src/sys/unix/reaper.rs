@@ -6,8 +6,9 @@
 //!
 //! The descriptor the server keeps for each child (where its exit status goes) is moved above
 //! every other descriptor of the server's ([`Reaper::keep_high`]), so that a new child closes
-//! its siblings' in one `close_range` instead of one `close` each (a fan-out of 256 made 32,640
-//! of them).
+//! its siblings' in one `close_range` instead of one `close` each (a fan-out of 256 made up to
+//! 256 × 255 / 2 of them; strace of one counted 26,935 `close` calls in all, 4,404 and 258
+//! `close_range` after).
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
