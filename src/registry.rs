@@ -262,6 +262,15 @@ trait Pending: Send {
     fn discard(&mut self);
 }
 
+/// Drops what `slot` holds, for [`Pending::discard`]. A value that owns nothing stays where it
+/// is: writing `None` frees nothing, and a forked child alive shares the page (a copy, issue
+/// 19).
+fn drop_value<T>(slot: &mut Option<T>) {
+    if std::mem::needs_drop::<T>() {
+        *slot = None;
+    }
+}
+
 /// [`Pending`] for `target(args...)`.
 struct TargetCall<F, A, R> {
     args: Option<A>,
@@ -285,7 +294,7 @@ where
     }
 
     fn discard(&mut self) {
-        self.args = None;
+        drop_value(&mut self.args);
     }
 }
 
@@ -305,7 +314,7 @@ impl<T: Run> Pending for RunCall<T> {
     }
 
     fn discard(&mut self) {
-        self.obj = None;
+        drop_value(&mut self.obj);
     }
 }
 
@@ -329,7 +338,7 @@ where
     }
 
     fn discard(&mut self) {
-        self.f = None;
+        drop_value(&mut self.f);
     }
 }
 

@@ -93,17 +93,42 @@ pub(super) fn with_me<R>(f: impl FnOnce(&Shared) -> R) -> R {
 }
 
 /// A thread's copy of this process's name and authkey (see [`name_and_authkey`]): from which
-/// record, at which count of its changes.
+/// record, at which count of its changes. Kept inline in a `Cell`, so that reading it writes
+/// nothing (a `RefCell`'s borrow is a write of the thread's page: in a fan-out, one copy per
+/// fork, issue 19); a name or key longer than its room is read from the record each time.
+#[derive(Clone, Copy)]
 struct Seen {
     record: usize,
     renamed: usize,
-    name: String,
-    authkey: Vec<u8>,
+    name: Inline,
+    authkey: Inline,
+}
+
+/// Up to 64 bytes, inline.
+#[derive(Clone, Copy)]
+struct Inline {
+    len: u8,
+    bytes: [u8; 64],
+}
+
+impl Inline {
+    fn new(from: &[u8]) -> Option<Inline> {
+        let mut bytes = [0; 64];
+        bytes.get_mut(..from.len())?.copy_from_slice(from);
+        Some(Inline {
+            len: from.len() as u8,
+            bytes,
+        })
+    }
+
+    fn get(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
 }
 
 thread_local! {
     /// This thread's [`Seen`].
-    static SEEN: std::cell::RefCell<Option<Seen>> = const { std::cell::RefCell::new(None) };
+    static SEEN: std::cell::Cell<Option<Seen>> = const { std::cell::Cell::new(None) };
 }
 
 /// This process's name and authkey, as a new child copies them: from a copy this thread made
@@ -113,22 +138,25 @@ pub(super) fn name_and_authkey() -> (String, Vec<u8>) {
     ME.with(|me| {
         let record = std::ptr::from_ref(me) as usize;
         let renamed = me.renamed.load(Ordering::Acquire);
-        SEEN.with_borrow_mut(|seen| match seen {
-            Some(s) if s.record == record && s.renamed == renamed => {
-                (s.name.clone(), s.authkey.clone())
+        if let Some(seen) = SEEN
+            .get()
+            .filter(|s| s.record == record && s.renamed == renamed)
+        {
+            if let Ok(name) = std::str::from_utf8(seen.name.get()) {
+                return (name.to_owned(), seen.authkey.get().to_vec());
             }
-            _ => {
-                let name = lock(&me.name).clone();
-                let authkey = lock(&me.authkey).0.clone();
-                *seen = Some(Seen {
-                    record,
-                    renamed,
-                    name: name.clone(),
-                    authkey: authkey.clone(),
-                });
-                (name, authkey)
-            }
-        })
+        }
+        let name = lock(&me.name).clone();
+        let authkey = lock(&me.authkey).0.clone();
+        if let (Some(n), Some(a)) = (Inline::new(name.as_bytes()), Inline::new(&authkey)) {
+            SEEN.set(Some(Seen {
+                record,
+                renamed,
+                name: n,
+                authkey: a,
+            }));
+        }
+        (name, authkey)
     })
 }
 

@@ -582,13 +582,14 @@ impl Context {
         R: Serialize + DeserializeOwned + 'static,
     {
         crate::registry::no_capture!(F);
-        Process::new(target, args).with_context(*self)
+        let _ = target;
+        self.bind(Job::target::<F, A, R>(args), ResultType::of::<R>())
     }
 
     /// A process that runs [`Run::run`] of `obj` (Python's subclass overriding `run`), started
     /// with this context's method.
     pub fn process_run<T: Run>(&self, obj: T) -> Process {
-        Process::from_run(obj).with_context(*self)
+        self.bind(Job::run(obj), ResultType::of::<T::Output>())
     }
 
     /// A process that runs a closure; needs the fork method (see [`Process::from_closure`]).
@@ -597,6 +598,16 @@ impl Context {
         F: FnOnce() -> R + Send + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        Process::from_closure(f).with_context(*self)
+        self.bind(Job::closure(f), ResultType::of::<R>())
+    }
+
+    /// A process of this context for `job`, named as its processes are (`ForkProcess-N`...)
+    /// from the start: a name made and replaced is an allocation and a free between two
+    /// forks, each a page the children alive share (issue 19).
+    fn bind(&self, job: Job, result: ResultType) -> Process {
+        let mut process =
+            Process::with_job(job, result, Some(self.start_method().process_prefix()));
+        process.context = Some(*self);
+        process
     }
 }

@@ -92,13 +92,13 @@ pub(super) struct Child {
 impl Child {
     pub(super) fn new(
         handle: sys::ProcHandle,
-        channel: sys::Channel,
+        channel: Arc<sys::Channel>,
         method: StartMethod,
         spent: Option<Job>,
     ) -> Child {
         Child {
             handle,
-            channel: Some(Arc::new(channel)),
+            channel: Some(channel),
             inbox: FrameReader::new(wire::DEFAULT_LIMIT),
             // A forked child runs its target without a handshake.
             started: method.copies_memory(),

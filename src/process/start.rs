@@ -94,9 +94,11 @@ pub(crate) fn start(
     job: &mut Option<Job>,
     image: Option<Image>,
     children: &mut Option<ChildrenGuard>,
-) -> Result<(sys::ProcHandle, sys::Channel)> {
+) -> Result<(sys::ProcHandle, Arc<sys::Channel>)> {
     match method {
-        StartMethod::Spawn | StartMethod::Forkserver => spawn(record.identity(), image, method),
+        StartMethod::Spawn | StartMethod::Forkserver => {
+            spawn(record.identity(), image, method).map(|(h, c)| (h, Arc::new(c)))
+        }
         StartMethod::Fork => fork(record, job, children),
     }
 }
@@ -217,9 +219,11 @@ fn fork(
     record: &mut Arc<Shared>,
     job: &mut Option<Job>,
     children: &mut Option<ChildrenGuard>,
-) -> Result<(sys::ProcHandle, sys::Channel)> {
+) -> Result<(sys::ProcHandle, Arc<sys::Channel>)> {
     let (ours, theirs) = sys::channel_pair().map_err(|e| Error::io("creating a channel", e))?;
-    let mut ours = Some(ours);
+    // Shared before the fork: an allocation after it writes malloc's pages, which the child
+    // shares (a copy each, issue 19).
+    let ours = Arc::new(ours);
     // The child's end goes into the record before the fork, so that the child finds it there
     // without writing it (a page copied, and std's `Once` code, two windows of code faulted
     // in: issue 19); the parent takes it out after. Nothing else holds the record before its
@@ -254,7 +258,9 @@ fn fork(
                 in_child();
             }
         }
-        drop(ours.take());
+        // Our end, closed without dropping the `Arc` (its count and malloc's pages stay
+        // unwritten): this frame never returns in the child.
+        sys::close_abandoned(sys::channel_handle(&ours));
         // An empty list (a start's usual case) needs no call: each window of code a forked
         // child runs is a fault (issue 19).
         match children.take() {
@@ -284,7 +290,7 @@ fn fork(
         drop(mine.to_parent.take());
     }
     let handle = forked.map_err(|e| Error::io("forking a child process", e))?;
-    Ok((handle, ours.take().expect("kept by the parent")))
+    Ok((handle, ours))
 }
 
 /// The error for a child (`who`) that ended with `code` before it took its bootstrap: in a

@@ -194,7 +194,7 @@ pub(crate) struct ProcHandle {
 }
 
 impl ProcHandle {
-    fn new(pid: u32) -> io::Result<Self> {
+    fn new(pid: u32, mut slot: Arc<std::mem::MaybeUninit<OwnedFd>>) -> io::Result<Self> {
         let sentinel = match os::open_sentinel(pid) {
             Ok(fd) => fd,
             Err(e) => {
@@ -207,9 +207,18 @@ impl ProcHandle {
                 return Err(e);
             }
         };
+        let sentinel = match Arc::get_mut(&mut slot) {
+            Some(place) => {
+                place.write(sentinel);
+                // SAFETY: written just above.
+                unsafe { slot.assume_init() }
+            }
+            // Never: the slot was made for this handle alone.
+            None => Arc::new(sentinel),
+        };
         Ok(ProcHandle {
             pid,
-            sentinel: Arc::new(sentinel),
+            sentinel,
             exitcode: None,
             served: false,
         })
@@ -371,7 +380,7 @@ pub(crate) fn spawn(args: &[OsString], channel: Channel, quiet: bool) -> io::Res
             .spawn()
     })?;
     // `std::process::Child` neither waits nor kills on drop; from here `ProcHandle` owns it.
-    ProcHandle::new(child.id())
+    ProcHandle::new(child.id(), Arc::new_uninit())
 }
 
 /// Forks; the child runs `child` (which should end the process; if it returns, the child exits
@@ -382,7 +391,10 @@ pub(crate) fn spawn(args: &[OsString], channel: Channel, quiet: bool) -> io::Res
 pub(crate) fn fork(child: impl FnOnce()) -> io::Result<ProcHandle> {
     // What std's stdout holds would be written twice (std's stderr holds nothing).
     let _ = io::stdout().flush();
-    ProcHandle::new(fork_unwatched(child)?)
+    // The sentinel's place is made before the fork: an allocation after it writes malloc's
+    // pages, which the child shares (each a copy: issue 19).
+    let slot = Arc::<OwnedFd>::new_uninit();
+    ProcHandle::new(fork_unwatched(child)?, slot)
 }
 
 /// Forks as [`fork`] does, without flushing std's stdout first and without a sentinel: the
