@@ -10,12 +10,16 @@
 //!
 //! The server is the children's parent, so it reaps them, and tells each child's exit status
 //! through a socket of the child's own, which its [`Process`](crate::Process) in the starting
-//! process holds as its sentinel. The server stops when the process that started it ends (its
+//! process holds as its sentinel (the starting process makes the pair and sends the server its
+//! end with the request). A start does not wait for the server's fork: the server answers
+//! each request with the child's pid, read when someone asks for it (`Process::pid`), so that
+//! a fan-out's starts follow each other while the server forks. The server stops when the process that started it ends (its
 //! request channel closes). It is started with the environment, working directory and
 //! executable of its first use, and its children inherit those, not later changes (as in
 //! Python).
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -37,6 +41,83 @@ struct Server {
     /// Our end of its bootstrap channel, kept open: closing it would tell the server (a child
     /// of ours) that we are gone.
     _channel: sys::Channel,
+    /// Where the pids of the children asked for and not yet answered go, in the order asked
+    /// (the server answers in that order). A start does not wait for its answer: whoever
+    /// needs a pid reads the answers up to it ([`wait_for_pid`]), and each start first takes
+    /// those that have come.
+    unanswered: std::collections::VecDeque<Arc<AtomicU32>>,
+    /// Whether the server has answered a request yet: until it has, a start waits for its
+    /// answer (a server that cannot run, its program lacking `init()`, is found at that
+    /// start, as before the answers were left for later).
+    proven: bool,
+}
+
+impl Server {
+    /// Takes the server's answers: those that have come (`wait` false), or up to the one that
+    /// fills `until`. A server that is gone (or talks nonsense) will answer none of the rest.
+    fn take_answers(&mut self, until: Option<&AtomicU32>, wait: bool) -> Result<()> {
+        while let Some(next) = self.unanswered.front() {
+            if until.is_some_and(|cell| cell.load(Ordering::Acquire) != 0) {
+                return Ok(());
+            }
+            let ready = if wait {
+                // Each answer follows its request's fork within microseconds: look before
+                // sleeping. No deadline: the server answers each request right after its
+                // fork, or it has ended and the channel says so.
+                self.requests.poll_soon(None)
+            } else {
+                self.requests.poll(Some(Duration::ZERO))
+            };
+            match ready {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(e) => {
+                    self.gone();
+                    return Err(e);
+                }
+            }
+            let pid = match self.requests.recv::<Reply>() {
+                Ok(Reply::Started { pid }) => pid,
+                Ok(Reply::Failed(why)) => {
+                    crate::panics::report_error!(
+                        "multiprocess: the fork server could not start a process: {why}"
+                    );
+                    sys::ServedPid::NEVER
+                }
+                Err(e) => {
+                    self.gone();
+                    return Err(e);
+                }
+            };
+            next.store(pid, Ordering::Release);
+            self.unanswered.pop_front();
+            self.proven = true;
+        }
+        Ok(())
+    }
+
+    /// The server will answer nothing more: every pid still awaited never comes.
+    fn gone(&mut self) {
+        for cell in self.unanswered.drain(..) {
+            cell.store(sys::ServedPid::NEVER, Ordering::Release);
+        }
+    }
+}
+
+/// [`sys::ServedPid::wait`]: reads the server's answers until `cell` holds the pid (or the
+/// server is gone).
+fn wait_for_pid(cell: &AtomicU32) {
+    let mut slot = lock(SERVER.get());
+    match slot.as_mut() {
+        Some(server) if server.unanswered.iter().any(|c| std::ptr::eq(&**c, cell)) => {
+            let _ = server.take_answers(Some(cell), true);
+        }
+        // Not this server's (it was replaced): its answer will never come.
+        _ => {}
+    }
+    if cell.load(Ordering::Acquire) == 0 {
+        cell.store(sys::ServedPid::NEVER, Ordering::Release);
+    }
 }
 
 /// This process's server. Per process: a forked child's first use finds its own slot, empty
@@ -103,18 +184,21 @@ impl<'de> Deserialize<'de> for Handle {
     }
 }
 
-/// Asks the server for a child that will bootstrap on `channel`.
+/// Asks the server for a child that will bootstrap on `channel`, and whose exit status the
+/// server writes on `status` (the other end is the starting process's sentinel).
 #[derive(Serialize, Deserialize)]
 struct Request {
     channel: Handle,
+    status: Handle,
 }
 
 /// The server's answer.
 #[derive(Serialize, Deserialize)]
 enum Reply {
-    /// The child's pid, and the socket on which its exit status will come.
-    Started { pid: u32, status: Handle },
-    /// The server could not fork.
+    /// The child's pid.
+    Started { pid: u32 },
+    /// The server could not fork (it closes the status socket: the starting process reads
+    /// Python's 255 there).
     Failed(String),
 }
 
@@ -158,12 +242,14 @@ fn stop() {
 
 /// Ends a server and reaps it: closes its request channel (it stops when it sees that), and
 /// kills it if it is still there after `grace`.
-fn retire(server: Server, grace: Duration) {
+fn retire(mut server: Server, grace: Duration) {
     publish(None);
+    server.gone();
     let Server {
         requests,
         mut handle,
         _channel,
+        ..
     } = server;
     drop((requests, _channel));
     let deadline = Instant::now() + grace;
@@ -180,10 +266,11 @@ fn retire(server: Server, grace: Duration) {
     }
 }
 
-fn running(slot: &mut Option<Server>) -> Result<&Server> {
+fn running(slot: &mut Option<Server>) -> Result<&mut Server> {
     if let Some(server) = slot {
         if matches!(server.handle.try_wait(), Ok(Some(_)) | Err(_)) {
             publish(None);
+            server.gone();
             *slot = None;
         }
     }
@@ -224,6 +311,8 @@ fn start_server() -> Result<Server> {
         requests,
         handle,
         _channel: channel,
+        unanswered: std::collections::VecDeque::new(),
+        proven: false,
     })
 }
 
@@ -237,26 +326,54 @@ where
 }
 
 /// Starts a child of the server that will take its bootstrap from `channel` (the other end is
-/// the caller's). A server that died is restarted once.
+/// the caller's), without waiting for the server's fork: its pid comes later (see
+/// [`Server::unanswered`]). A server found dead is restarted once.
 pub(crate) fn start_child(channel: sys::Channel) -> Result<sys::ProcHandle> {
     let mut slot = lock(SERVER.get());
     running(&mut slot)?;
-    let channel =
-        sys::channel_into_handle(channel).map_err(|e| Error::io("passing a channel", e))?;
+    let (status, theirs) =
+        sys::channel_pair().map_err(|e| Error::io("creating a status channel", e))?;
+    let request = Request {
+        channel: Handle(
+            sys::channel_into_handle(channel).map_err(|e| Error::io("passing a channel", e))?,
+        ),
+        status: Handle(
+            sys::channel_into_handle(theirs)
+                .map_err(|e| Error::io("creating a status channel", e))?,
+        ),
+    };
     let mut last = None;
     for _ in 0..2 {
         let server = running(&mut slot)?;
-        let asked = channel
-            .try_clone()
-            .map_err(|e| Error::io("duplicating a channel", e))
-            .and_then(|copy| ask(server, copy));
+        // The answers that have come: the list stays as short as the server is behind.
+        let asked = server
+            .take_answers(None, false)
+            .and_then(|()| server.requests.send(&request));
+        let asked = asked.and_then(|()| {
+            let cell = Arc::new(AtomicU32::new(0));
+            server.unanswered.push_back(Arc::clone(&cell));
+            if !server.proven {
+                // A new server's first answer is awaited: one that cannot run says so here.
+                server.take_answers(Some(&cell), true)?;
+            }
+            Ok(cell)
+        });
         match asked {
-            Ok(handle) => return Ok(handle),
+            Ok(cell) => {
+                let pid = sys::ServedPid {
+                    cell,
+                    wait: wait_for_pid,
+                };
+                return sys::channel_into_handle(status)
+                    .and_then(|status| sys::ProcHandle::served(pid, status))
+                    .map_err(|e| Error::io("starting a process through the fork server", e));
+            }
             // A server that is gone (or talks nonsense) is reaped and replaced; any other
             // failure is the answer.
             Err(e @ (Error::Io { .. } | Error::Eof | Error::Codec(_))) => {
                 last = Some(e);
                 if let Some(mut old) = slot.take() {
+                    old.gone();
                     // A server that never took its bootstrap (its program lacks `init()`)
                     // would not take it again: say why instead.
                     let why = crate::process::start::start_failure(
@@ -275,22 +392,6 @@ pub(crate) fn start_child(channel: sys::Channel) -> Result<sys::ProcHandle> {
         }
     }
     Err(last.unwrap_or(Error::Eof))
-}
-
-fn ask(server: &Server, channel: sys::OwnedHandle) -> Result<sys::ProcHandle> {
-    server.requests.send(&Request {
-        channel: Handle(channel),
-    })?;
-    // The reply comes as soon as the server has forked: look for it before sleeping.
-    server.requests.poll_soon(None)?;
-    match server.requests.recv::<Reply>()? {
-        Reply::Started { pid, status } => sys::ProcHandle::served(pid, status.0)
-            .map_err(|e| Error::io("starting a process through the fork server", e)),
-        Reply::Failed(why) => Err(Error::io(
-            "starting a process through the fork server",
-            std::io::Error::other(why),
-        )),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -344,9 +445,10 @@ fn serve(requests: Connection) {
             Err(_) => break,
         };
         let reply = match fork_child(request, &mut requests, &children, &reaper) {
-            Ok((pid, served, status)) => {
+            Ok(served) => {
+                let pid = served.pid;
                 children.push(served);
-                Reply::Started { pid, status }
+                Reply::Started { pid }
             }
             Err(e) => Reply::Failed(e.to_string()),
         };
@@ -358,31 +460,29 @@ fn serve(requests: Connection) {
     }
 }
 
-/// Forks a child that bootstraps on the request's channel, as a spawned child would: its pid,
-/// its record, and the status socket end for the starting process.
+/// Forks a child that bootstraps on the request's channel, as a spawned child would: its pid
+/// and the socket its exit status goes to.
 fn fork_child(
     request: Request,
     requests: &mut Option<Connection>,
     children: &[Served],
     reaper: &sys::Reaper,
-) -> Result<(u32, Served, Handle)> {
-    let (status_ours, status_theirs) =
-        sys::channel_pair().map_err(|e| Error::io("creating a status channel", e))?;
+) -> Result<Served> {
+    let status_ours = sys::channel_from_handle(request.status.0)
+        .map_err(|e| Error::io("taking a status channel", e))?;
     // Kept while the child runs: with its siblings', above the server's other descriptors,
     // so that each new child closes them all at once.
     let status_ours = reaper.keep_high(status_ours);
-    let status_theirs = sys::channel_into_handle(status_theirs)
-        .map_err(|e| Error::io("creating a status channel", e))?;
-    let mut carried = Some((request.channel.0, status_ours, status_theirs));
+    let mut carried = Some((request.channel.0, status_ours));
     let pid = sys::fork_unwatched(|| {
         // The new child keeps nothing of the server's but the channel it was given: the
         // server's connection, its wake-up pipe and its other children's status sockets are
         // closed and the objects forgotten (dropping them would free the server's memory:
         // pages written, each a copy, issue 19).
-        let Some((channel, ours, theirs)) = carried.take() else {
+        let Some((channel, ours)) = carried.take() else {
             sys::exit_now(1)
         };
-        drop((ours, theirs));
+        drop(ours);
         let swept = reaper.release_in_child(sys::borrow_handle(&channel));
         if let Some(conn) = requests.take() {
             conn.abandon();
@@ -400,13 +500,12 @@ fn fork_child(
         }
     })
     .map_err(|e| Error::io("forking", e))?;
-    let Some((channel, status_ours, status_theirs)) = carried.take() else {
+    let Some((channel, status_ours)) = carried.take() else {
         return Err(Error::state("the fork server lost a request"));
     };
     drop(channel);
-    let served = Served {
+    Ok(Served {
         pid,
         status: status_ours,
-    };
-    Ok((pid, served, Handle(status_theirs)))
+    })
 }

@@ -160,6 +160,36 @@ fn served_children_from_many_threads() {
     });
 }
 
+fn own_pid() -> u32 {
+    std::process::id()
+}
+
+/// The server's answers (each child's pid) are read when a pid is asked for, in any order,
+/// from any thread: each process gets its own child's.
+#[test]
+fn pids_asked_for_in_any_order_are_each_their_own() {
+    multiprocess::init_test();
+    let _g = start();
+    let mut ps: Vec<_> = (0..12)
+        .map(|_| {
+            let mut p = ctx().process(own_pid, ());
+            p.start().unwrap();
+            p
+        })
+        .collect();
+    // The last first: the answers before it are read on the way and kept for the others.
+    let mut pids: Vec<_> = ps.iter().rev().map(|p| p.pid().unwrap()).collect();
+    pids.reverse();
+    std::thread::scope(|s| {
+        for (p, pid) in ps.iter_mut().zip(&pids) {
+            s.spawn(move || assert_eq!(p.result::<u32>().unwrap(), *pid));
+        }
+    });
+    pids.sort_unstable();
+    pids.dedup();
+    assert_eq!(pids.len(), 12);
+}
+
 fn sum_and_echo(bytes: Vec<u8>, conn: Connection) -> u64 {
     conn.send_bytes(&bytes[..8]).unwrap();
     bytes.iter().map(|&b| u64::from(b)).sum()
@@ -254,6 +284,8 @@ fn scenario_server_killed() {
     // 255), while the child itself goes on.
     let mut running = ctx().process(sleeper, (1_000u64,));
     running.start().unwrap();
+    // The start does not wait for the server's fork; the pid does.
+    let running_pid = running.pid().unwrap();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(first as i32, libc::SIGKILL) };
     running.join_timeout(Duration::from_secs(10)).unwrap();
@@ -265,13 +297,31 @@ fn scenario_server_killed() {
     assert_ne!(first, second);
     // The dead server was reaped, not left a zombie.
     assert!(common::stat(first).is_none_or(|(_, state)| state != 'Z'));
+    // Starts the server has not answered yet when it dies (a start does not wait for the
+    // server's fork): each ends, none hangs, a pid only for those it forked.
+    let mut unanswered: Vec<_> = (0..8u64)
+        .map(|x| {
+            let mut p = ctx().process(square, (x,));
+            p.start().unwrap();
+            p
+        })
+        .collect();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(second as i32, libc::SIGKILL) };
+    let mut forked = String::new();
+    for p in &mut unanswered {
+        p.join_timeout(Duration::from_secs(10)).unwrap();
+        let code = p.exitcode().unwrap();
+        assert!(matches!(code, Some(0 | 255)), "{code:?}");
+        match p.pid() {
+            Some(pid) => forked += &format!(" {pid}"),
+            None => assert_eq!(code, Some(255)),
+        }
+    }
     // The tracker this scenario started, if the test binary had none to hand down: it ends
     // after the scenario, an orphan too.
     let tracker = common::own_tracker().map_or(String::new(), |t| format!(" {t}"));
-    println!(
-        "replaced {first} {second} {}{tracker}",
-        running.pid().unwrap()
-    );
+    println!("replaced {first} {second} {running_pid}{forked}{tracker}");
 }
 
 /// A server that dies is replaced by the next start.

@@ -189,10 +189,13 @@ impl Shared {
     /// takes the worker in its next round: the worker's first reply rings).
     fn start_worker(self: &Arc<Self>, n: u64) -> Result<()> {
         let worker = Arc::new(self.backend.start(n, &self.setup)?);
-        let pid = worker
-            .pid()
-            .map_or_else(|| "-".to_owned(), |p| p.to_string());
-        log::event!(Level::Debug, { worker = n, pid = pid }, "added pool worker {n} (pid {pid})");
+        if log::enabled(Level::Debug) {
+            // (A fork-server worker's pid is waited for: only when it is logged.)
+            let pid = worker
+                .pid()
+                .map_or_else(|| "-".to_owned(), |p| p.to_string());
+            log::event!(Level::Debug, { worker = n, pid = pid }, "added pool worker {n} (pid {pid})");
+        }
         let mut core = lock(&self.core);
         core.workers.insert(n, worker.clone());
         let fx = core.sup.started(n, Instant::now());

@@ -291,11 +291,13 @@ impl Process {
         if let Some(job) = spent.as_mut() {
             job.discard();
         }
-        let pid = child.0.pid();
-        self.shared.pid.store(pid, Ordering::Relaxed);
-        self.shared
-            .served
-            .store(child.0.is_served(), Ordering::Relaxed);
+        // A served child's pid comes from the fork server later (the start does not wait for
+        // it); only our own children's pids are looked up here (`reap_finished`).
+        let served = child.0.is_served();
+        if !served {
+            self.shared.pid.store(child.0.pid(), Ordering::Relaxed);
+        }
+        self.shared.served.store(served, Ordering::Relaxed);
         let channel = sys::channel_number(&child.1);
         *lock(&self.shared.state) = State::Started(Child::new(child.0, child.1, method, spent));
         self.shared.channel.store(channel, Ordering::Relaxed);
@@ -304,6 +306,7 @@ impl Process {
         }
         if log::enabled(Level::Debug) {
             let name = lock(&self.shared.name).clone();
+            let pid = self.pid().unwrap_or(0);
             log::event!(Level::Debug, { name = name, pid = pid }, "started {name} (pid {pid}) by {}", method.name());
         }
         Ok(())
@@ -397,10 +400,12 @@ impl Process {
         }
     }
 
-    /// The child's pid: `None` before start and after close.
+    /// The child's pid: `None` before start and after close. A child of the fork server
+    /// (`forkserver` method) has it once the server has forked it, which this waits for (the
+    /// start does not); `None` if the server could not fork it.
     pub fn pid(&self) -> Option<u32> {
         match &*lock(&self.shared.state) {
-            State::Started(c) => Some(c.handle.pid()),
+            State::Started(c) => Some(c.handle.pid()).filter(|&pid| pid != 0),
             _ => None,
         }
     }

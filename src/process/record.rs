@@ -324,11 +324,9 @@ impl Shared {
             State::Started(c) => c,
         };
         let ended = child.absorb(false);
-        let pid = child.handle.pid();
-        let exited = child
-            .handle
-            .try_wait()
-            .map_err(|e| Error::io(format!("waiting for pid {pid}"), e));
+        let exited = child.handle.try_wait();
+        let exited =
+            exited.map_err(|e| Error::io(format!("waiting for pid {}", child.handle.pid()), e));
         let ended = ended.or_else(|| match exited {
             Ok(Some(_)) => child.absorb(true),
             _ => None,

@@ -14,8 +14,12 @@ impl fmt::Debug for Process {
             State::Initial { .. } => ("initial", None, None),
             State::Closed => ("closed", None, None),
             State::Started(c) => match c.handle.exitcode() {
-                None => ("started", Some(c.handle.pid()), None),
-                Some(code) => ("stopped", Some(c.handle.pid()), Some(code)),
+                None => ("started", Some(c.handle.pid()).filter(|&p| p != 0), None),
+                Some(code) => (
+                    "stopped",
+                    Some(c.handle.pid()).filter(|&p| p != 0),
+                    Some(code),
+                ),
             },
         };
         write!(f, "<Process name={:?}", self.name())?;

@@ -139,6 +139,50 @@ use stub as os;
 ))]
 pub(crate) use stub::*;
 
+/// The pid of a fork server's child, which the server sends once it has forked: a start does
+/// not wait for it (a fan-out's starts follow each other instead of each waiting for the
+/// server's fork, issue 19). `cell` holds 0 until it comes and [`ServedPid::NEVER`] if it
+/// never will; `wait` returns once it holds either (the fork server reads its replies, in the
+/// order of the requests: it answers each right after its fork, or has ended).
+#[derive(Debug)]
+// (Read by the Unix `ProcHandle` only: elsewhere there is no fork server.)
+#[cfg_attr(
+    not(all(
+        any(target_os = "linux", target_os = "macos"),
+        not(multiprocess_stub_platform)
+    )),
+    allow(dead_code)
+)]
+pub(crate) struct ServedPid {
+    pub(crate) cell: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    pub(crate) wait: fn(&std::sync::atomic::AtomicU32),
+}
+
+impl ServedPid {
+    /// What `cell` holds when the server will never send the pid (it ended, or could not fork).
+    pub(crate) const NEVER: u32 = u32::MAX;
+
+    /// The pid, once the server has sent it (waiting for it if need be); `None` if it never
+    /// will.
+    #[cfg_attr(
+        not(all(
+            any(target_os = "linux", target_os = "macos"),
+            not(multiprocess_stub_platform)
+        )),
+        allow(dead_code)
+    )]
+    pub(crate) fn get(&self) -> Option<u32> {
+        use std::sync::atomic::Ordering;
+        if self.cell.load(Ordering::Acquire) == 0 {
+            (self.wait)(&self.cell);
+        }
+        match self.cell.load(Ordering::Acquire) {
+            0 | Self::NEVER => None,
+            pid => Some(pid),
+        }
+    }
+}
+
 /// How long a waiter that expects its peer within microseconds (a child's report or exit, the
 /// fork server's reply or next request) keeps looking, yielding the CPU between looks, before
 /// it sleeps until woken. Sleeping and being woken costs more than that in a VM (a halted

@@ -114,7 +114,7 @@ pub(crate) struct ProcHandle(Never);
 
 impl ProcHandle {
     /// A child of the fork server: unsupported.
-    pub(crate) fn served(_pid: u32, status: OwnedHandle) -> io::Result<Self> {
+    pub(crate) fn served(_pid: super::ServedPid, status: OwnedHandle) -> io::Result<Self> {
         match status.0 {}
     }
 

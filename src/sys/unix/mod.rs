@@ -187,10 +187,12 @@ pub(crate) fn current_pid() -> u32 {
 /// and us reading the status, its pid could in principle be reused.
 #[derive(Debug)]
 pub(crate) struct ProcHandle {
+    /// The pid (0 for a served child: see `served`).
     pid: u32,
     sentinel: Arc<OwnedFd>,
     exitcode: Option<i32>,
-    served: bool,
+    /// A child of our fork server: its pid, which the server sends after the fork.
+    served: Option<super::ServedPid>,
 }
 
 impl ProcHandle {
@@ -220,17 +222,18 @@ impl ProcHandle {
             pid,
             sentinel,
             exitcode: None,
-            served: false,
+            served: None,
         })
     }
 
-    /// A child of our fork server, whose exit status will come on `status`.
-    pub(crate) fn served(pid: u32, status: OwnedFd) -> io::Result<Self> {
+    /// A child of our fork server, whose pid comes as `pid` says and whose exit status will
+    /// come on `status`.
+    pub(crate) fn served(pid: super::ServedPid, status: OwnedFd) -> io::Result<Self> {
         Ok(ProcHandle {
-            pid,
+            pid: 0,
             sentinel: Arc::new(status),
             exitcode: None,
-            served: true,
+            served: Some(pid),
         })
     }
 
@@ -264,14 +267,18 @@ impl ProcHandle {
         }
     }
 
-    /// The child's pid.
+    /// The child's pid; for a served child, once the server has sent it (0 if it never will:
+    /// the server ended or could not fork).
     pub(crate) fn pid(&self) -> u32 {
-        self.pid
+        match &self.served {
+            Some(served) => served.get().unwrap_or(0),
+            None => self.pid,
+        }
     }
 
     /// A child of our fork server (not ours to wait for: [`ended_child`] says nothing of it).
     pub(crate) fn is_served(&self) -> bool {
-        self.served
+        self.served.is_some()
     }
 
     /// The exitcode, once reaped.
@@ -290,7 +297,7 @@ impl ProcHandle {
         if let Some(code) = self.exitcode {
             return Ok(Some(code));
         }
-        if self.served {
+        if self.served.is_some() {
             self.exitcode = self.served_status()?;
             return Ok(self.exitcode);
         }
@@ -317,14 +324,19 @@ impl ProcHandle {
 
     /// Sends `signal` unless the child has been reaped already.
     pub(crate) fn signal(&mut self, signal: i32) -> io::Result<()> {
-        if self.served {
+        if self.served.is_some() {
             self.try_wait()?;
         }
         if self.exitcode.is_some() {
             return Ok(());
         }
+        let pid = self.pid();
+        if pid == 0 {
+            // A served child that was never forked: nothing to signal.
+            return Ok(());
+        }
         // SAFETY: the pid is our unreaped child (see the type's docs).
-        if unsafe { libc::kill(self.pid as libc::pid_t, signal) } < 0 {
+        if unsafe { libc::kill(pid as libc::pid_t, signal) } < 0 {
             let e = io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::ESRCH) {
                 return Err(e);

@@ -167,7 +167,7 @@ pub(crate) struct ProcHandle {
 
 impl ProcHandle {
     /// A child of a fork server: there is none on Windows.
-    pub(crate) fn served(_pid: u32, _status: OwnedHandle) -> io::Result<Self> {
+    pub(crate) fn served(_pid: super::ServedPid, _status: OwnedHandle) -> io::Result<Self> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "the forkserver start method does not exist on Windows; use spawn",
