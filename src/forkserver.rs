@@ -104,6 +104,9 @@ impl Server {
     }
 }
 
+/// How many requests may wait for the server's answer (see [`Server::unanswered`]).
+const UNANSWERED: usize = 64;
+
 /// [`sys::ServedPid::wait`]: reads the server's answers until `cell` holds the pid (or the
 /// server is gone).
 fn wait_for_pid(cell: &AtomicU32) {
@@ -345,10 +348,16 @@ pub(crate) fn start_child(channel: sys::Channel) -> Result<sys::ProcHandle> {
     let mut last = None;
     for _ in 0..2 {
         let server = running(&mut slot)?;
-        // The answers that have come: the list stays as short as the server is behind.
-        let asked = server
-            .take_answers(None, false)
-            .and_then(|()| server.requests.send(&request));
+        // The answers that have come: the list stays as short as the server is behind, and no
+        // longer than `UNANSWERED` (each request carries two descriptors, and the OS bounds
+        // how many a process may have in flight).
+        let asked = server.take_answers(None, false).and_then(|()| {
+            if server.unanswered.len() >= UNANSWERED {
+                let oldest = server.unanswered.front().map(Arc::clone);
+                server.take_answers(oldest.as_deref(), true)?;
+            }
+            server.requests.send(&request)
+        });
         let asked = asked.and_then(|()| {
             let cell = Arc::new(AtomicU32::new(0));
             server.unanswered.push_back(Arc::clone(&cell));
