@@ -2,21 +2,25 @@
 //! (`_cleanup`, `active_children`).
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
 use super::{Process, Shared, lock};
 use crate::sys;
+use crate::sys::fork_lock::ForkLock;
 
-/// Started children not yet reaped (Python's `_children`).
-pub(super) static CHILDREN: Mutex<Vec<Arc<Shared>>> = Mutex::new(Vec::new());
+/// Started children not yet reaped (Python's `_children`). Per process: a forked child starts
+/// with an empty list of its own on first use, and writes nothing of its parent's (see
+/// [`forget_inherited_children`]).
+pub(super) static CHILDREN: ForkLock<Vec<Arc<Shared>>> =
+    ForkLock::per_process(Vec::new, |_| Vec::new());
 
 /// The locked list of children.
 pub(crate) type ChildrenGuard = MutexGuard<'static, Vec<Arc<Shared>>>;
 
 /// Drops `shared` from the children list.
 pub(super) fn forget_child(shared: &Arc<Shared>) {
-    lock(&CHILDREN).retain(|c| !Arc::ptr_eq(c, shared));
+    lock(CHILDREN.get()).retain(|c| !Arc::ptr_eq(c, shared));
 }
 
 /// Reaps every finished child (Python's `_cleanup`). Where the OS names the children that
@@ -31,7 +35,7 @@ pub(super) fn forget_child(shared: &Arc<Shared>) {
 /// nothing more (a fork server's k served children used to cost 2k system calls a `start`).
 pub(super) fn reap_finished() {
     // No child of ours: none to reap (and no look at what the OS says, one system call).
-    if lock(&CHILDREN).is_empty() {
+    if lock(CHILDREN.get()).is_empty() {
         return;
     }
     let mut reaped = Vec::new();
@@ -41,7 +45,7 @@ pub(super) fn reap_finished() {
             sys::Ended::Unknown => break true,
             sys::Ended::Pid(pid) => pid,
         };
-        let named = lock(&CHILDREN)
+        let named = lock(CHILDREN.get())
             .iter()
             .find(|c| c.pid.load(Ordering::Relaxed) == pid)
             .cloned();
@@ -53,7 +57,7 @@ pub(super) fn reap_finished() {
             forget_child(&child);
         }
     };
-    let children: Vec<_> = lock(&CHILDREN)
+    let children: Vec<_> = lock(CHILDREN.get())
         .iter()
         .filter(|c| all || c.served.load(Ordering::Relaxed))
         .cloned()
@@ -83,7 +87,7 @@ pub(super) fn reap_finished() {
 /// those that have.
 pub fn active_children() -> Vec<Process> {
     reap_finished();
-    lock(&CHILDREN)
+    lock(CHILDREN.get())
         .iter()
         .map(|s| Process {
             shared: Arc::clone(s),
@@ -95,14 +99,16 @@ pub fn active_children() -> Vec<Process> {
 /// In a forked child: let go of the parent's channels to its children (a copy here would keep
 /// each open after the parent's end: its child's `parent_process()` and the watch that ends a
 /// daemonic child with its parent would not see it go) and forget the children. Their objects
-/// are read, never written: every page a forked child writes is copied, and a fan-out's
-/// k-th child would copy the pages of k siblings (issue 19, W11 fork). Each descriptor's
-/// number stays taken by the null device (`sys::release_inherited`), so that the object
-/// which owns it, closing it here later, closes nothing else; the objects act as closed here
-/// (`Shared::look`, `Shared::signal`: another process's children).
-pub(crate) fn forget_inherited_children(mut list: ChildrenGuard) {
+/// are read, never written, nor is the list (its lock stays as the fork found it, held: this
+/// process's first use of [`CHILDREN`] makes a list of its own): every page a forked child
+/// writes is copied, and a fan-out's k-th child would copy the pages of k siblings (issue 19,
+/// W11 fork). Each descriptor's number stays taken by the null device
+/// (`sys::release_inherited`), so that the object which owns it, closing it here later, closes
+/// nothing else; the objects act as closed here (`Shared::look`, `Shared::signal`: another
+/// process's children).
+pub(crate) fn forget_inherited_children(list: ChildrenGuard) {
     for c in list.iter() {
         sys::release_inherited(c.channel.load(Ordering::Relaxed));
     }
-    std::mem::forget(std::mem::take(&mut *list));
+    std::mem::forget(list);
 }

@@ -16,7 +16,9 @@ use crate::sys;
 pub(crate) fn exit_function() {
     log::event!(Level::Debug, {}, "process shutting down");
     super::finalize::run_finalizers(Some(0));
-    let children: Vec<_> = lock(&CHILDREN).clone();
+    // A forked child that started none has no list of its own (nor makes one: an allocation,
+    // pages of its parent's written).
+    let children: Vec<_> = CHILDREN.mine().map(|l| lock(l).clone()).unwrap_or_default();
     for c in &children {
         if c.daemon.load(Ordering::Relaxed) && matches!(c.poll_exit(Some(Duration::ZERO)), Ok(None))
         {

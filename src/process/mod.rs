@@ -273,8 +273,9 @@ impl Process {
             StartMethod::Fork => None,
             _ => job.as_ref().and_then(Job::image),
         };
-        // Held across a fork so the child sees the list consistent, and releases it there.
-        let mut children = Some(lock(&CHILDREN));
+        // Held across a fork so that the child reads the list consistent (it leaves it held
+        // and makes a list of its own: see `forget_inherited_children`).
+        let mut children = Some(lock(CHILDREN.get()));
         let started = start::start(method, &mut self.shared, &mut job, image, &mut children);
         let child = match started {
             Ok(child) => child,

@@ -343,7 +343,7 @@ impl Shared {
 
     pub(super) fn join(self: &Arc<Self>, timeout: Option<Duration>) -> Result<()> {
         if let Some(code) = self.poll_exit(timeout)? {
-            let mut children = lock(&CHILDREN);
+            let mut children = lock(CHILDREN.get());
             let before = children.len();
             children.retain(|c| !Arc::ptr_eq(c, self));
             let first = children.len() < before;

@@ -261,11 +261,8 @@ fn fork(
         // Our end, closed without dropping the `Arc` (its count and malloc's pages stay
         // unwritten): this frame never returns in the child.
         sys::close_abandoned(sys::channel_handle(&ours));
-        // An empty list (a start's usual case) needs no call: each window of code a forked
-        // child runs is a fault (issue 19).
-        match children.take() {
-            Some(list) if !list.is_empty() => super::forget_inherited_children(list),
-            other => drop(other),
+        if let Some(list) = children.take() {
+            super::forget_inherited_children(list);
         }
         if let Some(theirs) = theirs.take() {
             let _ = record.to_parent.set(theirs);
