@@ -82,10 +82,7 @@ impl Process {
             current::with_me(|me| (me.ident.clone(), me.daemon.load(Ordering::Relaxed)));
         let (parent_name, authkey) = current::name_and_authkey();
         ident.push(count);
-        let mut name = String::with_capacity(32);
-        name.push_str(prefix.unwrap_or("Process"));
-        name.push('-');
-        push_ident(&mut name, &ident);
+        let name = default_name(prefix.unwrap_or("Process"), &ident);
         let shared = Shared::new(
             Identity {
                 name,
@@ -151,12 +148,7 @@ impl Process {
     /// Binds the process to a context's start method (`ctx.Process(...)` in Python); its default
     /// name becomes `SpawnProcess-N` or `ForkProcess-N`.
     pub fn with_context(mut self, ctx: Context) -> Process {
-        let method = ctx.start_method();
-        let name = format!(
-            "{}-{}",
-            method.process_prefix(),
-            ident_string(&self.shared.ident)
-        );
+        let name = default_name(ctx.start_method().process_prefix(), &self.shared.ident);
         self.shared.set_name(name);
         self.context = Some(ctx);
         self
@@ -546,19 +538,18 @@ impl Process {
     }
 }
 
-fn ident_string(ident: &[u64]) -> String {
-    let mut s = String::new();
-    push_ident(&mut s, ident);
-    s
-}
-
-/// Appends `ident` as Python writes it (`1:2:3`), in place: a process's name is made at each
-/// start, and every allocation then is a page the next fork shares (issue 19).
-fn push_ident(s: &mut String, ident: &[u64]) {
+/// A process's default name, as Python makes it: `prefix` and its ident (`Process-1:2:3`), in
+/// one allocation (a process's name is made at each start, and every allocation then is a page
+/// the next fork shares: issue 19).
+fn default_name(prefix: &str, ident: &[u64]) -> String {
     use std::fmt::Write as _;
+    let mut name = String::with_capacity(32);
+    name.push_str(prefix);
+    name.push('-');
     for (i, n) in ident.iter().enumerate() {
-        let _ = write!(s, "{}{n}", if i == 0 { "" } else { ":" });
+        let _ = write!(name, "{}{n}", if i == 0 { "" } else { ":" });
     }
+    name
 }
 
 /// Set in a manager's process, which is daemonic: it may start daemonic children (its pools'
