@@ -79,17 +79,17 @@ impl fmt::Debug for AuthKey {
 /// nothing (issue 19: after a fork, the child's first allocation alone cost some 10 µs).
 /// Read without a lock and replaced whole (see [`StaticArc`]): becoming a forked child writes
 /// a static, not a heap page of the parent's, and a start reads it without writing a lock.
-static ME: StaticArc<Shared> = StaticArc::new(Shared::main_process);
+static ME: StaticArc<Shared> = StaticArc::new();
 
 /// This process's record.
 pub(super) fn me() -> Arc<Shared> {
-    ME.get()
+    ME.get(Shared::main_process)
 }
 
 /// Calls `f` with this process's record, borrowed: no counted reference is taken (a write of
 /// the record's page, in a fan-out one copy per fork: issue 19).
 pub(super) fn with_me<R>(f: impl FnOnce(&Shared) -> R) -> R {
-    ME.with(f)
+    ME.with(Shared::main_process, f)
 }
 
 /// A thread's copy of this process's name and authkey (see [`name_and_authkey`]): from which
@@ -135,7 +135,7 @@ thread_local! {
 /// while the record has not changed since (`Shared::renamed`), so that the record's locks are
 /// not taken (each a write of its page: in a fan-out, one copy per fork, issue 19).
 pub(super) fn name_and_authkey() -> (String, Vec<u8>) {
-    ME.with(|me| {
+    with_me(|me| {
         let record = std::ptr::from_ref(me) as usize;
         let renamed = me.renamed.load(Ordering::Acquire);
         if let Some(seen) = SEEN
@@ -164,8 +164,10 @@ pub(super) fn name_and_authkey() -> (String, Vec<u8>) {
 /// lock taken between two forks is a page written, hence copied (issue 19).
 static DAEMONIC: AtomicBool = AtomicBool::new(false);
 
-/// Counts processes constructed here (Python's `_process_counter`); reset in every child.
-pub(super) static COUNTER: AtomicU64 = AtomicU64::new(1);
+/// Counts processes constructed here (Python's `_process_counter` counts from 1; this from 0,
+/// so that it lies in `.bss` with the other statics a forked child writes, see
+/// [`StaticArc`]); reset in every child.
+pub(super) static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// Who a new child is: sent to a spawned child at start, which makes its record of it.
 pub(crate) struct Identity {
@@ -194,7 +196,7 @@ pub(crate) fn cut_parent_channel() {
 pub(crate) fn become_child(record: Arc<Shared>) {
     DAEMONIC.store(record.daemon.load(Ordering::Relaxed), Ordering::Relaxed);
     ME.set(record);
-    COUNTER.store(1, Ordering::Relaxed);
+    COUNTER.store(0, Ordering::Relaxed);
 }
 
 /// The current process, as Python's `multiprocessing.current_process()`.

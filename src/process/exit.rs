@@ -48,11 +48,8 @@ pub(crate) fn exit_function() {
     // holder is not in this process), and waiting would hang the exit.
     // Copied out and the list emptied in place: a forked child frees nothing of its parent's
     // (each heap page it writes is a copy, issue 19).
-    let mut hooks = smallvec::SmallVec::<[fn(); 8]>::new();
-    let mut take = |list: &mut Vec<fn()>| {
-        hooks.extend(list.iter().copied());
-        list.clear();
-    };
+    let mut hooks: Hooks = [None; MAX_HOOKS];
+    let mut take = |list: &mut Hooks| hooks = std::mem::replace(list, [None; MAX_HOOKS]);
     for _ in 0..10 {
         match EXIT_HOOKS.try_lock() {
             Ok(mut list) => {
@@ -68,7 +65,7 @@ pub(crate) fn exit_function() {
             }
         }
     }
-    for hook in hooks.iter().rev() {
+    for hook in hooks.iter().rev().flatten() {
         hook();
     }
     // Last: the resource tracker this process started, now that nothing here uses it.
@@ -119,10 +116,22 @@ pub(crate) fn initialised() -> bool {
 /// their objects, a fork server ends with the process that started it. A feature registers its
 /// hook once, on first use; they run in the reverse order of registration. A forked child
 /// inherits the list (and runs them for what it holds of its own).
-static EXIT_HOOKS: Mutex<Vec<fn()>> = Mutex::new(Vec::new());
+///
+/// Slots rather than a `Vec`: empty, the static is all zeros and lies in `.bss` with the other
+/// statics a forked child writes (a `Vec`'s empty pointer is not zero, which put this lock
+/// alone on a page of `.data`, one more copy in every forked child: issue 19).
+static EXIT_HOOKS: Mutex<Hooks> = Mutex::new([None; MAX_HOOKS]);
+
+/// Hooks in the order registered; the crate registers three (managers, MPI, fork server).
+type Hooks = [Option<fn()>; MAX_HOOKS];
+const MAX_HOOKS: usize = 8;
 
 /// Registers `hook` to run at this process's exit (see [`EXIT_HOOKS`]); call it once per hook
 /// (a `Once` in the caller).
 pub(crate) fn on_exit(hook: fn()) {
-    lock(&EXIT_HOOKS).push(hook);
+    let mut hooks = lock(&EXIT_HOOKS);
+    let Some(slot) = hooks.iter_mut().find(|h| h.is_none()) else {
+        unreachable!("more than {MAX_HOOKS} exit hooks registered: raise MAX_HOOKS");
+    };
+    *slot = Some(hook);
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::sys;
@@ -23,6 +23,11 @@ static REGISTRY: Mutex<BTreeMap<u64, Entry>> = Mutex::new(BTreeMap::new());
 
 /// Registration numbers: among finalizers of one priority, the later runs first (Python's).
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The pid of the process that last registered a finalizer: in a process whose pid this is
+/// not (a forked child that registered none), no entry is its own, and the exit runs none
+/// without looking (issue 19: the look was a window of code faulted into every forked child).
+static REGISTERED_BY: AtomicU32 = AtomicU32::new(0);
 
 /// Python's `multiprocessing.util.Finalize(None, callback, exitpriority=...)`: a callback run at
 /// most once, when [`call`](Finalize::call)ed or, if it has an exit priority, at this process's
@@ -62,9 +67,11 @@ impl Finalize {
     pub fn new(callback: impl FnOnce() + Send + 'static, exitpriority: Option<i32>) -> Finalize {
         super::ensure_exit_hook();
         let key = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let pid = sys::current_pid();
+        REGISTERED_BY.store(pid, Ordering::Release);
         let entry = Entry {
             priority: exitpriority,
-            pid: sys::current_pid(),
+            pid,
             callback: Box::new(callback),
         };
         super::lock(&REGISTRY).insert(key, entry);
@@ -109,8 +116,16 @@ impl Finalize {
 /// least `min` (`None`: every one with a priority), highest first, later first among equals.
 /// Each is taken out of the registry before it runs, so a callback may register or cancel
 /// others; those it registers with a high enough priority run too.
+#[inline]
 pub(crate) fn run_finalizers(min: Option<i32>) {
     let me = sys::current_pid();
+    if REGISTERED_BY.load(Ordering::Acquire) == me {
+        run_registered(min, me);
+    }
+}
+
+#[inline(never)]
+fn run_registered(min: Option<i32>, me: u32) {
     loop {
         // Locked with a few tries: one still locked was copied locked by a fork (its holder
         // is not in this process), and waiting would hang the exit.

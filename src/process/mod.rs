@@ -76,7 +76,7 @@ const CLOSED: &str = "process object is closed";
 
 impl Process {
     fn with_job(job: Job, result: ResultType, prefix: Option<&str>) -> Process {
-        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let count = COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
         // Read from this process's record without writing it (see `Shared::renamed`).
         let (mut ident, daemon) =
             current::with_me(|me| (me.ident.clone(), me.daemon.load(Ordering::Relaxed)));

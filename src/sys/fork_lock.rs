@@ -131,32 +131,34 @@ impl<T: std::fmt::Debug> std::fmt::Debug for ForkLock<T> {
     }
 }
 
-/// An `Arc<T>` in a static, made by `init` on first use and replaced whole by [`set`]
-/// (a child becoming the process it is); read without a lock, as a counted reference. A
+/// An `Arc<T>` in a static, made by the `init` its readers pass on first use and replaced
+/// whole by [`set`] (a child becoming the process it is); read without a lock, as a counted reference. A
 /// replaced value is left behind, never freed: a reader may still hold it, and in a forked
 /// child freeing it would write its parent's pages (each a copy: issue 19). A forked child
 /// sees its parent's value until it sets its own (Python's `_current_process` too).
 ///
+/// It holds a pointer alone, zero until first used, so that the static lies in `.bss` with the
+/// others a forked child writes (the pid cache, its counters): one page copied for all of them
+/// rather than one in `.data` too (issue 19).
+///
 /// [`set`]: StaticArc::set
 pub(crate) struct StaticArc<T> {
     current: AtomicPtr<T>,
-    init: fn() -> Arc<T>,
 }
 
 impl<T> StaticArc<T> {
     /// Empty until first used.
-    pub(crate) const fn new(init: fn() -> Arc<T>) -> Self {
+    pub(crate) const fn new() -> Self {
         StaticArc {
             current: AtomicPtr::new(std::ptr::null_mut()),
-            init,
         }
     }
 
     /// The current value (from `init` on first use).
-    pub(crate) fn get(&self) -> Arc<T> {
+    pub(crate) fn get(&self, init: fn() -> Arc<T>) -> Arc<T> {
         let mut p = self.current.load(Ordering::Acquire);
         if p.is_null() {
-            let fresh = Arc::into_raw((self.init)()).cast_mut();
+            let fresh = Arc::into_raw(init()).cast_mut();
             match self.current.compare_exchange(
                 std::ptr::null_mut(),
                 fresh,
@@ -183,10 +185,10 @@ impl<T> StaticArc<T> {
 
     /// Calls `f` with the current value (from `init` on first use), borrowed: no count is
     /// taken, so nothing of the value is written.
-    pub(crate) fn with<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+    pub(crate) fn with<R>(&self, init: fn() -> Arc<T>, f: impl FnOnce(&T) -> R) -> R {
         let mut p = self.current.load(Ordering::Acquire);
         if p.is_null() {
-            drop(self.get());
+            drop(self.get(init));
             p = self.current.load(Ordering::Acquire);
         }
         // SAFETY: non-null after `get`; every pointer stored in `current` came from
@@ -240,12 +242,13 @@ mod tests {
     /// replaces it for later readers while earlier ones keep theirs.
     #[test]
     fn a_static_arc_is_replaced_whole() {
-        static A: StaticArc<u32> = StaticArc::new(|| Arc::new(1));
-        let first = A.get();
+        static A: StaticArc<u32> = StaticArc::new();
+        let one = || Arc::new(1);
+        let first = A.get(one);
         assert_eq!(*first, 1);
-        assert!(Arc::ptr_eq(&first, &A.get()));
+        assert!(Arc::ptr_eq(&first, &A.get(|| Arc::new(3))));
         A.set(Arc::new(2));
-        assert_eq!((*first, *A.get()), (1, 2));
+        assert_eq!((*first, *A.get(one), A.with(one, |v| *v)), (1, 2, 2));
     }
 
     /// `mine` finds only this process's lock, and makes none.

@@ -157,6 +157,11 @@ impl Drop for Guard {
         const EARLY: &str = " (children that ended unjoined: did the test return an error \
                              early? common::run shows it)";
         let unjoined = !left.is_empty() && left.iter().all(|&(_, s)| s == 'Z');
+        // What each runs, read before it is killed.
+        let programs: Vec<String> = left
+            .iter()
+            .map(|&(pid, state)| format!("{pid} {state} {:?}", os::program(pid)))
+            .collect();
         for &(pid, _) in &left {
             kill_and_reap(pid);
         }
@@ -165,7 +170,7 @@ impl Drop for Guard {
         }
         assert!(
             left.is_empty(),
-            "processes left behind (pid, state): {left:?}{}",
+            "processes left behind (pid, state, program): {programs:?}{}",
             if unjoined { EARLY } else { "" }
         );
         // Give handles that are being closed a moment (Wine closes some asynchronously, and a
@@ -320,6 +325,15 @@ mod os {
         out
     }
 
+    /// What `pid` runs (its command line), for a report.
+    pub fn program(pid: u32) -> String {
+        let line = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        String::from_utf8_lossy(&line)
+            .replace('\0', " ")
+            .trim()
+            .to_owned()
+    }
+
     /// (ppid, state) of a process, if it exists.
     pub fn stat(pid: u32) -> Option<(u32, char)> {
         let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -383,6 +397,15 @@ mod os {
     fn is_open(fd: i32) -> bool {
         // SAFETY: F_GETFD only queries a descriptor number.
         unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
+    }
+
+    /// What `pid` runs (its command line), for a report.
+    pub fn program(pid: u32) -> String {
+        let out = std::process::Command::new("ps")
+            .args(["-o", "command=", "-p", &pid.to_string()])
+            .output();
+        out.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
     }
 
     /// (pid, ppid, state) of every process, from `ps`.
@@ -511,6 +534,23 @@ mod os {
 
     /// (pid, parent pid) of every process.
     fn processes() -> Vec<(u32, u32)> {
+        snapshot()
+            .into_iter()
+            .map(|(pid, ppid, _)| (pid, ppid))
+            .collect()
+    }
+
+    /// What `pid` runs (its executable's name), for a report.
+    pub fn program(pid: u32) -> String {
+        snapshot()
+            .into_iter()
+            .find(|&(p, _, _)| p == pid)
+            .map(|(_, _, exe)| exe)
+            .unwrap_or_default()
+    }
+
+    /// (pid, parent pid, executable name) of every process.
+    fn snapshot() -> Vec<(u32, u32, String)> {
         // SAFETY: a snapshot of the process list; closed below.
         let snap = unsafe { CreateToolhelp32Snapshot(TH32CS_SNAPPROCESS, 0) };
         if snap == INVALID_HANDLE_VALUE {
@@ -524,7 +564,10 @@ mod os {
         // SAFETY: `entry` is a valid, sized PROCESSENTRY32W for the snapshot's iteration.
         let mut ok = unsafe { Process32FirstW(snap, &mut entry) };
         while ok != 0 {
-            out.push((entry.th32ProcessID, entry.th32ParentProcessID));
+            let name = &entry.szExeFile;
+            let len = name.iter().position(|&c| c == 0).unwrap_or(name.len());
+            let exe = String::from_utf16_lossy(&name[..len]);
+            out.push((entry.th32ProcessID, entry.th32ParentProcessID, exe));
             // SAFETY: as above.
             ok = unsafe { Process32NextW(snap, &mut entry) };
         }
