@@ -303,11 +303,11 @@ fn start_server() -> Result<Server> {
     let me = current_process();
     let id = Identity {
         name: "ForkServer".into(),
-        ident: Vec::new(),
-        authkey: me.authkey().to_vec(),
+        ident: Default::default(),
+        authkey: me.authkey().iter().copied().collect(),
         daemon: false,
         parent_pid: sys::pid(),
-        parent_name: me.name(),
+        parent_name: crate::process::ShortName::new(&me.name()),
     };
     let (handle, channel) = crate::process::start::spawn(id, job.image(), StartMethod::Spawn)?;
     Ok(Server {

@@ -54,11 +54,11 @@ pub(crate) fn run_spawned(channel: sys::Channel) -> ! {
     log::inherit_level(boot.log_level);
     let id = Identity {
         name: boot.name,
-        ident: boot.ident,
-        authkey: boot.authkey,
+        ident: boot.ident.into(),
+        authkey: boot.authkey.into(),
         daemon: boot.daemon,
         parent_pid: boot.parent_pid,
-        parent_name: boot.parent_name,
+        parent_name: super::ShortName::new(&boot.parent_name),
     };
     let args = boot.args;
     let record = Shared::of_spawned(id, channel);

@@ -24,12 +24,12 @@ use crate::sys::fork_lock::StaticArc;
 /// needs_serialize(multiprocess::current_process().authkey());
 /// ```
 #[derive(Clone, PartialEq, Eq)]
-pub struct AuthKey(pub(super) Vec<u8>);
+pub struct AuthKey(pub(super) Key);
 
 impl AuthKey {
     /// 32 bytes from the OS's random source.
     pub(crate) fn random() -> AuthKey {
-        let mut key = vec![0u8; 32];
+        let mut key = Key::from_elem(0, 32);
         if let Err(e) = getrandom::fill(&mut key) {
             // Without randomness, a predictable key would be a silent security hole.
             panic!("multiprocess: the OS random source failed: {e}");
@@ -47,19 +47,19 @@ impl Deref for AuthKey {
 
 impl From<Vec<u8>> for AuthKey {
     fn from(v: Vec<u8>) -> Self {
-        AuthKey(v)
+        AuthKey(Key::from_vec(v))
     }
 }
 
 impl From<&[u8]> for AuthKey {
     fn from(v: &[u8]) -> Self {
-        AuthKey(v.to_vec())
+        AuthKey(Key::from_slice(v))
     }
 }
 
 impl<const N: usize> From<&[u8; N]> for AuthKey {
     fn from(v: &[u8; N]) -> Self {
-        AuthKey(v.to_vec())
+        AuthKey(Key::from_slice(v))
     }
 }
 
@@ -134,7 +134,7 @@ thread_local! {
 /// This process's name and authkey, as a new child copies them: from a copy this thread made
 /// while the record has not changed since (`Shared::renamed`), so that the record's locks are
 /// not taken (each a write of its page: in a fan-out, one copy per fork, issue 19).
-pub(super) fn name_and_authkey() -> (String, Vec<u8>) {
+pub(super) fn name_and_authkey() -> (ShortName, Key) {
     with_me(|me| {
         let record = std::ptr::from_ref(me) as usize;
         let renamed = me.renamed.load(Ordering::Acquire);
@@ -143,7 +143,7 @@ pub(super) fn name_and_authkey() -> (String, Vec<u8>) {
             .filter(|s| s.record == record && s.renamed == renamed)
         {
             if let Ok(name) = std::str::from_utf8(seen.name.get()) {
-                return (name.to_owned(), seen.authkey.get().to_vec());
+                return (ShortName::new(name), Key::from_slice(seen.authkey.get()));
             }
         }
         let name = lock(&me.name).clone();
@@ -156,7 +156,7 @@ pub(super) fn name_and_authkey() -> (String, Vec<u8>) {
                 authkey: a,
             }));
         }
-        (name, authkey)
+        (ShortName::new(&name), authkey)
     })
 }
 
@@ -169,14 +169,37 @@ static DAEMONIC: AtomicBool = AtomicBool::new(false);
 /// [`StaticArc`]); reset in every child.
 pub(super) static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// A process's ident (Python's `_identity`: `1:2:3` is its parent's and its number), inline up
+/// to a depth of four: one allocation less per start (each a heap page written between two
+/// forks, issue 19).
+pub(crate) type Ident = smallvec::SmallVec<[u64; 4]>;
+
+/// An authkey's bytes, inline up to 32 (the size of a random one), as [`Ident`].
+pub(crate) type Key = smallvec::SmallVec<[u8; 32]>;
+
+/// A name inline up to 32 bytes, as [`Ident`]: the parent's name a new record keeps.
+#[derive(Clone, Default)]
+pub(crate) struct ShortName(smallvec::SmallVec<[u8; 32]>);
+
+impl ShortName {
+    pub(crate) fn new(name: &str) -> ShortName {
+        ShortName(smallvec::SmallVec::from_slice(name.as_bytes()))
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // Made from a `&str` only: always UTF-8.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
 /// Who a new child is: sent to a spawned child at start, which makes its record of it.
 pub(crate) struct Identity {
     pub(crate) name: String,
-    pub(crate) ident: Vec<u64>,
-    pub(crate) authkey: Vec<u8>,
+    pub(crate) ident: Ident,
+    pub(crate) authkey: Key,
     pub(crate) daemon: bool,
     pub(crate) parent_pid: u32,
-    pub(crate) parent_name: String,
+    pub(crate) parent_name: ShortName,
 }
 
 /// In a child forked by a fork server: cuts the server's own channel to its parent, which the
@@ -240,7 +263,7 @@ impl CurrentProcess {
     /// Python's `_identity`: empty in the main process, `[3]` in `Process-3`, `[3, 1]` in its
     /// first child.
     pub fn ident(&self) -> Vec<u64> {
-        me().ident.clone()
+        me().ident.to_vec()
     }
 
     /// Whether this process is daemonic (then it may not start children).
@@ -297,7 +320,7 @@ impl fmt::Debug for ParentProcess {
 impl ParentProcess {
     /// The parent's name.
     pub fn name(&self) -> &str {
-        &self.record.parent_name
+        self.record.parent_name.as_str()
     }
 
     /// The parent's pid (as it was when this process started).

@@ -20,7 +20,7 @@ use children::{CHILDREN, forget_child, reap_finished};
 pub(crate) use children::{ChildrenGuard, forget_inherited_children};
 use current::COUNTER;
 pub use current::{AuthKey, CurrentProcess, ParentProcess, current_process, parent_process};
-pub(crate) use current::{Identity, become_child, cut_parent_channel};
+pub(crate) use current::{Identity, ShortName, become_child, cut_parent_channel};
 pub use finalize::Finalize;
 pub(crate) use record::Shared;
 use record::{Child, NOT_STARTED, State};

@@ -28,11 +28,11 @@ pub(crate) struct Shared {
     /// (see `current::name_and_authkey`), so that making a child writes nothing of its own
     /// record (its locks' words: a page copied at each fork of a fan-out, issue 19).
     pub(super) renamed: AtomicUsize,
-    pub(super) ident: Vec<u64>,
+    pub(super) ident: super::current::Ident,
     /// Who made it (the child's parent): pid and name, taken at construction, as Python's
     /// `_parent_pid` and `_parent_name`.
     pub(super) creator: u32,
-    pub(super) parent_name: String,
+    pub(super) parent_name: super::current::ShortName,
     pub(super) result: ResultType,
     pub(super) state: Mutex<State>,
     /// The child's pid once started (0 before): found without the state's lock when the OS
@@ -205,11 +205,11 @@ impl Shared {
     pub(super) fn main_process() -> Arc<Shared> {
         let id = Identity {
             name: "MainProcess".into(),
-            ident: Vec::new(),
+            ident: super::current::Ident::new(),
             authkey: AuthKey::random().0,
             daemon: false,
             parent_pid: 0,
-            parent_name: String::new(),
+            parent_name: Default::default(),
         };
         Arc::new(Shared::new(id, ResultType::of::<()>(), None))
     }
