@@ -302,7 +302,7 @@ fn start_server() -> Result<Server> {
     let job = job(serve, (theirs,));
     let me = current_process();
     let id = Identity {
-        name: "ForkServer".into(),
+        name: crate::process::ShortName::new("ForkServer"),
         ident: Default::default(),
         authkey: me.authkey().iter().copied().collect(),
         daemon: false,

@@ -53,7 +53,7 @@ pub(crate) fn run_spawned(channel: sys::Channel) -> ! {
     handshake::set_reentry(boot.reentry, false);
     log::inherit_level(boot.log_level);
     let id = Identity {
-        name: boot.name,
+        name: super::ShortName::new(&boot.name),
         ident: boot.ident.into(),
         authkey: boot.authkey.into(),
         daemon: boot.daemon,

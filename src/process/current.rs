@@ -148,7 +148,7 @@ pub(super) fn name_and_authkey() -> (ShortName, Key) {
         }
         let name = lock(&me.name).clone();
         let authkey = lock(&me.authkey).0.clone();
-        if let (Some(n), Some(a)) = (Inline::new(name.as_bytes()), Inline::new(&authkey)) {
+        if let (Some(n), Some(a)) = (Inline::new(name.as_str().as_bytes()), Inline::new(&authkey)) {
             SEEN.set(Some(Seen {
                 record,
                 renamed,
@@ -156,7 +156,7 @@ pub(super) fn name_and_authkey() -> (ShortName, Key) {
                 authkey: a,
             }));
         }
-        (ShortName::new(&name), authkey)
+        (name, authkey)
     })
 }
 
@@ -177,7 +177,8 @@ pub(crate) type Ident = smallvec::SmallVec<[u64; 4]>;
 /// An authkey's bytes, inline up to 32 (the size of a random one), as [`Ident`].
 pub(crate) type Key = smallvec::SmallVec<[u8; 32]>;
 
-/// A name inline up to 32 bytes, as [`Ident`]: the parent's name a new record keeps.
+/// A process's name (its own, or its parent's a record keeps), inline up to 32 bytes (longer
+/// ones on the heap), as [`Ident`].
 #[derive(Clone, Default)]
 pub(crate) struct ShortName(smallvec::SmallVec<[u8; 32]>);
 
@@ -187,14 +188,27 @@ impl ShortName {
     }
 
     pub(crate) fn as_str(&self) -> &str {
-        // Made from a `&str` only: always UTF-8.
+        // Made of `&str`s only: always UTF-8.
         std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl fmt::Write for ShortName {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+impl fmt::Display for ShortName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
 /// Who a new child is: sent to a spawned child at start, which makes its record of it.
 pub(crate) struct Identity {
-    pub(crate) name: String,
+    pub(crate) name: ShortName,
     pub(crate) ident: Ident,
     pub(crate) authkey: Key,
     pub(crate) daemon: bool,
@@ -245,14 +259,13 @@ pub struct CurrentProcess(());
 impl CurrentProcess {
     /// `MainProcess` in the main process; a child's name as its parent set it.
     pub fn name(&self) -> String {
-        lock(&me().name).clone()
+        lock(&me().name).to_string()
     }
 
     /// Renames this process (affects the names of processes it creates afterwards only through
     /// their identity, as in Python).
     pub fn set_name(&self, name: impl Into<String>) {
-        let name = name.into();
-        me().set_name(name);
+        me().set_name(ShortName::new(&name.into()));
     }
 
     /// The OS process id.

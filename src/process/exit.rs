@@ -22,7 +22,7 @@ pub(crate) fn exit_function() {
     for c in &children {
         if c.daemon.load(Ordering::Relaxed) && matches!(c.poll_exit(Some(Duration::ZERO)), Ok(None))
         {
-            let name = lock(&c.name).clone();
+            let name = lock(&c.name).to_string();
             log::event!(
                 Level::Info,
                 { name = name },
@@ -33,7 +33,7 @@ pub(crate) fn exit_function() {
     }
     for c in &children {
         if matches!(c.poll_exit(Some(Duration::ZERO)), Ok(None)) {
-            let name = lock(&c.name).clone();
+            let name = lock(&c.name).to_string();
             log::event!(
                 Level::Info,
                 { name = name },

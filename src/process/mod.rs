@@ -175,13 +175,13 @@ impl Process {
     /// The process's name (Python's `name` attribute; the same call as
     /// [`CurrentProcess::name`](crate::CurrentProcess::name)).
     pub fn name(&self) -> String {
-        lock(&self.shared.name).clone()
+        lock(&self.shared.name).to_string()
     }
 
     /// Renames the process. Allowed at any time, as in Python; a started child keeps the name it
     /// was given.
     pub fn set_name(&self, name: impl Into<String>) {
-        self.shared.set_name(name.into());
+        self.shared.set_name(current::ShortName::new(&name.into()));
     }
 
     /// The daemon flag (Python's `daemon` attribute).
@@ -298,7 +298,7 @@ impl Process {
             children.push(Arc::clone(&self.shared));
         }
         if log::enabled(Level::Debug) {
-            let name = lock(&self.shared.name).clone();
+            let name = lock(&self.shared.name).to_string();
             let pid = self.pid().unwrap_or(0);
             log::event!(Level::Debug, { name = name, pid = pid }, "started {name} (pid {pid}) by {}", method.name());
         }
@@ -538,14 +538,13 @@ impl Process {
     }
 }
 
-/// A process's default name, as Python makes it: `prefix` and its ident (`Process-1:2:3`), in
-/// one allocation (a process's name is made at each start, and every allocation then is a page
-/// the next fork shares: issue 19).
-fn default_name(prefix: &str, ident: &[u64]) -> String {
+/// A process's default name, as Python makes it: `prefix` and its ident (`Process-1:2:3`),
+/// inline (a process's name is made at each start, and every allocation then is a page the
+/// next fork shares: issue 19).
+fn default_name(prefix: &str, ident: &[u64]) -> current::ShortName {
     use std::fmt::Write as _;
-    let mut name = String::with_capacity(32);
-    name.push_str(prefix);
-    name.push('-');
+    let mut name = current::ShortName::new(prefix);
+    let _ = name.write_char('-');
     for (i, n) in ident.iter().enumerate() {
         let _ = write!(name, "{}{n}", if i == 0 { "" } else { ":" });
     }

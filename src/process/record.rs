@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::handshake::Report;
-use super::{AuthKey, CHILDREN, CLOSED, Identity, lock};
+use super::{AuthKey, CHILDREN, CLOSED, Identity, ShortName, lock};
 use crate::context::StartMethod;
 use crate::error::{Error, Result};
 use crate::log::{self, Level};
@@ -19,7 +19,7 @@ use crate::wire::{self, FrameReader};
 /// The part of a process that `active_children()` and the exit policy share with its owner.
 pub(crate) struct Shared {
     /// Changed only through [`Shared::set_name`] (which counts the change in `renamed`).
-    pub(super) name: Mutex<String>,
+    pub(super) name: Mutex<ShortName>,
     pub(super) daemon: AtomicBool,
     /// Changed only through [`Shared::set_authkey`] (which counts the change in `renamed`).
     pub(super) authkey: Mutex<AuthKey>,
@@ -32,7 +32,7 @@ pub(crate) struct Shared {
     /// Who made it (the child's parent): pid and name, taken at construction, as Python's
     /// `_parent_pid` and `_parent_name`.
     pub(super) creator: u32,
-    pub(super) parent_name: super::current::ShortName,
+    pub(super) parent_name: ShortName,
     pub(super) result: ResultType,
     pub(super) state: Mutex<State>,
     /// The child's pid once started (0 before): found without the state's lock when the OS
@@ -169,7 +169,7 @@ pub(super) const NOT_STARTED: &str = "can only join a started process";
 
 impl Shared {
     /// Renames the process this record describes.
-    pub(super) fn set_name(&self, name: String) {
+    pub(super) fn set_name(&self, name: ShortName) {
         *lock(&self.name) = name;
         self.renamed.fetch_add(1, Ordering::Release);
     }
@@ -204,7 +204,7 @@ impl Shared {
     /// parent (see `current::ME`).
     pub(super) fn main_process() -> Arc<Shared> {
         let id = Identity {
-            name: "MainProcess".into(),
+            name: ShortName::new("MainProcess"),
             ident: super::current::Ident::new(),
             authkey: AuthKey::random().0,
             daemon: false,
@@ -349,7 +349,7 @@ impl Shared {
             let first = children.len() < before;
             drop(children);
             if first && log::enabled(Level::Debug) {
-                let name = lock(&self.name).clone();
+                let name = lock(&self.name).to_string();
                 log::event!(Level::Debug, { name = name, exitcode = code }, "{name} ended with exitcode {code}");
             }
         }

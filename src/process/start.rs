@@ -134,7 +134,7 @@ pub(crate) fn spawn(
     let boot = Bootstrap {
         code,
         args,
-        name: id.name,
+        name: id.name.to_string(),
         ident: id.ident.to_vec(),
         authkey: id.authkey.to_vec(),
         daemon: id.daemon,
