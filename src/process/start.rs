@@ -139,7 +139,7 @@ pub(crate) fn spawn(
         authkey: id.authkey.to_vec(),
         daemon: id.daemon,
         parent_pid: id.parent_pid,
-        parent_name: id.parent_name.as_str().to_owned(),
+        parent_name: id.parent_name.to_string(),
         method,
         reentry: reentry.clone(),
         handles: handles.len() as u32 + u32::from(quiet),
