@@ -261,11 +261,14 @@ fn retire(mut server: Server, grace: Duration) {
         if left.is_zero() {
             let _ = handle.signal(sys::SIGKILL);
         }
-        let sentinel = handle.sentinel();
-        let _ = sys::wait_readable(
-            &[sys::borrow_handle(&sentinel)],
-            Some(left.max(Duration::from_millis(10))),
-        );
+        let wait = left.max(Duration::from_millis(10));
+        match handle.sentinel() {
+            Ok(sentinel) => {
+                let _ = sys::wait_readable(&[sys::borrow_handle(&sentinel)], Some(wait));
+            }
+            // No sentinel (out of descriptors): look again after a moment.
+            Err(_) => std::thread::sleep(wait.min(Duration::from_millis(10))),
+        }
     }
 }
 

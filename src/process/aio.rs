@@ -70,9 +70,12 @@ impl Process {
 /// Waits, through the reactor, until the child has ended and is reaped (always `true`).
 async fn wait_exit(shared: &Shared) -> Result<bool> {
     loop {
-        let (sentinel, channel) = match shared.look()? {
-            Look::Ended(_) => return Ok(true),
-            Look::Running(sentinel, channel) => (sentinel, channel),
+        if let Look::Ended(_) = shared.look()? {
+            return Ok(true);
+        }
+        // None: it ended since the look, which the next one tells.
+        let Some((sentinel, channel)) = shared.waitables()? else {
+            continue;
         };
         let mut handles = vec![sys::borrow_handle(&sentinel)];
         if let Some(c) = &channel {

@@ -75,7 +75,7 @@ pub(super) fn reap_finished() {
     let ready = sys::wait_readable(&handles, Some(Duration::ZERO)).ok();
     let mut ready = ready.into_iter().flatten();
     for (c, sentinel) in children.iter().zip(&sentinels) {
-        // A child with no sentinel (not started, closed) is looked at as before.
+        // A child with no sentinel (not started, closed, none opened yet) is looked at.
         let look = sentinel.is_none() || ready.next().unwrap_or(true);
         if look && matches!(c.poll_exit(Some(Duration::ZERO)), Ok(Some(_)) | Err(_)) {
             forget_child(c);

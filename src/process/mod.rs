@@ -442,15 +442,22 @@ impl Process {
     }
 
     /// A handle that becomes ready when the child ends, for [`wait`](crate::wait) (Python's
-    /// `sentinel`). On Linux it is a pidfd, so grandchildren never keep it open.
+    /// `sentinel`). On Linux it is a pidfd, so grandchildren never keep it open; it is opened
+    /// by the first call (or the first wait), not at the start, so that siblings forked
+    /// later do not inherit it.
     ///
     /// # Errors
-    /// [`Error::State`] `process not started`, or when closed.
+    /// [`Error::State`] `process not started`, or when closed; [`Error::Io`] if it cannot be
+    /// opened (out of descriptors).
     pub fn sentinel(&self) -> Result<Sentinel> {
-        match &*lock(&self.shared.state) {
+        match &mut *lock(&self.shared.state) {
             State::Initial { .. } => Err(Error::state("process not started")),
             State::Closed => Err(Error::state(CLOSED)),
-            State::Started(c) => Ok(Sentinel(c.handle.sentinel())),
+            State::Started(c) => c
+                .handle
+                .sentinel()
+                .map(Sentinel)
+                .map_err(|e| Error::io("opening a child's sentinel", e)),
         }
     }
 

@@ -55,11 +55,14 @@ pub(crate) struct Shared {
     pub(super) to_parent: OnceLock<sys::Channel>,
 }
 
-/// What one look at a child found: its exitcode, or what to wait on.
+/// What one look at a child found: its exitcode, or that it runs.
 pub(super) enum Look {
     Ended(i32),
-    Running(Arc<sys::OwnedWaitHandle>, Option<Arc<sys::Channel>>),
+    Running,
 }
+
+/// What a wait for a child waits on: its sentinel, and the channel while a report may come.
+pub(super) type Waitables = (Arc<sys::OwnedWaitHandle>, Option<Arc<sys::Channel>>);
 
 // One per process, in its record: the started state is kept inline (no allocation of its own).
 #[allow(clippy::large_enum_variant)]
@@ -252,10 +255,11 @@ impl Shared {
         Ok(())
     }
 
-    /// The child's sentinel while it is started (what becomes readable when it ends).
+    /// The child's sentinel while it is started and its sentinel is open (see
+    /// `sys::ProcHandle::sentinel`), without opening it.
     pub(super) fn sentinel_now(&self) -> Option<Arc<sys::OwnedWaitHandle>> {
         match &*lock(&self.state) {
-            State::Started(c) => Some(c.handle.sentinel()),
+            State::Started(c) => c.handle.sentinel_if_open(),
             State::Initial { .. } | State::Closed => None,
         }
     }
@@ -268,12 +272,10 @@ impl Shared {
         // just after a start: a read that fails (`EAGAIN`) writes `errno`, a thread-local
         // page, which a forked child alive shares and the write copies (issue 19). A child
         // that has ended is found at once (its sentinel is ready).
-        let mut ready = match timeout {
-            Some(Duration::ZERO) => None,
-            _ => self.waitables(),
-        };
+        let mut wait = timeout != Some(Duration::ZERO);
         loop {
-            if let Some((sentinel, channel)) = ready.take() {
+            if let Some((sentinel, channel)) = wait.then(|| self.waitables()).transpose()?.flatten()
+            {
                 let sentinel = sys::borrow_handle(&sentinel);
                 let handles = match &channel {
                     Some(c) => [sentinel, sys::channel_handle(c)],
@@ -289,31 +291,40 @@ impl Shared {
             }
             match self.look()? {
                 Look::Ended(code) => return Ok(Some(code)),
-                Look::Running(sentinel, channel) => {
+                Look::Running => {
                     let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
                     if left == Some(Duration::ZERO) {
                         return Ok(None);
                     }
-                    ready = Some((sentinel, channel));
+                    wait = true;
                 }
             }
         }
     }
 
-    /// What a wait for the child waits on (the sentinel, and the channel while the child may
-    /// still report), without reading; `None` where [`look`](Shared::look) gives the answer
-    /// (not started, closed, another process's child).
-    fn waitables(&self) -> Option<(Arc<sys::OwnedWaitHandle>, Option<Arc<sys::Channel>>)> {
-        match &*lock(&self.state) {
+    /// What a wait for the child waits on (see [`Waitables`]), without reading; `None` where
+    /// [`look`](Shared::look) gives the answer (not started, closed, another process's
+    /// child, ended). A sentinel not yet opened is opened for a child that still runs only:
+    /// one that has ended is reaped here instead, which the look then tells (two system calls
+    /// fewer, and in a fan-out's joins most children have ended: issue 19, W11).
+    pub(super) fn waitables(&self) -> Result<Option<Waitables>> {
+        match &mut *lock(&self.state) {
             State::Started(c) if self.creator == sys::pid() => {
-                Some((c.handle.sentinel(), c.reporting()))
+                if c.handle.sentinel_if_open().is_none() && !matches!(c.handle.try_wait(), Ok(None))
+                {
+                    return Ok(None);
+                }
+                let sentinel = c
+                    .handle
+                    .sentinel()
+                    .map_err(|e| Error::io("opening a child's sentinel", e))?;
+                Ok(Some((sentinel, c.reporting())))
             }
-            _ => None,
+            _ => Ok(None),
         }
     }
 
-    /// Makes progress without waiting (reads reports, reaps): the exitcode once ended, else
-    /// what to wait on (the sentinel, and the channel while the child may still report).
+    /// Makes progress without waiting (reads reports, reaps): the exitcode once ended.
     pub(super) fn look(&self) -> Result<Look> {
         let mut state = lock(&self.state);
         let child = match &mut *state {
@@ -338,7 +349,7 @@ impl Shared {
         if let Some(code) = exited? {
             return Ok(Look::Ended(code));
         }
-        Ok(Look::Running(child.handle.sentinel(), child.reporting()))
+        Ok(Look::Running)
     }
 
     pub(super) fn join(self: &Arc<Self>, timeout: Option<Duration>) -> Result<()> {

@@ -309,8 +309,9 @@ pub(crate) fn start_failure(
     channel: &sys::Channel,
     wait: std::time::Duration,
 ) -> Option<Error> {
-    let sentinel = handle.sentinel();
-    let _ = sys::wait_readable(&[sys::borrow_handle(&sentinel)], Some(wait));
+    if let Ok(sentinel) = handle.sentinel() {
+        let _ = sys::wait_readable(&[sys::borrow_handle(&sentinel)], Some(wait));
+    }
     let code = handle.try_wait().ok().flatten().filter(|code| *code >= 0)?;
     let mut inbox = wire::FrameReader::new(wire::DEFAULT_LIMIT);
     while let Ok(1..) = inbox.fill(|buf| sys::read_available(channel, buf)) {}

@@ -29,7 +29,8 @@
 //! other target, `x86_64-unknown-freebsd`).
 //!
 //! - **Processes.** `ProcHandle` (a child: pid, wait with or without a deadline, signal,
-//!   sentinel; `served`/`is_served` for a fork server's child), `spawn` (this executable again, with a
+//!   sentinel, opened on first use where the OS can watch a child that has ended, and
+//!   `sentinel_if_open`; `served`/`is_served` for a fork server's child), `spawn` (this executable again, with a
 //!   channel; with `QUIET_SPAWN`, its stdout silenced until it calls `restore_stdout` with
 //!   what `stdout_handle` gave), `fork` (Unix; `fork_unwatched` and `Reaper` for the fork
 //!   server, which reaps on `SIGCHLD`), `pid`, `current_pid`, `process_alive`,

@@ -6,6 +6,10 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+/// Whether a child's sentinel can wait to be opened until someone waits: a pidfd can be made
+/// for a child that has ended, until it is reaped (its pid stays its own until then).
+pub(super) const SENTINEL_ON_DEMAND: bool = true;
+
 /// A pidfd for our child `pid`: readable once the child has ended, whoever holds its other
 /// descriptors, and never confused by pid reuse (Linux 5.3+).
 pub(super) fn open_sentinel(pid: u32) -> io::Result<OwnedFd> {

@@ -7,6 +7,10 @@ use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
 
+/// Whether a child's sentinel can wait to be opened until someone waits: not with a kqueue,
+/// whose `NOTE_EXIT` is not documented to fire for a process that has already ended.
+pub(super) const SENTINEL_ON_DEMAND: bool = false;
+
 /// A kqueue that becomes readable when child `pid` exits.
 pub(super) fn open_sentinel(pid: u32) -> io::Result<OwnedFd> {
     // SAFETY: kqueue() returns a new descriptor or -1.

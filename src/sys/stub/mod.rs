@@ -134,7 +134,12 @@ impl ProcHandle {
     }
 
     /// A handle that becomes readable when the child ends.
-    pub(crate) fn sentinel(&self) -> Arc<OwnedWaitHandle> {
+    pub(crate) fn sentinel(&mut self) -> io::Result<Arc<OwnedWaitHandle>> {
+        match self.0 {}
+    }
+
+    /// The sentinel if it is open.
+    pub(crate) fn sentinel_if_open(&self) -> Option<Arc<OwnedWaitHandle>> {
         match self.0 {}
     }
 

@@ -115,7 +115,7 @@ impl Reaper {
             // SAFETY: waitpid with a valid out-pointer; every child of this process is ours.
             let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
             if pid > 0 {
-                each(pid as u32, super::exitcode(status));
+                each(pid as u32, super::child::exitcode(status));
             } else if pid == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
                 return;
             }

@@ -190,8 +190,13 @@ impl ProcHandle {
     }
 
     /// The process handle, signalled when the child ends.
-    pub(crate) fn sentinel(&self) -> Arc<OwnedHandle> {
-        Arc::clone(&self.process)
+    pub(crate) fn sentinel(&mut self) -> io::Result<Arc<OwnedHandle>> {
+        Ok(Arc::clone(&self.process))
+    }
+
+    /// The process handle (always open).
+    pub(crate) fn sentinel_if_open(&self) -> Option<Arc<OwnedHandle>> {
+        Some(Arc::clone(&self.process))
     }
 
     /// The exitcode if the child has ended: `-15` after `terminate`/`kill`, otherwise the low 8
