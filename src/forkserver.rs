@@ -9,7 +9,7 @@
 //! program with threads: the server that forks has none.
 //!
 //! The server is the children's parent, so it reaps them, and tells each child's exit status
-//! through a socket of the child's own, which its [`Process`](crate::Process) in the starting
+//! through a pipe of the child's own, which its [`Process`](crate::Process) in the starting
 //! process holds as its sentinel (the starting process makes the pair and sends the server its
 //! end with the request). A start does not wait for the server's fork: the server answers
 //! each request with the child's pid, read when someone asks for it (`Process::pid`), so that
@@ -200,7 +200,7 @@ struct Request {
 enum Reply {
     /// The child's pid.
     Started { pid: u32 },
-    /// The server could not fork (it closes the status socket: the starting process reads
+    /// The server could not fork (it closes the status pipe: the starting process reads
     /// Python's 255 there).
     Failed(String),
 }
@@ -338,15 +338,12 @@ pub(crate) fn start_child(channel: sys::Channel) -> Result<sys::ProcHandle> {
     let mut slot = lock(SERVER.get());
     running(&mut slot)?;
     let (status, theirs) =
-        sys::channel_pair().map_err(|e| Error::io("creating a status channel", e))?;
+        sys::status_pipe().map_err(|e| Error::io("creating a status pipe", e))?;
     let request = Request {
         channel: Handle(
             sys::channel_into_handle(channel).map_err(|e| Error::io("passing a channel", e))?,
         ),
-        status: Handle(
-            sys::channel_into_handle(theirs)
-                .map_err(|e| Error::io("creating a status channel", e))?,
-        ),
+        status: Handle(theirs),
     };
     let mut last = None;
     for _ in 0..2 {
@@ -376,8 +373,7 @@ pub(crate) fn start_child(channel: sys::Channel) -> Result<sys::ProcHandle> {
                     cell,
                     wait: wait_for_pid,
                 };
-                return sys::channel_into_handle(status)
-                    .and_then(|status| sys::ProcHandle::served(pid, status))
+                return sys::ProcHandle::served(pid, status)
                     .map_err(|e| Error::io("starting a process through the fork server", e));
             }
             // A server that is gone (or talks nonsense) is reaped and replaced; any other
@@ -409,10 +405,10 @@ pub(crate) fn start_child(channel: sys::Channel) -> Result<sys::ProcHandle> {
 // ---------------------------------------------------------------------------------------------
 // The server
 
-/// A child of the server: its pid, and the socket end its exit status goes to.
+/// A child of the server: its pid, and the pipe end its exit status goes to.
 struct Served {
     pid: u32,
-    status: sys::Channel,
+    status: sys::OwnedHandle,
 }
 
 /// The server's target: answers requests until the starting process is gone, and reports each
@@ -444,7 +440,7 @@ fn serve(requests: Connection) {
             reaper.reap(|pid, code| {
                 if let Some(i) = children.iter().position(|c| c.pid == pid) {
                     let child = children.swap_remove(i);
-                    let _ = std::io::Write::write_all(&mut &child.status, &code.to_le_bytes());
+                    sys::write_status(child.status, code);
                 }
             });
         }
@@ -480,15 +476,13 @@ fn fork_child(
     children: &[Served],
     reaper: &sys::Reaper,
 ) -> Result<Served> {
-    let status_ours = sys::channel_from_handle(request.status.0)
-        .map_err(|e| Error::io("taking a status channel", e))?;
     // Kept while the child runs: with its siblings', above the server's other descriptors,
     // so that each new child closes them all at once.
-    let status_ours = reaper.keep_high(status_ours);
+    let status_ours = reaper.keep_high(request.status.0);
     let mut carried = Some((request.channel.0, status_ours));
     let pid = sys::fork_unwatched(|| {
         // The new child keeps nothing of the server's but the channel it was given: the
-        // server's connection, its wake-up pipe and its other children's status sockets are
+        // server's connection, its wake-up pipe and its other children's status pipes are
         // closed and the objects forgotten (dropping them would free the server's memory:
         // pages written, each a copy, issue 19).
         let Some((channel, ours)) = carried.take() else {
@@ -500,7 +494,7 @@ fn fork_child(
             conn.abandon();
         }
         for sibling in children {
-            let status = sys::channel_handle(&sibling.status);
+            let status = sys::borrow_handle(&sibling.status);
             if !(swept && reaper.kept_high(status)) {
                 sys::close_abandoned(status);
             }

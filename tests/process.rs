@@ -727,7 +727,7 @@ fn p17_reaping() {
 
 /// The reaping scan skips our children when the OS says none has ended (issue 19): it must still
 /// find the one that has, beside a live one, for every method (the fork server's children are
-/// not ours to wait for: their exits come on status sockets).
+/// not ours to wait for: their exits come on status pipes).
 #[test]
 fn p17_reaping_beside_a_live_child() {
     multiprocess::init_test();

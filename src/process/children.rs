@@ -25,7 +25,7 @@ pub(super) fn forget_child(shared: &Arc<Shared>) {
 
 /// Reaps every finished child (Python's `_cleanup`). Where the OS names the children that
 /// ended (Linux), those are reaped one by one and the others are not looked at; then only the
-/// fork server's children (whose exits come on their status sockets) are: a fan-out's start
+/// fork server's children (whose exits come on their status pipes) are: a fan-out's start
 /// of its k-th child no longer looks at k children while the earlier ones end (issue 19, W11
 /// fork). A child the OS names that is not in our list (another part of the program's, or one
 /// named twice) sends us to the scan of every child, as where the OS cannot say.

@@ -33,7 +33,8 @@
 //!   `sentinel_if_open`; `served`/`is_served` for a fork server's child), `spawn` (this executable again, with a
 //!   channel; with `QUIET_SPAWN`, its stdout silenced until it calls `restore_stdout` with
 //!   what `stdout_handle` gave), `fork` (Unix; `fork_unwatched` and `Reaper` for the fork
-//!   server, which reaps on `SIGCHLD`), `pid`, `current_pid`, `process_alive`,
+//!   server, which reaps on `SIGCHLD` and tells each exit status through a `status_pipe` with
+//!   `write_status`), `pid`, `current_pid`, `process_alive`,
 //!   `exit_now`, `at_exit`, `signal_name`, `SIGTERM`, `SIGKILL`, `stdin_from_null`, `prepare_null`,
 //!   `ended_child` (which child ended, if the OS can say: [`Ended`]).
 //! - **A child's start.** `Channel` (with `try_clone`, and `Read`/`Write` on `&Channel`) and

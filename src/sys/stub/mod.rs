@@ -188,7 +188,17 @@ pub(crate) fn fork(_child: impl FnOnce()) -> io::Result<ProcHandle> {
     unsupported("the fork start method")
 }
 
-/// Forking: unsupported.
+/// A fork server's status pipe: unsupported.
+pub(crate) fn status_pipe() -> io::Result<(OwnedHandle, OwnedHandle)> {
+    unsupported("a fork server")
+}
+
+/// A fork server's status write: never called (no handle exists).
+pub(crate) fn write_status(status: OwnedHandle, _code: i32) {
+    match status.0 {}
+}
+
+/// Fails: unsupported platform.
 pub(crate) fn fork_unwatched(_child: impl FnOnce()) -> io::Result<u32> {
     unsupported("the fork start method")
 }
@@ -213,7 +223,7 @@ impl Reaper {
     }
 
     /// Never called (no reaper exists).
-    pub(crate) fn keep_high(&self, _channel: Channel) -> Channel {
+    pub(crate) fn keep_high(&self, _handle: OwnedHandle) -> OwnedHandle {
         match *self {}
     }
 

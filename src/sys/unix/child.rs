@@ -61,7 +61,7 @@ impl ProcHandle {
     }
 
     /// A child of our fork server, whose pid comes as `pid` says and whose exit status will
-    /// come on `status`.
+    /// come on `status`, the read end of a [`status_pipe`](super::status_pipe).
     pub(crate) fn served(pid: crate::sys::ServedPid, status: OwnedFd) -> io::Result<Self> {
         Ok(ProcHandle {
             pid: 0,
@@ -72,7 +72,8 @@ impl ProcHandle {
     }
 
     /// A served child's exit status, if the server has sent it; 255 (as Python says) if the
-    /// server ended without sending it.
+    /// server ended without sending it. Read once (the caller keeps it): the pipe stays
+    /// readable after, at its end of file, for whoever waits on the sentinel.
     fn served_status(&self) -> io::Result<Option<i32>> {
         // Always open: made with the handle (see `served`).
         let Sentinel::Open(status) = &self.sentinel else {
@@ -80,15 +81,8 @@ impl ProcHandle {
         };
         let mut buf = [0u8; 4];
         loop {
-            // SAFETY: a peek into a 4-byte buffer of ours on a socket we own.
-            let n = unsafe {
-                libc::recv(
-                    status.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_PEEK,
-                )
-            };
+            // SAFETY: a read into a 4-byte buffer of ours from a non-blocking pipe we own.
+            let n = unsafe { libc::read(status.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 match e.kind() {
@@ -97,10 +91,10 @@ impl ProcHandle {
                     _ => return Err(e),
                 }
             }
+            // The server writes the four bytes at once (less than `PIPE_BUF`: never split).
             return Ok(match n {
-                0 => Some(255),
                 4 => Some(i32::from_le_bytes(buf)),
-                _ => None,
+                _ => Some(255),
             });
         }
     }

@@ -26,7 +26,7 @@ mod socket;
 pub(crate) use aio::*;
 pub(crate) use child::ProcHandle;
 pub(crate) use fds::*;
-pub(crate) use reaper::Reaper;
+pub(crate) use reaper::{Reaper, write_status};
 pub(crate) use region::*;
 #[allow(unused_imports)]
 pub(crate) use shm::*;
@@ -133,6 +133,21 @@ pub(crate) const SIGKILL: i32 = libc::SIGKILL;
 /// A connected pair of channel ends, both close-on-exec.
 pub(crate) fn channel_pair() -> io::Result<(Channel, Channel)> {
     UnixStream::pair()
+}
+
+/// A one-way pipe for a fork server's child's exit status: (read end, write end), both
+/// close-on-exec, the read end non-blocking (its reader only looks). A pipe, not a socket:
+/// while a Unix socket is in flight (sent with `SCM_RIGHTS`, not yet received), closing any
+/// Unix socket queues the kernel's collector of sockets in flight, a worker's wake-up and run
+/// each time (issue 19, W11 forkserver).
+pub(crate) fn status_pipe() -> io::Result<(OwnedHandle, OwnedHandle)> {
+    let (read, write) = io::pipe()?;
+    let read = OwnedFd::from(read);
+    // SAFETY: fcntl on a descriptor we own, with integer arguments only.
+    if unsafe { libc::fcntl(read.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((read, OwnedFd::from(write)))
 }
 
 /// A channel end as a plain handle (to travel in a message).

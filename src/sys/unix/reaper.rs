@@ -10,7 +10,7 @@
 //! 256 × 255 / 2 of them; strace of one counted 26,935 `close` calls in all, 4,404 and 258
 //! `close_range` after).
 
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
@@ -74,20 +74,20 @@ impl Reaper {
         Ok(Reaper { read, write, high })
     }
 
-    /// Moves `channel`, which the server keeps while a child runs, above its other descriptors
+    /// Moves `fd`, which the server keeps while a child runs, above its other descriptors
     /// (see the module's docs); as it was if it cannot be moved.
-    pub(crate) fn keep_high(&self, channel: super::Channel) -> super::Channel {
+    pub(crate) fn keep_high(&self, fd: OwnedFd) -> OwnedFd {
         let Some(high) = self.high else {
-            return channel;
+            return fd;
         };
         // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor of ours from one we own.
-        let moved = unsafe { libc::fcntl(channel.as_raw_fd(), libc::F_DUPFD_CLOEXEC, high) };
+        let moved = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, high) };
         if moved < 0 {
-            return channel;
+            return fd;
         }
-        // SAFETY: `moved` is a fresh descriptor nobody else owns; `channel` (the old number)
-        // is dropped, closing it.
-        super::Channel::from(unsafe { OwnedFd::from_raw_fd(moved) })
+        // SAFETY: `moved` is a fresh descriptor nobody else owns; `fd` (the old number) is
+        // dropped, closing it.
+        unsafe { OwnedFd::from_raw_fd(moved) }
     }
 
     /// Whether `fd` is one [`keep_high`](Self::keep_high) moved (a child whose
@@ -136,6 +136,12 @@ impl Reaper {
             _ => false,
         }
     }
+}
+
+/// Writes a served child's exit `code` on its status pipe (see `status_pipe`), then closes it:
+/// four bytes, which an empty pipe takes at once and whole.
+pub(crate) fn write_status(status: OwnedFd, code: i32) {
+    let _ = std::fs::File::from(status).write_all(&code.to_le_bytes());
 }
 
 impl Drop for Reaper {

@@ -3,7 +3,7 @@
 
 use std::io;
 
-use super::{Channel, ProcHandle, WaitHandle};
+use super::{Channel, OwnedHandle, ProcHandle, WaitHandle};
 
 /// A channel's number for a forked child to let go of: none (no fork here).
 pub(crate) fn channel_number(_channel: &Channel) -> i32 {
@@ -28,6 +28,14 @@ fn unsupported<T>() -> io::Result<T> {
 pub(crate) fn fork(_child: impl FnOnce()) -> io::Result<ProcHandle> {
     unsupported()
 }
+
+/// There is no fork server here.
+pub(crate) fn status_pipe() -> io::Result<(OwnedHandle, OwnedHandle)> {
+    unsupported()
+}
+
+/// There is no fork server here: nothing to write.
+pub(crate) fn write_status(_status: OwnedHandle, _code: i32) {}
 
 /// There is no fork here.
 pub(crate) fn fork_unwatched(_child: impl FnOnce()) -> io::Result<u32> {
@@ -54,7 +62,7 @@ impl Reaper {
     }
 
     /// Never called (no reaper exists).
-    pub(crate) fn keep_high(&self, _channel: Channel) -> Channel {
+    pub(crate) fn keep_high(&self, _handle: OwnedHandle) -> OwnedHandle {
         match *self {}
     }
 
