@@ -38,7 +38,9 @@ pub(super) fn reap_finished() {
     if lock(CHILDREN.get()).is_empty() {
         return;
     }
-    let mut reaped = Vec::new();
+    // Inline: an allocation and its free at every start of a fan-out are pages written
+    // between two forks (issue 19, W11).
+    let mut reaped = smallvec::SmallVec::<[u32; 8]>::new();
     let all = loop {
         let pid = match sys::ended_child() {
             sys::Ended::None => break false,

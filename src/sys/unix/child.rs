@@ -32,17 +32,24 @@ pub(crate) struct ProcHandle {
 #[derive(Debug)]
 enum Sentinel {
     Open(Arc<OwnedFd>),
-    /// Not opened yet: its place, made before the fork (an allocation after it writes
-    /// malloc's pages, which a child alive shares: a copy each, issue 19). `None` only while
-    /// it is being filled.
-    Later(Option<Arc<std::mem::MaybeUninit<OwnedFd>>>),
+    /// Not opened yet, and where it goes if it is opened at the start: made before the fork
+    /// (an allocation after it writes malloc's pages, which a child alive shares: a copy
+    /// each, issue 19). Where it is opened on demand, none is made: most of a fan-out's
+    /// children never need one, and the allocation would be one more page written between
+    /// two forks.
+    Later(Option<Place>),
 }
 
+/// Where a sentinel goes, made before it is opened.
+pub(super) type Place = Arc<std::mem::MaybeUninit<OwnedFd>>;
+
 impl ProcHandle {
-    pub(super) fn new(pid: u32, place: Arc<std::mem::MaybeUninit<OwnedFd>>) -> io::Result<Self> {
+    /// `place`: where the sentinel goes, made before a fork where it is opened at the start
+    /// (see [`Sentinel::Later`]).
+    pub(super) fn new(pid: u32, place: Option<Place>) -> io::Result<Self> {
         let mut handle = ProcHandle {
             pid,
-            sentinel: Sentinel::Later(Some(place)),
+            sentinel: Sentinel::Later(place),
             exitcode: None,
             served: None,
         };

@@ -232,7 +232,7 @@ pub(crate) fn spawn(args: &[OsString], channel: Channel, quiet: bool) -> io::Res
             .spawn()
     })?;
     // `std::process::Child` neither waits nor kills on drop; from here `ProcHandle` owns it.
-    ProcHandle::new(child.id(), Arc::new_uninit())
+    ProcHandle::new(child.id(), None)
 }
 
 /// Forks; the child runs `child` (which should end the process; if it returns, the child exits
@@ -243,9 +243,10 @@ pub(crate) fn spawn(args: &[OsString], channel: Channel, quiet: bool) -> io::Res
 pub(crate) fn fork(child: impl FnOnce()) -> io::Result<ProcHandle> {
     // What std's stdout holds would be written twice (std's stderr holds nothing).
     let _ = io::stdout().flush();
-    // The sentinel's place is made before the fork: an allocation after it writes malloc's
-    // pages, which the child shares (each a copy: issue 19).
-    let slot = Arc::<OwnedFd>::new_uninit();
+    // Where the sentinel is opened at the start, its place is made before the fork: an
+    // allocation after it writes malloc's pages, which the child shares (each a copy: issue
+    // 19).
+    let slot = (!os::SENTINEL_ON_DEMAND).then(Arc::new_uninit);
     ProcHandle::new(fork_unwatched(child)?, slot)
 }
 
