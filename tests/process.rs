@@ -265,6 +265,12 @@ fn p06_explicit_exit_codes() {
         p.start().unwrap();
         p.join().unwrap();
         assert_eq!(p.exitcode().unwrap(), Some(expected), "exit({code})");
+        // A `()` target's value is not sent: exit code 0 says it, whatever ended the target.
+        match (p.result::<()>(), expected) {
+            (Ok(()), 0) => {}
+            (Err(Error::Exited { exitcode }), 1..) => assert_eq!(exitcode, expected),
+            other => panic!("exit({code}): {other:?}"),
+        }
         let mut q = Process::new(std_exits_with, (code,));
         q.start().unwrap();
         q.join().unwrap();

@@ -216,6 +216,11 @@ pub(super) fn run_child(
 pub(super) fn run_target(channel: &sys::Channel, target: impl FnOnce() -> Result<Vec<u8>>) -> i32 {
     let outcome = panics::catch_in_target(|| super::current_process().name(), target);
     let (report, code) = match outcome {
+        // A value of no bytes (`()`, and every other zero-sized type) goes unsaid: a started
+        // child's exit code 0 says it (`Process::result`). Its parent, which waits on the
+        // channel and the sentinel, then wakes once, at the end, not at the report and again
+        // at the end; and the child runs no `writev` (issue 19, W1).
+        Ok(Ok(value)) if value.is_empty() => return 0,
         Ok(Ok(value)) => (Report::Returned(value), 0),
         Ok(Err(e)) => {
             report_error!("Process {}:\n{e}", super::current_process().name());

@@ -38,7 +38,8 @@ pub(super) struct Bootstrap {
 pub(crate) enum Report {
     /// The child accepted its bootstrap and is about to run the target.
     Started,
-    /// The target returned this encoded value.
+    /// The target returned this encoded value (never empty: a value of no bytes is not sent,
+    /// see `child::run_target`).
     Returned(Vec<u8>),
     /// The target panicked with this message.
     Panicked(String),

@@ -468,7 +468,9 @@ impl Process {
     /// the signal, [`Error::Exited`] with the code passed to `exit`, [`Error::Bootstrap`] when
     /// the child never ran the target (for instance its `main` lacks `init()`),
     /// [`Error::Codec`] when the value could not be encoded or decoded, [`Error::State`] when
-    /// `R` is not the target's return type or the process was not started.
+    /// `R` is not the target's return type or the process was not started. A value of no
+    /// bytes (`()`, or another zero-sized type) is not sent back: a child that started and
+    /// exited with code 0 returned it, whether its target returned or called `exit(0)`.
     pub fn result<R: DeserializeOwned + 'static>(&self) -> Result<R> {
         self.result_within(None)
     }
@@ -518,6 +520,11 @@ impl Process {
             Some(Report::Failed(m)) => Err(Error::Codec(m.clone())),
             Some(Report::Refused(m)) => Err(Error::Bootstrap(m.clone())),
             Some(Report::Started) | None if code < 0 => Err(Error::Killed { signal: -code }),
+            // A value of no bytes is not sent (see `child::run_target`): a started child that
+            // exited 0 returned it, if `R` is one; else it exited without returning.
+            Some(Report::Started) | None if code == 0 && child.started => {
+                wire::decode(&[]).map_err(|_| Error::Exited { exitcode: 0 })
+            }
             Some(Report::Started) | None if child.started => Err(Error::Exited { exitcode: code }),
             Some(Report::Started) | None => Err(start::never_started("the child", code)),
         }
