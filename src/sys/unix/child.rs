@@ -11,7 +11,7 @@ use super::os;
 /// it, so signalling it by pid under `&mut self` is race-free.
 ///
 /// Or a child of our fork server (`served`): the server reaps it and writes its exit status (a
-/// little-endian `i32` in Python's convention) on a socket whose other end is the sentinel.
+/// little-endian `i32` in Python's convention) on a pipe whose read end is the sentinel.
 /// Signalling it by pid has the window Python's forkserver has: between the server reaping it
 /// and us reading the status, its pid could in principle be reused.
 #[derive(Debug)]
