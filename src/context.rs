@@ -235,7 +235,9 @@ pub(crate) fn default_method() -> StartMethod {
     method(DEFAULT.load(Ordering::SeqCst)).unwrap_or(INITIAL_DEFAULT)
 }
 
-/// In a child: adopt the parent's method as the fixed default.
-pub(crate) fn inherit(method: StartMethod) {
-    DEFAULT.store(code(Some(method)), Ordering::SeqCst);
+crate::sys::forked_child_code! {
+    /// In a child: adopt the parent's method as the fixed default.
+    pub(crate) fn inherit(method: StartMethod) {
+        DEFAULT.store(code(Some(method)), Ordering::SeqCst);
+    }
 }

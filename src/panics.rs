@@ -68,16 +68,18 @@ pub(crate) fn catch_task<R>(f: impl FnOnce() -> R) -> Result<R, String> {
     catch_quietly(f).map_err(with_trace)
 }
 
-/// Runs a process's target, catching a panic, which is printed after `Process <name>:` (the
-/// name as `name` gives it when the panic happens). The message returned carries the panic's
-/// backtrace, where one was captured (Python's remote traceback).
-pub(crate) fn catch_in_target<R>(name: fn() -> String, f: impl FnOnce() -> R) -> Result<R, String> {
-    install_hook();
-    clear_trace();
-    let was = TARGET_OF.with(|t| t.replace(Some(name)));
-    let outcome = panic::catch_unwind(AssertUnwindSafe(f));
-    TARGET_OF.with(|t| t.set(was));
-    outcome.map_err(|payload| with_trace(message(payload.as_ref())))
+crate::sys::forked_child_code! {
+    /// Runs a process's target, catching a panic, which is printed after `Process <name>:` (the
+    /// name as `name` gives it when the panic happens). The message returned carries the panic's
+    /// backtrace, where one was captured (Python's remote traceback).
+    pub(crate) fn catch_in_target<R>(name: fn() -> String, f: impl FnOnce() -> R) -> Result<R, String> {
+        install_hook();
+        clear_trace();
+        let was = TARGET_OF.with(|t| t.replace(Some(name)));
+        let outcome = panic::catch_unwind(AssertUnwindSafe(f));
+        TARGET_OF.with(|t| t.set(was));
+        outcome.map_err(|payload| with_trace(message(payload.as_ref())))
+    }
 }
 
 /// What separates a panic's message from its backtrace in `Error::Panicked`.

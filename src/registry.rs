@@ -287,10 +287,12 @@ where
         Some(Image::encode(call_target::<F, A, R>, self.args.as_ref()))
     }
 
-    fn call(&mut self) -> Result<Vec<u8>> {
-        let place = IN_PLACE.take();
-        let args = self.args.take().ok_or_else(called_twice)?;
-        reply(place, image::conjure::<F>().call(args))
+    crate::sys::forked_child_code! {
+        fn call(&mut self) -> Result<Vec<u8>> {
+            let place = IN_PLACE.take();
+            let args = self.args.take().ok_or_else(called_twice)?;
+            reply(place, image::conjure::<F>().call(args))
+        }
     }
 
     fn discard(&mut self) {
@@ -308,9 +310,11 @@ impl<T: Run> Pending for RunCall<T> {
         Some(Image::encode(call_run::<T>, self.obj.as_ref()))
     }
 
-    fn call(&mut self) -> Result<Vec<u8>> {
-        let obj = self.obj.take().ok_or_else(called_twice)?;
-        wire::encode(&obj.run()).map_err(|e| context::<T::Output>("encoding the returned value", e))
+    crate::sys::forked_child_code! {
+        fn call(&mut self) -> Result<Vec<u8>> {
+            let obj = self.obj.take().ok_or_else(called_twice)?;
+            wire::encode(&obj.run()).map_err(|e| context::<T::Output>("encoding the returned value", e))
+        }
     }
 
     fn discard(&mut self) {
@@ -332,9 +336,11 @@ where
         None
     }
 
-    fn call(&mut self) -> Result<Vec<u8>> {
-        let f = self.f.take().ok_or_else(called_twice)?;
-        wire::encode(&f()).map_err(|e| context::<R>("encoding the returned value", e))
+    crate::sys::forked_child_code! {
+        fn call(&mut self) -> Result<Vec<u8>> {
+            let f = self.f.take().ok_or_else(called_twice)?;
+            wire::encode(&f()).map_err(|e| context::<R>("encoding the returned value", e))
+        }
     }
 
     fn discard(&mut self) {
@@ -395,22 +401,24 @@ where
     reply(place, image::conjure::<F>().call(args))
 }
 
-/// Encodes a target's `value`: into the ring a pool worker named (`place`, taken before the
-/// call) if it fits there, else into a buffer the caller may give back (a pool worker does,
-/// after its reply: a large value then costs no fresh pages each time).
-fn reply<R: Serialize + 'static>(place: Option<(Ring, Vec<u8>)>, value: R) -> Result<Vec<u8>> {
-    if let Some((ring, head)) = place {
-        if matches!(ring.put_encoded(&head, &value), Ok(true)) {
-            SENT.set(true);
+crate::sys::forked_child_code! {
+    /// Encodes a target's `value`: into the ring a pool worker named (`place`, taken before the
+    /// call) if it fits there, else into a buffer the caller may give back (a pool worker does,
+    /// after its reply: a large value then costs no fresh pages each time).
+    fn reply<R: Serialize + 'static>(place: Option<(Ring, Vec<u8>)>, value: R) -> Result<Vec<u8>> {
+        if let Some((ring, head)) = place {
+            if matches!(ring.put_encoded(&head, &value), Ok(true)) {
+                SENT.set(true);
+                return Ok(Vec::new());
+            }
+        } else if std::any::TypeId::of::<R>() == std::any::TypeId::of::<()>() {
+            // `()` encodes to nothing: no buffer, no encoder (in a forked child each would be a
+            // thread-local page and windows of code to fault in, issue 19).
             return Ok(Vec::new());
         }
-    } else if std::any::TypeId::of::<R>() == std::any::TypeId::of::<()>() {
-        // `()` encodes to nothing: no buffer, no encoder (in a forked child each would be a
-        // thread-local page and windows of code to fault in, issue 19).
-        return Ok(Vec::new());
+        wire::encode_into(&value, wire::spare_buffer())
+            .map_err(|e| context::<R>("encoding the returned value", e))
     }
-    wire::encode_into(&value, wire::spare_buffer())
-        .map_err(|e| context::<R>("encoding the returned value", e))
 }
 
 /// Makes this thread's thread-locals for running a target ready (see

@@ -166,102 +166,126 @@ impl Handshake {
     }
 }
 
-/// Common to spawned and forked children: become the process `record` describes (its channel
-/// to the parent set), run `body`, apply the exit policy, exit with the code `body` returns.
-/// `parent` is the record's [`ParentProcess`], if the caller made it (a forked child's parent
-/// makes it before the fork: its reference count is a write to the record's page, in a child a
-/// copy, issue 19).
-pub(super) fn run_child(
-    record: Arc<Shared>,
-    parent: Option<ParentProcess>,
-    method: StartMethod,
-    body: impl FnOnce(&sys::Channel) -> i32,
-) -> ! {
-    let daemon = record.daemon.load(Ordering::Relaxed);
-    let Some(parent) = parent.or_else(|| ParentProcess::of(Arc::clone(&record))) else {
-        // Never: both callers set the channel.
-        sys::exit_now(1)
-    };
-    super::become_child(record);
-    let channel = parent.channel();
-    context::inherit(method);
-    if !method.copies_memory() {
-        // A forked child needs no handshake: its parent knows it runs the target.
-        send(channel, &Report::Started);
+crate::sys::forked_child_code! {
+    /// Common to spawned and forked children: become the process `record` describes (its channel
+    /// to the parent set), run `body`, apply the exit policy, exit with the code `body` returns.
+    /// `parent` is the record's [`ParentProcess`], if the caller made it (a forked child's parent
+    /// makes it before the fork: its reference count is a write to the record's page, in a child a
+    /// copy, issue 19). Generic but small: its two halves are not.
+    pub(super) fn run_child(
+        record: Arc<Shared>,
+        parent: Option<ParentProcess>,
+        method: StartMethod,
+        body: impl FnOnce(&sys::Channel) -> i32,
+    ) -> ! {
+        let parent = enter(record, parent, method);
+        let code = body(parent.channel());
+        leave(method, code)
     }
-    if daemon {
-        watch_parent(parent.clone());
-    }
-    log::event!(Level::Info, {}, "child process calling self.run()");
-    let code = body(channel);
-    log::event!(
-        Level::Info,
-        { exitcode = code },
-        "process exiting with exitcode {code}"
-    );
-    super::exit_function();
-    super::flush_stdio();
-    if method != StartMethod::Spawn {
-        // Forked (by us or by the fork server): the C runtime's exit handlers and library
-        // destructors are the parent's (or the server's); leave without them, as Python's
-        // forked and fork-server children do (`os._exit` after `_bootstrap`). In a fork-server
-        // child they were a dozen windows of libc and the loader's code faulted in (issue 19).
-        sys::exit_now(code)
-    }
-    // Spawned: a program of its own, which ends as one (Python's spawned child `sys.exit`s).
-    std::process::exit(code)
 }
 
-/// Runs the target, reports how it ended, and returns the exit code (0, or 1 after a panic).
-pub(super) fn run_target(channel: &sys::Channel, target: impl FnOnce() -> Result<Vec<u8>>) -> i32 {
-    let outcome = panics::catch_in_target(|| super::current_process().name(), target);
-    let (report, code) = match outcome {
-        // A value of no bytes (`()`, and every other zero-sized type) goes unsaid: a started
-        // child's exit code 0 says it (`Process::result`). Its parent, which waits on the
-        // channel and the sentinel, then wakes once, at the end, not at the report and again
-        // at the end; and the child runs no `writev` (issue 19, W1).
-        Ok(Ok(value)) if value.is_empty() => return 0,
-        Ok(Ok(value)) => (Report::Returned(value), 0),
-        Ok(Err(e)) => {
-            report_error!("Process {}:\n{e}", super::current_process().name());
-            let reason = match e {
-                Error::Codec(m) => m,
-                other => other.to_string(),
-            };
-            (Report::Failed(reason), 1)
+crate::sys::forked_child_code! {
+    /// [`run_child`]'s first half: becomes the process `record` describes; returns its parent.
+    fn enter(
+        record: Arc<Shared>,
+        parent: Option<ParentProcess>,
+        method: StartMethod,
+    ) -> ParentProcess {
+        let daemon = record.daemon.load(Ordering::Relaxed);
+        let Some(parent) = parent.or_else(|| ParentProcess::of(Arc::clone(&record))) else {
+            // Never: both callers set the channel.
+            sys::exit_now(1)
+        };
+        super::become_child(record);
+        context::inherit(method);
+        if !method.copies_memory() {
+            // A forked child needs no handshake: its parent knows it runs the target.
+            send(parent.channel(), &Report::Started);
         }
-        Err(message) => (Report::Panicked(message), 1),
-    };
-    send(channel, &report);
-    code
+        if daemon {
+            watch_parent(parent.clone());
+        }
+        log::event!(Level::Info, {}, "child process calling self.run()");
+        parent
+    }
 }
 
-/// Sends a report to the parent; a parent that is gone cannot be told, so errors are ignored.
-fn send(channel: &sys::Channel, report: &Report) {
-    // The usual report, a value, goes as its encoding's prefix and the value itself, in one
-    // `writev` from our own code: no copy, no serde code or tables, no std socket code (each
-    // window of code a forked child runs, libc's `memcpy` included, is a fault: issue 19).
-    if let Report::Returned(value) = report {
-        let (prefix, p) = Report::returned_prefix(value.len());
-        let (head, h) = wire::header(p + value.len());
-        if p + value.len() > ARMED_REPORT_LIMIT {
-            // It may have to wait for the parent to read (see `ARMED_REPORT_LIMIT`).
-            disarm();
+crate::sys::forked_child_code! {
+    /// [`run_child`]'s second half: the exit policy, then the exit with `code`.
+    fn leave(method: StartMethod, code: i32) -> ! {
+        log::event!(
+            Level::Info,
+            { exitcode = code },
+            "process exiting with exitcode {code}"
+        );
+        super::exit_function();
+        super::flush_stdio();
+        if method != StartMethod::Spawn {
+            // Forked (by us or by the fork server): the C runtime's exit handlers and library
+            // destructors are the parent's (or the server's); leave without them, as Python's
+            // forked and fork-server children do (`os._exit` after `_bootstrap`). In a fork-server
+            // child they were a dozen windows of libc and the loader's code faulted in (issue 19).
+            sys::exit_now(code)
         }
-        let _ = sys::write_all_vectored(channel, &[&head[..h], &prefix[..p], value]);
-        return;
+        // Spawned: a program of its own, which ends as one (Python's spawned child `sys.exit`s).
+        std::process::exit(code)
     }
-    // Other small reports are encoded on the stack: after a fork every heap page the child
-    // touches is a copy-on-write fault.
-    let mut small = [0u8; 256];
-    if let Ok(payload) = postcard::to_slice(report, &mut small) {
-        let _ = wire::write_frame(&mut &*channel, payload);
-    } else if let Ok(bytes) = wire::encode(report) {
-        if bytes.len() > ARMED_REPORT_LIMIT {
-            // It may have to wait for the parent to read (see `ARMED_REPORT_LIMIT`).
-            disarm();
+}
+
+crate::sys::forked_child_code! {
+    /// Runs the target, reports how it ended, and returns the exit code (0, or 1 after a panic).
+    pub(super) fn run_target(channel: &sys::Channel, target: impl FnOnce() -> Result<Vec<u8>>) -> i32 {
+        let outcome = panics::catch_in_target(|| super::current_process().name(), target);
+        let (report, code) = match outcome {
+            // A value of no bytes (`()`, and every other zero-sized type) goes unsaid: a started
+            // child's exit code 0 says it (`Process::result`). Its parent, which waits on the
+            // channel and the sentinel, then wakes once, at the end, not at the report and again
+            // at the end; and the child runs no `writev` (issue 19, W1).
+            Ok(Ok(value)) if value.is_empty() => return 0,
+            Ok(Ok(value)) => (Report::Returned(value), 0),
+            Ok(Err(e)) => {
+                report_error!("Process {}:\n{e}", super::current_process().name());
+                let reason = match e {
+                    Error::Codec(m) => m,
+                    other => other.to_string(),
+                };
+                (Report::Failed(reason), 1)
+            }
+            Err(message) => (Report::Panicked(message), 1),
+        };
+        send(channel, &report);
+        code
+    }
+}
+
+crate::sys::forked_child_code! {
+    /// Sends a report to the parent; a parent that is gone cannot be told, so errors are ignored.
+    fn send(channel: &sys::Channel, report: &Report) {
+        // The usual report, a value, goes as its encoding's prefix and the value itself, in one
+        // `writev` from our own code: no copy, no serde code or tables, no std socket code (each
+        // window of code a forked child runs, libc's `memcpy` included, is a fault: issue 19).
+        if let Report::Returned(value) = report {
+            let (prefix, p) = Report::returned_prefix(value.len());
+            let (head, h) = wire::header(p + value.len());
+            if p + value.len() > ARMED_REPORT_LIMIT {
+                // It may have to wait for the parent to read (see `ARMED_REPORT_LIMIT`).
+                disarm();
+            }
+            let _ = sys::write_all_vectored(channel, &[&head[..h], &prefix[..p], value]);
+            return;
         }
-        let _ = wire::write_frame(&mut &*channel, &bytes);
+        // Other small reports are encoded on the stack: after a fork every heap page the child
+        // touches is a copy-on-write fault.
+        let mut small = [0u8; 256];
+        if let Ok(payload) = postcard::to_slice(report, &mut small) {
+            let _ = wire::write_frame(&mut &*channel, payload);
+        } else if let Ok(bytes) = wire::encode(report) {
+            if bytes.len() > ARMED_REPORT_LIMIT {
+                // It may have to wait for the parent to read (see `ARMED_REPORT_LIMIT`).
+                disarm();
+            }
+            let _ = wire::write_frame(&mut &*channel, &bytes);
+        }
     }
 }
 

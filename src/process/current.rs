@@ -72,14 +72,16 @@ impl fmt::Debug for AuthKey {
 // ---------------------------------------------------------------------------------------------
 // This process
 
-/// This process's record (Python's `_current_process`): a [`Shared`], as its parent keeps of
-/// it. The main process's is made on first use, a spawned child's from its bootstrap; a
-/// forked child's is its own copy of the record its parent made of it (Python's forked child
-/// likewise becomes the `Process` object itself), so becoming the child copies and allocates
-/// nothing (issue 19: after a fork, the child's first allocation alone cost some 10 µs).
-/// Read without a lock and replaced whole (see [`StaticArc`]): becoming a forked child writes
-/// a static, not a heap page of the parent's, and a start reads it without writing a lock.
-static ME: StaticArc<Shared> = StaticArc::new();
+crate::sys::forked_child_data! {
+    /// This process's record (Python's `_current_process`): a [`Shared`], as its parent keeps of
+    /// it. The main process's is made on first use, a spawned child's from its bootstrap; a
+    /// forked child's is its own copy of the record its parent made of it (Python's forked child
+    /// likewise becomes the `Process` object itself), so becoming the child copies and allocates
+    /// nothing (issue 19: after a fork, the child's first allocation alone cost some 10 µs).
+    /// Read without a lock and replaced whole (see [`StaticArc`]): becoming a forked child writes
+    /// a static, not a heap page of the parent's, and a start reads it without writing a lock.
+    static ME: StaticArc<Shared> = StaticArc::new();
+}
 
 /// This process's record.
 pub(super) fn me() -> Arc<Shared> {
@@ -160,14 +162,18 @@ pub(super) fn name_and_authkey() -> (ShortName, Key) {
     })
 }
 
-/// This process's daemon flag, as in [`ME`], read without its lock: every `start` asks, and a
-/// lock taken between two forks is a page written, hence copied (issue 19).
-static DAEMONIC: AtomicBool = AtomicBool::new(false);
+crate::sys::forked_child_data! {
+    /// This process's daemon flag, as in [`ME`], read without its lock: every `start` asks, and a
+    /// lock taken between two forks is a page written, hence copied (issue 19).
+    static DAEMONIC: AtomicBool = AtomicBool::new(false);
+}
 
-/// Counts processes constructed here (Python's `_process_counter` counts from 1; this from 0,
-/// so that it lies in `.bss` with the other statics a forked child writes, see
-/// [`StaticArc`]); reset in every child.
-pub(super) static COUNTER: AtomicU64 = AtomicU64::new(0);
+crate::sys::forked_child_data! {
+    /// Counts processes constructed here (Python's `_process_counter` counts from 1; this from
+    /// 0); reset in every child: with the other statics a forked child writes (see
+    /// `sys::forked_child_data`).
+    pub(super) static COUNTER: AtomicU64 = AtomicU64::new(0);
+}
 
 /// A process's ident (Python's `_identity`: `1:2:3` is its parent's and its number), inline up
 /// to a depth of four: one allocation less per start (each a heap page written between two
@@ -228,12 +234,14 @@ pub(crate) fn cut_parent_channel() {
     std::mem::forget(server);
 }
 
-/// In a new child: become the process `record` describes, whose `to_parent` holds our end of
-/// the channel to the parent (the parent's record is left behind unfreed, see [`StaticArc`]).
-pub(crate) fn become_child(record: Arc<Shared>) {
-    DAEMONIC.store(record.daemon.load(Ordering::Relaxed), Ordering::Relaxed);
-    ME.set(record);
-    COUNTER.store(0, Ordering::Relaxed);
+crate::sys::forked_child_code! {
+    /// In a new child: become the process `record` describes, whose `to_parent` holds our end of
+    /// the channel to the parent (the parent's record is left behind unfreed, see [`StaticArc`]).
+    pub(crate) fn become_child(record: Arc<Shared>) {
+        DAEMONIC.store(record.daemon.load(Ordering::Relaxed), Ordering::Relaxed);
+        ME.set(record);
+        COUNTER.store(0, Ordering::Relaxed);
+    }
 }
 
 /// The current process, as Python's `multiprocessing.current_process()`.

@@ -112,15 +112,17 @@ impl Finalize {
     }
 }
 
-/// Python's `_run_finalizers(minpriority)`: runs this process's finalizers whose priority is at
-/// least `min` (`None`: every one with a priority), highest first, later first among equals.
-/// Each is taken out of the registry before it runs, so a callback may register or cancel
-/// others; those it registers with a high enough priority run too.
-#[inline]
-pub(crate) fn run_finalizers(min: Option<i32>) {
-    let me = sys::current_pid();
-    if REGISTERED_BY.load(Ordering::Acquire) == me {
-        run_registered(min, me);
+crate::sys::forked_child_code! {
+    /// Python's `_run_finalizers(minpriority)`: runs this process's finalizers whose priority is at
+    /// least `min` (`None`: every one with a priority), highest first, later first among equals.
+    /// Each is taken out of the registry before it runs, so a callback may register or cancel
+    /// others; those it registers with a high enough priority run too.
+    #[inline]
+    pub(crate) fn run_finalizers(min: Option<i32>) {
+        let me = sys::current_pid();
+        if REGISTERED_BY.load(Ordering::Acquire) == me {
+            run_registered(min, me);
+        }
     }
 }
 

@@ -249,7 +249,34 @@ fn fork(
     let mut own = theirs
         .is_none()
         .then(|| (Arc::clone(record), ParentProcess::of(Arc::clone(record))));
-    let forked = sys::fork(|| {
+    let forked = sys::fork(
+        #[inline(always)]
+        || in_child(&list, &ours, children, &mut theirs, record, &mut own, job),
+    );
+    for in_parent in list.iter().flatten().rev().filter_map(|h| h.in_parent) {
+        in_parent(forked.is_ok());
+    }
+    drop(theirs.take());
+    drop(own.take());
+    if let Some(mine) = Arc::get_mut(record) {
+        drop(mine.to_parent.take());
+    }
+    let handle = forked.map_err(|e| Error::io("forking a child process", e))?;
+    Ok((handle, ours))
+}
+
+crate::sys::forked_child_code! {
+    /// The forked child's side of [`fork`]: lets go of what it must not keep and runs the job,
+    /// never returning.
+    fn in_child(
+        list: &[Option<&ForkHook>; FORK_HOOK_SLOTS],
+        ours: &sys::Channel,
+        children: &mut Option<ChildrenGuard>,
+        theirs: &mut Option<sys::Channel>,
+        record: &Arc<Shared>,
+        own: &mut Option<(Arc<Shared>, Option<ParentProcess>)>,
+        job: &mut Option<Job>,
+    ) -> ! {
         for hook in list.iter().flatten() {
             for number in hook.released {
                 sys::release_inherited(number.load(Ordering::Relaxed));
@@ -260,7 +287,7 @@ fn fork(
         }
         // Our end, closed without dropping the `Arc` (its count and malloc's pages stay
         // unwritten): this frame never returns in the child.
-        sys::close_abandoned(sys::channel_handle(&ours));
+        sys::close_abandoned(sys::channel_handle(ours));
         if let Some(list) = children.take() {
             super::forget_inherited_children(list);
         }
@@ -277,17 +304,7 @@ fn fork(
                 None => 1,
             }
         })
-    });
-    for in_parent in list.iter().flatten().rev().filter_map(|h| h.in_parent) {
-        in_parent(forked.is_ok());
     }
-    drop(theirs.take());
-    drop(own.take());
-    if let Some(mine) = Arc::get_mut(record) {
-        drop(mine.to_parent.take());
-    }
-    let handle = forked.map_err(|e| Error::io("forking a child process", e))?;
-    Ok((handle, ours))
 }
 
 /// The error for a child (`who`) that ended with `code` before it took its bootstrap: in a

@@ -92,15 +92,17 @@ impl<T> ForkLock<T> {
         unsafe { &(*p).lock }
     }
 
-    /// The lock, if this process made it: `None` where [`get`](Self::get) would make one (a
-    /// per-process lock in a forked child, or one not used yet), without making it. For a
-    /// child's exit, which has nothing to do with its parent's value and should not allocate
-    /// (each heap page a forked child writes is a copy: issue 19).
-    pub(crate) fn mine(&self) -> Option<&Mutex<T>> {
-        let p = self.current.load(Ordering::Acquire);
-        // SAFETY: as in `get`: the slot is valid while `self` is borrowed.
-        let slot = unsafe { p.as_ref() }?;
-        (self.per_process.is_none() || slot.pid == super::current_pid()).then_some(&slot.lock)
+    crate::sys::forked_child_code! {
+        /// The lock, if this process made it: `None` where [`get`](Self::get) would make one (a
+        /// per-process lock in a forked child, or one not used yet), without making it. For a
+        /// child's exit, which has nothing to do with its parent's value and should not allocate
+        /// (each heap page a forked child writes is a copy: issue 19).
+        pub(crate) fn mine(&self) -> Option<&Mutex<T>> {
+            let p = self.current.load(Ordering::Acquire);
+            // SAFETY: as in `get`: the slot is valid while `self` is borrowed.
+            let slot = unsafe { p.as_ref() }?;
+            (self.per_process.is_none() || slot.pid == super::current_pid()).then_some(&slot.lock)
+        }
     }
 
     /// A new lock holding `value` replaces this process's, whoever held it (for a child just
@@ -137,9 +139,8 @@ impl<T: std::fmt::Debug> std::fmt::Debug for ForkLock<T> {
 /// child freeing it would write its parent's pages (each a copy: issue 19). A forked child
 /// sees its parent's value until it sets its own (Python's `_current_process` too).
 ///
-/// It holds a pointer alone, zero until first used, so that the static lies in `.bss` with the
-/// others a forked child writes (the pid cache, its counters): one page copied for all of them
-/// rather than one in `.data` too (issue 19).
+/// It holds a pointer alone, zero until first used; the one a forked child sets (`ME`) lies
+/// with the other statics it writes (see `sys::forked_child_data`).
 ///
 /// [`set`]: StaticArc::set
 pub(crate) struct StaticArc<T> {

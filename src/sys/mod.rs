@@ -86,6 +86,41 @@ pub(crate) enum Ended {
     Unknown,
 }
 
+/// Puts the function it wraps in a section of its own with the others a forked child runs from
+/// its fork to its exit, on Linux (elsewhere it is left where the compiler puts it). A forked
+/// child maps its parent's code as it runs it, a page fault for each 64 KiB window of code
+/// (and 16 pages mapped, unmapped again at its exit): spread over the crate's code, the path
+/// cost a child five windows of ours, together one (issue 19, W1: pinned fork + join 108.5 →
+/// 99.2 µs). A section's name is an `unsafe` attribute, which the crate allows only under
+/// `sys`: hence this wrapper, which allows it on the function (a `tests/structure.rs` test
+/// keeps `unsafe` blocks out of the function bodies it wraps outside `sys`).
+macro_rules! forked_child_code {
+    ($($item:tt)*) => {
+        #[allow(unsafe_code)]
+        #[cfg_attr(
+            all(target_os = "linux", not(multiprocess_stub_platform)),
+            unsafe(link_section = "multiprocess_forked_child")
+        )]
+        $($item)*
+    };
+}
+pub(crate) use forked_child_code;
+
+/// As [`forked_child_code`] for the statics a forked child writes (its process id, identity,
+/// exit hooks): together in a section of their own on Linux, one page copied in the child
+/// rather than one per page the linker spread them over.
+macro_rules! forked_child_data {
+    ($($item:tt)*) => {
+        #[allow(unsafe_code)]
+        #[cfg_attr(
+            all(target_os = "linux", not(multiprocess_stub_platform)),
+            unsafe(link_section = "multiprocess_forked_child_data")
+        )]
+        $($item)*
+    };
+}
+pub(crate) use forked_child_data;
+
 pub(crate) mod address;
 pub(crate) mod fork_lock;
 pub(crate) mod image;

@@ -165,33 +165,38 @@ pub(crate) fn pid() -> u32 {
     current_pid()
 }
 
-static PID: AtomicUsize = AtomicUsize::new(0);
-
-/// The child handler of every `fork` (ours or anyone's): clears the cache. Next to the fork
-/// path's own code: a forked child runs it, and each 64 KiB window of code a forked child
-/// runs costs it a page fault (issue 19).
-extern "C" fn forget_pid() {
-    PID.store(0, Ordering::Relaxed);
+crate::sys::forked_child_data! {
+    /// The cache of [`current_pid`] (0: empty).
+    static PID: AtomicUsize = AtomicUsize::new(0);
 }
 
-/// This process's id, cached (glibc no longer caches `getpid`); the cache is cleared in the
-/// child of every `fork`, ours or anyone's.
-pub(crate) fn current_pid() -> u32 {
-    match PID.load(Ordering::Relaxed) {
-        0 => {
-            static AT_FORK: std::sync::Once = std::sync::Once::new();
-            // SAFETY: registering a child handler that only stores to an atomic.
-            AT_FORK.call_once(|| unsafe {
-                libc::pthread_atfork(None, None, Some(forget_pid));
-            });
-            // Straight to libc (what std's `process::id` calls): a forked child asks at its
-            // end, and libc's `getpid` sits in the window of code its `fork` already mapped.
-            // SAFETY: getpid has no preconditions.
-            let pid = unsafe { libc::getpid() } as u32;
-            PID.store(pid as usize, Ordering::Relaxed);
-            pid
+crate::sys::forked_child_code! {
+    /// The child handler of every `fork` (ours or anyone's): clears the cache.
+    extern "C" fn forget_pid() {
+        PID.store(0, Ordering::Relaxed);
+    }
+}
+
+crate::sys::forked_child_code! {
+    /// This process's id, cached (glibc no longer caches `getpid`); the cache is cleared in the
+    /// child of every `fork`, ours or anyone's.
+    pub(crate) fn current_pid() -> u32 {
+        match PID.load(Ordering::Relaxed) {
+            0 => {
+                static AT_FORK: std::sync::Once = std::sync::Once::new();
+                // SAFETY: registering a child handler that only stores to an atomic.
+                AT_FORK.call_once(|| unsafe {
+                    libc::pthread_atfork(None, None, Some(forget_pid));
+                });
+                // Straight to libc (what std's `process::id` calls): a forked child asks at its
+                // end, and libc's `getpid` sits in the window of code its `fork` already mapped.
+                // SAFETY: getpid has no preconditions.
+                let pid = unsafe { libc::getpid() } as u32;
+                PID.store(pid as usize, Ordering::Relaxed);
+                pid
+            }
+            pid => pid as u32,
         }
-        pid => pid as u32,
     }
 }
 
@@ -250,21 +255,25 @@ pub(crate) fn fork(child: impl FnOnce()) -> io::Result<ProcHandle> {
     ProcHandle::new(fork_unwatched(child)?, slot)
 }
 
-/// Forks as [`fork`] does, without flushing std's stdout first and without a sentinel: the
-/// fork server's way (it prints nothing, and reaps with a [`Reaper`]). Returns the pid.
-pub(crate) fn fork_unwatched(child: impl FnOnce()) -> io::Result<u32> {
-    // SAFETY: fork has no memory-safety preconditions by itself; the child only runs `child`,
-    // which ends with `_exit`, so it never returns into the parent's stack frames.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
+crate::sys::forked_child_code! {
+    /// Forks as [`fork`] does, without flushing std's stdout first and without a sentinel: the
+    /// fork server's way (it prints nothing, and reaps with a [`Reaper`]). Returns the pid.
+    // Not inlined: the child resumes here, in the section, not in its caller.
+    #[inline(never)]
+    pub(crate) fn fork_unwatched(child: impl FnOnce()) -> io::Result<u32> {
+        // SAFETY: fork has no memory-safety preconditions by itself; the child only runs `child`,
+        // which ends with `_exit`, so it never returns into the parent's stack frames.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if pid == 0 {
+            child();
+            // `child` is meant to end the process; never return into the parent's frames.
+            exit_now(127);
+        }
+        Ok(pid as u32)
     }
-    if pid == 0 {
-        child();
-        // `child` is meant to end the process; never return into the parent's frames.
-        exit_now(127);
-    }
-    Ok(pid as u32)
 }
 
 /// In a spawned child: removes the marker and returns the bootstrap channel (our stdin), after
@@ -348,27 +357,29 @@ pub(crate) fn kill_on_readable(channel: &Channel, on: bool) -> io::Result<bool> 
     os::kill_on_readable(channel.as_raw_fd(), on)
 }
 
-/// Reopens stdin on the null device (Python does this in every child).
-///
-/// Straight to libc rather than through `std::fs::File::open`: a forked child runs this, and
-/// each 64 KiB window of code a forked child runs costs it a page fault (issue 19). A forked
-/// child finds the descriptor [`prepare_null`] left it and only `dup2`s it (no path lookup).
-pub(crate) fn stdin_from_null() -> io::Result<()> {
-    let kept = NULL.load(Ordering::Relaxed);
-    // SAFETY: dup2 of a descriptor `prepare_null` checked just before the fork onto fd 0.
-    if kept >= 0 && unsafe { libc::dup2(kept, 0) } == 0 {
-        return Ok(());
+crate::sys::forked_child_code! {
+    /// Reopens stdin on the null device (Python does this in every child).
+    ///
+    /// Straight to libc rather than through `std::fs::File::open`: a forked child runs this, and
+    /// each 64 KiB window of code a forked child runs costs it a page fault (issue 19). A forked
+    /// child finds the descriptor [`prepare_null`] left it and only `dup2`s it (no path lookup).
+    pub(crate) fn stdin_from_null() -> io::Result<()> {
+        let kept = NULL.load(Ordering::Relaxed);
+        // SAFETY: dup2 of a descriptor `prepare_null` checked just before the fork onto fd 0.
+        if kept >= 0 && unsafe { libc::dup2(kept, 0) } == 0 {
+            return Ok(());
+        }
+        // SAFETY: open with a NUL-terminated static path and plain flags.
+        let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: dup2 of the descriptor just opened onto fd 0.
+        let failed = (unsafe { libc::dup2(fd, 0) } < 0).then(io::Error::last_os_error);
+        // SAFETY: `fd` is ours (opened above) and nothing else refers to it.
+        unsafe { libc::close(fd) };
+        failed.map_or(Ok(()), Err)
     }
-    // SAFETY: open with a NUL-terminated static path and plain flags.
-    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: dup2 of the descriptor just opened onto fd 0.
-    let failed = (unsafe { libc::dup2(fd, 0) } < 0).then(io::Error::last_os_error);
-    // SAFETY: `fd` is ours (opened above) and nothing else refers to it.
-    unsafe { libc::close(fd) };
-    failed.map_or(Ok(()), Err)
 }
 
 /// A descriptor of the null device this process keeps (close-on-exec) for the stdin of the
@@ -476,10 +487,12 @@ pub(crate) fn at_exit(f: extern "C" fn()) {
     unsafe { libc::atexit(f) };
 }
 
-/// Ends the process at once with `code`: no exit handlers, no destructors (after `fork`).
-pub(crate) fn exit_now(code: i32) -> ! {
-    // SAFETY: _exit never returns and has no preconditions.
-    unsafe { libc::_exit(code) }
+crate::sys::forked_child_code! {
+    /// Ends the process at once with `code`: no exit handlers, no destructors (after `fork`).
+    pub(crate) fn exit_now(code: i32) -> ! {
+        // SAFETY: _exit never returns and has no preconditions.
+        unsafe { libc::_exit(code) }
+    }
 }
 
 /// The channel as a waitable handle. From its number, which std inlines: its `as_fd` for a
@@ -496,22 +509,26 @@ pub(crate) fn channel_number(channel: &Channel) -> i32 {
     channel.as_raw_fd()
 }
 
-/// In a child just forked (one thread): closes the descriptor `handle` borrows from an object
-/// of the parent's that this child abandons (forgets: never uses nor drops it), so that the
-/// object's memory stays unwritten (each page a forked child writes is a copy: issue 19).
-pub(crate) fn close_abandoned(handle: WaitHandle<'_>) {
-    // SAFETY: the caller's promise: nothing uses or closes this descriptor after this.
-    unsafe { libc::close(handle.as_raw_fd()) };
+crate::sys::forked_child_code! {
+    /// In a child just forked (one thread): closes the descriptor `handle` borrows from an object
+    /// of the parent's that this child abandons (forgets: never uses nor drops it), so that the
+    /// object's memory stays unwritten (each page a forked child writes is a copy: issue 19).
+    pub(crate) fn close_abandoned(handle: WaitHandle<'_>) {
+        // SAFETY: the caller's promise: nothing uses or closes this descriptor after this.
+        unsafe { libc::close(handle.as_raw_fd()) };
+    }
 }
 
-/// In a child just forked: lets go of its copy of descriptor `number` (-1: none), which an
-/// object of the parent's owns and this child never drops, by putting the null device kept
-/// for forks in its place (see [`prepare_null`]): the number stays taken, so that the object
-/// closing it later closes nothing else. Nothing if no null device is kept.
-pub(crate) fn release_inherited(number: i32) {
-    let kept = NULL.load(Ordering::Relaxed);
-    if number >= 0 && kept >= 0 && number != kept {
-        os::dup_cloexec(kept, number);
+crate::sys::forked_child_code! {
+    /// In a child just forked: lets go of its copy of descriptor `number` (-1: none), which an
+    /// object of the parent's owns and this child never drops, by putting the null device kept
+    /// for forks in its place (see [`prepare_null`]): the number stays taken, so that the object
+    /// closing it later closes nothing else. Nothing if no null device is kept.
+    pub(crate) fn release_inherited(number: i32) {
+        let kept = NULL.load(Ordering::Relaxed);
+        if number >= 0 && kept >= 0 && number != kept {
+            os::dup_cloexec(kept, number);
+        }
     }
 }
 

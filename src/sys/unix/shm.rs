@@ -409,31 +409,33 @@ fn launch() -> io::Result<Link> {
 /// How long a program's exit waits for the tracker it started to clean up and end.
 const STOP_WAIT: Duration = Duration::from_secs(2);
 
-/// At the exit of a program that started its tracker (the last step of the exit policy, after
-/// its children are joined): lets go of the pipe and waits (at most [`STOP_WAIT`]) for the
-/// tracker to unlink what leaked and end, then reaps it, so that no tracker outlives its
-/// program. (A descendant still holding the pipe keeps it running: it then ends on its own
-/// when they do.) Does nothing in a process that did not start its tracker.
-pub(crate) fn stop_tracker() {
-    // This process's link only (a forked child that never used its parent's makes none), and
-    // `try_lock`: a lock held by a thread stopped in the middle must not stop the exit.
-    let Some(Ok(mut guard)) = LINK.mine().map(|l| l.try_lock()) else {
-        return;
-    };
-    // A forked child leaves its parent's tracker alone (and its descriptor to its exit).
-    let Some(current) = guard.take_if(|l| l.ours()) else {
-        return;
-    };
-    let pid = current.pid as libc::pid_t;
-    drop(current);
-    let deadline = std::time::Instant::now() + STOP_WAIT;
-    loop {
-        // SAFETY: reaping our own child without blocking.
-        let r = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
-        if r != 0 || std::time::Instant::now() >= deadline {
+crate::sys::forked_child_code! {
+    /// At the exit of a program that started its tracker (the last step of the exit policy, after
+    /// its children are joined): lets go of the pipe and waits (at most [`STOP_WAIT`]) for the
+    /// tracker to unlink what leaked and end, then reaps it, so that no tracker outlives its
+    /// program. (A descendant still holding the pipe keeps it running: it then ends on its own
+    /// when they do.) Does nothing in a process that did not start its tracker.
+    pub(crate) fn stop_tracker() {
+        // This process's link only (a forked child that never used its parent's makes none), and
+        // `try_lock`: a lock held by a thread stopped in the middle must not stop the exit.
+        let Some(Ok(mut guard)) = LINK.mine().map(|l| l.try_lock()) else {
             return;
+        };
+        // A forked child leaves its parent's tracker alone (and its descriptor to its exit).
+        let Some(current) = guard.take_if(|l| l.ours()) else {
+            return;
+        };
+        let pid = current.pid as libc::pid_t;
+        drop(current);
+        let deadline = std::time::Instant::now() + STOP_WAIT;
+        loop {
+            // SAFETY: reaping our own child without blocking.
+            let r = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+            if r != 0 || std::time::Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
-        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
