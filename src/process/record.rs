@@ -273,6 +273,14 @@ impl Shared {
         // page, which a forked child alive shares and the write copies (issue 19). A child
         // that has ended is found at once (its sentinel is ready).
         let mut wait = timeout != Some(Duration::ZERO);
+        if wait && self.first_wait() {
+            // The CPU given up once before the first wait on a running child: one the
+            // scheduler put on our CPU (a child just started, Python's `start()` then
+            // `join()`) runs now, and a short one has ended when we look again (reaped at
+            // once: no sentinel to open, no poll, no wake-up; issue 19, W1). Where nothing
+            // else waits for this CPU, one system call.
+            std::thread::yield_now();
+        }
         loop {
             if let Some((sentinel, channel)) = wait.then(|| self.waitables()).transpose()?.flatten()
             {
@@ -299,6 +307,17 @@ impl Shared {
                     wait = true;
                 }
             }
+        }
+    }
+
+    /// Whether a wait for the child would be the first on it while it runs: ours, started, no
+    /// sentinel opened yet, not ended (one that has ended is reaped here).
+    fn first_wait(&self) -> bool {
+        match &mut *lock(&self.state) {
+            State::Started(c) if self.creator == sys::pid() => {
+                c.handle.sentinel_if_open().is_none() && matches!(c.handle.try_wait(), Ok(None))
+            }
+            _ => false,
         }
     }
 
