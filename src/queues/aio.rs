@@ -69,7 +69,11 @@ pub(super) async fn until<R>(
         return Ok(r);
     }
     let _counted = Counted::new(ring, asleep);
-    let watched = ring.wakeup.as_ref().map(|w| sys::borrow_handle(&w.watched));
+    let watched = ring
+        .shared
+        .wakeup
+        .as_ref()
+        .map(|w| sys::borrow_handle(&w.watched));
     let mut watch = sys::Watch::new(watched).map_err(|e| Error::io("waiting on a queue", e))?;
     loop {
         // Counted and registered: a change after this look wakes the watch.

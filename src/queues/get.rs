@@ -91,7 +91,7 @@ impl Ring {
             self.word(BROKEN).store(1, Ordering::Relaxed);
             Error::state("the queue is broken: a message's OS handles are missing")
         };
-        let Some(side) = &self.side else {
+        let Some(side) = &self.shared.side else {
             return Err(broken());
         };
         if len < 4 || !fits_whole(len, self.capacity()) {

@@ -9,6 +9,7 @@ use std::sync::atomic::AtomicU32;
 use serde::{Deserialize, Serialize};
 
 use super::Ring;
+use super::ring::Shared;
 use crate::error::{Error, Result};
 use crate::sys::Region;
 
@@ -22,7 +23,7 @@ pub(crate) struct RingPair {
     pub(crate) first: Ring,
     /// The second ring (replies).
     pub(crate) second: Ring,
-    region: Arc<Region>,
+    shared: Arc<Shared>,
     /// The front part's size: a multiple of the page size.
     front: usize,
 }
@@ -35,7 +36,7 @@ impl RingPair {
         let front = (front_words * 4).next_multiple_of(PAGE);
         let region = Region::new(RingPair::len(front, capacity))
             .map_err(|e| Error::io("creating shared memory for two rings", e))?;
-        RingPair::within(Arc::new(region), front, capacity, true)
+        RingPair::within(region, front, capacity, true)
     }
 
     /// The region's length for a front part of `front` bytes and rings of `capacity`.
@@ -49,28 +50,29 @@ impl RingPair {
     }
 
     /// The pair laid out in `region`: set up anew (`fresh`), or as another process did.
-    fn within(region: Arc<Region>, front: usize, capacity: usize, fresh: bool) -> Result<RingPair> {
+    fn within(region: Region, front: usize, capacity: usize, fresh: bool) -> Result<RingPair> {
         let maxsize = fresh.then_some(0);
         let second = front + RingPair::span(capacity);
+        let shared = Shared::of(region);
         Ok(RingPair {
-            first: Ring::within(Arc::clone(&region), front, capacity, maxsize)?,
-            second: Ring::within(Arc::clone(&region), second, capacity, maxsize)?,
-            region,
+            first: Ring::within(Arc::clone(&shared), front, capacity, maxsize)?,
+            second: Ring::within(Arc::clone(&shared), second, capacity, maxsize)?,
+            shared,
             front,
         })
     }
 
     /// The owner's words in front of the rings.
     pub(crate) fn front(&self) -> &[AtomicU32] {
-        &self.region.words()[..self.front / 4]
+        &self.shared.region.words()[..self.front / 4]
     }
 
     /// Lets go of the region's OS handle once it has travelled (the memory stays mapped),
     /// unless another copy of this pair in this process still holds it (the rings and the pair
     /// itself hold the region).
     pub(crate) fn close_handles(&mut self) {
-        if Arc::strong_count(&self.region) == 3 {
-            self.region.close_handles();
+        if Arc::strong_count(&self.shared) == 3 {
+            self.shared.region.close_handles();
         }
     }
 }
@@ -82,7 +84,12 @@ impl Serialize for RingPair {
         &self,
         serializer: S,
     ) -> std::result::Result<S::Ok, S::Error> {
-        (&*self.region, self.front as u32, self.first.capacity()).serialize(serializer)
+        (
+            &self.shared.region,
+            self.front as u32,
+            self.first.capacity(),
+        )
+            .serialize(serializer)
     }
 }
 
@@ -99,6 +106,6 @@ impl<'de> Deserialize<'de> for RingPair {
                 region.len()
             )));
         }
-        RingPair::within(Arc::new(region), front, capacity, false).map_err(D::Error::custom)
+        RingPair::within(region, front, capacity, false).map_err(D::Error::custom)
     }
 }

@@ -224,7 +224,7 @@ impl Ring {
         handles: Vec<sys::OwnedHandle>,
         deadline: Deadline,
     ) -> Result<bool> {
-        let Some(side) = &self.side else {
+        let Some(side) = &self.shared.side else {
             return Err(no_handles());
         };
         let cap = self.capacity();

@@ -65,20 +65,40 @@ pub(super) const LIMIT: usize = wire::DEFAULT_LIMIT as usize;
 /// The shared part of every queue: the ring and its counters.
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct Ring {
-    pub(super) region: Arc<Region>,
-    /// Where the ring's header starts in `region` (a multiple of the page size; 0 but for rings
-    /// that share a region, see [`Ring::within`]).
+    pub(super) shared: Arc<Shared>,
+    /// Where the ring's header starts in the region (a multiple of the page size; 0 but for
+    /// rings that share a region, see [`Ring::within`]).
     at: usize,
-    /// Where the OS handles inside messages travel (Unix; `None` for the pool's rings and on
-    /// Windows).
-    pub(super) side: Option<Arc<Side>>,
-    /// The channel that wakes async waiters (feature `tokio`; `None` for the pool's rings,
-    /// where async waits look on a timer).
-    #[cfg(feature = "tokio")]
-    pub(super) wakeup: Option<Arc<super::wakeup::Wakeup>>,
     /// Called in this process after each publication to consumers (see [`Ring::on_publish`]).
     #[serde(skip)]
     published: Option<Arc<dyn Fn() + Send + Sync>>,
+}
+
+/// What every handle to a ring shares, in one allocation: a handle's clone or drop writes one
+/// count (in a fan-out whose children each take a queue's handle, one page copied at each fork
+/// in the parent and in each child, not two or three: issue 19, W11).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Shared {
+    pub(super) region: Region,
+    /// Where the OS handles inside messages travel (Unix; `None` for the pool's rings and on
+    /// Windows).
+    pub(super) side: Option<Side>,
+    /// The channel that wakes async waiters (feature `tokio`; `None` for the pool's rings,
+    /// where async waits look on a timer).
+    #[cfg(feature = "tokio")]
+    pub(super) wakeup: Option<super::wakeup::Wakeup>,
+}
+
+impl Shared {
+    /// A region's, with no side channel and no wake-up channel (the pool's rings).
+    pub(super) fn of(region: Region) -> Arc<Shared> {
+        Arc::new(Shared {
+            region,
+            side: None,
+            #[cfg(feature = "tokio")]
+            wakeup: None,
+        })
+    }
 }
 
 /// A queue's side channel: a pair of datagram sockets every handle to the queue holds. A
@@ -157,18 +177,27 @@ pub(super) fn header_word(len: usize, flags: u32) -> u32 {
 impl Ring {
     /// A ring whose messages may carry OS handles where the platform allows it (Unix).
     pub(super) fn with_side_channel(capacity: usize, maxsize: u32) -> Result<Ring> {
-        let mut ring = Ring::new(capacity, maxsize)?;
-        ring.side = sys::handle_channel()
-            .ok()
-            .map(|(send, recv)| Arc::new(Side { send, recv }));
-        #[cfg(feature = "tokio")]
-        {
-            ring.wakeup = super::wakeup::Wakeup::new();
-        }
-        Ok(ring)
+        let (region, capacity) = Ring::region(capacity)?;
+        let shared = Shared {
+            region,
+            side: sys::handle_channel()
+                .ok()
+                .map(|(send, recv)| Side { send, recv }),
+            #[cfg(feature = "tokio")]
+            wakeup: super::wakeup::Wakeup::new(),
+        };
+        Ring::within(Arc::new(shared), 0, capacity, Some(maxsize))
     }
 
+    /// A ring with neither side channel nor wake-up channel.
+    #[cfg(test)]
     pub(crate) fn new(capacity: usize, maxsize: u32) -> Result<Ring> {
+        let (region, capacity) = Ring::region(capacity)?;
+        Ring::within(Shared::of(region), 0, capacity, Some(maxsize))
+    }
+
+    /// A region for one ring of at least `capacity` bytes, and the capacity (a power of two).
+    fn region(capacity: usize) -> Result<(Region, usize)> {
         if !(MIN_CAPACITY..=1 << 31).contains(&capacity) {
             return Err(Error::InvalidArgument(format!(
                 "a queue's capacity must be between {MIN_CAPACITY} bytes and 2 GiB, not {capacity}"
@@ -177,7 +206,7 @@ impl Ring {
         let capacity = capacity.next_power_of_two();
         let region = Region::new(Ring::span(capacity))
             .map_err(|e| Error::io("creating a queue's shared memory", e))?;
-        Ring::within(Arc::new(region), 0, capacity, Some(maxsize))
+        Ok((region, capacity))
     }
 
     /// The bytes a ring of `capacity` (a power of two) takes in a region: its header and its
@@ -187,32 +216,30 @@ impl Ring {
     }
 
     /// The ring of `capacity` bytes (a power of two) whose header starts `at` bytes into
-    /// `region` (a multiple of 4096; `at + span(capacity)` within the region), so that several
-    /// rings share one region: one descriptor and one mapping for a pool worker's two rings.
+    /// `shared`'s region (a multiple of 4096; `at + span(capacity)` within the region), so that
+    /// several rings share one region: one descriptor and one mapping for a pool worker's two
+    /// rings.
     /// `Some(maxsize)` sets up a new ring in zeroed memory; `None` takes one set up already.
     pub(crate) fn within(
-        region: Arc<Region>,
+        shared: Arc<Shared>,
         at: usize,
         capacity: usize,
         maxsize: Option<u32>,
     ) -> Result<Ring> {
+        let len = shared.region.len();
         if !at.is_multiple_of(4096)
             || !capacity.is_power_of_two()
             || at
                 .checked_add(Ring::span(capacity))
-                .is_none_or(|end| end > region.len())
+                .is_none_or(|end| end > len)
         {
             return Err(Error::InvalidArgument(format!(
-                "a ring of {capacity} bytes at {at} does not fit a region of {} bytes",
-                region.len()
+                "a ring of {capacity} bytes at {at} does not fit a region of {len} bytes"
             )));
         }
         let ring = Ring {
-            region,
+            shared,
             at,
-            side: None,
-            #[cfg(feature = "tokio")]
-            wakeup: None,
             published: None,
         };
         match maxsize {
@@ -244,7 +271,7 @@ impl Ring {
     fn base(&self) -> *mut u8 {
         // SAFETY: `at` is inside the region (checked in `within`), which lives as long as
         // `self`.
-        unsafe { self.region.base().add(self.at) }
+        unsafe { self.shared.region.base().add(self.at) }
     }
 
     #[inline]
@@ -456,7 +483,12 @@ impl Ring {
     /// with OS handles in flight, set BROKEN first.
     #[inline]
     pub(super) fn lock(&self, which: usize, deadline: Deadline) -> Result<bool> {
-        let locked = match lock_word(&self.region, self.word(which), true, deadline.remaining()) {
+        let locked = match lock_word(
+            &self.shared.region,
+            self.word(which),
+            true,
+            deadline.remaining(),
+        ) {
             Err(Error::OwnerDied { .. }) => self.lock_after_death(which, deadline),
             other => other,
         }?;
@@ -534,7 +566,12 @@ impl Ring {
                 self.word(BROKEN).store(1, Ordering::Relaxed);
             }
             self.check_broken()?;
-            match lock_word(&self.region, self.word(which), true, deadline.remaining()) {
+            match lock_word(
+                &self.shared.region,
+                self.word(which),
+                true,
+                deadline.remaining(),
+            ) {
                 Err(Error::OwnerDied { .. }) => {}
                 other => return other,
             }
@@ -548,7 +585,7 @@ impl Ring {
     }
 
     pub(super) fn unlock(&self, which: usize) {
-        let _ = unlock_word(&self.region, self.word(which));
+        let _ = unlock_word(&self.shared.region, self.word(which));
     }
 
     /// One of the 64-bit words (two header words that are only ever accessed as one).
@@ -638,7 +675,7 @@ impl Ring {
             if !now_ready {
                 let left = deadline.remaining();
                 if left != Some(Duration::ZERO) {
-                    self.region.wait(self.word(word), seen, left);
+                    self.shared.region.wait(self.word(word), seen, left);
                 }
             }
             self.word(asleep).fetch_sub(1, Ordering::SeqCst);
@@ -663,7 +700,7 @@ impl Ring {
             }
         }
         if self.word(asleep).load(Ordering::SeqCst) > 0 {
-            self.region.wake(self.word(word), u32::MAX);
+            self.shared.region.wake(self.word(word), u32::MAX);
             #[cfg(feature = "tokio")]
             self.wake_async();
         }
@@ -682,7 +719,7 @@ impl Ring {
     #[inline(never)]
     fn wake_async(&self) {
         if self.word(ASYNC_WAITERS).load(Ordering::SeqCst) > 0 {
-            if let Some(w) = &self.wakeup {
+            if let Some(w) = &self.shared.wakeup {
                 sys::wakeup_signal(&w.signal, &w.watched);
             }
         }

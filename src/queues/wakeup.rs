@@ -18,9 +18,9 @@ pub(crate) struct Wakeup {
 impl Wakeup {
     /// A new channel, or `None` where the platform has none or it cannot be made
     /// (async waits then look on a timer).
-    pub(super) fn new() -> Option<std::sync::Arc<Wakeup>> {
+    pub(super) fn new() -> Option<Wakeup> {
         let (signal, watched) = sys::wakeup_pair().ok()?;
-        Some(std::sync::Arc::new(Wakeup { signal, watched }))
+        Some(Wakeup { signal, watched })
     }
 }
 

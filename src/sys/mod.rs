@@ -90,18 +90,13 @@ pub(crate) enum Ended {
 /// its fork to its exit, on Linux (elsewhere it is left where the compiler puts it). A forked
 /// child maps its parent's code as it runs it, a page fault for each 64 KiB window of code
 /// (and 16 pages mapped, unmapped again at its exit): spread over the crate's code, the path
-/// cost a child five windows of ours, together one (issue 19, W1: pinned fork + join 108.5 →
-/// 99.2 µs). A section's name is an `unsafe` attribute, which the crate allows only under
-/// `sys`: hence this wrapper, which allows it on the function (a `tests/structure.rs` test
-/// keeps `unsafe` blocks out of the function bodies it wraps outside `sys`).
+/// cost a child five windows of ours, together one (two when the section, some 18 KiB, happens
+/// to cross a window's edge; issue 19, W1). A section's name is an `unsafe` attribute, which
+/// the crate allows only under `sys`: hence this wrapper, which allows it on the function (a
+/// `tests/structure.rs` test keeps `unsafe` blocks out of the bodies it wraps outside `sys`).
 macro_rules! forked_child_code {
     ($($item:tt)*) => {
-        #[allow(unsafe_code)]
-        #[cfg_attr(
-            all(target_os = "linux", not(multiprocess_stub_platform)),
-            unsafe(link_section = "multiprocess_forked_child")
-        )]
-        $($item)*
+        $crate::sys::in_section!("multiprocess_forked_child", $($item)*);
     };
 }
 pub(crate) use forked_child_code;
@@ -111,15 +106,23 @@ pub(crate) use forked_child_code;
 /// rather than one per page the linker spread them over.
 macro_rules! forked_child_data {
     ($($item:tt)*) => {
+        $crate::sys::in_section!("multiprocess_forked_child_data", $($item)*);
+    };
+}
+pub(crate) use forked_child_data;
+
+/// The item in the section `$name` on Linux (see [`forked_child_code`]).
+macro_rules! in_section {
+    ($name:literal, $($item:tt)*) => {
         #[allow(unsafe_code)]
         #[cfg_attr(
             all(target_os = "linux", not(multiprocess_stub_platform)),
-            unsafe(link_section = "multiprocess_forked_child_data")
+            unsafe(link_section = $name)
         )]
         $($item)*
     };
 }
-pub(crate) use forked_child_data;
+pub(crate) use in_section;
 
 pub(crate) mod address;
 pub(crate) mod fork_lock;

@@ -459,7 +459,7 @@ mod os {
     use std::time::{Duration, Instant};
 
     use windows_sys::Win32::Foundation::{
-        CloseHandle, GetHandleInformation, HANDLE, INVALID_HANDLE_VALUE,
+        CloseHandle, FILETIME, GetHandleInformation, HANDLE, INVALID_HANDLE_VALUE,
     };
     use windows_sys::Win32::Storage::FileSystem::GetFileType;
     use windows_sys::Win32::System::Diagnostics::ToolHelp::{
@@ -467,7 +467,7 @@ mod os {
         TH32CS_SNAPPROCESS,
     };
     use windows_sys::Win32::System::Threading::{
-        GetProcessId, GetThreadId, OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION,
+        GetProcessId, GetProcessTimes, GetThreadId, OpenProcess, PROCESS_QUERY_LIMITED_INFORMATION,
         PROCESS_SYNCHRONIZE, PROCESS_TERMINATE, TerminateProcess, WaitForSingleObject,
     };
 
@@ -582,13 +582,37 @@ mod os {
         (!h.is_null()).then_some(h)
     }
 
-    /// Running processes whose parent is `me`: (pid, 'R').
+    /// Running processes whose parent is `me`: (pid, 'R'). A process started before `me` is not
+    /// its child whatever its parent id says: Windows (and Wine) reuse process ids, and a
+    /// process keeps its dead parent's id (Wine's `services.exe` names the first process of
+    /// the prefix, whose id a later test process may have).
     pub fn children_of(me: u32) -> Vec<(u32, char)> {
+        let born = created(me);
         processes()
             .into_iter()
             .filter(|&(pid, ppid)| ppid == me && stat(pid).is_some_and(|(_, s)| s == 'R'))
+            .filter(|&(pid, _)| born.is_none() || created(pid) >= born)
             .map(|(pid, _)| (pid, 'R'))
             .collect()
+    }
+
+    /// When `pid` was created (`GetProcessTimes`, 100 ns units), if it can be asked.
+    fn created(pid: u32) -> Option<u64> {
+        let h = open(pid, PROCESS_QUERY_LIMITED_INFORMATION)?;
+        let mut times = [FILETIME {
+            dwLowDateTime: 0,
+            dwHighDateTime: 0,
+        }; 4];
+        let [creation, exit, kernel, user] = &mut times;
+        // SAFETY: four out-pointers to FILETIMEs of ours and the handle we just opened, closed
+        // after.
+        let ok = unsafe {
+            let ok = GetProcessTimes(h, creation, exit, kernel, user);
+            CloseHandle(h);
+            ok
+        };
+        (ok != 0)
+            .then(|| u64::from(creation.dwHighDateTime) << 32 | u64::from(creation.dwLowDateTime))
     }
 
     /// (parent pid, 'R' running or 'Z' ended) of a process whose object still exists.
