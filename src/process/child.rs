@@ -85,12 +85,16 @@ struct Handshake {
 impl Handshake {
     /// What one read takes at first: a bootstrap of a few arguments and its handles.
     const FIRST: usize = 512;
+    /// The handles a bootstrap usually carries at most (a few queues' or connections').
+    const HANDLES: usize = 16;
 
     fn read(channel: &sys::Channel) -> Result<Handshake> {
         let broken = |e: Error| Error::Bootstrap(format!("reading the handshake: {e}"));
         let mut buf = smallvec::SmallVec::from_buf([0u8; Self::FIRST]);
         let mut have = 0;
-        let mut arrived = std::collections::VecDeque::new();
+        // Room for a bootstrap's usual handles at once: a deque that grows runs its growth's
+        // code, two windows of code more for a fork server's child to fault in (issue 19).
+        let mut arrived = std::collections::VecDeque::with_capacity(Self::HANDLES);
         let mut frames: [std::ops::Range<usize>; 2] = [0..0, 0..0];
         let mut done = 0;
         let mut at = 0;
