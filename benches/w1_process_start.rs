@@ -1,7 +1,8 @@
 //! Benchmark W1: start + join of a process that runs an empty function (Linux only; elsewhere
 //! the binary says so and exits).
 //!
-//! One run measures, side by side and interleaved in rounds (so drift hits every row alike):
+//! One run measures, side by side and interleaved in rounds of one sample a row (so that the
+//! machine's changes of state, which last milliseconds here, hit every row alike):
 //!
 //! - `multiprocess` spawn (`Process::new(empty, ())`, the default context) and fork
 //!   (`get_context(multiprocess::StartMethod::Fork)?.process(empty, ())` and `.process_closure(|| ())`);
@@ -23,10 +24,13 @@
 //! ```
 //!
 //! Options (after `--`; unknown ones such as cargo's `--bench` are ignored): `--samples N`
-//! (`W1_SAMPLES`), `--warmup N` (`W1_WARMUP`), `--py-iterations N` (`W1_PY_ITERATIONS`; default:
+//! (`W1_SAMPLES`), `--warmup N` (`W1_WARMUP`), `--rounds N` (default: as many as samples, one
+//! sample a row in each), `--py-iterations N` (`W1_PY_ITERATIONS`; default:
 //! the script's own), `--no-python`, `--no-write` (`W1_NO_WRITE=1`), `--md PATH` (default
 //! `BENCHMARKS.md` in the crate root), `--only TEXT` (repeatable: keep only the rows whose label
-//! contains TEXT, e.g. to profile one row under `perf`).
+//! contains TEXT, e.g. to profile one row under `perf`), `--samples-out PATH` (every Rust row's
+//! samples in the order taken, one `row<TAB>round<TAB>µs` line each: to see how the machine's
+//! state moved during the run).
 //!
 //! The report also says how much CPU other programs took while the Rust rows ran (from
 //! `/proc/stat` minus this process's and its children's rusage) and flags a run above 10% of a
@@ -96,6 +100,8 @@ mod w1 {
         write: bool,
         /// Only the rows whose label contains one of these (for profiling one row).
         only: Vec<String>,
+        /// Where to write every sample in the order taken (`--samples-out`).
+        samples_out: Option<PathBuf>,
         md: PathBuf,
         /// The command line as given, for the report.
         command: String,
@@ -106,12 +112,13 @@ mod w1 {
         let mut o = Options {
             samples: env_usize("W1_SAMPLES")?.unwrap_or(200),
             warmup: env_usize("W1_WARMUP")?.unwrap_or(10),
-            rounds: 10,
+            rounds: 0, // every sample its own round, unless `--rounds`
             py_iterations: env_usize("W1_PY_ITERATIONS")?,
             python: true,
             write: std::env::var_os("W1_NO_WRITE").is_none_or(|v| v.is_empty() || v == "0"),
             md: root.join("BENCHMARKS.md"),
             only: Vec::new(),
+            samples_out: None,
             command: String::new(),
         };
         let mut shown = Vec::new();
@@ -135,10 +142,12 @@ mod w1 {
             };
             match arg.as_str() {
                 "--samples" => o.samples = number(value("--samples")?)?,
+                "--rounds" => o.rounds = number(value("--rounds")?)?,
                 "--warmup" => o.warmup = number(value("--warmup")?)?,
                 "--py-iterations" => o.py_iterations = Some(number(value("--py-iterations")?)?),
                 "--md" => o.md = PathBuf::from(value("--md")?),
                 "--only" => o.only.push(value("--only")?),
+                "--samples-out" => o.samples_out = Some(PathBuf::from(value("--samples-out")?)),
                 "--no-python" => {
                     o.python = false;
                     ours.push(arg);
@@ -152,6 +161,9 @@ mod w1 {
         }
         if o.samples == 0 {
             return Err("--samples must be at least 1".into());
+        }
+        if o.rounds == 0 {
+            o.rounds = o.samples;
         }
         o.rounds = o.rounds.min(o.samples);
         if !ours.is_empty() {
@@ -625,6 +637,22 @@ mod w1 {
         s
     }
 
+    /// Writes every Rust row's samples in the order taken: `label<TAB>round<TAB>µs` lines.
+    fn write_samples(path: &Path, rows: &[Row], o: &Options) -> Result<(), String> {
+        let mut out = String::new();
+        for row in rows {
+            let mut taken = 0;
+            for round in 0..o.rounds {
+                let per = o.samples / o.rounds + usize::from(round < o.samples % o.rounds);
+                for us in row.samples_us.iter().skip(taken).take(per) {
+                    out += &format!("{}\t{round}\t{us:.1}\n", row.label);
+                }
+                taken += per;
+            }
+        }
+        std::fs::write(path, out).map_err(|e| format!("writing {}: {e}", path.display()))
+    }
+
     const BEGIN: &str = "<!-- w1:begin -->";
     const END: &str = "<!-- w1:end -->";
 
@@ -702,14 +730,20 @@ mod w1 {
         for r in rows.iter_mut() {
             r.sample(o.warmup, true);
         }
-        // Rounds: every row gets a slice of its samples in each round, the order rotating, so slow
-        // drift of the machine's state spreads evenly over the rows.
+        // Rounds: every row gets a slice of its samples in each round (one sample, by default),
+        // the order rotating, so that the machine's changes of state spread evenly over the
+        // rows. Here a state lasts milliseconds (a slice of 20 samples a row was mostly in one:
+        // the fork rows' medians moved 75 → 110 µs from one round to the next, and a run's
+        // ratio of two rows depended on which of their slices fell in which state).
         let n = rows.len();
         for round in 0..o.rounds {
             let per = o.samples / o.rounds + usize::from(round < o.samples % o.rounds);
             for i in 0..n {
                 rows[(i + round) % n].sample(per, false);
             }
+        }
+        if let Some(path) = &o.samples_out {
+            write_samples(path, &rows, &o)?;
         }
         // Measured over the Rust rows only: there every child is ours and reaped by us, so its CPU
         // time is in our rusage. (CPython's forkserver is reaped by init, so its work would count
