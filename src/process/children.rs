@@ -1,7 +1,7 @@
 //! The list of started children not yet reaped (Python's `_children`), and its reaping
 //! (`_cleanup`, `active_children`).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, MutexGuard};
 use std::time::Duration;
 
@@ -17,6 +17,27 @@ pub(super) static CHILDREN: ForkLock<Vec<Arc<Shared>>> =
 
 /// The locked list of children.
 pub(crate) type ChildrenGuard = MutexGuard<'static, Vec<Arc<Shared>>>;
+
+/// Whether this process's last child left the list by a join that left it empty, none reaped
+/// since by [`reap_finished`]: a program that starts and joins its children one at a time
+/// (Python's `p.start(); p.join()`). Its next fork gives the CPU up right after (see
+/// `start::fork`). Written only when it changes: each write is a page copied while a child
+/// that shares it runs (issue 19).
+static ONE_AT_A_TIME: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process starts and joins its children one at a time (see [`ONE_AT_A_TIME`]).
+pub(super) fn one_at_a_time() -> bool {
+    ONE_AT_A_TIME.load(Ordering::Relaxed)
+}
+
+/// Notes how a child left the list: by a join that left it empty (`true`), or reaped by
+/// [`reap_finished`] (`false`: a fan-out's start reaps the children that ended meanwhile, and
+/// must fork on while the others run).
+pub(super) fn note_left(joined_last: bool) {
+    if ONE_AT_A_TIME.load(Ordering::Relaxed) != joined_last {
+        ONE_AT_A_TIME.store(joined_last, Ordering::Relaxed);
+    }
+}
 
 /// Drops `shared` from the children list.
 pub(super) fn forget_child(shared: &Arc<Shared>) {
@@ -57,6 +78,7 @@ pub(super) fn reap_finished() {
         reaped.push(pid);
         if matches!(child.poll_exit(Some(Duration::ZERO)), Ok(Some(_)) | Err(_)) {
             forget_child(&child);
+            note_left(false);
         }
     };
     let children: Vec<_> = lock(CHILDREN.get())
@@ -81,6 +103,7 @@ pub(super) fn reap_finished() {
         let look = sentinel.is_none() || ready.next().unwrap_or(true);
         if look && matches!(c.poll_exit(Some(Duration::ZERO)), Ok(Some(_)) | Err(_)) {
             forget_child(c);
+            note_left(false);
         }
     }
 }

@@ -16,7 +16,7 @@ pub(crate) mod start;
 
 pub(crate) use child::on_parent_gone;
 pub use children::active_children;
-use children::{CHILDREN, forget_child, reap_finished};
+use children::{CHILDREN, forget_child, one_at_a_time, reap_finished};
 pub(crate) use children::{ChildrenGuard, forget_inherited_children};
 use current::COUNTER;
 pub use current::{AuthKey, CurrentProcess, ParentProcess, current_process, parent_process};

@@ -377,6 +377,9 @@ impl Shared {
             let before = children.len();
             children.retain(|c| !Arc::ptr_eq(c, self));
             let first = children.len() < before;
+            if first {
+                super::children::note_left(children.is_empty());
+            }
             drop(children);
             if first && log::enabled(Level::Debug) {
                 let name = lock(&self.name).to_string();

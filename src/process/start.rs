@@ -249,10 +249,21 @@ fn fork(
     let mut own = theirs
         .is_none()
         .then(|| (Arc::clone(record), ParentProcess::of(Arc::clone(record))));
+    // A program that starts and joins one child at a time (Python's `p.start(); p.join()`)
+    // gives the CPU up right after the fork, before it writes a page: a child the scheduler put
+    // on our CPU runs at once, and a short one has ended before our writes, which then copy
+    // nothing (three pages a start otherwise: the stack's, the record's, the children list's).
+    // Not in a fan-out, whose parent should fork on while its children run (issue 19: W1 fork
+    // 110 → 101 µs pinned to one CPU; yielding after every fork cost W11's fork fan-out 40 → 46
+    // ms).
+    let lone = children.as_ref().is_some_and(|list| list.is_empty()) && super::one_at_a_time();
     let forked = sys::fork(
         #[inline(always)]
         || in_child(&list, &ours, children, &mut theirs, record, &mut own, job),
     );
+    if lone {
+        std::thread::yield_now();
+    }
     for in_parent in list.iter().flatten().rev().filter_map(|h| h.in_parent) {
         in_parent(forked.is_ok());
     }
