@@ -110,6 +110,15 @@ impl Child {
         }
     }
 
+    /// For a child whose sentinel is not opened yet: whether it still runs (`false`: it has
+    /// ended, and is reaped here). `None` once its sentinel is open (a wait would use it).
+    fn unwatched(&mut self) -> Option<bool> {
+        if self.handle.sentinel_if_open().is_some() {
+            return None;
+        }
+        Some(matches!(self.handle.try_wait(), Ok(None)))
+    }
+
     /// Reads whatever the child has sent, without blocking, until its final report is in: it
     /// sends nothing after that, so no read follows it (none that finds nothing, none to the
     /// end of file); our end stays open until the child has `exited` (a daemonic child takes
@@ -314,9 +323,7 @@ impl Shared {
     /// sentinel opened yet, not ended (one that has ended is reaped here).
     fn first_wait(&self) -> bool {
         match &mut *lock(&self.state) {
-            State::Started(c) if self.creator == sys::pid() => {
-                c.handle.sentinel_if_open().is_none() && matches!(c.handle.try_wait(), Ok(None))
-            }
+            State::Started(c) if self.creator == sys::pid() => c.unwatched() == Some(true),
             _ => false,
         }
     }
@@ -329,8 +336,7 @@ impl Shared {
     pub(super) fn waitables(&self) -> Result<Option<Waitables>> {
         match &mut *lock(&self.state) {
             State::Started(c) if self.creator == sys::pid() => {
-                if c.handle.sentinel_if_open().is_none() && !matches!(c.handle.try_wait(), Ok(None))
-                {
+                if c.unwatched() == Some(false) {
                     return Ok(None);
                 }
                 let sentinel = c
