@@ -72,9 +72,12 @@ macro_rules! impl_target {
         where
             Func: Fn($($a),*) -> Ret + Copy + Send + 'static,
         {
-            #[allow(non_snake_case)]
-            fn call(self, ($($a,)*): ($($a,)*)) -> Ret {
-                self($($a),*)
+            crate::sys::forked_child_code! {
+                // The target's call, with the forked child's code (issue 19).
+                #[allow(non_snake_case)]
+                fn call(self, ($($a,)*): ($($a,)*)) -> Ret {
+                    self($($a),*)
+                }
             }
         }
     };

@@ -61,12 +61,16 @@ macro_rules! put_forms {
         put_forms!(@ $(#[$nowait])* put_nowait(&self, value) { self.put_timeout(value, false, None) });
     };
     (@ $(#[$doc:meta])* $name:ident(&$s:ident, $value:ident $(, $p:ident: $t:ty)*) $body:block) => {
-        $(#[$doc])*
-        pub fn $name<Q>(&$s, $value: &Q $(, $p: $t)*) -> Result<()>
-        where
-            T: std::borrow::Borrow<Q>,
-            Q: Serialize + ?Sized,
-        $body
+        // With the forked child's code: a child's report on a queue is most children's last
+        // work (issue 19, W11).
+        crate::sys::forked_child_code! {
+            $(#[$doc])*
+            pub fn $name<Q>(&$s, $value: &Q $(, $p: $t)*) -> Result<()>
+            where
+                T: std::borrow::Borrow<Q>,
+                Q: Serialize + ?Sized,
+            $body
+        }
     };
 }
 
