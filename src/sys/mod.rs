@@ -90,7 +90,7 @@ pub(crate) enum Ended {
 /// its fork to its exit, on Linux (elsewhere it is left where the compiler puts it). A forked
 /// child maps its parent's code as it runs it, a page fault for each 64 KiB window of code
 /// (and 16 pages mapped, unmapped again at its exit): spread over the crate's code, the path
-/// cost a child five windows of ours, together one (two when the section, some 18 KiB, happens
+/// cost a child five windows of ours, together one (two when the section, some 24 KiB, happens
 /// to cross a window's edge; issue 19, W1). A section's name is an `unsafe` attribute, which
 /// the crate allows only under `sys`: hence this wrapper, which allows it on the function (a
 /// `tests/structure.rs` test keeps `unsafe` blocks out of the bodies it wraps outside `sys`).
