@@ -373,7 +373,7 @@ pub(crate) fn start_child(channel: sys::Channel) -> Result<sys::ProcHandle> {
                     cell,
                     wait: wait_for_pid,
                 };
-                return sys::ProcHandle::served(pid, status)
+                return sys::ProcHandle::served(pid, status, request.channel.0)
                     .map_err(|e| Error::io("starting a process through the fork server", e));
             }
             // A server that is gone (or talks nonsense) is reaped and replaced; any other

@@ -458,3 +458,22 @@ fn served_children_hold_no_siblings_descriptors() {
         "a served child with 5 running siblings holds {got} descriptors, a spawned one {want}"
     );
 }
+
+/// A served child's end of its channel, which the starting process keeps while the child runs
+/// (so that the child's exit is not the socket's last close: see `sys::ProcHandle::served`),
+/// is closed at its join with our end, whose reports are all read by then: a joined process
+/// holds its sentinel alone, as Python's does, and nothing once dropped.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_joined_served_child_holds_its_sentinel_alone() {
+    multiprocess::init_test();
+    let _g = start();
+    let before = open_fds();
+    let mut p = ctx().process(square, (7,));
+    p.start().unwrap();
+    p.join().unwrap();
+    assert_eq!(p.result::<u64>().unwrap(), 49);
+    assert_eq!(open_fds(), before + 1, "after the join: the sentinel only");
+    drop(p);
+    assert_eq!(open_fds(), before, "after the drop: nothing");
+}

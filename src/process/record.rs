@@ -379,6 +379,7 @@ impl Shared {
 
     pub(super) fn join(self: &Arc<Self>, timeout: Option<Duration>) -> Result<()> {
         if let Some(code) = self.poll_exit(timeout)? {
+            self.let_go();
             let mut children = lock(CHILDREN.get());
             let before = children.len();
             children.retain(|c| !Arc::ptr_eq(c, self));
@@ -393,6 +394,22 @@ impl Shared {
             }
         }
         Ok(())
+    }
+
+    /// For a child that has ended and is joined: closes our end of its channel (it has sent
+    /// all it will, and the look that found its end read it) and whatever its handle keeps
+    /// (see `sys::ProcHandle::let_go`).
+    fn let_go(&self) {
+        let ended = match &mut *lock(&self.state) {
+            State::Started(c) if self.creator == sys::pid() => {
+                c.handle.let_go();
+                c.channel.take()
+            }
+            _ => None,
+        };
+        if ended.is_some() {
+            self.channel.store(-1, Ordering::Relaxed);
+        }
     }
 
     pub(super) fn signal(&self, signal: i32) -> Result<()> {

@@ -114,8 +114,17 @@ pub(crate) struct ProcHandle(Never);
 
 impl ProcHandle {
     /// A child of the fork server: unsupported.
-    pub(crate) fn served(_pid: super::ServedPid, status: OwnedHandle) -> io::Result<Self> {
+    pub(crate) fn served(
+        _pid: super::ServedPid,
+        status: OwnedHandle,
+        _child_end: OwnedHandle,
+    ) -> io::Result<Self> {
         match status.0 {}
+    }
+
+    /// Lets go of what it keeps for a child that is over.
+    pub(crate) fn let_go(&mut self) {
+        match self.0 {}
     }
 
     /// The child's pid.

@@ -167,12 +167,20 @@ pub(crate) struct ProcHandle {
 
 impl ProcHandle {
     /// A child of a fork server: there is none on Windows.
-    pub(crate) fn served(_pid: super::ServedPid, _status: OwnedHandle) -> io::Result<Self> {
+    pub(crate) fn served(
+        _pid: super::ServedPid,
+        _status: OwnedHandle,
+        _child_end: OwnedHandle,
+    ) -> io::Result<Self> {
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
             "the forkserver start method does not exist on Windows; use spawn",
         ))
     }
+
+    /// Nothing is kept for a child that is over here (a fork server's child, on Unix, keeps
+    /// its channel's end).
+    pub(crate) fn let_go(&mut self) {}
 
     /// The child's pid.
     pub(crate) fn pid(&self) -> u32 {
