@@ -38,7 +38,7 @@ pub fn init() {
         Ok(None) => crate::pool::enter_mpi(),
         #[cfg(not(all(feature = "mpi", unix)))]
         Ok(None) => {}
-        Ok(Some(channel)) => child::run_spawned(channel),
+        Ok(Some(channel)) => child::run_spawned(channel, None),
         Err(e) => {
             report_error!("multiprocess: cannot take the bootstrap channel: {e}");
             sys::exit_now(1);

@@ -187,12 +187,14 @@ impl<'de> Deserialize<'de> for Handle {
     }
 }
 
-/// Asks the server for a child that will bootstrap on `channel`, and whose exit status the
-/// server writes on `status` (the other end is the starting process's sentinel).
+/// Asks the server for a child that will bootstrap on `channel` with `handles` (the
+/// bootstrap's, in its order), and whose exit status the server writes on `status` (the other
+/// end is the starting process's sentinel).
 #[derive(Serialize, Deserialize)]
 struct Request {
     channel: Handle,
     status: Handle,
+    handles: Vec<Handle>,
 }
 
 /// The server's answer.
@@ -332,9 +334,13 @@ where
 }
 
 /// Starts a child of the server that will take its bootstrap from `channel` (the other end is
-/// the caller's), without waiting for the server's fork: its pid comes later (see
-/// [`Server::unanswered`]). A server found dead is restarted once.
-pub(crate) fn start_child(channel: sys::Channel) -> Result<sys::ProcHandle> {
+/// the caller's) and its bootstrap's `handles` from the server, without waiting for the
+/// server's fork: its pid comes later (see [`Server::unanswered`]). A server found dead is
+/// restarted once.
+pub(crate) fn start_child(
+    channel: sys::Channel,
+    handles: Vec<sys::OwnedHandle>,
+) -> Result<sys::ProcHandle> {
     let mut slot = lock(SERVER.get());
     running(&mut slot)?;
     let (status, theirs) =
@@ -344,6 +350,7 @@ pub(crate) fn start_child(channel: sys::Channel) -> Result<sys::ProcHandle> {
             sys::channel_into_handle(channel).map_err(|e| Error::io("passing a channel", e))?,
         ),
         status: Handle(theirs),
+        handles: handles.into_iter().map(Handle).collect(),
     };
     let mut last = None;
     for _ in 0..2 {
@@ -479,17 +486,19 @@ fn fork_child(
     // Kept while the child runs: with its siblings', above the server's other descriptors,
     // so that each new child closes them all at once.
     let status_ours = reaper.keep_high(request.status.0);
-    let mut carried = Some((request.channel.0, status_ours));
+    let handles: Vec<sys::OwnedHandle> = request.handles.into_iter().map(|h| h.0).collect();
+    let mut carried = Some((request.channel.0, status_ours, handles));
     let pid = sys::fork_unwatched(|| {
-        // The new child keeps nothing of the server's but the channel it was given: the
-        // server's connection, its wake-up pipe and its other children's status pipes are
-        // closed and the objects forgotten (dropping them would free the server's memory:
-        // pages written, each a copy, issue 19).
-        let Some((channel, ours)) = carried.take() else {
+        // The new child keeps nothing of the server's but the channel and the handles it was
+        // given: the server's connection, its wake-up pipe and its other children's status
+        // pipes are closed and the objects forgotten (dropping them would free the server's
+        // memory: pages written, each a copy, issue 19).
+        let Some((channel, ours, handles)) = carried.take() else {
             sys::exit_now(1)
         };
         drop(ours);
-        let swept = reaper.release_in_child(sys::borrow_handle(&channel));
+        let kept = std::iter::once(&channel).chain(&handles);
+        let swept = reaper.release_in_child(kept.map(sys::borrow_handle));
         if let Some(conn) = requests.take() {
             conn.abandon();
         }
@@ -501,15 +510,15 @@ fn fork_child(
         }
         crate::process::cut_parent_channel();
         match sys::channel_from_handle(channel) {
-            Ok(channel) => crate::process::child::run_spawned(channel),
+            Ok(channel) => crate::process::child::run_spawned(channel, Some(handles)),
             Err(_) => sys::exit_now(1),
         }
     })
     .map_err(|e| Error::io("forking", e))?;
-    let Some((channel, status_ours)) = carried.take() else {
+    let Some((channel, status_ours, handles)) = carried.take() else {
         return Err(Error::state("the fork server lost a request"));
     };
-    drop(channel);
+    drop((channel, handles));
     Ok(Served {
         pid,
         status: status_ours,

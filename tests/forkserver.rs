@@ -213,6 +213,63 @@ fn bootstraps_of_every_size_with_handles() {
     }
 }
 
+/// Sends each its index; returns how many, and the descriptors this process holds (Linux).
+fn echo_each(conns: Vec<Connection>) -> (usize, usize) {
+    for (i, conn) in conns.iter().enumerate() {
+        conn.send(&i).unwrap();
+    }
+    #[cfg(target_os = "linux")]
+    let fds = open_fds();
+    #[cfg(not(target_os = "linux"))]
+    let fds = 0;
+    (conns.len(), fds)
+}
+
+/// A bootstrap with more handles than the fork server keeps room for below its children's
+/// status pipes (they travel with the request, and the server holds them at its fork): each
+/// reaches the child (300 of them: over the 250 one message carries, too), and the child holds
+/// as many more descriptors as a spawned child given the same does (its running siblings'
+/// status pipes not among them).
+#[test]
+fn a_bootstrap_with_many_handles() {
+    multiprocess::init_test();
+    let _g = start();
+    let mut sleepers: Vec<_> = (0..3)
+        .map(|_| {
+            let mut p = ctx().process(sleeper, (3_000,));
+            p.start().unwrap();
+            p
+        })
+        .collect();
+    let mut more = Vec::new();
+    for method in ["spawn", "forkserver"] {
+        let ctx = get_context(method.parse().unwrap()).unwrap();
+        let mut alone = ctx.process(echo_each, (Vec::new(),));
+        alone.start().unwrap();
+        let (_, without) = alone.result::<(usize, usize)>().unwrap();
+        let (mine, yours): (Vec<_>, Vec<_>) = (0..150).map(|_| pipe().unwrap()).unzip();
+        let mut p = ctx.process(echo_each, (yours,));
+        p.start().unwrap();
+        for (i, conn) in mine.iter().enumerate() {
+            assert_eq!(conn.recv::<usize>().unwrap(), i, "{method}");
+        }
+        let (n, with) = p.result::<(usize, usize)>().unwrap();
+        assert_eq!(n, 150, "{method}");
+        more.push(with - without);
+    }
+    if cfg!(target_os = "linux") {
+        assert_eq!(
+            more[1], more[0],
+            "descriptors more with 150 connections: served, spawned"
+        );
+    }
+    for p in &mut sleepers {
+        p.kill().unwrap();
+        p.join().unwrap();
+        assert_eq!(p.exitcode().unwrap(), Some(-9));
+    }
+}
+
 /// Many served children ending together, in another order than they started: the server is
 /// woken once for several ends and reaps them all, and each status reaches its own `Process`.
 #[test]
@@ -310,8 +367,20 @@ fn scenario_server_killed() {
             p
         })
         .collect();
+    // One of them given a connection: the bootstrap's handles travel with the request, so the
+    // server's end frees them, and the other end sees its end without a join (the starting
+    // process keeps the child's end of the channel, which carries bytes alone).
+    let (mine, yours) = pipe().unwrap();
+    let mut handed = ctx().process(echo, (yours,));
+    handed.start().unwrap();
     // SAFETY: signalling our own child.
     unsafe { libc::kill(second as i32, libc::SIGKILL) };
+    assert!(
+        mine.poll(Some(Duration::from_secs(10))).unwrap(),
+        "a connection given to a child never forked stays open"
+    );
+    assert!(matches!(mine.recv_bytes(), Err(Error::Eof)));
+    unanswered.push(handed);
     for p in &mut unanswered {
         p.join_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(p.exitcode().unwrap(), Some(255));

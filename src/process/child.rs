@@ -16,17 +16,26 @@ use crate::sys::{self, image};
 use crate::wire;
 
 /// A spawned child (or one the fork server forked): checks the handshake, then runs the
-/// target. Never returns.
-pub(crate) fn run_spawned(channel: sys::Channel) -> ! {
+/// target. Never returns. `given`: the bootstrap's handles, where they came another way than
+/// the channel (a fork server's child has them from the server).
+pub(crate) fn run_spawned(channel: sys::Channel, given: Option<Vec<sys::OwnedHandle>>) -> ! {
     let accepted = (|| -> Result<(Bootstrap, image::Trampoline, Vec<sys::OwnedHandle>)> {
         let mut read = Handshake::read(&channel)?;
         let boot: Bootstrap = wire::decode(read.bootstrap())
             .map_err(|e| Error::Bootstrap(format!("garbled bootstrap message: {e}")))?;
         let trampoline = boot.code.resolve()?;
-        let handles = match boot.handles {
-            0 => Vec::new(),
-            n => read
-                .handles(&channel, n as usize)
+        let n = boot.handles as usize;
+        let handles = match given {
+            Some(given) if given.len() == n => given,
+            Some(given) => {
+                return Err(Error::Bootstrap(format!(
+                    "{n} handles expected, {} given",
+                    given.len()
+                )));
+            }
+            None if n == 0 => Vec::new(),
+            None => read
+                .handles(&channel, n)
                 .map_err(|e| Error::Bootstrap(format!("receiving {n} handles: {e}")))?,
         };
         Ok((boot, trampoline, handles))

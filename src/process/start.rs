@@ -74,12 +74,16 @@ pub(crate) fn on_fork(hook: &'static ForkHook) {
     }
 }
 
-/// How the fork server starts a child whose bootstrap comes over a channel: registered by
-/// `init()` (the fork server needs connections, which stand above processes).
-static FORK_SERVER: OnceLock<fn(sys::Channel) -> Result<sys::ProcHandle>> = OnceLock::new();
+/// How the fork server starts a child whose bootstrap comes over a channel, its handles
+/// through the server: registered by `init()` (the fork server needs connections, which stand
+/// above processes).
+type Launch = fn(sys::Channel, Vec<sys::OwnedHandle>) -> Result<sys::ProcHandle>;
+
+/// The fork server's way to start a child (see [`Launch`]).
+static FORK_SERVER: OnceLock<Launch> = OnceLock::new();
 
 /// Registers the fork server's way to start a child (see [`FORK_SERVER`]).
-pub(crate) fn serve_forks_with(launch: fn(sys::Channel) -> Result<sys::ProcHandle>) {
+pub(crate) fn serve_forks_with(launch: Launch) {
     let _ = FORK_SERVER.set(launch);
 }
 
@@ -149,6 +153,13 @@ pub(crate) fn spawn(
     if quiet {
         handles.push(sys::stdout_handle().map_err(|e| Error::io("duplicating stdout", e))?);
     }
+    // A fork server's child takes its handles from the server, which gets them with the
+    // request: its channel then carries bytes alone, and the starting process may keep the
+    // child's end without keeping them alive (see `sys::ProcHandle::served`).
+    let through_server = match method {
+        StartMethod::Forkserver => std::mem::take(&mut handles),
+        _ => Vec::new(),
+    };
     let payload = wire::encode(&boot)?;
     let mut message = Vec::new();
     wire::write_frame(&mut message, &image::identity().to_le_bytes())
@@ -180,7 +191,7 @@ pub(crate) fn spawn(
             let launch = FORK_SERVER.get().ok_or_else(|| {
                 Error::state("the forkserver start method needs multiprocess::init() first in main")
             })?;
-            launch(theirs)?
+            launch(theirs, through_server)?
         }
         _ => sys::spawn(&reentry, theirs, quiet)
             .map_err(|e| Error::io("spawning a child process", e))?,

@@ -242,7 +242,7 @@ impl Reaper {
     }
 
     /// Never called (no reaper exists).
-    pub(crate) fn release_in_child(&self, _keep: WaitHandle<'_>) -> bool {
+    pub(crate) fn release_in_child<'a>(&self, _keep: impl Iterator<Item = WaitHandle<'a>>) -> bool {
         match *self {}
     }
 }

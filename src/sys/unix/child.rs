@@ -22,9 +22,18 @@ pub(crate) struct ProcHandle {
     exitcode: Option<i32>,
     /// A child of our fork server: its pid, which the server sends after the fork.
     served: Option<crate::sys::ServedPid>,
-    /// A served child's end of its channel, kept until it is joined (see [`served`]).
-    ///
-    /// [`served`]: ProcHandle::served
+    /// A served child's end of its channel (the child has its copy): kept until the child is
+    /// joined (`let_go`) or this handle dropped, so that the child's exit is not the socket's
+    /// last close. The kernel's collector of Unix sockets in flight runs at each last close of
+    /// a Unix socket while any is in flight anywhere, and in a fork-server fan-out some always
+    /// is (each request to the server carries a channel, and the bootstrap's handles: a
+    /// queue's side channel): it ran 1.2 times a child, each a kworker woken (12 µs of the
+    /// closing process and 9 µs of the kworker: 5.7% of the fan-out's CPU; issue 19, W11). A
+    /// fan-out joins its children after their starts, when none is in flight. Keeping it
+    /// keeps nothing else alive if the child dies before reading its bootstrap: its handles
+    /// come through the server, not in the channel (a spawned child's come in the channel,
+    /// which is why its end is not kept). Not kept where descriptors run short (past half
+    /// this process's limit): one descriptor more a child running.
     child_end: Option<OwnedFd>,
 }
 
@@ -73,18 +82,8 @@ impl ProcHandle {
     }
 
     /// A child of our fork server, whose pid comes as `pid` says and whose exit status will
-    /// come on `status`, the read end of a [`status_pipe`](super::status_pipe).
-    ///
-    /// `child_end` is the child's end of its channel (the server has a copy of it): kept here
-    /// until the child is joined ([`let_go`](Self::let_go)) or this handle dropped, so that
-    /// the child's exit is not the socket's last close. The kernel's collector of Unix sockets
-    /// in flight runs at each last close of a Unix socket while any is in flight anywhere, and
-    /// in a fork-server fan-out some always is (a request carries the next child's channel,
-    /// a bootstrap a queue's side channel): 1.2 runs a child, each a kworker woken (12 µs of
-    /// the closing process and 9 µs of the kworker, 6% of the fan-out's CPU; issue 19, W11).
-    /// A fan-out joins its children after their starts, when none is in flight. Not kept
-    /// where descriptors run short (past half this process's limit): one descriptor more a
-    /// child running.
+    /// come on `status`, the read end of a [`status_pipe`](super::status_pipe); `child_end` is
+    /// the child's end of its channel (see `ProcHandle::child_end`).
     pub(crate) fn served(
         pid: crate::sys::ServedPid,
         status: OwnedFd,
@@ -99,7 +98,7 @@ impl ProcHandle {
         })
     }
 
-    /// Closes what the handle keeps for a child that is over (see [`served`](Self::served)):
+    /// Closes what the handle keeps for a child that is over (see `ProcHandle::child_end`):
     /// once it is joined.
     pub(crate) fn let_go(&mut self) {
         self.child_end = None;

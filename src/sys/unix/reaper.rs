@@ -124,15 +124,18 @@ impl Reaper {
 
     /// In a child just forked: puts `SIGCHLD` back to its default and closes the pipe and
     /// every descriptor [`keep_high`](Self::keep_high) moved, without touching the parent's
-    /// memory; returns whether it closed the latter (not if `keep`, which the child goes on
-    /// using, is among them, or where the system cannot close by range).
-    pub(crate) fn release_in_child(&self, keep: BorrowedFd<'_>) -> bool {
+    /// memory; returns whether it closed the latter (not if one of `keep`, which the child
+    /// goes on using, is among them, or where the system cannot close by range).
+    pub(crate) fn release_in_child<'a>(
+        &self,
+        mut keep: impl Iterator<Item = BorrowedFd<'a>>,
+    ) -> bool {
         let _ = set_handler(libc::SIG_DFL);
         for fd in [&self.read, &self.write] {
             super::close_abandoned(fd.as_fd());
         }
         match self.high {
-            Some(high) if keep.as_raw_fd() < high => super::os::close_from(high),
+            Some(high) if keep.all(|fd| fd.as_raw_fd() < high) => super::os::close_from(high),
             _ => false,
         }
     }
@@ -152,9 +155,10 @@ impl Drop for Reaper {
 }
 
 /// How far above the highest descriptor open at the reaper's start [`Reaper::keep_high`]
-/// puts the kept ones: the server opens at most four at a time besides them (a request's
-/// channel, a status pair, a descriptor a broken request carried), and they take the lowest
-/// free numbers, so they stay below.
+/// puts the kept ones: the server opens a few at a time besides them (a request's channel, a
+/// status pair, the bootstrap's handles: a few queues' or connections'), and they take the
+/// lowest free numbers, so they stay below. (A child whose handles reach the kept ones closes
+/// its siblings' one by one: see [`Reaper::release_in_child`].)
 const HIGH_MARGIN: RawFd = 16;
 
 /// Sets `SIGCHLD`'s disposition (a handler's address, or `SIG_DFL`). Interrupted system calls
