@@ -330,6 +330,21 @@ impl Client {
     /// This thread's connection, opened if needed: authenticated, introduced, and given rings
     /// when the manager is on this machine.
     pub(super) fn connection(&self) -> Result<Arc<Channel>> {
+        let this = (std::ptr::from_ref(self) as usize, crate::sys::current_pid());
+        let last = LAST_CONNECTION.with_borrow(|last| match last {
+            Some((client, pid, c)) if (*client, *pid) == this => c.upgrade(),
+            _ => None,
+        });
+        if let Some(c) = last {
+            return Ok(c);
+        }
+        let c = self.connection_in_table()?;
+        LAST_CONNECTION.set(Some((this.0, this.1, Arc::downgrade(&c))));
+        Ok(c)
+    }
+
+    /// [`connection`](Self::connection), from the table.
+    fn connection_in_table(&self) -> Result<Arc<Channel>> {
         let me = Self::me();
         {
             let conns = lock(self.conns.get());
@@ -360,7 +375,7 @@ impl Client {
                     // A manager of another build hangs up on a request it does not know.
                     Err(_) => {
                         self.no_rings.store(true, Ordering::Relaxed);
-                        return self.connection();
+                        return self.connection_in_table();
                     }
                 }
             }
@@ -386,6 +401,15 @@ impl Client {
             other => Ok(other),
         }
     }
+}
+
+thread_local! {
+    /// This thread's last connection, its client's address and its process's pid beside it:
+    /// a call finds it without the table's lock and hash (issue 19, W8). The table owns it (a
+    /// client dropped, or a connection dropped after a failed call, is not found here); a
+    /// forked child, another pid, looks in its own table.
+    static LAST_CONNECTION: std::cell::RefCell<Option<(usize, u32, std::sync::Weak<Channel>)>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// This process's token for [`Request::Hello`]: random per process tree, mixed with the pid so

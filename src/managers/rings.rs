@@ -20,7 +20,7 @@
 //! each side's mapping goes with its connection.
 
 use std::borrow::Cow;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -39,8 +39,6 @@ const WHOLE: usize = RING_BYTES / 2;
 const CHECK: Duration = Duration::from_millis(100);
 /// The first such wait of a call is short, so that a peer already gone is noticed at once.
 const FIRST_CHECK: Duration = Duration::from_millis(2);
-/// How long a side looks for the next message before the ring's wait.
-const SPIN: Duration = Duration::from_micros(50);
 
 /// A connection's two rings, in one region: requests (client → manager) and replies.
 #[derive(Clone, Serialize, Deserialize)]
@@ -117,6 +115,14 @@ impl End<'_> {
     /// taken, so this waits only if the peer is slow), looking between waits whether the peer
     /// is gone.
     fn put(&self, message: &[u8]) -> Result<()> {
+        // Without a wait first (without reading the clock): there is room, but for a peer
+        // that is slow to take the message before.
+        if self
+            .out
+            .put(message, Deadline::after(Some(Duration::ZERO)))?
+        {
+            return Ok(());
+        }
         loop {
             if self.out.put(message, Deadline::after(Some(CHECK)))? {
                 return Ok(());
@@ -131,8 +137,11 @@ impl End<'_> {
     /// while the ring is empty is a peer that hung up (or one that breaks the protocol): its
     /// error, or its message, is what the socket gives.
     pub(super) fn recv<T: DeserializeOwned + 'static>(&self) -> Result<T> {
-        self.look_for_a_message();
-        let mut slice = FIRST_CHECK;
+        // A message seen is taken without a wait (without reading the clock).
+        let mut slice = match self.look_for_a_message() {
+            true => Duration::ZERO,
+            false => FIRST_CHECK,
+        };
         loop {
             if let Some(got) = self.take::<T>(slice)? {
                 return self.open(got);
@@ -148,21 +157,13 @@ impl End<'_> {
         }
     }
 
-    /// Looks for the peer's next message for up to [`SPIN`], yielding the CPU between rounds
-    /// of looks (the peer may run on this one), before the ring's own wait (which spins less,
-    /// then sleeps): a call answered by a manager that is awake costs a few µs, a side asleep
-    /// and woken from another CPU tens of µs.
-    fn look_for_a_message(&self) {
-        let start = Instant::now();
-        while !self.input.has_messages() && start.elapsed() < SPIN {
-            for _ in 0..32 {
-                std::hint::spin_loop();
-            }
-            if self.input.has_messages() {
-                return;
-            }
-            std::thread::yield_now();
-        }
+    /// Looks for the peer's next message for up to [`SPIN`](super::protocol::SPIN), after
+    /// each pause, yielding the CPU between rounds of looks (the peer may run on this one),
+    /// before the ring's own wait (which spins less, then sleeps): a call answered by a
+    /// manager that is awake costs a few µs, a side asleep and woken from another CPU tens of
+    /// µs.
+    fn look_for_a_message(&self) -> bool {
+        crate::queues::spin_for(super::protocol::SPIN, || self.input.has_messages())
     }
 
     fn take<T: DeserializeOwned + 'static>(&self, wait: Duration) -> Result<Option<Got<T>>> {

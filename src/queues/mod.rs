@@ -92,7 +92,7 @@ use codec::*;
 pub use joinable::JoinableQueue;
 pub(crate) use pair::RingPair;
 use ring::*;
-pub(crate) use ring::{Ring, spin_until};
+pub(crate) use ring::{Ring, spin_for, spin_until};
 pub use simple::SimpleQueue;
 
 fn closed() -> Error {

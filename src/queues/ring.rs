@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::synchronize::{Deadline, lock_word, unlock_word};
+use crate::synchronize::{Deadline, lock_word_until, unlock_word};
 use crate::sys::{self, Region};
 use crate::wire;
 
@@ -134,14 +134,21 @@ impl<'de> Deserialize<'de> for Side {
 }
 
 /// Spins up to [`SPIN`] until `ready()`; true if it became ready.
+pub(crate) fn spin_until(ready: impl FnMut() -> bool) -> bool {
+    spin_for(SPIN, ready)
+}
+
+/// Spins up to `limit` until `ready()`; true if it became ready. It looks after each pause
+/// (one `pause` is some 40 ns on x86: a peer's message is seen within that of its arrival).
 ///
-/// Between rounds it yields the CPU: when the other side runs on this same CPU, spinning
-/// cannot help it, and yielding lets it run at once.
-pub(crate) fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
+/// Between rounds of 64 it yields the CPU: when the other side runs on this same CPU,
+/// spinning cannot help it, and yielding lets it run at once.
+pub(crate) fn spin_for(limit: Duration, mut ready: impl FnMut() -> bool) -> bool {
     if ready() {
         return true;
     }
-    let start = Instant::now();
+    // The clock is read after the first round only: most looks end within it.
+    let mut start = None;
     loop {
         for _ in 0..64 {
             std::hint::spin_loop();
@@ -149,7 +156,7 @@ pub(crate) fn spin_until(mut ready: impl FnMut() -> bool) -> bool {
                 return true;
             }
         }
-        if start.elapsed() >= SPIN {
+        if start.get_or_insert_with(Instant::now).elapsed() >= limit {
             return ready();
         }
         std::thread::yield_now();
@@ -483,12 +490,7 @@ impl Ring {
     /// with OS handles in flight, set BROKEN first.
     #[inline]
     pub(super) fn lock(&self, which: usize, deadline: Deadline) -> Result<bool> {
-        let locked = match lock_word(
-            &self.shared.region,
-            self.word(which),
-            true,
-            deadline.remaining(),
-        ) {
+        let locked = match lock_word_until(&self.shared.region, self.word(which), deadline) {
             Err(Error::OwnerDied { .. }) => self.lock_after_death(which, deadline),
             other => other,
         }?;
@@ -566,12 +568,7 @@ impl Ring {
                 self.word(BROKEN).store(1, Ordering::Relaxed);
             }
             self.check_broken()?;
-            match lock_word(
-                &self.shared.region,
-                self.word(which),
-                true,
-                deadline.remaining(),
-            ) {
+            match lock_word_until(&self.shared.region, self.word(which), deadline) {
                 Err(Error::OwnerDied { .. }) => {}
                 other => return other,
             }

@@ -41,18 +41,32 @@ const LIVENESS_CHECK: Duration = Duration::from_millis(50);
 /// Python's text for releasing an unlocked `Lock` or a full `BoundedSemaphore`.
 const RELEASED_TOO_MANY: &str = "semaphore or lock released too many times";
 
-/// A point in time to wait until, or never.
+/// A point in time to wait until, or never. A zero timeout is one that has passed, known
+/// without reading the clock (a read is some 25 ns here, and a manager call's or a queue's
+/// look without a wait makes several: issue 19, W8).
 #[derive(Clone, Copy)]
-pub(crate) struct Deadline(Option<Instant>);
+pub(crate) enum Deadline {
+    Never,
+    At(Instant),
+    Passed,
+}
 
 impl Deadline {
     pub(crate) fn after(timeout: Option<Duration>) -> Self {
-        Deadline(timeout.map(|t| Instant::now() + t))
+        match timeout {
+            None => Deadline::Never,
+            Some(Duration::ZERO) => Deadline::Passed,
+            Some(t) => Deadline::At(Instant::now() + t),
+        }
     }
 
     /// What is left: `None` = forever, `Some(ZERO)` = over.
     pub(crate) fn remaining(self) -> Option<Duration> {
-        self.0.map(|d| d.saturating_duration_since(Instant::now()))
+        match self {
+            Deadline::Never => None,
+            Deadline::At(d) => Some(d.saturating_duration_since(Instant::now())),
+            Deadline::Passed => Some(Duration::ZERO),
+        }
     }
 
     pub(crate) fn passed(self) -> bool {
@@ -78,7 +92,7 @@ fn sleep_on(region: &Region, word: &AtomicU32, expected: u32, deadline: Deadline
 // ---------------------------------------------------------------------------------------------
 // The lock word: 0 = free, else the owner's pid, plus CONTENDED when someone may sleep on it.
 
-/// Takes the lock word for this process.
+/// Takes the lock word for this process (waiting up to `timeout` if `block`).
 pub(crate) fn lock_word(
     region: &Region,
     word: &AtomicU32,
@@ -86,13 +100,30 @@ pub(crate) fn lock_word(
     timeout: Option<Duration>,
 ) -> Result<bool> {
     let me = sys::current_pid();
-    if word
-        .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-        .is_ok()
-    {
+    if take_free(word, me) {
         return Ok(true);
     }
     lock_word_contended(region, word, me, block, Deadline::after(timeout))
+}
+
+/// Takes the lock word for this process, waiting up to `deadline` (read only if it is held).
+pub(crate) fn lock_word_until(
+    region: &Region,
+    word: &AtomicU32,
+    deadline: Deadline,
+) -> Result<bool> {
+    let me = sys::current_pid();
+    if take_free(word, me) {
+        return Ok(true);
+    }
+    lock_word_contended(region, word, me, true, deadline)
+}
+
+/// Takes the lock word if it is free.
+#[inline]
+fn take_free(word: &AtomicU32, me: u32) -> bool {
+    word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+        .is_ok()
 }
 
 #[cold]
