@@ -10,7 +10,11 @@
 //!   `Total`;
 //! - CPython 3's `Manager().dict()` (`d[k] = i; d[k]`), `Manager().Queue()` (`q.put(i);
 //!   q.get()`) and a `Counter` registered on a `SyncManager` (`c.add(i); c.total()`), fork
-//!   context, from `bench/python/w8_manager.py`, run after the Rust rows.
+//!   context, from `bench/python/w8_manager.py`, run after the Rust rows;
+//! - the floor a call on this machine is held to (issue 19): two round trips through two
+//!   `multiprocess::Queue<u64>` (one each way) with a spawned echo child, unpinned as the
+//!   manager is. A call is one round trip to the manager; the target table gives each row's
+//!   call (half a pair) against one such round trip, and each row against CPython's.
 //!
 //! Each row: one warmup batch, then 20 batches of 2000 pairs, the rows' batches interleaved; a
 //! sample is a batch's mean time per pair; the report gives median, p10 and p90.
@@ -52,6 +56,15 @@ mod w8 {
 
     type Batch = Box<dyn FnMut(usize) -> Result<f64, String>>;
 
+    /// The floor's echo child: sends back what it gets until `u64::MAX`.
+    fn echo(rx: multiprocess::Queue<u64>, tx: multiprocess::Queue<u64>) {
+        while let Ok(v) = rx.get() {
+            if v == u64::MAX || tx.put(&v).is_err() {
+                break;
+            }
+        }
+    }
+
     /// The own-type row's object: Python's registered `Counter`.
     #[derive(serde::Serialize, serde::Deserialize)]
     struct Counter {
@@ -90,7 +103,26 @@ mod w8 {
         let d = manager.dict::<u32, u64>().map_err(e)?;
         let q = manager.queue::<u64>().map_err(e)?;
         let counter = manager.create(&Counter { total: 0 }).map_err(e)?;
+        let (down, up) = (
+            multiprocess::Queue::<u64>::new().map_err(e)?,
+            multiprocess::Queue::<u64>::new().map_err(e)?,
+        );
+        let mut echo_child = multiprocess::Process::new(echo, (down.clone(), up.clone()));
+        echo_child.start().map_err(e)?;
+        let stop = down.clone();
         let mut rows: Vec<Row> = Vec::new();
+        let floor: Batch = Box::new(move |n| {
+            let t = Instant::now();
+            for i in 0..n as u64 {
+                for _ in 0..2 {
+                    down.put(&i).map_err(e)?;
+                    if up.get().map_err(e)? != i {
+                        return Err("the echo lost a value".into());
+                    }
+                }
+            }
+            Ok(t.elapsed().as_secs_f64() * 1e6 / n as f64)
+        });
         let dict: Batch = Box::new(move |n| {
             let t = Instant::now();
             for i in 0..n as u64 {
@@ -121,6 +153,11 @@ mod w8 {
             Ok(t.elapsed().as_secs_f64() * 1e6 / n as f64)
         });
         for (key, label, batch) in [
+            (
+                "floor",
+                "floor: two round trips through two `Queue<u64>` (one each way), echo child by spawn",
+                floor,
+            ),
             (
                 "dict",
                 "multiprocess `DictProxy<u32, u64>`: `set(&k, &i)` + `get(&k)`",
@@ -164,8 +201,10 @@ mod w8 {
             },
             |_| {},
         );
-        // The manager's process counts as ours once reaped.
+        // The manager's process and the echo child count as ours once reaped.
         drop(manager);
+        stop.put(&u64::MAX).map_err(e)?;
+        echo_child.join().map_err(e)?;
         let others = cpu.others_since();
         eprintln!("w8: Rust rows done");
 
@@ -229,6 +268,7 @@ mod w8 {
             }
             Err(why) => block += &format!("\nCPython rows: {why}\n"),
         }
+        block += &verdicts(&rows, py);
         print!("{block}");
         if o.write {
             write_md(&o.md, BEGIN, END, &block)?;
@@ -238,6 +278,40 @@ mod w8 {
     }
 
     type PyRows = (String, std::collections::HashMap<&'static str, Stats>);
+
+    /// Issue 19's targets for each manager row: ≥ 10× CPython's same row, and a call (half a
+    /// pair) within 2× of a `Queue` round trip (half the floor row's pair).
+    fn verdicts(rows: &[Row], py: Option<&PyRows>) -> String {
+        let median = |key: &str| {
+            rows.iter()
+                .find(|r| r.key == key)
+                .and_then(|r| Stats::of(&r.samples))
+                .map(|s| s.median)
+        };
+        let verdict = |met: bool| if met { "**met**" } else { "**not met**" };
+        let floor = median("floor");
+        let mut out = String::from("\n| target (issue 19) | measured | verdict |\n|---|---|---|\n");
+        for (key, name) in [("dict", "dict"), ("queue", "queue"), ("own", "own type")] {
+            let Some(ours) = median(key) else { continue };
+            if let Some(theirs) = py.and_then(|(_, m)| m.get(key)).map(|s| s.median) {
+                out += &format!(
+                    "| {name}: ≥ 10× CPython | {theirs:.2} / {ours:.2} µs = {:.1}× | {} |\n",
+                    theirs / ours,
+                    verdict(theirs / ours >= 10.0)
+                );
+            }
+            if let Some(floor) = floor {
+                out += &format!(
+                    "| {name}: a call within 2× of a `Queue` round trip | {:.3} / {:.3} µs = {:.2}× | {} |\n",
+                    ours / 2.0,
+                    floor / 2.0,
+                    ours / floor,
+                    verdict(ours / floor <= 2.0)
+                );
+            }
+        }
+        out
+    }
 
     fn python_rows(o: &BenchOptions) -> Result<PyRows, String> {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/python/w8_manager.py");

@@ -102,9 +102,11 @@ enum Got<T> {
 impl End<'_> {
     /// Sends one message: in the ring, or on the socket (announced in the ring first).
     pub(super) fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
-        let (message, handles) = wire::encode_message(value)?;
+        let (message, handles) = wire::encode_message_into(value, wire::spare_buffer())?;
         if handles.is_empty() && message.len() <= WHOLE {
-            return self.put(&message);
+            let put = self.put(&message);
+            wire::recycle(message);
+            return put;
         }
         drop(handles);
         self.put(&[])?;
