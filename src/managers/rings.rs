@@ -165,7 +165,7 @@ impl End<'_> {
     /// manager that is awake costs a few µs, a side asleep and woken from another CPU tens of
     /// µs.
     fn look_for_a_message(&self) -> bool {
-        crate::queues::spin_for(super::protocol::SPIN, || self.input.has_messages())
+        crate::queues::spin_for(super::protocol::SPIN, || self.input.next_published())
     }
 
     fn take<T: DeserializeOwned + 'static>(&self, wait: Duration) -> Result<Option<Got<T>>> {

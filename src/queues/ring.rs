@@ -461,10 +461,14 @@ impl Ring {
         self.items()
     }
 
-    /// Whether a message seems to be there (a hint, read without the consumers' lock: a
-    /// producer counts a message just before it publishes it).
-    pub(crate) fn has_messages(&self) -> bool {
-        self.items() > 0
+    /// Whether the next message is published (a hint for a ring with one consumer, read
+    /// without its lock): the header word at HEAD, in the cache line the consumer's get reads
+    /// next anyway. (Counting the messages instead reads PUTS, in the line each put writes
+    /// twice: a consumer spinning there took that line from the producer in the middle of
+    /// every put, and the producer's unlock waited for it back: issue 19, W8.)
+    pub(crate) fn next_published(&self) -> bool {
+        let head = self.word(HEAD).load(Ordering::Relaxed) & !3;
+        self.header(head).load(Ordering::Acquire) != 0
     }
 
     pub(super) fn items(&self) -> u32 {
@@ -503,7 +507,10 @@ impl Ring {
     /// Just after taking a lock: whether its last holder left everything in order, as a
     /// holder that did not die does: its stream and handle flags cleared, and TAIL and PUTS
     /// settled (see [`Ring::settle`]) or HEAD moved as its take recorded (see
-    /// [`Ring::taken`]).
+    /// [`Ring::taken`]). (Every publication of a whole message counts it in PUTS before its
+    /// header word is stored, and a streamed one sets WSTREAM first: so the header word at
+    /// TAIL is not read here. It lies in the line a waiting consumer spins on, and reading it
+    /// took that line away from the consumer once more for every message: issue 19, W8.)
     #[inline]
     pub(super) fn left_in_order(&self, which: usize) -> bool {
         let flags = if which == WLOCK {
@@ -517,7 +524,6 @@ impl Ring {
                 let puts = self.word(PUTS).load(Ordering::Relaxed);
                 self.pair(SETTLED).load(Ordering::Relaxed)
                     == u64::from(tail) | u64::from(puts) << 32
-                    && self.header(tail).load(Ordering::Relaxed) == 0
             } else {
                 self.pair(TAKEN).load(Ordering::Relaxed) as u32
                     == self.word(HEAD).load(Ordering::Relaxed)
