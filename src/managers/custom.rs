@@ -73,13 +73,11 @@ pub trait Managed: Serialize + DeserializeOwned + Send + 'static {
 /// Where the manager keeps an object of a program's type.
 pub(super) type Slot = Arc<Mutex<Option<Box<dyn Any + Send>>>>;
 
-/// What the manager asks of an entry point.
-#[derive(Serialize, Deserialize)]
-enum Step {
-    Create(Bytes),
-    Call(Bytes),
-    Value,
-}
+/// What the manager asks of an entry point: a message's first byte (the rest is the step's
+/// bytes, as they came: no copy into a message of its own).
+const CREATE: u8 = 0;
+const CALL: u8 = 1;
+const VALUE: u8 = 2;
 
 thread_local! {
     /// The object the entry point called on this thread works on.
@@ -93,13 +91,13 @@ fn entry<T: Managed>(message: &[u8]) -> Result<Vec<u8>> {
         .with(|o| o.borrow().clone())
         .ok_or_else(|| Error::state("a managed object's code was called outside the manager"))?;
     let mut object = lock(&slot);
-    match wire::decode::<Step>(message)? {
-        Step::Create(initial) => {
-            *object = Some(Box::new(wire::decode::<T>(&initial.0)?));
+    match message.split_first() {
+        Some((&CREATE, initial)) => {
+            *object = Some(Box::new(wire::decode::<T>(initial)?));
             Ok(Vec::new())
         }
-        Step::Call(call) => {
-            let call: T::Call = wire::decode(&call.0)?;
+        Some((&CALL, call)) => {
+            let call: T::Call = wire::decode(call)?;
             let this = held::<T>(&mut object)?;
             let reply = crate::panics::catch_quietly(|| this.handle(call)).map_err(|message| {
                 Error::Remote {
@@ -109,7 +107,10 @@ fn entry<T: Managed>(message: &[u8]) -> Result<Vec<u8>> {
             })?;
             wire::encode(&reply)
         }
-        Step::Value => wire::encode(held::<T>(&mut object)?),
+        Some((&VALUE, _)) => wire::encode(held::<T>(&mut object)?),
+        _ => Err(Error::Codec(
+            "a managed object's code was asked for an unknown step".into(),
+        )),
     }
 }
 
@@ -138,7 +139,7 @@ pub(super) fn create(
         )
     })?;
     let slot: Slot = Arc::new(Mutex::new(None));
-    match run(entry, &slot, &Step::Create(initial)) {
+    match run(entry, &slot, CREATE, &initial.0) {
         Reply::Bytes(_) => Ok((entry, slot)),
         other => Err(other),
     }
@@ -147,8 +148,8 @@ pub(super) fn create(
 /// In the manager: a call (`Op::Custom`) or a copy (`Op::GetValue`) on an object.
 pub(super) fn apply(entry: image::Trampoline, slot: &Slot, op: Op) -> Reply {
     match op {
-        Op::Custom(call) => run(entry, slot, &Step::Call(call)),
-        Op::GetValue => run(entry, slot, &Step::Value),
+        Op::Custom(call) => run(entry, slot, CALL, &call.0),
+        Op::GetValue => run(entry, slot, VALUE, &[]),
         other => Reply::Err(
             "AttributeError".into(),
             format!(
@@ -159,14 +160,15 @@ pub(super) fn apply(entry: image::Trampoline, slot: &Slot, op: Op) -> Reply {
     }
 }
 
-fn run(entry: image::Trampoline, slot: &Slot, step: &Step) -> Reply {
-    let message = match wire::encode(step) {
-        Ok(m) => m,
-        Err(e) => return Reply::Err("TypeError".into(), e.to_string()),
-    };
+/// Runs `entry` for `step` with `bytes` on the object in `slot`.
+fn run(entry: image::Trampoline, slot: &Slot, step: u8, bytes: &[u8]) -> Reply {
+    let mut message = wire::spare_buffer();
+    message.push(step);
+    message.extend_from_slice(bytes);
     OBJECT.with(|o| *o.borrow_mut() = Some(Arc::clone(slot)));
     let result = entry(&message);
     OBJECT.with(|o| *o.borrow_mut() = None);
+    wire::recycle(message);
     match result {
         Ok(bytes) => Reply::Bytes(Bytes(bytes)),
         Err(Error::Remote { kind, message }) => Reply::Err(kind, message),

@@ -9,10 +9,11 @@
 //! killed while a client waits therefore fails the call with the socket's own error, and a
 //! client killed mid-call is forgotten as on the socket path.
 //!
-//! A message that carries OS handles, or is longer than half a ring, goes on the socket: its
-//! sender first puts an empty message in the ring (which tells the receiver to read the
-//! socket), then sends it there. So rings never stream, and a message is published whole or
-//! not at all.
+//! A message is encoded straight into the ring's free space (no buffer, no copy, no trailer:
+//! nothing in a ring carries OS handles). One that carries OS handles, or is longer than half
+//! a ring and does not fit the space free when it is sent, goes on the socket: its sender
+//! first puts an empty message in the ring (which tells the receiver to read the socket), then
+//! sends it there. So rings never stream, and a message is published whole or not at all.
 //!
 //! Rings belong to one connection, which belongs to one thread of one process (the client's
 //! table of connections is per process: a forked child opens its own). Their memory is
@@ -102,7 +103,13 @@ enum Got<T> {
 impl End<'_> {
     /// Sends one message: in the ring, or on the socket (announced in the ring first).
     pub(super) fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
-        let (message, handles) = wire::encode_message_into(value, wire::spare_buffer())?;
+        // The ring holds at most the message before, taken or being taken: there is room.
+        if self.out.put_encoded(&[], value)? {
+            return Ok(());
+        }
+        // It carries OS handles, does not encode (the error comes from here), or the peer is
+        // slow to take the message before.
+        let (message, handles) = wire::encode_with_handles_into(value, wire::spare_buffer())?;
         if handles.is_empty() && message.len() <= WHOLE {
             let put = self.put(&message);
             wire::recycle(message);
@@ -174,14 +181,8 @@ impl End<'_> {
                 if bytes.is_empty() {
                     return Got::OnSocket;
                 }
-                Got::Value(
-                    wire::split_message(&bytes).and_then(|(handles, body)| match handles {
-                        0 => wire::decode(body),
-                        n => Err(Error::Codec(format!(
-                            "a manager message in shared memory announces {n} OS handles"
-                        ))),
-                    }),
-                )
+                // (A value that refers to OS handles fails here: none travel in a ring.)
+                Got::Value(wire::decode(&bytes))
             })
     }
 

@@ -68,16 +68,7 @@ pub(super) const SEND_MARK: [u8; 4] = *b"\xa7mpS";
 pub(crate) fn encode_message<T: Serialize + ?Sized>(
     value: &T,
 ) -> Result<(Vec<u8>, Vec<sys::OwnedHandle>)> {
-    encode_message_into(value, Vec::new())
-}
-
-/// [`encode_message`] appending to `buf` (a [`spare_buffer`](super::spare_buffer), say: a
-/// small message encoded into a new vector grows it three or four times).
-pub(crate) fn encode_message_into<T: Serialize + ?Sized>(
-    value: &T,
-    buf: Vec<u8>,
-) -> Result<(Vec<u8>, Vec<sys::OwnedHandle>)> {
-    let (mut message, handles) = encode_with_handles_into(value, buf)?;
+    let (mut message, handles) = encode_with_handles(value)?;
     message.extend_from_slice(&(handles.len() as u32).to_le_bytes());
     message.extend_from_slice(&SEND_MARK);
     Ok((message, handles))

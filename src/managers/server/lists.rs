@@ -14,7 +14,7 @@ use super::*;
 #[derive(Default)]
 pub(super) struct Dict {
     pub(super) entries: Vec<Option<(Vec<u8>, Vec<u8>)>>,
-    pub(super) index: HashMap<Vec<u8>, usize>,
+    pub(super) index: rustc_hash::FxHashMap<Vec<u8>, usize>,
 }
 
 impl Dict {
@@ -33,9 +33,14 @@ impl Dict {
         self.entries[i].as_ref().map(|(_, v)| v)
     }
 
+    /// Sets `key`'s value (a key already there keeps its place, and its first bytes, as
+    /// Python's dict keeps the first key object).
     pub(super) fn set(&mut self, key: Vec<u8>, value: Vec<u8>) {
         match self.index.get(&key) {
-            Some(&i) => self.entries[i] = Some((key, value)),
+            Some(&i) => match &mut self.entries[i] {
+                Some((_, old)) => *old = value,
+                none => *none = Some((key, value)),
+            },
             None => {
                 self.index.insert(key.clone(), self.entries.len());
                 self.entries.push(Some((key, value)));
@@ -82,8 +87,14 @@ fn bytes(b: &[u8]) -> Bytes {
     Bytes(b.to_vec())
 }
 
+/// Moves an operation's bytes out (an operation runs once it is taken: one that waits, see
+/// `objects::call`, takes nothing before it runs).
+fn take(b: &mut Bytes) -> Vec<u8> {
+    std::mem::take(&mut b.0)
+}
+
 /// Runs a dict's `op`.
-pub(super) fn dict_call(d: &mut Dict, op: &Op) -> Reply {
+pub(super) fn dict_call(d: &mut Dict, op: &mut Op) -> Reply {
     match op {
         Op::Get(k) => Reply::Maybe(d.get(&k.0).map(|v| bytes(v))),
         Op::GetItem(k) => match d.get(&k.0) {
@@ -91,7 +102,7 @@ pub(super) fn dict_call(d: &mut Dict, op: &Op) -> Reply {
             None => remote("KeyError", "no such key"),
         },
         Op::SetItem(k, v) => {
-            d.set(k.0.clone(), v.0.clone());
+            d.set(take(k), take(v));
             Reply::Done
         }
         Op::DelItem(k) => match d.remove(&k.0) {
@@ -109,7 +120,7 @@ pub(super) fn dict_call(d: &mut Dict, op: &Op) -> Reply {
         }
         Op::Update(pairs) => {
             for (k, v) in pairs {
-                d.set(k.0.clone(), v.0.clone());
+                d.set(take(k), take(v));
             }
             Reply::Done
         }
@@ -121,8 +132,8 @@ pub(super) fn dict_call(d: &mut Dict, op: &Op) -> Reply {
         Op::SetDefault(k, default) => match d.get(&k.0) {
             Some(v) => Reply::Bytes(bytes(v)),
             None => {
-                d.set(k.0.clone(), default.0.clone());
-                Reply::Bytes(default.clone())
+                d.set(take(k), default.0.clone());
+                Reply::Bytes(Bytes(take(default)))
             }
         },
         op => no_method(op),
@@ -157,24 +168,24 @@ pub(super) fn slice(start: Bound<i64>, end: Bound<i64>, len: usize) -> (usize, u
 }
 
 /// Runs a list's (or an array's) `op` for `client`; `None` while another client holds it.
-pub(super) fn list_call(list: &mut List, op: &Op, client: u64) -> Option<Reply> {
+pub(super) fn list_call(list: &mut List, op: &mut Op, client: u64) -> Option<Reply> {
     if list.held.is_some_and(|h| h != client) {
         return None;
     }
     let l = &mut list.items;
     Some(match op {
         Op::Append(v) => {
-            l.push(v.0.clone());
+            l.push(take(v));
             Reply::Done
         }
         Op::Extend(items) => {
-            l.extend(items.iter().map(|b| b.0.clone()));
+            l.extend(items.iter_mut().map(take));
             Reply::Done
         }
         Op::Insert(i, v) => {
             let n = l.len() as i64;
             let at = if *i < 0 { i.saturating_add(n) } else { *i };
-            l.insert(at.clamp(0, n) as usize, v.0.clone());
+            l.insert(at.clamp(0, n) as usize, take(v));
             Reply::Done
         }
         Op::Index(i) => match position(*i, l.len()) {
@@ -183,7 +194,7 @@ pub(super) fn list_call(list: &mut List, op: &Op, client: u64) -> Option<Reply> 
         },
         Op::SetIndex(i, v) => match position(*i, l.len()) {
             Some(i) => {
-                l[i] = v.0.clone();
+                l[i] = take(v);
                 Reply::Done
             }
             None => remote("IndexError", "list assignment index out of range"),
@@ -219,7 +230,7 @@ pub(super) fn list_call(list: &mut List, op: &Op, client: u64) -> Option<Reply> 
         }
         Op::SetSlice(start, end, items) => {
             let (s, e) = slice(*start, *end, l.len());
-            l.splice(s..e, items.iter().map(|b| b.0.clone()));
+            l.splice(s..e, items.iter_mut().map(take));
             Reply::Done
         }
         Op::DelSlice(start, end) => {

@@ -456,7 +456,7 @@ impl State {
             {
                 return self.condition_wait(objects, id, client, timeout, gone);
             }
-            Request::Call(id, op) => {
+            Request::Call(id, mut op) => {
                 let deadline = match &op {
                     Op::QueueGet(Some(secs))
                     | Op::QueuePut(_, Some(secs))
@@ -471,7 +471,7 @@ impl State {
                     let Some(object) = objects.table.get_mut(&id) else {
                         return Some(remote("KeyError", format!("no object with id {id}")));
                     };
-                    match call(object, &op, client) {
+                    match call(object, &mut op, client) {
                         Some(reply) => {
                             if matches!(
                                 op,

@@ -109,7 +109,7 @@ impl Object {
 #[derive(Default)]
 pub(super) struct Objects {
     pub(super) next: u64,
-    pub(super) table: HashMap<u64, Object>,
+    pub(super) table: rustc_hash::FxHashMap<u64, Object>,
     pub(super) names: HashMap<String, u64>,
     pub(super) refs: HashMap<u64, u64>,
     pub(super) pinned: std::collections::HashSet<u64>,
@@ -211,7 +211,7 @@ pub(super) fn pool_call(pool: &crate::Pool, op: Op) -> Reply {
 
 /// Runs `op` for `client` on `object`; `None` when it must wait (a get on an empty queue, an
 /// acquire of a held lock, a wait on an unset event).
-pub(super) fn call(object: &mut Object, op: &Op, client: u64) -> Option<Reply> {
+pub(super) fn call(object: &mut Object, op: &mut Op, client: u64) -> Option<Reply> {
     let bytes = |b: &Vec<u8>| Bytes(b.clone());
     Some(match (object, op) {
         (Object::Dict(d), op) => dict_call(d, op),
@@ -219,14 +219,14 @@ pub(super) fn call(object: &mut Object, op: &Op, client: u64) -> Option<Reply> {
         (Object::Pool(_, n), Op::Len) => Reply::Len(*n as u64),
         (Object::Value(v), Op::Load) => Reply::Bytes(bytes(v)),
         (Object::Value(v), Op::Store(new)) => {
-            *v = new.0.clone();
+            *v = std::mem::take(&mut new.0);
             Reply::Done
         }
         (Object::Queue(q), Op::QueuePut(v, _)) => {
             if q.full() {
                 return None;
             }
-            q.items.push_back(v.0.clone());
+            q.items.push_back(std::mem::take(&mut v.0));
             q.unfinished += 1;
             Reply::Done
         }
