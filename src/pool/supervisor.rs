@@ -611,8 +611,10 @@ impl Supervisor {
             return;
         }
         let mut planned: BTreeMap<u64, Vec<Message>> = BTreeMap::new();
-        let ids: Vec<u64> = self.workers.keys().copied().collect();
-        if self.broken.is_none() {
+        // (Without a task to hand out, no look at each worker: a pool's close ends its
+        // workers one event at a time.)
+        if self.broken.is_none() && self.next_pending(fx).is_some() {
+            let ids: Vec<u64> = self.workers.keys().copied().collect();
             for pass in 0..2 {
                 let limit = if pass == 0 { 1 } else { self.config.depth };
                 loop {
@@ -675,9 +677,9 @@ impl Supervisor {
             }
         }
         let closing = self.phase == Phase::Closed && self.pending.is_empty();
-        for (&n, w) in self.workers.iter_mut() {
+        for (&n, w) in self.workers.iter_mut().filter(|_| closing) {
             let idle = w.in_flight.is_empty() && !w.writing && !w.leaving && w.killed.is_none();
-            if closing && idle {
+            if idle {
                 if let Ok(stop) = OrderHead::new(&Order::Stop) {
                     w.leaving = true;
                     planned
