@@ -80,7 +80,7 @@ const CALL: u8 = 1;
 const VALUE: u8 = 2;
 
 thread_local! {
-    /// The object the entry point called on this thread works on.
+    /// The object the entry point called next on this thread works on (it takes it).
     static OBJECT: RefCell<Option<Slot>> = const { RefCell::new(None) };
 }
 
@@ -88,7 +88,7 @@ thread_local! {
 /// on it, or encodes a copy of it.
 fn entry<T: Managed>(message: &[u8]) -> Result<Vec<u8>> {
     let slot = OBJECT
-        .with(|o| o.borrow().clone())
+        .with(|o| o.borrow_mut().take())
         .ok_or_else(|| Error::state("a managed object's code was called outside the manager"))?;
     let mut object = lock(&slot);
     match message.split_first() {
@@ -139,14 +139,14 @@ pub(super) fn create(
         )
     })?;
     let slot: Slot = Arc::new(Mutex::new(None));
-    match run(entry, &slot, CREATE, &initial.0) {
+    match run(entry, Arc::clone(&slot), CREATE, &initial.0) {
         Reply::Bytes(_) => Ok((entry, slot)),
         other => Err(other),
     }
 }
 
 /// In the manager: a call (`Op::Custom`) or a copy (`Op::GetValue`) on an object.
-pub(super) fn apply(entry: image::Trampoline, slot: &Slot, op: Op) -> Reply {
+pub(super) fn apply(entry: image::Trampoline, slot: Slot, op: Op) -> Reply {
     match op {
         Op::Custom(call) => run(entry, slot, CALL, &call.0),
         Op::GetValue => run(entry, slot, VALUE, &[]),
@@ -160,12 +160,13 @@ pub(super) fn apply(entry: image::Trampoline, slot: &Slot, op: Op) -> Reply {
     }
 }
 
-/// Runs `entry` for `step` with `bytes` on the object in `slot`.
-fn run(entry: image::Trampoline, slot: &Slot, step: u8, bytes: &[u8]) -> Reply {
+/// Runs `entry` for `step` with `bytes` on the object in `slot` (handed to it in [`OBJECT`],
+/// where it takes it from).
+fn run(entry: image::Trampoline, slot: Slot, step: u8, bytes: &[u8]) -> Reply {
     let mut message = wire::spare_buffer();
     message.push(step);
     message.extend_from_slice(bytes);
-    OBJECT.with(|o| *o.borrow_mut() = Some(Arc::clone(slot)));
+    OBJECT.with(|o| *o.borrow_mut() = Some(slot));
     let result = entry(&message);
     OBJECT.with(|o| *o.borrow_mut() = None);
     wire::recycle(message);

@@ -275,8 +275,7 @@ impl<'de> Deserialize<'de> for Handle {
 /// stores).
 pub(super) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes> {
     let was = INTO_MANAGER.with(|f| f.replace(true));
-    // Room for a key or a number at once (a new vector grows from 8 bytes, then doubles).
-    let encoded = wire::encode_into(value, Vec::with_capacity(32));
+    let encoded = wire::encode(value);
     INTO_MANAGER.with(|f| f.set(was));
     encoded.map(Bytes)
 }

@@ -338,7 +338,7 @@ impl State {
                 // One call at a time per object, but not holding up the other objects.
                 let (entry, slot) = (*entry, std::sync::Arc::clone(slot));
                 drop(objects);
-                return Some(crate::managers::custom::apply(entry, &slot, op));
+                return Some(crate::managers::custom::apply(entry, slot, op));
             }
             Request::Named(name, kind) => {
                 if let Some(&id) = objects.names.get(&name) {
