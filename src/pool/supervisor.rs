@@ -676,11 +676,11 @@ impl Supervisor {
                 }
             }
         }
-        let closing = self.phase == Phase::Closed && self.pending.is_empty();
-        for (&n, w) in self.workers.iter_mut().filter(|_| closing) {
-            let idle = w.in_flight.is_empty() && !w.writing && !w.leaving && w.killed.is_none();
-            if idle {
-                if let Ok(stop) = OrderHead::new(&Order::Stop) {
+        // Idle workers are told to stop once the pool is closed (before that, no look at each).
+        if self.phase == Phase::Closed && self.pending.is_empty() {
+            for (&n, w) in self.workers.iter_mut() {
+                let idle = w.in_flight.is_empty() && !w.writing && !w.leaving && w.killed.is_none();
+                if idle && let Ok(stop) = OrderHead::new(&Order::Stop) {
                     w.leaving = true;
                     planned
                         .entry(n)
