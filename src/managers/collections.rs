@@ -244,7 +244,7 @@ fn bounds(range: impl RangeBounds<i64>) -> (Bound<i64>, Bound<i64>) {
     (range.start_bound().cloned(), range.end_bound().cloned())
 }
 
-fn encode_all<T: Serialize>(items: impl IntoIterator<Item = impl Borrow<T>>) -> Result<Vec<Bytes>> {
+fn encode_all<T: Serialize>(items: impl IntoIterator<Item = impl Borrow<T>>) -> Result<Vec<Blob>> {
     items.into_iter().map(|x| encode(x.borrow())).collect()
 }
 
@@ -597,9 +597,9 @@ impl NamespaceProxy {
 
     /// Sets attribute `name` (Python's `ns.name = value`).
     pub fn set<T: Serialize>(&self, name: &str, value: &T) -> Result<()> {
-        let attribute: Attribute = (encode(value)?, repr::repr(value));
+        let attribute: Attribute = (encode(value)?.into(), repr::repr(value));
         self.0
-            .done(Op::SetItem(encode(name)?, Bytes(wire::encode(&attribute)?)))
+            .done(Op::SetItem(encode(name)?, wire::encode(&attribute)?.into()))
     }
 
     /// Removes attribute `name` (Python's `del ns.name`).

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::Blob;
 use super::{Handle, Op, Reply, unexpected};
 use crate::error::{Error, Result};
 use crate::process::lock;
@@ -171,7 +172,7 @@ fn run(entry: image::Trampoline, slot: Slot, step: u8, bytes: &[u8]) -> Reply {
     OBJECT.with(|o| *o.borrow_mut() = None);
     wire::recycle(message);
     match result {
-        Ok(bytes) => Reply::Bytes(Bytes(bytes)),
+        Ok(bytes) => Reply::Bytes(Blob::from(bytes)),
         Err(Error::Remote { kind, message }) => Reply::Err(kind, message),
         Err(e) => Reply::Err("TypeError".into(), e.to_string()),
     }

@@ -274,7 +274,7 @@ impl Manager {
             .into_iter()
             .map(|(k, v)| Ok((encode(&k)?, encode(&v)?)))
             .collect::<Result<Vec<_>>>()?;
-        let handle = self.make(Kind::Dict, Some(encode(&pairs)?))?;
+        let handle = self.make(Kind::Dict, Some(encode(&pairs)?.into()))?;
         Ok(DictProxy(handle, PhantomData))
     }
 
@@ -293,14 +293,14 @@ impl Manager {
             .into_iter()
             .map(|x| encode(&x))
             .collect::<Result<Vec<_>>>()?;
-        let handle = self.make(Kind::List, Some(encode(&items)?))?;
+        let handle = self.make(Kind::List, Some(encode(&items)?.into()))?;
         Ok(ListProxy(handle, PhantomData))
     }
 
     /// A new shared value holding `initial` (Python's `manager.Value(typecode, value)`; the
     /// type is `T`).
     pub fn value<T: Serialize>(&self, initial: &T) -> Result<ValueProxy<T>> {
-        let handle = self.make(Kind::Value, Some(encode(initial)?))?;
+        let handle = self.make(Kind::Value, Some(encode(initial)?.into()))?;
         Ok(ValueProxy(handle, PhantomData))
     }
 
@@ -394,7 +394,7 @@ impl Manager {
     /// the item type is `T`).
     pub fn array<T: Serialize>(&self, items: &[T]) -> Result<ArrayProxy<T>> {
         let items = items.iter().map(encode).collect::<Result<Vec<_>>>()?;
-        let handle = self.make(Kind::List, Some(encode(&items)?))?;
+        let handle = self.make(Kind::List, Some(encode(&items)?.into()))?;
         Ok(ArrayProxy(handle, PhantomData))
     }
 
@@ -406,7 +406,7 @@ impl Manager {
     /// reached with [`connect`](Manager::connect)); [`Error::InvalidArgument`] if `T`'s code
     /// is outside the main executable.
     pub fn create<T: Managed>(&self, initial: &T) -> Result<Proxy<T>> {
-        let request = Request::CreateCustom(custom::entry_of::<T>()?, encode(initial)?);
+        let request = Request::CreateCustom(custom::entry_of::<T>()?, encode(initial)?.into());
         match self.client.call(&request)? {
             Reply::Id(id) => Ok(Proxy(
                 Handle::new(Arc::clone(&self.client), id),

@@ -31,26 +31,107 @@ pub enum Kind {
     Event,
 }
 
+/// One encoded value in a request or a reply: an operation's argument, a call's result. Kept
+/// inline up to [`Blob::INLINE`] bytes, so that a call with small keys and values allocates
+/// nothing on either side (a `Vec` each way was a tenth of a dict call's work: issue 19, W8).
+/// Encoded as [`Bytes`] is (a length and the bytes): either decodes what the other wrote.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub(super) struct Blob(pub(super) smallvec::SmallVec<[u8; Blob::INLINE]>);
+
+impl Blob {
+    /// Values up to this many bytes are held inline.
+    pub(super) const INLINE: usize = 32;
+
+    /// The bytes, as a vector (a copy only if they were inline).
+    pub(super) fn into_vec(self) -> Vec<u8> {
+        self.0.into_vec()
+    }
+}
+
+impl std::ops::Deref for Blob {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl From<Vec<u8>> for Blob {
+    fn from(v: Vec<u8>) -> Blob {
+        Blob(smallvec::SmallVec::from_vec(v))
+    }
+}
+
+impl From<&[u8]> for Blob {
+    fn from(v: &[u8]) -> Blob {
+        Blob(smallvec::SmallVec::from_slice(v))
+    }
+}
+
+impl From<Blob> for Bytes {
+    fn from(b: Blob) -> Bytes {
+        Bytes(b.into_vec())
+    }
+}
+
+impl std::fmt::Debug for Blob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Blob({:?})", &self.0[..])
+    }
+}
+
+impl Serialize for Blob {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Blob, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Blob;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> std::result::Result<Blob, E> {
+                Ok(Blob::from(v))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(
+                self,
+                v: Vec<u8>,
+            ) -> std::result::Result<Blob, E> {
+                Ok(Blob::from(v))
+            }
+        }
+        deserializer.deserialize_bytes(Visit)
+    }
+}
+
 /// One operation on an object (arguments encoded).
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) enum Op {
-    Get(Bytes),
-    GetItem(Bytes),
-    SetItem(Bytes, Bytes),
-    DelItem(Bytes),
-    Contains(Bytes),
+    Get(Blob),
+    GetItem(Blob),
+    SetItem(Blob, Blob),
+    DelItem(Blob),
+    Contains(Blob),
     Len,
     Keys,
     Items,
     Clear,
-    Append(Bytes),
+    Append(Blob),
     Index(i64),
-    SetIndex(i64, Bytes),
+    SetIndex(i64, Blob),
     Pop(Option<i64>),
     Load,
-    Store(Bytes),
+    Store(Blob),
     /// Waits up to this many seconds for room (`None`: as long as it takes).
-    QueuePut(Bytes, Option<f64>),
+    QueuePut(Blob, Option<f64>),
     /// Waits up to this many seconds for an item (`None`: as long as it takes).
     QueueGet(Option<f64>),
     /// Waits up to this many seconds for the lock (`None`: as long as it takes).
@@ -71,7 +152,7 @@ pub(super) enum Op {
     /// Wakes this many waiters of a condition (`None`: all).
     Notify(Option<u32>),
     /// A call on an object of the program's own type.
-    Custom(Bytes),
+    Custom(Blob),
     /// A copy of an object of the program's own type.
     GetValue,
     /// A job for a pool, encoded by the client: run, waiting for it.
@@ -91,28 +172,28 @@ pub(super) enum Op {
     /// A dict's values, in insertion order.
     Values,
     /// Sets each key to its value, in order.
-    Update(Vec<(Bytes, Bytes)>),
+    Update(Vec<(Blob, Blob)>),
     /// Removes a key, giving its value (`Maybe`: none if absent).
-    PopKey(Bytes),
+    PopKey(Blob),
     /// Removes and gives the last entry inserted.
     PopItem,
     /// The value of a key, inserting the second value first if absent.
-    SetDefault(Bytes, Bytes),
+    SetDefault(Blob, Blob),
     /// Appends each item, in order.
-    Extend(Vec<Bytes>),
+    Extend(Vec<Blob>),
     /// Inserts an item before an index (clamped, as Python's `insert`).
-    Insert(i64, Bytes),
+    Insert(i64, Blob),
     /// Removes the first item encoded as this.
-    Remove(Bytes),
+    Remove(Blob),
     Reverse,
     /// The position of the first item encoded as this, within the slice.
-    Find(Bytes, Bound<i64>, Bound<i64>),
+    Find(Blob, Bound<i64>, Bound<i64>),
     /// How many items are encoded as this.
-    CountOf(Bytes),
+    CountOf(Blob),
     /// The items of a slice (Python's `l[a:b]`).
     Slice(Bound<i64>, Bound<i64>),
     /// Replaces a slice with these items (Python's `l[a:b] = items`).
-    SetSlice(Bound<i64>, Bound<i64>, Vec<Bytes>),
+    SetSlice(Bound<i64>, Bound<i64>, Vec<Blob>),
     /// Removes a slice (Python's `del l[a:b]`).
     DelSlice(Bound<i64>, Bound<i64>),
     /// Repeats the items in place this many times (Python's `l *= n`).
@@ -244,8 +325,8 @@ pub(super) enum Request {
 pub(super) enum Reply {
     Done,
     Id(u64),
-    Bytes(Bytes),
-    Maybe(Option<Bytes>),
+    Bytes(Blob),
+    Maybe(Option<Blob>),
     Bool(bool),
     Len(u64),
     List(Vec<Bytes>),

@@ -273,9 +273,9 @@ impl<'de> Deserialize<'de> for Handle {
 
 /// Encodes an argument of a proxy call (stored in the manager, or compared with what it
 /// stores).
-pub(super) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes> {
+pub(super) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Blob> {
     let was = INTO_MANAGER.with(|f| f.replace(true));
-    let encoded = wire::encode(value);
+    let encoded = wire::encode_to(value, smallvec::SmallVec::new());
     INTO_MANAGER.with(|f| f.set(was));
-    encoded.map(Bytes)
+    encoded.map(Blob)
 }

@@ -23,7 +23,7 @@ impl Dict {
     pub(super) fn from_pairs(pairs: Vec<(Bytes, Bytes)>) -> Dict {
         let mut d = Dict::default();
         for (k, v) in pairs {
-            d.set(k.0, v.0);
+            d.set(Blob::from(k.0), Blob::from(v.0));
         }
         d
     }
@@ -35,15 +35,16 @@ impl Dict {
 
     /// Sets `key`'s value (a key already there keeps its place, and its first bytes, as
     /// Python's dict keeps the first key object).
-    pub(super) fn set(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        match self.index.get(&key) {
+    pub(super) fn set(&mut self, key: Blob, value: Blob) {
+        match self.index.get(&key[..]) {
             Some(&i) => match &mut self.entries[i] {
-                Some((_, old)) => *old = value,
-                none => *none = Some((key, value)),
+                Some((_, old)) => store(old, value),
+                none => *none = Some((key.into_vec(), value.into_vec())),
             },
             None => {
+                let key = key.into_vec();
                 self.index.insert(key.clone(), self.entries.len());
-                self.entries.push(Some((key, value)));
+                self.entries.push(Some((key, value.into_vec())));
             }
         }
     }
@@ -89,16 +90,27 @@ fn bytes(b: &[u8]) -> Bytes {
 
 /// Moves an operation's bytes out (an operation runs once it is taken: one that waits, see
 /// `objects::call`, takes nothing before it runs).
-fn take(b: &mut Bytes) -> Vec<u8> {
-    std::mem::take(&mut b.0)
+fn take(b: &mut Blob) -> Blob {
+    std::mem::take(b)
+}
+
+/// Puts `value` where `slot` was: in its buffer when that has room (no allocation for a
+/// small value replacing another), else its own.
+pub(super) fn store(slot: &mut Vec<u8>, value: Blob) {
+    if value.0.spilled() || slot.capacity() < value.len() {
+        *slot = value.into_vec();
+    } else {
+        slot.clear();
+        slot.extend_from_slice(&value);
+    }
 }
 
 /// Runs a dict's `op`.
 pub(super) fn dict_call(d: &mut Dict, op: &mut Op) -> Reply {
     match op {
-        Op::Get(k) => Reply::Maybe(d.get(&k.0).map(|v| bytes(v))),
-        Op::GetItem(k) => match d.get(&k.0) {
-            Some(v) => Reply::Bytes(bytes(v)),
+        Op::Get(k) => Reply::Maybe(d.get(k).map(|v| Blob::from(&v[..]))),
+        Op::GetItem(k) => match d.get(k) {
+            Some(v) => Reply::Bytes(Blob::from(&v[..])),
             None => remote("KeyError", "no such key"),
         },
         Op::SetItem(k, v) => {
@@ -124,16 +136,16 @@ pub(super) fn dict_call(d: &mut Dict, op: &mut Op) -> Reply {
             }
             Reply::Done
         }
-        Op::PopKey(k) => Reply::Maybe(d.remove(&k.0).map(Bytes)),
+        Op::PopKey(k) => Reply::Maybe(d.remove(k).map(Blob::from)),
         Op::PopItem => match d.pop_last() {
             Some((k, v)) => Reply::Pairs(vec![(Bytes(k), Bytes(v))]),
             None => remote("KeyError", "popitem(): dictionary is empty"),
         },
-        Op::SetDefault(k, default) => match d.get(&k.0) {
-            Some(v) => Reply::Bytes(bytes(v)),
+        Op::SetDefault(k, default) => match d.get(k) {
+            Some(v) => Reply::Bytes(Blob::from(&v[..])),
             None => {
-                d.set(take(k), default.0.clone());
-                Reply::Bytes(Bytes(take(default)))
+                d.set(take(k), default.clone());
+                Reply::Bytes(take(default))
             }
         },
         op => no_method(op),
@@ -175,36 +187,36 @@ pub(super) fn list_call(list: &mut List, op: &mut Op, client: u64) -> Option<Rep
     let l = &mut list.items;
     Some(match op {
         Op::Append(v) => {
-            l.push(take(v));
+            l.push(take(v).into_vec());
             Reply::Done
         }
         Op::Extend(items) => {
-            l.extend(items.iter_mut().map(take));
+            l.extend(items.iter_mut().map(|b| take(b).into_vec()));
             Reply::Done
         }
         Op::Insert(i, v) => {
             let n = l.len() as i64;
             let at = if *i < 0 { i.saturating_add(n) } else { *i };
-            l.insert(at.clamp(0, n) as usize, take(v));
+            l.insert(at.clamp(0, n) as usize, take(v).into_vec());
             Reply::Done
         }
         Op::Index(i) => match position(*i, l.len()) {
-            Some(i) => Reply::Bytes(bytes(&l[i])),
+            Some(i) => Reply::Bytes(Blob::from(&l[i][..])),
             None => remote("IndexError", "list index out of range"),
         },
         Op::SetIndex(i, v) => match position(*i, l.len()) {
             Some(i) => {
-                l[i] = take(v);
+                store(&mut l[i], take(v));
                 Reply::Done
             }
             None => remote("IndexError", "list assignment index out of range"),
         },
         Op::Pop(i) => match position(i.unwrap_or(-1), l.len()) {
-            Some(i) => Reply::Bytes(Bytes(l.remove(i))),
+            Some(i) => Reply::Bytes(Blob::from(l.remove(i))),
             None if l.is_empty() => remote("IndexError", "pop from empty list"),
             None => remote("IndexError", "pop index out of range"),
         },
-        Op::Remove(v) => match l.iter().position(|x| *x == v.0) {
+        Op::Remove(v) => match l.iter().position(|x| x[..] == v[..]) {
             Some(i) => {
                 l.remove(i);
                 Reply::Done
@@ -213,13 +225,13 @@ pub(super) fn list_call(list: &mut List, op: &mut Op, client: u64) -> Option<Rep
         },
         Op::Find(v, start, end) => {
             let (s, e) = slice(*start, *end, l.len());
-            match l[s..e].iter().position(|x| *x == v.0) {
+            match l[s..e].iter().position(|x| x[..] == v[..]) {
                 Some(i) => Reply::Len((s + i) as u64),
                 None => remote("ValueError", "list.index(x): x not in list"),
             }
         }
-        Op::CountOf(v) => Reply::Len(l.iter().filter(|x| **x == v.0).count() as u64),
-        Op::Contains(v) => Reply::Bool(l.contains(&v.0)),
+        Op::CountOf(v) => Reply::Len(l.iter().filter(|x| x[..] == v[..]).count() as u64),
+        Op::Contains(v) => Reply::Bool(l.iter().any(|x| x[..] == v[..])),
         Op::Reverse => {
             l.reverse();
             Reply::Done
@@ -230,7 +242,7 @@ pub(super) fn list_call(list: &mut List, op: &mut Op, client: u64) -> Option<Rep
         }
         Op::SetSlice(start, end, items) => {
             let (s, e) = slice(*start, *end, l.len());
-            l.splice(s..e, items.iter_mut().map(take));
+            l.splice(s..e, items.iter_mut().map(|b| take(b).into_vec()));
             Reply::Done
         }
         Op::DelSlice(start, end) => {

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Kind, Op, Reply, Request, Rings};
+use super::{Blob, Kind, Op, Reply, Request, Rings};
 use crate::connection::{Address, Connection, Listener};
 use crate::error::Error;
 use crate::log::{self, Level};

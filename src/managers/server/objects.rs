@@ -29,7 +29,7 @@ pub(super) enum Object {
 /// may hold (0: no limit).
 #[derive(Default)]
 pub(super) struct Queue {
-    pub(super) items: VecDeque<Vec<u8>>,
+    pub(super) items: VecDeque<Blob>,
     pub(super) unfinished: u64,
     pub(super) maxsize: u32,
 }
@@ -212,25 +212,24 @@ pub(super) fn pool_call(pool: &crate::Pool, op: Op) -> Reply {
 /// Runs `op` for `client` on `object`; `None` when it must wait (a get on an empty queue, an
 /// acquire of a held lock, a wait on an unset event).
 pub(super) fn call(object: &mut Object, op: &mut Op, client: u64) -> Option<Reply> {
-    let bytes = |b: &Vec<u8>| Bytes(b.clone());
     Some(match (object, op) {
         (Object::Dict(d), op) => dict_call(d, op),
         (Object::List(l), op) => return list_call(l, op, client),
         (Object::Pool(_, n), Op::Len) => Reply::Len(*n as u64),
-        (Object::Value(v), Op::Load) => Reply::Bytes(bytes(v)),
+        (Object::Value(v), Op::Load) => Reply::Bytes(Blob::from(&v[..])),
         (Object::Value(v), Op::Store(new)) => {
-            *v = std::mem::take(&mut new.0);
+            store(v, std::mem::take(new));
             Reply::Done
         }
         (Object::Queue(q), Op::QueuePut(v, _)) => {
             if q.full() {
                 return None;
             }
-            q.items.push_back(std::mem::take(&mut v.0));
+            q.items.push_back(std::mem::take(v));
             q.unfinished += 1;
             Reply::Done
         }
-        (Object::Queue(q), Op::QueueGet(_)) => Reply::Bytes(Bytes(q.items.pop_front()?)),
+        (Object::Queue(q), Op::QueueGet(_)) => Reply::Bytes(q.items.pop_front()?),
         (Object::Queue(q), Op::Len) => Reply::Len(q.items.len() as u64),
         (Object::Queue(q), Op::Full) => Reply::Bool(q.full()),
         (Object::Queue(q), Op::MaxSize) => Reply::Len(u64::from(q.maxsize)),
