@@ -275,7 +275,7 @@ impl<'de> Deserialize<'de> for Handle {
 /// stores).
 pub(super) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Blob> {
     let was = INTO_MANAGER.with(|f| f.replace(true));
-    let encoded = wire::encode_to(value, smallvec::SmallVec::new());
+    let encoded = wire::encode_into(value, smallvec::SmallVec::new());
     INTO_MANAGER.with(|f| f.set(was));
     encoded.map(Blob)
 }

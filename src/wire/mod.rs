@@ -59,14 +59,9 @@ pub(crate) fn encode_sized<T: Serialize + ?Sized>(value: &T, capacity: usize) ->
     encode_into(value, Vec::with_capacity(capacity))
 }
 
-/// Encodes a value at the end of `buf` (a buffer to reuse).
-pub(crate) fn encode_into<T: Serialize + ?Sized>(value: &T, buf: Vec<u8>) -> Result<Vec<u8>> {
-    encode_to(value, buf)
-}
-
-/// Encodes a value at the end of `buf`, any growable buffer (one with room inline for a
-/// small value).
-pub(crate) fn encode_to<T: Serialize + ?Sized, B: Extend<u8>>(value: &T, buf: B) -> Result<B> {
+/// Encodes a value at the end of `buf`: a buffer to reuse, or one with room inline for a
+/// small value.
+pub(crate) fn encode_into<T: Serialize + ?Sized, B: Extend<u8>>(value: &T, buf: B) -> Result<B> {
     postcard::to_extend(value, buf).map_err(encode_error::<T>)
 }
 
