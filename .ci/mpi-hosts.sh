@@ -7,7 +7,7 @@
 #   2. h3 killed mid-map (kill -9 of every process in it): the map completes on h2;
 #   3. h3's link set down mid-map (a silent host): the map completes on h2.
 # Every run is under a hard timeout; the namespaces go at the end whatever happens.
-# Usage: .ci/mpi-hosts.sh target/release/examples/cluster_map   (as root)
+# Usage: .ci/mpi-hosts.sh target/debug/examples/cluster_map   (as root)
 set -euo pipefail
 exe=$(realpath "$1")
 dir=$(mktemp -d)

@@ -1,9 +1,9 @@
 //! The stub platform (`src/sys/stub`, issue 16): on a target other than Linux, macOS and
 //! Windows, each family of public calls fails with the stub's error and nothing panics. Built
-//! only with the stub, forced on Linux by its cfg (as .ci/run does):
+//! only with the stub, forced on Linux by its cfg (as .ci/run does; `build.rs` turns it on):
 //!
 //! ```text
-//! RUSTFLAGS="--cfg multiprocess_stub_platform" cargo test --test stub_platform
+//! MULTIPROCESS_STUB_PLATFORM=1 cargo test --test stub_platform
 //! ```
 #![cfg(multiprocess_stub_platform)]
 

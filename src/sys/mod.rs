@@ -24,9 +24,10 @@
 //! start a new platform from a copy of it.
 //!
 //! Which one is built: `unix` with `linux` or `macos`, `windows`, or else `stub`. Building with
-//! `RUSTFLAGS="--cfg multiprocess_stub_platform"` takes the stub on any target, so that
-//! `cargo check` on Linux proves it still provides every name (.ci/run also type-checks a real
-//! other target, `x86_64-unknown-freebsd`).
+//! `MULTIPROCESS_STUB_PLATFORM=1` in the environment (`build.rs` turns on the cfg
+//! `multiprocess_stub_platform`) takes the stub on any target, so that `cargo check` on Linux
+//! proves it still provides every name (.ci/run also type-checks a real other target,
+//! `x86_64-unknown-freebsd`).
 //!
 //! - **Processes.** `ProcHandle` (a child: pid, wait with or without a deadline, signal,
 //!   sentinel, opened on first use where the OS can watch a child that has ended, and

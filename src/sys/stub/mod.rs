@@ -8,8 +8,9 @@
 //! uninhabited value, so a function that takes one cannot be called and only the functions that
 //! would make one need a body (they fail).
 //!
-//! `--cfg multiprocess_stub_platform` selects this module on Linux too, so that `cargo check`
-//! there proves it still provides every name (.ci/run does).
+//! `MULTIPROCESS_STUB_PLATFORM=1` in the environment of a build (the cfg
+//! `multiprocess_stub_platform`, see `build.rs`) selects this module on Linux too, so that
+//! `cargo check` there proves it still provides every name (.ci/run does).
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
