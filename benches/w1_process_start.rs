@@ -9,7 +9,10 @@
 //! - the OS floors: raw `fork` + `_exit(0)` + `waitpid`, and `posix_spawn` + `waitpid` of this
 //!   very binary in a mode that exits right after `multiprocess::init()` (the floor for spawn),
 //!   plus `posix_spawn` of `/bin/true` for reference;
-//! - `procspawn` (empty closure) and `crossmist` (empty `#[crossmist::func]`);
+//! - `procspawn` (empty closure) and `crossmist` (empty `#[crossmist::func]`), measured by
+//!   `bench/peers`, a program of their own that this bench builds (`cargo build --release` in
+//!   that directory) and asks for one sample at a time (so their dependencies stay out of the
+//!   crate's builds);
 //! - CPython's `multiprocessing` fork / spawn / forkserver, from `bench/python/w1_process_start.py`.
 //!
 //! Each row is warmed up, then sampled; the table gives median, p10 and p90 in microseconds and
@@ -38,10 +41,7 @@
 //! is reported as failed; the others still run.
 
 fn main() {
-    // Every library that re-executes this binary detects its child here, before anything else:
-    // multiprocess by the MULTIPROCESS_CHILD variable (and its channel on stdin), procspawn by
-    // its __PROCSPAWN_CONTENT_PROCESS_ID variable, crossmist by argv[0] == "_crossmist_". Each
-    // of their children passes straight through the checks of the others.
+    // multiprocess's children are this binary again: they become themselves here.
     multiprocess::init();
     #[cfg(target_os = "linux")]
     w1::main();
@@ -57,10 +57,13 @@ mod common;
 #[cfg(target_os = "linux")]
 mod w1 {
     use super::common::{CpuUse, env_usize, percentile, ratio, report_head, write_md};
+    use std::cell::RefCell;
     use std::ffi::{CString, OsStr};
+    use std::io::{BufRead, BufReader, Write};
     use std::os::unix::ffi::OsStrExt;
     use std::path::{Path, PathBuf};
-    use std::process::Command;
+    use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+    use std::rc::Rc;
     use std::time::{Duration, Instant};
 
     /// Set in the environment of the `posix_spawn` same-binary child: exit right after `init()`.
@@ -69,19 +72,12 @@ mod w1 {
     /// The empty target of every row.
     fn empty() {}
 
-    /// The empty target, as crossmist wants it.
-    #[crossmist::func]
-    fn crossmist_empty() {}
-
     /// The benchmark, after `multiprocess::init()` has let its own children through.
     pub(crate) fn main() {
         if std::env::var_os(EXIT_AT_ONCE).is_some() {
             // The floor for spawn: the same binary, started and brought up to just past init().
             std::process::exit(0);
         }
-        procspawn::init();
-        crossmist::init();
-
         if let Err(e) = run() {
             eprintln!("w1: {e}");
             std::process::exit(1);
@@ -410,37 +406,86 @@ mod w1 {
         }))
     }
 
-    fn procspawn_row() -> Probe {
-        Box::new(|| {
-            let t = Instant::now();
-            let handle = procspawn::spawn((), |()| ());
-            handle.join().map_err(|e| e.to_string())?;
-            Ok(t.elapsed())
-        })
+    /// The program measuring the other crates' rows (`bench/peers`), running beside this bench
+    /// for the whole run.
+    struct Peers {
+        child: Child,
+        ask: ChildStdin,
+        answers: BufReader<ChildStdout>,
     }
 
-    /// crossmist, with a panic inside it turned into this row's error: crossmist 1.1.2 panics on
-    /// toolchains where `[T; 1]::clone` no longer skips `Clone::clone` for `Copy` types, which its
-    /// `implements!` trait probe relies on (see BENCHMARKS.md).
-    fn crossmist_row() -> Probe {
-        Box::new(|| {
-            let hook = std::panic::take_hook();
-            std::panic::set_hook(Box::new(|_| {}));
-            let outcome = std::panic::catch_unwind(|| {
-                let t = Instant::now();
-                let child = crossmist_empty.spawn().map_err(|e| e.to_string())?;
-                child.join().map_err(|e| e.to_string())?;
-                Ok(t.elapsed())
-            });
-            std::panic::set_hook(hook);
-            outcome.unwrap_or_else(|payload| {
-                let message = payload
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| payload.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a non-string panic".into());
-                Err(format!("crossmist panicked in spawn: {message}"))
+    impl Peers {
+        fn peers_dir() -> PathBuf {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/peers")
+        }
+
+        /// Builds `bench/peers` (release, quietly) and starts it.
+        fn start() -> Result<Peers, String> {
+            let dir = Self::peers_dir();
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            eprintln!("w1: building bench/peers (procspawn, crossmist)");
+            let built = Command::new(cargo)
+                .args(["build", "--release", "--quiet", "--manifest-path"])
+                .arg(dir.join("Cargo.toml"))
+                .env_remove("CARGO_TARGET_DIR")
+                .status()
+                .map_err(|e| format!("running cargo for bench/peers: {e}"))?;
+            if !built.success() {
+                return Err(format!("bench/peers did not build ({built})"));
+            }
+            let mut child = Command::new(dir.join("target/release/w1-peers"))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .map_err(|e| format!("starting bench/peers: {e}"))?;
+            let (Some(ask), Some(answers)) = (child.stdin.take(), child.stdout.take()) else {
+                return Err("bench/peers without its pipes".into());
+            };
+            Ok(Peers {
+                child,
+                ask,
+                answers: BufReader::new(answers),
             })
+        }
+
+        /// One sample of `row`, taken by the program.
+        fn sample(&mut self, row: &str) -> Result<Duration, String> {
+            writeln!(self.ask, "{row}").map_err(|e| format!("asking bench/peers: {e}"))?;
+            let mut line = String::new();
+            match self.answers.read_line(&mut line) {
+                Ok(0) => return Err("bench/peers ended".into()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("reading bench/peers: {e}")),
+            }
+            let line = line.trim();
+            if let Some(e) = line.strip_prefix("error: ") {
+                return Err(e.to_owned());
+            }
+            line.parse::<f64>()
+                .map(|us| Duration::from_secs_f64(us / 1e6))
+                .map_err(|_| format!("bench/peers answered {line:?}"))
+        }
+
+        /// Ends the program and reaps it, so that its CPU time (and its children's) counts as
+        /// this bench's, not as another program's.
+        fn end(self) {
+            let Peers { mut child, ask, .. } = self;
+            drop(ask);
+            let _ = child.wait();
+        }
+
+        /// The version of `name` that `bench/peers` is locked to.
+        fn version(name: &str) -> String {
+            locked_version(&Self::peers_dir().join("Cargo.lock"), name)
+        }
+    }
+
+    /// A row sampled by `bench/peers` (or failing with why it is not running).
+    fn peers_row(peers: &Rc<RefCell<Result<Peers, String>>>, row: &'static str) -> Probe {
+        let peers = Rc::clone(peers);
+        Box::new(move || match &mut *peers.borrow_mut() {
+            Ok(p) => p.sample(row),
+            Err(e) => Err(e.clone()),
         })
     }
 
@@ -526,10 +571,8 @@ mod w1 {
     // Report
 
     /// The version of a dependency as resolved in Cargo.lock.
-    fn locked_version(name: &str) -> String {
-        let lock =
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock"))
-                .unwrap_or_default();
+    fn locked_version(lockfile: &Path, name: &str) -> String {
+        let lock = std::fs::read_to_string(lockfile).unwrap_or_default();
         let needle = format!("name = \"{name}\"\nversion = \"");
         lock.find(&needle)
             .and_then(|i| {
@@ -664,8 +707,10 @@ mod w1 {
         let argv0 = std::env::args_os()
             .next()
             .unwrap_or_else(|| exe.clone().into_os_string());
-        let procspawn_v = locked_version("procspawn");
-        let crossmist_v = locked_version("crossmist");
+        let procspawn_v = Peers::version("procspawn");
+        let crossmist_v = Peers::version("crossmist");
+        // Started below if one of its rows is kept.
+        let peers = Rc::new(RefCell::new(Err("bench/peers not started".into())));
 
         let mut rows = vec![
             Row::new(
@@ -706,17 +751,23 @@ mod w1 {
             Row::new(
                 Key::Procspawn,
                 format!("procspawn {procspawn_v}: `spawn((), \\|()\\| ())` + join"),
-                procspawn_row(),
+                peers_row(&peers, "procspawn"),
             ),
             Row::new(
                 Key::Crossmist,
                 format!("crossmist {crossmist_v}: empty `#[func]` `.spawn()` + join"),
-                crossmist_row(),
+                peers_row(&peers, "crossmist"),
             ),
         ];
 
         if !o.only.is_empty() {
             rows.retain(|r| o.only.iter().any(|s| r.label.contains(s.as_str())));
+        }
+        if rows
+            .iter()
+            .any(|r| matches!(r.key, Key::Procspawn | Key::Crossmist))
+        {
+            *peers.borrow_mut() = Peers::start();
         }
         eprintln!(
             "w1: {} rows × ({} warmup + {} samples in {} rounds)",
@@ -744,6 +795,9 @@ mod w1 {
         }
         if let Some(path) = &o.samples_out {
             write_samples(path, &rows, &o)?;
+        }
+        if let Ok(p) = peers.replace(Err("bench/peers ended".into())) {
+            p.end();
         }
         // Measured over the Rust rows only: there every child is ours and reaped by us, so its CPU
         // time is in our rusage. (CPython's forkserver is reaped by init, so its work would count
