@@ -212,6 +212,11 @@ fn reply(link: &Link, id: u64, outcome: std::result::Result<Vec<u8>, Failure>) -
 /// A pool worker process's life (see [`work`]). A daemonic process: it dies with its parent.
 pub(crate) fn worker_main(link: Link, setup: Setup) {
     work(&link, &setup, None);
+    // The process exits next: its exit unmaps the link's rings and the doorbell and closes
+    // their descriptors at once, where dropping them first cost a `munmap` each (and a TLB
+    // flush): a pool of 256 workers closed and joined 7% sooner (issue 19, W11). Nothing of
+    // theirs needs a drop: everything the parent reads was published with the goodbye.
+    std::mem::forget((link, setup));
 }
 
 /// How long a worker that can only be killed by a flag waits for an order at a time.
