@@ -387,6 +387,43 @@ fn pl11_states() {
     assert!(pool.worker_pids().is_empty());
 }
 
+/// `join_timeout` (beyond Python): refused while running; after `close`, gives up while a
+/// task still runs and comes back on time; after `terminate`, sees the workers end; then
+/// returns at once, as `join` does.
+#[test]
+fn join_timeout_gives_up_then_joins() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let pool = Pool::new(2).unwrap();
+    assert_eq!(
+        pool.join_timeout(Duration::from_millis(10))
+            .unwrap_err()
+            .to_string(),
+        "Pool is still running"
+    );
+    let slow = pool.apply_async(sleep_ms, (60_000,)).unwrap();
+    let quick = pool.apply_async(square, (7,)).unwrap();
+    assert_eq!(quick.get().unwrap(), 49);
+    pool.close();
+    let t = Instant::now();
+    assert!(!pool.join_timeout(Duration::from_millis(300)).unwrap());
+    let waited = t.elapsed();
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    // A hang guard only: the timeout is honoured, not overrun by seconds.
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    // The idle worker has left; the one running the slow task has not.
+    assert_eq!(pool.worker_pids().len(), 1);
+    pool.terminate();
+    assert!(pool.join_timeout(Duration::from_secs(60)).unwrap());
+    assert!(pool.worker_pids().is_empty());
+    assert!(matches!(
+        slow.get_timeout(Duration::ZERO),
+        Err(Error::Cancelled)
+    ));
+    assert!(pool.join_timeout(Duration::ZERO).unwrap());
+    pool.join().unwrap();
+}
+
 /// PL12: terminate with 10,000 queued long tasks returns within seconds, and no worker is
 /// left (the guard checks); unfinished results report cancellation.
 #[test]

@@ -203,7 +203,7 @@ impl Shared {
                 }
                 drop(core);
                 shared.terminate();
-                let _ = shared.join();
+                let _ = shared.join(None);
                 return Err(e);
             }
         }
@@ -630,8 +630,9 @@ impl Shared {
         self.execute(fx);
     }
 
-    /// Waits until every worker has ended and been reaped, and every reader has ended.
-    pub(crate) fn join(&self) -> Result<()> {
+    /// Waits until every worker has ended and been reaped, and every reader has ended, or
+    /// until `deadline` (`None`: as long as it takes); `Ok(false)`: the deadline came first.
+    pub(crate) fn join(&self, deadline: Option<Instant>) -> Result<bool> {
         if lock(&self.core).sup.phase() == Phase::Running {
             return Err(Error::state("Pool is still running"));
         }
@@ -640,13 +641,28 @@ impl Shared {
         loop {
             let mut core = lock(&self.core);
             while !core.sup.all_ended() {
-                core = self.changed.wait(core).unwrap_or_else(|e| e.into_inner());
+                core = match deadline {
+                    None => self.changed.wait(core).unwrap_or_else(|e| e.into_inner()),
+                    Some(d) => {
+                        let left = d.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            return Ok(false);
+                        }
+                        self.changed
+                            .wait_timeout(core, left)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0
+                    }
+                };
             }
             let threads = std::mem::take(&mut core.threads);
             drop(core);
             if threads.is_empty() {
-                return Ok(());
+                return Ok(true);
             }
+            // Not bounded by the deadline, and need not be: with no worker left or starting
+            // (`all_ended`), each reader ends in the round that saw its last worker end, as
+            // nothing is left to watch.
             for t in threads {
                 let _ = t.join();
             }

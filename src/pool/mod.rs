@@ -62,7 +62,7 @@ mod worker;
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -712,7 +712,31 @@ impl Pool {
     /// # Errors
     /// [`Error::State`] ("Pool is still running") before `close` or `terminate`.
     pub fn join(&self) -> Result<()> {
-        self.shared.join()
+        self.shared.join(None).map(|_| ())
+    }
+
+    /// Waits up to `timeout` for the workers to exit (beyond Python, whose `join` has no
+    /// timeout): `Ok(true)` once they all have, as after [`join`](Pool::join); `Ok(false)` if
+    /// some still run when the time is up (after `close` they finish the queued work first).
+    /// Call it again, or [`terminate`](Pool::terminate) the pool.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # multiprocess::init_test();
+    /// let pool = multiprocess::Pool::new(2)?;
+    /// let slow = pool.apply_async(|ms: u64| std::thread::sleep(Duration::from_millis(ms)), (2_000,))?;
+    /// pool.close();
+    /// assert!(!pool.join_timeout(Duration::from_millis(100))?); // the task still runs
+    /// pool.terminate();
+    /// assert!(pool.join_timeout(Duration::from_secs(60))?);
+    /// assert!(slow.get().is_err()); // cancelled by the terminate
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::State`] ("Pool is still running") before `close` or `terminate`.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.shared.join(Some(Instant::now() + timeout))
     }
 
     /// The pids of the workers running now (for tests and monitoring): a worker found dead,
