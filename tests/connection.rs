@@ -931,3 +931,124 @@ fn any_handle_travels_in_a_message() {
     drop(handle);
     let _ = std::fs::remove_file(&path);
 }
+
+/// `recv_timeout` / `recv_bytes_timeout` (beyond Python): nothing there gives `Timeout` after
+/// the timeout, not before; a message that comes is taken; the stream stays usable.
+#[test]
+fn recv_with_a_timeout() {
+    multiprocess::init_test();
+    let _g = common::start();
+    for (a, b) in [pipe().unwrap(), {
+        let (r, w) = pipe_one_way().unwrap();
+        (r, w)
+    }] {
+        let t = Instant::now();
+        assert!(matches!(
+            a.recv_bytes_timeout(Duration::from_millis(150)),
+            Err(Error::Timeout)
+        ));
+        assert!(
+            t.elapsed() >= Duration::from_millis(150),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(matches!(
+            a.recv_timeout::<u32>(Duration::ZERO),
+            Err(Error::Timeout)
+        ));
+        b.send(&41u32).unwrap();
+        b.send_bytes(b"raw").unwrap();
+        assert_eq!(a.recv_timeout::<u32>(Duration::from_secs(30)).unwrap(), 41);
+        assert_eq!(
+            a.recv_bytes_timeout(Duration::from_secs(30)).unwrap(),
+            b"raw"
+        );
+        drop(b);
+        assert!(matches!(
+            a.recv_bytes_timeout(Duration::from_secs(30)),
+            Err(Error::Eof)
+        ));
+    }
+}
+
+/// A message larger than every buffer on the way (the stream's, the read-ahead's, and the
+/// size above which `pipe()` copies straight between processes, an offer the timed receive
+/// declines) arrives whole through `recv_bytes_timeout`, from another process that writes it
+/// while we gather it; and a `Connection` inside a message arrives through `recv_timeout`.
+#[test]
+fn recv_timeout_takes_large_messages_and_handles() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let big: Vec<u8> = (0..24u32 << 20).map(|i| (i % 251) as u8).collect();
+    let (a, b) = pipe().unwrap();
+    let mut p = multiprocess::Process::new(send_big, (b, 24u32 << 20));
+    p.start().unwrap();
+    let got = a.recv_bytes_timeout(Duration::from_secs(120)).unwrap();
+    assert_eq!(got.len(), big.len());
+    assert!(got == big, "the payload arrived intact");
+    p.join_timeout(Duration::from_secs(60)).unwrap();
+    assert_eq!(p.exitcode().unwrap(), Some(0));
+
+    // (A Connection travels inside a message on Unix only.)
+    #[cfg(unix)]
+    {
+        let (a, b) = pipe().unwrap();
+        let (inner_a, inner_b) = pipe().unwrap();
+        b.send(&inner_b).unwrap();
+        let inner: Connection = a.recv_timeout(Duration::from_secs(30)).unwrap();
+        inner.send(&"through the passed end").unwrap();
+        assert_eq!(
+            inner_a
+                .recv_timeout::<String>(Duration::from_secs(30))
+                .unwrap(),
+            "through the passed end"
+        );
+    }
+}
+
+fn send_big(c: Connection, n: u32) {
+    let big: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+    c.send_bytes(&big).unwrap();
+}
+
+/// A peer that stops half way through a message (its header, then part of its payload)
+/// holds a `recv_bytes_timeout` no longer than its timeout, and what arrived is kept: once
+/// the rest comes, the message is whole, and the next one follows on its boundary.
+#[cfg(unix)]
+#[test]
+fn recv_timeout_outlasts_a_peer_silent_mid_message() {
+    use std::io::Write;
+    use std::os::fd::AsFd;
+    multiprocess::init_test();
+    let _g = common::start();
+    let (a, b) = pipe().unwrap();
+    let mut raw = std::fs::File::from(b.as_fd().try_clone_to_owned().unwrap());
+    let payload: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    let mut frame = (payload.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&payload);
+    // Half a header.
+    raw.write_all(&frame[..2]).unwrap();
+    let t = Instant::now();
+    assert!(matches!(
+        a.recv_bytes_timeout(Duration::from_millis(200)),
+        Err(Error::Timeout)
+    ));
+    assert!(
+        t.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        t.elapsed()
+    );
+    // The rest of the header and part of the payload.
+    raw.write_all(&frame[2..40_000]).unwrap();
+    assert!(matches!(
+        a.recv_bytes_timeout(Duration::from_millis(200)),
+        Err(Error::Timeout)
+    ));
+    raw.write_all(&frame[40_000..]).unwrap();
+    assert_eq!(
+        a.recv_bytes_timeout(Duration::from_secs(30)).unwrap(),
+        payload
+    );
+    b.send(&"next").unwrap();
+    assert_eq!(a.recv::<String>().unwrap(), "next");
+}

@@ -2,10 +2,11 @@
 //!
 //! The stream stays blocking, for the blocking methods; the async ones never block on it.
 //! A receive gathers bytes into the connection's read-ahead buffer with reads that return at
-//! once (`MSG_DONTWAIT` on a socket, a read after a zero-timeout `poll` on a pipe), waiting
-//! between them on the reactor (tokio's `AsyncFd` over a duplicate of the descriptor), and
-//! takes the message only once it is whole. A send writes what the stream takes at once and
-//! waits for room on the reactor the same way.
+//! once (`MSG_DONTWAIT` on a socket, a read after a zero-timeout `poll` on a pipe; see
+//! `gather`, which the receives with a deadline share), waiting between them on the reactor
+//! (tokio's `AsyncFd` over a duplicate of the descriptor), and takes the message only once it
+//! is whole. A send writes what the stream takes at once and waits for room on the reactor the
+//! same way.
 //!
 //! **Locks.** The read lock is held only while reading what is there, never across an await.
 //! While a blocking `recv` in another thread holds it (until a message arrives), an async
@@ -26,12 +27,12 @@
 
 use std::future::Future;
 use std::io;
-use std::sync::TryLockError;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::gather::Step;
 use super::inbox::{Inbox, Link};
 use super::{Connection, Waitable, WriteGuard, wait};
 use crate::error::{Error, Result};
@@ -204,48 +205,6 @@ impl Connection {
         }
     }
 
-    /// One step of [`receive_async`](Self::receive_async), under the read lock if it is free.
-    fn gather<R>(
-        &self,
-        limit: u64,
-        handles: bool,
-        take: impl Fn(&mut Inbox, &Link<'_>) -> Result<R>,
-    ) -> Result<Step<R>> {
-        let link = Link {
-            stream: self.stream(true)?,
-            socket: self.socket,
-            bulk: self.bulk.as_ref(),
-        };
-        let mut inbox = match self.reading.try_lock() {
-            Ok(inbox) => inbox,
-            Err(TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(TryLockError::WouldBlock) => return Ok(Step::Busy),
-        };
-        let whole = loop {
-            let Some(want) = inbox.missing(&link, limit, handles) else {
-                break Ok(true);
-            };
-            match inbox.fill_now(&link, want) {
-                // End of file: `take` reports it (before or inside a message).
-                Ok(0) => break Ok(true),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(false),
-                Err(e) => break Err(Error::io("reading a message", e)),
-            }
-        };
-        let step = match whole {
-            Ok(true) => {
-                let result = take(&mut inbox, &link);
-                inbox.shrink();
-                Step::Done(self.settle(&inbox, result))
-            }
-            Ok(false) => Step::Wait,
-            Err(e) => Step::Done(Err(e)),
-        };
-        self.settle(&inbox, Ok(()))?;
-        Ok(step)
-    }
-
     /// [`send_bytes`](Connection::send_bytes) as a future (cargo feature `tokio`; beyond
     /// Python): writes the message as one frame, waiting on tokio's reactor while the stream
     /// is full (a message larger than the stream's buffer is written as the receiver reads).
@@ -341,16 +300,6 @@ impl Connection {
         writing.cut = false;
         Ok(())
     }
-}
-
-/// What one look at the stream found.
-enum Step<R> {
-    /// A message (or why there is none).
-    Done(Result<R>),
-    /// Nothing more is there: wait for the stream.
-    Wait,
-    /// A blocking receive holds the read lock: retry later.
-    Busy,
 }
 
 /// An async send in progress: holds the write side, and marks the connection unable to send

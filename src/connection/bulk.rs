@@ -240,7 +240,6 @@ impl Bulk {
 
     /// Answers offer `seq` with "through the stream" (a receiver that must not block takes
     /// the payload there); nothing if it was answered already.
-    #[cfg(feature = "tokio")]
     pub(crate) fn decline(&self, seq: u32) {
         let slot = self.slot(self.side + 1);
         if slot.get(SEQ) == seq && slot.swap(PHASE, OFFERED, STREAM).is_ok() {

@@ -309,7 +309,6 @@ impl Read for Source<'_> {
 }
 
 /// Where the next frame lies in the buffered bytes, for a receive that must not block.
-#[cfg(feature = "tokio")]
 enum Extent {
     /// Whole: its payload's range in `buffered()`.
     Whole(std::ops::Range<usize>),
@@ -319,10 +318,10 @@ enum Extent {
     Bad,
 }
 
-/// Receiving without blocking (the `tokio` feature): bytes are gathered in the inbox until a
-/// whole message is here, then the blocking parse above takes it without touching the stream.
-/// What was gathered stays in the inbox, so a receive dropped half way loses nothing.
-#[cfg(feature = "tokio")]
+/// Receiving without blocking (the async receives, and the receives with a deadline): bytes
+/// are gathered in the inbox until a whole message is here, then the blocking parse above takes
+/// it without touching the stream. What was gathered stays in the inbox, so a receive dropped
+/// half way, or out of time, loses nothing.
 impl Inbox {
     /// Reads what the stream holds now (`WouldBlock` if nothing), with room for `want`
     /// buffered bytes; `Ok(0)` is end of file.

@@ -9,9 +9,8 @@
 //! with a zero timeout (a pipe read after `POLLIN` returns what is there at once; a pipe write
 //! of at most `PIPE_BUF` bytes after `POLLOUT` fits).
 
-use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::task::{Context, Poll};
 
@@ -122,49 +121,6 @@ impl Registered {
     }
 }
 
-/// Whether `fd` has any of `events` now (a zero-timeout `poll(2)`).
-fn ready_now(fd: BorrowedFd<'_>, events: libc::c_short) -> io::Result<bool> {
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events,
-        revents: 0,
-    };
-    loop {
-        // SAFETY: one valid pollfd, zero timeout.
-        let r = unsafe { libc::poll(&mut p, 1, 0) };
-        if r >= 0 {
-            return Ok(r > 0);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
-/// As [`recv_some`](super::recv_some), but `WouldBlock` instead of waiting when nothing has
-/// arrived.
-pub(crate) fn recv_now(
-    stream: &Stream,
-    socket: bool,
-    buf: &mut [u8],
-    arrived: &mut VecDeque<OwnedFd>,
-) -> io::Result<usize> {
-    loop {
-        let got = if socket {
-            fds::recv_with_fds(stream.as_fd(), buf, arrived, libc::MSG_DONTWAIT)
-        } else if ready_now(stream.as_fd(), libc::POLLIN)? {
-            (&*stream).read(buf)
-        } else {
-            return Err(io::ErrorKind::WouldBlock.into());
-        };
-        match got {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            other => return other,
-        }
-    }
-}
-
 /// Writes what the stream takes now of `buf` (at least one byte), or `WouldBlock`.
 pub(crate) fn send_now(stream: &Stream, socket: bool, buf: &[u8]) -> io::Result<usize> {
     #[cfg(target_os = "linux")]
@@ -187,7 +143,7 @@ pub(crate) fn send_now(stream: &Stream, socket: bool, buf: &[u8]) -> io::Result<
             } else {
                 Ok(r as usize)
             }
-        } else if ready_now(stream.as_fd(), libc::POLLOUT)? {
+        } else if fds::ready_now(stream.as_fd(), libc::POLLOUT)? {
             (&*stream).write(&buf[..buf.len().min(libc::PIPE_BUF)])
         } else {
             return Err(io::ErrorKind::WouldBlock.into());

@@ -233,6 +233,49 @@ pub(crate) fn recv_some(
     }
 }
 
+/// As [`recv_some`](super::recv_some), but `WouldBlock` instead of waiting when nothing has
+/// arrived.
+pub(crate) fn recv_now(
+    stream: &Stream,
+    socket: bool,
+    buf: &mut [u8],
+    arrived: &mut VecDeque<OwnedFd>,
+) -> io::Result<usize> {
+    loop {
+        let got = if socket {
+            recv_with_fds(stream.as_fd(), buf, arrived, libc::MSG_DONTWAIT)
+        } else if ready_now(stream.as_fd(), libc::POLLIN)? {
+            std::io::Read::read(&mut &*stream, buf)
+        } else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        match got {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
+/// Whether `fd` has any of `events` now (a zero-timeout `poll(2)`).
+pub(super) fn ready_now(fd: BorrowedFd<'_>, events: libc::c_short) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd, zero timeout.
+        let r = unsafe { libc::poll(&mut p, 1, 0) };
+        if r >= 0 {
+            return Ok(r > 0);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// One `recvmsg` into `buf`, with room for a batch of descriptors; `flags` are added to the
 /// call's (`MSG_DONTWAIT` for a read that must not block).
 pub(super) fn recv_with_fds(

@@ -33,7 +33,6 @@
 //!   socket is a waitable object only after `WSAEventSelect`, which would make it
 //!   non-blocking for good).
 
-use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::future::poll_fn;
 use std::io;
@@ -252,17 +251,6 @@ pub(crate) async fn writable_async(handle: WaitHandle<'_>) -> io::Result<()> {
     let registration = Registration::new(event, None)?;
     any_fired(std::slice::from_ref(&registration)).await;
     Ok(())
-}
-
-/// What has arrived, up to `buf.len()` bytes; `WouldBlock` if nothing has; `Ok(0)` at end
-/// of file.
-pub(crate) fn recv_now(
-    stream: &Stream,
-    _socket: bool,
-    buf: &mut [u8],
-    _arrived: &mut VecDeque<OwnedHandle>,
-) -> io::Result<usize> {
-    stream.read_available(buf)
 }
 
 /// Writes the first bytes of `buf` without blocking: `Ok(n)` once `n` are in the pipe,

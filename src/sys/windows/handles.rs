@@ -185,6 +185,17 @@ pub(crate) fn recv_some(
     (&*stream).read(buf)
 }
 
+/// As [`recv_some`], but `WouldBlock` instead of waiting when nothing has arrived; `Ok(0)` at
+/// end of file.
+pub(crate) fn recv_now(
+    stream: &Stream,
+    _socket: bool,
+    buf: &mut [u8],
+    _arrived: &mut std::collections::VecDeque<OwnedHandle>,
+) -> io::Result<usize> {
+    stream.read_available(buf)
+}
+
 /// Takes the `count` handles named in `frame` (sent by [`send_handles_on`], already read) out of
 /// the sender's process.
 pub(crate) fn claim_handles(
