@@ -173,14 +173,7 @@ impl Connection {
     pub async fn recv_async<T: DeserializeOwned + 'static>(&self) -> Result<T> {
         let limit = wire::DEFAULT_LIMIT;
         let (message, handles) = self
-            .receive_async(limit, true, |inbox, link| {
-                let message = inbox.read_frame(link, limit)?;
-                let handles = match wire::split_message(&message)?.0 {
-                    0 => Vec::new(),
-                    n => inbox.read_handles(link, n as usize)?,
-                };
-                Ok((message, handles))
-            })
+            .receive_async(limit, true, |inbox, link| inbox.read_message(link, limit))
             .await?;
         wire::decode_message(&message, handles)
     }

@@ -268,6 +268,21 @@ impl Inbox {
         }
     }
 
+    /// Reads one message sent with `Connection::send` (at most `limit` bytes) and the handles
+    /// it announces.
+    pub(crate) fn read_message(
+        &mut self,
+        link: &Link<'_>,
+        limit: u64,
+    ) -> Result<(Vec<u8>, Vec<sys::OwnedHandle>)> {
+        let message = self.read_frame(link, limit)?;
+        let handles = match wire::split_message(&message)?.0 {
+            0 => Vec::new(),
+            n => self.read_handles(link, n as usize)?,
+        };
+        Ok((message, handles))
+    }
+
     /// Reads the frame that follows a message carrying `count` handles, and takes them.
     pub(crate) fn read_handles(
         &mut self,

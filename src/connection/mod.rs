@@ -432,14 +432,8 @@ impl Connection {
     /// As [`recv_bytes`](Connection::recv_bytes), and [`Error::Codec`] if the message does not
     /// decode as `T`.
     pub fn recv<T: DeserializeOwned + 'static>(&self) -> Result<T> {
-        let (message, handles) = self.receive(|inbox, link| {
-            let message = inbox.read_frame(link, wire::DEFAULT_LIMIT)?;
-            let handles = match wire::split_message(&message)?.0 {
-                0 => Vec::new(),
-                n => inbox.read_handles(link, n as usize)?,
-            };
-            Ok((message, handles))
-        })?;
+        let (message, handles) =
+            self.receive(|inbox, link| inbox.read_message(link, wire::DEFAULT_LIMIT))?;
         wire::decode_message(&message, handles)
     }
 
@@ -468,12 +462,7 @@ impl Connection {
         let limit = wire::DEFAULT_LIMIT;
         let deadline = Instant::now() + timeout;
         let (message, handles) = self.receive_until(limit, true, deadline, |inbox, link| {
-            let message = inbox.read_frame(link, limit)?;
-            let handles = match wire::split_message(&message)?.0 {
-                0 => Vec::new(),
-                n => inbox.read_handles(link, n as usize)?,
-            };
-            Ok((message, handles))
+            inbox.read_message(link, limit)
         })?;
         wire::decode_message(&message, handles)
     }
