@@ -389,6 +389,52 @@ fn a_silent_client_is_dropped_after_the_handshake_timeout() {
     drop(silent);
 }
 
+/// `accept_timeout` (beyond Python), on the platform's main family and over TCP: with no
+/// client it gives up after the timeout, not before, and the listener goes on; a client that
+/// connects and says nothing holds it no longer than the timeout either; a real client is
+/// accepted and authenticated.
+#[test]
+fn accept_timeout_gives_up_and_goes_on() {
+    use std::time::{Duration, Instant};
+    multiprocess::init_test();
+    let _g = common::start_with_sockets();
+    for address in [any_address(), tcp()] {
+        let listener = Listener::bind(address, Some(b"secret")).unwrap();
+        let t = Instant::now();
+        match listener.accept_timeout(Duration::from_millis(150)) {
+            Err(Error::Timeout) => {}
+            other => panic!("{other:?}"),
+        }
+        let waited = t.elapsed();
+        assert!(waited >= Duration::from_millis(150), "{waited:?}");
+        // A hang guard only.
+        assert!(waited < Duration::from_secs(10), "{waited:?}");
+
+        // A client that connects (TCP: a raw socket) and never answers the challenge.
+        if let Address::Tcp(at) = listener.address().clone() {
+            let silent = std::net::TcpStream::connect(at).unwrap();
+            let t = Instant::now();
+            match listener.accept_timeout(Duration::from_millis(300)) {
+                Err(Error::Timeout) => {}
+                other => panic!("{other:?}"),
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+            drop(silent);
+        }
+
+        let address = listener.address().clone();
+        let good = std::thread::spawn(move || {
+            let c = client(&address, Some(b"secret")).unwrap();
+            c.send(&41u32).unwrap();
+            c.recv::<u32>().unwrap()
+        });
+        let conn = listener.accept_timeout(Duration::from_secs(60)).unwrap();
+        let n: u32 = conn.recv().unwrap();
+        conn.send(&(n + 1)).unwrap();
+        assert_eq!(good.join().unwrap(), 42);
+    }
+}
+
 /// Issue 14, item 7: a CPython client (Nagle's algorithm on: it does not set `TCP_NODELAY`)
 /// sends its first message right after the handshake, without waiting for our delayed
 /// acknowledgement of the handshake's last message: 50 connections, each a handshake and a

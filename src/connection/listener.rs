@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{Connection, auth};
 use crate::error::{Error, Result};
@@ -144,6 +144,83 @@ impl Listener {
         Ok(conn)
     }
 
+    /// [`accept`](Listener::accept) within `timeout` (beyond Python, whose `accept` waits as
+    /// long as it takes): for a client, then for its handshake (bounded by the handshake
+    /// timeout too).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use multiprocess::connection::{Listener, client};
+    /// let listener = Listener::bind(None, Some(b"key"))?;
+    /// assert!(matches!(
+    ///     listener.accept_timeout(Duration::from_millis(20)),
+    ///     Err(multiprocess::Error::Timeout)
+    /// ));
+    /// let address = listener.address().clone();
+    /// let t = std::thread::spawn(move || client(&address, Some(b"key"))?.send(&"hello"));
+    /// let conn = listener.accept_timeout(Duration::from_secs(30))?;
+    /// assert_eq!(conn.recv::<String>()?, "hello");
+    /// t.join().unwrap()?;
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if no client came in time, or the one that came did not complete the
+    /// handshake in time (its connection is closed); otherwise as
+    /// [`accept`](Listener::accept).
+    pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection> {
+        let deadline = Instant::now() + timeout;
+        let conn = self.next_client_until(deadline)?;
+        if let Some(key) = &self.authkey {
+            // At least a millisecond: a zero read timeout would mean none at all.
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
+            let limit = self.handshake_timeout.map_or(left, |t| t.min(left));
+            handshake(&conn, Some(limit), |conn| {
+                auth::deliver_challenge(conn, key)?;
+                auth::answer_challenge(conn, key)
+            })?;
+        }
+        Ok(conn)
+    }
+
+    /// The next client, before the handshake, waiting for one until `deadline`. (Another
+    /// process sharing the listening socket may take a client between our look and our
+    /// accept; the accept then waits for the next client, as Python's would.)
+    fn next_client_until(&self, deadline: Instant) -> Result<Connection> {
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let socket = self
+                .socket
+                .as_ref()
+                .ok_or_else(|| Error::state("listener is closed"))?;
+            let got = self.accept_now(socket);
+            let left = deadline.saturating_duration_since(Instant::now());
+            match got {
+                Some(got) => {
+                    let got = got.map_err(|e| Error::io("accepting a connection", e))?;
+                    if let Some((stream, peer)) = got {
+                        *lock(&self.last_accepted) = Some(peer);
+                        return Ok(Connection::new(stream, true, true));
+                    }
+                    if left.is_zero() {
+                        return Err(Error::Timeout);
+                    }
+                    socket
+                        .wait_for_client(left, &mut pause)
+                        .map_err(|e| Error::io("waiting for a client", e))?;
+                }
+                // Another thread's accept holds the accept side: look again shortly.
+                None if left.is_zero() => return Err(Error::Timeout),
+                None => {
+                    std::thread::sleep(pause.min(left));
+                    pause = (pause * 2).min(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+
     /// The first half of [`accept`](Listener::accept): the next client, before the handshake
     /// (a server that handshakes on another thread, so that a slow client holds up nobody).
     pub(crate) fn accept_unauthenticated(&self) -> Result<Connection> {
@@ -212,7 +289,6 @@ impl Listener {
     }
 
     /// A client if one waits, under the accept lock; `None` if another accept holds it.
-    #[cfg(feature = "tokio")]
     fn accept_now(
         &self,
         socket: &sys::SocketListener,

@@ -505,8 +505,16 @@ impl SocketListener {
         match self.0 {}
     }
 
+    /// Waits up to `timeout` for a client.
+    pub(crate) fn wait_for_client(
+        &self,
+        _timeout: std::time::Duration,
+        _pause: &mut std::time::Duration,
+    ) -> io::Result<()> {
+        match self.0 {}
+    }
+
     /// Accepts a client only if one is waiting.
-    #[cfg(feature = "tokio")]
     pub(crate) fn accept_now(&self) -> io::Result<Option<(Stream, String)>> {
         match self.0 {}
     }
@@ -696,7 +704,6 @@ pub(crate) async fn writable_async(handle: WaitHandle<'_>) -> io::Result<()> {
 }
 
 /// Reads what has arrived without blocking (as [`recv_some`]: no stream exists).
-#[cfg(feature = "tokio")]
 pub(crate) use self::recv_some as recv_now;
 
 /// Writes what fits without blocking.

@@ -31,7 +31,6 @@ impl SocketListener {
     /// caller keeps other accepts of this process out meanwhile (another process sharing the
     /// socket could still take the client in between, and this accept would then block until
     /// the next).
-    #[cfg(feature = "tokio")]
     pub(crate) fn accept_now(&self) -> io::Result<Option<(Stream, String)>> {
         if !wait_readable(&[self.handle()], Some(Duration::ZERO))?[0] {
             return Ok(None);
@@ -39,8 +38,18 @@ impl SocketListener {
         self.accept().map(Some)
     }
 
+    /// Waits up to `timeout` for a client (the listening socket turns readable); then
+    /// [`accept_now`](Self::accept_now) looks. `_pause` is the Windows TCP listener's interval
+    /// between looks (it has no handle to wait on).
+    pub(crate) fn wait_for_client(
+        &self,
+        timeout: Duration,
+        _pause: &mut Duration,
+    ) -> io::Result<()> {
+        wait_readable(&[self.handle()], Some(timeout)).map(|_| ())
+    }
+
     /// The listening socket, which is readable while a client waits.
-    #[cfg(feature = "tokio")]
     pub(crate) fn handle(&self) -> WaitHandle<'_> {
         match self {
             SocketListener::Unix(l) => l.as_fd(),

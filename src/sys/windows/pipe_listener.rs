@@ -10,12 +10,11 @@ use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-#[cfg(feature = "tokio")]
 use windows_sys::Win32::Foundation::ERROR_IO_INCOMPLETE;
 use windows_sys::Win32::Foundation::{
     ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_IO_PENDING, ERROR_OPERATION_ABORTED,
     ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED, ERROR_SEM_TIMEOUT, GetLastError, HANDLE,
-    INVALID_HANDLE_VALUE,
+    INVALID_HANDLE_VALUE, WAIT_FAILED,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     FILE_FLAG_FIRST_PIPE_INSTANCE, FILE_FLAG_OVERLAPPED, PIPE_ACCESS_DUPLEX,
@@ -25,7 +24,7 @@ use windows_sys::Win32::System::Pipes::{
     ConnectNamedPipe, CreateNamedPipeW, GetNamedPipeHandleStateW, PIPE_READMODE_BYTE,
     PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES, PIPE_WAIT, WaitNamedPipeW,
 };
-use windows_sys::Win32::System::Threading::CreateEventW;
+use windows_sys::Win32::System::Threading::{CreateEventW, WaitForSingleObject};
 
 use super::pipe::open_client_end;
 use super::{Channel, Stream};
@@ -57,8 +56,8 @@ pub(crate) struct PipeListener {
     next: Mutex<Option<Waiting>>,
 }
 
-/// A pipe instance waiting for a client, with the offer an async accept left in flight on
-/// it, if any (kept across looks, so that its event can be waited on).
+/// A pipe instance waiting for a client, with the offer an accept that waits with a limit (or
+/// an async one) left in flight on it, if any (kept across looks, so that its event can be waited on).
 struct Waiting {
     /// Declared first: dropped (cancelled and awaited) while the instance is still open.
     offer: Option<Offer>,
@@ -66,11 +65,11 @@ struct Waiting {
 }
 
 /// A `ConnectNamedPipe` in flight: the kernel writes to `block` until it completes or is
-/// cancelled and awaited (Drop). The event is shared with async waiters, who keep it open.
+/// cancelled and awaited (Drop). The event is shared with its waiters, who keep it open.
 struct Offer {
     block: Box<OfferBlock>,
-    /// Kept open for the kernel; read by async waiters (feature `tokio`).
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    /// Kept open for the kernel; waited on by accepts that wait for a client with a limit
+    /// (`accept_timeout`, `accept_async`).
     event: std::sync::Arc<OwnedHandle>,
     /// The instance's handle (open while the offer lives: see [`Waiting`]).
     instance: usize,
@@ -303,7 +302,6 @@ impl SocketListener {
     /// Accepts a client only if one is waiting: `None` if none is (the caller keeps other
     /// accepts of this process out meanwhile). A TCP listener is made non-blocking for the
     /// call; a pipe instance is offered to clients and the offer withdrawn if none came.
-    #[cfg(feature = "tokio")]
     pub(crate) fn accept_now(&self) -> io::Result<Option<(Stream, String)>> {
         match self {
             SocketListener::Pipe(p) => p.accept_now(),
@@ -327,12 +325,36 @@ impl SocketListener {
     /// The event of a pipe listener's offer to clients in flight (see
     /// [`accept_now`](Self::accept_now)), signalled when a client connects; `None` for TCP or
     /// when no offer is in flight.
-    #[cfg(feature = "tokio")]
     pub(crate) fn offer_event(&self) -> Option<std::sync::Arc<OwnedHandle>> {
         match self {
             SocketListener::Pipe(p) => p.offer_event(),
             SocketListener::Tcp(_) => None,
         }
+    }
+
+    /// Waits up to `timeout` for a client, after [`accept_now`](Self::accept_now) found none:
+    /// on the event of the pipe's offer in flight; a TCP listener, with no handle to wait on,
+    /// sleeps `pause` (doubling it, up to 20 ms) before the next look.
+    pub(crate) fn wait_for_client(
+        &self,
+        timeout: Duration,
+        pause: &mut Duration,
+    ) -> io::Result<()> {
+        if let Some(event) = self.offer_event() {
+            // Rounded up, so that the wait never ends before the timeout.
+            let ms = timeout
+                .as_micros()
+                .div_ceil(1000)
+                .min(u128::from(super::INFINITE_MS - 1)) as u32;
+            // SAFETY: a live event handle (`event` keeps it open across the wait).
+            if unsafe { WaitForSingleObject(event.as_raw_handle(), ms) } == WAIT_FAILED {
+                return Err(io::Error::last_os_error());
+            }
+            return Ok(());
+        }
+        std::thread::sleep((*pause).min(timeout));
+        *pause = (*pause * 2).min(Duration::from_millis(20));
+        Ok(())
     }
 
     /// The bound TCP address (with the port the OS chose), for TCP listeners.
@@ -359,7 +381,6 @@ impl PipeListener {
     }
 }
 
-#[cfg(feature = "tokio")]
 impl PipeListener {
     /// [`accept`](Self::accept) if a client has connected to the waiting instance, else
     /// `None`, with an offer to clients left in flight on the instance (its event is
@@ -386,7 +407,6 @@ impl PipeListener {
     }
 }
 
-#[cfg(feature = "tokio")]
 impl Waiting {
     /// Whether a client has connected: looks at the offer in flight, or makes one
     /// (`ConnectNamedPipe`, overlapped), which stays in flight if no client is there yet.
