@@ -171,17 +171,11 @@ impl Listener {
     pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection> {
         let deadline = Instant::now() + timeout;
         let conn = self.next_client_until(deadline)?;
-        if let Some(key) = &self.authkey {
-            // At least a millisecond: a zero read timeout would mean none at all.
-            let left = deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1));
-            let limit = self.handshake_timeout.map_or(left, |t| t.min(left));
-            handshake(&conn, Some(limit), |conn| {
-                auth::deliver_challenge(conn, key)?;
-                auth::answer_challenge(conn, key)
-            })?;
-        }
+        // At least a millisecond: a zero read timeout would mean none at all.
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        self.authenticate_within(&conn, Some(left))?;
         Ok(conn)
     }
 
@@ -191,18 +185,14 @@ impl Listener {
     fn next_client_until(&self, deadline: Instant) -> Result<Connection> {
         let mut pause = Duration::from_millis(1);
         loop {
-            let socket = self
-                .socket
-                .as_ref()
-                .ok_or_else(|| Error::state("listener is closed"))?;
+            let socket = self.socket()?;
             let got = self.accept_now(socket);
             let left = deadline.saturating_duration_since(Instant::now());
             match got {
                 Some(got) => {
                     let got = got.map_err(|e| Error::io("accepting a connection", e))?;
                     if let Some((stream, peer)) = got {
-                        *lock(&self.last_accepted) = Some(peer);
-                        return Ok(Connection::new(stream, true, true));
+                        return Ok(self.accepted(stream, peer));
                     }
                     if left.is_zero() {
                         return Err(Error::Timeout);
@@ -224,17 +214,26 @@ impl Listener {
     /// The first half of [`accept`](Listener::accept): the next client, before the handshake
     /// (a server that handshakes on another thread, so that a slow client holds up nobody).
     pub(crate) fn accept_unauthenticated(&self) -> Result<Connection> {
-        let socket = self
-            .socket
-            .as_ref()
-            .ok_or_else(|| Error::state("listener is closed"))?;
+        let socket = self.socket()?;
         let (stream, peer) = {
             let _accepting = lock(&self.accepting);
             socket.accept()
         }
         .map_err(|e| Error::io("accepting a connection", e))?;
+        Ok(self.accepted(stream, peer))
+    }
+
+    /// The listening socket, while the listener is open.
+    fn socket(&self) -> Result<&sys::SocketListener> {
+        self.socket
+            .as_ref()
+            .ok_or_else(|| Error::state("listener is closed"))
+    }
+
+    /// A client just accepted from `peer`, as a connection (Python's `last_accepted` noted).
+    fn accepted(&self, stream: sys::Stream, peer: String) -> Connection {
         *lock(&self.last_accepted) = Some(peer);
-        Ok(Connection::new(stream, true, true))
+        Connection::new(stream, true, true)
     }
 
     /// [`accept`](Listener::accept) as a future (cargo feature `tokio`; beyond Python): waits
@@ -306,10 +305,7 @@ impl Listener {
     async fn next_client_async(&self) -> Result<Connection> {
         let mut pause = Duration::from_millis(1);
         loop {
-            let socket = self
-                .socket
-                .as_ref()
-                .ok_or_else(|| Error::state("listener is closed"))?;
+            let socket = self.socket()?;
             let Some(got) = self.accept_now(socket) else {
                 // A blocking accept holds the accept side.
                 tokio::time::sleep(pause).await;
@@ -318,8 +314,7 @@ impl Listener {
             };
             let got = got.map_err(|e| Error::io("accepting a connection", e))?;
             if let Some((stream, peer)) = got {
-                *lock(&self.last_accepted) = Some(peer);
-                return Ok(Connection::new(stream, true, true));
+                return Ok(self.accepted(stream, peer));
             }
             sys::acceptable_async(socket, &mut pause)
                 .await
@@ -330,13 +325,23 @@ impl Listener {
     /// The second half of [`accept`](Listener::accept): the handshake with `conn`, if this
     /// listener has a key.
     pub(crate) fn authenticate(&self, conn: &Connection) -> Result<()> {
-        match &self.authkey {
-            Some(key) => handshake(conn, self.handshake_timeout, |conn| {
-                auth::deliver_challenge(conn, key)?;
-                auth::answer_challenge(conn, key)
-            }),
-            None => Ok(()),
-        }
+        self.authenticate_within(conn, None)
+    }
+
+    /// [`authenticate`](Self::authenticate) within the handshake timeout and `limit`, the
+    /// shorter.
+    fn authenticate_within(&self, conn: &Connection, limit: Option<Duration>) -> Result<()> {
+        let Some(key) = &self.authkey else {
+            return Ok(());
+        };
+        let timeout = match (self.handshake_timeout, limit) {
+            (Some(t), Some(l)) => Some(t.min(l)),
+            (t, l) => t.or(l),
+        };
+        handshake(conn, timeout, |conn| {
+            auth::deliver_challenge(conn, key)?;
+            auth::answer_challenge(conn, key)
+        })
     }
 
     /// Stops listening and removes the socket file we created. Closing again does nothing.
