@@ -92,7 +92,7 @@ pub async fn wait_async(
         let plain: Vec<&dyn Waitable> = objects.iter().map(|&o| o as &dyn Waitable).collect();
         wait(&plain, Some(Duration::ZERO))
     };
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let deadline = timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
     loop {
         let ready = look()?;
         if !ready.is_empty() || deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {

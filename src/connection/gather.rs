@@ -77,31 +77,31 @@ impl Connection {
     }
 
     /// Receives one message as [`gather`](Self::gather) takes it, waiting for the stream
-    /// until `deadline`: [`Error::Timeout`] if no whole message is here by then (what arrived
-    /// of one stays buffered).
+    /// until `deadline` (`None`: as long as it takes): [`Error::Timeout`] if no whole message
+    /// is here by then (what arrived of one stays buffered).
     pub(super) fn receive_until<R>(
         &self,
         limit: u64,
         handles: bool,
-        deadline: Instant,
+        deadline: Option<Instant>,
         take: impl Fn(&mut Inbox, &Link<'_>) -> Result<R>,
     ) -> Result<R> {
         let mut pause = Duration::from_millis(1);
         loop {
             let step = self.gather(limit, handles, &take)?;
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
             match step {
                 Step::Done(result) => return result,
-                _ if left.is_zero() => return Err(Error::Timeout),
+                _ if left == Some(Duration::ZERO) => return Err(Error::Timeout),
                 // Another thread receives: look again when it may be done.
                 Step::Busy => {
-                    std::thread::sleep(pause.min(left));
+                    std::thread::sleep(left.map_or(pause, |l| pause.min(l)));
                     pause = (pause * 2).min(BUSY_PAUSE);
                 }
                 Step::Wait => {
                     // Readable: bytes, the end of file, or (the bulk path's) an offer to decline.
                     let stream = sys::stream_handle(self.stream(true)?);
-                    if !sys::wait_readable(&[stream], Some(left))
+                    if !sys::wait_readable(&[stream], left)
                         .map_err(|e| Error::io("waiting for a message", e))?[0]
                     {
                         return Err(Error::Timeout);

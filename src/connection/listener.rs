@@ -169,25 +169,30 @@ impl Listener {
     /// handshake in time (its connection is closed); otherwise as
     /// [`accept`](Listener::accept).
     pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection> {
-        let deadline = Instant::now() + timeout;
+        let deadline = sys::deadline_after(timeout);
         let conn = self.next_client_until(deadline)?;
         // At least a millisecond: a zero read timeout would mean none at all.
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1));
-        self.authenticate_within(&conn, Some(left))?;
+        let left = deadline.map(|d| {
+            d.saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1))
+        });
+        self.authenticate_within(&conn, left)?;
         Ok(conn)
     }
 
-    /// The next client, before the handshake, waiting for one until `deadline`. (Another
+    /// The next client, before the handshake, waiting for one until `deadline` (`None`: as
+    /// long as it takes). (Another
     /// process sharing the listening socket may take a client between our look and our
     /// accept; the accept then waits for the next client, as Python's would.)
-    fn next_client_until(&self, deadline: Instant) -> Result<Connection> {
+    fn next_client_until(&self, deadline: Option<Instant>) -> Result<Connection> {
         let mut pause = Duration::from_millis(1);
         loop {
             let socket = self.socket()?;
             let got = self.accept_now(socket);
-            let left = deadline.saturating_duration_since(Instant::now());
+            // `Duration::MAX`: no deadline (the waits below take it as "for ever").
+            let left = deadline.map_or(Duration::MAX, |d| {
+                d.saturating_duration_since(Instant::now())
+            });
             match got {
                 Some(got) => {
                     let got = got.map_err(|e| Error::io("accepting a connection", e))?;

@@ -44,7 +44,7 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -460,7 +460,7 @@ impl Connection {
     /// [`recv`](Connection::recv).
     pub fn recv_timeout<T: DeserializeOwned + 'static>(&self, timeout: Duration) -> Result<T> {
         let limit = wire::DEFAULT_LIMIT;
-        let deadline = Instant::now() + timeout;
+        let deadline = sys::deadline_after(timeout);
         let (message, handles) = self.receive_until(limit, true, deadline, |inbox, link| {
             inbox.read_message(link, limit)
         })?;
@@ -475,7 +475,7 @@ impl Connection {
     /// [`recv_bytes`](Connection::recv_bytes).
     pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
         let limit = wire::DEFAULT_LIMIT;
-        let deadline = Instant::now() + timeout;
+        let deadline = sys::deadline_after(timeout);
         self.receive_until(limit, false, deadline, |inbox, link| {
             inbox.read_frame(link, limit)
         })

@@ -256,7 +256,7 @@ impl ProcessPoolExecutor {
             &self, f, items, timeout: Option<Duration>, chunksize: usize
         ) -> Result<Map<'a, R>>
         where F: Target<(X,), R> {
-            let deadline = timeout.map(|t| Instant::now() + t);
+            let deadline = timeout.and_then(crate::sys::deadline_after);
             if chunksize < 1 {
                 return Err(Error::InvalidArgument("chunksize must be >= 1.".into()));
             }

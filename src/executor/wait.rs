@@ -58,7 +58,7 @@ pub fn wait<'a, F: AnyFuture + ?Sized>(
     timeout: Option<Duration>,
     return_when: ReturnWhen,
 ) -> (Vec<&'a F>, Vec<&'a F>) {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = timeout.and_then(crate::sys::deadline_after);
     let fs = unique(fs);
     let waiter = Arc::new(Waiter::default());
     for (i, f) in fs.iter().enumerate() {
@@ -114,7 +114,7 @@ pub fn as_completed<'a, F: AnyFuture + ?Sized>(
     fs: impl IntoIterator<Item = &'a F>,
     timeout: Option<Duration>,
 ) -> AsCompleted<'a, F> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = timeout.and_then(crate::sys::deadline_after);
     let fs = unique(fs);
     let waiter = Arc::new(Waiter::default());
     for (i, f) in fs.iter().enumerate() {

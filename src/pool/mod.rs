@@ -62,7 +62,7 @@ mod worker;
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -736,7 +736,7 @@ impl Pool {
     /// # Errors
     /// [`Error::State`] ("Pool is still running") before `close` or `terminate`.
     pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.shared.join(Some(Instant::now() + timeout))
+        self.shared.join(crate::sys::deadline_after(timeout))
     }
 
     /// The pids of the workers running now (for tests and monitoring): a worker found dead,

@@ -292,7 +292,7 @@ impl JobCore {
         timeout: Option<Duration>,
         done: impl Fn(&JobState) -> bool,
     ) -> (MutexGuard<'_, JobState>, bool) {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(crate::sys::deadline_after);
         let mut st = lock(&self.state);
         loop {
             if done(&st) {
@@ -534,7 +534,7 @@ pub(crate) fn collect_chunks<R: DeserializeOwned>(
     job: &JobCore,
     timeout: Option<Duration>,
 ) -> Result<Vec<R>> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = timeout.and_then(crate::sys::deadline_after);
     let mut all: Vec<R> = Vec::new();
     let mut next = 0;
     let mut failed = None;

@@ -276,7 +276,7 @@ impl Shared {
     /// Makes progress (reads reports, reaps) until the child has ended or `timeout` passes;
     /// returns the exitcode once ended.
     pub(super) fn poll_exit(&self, timeout: Option<Duration>) -> Result<Option<i32>> {
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = timeout.and_then(crate::sys::deadline_after);
         // A wait that may wait waits before its first look, which would mostly find nothing
         // just after a start: a read that fails (`EAGAIN`) writes `errno`, a thread-local
         // page, which a forked child alive shares and the write copies (issue 19). A child

@@ -56,7 +56,7 @@ impl Deadline {
         match timeout {
             None => Deadline::Never,
             Some(Duration::ZERO) => Deadline::Passed,
-            Some(t) => Deadline::At(Instant::now() + t),
+            Some(t) => sys::deadline_after(t).map_or(Deadline::Never, Deadline::At),
         }
     }
 

@@ -320,6 +320,14 @@ impl Region {
     }
 }
 
+/// The instant `timeout` from now; `None` (no deadline: wait as long as it takes) when that
+/// lies beyond what the clock can represent, as for `Duration::MAX`, a caller's way of saying
+/// "for ever". Every timeout a caller gives becomes a deadline here, never by `Instant +
+/// Duration`, which panics on overflow.
+pub(crate) fn deadline_after(timeout: std::time::Duration) -> Option<std::time::Instant> {
+    std::time::Instant::now().checked_add(timeout)
+}
+
 /// Locks a mutex, ignoring poisoning: the library's invariants hold between statements, and a
 /// panic elsewhere (a user's callback) must not make every later call fail. The one helper the
 /// whole crate uses.

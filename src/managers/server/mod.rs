@@ -232,6 +232,18 @@ struct State {
     sleepers: AtomicU64,
 }
 
+/// How long a client asks a wait to last, from its seconds: NaN or negative is no time, more
+/// than a `Duration` holds is for ever (`None`). A client's number never panics the server.
+fn wait_limit(secs: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(secs.max(0.0)).ok()
+}
+
+/// The deadline of a client's wait of `secs` seconds from now (`None`: for ever; see
+/// [`wait_limit`]).
+fn deadline_in(secs: f64) -> Option<Instant> {
+    wait_limit(secs).and_then(crate::sys::deadline_after)
+}
+
 fn remote(kind: &str, message: impl Into<String>) -> Reply {
     Reply::Err(kind.to_string(), message.into())
 }
@@ -428,7 +440,8 @@ impl State {
                 };
                 let result = Arc::clone(result);
                 drop(objects);
-                let limit = |s: Option<f64>| s.map(|s| Duration::from_secs_f64(s.max(0.0)));
+                // `None`: for ever (no limit asked, or one too large to hold).
+                let limit = |s: Option<f64>| s.and_then(wait_limit);
                 return Some(match op {
                     Op::ResultWait(s) => Reply::Bool(result.wait_until(limit(s))),
                     Op::ResultChunk(i, s) => match result.outcome(i as usize, limit(s)) {
@@ -462,9 +475,7 @@ impl State {
                     | Op::QueuePut(_, Some(secs))
                     | Op::Acquire(Some(secs))
                     | Op::Wait(Some(secs))
-                    | Op::Join(Some(secs)) => {
-                        Some(Instant::now() + Duration::from_secs_f64(secs.max(0.0)))
-                    }
+                    | Op::Join(Some(secs)) => deadline_in(*secs),
                     _ => None,
                 };
                 loop {

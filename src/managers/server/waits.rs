@@ -17,7 +17,7 @@ impl State {
         timeout: Option<f64>,
         gone: &dyn Fn() -> bool,
     ) -> Option<Reply> {
-        let deadline = timeout.map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+        let deadline = timeout.and_then(super::deadline_in);
         let Some(Object::Barrier(b)) = objects.table.get_mut(&id) else {
             return Some(remote("TypeError", format!("object {id} is not a barrier")));
         };
@@ -66,7 +66,7 @@ impl State {
         timeout: Option<f64>,
         gone: &dyn Fn() -> bool,
     ) -> Option<Reply> {
-        let deadline = timeout.map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
+        let deadline = timeout.and_then(super::deadline_in);
         let Some(Object::Condition(c)) = objects.table.get_mut(&id) else {
             return Some(remote(
                 "TypeError",

@@ -447,7 +447,7 @@ pub(crate) fn wait_readable(
     handles: &[BorrowedFd<'_>],
     timeout: Option<Duration>,
 ) -> io::Result<super::Ready> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = timeout.and_then(super::deadline_after);
     let mut fds: smallvec::SmallVec<[libc::pollfd; 8]> = handles
         .iter()
         .map(|h| libc::pollfd {

@@ -631,7 +631,7 @@ pub(crate) fn wait_readable(
     handles: &[WaitHandle<'_>],
     timeout: Option<Duration>,
 ) -> io::Result<super::Ready> {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = timeout.and_then(super::deadline_after);
     loop {
         let mut ready = super::Ready::from_elem(false, handles.len());
         let mut objects: smallvec::SmallVec<[HANDLE; 8]> = smallvec::SmallVec::new();

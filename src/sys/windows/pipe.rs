@@ -417,7 +417,7 @@ impl Channel {
         if out.is_empty() {
             return Ok(0);
         }
-        let until = lock(&self.read_timeout).map(|t| std::time::Instant::now() + t);
+        let until = lock(&self.read_timeout).and_then(crate::sys::deadline_after);
         loop {
             match self.read_available(out) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
