@@ -753,10 +753,19 @@ fn pool_run_by_a_manager() {
     let mut p = Process::new(child_uses_pool, (pool.clone(),));
     p.start().unwrap();
     assert_eq!(p.result::<Vec<u64>>().unwrap(), want[..10].to_vec());
+    assert!(matches!(
+        pool.join_timeout(Duration::from_millis(10)),
+        Err(Error::Remote { .. })
+    ));
+    let last = pool.apply_async(nap_then, (400u64,)).unwrap();
     pool.close().unwrap();
     assert!(pool.apply(cube, (1u64,)).is_err());
+    // The queued task still runs: a short join gives up, a long one sees the workers end.
+    assert!(!pool.join_timeout(Duration::from_millis(50)).unwrap());
+    assert!(pool.join_timeout(Duration::MAX).unwrap());
+    assert_eq!(last.get().unwrap(), 400);
     pool.join().unwrap();
-    drop(pool);
+    drop((pool, last));
     assert_eq!(manager.number_of_objects().unwrap(), 0);
 }
 

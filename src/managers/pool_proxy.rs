@@ -249,7 +249,17 @@ impl PoolProxy {
     /// Waits for the workers to end, after [`close`](PoolProxy::close) or
     /// [`terminate`](PoolProxy::terminate) (Python's `join()`).
     pub fn join(&self) -> Result<()> {
-        self.0.done(Op::PoolJoin)
+        self.0.done(Op::PoolJoin(None))
+    }
+
+    /// [`join`](PoolProxy::join) for at most `timeout` (beyond Python): true once the workers
+    /// have ended, false if some still run (after `close` they finish the queued work first).
+    ///
+    /// # Errors
+    /// As any proxy call: [`Error::Remote`] (`Pool is still running` before `close` or
+    /// `terminate`), or the connection's errors.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
+        self.0.flag(Op::PoolJoin(secs(Some(timeout))))
     }
 }
 

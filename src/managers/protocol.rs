@@ -168,10 +168,11 @@ pub(super) enum Op {
     ResultWait(Option<f64>),
     /// One task's outcome of a started job (a map's chunk), waiting up to this many seconds.
     ResultChunk(u64, Option<f64>),
-    /// `close()`, `terminate()` and `join()` of a pool.
+    /// `close()`, `terminate()` and `join()` of a pool (the join waiting up to this many
+    /// seconds: answered with whether the workers ended).
     PoolClose,
     PoolTerminate,
-    PoolJoin,
+    PoolJoin(Option<f64>),
     /// A dict's values, in insertion order.
     Values,
     /// Sets each key to its value, in order.
@@ -260,7 +261,7 @@ impl Op {
             Op::ResultChunk(..) => "next",
             Op::PoolClose => "close",
             Op::PoolTerminate => "terminate",
-            Op::PoolJoin => "join",
+            Op::PoolJoin(_) => "join",
             Op::Values => "values",
             Op::Update(_) => "update",
             Op::PopKey(_) => "pop",

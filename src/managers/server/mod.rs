@@ -418,7 +418,7 @@ impl State {
             }
             Request::Call(
                 id,
-                op @ (Op::PoolRun(_) | Op::PoolClose | Op::PoolTerminate | Op::PoolJoin),
+                op @ (Op::PoolRun(_) | Op::PoolClose | Op::PoolTerminate | Op::PoolJoin(_)),
             ) => {
                 let Some(Object::Pool(pool, _)) = objects.table.get(&id) else {
                     return Some(remote("TypeError", format!("object {id} is not a pool")));

@@ -200,7 +200,18 @@ pub(super) fn pool_call(pool: &crate::Pool, op: Op) -> Reply {
             pool.terminate();
             Ok(())
         }
-        Op::PoolJoin => pool.join(),
+        Op::PoolJoin(None) => pool.join(),
+        Op::PoolJoin(Some(secs)) => {
+            // A limit too large to hold is none (see `wait_limit`).
+            let joined = match super::wait_limit(secs) {
+                Some(limit) => pool.join_timeout(limit),
+                None => pool.join().map(|()| true),
+            };
+            return match joined {
+                Ok(ended) => Reply::Bool(ended),
+                Err(e) => remote("ValueError", e.to_string()),
+            };
+        }
         _ => Ok(()),
     };
     match result {
