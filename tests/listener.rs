@@ -12,7 +12,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use multiprocess::Error;
-use multiprocess::connection::{Address, Listener, client};
+use multiprocess::connection::{Address, Listener, client, client_timeout};
 
 fn tcp() -> Option<Address> {
     Some(Address::Tcp("127.0.0.1:0".parse().unwrap()))
@@ -477,4 +477,149 @@ fn cpython_clients_do_not_wait_for_a_delayed_ack() {
         took < Duration::from_millis(1000),
         "50 connections from CPython took {took:?} (a delayed acknowledgement each?)"
     );
+}
+
+/// `client_timeout` (beyond Python): a listener whose backlog is full holds it no longer than
+/// the timeout. A Unix socket's connect waits for room in the backlog for ever, a TCP
+/// connect's SYN is dropped and sent again for two minutes; here both listeners are std's with
+/// their backlog cut to 0 (`listen` again), one client waiting in it, and nobody accepting.
+/// Once the waiting client is taken, the next connects.
+#[cfg(target_os = "linux")]
+#[test]
+fn client_timeout_gives_up_on_a_full_backlog() {
+    use std::os::fd::AsRawFd;
+    use std::time::{Duration, Instant};
+    multiprocess::init_test();
+    let _g = common::start_with_sockets();
+    let path = std::env::temp_dir().join(format!("mp-test-{}-backlog.sock", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let unix = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp_at = tcp.local_addr().unwrap();
+    for fd in [unix.as_raw_fd(), tcp.as_raw_fd()] {
+        // SAFETY: `listen` again on a listening socket we own only changes its backlog.
+        assert_eq!(unsafe { libc::listen(fd, 0) }, 0);
+    }
+    let first_unix = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    let first_tcp = std::net::TcpStream::connect(tcp_at).unwrap();
+
+    for (address, accept) in [
+        (
+            Address::Unix(path.clone()),
+            Box::new(|| drop(unix.accept().unwrap())) as Box<dyn Fn()>,
+        ),
+        (
+            Address::Tcp(tcp_at),
+            Box::new(|| drop(tcp.accept().unwrap())) as Box<dyn Fn()>,
+        ),
+    ] {
+        let t = Instant::now();
+        match client_timeout(&address, None, Duration::from_millis(200)) {
+            Err(Error::Timeout) => {}
+            other => panic!("{address:?}: {other:?}"),
+        }
+        let waited = t.elapsed();
+        assert!(
+            waited >= Duration::from_millis(190),
+            "{address:?}: {waited:?}"
+        );
+        // A hang guard only.
+        assert!(waited < Duration::from_secs(10), "{address:?}: {waited:?}");
+        accept();
+        let conn = client_timeout(&address, None, Duration::from_secs(30)).unwrap();
+        drop(conn);
+    }
+    drop((first_unix, first_tcp));
+    let _ = std::fs::remove_file(&path);
+}
+
+/// The handshake is bounded as a whole, not read by read: a peer that sends its handshake
+/// message one byte every 40 ms (2.5 s in all, so that every read gets something) holds
+/// `client_timeout`, and a listener's `accept` with a handshake timeout, no longer than the
+/// limit.
+#[test]
+fn a_trickling_handshake_is_cut_at_the_deadline() {
+    use std::time::{Duration, Instant};
+    multiprocess::init_test();
+    let _g = common::start_with_sockets();
+    // A challenge frame as Python's listener sends it: a 4-byte length, `#CHALLENGE#`,
+    // `{sha256}` and a 40-byte nonce.
+    let mut frame = 59u32.to_be_bytes().to_vec();
+    frame.extend_from_slice(b"#CHALLENGE#{sha256}");
+    frame.extend_from_slice(&[7u8; 40]);
+    let trickle = move |mut s: std::net::TcpStream| {
+        for b in &frame {
+            if s.write_all(&[*b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(40));
+        }
+    };
+
+    // Our client against a trickling listener.
+    let raw = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let at = raw.local_addr().unwrap();
+    let peer = {
+        let trickle = trickle.clone();
+        std::thread::spawn(move || trickle(raw.accept().unwrap().0))
+    };
+    let t = Instant::now();
+    match client_timeout(&Address::Tcp(at), Some(b"key"), Duration::from_millis(300)) {
+        Err(Error::Timeout) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    peer.join().unwrap();
+
+    // Our listener against a trickling client (it answers the challenge with a frame of the
+    // same shape, one byte at a time).
+    let mut listener = Listener::bind(tcp(), Some(b"key")).unwrap();
+    listener.set_handshake_timeout(Some(Duration::from_millis(300)));
+    let Address::Tcp(at) = listener.address().clone() else {
+        unreachable!()
+    };
+    let peer = std::thread::spawn(move || trickle(std::net::TcpStream::connect(at).unwrap()));
+    let t = Instant::now();
+    match listener.accept() {
+        Err(Error::Timeout) => {}
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
+    drop(listener);
+    peer.join().unwrap();
+}
+
+/// `client_timeout` on Windows: a named pipe whose one waiting instance a client took (the
+/// listener has not accepted it yet, so no other instance is offered) is busy; a client then
+/// waits no longer than its timeout, and connects once the listener accepts.
+#[cfg(windows)]
+#[test]
+fn client_timeout_gives_up_on_a_busy_pipe() {
+    use std::time::{Duration, Instant};
+    multiprocess::init_test();
+    let _g = common::start_with_sockets();
+    let listener = Listener::bind(None, None).unwrap();
+    let address = listener.address().clone();
+    let first = client(&address, None).unwrap();
+    let t = Instant::now();
+    match client_timeout(&address, None, Duration::from_millis(200)) {
+        Err(Error::Timeout) => {}
+        other => panic!("{other:?}"),
+    }
+    let waited = t.elapsed();
+    assert!(waited >= Duration::from_millis(190), "{waited:?}");
+    // A hang guard only.
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    let taken = listener.accept().unwrap();
+    let second = client_timeout(&address, None, Duration::from_secs(30)).unwrap();
+    let taken_too = listener.accept().unwrap();
+    drop((first, second, taken, taken_too));
 }

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use multiprocess::connection::{Listener, client};
+use multiprocess::connection::{Listener, client_timeout};
 use multiprocess::{Manager, Pool, Process, Queue, pipe, wait};
 
 const FOREVER: Duration = Duration::MAX;
@@ -54,7 +54,9 @@ fn duration_max_waits_for_ever_and_panics_nowhere() {
 
     let listener = Listener::bind(None, Some(b"key")).unwrap();
     let address = listener.address().clone();
-    let t = std::thread::spawn(move || client(&address, Some(b"key")).map(|c| c.send(&2u8)));
+    let t = std::thread::spawn(move || {
+        client_timeout(&address, Some(b"key"), FOREVER).map(|c| c.send(&2u8))
+    });
     let conn = listener.accept_timeout(FOREVER).unwrap();
     assert_eq!(conn.recv::<u8>().unwrap(), 2);
     t.join().unwrap().unwrap().unwrap();

@@ -150,7 +150,8 @@ impl Connection {
         self.recv_bytes_until_async(maxlength as u64).await
     }
 
-    async fn recv_bytes_until_async(&self, limit: u64) -> Result<Vec<u8>> {
+    /// A message's bytes, of at most `limit`.
+    pub(super) async fn recv_bytes_until_async(&self, limit: u64) -> Result<Vec<u8>> {
         self.receive_async(limit, false, |inbox, link| inbox.read_frame(link, limit))
             .await
     }

@@ -4,6 +4,8 @@
 //! Python's of either age. Comparisons are constant-time; every handshake read is limited to
 //! 256 bytes. Error texts are Python's.
 
+use std::time::Instant;
+
 use hmac::{Hmac, Mac};
 use md5::Md5;
 use sha2::Sha256;
@@ -19,13 +21,20 @@ const MESSAGE_LENGTH: usize = 40;
 /// Lengths that mean "legacy, no digest prefix": a 3.11 nonce (20) or MD5 response (16).
 const MD5_ONLY_LENGTHS: [usize; 2] = [16, 20];
 /// Largest handshake message accepted.
-const HANDSHAKE_LIMIT: usize = 256;
+const HANDSHAKE_LIMIT: u64 = 256;
 
-/// Python's `deliver_challenge`: we send a challenge and check the answer.
-pub(crate) fn deliver_challenge(conn: &Connection, key: &[u8]) -> Result<()> {
+/// Python's `deliver_challenge`: we send a challenge and check the answer, received by
+/// `deadline` (`None`: as long as it takes; past it, [`Error::Timeout`]). The sends cannot
+/// block: a handshake's messages are a few dozen bytes on a new connection, whose buffer holds
+/// them whether or not the peer reads.
+pub(crate) fn deliver_challenge(
+    conn: &Connection,
+    key: &[u8],
+    deadline: Option<Instant>,
+) -> Result<()> {
     let (message, challenge) = new_challenge()?;
     conn.send_bytes(&challenge)?;
-    let response = conn.recv_bytes_max(HANDSHAKE_LIMIT)?;
+    let response = conn.recv_bytes_until(HANDSHAKE_LIMIT, deadline)?;
     if verify(key, &message, &response) {
         conn.send_bytes(WELCOME)
     } else {
@@ -34,11 +43,16 @@ pub(crate) fn deliver_challenge(conn: &Connection, key: &[u8]) -> Result<()> {
     }
 }
 
-/// Python's `answer_challenge`: we answer the peer's challenge and expect a welcome.
-pub(crate) fn answer_challenge(conn: &Connection, key: &[u8]) -> Result<()> {
-    let message = conn.recv_bytes_max(HANDSHAKE_LIMIT)?;
+/// Python's `answer_challenge`: we answer the peer's challenge and expect a welcome, both
+/// received by `deadline` (as [`deliver_challenge`]).
+pub(crate) fn answer_challenge(
+    conn: &Connection,
+    key: &[u8],
+    deadline: Option<Instant>,
+) -> Result<()> {
+    let message = conn.recv_bytes_until(HANDSHAKE_LIMIT, deadline)?;
     conn.send_bytes(&answer(key, &message)?)?;
-    let reply = conn.recv_bytes_max(HANDSHAKE_LIMIT)?;
+    let reply = conn.recv_bytes_until(HANDSHAKE_LIMIT, deadline)?;
     welcomed(&reply)
 }
 
@@ -47,7 +61,7 @@ pub(crate) fn answer_challenge(conn: &Connection, key: &[u8]) -> Result<()> {
 pub(crate) async fn deliver_challenge_async(conn: &Connection, key: &[u8]) -> Result<()> {
     let (message, challenge) = new_challenge()?;
     conn.send_bytes_async(&challenge).await?;
-    let response = conn.recv_bytes_max_async(HANDSHAKE_LIMIT).await?;
+    let response = conn.recv_bytes_until_async(HANDSHAKE_LIMIT).await?;
     if verify(key, &message, &response) {
         conn.send_bytes_async(WELCOME).await
     } else {
@@ -59,9 +73,9 @@ pub(crate) async fn deliver_challenge_async(conn: &Connection, key: &[u8]) -> Re
 /// [`answer_challenge`] over the async methods (cargo feature `tokio`).
 #[cfg(feature = "tokio")]
 pub(crate) async fn answer_challenge_async(conn: &Connection, key: &[u8]) -> Result<()> {
-    let message = conn.recv_bytes_max_async(HANDSHAKE_LIMIT).await?;
+    let message = conn.recv_bytes_until_async(HANDSHAKE_LIMIT).await?;
     conn.send_bytes_async(&answer(key, &message)?).await?;
-    let reply = conn.recv_bytes_max_async(HANDSHAKE_LIMIT).await?;
+    let reply = conn.recv_bytes_until_async(HANDSHAKE_LIMIT).await?;
     welcomed(&reply)
 }
 
@@ -193,9 +207,9 @@ mod tests {
                 }
             });
             let result = if round % 2 == 0 {
-                deliver_challenge(&ours, b"key")
+                deliver_challenge(&ours, b"key", None)
             } else {
-                answer_challenge(&ours, b"key")
+                answer_challenge(&ours, b"key", None)
             };
             drop(ours);
             peer.join().unwrap();

@@ -171,12 +171,7 @@ impl Listener {
     pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection> {
         let deadline = sys::deadline_after(timeout);
         let conn = self.next_client_until(deadline)?;
-        // At least a millisecond: a zero read timeout would mean none at all.
-        let left = deadline.map(|d| {
-            d.saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(1))
-        });
-        self.authenticate_within(&conn, left)?;
+        self.authenticate_within(&conn, deadline)?;
         Ok(conn)
     }
 
@@ -285,9 +280,7 @@ impl Listener {
                     .await
                     .map_err(|_| Error::Timeout)??,
             }
-            if let Ok(stream) = conn.raw_stream() {
-                sys::ack_now(stream);
-            }
+            ack_handshake(&conn);
         }
         Ok(conn)
     }
@@ -333,20 +326,21 @@ impl Listener {
         self.authenticate_within(conn, None)
     }
 
-    /// [`authenticate`](Self::authenticate) within the handshake timeout and `limit`, the
-    /// shorter.
-    fn authenticate_within(&self, conn: &Connection, limit: Option<Duration>) -> Result<()> {
+    /// [`authenticate`](Self::authenticate) within the handshake timeout and by `deadline`,
+    /// whichever comes first.
+    fn authenticate_within(&self, conn: &Connection, deadline: Option<Instant>) -> Result<()> {
         let Some(key) = &self.authkey else {
             return Ok(());
         };
-        let timeout = match (self.handshake_timeout, limit) {
-            (Some(t), Some(l)) => Some(t.min(l)),
-            (t, l) => t.or(l),
+        let bound = self.handshake_timeout.and_then(sys::deadline_after);
+        let deadline = match (bound, deadline) {
+            (Some(b), Some(d)) => Some(b.min(d)),
+            (b, d) => b.or(d),
         };
-        handshake(conn, timeout, |conn| {
-            auth::deliver_challenge(conn, key)?;
-            auth::answer_challenge(conn, key)
-        })
+        auth::deliver_challenge(conn, key, deadline)?;
+        auth::answer_challenge(conn, key, deadline)?;
+        ack_handshake(conn);
+        Ok(())
     }
 
     /// Stops listening and removes the socket file we created. Closing again does nothing.
@@ -366,60 +360,77 @@ impl Drop for Listener {
 }
 
 /// Python's `Client(address, authkey=...)`: connects to a [`Listener`] (ours or Python's) and
-/// runs the handshake (we answer first, then challenge).
+/// runs the handshake (we answer first, then challenge) within [`HANDSHAKE_TIMEOUT`]. The
+/// connect waits as Python's does: on a Unix socket whose listener's backlog is full, until
+/// the listener accepts; on TCP, as long as the OS tries; on a named pipe whose instances are
+/// all busy, 20 seconds. [`client_timeout`] bounds the whole.
 ///
 /// # Errors
 /// [`Error::Io`] if nothing listens there; [`Error::Authentication`] with Python's text when the
-/// keys differ (`digest sent was rejected`).
+/// keys differ (`digest sent was rejected`); [`Error::Timeout`] if the listener did not
+/// complete the handshake in time.
 pub fn client(address: &Address, authkey: Option<&[u8]>) -> Result<Connection> {
-    let stream =
-        sys::connect(address).map_err(|e| Error::io(format!("connecting to {address:?}"), e))?;
-    let conn = Connection::new(stream, true, true);
-    if let Some(key) = authkey {
-        handshake(&conn, Some(HANDSHAKE_TIMEOUT), |conn| {
-            auth::answer_challenge(conn, key)?;
-            auth::deliver_challenge(conn, key)
-        })?;
-    }
+    let conn = connect(address, None)?;
+    answer(&conn, authkey, sys::deadline_after(HANDSHAKE_TIMEOUT))?;
     Ok(conn)
 }
 
-/// Runs a handshake on `conn` with its reads bounded by `timeout`; a read that ran out is
-/// [`Error::Timeout`].
-fn handshake(
-    conn: &Connection,
-    timeout: Option<Duration>,
-    steps: impl FnOnce(&Connection) -> Result<()>,
-) -> Result<()> {
-    let set = |t| {
-        conn.raw_stream().and_then(|s| {
-            sys::set_read_timeout(s, t).map_err(|e| Error::io("bounding a handshake", e))
-        })
-    };
-    if timeout.is_some() {
-        set(timeout)?;
+/// [`client`] within `timeout`, the connect and the handshake together (beyond Python): a
+/// listener that does not accept (its backlog full), a host that does not answer, or a peer
+/// that stops half way through the handshake cannot hold it longer.
+///
+/// ```
+/// use std::time::Duration;
+/// use multiprocess::connection::{Listener, client_timeout};
+/// let listener = Listener::bind(None, Some(b"key"))?;
+/// let address = listener.address().clone();
+/// let t = std::thread::spawn(move || {
+///     client_timeout(&address, Some(b"key"), Duration::from_secs(30))?.send(&"hello")
+/// });
+/// let conn = listener.accept()?;
+/// assert_eq!(conn.recv::<String>()?, "hello");
+/// t.join().unwrap()?;
+/// # Ok::<(), multiprocess::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::Timeout`] if the connection or its handshake was not complete in time; otherwise
+/// as [`client`].
+pub fn client_timeout(
+    address: &Address,
+    authkey: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<Connection> {
+    let deadline = sys::deadline_after(timeout);
+    let conn = connect(address, deadline)?;
+    answer(&conn, authkey, deadline)?;
+    Ok(conn)
+}
+
+/// A connection to `address`, made by `deadline` (`None`: as long as the OS lets it wait).
+fn connect(address: &Address, deadline: Option<Instant>) -> Result<Connection> {
+    let stream = sys::connect(address, deadline).map_err(|e| match e.kind() {
+        std::io::ErrorKind::TimedOut if deadline.is_some() => Error::Timeout,
+        _ => Error::io(format!("connecting to {address:?}"), e),
+    })?;
+    Ok(Connection::new(stream, true, true))
+}
+
+/// A client's handshake with `authkey` (none without), its receives complete by `deadline`.
+fn answer(conn: &Connection, authkey: Option<&[u8]>, deadline: Option<Instant>) -> Result<()> {
+    if let Some(key) = authkey {
+        auth::answer_challenge(conn, key, deadline)?;
+        auth::deliver_challenge(conn, key, deadline)?;
+        ack_handshake(conn);
     }
-    match steps(conn) {
-        Err(Error::Io { source, .. })
-            if matches!(
-                source.kind(),
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            Err(Error::Timeout)
-        }
-        Err(e) => Err(e),
-        Ok(()) => {
-            if timeout.is_some() {
-                set(None)?;
-            }
-            // The handshake's last message was the peer's: acknowledge it now, or a peer with
-            // Nagle's algorithm holds its first message until our delayed acknowledgement
-            // (CPython's client: 44 ms per connection).
-            if let Ok(stream) = conn.raw_stream() {
-                sys::ack_now(stream);
-            }
-            Ok(())
-        }
+    Ok(())
+}
+
+/// After a handshake, whose last message was the peer's: acknowledges it now, or a peer with
+/// Nagle's algorithm holds its first message until our delayed acknowledgement (CPython's
+/// client: 44 ms per connection).
+fn ack_handshake(conn: &Connection) {
+    if let Ok(stream) = conn.raw_stream() {
+        sys::ack_now(stream);
     }
 }

@@ -44,7 +44,7 @@
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -60,7 +60,7 @@ mod listener;
 pub use crate::sys::Address;
 #[cfg(feature = "tokio")]
 pub use aio::wait_async;
-pub use listener::{HANDSHAKE_TIMEOUT, Listener, client};
+pub use listener::{HANDSHAKE_TIMEOUT, Listener, client, client_timeout};
 
 use crate::error::{Error, Result};
 use crate::process::{ParentProcess, Sentinel, lock};
@@ -474,8 +474,17 @@ impl Connection {
     /// [`Error::Timeout`] if no whole message came in time; otherwise as
     /// [`recv_bytes`](Connection::recv_bytes).
     pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>> {
-        let limit = wire::DEFAULT_LIMIT;
-        let deadline = sys::deadline_after(timeout);
+        self.recv_bytes_until(wire::DEFAULT_LIMIT, sys::deadline_after(timeout))
+    }
+
+    /// A message's bytes, of at most `limit`, whole by `deadline` (`None`: as long as it
+    /// takes): [`recv_bytes_timeout`](Connection::recv_bytes_timeout), and a handshake's
+    /// receives, bounded as a whole by one deadline.
+    pub(super) fn recv_bytes_until(
+        &self,
+        limit: u64,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<u8>> {
         self.receive_until(limit, false, deadline, |inbox, link| {
             inbox.read_frame(link, limit)
         })

@@ -46,10 +46,11 @@
 //!   a child gets at its start: `Transfer`, `transfer_handles` (`HANDLES_NEED_CHILD`: before
 //!   the child exists, or only after), `send_transfer`, `recv_handles`.
 //! - **Connections.** `Stream`, `stream_pair`, `stream_handle`,
-//!   `stream_to_handle`/`stream_from_handle`, `set_read_timeout`, `ack_now`, `recv_some`; handles
+//!   `stream_to_handle`/`stream_from_handle`, `ack_now`, `recv_some`; handles
 //!   with a message: `stream_carries_handles`, `send_with_handles` (message and handles in one
 //!   go), `send_handles_on`, `claim_handles`,
-//!   `handles_frame_len`; listeners: `SocketListener`, `listen`, `connect`,
+//!   `handles_frame_len`; listeners: `SocketListener`, `listen`, `connect` (with a deadline:
+//!   `time_left`),
 //!   `default_listener_address`.
 //! - **Waiting.** `OwnedHandle` (with `try_clone`), `WaitHandle`/`OwnedWaitHandle`,
 //!   `borrow_handle`, `socket_wait_handle` (std's sockets, for `WaitSocket`), `handle_number`
@@ -326,6 +327,25 @@ impl Region {
 /// Duration`, which panics on overflow.
 pub(crate) fn deadline_after(timeout: std::time::Duration) -> Option<std::time::Instant> {
     std::time::Instant::now().checked_add(timeout)
+}
+
+/// What is left until `deadline` (a connect's), as a timeout; `TimedOut` if nothing is.
+#[cfg_attr(
+    any(
+        not(any(target_os = "linux", target_os = "macos", windows)),
+        multiprocess_stub_platform
+    ),
+    allow(dead_code)
+)]
+pub(crate) fn time_left(deadline: std::time::Instant) -> std::io::Result<std::time::Duration> {
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    if left.is_zero() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the deadline to connect passed",
+        ));
+    }
+    Ok(left)
 }
 
 /// Locks a mutex, ignoring poisoning: the library's invariants hold between statements, and a

@@ -431,11 +431,6 @@ pub(crate) fn stream_from_handle(handle: OwnedHandle) -> io::Result<Stream> {
     match handle.0 {}
 }
 
-/// Bounds later blocking reads.
-pub(crate) fn set_read_timeout(stream: &Stream, _timeout: Option<Duration>) -> io::Result<()> {
-    match stream.0 {}
-}
-
 /// Acknowledges what a TCP stream has received.
 pub(crate) fn ack_now(stream: &Stream) {
     match stream.0 {}
@@ -526,7 +521,10 @@ pub(crate) fn listen(_address: &Address) -> io::Result<SocketListener> {
 }
 
 /// Connects to `address`: unsupported.
-pub(crate) fn connect(_address: &Address) -> io::Result<Stream> {
+pub(crate) fn connect(
+    _address: &Address,
+    _deadline: Option<std::time::Instant>,
+) -> io::Result<Stream> {
     unsupported("connecting to a listener")
 }
 

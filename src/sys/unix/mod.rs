@@ -313,9 +313,13 @@ pub(crate) fn child_marker_present() -> bool {
     present
 }
 
-/// Bounds every later blocking read on the socket `stream` by `timeout` (`None`: no bound);
-/// a read that waits longer fails with `WouldBlock` (`SO_RCVTIMEO`).
-pub(crate) fn set_read_timeout(stream: &Stream, timeout: Option<Duration>) -> io::Result<()> {
+/// Sets a socket's `SO_RCVTIMEO` or `SO_SNDTIMEO` (`option`) to `timeout` (`None`: no bound):
+/// a blocking read, write or (Unix sockets) connect that waits longer fails with `WouldBlock`.
+pub(super) fn set_socket_timeout(
+    fd: BorrowedFd<'_>,
+    option: libc::c_int,
+    timeout: Option<Duration>,
+) -> io::Result<()> {
     let t = timeout.unwrap_or_default();
     let tv = libc::timeval {
         tv_sec: t.as_secs().min(i32::MAX as u64) as libc::time_t,
@@ -329,9 +333,9 @@ pub(crate) fn set_read_timeout(stream: &Stream, timeout: Option<Duration>) -> io
     // SAFETY: sets an option of our own socket from a timeval that lives across the call.
     let r = unsafe {
         libc::setsockopt(
-            stream.as_raw_fd(),
+            fd.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
+            option,
             (&tv as *const libc::timeval).cast(),
             std::mem::size_of::<libc::timeval>() as libc::socklen_t,
         )

@@ -563,13 +563,6 @@ pub(crate) fn channel_from_handle(handle: OwnedHandle) -> io::Result<Channel> {
     Channel::new(handle)
 }
 
-/// Bounds every later blocking read on `stream` by `timeout` (`None`: no bound); a read that
-/// waits longer fails with `TimedOut`.
-pub(crate) fn set_read_timeout(stream: &Stream, timeout: Option<Duration>) -> io::Result<()> {
-    stream.set_read_timeout(timeout);
-    Ok(())
-}
-
 /// Windows' delayed acknowledgements are left as they are (no `TCP_QUICKACK`).
 pub(crate) fn ack_now(_stream: &Stream) {}
 

@@ -46,8 +46,6 @@ pub struct Channel {
     read: Mutex<ReadSide>,
     /// The write side: its event and the async write in flight, if any.
     write: Mutex<WriteSide>,
-    /// How long a blocking read may wait (`None`: as long as it takes).
-    read_timeout: Mutex<Option<std::time::Duration>>,
 }
 
 /// An OVERLAPPED block that the kernel may write to while a read is pending.
@@ -264,7 +262,6 @@ impl Channel {
                 flight: None,
                 cut: false,
             }),
-            read_timeout: Mutex::new(None),
         })
     }
 
@@ -407,34 +404,17 @@ impl Channel {
         Err(io::ErrorKind::WouldBlock.into())
     }
 
-    /// Bounds every later blocking read by `timeout` (`None`: no bound); a read that waits
-    /// longer fails with `TimedOut`.
-    pub(crate) fn set_read_timeout(&self, timeout: Option<std::time::Duration>) {
-        *lock(&self.read_timeout) = timeout;
-    }
-
     fn read_blocking(&self, out: &mut [u8]) -> io::Result<usize> {
         if out.is_empty() {
             return Ok(0);
         }
-        let until = lock(&self.read_timeout).and_then(crate::sys::deadline_after);
         loop {
             match self.read_available(out) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 other => return other,
             }
-            let wait = match until {
-                None => INFINITE,
-                Some(until) => {
-                    let left = until.saturating_duration_since(std::time::Instant::now());
-                    if left.is_zero() {
-                        return Err(io::ErrorKind::TimedOut.into());
-                    }
-                    left.as_millis().clamp(1, u128::from(INFINITE - 1)) as u32
-                }
-            };
             // SAFETY: waits on our own event handle.
-            unsafe { WaitForSingleObject(self.event(), wait) };
+            unsafe { WaitForSingleObject(self.event(), INFINITE) };
         }
     }
 

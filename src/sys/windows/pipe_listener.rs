@@ -28,7 +28,7 @@ use windows_sys::Win32::System::Threading::{CreateEventW, WaitForSingleObject};
 
 use super::pipe::open_client_end;
 use super::{Channel, Stream};
-use crate::sys::Address;
+use crate::sys::{Address, time_left};
 
 /// Each direction's buffer quota of a listener's pipe instances.
 const PIPE_BUFFER: u32 = 64 * 1024;
@@ -473,13 +473,17 @@ pub(crate) fn listen(address: &Address) -> io::Result<SocketListener> {
 }
 
 /// Connects to `address`: a TCP address, or a named pipe (waiting while all its instances are
-/// busy).
-pub(crate) fn connect(address: &Address) -> io::Result<Stream> {
+/// busy), until `deadline` (`None`: a TCP connect as long as the OS lets it wait; a pipe
+/// [`CONNECT_TIMEOUT`], as Python's client). Past the deadline: `TimedOut`.
+pub(crate) fn connect(address: &Address, deadline: Option<Instant>) -> io::Result<Stream> {
     if let Address::Tcp(addr) = address {
-        return Channel::from_socket(std::net::TcpStream::connect(addr)?);
+        return Channel::from_socket(match deadline {
+            None => std::net::TcpStream::connect(addr)?,
+            Some(d) => std::net::TcpStream::connect_timeout(addr, time_left(d)?)?,
+        });
     }
     let name = wide(pipe_name(address)?);
-    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    let deadline = deadline.unwrap_or_else(|| Instant::now() + CONNECT_TIMEOUT);
     loop {
         let code = match open_client_end(&name) {
             Ok(h) => return Channel::new(h),
@@ -491,11 +495,13 @@ pub(crate) fn connect(address: &Address) -> io::Result<Stream> {
                 "no listener at this named pipe",
             ));
         }
-        if code != ERROR_PIPE_BUSY || Instant::now() >= deadline {
+        if code != ERROR_PIPE_BUSY {
             return Err(io::Error::from_raw_os_error(code as i32));
         }
+        let left = time_left(deadline)?;
+        let wait_ms = left.as_millis().clamp(1, 1000) as u32;
         // SAFETY: `name` is NUL-terminated UTF-16.
-        if unsafe { WaitNamedPipeW(name.as_ptr(), 1000) } == 0 {
+        if unsafe { WaitNamedPipeW(name.as_ptr(), wait_ms) } == 0 {
             let code = last_error();
             if !matches!(
                 code,
