@@ -52,7 +52,7 @@
 //! | `get_start_method()`, `get_start_method(allow_none=True)`, `get_all_start_methods()` | [`get_start_method`], [`get_start_method_allow_none`], [`get_all_start_methods`] |
 //! | `ctx.Process(...)` | [`Context::process`], or [`Process::with_context`] |
 //! | `Pipe(duplex)` | [`if duplex { pipe() } else { pipe_one_way() }`](pipe) → two [`Connection`]s |
-//! | `c.send(obj)`, `c.recv()` | [`send`](Connection::send), [`recv`](Connection::recv) (serde values); beyond Python, [`recv_timeout`](Connection::recv_timeout) and [`recv_bytes_timeout`](Connection::recv_bytes_timeout), which a peer silent in the middle of a message cannot hold |
+//! | `c.send(obj)`, `c.recv()` | [`send`](Connection::send), [`recv`](Connection::recv) (serde values); beyond Python, [`recv_timeout`](Connection::recv_timeout) and [`recv_bytes_timeout`](Connection::recv_bytes_timeout), which a peer silent in the middle of a message cannot hold, and [`send_timeout`](Connection::send_timeout)/[`send_bytes_timeout`](Connection::send_bytes_timeout), which a peer that stops reading cannot hold |
 //! | `c.send_bytes`, `c.recv_bytes`, `c.recv_bytes_into`, `c.poll` | [`send_bytes`](Connection::send_bytes)/[`send_bytes_range`](Connection::send_bytes_range), [`recv_bytes`](Connection::recv_bytes)/[`recv_bytes_max`](Connection::recv_bytes_max), [`recv_bytes_into`](Connection::recv_bytes_into), [`poll`](Connection::poll) |
 //! | `Listener(address, authkey=k)`, `Client(address, authkey=k)`, `listener.accept()` | [`connection::Listener::bind`], [`connection::client`], [`accept`](connection::Listener::accept); beyond Python, [`accept_timeout`](connection::Listener::accept_timeout), [`connection::client_timeout`] |
 //! | `multiprocessing.connection.wait` | [`wait`] |

@@ -315,7 +315,7 @@ fn a_send_cancelled_mid_message_refuses_further_sends() -> Result<()> {
         Ok::<_, Error>(())
     })?;
     match ours.send_bytes(b"more") {
-        Err(Error::State(m)) => assert!(m.contains("cancelled mid-message"), "{m}"),
+        Err(Error::State(m)) => assert!(m.contains("cut off mid-message"), "{m}"),
         other => panic!("a send after a cut one: {other:?}"),
     }
     theirs.send_bytes(b"still receiving")?;
@@ -372,7 +372,7 @@ fn sends_cancelled_while_waiting_leave_a_defined_state() -> Result<()> {
     assert!(got == sent || got == sent + 1, "{got} of {sent}");
     if let Err(e) = after {
         // (Part of the cancelled message follows in the stream: that is why.)
-        assert!(e.to_string().contains("cancelled mid-message"), "{e}");
+        assert!(e.to_string().contains("cut off mid-message"), "{e}");
     }
     Ok(())
 }

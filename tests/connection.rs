@@ -1052,3 +1052,96 @@ fn recv_timeout_outlasts_a_peer_silent_mid_message() {
     b.send(&"next").unwrap();
     assert_eq!(a.recv::<String>().unwrap(), "next");
 }
+
+/// Receives `count` messages after a pause (a slow reader), returning each one's length and
+/// checksum.
+fn slow_reader(conn: Connection, count: usize) -> Vec<(usize, u64)> {
+    std::thread::sleep(Duration::from_millis(200));
+    (0..count)
+        .map(|_| {
+            let m = conn.recv_bytes().unwrap();
+            (m.len(), checksum(&m))
+        })
+        .collect()
+}
+
+/// Reads nothing and ends after a pause.
+fn leave_unread(conn: Connection, ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+    drop(conn);
+}
+
+/// `send_timeout` / `send_bytes_timeout` (beyond Python, whose `send` blocks while the peer
+/// does not read), on both kinds of pipe, with messages larger than every buffer on the way:
+/// - a peer that never reads: the send gives up with `Timeout` after the limit, not before;
+///   part of the message went, so the end then refuses to send (`cut off`) and, duplex,
+///   still receives; a small message on a fresh pair goes at once;
+/// - a peer in another process that reads late and slowly: three 12 MiB messages arrive whole
+///   and intact (each through the stream, not the cross-process copy);
+/// - a peer that ends without reading: the send fails with the peer's end, not a timeout.
+#[test]
+fn send_with_a_timeout() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let big = pattern(12 << 20, 5);
+    for duplex in [true, false] {
+        let (r, w) = if duplex { pipe() } else { pipe_one_way() }.unwrap();
+        w.send_timeout(&7u32, Duration::ZERO).unwrap();
+        assert_eq!(r.recv::<u32>().unwrap(), 7);
+        let t = Instant::now();
+        match w.send_bytes_timeout(&big, Duration::from_millis(200)) {
+            Err(Error::Timeout) => {}
+            other => panic!("duplex {duplex}: {other:?}"),
+        }
+        let waited = t.elapsed();
+        assert!(waited >= Duration::from_millis(200), "{waited:?}");
+        // A hang guard only.
+        assert!(waited < Duration::from_secs(20), "{waited:?}");
+        match w.send_bytes(b"more") {
+            Err(Error::State(m)) => assert!(m.contains("cut off mid-message"), "{m}"),
+            other => panic!("duplex {duplex}: {other:?}"),
+        }
+        if duplex {
+            r.send(&"the other way").unwrap();
+            assert_eq!(w.recv::<String>().unwrap(), "the other way");
+        }
+
+        let (r, w) = if duplex { pipe() } else { pipe_one_way() }.unwrap();
+        let mut p = multiprocess::Process::new(slow_reader, (r, 3usize));
+        p.start().unwrap();
+        for _ in 0..3 {
+            w.send_bytes_timeout(&big, Duration::from_secs(120))
+                .unwrap();
+        }
+        let got = p.result_timeout::<Vec<(usize, u64)>>(Duration::from_secs(120));
+        assert_eq!(
+            got.unwrap(),
+            vec![(big.len(), checksum(&big)); 3],
+            "duplex {duplex}"
+        );
+
+        let (r, w) = if duplex { pipe() } else { pipe_one_way() }.unwrap();
+        let mut p = multiprocess::Process::new(leave_unread, (r, 150u64));
+        p.start().unwrap();
+        let t = Instant::now();
+        match w.send_bytes_timeout(&big, Duration::from_secs(60)) {
+            Err(Error::Io { .. } | Error::Eof) => {}
+            other => panic!("duplex {duplex}: {other:?}"),
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+        p.join_timeout(Duration::from_secs(60)).unwrap();
+    }
+
+    // A Connection inside a message (Unix: duplex ends carry handles).
+    #[cfg(unix)]
+    {
+        let (a, b) = pipe().unwrap();
+        let (inner_a, inner_b) = pipe().unwrap();
+        b.send_timeout(&inner_b, Duration::from_secs(30)).unwrap();
+        let inner: Connection = a.recv().unwrap();
+        inner
+            .send_timeout(&"through the passed end", Duration::from_secs(30))
+            .unwrap();
+        assert_eq!(inner_a.recv::<String>().unwrap(), "through the passed end");
+    }
+}

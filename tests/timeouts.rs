@@ -47,7 +47,7 @@ fn duration_max_waits_for_ever_and_panics_nowhere() {
     assert!(pool.join_timeout(FOREVER).unwrap());
 
     let (a, b) = pipe().unwrap();
-    b.send(&"x").unwrap();
+    b.send_timeout(&"x", FOREVER).unwrap();
     assert!(a.poll(Some(FOREVER)).unwrap());
     assert_eq!(wait(&[&a], Some(FOREVER)).unwrap(), vec![0]);
     assert_eq!(a.recv_timeout::<String>(FOREVER).unwrap(), "x");

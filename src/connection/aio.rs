@@ -5,8 +5,8 @@
 //! once (`MSG_DONTWAIT` on a socket, a read after a zero-timeout `poll` on a pipe; see
 //! `gather`, which the receives with a deadline share), waiting between them on the reactor
 //! (tokio's `AsyncFd` over a duplicate of the descriptor), and takes the message only once it
-//! is whole. A send writes what the stream takes at once and waits for room on the reactor the
-//! same way.
+//! is whole. A send writes what the stream takes at once (see `feed`, which the sends with a
+//! deadline share) and waits for room on the reactor the same way.
 //!
 //! **Locks.** The read lock is held only while reading what is there, never across an await.
 //! While a blocking `recv` in another thread holds it (until a message arrives), an async
@@ -26,22 +26,18 @@
 //! dropped while its write is in flight).
 
 use std::future::Future;
-use std::io;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::feed::Writing;
 use super::gather::Step;
 use super::inbox::{Inbox, Link};
-use super::{Connection, Waitable, WriteGuard, wait};
+use super::{Connection, Waitable, wait};
 use crate::error::{Error, Result};
 use crate::sys;
 use crate::wire;
-
-/// Messages up to this long are framed in one buffer (one write); longer ones are written
-/// header first, then straight from the caller's buffer.
-const COALESCE: usize = 64 * 1024;
 
 /// Sleeps for the retry after a lock held elsewhere: 1 ms, doubling to 20 ms.
 async fn back_off(pause: &mut Duration) {
@@ -207,8 +203,8 @@ impl Connection {
     ///
     /// **Cancel safety**: dropped before its first byte is written, nothing is sent. Dropped
     /// after, part of a frame is in the stream and the peer would read garbage after it: so
-    /// this end then refuses to send ([`Error::State`], `an async send was cancelled
-    /// mid-message`); receiving is unaffected. A message that fits the stream's free space is
+    /// this end then refuses to send ([`Error::State`], `a send was cut off mid-message`);
+    /// receiving is unaffected. A message that fits the stream's free space is
     /// written by the future's first poll, so it is never cut.
     ///
     /// ```
@@ -252,16 +248,11 @@ impl Connection {
         }
     }
 
-    /// Writes one frame (and the handles that go with it) without blocking on the stream.
+    /// Writes one frame (and the handles that go with it) without blocking on the stream
+    /// (`feed`), waiting for room on the reactor.
     async fn write_async(&self, message: &[u8], handles: Vec<sys::OwnedHandle>) -> Result<()> {
         let stream = self.stream(false)?;
-        if !handles.is_empty() && !self.socket {
-            return Err(Error::Codec(
-                "this Connection cannot carry a Connection (only duplex connections on Unix \
-                 can); pass it as a Process argument instead"
-                    .into(),
-            ));
-        }
+        self.check_handles(&handles)?;
         let mut pause = Duration::from_millis(1);
         let guard = loop {
             match self.writing.try_hold() {
@@ -269,77 +260,14 @@ impl Connection {
                 None => back_off(&mut pause).await,
             }
         };
-        // Checked again under the right: a send cancelled while this one waited.
+        // Checked again under the right: a send cut while this one waited.
         self.stream(false)?;
-        let mut writing = Writing {
-            connection: self,
-            _guard: guard,
-            cut: false,
-        };
-        let (header, n) = wire::header(message.len());
-        if message.len() <= COALESCE {
-            let mut frame = Vec::with_capacity(n + message.len());
-            frame.extend_from_slice(&header[..n]);
-            frame.extend_from_slice(message);
-            writing.all(stream, &frame).await?;
-        } else {
-            writing.all(stream, &header[..n]).await?;
-            writing.all(stream, message).await?;
-        }
-        if !handles.is_empty() {
-            writing.wait(stream).await?;
-            sys::send_handles_on(stream, handles)
-                .map_err(|e| Error::io("sending handles with a message", e))?;
-        }
-        writing.cut = false;
-        Ok(())
-    }
-}
-
-/// An async send in progress: holds the write side, and marks the connection unable to send
-/// if dropped with part of its frame written.
-struct Writing<'a> {
-    connection: &'a Connection,
-    _guard: WriteGuard<'a>,
-    /// Part of the frame is in the stream and the rest is not.
-    cut: bool,
-}
-
-impl Writing<'_> {
-    /// Writes all of `bytes`, waiting on the reactor while the stream is full.
-    async fn all(&mut self, stream: &sys::Stream, mut bytes: &[u8]) -> Result<()> {
-        while !bytes.is_empty() {
-            match sys::send_now(stream, self.connection.socket, bytes) {
-                Ok(0) => {
-                    return Err(Error::io(
-                        "sending a message",
-                        io::ErrorKind::WriteZero.into(),
-                    ));
-                }
-                Ok(k) => {
-                    self.cut = true;
-                    bytes = &bytes[k..];
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.wait(stream).await?,
-                Err(e) => return Err(Error::io("sending a message", e)),
-            }
+        let mut writing = Writing::new(self, guard, message, handles);
+        while !writing.push(stream)? {
+            sys::writable_async(sys::stream_handle(stream))
+                .await
+                .map_err(|e| Error::io("waiting to send a message", e))?;
         }
         Ok(())
-    }
-
-    async fn wait(&self, stream: &sys::Stream) -> Result<()> {
-        sys::writable_async(sys::stream_handle(stream))
-            .await
-            .map_err(|e| Error::io("waiting to send a message", e))
-    }
-}
-
-impl Drop for Writing<'_> {
-    fn drop(&mut self) {
-        if self.cut {
-            self.connection
-                .send_broken
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-        }
     }
 }

@@ -53,6 +53,7 @@ use serde::{Deserialize, Serialize};
 mod aio;
 mod auth;
 mod bulk;
+mod feed;
 mod gather;
 mod inbox;
 mod listener;
@@ -249,8 +250,8 @@ pub struct Connection {
     /// The right to write one message: a blocking send holds it for the call, an async send
     /// across its awaits.
     writing: WriteLock,
-    /// Set when an async send was dropped mid-message: the stream is off a message boundary,
-    /// so this end sends no more.
+    /// Set when a send was cut off mid-message (an async send dropped, a send's deadline
+    /// passed): the stream is off a message boundary, so this end sends no more.
     send_broken: AtomicBool,
     /// Cleared when a too-long message leaves the stream off a message boundary.
     readable: AtomicBool,
@@ -391,7 +392,8 @@ impl Connection {
         }
         if !reading && self.send_broken.load(Ordering::Relaxed) {
             return Err(Error::state(
-                "an async send was cancelled mid-message: this end cannot send any more",
+                "a send was cut off mid-message (an async send dropped, or a send's timeout \
+                 passed, with part of its message written): this end cannot send any more",
             ));
         }
         Ok(stream)
@@ -405,13 +407,7 @@ impl Connection {
     pub fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         let (message, handles) = wire::encode_message(value)?;
         let stream = self.stream(false)?;
-        if !handles.is_empty() && !self.socket {
-            return Err(Error::Codec(
-                "this Connection cannot carry a Connection (only duplex connections on Unix \
-                 can); pass it as a Process argument instead"
-                    .into(),
-            ));
-        }
+        self.check_handles(&handles)?;
         let _w = self.writing.hold();
         if handles.is_empty() {
             return self.write_message(stream, &message);
@@ -424,6 +420,59 @@ impl Connection {
             sys::send_with_handles(stream, [&header[..n], &message], handles)
         }
         .map_err(|e| Error::io("sending handles with a message", e))
+    }
+
+    /// [`send`](Connection::send) within `timeout` (beyond Python, whose `send` blocks while
+    /// the peer does not read): the message is written as the stream takes it, waiting for
+    /// room no longer than `timeout`. A message that fits the stream's free space goes at once,
+    /// whole. A message larger than that which times out after part of it went leaves the
+    /// stream off its message boundaries: this end then refuses to send ([`Error::State`]);
+    /// receiving is unaffected. Never the cross-process copy of large messages that
+    /// [`send_bytes`](Connection::send_bytes) takes to a [`pipe`]'s other end (which waits
+    /// for the receiver): the message goes through the stream.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let (a, b) = multiprocess::pipe()?;
+    /// a.send_timeout(&"hello", Duration::from_secs(10))?;
+    /// assert_eq!(b.recv::<String>()?, "hello");
+    /// // Nobody reads b: 64 MiB do not fit the stream, and the send gives up.
+    /// let big = vec![0u8; 64 << 20];
+    /// assert!(matches!(
+    ///     a.send_bytes_timeout(&big, Duration::from_millis(50)),
+    ///     Err(multiprocess::Error::Timeout)
+    /// ));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if the stream did not take the whole message in time; otherwise as
+    /// [`send`](Connection::send).
+    pub fn send_timeout<T: Serialize + ?Sized>(&self, value: &T, timeout: Duration) -> Result<()> {
+        let (message, handles) = wire::encode_message(value)?;
+        self.send_until(&message, handles, sys::deadline_after(timeout))
+    }
+
+    /// [`send_bytes`](Connection::send_bytes) within `timeout`, as
+    /// [`send_timeout`](Connection::send_timeout) sends (beyond Python).
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if the stream did not take the whole message in time; otherwise as
+    /// [`send_bytes`](Connection::send_bytes).
+    pub fn send_bytes_timeout(&self, buf: &[u8], timeout: Duration) -> Result<()> {
+        self.send_until(buf, Vec::new(), sys::deadline_after(timeout))
+    }
+
+    /// Refuses OS handles in a message on a connection that cannot carry them.
+    fn check_handles(&self, handles: &[sys::OwnedHandle]) -> Result<()> {
+        if !handles.is_empty() && !self.socket {
+            return Err(Error::Codec(
+                "this Connection cannot carry a Connection (only duplex connections on Unix \
+                 can); pass it as a Process argument instead"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Receives one message sent with [`send`](Connection::send) and decodes it.
@@ -631,7 +680,6 @@ impl WriteLock {
     }
 
     /// The right if nobody holds it.
-    #[cfg(feature = "tokio")]
     fn try_hold(&self) -> Option<WriteGuard<'_>> {
         let mut state = lock(&self.state);
         if state.busy {

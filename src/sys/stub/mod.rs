@@ -705,8 +705,12 @@ pub(crate) async fn writable_async(handle: WaitHandle<'_>) -> io::Result<()> {
 pub(crate) use self::recv_some as recv_now;
 
 /// Writes what fits without blocking.
-#[cfg(feature = "tokio")]
 pub(crate) fn send_now(stream: &Stream, _socket: bool, _buf: &[u8]) -> io::Result<usize> {
+    match stream.0 {}
+}
+
+/// Waits until a stream can take bytes.
+pub(crate) fn wait_writable(stream: &Stream, _timeout: Option<Duration>) -> io::Result<bool> {
     match stream.0 {}
 }
 

@@ -4,20 +4,18 @@
 //! macOS) for the wait's duration: its flags are untouched (it stays blocking for the blocking
 //! methods), nothing stays registered after the wait, and no thread waits anywhere. A
 //! descriptor registered already (several tasks waiting on one) is registered through a
-//! duplicate. Reads and writes that must not block
-//! use `MSG_DONTWAIT` on a socket; on a pipe, which has no such flag, they first ask `poll(2)`
-//! with a zero timeout (a pipe read after `POLLIN` returns what is there at once; a pipe write
-//! of at most `PIPE_BUF` bytes after `POLLOUT` fits).
+//! duplicate. The reads and writes that must not block are `fds`' `recv_now` and `send_now`
+//! (shared with the blocking receives and sends that have a deadline).
 
 use std::future::poll_fn;
-use std::io::{self, Write};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::task::{Context, Poll};
 
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use super::{Stream, WaitHandle, fds};
+use super::WaitHandle;
 
 /// Waits until one of `handles` is readable (bytes, end of file, a process's exit).
 ///
@@ -117,40 +115,6 @@ impl Registered {
             Registered::Borrowed(fd) => fd.poll_write_ready(cx).map_ok(|_| ()),
             Registered::Duplicate(fd) if readable => fd.poll_read_ready(cx).map_ok(|_| ()),
             Registered::Duplicate(fd) => fd.poll_write_ready(cx).map_ok(|_| ()),
-        }
-    }
-}
-
-/// Writes what the stream takes now of `buf` (at least one byte), or `WouldBlock`.
-pub(crate) fn send_now(stream: &Stream, socket: bool, buf: &[u8]) -> io::Result<usize> {
-    #[cfg(target_os = "linux")]
-    const NO_SIGNAL: i32 = libc::MSG_NOSIGNAL;
-    #[cfg(not(target_os = "linux"))]
-    const NO_SIGNAL: i32 = 0;
-    loop {
-        let sent = if socket {
-            // SAFETY: a send from a live buffer of the given length on a socket we hold.
-            let r = unsafe {
-                libc::send(
-                    stream.as_raw_fd(),
-                    buf.as_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT | NO_SIGNAL,
-                )
-            };
-            if r < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(r as usize)
-            }
-        } else if fds::ready_now(stream.as_fd(), libc::POLLOUT)? {
-            (&*stream).write(&buf[..buf.len().min(libc::PIPE_BUF)])
-        } else {
-            return Err(io::ErrorKind::WouldBlock.into());
-        };
-        match sent {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            other => return other,
         }
     }
 }

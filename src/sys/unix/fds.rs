@@ -256,6 +256,44 @@ pub(crate) fn recv_now(
     }
 }
 
+/// Writes what the stream takes now of `buf` (at least one byte), or `WouldBlock`: on a
+/// socket with `MSG_DONTWAIT`; on a pipe, which has no such flag, after a zero-timeout
+/// `poll(2)` says `POLLOUT`, at most `PIPE_BUF` bytes (which then fit: a pipe end has one
+/// writer at a time, since two would interleave their frames). Reads that must not block are
+/// [`recv_now`]'s, the same way.
+pub(crate) fn send_now(stream: &Stream, socket: bool, buf: &[u8]) -> io::Result<usize> {
+    #[cfg(target_os = "linux")]
+    const NO_SIGNAL: i32 = libc::MSG_NOSIGNAL;
+    #[cfg(not(target_os = "linux"))]
+    const NO_SIGNAL: i32 = 0;
+    loop {
+        let sent = if socket {
+            // SAFETY: a send from a live buffer of the given length on a socket we hold.
+            let r = unsafe {
+                libc::send(
+                    stream.as_raw_fd(),
+                    buf.as_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT | NO_SIGNAL,
+                )
+            };
+            if r < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(r as usize)
+            }
+        } else if fds::ready_now(stream.as_fd(), libc::POLLOUT)? {
+            (&*stream).write(&buf[..buf.len().min(libc::PIPE_BUF)])
+        } else {
+            return Err(io::ErrorKind::WouldBlock.into());
+        };
+        match sent {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
 /// Whether `fd` has any of `events` now (a zero-timeout `poll(2)`).
 pub(super) fn ready_now(fd: BorrowedFd<'_>, events: libc::c_short) -> io::Result<bool> {
     let mut p = libc::pollfd {

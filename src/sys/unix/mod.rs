@@ -451,12 +451,27 @@ pub(crate) fn wait_readable(
     handles: &[BorrowedFd<'_>],
     timeout: Option<Duration>,
 ) -> io::Result<super::Ready> {
+    wait_for(handles, libc::POLLIN, timeout)
+}
+
+/// Waits until `stream` can take bytes (or its peer is gone, which the write then reports),
+/// or until the timeout (`None`: forever); false if the timeout passed.
+pub(crate) fn wait_writable(stream: &Stream, timeout: Option<Duration>) -> io::Result<bool> {
+    Ok(wait_for(&[stream.as_fd()], libc::POLLOUT, timeout)?[0])
+}
+
+/// `poll(2)` for `events` on `handles` until one has news or the timeout passes.
+fn wait_for(
+    handles: &[BorrowedFd<'_>],
+    events: libc::c_short,
+    timeout: Option<Duration>,
+) -> io::Result<super::Ready> {
     let deadline = timeout.and_then(super::deadline_after);
     let mut fds: smallvec::SmallVec<[libc::pollfd; 8]> = handles
         .iter()
         .map(|h| libc::pollfd {
             fd: h.as_raw_fd(),
-            events: libc::POLLIN,
+            events,
             revents: 0,
         })
         .collect();

@@ -48,7 +48,7 @@ use windows_sys::Win32::System::Threading::{
     WT_EXECUTEONLYONCE,
 };
 
-use super::{OwnedHandle, Stream, WaitHandle, wait_readable};
+use super::{OwnedHandle, WaitHandle, wait_readable};
 use crate::sys::lock;
 
 /// The longest a queue's [`Watch::changed`] waits without a signal before the queue is looked
@@ -251,12 +251,6 @@ pub(crate) async fn writable_async(handle: WaitHandle<'_>) -> io::Result<()> {
     let registration = Registration::new(event, None)?;
     any_fired(std::slice::from_ref(&registration)).await;
     Ok(())
-}
-
-/// Writes the first bytes of `buf` without blocking: `Ok(n)` once `n` are in the pipe,
-/// `WouldBlock` while a write of them is in flight (see the module docs).
-pub(crate) fn send_now(stream: &Stream, _socket: bool, buf: &[u8]) -> io::Result<usize> {
-    stream.write_now(buf)
 }
 
 /// A queue's wake-up channel: one manual-reset event, twice (the end to signal, the end to

@@ -196,6 +196,33 @@ pub(crate) fn recv_now(
     stream.read_available(buf)
 }
 
+/// Writes the first bytes of `buf` without blocking: `Ok(n)` once `n` are in the pipe,
+/// `WouldBlock` while a write of them is in flight (wait with [`wait_writable`], then call
+/// again with the same bytes).
+pub(crate) fn send_now(stream: &Stream, _socket: bool, buf: &[u8]) -> io::Result<usize> {
+    stream.write_now(buf)
+}
+
+/// Waits until the stream's write in flight, if any, has completed (see [`send_now`]), or
+/// until the timeout (`None`: forever); false if the timeout passed.
+pub(crate) fn wait_writable(stream: &Stream, timeout: Option<Duration>) -> io::Result<bool> {
+    if !stream.write_in_flight() {
+        return Ok(true);
+    }
+    use windows_sys::Win32::System::Threading::INFINITE;
+    let ms = timeout.map_or(INFINITE, |t| {
+        // Round up so that we never wake before the deadline.
+        t.as_micros().div_ceil(1000).min(u128::from(INFINITE - 1)) as u32
+    });
+    // SAFETY: waits on the channel's own event, alive while `stream` is borrowed; it stays
+    // signalled once the write completed until the next write starts.
+    match unsafe { WaitForSingleObject(stream.write_event(), ms) } {
+        WAIT_FAILED => Err(io::Error::last_os_error()),
+        WAIT_TIMEOUT => Ok(false),
+        _ => Ok(true),
+    }
+}
+
 /// Takes the `count` handles named in `frame` (sent by [`send_handles_on`], already read) out of
 /// the sender's process.
 pub(crate) fn claim_handles(

@@ -71,14 +71,12 @@ struct WriteSide {
 /// writes to `block` until it completes or is cancelled and awaited.
 struct Flight {
     block: Box<PendingBlock>,
-    /// Kept alive for the kernel; read only by `write_now` (feature `tokio`).
-    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    /// Kept alive for the kernel; read by `write_now`.
     bytes: Vec<u8>,
 }
 
-/// The most one async write copies and hands to the kernel: a frame of up to 64 KiB plus its
-/// header goes in one write.
-#[cfg(feature = "tokio")]
+/// The most one write that must not block copies and hands to the kernel: a frame of up to
+/// 64 KiB plus its header goes in one write.
 const WRITE_CHUNK: usize = CHUNK + 1024;
 
 struct ReadSide {
@@ -441,7 +439,7 @@ impl Channel {
     }
 
     /// Before a write that is not the in-flight one's continuation: a write left in flight by
-    /// a dropped async send is cancelled and awaited. If none of its bytes went into the pipe,
+    /// a dropped async send, or a send whose deadline passed, is cancelled and awaited. If none of its bytes went into the pipe,
     /// nothing happened; if some did, the stream is off its message boundaries and this end
     /// refuses to write from then on.
     fn settle_flight(&self, side: &mut WriteSide) -> io::Result<()> {
@@ -458,18 +456,17 @@ impl Channel {
         if side.cut {
             return Err(io::Error::new(
                 io::ErrorKind::BrokenPipe,
-                "an async send was cancelled mid-message: its bytes are in the pipe, so this \
-                 end cannot send any more",
+                "a send was cut off mid-message (an async send dropped, or a send's timeout \
+                 passed): its bytes are in the pipe, so this end cannot send any more",
             ));
         }
         Ok(())
     }
 
-    /// Writes without blocking (an async send's step): `Ok(n)` once the first `n` bytes of
+    /// Writes without blocking (a step of an async send or a send with a deadline): `Ok(n)` once the first `n` bytes of
     /// `data` are in the pipe, `WouldBlock` while a write of them is in flight (wait on
     /// [`write_event`](Channel::write_event), then call again with the same bytes). A call with
     /// other bytes than the flight's is a new send after a dropped one: see `settle_flight`.
-    #[cfg(feature = "tokio")]
     pub(crate) fn write_now(&self, data: &[u8]) -> io::Result<usize> {
         let mut side = lock(&self.write);
         let continued = side.flight.as_ref().map(|f| data.starts_with(&f.bytes));
@@ -528,14 +525,13 @@ impl Channel {
         }
     }
 
-    /// The write side's event: signalled when the async write in flight completes.
-    #[cfg(feature = "tokio")]
+    /// The write side's event: signalled when the write in flight completes.
     pub(crate) fn write_event(&self) -> HANDLE {
         lock(&self.write).event.as_raw_handle()
     }
 
-    /// True while an async write is in flight.
-    #[cfg(feature = "tokio")]
+    /// True while a write that must not block (an async send's, a send's with a deadline) is
+    /// in flight.
     pub(crate) fn write_in_flight(&self) -> bool {
         lock(&self.write).flight.is_some()
     }
