@@ -460,3 +460,35 @@ fn put_many_delivers_items_in_order() {
         .unwrap_err();
     assert!(matches!(e, Error::Codec(_)));
 }
+
+/// `SimpleQueue::put_timeout` (beyond Python, whose SimpleQueue `put` blocks while its pipe is
+/// full): with nobody taking items, puts of 1 MiB fill the queue's memory, then a put gives up
+/// with `Error::Full` after its timeout, not before; the items put are intact and in order,
+/// and once one is taken the next put goes in.
+#[test]
+fn simple_queue_put_gives_up_when_full() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let q = SimpleQueue::<Vec<u8>>::new().unwrap();
+    let item = |k: usize| vec![k as u8; 1 << 20];
+    let mut put = 0;
+    let waited = loop {
+        let t = Instant::now();
+        match q.put_timeout(&item(put), secs(0.1)) {
+            Ok(()) => put += 1,
+            Err(Error::Full) => break t.elapsed(),
+            Err(e) => panic!("{e}"),
+        }
+        // A hang guard only: the queue's memory is 64 MiB.
+        assert!(put < 1000, "never full");
+    };
+    assert!(put > 0);
+    assert!(waited >= Duration::from_millis(100), "{waited:?}");
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    assert_eq!(q.get().unwrap(), item(0));
+    q.put_timeout(&item(put), secs(30.0)).unwrap();
+    for k in 1..=put {
+        assert_eq!(q.get().unwrap(), item(k), "item {k}");
+    }
+    assert!(q.empty());
+}

@@ -65,6 +65,29 @@ impl<T: Serialize + DeserializeOwned + 'static> SimpleQueue<T> {
         self.queue.put(value)
     }
 
+    /// [`put`](SimpleQueue::put), waiting no longer than `timeout` (`None`: for ever) while the
+    /// queue's memory is full (its consumers not taking items), which Python's SimpleQueue
+    /// cannot: its `put` blocks while the pipe is full.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q = multiprocess::SimpleQueue::<u32>::new()?;
+    /// q.put_timeout(&1, Some(Duration::from_secs(1)))?;
+    /// assert_eq!(q.get()?, 1);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Full`](crate::Error::Full) when no room came in time; as
+    /// [`Queue::put`].
+    pub fn put_timeout<Q>(&self, value: &Q, timeout: Option<Duration>) -> Result<()>
+    where
+        T: std::borrow::Borrow<Q>,
+        Q: Serialize + ?Sized,
+    {
+        self.queue.put_timeout(value, true, timeout)
+    }
+
     /// Takes the next item, waiting as long as it takes.
     pub fn get(&self) -> Result<T> {
         self.queue.get()
