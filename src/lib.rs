@@ -74,7 +74,7 @@
 //! | `shared_memory.ShareableList` | [`ShareableList`] (items: [`shared_memory::Item`]; CPython's layout) |
 //! | `Pool`, `AsyncResult` | [`Pool`], [`AsyncResult`] |
 //! | `concurrent.futures.ProcessPoolExecutor(max_workers, ...)` | [`executor::ProcessPoolExecutor::new`], [`executor::ProcessPoolExecutor::builder`] |
-//! | `executor.submit(fn, *args)`, `.map(fn, it, timeout, chunksize)`, `.shutdown(wait, cancel_futures)` | [`submit`](executor::ProcessPoolExecutor::submit) → [`executor::Future`], [`map`](executor::ProcessPoolExecutor::map), [`shutdown`](executor::ProcessPoolExecutor::shutdown) (also on drop) |
+//! | `executor.submit(fn, *args)`, `.map(fn, it, timeout, chunksize)`, `.shutdown(wait, cancel_futures)` | [`submit`](executor::ProcessPoolExecutor::submit) → [`executor::Future`], [`map`](executor::ProcessPoolExecutor::map), [`shutdown`](executor::ProcessPoolExecutor::shutdown) (also on drop); beyond Python, [`shutdown_timeout`](executor::ProcessPoolExecutor::shutdown_timeout) |
 //! | `Future.result`, `.exception`, `.cancel`, `.cancelled`, `.running`, `.done`, `.add_done_callback` | [`executor::Future`]'s methods of the same names |
 //! | `concurrent.futures.wait(fs, timeout, return_when)`, `as_completed(fs, timeout)` | [`executor::wait`] with [`executor::ReturnWhen`], [`executor::as_completed`] |
 //! | `BrokenProcessPool`, `CancelledError` | none: a dead worker fails only its task ([`Error::WorkerLost`]); [`Error::Cancelled`] |

@@ -577,6 +577,27 @@ fn shutdown_cancel_futures() {
             assert_eq!(f.result_timeout(Duration::ZERO).unwrap(), i as u64);
         }
 
+        // `shutdown_timeout` gives up waiting (the work goes on), then waits it out.
+        let executor = ProcessPoolExecutor::new(1).unwrap();
+        let slow = executor.submit(sleep_ms, (1500,)).unwrap();
+        let t = Instant::now();
+        assert!(
+            !executor
+                .shutdown_timeout(Duration::from_millis(100), false)
+                .unwrap()
+        );
+        let waited = t.elapsed();
+        assert!(waited >= Duration::from_millis(100), "{waited:?}");
+        assert!(waited < Duration::from_millis(1400), "{waited:?}");
+        assert!(executor.submit(square, (1,)).is_err());
+        assert!(
+            executor
+                .shutdown_timeout(Duration::from_secs(60), false)
+                .unwrap()
+        );
+        assert!(executor.worker_pids().is_empty());
+        assert_eq!(slow.result_timeout(Duration::ZERO).unwrap(), 1500);
+
         // Dropping waits for the work, as Python's `with` block.
         let executor = ProcessPoolExecutor::new(1).unwrap();
         let slow = executor.submit(sleep_ms, (200,)).unwrap();

@@ -297,6 +297,47 @@ impl ProcessPoolExecutor {
     /// # Ok(()) }
     /// ```
     pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        self.stop(cancel_futures);
+        if wait {
+            // Its only error is "still running", which a closed pool is not.
+            let _ = self.pool.join();
+        }
+    }
+
+    /// [`shutdown`](ProcessPoolExecutor::shutdown) waiting no longer than `timeout` (beyond
+    /// Python, whose `shutdown(wait=True)` waits as long as the work takes): true once the work
+    /// submitted is done and the workers have exited; false if some still run then (they go
+    /// on: a later `shutdown`, or dropping the executor, waits for them).
+    ///
+    /// ```standalone_crate
+    /// use std::time::Duration;
+    /// use multiprocess::executor::ProcessPoolExecutor;
+    ///
+    /// fn nap(ms: u64) -> u64 {
+    ///     std::thread::sleep(Duration::from_millis(ms));
+    ///     ms
+    /// }
+    ///
+    /// # fn main() -> multiprocess::Result<()> {
+    /// multiprocess::init_test(); // in a program: multiprocess::init(), first line of main
+    /// let executor = ProcessPoolExecutor::new(1)?;
+    /// let slow = executor.submit(nap, (500,))?;
+    /// assert!(!executor.shutdown_timeout(Duration::from_millis(10), false)?);
+    /// assert!(executor.shutdown_timeout(Duration::from_secs(60), false)?);
+    /// assert_eq!(slow.result()?, 500);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Pool::join_timeout`](crate::Pool::join_timeout) (none for a closed pool).
+    pub fn shutdown_timeout(&self, timeout: Duration, cancel_futures: bool) -> Result<bool> {
+        self.stop(cancel_futures);
+        self.pool.join_timeout(timeout)
+    }
+
+    /// Takes no more work, cancels what no worker started (with `cancel_futures`), and closes
+    /// the pool.
+    fn stop(&self, cancel_futures: bool) {
         self.shut_down.store(true, Ordering::SeqCst);
         if cancel_futures {
             let all = std::mem::take(&mut crate::sys::lock(&self.tracked).all);
@@ -305,10 +346,6 @@ impl ProcessPoolExecutor {
             }
         }
         self.pool.close();
-        if wait {
-            // Its only error is "still running", which a closed pool is not.
-            let _ = self.pool.join();
-        }
     }
 
     /// The pids of the workers running now (for tests and monitoring).
