@@ -60,7 +60,7 @@
 //! | `Queue(maxsize)`, `SimpleQueue`, `JoinableQueue` | [`Queue::bounded`]/[`Queue::new`], [`SimpleQueue`], [`JoinableQueue`] |
 //! | `q.put(obj, block, timeout)`, `q.get(block, timeout)` | [`put`](Queue::put)/[`put_timeout`](Queue::put_timeout), [`get`](Queue::get)/[`get_timeout`](Queue::get_timeout) |
 //! | `queue.Full`, `queue.Empty` | [`Error::Full`], [`Error::Empty`] |
-//! | — | [`Queue::put_many`], [`Queue::get_many`] (one lock per batch) |
+//! | — | [`Queue::put_many`]/[`Queue::put_many_timeout`], [`Queue::get_many`] (one lock per batch) |
 //! | `bytes` in messages | [`Bytes`] (serde bytes, one block; a `Vec<u8>` goes byte by byte) |
 //! | `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore` | [`Lock`], [`RLock`], [`Semaphore`], [`Semaphore::bounded`] |
 //! | `Event`, `Condition`, `Barrier` | [`Event`], [`Condition`], [`Barrier`] |

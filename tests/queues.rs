@@ -492,3 +492,51 @@ fn simple_queue_put_gives_up_when_full() {
     }
     assert!(q.empty());
 }
+
+fn take_all(q: Queue<Vec<u8>>, n: u32) -> u32 {
+    let mut sum = 0u32;
+    for _ in 0..n {
+        sum = sum.wrapping_add(q.get().unwrap()[0] as u32);
+    }
+    sum
+}
+
+/// `put_many_timeout` (beyond Python): with nobody taking items, a batch larger than the ring
+/// (and one over a bounded queue's size) puts what fits and reports how many after the
+/// timeout, not before; those are the first ones, in order; with a consumer in another
+/// process, a batch of many times the ring goes in whole.
+#[test]
+fn put_many_timeout_puts_what_fits() {
+    multiprocess::init_test();
+    let _g = common::start();
+    let items: Vec<Vec<u8>> = (0..1000u32).map(|i| vec![i as u8; 100]).collect();
+    let q = Queue::<Vec<u8>>::with_capacity(0, 4096).unwrap();
+    let t = Instant::now();
+    let put = q.put_many_timeout(&items, secs(0.15)).unwrap();
+    let waited = t.elapsed();
+    assert!(put > 0 && put < items.len(), "{put}");
+    assert!(waited >= Duration::from_millis(150), "{waited:?}");
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    for (k, item) in items.iter().take(put).enumerate() {
+        assert_eq!(&q.get().unwrap(), item, "item {k}");
+    }
+    assert!(q.empty());
+
+    let bounded = Queue::<u32>::bounded(5).unwrap();
+    assert_eq!(
+        bounded
+            .put_many_timeout(&[1, 2, 3, 4, 5, 6, 7], secs(0.05))
+            .unwrap(),
+        5
+    );
+    assert_eq!(bounded.get_many(10, None).unwrap(), [1, 2, 3, 4, 5]);
+
+    let mut p = Process::new(take_all, (q.clone(), items.len() as u32));
+    p.start().unwrap();
+    assert_eq!(q.put_many_timeout(&items, secs(60.0)).unwrap(), items.len());
+    let sum: u32 = items.iter().map(|i| i[0] as u32).sum();
+    assert_eq!(
+        p.result_timeout::<u32>(Duration::from_secs(60)).unwrap(),
+        sum
+    );
+}

@@ -244,12 +244,38 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     where
         T: 'a,
     {
+        self.put_many_timeout(values, None).map(drop)
+    }
+
+    /// [`put_many`](Queue::put_many), waiting for room (and for other producers) no longer
+    /// than `timeout` (`None`: for ever): how many of the values were put, the first ones, in
+    /// order (all of them, unless the queue stayed full until the deadline).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q = multiprocess::Queue::<u32>::bounded(3)?;
+    /// assert_eq!(q.put_many_timeout(&[1, 2, 3, 4, 5], Some(Duration::from_millis(10)))?, 3);
+    /// assert_eq!(q.get_many(10, None)?, [1, 2, 3]);
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`put_many`](Queue::put_many).
+    pub fn put_many_timeout<'a>(
+        &self,
+        values: impl IntoIterator<Item = &'a T>,
+        timeout: Option<Duration>,
+    ) -> Result<usize>
+    where
+        T: 'a,
+    {
         if self.closed {
             return Err(closed());
         }
+        let deadline = Deadline::after(timeout);
         let values: Vec<&T> = values.into_iter().collect();
-        if self.ring.put_values(&values)? {
-            return Ok(());
+        if self.ring.put_values(&values, deadline)? {
+            return Ok(values.len());
         }
         let mut buf = SCRATCH.take();
         buf.clear();
@@ -264,7 +290,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
             messages.push(&buf[start..end]);
             start = end;
         }
-        let put = self.ring.put_many(&messages);
+        let put = self.ring.put_many(&messages, deadline);
         drop(messages);
         SCRATCH.set(buf);
         put

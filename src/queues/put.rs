@@ -149,7 +149,13 @@ impl Ring {
     /// word is stored last). `Ok(false)`: nothing was put, take the general path (a value
     /// does not encode or carries handles, the batch does not fit the free space before the
     /// ring's end, or the queue is bounded).
-    pub(super) fn put_values<T: Serialize>(&self, values: &[&T]) -> Result<bool> {
+    /// The producers' lock is waited for until `deadline`; not taken by then, `Ok(false)` too
+    /// (the general path then finds the deadline passed).
+    pub(super) fn put_values<T: Serialize>(
+        &self,
+        values: &[&T],
+        deadline: Deadline,
+    ) -> Result<bool> {
         let Some((first, rest)) = values.split_first() else {
             return Ok(true);
         };
@@ -157,7 +163,9 @@ impl Ring {
             return Ok(false);
         }
         self.check_broken()?;
-        self.lock(WLOCK, Deadline::after(None))?;
+        if !self.lock(WLOCK, deadline)? {
+            return Ok(false);
+        }
         let _locked = Producing(self);
         let (tail, mut room) = self.free_space();
         let Some(first_len) = self.encode_at(tail, room, *first) else {
@@ -273,11 +281,14 @@ impl Ring {
     }
 
     /// Appends several messages under one acquisition of the producers' lock, waiting for
-    /// room as long as it takes (messages longer than the ring go through [`Ring::put`]).
-    pub(crate) fn put_many(&self, messages: &[&[u8]]) -> Result<()> {
+    /// room (and the lock) until `deadline` (messages longer than the ring go through
+    /// [`Ring::put`]): how many were put, in order (all, unless the deadline passed first).
+    pub(crate) fn put_many(&self, messages: &[&[u8]], deadline: Deadline) -> Result<usize> {
         self.check_broken()?;
-        self.lock(WLOCK, Deadline::after(None))?;
-        let outcome = self.put_many_locked(messages);
+        if !self.lock(WLOCK, deadline)? {
+            return Ok(0);
+        }
+        let outcome = self.put_many_locked(messages, deadline);
         self.unlock(WLOCK);
         self.wake(TAIL, CONSUMERS_ASLEEP);
         outcome
@@ -289,17 +300,19 @@ impl Ring {
     /// last was would span more than half the ring: so those a repair walks over (see
     /// [`Ring::repair_tail`]) are never overwritten by the same producer's later ones, whatever
     /// the consumers took meanwhile.
-    pub(super) fn put_many_locked(&self, messages: &[&[u8]]) -> Result<()> {
+    pub(super) fn put_many_locked(&self, messages: &[&[u8]], deadline: Deadline) -> Result<usize> {
         let cap = self.capacity();
         let maxsize = self.word(MAXSIZE).load(Ordering::Relaxed);
         let mut tail = self.word(TAIL).load(Ordering::Relaxed);
         let mut settled = tail;
         let mut head = self.word(HEAD_SEEN).load(Ordering::Relaxed);
-        for m in messages {
+        for (put, m) in messages.iter().enumerate() {
             if m.len() > LIMIT || !fits_whole(m.len(), cap) {
                 // Longer than the ring: streamed on its own.
                 self.settle(tail);
-                self.put_locked(&[m], m.len(), Deadline::after(None), &|| false)?;
+                if !self.put_locked(&[m], m.len(), deadline, &|| false)? {
+                    return Ok(put);
+                }
                 tail = self.word(TAIL).load(Ordering::Relaxed);
                 settled = tail;
                 head = self.word(HEAD).load(Ordering::Acquire);
@@ -327,17 +340,21 @@ impl Ring {
                 self.settle(tail);
                 settled = tail;
                 self.wake_locked(TAIL, CONSUMERS_ASLEEP);
-                self.wait_for(HEAD, PRODUCERS_ASLEEP, Deadline::after(None), || {
+                let room = self.wait_for(HEAD, PRODUCERS_ASLEEP, deadline, || {
                     !full(self.word(HEAD).load(Ordering::Acquire))
                 });
                 head = self.word(HEAD).load(Ordering::Acquire);
+                if !room {
+                    self.word(HEAD_SEEN).store(head, Ordering::Relaxed);
+                    return Ok(put);
+                }
             }
             tail = self.write_whole(tail, &[m], m.len(), 0);
             fault(7);
         }
         self.word(HEAD_SEEN).store(head, Ordering::Relaxed);
         self.settle(tail);
-        Ok(())
+        Ok(messages.len())
     }
 
     pub(super) fn put_locked(
