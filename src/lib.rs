@@ -92,7 +92,7 @@
 //! | a dict proxy's `d[k]`, `get(k, default)`, `keys`, `values`, `items`, `update`, `pop(k[, default])`, `popitem`, `setdefault`, `copy`, `k in d` | [`managers::DictProxy`]: `get_item`, `get`/`get_or`, the same names, `pop`/`pop_or`, `copy` (into a `HashMap`, `BTreeMap` or `Vec`), `contains_key` |
 //! | `.Lock()`, `.RLock()`, `.Semaphore(n)`, `.BoundedSemaphore(n)`, `.Condition()`, `.Event()`, `.Barrier(n)`, `.Namespace()` | [`Manager::lock`], [`Manager::rlock`], [`Manager::semaphore`], [`Manager::bounded_semaphore`], [`Manager::condition`], [`Manager::event`], [`Manager::barrier`] (`parties`, `n_waiting`, `broken`), [`Manager::namespace`] (prints as `Namespace(name='Bob')`) |
 //! | `.JoinableQueue(maxsize)`; a queue proxy's `put`, `get`, `put_nowait`, `get_nowait`, `full`, `qsize` | [`Manager::queue`]/[`Manager::bounded_queue`] (its proxy has `task_done`, `join`, the same names, and `maxsize`) |
-//! | `BaseManager(address, authkey)`: `start()`, `start(initializer, initargs)`, `connect()`, `register(name, ...)` | [`Manager::start_at`], [`Manager::builder`] (`.initializer(f, args).start()`), [`Manager::connect`], [`Manager::named`] |
+//! | `BaseManager(address, authkey)`: `start()`, `start(initializer, initargs)`, `connect()`, `register(name, ...)` | [`Manager::start_at`], [`Manager::builder`] (`.initializer(f, args).start()`), [`Manager::connect`] (beyond Python, [`Manager::connect_timeout`]), [`Manager::named`] |
 //! | `get_server().serve_forever()` | [`Manager::server`] → [`managers::ManagerServer::serve_forever`] |
 //! | `register('Counter', Counter)`, `m.Counter(...)`, `_getvalue()` | [`managers::Managed`], [`Manager::create`], [`managers::Proxy`] |
 //! | `m.Array(typecode, seq)` | [`Manager::array`] → [`managers::ArrayProxy`] |

@@ -1920,3 +1920,32 @@ fn rings_carry_values_larger_than_the_ring() {
         p.join().unwrap();
     });
 }
+
+/// `Manager::connect_timeout` (beyond Python): an address where something listens and never
+/// answers (a TCP listener nobody accepts from: the connect succeeds, the challenge never
+/// comes) holds it no longer than the timeout; a real manager is reached and used.
+#[test]
+fn connect_timeout_gives_up_on_a_silent_address() {
+    multiprocess::init_test();
+    let _g = common::start_with_sockets();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = multiprocess::connection::Address::Tcp(silent.local_addr().unwrap());
+    let t = Instant::now();
+    match Manager::connect_timeout(&address, b"K", Duration::from_millis(200)) {
+        Err(Error::Timeout) => {}
+        other => panic!("{other:?}"),
+    }
+    let waited = t.elapsed();
+    assert!(waited >= Duration::from_millis(200), "{waited:?}");
+    // A hang guard only.
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    drop(silent);
+
+    let tcp = multiprocess::connection::Address::Tcp("127.0.0.1:0".parse().unwrap());
+    let manager = Manager::start_at(Some(tcp), b"K").unwrap();
+    let q = manager.queue::<u32>().unwrap();
+    let other = Manager::connect_timeout(manager.address(), b"K", Duration::from_secs(30)).unwrap();
+    assert!(other.number_of_objects().unwrap() >= 1);
+    q.put(&5).unwrap();
+    assert_eq!(q.get().unwrap(), 5);
+}

@@ -401,7 +401,15 @@ pub fn client_timeout(
     authkey: Option<&[u8]>,
     timeout: Duration,
 ) -> Result<Connection> {
-    let deadline = sys::deadline_after(timeout);
+    client_until(address, authkey, sys::deadline_after(timeout))
+}
+
+/// [`client_timeout`] by `deadline` (`None`: no limit at all, the handshake's included).
+pub(crate) fn client_until(
+    address: &Address,
+    authkey: Option<&[u8]>,
+    deadline: Option<Instant>,
+) -> Result<Connection> {
     let conn = connect(address, deadline)?;
     answer(&conn, authkey, deadline)?;
     Ok(conn)

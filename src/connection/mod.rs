@@ -61,6 +61,7 @@ mod listener;
 pub use crate::sys::Address;
 #[cfg(feature = "tokio")]
 pub use aio::wait_async;
+pub(crate) use listener::client_until;
 pub use listener::{HANDSHAKE_TIMEOUT, Listener, client, client_timeout};
 
 use crate::error::{Error, Result};

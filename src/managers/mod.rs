@@ -54,12 +54,12 @@ use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::ThreadId;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::connection::{Address, Connection, client};
+use crate::connection::{Address, Connection, client, client_until};
 use crate::error::{Error, Result};
 use crate::process::{Process, current_process, lock};
 use crate::registry::{Code, Target};
@@ -224,8 +224,32 @@ impl Manager {
     /// # Errors
     /// [`Error::Authentication`] for a wrong key; [`Error::Io`] if nothing listens there.
     pub fn connect(address: &Address, authkey: &[u8]) -> Result<Manager> {
+        Manager::connect_until(address, authkey, None)
+    }
+
+    /// [`connect`](Manager::connect) within `timeout` (beyond Python): a manager that does
+    /// not accept (its listener's backlog full, its host not answering) or does not answer
+    /// the handshake holds it no longer. (Later connections of its proxies, one per thread,
+    /// connect as [`connect`](Manager::connect) does.)
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] if the manager was not connected and introduced in time; otherwise
+    /// as [`connect`](Manager::connect).
+    pub fn connect_timeout(
+        address: &Address,
+        authkey: &[u8],
+        timeout: Duration,
+    ) -> Result<Manager> {
+        Manager::connect_until(address, authkey, crate::sys::deadline_after(timeout))
+    }
+
+    fn connect_until(
+        address: &Address,
+        authkey: &[u8],
+        deadline: Option<Instant>,
+    ) -> Result<Manager> {
         let client = Client::new(address.clone(), authkey.to_vec());
-        client.connection()?;
+        client.connection_in_table(deadline)?;
         Ok(Manager {
             client,
             process: None,

@@ -423,13 +423,15 @@ impl Client {
         if let Some(c) = last {
             return Ok(c);
         }
-        let c = self.connection_in_table()?;
+        let c = self.connection_in_table(None)?;
         LAST_CONNECTION.set(Some((this.0, this.1, Arc::downgrade(&c))));
         Ok(c)
     }
 
-    /// [`connection`](Self::connection), from the table.
-    fn connection_in_table(&self) -> Result<Arc<Channel>> {
+    /// [`connection`](Self::connection), from the table; one opened here is connected,
+    /// authenticated and introduced by `deadline` (`None`: the connect as long as it takes,
+    /// the handshake within [`HANDSHAKE_TIMEOUT`](crate::connection::HANDSHAKE_TIMEOUT)).
+    pub(super) fn connection_in_table(&self, deadline: Option<Instant>) -> Result<Arc<Channel>> {
         let me = Self::me();
         {
             let conns = lock(self.conns.get());
@@ -437,9 +439,12 @@ impl Client {
                 return Ok(Arc::clone(c));
             }
         }
-        let conn = client(&self.address, Some(&self.authkey))?;
+        let conn = match deadline {
+            None => client(&self.address, Some(&self.authkey))?,
+            Some(_) => client_until(&self.address, Some(&self.authkey), deadline)?,
+        };
         conn.send(&Request::Hello(process_token()))?;
-        match recv_soon::<Reply>(&conn)? {
+        match recv_by::<Reply>(&conn, deadline)? {
             Reply::Done => {}
             other => return Err(unexpected(other)),
         }
@@ -450,17 +455,18 @@ impl Client {
                 let accepted = channel
                     .conn
                     .send(&Request::Rings(rings.clone()))
-                    .and_then(|()| recv_soon::<Reply>(&channel.conn));
+                    .and_then(|()| recv_by::<Reply>(&channel.conn, deadline));
                 match accepted {
                     Ok(Reply::Done) => {
                         rings.close_handles();
                         channel.rings = Some(rings);
                     }
                     Ok(other) => return Err(unexpected(other)),
+                    Err(Error::Timeout) => return Err(Error::Timeout),
                     // A manager of another build hangs up on a request it does not know.
                     Err(_) => {
                         self.no_rings.store(true, Ordering::Relaxed);
-                        return self.connection_in_table();
+                        return self.connection_in_table(deadline);
                     }
                 }
             }
@@ -528,6 +534,17 @@ pub(super) fn recv_soon<T: DeserializeOwned + 'static>(conn: &Connection) -> Res
         std::thread::yield_now();
     }
     conn.recv()
+}
+
+/// [`recv_soon`], or by `deadline` if there is one ([`Error::Timeout`] then).
+fn recv_by<T: DeserializeOwned + 'static>(
+    conn: &Connection,
+    deadline: Option<Instant>,
+) -> Result<T> {
+    match deadline {
+        None => recv_soon(conn),
+        Some(d) => conn.recv_timeout(d.saturating_duration_since(Instant::now())),
+    }
 }
 
 pub(super) fn unexpected(reply: Reply) -> Error {
