@@ -1949,3 +1949,99 @@ fn connect_timeout_gives_up_on_a_silent_address() {
     q.put(&5).unwrap();
     assert_eq!(q.get().unwrap(), 5);
 }
+
+/// Sends `signal` to the process `pid`; `SIGSTOP` returns once every thread of it has
+/// stopped (a signal is delivered to a thread running on another CPU a moment later).
+#[cfg(target_os = "linux")]
+fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) on a child process of this test that is still ours to signal.
+    assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
+    if signal != libc::SIGSTOP {
+        return;
+    }
+    let stopped = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .all(|task| {
+                let stat = std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap();
+                let state = stat.rsplit_once(") ").map(|(_, rest)| rest.as_bytes()[0]);
+                matches!(state, Some(b'T' | b't'))
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !stopped() {
+        assert!(Instant::now() < deadline, "the manager did not stop");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// `Manager::set_timeout` (beyond Python): with the manager stopped (`SIGSTOP`), a call gives
+/// up after the timeout (a queue's `get_timeout(t)` after `t` + the timeout), not before;
+/// its connection is abandoned, so a lock taken through it is released once the manager runs
+/// again; the next call opens a new connection and is answered. Over a Unix socket (the
+/// calls through shared-memory rings) and over TCP (through the socket); a proxy sent to
+/// another process carries the bound.
+#[cfg(target_os = "linux")]
+#[test]
+fn calls_give_up_on_a_stopped_manager() {
+    multiprocess::init_test();
+    let _g = common::start_with_sockets();
+    let tcp = multiprocess::connection::Address::Tcp("127.0.0.1:0".parse().unwrap());
+    // (The TCP one with this process's key, which the child's proxy connects with.)
+    let key = multiprocess::current_process().authkey().to_vec();
+    for manager in [
+        Manager::start().unwrap(),
+        Manager::start_at(Some(tcp), &key).unwrap(),
+    ] {
+        manager.set_timeout(Some(Duration::from_millis(500)));
+        let pid = manager.process().unwrap().pid().unwrap();
+        let d = manager.dict::<u32, u32>().unwrap();
+        let q = manager.queue::<u32>().unwrap();
+        let lock = manager.lock().unwrap();
+        d.set(&1, &10).unwrap();
+        lock.acquire().unwrap();
+        assert!(lock.locked().unwrap());
+
+        signal(pid, libc::SIGSTOP);
+        let t = Instant::now();
+        match d.get(&1) {
+            Err(Error::Timeout) => {}
+            other => panic!("{other:?}"),
+        }
+        let waited = t.elapsed();
+        assert!(waited >= Duration::from_millis(500), "{waited:?}");
+        // A hang guard only.
+        assert!(waited < Duration::from_secs(10), "{waited:?}");
+        let t = Instant::now();
+        match q.get_timeout(Some(Duration::from_millis(100))) {
+            Err(Error::Timeout) => {}
+            other => panic!("{other:?}"),
+        }
+        let waited = t.elapsed();
+        assert!(waited >= Duration::from_millis(600), "{waited:?}");
+        assert!(waited < Duration::from_secs(10), "{waited:?}");
+        signal(pid, libc::SIGCONT);
+
+        assert_eq!(d.get(&1).unwrap(), Some(10));
+        // The lock's holder (the abandoned connection) is gone: the manager released it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lock.locked().unwrap() {
+            assert!(Instant::now() < deadline, "the lock stayed held");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+
+        // A proxy in another process carries the bound.
+        let mut p = Process::new(get_within, (d.clone(), pid));
+        p.start().unwrap();
+        assert!(p.result_timeout::<bool>(Duration::from_secs(60)).unwrap());
+    }
+}
+
+/// Stops the manager `pid`, finds a call on `d` giving up, and lets the manager go on.
+#[cfg(target_os = "linux")]
+fn get_within(d: DictProxy<u32, u32>, pid: u32) -> bool {
+    signal(pid, libc::SIGSTOP);
+    let timed_out = matches!(d.get(&1), Err(Error::Timeout));
+    signal(pid, libc::SIGCONT);
+    timed_out && d.get(&1).unwrap() == Some(10)
+}

@@ -62,6 +62,7 @@ fn duration_max_waits_for_ever_and_panics_nowhere() {
     t.join().unwrap().unwrap().unwrap();
 
     let manager = Manager::start().unwrap();
+    manager.set_timeout(Some(FOREVER));
     let mq = manager.queue::<u32>().unwrap();
     mq.put(&3).unwrap();
     assert_eq!(mq.get_timeout(Some(FOREVER)).unwrap(), 3);

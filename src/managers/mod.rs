@@ -51,7 +51,7 @@
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
@@ -259,6 +259,36 @@ impl Manager {
     /// Where the manager listens.
     pub fn address(&self) -> &Address {
         &self.client.address
+    }
+
+    /// Bounds every later call of this manager's proxies (beyond Python, whose proxies wait
+    /// as long as the manager takes): a call not answered within `timeout` after the wait it
+    /// asks for fails with [`Error::Timeout`], so that a manager that hangs, or a remote one
+    /// whose host is lost, holds no caller for ever. `None` (the default): no bound.
+    ///
+    /// - A call that asks the manager to wait up to `t` (`QueueProxy::get_timeout(Some(t))`,
+    ///   `LockProxy::acquire_timeout(t)`...) may take `t` + `timeout`; one that asks it to
+    ///   wait as long as it takes (`get()`, `acquire()`, `wait()`, a pool's `apply` or `map`)
+    ///   is not bounded: that wait is what it asked for.
+    /// - A call that gives up abandons its connection (the thread's next call opens another):
+    ///   the manager takes it as a holder gone, so locks taken through it are released, and a
+    ///   reply that comes later is lost with it (an item a slow manager took from a queue for
+    ///   that call, for one).
+    /// - It applies to the proxies made by this `Manager` and their clones in this process,
+    ///   and travels with a proxy passed to another process.
+    ///
+    /// ```
+    /// # multiprocess::init_test();
+    /// use std::time::Duration;
+    /// let manager = multiprocess::Manager::start()?;
+    /// manager.set_timeout(Some(Duration::from_secs(30)));
+    /// let d = manager.dict::<u32, u32>()?;
+    /// d.set(&1, &10)?;
+    /// assert_eq!(d.get(&1)?, Some(10));
+    /// # Ok::<(), multiprocess::Error>(())
+    /// ```
+    pub fn set_timeout(&self, timeout: Option<Duration>) {
+        self.client.set_timeout(timeout);
     }
 
     /// How many objects the manager holds now (Python's `_number_of_objects()`, a debugging
@@ -480,10 +510,19 @@ impl Manager {
         let Some(process) = self.process.take() else {
             return Ok(());
         };
-        let _ = self.client.call(&Request::Shutdown);
-        process.join_timeout(Duration::from_secs(1))?;
+        // As Python's: ask, give it a second, terminate, give it another, kill (which also
+        // ends a manager that is stopped or hangs, and the request to one is bounded too).
+        let wait = Duration::from_secs(1);
+        let _ = self
+            .client
+            .call_until(&Request::Shutdown, crate::sys::deadline_after(wait));
+        process.join_timeout(wait)?;
         if process.is_alive()? {
             process.terminate()?;
+            process.join_timeout(wait)?;
+        }
+        if process.is_alive()? {
+            process.kill()?;
             process.join()?;
         }
         Ok(())

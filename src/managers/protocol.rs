@@ -220,6 +220,40 @@ pub(super) enum Op {
     ResultNext(Option<f64>),
 }
 
+/// How long an operation asks the manager to wait before it answers.
+pub(super) enum Asks {
+    /// It answers at once (or runs the program's own code, which is taken to).
+    Answer,
+    /// It waits up to this many seconds (a queue's room or item, a lock, an event...).
+    WaitUpTo(f64),
+    /// It waits as long as it takes (`get()`, `acquire()`, a pool's job run to its end...).
+    WaitForEver,
+}
+
+impl Op {
+    /// What the operation asks the manager to wait for (see [`Manager::set_timeout`](super::Manager::set_timeout)).
+    pub(super) fn asks(&self) -> Asks {
+        let limit = match self {
+            Op::QueuePut(_, t)
+            | Op::QueueGet(t)
+            | Op::Acquire(t)
+            | Op::Wait(t)
+            | Op::Join(t)
+            | Op::BarrierWait(t)
+            | Op::ResultGet(t)
+            | Op::ResultWait(t)
+            | Op::ResultChunk(_, t)
+            | Op::PoolJoin(t) => *t,
+            Op::PoolRun(_) => None,
+            _ => return Asks::Answer,
+        };
+        match limit {
+            Some(t) => Asks::WaitUpTo(t),
+            None => Asks::WaitForEver,
+        }
+    }
+}
+
 impl Op {
     /// The operation's name, for errors.
     pub(super) fn name(&self) -> &'static str {
@@ -355,6 +389,9 @@ pub(super) struct Client {
     pub(super) conns: ForkLock<HashMap<(u32, ThreadId), Arc<Channel>>>,
     /// The manager refused rings once (another build): this client's calls stay on sockets.
     no_rings: AtomicBool,
+    /// How long a call may go unanswered beyond the wait it asks for, in nanoseconds
+    /// (`u64::MAX`: no limit): see [`Manager::set_timeout`](super::Manager::set_timeout).
+    timeout: AtomicU64,
 }
 
 /// One thread's connection to the manager, and the rings its calls go through when the
@@ -366,17 +403,24 @@ pub(super) struct Channel {
 }
 
 impl Channel {
-    fn send(&self, request: &Request) -> Result<()> {
+    /// Sends a request, by `deadline` if there is one.
+    fn send(&self, request: &Request, deadline: Option<Instant>) -> Result<()> {
         match &self.rings {
-            Some(rings) => rings.client(&self.conn).send(request),
-            None => self.conn.send(request),
+            Some(rings) => rings.client(&self.conn).send(request, deadline),
+            None => match deadline {
+                None => self.conn.send(request),
+                Some(d) => self
+                    .conn
+                    .send_timeout(request, d.saturating_duration_since(Instant::now())),
+            },
         }
     }
 
-    fn recv(&self) -> Result<Reply> {
+    /// The reply, by `deadline` if there is one ([`Error::Timeout`] then).
+    fn recv(&self, deadline: Option<Instant>) -> Result<Reply> {
         match &self.rings {
-            Some(rings) => rings.client(&self.conn).recv(),
-            None => recv_soon(&self.conn),
+            Some(rings) => rings.client(&self.conn).recv(deadline),
+            None => recv_by(&self.conn, deadline),
         }
     }
 }
@@ -391,7 +435,7 @@ impl Drop for Client {
         let conns = std::mem::take(&mut *lock(self.conns.get()));
         for ((pid, _), c) in conns {
             if pid == me {
-                let _ = c.send(&Request::Closing);
+                let _ = c.send(&Request::Closing, None);
             }
         }
     }
@@ -409,6 +453,7 @@ impl Client {
                 HashMap::new()
             }),
             no_rings: AtomicBool::new(false),
+            timeout: AtomicU64::new(u64::MAX),
         })
     }
 
@@ -480,9 +525,57 @@ impl Client {
         (crate::sys::current_pid(), std::thread::current().id())
     }
 
+    /// Bounds every later call (see [`Manager::set_timeout`](super::Manager::set_timeout)).
+    pub(super) fn set_timeout(&self, timeout: Option<Duration>) {
+        let nanos = timeout.map_or(u64::MAX, |t| {
+            t.as_nanos().min(u128::from(u64::MAX - 1)) as u64
+        });
+        self.set_timeout_nanos(nanos);
+    }
+
+    /// The call timeout in nanoseconds, `u64::MAX` for none (as a proxy carries it).
+    pub(super) fn timeout_nanos(&self) -> u64 {
+        self.timeout.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_timeout_nanos(&self, nanos: u64) {
+        self.timeout.store(nanos, Ordering::Relaxed);
+    }
+
+    /// The call timeout (`None`: none).
+    pub(super) fn timeout(&self) -> Option<Duration> {
+        match self.timeout_nanos() {
+            u64::MAX => None,
+            nanos => Some(Duration::from_nanos(nanos)),
+        }
+    }
+
+    /// When the reply to `request` is due: the call timeout after the wait it asks for
+    /// (`None`: no call timeout, or a wait as long as it takes).
+    fn deadline(&self, request: &Request) -> Option<Instant> {
+        let timeout = self.timeout()?;
+        let asked = match request {
+            Request::Call(_, op) => match op.asks() {
+                Asks::Answer => Duration::ZERO,
+                Asks::WaitUpTo(secs) => Duration::try_from_secs_f64(secs).ok()?,
+                Asks::WaitForEver => return None,
+            },
+            _ => Duration::ZERO,
+        };
+        crate::sys::deadline_after(timeout.checked_add(asked)?)
+    }
+
     pub(super) fn call(&self, request: &Request) -> Result<Reply> {
-        let c = self.connection()?;
-        let reply = c.send(request).and_then(|()| c.recv());
+        self.call_until(request, self.deadline(request))
+    }
+
+    /// [`call`](Self::call), the reply due by `deadline` (`None`: as long as it takes).
+    pub(super) fn call_until(&self, request: &Request, deadline: Option<Instant>) -> Result<Reply> {
+        let c = match deadline {
+            None => self.connection()?,
+            Some(_) => self.connection_in_table(deadline)?,
+        };
+        let reply = c.send(request, deadline).and_then(|()| c.recv(deadline));
         if reply.is_err() {
             // The stream may be off a message boundary now: never reuse it.
             lock(self.conns.get()).remove(&Self::me());

@@ -234,7 +234,7 @@ pub(super) fn in_repr() -> bool {
 /// sender may drop its own at once (a proxy never decoded keeps its object until shutdown).
 /// A proxy stored inside another managed object pins its object instead (the manager never
 /// reads the bytes it stores, so it cannot know when that copy goes). The receiving copy
-/// connects with its own process's `authkey`.
+/// connects with its own process's `authkey`, and bounds its calls as the sender's did.
 impl Serialize for Handle {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::Error as _;
@@ -254,15 +254,22 @@ impl Serialize for Handle {
                 Err(e) => return Err(S::Error::custom(e)),
             }
         };
-        (&self.client.address, self.id, token).serialize(s)
+        (
+            &self.client.address,
+            self.id,
+            token,
+            self.client.timeout_nanos(),
+        )
+            .serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for Handle {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         use serde::de::Error as _;
-        let (address, id, token) = <(Address, u64, u64)>::deserialize(d)?;
+        let (address, id, token, timeout) = <(Address, u64, u64, u64)>::deserialize(d)?;
         let client = Client::new(address, current_process().authkey().to_vec());
+        client.set_timeout_nanos(timeout);
         match client.call(&Request::IncRef(id, token)) {
             Ok(Reply::Done) => Ok(Handle::new(client, id)),
             Ok(other) => Err(D::Error::custom(unexpected(other))),

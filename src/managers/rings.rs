@@ -21,7 +21,7 @@
 //! each side's mapping goes with its connection.
 
 use std::borrow::Cow;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -101,8 +101,13 @@ enum Got<T> {
 }
 
 impl End<'_> {
-    /// Sends one message: in the ring, or on the socket (announced in the ring first).
-    pub(super) fn send<T: Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+    /// Sends one message: in the ring, or on the socket (announced in the ring first); by
+    /// `deadline` if there is one ([`Error::Timeout`] then).
+    pub(super) fn send<T: Serialize + ?Sized>(
+        &self,
+        value: &T,
+        deadline: Option<Instant>,
+    ) -> Result<()> {
         // The ring holds at most the message before, taken or being taken: there is room.
         if self.out.put_encoded(&[], value)? {
             return Ok(());
@@ -111,19 +116,24 @@ impl End<'_> {
         // slow to take the message before.
         let (message, handles) = wire::encode_with_handles_into(value, wire::spare_buffer())?;
         if handles.is_empty() && message.len() <= WHOLE {
-            let put = self.put(&message);
+            let put = self.put(&message, deadline);
             wire::recycle(message);
             return put;
         }
         drop(handles);
-        self.put(&[])?;
-        self.conn.send(value)
+        self.put(&[], deadline)?;
+        match deadline {
+            None => self.conn.send(value),
+            Some(d) => self
+                .conn
+                .send_timeout(value, d.saturating_duration_since(Instant::now())),
+        }
     }
 
     /// Puts one message in the ring (it holds at most the one before, already taken or being
     /// taken, so this waits only if the peer is slow), looking between waits whether the peer
-    /// is gone.
-    fn put(&self, message: &[u8]) -> Result<()> {
+    /// is gone, until `deadline` if there is one.
+    fn put(&self, message: &[u8], deadline: Option<Instant>) -> Result<()> {
         // Without a wait first (without reading the clock): there is room, but for a peer
         // that is slow to take the message before.
         if self
@@ -133,7 +143,10 @@ impl End<'_> {
             return Ok(());
         }
         loop {
-            if self.out.put(message, Deadline::after(Some(CHECK)))? {
+            if self
+                .out
+                .put(message, Deadline::after(Some(slice(CHECK, deadline)?)))?
+            {
                 return Ok(());
             }
             if self.conn.poll(Some(Duration::ZERO))? {
@@ -142,27 +155,31 @@ impl End<'_> {
         }
     }
 
-    /// Receives the next message, from the ring or the socket. A socket that turns readable
-    /// while the ring is empty is a peer that hung up (or one that breaks the protocol): its
-    /// error, or its message, is what the socket gives.
-    pub(super) fn recv<T: DeserializeOwned + 'static>(&self) -> Result<T> {
+    /// Receives the next message, from the ring or the socket, by `deadline` if there is one
+    /// ([`Error::Timeout`] then). A socket that turns readable while the ring is empty is a
+    /// peer that hung up (or one that breaks the protocol): its error, or its message, is
+    /// what the socket gives.
+    pub(super) fn recv<T: DeserializeOwned + 'static>(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<T> {
         // A message seen is taken without a wait (without reading the clock).
-        let mut slice = match self.look_for_a_message() {
+        let mut wait = match self.look_for_a_message() {
             true => Duration::ZERO,
-            false => FIRST_CHECK,
+            false => slice(FIRST_CHECK, deadline)?,
         };
         loop {
-            if let Some(got) = self.take::<T>(slice)? {
-                return self.open(got);
+            if let Some(got) = self.take::<T>(wait)? {
+                return self.open(got, deadline);
             }
             if self.conn.poll(Some(Duration::ZERO))? {
                 // What the peer put before it went is still taken first.
                 return match self.take::<T>(Duration::ZERO)? {
-                    Some(got) => self.open(got),
+                    Some(got) => self.open(got, deadline),
                     None => self.conn.recv(),
                 };
             }
-            slice = CHECK;
+            wait = slice(CHECK, deadline)?;
         }
     }
 
@@ -186,10 +203,27 @@ impl End<'_> {
             })
     }
 
-    fn open<T: DeserializeOwned + 'static>(&self, got: Got<T>) -> Result<T> {
-        match got {
-            Got::Value(value) => value,
-            Got::OnSocket => self.conn.recv(),
+    fn open<T: DeserializeOwned + 'static>(
+        &self,
+        got: Got<T>,
+        deadline: Option<Instant>,
+    ) -> Result<T> {
+        match (got, deadline) {
+            (Got::Value(value), _) => value,
+            (Got::OnSocket, None) => self.conn.recv(),
+            (Got::OnSocket, Some(d)) => self
+                .conn
+                .recv_timeout(d.saturating_duration_since(Instant::now())),
         }
+    }
+}
+
+/// The next wait of a loop that looks at the socket between waits: `check`, or what is left
+/// until `deadline` if less; [`Error::Timeout`] once it has passed.
+fn slice(check: Duration, deadline: Option<Instant>) -> Result<Duration> {
+    match deadline.map(|d| d.saturating_duration_since(Instant::now())) {
+        None => Ok(check),
+        Some(Duration::ZERO) => Err(Error::Timeout),
+        Some(left) => Ok(left.min(check)),
     }
 }

@@ -126,7 +126,7 @@ fn answer(conn: &Connection, state: &State, client: u64) {
     let mut rings: Option<Rings> = None;
     loop {
         let request = match &rings {
-            Some(r) => match r.server(conn).recv::<Request>() {
+            Some(r) => match r.server(conn).recv::<Request>(None) {
                 Ok(request) => request,
                 Err(_) => return,
             },
@@ -145,7 +145,7 @@ fn answer(conn: &Connection, state: &State, client: u64) {
             },
         };
         let send = |reply: &Reply| match &rings {
-            Some(r) => r.server(conn).send(reply).is_ok(),
+            Some(r) => r.server(conn).send(reply, None).is_ok(),
             None => conn.send(reply).is_ok(),
         };
         match request {
