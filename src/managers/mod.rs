@@ -511,11 +511,13 @@ impl Manager {
             return Ok(());
         };
         // As Python's: ask, give it a second, terminate, give it another, kill (which also
-        // ends a manager that is stopped or hangs, and the request to one is bounded too).
+        // ends a manager that is stopped or hangs; the request to one is bounded too, as
+        // generously as a handshake).
         let wait = Duration::from_secs(1);
+        let asking = crate::connection::HANDSHAKE_TIMEOUT;
         let _ = self
             .client
-            .call_until(&Request::Shutdown, crate::sys::deadline_after(wait));
+            .call_until(&Request::Shutdown, crate::sys::deadline_after(asking));
         process.join_timeout(wait)?;
         if process.is_alive()? {
             process.terminate()?;
