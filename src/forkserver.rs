@@ -172,8 +172,10 @@ impl Serialize for Handle {
         &self,
         serializer: S,
     ) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::Error as _;
-        let copy = self.0.try_clone().map_err(S::Error::custom)?;
+        let copy = self
+            .0
+            .try_clone()
+            .map_err(|e| crate::wire::custom_ser(e.to_string()))?;
         wire::push_handle::<S::Error>("forkserver handle", copy)?.serialize(serializer)
     }
 }

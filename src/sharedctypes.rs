@@ -141,14 +141,13 @@ impl<T: Pod> Serialize for Cells<T> {
 
 impl<'de, T: Pod> Deserialize<'de> for Cells<T> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::Error as _;
         let (region, len, size) = <(Region, u64, u64)>::deserialize(deserializer)?;
         let fits = usize::try_from(len)
             .ok()
             .and_then(|len| len.checked_mul(std::mem::size_of::<T>()))
             .is_some_and(|bytes| bytes <= region.len());
         if size != std::mem::size_of::<T>() as u64 || !fits {
-            return Err(D::Error::custom(format!(
+            return Err(crate::wire::custom_de(format!(
                 "shared array of {len} elements of {size} bytes received as elements of {} \
                  bytes (in {} bytes of memory)",
                 std::mem::size_of::<T>(),

@@ -2045,3 +2045,29 @@ fn get_within(d: DictProxy<u32, u32>, pid: u32) -> bool {
     signal(pid, libc::SIGCONT);
     timed_out && d.get(&1).unwrap() == Some(10)
 }
+
+fn read_one(d: DictProxy<u32, u32>) -> Option<u32> {
+    d.get(&1).unwrap()
+}
+
+/// A proxy that cannot reach its manager in the process it was sent to (here: the manager's
+/// key is not the child's) fails the child's start with the reason, not serde's bare
+/// "Serde Deserialization Error".
+#[test]
+fn a_proxy_that_cannot_connect_says_why() {
+    multiprocess::init_test();
+    let _g = common::start_with_sockets();
+    let tcp = multiprocess::connection::Address::Tcp("127.0.0.1:0".parse().unwrap());
+    let manager = Manager::start_at(Some(tcp), b"not the child's key").unwrap();
+    let d = manager.dict::<u32, u32>().unwrap();
+    let mut p = Process::new(read_one, (d,));
+    p.start().unwrap();
+    match p.result_timeout::<Option<u32>>(Duration::from_secs(60)) {
+        Err(e) => {
+            let text = e.to_string();
+            assert!(text.contains("could not reach its manager"), "{text}");
+            assert!(text.contains("digest sent was rejected"), "{text}");
+        }
+        Ok(v) => panic!("{v:?}"),
+    }
+}

@@ -725,12 +725,12 @@ impl Waitable for Connection {
 /// Serialising one anywhere else is an error.
 impl Serialize for Connection {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::Error as _;
         let stream = self
             .stream
             .as_ref()
-            .ok_or_else(|| S::Error::custom(CLOSED))?;
-        let handle = sys::stream_to_handle(stream).map_err(S::Error::custom)?;
+            .ok_or_else(|| crate::wire::custom_ser(CLOSED.to_string()))?;
+        let handle =
+            sys::stream_to_handle(stream).map_err(|e| crate::wire::custom_ser(e.to_string()))?;
         let index = wire::push_handle::<S::Error>("Connection", handle)?;
         // A thread receiving on this end right now keeps what it reads.
         let (bytes, handles) = match self.reading.try_lock() {
@@ -752,11 +752,11 @@ impl Serialize for Connection {
 
 impl<'de> Deserialize<'de> for Connection {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::Error as _;
         let (index, readable, writable, unread, handles, bulk) =
             <(u32, bool, bool, wire::Bytes, Vec<u32>, Option<Bulk>)>::deserialize(deserializer)?;
         let handle = wire::take_handle::<D::Error>("Connection", index)?;
-        let stream = sys::stream_from_handle(handle).map_err(D::Error::custom)?;
+        let stream =
+            sys::stream_from_handle(handle).map_err(|e| crate::wire::custom_de(e.to_string()))?;
         let handles = handles
             .into_iter()
             .map(|i| wire::take_handle::<D::Error>("Connection", i))

@@ -237,21 +237,20 @@ pub(super) fn in_repr() -> bool {
 /// connects with its own process's `authkey`, and bounds its calls as the sender's did.
 impl Serialize for Handle {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::Error as _;
         if in_repr() {
             return s.serialize_u64(self.id);
         }
         let token = if INTO_MANAGER.with(std::cell::Cell::get) {
             match self.client.call(&Request::Pin(self.id)) {
                 Ok(Reply::Done) => 0,
-                Ok(other) => return Err(S::Error::custom(unexpected(other))),
-                Err(e) => return Err(S::Error::custom(e)),
+                Ok(other) => return Err(crate::wire::custom_ser(unexpected(other).to_string())),
+                Err(e) => return Err(crate::wire::custom_ser(e.to_string())),
             }
         } else {
             match self.client.call(&Request::Lease(self.id)) {
                 Ok(Reply::Id(token)) => token,
-                Ok(other) => return Err(S::Error::custom(unexpected(other))),
-                Err(e) => return Err(S::Error::custom(e)),
+                Ok(other) => return Err(crate::wire::custom_ser(unexpected(other).to_string())),
+                Err(e) => return Err(crate::wire::custom_ser(e.to_string())),
             }
         };
         (
@@ -266,14 +265,16 @@ impl Serialize for Handle {
 
 impl<'de> Deserialize<'de> for Handle {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        use serde::de::Error as _;
         let (address, id, token, timeout) = <(Address, u64, u64, u64)>::deserialize(d)?;
         let client = Client::new(address, current_process().authkey().to_vec());
         client.set_timeout_nanos(timeout);
         match client.call(&Request::IncRef(id, token)) {
             Ok(Reply::Done) => Ok(Handle::new(client, id)),
-            Ok(other) => Err(D::Error::custom(unexpected(other))),
-            Err(e) => Err(D::Error::custom(e)),
+            Ok(other) => Err(crate::wire::custom_de(unexpected(other).to_string())),
+            Err(e) => Err(crate::wire::custom_de(format!(
+                "a proxy could not reach its manager at {:?}: {e}",
+                client.address
+            ))),
         }
     }
 }

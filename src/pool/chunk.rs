@@ -278,7 +278,7 @@ fn encode_postcard<X: Serialize>(
             for _ in 0..self.1 {
                 match items.next() {
                     Some(x) => seq.serialize_element(&x)?,
-                    None => return Err(serde::ser::Error::custom(ended())),
+                    None => return Err(crate::wire::custom_ser(ended().to_string())),
                 }
             }
             seq.end()

@@ -53,11 +53,10 @@ impl<'de> Deserialize<'de> for Doorbell {
     fn deserialize<D: serde::Deserializer<'de>>(
         deserializer: D,
     ) -> std::result::Result<Self, D::Error> {
-        use serde::de::Error as _;
         let (region, readers) = <(Region, u32)>::deserialize(deserializer)?;
         let readers = readers as usize;
         if readers == 0 || region.len() / 4 < readers.saturating_mul(PART) {
-            return Err(D::Error::custom(format!(
+            return Err(crate::wire::custom_de(format!(
                 "a pool's doorbell for {readers} readers does not fit {} bytes",
                 region.len()
             )));

@@ -97,15 +97,15 @@ impl<'de> Deserialize<'de> for RingPair {
     fn deserialize<D: serde::Deserializer<'de>>(
         deserializer: D,
     ) -> std::result::Result<Self, D::Error> {
-        use serde::de::Error as _;
         let (region, front, capacity) = <(Region, u32, u32)>::deserialize(deserializer)?;
         let (front, capacity) = (front as usize, capacity as usize);
         if !front.is_multiple_of(PAGE) || region.len() < RingPair::len(front, capacity) {
-            return Err(D::Error::custom(format!(
+            return Err(crate::wire::custom_de(format!(
                 "two rings of {capacity} bytes after {front} do not fit a region of {} bytes",
                 region.len()
             )));
         }
-        RingPair::within(region, front, capacity, false).map_err(D::Error::custom)
+        RingPair::within(region, front, capacity, false)
+            .map_err(|e| crate::wire::custom_de(e.to_string()))
     }
 }

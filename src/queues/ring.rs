@@ -112,9 +112,14 @@ pub(super) struct Side {
 
 impl Serialize for Side {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::Error as _;
-        let send = self.send.try_clone().map_err(S::Error::custom)?;
-        let recv = self.recv.try_clone().map_err(S::Error::custom)?;
+        let send = self
+            .send
+            .try_clone()
+            .map_err(|e| crate::wire::custom_ser(e.to_string()))?;
+        let recv = self
+            .recv
+            .try_clone()
+            .map_err(|e| crate::wire::custom_ser(e.to_string()))?;
         (
             wire::push_handle::<S::Error>("queue", send)?,
             wire::push_handle::<S::Error>("queue", recv)?,

@@ -26,9 +26,14 @@ impl Wakeup {
 
 impl Serialize for Wakeup {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::Error as _;
-        let signal = self.signal.try_clone().map_err(S::Error::custom)?;
-        let watched = self.watched.try_clone().map_err(S::Error::custom)?;
+        let signal = self
+            .signal
+            .try_clone()
+            .map_err(|e| crate::wire::custom_ser(e.to_string()))?;
+        let watched = self
+            .watched
+            .try_clone()
+            .map_err(|e| crate::wire::custom_ser(e.to_string()))?;
         (
             wire::push_handle::<S::Error>("queue", signal)?,
             wire::push_handle::<S::Error>("queue", watched)?,

@@ -351,9 +351,8 @@ impl<'de> Deserialize<'de> for SharedMemory {
     fn deserialize<D: serde::Deserializer<'de>>(
         deserializer: D,
     ) -> std::result::Result<Self, D::Error> {
-        use serde::de::Error as _;
         let ByName { name, track } = ByName::deserialize(deserializer)?;
-        SharedMemory::attach_with(&name, track).map_err(D::Error::custom)
+        SharedMemory::attach_with(&name, track).map_err(|e| crate::wire::custom_de(e.to_string()))
     }
 }
 

@@ -645,9 +645,8 @@ impl<'de> Deserialize<'de> for ShareableList {
     fn deserialize<D: serde::Deserializer<'de>>(
         deserializer: D,
     ) -> std::result::Result<Self, D::Error> {
-        use serde::de::Error as _;
         let shm = SharedMemory::deserialize(deserializer)?;
-        ShareableList::from_shm(shm).map_err(D::Error::custom)
+        ShareableList::from_shm(shm).map_err(|e| crate::wire::custom_de(e.to_string()))
     }
 }
 

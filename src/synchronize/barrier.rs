@@ -14,17 +14,18 @@ fn call_action<F: Fn() + Copy + 'static>(_: &[u8]) -> Result<Vec<u8>> {
 
 impl Serialize for Action {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::Error as _;
-        let code = sys::image::Code::of(self.0).map_err(S::Error::custom)?;
+        let code =
+            sys::image::Code::of(self.0).map_err(|e| crate::wire::custom_ser(e.to_string()))?;
         code.serialize(serializer)
     }
 }
 
 impl<'de> Deserialize<'de> for Action {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::Error as _;
         let code = sys::image::Code::deserialize(deserializer)?;
-        code.resolve().map(Action).map_err(D::Error::custom)
+        code.resolve()
+            .map(Action)
+            .map_err(|e| crate::wire::custom_de(e.to_string()))
     }
 }
 

@@ -190,13 +190,17 @@ pub(crate) fn take_handle<E: serde::de::Error>(
     })
 }
 
-pub(super) fn custom_ser<E: serde::ser::Error>(message: String) -> E {
+/// A serde error raised by our own `Serialize` impls, its message kept for the codec error
+/// (postcard keeps none of a custom error's text).
+pub(crate) fn custom_ser<E: serde::ser::Error>(message: String) -> E {
     let e = E::custom(&message);
     LAST_ERROR.with(|l| *l.borrow_mut() = Some(message));
     e
 }
 
-pub(super) fn custom_de<E: serde::de::Error>(message: String) -> E {
+/// As [`custom_ser`], for our own `Deserialize` impls: a proxy that could not reach its
+/// manager, a segment that could not be attached, say why in the decode's error.
+pub(crate) fn custom_de<E: serde::de::Error>(message: String) -> E {
     let e = E::custom(&message);
     LAST_ERROR.with(|l| *l.borrow_mut() = Some(message));
     e
