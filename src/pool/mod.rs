@@ -720,17 +720,23 @@ impl Pool {
     /// some still run when the time is up (after `close` they finish the queued work first).
     /// Call it again, or [`terminate`](Pool::terminate) the pool.
     ///
-    /// ```
+    /// ```standalone_crate
     /// use std::time::Duration;
-    /// # multiprocess::init_test();
+    ///
+    /// fn nap(ms: u64) {
+    ///     std::thread::sleep(Duration::from_millis(ms));
+    /// }
+    ///
+    /// # fn main() -> multiprocess::Result<()> {
+    /// multiprocess::init_test(); // in a program: multiprocess::init(), first line of main
     /// let pool = multiprocess::Pool::new(2)?;
-    /// let slow = pool.apply_async(|ms: u64| std::thread::sleep(Duration::from_millis(ms)), (2_000,))?;
+    /// let slow = pool.apply_async(nap, (2_000,))?;
     /// pool.close();
     /// assert!(!pool.join_timeout(Duration::from_millis(100))?); // the task still runs
     /// pool.terminate();
     /// assert!(pool.join_timeout(Duration::from_secs(60))?);
     /// assert!(slow.get().is_err()); // cancelled by the terminate
-    /// # Ok::<(), multiprocess::Error>(())
+    /// # Ok(()) }
     /// ```
     ///
     /// # Errors
